@@ -1,0 +1,55 @@
+//! The [`Backend`] trait: what differs between SingleNode processes, Slurm jobs, srun steps and
+//! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
+
+pub(crate) mod single_node;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::future::Slot;
+use crate::resources::Resources;
+use crate::store::{ResultRecord, TaskPaths};
+use crate::task::TaskSpec;
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One task handed to a backend: its task file is written, its inputs have finished.
+pub(crate) struct Job {
+    pub spec: Arc<TaskSpec>,
+    pub paths: TaskPaths,
+    pub resources: Resources,
+    pub slot: Arc<Slot>,
+    /// Called once when the task starts (with the scheduler's job id, if any).
+    pub started: Box<dyn FnOnce(Option<String>) + Send>,
+}
+
+/// What the engine does with running tasks when the last handle of an executor is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropPolicy {
+    /// Wait for every task to finish (local processes would die with the driver).
+    Wait,
+    /// Leave queued jobs to the scheduler; results appear in the cache directory.
+    #[allow(dead_code)] // the queue backends' policy
+    Detach,
+}
+
+/// One kind of place where tasks run.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The name used in messages ("single-node", "slurm"...).
+    fn name(&self) -> &'static str;
+
+    /// Checks that the backend can honour `resources`: `Err` names what it cannot do; `Ok`
+    /// lists keys that mean nothing here (accepted, reported once as a warning).
+    fn check(&self, resources: &Resources) -> Result<Vec<&'static str>, String>;
+
+    /// Runs the task to its end and returns its published result. Must watch
+    /// `job.slot.cancel` and never hang: every way a task can end yields a record.
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<ResultRecord>;
+
+    /// What dropping the executor does.
+    fn drop_policy(&self) -> DropPolicy {
+        DropPolicy::Wait
+    }
+}

@@ -1,0 +1,406 @@
+//! [`SingleNode`]: each task is a child process of the driver on this machine. Function tasks
+//! re-execute the running binary as a worker; commands run directly; `cores = N` runs either
+//! under `mpiexec -n N`. The driver wakes when a child exits: there is no polling loop.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::{Backend, BoxFuture, Job};
+use crate::command::{CommandOutput, CommandSpec};
+use crate::error::{Error, TaskError};
+use crate::resources::Resources;
+use crate::store::{self, ResultRecord, TaskPaths};
+use crate::task::{TaskKind, TaskSpec};
+use crate::worker;
+
+/// How long a task gets between SIGTERM and SIGKILL when it is timed out or cancelled.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) struct SingleNode {
+    max_cores: u32,
+    cores: Arc<Semaphore>,
+    workers: Option<Arc<Semaphore>>,
+    /// The running binary's path, for launchers (mpiexec) that need a real path.
+    exe: PathBuf,
+}
+
+impl SingleNode {
+    pub(crate) fn new(max_cores: u32, max_workers: Option<u32>) -> Result<SingleNode, Error> {
+        let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+        Ok(SingleNode {
+            max_cores,
+            cores: Arc::new(Semaphore::new(max_cores as usize)),
+            workers: max_workers.map(|n| Arc::new(Semaphore::new(n as usize))),
+            exe,
+        })
+    }
+}
+
+/// How a child process ended.
+enum End {
+    Exited(ExitStatus),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+fn status_text(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+fn kill_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads.
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+fn open_output(path: &std::path::Path) -> Result<File, TaskError> {
+    File::create(path).map_err(|e| TaskError::Store {
+        path: path.display().to_string(),
+        detail: format!("could not create the output file: {e}"),
+    })
+}
+
+impl SingleNode {
+    /// The program and arguments that run the task with `ranks` ranks.
+    fn argv(
+        &self,
+        spec: &TaskSpec,
+        resources: &Resources,
+        paths: &TaskPaths,
+    ) -> (String, Vec<String>) {
+        let (program, args): (String, Vec<String>) = match &spec.kind {
+            TaskKind::Function { .. } => {
+                let root = paths.root().display().to_string();
+                let args = vec![
+                    worker::WORKER_ARG.to_string(),
+                    "run".to_string(),
+                    root,
+                    spec.key.to_string(),
+                ];
+                if spec.ranks > 1 {
+                    (self.exe.display().to_string(), args)
+                } else {
+                    // The running inode, even if the file on disk was replaced by a rebuild.
+                    ("/proc/self/exe".to_string(), args)
+                }
+            }
+            TaskKind::Command(c) => (c.program.clone(), c.args.clone()),
+        };
+        if spec.ranks <= 1 {
+            return (program, args);
+        }
+        let mut mpi = vec!["-n".to_string(), spec.ranks.to_string()];
+        if resources.openmpi_oversubscribe == Some(true) {
+            mpi.push("--oversubscribe".to_string());
+        }
+        mpi.push(program);
+        mpi.extend(args);
+        ("mpiexec".to_string(), mpi)
+    }
+
+    async fn run_job(self: Arc<Self>, job: Job) -> ResultRecord {
+        let slots = job.resources.slots();
+        let _worker = match &self.workers {
+            Some(sem) => Some(tokio::select! {
+                p = sem.clone().acquire_owned() => p.expect("never closed"),
+                _ = job.slot.cancel.cancelled() => return cancelled(&job.paths),
+            }),
+            None => None,
+        };
+        let _cores = tokio::select! {
+            p = self.cores.clone().acquire_many_owned(slots) => p.expect("never closed"),
+            _ = job.slot.cancel.cancelled() => return cancelled(&job.paths),
+        };
+        if job.slot.cancel.is_cancelled() {
+            return cancelled(&job.paths);
+        }
+        let record = match self.spawn_and_wait(job).await {
+            Ok(record) => record,
+            Err((paths, e)) => paths.publish_result(ResultRecord { outcome: Err(e) }),
+        };
+        record
+    }
+
+    async fn spawn_and_wait(&self, job: Job) -> Result<ResultRecord, (TaskPaths, TaskError)> {
+        let Job {
+            spec,
+            paths,
+            resources,
+            slot,
+            started,
+        } = job;
+        let (program, args) = self.argv(&spec, &resources, &paths);
+        let command_spec: Option<&CommandSpec> = match &spec.kind {
+            TaskKind::Command(c) => Some(c),
+            TaskKind::Function { .. } => None,
+        };
+        let stdout_path = command_spec
+            .and_then(|c| c.stdout.clone())
+            .unwrap_or_else(|| paths.stdout());
+        let stderr_path = command_spec
+            .and_then(|c| c.stderr.clone())
+            .or_else(|| resources.error_log_file.clone())
+            .unwrap_or_else(|| paths.stderr());
+        let fail = |e| (paths.clone(), e);
+        let stdout = open_output(&stdout_path).map_err(fail)?;
+        let stderr = open_output(&stderr_path).map_err(fail)?;
+
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
+        if let Some(c) = command_spec {
+            cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
+        } else {
+            cmd.env(worker::WORKER_ENV, "1");
+            if paths.durable() {
+                cmd.env(worker::DURABLE_ENV, "1");
+            }
+        }
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
+        // SAFETY: prctl is async-signal-safe; the child asks for SIGTERM when the driver
+        // dies, so a killed driver leaves no orphaned workers racing a rerun.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let detail = if e.kind() == std::io::ErrorKind::NotFound {
+                    if program == "mpiexec" {
+                        format!(
+                            "mpiexec was not found on PATH: cores = {} needs OpenMPI's mpiexec",
+                            spec.ranks
+                        )
+                    } else {
+                        "no such program (not found on PATH)".to_string()
+                    }
+                } else {
+                    e.to_string()
+                };
+                return Err(fail(TaskError::Launch {
+                    what: program,
+                    detail,
+                }));
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        started(None);
+        let start = Instant::now();
+        let limit = resources.run_time_max;
+        let end = {
+            let timeout = async {
+                match limit {
+                    Some(l) => tokio::time::sleep(l).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                status = child.wait() => End::Exited(status.map_err(|e| fail(TaskError::Launch { what: program.clone(), detail: e.to_string() }))?),
+                _ = timeout => End::TimedOut(limit.unwrap_or_default()),
+                _ = slot.cancel.cancelled() => End::Cancelled,
+            }
+        };
+        if !matches!(end, End::Exited(_)) {
+            kill_group(pid, libc::SIGTERM);
+            if tokio::time::timeout(KILL_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                kill_group(pid, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
+        }
+        let elapsed = start.elapsed();
+        paths.drop_empty_outputs();
+        let stderr_tail = store::tail_of(&stderr_path, 20);
+
+        let outcome = match end {
+            End::TimedOut(limit) => Err(TaskError::Timeout { limit }),
+            End::Cancelled => Err(TaskError::Cancelled),
+            End::Exited(status) => match command_spec {
+                Some(c) => {
+                    return Ok(paths.publish_result(ResultRecord {
+                        outcome: command_outcome(
+                            c,
+                            &program,
+                            status,
+                            elapsed,
+                            stdout_path,
+                            stderr_path,
+                            stderr_tail,
+                        ),
+                    }))
+                }
+                None if spec.ranks > 1 => {
+                    let record = paths.gather_ranks(spec.ranks);
+                    return Ok(match record.outcome {
+                        Err(TaskError::Rank { cause, .. })
+                            if matches!(*cause, TaskError::WorkerDied { .. })
+                                && !status.success() =>
+                        {
+                            // No rank wrote anything: mpiexec itself failed.
+                            paths.publish_result(ResultRecord {
+                                outcome: Err(TaskError::Launch {
+                                    what: "mpiexec".into(),
+                                    detail: format!(
+                                        "{}{}",
+                                        status_text(&status),
+                                        if stderr_tail.is_empty() {
+                                            String::new()
+                                        } else {
+                                            format!("; stderr ends with:\n{stderr_tail}")
+                                        }
+                                    ),
+                                }),
+                            })
+                        }
+                        _ => record,
+                    });
+                }
+                None => match paths.read_result() {
+                    Ok(record) => return Ok(record),
+                    Err(store::FormatError::Missing) => Err(worker_died(&status, stderr_tail)),
+                    Err(e) => Err(e.into_task_error(&paths.result_file())),
+                },
+            },
+        };
+        Ok(paths.publish_result(ResultRecord { outcome }))
+    }
+}
+
+fn cancelled(paths: &TaskPaths) -> ResultRecord {
+    paths.publish_result(ResultRecord {
+        outcome: Err(TaskError::Cancelled),
+    })
+}
+
+fn worker_died(status: &ExitStatus, stderr_tail: String) -> TaskError {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(signal) => TaskError::Signaled {
+            what: "the worker".into(),
+            signal,
+            stderr_tail,
+        },
+        None => TaskError::WorkerDied {
+            status: status_text(status),
+            stderr_tail,
+        },
+    }
+}
+
+fn command_outcome(
+    spec: &CommandSpec,
+    program: &str,
+    status: ExitStatus,
+    elapsed: Duration,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    stderr_tail: String,
+) -> Result<Vec<Vec<u8>>, TaskError> {
+    use std::os::unix::process::ExitStatusExt;
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(signal)) => {
+            return Err(TaskError::Signaled {
+                what: format!("command {program:?}"),
+                signal,
+                stderr_tail,
+            })
+        }
+        _ => -1,
+    };
+    if code != 0 && !spec.allow_failure {
+        return Err(TaskError::CommandFailed {
+            program: spec.program.clone(),
+            code,
+            stderr_tail,
+        });
+    }
+    let output = CommandOutput {
+        exit_code: code,
+        stdout: stdout.exists().then_some(stdout),
+        stderr: stderr.exists().then_some(stderr),
+        stderr_tail,
+        elapsed,
+    };
+    let bytes = crate::codec::encode(&output).map_err(|detail| TaskError::Encode {
+        what: "the command's output".into(),
+        detail,
+    })?;
+    Ok(vec![bytes])
+}
+
+impl Backend for SingleNode {
+    fn name(&self) -> &'static str {
+        "single-node"
+    }
+
+    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
+        if r.slots() > self.max_cores {
+            return Err(format!(
+                "the task needs {} slots (cores {} x threads_per_core {}) but max_cores is {}",
+                r.slots(),
+                r.ranks(),
+                r.threads(),
+                self.max_cores
+            ));
+        }
+        if r.nodes() > 1 {
+            return Err(format!(
+                "num_nodes = {} but this backend runs on one node",
+                r.nodes()
+            ));
+        }
+        let mut ignored = Vec::new();
+        if r.partition.is_some() {
+            ignored.push("partition");
+        }
+        if r.account.is_some() {
+            ignored.push("account");
+        }
+        if r.qos.is_some() {
+            ignored.push("qos");
+        }
+        if !r.slurm_cmd_args.is_empty() {
+            ignored.push("slurm_cmd_args");
+        }
+        if r.exclusive.is_some() {
+            ignored.push("exclusive");
+        }
+        if r.memory_max.is_some() {
+            ignored.push("memory_max");
+        }
+        if r.gpus_per_core.is_some() {
+            ignored.push("gpus_per_core");
+        }
+        if r.openmpi_oversubscribe.is_some() && r.ranks() <= 1 {
+            ignored.push("openmpi_oversubscribe");
+        }
+        Ok(ignored)
+    }
+
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<ResultRecord> {
+        Box::pin(self.run_job(job))
+    }
+}

@@ -1,0 +1,378 @@
+//! The engine shared by every backend: turns a submission into a task file and a key, answers
+//! from the cache, waits for inputs, hands the task to the backend and resolves its future.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use crate::backend::{Backend, Job};
+use crate::command::{Command, CommandOutput};
+use crate::error::TaskError;
+use crate::event::{EventKind, Events};
+use crate::future::{ArgSource, Dependency, Slot, TaskFuture};
+use crate::resources::Resources;
+use crate::store::{self, FileKind, FormatError, ResultRecord, Store};
+use crate::task::{TaskKey, TaskKind, TaskSpec, View};
+
+/// Per-submission options carried by an [`Executor`](crate::Executor) handle.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubmitOptions {
+    pub resources: Resources,
+    pub cache: bool,
+    pub cache_key: Option<String>,
+}
+
+/// Counts for the run summary.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub cached: AtomicU64,
+}
+
+/// State shared by an executor's handles and its running tasks.
+pub(crate) struct Engine {
+    pub backend: Arc<dyn Backend>,
+    pub store: Store,
+    pub events: Events,
+    pub runtime: tokio::runtime::Handle,
+    pub counts: Counts,
+    live: Mutex<HashMap<TaskKey, Arc<Slot>>>,
+    pending: Mutex<u64>,
+    idle: Condvar,
+    warned: Mutex<HashSet<&'static str>>,
+}
+
+/// Environment variables that tell threaded libraries how many threads a task may use.
+const THREAD_VARS: [&str; 4] = [
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+];
+
+impl Engine {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        store: Store,
+        events: Events,
+        runtime: tokio::runtime::Handle,
+    ) -> Engine {
+        Engine {
+            backend,
+            store,
+            events,
+            runtime,
+            counts: Counts::default(),
+            live: Mutex::new(HashMap::new()),
+            pending: Mutex::new(0),
+            idle: Condvar::new(),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Validates resources for this backend; warns once per key the backend ignores.
+    pub(crate) fn check_resources(&self, resources: &Resources) -> Result<(), TaskError> {
+        let reject = |reason: String| TaskError::Rejected {
+            backend: self.backend.name().to_string(),
+            reason,
+        };
+        resources
+            .validate_basic()
+            .map_err(|e| reject(e.to_string()))?;
+        let ignored = self.backend.check(resources).map_err(reject)?;
+        let mut warned = self.warned.lock().unwrap();
+        for key in ignored {
+            if warned.insert(key) {
+                self.events.emit(EventKind::Warning {
+                    message: format!(
+                        "resource {key:?} means nothing on the {} backend and is ignored",
+                        self.backend.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn spec_env(resources: &Resources) -> Vec<(String, String)> {
+        let threads = resources.threads().to_string();
+        let mut env: Vec<(String, String)> = THREAD_VARS
+            .iter()
+            .map(|v| (v.to_string(), threads.clone()))
+            .collect();
+        env.extend(resources.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    fn absolute(dir: &Option<PathBuf>) -> Option<PathBuf> {
+        dir.as_ref().map(|d| {
+            if d.is_absolute() {
+                d.clone()
+            } else {
+                std::env::current_dir()
+                    .map(|c| c.join(d))
+                    .unwrap_or_else(|_| d.clone())
+            }
+        })
+    }
+
+    /// Submits a registered function.
+    pub(crate) fn submit_function<T>(
+        self: &Arc<Self>,
+        opts: &SubmitOptions,
+        name: &str,
+        fingerprint: &str,
+        args: Vec<ArgSource>,
+        all_ranks: bool,
+    ) -> TaskFuture<T> {
+        let mut slots = Vec::with_capacity(args.len());
+        let mut deps = Vec::new();
+        for (i, arg) in args.into_iter().enumerate() {
+            match arg.into_slot(i) {
+                Ok((slot, dep)) => {
+                    slots.push(slot);
+                    if let Some(dep) = dep {
+                        deps.push((format!("argument {i}"), dep));
+                    }
+                }
+                Err(e) => return TaskFuture::failed(name, e),
+            }
+        }
+        let kind = TaskKind::Function {
+            name: name.to_string(),
+            fingerprint: fingerprint.to_string(),
+            args: slots,
+        };
+        let view = if all_ranks {
+            View::AllRanks
+        } else {
+            View::Value
+        };
+        self.submit(opts, kind, None, deps, view)
+    }
+
+    /// Submits an external command.
+    pub(crate) fn submit_command(
+        self: &Arc<Self>,
+        opts: &SubmitOptions,
+        command: Command,
+    ) -> TaskFuture<CommandOutput> {
+        let Command {
+            mut spec,
+            cwd,
+            after,
+        } = command;
+        // The resources' environment is part of what the command does: fold it into the
+        // command's own (the command's wins), so it is part of the key.
+        for (k, v) in opts.resources.env.iter().rev() {
+            if !spec.env.iter().any(|(ck, _)| ck == k) {
+                spec.env.insert(0, (k.clone(), v.clone()));
+            }
+        }
+        let deps = after
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("dependency {i}"), d))
+            .collect();
+        self.submit(opts, TaskKind::Command(spec), cwd, deps, View::Value)
+    }
+
+    fn submit<T>(
+        self: &Arc<Self>,
+        opts: &SubmitOptions,
+        kind: TaskKind,
+        cwd_override: Option<PathBuf>,
+        deps: Vec<(String, Dependency)>,
+        view: View,
+    ) -> TaskFuture<T> {
+        let label = match &kind {
+            TaskKind::Function { name, .. } => name.clone(),
+            TaskKind::Command(c) => c.program_name(),
+        };
+        let resources = &opts.resources;
+        if let Err(e) = self.check_resources(resources) {
+            return TaskFuture::failed(&label, e);
+        }
+        let ranks = resources.ranks();
+        let cwd = Self::absolute(&cwd_override.or_else(|| resources.cwd.clone()));
+        let key = match (&opts.cache_key, opts.cache) {
+            (Some(k), _) => TaskKey::explicit(k),
+            (None, true) => TaskSpec::content_key(&kind, ranks, &cwd),
+            (None, false) => TaskKey::unique(),
+        };
+        let spec = TaskSpec {
+            key,
+            kind,
+            ranks,
+            threads: resources.threads(),
+            env: Self::spec_env(resources),
+            cwd,
+        };
+
+        let slot = {
+            let mut live = self.live.lock().unwrap();
+            if let Some(existing) = live.get(&key) {
+                let failed = matches!(existing.outcome(), Some(o) if o.is_err());
+                if !failed {
+                    return TaskFuture::new(existing.clone(), view);
+                }
+            }
+            let slot = Slot::new(key, label.clone());
+            live.insert(key, slot.clone());
+            slot
+        };
+        self.events.emit(EventKind::Submitted {
+            key: key.to_string(),
+            name: label.clone(),
+        });
+
+        if opts.cache {
+            match self.store.task(&key).read_result() {
+                Ok(ResultRecord {
+                    outcome: Ok(values),
+                }) => {
+                    self.counts.cached.fetch_add(1, Ordering::Relaxed);
+                    self.counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                    self.events.emit(EventKind::Cached {
+                        key: key.to_string(),
+                        name: label,
+                    });
+                    slot.resolve(Ok(values));
+                    return TaskFuture::new(slot, view);
+                }
+                Ok(_) | Err(FormatError::Missing) => {}
+                Err(e) => self.events.emit(EventKind::Warning {
+                    message: format!(
+                        "ignoring the unreadable cached result {}: it {e}; the task runs again",
+                        self.store.task(&key).result_file().display()
+                    ),
+                }),
+            }
+        }
+
+        *self.pending.lock().unwrap() += 1;
+        let engine = self.clone();
+        let resources = opts.resources.clone();
+        let task_slot = slot.clone();
+        self.runtime.spawn(async move {
+            let started_at = Instant::now();
+            let record = engine
+                .execute(task_slot.clone(), spec, deps, resources)
+                .await;
+            engine.finish(&task_slot, record, started_at);
+        });
+        TaskFuture::new(slot, view)
+    }
+
+    async fn execute(
+        self: &Arc<Self>,
+        slot: Arc<Slot>,
+        spec: TaskSpec,
+        deps: Vec<(String, Dependency)>,
+        resources: Resources,
+    ) -> ResultRecord {
+        let paths = self.store.task(&spec.key);
+        let fail = |e: TaskError| ResultRecord { outcome: Err(e) };
+        if let Err(e) = paths.create() {
+            return fail(e);
+        }
+        if let Err(e) = store::write_value(
+            &paths.task_file(),
+            FileKind::Task,
+            &spec,
+            self.store.durable(),
+        ) {
+            return fail(e);
+        }
+        for (input, dep) in deps {
+            let outcome = tokio::select! {
+                o = dep.slot.wait_async() => o,
+                _ = slot.cancel.cancelled() => return paths.publish_result(fail(TaskError::Cancelled)),
+            };
+            if let Err(cause) = outcome.as_ref() {
+                let e = TaskError::DependencyFailed {
+                    input: format!("{input} ({})", dep.slot.name),
+                    key: dep.slot.key.to_string(),
+                    cause: Box::new(cause.clone()),
+                };
+                return paths.publish_result(fail(e));
+            }
+        }
+        if slot.cancel.is_cancelled() {
+            return paths.publish_result(fail(TaskError::Cancelled));
+        }
+        let events = self.events.clone();
+        let started_slot = slot.clone();
+        let job = Job {
+            spec: Arc::new(spec),
+            paths,
+            resources,
+            slot,
+            started: Box::new(move |job_id: Option<String>| {
+                if let Some(id) = &job_id {
+                    started_slot.set_job_id(id.clone());
+                }
+                events.emit(EventKind::Started {
+                    key: started_slot.key.to_string(),
+                    name: started_slot.name.clone(),
+                    job_id,
+                });
+            }),
+        };
+        self.backend.clone().run(job).await
+    }
+
+    fn finish(&self, slot: &Arc<Slot>, record: ResultRecord, started_at: Instant) {
+        let key = slot.key.to_string();
+        let name = slot.name.clone();
+        match &record.outcome {
+            Ok(_) => {
+                self.counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.events.emit(EventKind::Finished {
+                    key,
+                    name,
+                    runtime: started_at.elapsed(),
+                });
+            }
+            Err(error) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                self.events.emit(EventKind::Failed {
+                    key,
+                    name,
+                    error: error.clone(),
+                });
+            }
+        }
+        slot.resolve(record.outcome);
+        let mut pending = self.pending.lock().unwrap();
+        *pending -= 1;
+        if *pending == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Blocks until no task is pending.
+    pub(crate) fn wait_idle(&self) {
+        let mut pending = self.pending.lock().unwrap();
+        while *pending > 0 {
+            pending = self.idle.wait(pending).unwrap();
+        }
+    }
+
+    /// Number of tasks submitted and not yet resolved.
+    pub(crate) fn pending(&self) -> u64 {
+        *self.pending.lock().unwrap()
+    }
+
+    /// Asks every unresolved task to cancel.
+    pub(crate) fn cancel_all(&self) {
+        for slot in self.live.lock().unwrap().values() {
+            if slot.outcome().is_none() {
+                slot.cancel.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Errors: [`TaskError`] is what a task resolves to when it fails (plain data that clones,
+//! serializes and travels from a worker back to the driver); [`Error`] is what the library's own
+//! calls return (configuration, files, resources).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resources::ResourceError;
+
+fn tail(text: &str) -> String {
+    let text = text.trim_end();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr ends with:\n{text}")
+    }
+}
+
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default()
+}
+
+/// Why a task did not produce a value. Plain data: it clones, compares and serializes, so it
+/// crosses process boundaries and is stored in result files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task function panicked.
+    #[error("task panicked{}: {message}", at(.location))]
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic, when known.
+        location: Option<String>,
+    },
+    /// The task function returned `Err`; `chain` is the error and its sources, outermost first.
+    #[error("task returned an error: {}", .chain.join(": "))]
+    Failed {
+        /// The error's message followed by each `source()` in turn.
+        chain: Vec<String>,
+    },
+    /// An external command exited with a non-zero code.
+    #[error("command {program:?} exited with code {code}{}", tail(.stderr_tail))]
+    CommandFailed {
+        /// The program that was run.
+        program: String,
+        /// Its exit code.
+        code: i32,
+        /// The last lines of its standard error.
+        stderr_tail: String,
+    },
+    /// The task's process was killed by a signal it did not expect.
+    #[error("{what} was killed by signal {signal}{}", tail(.stderr_tail))]
+    Signaled {
+        /// What was killed (a program name, or "the worker").
+        what: String,
+        /// The signal number.
+        signal: i32,
+        /// The last lines of its standard error.
+        stderr_tail: String,
+    },
+    /// The worker process ended without writing a result.
+    #[error("the worker exited ({status}) without writing a result{}", tail(.stderr_tail))]
+    WorkerDied {
+        /// How it ended ("exit code 2", "signal 9").
+        status: String,
+        /// The last lines of its standard error.
+        stderr_tail: String,
+    },
+    /// The task ran longer than its `run_time_max` and was killed.
+    #[error("task exceeded its run_time_max of {limit:?} and was killed")]
+    Timeout {
+        /// The limit that was exceeded.
+        limit: Duration,
+    },
+    /// The task was cancelled before it finished.
+    #[error("task was cancelled")]
+    Cancelled,
+    /// An input of the task (a future passed as an argument) failed, so the task never ran.
+    #[error("input {input} (task {key}) failed: {cause}")]
+    DependencyFailed {
+        /// Which input: the argument's position and the upstream task's name.
+        input: String,
+        /// The upstream task's key.
+        key: String,
+        /// Why the upstream task failed.
+        cause: Box<TaskError>,
+    },
+    /// The task file was written by code whose task signature differs from this binary's.
+    #[error("task {name:?} comes from incompatible code: its fingerprint is {found} but this binary's is {expected}; rebuild the driver and the worker from the same source, or bump the task's version")]
+    BinaryMismatch {
+        /// The task name.
+        name: String,
+        /// This binary's fingerprint for the name.
+        expected: String,
+        /// The fingerprint in the task file.
+        found: String,
+    },
+    /// No task of this name is registered in the worker binary.
+    #[error("this binary registers no task named {name:?}; was the task defined with pitch::task! in code linked into it?")]
+    UnknownTask {
+        /// The task name.
+        name: String,
+    },
+    /// A value could not be encoded.
+    #[error("could not encode {what}: {detail}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The codec's message.
+        detail: String,
+    },
+    /// A value could not be decoded (wrong type, truncated or foreign bytes).
+    #[error("could not decode {what}: {detail}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// The codec's message.
+        detail: String,
+    },
+    /// One rank of a multi-rank task failed; the other ranks were stopped.
+    #[error("rank {rank} of {size} failed: {cause}")]
+    Rank {
+        /// The failing rank.
+        rank: u32,
+        /// The number of ranks.
+        size: u32,
+        /// Why it failed.
+        cause: Box<TaskError>,
+    },
+    /// The task could not be started at all.
+    #[error("could not launch {what}: {detail}")]
+    Launch {
+        /// What was being launched.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The backend refused the task's resources or options before running it.
+    #[error("task rejected by the {backend} backend: {reason}")]
+    Rejected {
+        /// The backend's name.
+        backend: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file in the cache directory could not be read or written.
+    #[error("{path}: {detail}")]
+    Store {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The scheduler reports the task's job ended without a result.
+    #[error("job {job_id} ended in state {state} without a result{}", if .detail.is_empty() { String::new() } else { format!(": {}", .detail) })]
+    Scheduler {
+        /// The scheduler's job id.
+        job_id: String,
+        /// The scheduler's state (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED...).
+        state: String,
+        /// More detail, e.g. the job log's tail.
+        detail: String,
+    },
+}
+
+impl TaskError {
+    /// Builds [`TaskError::Failed`] from any error, walking its `source()` chain.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> TaskError {
+        let mut chain = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            next = e.source();
+        }
+        TaskError::Failed { chain }
+    }
+}
+
+/// What the library's own calls return when they fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A task failed (from `?` on a task's result).
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A resource value is malformed.
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// The backend cannot honour a setting.
+    #[error("the {backend} backend cannot honour this: {reason}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An executor was built inside a worker process.
+    #[error("an executor was created inside a pitch worker process: call pitch::init() as the first line of main, before anything else")]
+    InsideWorker,
+    /// The registry holds two tasks with the same name.
+    #[error("two tasks are registered under the name {0:?}: give one of them another name")]
+    DuplicateTask(String),
+    /// A configuration value is wrong.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

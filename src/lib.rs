@@ -1,0 +1,111 @@
+//! # pitch
+//!
+//! Write a parallel workload once, run it on a laptop, and move it to an HPC cluster by
+//! changing one constructor. Work is "pitched" to whoever catches it — local processes, Slurm
+//! jobs, srun steps, Flux jobs — and results come back as [`TaskFuture`]s.
+//!
+//! ```no_run
+//! pitch::task! {
+//!     /// Runs in a worker process, locally or on a compute node.
+//!     pub fn square(x: u64) -> u64 { x * x }
+//! }
+//! pitch::task! {
+//!     pub fn total(values: Vec<u64>) -> u64 { values.iter().sum() }
+//! }
+//!
+//! fn main() -> Result<(), pitch::Error> {
+//!     pitch::init(); // first line: turns this process into a worker when launched as one
+//!     let exe = pitch::SingleNodeExecutor::builder().max_cores(4).build()?;
+//!     let squares = square::map(&exe, 0..10);           // futures, in input order
+//!     let values = pitch::wait_all(squares)?;
+//!     let sum = total::submit(&exe, values);
+//!     let echo = exe.submit_command(pitch::Command::new("echo").arg("hello"));
+//!     println!("{} {}", sum.result()?, echo.result()?.read_stdout().unwrap_or_default());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Key ideas:
+//! - Tasks are registered functions ([`task!`]) or external programs ([`Command`]).
+//! - A future passed as an argument makes a dependency; the worker reads the upstream
+//!   result from the cache directory.
+//! - Every task has a content-addressed key; rerunning a program with the same cache directory
+//!   resolves finished tasks from their result files. Failed tasks run again.
+//! - [`Resources`] uses executorlib's resource_dict names (`cores` are MPI ranks).
+//! - The engine emits [`Event`]s; reporters show them. The library never prints to stdout.
+#![deny(missing_docs)]
+
+mod backend;
+mod codec;
+mod command;
+mod engine;
+mod error;
+mod event;
+mod executor;
+mod future;
+mod registry;
+mod report;
+mod resources;
+mod store;
+mod task;
+mod worker;
+
+pub use command::{Command, CommandOutput};
+pub use error::{Error, TaskError};
+pub use event::{Event, EventKind, Reporter};
+pub use executor::{Executor, RunSummary, Shutdown, SingleNodeBuilder, SingleNodeExecutor};
+pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
+pub use registry::registered_tasks;
+pub use report::{JsonLinesReporter, ProgressReporter};
+pub use resources::{
+    format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,
+    RESOURCE_KEYS,
+};
+pub use worker::{context, init, TaskContext};
+
+/// Support for macro expansions and the project's own tests; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::executor::{arg_source, BatchGuard};
+    pub use crate::registry::fingerprint;
+    pub use crate::registry::support::*;
+    pub use crate::registry::Registration;
+    pub use crate::worker::main as worker_main;
+
+    /// Rewrites the fingerprint recorded in a task's file (tests of incompatible code).
+    pub fn set_task_fingerprint(
+        cache: &std::path::Path,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), String> {
+        use crate::store::{read_value, write_value, FileKind, Store};
+        use crate::task::{TaskKind, TaskSpec};
+        let store = Store::at(cache.to_path_buf(), false);
+        let paths = store.task(&key.parse()?);
+        let mut spec: TaskSpec =
+            read_value(&paths.task_file(), FileKind::Task).map_err(|e| e.to_string())?;
+        if let TaskKind::Function { fingerprint: f, .. } = &mut spec.kind {
+            *f = fingerprint.to_string();
+        }
+        write_value(&paths.task_file(), FileKind::Task, &spec, false).map_err(|e| e.to_string())
+    }
+
+    /// Reads a task's stored outcome (rank 0's bytes are not decoded).
+    pub fn read_result(
+        cache: &std::path::Path,
+        key: &str,
+    ) -> Result<Result<Vec<Vec<u8>>, crate::TaskError>, String> {
+        let store = crate::store::Store::at(cache.to_path_buf(), false);
+        let record = store
+            .task(&key.parse()?)
+            .read_result()
+            .map_err(|e| e.to_string())?;
+        Ok(record.outcome)
+    }
+
+    /// The path of a task's result file.
+    pub fn result_path(cache: &std::path::Path, key: &str) -> Result<std::path::PathBuf, String> {
+        let store = crate::store::Store::at(cache.to_path_buf(), false);
+        Ok(store.task(&key.parse()?).result_file())
+    }
+}

@@ -1,0 +1,370 @@
+use super::*;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Asserts that `parse` rejects each input with a message containing all fragments.
+fn rejects<T: std::fmt::Debug>(
+    parse: fn(&str) -> Result<T, ResourceError>,
+    cases: &[(&str, &[&str])],
+) {
+    for (input, wants) in cases {
+        let msg = parse(input).unwrap_err().to_string();
+        for want in *wants {
+            assert!(msg.contains(want), "{input:?}: {msg:?} lacks {want:?}");
+        }
+    }
+}
+
+fn full() -> Resources {
+    Resources::new()
+        .cores(4)
+        .threads_per_core(2)
+        .gpus_per_core(1)
+        .cwd("/scratch")
+        .env("A", "1")
+        .env("B", "x=y")
+        .num_nodes(2)
+        .exclusive(true)
+        .run_time_max(secs(5400))
+        .memory_max(4 * GIB)
+        .partition("gpu")
+        .account("proj")
+        .qos("high")
+        .slurm_cmd_arg("--x")
+        .slurm_cmd_arg("--y")
+        .openmpi_oversubscribe(false)
+        .error_log_file("err.log")
+}
+
+#[test]
+fn duration_forms() {
+    let cases = [
+        ("01:30:00", secs(5400)),
+        (" 36:00:05 ", secs(36 * 3600 + 5)),
+        ("1-00:00:00", secs(86_400)),
+        ("2-03", secs(2 * 86_400 + 3 * 3600)),
+        ("1-02:03", secs(86_400 + 7200 + 180)),
+        ("0-00:00:59", secs(59)),
+        ("90s", secs(90)),
+        ("30m", secs(1800)),
+        ("2h", secs(7200)),
+        ("2H", secs(7200)),
+        ("1d", secs(86_400)),
+        ("1h30m", secs(5400)),
+        ("1d 2h 3m 4s", secs(93_784)),
+        ("1.5h", secs(5400)),
+        ("0.25s", Duration::from_millis(250)),
+        ("\t45s\n", secs(45)),
+    ];
+    for (input, want) in cases {
+        assert_eq!(parse_duration(input).unwrap(), want, "{input:?}");
+    }
+}
+
+#[test]
+fn duration_errors() {
+    rejects(
+        parse_duration,
+        &[
+            ("60", &["invalid duration \"60\"", "add a unit", "minutes"]),
+            ("30:00", &["ambiguous", "\"00:30:00\"", "\"30:00:00\""]),
+            ("", &["empty"]),
+            ("-5s", &["negative"]),
+            ("01:60:00", &["minutes must be below 60, got 60"]),
+            ("01:00:60", &["seconds must be below 60"]),
+            ("1-24:00:00", &["hours must be below 24"]),
+            ("1-2:3:4:5", &["expected HH:MM:SS"]),
+            ("1:2:3:4", &["expected HH:MM:SS"]),
+            ("aa:00:00", &["hours field \"aa\""]),
+            ("x-01:00:00", &["days field"]),
+            ("1-", &["hours field \"\""]),
+            ("5x", &["unknown unit \"x\""]),
+            ("h", &["expected a number"]),
+            ("1h30", &["\"30\" has no unit"]),
+            ("1.5h30m", &["fraction is only allowed"]),
+            ("30m1h", &["largest first"]),
+            ("1h1h", &["largest first"]),
+            ("1.h", &["not a number"]),
+            ("1.2.3h", &["not a number"]),
+            ("1.0000000001s", &["decimal places"]),
+            ("99999999999999999999999999d", &["too large"]),
+            ("999999999999999999-00", &["too large"]),
+            ("99999999999999999999:00:00", &["too large"]),
+        ],
+    );
+    let e = parse_duration(" 60 ").unwrap_err();
+    assert!(matches!(e, ResourceError::Invalid { field: "duration", text, .. } if text == " 60 "));
+}
+
+#[test]
+fn memory_forms() {
+    let cases = [
+        ("4G", 4 * GIB),
+        ("4GB", 4 * GIB),
+        ("4GiB", 4 * GIB),
+        ("4gib", 4 * GIB),
+        ("512M", 512 * MIB),
+        ("512 mb", 512 * MIB),
+        ("1T", 1 << 40),
+        ("2P", 2 << 50),
+        ("100K", 102_400),
+        ("1.5G", 1536 * MIB),
+        ("1.1K", 1127), // 1126.4 rounded up
+        (" 100B ", 100),
+    ];
+    for (input, want) in cases {
+        assert_eq!(parse_memory(input).unwrap(), want, "{input:?}");
+    }
+}
+
+#[test]
+fn memory_errors() {
+    rejects(
+        parse_memory,
+        &[
+            (
+                "4096",
+                &["invalid memory \"4096\"", "add a unit", "megabytes"],
+            ),
+            ("G", &["expected a number"]),
+            ("", &["expected a number"]),
+            ("-1G", &["expected a number"]),
+            ("4X", &["unknown unit \"x\""]),
+            ("16E", &["unknown unit"]),
+            ("16384P", &["too large"]),
+            ("99999999999999999999999999999999999999999G", &["too large"]),
+            ("1..5G", &["not a number"]),
+        ],
+    );
+}
+
+#[test]
+fn slurm_formats() {
+    assert_eq!(format_slurm_time(secs(0)), "00:00:00");
+    assert_eq!(format_slurm_time(secs(5400)), "01:30:00");
+    assert_eq!(format_slurm_time(secs(86_399)), "23:59:59");
+    assert_eq!(format_slurm_time(secs(86_400)), "1-00:00:00");
+    assert_eq!(format_slurm_time(secs(2 * 86_400 + 3723)), "2-01:02:03");
+    assert_eq!(format_slurm_time(Duration::from_millis(59_001)), "00:01:00");
+    assert_eq!(format_slurm_memory(4 * GIB), "4G");
+    assert_eq!(format_slurm_memory(1536 * MIB), "1536M");
+    assert_eq!(format_slurm_memory(100), "1M");
+    assert_eq!(format_slurm_memory(0), "1M");
+    assert_eq!(format_slurm_memory(GIB + 1), "1025M");
+    assert_eq!(format_slurm_memory(1 << 40), "1024G");
+}
+
+#[test]
+fn builder_and_effective_values() {
+    let r = full();
+    assert_eq!((r.ranks(), r.threads(), r.slots(), r.nodes()), (4, 2, 8, 2));
+    assert_eq!(r.slurm_cmd_args, ["--x", "--y"]);
+    assert_eq!(r.clone().slurm_cmd_args(["--z"]).slurm_cmd_args, ["--z"]);
+    assert_eq!(r.cwd, Some(PathBuf::from("/scratch")));
+    assert_eq!(r.env["B"], "x=y");
+    let d = Resources::new();
+    assert_eq!((d.ranks(), d.threads(), d.slots(), d.nodes()), (1, 1, 1, 1));
+    let big = Resources::new().cores(u32::MAX).threads_per_core(2);
+    assert_eq!(big.slots(), u32::MAX);
+}
+
+#[test]
+fn merge_semantics() {
+    let base = Resources::new()
+        .cores(2)
+        .partition("cpu")
+        .env("A", "base")
+        .env("B", "base");
+    let base = base.slurm_cmd_arg("--base");
+    let over = Resources::new()
+        .cores(8)
+        .qos("low")
+        .env("B", "over")
+        .env("C", "over");
+    let over = over.slurm_cmd_arg("--over");
+    let m = base.merged(&over);
+    assert_eq!(
+        (m.cores, m.partition.as_deref(), m.qos.as_deref()),
+        (Some(8), Some("cpu"), Some("low"))
+    );
+    assert_eq!(
+        (&m.env["A"], &m.env["B"], &m.env["C"]),
+        (&"base".into(), &"over".into(), &"over".into())
+    );
+    assert_eq!(m.slurm_cmd_args, ["--base", "--over"]);
+    assert_eq!(base.merged(&Resources::new()), base);
+    assert_eq!(Resources::new().merged(&over), over);
+    assert_eq!(Resources::new().merged(&full()), full());
+}
+
+#[test]
+fn set_from_text() {
+    let mut r = Resources::new();
+    let pairs = "cores=4 threads_per_core=2 gpus_per_core=1 cwd=/scratch env=A=1 env=B=x=y \
+        num_nodes=2 exclusive=yes run_time_max=1h30m memory_max=4G partition=gpu account=proj \
+        qos=high slurm_cmd_args=--x slurm_cmd_args=--y openmpi_oversubscribe=0 \
+        error_log_file=err.log";
+    for pair in pairs.split_whitespace() {
+        let (k, v) = pair.split_once('=').unwrap();
+        r.set(k, v).unwrap();
+    }
+    assert_eq!(r, full());
+    for (v, b) in [
+        ("TRUE", true),
+        ("false", false),
+        ("No", false),
+        (" 1 ", true),
+    ] {
+        r.set("exclusive", v).unwrap();
+        assert_eq!(r.exclusive, Some(b));
+    }
+    r.set("cores", " 8 ").unwrap();
+    assert_eq!(r.cores, Some(8));
+}
+
+#[test]
+fn set_errors() {
+    let mut r = Resources::new();
+    let e = r.set("corez", "4").unwrap_err();
+    assert!(matches!(&e, ResourceError::UnknownKey { key, .. } if key == "corez"));
+    let msg = e.to_string();
+    assert!(msg.contains("\"corez\"") && RESOURCE_KEYS.iter().all(|k| msg.contains(k)));
+    let set_err = |k: &str, v: &str| Resources::new().set(k, v).unwrap_err().to_string();
+    assert!(set_err("cores", "-1").starts_with("invalid cores \"-1\": expected a whole"));
+    assert!(set_err("num_nodes", "4294967296").contains("4294967295"));
+    assert!(set_err("exclusive", "maybe").contains("yes/no"));
+    assert!(set_err("env", "NOEQUALS").contains("K=V"));
+    assert!(set_err("env", "=v").contains("empty"));
+    let e = set_err("run_time_max", "60");
+    assert!(
+        e.starts_with("invalid run_time_max \"60\"") && e.contains("add a unit"),
+        "{e}"
+    );
+    assert!(set_err("memory_max", "4096").starts_with("invalid memory_max \"4096\""));
+    assert_eq!(r, Resources::new());
+}
+
+#[test]
+fn validate_basic_checks() {
+    assert!(full().validate_basic().is_ok());
+    assert!(Resources::new().gpus_per_core(0).validate_basic().is_ok());
+    let cases = [
+        (Resources::new().cores(0), "cores"),
+        (Resources::new().threads_per_core(0), "threads_per_core"),
+        (Resources::new().num_nodes(0), "num_nodes"),
+        (
+            Resources::new().run_time_max(Duration::ZERO),
+            "run_time_max",
+        ),
+        (Resources::new().memory_max(0), "memory_max"),
+    ];
+    for (r, field) in cases {
+        let e = r.validate_basic().unwrap_err();
+        assert_eq!(e, ResourceError::Zero { field });
+        assert_eq!(e.to_string(), format!("{field} must be at least 1, got 0"));
+    }
+    let env_err = |k: &str| {
+        Resources::new()
+            .env(k, "v")
+            .validate_basic()
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(env_err(""), "invalid env \"\": variable name is empty");
+    assert_eq!(
+        env_err("A=B"),
+        "invalid env \"A=B\": variable name must not contain '='"
+    );
+    assert!(env_err("A\0").contains("NUL"));
+}
+
+#[test]
+fn toml_deserialize() {
+    let text = r#"
+        cores = 4
+        run_time_max = "01:30:00"
+        memory_max = "4G"
+        exclusive = true
+        slurm_cmd_args = ["--a"]
+        env = { OMP_NUM_THREADS = "2" }
+    "#;
+    let r: Resources = toml::from_str(text).unwrap();
+    assert_eq!(
+        (r.cores, r.exclusive, r.threads_per_core),
+        (Some(4), Some(true), None)
+    );
+    assert_eq!(
+        (r.run_time_max, r.memory_max),
+        (Some(secs(5400)), Some(4 * GIB))
+    );
+    assert_eq!(
+        (&r.env["OMP_NUM_THREADS"], &r.slurm_cmd_args[..]),
+        (&"2".into(), &["--a".into()][..])
+    );
+    let r: Resources = toml::from_str("run_time_max = 90\nmemory_max = 1024").unwrap();
+    assert_eq!((r.run_time_max, r.memory_max), (Some(secs(90)), Some(1024)));
+    assert_eq!(toml::from_str::<Resources>("").unwrap(), Resources::new());
+}
+
+#[test]
+fn toml_errors() {
+    let cases = [
+        ("cores = 1\nmemory_maxx = \"4G\"", "memory_maxx"),
+        ("run_time_max = \"60\"", "add a unit"),
+        ("run_time_max = -5", "negative"),
+        ("memory_max = 1.5", "non-negative integer"),
+        ("memory_max = \"1Q\"", "unknown unit"),
+        ("cores = \"4\"", "u32"),
+    ];
+    for (text, want) in cases {
+        let e = toml::from_str::<Resources>(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn serde_round_trip() {
+    let odd = full()
+        .run_time_max(Duration::from_millis(5_400_250))
+        .memory_max(1536 * MIB + 1);
+    for r in [full(), odd.clone(), Resources::new()] {
+        let text = toml::to_string(&r).unwrap();
+        assert_eq!(toml::from_str::<Resources>(&text).unwrap(), r, "{text}");
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Resources>(&json).unwrap(),
+            r,
+            "{json}"
+        );
+    }
+    let text = toml::to_string(&full()).unwrap();
+    assert!(text.contains("run_time_max = \"5400s\"") && text.contains("memory_max = \"4G\""));
+    let text = toml::to_string(&odd).unwrap();
+    assert!(
+        text.contains("\"5400.25s\"") && text.contains("\"1610612737B\""),
+        "{text}"
+    );
+    assert_eq!(serde_json::to_string(&Resources::new()).unwrap(), "{}");
+    let json = r#"{"run_time_max": null, "memory_max": 2048, "cores": 2}"#;
+    let want = Resources::new().cores(2).memory_max(2048);
+    assert_eq!(serde_json::from_str::<Resources>(json).unwrap(), want);
+}
+
+#[test]
+fn canonical_texts() {
+    assert_eq!(duration_text(Duration::new(1, 1)), "1.000000001s");
+    assert_eq!(memory_text(3 << 50), "3P");
+    assert_eq!(memory_text(2048), "2K");
+    assert_eq!(memory_text(0), "0B");
+    for d in [secs(0), Duration::new(7, 123_456_789), secs(u64::MAX)] {
+        assert_eq!(parse_duration(&duration_text(d)).unwrap(), d);
+    }
+    for b in [0, 1, 1023, 4 * GIB, u64::MAX, 16383 << 50] {
+        assert_eq!(parse_memory(&memory_text(b)).unwrap(), b);
+    }
+}

@@ -1,0 +1,290 @@
+//! The worker side: [`init`] turns the process into a worker when it was launched as one; the
+//! worker reads a task file, resolves its inputs from the store, runs the registered function
+//! and writes its result atomically. [`TaskContext`] tells a running task its rank.
+
+use std::ffi::OsStr;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use crate::error::TaskError;
+use crate::future::view_bytes;
+use crate::registry;
+use crate::store::{self, FileKind, RankRecord, ResultRecord, Store};
+use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
+
+/// The first argument that makes a binary a worker.
+pub(crate) const WORKER_ARG: &str = "__pitch-worker";
+/// Set in a worker's environment; building an executor there is an error.
+pub(crate) const WORKER_ENV: &str = "PITCH_WORKER";
+/// Set when the worker must fsync what it writes.
+pub(crate) const DURABLE_ENV: &str = "PITCH_DURABLE";
+
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a pitch worker (launched as one, or running a task).
+pub(crate) fn in_worker() -> bool {
+    IN_WORKER.load(Ordering::SeqCst) || std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// Call first in `main`: when the process was launched as a pitch worker, runs the task it
+/// was given and exits; otherwise returns at once and does nothing.
+///
+/// A program that forgets it re-runs `main` in every worker; building an executor there fails
+/// with [`Error::InsideWorker`](crate::Error::InsideWorker) instead of spawning more workers.
+pub fn init() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(WORKER_ARG)) {
+        return;
+    }
+    let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    std::process::exit(main(&rest));
+}
+
+/// The worker's entry: `run <cache-dir> <key>` or `gather <cache-dir> <key> <ranks>`.
+/// Returns the process exit code.
+pub fn main(args: &[String]) -> i32 {
+    IN_WORKER.store(true, Ordering::SeqCst);
+    let durable = std::env::var_os(DURABLE_ENV).is_some();
+    let parsed = |root: &str, key: &str| -> Result<(Store, TaskKey), String> {
+        Ok((Store::at(PathBuf::from(root), durable), key.parse()?))
+    };
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["run", root, key] => match parsed(root, key) {
+            Ok((store, key)) => run(&store, key),
+            Err(e) => usage(&e),
+        },
+        ["gather", root, key, ranks] => match (parsed(root, key), ranks.parse::<u32>()) {
+            (Ok((store, key)), Ok(ranks)) => match store.task(&key).gather_ranks(ranks).outcome {
+                Ok(_) => 0,
+                Err(_) => 1,
+            },
+            (Err(e), _) => usage(&e),
+            (_, Err(e)) => usage(&format!("bad rank count {ranks:?}: {e}")),
+        },
+        _ => usage("unknown worker command"),
+    }
+}
+
+fn usage(problem: &str) -> i32 {
+    eprintln!(
+        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks>"
+    );
+    2
+}
+
+/// Where a task runs among its ranks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskContext {
+    /// This rank (0 for one-rank tasks).
+    pub rank: u32,
+    /// Number of ranks.
+    pub size: u32,
+    /// Rank among the ranks on this node.
+    pub local_rank: u32,
+    /// This node's name.
+    pub node: String,
+    /// The task's key.
+    pub key: String,
+}
+
+static CONTEXT: OnceLock<TaskContext> = OnceLock::new();
+
+/// The context of the task running in this process: rank, size, node. Outside a worker it
+/// describes a single rank on this host.
+pub fn context() -> TaskContext {
+    CONTEXT.get().cloned().unwrap_or_else(|| TaskContext {
+        rank: 0,
+        size: 1,
+        local_rank: 0,
+        node: hostname(),
+        key: String::new(),
+    })
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// Rank, size and local rank from the launcher's environment, first family that is set.
+fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
+    if ranks <= 1 {
+        return Ok((0, 1, 0));
+    }
+    const FAMILIES: [(&str, &str, &str); 5] = [
+        (
+            "OMPI_COMM_WORLD_RANK",
+            "OMPI_COMM_WORLD_SIZE",
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+        ),
+        ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+        ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+        ("PMIX_RANK", "", ""),
+        ("FLUX_TASK_RANK", "FLUX_JOB_SIZE", "FLUX_TASK_LOCAL_ID"),
+    ];
+    for (rank_var, size_var, local_var) in FAMILIES {
+        if let Some(rank) = env_u32(rank_var) {
+            let size = env_u32(size_var).unwrap_or(ranks);
+            let local = env_u32(local_var).unwrap_or(rank);
+            if size != ranks {
+                return Err(TaskError::Launch {
+                    what: "the worker".into(),
+                    detail: format!(
+                        "the task asks for {ranks} ranks but the launcher started {size} ({size_var})"
+                    ),
+                });
+            }
+            return Ok((rank, size, local));
+        }
+    }
+    Err(TaskError::Launch {
+        what: "the worker".into(),
+        detail: format!(
+            "the task asks for {ranks} ranks but no MPI launcher's rank variable is set \
+             (OMPI_COMM_WORLD_RANK, SLURM_PROCID, PMI_RANK, PMIX_RANK, FLUX_TASK_RANK)"
+        ),
+    })
+}
+
+static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
+
+fn install_panic_hook() {
+    let default = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        if let Some(loc) = info.location() {
+            *PANIC_LOCATION.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{}:{}:{}", loc.file(), loc.line(), loc.column()));
+        }
+        default(info);
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".into()
+    }
+}
+
+/// Reads an upstream task's result for an argument.
+fn resolve_arg(store: &Store, slot: ArgSlot, position: usize) -> Result<Vec<u8>, TaskError> {
+    match slot {
+        ArgSlot::Inline(bytes) => Ok(bytes),
+        ArgSlot::Ref { key, view } => {
+            let paths = store.task(&key);
+            let record = paths
+                .read_result()
+                .map_err(|e| e.into_task_error(&paths.result_file()))?;
+            match record.outcome {
+                Ok(values) => view_bytes(&values, view),
+                Err(cause) => Err(TaskError::DependencyFailed {
+                    input: format!("argument {position}"),
+                    key: key.to_string(),
+                    cause: Box::new(cause),
+                }),
+            }
+        }
+    }
+}
+
+fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
+    let TaskKind::Function {
+        name,
+        fingerprint,
+        args,
+    } = spec.kind
+    else {
+        return Err(TaskError::Launch {
+            what: "the worker".into(),
+            detail: "a command task was handed to the function worker".into(),
+        });
+    };
+    let registration = registry::lookup(&name)?;
+    let expected = (registration.fingerprint)();
+    if expected != fingerprint {
+        return Err(TaskError::BinaryMismatch {
+            name,
+            expected: expected.to_string(),
+            found: fingerprint,
+        });
+    }
+    let args = args
+        .into_iter()
+        .enumerate()
+        .map(|(i, slot)| resolve_arg(store, slot, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    install_panic_hook();
+    match panic::catch_unwind(AssertUnwindSafe(|| (registration.run)(args))) {
+        Ok(result) => result,
+        Err(payload) => Err(TaskError::Panicked {
+            message: panic_message(payload.as_ref()),
+            location: PANIC_LOCATION
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }),
+    }
+}
+
+fn run(store: &Store, key: TaskKey) -> i32 {
+    let paths = store.task(&key);
+    let task_file = paths.task_file();
+    let spec: Result<TaskSpec, TaskError> =
+        store::read_value(&task_file, FileKind::Task).map_err(|e| e.into_task_error(&task_file));
+    let ranks = spec.as_ref().map(|s| s.ranks).unwrap_or(1);
+    let (rank, size, outcome) = match rank_from_env(ranks) {
+        Err(e) => (0, 1, Err(e)),
+        Ok((rank, size, local_rank)) => {
+            let _ = CONTEXT.set(TaskContext {
+                rank,
+                size,
+                local_rank,
+                node: std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| hostname()),
+                key: key.to_string(),
+            });
+            (rank, size, spec.and_then(|spec| execute(store, spec)))
+        }
+    };
+    let ok = outcome.is_ok();
+    if size <= 1 {
+        let record = paths.publish_result(ResultRecord {
+            outcome: outcome.map(|v| vec![v]),
+        });
+        if record.outcome.is_err() && ok {
+            eprintln!(
+                "pitch worker: could not write {}",
+                paths.result_file().display()
+            );
+            return 3;
+        }
+    } else if let Err(e) = store::write_value(
+        &paths.rank_file(rank),
+        FileKind::Rank,
+        &RankRecord { rank, outcome },
+        store.durable(),
+    ) {
+        eprintln!("pitch worker: {e}");
+        return 3;
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
+}

@@ -1,0 +1,87 @@
+//! Multi-rank tasks on SingleNode under OpenMPI's mpiexec.
+
+use pitch::{Command, Resources, TaskError};
+
+use crate::ensure;
+use crate::single_node::{executor, temp};
+
+pitch::task! {
+    pub fn where_am_i(tag: String) -> (String, u32, u32) {
+        let ctx = pitch::context();
+        (tag, ctx.rank, ctx.size)
+    }
+}
+pitch::task! {
+    pub fn rank_one_panics() -> u32 {
+        let ctx = pitch::context();
+        if ctx.rank == 1 {
+            panic!("rank one gives up");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        ctx.rank
+    }
+}
+
+pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+    ("mpi::function_on_two_ranks", function_on_two_ranks),
+    ("mpi::command_on_two_ranks", command_on_two_ranks),
+    ("mpi::a_failing_rank_fails_the_task", failing_rank),
+];
+
+fn mpi_executor(dir: &std::path::Path) -> pitch::Executor {
+    executor(dir, 2).with_resources(Resources::new().cores(2).openmpi_oversubscribe(true))
+}
+
+fn function_on_two_ranks() -> Result<(), String> {
+    let dir = temp();
+    let exe = mpi_executor(dir.path());
+    let all = where_am_i::submit_ranks(&exe, "t".to_string())
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        all == vec![("t".to_string(), 0, 2), ("t".to_string(), 1, 2)],
+        "{all:?}"
+    );
+    let first = where_am_i::submit(&exe, "u".to_string())
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(first == ("u".to_string(), 0, 2), "{first:?}");
+    Ok(())
+}
+
+fn command_on_two_ranks() -> Result<(), String> {
+    let dir = temp();
+    let exe = mpi_executor(dir.path());
+    let out = exe
+        .submit_command(Command::new("sh").args(["-c", "echo rank $OMPI_COMM_WORLD_RANK"]))
+        .result()
+        .map_err(|e| e.to_string())?;
+    let mut lines: Vec<String> = out
+        .read_stdout()
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    ensure!(lines == vec!["rank 0", "rank 1"], "{lines:?}");
+    Ok(())
+}
+
+fn failing_rank() -> Result<(), String> {
+    let dir = temp();
+    let exe = mpi_executor(dir.path());
+    let start = std::time::Instant::now();
+    match rank_one_panics::submit(&exe).result() {
+        Err(TaskError::Rank { rank, size, cause }) => {
+            ensure!(rank == 1 && size == 2, "rank {rank} of {size}");
+            ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}");
+        }
+        other => return Err(format!("expected a rank failure, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < std::time::Duration::from_secs(15),
+        "the other rank was not stopped: {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}

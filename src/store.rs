@@ -416,36 +416,6 @@ impl TaskPaths {
         }
         record
     }
-
-    /// Removes the output files that stayed empty, so a task leaves few files behind.
-    pub(crate) fn drop_empty_outputs(&self) {
-        for path in [self.stdout(), self.stderr()] {
-            if fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(false) {
-                let _ = fs::remove_file(&path);
-            }
-        }
-    }
-}
-
-/// The last `max_lines` lines (at most 4 KiB) of a text file; empty when unreadable.
-pub(crate) fn tail_of(path: &Path, max_lines: usize) -> String {
-    use std::io::{Seek, SeekFrom};
-    const MAX: u64 = 4096;
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len > MAX && file.seek(SeekFrom::Start(len - MAX)).is_err() {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    let start = lines.len().saturating_sub(max_lines);
-    lines[start..].join("\n")
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The [`Backend`] trait: what differs between SingleNode processes, Slurm jobs, srun steps and
 //! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
 
+mod output;
 pub(crate) mod single_node;
 
 use std::future::Future;

@@ -2,7 +2,6 @@
 //! re-execute the running binary as a worker; commands run directly; `cores = N` runs either
 //! under `mpiexec -n N`. The driver wakes when a child exits: there is no polling loop.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use super::output::Capture;
 use super::{Backend, BoxFuture, Job};
 use crate::command::{CommandOutput, CommandSpec};
 use crate::error::{Error, TaskError};
@@ -62,13 +62,6 @@ fn kill_group(pid: u32, signal: i32) {
     unsafe {
         libc::kill(-(pid as i32), signal);
     }
-}
-
-fn open_output(path: &std::path::Path) -> Result<File, TaskError> {
-    File::create(path).map_err(|e| TaskError::Store {
-        path: path.display().to_string(),
-        detail: format!("could not create the output file: {e}"),
-    })
 }
 
 impl SingleNode {
@@ -125,14 +118,21 @@ impl SingleNode {
         if job.slot.cancel.is_cancelled() {
             return cancelled(&job.paths);
         }
-        let record = match self.spawn_and_wait(job).await {
+        let permits = (_worker, _cores);
+        let record = match self.spawn_and_wait(job, permits).await {
             Ok(record) => record,
             Err((paths, e)) => paths.publish_result(ResultRecord { outcome: Err(e) }),
         };
         record
     }
 
-    async fn spawn_and_wait(&self, job: Job) -> Result<ResultRecord, (TaskPaths, TaskError)> {
+    /// Runs the child; `permits` (its slots) are released as soon as it has exited, so the
+    /// next task starts while this one's output is collected.
+    async fn spawn_and_wait<P>(
+        &self,
+        job: Job,
+        permits: P,
+    ) -> Result<ResultRecord, (TaskPaths, TaskError)> {
         let Job {
             spec,
             paths,
@@ -145,23 +145,20 @@ impl SingleNode {
             TaskKind::Command(c) => Some(c),
             TaskKind::Function { .. } => None,
         };
-        let stdout_path = command_spec
-            .and_then(|c| c.stdout.clone())
-            .unwrap_or_else(|| paths.stdout());
-        let stderr_path = command_spec
+        // Output files named by the user are created even when empty; the task directory's
+        // only when something was written.
+        let user_stdout = command_spec.and_then(|c| c.stdout.clone());
+        let user_stderr = command_spec
             .and_then(|c| c.stderr.clone())
-            .or_else(|| resources.error_log_file.clone())
-            .unwrap_or_else(|| paths.stderr());
+            .or_else(|| resources.error_log_file.clone());
         let fail = |e| (paths.clone(), e);
-        let stdout = open_output(&stdout_path).map_err(fail)?;
-        let stderr = open_output(&stderr_path).map_err(fail)?;
 
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0);
         if let Some(c) = command_spec {
             cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
@@ -173,14 +170,6 @@ impl SingleNode {
         }
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
-        }
-        // SAFETY: prctl is async-signal-safe; the child asks for SIGTERM when the driver
-        // dies, so a killed driver leaves no orphaned workers racing a rerun.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -204,6 +193,16 @@ impl SingleNode {
             }
         };
         let pid = child.id().unwrap_or(0);
+        let stdout = Capture::start(
+            child.stdout.take(),
+            user_stdout.clone().unwrap_or_else(|| paths.stdout()),
+            user_stdout.is_some(),
+        );
+        let stderr = Capture::start(
+            child.stderr.take(),
+            user_stderr.clone().unwrap_or_else(|| paths.stderr()),
+            user_stderr.is_some(),
+        );
         started(None);
         let start = Instant::now();
         let limit = resources.run_time_max;
@@ -231,8 +230,10 @@ impl SingleNode {
             }
         }
         let elapsed = start.elapsed();
-        paths.drop_empty_outputs();
-        let stderr_tail = store::tail_of(&stderr_path, 20);
+        drop(permits);
+        let stdout = stdout.finish().await;
+        let stderr = stderr.finish().await;
+        let stderr_tail = stderr.tail;
 
         let outcome = match end {
             End::TimedOut(limit) => Err(TaskError::Timeout { limit }),
@@ -245,8 +246,8 @@ impl SingleNode {
                             &program,
                             status,
                             elapsed,
-                            stdout_path,
-                            stderr_path,
+                            stdout.path,
+                            stderr.path,
                             stderr_tail,
                         ),
                     }))
@@ -314,8 +315,8 @@ fn command_outcome(
     program: &str,
     status: ExitStatus,
     elapsed: Duration,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    stdout: Option<PathBuf>,
+    stderr: Option<PathBuf>,
     stderr_tail: String,
 ) -> Result<Vec<Vec<u8>>, TaskError> {
     use std::os::unix::process::ExitStatusExt;
@@ -339,8 +340,8 @@ fn command_outcome(
     }
     let output = CommandOutput {
         exit_code: code,
-        stdout: stdout.exists().then_some(stdout),
-        stderr: stderr.exists().then_some(stderr),
+        stdout,
+        stderr,
         stderr_tail,
         elapsed,
     };

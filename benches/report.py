@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Table and target check for pitch's single-node benchmark.
+
+Reads JSON lines (from stdin, or from the files named as arguments), each
+
+    {"name": "...", "tasks": N, "seconds": S}      a measurement
+    {"name": "...", "error": "..."}                a peer or run that failed
+
+Lines that are not JSON objects are ignored (with a note on stderr). When a
+name appears more than once the last measurement is the one used for ratios.
+
+Names it knows (from examples/bench_single_node.rs and peers_single_node.py):
+    pitch function, pitch command, bare spawn floor, pitch latency
+    ProcessPoolExecutor, ProcessPoolExecutor(max_tasks_per_child=1), ...
+    executorlib SingleNodeExecutor, executorlib SingleNodeExecutor(cache_directory), ...
+
+"pitch latency" is special: seconds/tasks is the average submit-to-result
+latency of one task (tasks submitted one after another), not a throughput.
+
+Exit status is 0 unless --strict is given, in which case any MISS or any
+target that could not be checked (missing measurement) exits 1.
+"""
+
+import json
+import sys
+
+PITCH_FUNCTION = "pitch function"
+PITCH_COMMAND = "pitch command"
+FLOOR = "bare spawn floor"
+FLOOR_TRUE = "bare spawn floor (true)"
+LATENCY = "pitch latency"
+EL_DEFAULT = "executorlib SingleNodeExecutor"
+EL_CACHE = "executorlib SingleNodeExecutor(cache_directory)"
+PPE_FRESH = "ProcessPoolExecutor(max_tasks_per_child=1)"
+
+LATENCY_TARGET_S = 0.005
+
+
+def read_lines(streams):
+    rows = []
+    for stream in streams:
+        for raw in stream:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                print(f"report: ignoring non-JSON line: {line[:120]}", file=sys.stderr)
+                continue
+            if not isinstance(obj, dict) or "name" not in obj:
+                print(f"report: ignoring line without a name: {line[:120]}", file=sys.stderr)
+                continue
+            rows.append(obj)
+    return rows
+
+
+def is_measurement(row):
+    return (
+        "error" not in row
+        and isinstance(row.get("tasks"), (int, float))
+        and isinstance(row.get("seconds"), (int, float))
+        and row["tasks"] > 0
+        and row["seconds"] > 0
+    )
+
+
+def rate(row):
+    return row["tasks"] / row["seconds"]
+
+
+def fmt_num(x, digits=1):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.{digits}f}"
+    return f"{x:.{digits + 1}f}"
+
+
+def fmt_ratio(x):
+    return "-" if x is None else f"{x:,.2f}x" if x < 100 else f"{x:,.0f}x"
+
+
+def table(headers, body, aligns):
+    widths = [len(h) for h in headers]
+    for r in body:
+        widths = [max(w, len(c)) for w, c in zip(widths, r)]
+
+    def line(cells):
+        out = []
+        for c, w, a in zip(cells, widths, aligns):
+            out.append(c.ljust(w) if a == "<" else c.rjust(w))
+        return "  ".join(out).rstrip()
+
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for r in body:
+        print(line(r))
+
+
+def main(argv):
+    strict = "--strict" in argv
+    paths = [a for a in argv[1:] if a != "--strict"]
+    streams = [open(p) for p in paths] if paths else [sys.stdin]
+    rows = read_lines(streams)
+    if not rows:
+        print("report: no measurements read", file=sys.stderr)
+        return 1
+
+    # --- all rows --------------------------------------------------------
+    body = []
+    for r in rows:
+        if is_measurement(r):
+            per_task_ms = r["seconds"] / r["tasks"] * 1000
+            body.append(
+                [
+                    r["name"],
+                    str(int(r["tasks"])),
+                    f"{r['seconds']:.3f}",
+                    "-" if r["name"] == LATENCY else fmt_num(rate(r)),
+                    f"{per_task_ms:.3f}",
+                    "",
+                ]
+            )
+        else:
+            err = str(r.get("error", "malformed line: " + json.dumps(r)))
+            body.append([r["name"], "-", "-", "-", "-", "ERROR: " + err[:160]])
+    print()
+    print("Measurements (one machine, wall time first submit -> last result)")
+    print()
+    table(
+        ["name", "tasks", "seconds", "tasks/s", "ms/task", "note"],
+        body,
+        ["<", ">", ">", ">", ">", "<"],
+    )
+
+    by_name = {}
+    for r in rows:
+        if is_measurement(r):
+            by_name[r["name"]] = r
+
+    def r_of(name):
+        row = by_name.get(name)
+        return rate(row) if row else None
+
+    # --- ratios ----------------------------------------------------------
+    pf = r_of(PITCH_FUNCTION)
+    pc = r_of(PITCH_COMMAND)
+    floor = r_of(FLOOR)
+    floor_true = r_of(FLOOR_TRUE)
+    ratio_rows = []
+    pitch_names = {PITCH_FUNCTION, PITCH_COMMAND, FLOOR, FLOOR_TRUE, LATENCY}
+    for name, row in by_name.items():
+        if name in pitch_names:
+            continue
+        peer = rate(row)
+        ratio_rows.append(
+            [f"{PITCH_FUNCTION} vs {name}", fmt_ratio(pf / peer if pf else None), "pitch rate / peer rate"]
+        )
+    ratio_rows.append(
+        [f"{PITCH_COMMAND} vs {FLOOR_TRUE}", fmt_ratio(floor_true / pc if (pc and floor_true) else None), "floor rate / pitch rate (1.00x = at the floor)"]
+    )
+    ratio_rows.append(
+        [f"{PITCH_FUNCTION} vs {FLOOR}", fmt_ratio(floor / pf if (pf and floor) else None), "floor rate / pitch rate"]
+    )
+    print()
+    print("Ratios")
+    print()
+    table(["comparison", "ratio", "meaning"], ratio_rows, ["<", ">", "<"])
+
+    # --- targets ---------------------------------------------------------
+    targets = []
+
+    def check(label, value, ok, shown):
+        if value is None:
+            targets.append(["n/a", label, "missing measurement"])
+        else:
+            targets.append(["PASS" if ok(value) else "MISS", label, shown(value)])
+
+    for peer_name in (EL_CACHE, EL_DEFAULT):
+        peer = r_of(peer_name)
+        check(
+            f"{PITCH_FUNCTION} >= 100x {peer_name} rate",
+            pf / peer if (pf and peer) else None,
+            lambda v: v >= 100,
+            lambda v: f"{v:,.1f}x",
+        )
+    peer = r_of(PPE_FRESH)
+    check(
+        f"{PITCH_FUNCTION} >= 2x {PPE_FRESH} rate",
+        pf / peer if (pf and peer) else None,
+        lambda v: v >= 2,
+        lambda v: f"{v:,.2f}x",
+    )
+    check(
+        f"{PITCH_FUNCTION} within 1.5x of {FLOOR} (floor rate / pitch rate <= 1.5)",
+        floor / pf if (pf and floor) else None,
+        lambda v: v <= 1.5,
+        lambda v: f"{v:.2f}x",
+    )
+    check(
+        f"{PITCH_COMMAND} within 1.5x of {FLOOR_TRUE} (floor rate / pitch rate <= 1.5)",
+        floor_true / pc if (pc and floor_true) else None,
+        lambda v: v <= 1.5,
+        lambda v: f"{v:.2f}x",
+    )
+    lat = by_name.get(LATENCY)
+    check(
+        "one task submit-to-result <= 5 ms (pitch latency seconds/tasks)",
+        lat["seconds"] / lat["tasks"] if lat else None,
+        lambda v: v <= LATENCY_TARGET_S,
+        lambda v: f"{v * 1000:.3f} ms",
+    )
+    print()
+    print("Targets")
+    print()
+    table(["status", "target", "measured"], targets, ["<", "<", ">"])
+    print()
+
+    if strict and any(t[0] != "PASS" for t in targets):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

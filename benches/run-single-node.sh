@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of process-per-task executors on one machine:
+# pitch (examples/bench_single_node.rs) against ProcessPoolExecutor and
+# executorlib's SingleNodeExecutor. See benches/README.md.
+#
+# Knobs (environment):
+#   TASKS              tasks per pitch/stdlib measurement     (default 2000)
+#   EXECUTORLIB_TASKS  tasks for executorlib process-per-task (default 200)
+#   WORKERS            worker processes for everyone          (default 2)
+#   PITCH_BENCH_VENV   virtualenv for the Python peers
+#                      (default $HOME/.cache/pitch-bench-venv)
+#   EXECUTORLIB_SPEC   pip requirement for executorlib        (default executorlib[cache])
+#   PEERS              comma-separated subset of peers (keys in peers_single_node.py)
+#   PEERS_ONLY=1       skip the Rust side (no cargo build), run only the peers
+#   RESULTS            where the JSON lines are kept
+#                      (default target/bench/single-node.jsonl under the repo)
+set -euo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "$script_dir/.." && pwd)"
+
+TASKS="${TASKS:-2000}"
+EXECUTORLIB_TASKS="${EXECUTORLIB_TASKS:-200}"
+WORKERS="${WORKERS:-2}"
+VENV="${PITCH_BENCH_VENV:-$HOME/.cache/pitch-bench-venv}"
+EXECUTORLIB_SPEC="${EXECUTORLIB_SPEC:-executorlib[cache]}"
+PEERS_ONLY="${PEERS_ONLY:-0}"
+RESULTS="${RESULTS:-$repo_root/target/bench/single-node.jsonl}"
+export TASKS EXECUTORLIB_TASKS WORKERS
+
+say() { printf 'run-single-node: %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+# --- 1. Python virtualenv with executorlib (idempotent) ----------------------
+if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating virtualenv $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed (on Debian: apt-get install python3-venv)"
+fi
+py="$VENV/bin/python"
+# executorlib itself, plus h5py (the [cache] extra) which executorlib needs
+# for cache_directory=...
+if ! "$py" -c 'import executorlib, h5py' >/dev/null 2>&1; then
+    say "pip install $EXECUTORLIB_SPEC into $VENV"
+    "$py" -m pip install --quiet "$EXECUTORLIB_SPEC" || die "pip install $EXECUTORLIB_SPEC failed"
+fi
+say "executorlib $("$py" -c 'import executorlib; print(executorlib.__version__)'), $("$py" --version 2>&1)"
+
+status=0
+
+# --- 2. pitch's Rust benchmark -----------------------------------------------
+if [[ "$PEERS_ONLY" == "1" ]]; then
+    say "PEERS_ONLY=1: skipping pitch's Rust benchmark"
+    mkdir -p "$(dirname "$RESULTS")"
+    : >"$RESULTS"
+else
+    say "building pitch: cargo build --release --example bench_single_node"
+    if ! (cd "$repo_root" && cargo build --release --example bench_single_node); then
+        die "cargo build --release --example bench_single_node failed in $repo_root.
+    The Rust side of this benchmark is examples/bench_single_node.rs; it must
+    exist and build. (PEERS_ONLY=1 runs only the Python peers.)"
+    fi
+    mkdir -p "$(dirname "$RESULTS")"
+    : >"$RESULTS"
+    say "running pitch: --tasks $TASKS --workers $WORKERS"
+    rust_rc=0
+    (cd "$repo_root" && cargo run --quiet --release --example bench_single_node -- \
+        --tasks "$TASKS" --workers "$WORKERS") >>"$RESULTS" || rust_rc=$?
+    if [[ $rust_rc -ne 0 ]]; then
+        say "pitch's benchmark exited $rust_rc"
+        printf '{"name": "pitch bench_single_node", "error": "exited %d"}\n' "$rust_rc" >>"$RESULTS"
+        status=1
+    fi
+fi
+
+# --- 3. the peers --------------------------------------------------------------
+say "running peers: TASKS=$TASKS EXECUTORLIB_TASKS=$EXECUTORLIB_TASKS WORKERS=$WORKERS"
+peers_rc=0
+"$py" "$script_dir/peers_single_node.py" >>"$RESULTS" || peers_rc=$?
+if [[ $peers_rc -ne 0 ]]; then
+    say "peers_single_node.py exited $peers_rc"
+    status=1
+fi
+
+# --- 4. the report ---------------------------------------------------------------
+say "results: $RESULTS"
+"$py" "$script_dir/report.py" <"$RESULTS" || status=1
+exit "$status"

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -39,10 +39,37 @@ pub(crate) struct Engine {
     pub events: Events,
     pub runtime: tokio::runtime::Handle,
     pub counts: Counts,
+    /// Tasks submitted and not yet handed to the backend.
+    pub preparing: Arc<AtomicUsize>,
     live: Mutex<HashMap<TaskKey, Arc<Slot>>>,
     pending: Mutex<u64>,
     idle: Condvar,
     warned: Mutex<HashSet<&'static str>>,
+}
+
+/// Counts a task as on its way to the backend until dropped.
+pub(crate) struct Preparing(Arc<AtomicUsize>);
+
+impl Preparing {
+    fn new(count: &Arc<AtomicUsize>) -> Preparing {
+        count.fetch_add(1, Ordering::SeqCst);
+        Preparing(count.clone())
+    }
+}
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The error of a task whose input failed.
+pub(crate) fn dependency_failed(input: &str, dep: &Dependency, cause: &TaskError) -> TaskError {
+    TaskError::DependencyFailed {
+        input: format!("{input} ({})", dep.slot.name),
+        key: dep.slot.key.to_string(),
+        cause: Box::new(cause.clone()),
+    }
 }
 
 /// Environment variables that tell threaded libraries how many threads a task may use.
@@ -66,6 +93,7 @@ impl Engine {
             events,
             runtime,
             counts: Counts::default(),
+            preparing: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(HashMap::new()),
             pending: Mutex::new(0),
             idle: Condvar::new(),
@@ -254,13 +282,14 @@ impl Engine {
         }
 
         *self.pending.lock().unwrap() += 1;
+        let preparing = Preparing::new(&self.preparing);
         let engine = self.clone();
         let resources = opts.resources.clone();
         let task_slot = slot.clone();
         self.runtime.spawn(async move {
             let started_at = Instant::now();
             let record = engine
-                .execute(task_slot.clone(), spec, deps, resources)
+                .execute(task_slot.clone(), spec, deps, resources, preparing)
                 .await;
             engine.finish(&task_slot, record, started_at);
         });
@@ -273,6 +302,7 @@ impl Engine {
         spec: TaskSpec,
         deps: Vec<(String, Dependency)>,
         resources: Resources,
+        preparing: Preparing,
     ) -> ResultRecord {
         let paths = self.store.task(&spec.key);
         let fail = |e: TaskError| ResultRecord { outcome: Err(e) };
@@ -287,18 +317,21 @@ impl Engine {
         ) {
             return fail(e);
         }
+        // Process backends start a task once its inputs have finished; queue backends take
+        // the unfinished inputs and queue the task behind them (afterok).
+        let queue_deps = self.backend.queues_dependencies();
+        let mut waiting = Vec::new();
         for (input, dep) in deps {
+            if queue_deps && dep.slot.outcome().is_none() {
+                waiting.push((input, dep));
+                continue;
+            }
             let outcome = tokio::select! {
                 o = dep.slot.wait_async() => o,
                 _ = slot.cancel.cancelled() => return paths.publish_result(fail(TaskError::Cancelled)),
             };
             if let Err(cause) = outcome.as_ref() {
-                let e = TaskError::DependencyFailed {
-                    input: format!("{input} ({})", dep.slot.name),
-                    key: dep.slot.key.to_string(),
-                    cause: Box::new(cause.clone()),
-                };
-                return paths.publish_result(fail(e));
+                return paths.publish_result(fail(dependency_failed(&input, &dep, cause)));
             }
         }
         if slot.cancel.is_cancelled() {
@@ -306,14 +339,19 @@ impl Engine {
         }
         let events = self.events.clone();
         let started_slot = slot.clone();
+        let started_once = std::sync::atomic::AtomicBool::new(false);
         let job = Job {
             spec: Arc::new(spec),
             paths,
             resources,
             slot,
+            deps: waiting,
             started: Box::new(move |job_id: Option<String>| {
                 if let Some(id) = &job_id {
                     started_slot.set_job_id(id.clone());
+                }
+                if started_once.swap(true, Ordering::SeqCst) {
+                    return;
                 }
                 events.emit(EventKind::Started {
                     key: started_slot.key.to_string(),
@@ -322,6 +360,7 @@ impl Engine {
                 });
             }),
         };
+        drop(preparing);
         self.backend.clone().run(job).await
     }
 

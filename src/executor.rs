@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::single_node::SingleNode;
+use crate::backend::slurm::{Slurm, SlurmConfig};
 use crate::backend::{Backend, DropPolicy};
 use crate::command::{Command, CommandOutput};
 use crate::engine::{Engine, SubmitOptions};
@@ -256,7 +258,11 @@ impl Default for CommonBuilder {
 }
 
 impl CommonBuilder {
-    fn build(self, backend: Arc<dyn Backend>, durable_default: bool) -> Result<Executor, Error> {
+    fn build(
+        self,
+        backend: impl FnOnce(&Store) -> Result<Arc<dyn Backend>, Error>,
+        durable_default: bool,
+    ) -> Result<Executor, Error> {
         if crate::worker::in_worker() {
             return Err(Error::InsideWorker);
         }
@@ -266,18 +272,23 @@ impl CommonBuilder {
             &self.cache_directory,
             self.durable.unwrap_or(durable_default),
         )?;
+        let backend = backend(&store)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pitch-engine")
             .enable_all()
             .build()
             .map_err(|e| Error::Config(format!("could not start the engine's runtime: {e}")))?;
+        let events = Events::new(self.reporters);
         let engine = Arc::new(Engine::new(
             backend,
             store,
-            Events::new(self.reporters),
+            events,
             runtime.handle().clone(),
         ));
+        engine
+            .backend
+            .attach(engine.events.clone(), engine.preparing.clone());
         let exe = Executor {
             inner: Arc::new(Inner {
                 engine,
@@ -390,6 +401,89 @@ impl SingleNodeBuilder {
             return Err(Error::Config("max_workers must be at least 1".into()));
         }
         let backend = SingleNode::new(max_cores, self.max_workers)?;
-        self.common.build(Arc::new(backend), false)
+        self.common.build(|_| Ok(Arc::new(backend)), false)
+    }
+}
+
+/// Runs each task as a Slurm batch job (a job array for `map` and bursts of equal tasks);
+/// the cluster backend. The driver runs on a login node (or inside a job); the cache directory
+/// must be on storage the compute nodes share.
+pub struct SlurmClusterExecutor;
+
+impl SlurmClusterExecutor {
+    /// Starts configuring a Slurm executor.
+    pub fn builder() -> SlurmClusterBuilder {
+        SlurmClusterBuilder {
+            common: CommonBuilder::default(),
+            cfg: SlurmConfig::default(),
+        }
+    }
+}
+
+/// Configures a [`SlurmClusterExecutor`].
+pub struct SlurmClusterBuilder {
+    common: CommonBuilder,
+    cfg: SlurmConfig,
+}
+
+impl SlurmClusterBuilder {
+    common_builder_methods!();
+
+    /// Default partition of every task (shorthand for a resource).
+    pub fn partition(mut self, partition: impl Into<String>) -> Self {
+        self.common.resources = self.common.resources.partition(partition);
+        self
+    }
+
+    /// Jobs (array elements count one each) this executor keeps in the queue at once; sites
+    /// limit this with MaxSubmitJobs. Default: no cap.
+    pub fn max_jobs(mut self, n: u32) -> Self {
+        self.cfg.max_jobs = Some(n);
+        self
+    }
+
+    /// Time between two squeue calls (default 2 s); it grows up to `max_poll_interval`
+    /// while nothing changes.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.cfg.poll_interval = interval;
+        self
+    }
+
+    /// The longest time between two squeue calls (default 30 s).
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.cfg.max_poll_interval = interval;
+        self
+    }
+
+    /// How long a job may be gone from the queue before its missing result counts as lost
+    /// (NFS attribute caching can hide a new file for up to a minute). Default 30 s.
+    pub fn nfs_grace(mut self, grace: Duration) -> Self {
+        self.cfg.nfs_grace = grace;
+        self
+    }
+
+    /// Runs at most `n` elements of each job array at once (`--array=0-N%n`).
+    pub fn array_throttle(mut self, n: u32) -> Self {
+        self.cfg.array_throttle = Some(n);
+        self
+    }
+
+    /// A job script template of your own (Jinja syntax); see `templates/slurm.sh.j2`.
+    pub fn template(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cfg.template = Some(path.into());
+        self
+    }
+
+    /// Builds the executor; fails on a template that does not render and inside a worker.
+    pub fn build(self) -> Result<Executor, Error> {
+        if self.cfg.poll_interval.is_zero() {
+            return Err(Error::Config("poll_interval must be more than zero".into()));
+        }
+        if self.cfg.max_jobs == Some(0) {
+            return Err(Error::Config("max_jobs must be at least 1".into()));
+        }
+        let cfg = self.cfg;
+        self.common
+            .build(|store| Ok(Arc::new(Slurm::new(cfg, store)?)), true)
     }
 }

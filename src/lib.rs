@@ -48,12 +48,16 @@ mod report;
 mod resources;
 mod store;
 mod task;
+mod template;
 mod worker;
 
 pub use command::{Command, CommandOutput};
 pub use error::{Error, TaskError};
 pub use event::{Event, EventKind, Reporter};
-pub use executor::{Executor, RunSummary, Shutdown, SingleNodeBuilder, SingleNodeExecutor};
+pub use executor::{
+    Executor, RunSummary, Shutdown, SingleNodeBuilder, SingleNodeExecutor, SlurmClusterBuilder,
+    SlurmClusterExecutor,
+};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
 pub use registry::registered_tasks;
 pub use report::{JsonLinesReporter, ProgressReporter};

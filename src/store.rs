@@ -316,7 +316,6 @@ impl TaskPaths {
     pub(crate) fn durable(&self) -> bool {
         self.durable
     }
-    #[cfg(test)]
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }

@@ -3,12 +3,14 @@
 
 mod output;
 pub(crate) mod single_node;
+pub(crate) mod slurm;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use crate::future::Slot;
+use crate::future::{Dependency, Slot};
 use crate::resources::Resources;
 use crate::store::{ResultRecord, TaskPaths};
 use crate::task::TaskSpec;
@@ -22,8 +24,12 @@ pub(crate) struct Job {
     pub paths: TaskPaths,
     pub resources: Resources,
     pub slot: Arc<Slot>,
-    /// Called once when the task starts (with the scheduler's job id, if any).
-    pub started: Box<dyn FnOnce(Option<String>) + Send>,
+    /// Inputs still unfinished when the task was handed over (queue backends only; others
+    /// get tasks whose inputs have all finished successfully).
+    pub deps: Vec<(String, Dependency)>,
+    /// Called when the task starts (with the scheduler's job id, if any); reports the
+    /// `Started` event once.
+    pub started: Box<dyn Fn(Option<String>) + Send + Sync>,
 }
 
 /// What the engine does with running tasks when the last handle of an executor is dropped.
@@ -48,6 +54,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Runs the task to its end and returns its published result. Must watch
     /// `job.slot.cancel` and never hang: every way a task can end yields a record.
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<ResultRecord>;
+
+    /// Whether the backend queues a task behind its unfinished inputs (Slurm's afterok)
+    /// instead of the engine starting it once they have finished.
+    fn queues_dependencies(&self) -> bool {
+        false
+    }
+
+    /// Gives the backend the executor's event sink (for warnings from its own threads) and
+    /// the count of submitted tasks still on their way to `run` (queue backends wait for
+    /// them before submitting, so a `map` becomes one job array).
+    fn attach(&self, _events: crate::event::Events, _preparing: Arc<AtomicUsize>) {}
 
     /// What dropping the executor does.
     fn drop_policy(&self) -> DropPolicy {

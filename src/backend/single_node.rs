@@ -139,6 +139,7 @@ impl SingleNode {
             resources,
             slot,
             started,
+            ..
         } = job;
         let (program, args) = self.argv(&spec, &resources, &paths);
         let command_spec: Option<&CommandSpec> = match &spec.kind {

@@ -1,0 +1,80 @@
+//! The scheduler journal: which job (array id + index) runs which task. One file per sbatch
+//! call in `<cache>/jobs/`, never one per task; it is the only source of truth for
+//! re-attaching to jobs after the driver was stopped or killed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::parse::JobRef;
+use crate::error::TaskError;
+use crate::store::{self, FileKind};
+use crate::task::TaskKey;
+
+/// One sbatch call: its job id and the tasks it runs (with their array index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JournalRecord {
+    pub job_id: u64,
+    pub tasks: Vec<(TaskKey, Option<u32>)>,
+}
+
+/// The journal's directory.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    durable: bool,
+}
+
+impl Journal {
+    pub(crate) fn new(dir: PathBuf, durable: bool) -> Journal {
+        Journal { dir, durable }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a submission (atomically, before the driver relies on it).
+    pub(crate) fn record(&self, rec: &JournalRecord) -> Result<(), TaskError> {
+        store::write_value(
+            &self.dir.join(format!("{}.job", rec.job_id)),
+            FileKind::Journal,
+            rec,
+            self.durable,
+        )
+    }
+
+    /// Every task's latest job. Unreadable records are skipped and reported in the second
+    /// value (a record is written atomically, so this means outside damage).
+    pub(crate) fn load(&self) -> (HashMap<TaskKey, JobRef>, Vec<String>) {
+        let mut map: HashMap<TaskKey, JobRef> = HashMap::new();
+        let mut problems = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (map, problems);
+        };
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("job") {
+                continue;
+            }
+            match store::read_value::<JournalRecord>(&path, FileKind::Journal) {
+                Ok(rec) => records.push(rec),
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        records.sort_by_key(|r| r.job_id);
+        for rec in records {
+            for (key, index) in rec.tasks {
+                map.insert(
+                    key,
+                    JobRef {
+                        job_id: rec.job_id,
+                        array_index: index,
+                    },
+                );
+            }
+        }
+        (map, problems)
+    }
+}

@@ -1,0 +1,187 @@
+//! The bash that runs tasks inside a Slurm job: one body per task, and a `case` over the
+//! array index for job arrays. Pure functions; the job script's header comes from the
+//! template (`crate::template`).
+
+use std::path::Path;
+
+use crate::task::{TaskKind, TaskSpec};
+use crate::template::shell_quote as q;
+
+/// What a job script needs to know about one task.
+pub(crate) struct TaskBody<'a> {
+    pub spec: &'a TaskSpec,
+    /// The task directory.
+    pub dir: &'a Path,
+    /// The cache directory.
+    pub cache: &'a Path,
+    /// The staged worker binary (function tasks).
+    pub exe: Option<&'a Path>,
+    /// Whether the worker fsyncs its result.
+    pub durable: bool,
+}
+
+fn p(path: &Path) -> String {
+    q(&path.display().to_string())
+}
+
+/// The bash lines that run one task and leave its result in its directory: the worker
+/// writes `result.bin`; a command's exit status goes to `exit` (atomically, by rename).
+pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
+    let spec = t.spec;
+    let dir = t.dir;
+    let mut out = String::new();
+    let exports: String = spec
+        .env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}; ", q(v)))
+        .collect();
+    let cd = spec
+        .cwd
+        .as_ref()
+        .map(|c| format!("cd {} && ", p(c)))
+        .unwrap_or_default();
+    let launcher = if spec.ranks > 1 {
+        format!(
+            "srun --ntasks={} --cpus-per-task={} ",
+            spec.ranks, spec.threads
+        )
+    } else {
+        String::new()
+    };
+    match &spec.kind {
+        TaskKind::Function { .. } => {
+            let exe = p(t.exe.expect("function tasks have a staged binary"));
+            // The job's exit status is the task's, so `afterok` holds back dependents of a
+            // failed task.
+            let durable = if t.durable {
+                "export PITCH_DURABLE=1; "
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {d}/stdout 2> {d}/stderr\ncode=$?\n",
+                cache = p(t.cache),
+                key = spec.key,
+                d = p(dir),
+            ));
+            if spec.ranks > 1 {
+                out.push_str(&format!(
+                    "{exe} __pitch-worker gather {} {} {}; code=$?\n",
+                    p(t.cache),
+                    spec.key,
+                    spec.ranks
+                ));
+            }
+            for f in ["stdout", "stderr"] {
+                out.push_str(&format!("[ -s {d}/{f} ] || rm -f {d}/{f}\n", d = p(dir)));
+            }
+            out.push_str("exit \"$code\"\n");
+        }
+        TaskKind::Command(c) => {
+            let own: String = c
+                .env
+                .iter()
+                .map(|(k, v)| format!("export {k}={}; ", q(v)))
+                .collect();
+            let argv: Vec<String> = std::iter::once(&c.program)
+                .chain(c.args.iter())
+                .map(|a| q(a))
+                .collect();
+            let stdout = c
+                .stdout
+                .as_deref()
+                .map(p)
+                .unwrap_or_else(|| format!("{}/stdout", p(dir)));
+            let stderr = c
+                .stderr
+                .as_deref()
+                .map(p)
+                .unwrap_or_else(|| format!("{}/stderr", p(dir)));
+            out.push_str(&format!(
+                "( {exports}{own}{cd}exec {launcher}{} ) > {stdout} 2> {stderr}\n",
+                argv.join(" ")
+            ));
+            out.push_str(&format!(
+                "code=$?; printf '%s\\n' \"$code\" > {d}/.exit.$$ && mv -f {d}/.exit.$$ {d}/exit\n",
+                d = p(dir)
+            ));
+            if c.stdout.is_none() {
+                out.push_str(&format!("[ -s {stdout} ] || rm -f {stdout}\n"));
+            }
+            if c.stderr.is_none() {
+                out.push_str(&format!("[ -s {stderr} ] || rm -f {stderr}\n"));
+            }
+            out.push_str("exit \"$code\"\n");
+        }
+    }
+    out
+}
+
+/// The body of an array job: element `i` runs `bodies[i]`.
+pub(crate) fn array_body(bodies: &[String]) -> String {
+    let mut out = String::from("case \"$SLURM_ARRAY_TASK_ID\" in\n");
+    for (i, body) in bodies.iter().enumerate() {
+        out.push_str(&format!("{i})\n{body};;\n"));
+    }
+    out.push_str(
+        "*) echo \"pitch: this array has no task at index $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;\nesac\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CommandSpec;
+    use crate::task::{TaskKey, TaskSpec};
+
+    fn spec(kind: TaskKind, ranks: u32) -> TaskSpec {
+        TaskSpec {
+            key: TaskKey::explicit("k"),
+            kind,
+            ranks,
+            threads: 1,
+            env: vec![("OMP_NUM_THREADS".into(), "1".into())],
+            cwd: None,
+        }
+    }
+
+    #[test]
+    fn command_body_quotes_arguments_and_records_the_exit_status() {
+        let s = spec(
+            TaskKind::Command(CommandSpec {
+                program: "echo".into(),
+                args: vec!["a b".into(), "it's".into(), "$HOME".into()],
+                env: vec![],
+                stdout: None,
+                stderr: None,
+                allow_failure: false,
+            }),
+            1,
+        );
+        let body = task_body(&TaskBody {
+            spec: &s,
+            dir: Path::new("/c/tasks/ab/k"),
+            cache: Path::new("/c"),
+            exe: None,
+            durable: true,
+        });
+        assert!(
+            body.contains("exec echo 'a b' 'it'\\''s' '$HOME' ) > /c/tasks/ab/k/stdout"),
+            "{body}"
+        );
+        assert!(
+            body.contains("mv -f /c/tasks/ab/k/.exit.$$ /c/tasks/ab/k/exit"),
+            "{body}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, array_body(&[body.clone(), body])).unwrap();
+        let status = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}

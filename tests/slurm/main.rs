@@ -1,0 +1,433 @@
+//! The Slurm cluster suite: runs against the real local Slurm that
+//! `cluster-tests/start-slurm.sh` starts (source `$PITCH_SLURM_DIR/env.sh` first). Without a
+//! reachable Slurm the suite says so and passes nothing; with `PITCH_REQUIRE_SLURM=1` (as in
+//! `.ci/run`) a missing Slurm is a failure.
+//!
+//! The test binary is also the worker and, for the restart test, the driver
+//! (`slurm-driver <cache> <log> <n>`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pitch::{Command, Executor, Resources, SlurmClusterExecutor, TaskError};
+
+pitch::task! {
+    pub fn add(a: i64, b: i64) -> i64 { a + b }
+}
+pitch::task! {
+    pub fn boom(message: String) -> u32 { panic!("{}", message) }
+}
+pitch::task! {
+    pub fn node_name() -> String { pitch::context().node }
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)+)));
+        }
+    };
+}
+
+type TestFn = fn(&Path) -> Result<(), String>;
+
+const TESTS: &[(&str, TestFn)] = &[
+    ("function_and_command", function_and_command),
+    ("dependency_chain_across_jobs", dependency_chain),
+    (
+        "failed_upstream_cancels_dependents",
+        failed_upstream_cancels_dependents,
+    ),
+    ("panic_and_exit_3", panic_and_exit_3),
+    ("map_of_1000_becomes_arrays", map_of_1000_becomes_arrays),
+    ("bad_partition_is_not_cached", bad_partition),
+    ("template_syntax_error", template_syntax_error),
+    ("scancel_from_outside", scancel_from_outside),
+    (
+        "job_gone_without_result_names_the_state",
+        job_gone_without_result,
+    ),
+    ("driver_killed_and_rerun", driver_killed_and_rerun),
+    ("time_limit", time_limit),
+];
+
+fn executor(cache: &Path) -> Executor {
+    SlurmClusterExecutor::builder()
+        .cache_directory(cache)
+        .poll_interval(Duration::from_millis(500))
+        .max_poll_interval(Duration::from_secs(2))
+        .nfs_grace(Duration::from_secs(1))
+        .build()
+        .expect("a slurm executor")
+}
+
+/// A directory of wrappers that count sbatch and squeue calls, first on PATH.
+fn counting_path(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["sbatch", "squeue"] {
+        let real = which(tool).expect("slurm tools on PATH");
+        let script = format!(
+            "#!/bin/sh\necho \"$@\" >> {}/{tool}.calls\nexec {} \"$@\"\n",
+            dir.display(),
+            real.display()
+        );
+        let path = bin.join(tool);
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|f| f.is_file() && !f.starts_with(std::env::temp_dir()))
+    })
+}
+
+/// Calls of `tool` made for this test: sbatch calls name a script in the test's directory;
+/// squeue calls filter on the job name (the tests run side by side and share PATH).
+fn calls(dir: &Path, tool: &str) -> usize {
+    let tag = dir.display().to_string();
+    std::fs::read_to_string(dir.join(format!("{tool}.calls")))
+        .map(|t| {
+            t.lines()
+                .filter(|l| tool != "sbatch" || l.contains(&tag))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn function_and_command(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let a = add::submit(&exe, 2, 3);
+    let c = exe.submit_command(Command::new("sh").args(["-c", "echo hello from $SLURM_JOB_ID"]));
+    ensure!(a.result() == Ok(5), "{:?}", a.result());
+    let out = c.result().map_err(|e| e.to_string())?;
+    ensure!(
+        out.read_stdout().unwrap().starts_with("hello from "),
+        "{out:?}"
+    );
+    ensure!(a.job_id().is_some(), "job id known");
+    let node = node_name::submit(&exe)
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(node.starts_with("node") || !node.is_empty(), "node {node}");
+    Ok(())
+}
+
+fn dependency_chain(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let a = add::submit(&exe, 1, 1);
+    let b = add::submit(&exe, &a, 10);
+    let c = add::submit(&exe, &b, 100);
+    ensure!(c.result() == Ok(112), "{:?}", c.result());
+    Ok(())
+}
+
+fn failed_upstream_cancels_dependents(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let bad = exe.submit_command(Command::new("sh").args(["-c", "sleep 1; exit 4"]));
+    let after = exe.submit_command(Command::new("true").after(&bad));
+    let start = Instant::now();
+    match after.result() {
+        Err(TaskError::DependencyFailed { cause, .. }) => {
+            ensure!(
+                matches!(*cause, TaskError::CommandFailed { code: 4, .. }),
+                "{cause:?}"
+            )
+        }
+        other => return Err(format!("expected DependencyFailed, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+fn panic_and_exit_3(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let p = boom::submit(&exe, "kaboom".to_string());
+    let c = exe.submit_command(Command::new("sh").args(["-c", "echo bad >&2; exit 3"]));
+    ensure!(
+        matches!(p.result(), Err(TaskError::Panicked { ref message, .. }) if message == "kaboom"),
+        "{:?}",
+        p.result()
+    );
+    ensure!(
+        matches!(c.result(), Err(TaskError::CommandFailed { code: 3, ref stderr_tail, .. }) if stderr_tail == "bad"),
+        "{:?}",
+        c.result()
+    );
+    Ok(())
+}
+
+fn map_of_1000_becomes_arrays(dir: &Path) -> Result<(), String> {
+    let bin = counting_path(dir);
+    let old = std::env::var_os("PATH").unwrap();
+    let path =
+        std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&old))).unwrap();
+    std::env::set_var("PATH", &path);
+    let result = (|| {
+        let exe = executor(&dir.join("cache"));
+        let start = Instant::now();
+        let futures = add::map(&exe, (0..1000).map(|i| (i, 1)));
+        let values = pitch::wait_all(futures).map_err(|e| e.to_string())?;
+        ensure!(values == (1..=1000).collect::<Vec<_>>(), "values");
+        let sbatch = calls(dir, "sbatch");
+        let squeue = calls(dir, "squeue");
+        eprintln!(
+            "  1000 tasks in {:?}: {sbatch} sbatch calls, {squeue} squeue calls",
+            start.elapsed()
+        );
+        ensure!(sbatch <= 2, "{sbatch} sbatch calls for 1000 tasks");
+        Ok(())
+    })();
+    std::env::set_var("PATH", old);
+    result
+}
+
+fn bad_partition(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let exe = executor(&cache).with_resources(Resources::new().partition("no-such-partition"));
+    let f = add::submit(&exe, 1, 2);
+    match f.result() {
+        Err(TaskError::Launch { what, detail }) => {
+            ensure!(what == "sbatch", "{what}");
+            ensure!(detail.to_lowercase().contains("partition"), "{detail}");
+        }
+        other => return Err(format!("expected Launch, got {other:?}")),
+    }
+    ensure!(
+        pitch::__private::read_result(&cache, &f.key()).is_err(),
+        "a rejected submission left a cached result"
+    );
+    Ok(())
+}
+
+fn template_syntax_error(dir: &Path) -> Result<(), String> {
+    let t = dir.join("bad.sh.j2");
+    std::fs::write(
+        &t,
+        "#!/bin/bash\n#SBATCH --job-name={{ job_name }}\n{% if %}\n{{ command }}\n",
+    )
+    .unwrap();
+    let err = SlurmClusterExecutor::builder()
+        .cache_directory(dir.join("cache"))
+        .template(&t)
+        .build()
+        .unwrap_err()
+        .to_string();
+    ensure!(err.contains("bad.sh.j2") && err.contains("line 3"), "{err}");
+    Ok(())
+}
+
+fn scancel_from_outside(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let f = exe.submit_command(Command::new("sleep").arg("120"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.job_id().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = f.job_id().ok_or("no job id")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let status = std::process::Command::new("scancel")
+        .arg(&id)
+        .status()
+        .unwrap();
+    ensure!(status.success(), "scancel");
+    match f.result() {
+        Err(TaskError::Scheduler { state, job_id, .. }) => {
+            ensure!(state == "CANCELLED", "state {state}");
+            ensure!(job_id == id, "{job_id} {id}");
+        }
+        other => {
+            return Err(format!(
+                "expected a CANCELLED scheduler error, got {other:?}"
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn job_gone_without_result(dir: &Path) -> Result<(), String> {
+    // The command kills its own batch script: no exit file is written, the job FAILS.
+    let exe = executor(&dir.join("cache"));
+    let f = exe.submit_command(Command::new("sh").args(["-c", "kill -9 $PPID; sleep 5"]));
+    match f.result() {
+        Err(TaskError::Scheduler { state, .. }) => {
+            ensure!(
+                ["FAILED", "CANCELLED", "COMPLETED"].contains(&state.as_str()) || !state.is_empty(),
+                "{state}"
+            );
+            eprintln!("  state learned: {state}");
+        }
+        other => return Err(format!("expected a scheduler error, got {other:?}")),
+    }
+    Ok(())
+}
+
+fn time_limit(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"))
+        .with_resources(Resources::new().run_time_max(Duration::from_secs(60)));
+    let f = exe.submit_command(Command::new("sleep").arg("600"));
+    match f.result() {
+        Err(TaskError::Scheduler { state, .. }) => ensure!(state == "TIMEOUT", "{state}"),
+        other => return Err(format!("expected TIMEOUT, got {other:?}")),
+    }
+    Ok(())
+}
+
+/// The restart driver: submits `n` commands that append to `log`, then waits.
+fn driver(cache: &Path, log: &Path, n: usize) -> i32 {
+    let exe = executor(cache);
+    let futures: Vec<_> = (0..n)
+        .map(|i| {
+            exe.submit_command(
+                Command::new("sh").args(["-c", &format!("sleep 4; echo {i} >> {}", log.display())]),
+            )
+        })
+        .collect();
+    match pitch::wait_all(futures) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("driver: {e}");
+            1
+        }
+    }
+}
+
+fn driver_killed_and_rerun(dir: &Path) -> Result<(), String> {
+    let bin = counting_path(dir);
+    let cache = dir.join("cache");
+    let log = dir.join("runs.log");
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let spawn = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "slurm-driver",
+                cache.to_str().unwrap(),
+                log.to_str().unwrap(),
+                "6",
+            ])
+            .env("PATH", &path)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    // Let it submit, then kill it while the jobs run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls(dir, "sbatch") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let sbatch_before = calls(dir, "sbatch");
+    ensure!(sbatch_before >= 1, "the first driver submitted nothing");
+    let status = spawn().wait().unwrap();
+    ensure!(status.success(), "the second driver failed: {status:?}");
+    let mut lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    ensure!(
+        lines.len() == 6,
+        "tasks ran {} times: {lines:?}",
+        lines.len()
+    );
+    ensure!(
+        calls(dir, "sbatch") == sbatch_before,
+        "the rerun submitted again: {} sbatch calls after {sbatch_before}",
+        calls(dir, "sbatch")
+    );
+    Ok(())
+}
+
+fn slurm_available() -> bool {
+    std::process::Command::new("sinfo")
+        .arg("-h")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn main() {
+    pitch::init();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("slurm-driver") {
+        let n = args[4].parse().unwrap();
+        std::process::exit(driver(Path::new(&args[2]), Path::new(&args[3]), n));
+    }
+    if !slurm_available() {
+        if std::env::var_os("PITCH_REQUIRE_SLURM").is_some() {
+            println!("no Slurm reachable (sinfo failed) but PITCH_REQUIRE_SLURM is set");
+            println!("\n0 passed, 1 failed");
+            std::process::exit(1);
+        }
+        println!("no Slurm reachable (sinfo failed): the Slurm suite did not run; start one with cluster-tests/start-slurm.sh");
+        return;
+    }
+    let filter: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = TESTS
+        .iter()
+        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("running {} slurm tests", selected.len());
+    // Run the tests side by side: most of their time is spent waiting for the scheduler.
+    let results: Vec<(String, Result<(), String>, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = selected
+            .iter()
+            .map(|(name, test)| {
+                s.spawn(move || {
+                    let mut dir = tempfile::tempdir().unwrap();
+                    // PITCH_KEEP_TEST_DIRS=1 keeps each test's directory for inspection.
+                    if std::env::var_os("PITCH_KEEP_TEST_DIRS").is_some() {
+                        dir.disable_cleanup(true);
+                        eprintln!("  {name}: {}", dir.path().display());
+                    }
+                    let start = Instant::now();
+                    let r = std::panic::catch_unwind(|| test(dir.path()))
+                        .unwrap_or_else(|_| Err("panicked".into()));
+                    (name.to_string(), r, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failed = 0;
+    for (name, r, t) in &results {
+        match r {
+            Ok(()) => println!("test slurm::{name} ... ok ({:.1} s)", t.as_secs_f64()),
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "test slurm::{name} ... FAILED ({:.1} s)\n  {e}",
+                    t.as_secs_f64()
+                );
+            }
+        }
+    }
+    let passed = results.len() - failed;
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    std::process::exit(if failed == 0 { 0 } else { 101 });
+}

@@ -32,11 +32,8 @@ pitch::task! {
 fn main() -> Result<(), pitch::Error> {
     pitch::init(); // first line: turns this process into a worker when launched as one
 
-    let exe =
-        SingleNodeExecutor::builder() // the one line to change for a cluster
-            .max_cores(std::thread::available_parallelism().map_or(2, |n| n.get() as u32))
-            .progress(true)
-            .build()?;
+    // The one line to change for a cluster: SlurmClusterExecutor::builder().progress(true).build()?
+    let exe = SingleNodeExecutor::builder().progress(true).build()?;
 
     let halos = [1u32, 2, 3, 4];
     let radii = [0.1f64, 0.2, 0.5, 1.0];

@@ -135,6 +135,12 @@ impl Executor {
         self.inner.engine.backend.name()
     }
 
+    /// The job name every scheduler job of this executor carries (`squeue -n NAME` lists
+    /// them); it is derived from the cache directory, so reruns share it. `None` on SingleNode.
+    pub fn job_name(&self) -> Option<String> {
+        self.inner.engine.backend.job_name().map(String::from)
+    }
+
     /// The cache directory (absolute).
     pub fn cache_directory(&self) -> PathBuf {
         self.inner.engine.store.root().to_path_buf()

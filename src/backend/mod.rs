@@ -66,6 +66,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// them before submitting, so a `map` becomes one job array).
     fn attach(&self, _events: crate::event::Events, _preparing: Arc<AtomicUsize>) {}
 
+    /// The scheduler job name shared by this executor's jobs, if it has one.
+    fn job_name(&self) -> Option<&str> {
+        None
+    }
+
     /// What dropping the executor does.
     fn drop_policy(&self) -> DropPolicy {
         DropPolicy::Wait

@@ -49,6 +49,8 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("driver_killed_and_rerun", driver_killed_and_rerun),
     ("time_limit", time_limit),
+    ("job_that_left_the_queue", job_that_left_the_queue),
+    ("max_jobs_caps_the_queue", max_jobs_caps_the_queue),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -280,6 +282,100 @@ fn time_limit(dir: &Path) -> Result<(), String> {
         Err(TaskError::Scheduler { state, .. }) => ensure!(state == "TIMEOUT", "{state}"),
         other => return Err(format!("expected TIMEOUT, got {other:?}")),
     }
+    Ok(())
+}
+
+fn scontrol_config() -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A job that dies without a result and has left squeue (MinJobAge passed) before the
+/// poller gives up on it: its state comes from sacct (accounting on) or is UNKNOWN.
+fn job_that_left_the_queue(dir: &Path) -> Result<(), String> {
+    let cfg = scontrol_config();
+    let min_age: u64 = cfg
+        .get("MinJobAge")
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    if min_age > 30 {
+        let msg =
+            format!("MinJobAge is {min_age} s: start the cluster with PITCH_SLURM_MIN_JOB_AGE=10");
+        if std::env::var_os("PITCH_REQUIRE_SLURM").is_some() {
+            return Err(msg);
+        }
+        eprintln!("  job_that_left_the_queue: not run: {msg}");
+        return Ok(());
+    }
+    let accounting = cfg
+        .get("AccountingStorageType")
+        .is_some_and(|t| t != "accounting_storage/none");
+    let exe = SlurmClusterExecutor::builder()
+        .cache_directory(dir.join("cache"))
+        .poll_interval(Duration::from_millis(500))
+        .max_poll_interval(Duration::from_secs(2))
+        .nfs_grace(Duration::from_secs(min_age + 20))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let f = exe.submit_command(Command::new("sh").args(["-c", "kill -9 $PPID; sleep 5"]));
+    match f.result() {
+        Err(TaskError::Scheduler { state, detail, .. }) => {
+            if accounting {
+                ensure!(
+                    state == "FAILED" || state == "CANCELLED",
+                    "from sacct: {state} ({detail})"
+                );
+                ensure!(detail.contains("exit code"), "sacct detail: {detail}");
+            } else {
+                ensure!(
+                    state == "UNKNOWN" && detail.contains("accounting"),
+                    "{state}: {detail}"
+                );
+            }
+            eprintln!("  left the queue; learned {state} ({detail})");
+        }
+        other => return Err(format!("expected a scheduler error, got {other:?}")),
+    }
+    Ok(())
+}
+
+/// `max_jobs = 2`: never more than two of the executor's jobs in the queue at once.
+fn max_jobs_caps_the_queue(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let exe = SlurmClusterExecutor::builder()
+        .cache_directory(&cache)
+        .poll_interval(Duration::from_millis(300))
+        .max_poll_interval(Duration::from_secs(1))
+        .nfs_grace(Duration::from_secs(1))
+        .max_jobs(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let futures: Vec<_> = (0..6)
+        .map(|i| exe.submit_command(Command::new("sh").args(["-c", &format!("sleep 2; echo {i}")])))
+        .collect();
+    let name = exe.job_name();
+    let mut most = 0;
+    while !futures.iter().all(|f| f.done()) {
+        if let Some(name) = &name {
+            let out = std::process::Command::new("squeue")
+                .args(["-h", "-r", "-n", name, "-o", "%i"])
+                .output()
+                .unwrap();
+            most = most.max(String::from_utf8_lossy(&out.stdout).lines().count());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pitch::wait_all(futures).map_err(|e| e.to_string())?;
+    ensure!(most <= 2, "{most} jobs were in the queue at once");
+    ensure!(most >= 1, "the queue was never observed");
     Ok(())
 }
 

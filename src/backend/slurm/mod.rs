@@ -588,6 +588,10 @@ impl Backend for Slurm {
         true
     }
 
+    fn job_name(&self) -> Option<&str> {
+        Some(&self.tag)
+    }
+
     fn drop_policy(&self) -> DropPolicy {
         DropPolicy::Detach
     }

@@ -474,6 +474,14 @@ impl SlurmClusterBuilder {
         self
     }
 
+    /// Packs `k` one-rank tasks into each job-array element (default 1): the element asks
+    /// for `k x threads_per_core` CPUs and runs its tasks side by side, so 5,400 ten-second
+    /// tasks need not be 5,400 Slurm jobs. Multi-rank tasks are never packed.
+    pub fn tasks_per_job(mut self, k: u32) -> Self {
+        self.cfg.tasks_per_job = k;
+        self
+    }
+
     /// A job script template of your own (Jinja syntax); see `templates/slurm.sh.j2`.
     pub fn template(mut self, path: impl Into<PathBuf>) -> Self {
         self.cfg.template = Some(path.into());
@@ -484,6 +492,9 @@ impl SlurmClusterBuilder {
     pub fn build(self) -> Result<Executor, Error> {
         if self.cfg.poll_interval.is_zero() {
             return Err(Error::Config("poll_interval must be more than zero".into()));
+        }
+        if self.cfg.tasks_per_job == 0 {
+            return Err(Error::Config("tasks_per_job must be at least 1".into()));
         }
         if self.cfg.max_jobs == Some(0) {
             return Err(Error::Config("max_jobs must be at least 1".into()));

@@ -51,6 +51,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("time_limit", time_limit),
     ("job_that_left_the_queue", job_that_left_the_queue),
     ("max_jobs_caps_the_queue", max_jobs_caps_the_queue),
+    ("packed_array", packed_array),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -376,6 +377,45 @@ fn max_jobs_caps_the_queue(dir: &Path) -> Result<(), String> {
     pitch::wait_all(futures).map_err(|e| e.to_string())?;
     ensure!(most <= 2, "{most} jobs were in the queue at once");
     ensure!(most >= 1, "the queue was never observed");
+    Ok(())
+}
+
+/// `tasks_per_job = 5`: 20 tasks become one array of 4 elements.
+fn packed_array(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let exe = SlurmClusterExecutor::builder()
+        .cache_directory(&cache)
+        .poll_interval(Duration::from_millis(500))
+        .nfs_grace(Duration::from_secs(1))
+        .tasks_per_job(4)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let futures = add::map(&exe, (0..20).map(|i| (i, 100)));
+    let commands = exe.map_commands(
+        (0..6).map(|i| Command::new("sh").args(["-c", &format!("echo {i}; exit {}", i % 2)])),
+    );
+    let values = pitch::wait_all(futures).map_err(|e| e.to_string())?;
+    ensure!(values == (100..120).collect::<Vec<_>>(), "{values:?}");
+    // 26 equal one-rank tasks, 4 per element: one array job of 7 elements.
+    let ids: std::collections::BTreeSet<String> = commands
+        .iter()
+        .map(|c| c.job_id().unwrap_or_default())
+        .collect();
+    let arrays: std::collections::BTreeSet<&str> =
+        ids.iter().filter_map(|i| i.split('_').next()).collect();
+    ensure!(arrays.len() == 1, "one sbatch call: {ids:?}");
+    ensure!(
+        ids.iter().all(|i| i
+            .split('_')
+            .nth(1)
+            .and_then(|x| x.parse::<u32>().ok())
+            .is_some_and(|x| x < 7)),
+        "element indexes: {ids:?}"
+    );
+    for (i, c) in commands.iter().enumerate() {
+        let r = c.result();
+        ensure!(r.is_ok() == (i % 2 == 0), "command {i}: {r:?}");
+    }
     Ok(())
 }
 

@@ -41,6 +41,7 @@ pub(crate) struct SlurmConfig {
     pub array_throttle: Option<u32>,
     pub template: Option<PathBuf>,
     pub batch_window: Duration,
+    pub tasks_per_job: u32,
 }
 
 impl Default for SlurmConfig {
@@ -53,6 +54,7 @@ impl Default for SlurmConfig {
             array_throttle: None,
             template: None,
             batch_window: Duration::from_millis(50),
+            tasks_per_job: 1,
         }
     }
 }
@@ -301,6 +303,13 @@ impl Slurm {
     async fn submit_group(&self, group: Vec<Pending>) {
         let array = group.len() > 1;
         let mut header = group[0].header.clone();
+        // Packing: K one-rank tasks per array element, run side by side on K x threads CPUs.
+        let per_job = if array && header.ntasks == 1 {
+            (self.cfg.tasks_per_job.max(1) as usize).min(group.len())
+        } else {
+            1
+        };
+        let elements = group.len().div_ceil(per_job);
         let jobs_dir = self.journal.dir();
         header.output = jobs_dir
             .join(if array {
@@ -312,8 +321,8 @@ impl Slurm {
             .to_string();
         if array {
             header.array = Some(match self.cfg.array_throttle {
-                Some(n) => format!("0-{}%{n}", group.len() - 1),
-                None => format!("0-{}", group.len() - 1),
+                Some(n) => format!("0-{}%{n}", elements - 1),
+                None => format!("0-{}", elements - 1),
             });
             header.slurm_cmd_args.push("--open-mode=append".into());
         }
@@ -322,7 +331,11 @@ impl Slurm {
             header.dependency = Some(format!("afterok:{}", ids.join(":")));
         }
         let bodies: Vec<String> = group.iter().map(|p| p.body.clone()).collect();
-        header.command = if array {
+        let threads = header.cpus_per_task;
+        header.command = if per_job > 1 {
+            header.cpus_per_task = threads * per_job as u32;
+            script::packed_array_body(&bodies, per_job, threads)
+        } else if array {
             script::array_body(&bodies)
         } else {
             bodies[0].clone()
@@ -335,7 +348,7 @@ impl Slurm {
                     tasks: group
                         .iter()
                         .enumerate()
-                        .map(|(i, p)| (p.key, array.then_some(i as u32)))
+                        .map(|(i, p)| (p.key, array.then_some((i / per_job) as u32)))
                         .collect(),
                 };
                 self.journal.record(&rec).map(|_| job_id)
@@ -345,7 +358,7 @@ impl Slurm {
         for (i, p) in group.into_iter().enumerate() {
             let reply = result.clone().map(|job_id| JobRef {
                 job_id,
-                array_index: array.then_some(i as u32),
+                array_index: array.then_some((i / per_job) as u32),
             });
             if let Ok(job) = &reply {
                 self.jobs.lock().unwrap().insert(p.key, *job);

@@ -129,6 +129,34 @@ pub(crate) fn array_body(bodies: &[String]) -> String {
     out
 }
 
+/// The body of a packed array job: element `i` runs tasks `i*per_job ..` of `bodies`, in
+/// parallel up to the element's CPUs divided by each task's `threads`; the element fails
+/// when any of its tasks failed.
+pub(crate) fn packed_array_body(bodies: &[String], per_job: usize, threads: u32) -> String {
+    let mut out = String::from("pitch_task() {\ncase \"$1\" in\n");
+    for (i, body) in bodies.iter().enumerate() {
+        out.push_str(&format!("{i})\n{body};;\n"));
+    }
+    out.push_str("esac\n}\n");
+    out.push_str(&format!(
+        "first=$((SLURM_ARRAY_TASK_ID * {per_job}))\n\
+         last=$((first + {per_job} - 1)); [ \"$last\" -lt {n} ] || last={last}\n\
+         slots=$(( ${{SLURM_CPUS_PER_TASK:-1}} / {threads} )); [ \"$slots\" -ge 1 ] || slots=1\n\
+         pids=()\n\
+         for ((t = first; t <= last; t++)); do\n\
+         \x20 while [ \"$(jobs -rp | wc -l)\" -ge \"$slots\" ]; do wait -n || true; done\n\
+         \x20 pitch_task \"$t\" &\n\
+         \x20 pids+=($!)\n\
+         done\n\
+         rc=0\n\
+         for p in \"${{pids[@]}}\"; do wait \"$p\" || rc=1; done\n\
+         exit \"$rc\"\n",
+        n = bodies.len(),
+        last = bodies.len().saturating_sub(1),
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +172,38 @@ mod tests {
             env: vec![("OMP_NUM_THREADS".into(), "1".into())],
             cwd: None,
         }
+    }
+
+    #[test]
+    fn packed_elements_run_their_tasks_and_fail_when_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let bodies: Vec<String> = (0..5)
+            .map(|i| {
+                let code = if i == 3 { 1 } else { 0 };
+                format!("echo {i} >> {}\nexit {code}\n", log.display())
+            })
+            .collect();
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, packed_array_body(&bodies, 2, 1)).unwrap();
+        let run = |element: u32| {
+            std::process::Command::new("bash")
+                .arg(&script)
+                .env("SLURM_ARRAY_TASK_ID", element.to_string())
+                .env("SLURM_CPUS_PER_TASK", "2")
+                .status()
+                .unwrap()
+        };
+        assert!(run(0).success());
+        assert!(!run(1).success(), "task 3 failed, so element 1 fails");
+        assert!(run(2).success());
+        let mut lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, ["0", "1", "2", "3", "4"]);
     }
 
     #[test]

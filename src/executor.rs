@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::single_node::SingleNode;
+use crate::backend::single_node::{Launcher, SingleNode};
 use crate::backend::slurm::{Slurm, SlurmConfig};
 use crate::backend::{Backend, DropPolicy};
 use crate::command::{Command, CommandOutput};
@@ -406,7 +406,7 @@ impl SingleNodeBuilder {
         if self.max_workers == Some(0) {
             return Err(Error::Config("max_workers must be at least 1".into()));
         }
-        let backend = SingleNode::new(max_cores, self.max_workers)?;
+        let backend = SingleNode::new(Launcher::Local, max_cores, self.max_workers)?;
         self.common.build(|_| Ok(Arc::new(backend)), false)
     }
 }
@@ -502,5 +502,110 @@ impl SlurmClusterBuilder {
         let cfg = self.cfg;
         self.common
             .build(|store| Ok(Arc::new(Slurm::new(cfg, store)?)), true)
+    }
+}
+
+/// Runs each task as an `srun --exact` job step inside the Slurm allocation the driver runs
+/// in (an sbatch script or salloc): executorlib's SlurmJobExecutor. Steps start at once, with
+/// no queueing and no polling; at most as many run together as the allocation's CPUs allow.
+pub struct SlurmJobExecutor;
+
+impl SlurmJobExecutor {
+    /// Starts configuring an executor for the current allocation.
+    pub fn builder() -> SlurmJobBuilder {
+        SlurmJobBuilder {
+            common: CommonBuilder::default(),
+            max_cores: None,
+            max_workers: None,
+        }
+    }
+}
+
+/// Configures a [`SlurmJobExecutor`].
+pub struct SlurmJobBuilder {
+    common: CommonBuilder,
+    max_cores: Option<u32>,
+    max_workers: Option<u32>,
+}
+
+/// Total CPUs of an allocation from `SLURM_JOB_CPUS_PER_NODE` ("4(x2),2" means 4+4+2).
+pub(crate) fn allocation_cpus(text: &str) -> Option<u32> {
+    let mut total = 0u32;
+    for part in text.split(',') {
+        let (cpus, times) = match part.split_once("(x") {
+            Some((c, t)) => (c, t.trim_end_matches(')')),
+            None => (part, "1"),
+        };
+        total = total.checked_add(
+            cpus.trim()
+                .parse::<u32>()
+                .ok()?
+                .checked_mul(times.parse().ok()?)?,
+        )?;
+    }
+    Some(total)
+}
+
+impl SlurmJobBuilder {
+    common_builder_methods!();
+
+    /// Slots to use, at most the allocation's CPUs (default: all of them).
+    pub fn max_cores(mut self, n: u32) -> Self {
+        self.max_cores = Some(n);
+        self
+    }
+
+    /// Steps running at once, whatever their size.
+    pub fn max_workers(mut self, n: u32) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Builds the executor; fails outside a Slurm allocation.
+    pub fn build(self) -> Result<Executor, Error> {
+        let outside = || {
+            Error::Config(
+                "SlurmJobExecutor runs inside a Slurm allocation (an sbatch script or salloc), \
+                 but SLURM_JOB_ID is not set; use SlurmClusterExecutor to submit jobs instead"
+                    .into(),
+            )
+        };
+        std::env::var("SLURM_JOB_ID").map_err(|_| outside())?;
+        let cpus_text = std::env::var("SLURM_JOB_CPUS_PER_NODE").map_err(|_| outside())?;
+        let cpus = allocation_cpus(&cpus_text).ok_or_else(|| {
+            Error::Config(format!(
+                "cannot read the allocation's CPUs from SLURM_JOB_CPUS_PER_NODE={cpus_text:?}"
+            ))
+        })?;
+        let nodes = std::env::var("SLURM_JOB_NUM_NODES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let max_cores = match self.max_cores {
+            Some(0) => return Err(Error::Config("max_cores must be at least 1".into())),
+            Some(n) if n > cpus => {
+                return Err(Error::Config(format!(
+                    "max_cores = {n} but the allocation has {cpus} CPUs"
+                )))
+            }
+            Some(n) => n,
+            None => cpus,
+        };
+        if self.max_workers == Some(0) {
+            return Err(Error::Config("max_workers must be at least 1".into()));
+        }
+        let backend = SingleNode::new(Launcher::Srun { nodes }, max_cores, self.max_workers)?;
+        self.common.build(|_| Ok(Arc::new(backend)), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn allocation_cpus_reads_slurm_notation() {
+        assert_eq!(super::allocation_cpus("4"), Some(4));
+        assert_eq!(super::allocation_cpus("4(x2)"), Some(8));
+        assert_eq!(super::allocation_cpus("4(x2),2"), Some(10));
+        assert_eq!(super::allocation_cpus("x"), None);
     }
 }

@@ -56,7 +56,7 @@ pub use error::{Error, TaskError};
 pub use event::{Event, EventKind, Reporter};
 pub use executor::{
     Executor, RunSummary, Shutdown, SingleNodeBuilder, SingleNodeExecutor, SlurmClusterBuilder,
-    SlurmClusterExecutor,
+    SlurmClusterExecutor, SlurmJobBuilder, SlurmJobExecutor,
 };
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
 pub use registry::registered_tasks;

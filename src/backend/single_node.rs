@@ -21,7 +21,18 @@ use crate::worker;
 /// How long a task gets between SIGTERM and SIGKILL when it is timed out or cancelled.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// How a process backend starts a task's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Launcher {
+    /// Children of the driver on this machine; `mpiexec -n N` for multi-rank tasks.
+    Local,
+    /// Job steps inside the Slurm allocation the driver runs in (`srun --exact`), on any of
+    /// its `nodes` nodes.
+    Srun { nodes: u32 },
+}
+
 pub(crate) struct SingleNode {
+    launcher: Launcher,
     max_cores: u32,
     cores: Arc<Semaphore>,
     workers: Option<Arc<Semaphore>>,
@@ -30,9 +41,14 @@ pub(crate) struct SingleNode {
 }
 
 impl SingleNode {
-    pub(crate) fn new(max_cores: u32, max_workers: Option<u32>) -> Result<SingleNode, Error> {
+    pub(crate) fn new(
+        launcher: Launcher,
+        max_cores: u32,
+        max_workers: Option<u32>,
+    ) -> Result<SingleNode, Error> {
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         Ok(SingleNode {
+            launcher,
             max_cores,
             cores: Arc::new(Semaphore::new(max_cores as usize)),
             workers: max_workers.map(|n| Arc::new(Semaphore::new(n as usize))),
@@ -81,7 +97,7 @@ impl SingleNode {
                     root,
                     spec.key.to_string(),
                 ];
-                if spec.ranks > 1 {
+                if spec.ranks > 1 || self.launcher != Launcher::Local {
                     (self.exe.display().to_string(), args)
                 } else {
                     // The running inode, even if the file on disk was replaced by a rebuild.
@@ -90,6 +106,24 @@ impl SingleNode {
             }
             TaskKind::Command(c) => (c.program.clone(), c.args.clone()),
         };
+        if let Launcher::Srun { .. } = self.launcher {
+            let mut srun = vec![
+                "--exact".to_string(),
+                format!("--ntasks={}", spec.ranks),
+                format!("--cpus-per-task={}", spec.threads),
+                "--kill-on-bad-exit=1".to_string(),
+            ];
+            if let Some(n) = resources.num_nodes {
+                srun.push(format!("--nodes={n}"));
+            }
+            if let Some(g) = resources.gpus_per_core {
+                srun.push(format!("--gpus-per-task={g}"));
+            }
+            srun.extend(resources.slurm_cmd_args.iter().cloned());
+            srun.push(program);
+            srun.extend(args);
+            return ("srun".to_string(), srun);
+        }
         if spec.ranks <= 1 {
             return (program, args);
         }
@@ -176,7 +210,9 @@ impl SingleNode {
             Ok(c) => c,
             Err(e) => {
                 let detail = if e.kind() == std::io::ErrorKind::NotFound {
-                    if program == "mpiexec" {
+                    if program == "srun" {
+                        "srun was not found on PATH".to_string()
+                    } else if program == "mpiexec" {
                         format!(
                             "mpiexec was not found on PATH: cores = {} needs OpenMPI's mpiexec",
                             spec.ranks
@@ -260,10 +296,10 @@ impl SingleNode {
                             if matches!(*cause, TaskError::WorkerDied { .. })
                                 && !status.success() =>
                         {
-                            // No rank wrote anything: mpiexec itself failed.
+                            // No rank wrote anything: the launcher itself failed.
                             paths.publish_result(ResultRecord {
                                 outcome: Err(TaskError::Launch {
-                                    what: "mpiexec".into(),
+                                    what: program.clone(),
                                     detail: format!(
                                         "{}{}",
                                         status_text(&status),
@@ -355,24 +391,56 @@ fn command_outcome(
 
 impl Backend for SingleNode {
     fn name(&self) -> &'static str {
-        "single-node"
+        match self.launcher {
+            Launcher::Local => "single-node",
+            Launcher::Srun { .. } => "slurm-job",
+        }
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
+        let what = match self.launcher {
+            Launcher::Local => "max_cores",
+            Launcher::Srun { .. } => "the CPUs of the allocation (or max_cores)",
+        };
         if r.slots() > self.max_cores {
             return Err(format!(
-                "the task needs {} slots (cores {} x threads_per_core {}) but max_cores is {}",
+                "the task needs {} slots (cores {} x threads_per_core {}) but {what} is {}",
                 r.slots(),
                 r.ranks(),
                 r.threads(),
                 self.max_cores
             ));
         }
-        if r.nodes() > 1 {
+        let nodes = match self.launcher {
+            Launcher::Local => 1,
+            Launcher::Srun { nodes } => nodes,
+        };
+        if r.nodes() > nodes {
             return Err(format!(
-                "num_nodes = {} but this backend runs on one node",
-                r.nodes()
+                "num_nodes = {} but {}",
+                r.nodes(),
+                if nodes == 1 {
+                    "this backend runs on one node".to_string()
+                } else {
+                    format!("the allocation has {nodes} nodes")
+                }
             ));
+        }
+        if let Launcher::Srun { .. } = self.launcher {
+            let mut ignored = Vec::new();
+            for (set, key) in [
+                (r.partition.is_some(), "partition"),
+                (r.account.is_some(), "account"),
+                (r.qos.is_some(), "qos"),
+                (r.memory_max.is_some(), "memory_max"),
+                (r.exclusive.is_some(), "exclusive"),
+                (r.openmpi_oversubscribe.is_some(), "openmpi_oversubscribe"),
+            ] {
+                if set {
+                    ignored.push(key);
+                }
+            }
+            return Ok(ignored);
         }
         let mut ignored = Vec::new();
         if r.partition.is_some() {

@@ -20,6 +20,23 @@ pitch::task! {
 pitch::task! {
     pub fn node_name() -> String { pitch::context().node }
 }
+pitch::task! {
+    /// (rank, size, node) of each rank.
+    pub fn where_am_i() -> (u32, u32, String) {
+        let ctx = pitch::context();
+        (ctx.rank, ctx.size, ctx.node)
+    }
+}
+pitch::task! {
+    pub fn rank_one_panics() -> u32 {
+        let ctx = pitch::context();
+        if ctx.rank == 1 {
+            panic!("rank one gives up");
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        ctx.rank
+    }
+}
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
@@ -52,6 +69,13 @@ const TESTS: &[(&str, TestFn)] = &[
     ("job_that_left_the_queue", job_that_left_the_queue),
     ("max_jobs_caps_the_queue", max_jobs_caps_the_queue),
     ("packed_array", packed_array),
+    ("mpi_four_ranks_on_two_nodes", mpi_four_ranks),
+    ("mpi_failing_rank_stops_the_others", mpi_failing_rank),
+    ("mpi_c_hello_world_command", mpi_c_hello),
+    (
+        "slurm_job_executor_inside_an_allocation",
+        slurm_job_executor,
+    ),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -419,6 +443,160 @@ fn packed_array(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn mpi_exe(dir: &Path) -> Executor {
+    executor(&dir.join("cache")).with_resources(Resources::new().cores(4).num_nodes(2))
+}
+
+fn check_ranks(all: &[(u32, u32, String)]) -> Result<(), String> {
+    ensure!(all.len() == 4, "{all:?}");
+    for (i, (rank, size, _)) in all.iter().enumerate() {
+        ensure!(*rank == i as u32 && *size == 4, "{all:?}");
+    }
+    let nodes: std::collections::BTreeSet<&String> = all.iter().map(|(_, _, n)| n).collect();
+    ensure!(nodes.len() == 2, "two nodes: {all:?}");
+    Ok(())
+}
+
+fn mpi_four_ranks(dir: &Path) -> Result<(), String> {
+    let all = where_am_i::submit_ranks(&mpi_exe(dir))
+        .result()
+        .map_err(|e| e.to_string())?;
+    check_ranks(&all)
+}
+
+fn mpi_failing_rank(dir: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    match rank_one_panics::submit(&mpi_exe(dir)).result() {
+        Err(TaskError::Rank { rank, size, cause }) => {
+            ensure!(rank == 1 && size == 4, "rank {rank} of {size}");
+            ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}");
+        }
+        other => return Err(format!("expected a rank failure, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(25),
+        "other ranks not stopped: {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+fn mpi_c_hello(dir: &Path) -> Result<(), String> {
+    let src = dir.join("hello.c");
+    std::fs::write(
+        &src,
+        "#include <mpi.h>\n#include <stdio.h>\nint main(int c, char **v) { int r, n; MPI_Init(&c, &v);\n\
+         MPI_Comm_rank(MPI_COMM_WORLD, &r); MPI_Comm_size(MPI_COMM_WORLD, &n);\n\
+         int sum = 0; MPI_Allreduce(&r, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);\n\
+         printf(\"rank %d of %d sum %d\\n\", r, n, sum); MPI_Finalize(); return 0; }\n",
+    )
+    .unwrap();
+    let bin = dir.join("hello");
+    let out = std::process::Command::new("mpicc")
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .output()
+        .map_err(|e| format!("mpicc: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "mpicc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = mpi_exe(dir)
+        .submit_command(Command::new(&bin))
+        .result()
+        .map_err(|e| e.to_string())?;
+    let mut lines: Vec<String> = result
+        .read_stdout()
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    ensure!(
+        lines
+            == (0..4)
+                .map(|r| format!("rank {r} of 4 sum 6"))
+                .collect::<Vec<_>>(),
+        "{lines:?}"
+    );
+    Ok(())
+}
+
+/// Inside an allocation: the test submits this binary as an sbatch job running
+/// `slurm-job-driver OUT`, which uses SlurmJobExecutor and writes what it saw to OUT.
+fn job_driver(out: &Path) -> i32 {
+    let report = (|| -> Result<String, String> {
+        let exe = pitch::SlurmJobExecutor::builder()
+            .cache_directory(out.with_extension("cache"))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let ranks =
+            where_am_i::submit_ranks(&exe.with_resources(Resources::new().cores(4).num_nodes(2)))
+                .result()
+                .map_err(|e| e.to_string())?;
+        check_ranks(&ranks)?;
+        let too_big = add::submit(&exe.with_resources(Resources::new().cores(64)), 1, 1).result();
+        ensure!(
+            matches!(too_big, Err(TaskError::Rejected { ref reason, .. }) if reason.contains("allocation")),
+            "{too_big:?}"
+        );
+        let one = add::submit(&exe, 20, 22)
+            .result()
+            .map_err(|e| e.to_string())?;
+        ensure!(one == 42, "{one}");
+        Ok(format!("ok {ranks:?}"))
+    })();
+    let text = match report {
+        Ok(t) => t,
+        Err(e) => format!("error {e}"),
+    };
+    std::fs::write(out, text).unwrap();
+    0
+}
+
+fn slurm_job_executor(dir: &Path) -> Result<(), String> {
+    // Outside an allocation it says so.
+    if std::env::var_os("SLURM_JOB_ID").is_none() {
+        let err = pitch::SlurmJobExecutor::builder()
+            .cache_directory(dir.join("c"))
+            .build()
+            .unwrap_err()
+            .to_string();
+        ensure!(err.contains("SLURM_JOB_ID"), "{err}");
+    }
+    let out = dir.join("report.txt");
+    let exe = std::env::current_exe().unwrap();
+    let submitted = std::process::Command::new("sbatch")
+        .args(["--parsable", "-N2", "-n4", "--output"])
+        .arg(dir.join("driver.out"))
+        .arg(format!(
+            "--wrap={} slurm-job-driver {}",
+            exe.display(),
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    ensure!(
+        submitted.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !out.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let report = std::fs::read_to_string(&out).map_err(|e| {
+        format!(
+            "no report ({e}); driver output: {}",
+            std::fs::read_to_string(dir.join("driver.out")).unwrap_or_default()
+        )
+    })?;
+    ensure!(report.starts_with("ok "), "{report}");
+    Ok(())
+}
+
 /// The restart driver: submits `n` commands that append to `log`, then waits.
 fn driver(cache: &Path, log: &Path, n: usize) -> i32 {
     let exe = executor(cache);
@@ -503,6 +681,9 @@ fn slurm_available() -> bool {
 fn main() {
     pitch::init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
+        std::process::exit(job_driver(Path::new(&args[2])));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-driver") {
         let n = args[4].parse().unwrap();
         std::process::exit(driver(Path::new(&args[2]), Path::new(&args[3]), n));

@@ -42,7 +42,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
         .unwrap_or_default();
     let launcher = if spec.ranks > 1 {
         format!(
-            "srun --ntasks={} --cpus-per-task={} ",
+            "srun --ntasks={} --cpus-per-task={} --kill-on-bad-exit=1 ",
             spec.ranks, spec.threads
         )
     } else {

@@ -441,8 +441,9 @@ impl SlurmClusterBuilder {
         self
     }
 
-    /// Jobs (array elements count one each) this executor keeps in the queue at once; sites
-    /// limit this with MaxSubmitJobs. Default: no cap.
+    /// Tasks this executor keeps in the queue at once (each array element holds one task,
+    /// unless `tasks_per_job` packs several); sites limit jobs with MaxSubmitJobs. Default:
+    /// no cap.
     pub fn max_jobs(mut self, n: u32) -> Self {
         self.cfg.max_jobs = Some(n);
         self

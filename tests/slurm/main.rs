@@ -76,6 +76,7 @@ const TESTS: &[(&str, TestFn)] = &[
         "slurm_job_executor_inside_an_allocation",
         slurm_job_executor,
     ),
+    ("shutdown_cancel_scancels_every_job", shutdown_cancel),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -594,6 +595,37 @@ fn slurm_job_executor(dir: &Path) -> Result<(), String> {
         )
     })?;
     ensure!(report.starts_with("ok "), "{report}");
+    Ok(())
+}
+
+/// `shutdown(Cancel)` cancels every queued and running job (scancel calls are batched).
+fn shutdown_cancel(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let futures: Vec<_> = (0..8)
+        .map(|i| exe.submit_command(Command::new("sleep").arg(format!("{}", 100 + i))))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while futures.iter().any(|f| f.job_id().is_none()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let name = exe.job_name().unwrap();
+    let start = Instant::now();
+    exe.shutdown(pitch::Shutdown::Cancel);
+    ensure!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    for f in &futures {
+        ensure!(f.result() == Err(TaskError::Cancelled), "{:?}", f.result());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-n", &name, "-t", "PENDING,RUNNING", "-o", "%i"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&out.stdout).lines().count();
+    ensure!(left == 0, "{left} jobs still queued or running");
     Ok(())
 }
 

@@ -127,6 +127,8 @@ pub(crate) struct Slurm {
     jobs_changed: Notify,
     pub(crate) watches: Mutex<HashMap<TaskKey, Watch>>,
     pub(crate) poke: Notify,
+    /// Jobs waiting to be cancelled by the next scancel call.
+    cancels: Mutex<Vec<(JobRef, oneshot::Sender<()>)>>,
     poller_started: Mutex<bool>,
 }
 
@@ -179,6 +181,7 @@ impl Slurm {
             jobs_changed: Notify::new(),
             watches: Mutex::new(HashMap::new()),
             poke: Notify::new(),
+            cancels: Mutex::new(Vec::new()),
             poller_started: Mutex::new(false),
         })
     }
@@ -526,10 +529,39 @@ impl Slurm {
             e = failed_input => e,
         };
         self.watches.lock().unwrap().remove(&job.spec.key);
-        let _ = run_cmd("scancel", &[job_ref.to_string()]).await;
+        self.scancel(job_ref).await;
         WatchEnd::Done(job.paths.publish_result(ResultRecord {
             outcome: Err(interrupted),
         }))
+    }
+}
+
+impl Slurm {
+    /// Cancels a job; cancels requested close together go out as one scancel call.
+    async fn scancel(&self, job: JobRef) {
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut queue = self.cancels.lock().unwrap();
+            queue.push((job, tx));
+            queue.len() == 1
+        };
+        if first {
+            tokio::time::sleep(self.cfg.batch_window).await;
+            let batch: Vec<(JobRef, oneshot::Sender<()>)> =
+                std::mem::take(&mut *self.cancels.lock().unwrap());
+            for chunk in batch.chunks(500) {
+                let ids: Vec<String> = chunk.iter().map(|(j, _)| j.to_string()).collect();
+                match run_cmd("scancel", &ids).await {
+                    Ok(out) if out.success => {}
+                    Ok(out) => self.warn(format!("scancel failed: {}", out.stderr.trim())),
+                    Err(e) => self.warn(format!("scancel failed: {e}")),
+                }
+            }
+            for (_, tx) in batch {
+                let _ = tx.send(());
+            }
+        }
+        let _ = rx.await;
     }
 }
 

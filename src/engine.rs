@@ -220,25 +220,11 @@ impl Engine {
             TaskKind::Function { name, .. } => name.clone(),
             TaskKind::Command(c) => c.program_name(),
         };
-        let resources = &opts.resources;
-        if let Err(e) = self.check_resources(resources) {
-            return TaskFuture::failed(&label, e);
-        }
-        let ranks = resources.ranks();
-        let cwd = Self::absolute(&cwd_override.or_else(|| resources.cwd.clone()));
-        let key = match (&opts.cache_key, opts.cache) {
-            (Some(k), _) => TaskKey::explicit(k),
-            (None, true) => TaskSpec::content_key(&kind, ranks, &cwd),
-            (None, false) => TaskKey::unique(),
+        let spec = match self.make_spec(opts, kind, cwd_override) {
+            Ok(spec) => spec,
+            Err(e) => return TaskFuture::failed(&label, e),
         };
-        let spec = TaskSpec {
-            key,
-            kind,
-            ranks,
-            threads: resources.threads(),
-            env: Self::spec_env(resources),
-            cwd,
-        };
+        let key = spec.key;
 
         let slot = {
             let mut live = self.live.lock().unwrap();
@@ -294,6 +280,52 @@ impl Engine {
             engine.finish(&task_slot, record, started_at);
         });
         TaskFuture::new(slot, view)
+    }
+
+    /// The task file of a submission: checks resources, resolves the working directory and
+    /// computes the key.
+    fn make_spec(
+        &self,
+        opts: &SubmitOptions,
+        kind: TaskKind,
+        cwd_override: Option<PathBuf>,
+    ) -> Result<TaskSpec, TaskError> {
+        let resources = &opts.resources;
+        self.check_resources(resources)?;
+        let ranks = resources.ranks();
+        let cwd = Self::absolute(&cwd_override.or_else(|| resources.cwd.clone()));
+        let key = match (&opts.cache_key, opts.cache) {
+            (Some(k), _) => TaskKey::explicit(k),
+            (None, true) => TaskSpec::content_key(&kind, ranks, &cwd),
+            (None, false) => TaskKey::unique(),
+        };
+        Ok(TaskSpec {
+            key,
+            kind,
+            ranks,
+            threads: resources.threads(),
+            env: Self::spec_env(resources),
+            cwd,
+        })
+    }
+
+    /// The job script a command would be submitted with, without submitting it.
+    pub(crate) fn render_command(
+        &self,
+        opts: &SubmitOptions,
+        command: Command,
+    ) -> Result<String, TaskError> {
+        let Command { spec, cwd, .. } = command;
+        let spec = self.make_spec(opts, TaskKind::Command(spec), cwd)?;
+        let paths = self.store.task(&spec.key);
+        self.backend
+            .render(&spec, &opts.resources, &paths)
+            .unwrap_or_else(|| {
+                Err(TaskError::Rejected {
+                    backend: self.backend.name().into(),
+                    reason: "this backend runs no job scripts".into(),
+                })
+            })
     }
 
     async fn execute(

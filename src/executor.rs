@@ -205,6 +205,15 @@ impl Executor {
             .collect()
     }
 
+    /// The job script `command` would be submitted with, without submitting it (queue
+    /// backends only).
+    pub fn render_command(&self, command: Command) -> Result<String, Error> {
+        self.inner
+            .engine
+            .render_command(&self.opts, command)
+            .map_err(Error::Task)
+    }
+
     /// Stops the executor as `mode` says and returns the run's counts.
     pub fn shutdown(&self, mode: Shutdown) -> RunSummary {
         self.inner.shutdown(mode)
@@ -597,6 +606,94 @@ impl SlurmJobBuilder {
         }
         let backend = SingleNode::new(Launcher::Srun { nodes }, max_cores, self.max_workers)?;
         self.common.build(|_| Ok(Arc::new(backend)), true)
+    }
+}
+
+impl Executor {
+    /// Builds the executor a profile of `pitch.toml` describes (the file in the current
+    /// directory, else in the user's config directory): a config change is the whole swap.
+    pub fn from_profile(name: &str) -> Result<Executor, Error> {
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        let profile =
+            crate::profile::load_named(name, &cwd).map_err(|e| Error::Config(e.to_string()))?;
+        Executor::from_settings(&profile, Vec::new())
+    }
+
+    /// Builds the executor named by `PITCH_PROFILE`, or a default SingleNode executor when it
+    /// is not set.
+    pub fn from_env() -> Result<Executor, Error> {
+        match std::env::var("PITCH_PROFILE") {
+            Ok(name) if !name.is_empty() => Executor::from_profile(&name),
+            _ => SingleNodeExecutor::builder().build(),
+        }
+    }
+
+    /// Builds an executor from a profile's settings (the CLI's flags are applied to the
+    /// profile first).
+    #[doc(hidden)]
+    pub fn from_settings(
+        p: &crate::profile::Profile,
+        reporters: Vec<Arc<dyn Reporter>>,
+    ) -> Result<Executor, Error> {
+        use crate::profile::BackendKind;
+        let mut common = CommonBuilder {
+            resources: p.resources.clone(),
+            reporters,
+            ..CommonBuilder::default()
+        };
+        if let Some(dir) = &p.cache_directory {
+            common.cache_directory = dir.clone();
+        }
+        let ignored = |what: &str| {
+            Error::Config(format!(
+                "{what} does not apply to the {} backend (profile {:?})",
+                p.backend, p.name
+            ))
+        };
+        match p.backend {
+            BackendKind::SingleNode | BackendKind::SlurmJob => {
+                if p.max_jobs.is_some() {
+                    return Err(ignored("max_jobs"));
+                }
+                if p.tasks_per_job.is_some() {
+                    return Err(ignored("tasks_per_job"));
+                }
+                if p.template.is_some() {
+                    return Err(ignored("template"));
+                }
+                if p.backend == BackendKind::SingleNode {
+                    let mut b = SingleNodeExecutor::builder();
+                    b.common = common;
+                    b.max_cores = p.max_cores;
+                    b.max_workers = p.max_workers;
+                    b.build()
+                } else {
+                    let mut b = SlurmJobExecutor::builder();
+                    b.common = common;
+                    b.max_cores = p.max_cores;
+                    b.max_workers = p.max_workers;
+                    b.build()
+                }
+            }
+            BackendKind::Slurm => {
+                if p.max_cores.is_some() {
+                    return Err(ignored("max_cores"));
+                }
+                if p.max_workers.is_some() {
+                    return Err(ignored("max_workers"));
+                }
+                let mut b = SlurmClusterExecutor::builder();
+                b.common = common;
+                b.cfg.max_jobs = p.max_jobs;
+                b.cfg.tasks_per_job = p.tasks_per_job.unwrap_or(1);
+                b.cfg.array_throttle = p.array_throttle;
+                b.cfg.template = p.template.clone();
+                if let Some(i) = p.poll_interval {
+                    b.cfg.poll_interval = i;
+                }
+                b.build()
+            }
+        }
     }
 }
 

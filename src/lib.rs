@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod cache;
 mod codec;
 mod command;
 mod engine;
@@ -43,6 +44,7 @@ mod error;
 mod event;
 mod executor;
 mod future;
+pub mod profile;
 mod registry;
 mod report;
 mod resources;
@@ -51,6 +53,7 @@ mod task;
 mod template;
 mod worker;
 
+pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};
 pub use error::{Error, TaskError};
 pub use event::{Event, EventKind, Reporter};

@@ -1,17 +1,14 @@
-//! The `pitch` command line. The subcommands arrive with the CLI; for now the binary serves as
-//! the job-side worker entry and prints its version.
+//! The `pitch` command line: the same engine as the library, for programs that are not
+//! written in Rust. The worker entry (`__pitch-worker`) is handled before argument parsing.
+
+mod cli;
 
 fn main() {
     pitch::init();
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => println!("pitch {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!(
-                "pitch {}: the command line is not built yet; use the library",
-                env!("CARGO_PKG_VERSION")
-            );
-            std::process::exit(2);
-        }
+    // Behave like other command-line tools when output goes to a closed pipe (`| head`).
+    // SAFETY: resetting a signal disposition before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    std::process::exit(cli::main());
 }

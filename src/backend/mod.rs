@@ -71,6 +71,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The job script that would run `spec`, for queue backends (`pitch render`).
+    fn render(
+        &self,
+        _spec: &crate::task::TaskSpec,
+        _resources: &Resources,
+        _paths: &TaskPaths,
+    ) -> Option<Result<String, crate::error::TaskError>> {
+        None
+    }
+
     /// What dropping the executor does.
     fn drop_policy(&self) -> DropPolicy {
         DropPolicy::Wait

@@ -3,7 +3,7 @@
 //! One poller per executor makes one squeue call per tick for all of its jobs and reads
 //! result files only for jobs that left the queue.
 
-mod journal;
+pub(crate) mod journal;
 pub(crate) mod parse;
 mod poll;
 mod script;
@@ -335,15 +335,29 @@ impl Slurm {
         }
         let bodies: Vec<String> = group.iter().map(|p| p.body.clone()).collect();
         let threads = header.cpus_per_task;
+        let stem = self.script_stem();
+        let tasks_path = jobs_dir.join(format!("{stem}.tasks"));
+        if array {
+            if let Err(e) = write_script(&tasks_path, &script::tasks_file(&bodies)) {
+                let e = TaskError::Store {
+                    path: tasks_path.display().to_string(),
+                    detail: format!("could not write the tasks file: {e}"),
+                };
+                for p in group {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        }
         header.command = if per_job > 1 {
             header.cpus_per_task = threads * per_job as u32;
-            script::packed_array_body(&bodies, per_job, threads)
+            script::packed_array_body(&tasks_path, bodies.len(), per_job, threads)
         } else if array {
-            script::array_body(&bodies)
+            script::array_body(&tasks_path)
         } else {
             bodies[0].clone()
         };
-        let result = self.sbatch(&header).await;
+        let result = self.sbatch(&header, &stem).await;
         let result = match result {
             Ok(job_id) => {
                 let rec = JournalRecord {
@@ -371,7 +385,19 @@ impl Slurm {
         self.jobs_changed.notify_waiters();
     }
 
-    async fn sbatch(&self, header: &SlurmScript) -> Result<u64, TaskError> {
+    /// A fresh name for a job's script and tasks file.
+    fn script_stem(&self) -> String {
+        format!(
+            "{}-{}",
+            self.tag,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        )
+    }
+
+    async fn sbatch(&self, header: &SlurmScript, stem: &str) -> Result<u64, TaskError> {
         let text =
             template::render(&self.template_name, &self.template_source, header).map_err(|e| {
                 TaskError::Launch {
@@ -379,15 +405,7 @@ impl Slurm {
                     detail: e.to_string(),
                 }
             })?;
-        let name = format!(
-            "{}-{}.sh",
-            self.tag,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        );
-        let path = self.journal.dir().join(name);
+        let path = self.journal.dir().join(format!("{stem}.sh"));
         write_script(&path, &text).map_err(|e| TaskError::Store {
             path: path.display().to_string(),
             detail: format!("could not write the job script: {e}"),
@@ -635,6 +653,43 @@ impl Backend for Slurm {
 
     fn job_name(&self) -> Option<&str> {
         Some(&self.tag)
+    }
+
+    fn render(
+        &self,
+        spec: &crate::task::TaskSpec,
+        resources: &Resources,
+        paths: &crate::store::TaskPaths,
+    ) -> Option<Result<String, TaskError>> {
+        let exe = match &spec.kind {
+            TaskKind::Function { .. } => match self.staged_exe() {
+                Ok(p) => Some(p),
+                Err(e) => return Some(Err(e)),
+            },
+            TaskKind::Command(_) => None,
+        };
+        let mut header = self.header(resources, spec.ranks, spec.threads);
+        header.output = self
+            .journal
+            .dir()
+            .join("slurm-%j.out")
+            .display()
+            .to_string();
+        header.command = script::task_body(&script::TaskBody {
+            spec,
+            dir: paths.dir(),
+            cache: self.store.root(),
+            exe: exe.as_deref(),
+            durable: self.store.durable(),
+        });
+        Some(
+            template::render(&self.template_name, &self.template_source, &header).map_err(|e| {
+                TaskError::Launch {
+                    what: "the job script".into(),
+                    detail: e.to_string(),
+                }
+            }),
+        )
     }
 
     fn drop_policy(&self) -> DropPolicy {

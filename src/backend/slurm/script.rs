@@ -117,27 +117,36 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     out
 }
 
-/// The body of an array job: element `i` runs `bodies[i]`.
-pub(crate) fn array_body(bodies: &[String]) -> String {
-    let mut out = String::from("case \"$SLURM_ARRAY_TASK_ID\" in\n");
-    for (i, body) in bodies.iter().enumerate() {
-        out.push_str(&format!("{i})\n{body};;\n"));
+/// The tasks file of an array job: one line per task, each task's body joined into one line,
+/// so an element reads only its own line instead of bash parsing every task's body.
+pub(crate) fn tasks_file(bodies: &[String]) -> String {
+    let mut out = String::new();
+    for body in bodies {
+        let line: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+        out.push_str(&line.join("; "));
+        out.push('\n');
     }
-    out.push_str(
-        "*) echo \"pitch: this array has no task at index $SLURM_ARRAY_TASK_ID\" >&2; exit 2 ;;\nesac\n",
-    );
     out
 }
 
-/// The body of a packed array job: element `i` runs tasks `i*per_job ..` of `bodies`, in
-/// parallel up to the element's CPUs divided by each task's `threads`; the element fails
-/// when any of its tasks failed.
-pub(crate) fn packed_array_body(bodies: &[String], per_job: usize, threads: u32) -> String {
-    let mut out = String::from("pitch_task() {\ncase \"$1\" in\n");
-    for (i, body) in bodies.iter().enumerate() {
-        out.push_str(&format!("{i})\n{body};;\n"));
-    }
-    out.push_str("esac\n}\n");
+/// Reads line `$1 + 1` of the tasks file and runs it.
+fn run_line(tasks: &Path) -> String {
+    format!(
+        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1))p\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"$line\"\n}}\n",
+        p(tasks)
+    )
+}
+
+/// The body of an array job: element `i` runs line `i` of the tasks file.
+pub(crate) fn array_body(tasks: &Path) -> String {
+    format!("{}pitch_task \"$SLURM_ARRAY_TASK_ID\"\n", run_line(tasks))
+}
+
+/// The body of a packed array job: element `i` runs tasks `i*per_job ..` of the tasks file
+/// (`n` tasks in all), in parallel up to the element's CPUs divided by each task's
+/// `threads`; the element fails when any of its tasks failed.
+pub(crate) fn packed_array_body(tasks: &Path, n: usize, per_job: usize, threads: u32) -> String {
+    let mut out = run_line(tasks);
     out.push_str(&format!(
         "first=$((SLURM_ARRAY_TASK_ID * {per_job}))\n\
          last=$((first + {per_job} - 1)); [ \"$last\" -lt {n} ] || last={last}\n\
@@ -145,14 +154,13 @@ pub(crate) fn packed_array_body(bodies: &[String], per_job: usize, threads: u32)
          pids=()\n\
          for ((t = first; t <= last; t++)); do\n\
          \x20 while [ \"$(jobs -rp | wc -l)\" -ge \"$slots\" ]; do wait -n || true; done\n\
-         \x20 pitch_task \"$t\" &\n\
+         \x20 ( pitch_task \"$t\" ) &\n\
          \x20 pids+=($!)\n\
          done\n\
          rc=0\n\
          for p in \"${{pids[@]}}\"; do wait \"$p\" || rc=1; done\n\
          exit \"$rc\"\n",
-        n = bodies.len(),
-        last = bodies.len().saturating_sub(1),
+        last = n.saturating_sub(1),
     ));
     out
 }
@@ -185,7 +193,9 @@ mod tests {
             })
             .collect();
         let script = dir.path().join("s.sh");
-        std::fs::write(&script, packed_array_body(&bodies, 2, 1)).unwrap();
+        let tasks = dir.path().join("s.tasks");
+        std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+        std::fs::write(&script, packed_array_body(&tasks, bodies.len(), 2, 1)).unwrap();
         let run = |element: u32| {
             std::process::Command::new("bash")
                 .arg(&script)
@@ -236,12 +246,15 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("s.sh");
-        std::fs::write(&script, array_body(&[body.clone(), body])).unwrap();
+        let tasks = dir.path().join("s.tasks");
+        std::fs::write(&tasks, tasks_file(&[body.clone(), body])).unwrap();
+        std::fs::write(&script, array_body(&tasks)).unwrap();
         let status = std::process::Command::new("bash")
             .arg("-n")
             .arg(&script)
             .status()
             .unwrap();
         assert!(status.success());
+        assert_eq!(std::fs::read_to_string(&tasks).unwrap().lines().count(), 2);
     }
 }

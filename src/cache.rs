@@ -1,0 +1,170 @@
+//! [`Cache`]: read-only inspection of a cache directory for `pitch status`, `pitch results`
+//! and `pitch gc` — what each task is, whether it finished, and how.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::command::CommandOutput;
+use crate::error::{Error, TaskError};
+use crate::store::{self, FileKind, FormatError, Store};
+use crate::task::{TaskKind, TaskSpec};
+
+/// Where a task stands, as far as its files tell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    /// No result yet: queued, running, or never started.
+    Pending,
+    /// Finished with a value.
+    Finished,
+    /// Finished with an error.
+    Failed(TaskError),
+}
+
+/// One task found in a cache directory.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    /// The task's key.
+    pub key: String,
+    /// The function's name, or the program.
+    pub name: String,
+    /// The command line, for command tasks.
+    pub argv: Option<Vec<String>>,
+    /// Where it stands.
+    pub state: TaskState,
+    /// A finished command's exit code.
+    pub exit_code: Option<i32>,
+    /// A finished command's run time (seconds), when recorded.
+    pub runtime: Option<f64>,
+    /// The task's standard output file, when it wrote one.
+    pub stdout: Option<PathBuf>,
+    /// When the task's directory last changed.
+    pub modified: SystemTime,
+    /// The task's directory.
+    pub dir: PathBuf,
+}
+
+/// A cache directory opened for inspection.
+pub struct Cache {
+    store: Store,
+}
+
+impl Cache {
+    /// Opens an existing cache directory.
+    pub fn open(dir: &Path) -> Result<Cache, Error> {
+        if !dir.join("tasks").is_dir() {
+            return Err(Error::Config(format!(
+                "{} is not a pitch cache directory (it has no tasks/ folder)",
+                dir.display()
+            )));
+        }
+        let root = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Cache {
+            store: Store::at(root, false),
+        })
+    }
+
+    /// The directory's absolute path.
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// Every task in the cache, sorted by key. Unreadable task files are skipped.
+    pub fn tasks(&self) -> Result<Vec<TaskInfo>, Error> {
+        let tasks_dir = self.store.root().join("tasks");
+        let mut out = Vec::new();
+        let shards = std::fs::read_dir(&tasks_dir).map_err(|e| Error::io(&tasks_dir, e))?;
+        for shard in shards.flatten() {
+            let Ok(entries) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Some(key) = entry.file_name().to_str().and_then(|k| k.parse().ok()) else {
+                    continue;
+                };
+                let paths = self.store.task(&key);
+                let Ok(spec) = store::read_value::<TaskSpec>(&paths.task_file(), FileKind::Task)
+                else {
+                    continue;
+                };
+                let (name, argv) = match &spec.kind {
+                    TaskKind::Function { name, .. } => (name.clone(), None),
+                    TaskKind::Command(c) => (
+                        c.program_name(),
+                        Some(
+                            std::iter::once(c.program.clone())
+                                .chain(c.args.iter().cloned())
+                                .collect(),
+                        ),
+                    ),
+                };
+                let mut info = TaskInfo {
+                    key: key.to_string(),
+                    name,
+                    argv,
+                    state: TaskState::Pending,
+                    exit_code: None,
+                    runtime: None,
+                    stdout: paths.stdout().exists().then(|| paths.stdout()),
+                    modified: entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    dir: paths.dir().to_path_buf(),
+                };
+                match paths.read_result() {
+                    Ok(rec) => match rec.outcome {
+                        Ok(values) => {
+                            info.state = TaskState::Finished;
+                            if matches!(spec.kind, TaskKind::Command(_)) {
+                                if let Some(out) = values
+                                    .first()
+                                    .and_then(|b| crate::codec::decode::<CommandOutput>(b).ok())
+                                {
+                                    info.exit_code = Some(out.exit_code);
+                                    info.runtime = Some(out.elapsed.as_secs_f64());
+                                    info.stdout = out.stdout.or(info.stdout);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if let TaskError::CommandFailed { code, .. } = &e {
+                                info.exit_code = Some(*code);
+                            }
+                            info.state = TaskState::Failed(e);
+                        }
+                    },
+                    Err(FormatError::Missing) => {}
+                    Err(e) => {
+                        info.state = TaskState::Failed(e.into_task_error(&paths.result_file()))
+                    }
+                }
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.
+    pub fn jobs(&self) -> std::collections::HashMap<String, String> {
+        let journal =
+            crate::backend::slurm::journal::Journal::new(self.store.root().join("jobs"), false);
+        journal
+            .load()
+            .0
+            .into_iter()
+            .map(|(k, j)| (k.to_string(), j.to_string()))
+            .collect()
+    }
+
+    /// Removes a task's directory (for `pitch gc`).
+    pub fn remove(&self, task: &TaskInfo) -> Result<(), Error> {
+        if !task.dir.starts_with(self.store.root()) {
+            return Err(Error::Config(format!(
+                "{} is outside the cache directory",
+                task.dir.display()
+            )));
+        }
+        std::fs::remove_dir_all(&task.dir).map_err(|e| Error::io(&task.dir, e))
+    }
+}

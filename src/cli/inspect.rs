@@ -1,0 +1,317 @@
+//! `pitch status`, `pitch results`, `pitch cancel` and `pitch gc`: looking at (and tidying)
+//! a cache directory.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use pitch::{Cache, TaskInfo, TaskState};
+
+use super::{fail, OK, TASK_FAILED, USAGE};
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// The cache directory.
+    #[arg(long, default_value = "pitch-cache")]
+    cache_dir: PathBuf,
+    /// One line per task.
+    #[arg(long)]
+    all: bool,
+    /// JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ResultsArgs {
+    /// The cache directory.
+    #[arg(long, default_value = "pitch-cache")]
+    cache_dir: PathBuf,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
+    format: String,
+}
+
+#[derive(Args)]
+pub(crate) struct CancelArgs {
+    /// The cache directory.
+    #[arg(long, default_value = "pitch-cache")]
+    cache_dir: PathBuf,
+    /// Cancel every unfinished task.
+    #[arg(long, conflicts_with = "keys")]
+    all: bool,
+    /// Keys of the tasks to cancel.
+    keys: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct GcArgs {
+    /// The cache directory.
+    #[arg(long, default_value = "pitch-cache")]
+    cache_dir: PathBuf,
+    /// Only tasks whose directory is older than this (7d, 12h, 01:00:00).
+    #[arg(long)]
+    older_than: Option<String>,
+    /// Also remove failed tasks (finished ones are always removed).
+    #[arg(long)]
+    failed: bool,
+}
+
+fn open(dir: &std::path::Path) -> Result<(Cache, Vec<TaskInfo>), String> {
+    let cache = Cache::open(dir).map_err(|e| e.to_string())?;
+    let tasks = cache.tasks().map_err(|e| e.to_string())?;
+    Ok((cache, tasks))
+}
+
+fn state_name(s: &TaskState) -> &'static str {
+    match s {
+        TaskState::Pending => "pending",
+        TaskState::Finished => "finished",
+        TaskState::Failed(_) => "failed",
+    }
+}
+
+/// Splits pending tasks into queued / running / gone with ONE squeue call for all of them.
+fn scheduler_states(
+    cache: &Cache,
+    tasks: &[TaskInfo],
+) -> std::collections::HashMap<String, String> {
+    let jobs = cache.jobs();
+    let mut out = std::collections::HashMap::new();
+    let pending: Vec<&TaskInfo> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Pending && jobs.contains_key(&t.key))
+        .collect();
+    if pending.is_empty() {
+        return out;
+    }
+    let Ok(o) = std::process::Command::new("squeue")
+        .args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-u"])
+        .arg(uid())
+        .env("SLURM_BITSTR_LEN", "0")
+        .output()
+    else {
+        return out;
+    };
+    let text = String::from_utf8_lossy(&o.stdout);
+    let states: std::collections::HashMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('|')).collect();
+    for t in pending {
+        let job = &jobs[&t.key];
+        let state = states.get(job.as_str()).copied().unwrap_or("gone");
+        out.insert(t.key.clone(), state.to_lowercase());
+    }
+    out
+}
+
+fn uid() -> String {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }.to_string()
+}
+
+pub(crate) fn status(a: StatusArgs) -> i32 {
+    let (cache, tasks) = match open(&a.cache_dir) {
+        Ok(x) => x,
+        Err(e) => return fail(USAGE, e),
+    };
+    let sched = scheduler_states(&cache, &tasks);
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &tasks {
+        let s = sched
+            .get(&t.key)
+            .cloned()
+            .unwrap_or_else(|| state_name(&t.state).to_string());
+        *counts.entry(s).or_insert(0usize) += 1;
+    }
+    if a.json {
+        let tasks_json: Vec<serde_json::Value> = if a.all {
+            tasks
+                .iter()
+                .map(|t| row_json(t, sched.get(&t.key)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        println!(
+            "{}",
+            serde_json::json!({"cache_directory": cache.root(), "total": tasks.len(), "counts": counts, "tasks": tasks_json})
+        );
+    } else {
+        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!(
+            "{} tasks in {}: {}",
+            tasks.len(),
+            cache.root().display(),
+            parts.join(", ")
+        );
+        if a.all {
+            for t in &tasks {
+                let s = sched
+                    .get(&t.key)
+                    .map(String::as_str)
+                    .unwrap_or(state_name(&t.state));
+                println!("{}  {:<9} {}", t.key, s, describe(t));
+            }
+        }
+    }
+    if tasks
+        .iter()
+        .any(|t| matches!(t.state, TaskState::Failed(_)))
+    {
+        TASK_FAILED
+    } else {
+        OK
+    }
+}
+
+fn describe(t: &TaskInfo) -> String {
+    match &t.argv {
+        Some(argv) => argv.join(" "),
+        None => t.name.clone(),
+    }
+}
+
+fn row_json(t: &TaskInfo, sched: Option<&String>) -> serde_json::Value {
+    serde_json::json!({
+        "key": t.key,
+        "name": t.name,
+        "argv": t.argv,
+        "state": sched.cloned().unwrap_or_else(|| state_name(&t.state).to_string()),
+        "exit_code": t.exit_code,
+        "runtime": t.runtime,
+        "stdout": t.stdout,
+        "error": match &t.state { TaskState::Failed(e) => Some(e.to_string()), _ => None },
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub(crate) fn results(a: ResultsArgs) -> i32 {
+    let (_, tasks) = match open(&a.cache_dir) {
+        Ok(x) => x,
+        Err(e) => return fail(USAGE, e),
+    };
+    match a.format.as_str() {
+        "json" => {
+            for t in &tasks {
+                println!("{}", row_json(t, None));
+            }
+        }
+        "csv" => {
+            println!("key,command,state,exit_code,runtime,stdout");
+            for t in &tasks {
+                println!(
+                    "{},{},{},{},{},{}",
+                    t.key,
+                    csv_field(&describe(t)),
+                    state_name(&t.state),
+                    t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    t.runtime.map(|r| format!("{r:.3}")).unwrap_or_default(),
+                    csv_field(
+                        &t.stdout
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    )
+                );
+            }
+        }
+        _ => {
+            println!(
+                "{:<32}  {:<9} {:>4} {:>9}  command",
+                "key", "state", "exit", "runtime"
+            );
+            for t in &tasks {
+                println!(
+                    "{:<32}  {:<9} {:>4} {:>9}  {}",
+                    t.key,
+                    state_name(&t.state),
+                    t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    t.runtime.map(|r| format!("{r:.2}s")).unwrap_or_default(),
+                    describe(t)
+                );
+            }
+        }
+    }
+    if tasks
+        .iter()
+        .any(|t| matches!(t.state, TaskState::Failed(_)))
+    {
+        TASK_FAILED
+    } else {
+        OK
+    }
+}
+
+pub(crate) fn cancel(a: CancelArgs) -> i32 {
+    let (cache, tasks) = match open(&a.cache_dir) {
+        Ok(x) => x,
+        Err(e) => return fail(USAGE, e),
+    };
+    if !a.all && a.keys.is_empty() {
+        return fail(USAGE, "name the tasks to cancel, or --all");
+    }
+    for k in &a.keys {
+        if !tasks.iter().any(|t| &t.key == k) {
+            return fail(USAGE, format!("no task {k} in {}", cache.root().display()));
+        }
+    }
+    let jobs = cache.jobs();
+    let ids: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Pending && (a.all || a.keys.contains(&t.key)))
+        .filter_map(|t| jobs.get(&t.key).cloned())
+        .collect();
+    if ids.is_empty() {
+        println!("nothing to cancel");
+        return OK;
+    }
+    match std::process::Command::new("scancel").args(&ids).status() {
+        Ok(s) if s.success() => {
+            println!("cancelled {} jobs", ids.len());
+            OK
+        }
+        Ok(s) => fail(TASK_FAILED, format!("scancel failed ({s})")),
+        Err(e) => fail(USAGE, format!("could not run scancel: {e}")),
+    }
+}
+
+pub(crate) fn gc(a: GcArgs) -> i32 {
+    let (cache, tasks) = match open(&a.cache_dir) {
+        Ok(x) => x,
+        Err(e) => return fail(USAGE, e),
+    };
+    let older = match a
+        .older_than
+        .as_deref()
+        .map(pitch::parse_duration)
+        .transpose()
+    {
+        Ok(d) => d.unwrap_or(Duration::ZERO),
+        Err(e) => return fail(USAGE, format!("--older-than: {e}")),
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for t in &tasks {
+        let done = match t.state {
+            TaskState::Finished => true,
+            TaskState::Failed(_) => a.failed,
+            TaskState::Pending => false,
+        };
+        let age = now.duration_since(t.modified).unwrap_or_default();
+        if done && age >= older {
+            if let Err(e) = cache.remove(t) {
+                return fail(TASK_FAILED, e);
+            }
+            removed += 1;
+        }
+    }
+    println!("removed {removed} of {} task directories", tasks.len());
+    OK
+}

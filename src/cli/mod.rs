@@ -1,0 +1,231 @@
+//! Clap types of the `pitch` command line and the dispatch to subcommands.
+
+mod inspect;
+mod params;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use pitch::profile::{BackendKind, Profile};
+use pitch::Resources;
+
+/// Exit code of a subcommand that succeeded.
+pub(crate) const OK: i32 = 0;
+/// Exit code when some task failed.
+pub(crate) const TASK_FAILED: i32 = 1;
+/// Exit code of a usage or configuration error.
+pub(crate) const USAGE: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "pitch",
+    version,
+    about = "Pitch commands to local cores or to Slurm: one engine, one-line swap",
+    after_help = "Examples:\n  pitch run -- ./simulate --steps 100\n  pitch sweep --param halo=1..5 --param radius=0.1:1.0:0.1 -- ./render {halo} {radius}\n  pitch sweep --profile cluster --tasks-per-job 10 --params-file grid.csv -- python fit.py {a} {b}\n  pitch status\n  pitch results --format csv"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Print less (no progress, no per-task lines).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more (repeat for more detail).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one command as a task and exit with its exit code (always runs; no cache hit).
+    #[command(
+        after_help = "Exit codes: the command's own; 125 when pitch failed before the command ran,\n126 when it cannot be executed, 127 when it is not found.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
+    )]
+    Run(run::RunArgs),
+    /// Run a command over a grid of parameters ({NAME} placeholders), resumably.
+    #[command(
+        after_help = "VALUES: a,b,c | 1..10 (inclusive) | 0..100:5 | 0.1:1.0:0.1 (inclusive end).\nThe same sweep run again resumes: finished points are not run again; --fresh reruns all.\n\nExamples:\n  pitch sweep --param n=1..3 --param mode=fast,slow -- ./sim --n {n} --mode {mode}\n  pitch sweep --zip --param a=1,2 --param b=x,y -- echo {a} {b}\n  pitch sweep --params-file points.csv -- ./convert {input} {output}"
+    )]
+    Sweep(run::SweepArgs),
+    /// Count the tasks of a cache directory by state.
+    #[command(after_help = "Examples:\n  pitch status\n  pitch status --all --json")]
+    Status(inspect::StatusArgs),
+    /// One row per task: parameters, state, exit code, runtime, stdout.
+    #[command(
+        after_help = "Examples:\n  pitch results\n  pitch results --format csv > results.csv"
+    )]
+    Results(inspect::ResultsArgs),
+    /// Cancel queued or running tasks (scancel their jobs).
+    #[command(after_help = "Examples:\n  pitch cancel --all\n  pitch cancel 3f2a...")]
+    Cancel(inspect::CancelArgs),
+    /// Print the job script a command would be submitted with, without submitting.
+    #[command(
+        after_help = "Examples:\n  pitch render --partition short --time 2h -- ./render 51 0.1"
+    )]
+    Render(run::RenderArgs),
+    /// Remove finished task directories from the cache.
+    #[command(after_help = "Examples:\n  pitch gc --older-than 7d")]
+    Gc(inspect::GcArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  pitch completions bash > /etc/bash_completion.d/pitch")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options shared by the subcommands that run tasks.
+#[derive(Args, Clone, Default)]
+pub(crate) struct Common {
+    /// A profile of pitch.toml (default: $PITCH_PROFILE).
+    #[arg(long, env = "PITCH_PROFILE")]
+    pub profile: Option<String>,
+    /// Where tasks run.
+    #[arg(long, value_parser = ["single-node", "slurm", "slurm-job"])]
+    pub backend: Option<String>,
+    /// MPI ranks per task.
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// Threads per rank.
+    #[arg(long)]
+    pub threads_per_core: Option<u32>,
+    /// GPUs per rank.
+    #[arg(long)]
+    pub gpus_per_core: Option<u32>,
+    /// Nodes per task.
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Time limit (HH:MM:SS, D-HH:MM:SS, 90s, 2h).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Memory limit (4G, 512M).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Slurm QOS.
+    #[arg(long)]
+    pub qos: Option<String>,
+    /// Working directory of the tasks.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Whole nodes.
+    #[arg(long)]
+    pub exclusive: bool,
+    /// An extra sbatch option, verbatim (repeatable).
+    #[arg(long = "slurm-arg", allow_hyphen_values = true)]
+    pub slurm_args: Vec<String>,
+    /// The cache directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Tasks in the Slurm queue at once.
+    #[arg(long)]
+    pub max_jobs: Option<u32>,
+    /// Slots used on this machine (single-node).
+    #[arg(long)]
+    pub max_cores: Option<u32>,
+    /// A job script template of your own.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// Machine-readable output on stdout (JSON lines); progress goes to stderr only.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Common {
+    /// The profile named by --profile (or a default one), with the flags applied on top.
+    pub(crate) fn profile(&self) -> Result<Profile, String> {
+        let mut p = match &self.profile {
+            Some(name) => {
+                let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+                pitch::profile::load_named(name, &cwd).map_err(|e| e.to_string())?
+            }
+            None => Profile::default(),
+        };
+        if let Some(b) = &self.backend {
+            p.backend = b.parse::<BackendKind>().map_err(|e| e.to_string())?;
+        }
+        let mut r = Resources::new();
+        r.cores = self.cores;
+        r.threads_per_core = self.threads_per_core;
+        r.gpus_per_core = self.gpus_per_core;
+        r.num_nodes = self.nodes;
+        if let Some(t) = &self.time {
+            r.run_time_max = Some(pitch::parse_duration(t).map_err(|e| format!("--time: {e}"))?);
+        }
+        if let Some(m) = &self.mem {
+            r.memory_max = Some(pitch::parse_memory(m).map_err(|e| format!("--mem: {e}"))?);
+        }
+        r.partition = self.partition.clone();
+        r.account = self.account.clone();
+        r.qos = self.qos.clone();
+        r.cwd = self.cwd.clone();
+        if self.exclusive {
+            r.exclusive = Some(true);
+        }
+        r.slurm_cmd_args = self.slurm_args.clone();
+        p.resources = p.resources.merged(&r);
+        if let Some(d) = &self.cache_dir {
+            p.cache_directory = Some(d.clone());
+        }
+        if self.max_jobs.is_some() {
+            p.max_jobs = self.max_jobs;
+        }
+        if self.max_cores.is_some() {
+            p.max_cores = self.max_cores;
+        }
+        if let Some(t) = &self.template {
+            p.template = Some(t.clone());
+        }
+        Ok(p)
+    }
+}
+
+/// Prints an error once, without a backtrace, and returns `code`.
+pub(crate) fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
+    eprintln!("pitch: {message}");
+    code
+}
+
+/// Runs the command line; returns the process exit code.
+pub(crate) fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => OK,
+                _ => USAGE,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let out = Output {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    match cli.command {
+        Cmd::Run(a) => run::run(a, out),
+        Cmd::Sweep(a) => run::sweep(a, out),
+        Cmd::Render(a) => run::render(a),
+        Cmd::Status(a) => inspect::status(a),
+        Cmd::Results(a) => inspect::results(a),
+        Cmd::Cancel(a) => inspect::cancel(a),
+        Cmd::Gc(a) => inspect::gc(a),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "pitch", &mut std::io::stdout());
+            OK
+        }
+    }
+}
+
+/// How chatty to be.
+#[derive(Clone, Copy)]
+pub(crate) struct Output {
+    pub quiet: bool,
+    pub verbose: u8,
+}

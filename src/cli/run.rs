@@ -1,0 +1,267 @@
+//! `pitch run`, `pitch sweep` and `pitch render`: commands as tasks.
+
+use std::sync::Arc;
+
+use clap::Args;
+use pitch::profile::BackendKind;
+use pitch::{Command, Executor, Reporter, TaskError};
+
+use super::{fail, params, Common, Output, OK, TASK_FAILED, USAGE};
+
+/// `pitch run` exits 125 when pitch failed before the command ran.
+const PITCH_FAILED: i32 = 125;
+/// ... 126 when the command cannot be executed.
+const CANNOT_EXECUTE: i32 = 126;
+/// ... 127 when the command is not found.
+const NOT_FOUND: i32 = 127;
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Return at once and print the task key (queue backends).
+    #[arg(long)]
+    detach: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct SweepArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A parameter: NAME=VALUES (repeatable; the points are the cartesian product).
+    #[arg(long = "param", value_name = "NAME=VALUES")]
+    params: Vec<String>,
+    /// Pair the parameters' values instead of crossing them.
+    #[arg(long)]
+    zip: bool,
+    /// Points from a CSV file (header = parameter names).
+    #[arg(long)]
+    params_file: Option<std::path::PathBuf>,
+    /// Pack K points into each Slurm array element.
+    #[arg(long)]
+    tasks_per_job: Option<u32>,
+    /// Run every point again, even those that finished before.
+    #[arg(long)]
+    fresh: bool,
+    /// The command template, with {NAME} placeholders.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct RenderArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+fn executor(
+    common: &Common,
+    tasks_per_job: Option<u32>,
+    reporters: Vec<Arc<dyn Reporter>>,
+) -> Result<Executor, String> {
+    let mut profile = common.profile()?;
+    if tasks_per_job.is_some() {
+        profile.tasks_per_job = tasks_per_job;
+    }
+    Executor::from_settings(&profile, reporters).map_err(|e| e.to_string())
+}
+
+fn command(argv: &[String], env: &[(String, String)]) -> Command {
+    let mut c = Command::new(&argv[0]).args(&argv[1..]);
+    for (k, v) in env {
+        c = c.env(format!("PITCH_PARAM_{k}"), v.clone());
+    }
+    c
+}
+
+fn copy_output(path: &Option<std::path::PathBuf>, to_stderr: bool) {
+    if let Some(p) = path {
+        if let Ok(bytes) = std::fs::read(p) {
+            use std::io::Write;
+            if to_stderr {
+                let _ = std::io::stderr().write_all(&bytes);
+            } else {
+                let _ = std::io::stdout().write_all(&bytes);
+            }
+        }
+    }
+}
+
+pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
+    let exe = match executor(&a.common, None, Vec::new()) {
+        Ok(e) => e.with_cache(false),
+        Err(e) => return fail(PITCH_FAILED, e),
+    };
+    let future = exe.submit_command(command(&a.command, &[]).allow_failure());
+    if a.detach {
+        if exe.job_name().is_none() {
+            return fail(
+                USAGE,
+                "--detach needs a queue backend (--backend slurm): local tasks end with pitch",
+            );
+        }
+        // Wait until the job is queued, then leave it to the scheduler.
+        while future.job_id().is_none() && !future.done() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if let Some(e) = future.error() {
+            return fail(PITCH_FAILED, e);
+        }
+        println!("{}", future.key());
+        exe.shutdown(pitch::Shutdown::Detach);
+        return OK;
+    }
+    if !out.quiet {
+        eprintln!("pitch: running {} ({})", a.command[0], future.key());
+    }
+    match future.result() {
+        Ok(o) => {
+            copy_output(&o.stdout, false);
+            copy_output(&o.stderr, true);
+            if a.common.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"key": future.key(), "exit_code": o.exit_code, "seconds": o.elapsed.as_secs_f64()})
+                );
+            }
+            o.exit_code
+        }
+        Err(TaskError::Launch { detail, what }) if detail.contains("not found") => {
+            fail(NOT_FOUND, format!("{what}: {detail}"))
+        }
+        Err(TaskError::Launch { detail, what }) if detail.contains("ermission denied") => {
+            fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
+        }
+        Err(TaskError::Signaled { signal, .. }) => 128 + signal,
+        Err(TaskError::Launch { what, detail }) => {
+            fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
+        }
+        Err(e) => fail(PITCH_FAILED, e),
+    }
+}
+
+pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
+    let grid = match a
+        .params
+        .iter()
+        .map(|p| params::parse_param(p))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|ps| params::points(&ps, a.zip))
+    {
+        Ok(g) => g,
+        Err(e) => return fail(USAGE, e),
+    };
+    let rows = match &a.params_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match params::read_csv(&text, &path.display().to_string()) {
+                Ok(r) => r,
+                Err(e) => return fail(USAGE, e),
+            },
+            Err(e) => return fail(USAGE, format!("{}: {e}", path.display())),
+        },
+        None => Vec::new(),
+    };
+    let points = match params::combine(grid, rows) {
+        Ok(p) if p.is_empty() => return fail(USAGE, "no points: give --param or --params-file"),
+        Ok(p) => p,
+        Err(e) => return fail(USAGE, e),
+    };
+    let commands = match points
+        .iter()
+        .map(|pt| params::substitute(&a.command, pt).map(|argv| command(&argv, pt)))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(USAGE, e),
+    };
+    let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
+    if !out.quiet {
+        reporters.push(Arc::new(pitch::ProgressReporter::new()));
+    }
+    let exe = match executor(&a.common, a.tasks_per_job, reporters) {
+        Ok(e) => e.with_cache(!a.fresh),
+        Err(e) => return fail(USAGE, e),
+    };
+    let futures = exe.map_commands(commands);
+    let mut failed = Vec::new();
+    for (i, f) in futures.iter().enumerate() {
+        let r = f.result();
+        if a.common.json {
+            let params: serde_json::Map<String, serde_json::Value> = points[i]
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            let (state, code, error) = match &r {
+                Ok(o) => ("finished", Some(o.exit_code), None),
+                Err(e) => (
+                    "failed",
+                    match e {
+                        TaskError::CommandFailed { code, .. } => Some(*code),
+                        _ => None,
+                    },
+                    Some(e.to_string()),
+                ),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"key": f.key(), "params": params, "state": state, "exit_code": code, "error": error})
+            );
+        }
+        if let Err(e) = r {
+            failed.push((i, e));
+        }
+    }
+    let summary = exe.shutdown(pitch::Shutdown::Wait);
+    if !out.quiet {
+        eprintln!(
+            "pitch: {} points: {} ran, {} from the cache, {} failed ({})",
+            points.len(),
+            summary.succeeded + summary.failed - summary.cached,
+            summary.cached,
+            failed.len(),
+            exe.cache_directory().display()
+        );
+        for (i, e) in failed
+            .iter()
+            .take(if out.verbose > 0 { usize::MAX } else { 10 })
+        {
+            let p: Vec<String> = points[*i].iter().map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!("  failed: {}: {e}", p.join(" "));
+        }
+        if failed.len() > 10 && out.verbose == 0 {
+            eprintln!("  ... and {} more (-v lists all)", failed.len() - 10);
+        }
+    }
+    if failed.is_empty() {
+        OK
+    } else {
+        TASK_FAILED
+    }
+}
+
+pub(crate) fn render(a: RenderArgs) -> i32 {
+    let mut profile = match a.common.profile() {
+        Ok(p) => p,
+        Err(e) => return fail(USAGE, e),
+    };
+    if a.common.backend.is_none() && a.common.profile.is_none() {
+        profile.backend = BackendKind::Slurm;
+    }
+    let exe = match Executor::from_settings(&profile, Vec::new()) {
+        Ok(e) => e,
+        Err(e) => return fail(USAGE, e),
+    };
+    match exe.render_command(command(&a.command, &[])) {
+        Ok(script) => {
+            print!("{script}");
+            OK
+        }
+        Err(e) => fail(USAGE, e),
+    }
+}

@@ -1,0 +1,262 @@
+//! The `pitch` command line on the local backend: exit codes, parameter grammar,
+//! placeholders, CSV, zip, resume, JSON output, bad flags and bad configuration.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pitch(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .env("HOME", dir)
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .expect("the pitch binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    let mut l: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn run_exit_codes_follow_the_env_convention() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert!(text(&o.stderr).contains("err"));
+    let o = pitch(d.path(), &["run", "--", "no-such-program-pitch-test"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    let script = d.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho x\n").unwrap();
+    let o = pitch(d.path(), &["run", "--", script.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    // Pitch itself failing before the command ran: 125.
+    let o = pitch(d.path(), &["run", "--cores", "999", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    // Always runs: no cache hit.
+    let log = d.path().join("log");
+    for _ in 0..2 {
+        let cmd = format!("echo x >> {}", log.display());
+        assert!(pitch(d.path(), &["run", "-q", "--", "sh", "-c", &cmd])
+            .status
+            .success());
+    }
+    assert_eq!(lines(&log).len(), 2);
+}
+
+#[test]
+fn sweep_product_placeholders_resume_and_fresh() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec![
+            "sweep",
+            "-q",
+            "--param",
+            "n=1..3",
+            "--param",
+            "word=a b,it's \"q\"",
+        ];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[
+            "--",
+            "sh",
+            "-c",
+            "printf '%s|%s\\n' \"$0\" \"$1\" >> \"$2\"",
+            "{n}",
+            "{word}",
+        ]);
+        a
+    }
+    let log_s = log.to_str().unwrap().to_string();
+    let mut a = args(&[]);
+    a.push(&log_s);
+    let o = pitch(d.path(), &a);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let got = lines(&log);
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(got.contains(&"1|a b".to_string()), "{got:?}");
+    assert!(got.contains(&"3|it's \"q\"".to_string()), "{got:?}");
+    // Resume: nothing runs again.
+    assert!(pitch(d.path(), &a).status.success());
+    assert_eq!(lines(&log).len(), 6);
+    // --fresh reruns everything.
+    let mut f = args(&["--fresh"]);
+    f.push(&log_s);
+    assert!(pitch(d.path(), &f).status.success());
+    assert_eq!(lines(&log).len(), 12);
+}
+
+#[test]
+fn sweep_zip_csv_json_and_failures() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep", "-q", "--json", "--zip", "--param", "a=1,2", "--param", "b=x,y", "--", "echo",
+            "{a}-{b}",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rows: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["params"]["a"], "1");
+    assert_eq!(rows[1]["params"]["b"], "y");
+    assert_eq!(rows[0]["state"], "finished");
+
+    std::fs::write(d.path().join("p.csv"), "x,y\n1,\"hello, world\"\n2,plain\n").unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "-q",
+            "--params-file",
+            "p.csv",
+            "--",
+            "sh",
+            "-c",
+            "exit $(( {x} - 1 ))",
+            "{y}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "one point failed");
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "--params-file",
+            "p.csv",
+            "--",
+            "sh",
+            "-c",
+            "exit $(( {x} - 1 ))",
+            "{y}",
+        ],
+    );
+    assert!(
+        text(&o.stderr).contains("failed: x=2"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = pitch(d.path(), &["results", "--format", "json"]);
+    let rows = text(&o.stdout).lines().count();
+    assert_eq!(rows, 4, "{}", text(&o.stdout));
+    let o = pitch(d.path(), &["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert_eq!(s["total"], 4);
+    assert_eq!(s["counts"]["failed"], 1);
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    for bad in [
+        vec!["sweep", "--param", "n=1..x", "--", "echo", "{n}"],
+        vec!["sweep", "--param", "n=1,2", "--", "echo", "{m}"],
+        vec!["sweep", "--param", "n=1,2", "--", "echo"],
+        vec![
+            "sweep", "--zip", "--param", "a=1,2", "--param", "b=1", "--", "echo", "{a}{b}",
+        ],
+        vec!["run", "--no-such-flag", "--", "true"],
+        vec!["status", "--cache-dir", "does-not-exist"],
+    ] {
+        let o = pitch(d.path(), &bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o.stderr));
+        assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
+    }
+    std::fs::write(
+        d.path().join("pitch.toml"),
+        "[profile.laptop]\nbackend = \"single-node\"\nmax_cores = 2\n\n[profile.typo]\nmax_core = 2\n",
+    )
+    .unwrap();
+    let o = pitch(d.path(), &["run", "--profile", "typo", "--", "true"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("pitch.toml:6") && err.contains("max_core"),
+        "{err}"
+    );
+    // A bad key anywhere makes the whole file an error, whichever profile is asked for.
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "--profile",
+            "laptop",
+            "--param",
+            "a=1",
+            "--",
+            "echo",
+            "{a}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    std::fs::write(
+        d.path().join("pitch.toml"),
+        "[profile.laptop]\nbackend = \"single-node\"\nmax_cores = 2\n",
+    )
+    .unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "--profile",
+            "gpu",
+            "--param",
+            "a=1",
+            "--",
+            "echo",
+            "{a}",
+        ],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no profile \"gpu\"") && err.contains("laptop"),
+        "{err}"
+    );
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "-q",
+            "--profile",
+            "laptop",
+            "--param",
+            "a=1",
+            "--",
+            "echo",
+            "{a}",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn completions_and_version() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(d.path(), &["completions", "bash"]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("sweep"));
+    let o = pitch(d.path(), &["--version"]);
+    assert!(text(&o.stdout).starts_with("pitch "));
+}

@@ -77,6 +77,10 @@ const TESTS: &[(&str, TestFn)] = &[
         slurm_job_executor,
     ),
     ("shutdown_cancel_scancels_every_job", shutdown_cancel),
+    (
+        "cli_cosmology_sweep_killed_and_resumed",
+        cli_cosmology_sweep,
+    ),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -626,6 +630,91 @@ fn shutdown_cancel(dir: &Path) -> Result<(), String> {
         .unwrap();
     let left = String::from_utf8_lossy(&out.stdout).lines().count();
     ensure!(left == 0, "{left} jobs still queued or running");
+    Ok(())
+}
+
+/// `pitch sweep` of the cosmology grid, 3 x 4 x 5 x 3 x 3 x 10 = 5,400 points, on Slurm:
+/// a handful of sbatch calls; the CLI is killed mid-sweep and run again, and no point runs
+/// twice.
+fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
+    let bin = counting_path(dir);
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pitch.toml"),
+        "[profile.cluster]\nbackend = \"slurm\"\npoll_interval = \"1s\"\ntasks_per_job = 4\n",
+    )
+    .unwrap();
+    let log = dir.join("points.log");
+    let log_s = log.display().to_string();
+    let sweep = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args([
+                "sweep",
+                "-q",
+                "--profile",
+                "cluster",
+                "--cache-dir",
+                "cache",
+                "--param",
+                "p=CDM,WDM,SIDM",
+                "--param",
+                "m=200c,500c,vir,200m",
+                "--param",
+                "h=0..4",
+                "--param",
+                "t=dm,gas,stars",
+                "--param",
+                "a=x,y,z",
+                "--param",
+                "r=1..10",
+                "--",
+                "sh",
+                "-c",
+                "echo \"$0\" >> \"$1\"",
+                "{p}-{m}-{h}-{t}-{a}-{r}",
+                &log_s,
+            ])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = sweep();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 200
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let done_before = std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    ensure!(
+        (200..5400).contains(&done_before),
+        "killed after {done_before} points"
+    );
+    let status = sweep().wait().unwrap();
+    ensure!(status.success(), "the resumed sweep failed: {status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let unique: std::collections::BTreeSet<&str> = all.iter().copied().collect();
+    ensure!(unique.len() == 5400, "{} distinct points", unique.len());
+    ensure!(
+        all.len() == 5400,
+        "{} runs for 5400 points: some ran twice",
+        all.len()
+    );
+    let sbatch = calls(dir, "sbatch");
+    eprintln!("  5400 points: {sbatch} sbatch calls (killed after {done_before})");
+    ensure!(sbatch <= 3, "{sbatch} sbatch calls");
     Ok(())
 }
 

@@ -29,6 +29,8 @@ pub struct TaskInfo {
     pub name: String,
     /// The command line, for command tasks.
     pub argv: Option<Vec<String>>,
+    /// The sweep parameters of a `pitch sweep` point (from its `PITCH_PARAM_*` variables).
+    pub params: Vec<(String, String)>,
     /// Where it stands.
     pub state: TaskState,
     /// A finished command's exit code.
@@ -86,6 +88,17 @@ impl Cache {
                 else {
                     continue;
                 };
+                let params = match &spec.kind {
+                    TaskKind::Command(c) => c
+                        .env
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            k.strip_prefix("PITCH_PARAM_")
+                                .map(|n| (n.to_string(), v.clone()))
+                        })
+                        .collect(),
+                    TaskKind::Function { .. } => Vec::new(),
+                };
                 let (name, argv) = match &spec.kind {
                     TaskKind::Function { name, .. } => (name.clone(), None),
                     TaskKind::Command(c) => (
@@ -101,6 +114,7 @@ impl Cache {
                     key: key.to_string(),
                     name,
                     argv,
+                    params,
                     state: TaskState::Pending,
                     exit_code: None,
                     runtime: None,

@@ -260,3 +260,53 @@ fn completions_and_version() {
     let o = pitch(d.path(), &["--version"]);
     assert!(text(&o.stdout).starts_with("pitch "));
 }
+
+#[test]
+fn results_show_parameters_render_and_gc() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &["sweep", "-q", "--param", "n=1,2", "--", "echo", "{n}"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["results", "--format", "csv"]);
+    let csv = text(&o.stdout);
+    assert!(csv.starts_with("key,params,command,state"), "{csv}");
+    assert!(csv.contains(",n=1,echo 1,finished,0,"), "{csv}");
+    let o = pitch(d.path(), &["gc"]);
+    assert!(
+        text(&o.stdout).contains("removed 2 of 2"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = pitch(d.path(), &["status", "--json"]);
+    assert!(
+        text(&o.stdout).contains("\"total\":0"),
+        "{}",
+        text(&o.stdout)
+    );
+    // render prints the Slurm job script without submitting anything.
+    let o = pitch(
+        d.path(),
+        &[
+            "render",
+            "--partition",
+            "short",
+            "--time",
+            "90s",
+            "--",
+            "echo",
+            "a b",
+        ],
+    );
+    let script = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(script.starts_with("#!/bin/bash"), "{script}");
+    assert!(script.contains("#SBATCH --partition=short"), "{script}");
+    assert!(script.contains("#SBATCH --time=00:01:30"), "{script}");
+    assert!(script.contains("exec echo 'a b'"), "{script}");
+    // cancel on a cache without scheduler jobs has nothing to do.
+    let o = pitch(d.path(), &["cancel", "--all"]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("nothing to cancel"));
+}

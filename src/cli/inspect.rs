@@ -171,9 +171,23 @@ fn describe(t: &TaskInfo) -> String {
     }
 }
 
+fn params_text(t: &TaskInfo) -> String {
+    t.params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn row_json(t: &TaskInfo, sched: Option<&String>) -> serde_json::Value {
+    let params: serde_json::Map<String, serde_json::Value> = t
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
     serde_json::json!({
         "key": t.key,
+        "params": params,
         "name": t.name,
         "argv": t.argv,
         "state": sched.cloned().unwrap_or_else(|| state_name(&t.state).to_string()),
@@ -204,11 +218,12 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
             }
         }
         "csv" => {
-            println!("key,command,state,exit_code,runtime,stdout");
+            println!("key,params,command,state,exit_code,runtime,stdout");
             for t in &tasks {
                 println!(
-                    "{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{}",
                     t.key,
+                    csv_field(&params_text(t)),
                     csv_field(&describe(t)),
                     state_name(&t.state),
                     t.exit_code.map(|c| c.to_string()).unwrap_or_default(),

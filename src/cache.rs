@@ -159,6 +159,11 @@ impl Cache {
         Ok(out)
     }
 
+    /// The Slurm job name of this cache directory's jobs (`squeue -n NAME`).
+    pub fn job_name(&self) -> String {
+        crate::backend::slurm::job_name_for(self.store.root())
+    }
+
     /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.
     pub fn jobs(&self) -> std::collections::HashMap<String, String> {
         let journal =

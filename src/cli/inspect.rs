@@ -88,6 +88,8 @@ fn scheduler_states(
     let Ok(o) = std::process::Command::new("squeue")
         .args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-u"])
         .arg(uid())
+        .arg("-n")
+        .arg(cache.job_name())
         .env("SLURM_BITSTR_LEN", "0")
         .output()
     else {

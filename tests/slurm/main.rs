@@ -81,6 +81,7 @@ const TESTS: &[(&str, TestFn)] = &[
         "cli_cosmology_sweep_killed_and_resumed",
         cli_cosmology_sweep,
     ),
+    ("cli_status_and_cancel", cli_status_and_cancel),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -715,6 +716,74 @@ fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
     let sbatch = calls(dir, "sbatch");
     eprintln!("  5400 points: {sbatch} sbatch calls (killed after {done_before})");
     ensure!(sbatch <= 3, "{sbatch} sbatch calls");
+    Ok(())
+}
+
+/// `pitch status` splits unfinished tasks by the scheduler's state (one squeue call), and
+/// `pitch cancel --all` scancels them; the sweep then ends with failed points.
+#[allow(clippy::zombie_processes)] // every return path waits; panics end the test
+fn cli_status_and_cancel(dir: &Path) -> Result<(), String> {
+    std::fs::write(
+        dir.join("pitch.toml"),
+        "[profile.cluster]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n",
+    )
+    .unwrap();
+    let pitch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let mut sweep = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args([
+            "sweep",
+            "-q",
+            "--profile",
+            "cluster",
+            "--param",
+            "n=1..3",
+            "--",
+            "sleep",
+            "6{n}",
+        ])
+        .current_dir(dir)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counts = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let o = pitch(&["status", "--json"]);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout) {
+            let c = &v["counts"];
+            let queued = c["running"].as_u64().unwrap_or(0) + c["pending"].as_u64().unwrap_or(0);
+            if v["total"] == 3 && queued == 3 {
+                counts = c.clone();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ensure!(
+        !counts.is_null(),
+        "status never showed 3 queued or running tasks"
+    );
+    let o = pitch(&["cancel", "--all"]);
+    ensure!(
+        o.status.success(),
+        "cancel: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ensure!(
+        String::from_utf8_lossy(&o.stdout).contains("cancelled 3 jobs"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let status = sweep.wait().unwrap();
+    ensure!(
+        status.code() == Some(1),
+        "the sweep ends with failed points: {status:?}"
+    );
     Ok(())
 }
 

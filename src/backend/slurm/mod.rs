@@ -160,7 +160,6 @@ impl Slurm {
             },
         )
         .map_err(|e| Error::Config(e.to_string()))?;
-        let hash = blake3::hash(store.root().as_os_str().as_encoded_bytes()).to_hex();
         let journal = Journal::new(jobs_dir, store.durable());
         let (known, _problems) = journal.load();
         Ok(Slurm {
@@ -170,7 +169,7 @@ impl Slurm {
             journal,
             events: OnceLock::new(),
             preparing: OnceLock::new(),
-            tag: format!("pitch-{}", &hash[..10]),
+            tag: job_name_for(store.root()),
             template_name,
             template_source,
             staged_exe: OnceLock::new(),
@@ -581,6 +580,13 @@ impl Slurm {
         }
         let _ = rx.await;
     }
+}
+
+/// The job name every job of the cache directory `root` carries: squeue filters on it, and
+/// reruns on the same cache directory share it.
+pub(crate) fn job_name_for(root: &Path) -> String {
+    let hash = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+    format!("pitch-{}", &hash[..10])
 }
 
 fn write_script(path: &Path, text: &str) -> std::io::Result<()> {

@@ -407,6 +407,18 @@ def report(path, strict):
             f"{pitch['rate']:.1f} / {el['rate']:.2f} tasks/s = {ratio:.0f}x "
             f"({pk[1]} vs {ek[1]} tasks)",
         )
+        packed = [
+            find(n)
+            for n in sorted({k[0] for k in stats if k[0].startswith("pitch slurm arrays (packed")})
+        ]
+        for pk2, ps in packed:
+            if ps:
+                ratio = ps["rate"] / el["rate"]
+                target(
+                    f"{pk2[0]} >= 10x faster than executorlib (rate)",
+                    ratio >= 10,
+                    f"{ps['rate']:.1f} / {el['rate']:.2f} tasks/s = {ratio:.0f}x",
+                )
         if pitch["sbatch"] is not None and el["sbatch"]:
             p_per, e_per = pitch["sbatch"] / pk[1], el["sbatch"] / ek[1]
             target(

@@ -8,8 +8,8 @@
 #   SMALL_TASKS              second, smaller pitch task count, to show that squeue
 #                            calls per minute do not grow with the tasks (default 200; 0 = skip)
 #   RUNS                     repetitions of pitch and raw (median shown) (default 3)
-#   PACK                     K for `tasks_per_job(K)`; clamped to the CPUs of a node,
-#                            since a packed element asks for K CPUs     (default 10; 0 = skip)
+#   PACK                     K for `tasks_per_job(K)` (each element runs K tasks in turn),
+#                            one CPU per element                        (default 10; 0 = skip)
 #   EXECUTORLIB_SLURM_TASKS  tasks for executorlib (one sbatch each)    (default 50; 0 = skip)
 #   PEER_TIMEOUT             seconds before one measurement is killed   (default 600)
 #   PITCH_BENCH_VENV         virtualenv with executorlib[cache] (+ pysqa, installed here
@@ -84,9 +84,6 @@ if [[ "$PACK" -gt 0 ]]; then
     if ! grep -q 'fn tasks_per_job' "$repo_root/src/executor.rs"; then
         say "tasks_per_job is not in this pitch: no packed measurement"
         PACK=0
-    elif [[ -n "$node_cpus" && "$PACK" -gt "$node_cpus" ]]; then
-        say "a packed element asks for PACK=$PACK CPUs, nodes here have $node_cpus: packing $node_cpus per element instead"
-        PACK="$node_cpus"
     fi
 fi
 

@@ -484,9 +484,10 @@ impl SlurmClusterBuilder {
         self
     }
 
-    /// Packs `k` one-rank tasks into each job-array element (default 1): the element asks
-    /// for `k x threads_per_core` CPUs and runs its tasks side by side, so 5,400 ten-second
-    /// tasks need not be 5,400 Slurm jobs. Multi-rank tasks are never packed.
+    /// Packs `k` one-rank tasks into each job-array element (default 1), so 5,400
+    /// ten-second tasks need not be 5,400 Slurm jobs: the element asks for one task's CPUs
+    /// and runs its `k` tasks one after another (side by side when the element has more CPUs,
+    /// e.g. through `slurm_cmd_args`). Multi-rank tasks are never packed.
     pub fn tasks_per_job(mut self, k: u32) -> Self {
         self.cfg.tasks_per_job = k;
         self

@@ -305,7 +305,9 @@ impl Slurm {
     async fn submit_group(&self, group: Vec<Pending>) {
         let array = group.len() > 1;
         let mut header = group[0].header.clone();
-        // Packing: K one-rank tasks per array element, run side by side on K x threads CPUs.
+        // Packing: K one-rank tasks per array element. The element asks for one task's CPUs
+        // (plus whatever slurm_cmd_args add) and runs its tasks one after another, in parallel
+        // only when it was given more CPUs: Slurm's per-job cost is paid once per K tasks.
         let per_job = if array && header.ntasks == 1 {
             (self.cfg.tasks_per_job.max(1) as usize).min(group.len())
         } else {
@@ -349,7 +351,6 @@ impl Slurm {
             }
         }
         header.command = if per_job > 1 {
-            header.cpus_per_task = threads * per_job as u32;
             script::packed_array_body(&tasks_path, bodies.len(), per_job, threads)
         } else if array {
             script::array_body(&tasks_path)

@@ -65,13 +65,15 @@ fn open(dir: &std::path::Path) -> Result<(Cache, Vec<TaskInfo>), String> {
 
 fn state_name(s: &TaskState) -> &'static str {
     match s {
-        TaskState::Pending => "pending",
+        TaskState::Pending => "unfinished",
         TaskState::Finished => "finished",
         TaskState::Failed(_) => "failed",
     }
 }
 
-/// Splits pending tasks into queued / running / gone with ONE squeue call for all of them.
+/// Splits unfinished tasks that have a Slurm job into the scheduler's states (pending,
+/// running, ... or gone) with ONE squeue call for all of them; tasks never submitted stay
+/// "unfinished".
 fn scheduler_states(
     cache: &Cache,
     tasks: &[TaskInfo],

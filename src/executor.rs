@@ -146,6 +146,16 @@ impl Executor {
         self.inner.engine.store.root().to_path_buf()
     }
 
+    /// The directory of the task with this key (see [`crate::TaskFuture::key`]): where its
+    /// task and result files are, and its `stdout` and `stderr` files when the task wrote
+    /// something and the command named no other file. The files appear while the task runs.
+    pub fn task_directory(&self, key: &str) -> Result<PathBuf, Error> {
+        let key: crate::task::TaskKey = key
+            .parse()
+            .map_err(|e| Error::Config(format!("task key {key:?}: {e}")))?;
+        Ok(self.inner.engine.store.task(&key).dir().to_path_buf())
+    }
+
     /// The resources tasks submitted through this handle get.
     pub fn resources(&self) -> &Resources {
         &self.opts.resources

@@ -152,7 +152,7 @@ impl Executor {
     pub fn task_directory(&self, key: &str) -> Result<PathBuf, Error> {
         let key: crate::task::TaskKey = key
             .parse()
-            .map_err(|e| Error::Config(format!("task key {key:?}: {e}")))?;
+            .map_err(Error::Config)?;
         Ok(self.inner.engine.store.task(&key).dir().to_path_buf())
     }
 

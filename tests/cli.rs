@@ -310,3 +310,140 @@ fn results_show_parameters_render_and_gc() {
     assert!(o.status.success());
     assert!(text(&o.stdout).contains("nothing to cancel"));
 }
+
+#[test]
+fn run_streams_output_while_the_command_runs() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["run", "--", "sh", "-c", "echo first; sleep 2; echo second"])
+        .current_dir(d.path())
+        .env_remove("PITCH_PROFILE")
+        .env("HOME", d.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let first_at = start.elapsed();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let total = start.elapsed();
+    assert_eq!(first, "first\n");
+    assert_eq!(rest, "second\n");
+    assert!(o.status.success());
+    assert!(
+        total >= std::time::Duration::from_secs(2),
+        "the run took {total:?}"
+    );
+    assert!(
+        first_at < std::time::Duration::from_millis(1500),
+        "the first line came after {first_at:?}, the run took {total:?}: not streamed"
+    );
+    let err = text(&o.stderr);
+    assert!(err.contains("pitch: running sh -c"), "{err}");
+    assert!(err.contains("pitch: exit code 0 after 2."), "{err}");
+}
+
+#[test]
+fn run_json_prints_one_object_with_the_output_files() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "run",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; exit 3",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    let stdout = text(&o.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["key"].as_str().unwrap().len(), 32);
+    let out_file = v["stdout"].as_str().expect("a stdout path");
+    let err_file = v["stderr"].as_str().expect("a stderr path");
+    assert_eq!(std::fs::read_to_string(out_file).unwrap(), "to-stdout\n");
+    assert_eq!(std::fs::read_to_string(err_file).unwrap(), "to-stderr\n");
+    // The command's stdout is in its file only; its stderr is still copied.
+    let err = text(&o.stderr);
+    assert!(!err.lines().any(|l| l == "to-stdout"), "{err}");
+    assert!(err.lines().any(|l| l == "to-stderr"), "{err}");
+    // Nothing written: no file, null paths.
+    let o = pitch(d.path(), &["run", "--json", "--", "true"]);
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    assert_eq!(v["exit_code"], 0);
+    assert!(v["stdout"].is_null() && v["stderr"].is_null(), "{v}");
+}
+
+#[test]
+fn verbose_prints_a_line_per_point_and_quiet_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = |flag: &str, n: &str| {
+        let param = format!("n={n}");
+        pitch(
+            d.path(),
+            &[
+                "sweep",
+                flag,
+                "--param",
+                &param,
+                "--",
+                "sh",
+                "-c",
+                "test {n} -ne 3",
+            ],
+        )
+    };
+    let o = sweep("-v", "1..3");
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    let finished: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pitch: finished "))
+        .collect();
+    assert_eq!(finished.len(), 2, "{err}");
+    for n in ["n=1 in ", "n=2 in "] {
+        assert!(finished.iter().any(|l| l.contains(n)), "{err}");
+    }
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pitch: failed "))
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    assert!(
+        failed[0].contains(" n=3: command \"sh\" exited with code 1"),
+        "{err}"
+    );
+    // The key is the task's directory name.
+    let key = finished[0].split(' ').nth(2).unwrap();
+    assert_eq!(key.len(), 32, "{err}");
+    assert!(!err.contains("pitch: submitted "), "{err}");
+    // -vv: also submissions and starts; points from the cache are listed too.
+    let o = sweep("-vv", "1..4");
+    let err = text(&o.stderr);
+    let count = |p: &str| err.lines().filter(|l| l.starts_with(p)).count();
+    assert_eq!(count("pitch: submitted "), 4, "{err}");
+    assert_eq!(count("pitch: cached "), 2, "{err}");
+    assert_eq!(count("pitch: started "), 2, "{err}");
+    assert_eq!(count("pitch: finished "), 1, "{err}");
+    // -q: nothing at all on stderr for a successful sweep (or run).
+    let o = sweep("-q", "1,2");
+    assert!(o.status.success());
+    assert_eq!(text(&o.stderr), "");
+    let o = sweep("-q", "4..6");
+    assert!(o.status.success());
+    assert_eq!(text(&o.stderr), "");
+    let o = pitch(d.path(), &["run", "-q", "--", "echo", "hi"]);
+    assert_eq!(text(&o.stdout), "hi\n");
+    assert_eq!(text(&o.stderr), "");
+}

@@ -1,7 +1,9 @@
 //! Clap types of the `pitch` command line and the dispatch to subcommands.
 
+mod follow;
 mod inspect;
 mod params;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -27,19 +29,22 @@ pub(crate) const USAGE: i32 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-    /// Print less (no progress, no per-task lines).
+    /// Print nothing but errors on stderr: no status lines, progress bar or summary (the
+    /// command's own output of `pitch run` is still copied). Wins over -v.
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Print more (repeat for more detail).
+    /// One line on stderr per task end (`pitch: finished KEY PARAMS in 1.2 s`, `pitch: failed
+    /// KEY PARAMS: ERROR`), for `sweep` instead of the progress bar; -vv also each task's
+    /// submission and start (with its Slurm job id).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run one command as a task and exit with its exit code (always runs; no cache hit).
+    /// Run one command as a task, stream its output, exit with its exit code (always runs).
     #[command(
-        after_help = "Exit codes: the command's own; 125 when pitch failed before the command ran,\n126 when it cannot be executed, 127 when it is not found.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
+        after_help = "The command's stdout and stderr are copied to pitch's as they are written (also from a\nSlurm job, through the task directory's files); status lines (submitted as Slurm job N,\nexit code N after X s) go to stderr unless -q. With --json, stdout carries only one JSON\nobject (key, exit_code, seconds, stdout and stderr file paths, error).\n\nExit codes: the command's own; 125 when pitch failed before the command ran,\n126 when it cannot be executed, 127 when it is not found, 128+N when killed by signal N.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
     )]
     Run(run::RunArgs),
     /// Run a command over a grid of parameters ({NAME} placeholders), resumably.
@@ -131,7 +136,9 @@ pub(crate) struct Common {
     /// A job script template of your own.
     #[arg(long)]
     pub template: Option<PathBuf>,
-    /// Machine-readable output on stdout (JSON lines); progress goes to stderr only.
+    /// Machine-readable output on stdout: JSON only (`run`: one object with the exit code and
+    /// the paths of the command's stdout and stderr files, the command's stdout is not copied;
+    /// `sweep`: one line per point). Status lines stay on stderr.
     #[arg(long)]
     pub json: bool,
 }

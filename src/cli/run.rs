@@ -1,11 +1,15 @@
 //! `pitch run`, `pitch sweep` and `pitch render`: commands as tasks.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use pitch::profile::BackendKind;
 use pitch::{Command, Executor, Reporter, TaskError};
 
+use super::follow::{Follower, Sink};
+use super::report::{shell_words, Mode, TaskLines};
 use super::{fail, params, Common, Output, OK, TASK_FAILED, USAGE};
 
 /// `pitch run` exits 125 when pitch failed before the command ran.
@@ -80,55 +84,96 @@ fn command(argv: &[String], env: &[(String, String)]) -> Command {
     c
 }
 
-fn copy_output(path: &Option<std::path::PathBuf>, to_stderr: bool) {
-    if let Some(p) = path {
-        if let Ok(bytes) = std::fs::read(p) {
-            use std::io::Write;
-            if to_stderr {
-                let _ = std::io::stderr().write_all(&bytes);
-            } else {
-                let _ = std::io::stdout().write_all(&bytes);
-            }
-        }
+/// Where a finished (or failed) task's stream is: the output's path when the command ran,
+/// else the task directory's file when there is one.
+fn stream_path(
+    reported: Option<&Option<PathBuf>>,
+    dir: &Option<PathBuf>,
+    name: &str,
+) -> Option<PathBuf> {
+    match reported {
+        Some(p) => p.clone(),
+        None => dir.as_ref().map(|d| d.join(name)).filter(|p| p.exists()),
     }
 }
 
 pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
-    let exe = match executor(&a.common, None, Vec::new()) {
+    let lines = Arc::new(TaskLines::new(
+        out.verbose,
+        Mode::Run(shell_words(&a.command)),
+    ));
+    let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
+    if !out.quiet {
+        reporters.push(lines);
+    }
+    let exe = match executor(&a.common, None, reporters) {
         Ok(e) => e.with_cache(false),
         Err(e) => return fail(PITCH_FAILED, e),
     };
+    if a.detach && exe.job_name().is_none() {
+        return fail(
+            USAGE,
+            "--detach needs a queue backend (--backend slurm): local tasks end with pitch",
+        );
+    }
+    let submitted = Instant::now();
     let future = exe.submit_command(command(&a.command, &[]).allow_failure());
+    let dir = exe.task_directory(&future.key()).ok();
     if a.detach {
-        if exe.job_name().is_none() {
-            return fail(
-                USAGE,
-                "--detach needs a queue backend (--backend slurm): local tasks end with pitch",
-            );
-        }
         // Wait until the job is queued, then leave it to the scheduler.
         while future.job_id().is_none() && !future.done() {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(e) = future.error() {
             return fail(PITCH_FAILED, e);
         }
-        println!("{}", future.key());
+        if a.common.json {
+            println!(
+                "{}",
+                serde_json::json!({"key": future.key(), "job_id": future.job_id(), "task_directory": dir})
+            );
+        } else {
+            println!("{}", future.key());
+        }
         exe.shutdown(pitch::Shutdown::Detach);
         return OK;
     }
-    if !out.quiet {
-        eprintln!("pitch: running {} ({})", a.command[0], future.key());
+    // Stream the command's output while it runs. With --json pitch's stdout carries only the
+    // JSON object: the command's stdout stays in its file, whose path the object names.
+    let follower = dir.as_ref().map(|d| {
+        let mut files = vec![(d.join("stderr"), Sink::Stderr)];
+        if !a.common.json {
+            files.insert(0, (d.join("stdout"), Sink::Stdout));
+        }
+        Follower::start(files)
+    });
+    let result = future.result();
+    if let Some(f) = follower {
+        f.finish();
     }
-    match future.result() {
+    // Slurm does not measure the command: fall back on the time since submission.
+    let seconds = match &result {
+        Ok(o) if !o.elapsed.is_zero() => o.elapsed.as_secs_f64(),
+        _ => submitted.elapsed().as_secs_f64(),
+    };
+    if a.common.json {
+        let ok = result.as_ref().ok();
+        println!(
+            "{}",
+            serde_json::json!({
+                "key": future.key(),
+                "exit_code": ok.map(|o| o.exit_code),
+                "seconds": seconds,
+                "stdout": stream_path(ok.map(|o| &o.stdout), &dir, "stdout"),
+                "stderr": stream_path(ok.map(|o| &o.stderr), &dir, "stderr"),
+                "error": result.as_ref().err().map(|e| e.to_string()),
+            })
+        );
+    }
+    match result {
         Ok(o) => {
-            copy_output(&o.stdout, false);
-            copy_output(&o.stderr, true);
-            if a.common.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"key": future.key(), "exit_code": o.exit_code, "seconds": o.elapsed.as_secs_f64()})
-                );
+            if !out.quiet {
+                eprintln!("pitch: exit code {} after {seconds:.1} s", o.exit_code);
             }
             o.exit_code
         }
@@ -138,7 +183,12 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
         Err(TaskError::Launch { detail, what }) if detail.contains("ermission denied") => {
             fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
         }
-        Err(TaskError::Signaled { signal, .. }) => 128 + signal,
+        Err(e @ TaskError::Signaled { signal, .. }) => {
+            if !out.quiet {
+                eprintln!("pitch: {e} after {seconds:.1} s");
+            }
+            128 + signal
+        }
         Err(TaskError::Launch { what, detail }) => {
             fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
         }
@@ -180,15 +230,24 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(USAGE, e),
     };
+    // -v: one line per point instead of the progress bar; -q: neither.
+    let lines = Arc::new(TaskLines::new(out.verbose, Mode::Sweep));
     let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
     if !out.quiet {
-        reporters.push(Arc::new(pitch::ProgressReporter::new()));
+        if out.verbose > 0 {
+            reporters.push(lines.clone());
+        } else {
+            reporters.push(Arc::new(pitch::ProgressReporter::new()));
+        }
     }
     let exe = match executor(&a.common, a.tasks_per_job, reporters) {
         Ok(e) => e.with_cache(!a.fresh),
         Err(e) => return fail(USAGE, e),
     };
     let futures = exe.map_commands(commands);
+    for (f, point) in futures.iter().zip(&points) {
+        lines.label(&f.key(), point_text(point));
+    }
     let mut failed = Vec::new();
     for (i, f) in futures.iter().enumerate() {
         let r = f.result();
@@ -218,6 +277,7 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
         }
     }
     let summary = exe.shutdown(pitch::Shutdown::Wait);
+    lines.flush();
     if !out.quiet {
         eprintln!(
             "pitch: {} points: {} ran, {} from the cache, {} failed ({})",
@@ -231,8 +291,7 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
             .iter()
             .take(if out.verbose > 0 { usize::MAX } else { 10 })
         {
-            let p: Vec<String> = points[*i].iter().map(|(k, v)| format!("{k}={v}")).collect();
-            eprintln!("  failed: {}: {e}", p.join(" "));
+            eprintln!("  failed: {}: {e}", point_text(&points[*i]));
         }
         if failed.len() > 10 && out.verbose == 0 {
             eprintln!("  ... and {} more (-v lists all)", failed.len() - 10);
@@ -243,6 +302,15 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
     } else {
         TASK_FAILED
     }
+}
+
+/// A sweep point as `a=1 b=x`.
+fn point_text(point: &[(String, String)]) -> String {
+    point
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn render(a: RenderArgs) -> i32 {

@@ -82,6 +82,8 @@ const TESTS: &[(&str, TestFn)] = &[
         cli_cosmology_sweep,
     ),
     ("cli_status_and_cancel", cli_status_and_cancel),
+    ("cli_run_detach", cli_run_detach),
+    ("cli_run_streams_from_a_job", cli_run_streams_from_a_job),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -937,4 +939,142 @@ fn main() {
         if failed == 0 { "ok" } else { "FAILED" }
     );
     std::process::exit(if failed == 0 { 0 } else { 101 });
+}
+
+/// Runs the pitch binary in `dir` (which holds a pitch.toml with a `cluster` profile).
+fn pitch_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .output()
+        .unwrap()
+}
+
+fn cluster_profile(dir: &Path) {
+    std::fs::write(
+        dir.join("pitch.toml"),
+        "[profile.cluster]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n",
+    )
+    .unwrap();
+}
+
+fn cli_run_detach(dir: &Path) -> Result<(), String> {
+    cluster_profile(dir);
+    let start = Instant::now();
+    let o = pitch_in(
+        dir,
+        &[
+            "run",
+            "--detach",
+            "--profile",
+            "cluster",
+            "--",
+            "sh",
+            "-c",
+            "echo detached; sleep 3",
+        ],
+    );
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(o.status.success(), "run --detach: {:?}: {stderr}", o.status);
+    ensure!(
+        took < Duration::from_millis(2500),
+        "run --detach took {took:?}: it waited for the job"
+    );
+    let key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    ensure!(
+        key.len() == 32 && key.chars().all(|c| c.is_ascii_hexdigit()),
+        "stdout is not a task key: {key:?} ({stderr})"
+    );
+    ensure!(stderr.contains("pitch: submitted as Slurm job"), "{stderr}");
+    // No pitch process watches the job now: status and results see it end from the files.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut row = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let o = pitch_in(dir, &["results", "--format", "json"]);
+        let found = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["key"] == key.as_str());
+        if let Some(r) = found {
+            if r["state"] == "finished" {
+                row = r;
+                break;
+            }
+            ensure!(r["state"] != "failed", "the detached task failed: {r}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ensure!(
+        !row.is_null(),
+        "the detached task never showed as finished in pitch results"
+    );
+    ensure!(row["exit_code"] == 0, "{row}");
+    let o = pitch_in(dir, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .map_err(|e| format!("status --json: {e}: {}", String::from_utf8_lossy(&o.stdout)))?;
+    ensure!(
+        status["total"] == 1 && status["counts"]["finished"] == 1,
+        "{status}"
+    );
+    let stdout_file = dir
+        .join("pitch-cache/tasks")
+        .join(&key[..2])
+        .join(&key)
+        .join("stdout");
+    ensure!(
+        row["stdout"].as_str() == Some(stdout_file.to_str().unwrap()),
+        "{row} names another stdout file than {}",
+        stdout_file.display()
+    );
+    let text = std::fs::read_to_string(&stdout_file).map_err(|e| e.to_string())?;
+    ensure!(text == "detached\n", "the job's stdout: {text:?}");
+    Ok(())
+}
+
+fn cli_run_streams_from_a_job(dir: &Path) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    cluster_profile(dir);
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args([
+            "run",
+            "--profile",
+            "cluster",
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 4; echo two",
+        ])
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    let read_first = out.read_line(&mut first);
+    let first_at = start.elapsed();
+    let mut rest = String::new();
+    let read_rest = out.read_to_string(&mut rest);
+    let o = child.wait_with_output().unwrap();
+    read_first.and(read_rest).map_err(|e| e.to_string())?;
+    let total = start.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(o.status.success(), "pitch run: {:?}: {stderr}", o.status);
+    ensure!(
+        first == "one\n" && rest == "two\n",
+        "stdout {first:?} then {rest:?}: {stderr}"
+    );
+    ensure!(
+        total.saturating_sub(first_at) >= Duration::from_millis(2500),
+        "'one' came after {first_at:?} but pitch exited after {total:?}: not streamed"
+    );
+    ensure!(
+        stderr.contains("pitch: submitted as Slurm job") && stderr.contains("pitch: exit code 0"),
+        "{stderr}"
+    );
+    Ok(())
 }

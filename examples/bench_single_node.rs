@@ -23,6 +23,15 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `--only NAME` runs one measurement (function, command, latency, floor), for profiling.
+fn wanted(what: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => args.get(i + 1).map(String::as_str) == Some(what),
+        None => true,
+    }
+}
+
 fn line(name: &str, tasks: usize, seconds: f64) {
     println!("{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}}}");
 }
@@ -67,26 +76,35 @@ fn main() -> Result<(), pitch::Error> {
     // Warm-up (page cache, runtime threads), not timed.
     pitch::wait_all(noop::map(&exe, 1_000_000..1_000_000 + workers as u64))?;
 
-    let start = Instant::now();
-    let values = pitch::wait_all(noop::map(&exe, 0..tasks as u64))?;
-    line("pitch function", tasks, start.elapsed().as_secs_f64());
-    assert_eq!(values.len(), tasks);
-
-    let start = Instant::now();
-    let commands = (0..tasks).map(|i| Command::new("true").arg(i.to_string()));
-    pitch::wait_all(exe.map_commands(commands))?;
-    line("pitch command", tasks, start.elapsed().as_secs_f64());
-
-    let latency_tasks = 100;
-    let start = Instant::now();
-    for i in 0..latency_tasks {
-        noop::submit(&exe, 2_000_000 + i).result()?;
+    if wanted("function") {
+        let start = Instant::now();
+        let values = pitch::wait_all(noop::map(&exe, 0..tasks as u64))?;
+        line("pitch function", tasks, start.elapsed().as_secs_f64());
+        assert_eq!(values.len(), tasks);
     }
-    line(
-        "pitch latency",
-        latency_tasks as usize,
-        start.elapsed().as_secs_f64(),
-    );
+
+    if wanted("command") {
+        let start = Instant::now();
+        let commands = (0..tasks).map(|i| Command::new("true").arg(i.to_string()));
+        pitch::wait_all(exe.map_commands(commands))?;
+        line("pitch command", tasks, start.elapsed().as_secs_f64());
+    }
+
+    if wanted("latency") {
+        let latency_tasks = 100;
+        let start = Instant::now();
+        for i in 0..latency_tasks {
+            noop::submit(&exe, 2_000_000 + i).result()?;
+        }
+        line(
+            "pitch latency",
+            latency_tasks as usize,
+            start.elapsed().as_secs_f64(),
+        );
+    }
+    if !wanted("floor") {
+        return Ok(());
+    }
 
     let me = std::env::current_exe().expect("the benchmark's path");
     let me = me.to_str().expect("a UTF-8 path");
@@ -98,7 +116,9 @@ fn main() -> Result<(), pitch::Error> {
     line(
         "bare spawn floor (true)",
         tasks,
-        floor("true", &[], tasks, workers),
+        // The same argv shape as pitch's command tasks: GNU true with an argument loads the
+        // locale (it checks for --help), without one it does not.
+        floor("true", &["0"], tasks, workers),
     );
     Ok(())
 }

@@ -150,9 +150,7 @@ impl Executor {
     /// task and result files are, and its `stdout` and `stderr` files when the task wrote
     /// something and the command named no other file. The files appear while the task runs.
     pub fn task_directory(&self, key: &str) -> Result<PathBuf, Error> {
-        let key: crate::task::TaskKey = key
-            .parse()
-            .map_err(Error::Config)?;
+        let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
         Ok(self.inner.engine.store.task(&key).dir().to_path_buf())
     }
 

@@ -1,7 +1,9 @@
 //! The [`Backend`] trait: what differs between SingleNode processes, Slurm jobs, srun steps and
 //! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
 
+mod child;
 mod output;
+mod pool;
 pub(crate) mod single_node;
 pub(crate) mod slurm;
 

@@ -6,18 +6,11 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::task::JoinHandle;
 
 /// Bytes of the stream's end kept in memory for error messages.
 const TAIL_BYTES: usize = 4096;
 /// Lines of the tail shown in errors.
 const TAIL_LINES: usize = 20;
-/// How long to wait for a stream to close after the child exited (a background grandchild
-/// may hold it open forever).
-const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// What a captured stream left behind.
 #[derive(Debug, Default)]
@@ -28,31 +21,62 @@ pub(crate) struct Captured {
     pub tail: String,
 }
 
-/// A stream being copied to its file.
-pub(crate) struct Capture(Option<JoinHandle<Captured>>);
+/// Where one stream's bytes go: a file created on the first byte, and a tail in memory.
+pub(crate) struct Sink {
+    path: PathBuf,
+    file: Option<File>,
+    /// Whether creating the file was tried (once).
+    tried: bool,
+    /// Whether it was created.
+    opened: bool,
+    tail: Vec<u8>,
+}
 
-impl Capture {
-    /// Starts copying `pipe` to `path`; `eager` creates the file even if nothing is written.
-    pub(crate) fn start<R: AsyncRead + Unpin + Send + 'static>(
-        pipe: Option<R>,
-        path: PathBuf,
-        eager: bool,
-    ) -> Capture {
-        Capture(pipe.map(|p| tokio::spawn(copy(p, path, eager))))
+impl Sink {
+    /// A sink writing to `path`; `eager` creates the file even if nothing is written.
+    pub(crate) fn new(path: PathBuf, eager: bool) -> Sink {
+        let mut sink = Sink {
+            path,
+            file: None,
+            tried: false,
+            opened: false,
+            tail: Vec::new(),
+        };
+        if eager {
+            sink.open();
+        }
+        sink
     }
 
-    /// Waits (briefly, once the child has exited) for the copy to finish.
-    pub(crate) async fn finish(self) -> Captured {
-        let Some(handle) = self.0 else {
-            return Captured::default();
-        };
-        let abort = handle.abort_handle();
-        match tokio::time::timeout(DRAIN_GRACE, handle).await {
-            Ok(Ok(c)) => c,
-            _ => {
-                abort.abort();
-                Captured::default()
+    fn open(&mut self) {
+        // Only try once: a directory that refuses the file refuses it every time.
+        self.tried = true;
+        self.file = File::create(&self.path).ok();
+        self.opened = self.file.is_some();
+    }
+
+    /// Takes the next bytes of the stream. A write error stops writing the file (the tail
+    /// is still kept): the task's own outcome matters more than its log.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        if !self.tried {
+            self.open();
+        }
+        if let Some(f) = self.file.as_mut() {
+            if f.write_all(bytes).is_err() {
+                self.file = None;
             }
+        }
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > 2 * TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+    }
+
+    /// What was captured.
+    pub(crate) fn finish(self) -> Captured {
+        Captured {
+            path: self.opened.then_some(self.path),
+            tail: tail_text(&self.tail),
         }
     }
 }
@@ -63,33 +87,45 @@ fn tail_text(tail: &[u8]) -> String {
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
-async fn copy<R: AsyncRead + Unpin>(mut pipe: R, path: PathBuf, eager: bool) -> Captured {
-    let open = |p: &PathBuf| File::create(p).ok();
-    let mut file = if eager { open(&path) } else { None };
-    let mut created = file.is_some();
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if !created {
-            file = open(&path);
-            created = true;
-        }
-        if let Some(f) = file.as_mut() {
-            if f.write_all(&buf[..n]).is_err() {
-                file = None;
-            }
-        }
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > 2 * TAIL_BYTES {
-            tail.drain(..tail.len() - TAIL_BYTES);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_creates_its_file_on_the_first_byte_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = Sink::new(dir.path().join("quiet"), false);
+        let c = quiet.finish();
+        assert!(c.path.is_none());
+        assert!(!dir.path().join("quiet").exists());
+
+        let mut loud = Sink::new(dir.path().join("loud"), false);
+        loud.feed(b"one\ntwo\n");
+        loud.feed(b"three\n");
+        let c = loud.finish();
+        assert_eq!(c.path.as_deref(), Some(dir.path().join("loud").as_path()));
+        assert_eq!(c.tail, "one\ntwo\nthree");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("loud")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
     }
-    Captured {
-        path: created.then_some(path),
-        tail: tail_text(&tail),
+
+    #[test]
+    fn an_eager_sink_creates_an_empty_file_and_the_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = Sink::new(dir.path().join("named"), true);
+        assert_eq!(
+            named.finish().path.as_deref(),
+            Some(dir.path().join("named").as_path())
+        );
+        let mut long = Sink::new(dir.path().join("long"), false);
+        for i in 0..5000 {
+            long.feed(format!("line {i}\n").as_bytes());
+        }
+        let c = long.finish();
+        let lines: Vec<&str> = c.tail.lines().collect();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines.last(), Some(&"line 4999"));
     }
 }

@@ -1,15 +1,18 @@
 //! [`SingleNode`]: each task is a child process of the driver on this machine. Function tasks
 //! re-execute the running binary as a worker; commands run directly; `cores = N` runs either
-//! under `mpiexec -n N`. The driver wakes when a child exits: there is no polling loop.
+//! under `mpiexec -n N`. Children run on the threads of a [`Pool`], which does the slot
+//! accounting; each thread sleeps in `poll(2)` until its child writes or exits: there is no
+//! polling loop.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
-use super::output::Capture;
+use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
+use super::output::Sink;
+use super::pool::{Pool, Work};
 use super::{Backend, BoxFuture, Job};
 use crate::command::{CommandOutput, CommandSpec};
 use crate::error::{Error, TaskError};
@@ -17,9 +20,6 @@ use crate::resources::Resources;
 use crate::store::{self, ResultRecord, TaskPaths};
 use crate::task::{TaskKind, TaskSpec};
 use crate::worker;
-
-/// How long a task gets between SIGTERM and SIGKILL when it is timed out or cancelled.
-const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// How a process backend starts a task's processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +34,7 @@ pub(crate) enum Launcher {
 pub(crate) struct SingleNode {
     launcher: Launcher,
     max_cores: u32,
-    cores: Arc<Semaphore>,
-    workers: Option<Arc<Semaphore>>,
+    pool: Pool,
     /// The running binary's path, for launchers (mpiexec) that need a real path.
     exe: PathBuf,
 }
@@ -48,20 +47,19 @@ impl SingleNode {
     ) -> Result<SingleNode, Error> {
         let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
         Ok(SingleNode {
-            launcher,
+            launcher: launcher.clone(),
             max_cores,
-            cores: Arc::new(Semaphore::new(max_cores as usize)),
-            workers: max_workers.map(|n| Arc::new(Semaphore::new(n as usize))),
+            pool: Pool::new(
+                match launcher {
+                    Launcher::Local => "single-node",
+                    Launcher::Srun { .. } => "slurm-job",
+                },
+                max_cores,
+                max_workers,
+            ),
             exe,
         })
     }
-}
-
-/// How a child process ended.
-enum End {
-    Exited(ExitStatus),
-    TimedOut(Duration),
-    Cancelled,
 }
 
 fn status_text(status: &ExitStatus) -> String {
@@ -70,13 +68,6 @@ fn status_text(status: &ExitStatus) -> String {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("signal {s}"),
         _ => status.to_string(),
-    }
-}
-
-fn kill_group(pid: u32, signal: i32) {
-    // SAFETY: kill(2) with a negative pid signals the process group the child leads.
-    unsafe {
-        libc::kill(-(pid as i32), signal);
     }
 }
 
@@ -137,41 +128,57 @@ impl SingleNode {
     }
 
     async fn run_job(self: Arc<Self>, job: Job) -> ResultRecord {
-        let slots = job.resources.slots();
-        let _worker = match &self.workers {
-            Some(sem) => Some(tokio::select! {
-                p = sem.clone().acquire_owned() => p.expect("never closed"),
-                _ = job.slot.cancel.cancelled() => return cancelled(&job.paths),
-            }),
-            None => None,
-        };
-        let _cores = tokio::select! {
-            p = self.cores.clone().acquire_many_owned(slots) => p.expect("never closed"),
-            _ = job.slot.cancel.cancelled() => return cancelled(&job.paths),
-        };
-        if job.slot.cancel.is_cancelled() {
-            return cancelled(&job.paths);
+        let paths = job.paths.clone();
+        let slot = job.slot.clone();
+        if slot.cancel.is_cancelled() {
+            return cancelled(&paths);
         }
-        let permits = (_worker, _cores);
-        let record = match self.spawn_and_wait(job, permits).await {
-            Ok(record) => record,
-            Err((paths, e)) => paths.publish_result(ResultRecord { outcome: Err(e) }),
-        };
-        record
+        let ticket = Arc::new(Ticket::default());
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        let t = ticket.clone();
+        let skip = ticket.clone();
+        let pushed = self.pool.push(Work {
+            slots: job.resources.slots(),
+            skip: Box::new(move || skip.cancel_requested()),
+            run: Box::new(move || {
+                let record = me.run_blocking(job, &t);
+                let _ = tx.send(record);
+            }),
+        });
+        if let Err(detail) = pushed {
+            return paths.publish_result(ResultRecord {
+                outcome: Err(TaskError::Launch {
+                    what: "pitch".into(),
+                    detail,
+                }),
+            });
+        }
+        tokio::select! {
+            r = &mut rx => return r.unwrap_or_else(|_| cancelled(&paths)),
+            _ = slot.cancel.cancelled() => {}
+        }
+        match ticket.cancel() {
+            CancelOutcome::NotStarted => {
+                self.pool.nudge();
+                return cancelled(&paths);
+            }
+            CancelOutcome::Signalled | CancelOutcome::Ended => {}
+        }
+        tokio::select! {
+            r = &mut rx => return r.unwrap_or_else(|_| cancelled(&paths)),
+            _ = tokio::time::sleep(KILL_GRACE) => ticket.kill(),
+        }
+        rx.await.unwrap_or_else(|_| cancelled(&paths))
     }
 
-    /// Runs the child; `permits` (its slots) are released as soon as it has exited, so the
-    /// next task starts while this one's output is collected.
-    async fn spawn_and_wait<P>(
-        &self,
-        job: Job,
-        permits: P,
-    ) -> Result<ResultRecord, (TaskPaths, TaskError)> {
+    /// Runs the task on a pool thread: spawns the child, watches it to its end and publishes
+    /// its result. `None` from the ticket means it was cancelled before it started.
+    fn run_blocking(&self, job: Job, ticket: &Ticket) -> ResultRecord {
         let Job {
             spec,
             paths,
             resources,
-            slot,
             started,
             ..
         } = job;
@@ -186,9 +193,9 @@ impl SingleNode {
         let user_stderr = command_spec
             .and_then(|c| c.stderr.clone())
             .or_else(|| resources.error_log_file.clone());
-        let fail = |e| (paths.clone(), e);
+        let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
 
-        let mut cmd = tokio::process::Command::new(&program);
+        let mut cmd = std::process::Command::new(&program);
         cmd.args(&args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -206,9 +213,10 @@ impl SingleNode {
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
+        let child = match ticket.start(|| cmd.spawn().map(|c| (c, ()))) {
+            None => return cancelled(&paths),
+            Some(Ok((child, ()))) => child,
+            Some(Err(e)) => {
                 let detail = if e.kind() == std::io::ErrorKind::NotFound {
                     if program == "srun" {
                         "srun was not found on PATH".to_string()
@@ -223,106 +231,83 @@ impl SingleNode {
                 } else {
                     e.to_string()
                 };
-                return Err(fail(TaskError::Launch {
+                return fail(TaskError::Launch {
                     what: program,
                     detail,
-                }));
+                });
             }
         };
-        let pid = child.id().unwrap_or(0);
-        let stdout = Capture::start(
-            child.stdout.take(),
-            user_stdout.clone().unwrap_or_else(|| paths.stdout()),
-            user_stdout.is_some(),
-        );
-        let stderr = Capture::start(
-            child.stderr.take(),
-            user_stderr.clone().unwrap_or_else(|| paths.stderr()),
-            user_stderr.is_some(),
-        );
         started(None);
-        let start = Instant::now();
-        let limit = resources.run_time_max;
-        let end = {
-            let timeout = async {
-                match limit {
-                    Some(l) => tokio::time::sleep(l).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                status = child.wait() => End::Exited(status.map_err(|e| fail(TaskError::Launch { what: program.clone(), detail: e.to_string() }))?),
-                _ = timeout => End::TimedOut(limit.unwrap_or_default()),
-                _ = slot.cancel.cancelled() => End::Cancelled,
+        let finished = child::supervise(
+            child,
+            Sink::new(
+                user_stdout.clone().unwrap_or_else(|| paths.stdout()),
+                user_stdout.is_some(),
+            ),
+            Sink::new(
+                user_stderr.clone().unwrap_or_else(|| paths.stderr()),
+                user_stderr.is_some(),
+            ),
+            resources.run_time_max,
+            ticket,
+        );
+        let elapsed = finished.elapsed;
+        let stderr_tail = finished.stderr.tail;
+        let end = match finished.end {
+            Ok(end) => end,
+            Err(e) => {
+                return fail(TaskError::Launch {
+                    what: program,
+                    detail: e.to_string(),
+                })
             }
         };
-        if !matches!(end, End::Exited(_)) {
-            kill_group(pid, libc::SIGTERM);
-            if tokio::time::timeout(KILL_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                kill_group(pid, libc::SIGKILL);
-                let _ = child.wait().await;
-            }
-        }
-        let elapsed = start.elapsed();
-        drop(permits);
-        let stdout = stdout.finish().await;
-        let stderr = stderr.finish().await;
-        let stderr_tail = stderr.tail;
 
         let outcome = match end {
             End::TimedOut(limit) => Err(TaskError::Timeout { limit }),
             End::Cancelled => Err(TaskError::Cancelled),
             End::Exited(status) => match command_spec {
-                Some(c) => {
-                    return Ok(paths.publish_result(ResultRecord {
-                        outcome: command_outcome(
-                            c,
-                            &program,
-                            status,
-                            elapsed,
-                            stdout.path,
-                            stderr.path,
-                            stderr_tail,
-                        ),
-                    }))
-                }
+                Some(c) => command_outcome(
+                    c,
+                    &program,
+                    status,
+                    elapsed,
+                    finished.stdout.path,
+                    finished.stderr.path,
+                    stderr_tail,
+                ),
                 None if spec.ranks > 1 => {
                     let record = paths.gather_ranks(spec.ranks);
-                    return Ok(match record.outcome {
+                    return match record.outcome {
                         Err(TaskError::Rank { cause, .. })
                             if matches!(*cause, TaskError::WorkerDied { .. })
                                 && !status.success() =>
                         {
                             // No rank wrote anything: the launcher itself failed.
-                            paths.publish_result(ResultRecord {
-                                outcome: Err(TaskError::Launch {
-                                    what: program.clone(),
-                                    detail: format!(
-                                        "{}{}",
-                                        status_text(&status),
-                                        if stderr_tail.is_empty() {
-                                            String::new()
-                                        } else {
-                                            format!("; stderr ends with:\n{stderr_tail}")
-                                        }
-                                    ),
-                                }),
+                            fail(TaskError::Launch {
+                                what: program.clone(),
+                                detail: format!(
+                                    "{}{}",
+                                    status_text(&status),
+                                    if stderr_tail.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("; stderr ends with:\n{stderr_tail}")
+                                    }
+                                ),
                             })
                         }
                         _ => record,
-                    });
+                    };
                 }
                 None => match paths.read_result() {
-                    Ok(record) => return Ok(record),
+                    Ok(record) => return record,
                     Err(store::FormatError::Missing) => Err(worker_died(&status, stderr_tail)),
                     Err(e) => Err(e.into_task_error(&paths.result_file())),
                 },
             },
         };
-        Ok(paths.publish_result(ResultRecord { outcome }))
+        paths.publish_result(ResultRecord { outcome })
     }
 }
 

@@ -1,0 +1,427 @@
+//! One child process from spawn to end, on a plain thread: its output pipes and its exit are
+//! watched with one `poll(2)` on the pipes and a pidfd, so the thread sleeps until something
+//! happens (no polling interval); a time limit is the poll's timeout. The [`Ticket`] is the
+//! only way other threads reach the child: it refuses to start a cancelled task and signals the
+//! process group only while the child has not been reaped, so a recycled pid is never hit.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, ExitStatus};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::output::{Captured, Sink};
+
+/// How long a task gets between SIGTERM and SIGKILL when it is timed out or cancelled.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for the output pipes to close after the child exited (a background
+/// grandchild may hold them open forever).
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// Without a pidfd (kernels before 5.3), how often the exit is checked.
+const FALLBACK_TICK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not started yet.
+    Queued,
+    /// Running as the leader of process group `pid`.
+    Running(u32),
+    /// Exited (the pid may be reaped and recycled: never signal it again).
+    Ended,
+}
+
+#[derive(Debug)]
+struct TicketState {
+    stage: Stage,
+    cancel_requested: bool,
+}
+
+/// Shared between the thread that runs a child and whoever wants to cancel it.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    state: Mutex<TicketState>,
+}
+
+/// What [`Ticket::cancel`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CancelOutcome {
+    /// The task had not started and never will.
+    NotStarted,
+    /// The child was sent SIGTERM; its thread reports the cancellation when it ends.
+    Signalled,
+    /// The child had already ended.
+    Ended,
+}
+
+impl Default for Ticket {
+    fn default() -> Ticket {
+        Ticket {
+            state: Mutex::new(TicketState {
+                stage: Stage::Queued,
+                cancel_requested: false,
+            }),
+        }
+    }
+}
+
+impl Ticket {
+    /// Asks the task to stop: a queued task never starts, a running one gets SIGTERM.
+    pub(crate) fn cancel(&self) -> CancelOutcome {
+        let mut st = self.state.lock().unwrap();
+        st.cancel_requested = true;
+        match st.stage {
+            Stage::Queued => CancelOutcome::NotStarted,
+            Stage::Running(pid) => {
+                kill_group(pid, libc::SIGTERM);
+                CancelOutcome::Signalled
+            }
+            Stage::Ended => CancelOutcome::Ended,
+        }
+    }
+
+    /// SIGKILL for a cancelled child that outlived [`KILL_GRACE`].
+    pub(crate) fn kill(&self) {
+        let st = self.state.lock().unwrap();
+        if let Stage::Running(pid) = st.stage {
+            kill_group(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Whether cancellation was asked for.
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.state.lock().unwrap().cancel_requested
+    }
+
+    /// Runs `spawn` unless the task was cancelled first (then `None`). Holding the lock
+    /// while spawning closes the gap between "not started" and "running".
+    pub(crate) fn start<T, E>(
+        &self,
+        spawn: impl FnOnce() -> Result<(Child, T), E>,
+    ) -> Option<Result<(Child, T), E>> {
+        let mut st = self.state.lock().unwrap();
+        if st.cancel_requested {
+            return None;
+        }
+        let spawned = spawn();
+        if let Ok((child, _)) = &spawned {
+            st.stage = Stage::Running(child.id());
+        }
+        Some(spawned)
+    }
+
+    fn ended(&self) {
+        self.state.lock().unwrap().stage = Stage::Ended;
+    }
+}
+
+/// Signals the process group `pid` leads.
+pub(crate) fn kill_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads.
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+/// How a child process ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    Exited(ExitStatus),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+/// The end of a child and what it wrote.
+pub(crate) struct Finished {
+    pub end: Result<End, std::io::Error>,
+    pub elapsed: Duration,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+struct Stream<R> {
+    pipe: Option<R>,
+    sink: Sink,
+}
+
+impl<R: Read + AsRawFd> Stream<R> {
+    fn fd(&self) -> RawFd {
+        self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd())
+    }
+    /// Reads what is there; closes the stream at its end.
+    fn pump(&mut self, buf: &mut [u8]) {
+        if let Some(p) = self.pipe.as_mut() {
+            match p.read(buf) {
+                Ok(0) => self.pipe = None,
+                Ok(n) => self.sink.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.pipe = None,
+            }
+        }
+    }
+}
+
+/// Watches `child` until it has exited and its pipes are drained: copies its output into the
+/// sinks, sends SIGTERM to its process group when `limit` passes (SIGKILL after
+/// [`KILL_GRACE`]), and reaps it.
+pub(crate) fn supervise(
+    mut child: Child,
+    stdout: Sink,
+    stderr: Sink,
+    limit: Option<Duration>,
+    ticket: &Ticket,
+) -> Finished {
+    let start = Instant::now();
+    let pid = child.id();
+    let mut out = Stream {
+        pipe: child.stdout.take(),
+        sink: stdout,
+    };
+    let mut err = Stream {
+        pipe: child.stderr.take(),
+        sink: stderr,
+    };
+    let pidfd = pidfd_open(pid);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut status: Option<std::io::Result<ExitStatus>> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut timed_out = false;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if let Some(at) = exited_at {
+            if out.pipe.is_none() && err.pipe.is_none() || now >= at + DRAIN_GRACE {
+                break;
+            }
+        }
+        // Deadlines while the child runs: the time limit, then the SIGKILL after it.
+        if exited_at.is_none() {
+            if let Some(l) = limit {
+                if !timed_out && now >= start + l {
+                    timed_out = true;
+                    kill_group(pid, libc::SIGTERM);
+                    kill_at = Some(now + KILL_GRACE);
+                }
+            }
+            if let Some(k) = kill_at {
+                if now >= k {
+                    kill_group(pid, libc::SIGKILL);
+                    kill_at = None;
+                }
+            }
+        }
+        let wake = match exited_at {
+            Some(at) => Some(at + DRAIN_GRACE),
+            None => match (kill_at, limit.filter(|_| !timed_out)) {
+                (Some(k), _) => Some(k),
+                (None, Some(l)) => Some(start + l),
+                (None, None) => None,
+            },
+        };
+        let mut timeout = wake.map(|w| w.saturating_duration_since(now));
+        if pidfd.is_none() && exited_at.is_none() {
+            timeout = Some(timeout.map_or(FALLBACK_TICK, |t| t.min(FALLBACK_TICK)));
+        }
+        let timeout_ms = timeout.map_or(-1, |t| {
+            // Round up so that a wake-up never comes just before its deadline.
+            t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        let mut fds = [
+            libc::pollfd {
+                fd: out.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: err.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: match (&pidfd, exited_at) {
+                    (Some(p), None) => p.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of pollfd; negative fds are ignored by poll(2).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                // Should not happen; do not spin.
+                std::thread::sleep(FALLBACK_TICK);
+            }
+            continue;
+        }
+        if fds[0].revents != 0 {
+            out.pump(&mut buf);
+        }
+        if fds[1].revents != 0 {
+            err.pump(&mut buf);
+        }
+        let check_exit = exited_at.is_none() && (fds[2].revents != 0 || pidfd.is_none());
+        if check_exit {
+            // The child is a zombie now (or, without a pidfd, may be): mark it ended before
+            // reaping, so that nobody signals a recycled pid.
+            let done = if pidfd.is_some() {
+                ticket.ended();
+                Some(child.wait())
+            } else {
+                match child.try_wait() {
+                    Ok(Some(s)) => {
+                        ticket.ended();
+                        Some(Ok(s))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        ticket.ended();
+                        Some(Err(e))
+                    }
+                }
+            };
+            if let Some(s) = done {
+                status = Some(s);
+                exited_at = Some(Instant::now());
+            }
+        }
+    }
+    let elapsed = exited_at.unwrap_or_else(Instant::now) - start;
+    let end = match status.expect("the loop ends only after the child exited") {
+        Err(e) => Err(e),
+        Ok(_) if timed_out => Ok(End::TimedOut(limit.unwrap_or_default())),
+        Ok(_) if ticket.cancel_requested() => Ok(End::Cancelled),
+        Ok(s) => Ok(End::Exited(s)),
+    };
+    Finished {
+        end,
+        elapsed,
+        stdout: out.sink.finish(),
+        stderr: err.sink.finish(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        c
+    }
+
+    fn run(script: &str, limit: Option<Duration>, dir: &std::path::Path) -> Finished {
+        let ticket = Ticket::default();
+        let (child, ()) = ticket
+            .start(|| sh(script).spawn().map(|c| (c, ())))
+            .unwrap()
+            .unwrap();
+        supervise(
+            child,
+            Sink::new(dir.join("out"), false),
+            Sink::new(dir.join("err"), false),
+            limit,
+            &ticket,
+        )
+    }
+
+    #[test]
+    fn output_and_exit_status_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = run("echo out; echo err >&2; exit 3", None, dir.path());
+        match f.end.unwrap() {
+            End::Exited(s) => assert_eq!(s.code(), Some(3)),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(f.stdout.tail, "out");
+        assert_eq!(f.stderr.tail, "err");
+        assert!(f.stdout.path.is_some());
+    }
+
+    #[test]
+    fn more_output_than_a_pipe_holds_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = run("head -c 1000000 /dev/zero | tr '\\0' x", None, dir.path());
+        assert!(matches!(f.end.unwrap(), End::Exited(s) if s.success()));
+        let len = std::fs::metadata(dir.path().join("out")).unwrap().len();
+        assert_eq!(len, 1_000_000);
+    }
+
+    #[test]
+    fn a_time_limit_kills_the_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let f = run(
+            "sleep 30 & sleep 30",
+            Some(Duration::from_millis(300)),
+            dir.path(),
+        );
+        assert!(matches!(f.end.unwrap(), End::TimedOut(_)));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_background_grandchild_holding_the_pipe_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let f = run("(sleep 30 &) ; echo done", None, dir.path());
+        assert!(matches!(f.end.unwrap(), End::Exited(s) if s.success()));
+        assert_eq!(f.stdout.tail, "done");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_cancelled_ticket_never_starts_and_a_running_child_is_stopped() {
+        let t = Ticket::default();
+        assert_eq!(t.cancel(), CancelOutcome::NotStarted);
+        assert!(t.start(|| sh("true").spawn().map(|c| (c, ()))).is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::sync::Arc::new(Ticket::default());
+        let (child, ()) = t
+            .start(|| sh("sleep 30").spawn().map(|c| (c, ())))
+            .unwrap()
+            .unwrap();
+        let t2 = t.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            t2.cancel()
+        });
+        let f = supervise(
+            child,
+            Sink::new(dir.path().join("o"), false),
+            Sink::new(dir.path().join("e"), false),
+            None,
+            &t,
+        );
+        assert_eq!(canceller.join().unwrap(), CancelOutcome::Signalled);
+        assert!(matches!(f.end.unwrap(), End::Cancelled));
+        assert_eq!(t.cancel(), CancelOutcome::Ended);
+    }
+}

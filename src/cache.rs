@@ -125,8 +125,20 @@ impl Cache {
                         .unwrap_or(SystemTime::UNIX_EPOCH),
                     dir: paths.dir().to_path_buf(),
                 };
-                match paths.read_result() {
-                    Ok(rec) => match rec.outcome {
+                let outcome = match paths.read_result() {
+                    Ok(rec) => Some(Ok(rec.outcome)),
+                    // A command whose job ended with no driver watching (`pitch run
+                    // --detach`, a sweep killed and not resumed) left only its exit file.
+                    Err(FormatError::Missing) => match &spec.kind {
+                        TaskKind::Command(c) => {
+                            crate::backend::slurm::poll::exit_outcome(&paths, c).map(Ok)
+                        }
+                        TaskKind::Function { .. } => None,
+                    },
+                    Err(e) => Some(Err(e)),
+                };
+                match outcome {
+                    Some(Ok(outcome)) => match outcome {
                         Ok(values) => {
                             info.state = TaskState::Finished;
                             if matches!(spec.kind, TaskKind::Command(_)) {
@@ -147,8 +159,8 @@ impl Cache {
                             info.state = TaskState::Failed(e);
                         }
                     },
-                    Err(FormatError::Missing) => {}
-                    Err(e) => {
+                    None => {}
+                    Some(Err(e)) => {
                         info.state = TaskState::Failed(e.into_task_error(&paths.result_file()))
                     }
                 }

@@ -334,6 +334,10 @@ impl TaskPaths {
     pub(crate) fn stderr(&self) -> PathBuf {
         self.dir.join("stderr")
     }
+    /// The exit code a command's job script leaves for the driver to collect.
+    pub(crate) fn exit_file(&self) -> PathBuf {
+        self.dir.join("exit")
+    }
 
     /// Creates the task directory (and its shard) 0700.
     pub(crate) fn create(&self) -> Result<(), TaskError> {

@@ -59,39 +59,8 @@ pub(crate) struct GcArgs {
 
 fn open(dir: &std::path::Path) -> Result<(Cache, Vec<TaskInfo>), String> {
     let cache = Cache::open(dir).map_err(|e| e.to_string())?;
-    let mut tasks = cache.tasks().map_err(|e| e.to_string())?;
-    for t in &mut tasks {
-        ended_without_driver(t);
-    }
+    let tasks = cache.tasks().map_err(|e| e.to_string())?;
     Ok((cache, tasks))
-}
-
-/// A command whose Slurm job ended while no pitch process watched it (`pitch run --detach`,
-/// a sweep killed and not resumed) left only its job script's `exit` file: the driver turns
-/// that into the result file when it collects the job. Read it here, without writing
-/// anything, so such a task shows as finished (exit code 0) or failed (any other code).
-fn ended_without_driver(t: &mut TaskInfo) {
-    if t.state != TaskState::Pending {
-        return;
-    }
-    let Some(code) = std::fs::read_to_string(t.dir.join("exit"))
-        .ok()
-        .and_then(|text| text.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    t.exit_code = Some(code);
-    t.state = if code == 0 {
-        TaskState::Finished
-    } else {
-        let stderr = std::fs::read_to_string(t.dir.join("stderr")).unwrap_or_default();
-        let lines: Vec<&str> = stderr.trim_end().lines().collect();
-        TaskState::Failed(pitch::TaskError::CommandFailed {
-            program: t.name.clone(),
-            code,
-            stderr_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
-        })
-    };
 }
 
 fn state_name(s: &TaskState) -> &'static str {

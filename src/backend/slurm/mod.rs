@@ -5,7 +5,7 @@
 
 pub(crate) mod journal;
 pub(crate) mod parse;
-mod poll;
+pub(crate) mod poll;
 mod script;
 
 use std::collections::{BTreeMap, HashMap};

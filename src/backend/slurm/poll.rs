@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::parse::{self, JobRef, SlurmState};
 use super::{run_cmd, Slurm};
-use crate::command::CommandOutput;
+use crate::command::{CommandOutput, CommandSpec};
 use crate::error::TaskError;
 use crate::store::{FormatError, ResultRecord, TaskPaths};
 use crate::task::{TaskKind, TaskSpec};
@@ -70,23 +70,33 @@ fn collect(w: &Watch) -> Option<ResultRecord> {
     let TaskKind::Command(spec) = &w.spec.kind else {
         return None;
     };
-    let exit_file = w.paths.dir().join("exit");
+    let outcome = exit_outcome(&w.paths, spec)?;
+    let rec = w.paths.publish_result(ResultRecord { outcome });
+    let _ = std::fs::remove_file(w.paths.exit_file());
+    Some(rec)
+}
+
+/// A command job's outcome from the `exit` file its script wrote (`None` while there is
+/// none). Reads only: the poller publishes it as the result, `pitch status` just shows it.
+pub(crate) fn exit_outcome(
+    paths: &TaskPaths,
+    spec: &CommandSpec,
+) -> Option<Result<Vec<Vec<u8>>, TaskError>> {
+    let exit_file = paths.exit_file();
     let text = std::fs::read_to_string(&exit_file).ok()?;
     let code: i32 = match text.trim().parse() {
         Ok(c) => c,
         Err(_) => {
-            return Some(w.paths.publish_result(ResultRecord {
-                outcome: Err(TaskError::Store {
-                    path: exit_file.display().to_string(),
-                    detail: format!("holds {text:?}, not an exit code"),
-                }),
+            return Some(Err(TaskError::Store {
+                path: exit_file.display().to_string(),
+                detail: format!("holds {text:?}, not an exit code"),
             }))
         }
     };
-    let stdout = spec.stdout.clone().unwrap_or_else(|| w.paths.stdout());
-    let stderr = spec.stderr.clone().unwrap_or_else(|| w.paths.stderr());
+    let stdout = spec.stdout.clone().unwrap_or_else(|| paths.stdout());
+    let stderr = spec.stderr.clone().unwrap_or_else(|| paths.stderr());
     let stderr_tail = tail(&stderr);
-    let outcome = if code != 0 && !spec.allow_failure {
+    Some(if code != 0 && !spec.allow_failure {
         Err(TaskError::CommandFailed {
             program: spec.program.clone(),
             code,
@@ -106,10 +116,7 @@ fn collect(w: &Watch) -> Option<ResultRecord> {
                 what: "the command's output".into(),
                 detail,
             })
-    };
-    let rec = w.paths.publish_result(ResultRecord { outcome });
-    let _ = std::fs::remove_file(&exit_file);
-    Some(rec)
+    })
 }
 
 fn tail(path: &std::path::Path) -> String {

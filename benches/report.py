@@ -4,6 +4,7 @@
 Reads JSON lines (from stdin, or from the files named as arguments), each
 
     {"name": "...", "tasks": N, "seconds": S}      a measurement
+    {"name": "...", ..., "store": "DIR (fs)"}       pitch's rows: where the cache was
     {"name": "...", "error": "..."}                a peer or run that failed
 
 Lines that are not JSON objects are ignored (with a note on stderr). When a
@@ -13,6 +14,9 @@ Names it knows (from examples/bench_single_node.rs and peers_single_node.py):
     pitch function, pitch command, bare spawn floor, pitch latency
     ProcessPoolExecutor, ProcessPoolExecutor(max_tasks_per_child=1), ...
     executorlib SingleNodeExecutor, executorlib SingleNodeExecutor(cache_directory), ...
+
+Pitch's rows and the floors measured beside them come once per store; ratios
+and targets are computed store by store.
 
 "pitch latency" is special: seconds/tasks is the average submit-to-result
 latency of one task (tasks submitted one after another), not a throughput.
@@ -34,6 +38,7 @@ EL_CACHE = "executorlib SingleNodeExecutor(cache_directory)"
 PPE_FRESH = "ProcessPoolExecutor(max_tasks_per_child=1)"
 
 LATENCY_TARGET_S = 0.005
+PITCH_NAMES = {PITCH_FUNCTION, PITCH_COMMAND, FLOOR, FLOOR_TRUE, LATENCY}
 
 
 def read_lines(streams):
@@ -116,7 +121,7 @@ def main(argv):
             per_task_ms = r["seconds"] / r["tasks"] * 1000
             body.append(
                 [
-                    r["name"],
+                    r["name"] + (f" [{r['store']}]" if r.get("store") else ""),
                     str(int(r["tasks"])),
                     f"{r['seconds']:.3f}",
                     "-" if r["name"] == LATENCY else fmt_num(rate(r)),
@@ -136,41 +141,19 @@ def main(argv):
         ["<", ">", ">", ">", ">", "<"],
     )
 
-    by_name = {}
+    # Pitch's rows (and the floors measured in the same process) carry the store their cache
+    # directory was on; the peers' rows do not. Ratios and targets are per store.
+    peers = {}
+    stores = {}
     for r in rows:
-        if is_measurement(r):
-            by_name[r["name"]] = r
-
-    def r_of(name):
-        row = by_name.get(name)
-        return rate(row) if row else None
-
-    # --- ratios ----------------------------------------------------------
-    pf = r_of(PITCH_FUNCTION)
-    pc = r_of(PITCH_COMMAND)
-    floor = r_of(FLOOR)
-    floor_true = r_of(FLOOR_TRUE)
-    ratio_rows = []
-    pitch_names = {PITCH_FUNCTION, PITCH_COMMAND, FLOOR, FLOOR_TRUE, LATENCY}
-    for name, row in by_name.items():
-        if name in pitch_names:
+        if not is_measurement(r):
             continue
-        peer = rate(row)
-        ratio_rows.append(
-            [f"{PITCH_FUNCTION} vs {name}", fmt_ratio(pf / peer if pf else None), "pitch rate / peer rate"]
-        )
-    ratio_rows.append(
-        [f"{PITCH_COMMAND} vs {FLOOR_TRUE}", fmt_ratio(floor_true / pc if (pc and floor_true) else None), "floor rate / pitch rate (1.00x = at the floor)"]
-    )
-    ratio_rows.append(
-        [f"{PITCH_FUNCTION} vs {FLOOR}", fmt_ratio(floor / pf if (pf and floor) else None), "floor rate / pitch rate"]
-    )
-    print()
-    print("Ratios")
-    print()
-    table(["comparison", "ratio", "meaning"], ratio_rows, ["<", ">", "<"])
+        if r["name"] in PITCH_NAMES:
+            stores.setdefault(r.get("store", ""), {})[r["name"]] = r
+        else:
+            peers[r["name"]] = r
 
-    # --- targets ---------------------------------------------------------
+    ratio_rows = []
     targets = []
 
     def check(label, value, ok, shown):
@@ -179,40 +162,67 @@ def main(argv):
         else:
             targets.append(["PASS" if ok(value) else "MISS", label, shown(value)])
 
-    for peer_name in (EL_CACHE, EL_DEFAULT):
-        peer = r_of(peer_name)
-        check(
-            f"{PITCH_FUNCTION} >= 100x {peer_name} rate",
-            pf / peer if (pf and peer) else None,
-            lambda v: v >= 100,
-            lambda v: f"{v:,.1f}x",
+    for store, mine in stores.items():
+        where = f" [{store}]" if store else ""
+
+        def r_of(name):
+            row = mine.get(name) or peers.get(name)
+            return rate(row) if row else None
+
+        pf = r_of(PITCH_FUNCTION)
+        pc = r_of(PITCH_COMMAND)
+        floor = r_of(FLOOR)
+        floor_true = r_of(FLOOR_TRUE)
+        for name, row in peers.items():
+            ratio_rows.append(
+                [f"{PITCH_FUNCTION}{where} vs {name}", fmt_ratio(pf / rate(row) if pf else None), "pitch rate / peer rate"]
+            )
+        ratio_rows.append(
+            [f"{PITCH_COMMAND}{where} vs {FLOOR_TRUE}", fmt_ratio(floor_true / pc if (pc and floor_true) else None), "floor rate / pitch rate (1.00x = at the floor)"]
         )
-    peer = r_of(PPE_FRESH)
-    check(
-        f"{PITCH_FUNCTION} >= 2x {PPE_FRESH} rate",
-        pf / peer if (pf and peer) else None,
-        lambda v: v >= 2,
-        lambda v: f"{v:,.2f}x",
-    )
-    check(
-        f"{PITCH_FUNCTION} within 1.5x of {FLOOR} (floor rate / pitch rate <= 1.5)",
-        floor / pf if (pf and floor) else None,
-        lambda v: v <= 1.5,
-        lambda v: f"{v:.2f}x",
-    )
-    check(
-        f"{PITCH_COMMAND} within 1.5x of {FLOOR_TRUE} (floor rate / pitch rate <= 1.5)",
-        floor_true / pc if (pc and floor_true) else None,
-        lambda v: v <= 1.5,
-        lambda v: f"{v:.2f}x",
-    )
-    lat = by_name.get(LATENCY)
-    check(
-        "one task submit-to-result <= 5 ms (pitch latency seconds/tasks)",
-        lat["seconds"] / lat["tasks"] if lat else None,
-        lambda v: v <= LATENCY_TARGET_S,
-        lambda v: f"{v * 1000:.3f} ms",
-    )
+        ratio_rows.append(
+            [f"{PITCH_FUNCTION}{where} vs {FLOOR}", fmt_ratio(floor / pf if (pf and floor) else None), "floor rate / pitch rate"]
+        )
+
+        for peer_name in (EL_CACHE, EL_DEFAULT):
+            peer = r_of(peer_name)
+            check(
+                f"{PITCH_FUNCTION}{where} >= 100x {peer_name} rate",
+                pf / peer if (pf and peer) else None,
+                lambda v: v >= 100,
+                lambda v: f"{v:,.1f}x",
+            )
+        peer = r_of(PPE_FRESH)
+        check(
+            f"{PITCH_FUNCTION}{where} >= 2x {PPE_FRESH} rate",
+            pf / peer if (pf and peer) else None,
+            lambda v: v >= 2,
+            lambda v: f"{v:,.2f}x",
+        )
+        check(
+            f"{PITCH_FUNCTION}{where} within 1.5x of {FLOOR} (floor rate / pitch rate <= 1.5)",
+            floor / pf if (pf and floor) else None,
+            lambda v: v <= 1.5,
+            lambda v: f"{v:.2f}x",
+        )
+        check(
+            f"{PITCH_COMMAND}{where} within 1.5x of {FLOOR_TRUE} (floor rate / pitch rate <= 1.5)",
+            floor_true / pc if (pc and floor_true) else None,
+            lambda v: v <= 1.5,
+            lambda v: f"{v:.2f}x",
+        )
+        lat = mine.get(LATENCY)
+        check(
+            f"one task submit-to-result <= 5 ms{where} (pitch latency seconds/tasks)",
+            lat["seconds"] / lat["tasks"] if lat else None,
+            lambda v: v <= LATENCY_TARGET_S,
+            lambda v: f"{v * 1000:.3f} ms",
+        )
+    print()
+    print("Ratios")
+    print()
+    table(["comparison", "ratio", "meaning"], ratio_rows, ["<", ">", "<"])
+
     print()
     print("Targets")
     print()

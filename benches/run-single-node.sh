@@ -7,6 +7,8 @@
 #   TASKS              tasks per pitch/stdlib measurement     (default 2000)
 #   EXECUTORLIB_TASKS  tasks for executorlib process-per-task (default 200)
 #   WORKERS            worker processes for everyone          (default 2)
+#   STORES             directories for pitch's cache, one run each
+#                      (default: ${TMPDIR:-/tmp}, then /dev/shm when it exists)
 #   PITCH_BENCH_VENV   virtualenv for the Python peers
 #                      (default $HOME/.cache/pitch-bench-venv)
 #   EXECUTORLIB_SPEC   pip requirement for executorlib        (default executorlib[cache])
@@ -26,9 +28,25 @@ VENV="${PITCH_BENCH_VENV:-$HOME/.cache/pitch-bench-venv}"
 EXECUTORLIB_SPEC="${EXECUTORLIB_SPEC:-executorlib[cache]}"
 PEERS_ONLY="${PEERS_ONLY:-0}"
 RESULTS="${RESULTS:-$repo_root/target/bench/single-node.jsonl}"
+default_stores="${TMPDIR:-/tmp}"
+[[ -d /dev/shm && -w /dev/shm ]] && default_stores+=" /dev/shm"
+STORES="${STORES:-$default_stores}"
 export TASKS EXECUTORLIB_TASKS WORKERS
 
 say() { printf 'run-single-node: %s\n' "$*" >&2; }
+
+# "DIR (fstype)", with "no journal" for an ext4 without one: there, every new inode scans
+# past the inodes deleted in the last minutes, so the same run is slower after deletions.
+store_label() {
+    local dir="$1" fs dev journal=""
+    fs="$(stat -f -c %T "$dir" 2>/dev/null || echo unknown)"
+    dev="$(findmnt -n -o SOURCE --target "$dir" 2>/dev/null | xargs -r basename 2>/dev/null || true)"
+    if [[ -n "$dev" && -r "/sys/fs/ext4/$dev/journal_task" ]]; then
+        fs="ext4"
+        [[ "$(cat "/sys/fs/ext4/$dev/journal_task")" == "<none>" ]] && journal=", no journal"
+    fi
+    printf '%s (%s%s)' "$dir" "$fs" "$journal"
+}
 die() { say "ERROR: $*"; exit 1; }
 
 # --- 1. Python virtualenv with executorlib (idempotent) ----------------------
@@ -61,10 +79,18 @@ else
     fi
     mkdir -p "$(dirname "$RESULTS")"
     : >"$RESULTS"
-    say "running pitch: --tasks $TASKS --workers $WORKERS"
     rust_rc=0
-    (cd "$repo_root" && cargo run --quiet --release --example bench_single_node -- \
-        --tasks "$TASKS" --workers "$WORKERS") >>"$RESULTS" || rust_rc=$?
+    bench="$repo_root/target/release/examples/bench_single_node"
+    for store in $STORES; do
+        label="$(store_label "$store")"
+        if [[ ! -d "$store" || ! -w "$store" ]]; then
+            say "skipping store $store: not a writable directory"
+            continue
+        fi
+        say "running pitch: --tasks $TASKS --workers $WORKERS, cache in $label"
+        TMPDIR="$store" "$bench" --tasks "$TASKS" --workers "$WORKERS" --store "$label" \
+            >>"$RESULTS" || rust_rc=$?
+    done
     if [[ $rust_rc -ne 0 ]]; then
         say "pitch's benchmark exited $rust_rc"
         printf '{"name": "pitch bench_single_node", "error": "exited %d"}\n' "$rust_rc" >>"$RESULTS"

@@ -14,11 +14,16 @@ pitch::task! {
     pub fn noop(i: u64) -> u64 { i }
 }
 
-fn arg(name: &str, default: usize) -> usize {
+fn text_arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    text_arg(name)
         .map(|v| v.parse().expect("a number"))
         .unwrap_or(default)
 }
@@ -32,8 +37,13 @@ fn wanted(what: &str) -> bool {
     }
 }
 
+/// One JSON line; `--store LABEL` tags it with where the cache directory was (the report
+/// compares pitch with the floor measured in the same run, store by store).
 fn line(name: &str, tasks: usize, seconds: f64) {
-    println!("{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}}}");
+    let store = text_arg("--store")
+        .map(|s| format!(", \"store\": {s:?}"))
+        .unwrap_or_default();
+    println!("{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}{store}}}");
 }
 
 /// Spawns `program args` `tasks` times, `workers` at a time, waiting for each.

@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod builders;
 mod cache;
 mod codec;
 mod command;
@@ -53,14 +54,15 @@ mod task;
 mod template;
 mod worker;
 
+pub use builders::{
+    SingleNodeBuilder, SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor,
+    SlurmJobBuilder, SlurmJobExecutor,
+};
 pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};
 pub use error::{Error, TaskError};
 pub use event::{Event, EventKind, Reporter};
-pub use executor::{
-    Executor, RunSummary, Shutdown, SingleNodeBuilder, SingleNodeExecutor, SlurmClusterBuilder,
-    SlurmClusterExecutor, SlurmJobBuilder, SlurmJobExecutor,
-};
+pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
 pub use registry::registered_tasks;
 pub use report::{JsonLinesReporter, ProgressReporter};

@@ -131,7 +131,7 @@ impl Cache {
                     // --detach`, a sweep killed and not resumed) left only its exit file.
                     Err(FormatError::Missing) => match &spec.kind {
                         TaskKind::Command(c) => {
-                            crate::backend::slurm::poll::exit_outcome(&paths, c).map(Ok)
+                            crate::backend::slurm::poll::exit_outcome(&paths, c).map(|(_, o)| Ok(o))
                         }
                         TaskKind::Function { .. } => None,
                     },

@@ -267,6 +267,21 @@ impl SlurmState {
         )
     }
 
+    /// Whether Slurm itself ended the job (cancel, time limit, memory limit, preemption,
+    /// node failure, deadline, boot failure) rather than the job's own processes exiting.
+    pub fn ended_by_scheduler(self) -> bool {
+        matches!(
+            self,
+            SlurmState::BootFail
+                | SlurmState::Cancelled
+                | SlurmState::Deadline
+                | SlurmState::NodeFail
+                | SlurmState::OutOfMemory
+                | SlurmState::Preempted
+                | SlurmState::Timeout
+        )
+    }
+
     /// Whether the job ended successfully (`COMPLETED` only).
     pub fn is_success(self) -> bool {
         self == SlurmState::Completed

@@ -55,48 +55,98 @@ impl Watch {
     }
 }
 
+/// A command's outcome as a result record holds it: its encoded output, or the error.
+pub(crate) type ExitOutcome = Result<Vec<Vec<u8>>, TaskError>;
+
+/// What the scheduler said about a job whose files are being read.
+#[derive(Clone, Copy, Debug)]
+enum Known {
+    /// This tick's squeue: the job's finished state, or `None` when it is not listed.
+    Queue(Option<SlurmState>),
+    /// scontrol or sacct was asked: what it said, if anything.
+    Asked(Option<SlurmState>),
+}
+
+/// What reading a job's files found.
+enum Collected {
+    /// The task's (published) result.
+    Done(ResultRecord),
+    /// A command was killed by a signal, and the job is not in the queue: ask the scheduler
+    /// whether it killed the job (then the error names its state, not the signal).
+    Ask,
+    /// No result yet.
+    Nothing,
+}
+
 /// The task's result when its files are there: `result.bin`, or a command's `exit` file
 /// turned into one.
-fn collect(w: &Watch) -> Option<ResultRecord> {
+///
+/// When Slurm ends a job (scancel, time limit, out of memory, preemption) it signals every
+/// process of the job: the command may die a moment before the script running it, which
+/// then still records the command's signal death (exit code 128 + n). Such a task resolves
+/// to the scheduler's error naming its state, not to "exit code 143".
+fn collect(w: &Watch, known: Known) -> Collected {
     match w.paths.read_result() {
-        Ok(rec) => return Some(rec),
+        Ok(rec) => return Collected::Done(rec),
         Err(FormatError::Missing) => {}
         Err(e) => {
-            return Some(ResultRecord {
+            return Collected::Done(ResultRecord {
                 outcome: Err(e.into_task_error(&w.paths.result_file())),
             })
         }
     }
     let TaskKind::Command(spec) = &w.spec.kind else {
-        return None;
+        return Collected::Nothing;
     };
-    let outcome = exit_outcome(&w.paths, spec)?;
+    let Some((code, mut outcome)) = exit_outcome(&w.paths, spec) else {
+        return Collected::Nothing;
+    };
+    if let Some(signal) = code.filter(|c| *c > 128).map(|c| c - 128) {
+        match known {
+            Known::Queue(None) => return Collected::Ask,
+            Known::Queue(Some(state)) | Known::Asked(Some(state)) if state.ended_by_scheduler() => {
+                outcome = Err(TaskError::Scheduler {
+                    job_id: w.job.to_string(),
+                    state: state.name().to_string(),
+                    detail: format!(
+                        "Slurm ended the job and {} died of signal {signal}",
+                        spec.program
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
     let rec = w.paths.publish_result(ResultRecord { outcome });
     let _ = std::fs::remove_file(w.paths.exit_file());
-    Some(rec)
+    Collected::Done(rec)
 }
 
 /// A command job's outcome from the `exit` file its script wrote (`None` while there is
 /// none). Reads only: the poller publishes it as the result, `pitch status` just shows it.
+/// The exit code comes along (`None` when the file does not hold one).
 pub(crate) fn exit_outcome(
     paths: &TaskPaths,
     spec: &CommandSpec,
-) -> Option<Result<Vec<Vec<u8>>, TaskError>> {
+) -> Option<(Option<i32>, ExitOutcome)> {
     let exit_file = paths.exit_file();
     let text = std::fs::read_to_string(&exit_file).ok()?;
     let code: i32 = match text.trim().parse() {
         Ok(c) => c,
         Err(_) => {
-            return Some(Err(TaskError::Store {
-                path: exit_file.display().to_string(),
-                detail: format!("holds {text:?}, not an exit code"),
-            }))
+            return Some((
+                None,
+                Err(TaskError::Store {
+                    path: exit_file.display().to_string(),
+                    detail: format!("holds {text:?}, not an exit code"),
+                }),
+            ))
         }
     };
     let stdout = spec.stdout.clone().unwrap_or_else(|| paths.stdout());
     let stderr = spec.stderr.clone().unwrap_or_else(|| paths.stderr());
     let stderr_tail = tail(&stderr);
-    Some(if code != 0 && !spec.allow_failure {
+    let outcome = if code != 0 && !spec.allow_failure {
         Err(TaskError::CommandFailed {
             program: spec.program.clone(),
             code,
@@ -116,7 +166,8 @@ pub(crate) fn exit_outcome(
                 what: "the command's output".into(),
                 detail,
             })
-    })
+    };
+    Some((Some(code), outcome))
 }
 
 fn tail(path: &std::path::Path) -> String {
@@ -218,12 +269,19 @@ pub(crate) async fn run(slurm: Arc<Slurm>) {
                 if matches!(state, Some(s) if !s.is_finished()) {
                     continue;
                 }
-                if let Some(rec) = collect(w) {
-                    if let Some(tx) = w.tx.take() {
-                        let _ = tx.send(WatchEnd::Done(rec));
+                match collect(w, Known::Queue(state)) {
+                    Collected::Done(rec) => {
+                        if let Some(tx) = w.tx.take() {
+                            let _ = tx.send(WatchEnd::Done(rec));
+                        }
+                        done.push(*key);
+                        continue;
                     }
-                    done.push(*key);
-                    continue;
+                    Collected::Ask => {
+                        to_ask.push((*key, w.job, state));
+                        continue;
+                    }
+                    Collected::Nothing => {}
                 }
                 let since = *w.gone_since.get_or_insert(now);
                 if now.duration_since(since) >= cfg.nfs_grace {
@@ -247,18 +305,20 @@ pub(crate) async fn run(slurm: Arc<Slurm>) {
                 Some(s) => Some((s, String::new())),
                 None => final_state(job).await,
             };
-            let (state, detail) = match learned {
-                Some((s, d)) => (s.name().to_string(), d),
-                None => (
-                    "UNKNOWN".to_string(),
-                    "the job left the queue and Slurm no longer knows it (accounting is off)"
-                        .into(),
-                ),
-            };
             let w = slurm.watches.lock().unwrap().remove(&key);
-            if let Some(mut w) = w {
-                // One last look: the result may have appeared meanwhile.
-                let rec = collect(&w).unwrap_or_else(|| {
+            let Some(mut w) = w else { continue };
+            // One last look: the result may have appeared meanwhile.
+            let rec = match collect(&w, Known::Asked(learned.as_ref().map(|l| l.0))) {
+                Collected::Done(rec) => rec,
+                Collected::Ask | Collected::Nothing => {
+                    let (state, detail) = match learned {
+                        Some((s, d)) => (s.name().to_string(), d),
+                        None => (
+                            "UNKNOWN".to_string(),
+                            "the job left the queue and Slurm no longer knows it (accounting is off)"
+                                .into(),
+                        ),
+                    };
                     w.paths.publish_result(ResultRecord {
                         outcome: Err(TaskError::Scheduler {
                             job_id: job.to_string(),
@@ -266,17 +326,114 @@ pub(crate) async fn run(slurm: Arc<Slurm>) {
                             detail,
                         }),
                     })
-                });
-                if let Some(tx) = w.tx.take() {
-                    let _ = tx.send(WatchEnd::Done(rec));
                 }
-                changed = true;
+            };
+            if let Some(tx) = w.tx.take() {
+                let _ = tx.send(WatchEnd::Done(rec));
             }
+            changed = true;
         }
         interval = if changed {
             cfg.poll_interval
         } else {
             (interval.mul_f64(1.5)).min(cfg.max_poll_interval.max(cfg.poll_interval))
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::task::TaskKey;
+
+    fn watch(root: &std::path::Path, code: &str) -> Watch {
+        let key = TaskKey::explicit("k");
+        let paths = Store::at(root.to_path_buf(), false).task(&key);
+        paths.create().unwrap();
+        std::fs::write(paths.exit_file(), code).unwrap();
+        let spec = TaskSpec {
+            key,
+            kind: TaskKind::Command(CommandSpec {
+                program: "sleep".into(),
+                args: vec!["600".into()],
+                env: vec![],
+                stdout: None,
+                stderr: None,
+                allow_failure: false,
+            }),
+            ranks: 1,
+            threads: 1,
+            env: vec![],
+            cwd: None,
+        };
+        let job = JobRef {
+            job_id: 42,
+            array_index: Some(3),
+        };
+        Watch::new(job, paths, Arc::new(spec), false, oneshot::channel().0)
+    }
+
+    fn outcome(c: Collected) -> ExitOutcome {
+        match c {
+            Collected::Done(rec) => rec.outcome,
+            Collected::Ask => panic!("asked"),
+            Collected::Nothing => panic!("nothing"),
+        }
+    }
+
+    #[test]
+    fn a_signal_death_in_a_job_slurm_ended_names_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "143\n");
+        match outcome(collect(&w, Known::Queue(Some(SlurmState::Cancelled)))) {
+            Err(TaskError::Scheduler { job_id, state, .. }) => {
+                assert_eq!((job_id.as_str(), state.as_str()), ("42_3", "CANCELLED"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!w.paths.exit_file().exists());
+        // The published result stands: a second look reads it.
+        assert!(matches!(
+            outcome(collect(&w, Known::Queue(None))),
+            Err(TaskError::Scheduler { .. })
+        ));
+    }
+
+    #[test]
+    fn a_signal_death_of_a_job_gone_from_the_queue_asks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "137\n");
+        assert!(matches!(collect(&w, Known::Queue(None)), Collected::Ask));
+        assert!(w.paths.exit_file().exists(), "nothing published yet");
+        match outcome(collect(&w, Known::Asked(Some(SlurmState::OutOfMemory)))) {
+            Err(TaskError::Scheduler { state, .. }) => assert_eq!(state, "OUT_OF_MEMORY"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_commands_own_failures_keep_their_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        // Killed by a signal while Slurm did not end the job (a segfault, say).
+        let w = watch(dir.path(), "139\n");
+        match outcome(collect(&w, Known::Asked(Some(SlurmState::Failed)))) {
+            Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 139),
+            other => panic!("{other:?}"),
+        }
+        // Exited 3 before a cancel reached it: its own status stands.
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "3\n");
+        match outcome(collect(&w, Known::Queue(Some(SlurmState::Cancelled)))) {
+            Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 3),
+            other => panic!("{other:?}"),
+        }
+        // Nothing learned about a job gone from the queue: the exit code stands.
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "143\n");
+        match outcome(collect(&w, Known::Asked(None))) {
+            Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 143),
+            other => panic!("{other:?}"),
+        }
     }
 }

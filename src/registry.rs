@@ -1,7 +1,7 @@
 //! The task registry, built at link time: the [`task!`](crate::task!) macro registers each
 //! function under its name with a fingerprint of its signature, and the worker finds it there.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use crate::codec;
@@ -31,11 +31,11 @@ pub fn fingerprint(name: &str, args: &[&str], output: &str, version: u32) -> Str
     blake3::hash(material.as_bytes()).to_hex()[..16].to_string()
 }
 
-fn table() -> &'static Result<HashMap<&'static str, &'static Registration>, String> {
-    static TABLE: OnceLock<Result<HashMap<&'static str, &'static Registration>, String>> =
+fn table() -> &'static Result<BTreeMap<&'static str, &'static Registration>, String> {
+    static TABLE: OnceLock<Result<BTreeMap<&'static str, &'static Registration>, String>> =
         OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut map = HashMap::new();
+        let mut map = BTreeMap::new();
         for reg in inventory::iter::<Registration> {
             if map.insert(reg.name, reg).is_some() {
                 return Err(reg.name.to_string());

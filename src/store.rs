@@ -161,12 +161,18 @@ pub(crate) fn read_checked(path: &Path, kind: FileKind) -> Result<Vec<u8>, Forma
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
         Err(e) => return Err(e.into()),
     };
+    let limit = (codec::DECODE_LIMIT + HEADER_LEN) as u64;
     let len = file.metadata()?.len();
-    if len > (codec::DECODE_LIMIT + HEADER_LEN) as u64 {
+    if len > limit {
         return Err(FormatError::TooLarge);
     }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.read_to_end(&mut bytes)?;
+    // Through `take`, read_to_end uses the capacity given instead of asking the file for its
+    // size again; a file that grew past the limit meanwhile is still refused.
+    let mut bytes = Vec::with_capacity(len as usize + 1);
+    (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(FormatError::TooLarge);
+    }
     check(&bytes, kind)?;
     bytes.drain(..HEADER_LEN);
     Ok(bytes)
@@ -424,6 +430,20 @@ impl TaskPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.bin");
+        // Sparse: no disk space is used.
+        let f = File::create(&path).unwrap();
+        f.set_len((codec::DECODE_LIMIT + HEADER_LEN + 1) as u64)
+            .unwrap();
+        assert!(matches!(
+            read_checked(&path, FileKind::Result),
+            Err(FormatError::TooLarge)
+        ));
+    }
 
     #[test]
     fn header_round_trip_and_every_corruption_is_named() {

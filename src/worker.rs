@@ -95,13 +95,21 @@ static CONTEXT: OnceLock<TaskContext> = OnceLock::new();
 /// The context of the task running in this process: rank, size, node. Outside a worker it
 /// describes a single rank on this host.
 pub fn context() -> TaskContext {
-    CONTEXT.get().cloned().unwrap_or_else(|| TaskContext {
+    if let Some(c) = CONTEXT.get() {
+        let mut c = c.clone();
+        if c.node.is_empty() {
+            // Asked for when needed, not in every worker.
+            c.node = hostname();
+        }
+        return c;
+    }
+    TaskContext {
         rank: 0,
         size: 1,
         local_rank: 0,
         node: hostname(),
         key: String::new(),
-    })
+    }
 }
 
 fn hostname() -> String {
@@ -255,7 +263,7 @@ fn run(store: &Store, key: TaskKey) -> i32 {
                 rank,
                 size,
                 local_rank,
-                node: std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| hostname()),
+                node: std::env::var("SLURMD_NODENAME").unwrap_or_default(),
                 key: key.to_string(),
             });
             (rank, size, spec.and_then(|spec| execute(store, spec)))

@@ -158,8 +158,11 @@ impl<R: Read + AsRawFd> Stream<R> {
         self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd())
     }
     /// Reads what is there; closes the stream at its end.
-    fn pump(&mut self, buf: &mut [u8]) {
+    fn pump(&mut self, buf: &mut Vec<u8>) {
         if let Some(p) = self.pipe.as_mut() {
+            if buf.is_empty() {
+                buf.resize(64 * 1024, 0);
+            }
             match p.read(buf) {
                 Ok(0) => self.pipe = None,
                 Ok(n) => self.sink.feed(&buf[..n]),
@@ -191,7 +194,8 @@ pub(crate) fn supervise(
         sink: stderr,
     };
     let pidfd = pidfd_open(pid);
-    let mut buf = vec![0u8; 64 * 1024];
+    // Allocated on the first output: most tasks write none.
+    let mut buf = Vec::new();
     let mut status: Option<std::io::Result<ExitStatus>> = None;
     let mut exited_at: Option<Instant> = None;
     let mut timed_out = false;

@@ -67,6 +67,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ("driver_killed_and_rerun", driver_killed_and_rerun),
     ("time_limit", time_limit),
     ("job_that_left_the_queue", job_that_left_the_queue),
+    (
+        "array_elements_that_left_the_queue",
+        array_elements_that_left_the_queue,
+    ),
     ("max_jobs_caps_the_queue", max_jobs_caps_the_queue),
     ("packed_array", packed_array),
     ("mpi_four_ranks_on_two_nodes", mpi_four_ranks),
@@ -100,7 +104,7 @@ fn executor(cache: &Path) -> Executor {
 fn counting_path(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["sbatch", "squeue"] {
+    for tool in ["sbatch", "squeue", "scontrol", "sacct"] {
         let real = which(tool).expect("slurm tools on PATH");
         let script = format!(
             "#!/bin/sh\necho \"$@\" >> {}/{tool}.calls\nexec {} \"$@\"\n",
@@ -330,9 +334,9 @@ fn scontrol_config() -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// A job that dies without a result and has left squeue (MinJobAge passed) before the
-/// poller gives up on it: its state comes from sacct (accounting on) or is UNKNOWN.
-fn job_that_left_the_queue(dir: &Path) -> Result<(), String> {
+/// MinJobAge and whether accounting is on; `None` (after saying why) when MinJobAge is too
+/// long for a test to wait for jobs to leave the queue.
+fn short_min_job_age(test: &str) -> Result<Option<(u64, bool)>, String> {
     let cfg = scontrol_config();
     let min_age: u64 = cfg
         .get("MinJobAge")
@@ -345,12 +349,21 @@ fn job_that_left_the_queue(dir: &Path) -> Result<(), String> {
         if std::env::var_os("PITCH_REQUIRE_SLURM").is_some() {
             return Err(msg);
         }
-        eprintln!("  job_that_left_the_queue: not run: {msg}");
-        return Ok(());
+        eprintln!("  {test}: not run: {msg}");
+        return Ok(None);
     }
     let accounting = cfg
         .get("AccountingStorageType")
         .is_some_and(|t| t != "accounting_storage/none");
+    Ok(Some((min_age, accounting)))
+}
+
+/// A job that dies without a result and has left squeue (MinJobAge passed) before the
+/// poller gives up on it: its state comes from sacct (accounting on) or is UNKNOWN.
+fn job_that_left_the_queue(dir: &Path) -> Result<(), String> {
+    let Some((min_age, accounting)) = short_min_job_age("job_that_left_the_queue")? else {
+        return Ok(());
+    };
     let exe = SlurmClusterExecutor::builder()
         .cache_directory(dir.join("cache"))
         .poll_interval(Duration::from_millis(500))
@@ -377,6 +390,102 @@ fn job_that_left_the_queue(dir: &Path) -> Result<(), String> {
         }
         other => return Err(format!("expected a scheduler error, got {other:?}")),
     }
+    Ok(())
+}
+
+/// The driver of `array_elements_that_left_the_queue`: `n` array elements that die without
+/// a result, asked about only after `grace` seconds. Prints `JOB STATE` per task.
+fn gone_driver(cache: &Path, n: usize, grace: u64) -> i32 {
+    let exe = SlurmClusterExecutor::builder()
+        .cache_directory(cache)
+        .poll_interval(Duration::from_millis(500))
+        .max_poll_interval(Duration::from_secs(2))
+        .nfs_grace(Duration::from_secs(grace))
+        .build()
+        .expect("a slurm executor");
+    // Every element dies at the same second (or at once, if it starts later), so that they
+    // leave the queue together even on a busy cluster.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 10;
+    let futures = exe.map_commands((0..n).map(|i| {
+        Command::new("sh").args([
+            "-c",
+            &format!("t=$(({at} - $(date +%s))); [ $t -gt 0 ] && sleep $t; kill -9 $PPID; sleep 5; : {i}"),
+        ])
+    }));
+    for f in futures {
+        match f.result() {
+            Err(TaskError::Scheduler { job_id, state, .. }) => println!("{job_id} {state}"),
+            other => {
+                eprintln!("expected a scheduler error, got {other:?}");
+                return 1;
+            }
+        }
+    }
+    0
+}
+
+/// Eight array elements die without a result and leave the queue before the poller asks:
+/// each learns its state, through one scontrol and one sacct call for the whole array (not
+/// one per element).
+fn array_elements_that_left_the_queue(dir: &Path) -> Result<(), String> {
+    let Some((min_age, accounting)) = short_min_job_age("array_elements_that_left_the_queue")?
+    else {
+        return Ok(());
+    };
+    let n = 8;
+    let bin = counting_path(dir);
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["slurm-gone-driver", dir.join("cache").to_str().unwrap()])
+        .arg(n.to_string())
+        .arg((min_age + 20).to_string())
+        .env("PATH", &path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "driver: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<(&str, &str)> = stdout.lines().filter_map(|l| l.split_once(' ')).collect();
+    ensure!(lines.len() == n, "{stdout}");
+    let array = lines[0].0.split('_').next().unwrap_or_default().to_string();
+    for (job, state) in &lines {
+        ensure!(job.starts_with(&format!("{array}_")), "one array: {stdout}");
+        if accounting {
+            ensure!(
+                *state == "FAILED" || *state == "CANCELLED",
+                "{job}: {state}"
+            );
+        } else {
+            ensure!(*state == "UNKNOWN", "{job}: {state}");
+        }
+    }
+    let asked = |tool: &str| {
+        std::fs::read_to_string(dir.join(format!("{tool}.calls")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&array))
+            .count()
+    };
+    let (scontrol, sacct) = (asked("scontrol"), asked("sacct"));
+    eprintln!("  {n} elements gone: {scontrol} scontrol and {sacct} sacct calls");
+    // One call per poller tick that sees elements pass the grace period: the elements end
+    // together, so one or two ticks; one call per element would be `n`.
+    ensure!(
+        (1..=n / 2).contains(&scontrol),
+        "{scontrol} scontrol calls for {n} elements"
+    );
+    ensure!(sacct <= n / 2, "{sacct} sacct calls for {n} elements");
     Ok(())
 }
 
@@ -875,6 +984,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
+    }
+    if args.get(1).map(String::as_str) == Some("slurm-gone-driver") {
+        let n = args[3].parse().unwrap();
+        let grace = args[4].parse().unwrap();
+        std::process::exit(gone_driver(Path::new(&args[2]), n, grace));
     }
     if args.get(1).map(String::as_str) == Some("slurm-driver") {
         let n = args[4].parse().unwrap();

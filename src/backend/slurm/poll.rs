@@ -178,9 +178,13 @@ fn tail(path: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Learns why a job ended: scontrol while Slurm still knows it, then sacct.
-async fn final_state(job: JobRef) -> Option<(SlurmState, String)> {
-    let id = job.to_string();
+/// Learns why the jobs of one sbatch submission ended (a single job, or every element of an
+/// array): one `scontrol show job` call for all of them while Slurm still knows them, then
+/// one sacct call for those it no longer knows. So a thousand array elements that left the
+/// queue cost two calls, not two thousand.
+async fn final_states(job_id: u64, wanted: &[JobRef]) -> HashMap<JobRef, (SlurmState, String)> {
+    let id = job_id.to_string();
+    let mut found = HashMap::new();
     if let Ok(out) = run_cmd(
         "scontrol",
         &["show".into(), "job".into(), "-o".into(), id.clone()],
@@ -189,12 +193,14 @@ async fn final_state(job: JobRef) -> Option<(SlurmState, String)> {
     {
         if out.success {
             if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
-                if let Some(j) = jobs.iter().find(|j| j.job == job) {
-                    let reason = j.reason.clone().unwrap_or_default();
-                    return Some((j.state, reason));
+                for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
+                    found.insert(j.job, (j.state, j.reason.unwrap_or_default()));
                 }
             }
         }
+    }
+    if wanted.iter().all(|j| found.contains_key(j)) {
+        return found;
     }
     let args: Vec<String> = ["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"]
         .iter()
@@ -205,8 +211,8 @@ async fn final_state(job: JobRef) -> Option<(SlurmState, String)> {
         if out.success && !parse::sacct_disabled(&out.stdout) && !parse::sacct_disabled(&out.stderr)
         {
             if let Ok(entries) = parse::parse_sacct(&out.stdout) {
-                if let Some(e) = entries.iter().find(|e| e.job == job) {
-                    return Some((
+                for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
+                    found.entry(e.job).or_insert((
                         e.state,
                         format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
                     ));
@@ -214,7 +220,7 @@ async fn final_state(job: JobRef) -> Option<(SlurmState, String)> {
             }
         }
     }
-    None
+    found
 }
 
 /// The poller's loop; ends never (it idles while nothing is watched).
@@ -300,10 +306,22 @@ pub(crate) async fn run(slurm: Arc<Slurm>) {
                 changed = true;
             }
         }
+        // Jobs squeue no longer lists are asked about once per submission (array), not once
+        // per task.
+        let mut unknown: HashMap<u64, Vec<JobRef>> = HashMap::new();
+        for (_, job, state) in &to_ask {
+            if state.is_none() {
+                unknown.entry(job.job_id).or_default().push(*job);
+            }
+        }
+        let mut learned_states: HashMap<JobRef, (SlurmState, String)> = HashMap::new();
+        for (job_id, jobs) in unknown {
+            learned_states.extend(final_states(job_id, &jobs).await);
+        }
         for (key, job, state) in to_ask {
             let learned = match state {
                 Some(s) => Some((s, String::new())),
-                None => final_state(job).await,
+                None => learned_states.get(&job).cloned(),
             };
             let w = slurm.watches.lock().unwrap().remove(&key);
             let Some(mut w) = w else { continue };

@@ -147,7 +147,9 @@ impl Cache {
                                     .and_then(|b| crate::codec::decode::<CommandOutput>(b).ok())
                                 {
                                     info.exit_code = Some(out.exit_code);
-                                    info.runtime = Some(out.elapsed.as_secs_f64());
+                                    // Zero: the job's bash could not tell (no EPOCHREALTIME).
+                                    info.runtime = (!out.elapsed.is_zero())
+                                        .then_some(out.elapsed.as_secs_f64());
                                     info.stdout = out.stdout.or(info.stdout);
                                 }
                             }

@@ -150,6 +150,10 @@ fn function_and_command(dir: &Path) -> Result<(), String> {
         out.read_stdout().unwrap().starts_with("hello from "),
         "{out:?}"
     );
+    ensure!(
+        out.elapsed > Duration::ZERO,
+        "the job script timed the command: {out:?}"
+    );
     ensure!(a.job_id().is_some(), "job id known");
     let node = node_name::submit(&exe)
         .result()

@@ -131,7 +131,16 @@ pub(crate) fn exit_outcome(
 ) -> Option<(Option<i32>, ExitOutcome)> {
     let exit_file = paths.exit_file();
     let text = std::fs::read_to_string(&exit_file).ok()?;
-    let code: i32 = match text.trim().parse() {
+    // "CODE [START END]": the job script adds the command's start and end in microseconds
+    // since the epoch when its bash can tell them.
+    let mut fields = text.split_whitespace();
+    let code_text = fields.next().unwrap_or_default();
+    let micros: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+    let elapsed = match micros[..] {
+        [start, end] if end >= start => Duration::from_micros(end - start),
+        _ => Duration::ZERO,
+    };
+    let code: i32 = match code_text.parse() {
         Ok(c) => c,
         Err(_) => {
             return Some((
@@ -158,7 +167,7 @@ pub(crate) fn exit_outcome(
             stdout: stdout.exists().then_some(stdout),
             stderr: stderr.exists().then_some(stderr),
             stderr_tail,
-            elapsed: Duration::ZERO,
+            elapsed,
         };
         crate::codec::encode(&output)
             .map(|b| vec![b])
@@ -398,6 +407,25 @@ mod tests {
             Collected::Ask => panic!("asked"),
             Collected::Nothing => panic!("nothing"),
         }
+    }
+
+    #[test]
+    fn the_exit_file_gives_the_code_and_the_run_time_when_it_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "0 1000000 1250000\n");
+        let TaskKind::Command(spec) = &w.spec.kind else {
+            unreachable!()
+        };
+        let (code, outcome) = exit_outcome(&w.paths, spec).unwrap();
+        assert_eq!(code, Some(0));
+        let out: CommandOutput = crate::codec::decode(&outcome.unwrap()[0]).unwrap();
+        assert_eq!(out.elapsed, Duration::from_millis(250));
+        // An older bash writes the code alone.
+        std::fs::write(w.paths.exit_file(), "0  \n").unwrap();
+        let (code, outcome) = exit_outcome(&w.paths, spec).unwrap();
+        assert_eq!(code, Some(0));
+        let out: CommandOutput = crate::codec::decode(&outcome.unwrap()[0]).unwrap();
+        assert_eq!(out.elapsed, Duration::ZERO);
     }
 
     #[test]

@@ -97,12 +97,16 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 .as_deref()
                 .map(p)
                 .unwrap_or_else(|| format!("{}/stderr", p(dir)));
+            // The exit file holds "CODE START END", the times in microseconds since the epoch
+            // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
+            // locale may write the seconds' decimal point as a comma: it is dropped either way.
+            out.push_str("s=${EPOCHREALTIME:-}; s=${s/[.,]/}\n");
             out.push_str(&format!(
                 "( {exports}{own}{cd}exec {launcher}{} ) > {stdout} 2> {stderr}\n",
                 argv.join(" ")
             ));
             out.push_str(&format!(
-                "code=$?; printf '%s\\n' \"$code\" > {d}/.exit.$$ && mv -f {d}/.exit.$$ {d}/exit\n",
+                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {d}/.exit.$$ && mv -f {d}/.exit.$$ {d}/exit\n",
                 d = p(dir)
             ));
             if c.stdout.is_none() {
@@ -214,6 +218,50 @@ mod tests {
             .collect();
         lines.sort();
         assert_eq!(lines, ["0", "1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn a_command_body_records_its_exit_code_and_run_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(
+            TaskKind::Command(CommandSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), "sleep 0.2; exit 3".into()],
+                env: vec![],
+                stdout: None,
+                stderr: None,
+                allow_failure: false,
+            }),
+            1,
+        );
+        let body = task_body(&TaskBody {
+            spec: &s,
+            dir: dir.path(),
+            cache: dir.path(),
+            exe: None,
+            durable: false,
+        });
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .env("LC_ALL", "C")
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(3));
+        let exit = std::fs::read_to_string(dir.path().join("exit")).unwrap();
+        let fields: Vec<u64> = exit
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        assert_eq!(fields.len(), 3, "{exit:?}");
+        assert_eq!(fields[0], 3);
+        let micros = fields[2] - fields[1];
+        assert!((200_000..10_000_000).contains(&micros), "{exit:?}");
+        assert!(
+            !dir.path().join("stdout").exists(),
+            "empty output is not kept"
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@ Reads JSON lines (from stdin, or from the files named as arguments), each
     {"name": "...", ..., "store": "DIR (fs)"}       pitch's rows: where the cache was
     {"name": "...", "error": "..."}                a peer or run that failed
 
-Lines that are not JSON objects are ignored (with a note on stderr). When a
-name appears more than once the last measurement is the one used for ratios.
+Lines that are not JSON objects are ignored (with a note on stderr). Pitch's
+rows may carry "round": K (ROUNDS in run-single-node.sh): every ratio is then
+computed within each round (pitch against the floor measured beside it) and
+the median over rounds is reported, with the range. Otherwise, when a name
+appears more than once, the last measurement is the one used.
 
 Names it knows (from examples/bench_single_node.rs and peers_single_node.py):
     pitch function, pitch command, bare spawn floor, pitch latency
@@ -26,6 +29,7 @@ target that could not be checked (missing measurement) exits 1.
 """
 
 import json
+import statistics
 import sys
 
 PITCH_FUNCTION = "pitch function"
@@ -142,14 +146,16 @@ def main(argv):
     )
 
     # Pitch's rows (and the floors measured in the same process) carry the store their cache
-    # directory was on; the peers' rows do not. Ratios and targets are per store.
+    # directory was on, and the round; the peers' rows do not. Ratios and targets are per
+    # store: computed within each round, then the median over rounds.
     peers = {}
     stores = {}
     for r in rows:
         if not is_measurement(r):
             continue
         if r["name"] in PITCH_NAMES:
-            stores.setdefault(r.get("store", ""), {})[r["name"]] = r
+            rounds = stores.setdefault(r.get("store", ""), {})
+            rounds.setdefault(r.get("round", 0), {})[r["name"]] = r
         else:
             peers[r["name"]] = r
 
@@ -162,59 +168,77 @@ def main(argv):
         else:
             targets.append(["PASS" if ok(value) else "MISS", label, shown(value)])
 
-    for store, mine in stores.items():
+    def over_rounds(rounds, f):
+        """The median over rounds of f(round's rows), and the values (None if none)."""
+        values = [v for v in (f(mine) for mine in rounds.values()) if v is not None]
+        return (statistics.median(values) if values else None), values
+
+    def spread(values, fmt):
+        if len(values) < 2:
+            return ""
+        return f" (median of {len(values)} rounds, {fmt(min(values))}-{fmt(max(values))})"
+
+    for store, rounds in stores.items():
         where = f" [{store}]" if store else ""
 
-        def r_of(name):
-            row = mine.get(name) or peers.get(name)
-            return rate(row) if row else None
+        def rate_in(name):
+            return lambda mine: rate(mine[name]) if name in mine else None
 
-        pf = r_of(PITCH_FUNCTION)
-        pc = r_of(PITCH_COMMAND)
-        floor = r_of(FLOOR)
-        floor_true = r_of(FLOOR_TRUE)
+        def floor_ratio(floor_name, pitch_name):
+            def f(mine):
+                if floor_name in mine and pitch_name in mine:
+                    return rate(mine[floor_name]) / rate(mine[pitch_name])
+                return None
+            return f
+
+        pf, _ = over_rounds(rounds, rate_in(PITCH_FUNCTION))
+        fr_cmd, fr_cmd_all = over_rounds(rounds, floor_ratio(FLOOR_TRUE, PITCH_COMMAND))
+        fr_fn, fr_fn_all = over_rounds(rounds, floor_ratio(FLOOR, PITCH_FUNCTION))
+        lat, lat_all = over_rounds(
+            rounds,
+            lambda mine: mine[LATENCY]["seconds"] / mine[LATENCY]["tasks"] if LATENCY in mine else None,
+        )
         for name, row in peers.items():
             ratio_rows.append(
-                [f"{PITCH_FUNCTION}{where} vs {name}", fmt_ratio(pf / rate(row) if pf else None), "pitch rate / peer rate"]
+                [f"{PITCH_FUNCTION}{where} vs {name}", fmt_ratio(pf / rate(row) if pf else None), "pitch rate (median) / peer rate"]
             )
         ratio_rows.append(
-            [f"{PITCH_COMMAND}{where} vs {FLOOR_TRUE}", fmt_ratio(floor_true / pc if (pc and floor_true) else None), "floor rate / pitch rate (1.00x = at the floor)"]
+            [f"{PITCH_COMMAND}{where} vs {FLOOR_TRUE}", fmt_ratio(fr_cmd), "floor rate / pitch rate (1.00x = at the floor)" + spread(fr_cmd_all, lambda v: f"{v:.2f}x")]
         )
         ratio_rows.append(
-            [f"{PITCH_FUNCTION}{where} vs {FLOOR}", fmt_ratio(floor / pf if (pf and floor) else None), "floor rate / pitch rate"]
+            [f"{PITCH_FUNCTION}{where} vs {FLOOR}", fmt_ratio(fr_fn), "floor rate / pitch rate" + spread(fr_fn_all, lambda v: f"{v:.2f}x")]
         )
 
         for peer_name in (EL_CACHE, EL_DEFAULT):
-            peer = r_of(peer_name)
+            peer = peers.get(peer_name)
             check(
                 f"{PITCH_FUNCTION}{where} >= 100x {peer_name} rate",
-                pf / peer if (pf and peer) else None,
+                pf / rate(peer) if (pf and peer) else None,
                 lambda v: v >= 100,
                 lambda v: f"{v:,.1f}x",
             )
-        peer = r_of(PPE_FRESH)
+        peer = peers.get(PPE_FRESH)
         check(
             f"{PITCH_FUNCTION}{where} >= 2x {PPE_FRESH} rate",
-            pf / peer if (pf and peer) else None,
+            pf / rate(peer) if (pf and peer) else None,
             lambda v: v >= 2,
             lambda v: f"{v:,.2f}x",
         )
         check(
             f"{PITCH_FUNCTION}{where} within 1.5x of {FLOOR} (floor rate / pitch rate <= 1.5)",
-            floor / pf if (pf and floor) else None,
+            fr_fn,
             lambda v: v <= 1.5,
-            lambda v: f"{v:.2f}x",
+            lambda v: f"{v:.2f}x" + spread(fr_fn_all, lambda v: f"{v:.2f}"),
         )
         check(
             f"{PITCH_COMMAND}{where} within 1.5x of {FLOOR_TRUE} (floor rate / pitch rate <= 1.5)",
-            floor_true / pc if (pc and floor_true) else None,
+            fr_cmd,
             lambda v: v <= 1.5,
-            lambda v: f"{v:.2f}x",
+            lambda v: f"{v:.2f}x" + spread(fr_cmd_all, lambda v: f"{v:.2f}"),
         )
-        lat = mine.get(LATENCY)
         check(
             f"one task submit-to-result <= 5 ms{where} (pitch latency seconds/tasks)",
-            lat["seconds"] / lat["tasks"] if lat else None,
+            lat,
             lambda v: v <= LATENCY_TARGET_S,
             lambda v: f"{v * 1000:.3f} ms",
         )

@@ -9,6 +9,9 @@
 #   WORKERS            worker processes for everyone          (default 2)
 #   STORES             directories for pitch's cache, one run each
 #                      (default: ${TMPDIR:-/tmp}, then /dev/shm when it exists)
+#   ROUNDS             rounds of pitch's measurements (and the floors beside them)
+#                      per store; the report takes the median of each ratio
+#                      over rounds, as the machine is noisy           (default 3)
 #   PITCH_BENCH_VENV   virtualenv for the Python peers
 #                      (default $HOME/.cache/pitch-bench-venv)
 #   EXECUTORLIB_SPEC   pip requirement for executorlib        (default executorlib[cache])
@@ -24,6 +27,7 @@ repo_root="$(cd "$script_dir/.." && pwd)"
 TASKS="${TASKS:-2000}"
 EXECUTORLIB_TASKS="${EXECUTORLIB_TASKS:-200}"
 WORKERS="${WORKERS:-2}"
+ROUNDS="${ROUNDS:-3}"
 VENV="${PITCH_BENCH_VENV:-$HOME/.cache/pitch-bench-venv}"
 EXECUTORLIB_SPEC="${EXECUTORLIB_SPEC:-executorlib[cache]}"
 PEERS_ONLY="${PEERS_ONLY:-0}"
@@ -81,15 +85,19 @@ else
     : >"$RESULTS"
     rust_rc=0
     bench="$repo_root/target/release/examples/bench_single_node"
-    for store in $STORES; do
-        label="$(store_label "$store")"
-        if [[ ! -d "$store" || ! -w "$store" ]]; then
-            say "skipping store $store: not a writable directory"
-            continue
-        fi
-        say "running pitch: --tasks $TASKS --workers $WORKERS, cache in $label"
-        TMPDIR="$store" "$bench" --tasks "$TASKS" --workers "$WORKERS" --store "$label" \
-            >>"$RESULTS" || rust_rc=$?
+    # Rounds go over every store in turn, so a slow spell of the machine does not land on one
+    # store only.
+    for round in $(seq "$ROUNDS"); do
+        for store in $STORES; do
+            if [[ ! -d "$store" || ! -w "$store" ]]; then
+                [[ $round -eq 1 ]] && say "skipping store $store: not a writable directory"
+                continue
+            fi
+            label="$(store_label "$store")"
+            say "running pitch (round $round of $ROUNDS): --tasks $TASKS --workers $WORKERS, cache in $label"
+            TMPDIR="$store" "$bench" --tasks "$TASKS" --workers "$WORKERS" --store "$label" \
+                --round "$round" >>"$RESULTS" || rust_rc=$?
+        done
     done
     if [[ $rust_rc -ne 0 ]]; then
         say "pitch's benchmark exited $rust_rc"

@@ -38,12 +38,18 @@ fn wanted(what: &str) -> bool {
 }
 
 /// One JSON line; `--store LABEL` tags it with where the cache directory was (the report
-/// compares pitch with the floor measured in the same run, store by store).
+/// compares pitch with the floor measured in the same run, store by store), `--round K`
+/// with the round it belongs to (the report takes medians over rounds).
 fn line(name: &str, tasks: usize, seconds: f64) {
     let store = text_arg("--store")
         .map(|s| format!(", \"store\": {s:?}"))
         .unwrap_or_default();
-    println!("{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}{store}}}");
+    let round = text_arg("--round")
+        .map(|r| format!(", \"round\": {}", r.parse::<u32>().expect("a round number")))
+        .unwrap_or_default();
+    println!(
+        "{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}{store}{round}}}"
+    );
 }
 
 /// Spawns `program args` `tasks` times, `workers` at a time, waiting for each.

@@ -1,7 +1,7 @@
 //! The Slurm cluster suite: runs against the real local Slurm that
-//! `cluster-tests/start-slurm.sh` starts (source `$PITCH_SLURM_DIR/env.sh` first). Without a
-//! reachable Slurm the suite says so and passes nothing; with `PITCH_REQUIRE_SLURM=1` (as in
-//! `.ci/run`) a missing Slurm is a failure.
+//! `cluster-tests/start-slurm.sh` starts (source `$PITCH_SLURM_DIR/env.sh` first: without it
+//! the suite does not run). Without a reachable Slurm the suite says so and passes nothing;
+//! with `PITCH_REQUIRE_SLURM=1` (as in `.ci/run`) a missing Slurm or env.sh is a failure.
 //!
 //! The test binary is also the worker and, for the restart test, the driver
 //! (`slurm-driver <cache> <log> <n>`).
@@ -1005,6 +1005,20 @@ fn main() {
             std::process::exit(1);
         }
         println!("no Slurm reachable (sinfo failed): the Slurm suite did not run; start one with cluster-tests/start-slurm.sh");
+        return;
+    }
+    // The emulated nodes share one host: Open MPI needs the settings of env.sh (TCP over lo
+    // only; shared-memory segments of ranks on different "nodes" collide and segfault), and
+    // the jobs inherit this process's environment. Without them the MPI tests fail for a
+    // reason that is not pitch's.
+    if std::env::var_os("PITCH_SLURM_DIR").is_none() {
+        let msg = "Slurm is reachable but its env.sh was not sourced (PITCH_SLURM_DIR is unset): \
+                   run `source /tmp/pitch-slurm/env.sh` (or $PITCH_SLURM_DIR/env.sh) first";
+        if std::env::var_os("PITCH_REQUIRE_SLURM").is_some() {
+            println!("{msg}\n\n0 passed, 1 failed");
+            std::process::exit(1);
+        }
+        println!("{msg}: the Slurm suite did not run");
         return;
     }
     let filter: Vec<&String> = args

@@ -103,7 +103,7 @@ impl Drop for Inner {
 /// Runs tasks somewhere: local processes, Slurm jobs, srun steps or Flux jobs. Cloning is
 /// cheap; clones share the backend, the cache and the running tasks.
 ///
-/// Build one with [`SingleNodeExecutor::builder`] (and, for clusters, the other backends'
+/// Build one with [`SingleNodeExecutor::builder`](crate::SingleNodeExecutor::builder) (and, for clusters, the other backends'
 /// builders); then submit registered functions (`my_task::submit(&exe, ..)`, see
 /// [`task!`](crate::task!)) or commands ([`Executor::submit_command`]).
 ///

@@ -387,6 +387,54 @@ mod tests {
     }
 
     #[test]
+    fn a_child_that_closes_its_output_early_is_still_timed_and_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        // No time limit: the exit status comes after the output closed.
+        let f = run("exec >&- 2>&-; sleep 0.3; exit 4", None, dir.path());
+        assert!(matches!(f.end.unwrap(), End::Exited(s) if s.code() == Some(4)));
+        assert!(f.elapsed >= Duration::from_millis(300), "{:?}", f.elapsed);
+        // A time limit still applies once the output is closed.
+        let start = Instant::now();
+        let f = run(
+            "exec >&- 2>&-; sleep 30",
+            Some(Duration::from_millis(300)),
+            dir.path(),
+        );
+        assert!(matches!(f.end.unwrap(), End::TimedOut(_)));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_child_with_its_output_closed_can_be_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::sync::Arc::new(Ticket::default());
+        let (child, ()) = t
+            .start(|| sh("exec >&- 2>&-; sleep 30").spawn().map(|c| (c, ())))
+            .unwrap()
+            .unwrap();
+        let t2 = t.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            t2.cancel()
+        });
+        let start = Instant::now();
+        let f = supervise(
+            child,
+            Sink::new(dir.path().join("o"), false),
+            Sink::new(dir.path().join("e"), false),
+            None,
+            &t,
+        );
+        assert_eq!(canceller.join().unwrap(), CancelOutcome::Signalled);
+        assert!(matches!(f.end.unwrap(), End::Cancelled));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
     fn a_background_grandchild_holding_the_pipe_does_not_hang() {
         let dir = tempfile::tempdir().unwrap();
         let start = Instant::now();

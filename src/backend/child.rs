@@ -410,26 +410,8 @@ mod tests {
 
     #[test]
     fn a_child_with_its_output_closed_can_be_cancelled() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = std::sync::Arc::new(Ticket::default());
-        let (child, ()) = t
-            .start(|| sh("exec >&- 2>&-; sleep 30").spawn().map(|c| (c, ())))
-            .unwrap()
-            .unwrap();
-        let t2 = t.clone();
-        let canceller = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            t2.cancel()
-        });
         let start = Instant::now();
-        let f = supervise(
-            child,
-            Sink::new(dir.path().join("o"), false),
-            Sink::new(dir.path().join("e"), false),
-            None,
-            &t,
-        );
-        assert_eq!(canceller.join().unwrap(), CancelOutcome::Signalled);
+        let (f, _) = cancel_after_200ms("exec >&- 2>&-; sleep 30");
         assert!(matches!(f.end.unwrap(), End::Cancelled));
         assert!(start.elapsed() < Duration::from_secs(5));
     }
@@ -454,10 +436,18 @@ mod tests {
         assert_eq!(t.cancel(), CancelOutcome::NotStarted);
         assert!(t.start(|| sh("true").spawn().map(|c| (c, ()))).is_none());
 
+        let (f, t) = cancel_after_200ms("sleep 30");
+        assert!(matches!(f.end.unwrap(), End::Cancelled));
+        assert_eq!(t.cancel(), CancelOutcome::Ended);
+    }
+
+    /// Runs `script` without a time limit and cancels it from another thread after 200 ms,
+    /// checking that the cancel found it running.
+    fn cancel_after_200ms(script: &str) -> (Finished, std::sync::Arc<Ticket>) {
         let dir = tempfile::tempdir().unwrap();
         let t = std::sync::Arc::new(Ticket::default());
         let (child, ()) = t
-            .start(|| sh("sleep 30").spawn().map(|c| (c, ())))
+            .start(|| sh(script).spawn().map(|c| (c, ())))
             .unwrap()
             .unwrap();
         let t2 = t.clone();
@@ -473,7 +463,6 @@ mod tests {
             &t,
         );
         assert_eq!(canceller.join().unwrap(), CancelOutcome::Signalled);
-        assert!(matches!(f.end.unwrap(), End::Cancelled));
-        assert_eq!(t.cancel(), CancelOutcome::Ended);
+        (f, t)
     }
 }

@@ -4,7 +4,8 @@
 //! with `PITCH_REQUIRE_SLURM=1` (as in `.ci/run`) a missing Slurm or env.sh is a failure.
 //!
 //! The test binary is also the worker and, for the restart test, the driver
-//! (`slurm-driver <cache> <log> <n>`).
+//! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
+//! array_elements_that_left_the_queue).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,8 +101,9 @@ fn executor(cache: &Path) -> Executor {
         .expect("a slurm executor")
 }
 
-/// A directory of wrappers that count sbatch and squeue calls, first on PATH.
-fn counting_path(dir: &Path) -> PathBuf {
+/// PATH with a directory of wrappers first that count sbatch, squeue, scontrol and sacct
+/// calls (in `dir/TOOL.calls`).
+fn counting_path(dir: &Path) -> std::ffi::OsString {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["sbatch", "squeue", "scontrol", "sacct"] {
@@ -116,7 +118,10 @@ fn counting_path(dir: &Path) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    bin
+    std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap()
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -130,13 +135,20 @@ fn which(tool: &str) -> Option<PathBuf> {
 /// Calls of `tool` made for this test: sbatch calls name a script in the test's directory;
 /// squeue calls filter on the job name (the tests run side by side and share PATH).
 fn calls(dir: &Path, tool: &str) -> usize {
-    let tag = dir.display().to_string();
+    // sbatch's argument is a job script in this test's directory; other tests' calls may
+    // go through the same wrappers.
+    let tag = if tool == "sbatch" {
+        dir.display().to_string()
+    } else {
+        String::new()
+    };
+    calls_naming(dir, tool, &tag)
+}
+
+/// The counted calls of `tool` whose arguments contain `needle`.
+fn calls_naming(dir: &Path, tool: &str, needle: &str) -> usize {
     std::fs::read_to_string(dir.join(format!("{tool}.calls")))
-        .map(|t| {
-            t.lines()
-                .filter(|l| tool != "sbatch" || l.contains(&tag))
-                .count()
-        })
+        .map(|t| t.lines().filter(|l| l.contains(needle)).count())
         .unwrap_or(0)
 }
 
@@ -211,10 +223,8 @@ fn panic_and_exit_3(dir: &Path) -> Result<(), String> {
 }
 
 fn map_of_1000_becomes_arrays(dir: &Path) -> Result<(), String> {
-    let bin = counting_path(dir);
     let old = std::env::var_os("PATH").unwrap();
-    let path =
-        std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&old))).unwrap();
+    let path = counting_path(dir);
     std::env::set_var("PATH", &path);
     let result = (|| {
         let exe = executor(&dir.join("cache"));
@@ -441,11 +451,7 @@ fn array_elements_that_left_the_queue(dir: &Path) -> Result<(), String> {
         return Ok(());
     };
     let n = 8;
-    let bin = counting_path(dir);
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
+    let path = counting_path(dir);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["slurm-gone-driver", dir.join("cache").to_str().unwrap()])
         .arg(n.to_string())
@@ -474,14 +480,8 @@ fn array_elements_that_left_the_queue(dir: &Path) -> Result<(), String> {
             ensure!(*state == "UNKNOWN", "{job}: {state}");
         }
     }
-    let asked = |tool: &str| {
-        std::fs::read_to_string(dir.join(format!("{tool}.calls")))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&array))
-            .count()
-    };
-    let (scontrol, sacct) = (asked("scontrol"), asked("sacct"));
+    let scontrol = calls_naming(dir, "scontrol", &array);
+    let sacct = calls_naming(dir, "sacct", &array);
     eprintln!("  {n} elements gone: {scontrol} scontrol and {sacct} sacct calls");
     // One call per poller tick that sees elements pass the grace period: the elements end
     // together, so one or two ticks; one call per element would be `n`.
@@ -753,11 +753,7 @@ fn shutdown_cancel(dir: &Path) -> Result<(), String> {
 /// a handful of sbatch calls; the CLI is killed mid-sweep and run again, and no point runs
 /// twice.
 fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
-    let bin = counting_path(dir);
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
+    let path = counting_path(dir);
     std::fs::write(
         dir.join("pitch.toml"),
         "[profile.cluster]\nbackend = \"slurm\"\npoll_interval = \"1s\"\ntasks_per_job = 4\n",
@@ -922,13 +918,9 @@ fn driver(cache: &Path, log: &Path, n: usize) -> i32 {
 }
 
 fn driver_killed_and_rerun(dir: &Path) -> Result<(), String> {
-    let bin = counting_path(dir);
     let cache = dir.join("cache");
     let log = dir.join("runs.log");
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
+    let path = counting_path(dir);
     let spawn = || {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args([

@@ -4,7 +4,7 @@
 //! gone without a result is asked about (scontrol, then sacct) after a grace period for NFS
 //! attribute caching, and its error names the scheduler state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,6 +193,7 @@ fn tail(path: &std::path::Path) -> String {
 /// queue cost two calls, not two thousand.
 async fn final_states(job_id: u64, wanted: &[JobRef]) -> HashMap<JobRef, (SlurmState, String)> {
     let id = job_id.to_string();
+    let wanted: HashSet<JobRef> = wanted.iter().copied().collect();
     let mut found = HashMap::new();
     if let Ok(out) = run_cmd(
         "scontrol",

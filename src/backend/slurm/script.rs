@@ -186,6 +186,28 @@ mod tests {
         }
     }
 
+    /// The body of a one-rank command task `program args` whose directory is `dir`.
+    fn command_body(program: &str, args: &[&str], dir: &Path, cache: &Path) -> String {
+        let s = spec(
+            TaskKind::Command(CommandSpec {
+                program: program.into(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                env: vec![],
+                stdout: None,
+                stderr: None,
+                allow_failure: false,
+            }),
+            1,
+        );
+        task_body(&TaskBody {
+            spec: &s,
+            dir,
+            cache,
+            exe: None,
+            durable: true,
+        })
+    }
+
     #[test]
     fn packed_elements_run_their_tasks_and_fail_when_one_fails() {
         let dir = tempfile::tempdir().unwrap();
@@ -223,24 +245,7 @@ mod tests {
     #[test]
     fn a_command_body_records_its_exit_code_and_run_time() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(
-            TaskKind::Command(CommandSpec {
-                program: "sh".into(),
-                args: vec!["-c".into(), "sleep 0.2; exit 3".into()],
-                env: vec![],
-                stdout: None,
-                stderr: None,
-                allow_failure: false,
-            }),
-            1,
-        );
-        let body = task_body(&TaskBody {
-            spec: &s,
-            dir: dir.path(),
-            cache: dir.path(),
-            exe: None,
-            durable: false,
-        });
+        let body = command_body("sh", &["-c", "sleep 0.2; exit 3"], dir.path(), dir.path());
         let script = dir.path().join("s.sh");
         std::fs::write(&script, format!("set -u\n{body}")).unwrap();
         let status = std::process::Command::new("bash")
@@ -266,24 +271,12 @@ mod tests {
 
     #[test]
     fn command_body_quotes_arguments_and_records_the_exit_status() {
-        let s = spec(
-            TaskKind::Command(CommandSpec {
-                program: "echo".into(),
-                args: vec!["a b".into(), "it's".into(), "$HOME".into()],
-                env: vec![],
-                stdout: None,
-                stderr: None,
-                allow_failure: false,
-            }),
-            1,
+        let body = command_body(
+            "echo",
+            &["a b", "it's", "$HOME"],
+            Path::new("/c/tasks/ab/k"),
+            Path::new("/c"),
         );
-        let body = task_body(&TaskBody {
-            spec: &s,
-            dir: Path::new("/c/tasks/ab/k"),
-            cache: Path::new("/c"),
-            exe: None,
-            durable: true,
-        });
         assert!(
             body.contains("exec echo 'a b' 'it'\\''s' '$HOME' ) > /c/tasks/ab/k/stdout"),
             "{body}"

@@ -6,11 +6,12 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::output::{Captured, Sink};
+use super::spawn::Child;
 
 /// How long a task gets between SIGTERM and SIGKILL when it is timed out or cancelled.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -94,16 +95,16 @@ impl Ticket {
 
     /// Runs `spawn` unless the task was cancelled first (then `None`). Holding the lock
     /// while spawning closes the gap between "not started" and "running".
-    pub(crate) fn start<T, E>(
+    pub(crate) fn start(
         &self,
-        spawn: impl FnOnce() -> Result<(Child, T), E>,
-    ) -> Option<Result<(Child, T), E>> {
+        spawn: impl FnOnce() -> std::io::Result<Child>,
+    ) -> Option<std::io::Result<Child>> {
         let mut st = self.state.lock().unwrap();
         if st.cancel_requested {
             return None;
         }
         let spawned = spawn();
-        if let Ok((child, _)) = &spawned {
+        if let Ok(child) = &spawned {
             st.stage = Stage::Running(child.id());
         }
         Some(spawned)
@@ -318,26 +319,21 @@ pub(crate) fn supervise(
 
 #[cfg(test)]
 mod tests {
+    use super::super::spawn::{spawn, Launch};
     use super::*;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
 
-    fn sh(script: &str) -> Command {
-        let mut c = Command::new("sh");
-        c.args(["-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        c
+    fn sh(script: &str) -> std::io::Result<Child> {
+        spawn(&Launch {
+            program: "sh",
+            args: &["-c".to_string(), script.to_string()],
+            env: &[],
+            cwd: None,
+        })
     }
 
     fn run(script: &str, limit: Option<Duration>, dir: &std::path::Path) -> Finished {
         let ticket = Ticket::default();
-        let (child, ()) = ticket
-            .start(|| sh(script).spawn().map(|c| (c, ())))
-            .unwrap()
-            .unwrap();
+        let child = ticket.start(|| sh(script)).unwrap().unwrap();
         supervise(
             child,
             Sink::new(dir.join("out"), false),
@@ -434,7 +430,7 @@ mod tests {
     fn a_cancelled_ticket_never_starts_and_a_running_child_is_stopped() {
         let t = Ticket::default();
         assert_eq!(t.cancel(), CancelOutcome::NotStarted);
-        assert!(t.start(|| sh("true").spawn().map(|c| (c, ()))).is_none());
+        assert!(t.start(|| sh("true")).is_none());
 
         let (f, t) = cancel_after_200ms("sleep 30");
         assert!(matches!(f.end.unwrap(), End::Cancelled));
@@ -446,10 +442,7 @@ mod tests {
     fn cancel_after_200ms(script: &str) -> (Finished, std::sync::Arc<Ticket>) {
         let dir = tempfile::tempdir().unwrap();
         let t = std::sync::Arc::new(Ticket::default());
-        let (child, ()) = t
-            .start(|| sh(script).spawn().map(|c| (c, ())))
-            .unwrap()
-            .unwrap();
+        let child = t.start(|| sh(script)).unwrap().unwrap();
         let t2 = t.clone();
         let canceller = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));

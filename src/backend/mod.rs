@@ -6,6 +6,7 @@ mod output;
 mod pool;
 pub(crate) mod single_node;
 pub(crate) mod slurm;
+mod spawn;
 
 use std::future::Future;
 use std::pin::Pin;

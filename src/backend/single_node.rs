@@ -4,15 +4,15 @@
 //! accounting; each thread sleeps in `poll(2)` until its child writes or exits: there is no
 //! polling loop.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
 use super::output::Sink;
 use super::pool::{Pool, Work};
+use super::spawn::{self, Launch};
 use super::{Backend, BoxFuture, Job};
 use crate::command::{CommandOutput, CommandSpec};
 use crate::error::{Error, TaskError};
@@ -195,29 +195,34 @@ impl SingleNode {
             .or_else(|| resources.error_log_file.clone());
         let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
 
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(&args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(c) = command_spec {
-            cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
-        } else {
-            cmd.env(worker::WORKER_ENV, "1");
-            if paths.durable() {
-                cmd.env(worker::DURABLE_ENV, "1");
+        let mut env: Vec<(&str, &str)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match command_spec {
+            Some(c) => env.extend(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            None => {
+                env.push((worker::WORKER_ENV, "1"));
+                if paths.durable() {
+                    env.push((worker::DURABLE_ENV, "1"));
+                }
             }
         }
-        if let Some(dir) = &spec.cwd {
-            cmd.current_dir(dir);
-        }
-        let child = match ticket.start(|| cmd.spawn().map(|c| (c, ()))) {
+        let launch = Launch {
+            program: &program,
+            args: &args,
+            env: &env,
+            cwd: spec.cwd.as_deref(),
+        };
+        let child = match ticket.start(|| spawn::spawn(&launch)) {
             None => return cancelled(&paths),
-            Some(Ok((child, ()))) => child,
+            Some(Ok(child)) => child,
             Some(Err(e)) => {
-                let detail = if e.kind() == std::io::ErrorKind::NotFound {
+                let missing_dir = spec.cwd.as_ref().filter(|d| !d.is_dir());
+                let detail = if let Some(dir) = missing_dir {
+                    format!("the working directory {} does not exist", dir.display())
+                } else if e.kind() == std::io::ErrorKind::NotFound {
                     if program == "srun" {
                         "srun was not found on PATH".to_string()
                     } else if program == "mpiexec" {
@@ -225,6 +230,8 @@ impl SingleNode {
                             "mpiexec was not found on PATH: cores = {} needs OpenMPI's mpiexec",
                             spec.ranks
                         )
+                    } else if program.contains('/') {
+                        "no such program".to_string()
                     } else {
                         "no such program (not found on PATH)".to_string()
                     }

@@ -322,6 +322,15 @@ fn command_not_found() -> Result<(), String> {
         }
         other => return Err(format!("expected Launch, got {other:?}")),
     }
+    // A missing working directory is named as such, not as a missing program.
+    let gone = dir.path().join("no-such-dir");
+    match exe.submit_command(Command::new("true").cwd(&gone)).result() {
+        Err(TaskError::Launch { detail, .. }) => ensure!(
+            detail == format!("the working directory {} does not exist", gone.display()),
+            "{detail}"
+        ),
+        other => return Err(format!("expected Launch, got {other:?}")),
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crate::backend::{Backend, Job};
+use crate::backend::{Backend, Done, Job};
 use crate::command::{Command, CommandOutput};
 use crate::error::TaskError;
 use crate::event::{EventKind, Events};
@@ -274,10 +274,17 @@ impl Engine {
         let task_slot = slot.clone();
         self.runtime.spawn(async move {
             let started_at = Instant::now();
-            let record = engine
-                .execute(task_slot.clone(), spec, deps, resources, preparing)
-                .await;
-            engine.finish(&task_slot, record, started_at);
+            let finisher = engine.clone();
+            let finished_slot = task_slot.clone();
+            let done = Done::new(move |record| {
+                finisher.finish(&finished_slot, record, started_at);
+            });
+            if let Some(record) = engine
+                .execute(task_slot, spec, deps, resources, preparing, done.clone())
+                .await
+            {
+                done.finish(record);
+            }
         });
         TaskFuture::new(slot, view)
     }
@@ -328,6 +335,8 @@ impl Engine {
             })
     }
 
+    /// Writes the task file, waits for the inputs and hands the task to the backend, which
+    /// delivers its record to `done`; a record returned here ends the task before that.
     async fn execute(
         self: &Arc<Self>,
         slot: Arc<Slot>,
@@ -335,11 +344,12 @@ impl Engine {
         deps: Vec<(String, Dependency)>,
         resources: Resources,
         preparing: Preparing,
-    ) -> ResultRecord {
+        done: Done,
+    ) -> Option<ResultRecord> {
         let paths = self.store.task(&spec.key);
         let fail = |e: TaskError| ResultRecord { outcome: Err(e) };
         if let Err(e) = paths.create() {
-            return fail(e);
+            return Some(fail(e));
         }
         if let Err(e) = store::write_value(
             &paths.task_file(),
@@ -347,7 +357,7 @@ impl Engine {
             &spec,
             self.store.durable(),
         ) {
-            return fail(e);
+            return Some(fail(e));
         }
         // Process backends start a task once its inputs have finished; queue backends take
         // the unfinished inputs and queue the task behind them (afterok).
@@ -360,14 +370,14 @@ impl Engine {
             }
             let outcome = tokio::select! {
                 o = dep.slot.wait_async() => o,
-                _ = slot.cancel.cancelled() => return paths.publish_result(fail(TaskError::Cancelled)),
+                _ = slot.cancel.cancelled() => return Some(paths.publish_result(fail(TaskError::Cancelled))),
             };
             if let Err(cause) = outcome.as_ref() {
-                return paths.publish_result(fail(dependency_failed(&input, &dep, cause)));
+                return Some(paths.publish_result(fail(dependency_failed(&input, &dep, cause))));
             }
         }
         if slot.cancel.is_cancelled() {
-            return paths.publish_result(fail(TaskError::Cancelled));
+            return Some(paths.publish_result(fail(TaskError::Cancelled)));
         }
         let events = self.events.clone();
         let started_slot = slot.clone();
@@ -378,6 +388,7 @@ impl Engine {
             resources,
             slot,
             deps: waiting,
+            done,
             started: Box::new(move |job_id: Option<String>| {
                 if let Some(id) = &job_id {
                     started_slot.set_job_id(id.clone());
@@ -393,7 +404,8 @@ impl Engine {
             }),
         };
         drop(preparing);
-        self.backend.clone().run(job).await
+        self.backend.clone().run(job).await;
+        None
     }
 
     fn finish(&self, slot: &Arc<Slot>, record: ResultRecord, started_at: Instant) {
@@ -417,6 +429,7 @@ impl Engine {
                 });
             }
         }
+        slot.cancel.clear_hooks();
         slot.resolve(record.outcome);
         let mut pending = self.pending.lock().unwrap();
         *pending -= 1;
@@ -440,7 +453,9 @@ impl Engine {
 
     /// Asks every unresolved task to cancel.
     pub(crate) fn cancel_all(&self) {
-        for slot in self.live.lock().unwrap().values() {
+        // Cancelling can end a task on this thread (its hooks run here): not under the lock.
+        let live: Vec<Arc<Slot>> = self.live.lock().unwrap().values().cloned().collect();
+        for slot in live {
             if slot.outcome().is_none() {
                 slot.cancel.cancel();
             }

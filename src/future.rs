@@ -31,17 +31,25 @@ struct SlotState {
     callbacks: Vec<Callback>,
 }
 
+type Hook = Box<dyn FnOnce() + Send>;
+
 /// A request to cancel, shared between a future's holders and the engine.
 #[derive(Default)]
 pub(crate) struct CancelToken {
     flag: AtomicBool,
     notify: tokio::sync::Notify,
+    /// Run once by [`CancelToken::cancel`], on the cancelling thread.
+    hooks: Mutex<Vec<Hook>>,
 }
 
 impl CancelToken {
     pub(crate) fn cancel(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+        let hooks = std::mem::take(&mut *self.hooks.lock().unwrap());
+        for hook in hooks {
+            hook();
+        }
     }
     pub(crate) fn is_cancelled(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
@@ -55,6 +63,24 @@ impl CancelToken {
             }
             notified.await;
         }
+    }
+    /// Runs `hook` when cancel is requested, on the cancelling thread (at once when it
+    /// already was). For backends whose tasks run on their own threads, with nothing
+    /// awaiting the token.
+    pub(crate) fn on_cancel(&self, hook: Hook) {
+        let mut hooks = self.hooks.lock().unwrap();
+        // The flag is set before cancel takes the hooks: either it sees this hook, or this
+        // sees the flag.
+        if self.is_cancelled() {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(hook);
+        }
+    }
+    /// Drops the hooks of a task that has ended.
+    pub(crate) fn clear_hooks(&self) {
+        self.hooks.lock().unwrap().clear();
     }
 }
 
@@ -450,6 +476,37 @@ impl<T: DeserializeOwned> Iterator for AsCompleted<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancel_hooks_run_once_on_the_cancelling_thread() {
+        use std::sync::atomic::AtomicU32;
+        let token = CancelToken::default();
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = runs.clone();
+        token.on_cancel(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        token.cancel();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        token.cancel();
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "a hook runs once");
+        // Registered after the cancel: runs at once.
+        let r = runs.clone();
+        token.on_cancel(Box::new(move || {
+            r.fetch_add(10, Ordering::SeqCst);
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 11);
+        // Cleared hooks never run.
+        let other = CancelToken::default();
+        let r = runs.clone();
+        other.on_cancel(Box::new(move || {
+            r.fetch_add(100, Ordering::SeqCst);
+        }));
+        other.clear_hooks();
+        other.cancel();
+        assert_eq!(runs.load(Ordering::SeqCst), 11);
+    }
 
     #[test]
     fn result_await_and_as_completed() {

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::output::{Captured, Sink};
@@ -41,6 +41,7 @@ struct TicketState {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     state: Mutex<TicketState>,
+    ended: Condvar,
 }
 
 /// What [`Ticket::cancel`] found.
@@ -61,6 +62,7 @@ impl Default for Ticket {
                 stage: Stage::Queued,
                 cancel_requested: false,
             }),
+            ended: Condvar::new(),
         }
     }
 }
@@ -112,6 +114,17 @@ impl Ticket {
 
     fn ended(&self) {
         self.state.lock().unwrap().stage = Stage::Ended;
+        self.ended.notify_all();
+    }
+
+    /// Waits up to `timeout` for a started child to end; tells whether it has.
+    pub(crate) fn wait_ended(&self, timeout: Duration) -> bool {
+        let st = self.state.lock().unwrap();
+        let (st, _) = self
+            .ended
+            .wait_timeout_while(st, timeout, |st| matches!(st.stage, Stage::Running(_)))
+            .unwrap();
+        !matches!(st.stage, Stage::Running(_))
     }
 }
 
@@ -435,6 +448,27 @@ mod tests {
         let (f, t) = cancel_after_200ms("sleep 30");
         assert!(matches!(f.end.unwrap(), End::Cancelled));
         assert_eq!(t.cancel(), CancelOutcome::Ended);
+    }
+
+    #[test]
+    fn wait_ended_returns_when_the_child_is_reaped_or_the_time_is_up() {
+        let t = std::sync::Arc::new(Ticket::default());
+        let child = t.start(|| sh("sleep 0.3")).unwrap().unwrap();
+        let start = Instant::now();
+        assert!(!t.wait_ended(Duration::from_millis(50)), "still running");
+        let t2 = t.clone();
+        let waiter = std::thread::spawn(move || t2.wait_ended(Duration::from_secs(20)));
+        let dir = tempfile::tempdir().unwrap();
+        let f = supervise(
+            child,
+            Sink::new(dir.path().join("o"), false),
+            Sink::new(dir.path().join("e"), false),
+            None,
+            &t,
+        );
+        assert!(matches!(f.end.unwrap(), End::Exited(s) if s.success()));
+        assert!(waiter.join().unwrap(), "woken by the end");
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 
     /// Runs `script` without a time limit and cancels it from another thread after 200 ms,

@@ -11,7 +11,7 @@ mod spawn;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::future::{Dependency, Slot};
 use crate::resources::Resources;
@@ -33,6 +33,38 @@ pub(crate) struct Job {
     /// Called when the task starts (with the scheduler's job id, if any); reports the
     /// `Started` event once.
     pub started: Box<dyn Fn(Option<String>) + Send + Sync>,
+    /// Where the task's published result goes, exactly once.
+    pub done: Done,
+}
+
+type Finish = Box<dyn FnOnce(ResultRecord) + Send>;
+
+/// Hands a task's record to the engine, from whichever thread ends the task; the first
+/// record wins, later ones are dropped. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Done(Arc<Mutex<Option<Finish>>>);
+
+impl Done {
+    pub(crate) fn new(finish: impl FnOnce(ResultRecord) + Send + 'static) -> Done {
+        Done(Arc::new(Mutex::new(Some(Box::new(finish)))))
+    }
+
+    /// Delivers `record` unless a record was delivered already; tells whether it was.
+    pub(crate) fn finish(&self, record: ResultRecord) -> bool {
+        let finish = self.0.lock().unwrap().take();
+        match finish {
+            Some(f) => {
+                f(record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a record was delivered.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.0.lock().unwrap().is_none()
+    }
 }
 
 /// What the engine does with running tasks when the last handle of an executor is dropped.
@@ -54,9 +86,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// lists keys that mean nothing here (accepted, reported once as a warning).
     fn check(&self, resources: &Resources) -> Result<Vec<&'static str>, String>;
 
-    /// Runs the task to its end and returns its published result. Must watch
-    /// `job.slot.cancel` and never hang: every way a task can end yields a record.
-    fn run(self: Arc<Self>, job: Job) -> BoxFuture<ResultRecord>;
+    /// Runs the task to its end and hands its published result to `job.done`, either from
+    /// the returned future or from the backend's own threads (then the future may complete
+    /// at once, and nothing on the engine's runtime wakes up when the task ends). Must honour
+    /// `job.slot.cancel` and never hang: every way a task can end reaches `job.done`.
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()>;
 
     /// Whether the backend queues a task behind its unfinished inputs (Slurm's afterok)
     /// instead of the engine starting it once they have finished.
@@ -87,5 +121,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// What dropping the executor does.
     fn drop_policy(&self) -> DropPolicy {
         DropPolicy::Wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TaskError;
+
+    #[test]
+    fn done_delivers_the_first_record_only() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = Done::new(move |r: ResultRecord| tx.send(r).unwrap());
+        assert!(!done.is_finished());
+        assert!(done.clone().finish(ResultRecord {
+            outcome: Ok(vec![])
+        }));
+        assert!(done.is_finished());
+        assert!(!done.finish(ResultRecord {
+            outcome: Err(TaskError::Cancelled)
+        }));
+        assert_eq!(rx.recv().unwrap().outcome, Ok(vec![]));
+        assert!(
+            rx.try_recv().is_err(),
+            "the closure is gone after the first record"
+        );
     }
 }

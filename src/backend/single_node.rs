@@ -13,7 +13,7 @@ use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
 use super::output::Sink;
 use super::pool::{Pool, Work};
 use super::spawn::{self, Launch};
-use super::{Backend, BoxFuture, Job};
+use super::{Backend, BoxFuture, Done, Job};
 use crate::command::{CommandOutput, CommandSpec};
 use crate::error::{Error, TaskError};
 use crate::resources::Resources;
@@ -127,49 +127,66 @@ impl SingleNode {
         ("mpiexec".to_string(), mpi)
     }
 
-    async fn run_job(self: Arc<Self>, job: Job) -> ResultRecord {
+    /// Queues the task on the pool. The pool thread that runs it delivers its record; a
+    /// cancel is handled on the cancelling thread: a queued task ends at once, a running one
+    /// gets SIGTERM and, [`KILL_GRACE`] later, SIGKILL. Nothing on the engine's runtime waits.
+    fn start(self: Arc<Self>, job: Job) {
         let paths = job.paths.clone();
         let slot = job.slot.clone();
+        let done = job.done.clone();
         if slot.cancel.is_cancelled() {
-            return cancelled(&paths);
+            done.finish(cancelled(&paths));
+            return;
         }
         let ticket = Arc::new(Ticket::default());
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
         let t = ticket.clone();
         let skip = ticket.clone();
+        let unfinished = Unfinished {
+            done: done.clone(),
+            paths: paths.clone(),
+        };
         let pushed = self.pool.push(Work {
             slots: job.resources.slots(),
             skip: Box::new(move || skip.cancel_requested()),
             run: Box::new(move || {
                 let record = me.run_blocking(job, &t);
-                let _ = tx.send(record);
+                unfinished.done.finish(record);
             }),
         });
         if let Err(detail) = pushed {
-            return paths.publish_result(ResultRecord {
+            done.finish(paths.publish_result(ResultRecord {
                 outcome: Err(TaskError::Launch {
                     what: "pitch".into(),
                     detail,
                 }),
-            });
+            }));
+            return;
         }
-        tokio::select! {
-            r = &mut rx => return r.unwrap_or_else(|_| cancelled(&paths)),
-            _ = slot.cancel.cancelled() => {}
-        }
-        match ticket.cancel() {
-            CancelOutcome::NotStarted => {
-                self.pool.nudge();
-                return cancelled(&paths);
-            }
-            CancelOutcome::Signalled | CancelOutcome::Ended => {}
-        }
-        tokio::select! {
-            r = &mut rx => return r.unwrap_or_else(|_| cancelled(&paths)),
-            _ = tokio::time::sleep(KILL_GRACE) => ticket.kill(),
-        }
-        rx.await.unwrap_or_else(|_| cancelled(&paths))
+        slot.cancel
+            .on_cancel(Box::new(move || match ticket.cancel() {
+                CancelOutcome::NotStarted => {
+                    done.finish(cancelled(&paths));
+                    self.pool.nudge();
+                }
+                CancelOutcome::Signalled => {
+                    // SIGKILL if the task outlives the grace period; the pool thread watching
+                    // it reports the cancellation when it ends.
+                    let killer = ticket.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("pitch-kill".into())
+                            .spawn(move || {
+                                if !killer.wait_ended(KILL_GRACE) {
+                                    killer.kill();
+                                }
+                            });
+                    if spawned.is_err() {
+                        ticket.kill();
+                    }
+                }
+                CancelOutcome::Ended => {}
+            }));
     }
 
     /// Runs the task on a pool thread: spawns the child, watches it to its end and publishes
@@ -318,6 +335,32 @@ impl SingleNode {
     }
 }
 
+/// Ends a task whose work was dropped without delivering a record (skipped after a cancel, or
+/// a panic on the pool thread), so that its future never hangs.
+struct Unfinished {
+    done: Done,
+    paths: TaskPaths,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.done.is_finished() {
+            return;
+        }
+        let record = if std::thread::panicking() {
+            self.paths.publish_result(ResultRecord {
+                outcome: Err(TaskError::Launch {
+                    what: "pitch".into(),
+                    detail: "the thread running the task panicked".into(),
+                }),
+            })
+        } else {
+            cancelled(&self.paths)
+        };
+        self.done.finish(record);
+    }
+}
+
 fn cancelled(paths: &TaskPaths) -> ResultRecord {
     paths.publish_result(ResultRecord {
         outcome: Err(TaskError::Cancelled),
@@ -462,7 +505,52 @@ impl Backend for SingleNode {
         Ok(ignored)
     }
 
-    fn run(self: Arc<Self>, job: Job) -> BoxFuture<ResultRecord> {
-        Box::pin(self.run_job(job))
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
+        self.start(job);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::task::TaskKey;
+
+    fn unfinished(dir: &std::path::Path) -> (Unfinished, std::sync::mpsc::Receiver<ResultRecord>) {
+        let store = Store::open(dir, false).unwrap();
+        let paths = store.task(&TaskKey::explicit("dropped"));
+        paths.create().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = Done::new(move |r| tx.send(r).unwrap());
+        (Unfinished { done, paths }, rx)
+    }
+
+    #[test]
+    fn work_dropped_without_a_record_still_ends_its_task() {
+        let dir = tempfile::tempdir().unwrap();
+        // Dropped without running (skipped after a cancel): cancelled.
+        let (guard, rx) = unfinished(dir.path());
+        drop(guard);
+        assert_eq!(rx.recv().unwrap().outcome, Err(TaskError::Cancelled));
+        // A panic on the thread that runs it: a launch error, not a hang.
+        let (guard, rx) = unfinished(dir.path());
+        let _ = std::thread::spawn(move || {
+            let _guard = guard;
+            panic!("a bug");
+        })
+        .join();
+        match rx.recv().unwrap().outcome {
+            Err(TaskError::Launch { detail, .. }) => assert!(detail.contains("panicked")),
+            other => panic!("{other:?}"),
+        }
+        // Delivered already: nothing more.
+        let (guard, rx) = unfinished(dir.path());
+        guard.done.finish(ResultRecord {
+            outcome: Ok(vec![]),
+        });
+        drop(guard);
+        assert_eq!(rx.recv().unwrap().outcome, Ok(vec![]));
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -650,8 +650,11 @@ impl Backend for Slurm {
         Ok(ignored)
     }
 
-    fn run(self: Arc<Self>, job: Job) -> BoxFuture<ResultRecord> {
-        Box::pin(self.run_job(job))
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
+        let done = job.done.clone();
+        Box::pin(async move {
+            done.finish(self.run_job(job).await);
+        })
     }
 
     fn queues_dependencies(&self) -> bool {

@@ -83,7 +83,8 @@ pub enum EventKind {
     },
 }
 
-/// Consumes events. Called on the engine's threads: keep it quick.
+/// Consumes events. Called on the engine's threads (and on a thread that cancels a task):
+/// keep it quick.
 pub trait Reporter: Send + Sync {
     /// Handles one event.
     fn report(&self, event: &Event);

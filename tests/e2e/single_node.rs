@@ -384,6 +384,22 @@ fn cancel_kills() -> Result<(), String> {
     ensure!(blocker.result() == Ok(1500), "blocker");
     std::thread::sleep(Duration::from_millis(2500));
     ensure!(!marker.exists(), "the cancelled command kept running");
+    // A task that ignores SIGTERM (and so does its child: an ignored signal stays ignored
+    // across exec) gets SIGKILL after the grace period.
+    let stubborn = exe.submit_command(Command::new("sh").args(["-c", "trap '' TERM; sleep 30"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    stubborn.cancel();
+    ensure!(
+        stubborn.result() == Err(TaskError::Cancelled),
+        "{:?}",
+        stubborn.result()
+    );
+    let took = start.elapsed();
+    ensure!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "SIGKILL after the 2 s grace, took {took:?}"
+    );
     Ok(())
 }
 

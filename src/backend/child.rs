@@ -458,14 +458,7 @@ mod tests {
         assert!(!t.wait_ended(Duration::from_millis(50)), "still running");
         let t2 = t.clone();
         let waiter = std::thread::spawn(move || t2.wait_ended(Duration::from_secs(20)));
-        let dir = tempfile::tempdir().unwrap();
-        let f = supervise(
-            child,
-            Sink::new(dir.path().join("o"), false),
-            Sink::new(dir.path().join("e"), false),
-            None,
-            &t,
-        );
+        let f = watch(child, &t);
         assert!(matches!(f.end.unwrap(), End::Exited(s) if s.success()));
         assert!(waiter.join().unwrap(), "woken by the end");
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -474,7 +467,6 @@ mod tests {
     /// Runs `script` without a time limit and cancels it from another thread after 200 ms,
     /// checking that the cancel found it running.
     fn cancel_after_200ms(script: &str) -> (Finished, std::sync::Arc<Ticket>) {
-        let dir = tempfile::tempdir().unwrap();
         let t = std::sync::Arc::new(Ticket::default());
         let child = t.start(|| sh(script)).unwrap().unwrap();
         let t2 = t.clone();
@@ -482,14 +474,20 @@ mod tests {
             std::thread::sleep(Duration::from_millis(200));
             t2.cancel()
         });
-        let f = supervise(
+        let f = watch(child, &t);
+        assert_eq!(canceller.join().unwrap(), CancelOutcome::Signalled);
+        (f, t)
+    }
+
+    /// Supervises `child` without a time limit, its output going to a temporary directory.
+    fn watch(child: Child, ticket: &Ticket) -> Finished {
+        let dir = tempfile::tempdir().unwrap();
+        supervise(
             child,
             Sink::new(dir.path().join("o"), false),
             Sink::new(dir.path().join("e"), false),
             None,
-            &t,
-        );
-        assert_eq!(canceller.join().unwrap(), CancelOutcome::Signalled);
-        (f, t)
+            ticket,
+        )
     }
 }

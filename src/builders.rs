@@ -154,6 +154,12 @@ macro_rules! slot_builder_methods {
 
 /// Runs each task as a process on this machine, re-executing the running binary; the local
 /// backend for development on a laptop or inside one allocated node.
+///
+/// A task's process gets the driver's environment as it is when the task starts, plus the
+/// thread variables and [`Resources::env`](crate::Resources::env) (and a command's own
+/// variables). Set variables for tasks there: changing the process environment with
+/// `std::env::set_var` while tasks start is a data race with every reader of the environment
+/// (the reason Rust 2024 makes it `unsafe`).
 pub struct SingleNodeExecutor;
 
 impl SingleNodeExecutor {

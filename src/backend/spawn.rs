@@ -110,6 +110,9 @@ fn shared() -> io::Result<&'static Shared> {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for sig in 1..libc::SIGRTMAX() + 1 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue; // always at their default
+            }
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
                 && old.sa_sigaction != libc::SIG_IGN

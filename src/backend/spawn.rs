@@ -374,11 +374,15 @@ mod tests {
         let script = [
             "-c".into(),
             "echo out; echo err >&2; [ \"$(readlink /proc/$$/fd/0)\" = /dev/null ] || exit 8; \
-             set -- $(cat /proc/$$/stat); [ \"$5\" = $$ ] || exit 9; exit 3"
+             set -- $(cat /proc/$$/stat); [ \"$5\" = $$ ] || exit 9; \
+             ign=$(awk '/^SigIgn/ {print $2}' /proc/$$/status); \
+             [ $(( 0x$ign & 0x1000 )) -eq 0 ] || exit 10; \
+             grep -q '^SigBlk:[[:space:]]*0*$' /proc/$$/status || exit 11; exit 3"
                 .into(),
         ];
         let (status, out, err) = run(&sh(&script, &[]));
-        // 8: stdin is not /dev/null; 9: not the leader of its own process group.
+        // 8: stdin is not /dev/null; 9: not the leader of its own process group; 10: SIGPIPE
+        // still ignored (Rust ignores it in the driver); 11: signals blocked.
         assert_eq!(status.code(), Some(3));
         assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
     }

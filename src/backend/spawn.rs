@@ -165,21 +165,20 @@ fn c_string(what: &str, bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
     })
 }
 
+/// A regular file this process may execute (access(2) X_OK alone accepts directories).
 fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
     let Ok(c) = c_string("path", path.as_os_str().as_bytes()) else {
         return false;
     };
     // SAFETY: access(2) with a valid C string.
     let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
-    executable
-        && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    executable && std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// The program's path: as given when it has a slash, else the first executable file of that
-/// name on `path` (the task's `PATH`, else the driver's); relative entries are taken from the
-/// child's working directory. `NotFound` when there is none.
-fn resolve(program: &str, path: Option<OsString>, cwd: Option<&Path>) -> io::Result<PathBuf> {
+/// name on `PATH` (the task's, from `env`, else the driver's); relative entries are taken from
+/// the child's working directory. `NotFound` when there is none.
+fn resolve(program: &str, env: &[(&str, &str)], cwd: Option<&Path>) -> io::Result<PathBuf> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
@@ -187,7 +186,13 @@ fn resolve(program: &str, path: Option<OsString>, cwd: Option<&Path>) -> io::Res
     if program.is_empty() {
         return Err(not_found());
     }
-    let path = path.unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "PATH")
+        .map(|(_, v)| OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
     for dir in path.as_bytes().split(|&b| b == b':') {
         let dir = Path::new(OsStr::from_bytes(if dir.is_empty() { b"." } else { dir }));
         let candidate = match cwd {
@@ -233,14 +238,7 @@ pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
         )?);
         names.push(k.as_bytes());
     }
-    let task_path = launch
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| *k == "PATH")
-        .map(|(_, v)| OsString::from(v))
-        .or_else(|| std::env::var_os("PATH"));
-    let program = resolve(launch.program, task_path, launch.cwd)?;
+    let program = resolve(launch.program, launch.env, launch.cwd)?;
     let program = c_string("the program's path", program.into_os_string().into_vec())?;
     let mut args: Vec<CString> = Vec::with_capacity(launch.args.len() + 1);
     args.push(c_string("the program name", launch.program)?);
@@ -289,13 +287,14 @@ pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
         libc::posix_spawn_file_actions_init(&mut actions);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
-        let mut rc = libc::posix_spawnattr_setflags(
-            &mut attr,
-            (libc::POSIX_SPAWN_SETSIGMASK
-                | libc::POSIX_SPAWN_SETSIGDEF
-                | libc::POSIX_SPAWN_SETPGROUP) as libc::c_short,
-        );
-        for step in [
+        // Every step runs; the first failure, if any, is the error.
+        let setup = [
+            libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK
+                    | libc::POSIX_SPAWN_SETSIGDEF
+                    | libc::POSIX_SPAWN_SETPGROUP) as libc::c_short,
+            ),
             libc::posix_spawnattr_setsigmask(&mut attr, &empty),
             libc::posix_spawnattr_setsigdefault(&mut attr, &shared.sigdefault),
             libc::posix_spawnattr_setpgroup(&mut attr, 0),
@@ -306,11 +305,8 @@ pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
                 Some(dir) => libc::posix_spawn_file_actions_addchdir_np(&mut actions, dir.as_ptr()),
                 None => 0,
             },
-        ] {
-            if rc == 0 {
-                rc = step;
-            }
-        }
+        ];
+        let mut rc = setup.into_iter().find(|&r| r != 0).unwrap_or(0);
         if rc == 0 {
             rc = libc::posix_spawn(
                 &mut pid,

@@ -155,12 +155,7 @@ impl SingleNode {
             }),
         });
         if let Err(detail) = pushed {
-            done.finish(paths.publish_result(ResultRecord {
-                outcome: Err(TaskError::Launch {
-                    what: "pitch".into(),
-                    detail,
-                }),
-            }));
+            done.finish(pitch_failed(&paths, detail));
             return;
         }
         slot.cancel
@@ -348,17 +343,22 @@ impl Drop for Unfinished {
             return;
         }
         let record = if std::thread::panicking() {
-            self.paths.publish_result(ResultRecord {
-                outcome: Err(TaskError::Launch {
-                    what: "pitch".into(),
-                    detail: "the thread running the task panicked".into(),
-                }),
-            })
+            pitch_failed(&self.paths, "the thread running the task panicked".into())
         } else {
             cancelled(&self.paths)
         };
         self.done.finish(record);
     }
+}
+
+/// Publishes the failure of pitch itself (not of the task) to start or watch the task.
+fn pitch_failed(paths: &TaskPaths, detail: String) -> ResultRecord {
+    paths.publish_result(ResultRecord {
+        outcome: Err(TaskError::Launch {
+            what: "pitch".into(),
+            detail,
+        }),
+    })
 }
 
 fn cancelled(paths: &TaskPaths) -> ResultRecord {

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::queue::{Queue, QueueConfig};
 use crate::backend::single_node::{Launcher, SingleNode};
-use crate::backend::slurm::{Slurm, SlurmConfig};
+use crate::backend::slurm::Slurm;
 use crate::backend::Backend;
 use crate::error::Error;
 use crate::event::Reporter;
@@ -208,7 +209,7 @@ impl SlurmClusterExecutor {
     pub fn builder() -> SlurmClusterBuilder {
         SlurmClusterBuilder {
             common: CommonBuilder::default(),
-            cfg: SlurmConfig::default(),
+            cfg: QueueConfig::default(),
         }
     }
 }
@@ -216,7 +217,7 @@ impl SlurmClusterExecutor {
 /// Configures a [`SlurmClusterExecutor`].
 pub struct SlurmClusterBuilder {
     common: CommonBuilder,
-    cfg: SlurmConfig,
+    cfg: QueueConfig,
 }
 
 impl SlurmClusterBuilder {
@@ -289,8 +290,10 @@ impl SlurmClusterBuilder {
             return Err(Error::Config("max_jobs must be at least 1".into()));
         }
         let cfg = self.cfg;
-        self.common
-            .build(|store| Ok(Arc::new(Slurm::new(cfg, store)?)), true)
+        self.common.build(
+            |store| Ok(Arc::new(Queue::new(Box::new(Slurm), cfg, store)?)),
+            true,
+        )
     }
 }
 

@@ -131,7 +131,7 @@ impl Cache {
                     // --detach`, a sweep killed and not resumed) left only its exit file.
                     Err(FormatError::Missing) => match &spec.kind {
                         TaskKind::Command(c) => {
-                            crate::backend::slurm::poll::exit_outcome(&paths, c).map(|(_, o)| Ok(o))
+                            crate::backend::queue::poll::exit_outcome(&paths, c).map(|(_, o)| Ok(o))
                         }
                         TaskKind::Function { .. } => None,
                     },
@@ -175,13 +175,13 @@ impl Cache {
 
     /// The Slurm job name of this cache directory's jobs (`squeue -n NAME`).
     pub fn job_name(&self) -> String {
-        crate::backend::slurm::job_name_for(self.store.root())
+        crate::backend::queue::job_name_for(self.store.root())
     }
 
     /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.
     pub fn jobs(&self) -> std::collections::HashMap<String, String> {
         let journal =
-            crate::backend::slurm::journal::Journal::new(self.store.root().join("jobs"), false);
+            crate::backend::queue::journal::Journal::new(self.store.root().join("jobs"), false);
         journal
             .load()
             .0

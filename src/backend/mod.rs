@@ -4,6 +4,7 @@
 mod child;
 mod output;
 mod pool;
+pub(crate) mod queue;
 pub(crate) mod single_node;
 pub(crate) mod slurm;
 mod spawn;

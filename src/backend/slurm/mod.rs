@@ -1,233 +1,63 @@
-//! [`Slurm`]: each task runs as an sbatch job — or, for bursts of equal submissions, as one
-//! element of a job array — whose script runs the worker (or the command) on a compute node.
-//! One poller per executor makes one squeue call per tick for all of its jobs and reads
-//! result files only for jobs that left the queue.
+//! [`Slurm`], the scheduler of `SlurmClusterExecutor`: `sbatch --parsable` submits, ONE
+//! `squeue` per poll tick lists the jobs, `scontrol show job` and then `sacct` tell why jobs
+//! that left the queue ended, `scancel` cancels. Job arrays carry bursts of equal tasks.
 
-pub(crate) mod journal;
 pub(crate) mod parse;
-pub(crate) mod poll;
-mod script;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
-use tokio::sync::{oneshot, Notify, Semaphore};
-
-use self::journal::{Journal, JournalRecord};
-use self::parse::JobRef;
-use self::poll::{Watch, WatchEnd};
-use super::{Backend, BoxFuture, DropPolicy, Job};
-use crate::engine::dependency_failed;
-use crate::error::{Error, TaskError};
-use crate::event::{EventKind, Events};
+use self::parse::SlurmState;
+use crate::backend::queue::{run_cmd, Fut, JobRef, JobState, Scheduler};
+use crate::error::TaskError;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
-use crate::store::{self, ResultRecord, Store};
-use crate::task::{TaskKey, TaskKind};
 use crate::template::{self, SlurmScript};
 
-/// The longest a submission waits for more tasks to join its job array.
-const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
+/// Slurm's commands, as the queue backend calls them.
+pub(crate) struct Slurm;
 
-/// Settings of the Slurm backend (from the builder).
-#[derive(Debug, Clone)]
-pub(crate) struct SlurmConfig {
-    pub poll_interval: Duration,
-    pub max_poll_interval: Duration,
-    pub nfs_grace: Duration,
-    pub max_jobs: Option<u32>,
-    pub array_throttle: Option<u32>,
-    pub template: Option<PathBuf>,
-    pub batch_window: Duration,
-    pub tasks_per_job: u32,
-}
-
-impl Default for SlurmConfig {
-    fn default() -> Self {
-        SlurmConfig {
-            poll_interval: Duration::from_secs(2),
-            max_poll_interval: Duration::from_secs(30),
-            nfs_grace: Duration::from_secs(30),
-            max_jobs: None,
-            array_throttle: None,
-            template: None,
-            batch_window: Duration::from_millis(50),
-            tasks_per_job: 1,
+impl From<SlurmState> for JobState {
+    fn from(s: SlurmState) -> JobState {
+        JobState {
+            name: s.name(),
+            finished: s.is_finished(),
+            by_scheduler: s.ended_by_scheduler(),
         }
     }
 }
 
-/// Output of a scheduler command.
-pub(crate) struct CmdOutput {
-    pub stdout: String,
-    pub stderr: String,
-    pub success: bool,
+/// Runs a Slurm command; Slurm cuts long array task lists to 64 bytes unless told not to.
+async fn slurm_cmd(
+    program: &str,
+    args: &[String],
+) -> Result<crate::backend::queue::CmdOutput, String> {
+    run_cmd(program, args, &[("SLURM_BITSTR_LEN", "0")], "Slurm").await
 }
 
-/// Runs a scheduler command (sbatch, squeue, scontrol, scancel, sacct) and captures its output.
-pub(crate) async fn run_cmd(program: &str, args: &[String]) -> Result<CmdOutput, String> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        // Slurm cuts long array task lists to 64 bytes unless told not to.
-        .env("SLURM_BITSTR_LEN", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{program} was not found on PATH: is this a Slurm login node?")
-            } else {
-                format!("could not run {program}: {e}")
-            }
-        })?;
-    Ok(CmdOutput {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        success: out.status.success(),
-    })
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
 }
 
-/// A task waiting to be handed to sbatch.
-struct Pending {
-    key: TaskKey,
-    body: String,
-    header: SlurmScript,
-    after: Vec<JobRef>,
-    reply: oneshot::Sender<Result<JobRef, TaskError>>,
-}
+impl Scheduler for Slurm {
+    fn backend_name(&self) -> &'static str {
+        "slurm"
+    }
 
-/// Tasks with the same header and dependencies can share a job array.
-fn group_key(p: &Pending) -> String {
-    format!(
-        "{:?}|{:?}",
-        serde_json::to_string(&p.header).unwrap_or_default(),
-        p.after
-    )
-}
+    fn title(&self) -> &'static str {
+        "Slurm"
+    }
 
-pub(crate) struct Slurm {
-    cfg: SlurmConfig,
-    store: Store,
-    journal: Journal,
-    events: OnceLock<Events>,
-    preparing: OnceLock<Arc<AtomicUsize>>,
-    /// The job name shared by every job of this cache directory (squeue filters on it).
-    tag: String,
-    template_name: String,
-    template_source: String,
-    staged_exe: OnceLock<Result<PathBuf, String>>,
-    max_array_size: OnceLock<u32>,
-    queue_cap: Option<Arc<Semaphore>>,
-    pending: Mutex<Vec<Pending>>,
-    flusher_running: Mutex<bool>,
-    /// Which job runs which task: from the journal at start, then from each submission.
-    jobs: Mutex<HashMap<TaskKey, JobRef>>,
-    jobs_changed: Notify,
-    pub(crate) watches: Mutex<HashMap<TaskKey, Watch>>,
-    pub(crate) poke: Notify,
-    /// Jobs waiting to be cancelled by the next scancel call.
-    cancels: Mutex<Vec<(JobRef, oneshot::Sender<()>)>>,
-    poller_started: Mutex<bool>,
-}
-
-impl Slurm {
-    pub(crate) fn new(cfg: SlurmConfig, store: &Store) -> Result<Slurm, Error> {
-        let jobs_dir = store.root().join("jobs");
-        store::create_dir(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
-        let (template_name, template_source) = match &cfg.template {
-            Some(path) => (
-                path.display().to_string(),
-                std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
-            ),
-            None => (
-                format!("{} (built in)", template::DEFAULT_SLURM_TEMPLATE_NAME),
-                template::DEFAULT_SLURM_TEMPLATE.to_string(),
-            ),
-        };
-        // Fail at build time on a template that does not render.
-        template::render(
-            &template_name,
-            &template_source,
-            &SlurmScript {
-                job_name: "check".into(),
-                ntasks: 1,
-                cpus_per_task: 1,
-                output: "/dev/null".into(),
-                command: "true".into(),
-                ..SlurmScript::default()
-            },
+    fn default_template(&self) -> (&'static str, &'static str) {
+        (
+            template::DEFAULT_SLURM_TEMPLATE_NAME,
+            template::DEFAULT_SLURM_TEMPLATE,
         )
-        .map_err(|e| Error::Config(e.to_string()))?;
-        let journal = Journal::new(jobs_dir, store.durable());
-        let (known, _problems) = journal.load();
-        Ok(Slurm {
-            queue_cap: cfg.max_jobs.map(|n| Arc::new(Semaphore::new(n as usize))),
-            cfg,
-            store: store.clone(),
-            journal,
-            events: OnceLock::new(),
-            preparing: OnceLock::new(),
-            tag: job_name_for(store.root()),
-            template_name,
-            template_source,
-            staged_exe: OnceLock::new(),
-            max_array_size: OnceLock::new(),
-            pending: Mutex::new(Vec::new()),
-            flusher_running: Mutex::new(false),
-            jobs: Mutex::new(known),
-            jobs_changed: Notify::new(),
-            watches: Mutex::new(HashMap::new()),
-            poke: Notify::new(),
-            cancels: Mutex::new(Vec::new()),
-            poller_started: Mutex::new(false),
-        })
     }
 
-    pub(crate) fn tag(&self) -> &str {
-        &self.tag
-    }
-
-    pub(crate) fn config(&self) -> &SlurmConfig {
-        &self.cfg
-    }
-
-    pub(crate) fn warn(&self, message: String) {
-        if let Some(events) = self.events.get() {
-            events.emit(EventKind::Warning { message });
-        }
-    }
-
-    /// Copies the running binary, content-addressed, into the cache directory once, so a
-    /// rebuild during a long sweep does not change what queued jobs run.
-    fn staged_exe(&self) -> Result<PathBuf, TaskError> {
-        self.staged_exe
-            .get_or_init(|| stage_binary(&self.store.root().join("bin")))
-            .clone()
-            .map_err(|detail| TaskError::Launch {
-                what: "the worker binary".into(),
-                detail,
-            })
-    }
-
-    async fn max_array_size(&self) -> u32 {
-        if let Some(n) = self.max_array_size.get() {
-            return *n;
-        }
-        let n = match run_cmd("scontrol", &["show".into(), "config".into()]).await {
-            Ok(out) if out.success => {
-                parse::max_array_size(&parse::parse_scontrol_config(&out.stdout)).unwrap_or(1001)
-            }
-            _ => 1001,
-        };
-        *self.max_array_size.get_or_init(|| n)
-    }
-
-    fn header(&self, r: &Resources, spec_ranks: u32, threads: u32) -> SlurmScript {
+    fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
         SlurmScript {
-            job_name: self.tag.clone(),
-            ntasks: spec_ranks,
+            job_name: tag.to_string(),
+            ntasks: ranks,
             cpus_per_task: threads,
             gpus_per_task: r.gpus_per_core,
             nodes: r.num_nodes,
@@ -242,404 +72,7 @@ impl Slurm {
         }
     }
 
-    fn ensure_poller(self: &Arc<Self>) {
-        let mut started = self.poller_started.lock().unwrap();
-        if !*started {
-            *started = true;
-            tokio::spawn(poll::run(self.clone()));
-        }
-    }
-
-    fn ensure_flusher(self: &Arc<Self>) {
-        let mut running = self.flusher_running.lock().unwrap();
-        if !*running {
-            *running = true;
-            let me = self.clone();
-            tokio::spawn(async move { me.flush_loop().await });
-        }
-    }
-
-    /// Gathers tasks submitted close together, then submits each group of equal tasks as
-    /// one sbatch call (a job array when the group has more than one task).
-    async fn flush_loop(self: Arc<Self>) {
-        loop {
-            // Wait until no submitted task is still on its way here and submissions have
-            // paused for one batch window (at most a few seconds), so that a `map` becomes
-            // one job array rather than several.
-            let started = std::time::Instant::now();
-            let mut last = self.pending.lock().unwrap().len();
-            loop {
-                tokio::time::sleep(self.cfg.batch_window).await;
-                let now = self.pending.lock().unwrap().len();
-                let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
-                if (now == last && preparing == 0) || started.elapsed() > MAX_BATCH_WAIT {
-                    break;
-                }
-                last = now;
-            }
-            let batch: Vec<Pending> = std::mem::take(&mut *self.pending.lock().unwrap());
-            if batch.is_empty() {
-                let mut running = self.flusher_running.lock().unwrap();
-                if self.pending.lock().unwrap().is_empty() {
-                    *running = false;
-                    return;
-                }
-                continue;
-            }
-            let mut groups: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
-            for p in batch {
-                groups.entry(group_key(&p)).or_default().push(p);
-            }
-            let max = self.max_array_size().await as usize;
-            for (_, group) in groups {
-                let mut group = group;
-                while !group.is_empty() {
-                    let rest = group.split_off(group.len().min(max.max(1)));
-                    self.submit_group(group).await;
-                    group = rest;
-                }
-            }
-        }
-    }
-
-    async fn submit_group(&self, group: Vec<Pending>) {
-        let array = group.len() > 1;
-        let mut header = group[0].header.clone();
-        // Packing: K one-rank tasks per array element. The element asks for one task's CPUs
-        // (plus whatever slurm_cmd_args add) and runs its tasks one after another, in parallel
-        // only when it was given more CPUs: Slurm's per-job cost is paid once per K tasks.
-        let per_job = if array && header.ntasks == 1 {
-            (self.cfg.tasks_per_job.max(1) as usize).min(group.len())
-        } else {
-            1
-        };
-        let elements = group.len().div_ceil(per_job);
-        let jobs_dir = self.journal.dir();
-        header.output = jobs_dir
-            .join(if array {
-                "slurm-%A.out"
-            } else {
-                "slurm-%j.out"
-            })
-            .display()
-            .to_string();
-        if array {
-            header.array = Some(match self.cfg.array_throttle {
-                Some(n) => format!("0-{}%{n}", elements - 1),
-                None => format!("0-{}", elements - 1),
-            });
-            header.slurm_cmd_args.push("--open-mode=append".into());
-        }
-        if !group[0].after.is_empty() {
-            let ids: Vec<String> = group[0].after.iter().map(|j| j.to_string()).collect();
-            header.dependency = Some(format!("afterok:{}", ids.join(":")));
-        }
-        let bodies: Vec<String> = group.iter().map(|p| p.body.clone()).collect();
-        let threads = header.cpus_per_task;
-        let stem = self.script_stem();
-        let tasks_path = jobs_dir.join(format!("{stem}.tasks"));
-        if array {
-            if let Err(e) = write_script(&tasks_path, &script::tasks_file(&bodies)) {
-                let e = TaskError::Store {
-                    path: tasks_path.display().to_string(),
-                    detail: format!("could not write the tasks file: {e}"),
-                };
-                for p in group {
-                    let _ = p.reply.send(Err(e.clone()));
-                }
-                return;
-            }
-        }
-        header.command = if per_job > 1 {
-            script::packed_array_body(&tasks_path, bodies.len(), per_job, threads)
-        } else if array {
-            script::array_body(&tasks_path)
-        } else {
-            bodies[0].clone()
-        };
-        let result = self.sbatch(&header, &stem).await;
-        let result = match result {
-            Ok(job_id) => {
-                let rec = JournalRecord {
-                    job_id,
-                    tasks: group
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| (p.key, array.then_some((i / per_job) as u32)))
-                        .collect(),
-                };
-                self.journal.record(&rec).map(|_| job_id)
-            }
-            Err(e) => Err(e),
-        };
-        for (i, p) in group.into_iter().enumerate() {
-            let reply = result.clone().map(|job_id| JobRef {
-                job_id,
-                array_index: array.then_some((i / per_job) as u32),
-            });
-            if let Ok(job) = &reply {
-                self.jobs.lock().unwrap().insert(p.key, *job);
-            }
-            let _ = p.reply.send(reply);
-        }
-        self.jobs_changed.notify_waiters();
-    }
-
-    /// A fresh name for a job's script and tasks file.
-    fn script_stem(&self) -> String {
-        format!(
-            "{}-{}",
-            self.tag,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        )
-    }
-
-    async fn sbatch(&self, header: &SlurmScript, stem: &str) -> Result<u64, TaskError> {
-        let text =
-            template::render(&self.template_name, &self.template_source, header).map_err(|e| {
-                TaskError::Launch {
-                    what: "the job script".into(),
-                    detail: e.to_string(),
-                }
-            })?;
-        let path = self.journal.dir().join(format!("{stem}.sh"));
-        write_script(&path, &text).map_err(|e| TaskError::Store {
-            path: path.display().to_string(),
-            detail: format!("could not write the job script: {e}"),
-        })?;
-        let out = run_cmd("sbatch", &["--parsable".into(), path.display().to_string()])
-            .await
-            .map_err(|detail| TaskError::Launch {
-                what: "sbatch".into(),
-                detail,
-            })?;
-        if !out.success {
-            return Err(TaskError::Launch {
-                what: "sbatch".into(),
-                detail: format!("sbatch rejected the job: {}", out.stderr.trim()),
-            });
-        }
-        parse::parse_sbatch_parsable(&out.stdout).map_err(|e| TaskError::Launch {
-            what: "sbatch".into(),
-            detail: e.to_string(),
-        })
-    }
-
-    /// Waits until every unfinished input has a job id (or has finished); returns the ids to
-    /// queue behind, or the error of an input that failed.
-    async fn wait_for_inputs(&self, job: &Job) -> Result<Vec<JobRef>, TaskError> {
-        let mut after = Vec::new();
-        for (input, dep) in &job.deps {
-            loop {
-                let notified = self.jobs_changed.notified();
-                if let Some(outcome) = dep.slot.outcome() {
-                    match outcome.as_ref() {
-                        Ok(_) => break,
-                        Err(cause) => return Err(dependency_failed(input, dep, cause)),
-                    }
-                }
-                if let Some(j) = self.jobs.lock().unwrap().get(&dep.slot.key) {
-                    after.push(*j);
-                    break;
-                }
-                tokio::select! {
-                    _ = notified => {}
-                    _ = dep.slot.wait_async() => {}
-                    _ = job.slot.cancel.cancelled() => return Err(TaskError::Cancelled),
-                }
-            }
-        }
-        Ok(after)
-    }
-
-    async fn run_job(self: Arc<Self>, job: Job) -> ResultRecord {
-        let paths = job.paths.clone();
-        let fail = |e: TaskError| paths.publish_result(ResultRecord { outcome: Err(e) });
-        self.ensure_poller();
-        let _permit = match &self.queue_cap {
-            Some(sem) => Some(tokio::select! {
-                p = sem.clone().acquire_owned() => p.expect("never closed"),
-                _ = job.slot.cancel.cancelled() => return fail(TaskError::Cancelled),
-            }),
-            None => None,
-        };
-        // Re-attach to a job a previous run submitted, when it is still queued or running.
-        let known = self.jobs.lock().unwrap().get(&job.spec.key).copied();
-        if let Some(old) = known {
-            match self.watch(&job, old, true).await {
-                WatchEnd::Done(record) => return record,
-                WatchEnd::Lost => {}
-            }
-        }
-        let after = match self.wait_for_inputs(&job).await {
-            Ok(a) => a,
-            Err(e) => return fail(e),
-        };
-        let exe = match &job.spec.kind {
-            TaskKind::Function { .. } => match self.staged_exe() {
-                Ok(p) => Some(p),
-                Err(e) => return fail(e),
-            },
-            TaskKind::Command(_) => None,
-        };
-        let body = script::task_body(&script::TaskBody {
-            spec: &job.spec,
-            dir: paths.dir(),
-            cache: self.store.root(),
-            exe: exe.as_deref(),
-            durable: self.store.durable(),
-        });
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().push(Pending {
-            key: job.spec.key,
-            body,
-            header: self.header(&job.resources, job.spec.ranks, job.spec.threads),
-            after,
-            reply: tx,
-        });
-        self.ensure_flusher();
-        let submitted = match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(TaskError::Launch {
-                what: "sbatch".into(),
-                detail: "the submission was dropped".into(),
-            }),
-        };
-        let job_ref = match submitted {
-            Ok(j) => j,
-            // A rejected submission is not a task result: nothing is cached.
-            Err(e) => return ResultRecord { outcome: Err(e) },
-        };
-        match self.watch(&job, job_ref, false).await {
-            WatchEnd::Done(record) => record,
-            WatchEnd::Lost => fail(TaskError::Scheduler {
-                job_id: job_ref.to_string(),
-                state: "UNKNOWN".into(),
-                detail: "the job left the queue without a result".into(),
-            }),
-        }
-    }
-
-    /// Hands the task to the poller and waits for its end, a cancel, or a failed input.
-    async fn watch(&self, job: &Job, job_ref: JobRef, reattached: bool) -> WatchEnd {
-        (job.started)(Some(job_ref.to_string()));
-        let (tx, rx) = oneshot::channel();
-        self.watches.lock().unwrap().insert(
-            job.spec.key,
-            Watch::new(job_ref, job.paths.clone(), job.spec.clone(), reattached, tx),
-        );
-        self.poke.notify_one();
-        let failed_input = async {
-            for (input, dep) in &job.deps {
-                let outcome = dep.slot.wait_async().await;
-                if let Err(cause) = outcome.as_ref() {
-                    return dependency_failed(input, dep, cause);
-                }
-            }
-            std::future::pending().await
-        };
-        let interrupted = tokio::select! {
-            end = rx => return end.unwrap_or(WatchEnd::Lost),
-            _ = job.slot.cancel.cancelled() => TaskError::Cancelled,
-            e = failed_input => e,
-        };
-        self.watches.lock().unwrap().remove(&job.spec.key);
-        self.scancel(job_ref).await;
-        WatchEnd::Done(job.paths.publish_result(ResultRecord {
-            outcome: Err(interrupted),
-        }))
-    }
-}
-
-impl Slurm {
-    /// Cancels a job; cancels requested close together go out as one scancel call.
-    async fn scancel(&self, job: JobRef) {
-        let (tx, rx) = oneshot::channel();
-        let first = {
-            let mut queue = self.cancels.lock().unwrap();
-            queue.push((job, tx));
-            queue.len() == 1
-        };
-        if first {
-            tokio::time::sleep(self.cfg.batch_window).await;
-            let batch: Vec<(JobRef, oneshot::Sender<()>)> =
-                std::mem::take(&mut *self.cancels.lock().unwrap());
-            for chunk in batch.chunks(500) {
-                let ids: Vec<String> = chunk.iter().map(|(j, _)| j.to_string()).collect();
-                match run_cmd("scancel", &ids).await {
-                    Ok(out) if out.success => {}
-                    Ok(out) => self.warn(format!("scancel failed: {}", out.stderr.trim())),
-                    Err(e) => self.warn(format!("scancel failed: {e}")),
-                }
-            }
-            for (_, tx) in batch {
-                let _ = tx.send(());
-            }
-        }
-        let _ = rx.await;
-    }
-}
-
-/// The job name every job of the cache directory `root` carries: squeue filters on it, and
-/// reruns on the same cache directory share it.
-pub(crate) fn job_name_for(root: &Path) -> String {
-    let hash = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    format!("pitch-{}", &hash[..10])
-}
-
-fn write_script(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o700)
-        .open(path)?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
-}
-
-/// Copies `/proc/self/exe` to `<bin>/<hash>/<name>` unless it is there already.
-fn stage_binary(bin: &Path) -> Result<PathBuf, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
-    let bytes =
-        std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read /proc/self/exe: {e}"))?;
-    let hash = blake3::hash(&bytes).to_hex();
-    let name = exe
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
-        .unwrap_or_else(|| "worker".into());
-    let dir = bin.join(&hash[..16]);
-    let target = dir.join(&name);
-    if target.exists() {
-        return Ok(target);
-    }
-    store::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    };
-    write().map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
-    Ok(target)
-}
-
-impl Backend for Slurm {
-    fn name(&self) -> &'static str {
-        "slurm"
-    }
-
-    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
+    fn ignored(&self, r: &Resources) -> Vec<&'static str> {
         let mut ignored = Vec::new();
         if r.openmpi_oversubscribe.is_some() {
             ignored.push("openmpi_oversubscribe");
@@ -647,67 +80,161 @@ impl Backend for Slurm {
         if r.error_log_file.is_some() {
             ignored.push("error_log_file");
         }
-        Ok(ignored)
+        ignored
     }
 
-    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
-        let done = job.done.clone();
-        Box::pin(async move {
-            done.finish(self.run_job(job).await);
+    fn output(&self, jobs_dir: &Path, array: bool) -> String {
+        let name = if array {
+            "slurm-%A.out"
+        } else {
+            "slurm-%j.out"
+        };
+        jobs_dir.join(name).display().to_string()
+    }
+
+    fn rank_launcher(&self, ranks: u32, threads: u32) -> String {
+        format!("srun --ntasks={ranks} --cpus-per-task={threads} --kill-on-bad-exit=1")
+    }
+
+    fn depend(&self, header: &mut SlurmScript, after: &[JobRef]) {
+        let ids: Vec<String> = after.iter().map(|j| j.to_string()).collect();
+        header.dependency = Some(format!("afterok:{}", ids.join(":")));
+    }
+
+    fn max_array_size(&self) -> Fut<'_, u32> {
+        Box::pin(async {
+            match slurm_cmd("scontrol", &strings(&["show", "config"])).await {
+                Ok(out) if out.success => {
+                    parse::max_array_size(&parse::parse_scontrol_config(&out.stdout))
+                        .unwrap_or(1001)
+                }
+                _ => 1001,
+            }
         })
     }
 
-    fn queues_dependencies(&self) -> bool {
-        true
+    fn array_index(&self) -> &'static str {
+        "$SLURM_ARRAY_TASK_ID"
     }
 
-    fn job_name(&self) -> Option<&str> {
-        Some(&self.tag)
+    fn array_cpus(&self) -> &'static str {
+        "${SLURM_CPUS_PER_TASK:-1}"
     }
 
-    fn render(
-        &self,
-        spec: &crate::task::TaskSpec,
-        resources: &Resources,
-        paths: &crate::store::TaskPaths,
-    ) -> Option<Result<String, TaskError>> {
-        let exe = match &spec.kind {
-            TaskKind::Function { .. } => match self.staged_exe() {
-                Ok(p) => Some(p),
-                Err(e) => return Some(Err(e)),
-            },
-            TaskKind::Command(_) => None,
-        };
-        let mut header = self.header(resources, spec.ranks, spec.threads);
-        header.output = self
-            .journal
-            .dir()
-            .join("slurm-%j.out")
-            .display()
-            .to_string();
-        header.command = script::task_body(&script::TaskBody {
-            spec,
-            dir: paths.dir(),
-            cache: self.store.root(),
-            exe: exe.as_deref(),
-            durable: self.store.durable(),
+    fn array(&self, header: &mut SlurmScript, elements: usize, throttle: Option<u32>) {
+        header.array = Some(match throttle {
+            Some(n) => format!("0-{}%{n}", elements - 1),
+            None => format!("0-{}", elements - 1),
         });
-        Some(
-            template::render(&self.template_name, &self.template_source, &header).map_err(|e| {
-                TaskError::Launch {
-                    what: "the job script".into(),
-                    detail: e.to_string(),
+        // Every element appends to the array's one output file.
+        header.slurm_cmd_args.push("--open-mode=append".into());
+    }
+
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>> {
+        Box::pin(async move {
+            let launch = |detail: String| TaskError::Launch {
+                what: "sbatch".into(),
+                detail,
+            };
+            let out = slurm_cmd(
+                "sbatch",
+                &["--parsable".into(), script.display().to_string()],
+            )
+            .await
+            .map_err(launch)?;
+            if !out.success {
+                return Err(launch(format!(
+                    "sbatch rejected the job: {}",
+                    out.stderr.trim()
+                )));
+            }
+            parse::parse_sbatch_parsable(&out.stdout).map_err(|e| launch(e.to_string()))
+        })
+    }
+
+    fn queue<'a>(&'a self, tag: &'a str) -> Fut<'a, Result<HashMap<JobRef, JobState>, String>> {
+        Box::pin(async move {
+            let uid = unsafe { libc::getuid() }.to_string();
+            let args = strings(&[
+                "-h",
+                "-r",
+                "-u",
+                &uid,
+                "-n",
+                tag,
+                "-t",
+                "all",
+                "-o",
+                parse::SQUEUE_FORMAT,
+            ]);
+            let out = slurm_cmd("squeue", &args)
+                .await
+                .map_err(|e| format!("squeue failed: {e}"))?;
+            if !out.success {
+                return Err(format!("squeue failed: {}", out.stderr.trim()));
+            }
+            let entries = parse::parse_squeue(&out.stdout)
+                .map_err(|e| format!("could not parse squeue's output: {e}"))?;
+            Ok(parse::states_by_job(&entries))
+        })
+    }
+
+    /// One `scontrol show job` call for all of a submission's jobs while Slurm still knows
+    /// them, then one sacct call for those it no longer knows: a thousand array elements that
+    /// left the queue cost two calls, not two thousand.
+    fn final_states<'a>(
+        &'a self,
+        job_id: u64,
+        wanted: &'a [JobRef],
+    ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
+        Box::pin(async move {
+            let id = job_id.to_string();
+            let wanted: HashSet<JobRef> = wanted.iter().copied().collect();
+            let mut found = HashMap::new();
+            if let Ok(out) = slurm_cmd("scontrol", &strings(&["show", "job", "-o", &id])).await {
+                if out.success {
+                    if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
+                        for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
+                            found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
+                        }
+                    }
                 }
-            }),
-        )
+            }
+            if wanted.iter().all(|j| found.contains_key(j)) {
+                return found;
+            }
+            let args = strings(&["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", &id]);
+            if let Ok(out) = slurm_cmd("sacct", &args).await {
+                if out.success
+                    && !parse::sacct_disabled(&out.stdout)
+                    && !parse::sacct_disabled(&out.stderr)
+                {
+                    if let Ok(entries) = parse::parse_sacct(&out.stdout) {
+                        for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
+                            found.entry(e.job).or_insert((
+                                e.state.into(),
+                                format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
+                            ));
+                        }
+                    }
+                }
+            }
+            found
+        })
     }
 
-    fn drop_policy(&self) -> DropPolicy {
-        DropPolicy::Detach
+    fn forgotten(&self) -> &'static str {
+        "the job left the queue and Slurm no longer knows it (accounting is off)"
     }
 
-    fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
-        let _ = self.events.set(events);
-        let _ = self.preparing.set(preparing);
+    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>> {
+        Box::pin(async move {
+            let ids: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+            match slurm_cmd("scancel", &ids).await {
+                Ok(out) if out.success => Ok(()),
+                Ok(out) => Err(format!("scancel failed: {}", out.stderr.trim())),
+                Err(e) => Err(format!("scancel failed: {e}")),
+            }
+        })
     }
 }

@@ -501,28 +501,11 @@ pub fn parse_squeue(output: &str) -> Result<Vec<QueueEntry>, ParseError> {
     Ok(entries)
 }
 
-/// The state of every job in a parsed squeue listing, by job.
-pub fn states_by_job(entries: &[QueueEntry]) -> HashMap<JobRef, SlurmState> {
-    entries.iter().map(|e| (e.job, e.state)).collect()
-}
-
-/// The state squeue reported for `job`, `None` if it is not listed.
-///
-/// For a job without array index that is not listed as such but whose array
-/// elements are (`job` is a whole job array), this is the state of the lowest
-/// unfinished element, or of the lowest element when all have finished.
-pub fn lookup_state(states: &HashMap<JobRef, SlurmState>, job: JobRef) -> Option<SlurmState> {
-    if let Some(state) = states.get(&job) {
-        return Some(*state);
-    }
-    if job.array_index.is_some() {
-        return None;
-    }
-    states
-        .iter()
-        .filter(|(j, _)| j.job_id == job.job_id)
-        .min_by_key(|(j, s)| (s.is_finished(), **j))
-        .map(|(_, s)| *s)
+/// The state of each job squeue listed, as the queue backend reads them.
+pub(crate) fn states_by_job(
+    entries: &[QueueEntry],
+) -> HashMap<JobRef, crate::backend::queue::JobState> {
+    entries.iter().map(|e| (e.job, e.state.into())).collect()
 }
 
 /// One job record of `scontrol show job -o`.

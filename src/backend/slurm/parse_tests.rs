@@ -4,6 +4,12 @@
 //! accounting). Fixtures are pasted verbatim.
 
 use super::*;
+use crate::backend::queue::{poll, JobState};
+
+/// The state squeue listed for `job` (see `poll::lookup_state`).
+fn lookup_state(states: &HashMap<JobRef, JobState>, job: JobRef) -> Option<SlurmState> {
+    poll::lookup_state(states, job).map(|s| s.name.parse().unwrap())
+}
 
 /// `squeue -h -r -t all -o '%i|%T|%r' right after submitting (jobs 1-9 by others)`
 const SQUEUE_R_SUBMITTED: &str = r#"6|CANCELLED|None

@@ -1,5 +1,5 @@
-//! The bash that runs tasks inside a Slurm job: one body per task, and a `case` over the
-//! array index for job arrays. Pure functions; the job script's header comes from the
+//! The bash that runs tasks inside a batch job (Slurm, Flux): one body per task, and a line
+//! of a tasks file per element for job arrays and packed jobs. Pure functions; the job script's header comes from the
 //! template (`crate::template`).
 
 use std::path::Path;
@@ -18,6 +18,8 @@ pub(crate) struct TaskBody<'a> {
     pub exe: Option<&'a Path>,
     /// Whether the worker fsyncs its result.
     pub durable: bool,
+    /// The prefix that starts a multi-rank task's ranks (`srun --ntasks=N ...`).
+    pub rank_launcher: &'a str,
 }
 
 fn p(path: &Path) -> String {
@@ -41,10 +43,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
         .map(|c| format!("cd {} && ", p(c)))
         .unwrap_or_default();
     let launcher = if spec.ranks > 1 {
-        format!(
-            "srun --ntasks={} --cpus-per-task={} --kill-on-bad-exit=1 ",
-            spec.ranks, spec.threads
-        )
+        format!("{} ", t.rank_launcher)
     } else {
         String::new()
     };
@@ -141,20 +140,29 @@ fn run_line(tasks: &Path) -> String {
     )
 }
 
-/// The body of an array job: element `i` runs line `i` of the tasks file.
-pub(crate) fn array_body(tasks: &Path) -> String {
-    format!("{}pitch_task \"$SLURM_ARRAY_TASK_ID\"\n", run_line(tasks))
+/// The body of an array job: element `i` (the shell expression `index`, e.g.
+/// `$SLURM_ARRAY_TASK_ID`) runs line `i` of the tasks file.
+pub(crate) fn array_body(tasks: &Path, index: &str) -> String {
+    format!("{}pitch_task \"{index}\"\n", run_line(tasks))
 }
 
-/// The body of a packed array job: element `i` runs tasks `i*per_job ..` of the tasks file
-/// (`n` tasks in all), in parallel up to the element's CPUs divided by each task's
-/// `threads`; the element fails when any of its tasks failed.
-pub(crate) fn packed_array_body(tasks: &Path, n: usize, per_job: usize, threads: u32) -> String {
+/// The body of a packed job: element `i` (the shell expression `index`) runs tasks
+/// `i*per_job ..` of the tasks file (`n` tasks in all), in parallel up to the element's CPUs
+/// (the shell expression `cpus`) divided by each task's `threads`; the element fails when any
+/// of its tasks failed.
+pub(crate) fn packed_body(
+    tasks: &Path,
+    n: usize,
+    per_job: usize,
+    threads: u32,
+    index: &str,
+    cpus: &str,
+) -> String {
     let mut out = run_line(tasks);
     out.push_str(&format!(
-        "first=$((SLURM_ARRAY_TASK_ID * {per_job}))\n\
+        "first=$(({index} * {per_job}))\n\
          last=$((first + {per_job} - 1)); [ \"$last\" -lt {n} ] || last={last}\n\
-         slots=$(( ${{SLURM_CPUS_PER_TASK:-1}} / {threads} )); [ \"$slots\" -ge 1 ] || slots=1\n\
+         slots=$(( {cpus} / {threads} )); [ \"$slots\" -ge 1 ] || slots=1\n\
          pids=()\n\
          for ((t = first; t <= last; t++)); do\n\
          \x20 while [ \"$(jobs -rp | wc -l)\" -ge \"$slots\" ]; do wait -n || true; done\n\
@@ -205,6 +213,7 @@ mod tests {
             cache,
             exe: None,
             durable: true,
+            rank_launcher: "srun",
         })
     }
 
@@ -221,7 +230,15 @@ mod tests {
         let script = dir.path().join("s.sh");
         let tasks = dir.path().join("s.tasks");
         std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
-        std::fs::write(&script, packed_array_body(&tasks, bodies.len(), 2, 1)).unwrap();
+        let body = packed_body(
+            &tasks,
+            bodies.len(),
+            2,
+            1,
+            "$SLURM_ARRAY_TASK_ID",
+            "${SLURM_CPUS_PER_TASK:-1}",
+        );
+        std::fs::write(&script, body).unwrap();
         let run = |element: u32| {
             std::process::Command::new("bash")
                 .arg(&script)
@@ -240,6 +257,26 @@ mod tests {
             .collect();
         lines.sort();
         assert_eq!(lines, ["0", "1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn a_packed_single_job_runs_every_task_in_turn() {
+        // Flux has no job arrays: one job runs all of a pack's tasks (element 0, 1 CPU).
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let bodies: Vec<String> = (0..3)
+            .map(|i| format!("echo {i} >> {}\n", log.display()))
+            .collect();
+        let tasks = dir.path().join("s.tasks");
+        std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, packed_body(&tasks, 3, 3, 1, "0", "1")).unwrap();
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n");
     }
 
     #[test]
@@ -289,7 +326,7 @@ mod tests {
         let script = dir.path().join("s.sh");
         let tasks = dir.path().join("s.tasks");
         std::fs::write(&tasks, tasks_file(&[body.clone(), body])).unwrap();
-        std::fs::write(&script, array_body(&tasks)).unwrap();
+        std::fs::write(&script, array_body(&tasks, "$SLURM_ARRAY_TASK_ID")).unwrap();
         let status = std::process::Command::new("bash")
             .arg("-n")
             .arg(&script)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::parse::JobRef;
+use super::JobRef;
 use crate::error::TaskError;
 use crate::store::{self, FileKind};
 use crate::task::TaskKey;

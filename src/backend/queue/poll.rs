@@ -1,17 +1,16 @@
-//! The one poller of a Slurm executor: per tick ONE squeue call for all of its jobs
+//! The one poller of a queue executor: per tick ONE queue query for all of its jobs
 //! (filtered by user and the cache directory's job name), backing off while nothing changes.
 //! Result files are read only for jobs that left the queue or are reported finished; a job
-//! gone without a result is asked about (scontrol, then sacct) after a grace period for NFS
-//! attribute caching, and its error names the scheduler state.
+//! gone without a result is asked about (Slurm: scontrol, then sacct; Flux: flux jobs) after
+//! a grace period for NFS attribute caching, and its error names the scheduler state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::parse::{self, JobRef, SlurmState};
-use super::{run_cmd, Slurm};
+use super::{JobRef, JobState, Queue};
 use crate::command::{CommandOutput, CommandSpec};
 use crate::error::TaskError;
 use crate::store::{FormatError, ResultRecord, TaskPaths};
@@ -61,10 +60,10 @@ pub(crate) type ExitOutcome = Result<Vec<Vec<u8>>, TaskError>;
 /// What the scheduler said about a job whose files are being read.
 #[derive(Clone, Copy, Debug)]
 enum Known {
-    /// This tick's squeue: the job's finished state, or `None` when it is not listed.
-    Queue(Option<SlurmState>),
-    /// scontrol or sacct was asked: what it said, if anything.
-    Asked(Option<SlurmState>),
+    /// This tick's queue query: the job's finished state, or `None` when it is not listed.
+    Queue(Option<JobState>),
+    /// The scheduler was asked: what it said, if anything.
+    Asked(Option<JobState>),
 }
 
 /// What reading a job's files found.
@@ -81,11 +80,11 @@ enum Collected {
 /// The task's result when its files are there: `result.bin`, or a command's `exit` file
 /// turned into one.
 ///
-/// When Slurm ends a job (scancel, time limit, out of memory, preemption) it signals every
+/// When the scheduler ends a job (cancel, time limit, out of memory, preemption) it signals every
 /// process of the job: the command may die a moment before the script running it, which
 /// then still records the command's signal death (exit code 128 + n). Such a task resolves
 /// to the scheduler's error naming its state, not to "exit code 143".
-fn collect(w: &Watch, known: Known) -> Collected {
+fn collect(w: &Watch, known: Known, title: &str) -> Collected {
     match w.paths.read_result() {
         Ok(rec) => return Collected::Done(rec),
         Err(FormatError::Missing) => {}
@@ -104,12 +103,12 @@ fn collect(w: &Watch, known: Known) -> Collected {
     if let Some(signal) = code.filter(|c| *c > 128).map(|c| c - 128) {
         match known {
             Known::Queue(None) => return Collected::Ask,
-            Known::Queue(Some(state)) | Known::Asked(Some(state)) if state.ended_by_scheduler() => {
+            Known::Queue(Some(state)) | Known::Asked(Some(state)) if state.by_scheduler => {
                 outcome = Err(TaskError::Scheduler {
                     job_id: w.job.to_string(),
-                    state: state.name().to_string(),
+                    state: state.name.to_string(),
                     detail: format!(
-                        "Slurm ended the job and {} died of signal {signal}",
+                        "{title} ended the job and {} died of signal {signal}",
                         spec.program
                     ),
                 });
@@ -187,105 +186,56 @@ fn tail(path: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Learns why the jobs of one sbatch submission ended (a single job, or every element of an
-/// array): one `scontrol show job` call for all of them while Slurm still knows them, then
-/// one sacct call for those it no longer knows. So a thousand array elements that left the
-/// queue cost two calls, not two thousand.
-async fn final_states(job_id: u64, wanted: &[JobRef]) -> HashMap<JobRef, (SlurmState, String)> {
-    let id = job_id.to_string();
-    let wanted: HashSet<JobRef> = wanted.iter().copied().collect();
-    let mut found = HashMap::new();
-    if let Ok(out) = run_cmd(
-        "scontrol",
-        &["show".into(), "job".into(), "-o".into(), id.clone()],
-    )
-    .await
-    {
-        if out.success {
-            if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
-                for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
-                    found.insert(j.job, (j.state, j.reason.unwrap_or_default()));
-                }
-            }
-        }
+/// The state the queue query reported for `job`, `None` if it is not listed.
+///
+/// For a job without array index that is not listed as such but whose array elements are
+/// (`job` is a whole job array), this is the state of the lowest unfinished element, or of
+/// the lowest element when all have finished.
+pub(crate) fn lookup_state(states: &HashMap<JobRef, JobState>, job: JobRef) -> Option<JobState> {
+    if let Some(state) = states.get(&job) {
+        return Some(*state);
     }
-    if wanted.iter().all(|j| found.contains_key(j)) {
-        return found;
+    if job.array_index.is_some() {
+        return None;
     }
-    let args: Vec<String> = ["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"]
+    states
         .iter()
-        .map(|s| s.to_string())
-        .chain(std::iter::once(id))
-        .collect();
-    if let Ok(out) = run_cmd("sacct", &args).await {
-        if out.success && !parse::sacct_disabled(&out.stdout) && !parse::sacct_disabled(&out.stderr)
-        {
-            if let Ok(entries) = parse::parse_sacct(&out.stdout) {
-                for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
-                    found.entry(e.job).or_insert((
-                        e.state,
-                        format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
-                    ));
-                }
-            }
-        }
-    }
-    found
+        .filter(|(j, _)| j.job_id == job.job_id)
+        .min_by_key(|(j, s)| (s.finished, **j))
+        .map(|(_, s)| *s)
 }
 
 /// The poller's loop; ends never (it idles while nothing is watched).
-pub(crate) async fn run(slurm: Arc<Slurm>) {
-    let cfg = slurm.config().clone();
-    let uid = unsafe { libc::getuid() }.to_string();
+pub(crate) async fn run(queue: Arc<Queue>) {
+    let cfg = queue.config().clone();
+    let scheduler = queue.scheduler();
+    let title = scheduler.title();
     let mut interval = cfg.poll_interval;
     loop {
-        if slurm.watches.lock().unwrap().is_empty() {
-            slurm.poke.notified().await;
+        if queue.watches.lock().unwrap().is_empty() {
+            queue.poke.notified().await;
             interval = cfg.poll_interval;
         }
         tokio::time::sleep(interval).await;
-        let args: Vec<String> = vec![
-            "-h".into(),
-            "-r".into(),
-            "-u".into(),
-            uid.clone(),
-            "-n".into(),
-            slurm.tag().to_string(),
-            "-t".into(),
-            "all".into(),
-            "-o".into(),
-            parse::SQUEUE_FORMAT.into(),
-        ];
-        let queue = match run_cmd("squeue", &args).await {
-            Ok(out) if out.success => match parse::parse_squeue(&out.stdout) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    slurm.warn(format!("could not parse squeue's output (will retry): {e}"));
-                    continue;
-                }
-            },
-            Ok(out) => {
-                slurm.warn(format!("squeue failed (will retry): {}", out.stderr.trim()));
-                continue;
-            }
+        let states = match scheduler.queue(queue.tag()).await {
+            Ok(states) => states,
             Err(e) => {
-                slurm.warn(format!("squeue failed (will retry): {e}"));
+                queue.warn(format!("{e} (will retry)"));
                 continue;
             }
         };
-        let states: HashMap<JobRef, SlurmState> = parse::states_by_job(&queue);
         let mut changed = false;
         let mut to_ask = Vec::new();
         {
-            let mut watches = slurm.watches.lock().unwrap();
+            let mut watches = queue.watches.lock().unwrap();
             let now = Instant::now();
             let mut done = Vec::new();
             for (key, w) in watches.iter_mut() {
-                let state = parse::lookup_state(&states, w.job);
-                if matches!(state, Some(s) if !s.is_finished()) {
+                let state = lookup_state(&states, w.job);
+                if matches!(state, Some(s) if !s.finished) {
                     continue;
                 }
-                match collect(w, Known::Queue(state)) {
+                match collect(w, Known::Queue(state), title) {
                     Collected::Done(rec) => {
                         if let Some(tx) = w.tx.take() {
                             let _ = tx.send(WatchEnd::Done(rec));
@@ -316,36 +266,32 @@ pub(crate) async fn run(slurm: Arc<Slurm>) {
                 changed = true;
             }
         }
-        // Jobs squeue no longer lists are asked about once per submission (array), not once
-        // per task.
+        // Jobs the queue no longer lists are asked about once per submission (array), not
+        // once per task.
         let mut unknown: HashMap<u64, Vec<JobRef>> = HashMap::new();
         for (_, job, state) in &to_ask {
             if state.is_none() {
                 unknown.entry(job.job_id).or_default().push(*job);
             }
         }
-        let mut learned_states: HashMap<JobRef, (SlurmState, String)> = HashMap::new();
+        let mut learned_states: HashMap<JobRef, (JobState, String)> = HashMap::new();
         for (job_id, jobs) in unknown {
-            learned_states.extend(final_states(job_id, &jobs).await);
+            learned_states.extend(scheduler.final_states(job_id, &jobs).await);
         }
         for (key, job, state) in to_ask {
             let learned = match state {
                 Some(s) => Some((s, String::new())),
                 None => learned_states.get(&job).cloned(),
             };
-            let w = slurm.watches.lock().unwrap().remove(&key);
+            let w = queue.watches.lock().unwrap().remove(&key);
             let Some(mut w) = w else { continue };
             // One last look: the result may have appeared meanwhile.
-            let rec = match collect(&w, Known::Asked(learned.as_ref().map(|l| l.0))) {
+            let rec = match collect(&w, Known::Asked(learned.as_ref().map(|l| l.0)), title) {
                 Collected::Done(rec) => rec,
                 Collected::Ask | Collected::Nothing => {
                     let (state, detail) = match learned {
-                        Some((s, d)) => (s.name().to_string(), d),
-                        None => (
-                            "UNKNOWN".to_string(),
-                            "the job left the queue and Slurm no longer knows it (accounting is off)"
-                                .into(),
-                        ),
+                        Some((s, d)) => (s.name.to_string(), d),
+                        None => ("UNKNOWN".to_string(), scheduler.forgotten().to_string()),
                     };
                     w.paths.publish_result(ResultRecord {
                         outcome: Err(TaskError::Scheduler {
@@ -372,6 +318,7 @@ pub(crate) async fn run(slurm: Arc<Slurm>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::slurm::parse::SlurmState;
     use crate::store::Store;
     use crate::task::TaskKey;
 
@@ -433,7 +380,11 @@ mod tests {
     fn a_signal_death_in_a_job_slurm_ended_names_the_state() {
         let dir = tempfile::tempdir().unwrap();
         let w = watch(dir.path(), "143\n");
-        match outcome(collect(&w, Known::Queue(Some(SlurmState::Cancelled)))) {
+        match outcome(collect(
+            &w,
+            Known::Queue(Some(SlurmState::Cancelled.into())),
+            "Slurm",
+        )) {
             Err(TaskError::Scheduler { job_id, state, .. }) => {
                 assert_eq!((job_id.as_str(), state.as_str()), ("42_3", "CANCELLED"))
             }
@@ -442,7 +393,7 @@ mod tests {
         assert!(!w.paths.exit_file().exists());
         // The published result stands: a second look reads it.
         assert!(matches!(
-            outcome(collect(&w, Known::Queue(None))),
+            outcome(collect(&w, Known::Queue(None), "Slurm")),
             Err(TaskError::Scheduler { .. })
         ));
     }
@@ -451,9 +402,16 @@ mod tests {
     fn a_signal_death_of_a_job_gone_from_the_queue_asks_first() {
         let dir = tempfile::tempdir().unwrap();
         let w = watch(dir.path(), "137\n");
-        assert!(matches!(collect(&w, Known::Queue(None)), Collected::Ask));
+        assert!(matches!(
+            collect(&w, Known::Queue(None), "Slurm"),
+            Collected::Ask
+        ));
         assert!(w.paths.exit_file().exists(), "nothing published yet");
-        match outcome(collect(&w, Known::Asked(Some(SlurmState::OutOfMemory)))) {
+        match outcome(collect(
+            &w,
+            Known::Asked(Some(SlurmState::OutOfMemory.into())),
+            "Slurm",
+        )) {
             Err(TaskError::Scheduler { state, .. }) => assert_eq!(state, "OUT_OF_MEMORY"),
             other => panic!("{other:?}"),
         }
@@ -464,21 +422,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Killed by a signal while Slurm did not end the job (a segfault, say).
         let w = watch(dir.path(), "139\n");
-        match outcome(collect(&w, Known::Asked(Some(SlurmState::Failed)))) {
+        match outcome(collect(
+            &w,
+            Known::Asked(Some(SlurmState::Failed.into())),
+            "Slurm",
+        )) {
             Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 139),
             other => panic!("{other:?}"),
         }
         // Exited 3 before a cancel reached it: its own status stands.
         let dir = tempfile::tempdir().unwrap();
         let w = watch(dir.path(), "3\n");
-        match outcome(collect(&w, Known::Queue(Some(SlurmState::Cancelled)))) {
+        match outcome(collect(
+            &w,
+            Known::Queue(Some(SlurmState::Cancelled.into())),
+            "Slurm",
+        )) {
             Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 3),
             other => panic!("{other:?}"),
         }
         // Nothing learned about a job gone from the queue: the exit code stands.
         let dir = tempfile::tempdir().unwrap();
         let w = watch(dir.path(), "143\n");
-        match outcome(collect(&w, Known::Asked(None))) {
+        match outcome(collect(&w, Known::Asked(None), "Slurm")) {
             Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 143),
             other => panic!("{other:?}"),
         }

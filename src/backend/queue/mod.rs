@@ -1,0 +1,747 @@
+//! [`Queue`]: the backend of the batch schedulers (Slurm, Flux). Each task runs as a batch
+//! job — or, for bursts of equal submissions, as one element of a job array where the
+//! scheduler has them — whose script runs the worker (or the command) on a compute node. One
+//! poller per executor makes one queue query per tick for all of its jobs and reads result
+//! files only for jobs that left the queue. What differs between schedulers (their commands,
+//! their outputs, the script's header) is a [`Scheduler`].
+
+pub(crate) mod journal;
+pub(crate) mod poll;
+pub(crate) mod script;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify, Semaphore};
+
+use self::journal::{Journal, JournalRecord};
+use self::poll::{Watch, WatchEnd};
+use super::{Backend, BoxFuture, DropPolicy, Job};
+pub(crate) use crate::backend::slurm::parse::JobRef;
+use crate::engine::dependency_failed;
+use crate::error::{Error, TaskError};
+use crate::event::{EventKind, Events};
+use crate::resources::Resources;
+use crate::store::{self, ResultRecord, Store, TaskPaths};
+use crate::task::{TaskKey, TaskKind, TaskSpec};
+use crate::template::{self, SlurmScript};
+
+/// The longest a submission waits for more tasks to join its job array.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// A future borrowing its scheduler.
+pub(crate) type Fut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A job's state as the queue backend needs it, whatever the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JobState {
+    /// The scheduler's own name of the state (`"TIMEOUT"`, `"OUT_OF_MEMORY"`, `"CANCELED"`).
+    pub name: &'static str,
+    /// The job left the active states for good.
+    pub finished: bool,
+    /// The scheduler ended the job (cancel, time or memory limit, node failure...), rather
+    /// than the job's own processes exiting.
+    pub by_scheduler: bool,
+}
+
+/// What differs between the batch schedulers behind the one queue backend: their commands,
+/// how they print, and the job script's header.
+pub(crate) trait Scheduler: Send + Sync + 'static {
+    /// The backend's name (`"slurm"`, `"flux"`).
+    fn backend_name(&self) -> &'static str;
+    /// The scheduler's name in messages (`"Slurm"`, `"Flux"`).
+    fn title(&self) -> &'static str;
+    /// The built-in job script template: its name and text.
+    fn default_template(&self) -> (&'static str, &'static str);
+    /// The template's variables for a task with these resources (`command`, `output`,
+    /// `array` and `dependency` are filled in by the caller).
+    fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript;
+    /// Resource keys that mean nothing to this scheduler (reported once as warnings).
+    fn ignored(&self, r: &Resources) -> Vec<&'static str>;
+    /// The job's output file pattern in `jobs_dir`, for a job array or a single job.
+    fn output(&self, jobs_dir: &Path, array: bool) -> String;
+    /// The prefix that runs a multi-rank task inside the job (`srun --ntasks=N ...`).
+    fn rank_launcher(&self, ranks: u32, threads: u32) -> String;
+    /// Fills in the header's dependency on `after` (not empty).
+    fn depend(&self, header: &mut SlurmScript, after: &[JobRef]);
+    /// Job arrays: the most elements one array may have (1: no arrays), the shell
+    /// expression of an element's index and of its CPUs.
+    fn max_array_size(&self) -> Fut<'_, u32>;
+    fn array_index(&self) -> &'static str;
+    fn array_cpus(&self) -> &'static str;
+    /// Fills in the header of an array of `elements` elements.
+    fn array(&self, header: &mut SlurmScript, elements: usize, throttle: Option<u32>);
+    /// Submits the job script at `script`; the job id.
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>>;
+    /// ONE query: the jobs named `tag` the scheduler lists (queued, running, or recently
+    /// finished), with their states.
+    fn queue<'a>(&'a self, tag: &'a str) -> Fut<'a, Result<HashMap<JobRef, JobState>, String>>;
+    /// Why the jobs `wanted` of one submission `job_id` ended, as far as the scheduler
+    /// still knows: each job's state and a detail.
+    fn final_states<'a>(
+        &'a self,
+        job_id: u64,
+        wanted: &'a [JobRef],
+    ) -> Fut<'a, HashMap<JobRef, (JobState, String)>>;
+    /// What to say of a job the scheduler no longer knows.
+    fn forgotten(&self) -> &'static str;
+    /// Cancels these jobs, in one call.
+    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>>;
+}
+
+/// Settings of a queue backend (from the builder).
+#[derive(Debug, Clone)]
+pub(crate) struct QueueConfig {
+    pub poll_interval: Duration,
+    pub max_poll_interval: Duration,
+    pub nfs_grace: Duration,
+    pub max_jobs: Option<u32>,
+    pub array_throttle: Option<u32>,
+    pub template: Option<PathBuf>,
+    pub batch_window: Duration,
+    pub tasks_per_job: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            poll_interval: Duration::from_secs(2),
+            max_poll_interval: Duration::from_secs(30),
+            nfs_grace: Duration::from_secs(30),
+            max_jobs: None,
+            array_throttle: None,
+            template: None,
+            batch_window: Duration::from_millis(50),
+            tasks_per_job: 1,
+        }
+    }
+}
+
+/// Output of a scheduler command.
+pub(crate) struct CmdOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub success: bool,
+}
+
+/// Runs a scheduler command (sbatch, squeue, flux ...) with `env` set and captures its
+/// output; `title` names the scheduler when the command is missing.
+pub(crate) async fn run_cmd(
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    title: &str,
+) -> Result<CmdOutput, String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{program} was not found on PATH: is this a {title} login node?")
+            } else {
+                format!("could not run {program}: {e}")
+            }
+        })?;
+    Ok(CmdOutput {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        success: out.status.success(),
+    })
+}
+
+/// A task waiting to be submitted.
+struct Pending {
+    key: TaskKey,
+    body: String,
+    header: SlurmScript,
+    after: Vec<JobRef>,
+    reply: oneshot::Sender<Result<JobRef, TaskError>>,
+}
+
+/// Tasks with the same header and dependencies can share a job array.
+fn group_key(p: &Pending) -> String {
+    format!(
+        "{:?}|{:?}",
+        serde_json::to_string(&p.header).unwrap_or_default(),
+        p.after
+    )
+}
+
+pub(crate) struct Queue {
+    scheduler: Box<dyn Scheduler>,
+    cfg: QueueConfig,
+    store: Store,
+    journal: Journal,
+    events: OnceLock<Events>,
+    preparing: OnceLock<Arc<AtomicUsize>>,
+    /// The job name shared by every job of this cache directory (the queue query filters on
+    /// it).
+    tag: String,
+    template_name: String,
+    template_source: String,
+    staged_exe: OnceLock<Result<PathBuf, String>>,
+    max_array_size: OnceLock<u32>,
+    queue_cap: Option<Arc<Semaphore>>,
+    pending: Mutex<Vec<Pending>>,
+    flusher_running: Mutex<bool>,
+    /// Which job runs which task: from the journal at start, then from each submission.
+    jobs: Mutex<HashMap<TaskKey, JobRef>>,
+    jobs_changed: Notify,
+    pub(crate) watches: Mutex<HashMap<TaskKey, Watch>>,
+    pub(crate) poke: Notify,
+    /// Jobs waiting to be cancelled by the next cancel call.
+    cancels: Mutex<Vec<(JobRef, oneshot::Sender<()>)>>,
+    poller_started: Mutex<bool>,
+}
+
+impl Queue {
+    pub(crate) fn new(
+        scheduler: Box<dyn Scheduler>,
+        cfg: QueueConfig,
+        store: &Store,
+    ) -> Result<Queue, Error> {
+        let jobs_dir = store.root().join("jobs");
+        store::create_dir(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
+        let (template_name, template_source) = match &cfg.template {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+            ),
+            None => {
+                let (name, source) = scheduler.default_template();
+                (format!("{name} (built in)"), source.to_string())
+            }
+        };
+        // Fail at build time on a template that does not render.
+        template::render(
+            &template_name,
+            &template_source,
+            &SlurmScript {
+                job_name: "check".into(),
+                ntasks: 1,
+                cpus_per_task: 1,
+                output: "/dev/null".into(),
+                command: "true".into(),
+                ..SlurmScript::default()
+            },
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let journal = Journal::new(jobs_dir, store.durable());
+        let (known, _problems) = journal.load();
+        Ok(Queue {
+            scheduler,
+            queue_cap: cfg.max_jobs.map(|n| Arc::new(Semaphore::new(n as usize))),
+            cfg,
+            store: store.clone(),
+            journal,
+            events: OnceLock::new(),
+            preparing: OnceLock::new(),
+            tag: job_name_for(store.root()),
+            template_name,
+            template_source,
+            staged_exe: OnceLock::new(),
+            max_array_size: OnceLock::new(),
+            pending: Mutex::new(Vec::new()),
+            flusher_running: Mutex::new(false),
+            jobs: Mutex::new(known),
+            jobs_changed: Notify::new(),
+            watches: Mutex::new(HashMap::new()),
+            poke: Notify::new(),
+            cancels: Mutex::new(Vec::new()),
+            poller_started: Mutex::new(false),
+        })
+    }
+
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    pub(crate) fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn warn(&self, message: String) {
+        if let Some(events) = self.events.get() {
+            events.emit(EventKind::Warning { message });
+        }
+    }
+
+    /// Copies the running binary, content-addressed, into the cache directory once, so a
+    /// rebuild during a long sweep does not change what queued jobs run.
+    fn staged_exe(&self) -> Result<PathBuf, TaskError> {
+        self.staged_exe
+            .get_or_init(|| stage_binary(&self.store.root().join("bin")))
+            .clone()
+            .map_err(|detail| TaskError::Launch {
+                what: "the worker binary".into(),
+                detail,
+            })
+    }
+
+    async fn max_array_size(&self) -> u32 {
+        if let Some(n) = self.max_array_size.get() {
+            return *n;
+        }
+        let n = self.scheduler.max_array_size().await.max(1);
+        *self.max_array_size.get_or_init(|| n)
+    }
+
+    pub(crate) fn scheduler(&self) -> &dyn Scheduler {
+        &*self.scheduler
+    }
+
+    fn header(&self, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
+        self.scheduler.header(&self.tag, r, ranks, threads)
+    }
+
+    /// The bash that runs one task in a job.
+    fn task_body(&self, spec: &TaskSpec, paths: &TaskPaths, exe: Option<&Path>) -> String {
+        script::task_body(&script::TaskBody {
+            spec,
+            dir: paths.dir(),
+            cache: self.store.root(),
+            exe,
+            durable: self.store.durable(),
+            rank_launcher: &self.scheduler.rank_launcher(spec.ranks, spec.threads),
+        })
+    }
+
+    fn ensure_poller(self: &Arc<Self>) {
+        let mut started = self.poller_started.lock().unwrap();
+        if !*started {
+            *started = true;
+            tokio::spawn(poll::run(self.clone()));
+        }
+    }
+
+    fn ensure_flusher(self: &Arc<Self>) {
+        let mut running = self.flusher_running.lock().unwrap();
+        if !*running {
+            *running = true;
+            let me = self.clone();
+            tokio::spawn(async move { me.flush_loop().await });
+        }
+    }
+
+    /// Gathers tasks submitted close together, then submits each group of equal tasks as
+    /// one submission (a job array when the group has more than one task and the scheduler
+    /// has arrays).
+    async fn flush_loop(self: Arc<Self>) {
+        loop {
+            // Wait until no submitted task is still on its way here and submissions have
+            // paused for one batch window (at most a few seconds), so that a `map` becomes
+            // one job array rather than several.
+            let started = std::time::Instant::now();
+            let mut last = self.pending.lock().unwrap().len();
+            loop {
+                tokio::time::sleep(self.cfg.batch_window).await;
+                let now = self.pending.lock().unwrap().len();
+                let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
+                if (now == last && preparing == 0) || started.elapsed() > MAX_BATCH_WAIT {
+                    break;
+                }
+                last = now;
+            }
+            let batch: Vec<Pending> = std::mem::take(&mut *self.pending.lock().unwrap());
+            if batch.is_empty() {
+                let mut running = self.flusher_running.lock().unwrap();
+                if self.pending.lock().unwrap().is_empty() {
+                    *running = false;
+                    return;
+                }
+                continue;
+            }
+            let mut groups: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+            for p in batch {
+                groups.entry(group_key(&p)).or_default().push(p);
+            }
+            let max = self.max_array_size().await as usize;
+            for (_, group) in groups {
+                let mut group = group;
+                // One submission: at most `max` array elements of `per_job` tasks each.
+                let chunk = max * self.per_job(&group[0].header);
+                while !group.is_empty() {
+                    let rest = group.split_off(group.len().min(chunk));
+                    self.submit_group(group).await;
+                    group = rest;
+                }
+            }
+        }
+    }
+
+    /// Tasks per job (array element) for tasks with this header: multi-rank tasks are never
+    /// packed.
+    fn per_job(&self, header: &SlurmScript) -> usize {
+        if header.ntasks == 1 {
+            self.cfg.tasks_per_job.max(1) as usize
+        } else {
+            1
+        }
+    }
+
+    async fn submit_group(&self, group: Vec<Pending>) {
+        let mut header = group[0].header.clone();
+        // Packing: K one-rank tasks per job (array element). The job asks for one task's CPUs
+        // (plus whatever extra options add) and runs its tasks one after another, in
+        // parallel only when it was given more CPUs: the scheduler's per-job cost is paid
+        // once per K tasks.
+        let per_job = self.per_job(&header).min(group.len());
+        let elements = group.len().div_ceil(per_job);
+        let array = elements > 1;
+        let jobs_dir = self.journal.dir();
+        header.output = self.scheduler.output(jobs_dir, array);
+        if array {
+            self.scheduler
+                .array(&mut header, elements, self.cfg.array_throttle);
+        }
+        if !group[0].after.is_empty() {
+            self.scheduler.depend(&mut header, &group[0].after);
+        }
+        let bodies: Vec<String> = group.iter().map(|p| p.body.clone()).collect();
+        let threads = header.cpus_per_task;
+        let stem = self.script_stem();
+        let tasks_path = jobs_dir.join(format!("{stem}.tasks"));
+        if bodies.len() > 1 {
+            if let Err(e) = write_script(&tasks_path, &script::tasks_file(&bodies)) {
+                let e = TaskError::Store {
+                    path: tasks_path.display().to_string(),
+                    detail: format!("could not write the tasks file: {e}"),
+                };
+                for p in group {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        }
+        let (index, cpus) = if array {
+            (self.scheduler.array_index(), self.scheduler.array_cpus())
+        } else {
+            // One job running all of the group's tasks: element 0, its tasks in turn.
+            ("0", "1")
+        };
+        header.command = if per_job > 1 {
+            script::packed_body(&tasks_path, bodies.len(), per_job, threads, index, cpus)
+        } else if array {
+            script::array_body(&tasks_path, index)
+        } else {
+            bodies[0].clone()
+        };
+        let result = self.submit(&header, &stem).await;
+        let result = match result {
+            Ok(job_id) => {
+                let rec = JournalRecord {
+                    job_id,
+                    tasks: group
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.key, array.then_some((i / per_job) as u32)))
+                        .collect(),
+                };
+                self.journal.record(&rec).map(|_| job_id)
+            }
+            Err(e) => Err(e),
+        };
+        for (i, p) in group.into_iter().enumerate() {
+            let reply = result.clone().map(|job_id| JobRef {
+                job_id,
+                array_index: array.then_some((i / per_job) as u32),
+            });
+            if let Ok(job) = &reply {
+                self.jobs.lock().unwrap().insert(p.key, *job);
+            }
+            let _ = p.reply.send(reply);
+        }
+        self.jobs_changed.notify_waiters();
+    }
+
+    /// A fresh name for a job's script and tasks file.
+    fn script_stem(&self) -> String {
+        format!(
+            "{}-{}",
+            self.tag,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        )
+    }
+
+    async fn submit(&self, header: &SlurmScript, stem: &str) -> Result<u64, TaskError> {
+        let text =
+            template::render(&self.template_name, &self.template_source, header).map_err(|e| {
+                TaskError::Launch {
+                    what: "the job script".into(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let path = self.journal.dir().join(format!("{stem}.sh"));
+        write_script(&path, &text).map_err(|e| TaskError::Store {
+            path: path.display().to_string(),
+            detail: format!("could not write the job script: {e}"),
+        })?;
+        self.scheduler.submit(&path).await
+    }
+
+    /// Waits until every unfinished input has a job id (or has finished); returns the ids to
+    /// queue behind, or the error of an input that failed.
+    async fn wait_for_inputs(&self, job: &Job) -> Result<Vec<JobRef>, TaskError> {
+        let mut after = Vec::new();
+        for (input, dep) in &job.deps {
+            loop {
+                let notified = self.jobs_changed.notified();
+                if let Some(outcome) = dep.slot.outcome() {
+                    match outcome.as_ref() {
+                        Ok(_) => break,
+                        Err(cause) => return Err(dependency_failed(input, dep, cause)),
+                    }
+                }
+                if let Some(j) = self.jobs.lock().unwrap().get(&dep.slot.key) {
+                    after.push(*j);
+                    break;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = dep.slot.wait_async() => {}
+                    _ = job.slot.cancel.cancelled() => return Err(TaskError::Cancelled),
+                }
+            }
+        }
+        Ok(after)
+    }
+
+    async fn run_job(self: Arc<Self>, job: Job) -> ResultRecord {
+        let paths = job.paths.clone();
+        let fail = |e: TaskError| paths.publish_result(ResultRecord { outcome: Err(e) });
+        self.ensure_poller();
+        let _permit = match &self.queue_cap {
+            Some(sem) => Some(tokio::select! {
+                p = sem.clone().acquire_owned() => p.expect("never closed"),
+                _ = job.slot.cancel.cancelled() => return fail(TaskError::Cancelled),
+            }),
+            None => None,
+        };
+        // Re-attach to a job a previous run submitted, when it is still queued or running.
+        let known = self.jobs.lock().unwrap().get(&job.spec.key).copied();
+        if let Some(old) = known {
+            match self.watch(&job, old, true).await {
+                WatchEnd::Done(record) => return record,
+                WatchEnd::Lost => {}
+            }
+        }
+        let after = match self.wait_for_inputs(&job).await {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        let exe = match &job.spec.kind {
+            TaskKind::Function { .. } => match self.staged_exe() {
+                Ok(p) => Some(p),
+                Err(e) => return fail(e),
+            },
+            TaskKind::Command(_) => None,
+        };
+        let body = self.task_body(&job.spec, &paths, exe.as_deref());
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().push(Pending {
+            key: job.spec.key,
+            body,
+            header: self.header(&job.resources, job.spec.ranks, job.spec.threads),
+            after,
+            reply: tx,
+        });
+        self.ensure_flusher();
+        let submitted = match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(TaskError::Launch {
+                what: "the job submission".into(),
+                detail: "the submission was dropped".into(),
+            }),
+        };
+        let job_ref = match submitted {
+            Ok(j) => j,
+            // A rejected submission is not a task result: nothing is cached.
+            Err(e) => return ResultRecord { outcome: Err(e) },
+        };
+        match self.watch(&job, job_ref, false).await {
+            WatchEnd::Done(record) => record,
+            WatchEnd::Lost => fail(TaskError::Scheduler {
+                job_id: job_ref.to_string(),
+                state: "UNKNOWN".into(),
+                detail: "the job left the queue without a result".into(),
+            }),
+        }
+    }
+
+    /// Hands the task to the poller and waits for its end, a cancel, or a failed input.
+    async fn watch(&self, job: &Job, job_ref: JobRef, reattached: bool) -> WatchEnd {
+        (job.started)(Some(job_ref.to_string()));
+        let (tx, rx) = oneshot::channel();
+        self.watches.lock().unwrap().insert(
+            job.spec.key,
+            Watch::new(job_ref, job.paths.clone(), job.spec.clone(), reattached, tx),
+        );
+        self.poke.notify_one();
+        let failed_input = async {
+            for (input, dep) in &job.deps {
+                let outcome = dep.slot.wait_async().await;
+                if let Err(cause) = outcome.as_ref() {
+                    return dependency_failed(input, dep, cause);
+                }
+            }
+            std::future::pending().await
+        };
+        let interrupted = tokio::select! {
+            end = rx => return end.unwrap_or(WatchEnd::Lost),
+            _ = job.slot.cancel.cancelled() => TaskError::Cancelled,
+            e = failed_input => e,
+        };
+        self.watches.lock().unwrap().remove(&job.spec.key);
+        self.cancel(job_ref).await;
+        WatchEnd::Done(job.paths.publish_result(ResultRecord {
+            outcome: Err(interrupted),
+        }))
+    }
+}
+
+impl Queue {
+    /// Cancels a job; cancels requested close together go out as one call.
+    async fn cancel(&self, job: JobRef) {
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut queue = self.cancels.lock().unwrap();
+            queue.push((job, tx));
+            queue.len() == 1
+        };
+        if first {
+            tokio::time::sleep(self.cfg.batch_window).await;
+            let batch: Vec<(JobRef, oneshot::Sender<()>)> =
+                std::mem::take(&mut *self.cancels.lock().unwrap());
+            for chunk in batch.chunks(500) {
+                let jobs: Vec<JobRef> = chunk.iter().map(|(j, _)| *j).collect();
+                if let Err(e) = self.scheduler.cancel(&jobs).await {
+                    self.warn(format!("cancelling jobs failed: {e}"));
+                }
+            }
+            for (_, tx) in batch {
+                let _ = tx.send(());
+            }
+        }
+        let _ = rx.await;
+    }
+}
+
+/// The job name every job of the cache directory `root` carries: squeue filters on it, and
+/// reruns on the same cache directory share it.
+pub(crate) fn job_name_for(root: &Path) -> String {
+    let hash = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+    format!("pitch-{}", &hash[..10])
+}
+
+fn write_script(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+}
+
+/// Copies `/proc/self/exe` to `<bin>/<hash>/<name>` unless it is there already.
+fn stage_binary(bin: &Path) -> Result<PathBuf, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
+    let bytes =
+        std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read /proc/self/exe: {e}"))?;
+    let hash = blake3::hash(&bytes).to_hex();
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
+        .unwrap_or_else(|| "worker".into());
+    let dir = bin.join(&hash[..16]);
+    let target = dir.join(&name);
+    if target.exists() {
+        return Ok(target);
+    }
+    store::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o700)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    };
+    write().map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
+    Ok(target)
+}
+
+impl Backend for Queue {
+    fn name(&self) -> &'static str {
+        self.scheduler.backend_name()
+    }
+
+    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
+        Ok(self.scheduler.ignored(r))
+    }
+
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
+        let done = job.done.clone();
+        Box::pin(async move {
+            done.finish(self.run_job(job).await);
+        })
+    }
+
+    fn queues_dependencies(&self) -> bool {
+        true
+    }
+
+    fn job_name(&self) -> Option<&str> {
+        Some(&self.tag)
+    }
+
+    fn render(
+        &self,
+        spec: &crate::task::TaskSpec,
+        resources: &Resources,
+        paths: &crate::store::TaskPaths,
+    ) -> Option<Result<String, TaskError>> {
+        let exe = match &spec.kind {
+            TaskKind::Function { .. } => match self.staged_exe() {
+                Ok(p) => Some(p),
+                Err(e) => return Some(Err(e)),
+            },
+            TaskKind::Command(_) => None,
+        };
+        let mut header = self.header(resources, spec.ranks, spec.threads);
+        header.output = self.scheduler.output(self.journal.dir(), false);
+        header.command = self.task_body(spec, paths, exe.as_deref());
+        Some(
+            template::render(&self.template_name, &self.template_source, &header).map_err(|e| {
+                TaskError::Launch {
+                    what: "the job script".into(),
+                    detail: e.to_string(),
+                }
+            }),
+        )
+    }
+
+    fn drop_policy(&self) -> DropPolicy {
+        DropPolicy::Detach
+    }
+
+    fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
+        let _ = self.events.set(events);
+        let _ = self.preparing.set(preparing);
+    }
+}

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::queue::{Queue, QueueConfig};
+use crate::backend::flux::Flux;
+use crate::backend::queue::{Queue, QueueConfig, Scheduler};
 use crate::backend::single_node::{Launcher, SingleNode};
 use crate::backend::slurm::Slurm;
 use crate::backend::Backend;
@@ -199,6 +200,55 @@ impl SingleNodeBuilder {
     }
 }
 
+/// The settings of the queue backends (Slurm, Flux): `$query` names the scheduler's queue
+/// query, `$template` the built-in template.
+macro_rules! queue_builder_methods {
+    ($query:literal, $template:literal) => {
+        /// Tasks this executor keeps in the queue at once (each array element or job holds
+        /// one task, unless `tasks_per_job` packs several); sites limit the jobs a user may
+        /// queue. Default: no cap.
+        pub fn max_jobs(mut self, n: u32) -> Self {
+            self.cfg.max_jobs = Some(n);
+            self
+        }
+
+        #[doc = concat!("Time between two ", $query, " calls (default 2 s); it grows up to")]
+        /// `max_poll_interval` while nothing changes.
+        pub fn poll_interval(mut self, interval: Duration) -> Self {
+            self.cfg.poll_interval = interval;
+            self
+        }
+
+        #[doc = concat!("The longest time between two ", $query, " calls (default 30 s).")]
+        pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+            self.cfg.max_poll_interval = interval;
+            self
+        }
+
+        /// How long a job may be gone from the queue before its missing result counts as
+        /// lost (NFS attribute caching can hide a new file for up to a minute). Default 30 s.
+        pub fn nfs_grace(mut self, grace: Duration) -> Self {
+            self.cfg.nfs_grace = grace;
+            self
+        }
+
+        /// Packs `k` one-rank tasks into each job (array element) (default 1), so 5,400
+        /// ten-second tasks need not be 5,400 jobs: the job asks for one task's CPUs and
+        /// runs its `k` tasks one after another (side by side when a Slurm element gets more
+        /// CPUs, e.g. through `slurm_cmd_args`). Multi-rank tasks are never packed.
+        pub fn tasks_per_job(mut self, k: u32) -> Self {
+            self.cfg.tasks_per_job = k;
+            self
+        }
+
+        #[doc = concat!("A job script template of your own (Jinja syntax); see `", $template, "`.")]
+        pub fn template(mut self, path: impl Into<PathBuf>) -> Self {
+            self.cfg.template = Some(path.into());
+            self
+        }
+    };
+}
+
 /// Runs each task as a Slurm batch job (a job array for `map` and bursts of equal tasks);
 /// the cluster backend. The driver runs on a login node (or inside a job); the cache directory
 /// must be on storage the compute nodes share.
@@ -229,33 +279,7 @@ impl SlurmClusterBuilder {
         self
     }
 
-    /// Tasks this executor keeps in the queue at once (each array element holds one task,
-    /// unless `tasks_per_job` packs several); sites limit jobs with MaxSubmitJobs. Default:
-    /// no cap.
-    pub fn max_jobs(mut self, n: u32) -> Self {
-        self.cfg.max_jobs = Some(n);
-        self
-    }
-
-    /// Time between two squeue calls (default 2 s); it grows up to `max_poll_interval`
-    /// while nothing changes.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.cfg.poll_interval = interval;
-        self
-    }
-
-    /// The longest time between two squeue calls (default 30 s).
-    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
-        self.cfg.max_poll_interval = interval;
-        self
-    }
-
-    /// How long a job may be gone from the queue before its missing result counts as lost
-    /// (NFS attribute caching can hide a new file for up to a minute). Default 30 s.
-    pub fn nfs_grace(mut self, grace: Duration) -> Self {
-        self.cfg.nfs_grace = grace;
-        self
-    }
+    queue_builder_methods!("squeue", "templates/slurm.sh.j2");
 
     /// Runs at most `n` elements of each job array at once (`--array=0-N%n`).
     pub fn array_throttle(mut self, n: u32) -> Self {
@@ -263,37 +287,75 @@ impl SlurmClusterBuilder {
         self
     }
 
-    /// Packs `k` one-rank tasks into each job-array element (default 1), so 5,400
-    /// ten-second tasks need not be 5,400 Slurm jobs: the element asks for one task's CPUs
-    /// and runs its `k` tasks one after another (side by side when the element has more CPUs,
-    /// e.g. through `slurm_cmd_args`). Multi-rank tasks are never packed.
-    pub fn tasks_per_job(mut self, k: u32) -> Self {
-        self.cfg.tasks_per_job = k;
-        self
+    /// Builds the executor; fails on a template that does not render and inside a worker.
+    pub fn build(self) -> Result<Executor, Error> {
+        build_queue(self.common, self.cfg, Box::new(Slurm))
     }
+}
 
-    /// A job script template of your own (Jinja syntax); see `templates/slurm.sh.j2`.
-    pub fn template(mut self, path: impl Into<PathBuf>) -> Self {
-        self.cfg.template = Some(path.into());
+/// Builds a queue executor; fails on a zero setting, on a template that does not render and
+/// inside a worker.
+fn build_queue(
+    common: CommonBuilder,
+    cfg: QueueConfig,
+    scheduler: Box<dyn Scheduler>,
+) -> Result<Executor, Error> {
+    if cfg.poll_interval.is_zero() {
+        return Err(Error::Config("poll_interval must be more than zero".into()));
+    }
+    if cfg.tasks_per_job == 0 {
+        return Err(Error::Config("tasks_per_job must be at least 1".into()));
+    }
+    if cfg.max_jobs == Some(0) {
+        return Err(Error::Config("max_jobs must be at least 1".into()));
+    }
+    common.build(
+        |store| Ok(Arc::new(Queue::new(scheduler, cfg, store)?)),
+        true,
+    )
+}
+
+/// Runs each task as a Flux batch job (`flux batch`: a Flux instance of its own, where
+/// multi-rank tasks start with `flux run`); executorlib's FluxClusterExecutor. The driver
+/// runs where `flux` reaches the instance to submit to (a login node of a Flux-run cluster,
+/// or inside a Flux allocation); the cache directory must be on storage the compute nodes
+/// share. Flux has no job arrays for batch jobs: each task, or each pack of
+/// `tasks_per_job` one-rank tasks, is one `flux batch` call.
+///
+/// `partition` becomes the Flux queue (`--queue`), `account` the flux-accounting bank
+/// (`--bank`), `run_time_max` the time limit; `memory_max`, `qos` and `slurm_cmd_args` mean
+/// nothing to Flux and are reported as warnings (put Flux options of your own in a template).
+pub struct FluxClusterExecutor;
+
+impl FluxClusterExecutor {
+    /// Starts configuring a Flux executor.
+    pub fn builder() -> FluxClusterBuilder {
+        FluxClusterBuilder {
+            common: CommonBuilder::default(),
+            cfg: QueueConfig::default(),
+        }
+    }
+}
+
+/// Configures a [`FluxClusterExecutor`].
+pub struct FluxClusterBuilder {
+    common: CommonBuilder,
+    cfg: QueueConfig,
+}
+
+impl FluxClusterBuilder {
+    common_builder_methods!();
+    queue_builder_methods!("flux jobs", "templates/flux.sh.j2");
+
+    /// Default Flux queue of every task (the `partition` resource).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.common.resources = self.common.resources.partition(queue);
         self
     }
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        if self.cfg.poll_interval.is_zero() {
-            return Err(Error::Config("poll_interval must be more than zero".into()));
-        }
-        if self.cfg.tasks_per_job == 0 {
-            return Err(Error::Config("tasks_per_job must be at least 1".into()));
-        }
-        if self.cfg.max_jobs == Some(0) {
-            return Err(Error::Config("max_jobs must be at least 1".into()));
-        }
-        let cfg = self.cfg;
-        self.common.build(
-            |store| Ok(Arc::new(Queue::new(Box::new(Slurm), cfg, store)?)),
-            true,
-        )
+        build_queue(self.common, self.cfg, Box::new(Flux))
     }
 }
 

@@ -1,15 +1,17 @@
-//! Slurm batch-script templating: [`render`] turns a [`SlurmScript`] context
-//! into the text handed to `sbatch`, using the built-in
-//! [`DEFAULT_SLURM_TEMPLATE`] or a user's own minijinja (Jinja2) template.
+//! Batch-script templating: [`render`] turns a [`SlurmScript`] context into
+//! the text handed to `sbatch` (or `flux batch`), using the built-in
+//! [`DEFAULT_SLURM_TEMPLATE`] ([`DEFAULT_FLUX_TEMPLATE`]) or a user's own
+//! minijinja (Jinja2) template.
 //!
 //! Templates are rendered with strict undefined behaviour (a misspelt variable
 //! is an error, reported with template name and line) and keep their trailing
-//! newline. Two filters are registered:
+//! newline. Three filters are registered:
 //!
 //! * `sh` ([`shell_quote`]): POSIX single-quote quoting for the bash part of
 //!   the script, e.g. `export NAME={{ value | sh }}`;
 //! * `sbatch` ([`sbatch_quote`]): quoting for values on `#SBATCH` lines, which
-//!   Slurm parses with its own rules rather than bash's.
+//!   Slurm parses with its own rules rather than bash's;
+//! * `flux`: shell words for `# flux:` directive lines (no line breaks).
 //!
 //! A template must render `{{ command }}` verbatim; one that drops the work is
 //! rejected with [`TemplateError::MissingCommand`].
@@ -27,6 +29,13 @@ pub const DEFAULT_SLURM_TEMPLATE: &str = include_str!("../templates/slurm.sh.j2"
 
 /// The name [`render_default`] gives [`DEFAULT_SLURM_TEMPLATE`] in errors.
 pub const DEFAULT_SLURM_TEMPLATE_NAME: &str = "slurm.sh.j2";
+
+/// The built-in Flux batch-script template (`templates/flux.sh.j2`), submitted with
+/// `flux batch`; it takes the same variables (the Slurm-only ones stay unset).
+pub const DEFAULT_FLUX_TEMPLATE: &str = include_str!("../templates/flux.sh.j2");
+
+/// The name of [`DEFAULT_FLUX_TEMPLATE`] in errors.
+pub const DEFAULT_FLUX_TEMPLATE_NAME: &str = "flux.sh.j2";
 
 /// Everything a Slurm batch-script template can use.
 ///
@@ -49,20 +58,24 @@ pub struct SlurmScript {
     pub nodes: Option<u32>,
     /// `--exclusive` when true.
     pub exclusive: bool,
-    /// `--time` in Slurm syntax (`"HH:MM:SS"` or `"D-HH:MM:SS"`).
+    /// `--time` in the scheduler's syntax (Slurm: `"HH:MM:SS"` or `"D-HH:MM:SS"`; Flux:
+    /// `"90s"`).
     pub time: Option<String>,
     /// `--mem` in Slurm syntax (`"4G"`, `"1536M"`).
     pub mem: Option<String>,
-    /// `--partition`.
+    /// `--partition` (Flux: `--queue`).
     pub partition: Option<String>,
-    /// `--account`.
+    /// `--account` (Flux: `--bank`).
     pub account: Option<String>,
     /// `--qos`.
     pub qos: Option<String>,
     /// `--chdir`: working directory of the job.
     pub chdir: Option<String>,
-    /// `--dependency`, e.g. `"afterok:12:13"`.
+    /// `--dependency`, e.g. `"afterok:12:13"` (Slurm: all dependencies in one).
     pub dependency: Option<String>,
+    /// The same dependencies one by one, e.g. `["afterok:12", "afterok:13"]` (Flux takes one
+    /// per `--dependency`).
+    pub dependencies: Vec<String>,
     /// `--output` path pattern, e.g. `".../slurm-%A_%a.out"`.
     pub output: String,
     /// `--error` path pattern; stderr goes to `output` when unset.
@@ -278,6 +291,7 @@ fn environment() -> Environment<'static> {
     env.set_syntax(syntax);
     env.add_filter("sh", sh_filter);
     env.add_filter("sbatch", sbatch_filter);
+    env.add_filter("flux", flux_filter);
     env
 }
 
@@ -305,6 +319,19 @@ fn sh_filter(value: &Value) -> Result<String, minijinja::Error> {
 fn sbatch_filter(value: &Value) -> Result<String, minijinja::Error> {
     let s = filter_input(value, "sbatch")?;
     sbatch_quote(&s).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+}
+
+/// Quoting for a `# flux:` directive: Flux splits directive lines into shell words, so POSIX
+/// single quotes work, but no quoting can carry a line break.
+fn flux_filter(value: &Value) -> Result<String, minijinja::Error> {
+    let s = filter_input(value, "flux")?;
+    if s.contains(['\n', '\r', '\0']) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{s:?} cannot be put on a `# flux:` line: it contains a line break or NUL"),
+        ));
+    }
+    Ok(shell_quote(&s))
 }
 
 /// minijinja's kind and detail, followed by its chain of sources, without

@@ -31,6 +31,7 @@ fn full() -> SlurmScript {
         qos: Some("normal".into()),
         chdir: Some("/scratch/my dir".into()),
         dependency: Some("afterok:12:13".into()),
+        dependencies: vec!["afterok:12".into(), "afterok:13".into()],
         output: "/scratch/out/slurm-%A_%a.out".into(),
         error: Some("/scratch/out/slurm-%A_%a.err".into()),
         slurm_cmd_args: vec!["--constraint=haswell".into(), "--mail-type=END".into()],
@@ -343,4 +344,56 @@ fn custom_template_is_not_html_escaped_and_keeps_trailing_newline() {
 fn none_is_refused_by_the_filters() {
     let err = render("t", "{{ command }}{{ error | sh }}", &minimal()).unwrap_err();
     assert!(err.to_string().contains("got none"), "{err}");
+}
+
+fn render_flux(ctx: &SlurmScript) -> Result<String, TemplateError> {
+    render(DEFAULT_FLUX_TEMPLATE_NAME, DEFAULT_FLUX_TEMPLATE, ctx)
+}
+
+#[test]
+fn flux_template_minimal() {
+    let out = render_flux(&minimal()).unwrap();
+    let directives: Vec<&str> = out.lines().filter(|l| l.starts_with("# flux:")).collect();
+    assert_eq!(
+        directives,
+        [
+            "# flux: --job-name=pitch",
+            "# flux: --output=slurm-%j.out",
+            "# flux: --nslots=1",
+            "# flux: --cores-per-slot=1",
+        ]
+    );
+    assert!(out.starts_with("#!/bin/bash\n"), "{out}");
+    assert!(out.contains("\n\nset -u\npitch-worker run\n"), "{out}");
+}
+
+#[test]
+fn flux_template_full_quotes_directive_values_as_shell_words() {
+    let mut ctx = full();
+    ctx.time = Some("90s".into());
+    ctx.partition = Some("debug queue".into());
+    let out = render_flux(&ctx).unwrap();
+    for line in [
+        "# flux: --job-name='sim run #1'",
+        "# flux: --nslots=4",
+        "# flux: --cores-per-slot=2",
+        "# flux: --gpus-per-slot=1",
+        "# flux: --nodes=2",
+        "# flux: --exclusive",
+        "# flux: --time-limit=90s",
+        "# flux: --queue='debug queue'",
+        "# flux: --bank=proj42",
+        "# flux: --dependency=afterok:12",
+        "# flux: --dependency=afterok:13",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+    // Slurm's own settings never reach a Flux script.
+    for slurm_only in ["--mem", "--qos", "--array", "#SBATCH", "--constraint"] {
+        assert!(!out.contains(slurm_only), "{slurm_only} in\n{out}");
+    }
+    let mut ctx = minimal();
+    ctx.partition = Some("a\nb".into());
+    let err = render_flux(&ctx).unwrap_err().to_string();
+    assert!(err.contains("cannot be put on a `# flux:` line"), "{err}");
 }

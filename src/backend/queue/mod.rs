@@ -79,11 +79,10 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     /// ONE query: the jobs named `tag` the scheduler lists (queued, running, or recently
     /// finished), with their states.
     fn queue<'a>(&'a self, tag: &'a str) -> Fut<'a, Result<HashMap<JobRef, JobState>, String>>;
-    /// Why the jobs `wanted` of one submission `job_id` ended, as far as the scheduler
-    /// still knows: each job's state and a detail.
+    /// Why the jobs `wanted` ended, as far as the scheduler still knows: each job's state
+    /// and a detail. A few calls for all of them, not one per job.
     fn final_states<'a>(
         &'a self,
-        job_id: u64,
         wanted: &'a [JobRef],
     ) -> Fut<'a, HashMap<JobRef, (JobState, String)>>;
     /// What to say of a job the scheduler no longer knows.

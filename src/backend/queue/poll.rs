@@ -266,18 +266,17 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 changed = true;
             }
         }
-        // Jobs the queue no longer lists are asked about once per submission (array), not
-        // once per task.
-        let mut unknown: HashMap<u64, Vec<JobRef>> = HashMap::new();
-        for (_, job, state) in &to_ask {
-            if state.is_none() {
-                unknown.entry(job.job_id).or_default().push(*job);
-            }
-        }
-        let mut learned_states: HashMap<JobRef, (JobState, String)> = HashMap::new();
-        for (job_id, jobs) in unknown {
-            learned_states.extend(scheduler.final_states(job_id, &jobs).await);
-        }
+        // Jobs the queue no longer lists are asked about together.
+        let unknown: Vec<JobRef> = to_ask
+            .iter()
+            .filter(|(_, _, state)| state.is_none())
+            .map(|(_, job, _)| *job)
+            .collect();
+        let learned_states = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            scheduler.final_states(&unknown).await
+        };
         for (key, job, state) in to_ask {
             let learned = match state {
                 Some(s) => Some((s, String::new())),

@@ -34,6 +34,42 @@ async fn slurm_cmd(
     run_cmd(program, args, &[("SLURM_BITSTR_LEN", "0")], "Slurm").await
 }
 
+/// Why the jobs `wanted` of the submission `job_id` ended: scontrol, then sacct.
+async fn submission_states(
+    job_id: u64,
+    wanted: &HashSet<JobRef>,
+) -> HashMap<JobRef, (JobState, String)> {
+    let id = job_id.to_string();
+    let mut found = HashMap::new();
+    if let Ok(out) = slurm_cmd("scontrol", &strings(&["show", "job", "-o", &id])).await {
+        if out.success {
+            if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
+                for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
+                    found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
+                }
+            }
+        }
+    }
+    if wanted.iter().all(|j| found.contains_key(j)) {
+        return found;
+    }
+    let args = strings(&["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", &id]);
+    if let Ok(out) = slurm_cmd("sacct", &args).await {
+        if out.success && !parse::sacct_disabled(&out.stdout) && !parse::sacct_disabled(&out.stderr)
+        {
+            if let Ok(entries) = parse::parse_sacct(&out.stdout) {
+                for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
+                    found.entry(e.job).or_insert((
+                        e.state.into(),
+                        format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
@@ -99,6 +135,7 @@ impl Scheduler for Slurm {
     fn depend(&self, header: &mut SlurmScript, after: &[JobRef]) {
         let ids: Vec<String> = after.iter().map(|j| j.to_string()).collect();
         header.dependency = Some(format!("afterok:{}", ids.join(":")));
+        header.dependencies = ids.iter().map(|id| format!("afterok:{id}")).collect();
     }
 
     fn max_array_size(&self) -> Fut<'_, u32> {
@@ -179,45 +216,21 @@ impl Scheduler for Slurm {
         })
     }
 
-    /// One `scontrol show job` call for all of a submission's jobs while Slurm still knows
-    /// them, then one sacct call for those it no longer knows: a thousand array elements that
-    /// left the queue cost two calls, not two thousand.
+    /// Per submission (a job or a whole array), one `scontrol show job` call for its jobs
+    /// while Slurm still knows them, then one sacct call for those it no longer knows: a
+    /// thousand array elements that left the queue cost two calls, not two thousand.
     fn final_states<'a>(
         &'a self,
-        job_id: u64,
         wanted: &'a [JobRef],
     ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
         Box::pin(async move {
-            let id = job_id.to_string();
-            let wanted: HashSet<JobRef> = wanted.iter().copied().collect();
+            let mut by_submission: HashMap<u64, HashSet<JobRef>> = HashMap::new();
+            for j in wanted {
+                by_submission.entry(j.job_id).or_default().insert(*j);
+            }
             let mut found = HashMap::new();
-            if let Ok(out) = slurm_cmd("scontrol", &strings(&["show", "job", "-o", &id])).await {
-                if out.success {
-                    if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
-                        for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
-                            found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
-                        }
-                    }
-                }
-            }
-            if wanted.iter().all(|j| found.contains_key(j)) {
-                return found;
-            }
-            let args = strings(&["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", &id]);
-            if let Ok(out) = slurm_cmd("sacct", &args).await {
-                if out.success
-                    && !parse::sacct_disabled(&out.stdout)
-                    && !parse::sacct_disabled(&out.stderr)
-                {
-                    if let Ok(entries) = parse::parse_sacct(&out.stdout) {
-                        for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
-                            found.entry(e.job).or_insert((
-                                e.state.into(),
-                                format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
-                            ));
-                        }
-                    }
-                }
+            for (job_id, wanted) in by_submission {
+                found.extend(submission_states(job_id, &wanted).await);
             }
             found
         })

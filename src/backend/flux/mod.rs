@@ -1,0 +1,189 @@
+//! [`Flux`], the scheduler of `FluxClusterExecutor`: every job is a `flux batch` script (a
+//! Flux instance of its own, sized by `# flux:` directives, where multi-rank tasks start
+//! with `flux run`); ONE `flux jobs` call per poll tick lists the executor's active jobs;
+//! one `flux jobs ID...` call tells why jobs that left the queue ended; `flux cancel`
+//! cancels.
+//!
+//! Flux has no job arrays for batch jobs: each task (or each pack of `tasks_per_job`
+//! one-rank tasks) is one `flux batch` call.
+
+pub(crate) mod parse;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::backend::queue::{run_cmd, CmdOutput, Fut, JobRef, JobState, Scheduler};
+use crate::error::TaskError;
+use crate::resources::Resources;
+use crate::template::{self, SlurmScript};
+
+/// Flux's commands, as the queue backend calls them.
+pub(crate) struct Flux;
+
+/// The most jobs one `flux jobs` call lists (its default is 1,000).
+const MAX_LISTED: u32 = 1_000_000;
+
+async fn flux(args: Vec<String>) -> Result<CmdOutput, String> {
+    run_cmd("flux", &args, &[], "Flux").await
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+impl Scheduler for Flux {
+    fn backend_name(&self) -> &'static str {
+        "flux"
+    }
+
+    fn title(&self) -> &'static str {
+        "Flux"
+    }
+
+    fn default_template(&self) -> (&'static str, &'static str) {
+        (
+            template::DEFAULT_FLUX_TEMPLATE_NAME,
+            template::DEFAULT_FLUX_TEMPLATE,
+        )
+    }
+
+    fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
+        SlurmScript {
+            job_name: tag.to_string(),
+            ntasks: ranks,
+            cpus_per_task: threads,
+            gpus_per_task: r.gpus_per_core,
+            nodes: r.num_nodes,
+            exclusive: r.exclusive.unwrap_or(false),
+            time: r.run_time_max.map(parse::fsd),
+            partition: r.partition.clone(),
+            account: r.account.clone(),
+            ..SlurmScript::default()
+        }
+    }
+
+    fn ignored(&self, r: &Resources) -> Vec<&'static str> {
+        [
+            (r.memory_max.is_some(), "memory_max"),
+            (r.qos.is_some(), "qos"),
+            (!r.slurm_cmd_args.is_empty(), "slurm_cmd_args"),
+            (r.openmpi_oversubscribe.is_some(), "openmpi_oversubscribe"),
+            (r.error_log_file.is_some(), "error_log_file"),
+        ]
+        .into_iter()
+        .filter_map(|(set, key)| set.then_some(key))
+        .collect()
+    }
+
+    fn output(&self, jobs_dir: &Path, _array: bool) -> String {
+        // A mustache template Flux fills in with the job id.
+        jobs_dir.join("flux-{{id}}.out").display().to_string()
+    }
+
+    fn rank_launcher(&self, ranks: u32, threads: u32) -> String {
+        format!("flux run --ntasks={ranks} --cores-per-task={threads}")
+    }
+
+    fn depend(&self, header: &mut SlurmScript, after: &[JobRef]) {
+        header.dependencies = after
+            .iter()
+            .map(|j| format!("afterok:{}", j.job_id))
+            .collect();
+    }
+
+    fn max_array_size(&self) -> Fut<'_, u32> {
+        Box::pin(async { 1 })
+    }
+
+    fn array_index(&self) -> &'static str {
+        "0"
+    }
+
+    fn array_cpus(&self) -> &'static str {
+        "1"
+    }
+
+    fn array(&self, _header: &mut SlurmScript, _elements: usize, _throttle: Option<u32>) {
+        unreachable!("Flux has no job arrays: max_array_size is 1")
+    }
+
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>> {
+        Box::pin(async move {
+            let launch = |detail: String| TaskError::Launch {
+                what: "flux batch".into(),
+                detail,
+            };
+            let out = flux(vec!["batch".into(), script.display().to_string()])
+                .await
+                .map_err(launch)?;
+            if !out.success {
+                return Err(launch(format!(
+                    "flux batch rejected the job: {}",
+                    out.stderr.trim()
+                )));
+            }
+            parse::parse_submit_output(&out.stdout).map_err(|e| launch(e.to_string()))
+        })
+    }
+
+    fn queue<'a>(&'a self, tag: &'a str) -> Fut<'a, Result<HashMap<JobRef, JobState>, String>> {
+        Box::pin(async move {
+            let count = format!("--count={MAX_LISTED}");
+            let name = format!("--name={tag}");
+            let format = format!("--format={}", parse::QUEUE_FORMAT);
+            let args = strings(&[
+                "jobs",
+                "--no-header",
+                "--filter=pending,running",
+                &name,
+                &count,
+                &format,
+            ]);
+            let out = flux(args)
+                .await
+                .map_err(|e| format!("flux jobs failed: {e}"))?;
+            if !out.success {
+                return Err(format!("flux jobs failed: {}", out.stderr.trim()));
+            }
+            parse::parse_queue(&out.stdout)
+                .map_err(|e| format!("could not parse flux jobs' output: {e}"))
+        })
+    }
+
+    /// One `flux jobs ID...` call for all of them (Flux keeps inactive jobs until they are
+    /// purged).
+    fn final_states<'a>(
+        &'a self,
+        wanted: &'a [JobRef],
+    ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
+        Box::pin(async move {
+            let format = format!("--format={}", parse::FINAL_FORMAT);
+            let mut args = strings(&["jobs", "--no-header", &format]);
+            args.extend(wanted.iter().map(|j| j.job_id.to_string()));
+            // Ids Flux no longer knows are reported on stderr; the others are still listed.
+            match flux(args).await {
+                Ok(out) => parse::parse_final(&out.stdout)
+                    .into_iter()
+                    .filter(|(j, _)| wanted.contains(j))
+                    .collect(),
+                Err(_) => HashMap::new(),
+            }
+        })
+    }
+
+    fn forgotten(&self) -> &'static str {
+        "the job left the queue and Flux no longer knows it (purged)"
+    }
+
+    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut args = vec!["cancel".to_string()];
+            args.extend(jobs.iter().map(|j| j.job_id.to_string()));
+            match flux(args).await {
+                Ok(out) if out.success => Ok(()),
+                Ok(out) => Err(format!("flux cancel failed: {}", out.stderr.trim())),
+                Err(e) => Err(format!("flux cancel failed: {e}")),
+            }
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! Parsers of Flux's outputs: job ids (decimal, RFC 19 F58, hex) and the lines `flux jobs`
+//! prints in the formats pitch asks for.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::backend::queue::{JobRef, JobState};
+
+/// What `flux jobs` prints per job for the poller: `{id}|{state}`.
+pub(crate) const QUEUE_FORMAT: &str = "{id}|{state}";
+
+/// What `flux jobs` prints per job for a job that left the queue.
+pub(crate) const FINAL_FORMAT: &str =
+    "{id}|{state}|{result}|{returncode}|{exception.type}|{exception.note}";
+
+/// A line Flux printed that pitch cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const F58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/// Parses a Flux job id in any of the forms Flux prints by default or on request: decimal
+/// (`{id}`), F58 (`ƒ2X3vmZF`, or `f2X3vmZF` when Flux is told to print ASCII) and hex
+/// (`0x1b2c`).
+pub(crate) fn parse_job_id(text: &str) -> Result<u64, ParseError> {
+    let t = text.trim();
+    let bad = || ParseError(format!("{t:?} is not a Flux job id"));
+    if let Some(hex) = t.strip_prefix("0x") {
+        return u64::from_str_radix(hex, 16).map_err(|_| bad());
+    }
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    let digits = t
+        .strip_prefix('ƒ')
+        .or_else(|| t.strip_prefix('f'))
+        .filter(|d| !d.is_empty())
+        .ok_or_else(bad)?;
+    let mut value: u64 = 0;
+    for c in digits.bytes() {
+        let d = F58.iter().position(|&a| a == c).ok_or_else(bad)? as u64;
+        value = value
+            .checked_mul(58)
+            .and_then(|v| v.checked_add(d))
+            .ok_or_else(bad)?;
+    }
+    Ok(value)
+}
+
+/// The job id `flux batch` printed: its last non-empty line.
+pub(crate) fn parse_submit_output(stdout: &str) -> Result<u64, ParseError> {
+    let line = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .ok_or_else(|| ParseError("flux batch printed no job id".into()))?;
+    parse_job_id(line)
+}
+
+/// A Flux job state (RFC 21), as `{state}` prints it.
+fn active_state(name: &str) -> Option<JobState> {
+    let name: &'static str = match name {
+        "NEW" => "NEW",
+        "DEPEND" => "DEPEND",
+        "PRIORITY" => "PRIORITY",
+        "SCHED" => "SCHED",
+        "RUN" => "RUN",
+        "CLEANUP" => "CLEANUP",
+        "INACTIVE" => "INACTIVE",
+        _ => return None,
+    };
+    Some(JobState {
+        name,
+        finished: name == "INACTIVE",
+        by_scheduler: false,
+    })
+}
+
+/// The lines of `flux jobs -n -o QUEUE_FORMAT`: each job's state.
+pub(crate) fn parse_queue(output: &str) -> Result<HashMap<JobRef, JobState>, ParseError> {
+    let mut states = HashMap::new();
+    for (n, line) in output.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: &str| ParseError(format!("flux jobs, line {}: {why}: {line:?}", n + 1));
+        let (id, state) = line
+            .split_once('|')
+            .ok_or_else(|| bad("expected ID|STATE"))?;
+        let job_id = parse_job_id(id).map_err(|e| bad(&e.0))?;
+        let state = active_state(state.trim()).ok_or_else(|| bad("unknown job state"))?;
+        states.insert(
+            JobRef {
+                job_id,
+                array_index: None,
+            },
+            state,
+        );
+    }
+    Ok(states)
+}
+
+/// How an inactive job ended, from its result and exception: the state's name, and
+/// whether Flux ended it (cancel, time limit, an exception such as a lost node) rather than
+/// the job's own processes exiting.
+fn final_state(state: &str, result: &str, exception: &str) -> Option<JobState> {
+    if state != "INACTIVE" {
+        return active_state(state);
+    }
+    let name: &'static str = match result {
+        "COMPLETED" => "COMPLETED",
+        "FAILED" => "FAILED",
+        "CANCELED" => "CANCELED",
+        "TIMEOUT" => "TIMEOUT",
+        _ => return None,
+    };
+    Some(JobState {
+        name,
+        finished: true,
+        by_scheduler: matches!(name, "CANCELED" | "TIMEOUT")
+            || (name == "FAILED" && !exception.is_empty() && exception != "exec"),
+    })
+}
+
+/// The lines of `flux jobs -n -o FINAL_FORMAT ID...`: each job's state and a detail naming
+/// its return code and exception. Lines it cannot read are skipped (the job then counts as
+/// unknown).
+pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
+    let mut found = HashMap::new();
+    for line in output.lines() {
+        let fields: Vec<&str> = line.splitn(6, '|').collect();
+        let [id, state, result, code, exc_type, note] = fields[..] else {
+            continue;
+        };
+        let (Ok(job_id), Some(state)) = (
+            parse_job_id(id),
+            final_state(state.trim(), result.trim(), exc_type.trim()),
+        ) else {
+            continue;
+        };
+        let mut detail = Vec::new();
+        if !code.trim().is_empty() {
+            detail.push(format!("return code {}", code.trim()));
+        }
+        if !exc_type.trim().is_empty() {
+            let note = note.trim();
+            detail.push(if note.is_empty() {
+                format!("exception {}", exc_type.trim())
+            } else {
+                format!("exception {}: {note}", exc_type.trim())
+            });
+        }
+        found.insert(
+            JobRef {
+                job_id,
+                array_index: None,
+            },
+            (state, detail.join("; ")),
+        );
+    }
+    found
+}
+
+/// A Flux Standard Duration for a time limit: whole seconds, rounded up (`"90s"`).
+pub(crate) fn fsd(d: std::time::Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    format!("{}s", secs.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64) -> JobRef {
+        JobRef {
+            job_id: id,
+            array_index: None,
+        }
+    }
+
+    #[test]
+    fn job_ids_in_every_form() {
+        assert_eq!(parse_job_id("1234"), Ok(1234));
+        assert_eq!(parse_job_id("ƒ1"), Ok(0));
+        assert_eq!(parse_job_id("ƒ2"), Ok(1));
+        assert_eq!(parse_job_id("ƒz"), Ok(57));
+        assert_eq!(parse_job_id("ƒ21"), Ok(58));
+        assert_eq!(parse_job_id("f21"), Ok(58));
+        assert_eq!(parse_job_id("0x3a"), Ok(58));
+        // A realistic F58 id and its decimal form agree.
+        let id = parse_job_id("ƒM7Zq9AKHno").unwrap();
+        assert_eq!(parse_job_id(&id.to_string()), Ok(id));
+        for bad in [
+            "",
+            "ƒ",
+            "ƒ0",
+            "ƒO",
+            "ƒl",
+            "abc",
+            "-1",
+            "ƒzzzzzzzzzzzzzzzzzz",
+        ] {
+            assert!(parse_job_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_submit_output("ƒ2\n"),
+            Ok(1),
+            "flux batch prints the id on a line"
+        );
+        assert!(parse_submit_output("\n").is_err());
+    }
+
+    #[test]
+    fn queue_lines_give_active_states() {
+        let states = parse_queue("101|SCHED\n102|RUN\n\n103|CLEANUP\n").unwrap();
+        assert_eq!(states.len(), 3);
+        assert_eq!(states[&job(101)].name, "SCHED");
+        assert!(!states[&job(102)].finished);
+        let err = parse_queue("101|SLEEPING\n").unwrap_err();
+        assert!(err.0.contains("line 1: unknown job state"), "{err}");
+        assert!(parse_queue("101 RUN\n").is_err());
+    }
+
+    #[test]
+    fn final_lines_name_the_result_and_why() {
+        let out = "7|INACTIVE|COMPLETED|0||\n\
+                   8|INACTIVE|TIMEOUT|143|timeout|resource allocation expired\n\
+                   9|INACTIVE|CANCELED|-128|cancel|\n\
+                   10|INACTIVE|FAILED|1||\n\
+                   11|INACTIVE|FAILED|137|lost|node 3 lost | rank 2\n\
+                   12|RUN||||\n\
+                   garbage\n";
+        let f = parse_final(out);
+        assert_eq!(f.len(), 6);
+        assert_eq!(f[&job(7)].0.name, "COMPLETED");
+        assert!(!f[&job(7)].0.by_scheduler);
+        let (t, detail) = &f[&job(8)];
+        assert_eq!((t.name, t.by_scheduler), ("TIMEOUT", true));
+        assert_eq!(
+            detail,
+            "return code 143; exception timeout: resource allocation expired"
+        );
+        assert!(f[&job(9)].0.by_scheduler);
+        assert!(!f[&job(10)].0.by_scheduler, "the job's own failure");
+        assert!(f[&job(11)].0.by_scheduler, "a lost node");
+        assert_eq!(
+            f[&job(11)].1,
+            "return code 137; exception lost: node 3 lost | rank 2"
+        );
+        assert!(!f[&job(12)].0.finished);
+    }
+
+    #[test]
+    fn durations_round_up_to_seconds() {
+        use std::time::Duration;
+        assert_eq!(fsd(Duration::from_secs(90)), "90s");
+        assert_eq!(fsd(Duration::from_millis(1500)), "2s");
+        assert_eq!(fsd(Duration::ZERO), "1s");
+    }
+}

@@ -55,8 +55,8 @@ mod template;
 mod worker;
 
 pub use builders::{
-    SingleNodeBuilder, SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor,
-    SlurmJobBuilder, SlurmJobExecutor,
+    FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder, SingleNodeExecutor, SlurmClusterBuilder,
+    SlurmClusterExecutor, SlurmJobBuilder, SlurmJobExecutor,
 };
 pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};

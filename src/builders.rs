@@ -1,5 +1,5 @@
 //! The builders named after executorlib's classes (`SingleNodeExecutor`,
-//! `SlurmClusterExecutor`, `SlurmJobExecutor`), and [`Executor::from_profile`] /
+//! `SlurmClusterExecutor`, `SlurmJobExecutor`, `FluxJobExecutor`), and [`Executor::from_profile`] /
 //! [`Executor::from_env`], which build the same executors from `pitch.toml`.
 
 use std::path::PathBuf;
@@ -104,7 +104,7 @@ macro_rules! common_builder_methods {
     };
 }
 
-/// The limits of the process backends (SingleNode, SlurmJob): slots and concurrent tasks.
+/// The limits of the process backends (SingleNode, SlurmJob, FluxJob): slots and concurrent tasks.
 #[derive(Default)]
 struct Slots {
     max_cores: Option<u32>,
@@ -433,6 +433,161 @@ impl SlurmJobBuilder {
     }
 }
 
+/// Runs each task as a Flux job inside the Flux instance the driver runs in (a `flux alloc`
+/// or `flux batch` job, or a `flux start` instance): executorlib's FluxJobExecutor. Each task
+/// is a `flux run` child process, which submits the job and waits for its end, so the driver
+/// wakes when the job ends (no polling); at most as many run together as the instance's cores
+/// (or `max_cores`) allow.
+///
+/// `cores` becomes `flux run -n`, `threads_per_core` `-c`, `num_nodes` `-N`, `gpus_per_core`
+/// `-g`, `run_time_max` `-t` (whole seconds, rounded up), `exclusive` `--exclusive` (Flux
+/// requires `num_nodes` with it), `partition` `-q` (a queue of the instance; Flux ignores it
+/// when the instance has no queues). Every job gets `-o exit-on-error`, so a failing rank
+/// stops the others at once. `account`, `qos`, `memory_max`, `slurm_cmd_args` and
+/// `openmpi_oversubscribe` mean nothing to `flux run`: they are accepted and reported once as
+/// a warning event. Cancel and `run_time_max` send SIGTERM to `flux run`, which forwards it
+/// to the job.
+pub struct FluxJobExecutor;
+
+impl FluxJobExecutor {
+    /// Starts configuring an executor for the current Flux instance.
+    pub fn builder() -> FluxJobBuilder {
+        FluxJobBuilder {
+            common: CommonBuilder::default(),
+            slots: Slots::default(),
+        }
+    }
+}
+
+/// Configures a [`FluxJobExecutor`].
+pub struct FluxJobBuilder {
+    common: CommonBuilder,
+    slots: Slots,
+}
+
+/// The command that sizes a Flux instance: its nodes, cores and GPUs that are up.
+pub(crate) const FLUX_RESOURCE_INFO: [&str; 4] = ["resource", "info", "-s", "up"];
+
+/// The size of a Flux instance, from `flux resource info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FluxResources {
+    pub nodes: u32,
+    pub cores: u32,
+    pub gpus: u32,
+}
+
+/// Reads `flux resource info`'s one line, `"2 Nodes, 8 Cores, 0 GPUs"` (singular names are
+/// accepted too). Nodes and cores must be there; GPUs count as 0 when the line has none.
+pub(crate) fn parse_flux_resource_info(text: &str) -> Option<FluxResources> {
+    let line = text.trim();
+    if line.is_empty() || line.contains('\n') {
+        return None;
+    }
+    let (mut nodes, mut cores, mut gpus) = (None, None, None);
+    for part in line.split(',') {
+        let mut words = part.split_whitespace();
+        let count: u32 = words.next()?.parse().ok()?;
+        let name = words.next()?.to_ascii_lowercase();
+        if words.next().is_some() {
+            return None;
+        }
+        let slot = match name.as_str() {
+            "node" | "nodes" => &mut nodes,
+            "core" | "cores" => &mut cores,
+            "gpu" | "gpus" => &mut gpus,
+            _ => return None,
+        };
+        if slot.replace(count).is_some() {
+            return None;
+        }
+    }
+    Some(FluxResources {
+        nodes: nodes?,
+        cores: cores?,
+        gpus: gpus.unwrap_or(0),
+    })
+}
+
+/// Runs `flux resource info -s up` and reads the instance's size; an error names the command.
+fn flux_instance_resources() -> Result<FluxResources, Error> {
+    let shown = format!("flux {}", FLUX_RESOURCE_INFO.join(" "));
+    let output = std::process::Command::new("flux")
+        .args(FLUX_RESOURCE_INFO)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::Config(format!(
+                "FluxJobExecutor cannot run `{shown}` to size the Flux instance: {}",
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "flux was not found on PATH".to_string()
+                } else {
+                    e.to_string()
+                }
+            ))
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(Error::Config(format!(
+            "`{shown}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let resources = parse_flux_resource_info(&stdout).ok_or_else(|| {
+        Error::Config(format!(
+            "`{shown}` printed {:?}; expected one line like \"2 Nodes, 8 Cores, 0 GPUs\"",
+            stdout.trim_end()
+        ))
+    })?;
+    if resources.cores == 0 || resources.nodes == 0 {
+        return Err(Error::Config(format!(
+            "`{shown}` reports {} cores on {} nodes up: the Flux instance has nothing to run \
+             tasks on",
+            resources.cores, resources.nodes
+        )));
+    }
+    Ok(resources)
+}
+
+impl FluxJobBuilder {
+    common_builder_methods!();
+    slot_builder_methods!(
+        "Slots to use, at most the Flux instance's cores (default: all of them).",
+        "Flux jobs running at once, whatever their size."
+    );
+
+    /// Builds the executor; fails outside a Flux instance (`FLUX_URI` unset), when
+    /// `flux resource info` cannot be run or read, and on `max_cores` above the instance's
+    /// cores.
+    pub fn build(self) -> Result<Executor, Error> {
+        if std::env::var_os("FLUX_URI").is_none_or(|uri| uri.is_empty()) {
+            return Err(Error::Config(
+                "FluxJobExecutor runs inside a Flux instance (flux alloc, flux batch or flux \
+                 start), but FLUX_URI is not set; use FluxClusterExecutor to submit jobs to \
+                 Flux from outside, or SingleNodeExecutor to run on this machine"
+                    .into(),
+            ));
+        }
+        if crate::worker::in_worker() {
+            return Err(Error::InsideWorker);
+        }
+        let instance = flux_instance_resources()?;
+        let (max_cores, max_workers) = self.slots.resolve(
+            instance.cores,
+            Some((instance.cores, "the Flux instance's core count")),
+        )?;
+        let backend = SingleNode::new(
+            Launcher::Flux {
+                nodes: instance.nodes,
+                gpus: instance.gpus,
+            },
+            max_cores,
+            max_workers,
+        )?;
+        self.common.build(|_| Ok(Arc::new(backend)), true)
+    }
+}
+
 impl Executor {
     /// Builds the executor a profile of `pitch.toml` describes (the file in the current
     /// directory, else in the user's config directory): a config change is the whole swap.
@@ -475,7 +630,7 @@ impl Executor {
             ))
         };
         match p.backend {
-            BackendKind::SingleNode | BackendKind::SlurmJob => {
+            BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob => {
                 if p.max_jobs.is_some() {
                     return Err(ignored("max_jobs"));
                 }
@@ -489,10 +644,10 @@ impl Executor {
                     max_cores: p.max_cores,
                     max_workers: p.max_workers,
                 };
-                if p.backend == BackendKind::SingleNode {
-                    SingleNodeBuilder { common, slots }.build()
-                } else {
-                    SlurmJobBuilder { common, slots }.build()
+                match p.backend {
+                    BackendKind::SingleNode => SingleNodeBuilder { common, slots }.build(),
+                    BackendKind::SlurmJob => SlurmJobBuilder { common, slots }.build(),
+                    _ => FluxJobBuilder { common, slots }.build(),
                 }
             }
             BackendKind::Slurm => {
@@ -525,5 +680,30 @@ mod tests {
         assert_eq!(super::allocation_cpus("4(x2)"), Some(8));
         assert_eq!(super::allocation_cpus("4(x2),2"), Some(10));
         assert_eq!(super::allocation_cpus("x"), None);
+    }
+
+    #[test]
+    fn flux_resource_info_is_read_strictly() {
+        use super::{parse_flux_resource_info as parse, FluxResources};
+        let r = |nodes, cores, gpus| Some(FluxResources { nodes, cores, gpus });
+        assert_eq!(parse("2 Nodes, 8 Cores, 0 GPUs\n"), r(2, 8, 0));
+        assert_eq!(parse("8 Nodes, 32 Cores, 4 GPUs"), r(8, 32, 4));
+        assert_eq!(parse("1 Node, 1 Core, 1 GPU"), r(1, 1, 1));
+        assert_eq!(parse("  4 Nodes,  16 Cores  "), r(4, 16, 0));
+        for bad in [
+            "",
+            "Nodes: 2",
+            "2 Nodes, 8 Cores, 0 GPUs\n1 Nodes, 1 Cores, 0 GPUs",
+            "2 Nodes, 0 GPUs",
+            "8 Cores, 0 GPUs",
+            "2 Nodes, 8 Cores, 8 Cores",
+            "2 Nodes, 8 Sockets",
+            "two Nodes, 8 Cores",
+            "-1 Nodes, 8 Cores",
+            "2 Nodes, 8 Cores, 0 GPUs, extra",
+            "2 big Nodes, 8 Cores",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
     }
 }

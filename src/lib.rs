@@ -55,8 +55,9 @@ mod template;
 mod worker;
 
 pub use builders::{
-    FluxClusterBuilder, FluxClusterExecutor, SingleNodeBuilder, SingleNodeExecutor,
-    SlurmClusterBuilder, SlurmClusterExecutor, SlurmJobBuilder, SlurmJobExecutor,
+    FluxClusterBuilder, FluxClusterExecutor, FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder,
+    SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor, SlurmJobBuilder,
+    SlurmJobExecutor,
 };
 pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};

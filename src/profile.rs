@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [profile.laptop]
-//! backend = "single-node"          # single-node | slurm | slurm-job
+//! backend = "single-node"          # single-node | slurm | slurm-job | flux-job
 //! cache_directory = "pitch-cache"  # relative to this file's directory
 //! max_cores = 4
 //! max_workers = 2
@@ -61,14 +61,17 @@ pub enum BackendKind {
     Slurm,
     /// Inside an existing Slurm allocation, tasks started with `srun` (`"slurm-job"`).
     SlurmJob,
+    /// Inside an existing Flux instance, tasks run as jobs with `flux run` (`"flux-job"`).
+    FluxJob,
 }
 
 impl BackendKind {
     /// Every backend, in the order they are listed in error messages.
-    pub const ALL: [BackendKind; 3] = [
+    pub const ALL: [BackendKind; 4] = [
         BackendKind::SingleNode,
         BackendKind::Slurm,
         BackendKind::SlurmJob,
+        BackendKind::FluxJob,
     ];
 
     /// The name used in `pitch.toml` and on the command line.
@@ -77,6 +80,7 @@ impl BackendKind {
             BackendKind::SingleNode => "single-node",
             BackendKind::Slurm => "slurm",
             BackendKind::SlurmJob => "slurm-job",
+            BackendKind::FluxJob => "flux-job",
         }
     }
 }
@@ -89,7 +93,7 @@ impl fmt::Display for BackendKind {
 
 /// A backend name that is not one of [`BackendKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend {0:?}; valid backends: single-node, slurm, slurm-job")]
+#[error("unknown backend {0:?}; valid backends: single-node, slurm, slurm-job, flux-job")]
 pub struct UnknownBackend(pub String);
 
 impl FromStr for BackendKind {
@@ -115,7 +119,7 @@ pub struct Profile {
     pub cache_directory: Option<PathBuf>,
     /// The job script template (Slurm).
     pub template: Option<PathBuf>,
-    /// Cores the executor may use at once (single-node, slurm-job).
+    /// Cores the executor may use at once (single-node, slurm-job, flux-job).
     pub max_cores: Option<u32>,
     /// Worker processes kept alive at once.
     pub max_workers: Option<u32>,

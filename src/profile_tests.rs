@@ -107,7 +107,8 @@ fn loads_two_profiles_and_resolves_relative_paths() {
 #[test]
 fn defaults_and_alternative_forms() {
     let text = "[profile.a]\npoll_interval = 7\n\n[profile.b]\nbackend = \"slurm-job\"\n\
-                poll_interval = \"00:00:05\"\nresources = { cores = 2, memory_max = \"512M\" }\n";
+                poll_interval = \"00:00:05\"\nresources = { cores = 2, memory_max = \"512M\" }\n\n\
+                [profile.c]\nbackend = \"flux-job\"\nmax_cores = 3\n";
     let (_dir, path) = write(text);
     let profiles = load(&path).unwrap();
     let a = profiles.get("a").unwrap();
@@ -118,6 +119,9 @@ fn defaults_and_alternative_forms() {
     assert_eq!(b.backend, BackendKind::SlurmJob);
     assert_eq!(b.poll_interval, Some(Duration::from_secs(5)));
     assert_eq!(b.resources, Resources::new().cores(2).memory_max(512 << 20));
+    let c = profiles.get("c").unwrap();
+    assert_eq!(c.backend, BackendKind::FluxJob);
+    assert_eq!(c.max_cores, Some(3));
 }
 
 #[test]
@@ -184,7 +188,10 @@ fn bad_backend_lists_valid_ones() {
         VALID.replace("\"slurm\"", "\"flux\"").as_str(),
         9,
         "profile.cluster.backend",
-        &["unknown backend \"flux\"", "single-node, slurm, slurm-job"],
+        &[
+            "unknown backend \"flux\"",
+            "single-node, slurm, slurm-job, flux-job",
+        ],
     );
 }
 
@@ -331,8 +338,10 @@ fn backend_kind_text_round_trips() {
     let err = "flux".parse::<BackendKind>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown backend \"flux\"; valid backends: single-node, slurm, slurm-job"
+        "unknown backend \"flux\"; valid backends: single-node, slurm, slurm-job, flux-job"
     );
+    assert_eq!("flux-job".parse::<BackendKind>(), Ok(BackendKind::FluxJob));
+    assert_eq!(BackendKind::ALL.len(), 4);
 }
 
 /// A cwd, an XDG config home and a HOME, each with or without a pitch.toml.

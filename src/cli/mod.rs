@@ -86,7 +86,7 @@ pub(crate) struct Common {
     #[arg(long, env = "PITCH_PROFILE")]
     pub profile: Option<String>,
     /// Where tasks run.
-    #[arg(long, value_parser = ["single-node", "slurm", "slurm-job"])]
+    #[arg(long, value_parser = ["single-node", "slurm", "slurm-job", "flux-job"])]
     pub backend: Option<String>,
     /// MPI ranks per task.
     #[arg(long)]

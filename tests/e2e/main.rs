@@ -2,8 +2,11 @@
 //! the worker (it is re-executed per task), so it has its own small runner (`harness = false`):
 //! `pitch::init()` must see the worker arguments before any test harness would.
 //!
+//! `flux::` tests run FluxJobExecutor against the fake `flux` of `tests/e2e/fake-flux`.
+//!
 //! Run one test: `cargo test --test e2e -- NAME_SUBSTRING`.
 
+mod flux;
 mod mpi;
 mod single_node;
 
@@ -28,6 +31,11 @@ macro_rules! ensure {
 
 fn main() {
     pitch::init();
+    // A FluxJobExecutor test's driver, started by the test with the fake flux on PATH.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("flux-driver") {
+        std::process::exit(flux::driver(args.get(2).map_or("", String::as_str)));
+    }
     // The test environment (not the library) lets OpenMPI run as root, as CI does.
     // SAFETY: no other thread exists yet.
     if unsafe { libc_geteuid() } == 0 {
@@ -41,6 +49,7 @@ fn main() {
     let mut tests: Vec<(&str, TestFn)> = Vec::new();
     tests.extend(single_node::TESTS.iter().copied());
     tests.extend(mpi::TESTS.iter().copied());
+    tests.extend(flux::TESTS.iter().copied());
     let selected: Vec<_> = tests
         .into_iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))

@@ -148,10 +148,10 @@ impl pitch::Reporter for Collect {
 }
 
 impl Collect {
-    fn count(&self, f: impl Fn(&EventKind) -> bool) -> usize {
+    pub(crate) fn count(&self, f: impl Fn(&EventKind) -> bool) -> usize {
         self.0.lock().unwrap().iter().filter(|e| f(e)).count()
     }
-    fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         self.0
             .lock()
             .unwrap()

@@ -650,23 +650,32 @@ impl Executor {
                     _ => FluxJobBuilder { common, slots }.build(),
                 }
             }
-            BackendKind::Slurm => {
+            BackendKind::Slurm | BackendKind::Flux => {
                 if p.max_cores.is_some() {
                     return Err(ignored("max_cores"));
                 }
                 if p.max_workers.is_some() {
                     return Err(ignored("max_workers"));
                 }
-                let mut b = SlurmClusterExecutor::builder();
-                b.common = common;
-                b.cfg.max_jobs = p.max_jobs;
-                b.cfg.tasks_per_job = p.tasks_per_job.unwrap_or(1);
-                b.cfg.array_throttle = p.array_throttle;
-                b.cfg.template = p.template.clone();
+                let scheduler: Box<dyn Scheduler> = if p.backend == BackendKind::Flux {
+                    if p.array_throttle.is_some() {
+                        return Err(ignored("array_throttle (Flux has no job arrays)"));
+                    }
+                    Box::new(Flux)
+                } else {
+                    Box::new(Slurm)
+                };
+                let mut cfg = QueueConfig {
+                    max_jobs: p.max_jobs,
+                    tasks_per_job: p.tasks_per_job.unwrap_or(1),
+                    array_throttle: p.array_throttle,
+                    template: p.template.clone(),
+                    ..QueueConfig::default()
+                };
                 if let Some(i) = p.poll_interval {
-                    b.cfg.poll_interval = i;
+                    cfg.poll_interval = i;
                 }
-                b.build()
+                build_queue(common, cfg, scheduler)
             }
         }
     }

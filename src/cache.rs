@@ -173,9 +173,22 @@ impl Cache {
         Ok(out)
     }
 
-    /// The Slurm job name of this cache directory's jobs (`squeue -n NAME`).
+    /// The job name of this cache directory's jobs (`squeue -n NAME`, `flux jobs --name`).
     pub fn job_name(&self) -> String {
         crate::backend::queue::job_name_for(self.store.root())
+    }
+
+    /// The scheduler of this cache directory's jobs: `"slurm"` (also when no queue executor
+    /// has used it yet) or `"flux"`.
+    pub fn scheduler(&self) -> String {
+        let marker = self
+            .store
+            .root()
+            .join("jobs")
+            .join(crate::backend::queue::SCHEDULER_FILE);
+        std::fs::read_to_string(marker)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "slurm".into())
     }
 
     /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.

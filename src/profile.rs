@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [profile.laptop]
-//! backend = "single-node"          # single-node | slurm | slurm-job | flux-job
+//! backend = "single-node"          # single-node | slurm | slurm-job | flux | flux-job
 //! cache_directory = "pitch-cache"  # relative to this file's directory
 //! max_cores = 4
 //! max_workers = 2
@@ -61,16 +61,20 @@ pub enum BackendKind {
     Slurm,
     /// Inside an existing Slurm allocation, tasks started with `srun` (`"slurm-job"`).
     SlurmJob,
+    /// One Flux batch job per task (or pack of tasks), submitted with `flux batch`
+    /// (`"flux"`).
+    Flux,
     /// Inside an existing Flux instance, tasks run as jobs with `flux run` (`"flux-job"`).
     FluxJob,
 }
 
 impl BackendKind {
     /// Every backend, in the order they are listed in error messages.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::SingleNode,
         BackendKind::Slurm,
         BackendKind::SlurmJob,
+        BackendKind::Flux,
         BackendKind::FluxJob,
     ];
 
@@ -80,6 +84,7 @@ impl BackendKind {
             BackendKind::SingleNode => "single-node",
             BackendKind::Slurm => "slurm",
             BackendKind::SlurmJob => "slurm-job",
+            BackendKind::Flux => "flux",
             BackendKind::FluxJob => "flux-job",
         }
     }
@@ -93,7 +98,7 @@ impl fmt::Display for BackendKind {
 
 /// A backend name that is not one of [`BackendKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend {0:?}; valid backends: single-node, slurm, slurm-job, flux-job")]
+#[error("unknown backend {0:?}; valid backends: single-node, slurm, slurm-job, flux, flux-job")]
 pub struct UnknownBackend(pub String);
 
 impl FromStr for BackendKind {

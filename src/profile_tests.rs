@@ -185,12 +185,12 @@ fn unknown_key_in_resources() {
 #[test]
 fn bad_backend_lists_valid_ones() {
     rejects(
-        VALID.replace("\"slurm\"", "\"flux\"").as_str(),
+        VALID.replace("\"slurm\"", "\"lsf\"").as_str(),
         9,
         "profile.cluster.backend",
         &[
-            "unknown backend \"flux\"",
-            "single-node, slurm, slurm-job, flux-job",
+            "unknown backend \"lsf\"",
+            "single-node, slurm, slurm-job, flux, flux-job",
         ],
     );
 }
@@ -335,13 +335,14 @@ fn backend_kind_text_round_trips() {
         assert_eq!(kind.to_string().parse::<BackendKind>(), Ok(kind));
     }
     assert_eq!(BackendKind::default(), BackendKind::SingleNode);
-    let err = "flux".parse::<BackendKind>().unwrap_err();
+    let err = "pbs".parse::<BackendKind>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown backend \"flux\"; valid backends: single-node, slurm, slurm-job, flux-job"
+        "unknown backend \"pbs\"; valid backends: single-node, slurm, slurm-job, flux, flux-job"
     );
+    assert_eq!("flux".parse::<BackendKind>(), Ok(BackendKind::Flux));
     assert_eq!("flux-job".parse::<BackendKind>(), Ok(BackendKind::FluxJob));
-    assert_eq!(BackendKind::ALL.len(), 4);
+    assert_eq!(BackendKind::ALL.len(), 5);
 }
 
 /// A cwd, an XDG config home and a HOME, each with or without a pitch.toml.

@@ -71,9 +71,9 @@ fn state_name(s: &TaskState) -> &'static str {
     }
 }
 
-/// Splits unfinished tasks that have a Slurm job into the scheduler's states (pending,
-/// running, ... or gone) with ONE squeue call for all of them; tasks never submitted stay
-/// "unfinished".
+/// Splits unfinished tasks that have a scheduler job into the scheduler's states (pending,
+/// running, ... or gone) with ONE squeue (or flux jobs) call for all of them; tasks never
+/// submitted stay "unfinished".
 fn scheduler_states(
     cache: &Cache,
     tasks: &[TaskInfo],
@@ -87,14 +87,27 @@ fn scheduler_states(
     if pending.is_empty() {
         return out;
     }
-    let Ok(o) = std::process::Command::new("squeue")
-        .args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-u"])
-        .arg(uid())
-        .arg("-n")
-        .arg(cache.job_name())
-        .env("SLURM_BITSTR_LEN", "0")
-        .output()
-    else {
+    let query = if cache.scheduler() == "flux" {
+        std::process::Command::new("flux")
+            .args([
+                "jobs",
+                "--no-header",
+                "--filter=pending,running",
+                "--count=1000000",
+                "--format={id}|{state}",
+            ])
+            .arg(format!("--name={}", cache.job_name()))
+            .output()
+    } else {
+        std::process::Command::new("squeue")
+            .args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-u"])
+            .arg(uid())
+            .arg("-n")
+            .arg(cache.job_name())
+            .env("SLURM_BITSTR_LEN", "0")
+            .output()
+    };
+    let Ok(o) = query else {
         return out;
     };
     let text = String::from_utf8_lossy(&o.stdout);
@@ -291,13 +304,19 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
         println!("nothing to cancel");
         return OK;
     }
-    match std::process::Command::new("scancel").args(&ids).status() {
+    let (program, mut args) = if cache.scheduler() == "flux" {
+        ("flux", vec!["cancel".to_string()])
+    } else {
+        ("scancel", Vec::new())
+    };
+    args.extend(ids.iter().cloned());
+    match std::process::Command::new(program).args(&args).status() {
         Ok(s) if s.success() => {
             println!("cancelled {} jobs", ids.len());
             OK
         }
-        Ok(s) => fail(TASK_FAILED, format!("scancel failed ({s})")),
-        Err(e) => fail(USAGE, format!("could not run scancel: {e}")),
+        Ok(s) => fail(TASK_FAILED, format!("{program} failed ({s})")),
+        Err(e) => fail(USAGE, format!("could not run {program}: {e}")),
     }
 }
 

@@ -60,7 +60,7 @@ enum Cmd {
         after_help = "Examples:\n  pitch results\n  pitch results --format csv > results.csv"
     )]
     Results(inspect::ResultsArgs),
-    /// Cancel queued or running tasks (scancel their jobs).
+    /// Cancel queued or running tasks (scancel or flux cancel their jobs).
     #[command(after_help = "Examples:\n  pitch cancel --all\n  pitch cancel 3f2a...")]
     Cancel(inspect::CancelArgs),
     /// Print the job script a command would be submitted with, without submitting.
@@ -86,7 +86,7 @@ pub(crate) struct Common {
     #[arg(long, env = "PITCH_PROFILE")]
     pub profile: Option<String>,
     /// Where tasks run.
-    #[arg(long, value_parser = ["single-node", "slurm", "slurm-job", "flux-job"])]
+    #[arg(long, value_parser = ["single-node", "slurm", "slurm-job", "flux", "flux-job"])]
     pub backend: Option<String>,
     /// MPI ranks per task.
     #[arg(long)]

@@ -32,6 +32,9 @@ use crate::template::{self, SlurmScript};
 /// The longest a submission waits for more tasks to join its job array.
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
 
+/// The file in `jobs/` naming the scheduler of the cache directory's jobs (`slurm`, `flux`).
+pub(crate) const SCHEDULER_FILE: &str = "scheduler";
+
 /// A future borrowing its scheduler.
 pub(crate) type Fut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -207,6 +210,12 @@ impl Queue {
     ) -> Result<Queue, Error> {
         let jobs_dir = store.root().join("jobs");
         store::create_dir(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
+        // `pitch status` and `pitch cancel` ask this scheduler about the journal's jobs.
+        let marker = jobs_dir.join(SCHEDULER_FILE);
+        let name = scheduler.backend_name();
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(name) {
+            std::fs::write(&marker, name).map_err(|e| Error::io(&marker, e))?;
+        }
         let (template_name, template_source) = match &cfg.template {
             Some(path) => (
                 path.display().to_string(),

@@ -62,8 +62,15 @@ impl Scheduler for Flux {
         }
     }
 
-    fn ignored(&self, r: &Resources) -> Vec<&'static str> {
-        [
+    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
+        if r.exclusive == Some(true) && r.num_nodes.is_none() {
+            return Err(
+                "exclusive = true needs num_nodes on Flux (flux batch refuses \
+                        --exclusive without --nodes)"
+                    .into(),
+            );
+        }
+        Ok([
             (r.memory_max.is_some(), "memory_max"),
             (r.qos.is_some(), "qos"),
             (!r.slurm_cmd_args.is_empty(), "slurm_cmd_args"),
@@ -72,7 +79,7 @@ impl Scheduler for Flux {
         ]
         .into_iter()
         .filter_map(|(set, key)| set.then_some(key))
-        .collect()
+        .collect())
     }
 
     fn output(&self, jobs_dir: &Path, _array: bool) -> String {
@@ -185,5 +192,49 @@ impl Scheduler for Flux {
                 Err(e) => Err(format!("flux cancel failed: {e}")),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Resources;
+
+    #[test]
+    fn resources_flux_cannot_honour_or_ignores() {
+        let f = Flux;
+        let err = f.check(&Resources::new().exclusive(true)).unwrap_err();
+        assert!(err.contains("needs num_nodes"), "{err}");
+        assert_eq!(
+            f.check(&Resources::new().exclusive(true).num_nodes(2)),
+            Ok(vec![])
+        );
+        let r = Resources::new().memory_max(1 << 30).qos("high");
+        assert_eq!(f.check(&r), Ok(vec!["memory_max", "qos"]));
+        let h = f.header(
+            "pitch-x",
+            &Resources::new().partition("debug").account("proj"),
+            4,
+            2,
+        );
+        assert_eq!((h.ntasks, h.cpus_per_task), (4, 2));
+        assert_eq!(
+            (h.partition.as_deref(), h.account.as_deref(), h.mem),
+            (Some("debug"), Some("proj"), None)
+        );
+        let mut h = SlurmScript::default();
+        let after = [
+            JobRef {
+                job_id: 7,
+                array_index: None,
+            },
+            JobRef {
+                job_id: 9,
+                array_index: None,
+            },
+        ];
+        f.depend(&mut h, &after);
+        assert_eq!(h.dependencies, ["afterok:7", "afterok:9"]);
+        assert_eq!(h.dependency, None);
     }
 }

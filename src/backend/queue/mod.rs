@@ -62,8 +62,9 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     /// The template's variables for a task with these resources (`command`, `output`,
     /// `array` and `dependency` are filled in by the caller).
     fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript;
-    /// Resource keys that mean nothing to this scheduler (reported once as warnings).
-    fn ignored(&self, r: &Resources) -> Vec<&'static str>;
+    /// Resource keys that mean nothing to this scheduler (reported once as warnings), or
+    /// why it cannot honour these resources.
+    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String>;
     /// The job's output file pattern in `jobs_dir`, for a job array or a single job.
     fn output(&self, jobs_dir: &Path, array: bool) -> String;
     /// The prefix that runs a multi-rank task inside the job (`srun --ntasks=N ...`).
@@ -700,7 +701,7 @@ impl Backend for Queue {
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        Ok(self.scheduler.ignored(r))
+        self.scheduler.check(r)
     }
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {

@@ -108,7 +108,7 @@ impl Scheduler for Slurm {
         }
     }
 
-    fn ignored(&self, r: &Resources) -> Vec<&'static str> {
+    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
         let mut ignored = Vec::new();
         if r.openmpi_oversubscribe.is_some() {
             ignored.push("openmpi_oversubscribe");
@@ -116,7 +116,7 @@ impl Scheduler for Slurm {
         if r.error_log_file.is_some() {
             ignored.push("error_log_file");
         }
-        ignored
+        Ok(ignored)
     }
 
     fn output(&self, jobs_dir: &Path, array: bool) -> String {

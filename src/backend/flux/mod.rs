@@ -12,7 +12,9 @@ pub(crate) mod parse;
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::backend::queue::{run_cmd, CmdOutput, Fut, JobRef, JobState, Scheduler};
+use crate::backend::queue::{
+    base_header, run_cmd, strings, CmdOutput, Fut, JobRef, JobState, Scheduler,
+};
 use crate::error::TaskError;
 use crate::resources::Resources;
 use crate::template::{self, SlurmScript};
@@ -25,10 +27,6 @@ const MAX_LISTED: u32 = 1_000_000;
 
 async fn flux(args: Vec<String>) -> Result<CmdOutput, String> {
     run_cmd("flux", &args, &[], "Flux").await
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
 }
 
 impl Scheduler for Flux {
@@ -49,16 +47,8 @@ impl Scheduler for Flux {
 
     fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
         SlurmScript {
-            job_name: tag.to_string(),
-            ntasks: ranks,
-            cpus_per_task: threads,
-            gpus_per_task: r.gpus_per_core,
-            nodes: r.num_nodes,
-            exclusive: r.exclusive.unwrap_or(false),
             time: r.run_time_max.map(parse::fsd),
-            partition: r.partition.clone(),
-            account: r.account.clone(),
-            ..SlurmScript::default()
+            ..base_header(tag, r, ranks, threads)
         }
     }
 

@@ -95,6 +95,27 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>>;
 }
 
+/// The header fields every scheduler fills the same way: job name, ranks, threads, GPUs,
+/// nodes, exclusive, partition (queue) and account (bank).
+pub(crate) fn base_header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
+    SlurmScript {
+        job_name: tag.to_string(),
+        ntasks: ranks,
+        cpus_per_task: threads,
+        gpus_per_task: r.gpus_per_core,
+        nodes: r.num_nodes,
+        exclusive: r.exclusive.unwrap_or(false),
+        partition: r.partition.clone(),
+        account: r.account.clone(),
+        ..SlurmScript::default()
+    }
+}
+
+/// Owned arguments for a command.
+pub(crate) fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 /// Settings of a queue backend (from the builder).
 #[derive(Debug, Clone)]
 pub(crate) struct QueueConfig {

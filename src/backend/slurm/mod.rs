@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use self::parse::SlurmState;
-use crate::backend::queue::{run_cmd, Fut, JobRef, JobState, Scheduler};
+use crate::backend::queue::{base_header, run_cmd, strings, Fut, JobRef, JobState, Scheduler};
 use crate::error::TaskError;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
 use crate::template::{self, SlurmScript};
@@ -70,10 +70,6 @@ async fn submission_states(
     found
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
 impl Scheduler for Slurm {
     fn backend_name(&self) -> &'static str {
         "slurm"
@@ -92,19 +88,11 @@ impl Scheduler for Slurm {
 
     fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
         SlurmScript {
-            job_name: tag.to_string(),
-            ntasks: ranks,
-            cpus_per_task: threads,
-            gpus_per_task: r.gpus_per_core,
-            nodes: r.num_nodes,
-            exclusive: r.exclusive.unwrap_or(false),
             time: r.run_time_max.map(format_slurm_time),
             mem: r.memory_max.map(format_slurm_memory),
-            partition: r.partition.clone(),
-            account: r.account.clone(),
             qos: r.qos.clone(),
             slurm_cmd_args: r.slurm_cmd_args.clone(),
-            ..SlurmScript::default()
+            ..base_header(tag, r, ranks, threads)
         }
     }
 

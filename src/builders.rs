@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::flux::Flux;
+use crate::backend::queue::transport::{Local, Transport};
 use crate::backend::queue::{Queue, QueueConfig, Scheduler};
 use crate::backend::single_node::{Launcher, SingleNode};
 use crate::backend::slurm::Slurm;
@@ -241,6 +242,15 @@ macro_rules! queue_builder_methods {
             self
         }
 
+        /// Submits from here to a login node over SSH (feature `remote`): scheduler commands
+        /// run there, task files and the worker binary go up by SFTP into the remote cache
+        /// directory, results come back when their jobs end. See [`crate::Remote`].
+        #[cfg(feature = "remote")]
+        pub fn remote(mut self, remote: crate::Remote) -> Self {
+            self.remote = Some(remote);
+            self
+        }
+
         #[doc = concat!("A job script template of your own (Jinja syntax); see `", $template, "`.")]
         pub fn template(mut self, path: impl Into<PathBuf>) -> Self {
             self.cfg.template = Some(path.into());
@@ -260,6 +270,7 @@ impl SlurmClusterExecutor {
         SlurmClusterBuilder {
             common: CommonBuilder::default(),
             cfg: QueueConfig::default(),
+            remote: None,
         }
     }
 }
@@ -268,6 +279,7 @@ impl SlurmClusterExecutor {
 pub struct SlurmClusterBuilder {
     common: CommonBuilder,
     cfg: QueueConfig,
+    remote: RemoteSetting,
 }
 
 impl SlurmClusterBuilder {
@@ -289,16 +301,23 @@ impl SlurmClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, Box::new(Slurm))
+        build_queue(self.common, self.cfg, self.remote, slurm)
     }
 }
 
-/// Builds a queue executor; fails on a zero setting, on a template that does not render and
-/// inside a worker.
+/// How a queue executor reaches its scheduler: `None` here, or a login node over SSH.
+#[cfg(feature = "remote")]
+type RemoteSetting = Option<crate::remote::Remote>;
+#[cfg(not(feature = "remote"))]
+type RemoteSetting = Option<std::convert::Infallible>;
+
+/// Builds a queue executor whose scheduler `make` builds; fails on a zero setting, on a
+/// template that does not render, on a login node it cannot reach and inside a worker.
 fn build_queue(
     common: CommonBuilder,
     cfg: QueueConfig,
-    scheduler: Box<dyn Scheduler>,
+    remote: RemoteSetting,
+    make: fn(Arc<dyn Transport>) -> Box<dyn Scheduler>,
 ) -> Result<Executor, Error> {
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
@@ -310,9 +329,27 @@ fn build_queue(
         return Err(Error::Config("max_jobs must be at least 1".into()));
     }
     common.build(
-        |store| Ok(Arc::new(Queue::new(scheduler, cfg, store)?)),
+        |store| {
+            let transport: Arc<dyn Transport> = match remote {
+                #[cfg(feature = "remote")]
+                Some(r) => Arc::new(crate::remote::Ssh::connect(r, store.root())?),
+                #[cfg(not(feature = "remote"))]
+                Some(never) => match never {},
+                None => Arc::new(Local),
+            };
+            let scheduler = make(transport.clone());
+            Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
+        },
         true,
     )
+}
+
+fn slurm(transport: Arc<dyn Transport>) -> Box<dyn Scheduler> {
+    Box::new(Slurm { transport })
+}
+
+fn flux(transport: Arc<dyn Transport>) -> Box<dyn Scheduler> {
+    Box::new(Flux { transport })
 }
 
 /// Runs each task as a Flux batch job (`flux batch`: a Flux instance of its own, where
@@ -333,6 +370,7 @@ impl FluxClusterExecutor {
         FluxClusterBuilder {
             common: CommonBuilder::default(),
             cfg: QueueConfig::default(),
+            remote: None,
         }
     }
 }
@@ -341,6 +379,7 @@ impl FluxClusterExecutor {
 pub struct FluxClusterBuilder {
     common: CommonBuilder,
     cfg: QueueConfig,
+    remote: RemoteSetting,
 }
 
 impl FluxClusterBuilder {
@@ -355,7 +394,7 @@ impl FluxClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, Box::new(Flux))
+        build_queue(self.common, self.cfg, self.remote, flux)
     }
 }
 
@@ -657,13 +696,13 @@ impl Executor {
                 if p.max_workers.is_some() {
                     return Err(ignored("max_workers"));
                 }
-                let scheduler: Box<dyn Scheduler> = if p.backend == BackendKind::Flux {
+                let make = if p.backend == BackendKind::Flux {
                     if p.array_throttle.is_some() {
                         return Err(ignored("array_throttle (Flux has no job arrays)"));
                     }
-                    Box::new(Flux)
+                    flux
                 } else {
-                    Box::new(Slurm)
+                    slurm
                 };
                 let mut cfg = QueueConfig {
                     max_jobs: p.max_jobs,
@@ -675,7 +714,7 @@ impl Executor {
                 if let Some(i) = p.poll_interval {
                     cfg.poll_interval = i;
                 }
-                build_queue(common, cfg, scheduler)
+                build_queue(common, cfg, None, make)
             }
         }
     }

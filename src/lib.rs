@@ -47,6 +47,8 @@ mod executor;
 mod future;
 pub mod profile;
 mod registry;
+#[cfg(feature = "remote")]
+mod remote;
 mod report;
 mod resources;
 mod store;
@@ -66,6 +68,8 @@ pub use event::{Event, EventKind, Reporter};
 pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
 pub use registry::registered_tasks;
+#[cfg(feature = "remote")]
+pub use remote::Remote;
 pub use report::{JsonLinesReporter, ProgressReporter};
 pub use resources::{
     format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,

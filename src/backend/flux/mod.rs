@@ -11,22 +11,27 @@ pub(crate) mod parse;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::backend::queue::{
-    base_header, run_cmd, strings, CmdOutput, Fut, JobRef, JobState, Scheduler,
-};
+use crate::backend::queue::transport::Transport;
+use crate::backend::queue::{base_header, strings, CmdOutput, Fut, JobRef, JobState, Scheduler};
 use crate::error::TaskError;
 use crate::resources::Resources;
 use crate::template::{self, SlurmScript};
 
-/// Flux's commands, as the queue backend calls them.
-pub(crate) struct Flux;
+/// Flux's commands, as the queue backend calls them, run through `transport` (here, or on
+/// a login node).
+pub(crate) struct Flux {
+    pub transport: Arc<dyn Transport>,
+}
 
 /// The most jobs one `flux jobs` call lists (its default is 1,000).
 const MAX_LISTED: u32 = 1_000_000;
 
-async fn flux(args: Vec<String>) -> Result<CmdOutput, String> {
-    run_cmd("flux", &args, &[], "Flux").await
+impl Flux {
+    async fn flux(&self, args: Vec<String>) -> Result<CmdOutput, String> {
+        self.transport.run("flux", &args, &[], "Flux").await
+    }
 }
 
 impl Scheduler for Flux {
@@ -110,7 +115,8 @@ impl Scheduler for Flux {
                 what: "flux batch".into(),
                 detail,
             };
-            let out = flux(vec!["batch".into(), script.display().to_string()])
+            let out = self
+                .flux(vec!["batch".into(), script.display().to_string()])
                 .await
                 .map_err(launch)?;
             if !out.success {
@@ -136,7 +142,8 @@ impl Scheduler for Flux {
                 &count,
                 &format,
             ]);
-            let out = flux(args)
+            let out = self
+                .flux(args)
                 .await
                 .map_err(|e| format!("flux jobs failed: {e}"))?;
             if !out.success {
@@ -158,7 +165,7 @@ impl Scheduler for Flux {
             let mut args = strings(&["jobs", "--no-header", &format]);
             args.extend(wanted.iter().map(|j| j.job_id.to_string()));
             // Ids Flux no longer knows are reported on stderr; the others are still listed.
-            match flux(args).await {
+            match self.flux(args).await {
                 Ok(out) => parse::parse_final(&out.stdout)
                     .into_iter()
                     .filter(|(j, _)| wanted.contains(j))
@@ -176,7 +183,7 @@ impl Scheduler for Flux {
         Box::pin(async move {
             let mut args = vec!["cancel".to_string()];
             args.extend(jobs.iter().map(|j| j.job_id.to_string()));
-            match flux(args).await {
+            match self.flux(args).await {
                 Ok(out) if out.success => Ok(()),
                 Ok(out) => Err(format!("flux cancel failed: {}", out.stderr.trim())),
                 Err(e) => Err(format!("flux cancel failed: {e}")),
@@ -192,7 +199,9 @@ mod tests {
 
     #[test]
     fn resources_flux_cannot_honour_or_ignores() {
-        let f = Flux;
+        let f = Flux {
+            transport: Arc::new(crate::backend::queue::transport::Local),
+        };
         let err = f.check(&Resources::new().exclusive(true)).unwrap_err();
         assert!(err.contains("needs num_nodes"), "{err}");
         assert_eq!(

@@ -8,6 +8,7 @@
 pub(crate) mod journal;
 pub(crate) mod poll;
 pub(crate) mod script;
+pub(crate) mod transport;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 
 use self::journal::{Journal, JournalRecord};
 use self::poll::{Watch, WatchEnd};
+use self::transport::Transport;
 use super::{Backend, BoxFuture, DropPolicy, Job};
 pub(crate) use crate::backend::slurm::parse::JobRef;
 use crate::engine::dependency_failed;
@@ -26,7 +28,7 @@ use crate::error::{Error, TaskError};
 use crate::event::{EventKind, Events};
 use crate::resources::Resources;
 use crate::store::{self, ResultRecord, Store, TaskPaths};
-use crate::task::{TaskKey, TaskKind, TaskSpec};
+use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 use crate::template::{self, SlurmScript};
 
 /// The longest a submission waits for more tasks to join its job array.
@@ -151,34 +153,6 @@ pub(crate) struct CmdOutput {
     pub success: bool,
 }
 
-/// Runs a scheduler command (sbatch, squeue, flux ...) with `env` set and captures its
-/// output; `title` names the scheduler when the command is missing.
-pub(crate) async fn run_cmd(
-    program: &str,
-    args: &[String],
-    env: &[(&str, &str)],
-    title: &str,
-) -> Result<CmdOutput, String> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{program} was not found on PATH: is this a {title} login node?")
-            } else {
-                format!("could not run {program}: {e}")
-            }
-        })?;
-    Ok(CmdOutput {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        success: out.status.success(),
-    })
-}
-
 /// A task waiting to be submitted.
 struct Pending {
     key: TaskKey,
@@ -199,6 +173,10 @@ fn group_key(p: &Pending) -> String {
 
 pub(crate) struct Queue {
     scheduler: Box<dyn Scheduler>,
+    /// Where the scheduler's commands run and the jobs' files live.
+    transport: Arc<dyn Transport>,
+    /// The worker binary, uploaded where the jobs run (once).
+    exe_uploaded: tokio::sync::OnceCell<Result<(), String>>,
     cfg: QueueConfig,
     store: Store,
     journal: Journal,
@@ -227,6 +205,7 @@ pub(crate) struct Queue {
 impl Queue {
     pub(crate) fn new(
         scheduler: Box<dyn Scheduler>,
+        transport: Arc<dyn Transport>,
         cfg: QueueConfig,
         store: &Store,
     ) -> Result<Queue, Error> {
@@ -266,6 +245,8 @@ impl Queue {
         let (known, _problems) = journal.load();
         Ok(Queue {
             scheduler,
+            transport,
+            exe_uploaded: tokio::sync::OnceCell::new(),
             queue_cap: cfg.max_jobs.map(|n| Arc::new(Semaphore::new(n as usize))),
             cfg,
             store: store.clone(),
@@ -314,6 +295,29 @@ impl Queue {
             })
     }
 
+    /// The staged worker binary where the jobs see it (uploaded once when they run
+    /// elsewhere).
+    async fn job_exe(&self) -> Result<PathBuf, TaskError> {
+        let exe = self.staged_exe()?;
+        let uploaded = self
+            .exe_uploaded
+            .get_or_init(|| async {
+                self.transport
+                    .upload(std::slice::from_ref(&exe), true)
+                    .await
+            })
+            .await;
+        uploaded.clone().map_err(|detail| TaskError::Launch {
+            what: "the worker binary".into(),
+            detail,
+        })?;
+        Ok(self.transport.path(&exe))
+    }
+
+    pub(crate) fn transport(&self) -> &dyn Transport {
+        &*self.transport
+    }
+
     async fn max_array_size(&self) -> u32 {
         if let Some(n) = self.max_array_size.get() {
             return *n;
@@ -330,12 +334,12 @@ impl Queue {
         self.scheduler.header(&self.tag, r, ranks, threads)
     }
 
-    /// The bash that runs one task in a job.
+    /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary).
     fn task_body(&self, spec: &TaskSpec, paths: &TaskPaths, exe: Option<&Path>) -> String {
         script::task_body(&script::TaskBody {
             spec,
-            dir: paths.dir(),
-            cache: self.store.root(),
+            dir: &self.transport.path(paths.dir()),
+            cache: &self.transport.path(self.store.root()),
             exe,
             durable: self.store.durable(),
             rank_launcher: &self.scheduler.rank_launcher(spec.ranks, spec.threads),
@@ -425,7 +429,8 @@ impl Queue {
         let elements = group.len().div_ceil(per_job);
         let array = elements > 1;
         let jobs_dir = self.journal.dir();
-        header.output = self.scheduler.output(jobs_dir, array);
+        let remote_jobs = self.transport.path(jobs_dir);
+        header.output = self.scheduler.output(&remote_jobs, array);
         if array {
             self.scheduler
                 .array(&mut header, elements, self.cfg.array_throttle);
@@ -455,14 +460,16 @@ impl Queue {
             // One job running all of the group's tasks: element 0, its tasks in turn.
             ("0", "1")
         };
+        let jobs_tasks = self.transport.path(&tasks_path);
         header.command = if per_job > 1 {
-            script::packed_body(&tasks_path, bodies.len(), per_job, threads, index, cpus)
+            script::packed_body(&jobs_tasks, bodies.len(), per_job, threads, index, cpus)
         } else if array {
-            script::array_body(&tasks_path, index)
+            script::array_body(&jobs_tasks, index)
         } else {
             bodies[0].clone()
         };
-        let result = self.submit(&header, &stem).await;
+        let extra = (bodies.len() > 1).then_some(tasks_path);
+        let result = self.submit(&header, &stem, extra).await;
         let result = match result {
             Ok(job_id) => {
                 let rec = JournalRecord {
@@ -502,7 +509,14 @@ impl Queue {
         )
     }
 
-    async fn submit(&self, header: &SlurmScript, stem: &str) -> Result<u64, TaskError> {
+    /// Writes the job script (and ships it with the `tasks` file where the jobs run), then
+    /// submits it.
+    async fn submit(
+        &self,
+        header: &SlurmScript,
+        stem: &str,
+        tasks: Option<PathBuf>,
+    ) -> Result<u64, TaskError> {
         let text =
             template::render(&self.template_name, &self.template_source, header).map_err(|e| {
                 TaskError::Launch {
@@ -515,7 +529,15 @@ impl Queue {
             path: path.display().to_string(),
             detail: format!("could not write the job script: {e}"),
         })?;
-        self.scheduler.submit(&path).await
+        let files: Vec<PathBuf> = std::iter::once(path.clone()).chain(tasks).collect();
+        self.transport
+            .upload(&files, false)
+            .await
+            .map_err(|detail| TaskError::Launch {
+                what: "the job script".into(),
+                detail,
+            })?;
+        self.scheduler.submit(&self.transport.path(&path)).await
     }
 
     /// Waits until every unfinished input has a job id (or has finished); returns the ids to
@@ -569,12 +591,15 @@ impl Queue {
             Err(e) => return fail(e),
         };
         let exe = match &job.spec.kind {
-            TaskKind::Function { .. } => match self.staged_exe() {
+            TaskKind::Function { .. } => match self.job_exe().await {
                 Ok(p) => Some(p),
                 Err(e) => return fail(e),
             },
             TaskKind::Command(_) => None,
         };
+        if let Err(e) = self.ship_task(&job).await {
+            return fail(e);
+        }
         let body = self.task_body(&job.spec, &paths, exe.as_deref());
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().push(Pending {
@@ -605,6 +630,41 @@ impl Queue {
                 detail: "the job left the queue without a result".into(),
             }),
         }
+    }
+
+    /// Before a task is submitted: removes what an earlier run of it left (a failed result,
+    /// a command's exit file), which the poller would otherwise take for the new job's; where
+    /// the jobs run elsewhere, sends the task file and the results of its finished inputs.
+    async fn ship_task(&self, job: &Job) -> Result<(), TaskError> {
+        let paths = &job.paths;
+        let stale = [paths.result_file(), paths.exit_file()];
+        for f in &stale {
+            let _ = std::fs::remove_file(f);
+        }
+        if !self.transport.is_remote() {
+            return Ok(());
+        }
+        self.transport.remove(&stale).await;
+        let mut files = vec![paths.task_file()];
+        // The inputs' results the worker reads, those that exist here (inputs still running
+        // write theirs where the jobs run).
+        if let TaskKind::Function { args, .. } = &job.spec.kind {
+            for arg in args {
+                if let ArgSlot::Ref { key, .. } = arg {
+                    let result = self.store.task(key).result_file();
+                    if result.exists() && !files.contains(&result) {
+                        files.push(result);
+                    }
+                }
+            }
+        }
+        self.transport
+            .upload(&files, true)
+            .await
+            .map_err(|detail| TaskError::Launch {
+                what: "the task's files".into(),
+                detail,
+            })
     }
 
     /// Hands the task to the poller and waits for its end, a cancel, or a failed input.
@@ -748,13 +808,15 @@ impl Backend for Queue {
     ) -> Option<Result<String, TaskError>> {
         let exe = match &spec.kind {
             TaskKind::Function { .. } => match self.staged_exe() {
-                Ok(p) => Some(p),
+                Ok(p) => Some(self.transport.path(&p)),
                 Err(e) => return Some(Err(e)),
             },
             TaskKind::Command(_) => None,
         };
         let mut header = self.header(resources, spec.ranks, spec.threads);
-        header.output = self.scheduler.output(self.journal.dir(), false);
+        header.output = self
+            .scheduler
+            .output(&self.transport.path(self.journal.dir()), false);
         header.command = self.task_body(spec, paths, exe.as_deref());
         Some(
             template::render(&self.template_name, &self.template_source, &header).map_err(|e| {

@@ -5,6 +5,7 @@
 //! a grace period for NFS attribute caching, and its error names the scheduler state.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,6 +225,31 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 continue;
             }
         };
+        // Jobs that run elsewhere leave their files there: bring those of the jobs that are
+        // no longer active here before reading them.
+        if queue.transport().is_remote() {
+            let files: Vec<PathBuf> = queue
+                .watches
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|w| !matches!(lookup_state(&states, w.job), Some(s) if !s.finished))
+                .flat_map(|w| {
+                    [
+                        w.paths.result_file(),
+                        w.paths.exit_file(),
+                        w.paths.stdout(),
+                        w.paths.stderr(),
+                    ]
+                })
+                .collect();
+            if !files.is_empty() {
+                if let Err(e) = queue.transport().fetch(&files).await {
+                    queue.warn(format!("could not fetch results (will retry): {e}"));
+                    continue;
+                }
+            }
+        }
         let mut changed = false;
         let mut to_ask = Vec::new();
         {

@@ -6,15 +6,20 @@ pub(crate) mod parse;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use self::parse::SlurmState;
-use crate::backend::queue::{base_header, run_cmd, strings, Fut, JobRef, JobState, Scheduler};
+use crate::backend::queue::transport::Transport;
+use crate::backend::queue::{base_header, strings, CmdOutput, Fut, JobRef, JobState, Scheduler};
 use crate::error::TaskError;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
 use crate::template::{self, SlurmScript};
 
-/// Slurm's commands, as the queue backend calls them.
-pub(crate) struct Slurm;
+/// Slurm's commands, as the queue backend calls them, run through `transport` (here, or on
+/// a login node).
+pub(crate) struct Slurm {
+    pub transport: Arc<dyn Transport>,
+}
 
 impl From<SlurmState> for JobState {
     fn from(s: SlurmState) -> JobState {
@@ -26,48 +31,55 @@ impl From<SlurmState> for JobState {
     }
 }
 
-/// Runs a Slurm command; Slurm cuts long array task lists to 64 bytes unless told not to.
-async fn slurm_cmd(
-    program: &str,
-    args: &[String],
-) -> Result<crate::backend::queue::CmdOutput, String> {
-    run_cmd(program, args, &[("SLURM_BITSTR_LEN", "0")], "Slurm").await
-}
+impl Slurm {
+    /// Runs a Slurm command; Slurm cuts long array task lists to 64 bytes unless told not to.
+    async fn cmd(&self, program: &str, args: &[String]) -> Result<CmdOutput, String> {
+        self.transport
+            .run(program, args, &[("SLURM_BITSTR_LEN", "0")], "Slurm")
+            .await
+    }
 
-/// Why the jobs `wanted` of the submission `job_id` ended: scontrol, then sacct.
-async fn submission_states(
-    job_id: u64,
-    wanted: &HashSet<JobRef>,
-) -> HashMap<JobRef, (JobState, String)> {
-    let id = job_id.to_string();
-    let mut found = HashMap::new();
-    if let Ok(out) = slurm_cmd("scontrol", &strings(&["show", "job", "-o", &id])).await {
-        if out.success {
-            if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
-                for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
-                    found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
-                }
-            }
-        }
-    }
-    if wanted.iter().all(|j| found.contains_key(j)) {
-        return found;
-    }
-    let args = strings(&["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", &id]);
-    if let Ok(out) = slurm_cmd("sacct", &args).await {
-        if out.success && !parse::sacct_disabled(&out.stdout) && !parse::sacct_disabled(&out.stderr)
+    /// Why the jobs `wanted` of the submission `job_id` ended: scontrol, then sacct.
+    async fn submission_states(
+        &self,
+        job_id: u64,
+        wanted: &HashSet<JobRef>,
+    ) -> HashMap<JobRef, (JobState, String)> {
+        let id = job_id.to_string();
+        let mut found = HashMap::new();
+        if let Ok(out) = self
+            .cmd("scontrol", &strings(&["show", "job", "-o", &id]))
+            .await
         {
-            if let Ok(entries) = parse::parse_sacct(&out.stdout) {
-                for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
-                    found.entry(e.job).or_insert((
-                        e.state.into(),
-                        format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
-                    ));
+            if out.success {
+                if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
+                    for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
+                        found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
+                    }
                 }
             }
         }
+        if wanted.iter().all(|j| found.contains_key(j)) {
+            return found;
+        }
+        let args = strings(&["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", &id]);
+        if let Ok(out) = self.cmd("sacct", &args).await {
+            if out.success
+                && !parse::sacct_disabled(&out.stdout)
+                && !parse::sacct_disabled(&out.stderr)
+            {
+                if let Ok(entries) = parse::parse_sacct(&out.stdout) {
+                    for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
+                        found.entry(e.job).or_insert((
+                            e.state.into(),
+                            format!("exit code {}:{}", e.exit_code.0, e.exit_code.1),
+                        ));
+                    }
+                }
+            }
+        }
+        found
     }
-    found
 }
 
 impl Scheduler for Slurm {
@@ -128,7 +140,7 @@ impl Scheduler for Slurm {
 
     fn max_array_size(&self) -> Fut<'_, u32> {
         Box::pin(async {
-            match slurm_cmd("scontrol", &strings(&["show", "config"])).await {
+            match self.cmd("scontrol", &strings(&["show", "config"])).await {
                 Ok(out) if out.success => {
                     parse::max_array_size(&parse::parse_scontrol_config(&out.stdout))
                         .unwrap_or(1001)
@@ -161,12 +173,13 @@ impl Scheduler for Slurm {
                 what: "sbatch".into(),
                 detail,
             };
-            let out = slurm_cmd(
-                "sbatch",
-                &["--parsable".into(), script.display().to_string()],
-            )
-            .await
-            .map_err(launch)?;
+            let out = self
+                .cmd(
+                    "sbatch",
+                    &["--parsable".into(), script.display().to_string()],
+                )
+                .await
+                .map_err(launch)?;
             if !out.success {
                 return Err(launch(format!(
                     "sbatch rejected the job: {}",
@@ -192,7 +205,8 @@ impl Scheduler for Slurm {
                 "-o",
                 parse::SQUEUE_FORMAT,
             ]);
-            let out = slurm_cmd("squeue", &args)
+            let out = self
+                .cmd("squeue", &args)
                 .await
                 .map_err(|e| format!("squeue failed: {e}"))?;
             if !out.success {
@@ -218,7 +232,7 @@ impl Scheduler for Slurm {
             }
             let mut found = HashMap::new();
             for (job_id, wanted) in by_submission {
-                found.extend(submission_states(job_id, &wanted).await);
+                found.extend(self.submission_states(job_id, &wanted).await);
             }
             found
         })
@@ -231,7 +245,7 @@ impl Scheduler for Slurm {
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>> {
         Box::pin(async move {
             let ids: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
-            match slurm_cmd("scancel", &ids).await {
+            match self.cmd("scancel", &ids).await {
                 Ok(out) if out.success => Ok(()),
                 Ok(out) => Err(format!("scancel failed: {}", out.stderr.trim())),
                 Err(e) => Err(format!("scancel failed: {e}")),

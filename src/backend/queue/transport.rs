@@ -1,0 +1,105 @@
+//! Where a queue executor's scheduler commands run and its jobs' files live: here
+//! ([`Local`]), or on a login node reached over SSH (`crate::remote`, feature `remote`),
+//! where the cache directory has a twin on the cluster's shared storage.
+
+use std::path::{Path, PathBuf};
+
+use super::{CmdOutput, Fut};
+
+/// Runs scheduler commands and moves the files jobs read and write.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// Runs `program args` with `env` set where the scheduler is; `title` names the
+    /// scheduler in the error when the program is missing.
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        env: &'a [(&'a str, &'a str)],
+        title: &'a str,
+    ) -> Fut<'a, Result<CmdOutput, String>>;
+
+    /// Where the jobs see `local`, a path in the local cache directory.
+    fn path(&self, local: &Path) -> PathBuf;
+
+    /// Makes these files of the local cache directory available to the jobs (creating their
+    /// directories); a file already there with the same size is not sent again when
+    /// `unchanged_if_same_size`.
+    fn upload<'a>(
+        &'a self,
+        files: &'a [PathBuf],
+        unchanged_if_same_size: bool,
+    ) -> Fut<'a, Result<(), String>>;
+
+    /// Brings the jobs' copies of these files into the local cache directory, those that
+    /// exist; returns how many did.
+    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, String>>;
+
+    /// The jobs' copies of these files are removed (after they were fetched and used).
+    fn remove<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, ()>;
+
+    /// Whether the jobs' files are elsewhere (files must be moved).
+    fn is_remote(&self) -> bool;
+}
+
+/// The scheduler is here and the cache directory is the jobs' own.
+pub(crate) struct Local;
+
+impl Transport for Local {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        env: &'a [(&'a str, &'a str)],
+        title: &'a str,
+    ) -> Fut<'a, Result<CmdOutput, String>> {
+        Box::pin(run_local(program, args, env, title))
+    }
+
+    fn path(&self, local: &Path) -> PathBuf {
+        local.to_path_buf()
+    }
+
+    fn upload<'a>(&'a self, _: &'a [PathBuf], _: bool) -> Fut<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn fetch<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, Result<usize, String>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    fn remove<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+}
+
+/// Runs a scheduler command (sbatch, squeue, flux ...) here with `env` set and captures its
+/// output; `title` names the scheduler when the command is missing.
+async fn run_local(
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    title: &str,
+) -> Result<CmdOutput, String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{program} was not found on PATH: is this a {title} login node?")
+            } else {
+                format!("could not run {program}: {e}")
+            }
+        })?;
+    Ok(CmdOutput {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        success: out.status.success(),
+    })
+}

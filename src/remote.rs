@@ -1,0 +1,491 @@
+//! Remote submission: a queue executor (Slurm, Flux) whose driver runs on a laptop or
+//! workstation and reaches the cluster's login node over SSH. Scheduler commands run there;
+//! task files, the worker binary and job scripts go up by SFTP into a twin of the cache
+//! directory on the cluster's shared storage, and results come back down when their jobs
+//! leave the queue. The local cache directory stays the driver's record of everything.
+//!
+//! The host key is checked against `known_hosts` (an unknown or changed key is an error,
+//! never accepted); the user authenticates with a key file or the SSH agent, never a
+//! password.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
+
+use crate::backend::queue::transport::Transport;
+use crate::backend::queue::{CmdOutput, Fut};
+use crate::error::Error;
+use crate::template::shell_quote;
+
+/// Where and how to reach a cluster's login node, and where the cache directory's twin
+/// lives on its shared storage.
+///
+/// ```no_run
+/// let exe = pitch::SlurmClusterExecutor::builder()
+///     .remote(pitch::Remote::new("login.cluster.example.org", "/scratch/me/pitch-cache"))
+///     .build()?;
+/// # Ok::<(), pitch::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Remote {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    identity: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    directory: PathBuf,
+    timeout: Duration,
+}
+
+impl Remote {
+    /// The login node `host` (port 22), with the cache directory's twin at `directory`, an
+    /// absolute path on storage the compute nodes share.
+    pub fn new(host: impl Into<String>, directory: impl Into<PathBuf>) -> Remote {
+        Remote {
+            host: host.into(),
+            port: 22,
+            user: None,
+            identity: None,
+            known_hosts: None,
+            directory: directory.into(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The SSH port (default 22).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The user on the login node (default: `$USER`).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// The private key to log in with (default: the SSH agent, then `~/.ssh/id_ed25519`,
+    /// `id_ecdsa`, `id_rsa`).
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity = Some(path.into());
+        self
+    }
+
+    /// The known_hosts file the login node's key must be in (default
+    /// `~/.ssh/known_hosts`).
+    pub fn known_hosts(mut self, path: impl Into<PathBuf>) -> Self {
+        self.known_hosts = Some(path.into());
+        self
+    }
+
+    /// How long one network operation may take before it is an error (default 60 s): a
+    /// dead connection fails the operation instead of hanging the driver.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// An SSH connection to the login node, opened again when it drops.
+pub(crate) struct Ssh {
+    remote: Remote,
+    user: String,
+    local_root: PathBuf,
+    session: Mutex<Option<Session>>,
+}
+
+impl Ssh {
+    /// Connects (so that a wrong host, key or directory fails when the executor is built)
+    /// and creates the cache directory's twin.
+    pub(crate) fn connect(remote: Remote, local_root: &Path) -> Result<Ssh, Error> {
+        let address = remote.address();
+        let config = |m: String| Error::Config(format!("remote {address}: {m}"));
+        if !remote.directory.is_absolute() {
+            return Err(config(format!(
+                "the remote cache directory {} must be an absolute path",
+                remote.directory.display()
+            )));
+        }
+        if remote.timeout.is_zero() {
+            return Err(config("the timeout must be more than zero".into()));
+        }
+        let user = match &remote.user {
+            Some(u) => u.clone(),
+            None => std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .map_err(|_| config("no user given and $USER is not set".into()))?,
+        };
+        let ssh = Ssh {
+            remote,
+            user,
+            local_root: local_root.to_path_buf(),
+            session: Mutex::new(None),
+        };
+        ssh.with_session(|s| {
+            let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+            mkdirs(&sftp, &ssh.remote.directory)
+        })
+        .map_err(config)?;
+        Ok(ssh)
+    }
+
+    fn open(&self) -> Result<Session, String> {
+        let r = &self.remote;
+        let addrs: Vec<_> = (r.host.as_str(), r.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", r.host))?
+            .collect();
+        let mut last = String::from("no address");
+        let mut tcp = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, r.timeout) {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => last = format!("cannot connect to {a}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
+        let mut s = Session::new().map_err(|e| format!("cannot start SSH: {e}"))?;
+        s.set_timeout(r.timeout.as_millis().min(u32::MAX as u128) as u32);
+        s.set_tcp_stream(tcp);
+        s.handshake()
+            .map_err(|e| format!("SSH handshake failed: {e}"))?;
+        self.check_host_key(&s)?;
+        self.authenticate(&s)?;
+        Ok(s)
+    }
+
+    fn check_host_key(&self, s: &Session) -> Result<(), String> {
+        let r = &self.remote;
+        let file = r
+            .known_hosts
+            .clone()
+            .or_else(|| home().map(|h| h.join(".ssh/known_hosts")))
+            .ok_or("no known_hosts file given and $HOME is not set")?;
+        let (key, _) = s.host_key().ok_or("the server sent no host key")?;
+        let mut known = s
+            .known_hosts()
+            .map_err(|e| format!("cannot read known hosts: {e}"))?;
+        known
+            .read_file(&file, KnownHostFileKind::OpenSSH)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        match known.check_port(&r.host, r.port, key) {
+            CheckResult::Match => Ok(()),
+            CheckResult::NotFound => Err(format!(
+                "the host key of {} is not in {}: check its fingerprint with the site, then \
+                 add it (`ssh-keyscan -p {} {} >> {}`)",
+                r.host,
+                file.display(),
+                r.port,
+                r.host,
+                file.display()
+            )),
+            CheckResult::Mismatch => Err(format!(
+                "the host key of {} does NOT match the one in {}: someone may be \
+                 impersonating the host (or its key changed); refusing to connect",
+                r.host,
+                file.display()
+            )),
+            CheckResult::Failure => Err(format!(
+                "could not check the host key of {} against {}",
+                r.host,
+                file.display()
+            )),
+        }
+    }
+
+    fn authenticate(&self, s: &Session) -> Result<(), String> {
+        let user = &self.user;
+        let mut tried = Vec::new();
+        if let Some(key) = &self.remote.identity {
+            return s
+                .userauth_pubkey_file(user, None, key, None)
+                .map_err(|e| format!("the key {} was refused for {user}: {e}", key.display()));
+        }
+        if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+            match s.userauth_agent(user) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("the SSH agent ({e})")),
+            }
+        }
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let Some(key) = home().map(|h| h.join(".ssh").join(name)) else {
+                break;
+            };
+            if key.exists() {
+                match s.userauth_pubkey_file(user, None, &key, None) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tried.push(format!("{} ({e})", key.display())),
+                }
+            }
+        }
+        Err(if tried.is_empty() {
+            format!("no SSH key to log in as {user}: give one with Remote::identity_file, or run an SSH agent")
+        } else {
+            format!("could not log in as {user}; tried {}", tried.join(", "))
+        })
+    }
+
+    /// Runs `f` with a live session; a failure that looks like a lost connection opens a new
+    /// session and tries once more.
+    fn with_session<T>(
+        &self,
+        mut f: impl FnMut(&Session) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut guard = self.session.lock().unwrap();
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.open()?);
+            }
+            match f(guard.as_ref().unwrap()) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt == 0 && lost(&e) => *guard = None,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn remote_path(&self, local: &Path) -> PathBuf {
+        match local.strip_prefix(&self.local_root) {
+            Ok(rel) => self.remote.directory.join(rel),
+            // Paths outside the cache directory (a command's cwd, its output files) are the
+            // cluster's own.
+            Err(_) => local.to_path_buf(),
+        }
+    }
+
+    fn exec(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        title: &str,
+    ) -> Result<CmdOutput, String> {
+        let mut line = String::new();
+        if !env.is_empty() {
+            line.push_str("env");
+            for (k, v) in env {
+                line.push_str(&format!(" {k}={}", shell_quote(v)));
+            }
+            line.push(' ');
+        }
+        line.push_str(&shell_quote(program));
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+        let out = self.with_session(|s| {
+            let mut ch = s
+                .channel_session()
+                .map_err(|e| format!("cannot open an SSH channel: {e}"))?;
+            ch.exec(&line)
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            ch.read_to_end(&mut stdout)
+                .map_err(|e| format!("reading {program}'s output: {e}"))?;
+            ch.stderr()
+                .read_to_end(&mut stderr)
+                .map_err(|e| format!("reading {program}'s errors: {e}"))?;
+            ch.wait_close()
+                .map_err(|e| format!("waiting for {program}: {e}"))?;
+            let code = ch.exit_status().map_err(|e| e.to_string())?;
+            Ok((code, stdout, stderr))
+        })?;
+        let (code, stdout, stderr) = out;
+        if code == 127 {
+            return Err(format!(
+                "{program} was not found on {}'s PATH: is it a {title} login node?",
+                self.remote.host
+            ));
+        }
+        Ok(CmdOutput {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            success: code == 0,
+        })
+    }
+
+    fn upload_files(&self, files: &[PathBuf], skip_same_size: bool) -> Result<(), String> {
+        self.with_session(|s| {
+            let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+            for local in files {
+                let remote = self.remote_path(local);
+                let size = std::fs::metadata(local)
+                    .map_err(|e| format!("cannot read {}: {e}", local.display()))?
+                    .len();
+                let there = sftp.stat(&remote).ok().and_then(|st| st.size);
+                if skip_same_size && there == Some(size) {
+                    continue;
+                }
+                if let Some(dir) = remote.parent() {
+                    mkdirs(&sftp, dir)?;
+                }
+                put(&sftp, local, &remote, there.is_some())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn fetch_files(&self, files: &[PathBuf]) -> Result<usize, String> {
+        self.with_session(|s| {
+            let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+            let mut got = 0;
+            for local in files {
+                let remote = self.remote_path(local);
+                let mut f = match sftp.open(&remote) {
+                    Ok(f) => f,
+                    Err(_) => continue,
+                };
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| format!("cannot download {}: {e}", remote.display()))?;
+                write_local(local, &bytes)?;
+                got += 1;
+            }
+            Ok(got)
+        })
+    }
+}
+
+/// Whether an error means the connection is gone (worth one new session).
+fn lost(e: &str) -> bool {
+    [
+        "channel",
+        "SFTP",
+        "socket",
+        "disconnect",
+        "Broken pipe",
+        "Timed out",
+        "timed out",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
+}
+
+/// Creates `dir` and its missing parents on the remote side, 0700 like the local store.
+fn mkdirs(sftp: &Sftp, dir: &Path) -> Result<(), String> {
+    if sftp.stat(dir).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        mkdirs(sftp, parent)?;
+    }
+    match sftp.mkdir(dir, 0o700) {
+        Ok(()) => Ok(()),
+        // Made meanwhile by another upload.
+        Err(_) if sftp.stat(dir).is_ok() => Ok(()),
+        Err(e) => Err(format!(
+            "cannot create {} on the remote side: {e}",
+            dir.display()
+        )),
+    }
+}
+
+/// Uploads `local` to `remote` through a temporary name and a rename, so a job never sees a
+/// half-written file.
+fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), String> {
+    let bytes =
+        std::fs::read(local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(local)
+            .map_err(|e| format!("cannot read {}: {e}", local.display()))?
+            .permissions(),
+    ) & 0o700;
+    let name = remote
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = remote.with_file_name(format!(".{name}.up.{}", std::process::id()));
+    let failed = |e: &dyn std::fmt::Display| format!("cannot upload {}: {e}", remote.display());
+    let mut f = sftp
+        .open_mode(
+            &tmp,
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+            mode.max(0o600) as i32,
+            OpenType::File,
+        )
+        .map_err(|e| failed(&e))?;
+    f.write_all(&bytes).map_err(|e| failed(&e))?;
+    f.fsync().ok();
+    drop(f);
+    if replace {
+        let _ = sftp.unlink(remote);
+    }
+    sftp.rename(&tmp, remote, None).map_err(|e| failed(&e))
+}
+
+/// Writes a downloaded file into the local cache directory atomically.
+fn write_local(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        crate::store::create_dir(dir).map_err(failed)?;
+    }
+    let tmp = path.with_extension(format!("down.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(failed)
+}
+
+impl Transport for Ssh {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        env: &'a [(&'a str, &'a str)],
+        title: &'a str,
+    ) -> Fut<'a, Result<CmdOutput, String>> {
+        Box::pin(
+            async move { tokio::task::block_in_place(|| self.exec(program, args, env, title)) },
+        )
+    }
+
+    fn path(&self, local: &Path) -> PathBuf {
+        self.remote_path(local)
+    }
+
+    fn upload<'a>(
+        &'a self,
+        files: &'a [PathBuf],
+        unchanged_if_same_size: bool,
+    ) -> Fut<'a, Result<(), String>> {
+        Box::pin(async move {
+            tokio::task::block_in_place(|| self.upload_files(files, unchanged_if_same_size))
+        })
+    }
+
+    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, String>> {
+        Box::pin(async move { tokio::task::block_in_place(|| self.fetch_files(files)) })
+    }
+
+    fn remove<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, ()> {
+        Box::pin(async move {
+            tokio::task::block_in_place(|| {
+                let _ = self.with_session(|s| {
+                    let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+                    for f in files {
+                        let _ = sftp.unlink(&self.remote_path(f));
+                    }
+                    Ok(())
+                });
+            })
+        })
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}

@@ -7,6 +7,9 @@
 //! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
 //! array_elements_that_left_the_queue).
 
+#[cfg(feature = "remote")]
+mod remote;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,7 @@ pitch::task! {
     }
 }
 
+#[macro_export]
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
@@ -47,7 +51,7 @@ macro_rules! ensure {
     };
 }
 
-type TestFn = fn(&Path) -> Result<(), String>;
+pub(crate) type TestFn = fn(&Path) -> Result<(), String>;
 
 const TESTS: &[(&str, TestFn)] = &[
     ("function_and_command", function_and_command),
@@ -1018,8 +1022,11 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let selected: Vec<_> = TESTS
-        .iter()
+    let mut tests: Vec<&(&str, TestFn)> = TESTS.iter().collect();
+    #[cfg(feature = "remote")]
+    tests.extend(remote::TESTS.iter());
+    let selected: Vec<_> = tests
+        .into_iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
         .collect();
     println!("running {} slurm tests", selected.len());

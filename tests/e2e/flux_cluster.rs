@@ -41,6 +41,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         a_failed_upstream_fails_the_dependent,
     ),
     ("packed_map_is_two_batch_jobs", packed_map_is_two_batch_jobs),
+    (
+        "a_failure_in_a_pack_spares_its_neighbours_dependents",
+        a_failure_in_a_pack_spares_its_neighbours_dependents,
+    ),
     ("two_ranks_with_flux_run", two_ranks_with_flux_run),
     ("command_exiting_3", command_exiting_3),
     ("time_limit_is_timeout", time_limit_is_timeout),
@@ -72,6 +76,7 @@ mod outer {
         a_dependency_on_a_running_job,
         a_failed_upstream_fails_the_dependent,
         packed_map_is_two_batch_jobs,
+        a_failure_in_a_pack_spares_its_neighbours_dependents,
         two_ranks_with_flux_run,
         command_exiting_3,
         time_limit_is_timeout,
@@ -418,6 +423,52 @@ fn packed_map_is_two_batch_jobs() -> Result<(), String> {
         let d = directives(s)?;
         ensure!(d.contains(&"--nslots=1".to_string()), "{d:#?}");
     }
+    Ok(())
+}
+
+/// A pack whose one task fails: a dependent of another task of the pack still runs (it is
+/// not queued with `afterok` behind the pack's job, which fails).
+fn a_failure_in_a_pack_spares_its_neighbours_dependents() -> Result<(), String> {
+    let dir = temp();
+    let exe = builder(dir.path())
+        .tasks_per_job(3)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bad = slow_boom::submit(&exe, 300);
+    let good = sleepy::submit(&exe, 600);
+    let also = sleepy::submit(&exe, 700);
+    let next = plus_one::submit(&exe, &good);
+    ensure!(next.result() == Ok(601), "{:?}", next.result());
+    ensure!(also.result() == Ok(700), "{:?}", also.result());
+    ensure!(
+        matches!(bad.result(), Err(TaskError::Panicked { .. })),
+        "{:?}",
+        bad.result()
+    );
+    let pack = job_of(&good)?;
+    ensure!(
+        job_of(&bad)? == pack && job_of(&also)? == pack,
+        "not one pack: {:?} {:?} {:?}",
+        bad.job_id(),
+        good.job_id(),
+        also.job_id()
+    );
+    let script = &submitted()
+        .into_iter()
+        .find(|(id, _)| *id == job_of(&next).unwrap())
+        .unwrap()
+        .1;
+    // The pack's job failed (one of its tasks did): `afterok` on it would never hold, so
+    // the dependent waited for its input's result rather than queue behind the pack.
+    let r = wait_for_state(pack, "INACTIVE", Duration::from_secs(3))?;
+    ensure!(r[2] == "FAILED", "{r:?}");
+    ensure!(
+        !directives(script)?
+            .iter()
+            .any(|d| d.starts_with("--dependency=")),
+        "the dependent was queued behind the pack: {:#?}",
+        directives(script)?
+    );
     Ok(())
 }
 

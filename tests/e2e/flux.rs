@@ -80,10 +80,13 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ("flux::outside_an_instance", outside_an_instance),
 ];
 
-/// Runs the driver `name` in a child process with the fake `flux` first on PATH, FLUX_URI set
-/// when `inside`, a fresh call log, and `extra` variables.
-fn run_driver(name: &str, inside: bool, extra: &[(&str, &str)]) -> Result<(), String> {
-    let dir = temp();
+/// The command that runs the driver `name` (`e2e SUBCOMMAND NAME`) with the fake `flux` first
+/// on PATH, the call log `flux.log` in `dir`, and no FLUX_URI.
+pub(crate) fn driver_command(
+    subcommand: &str,
+    name: &str,
+    dir: &Path,
+) -> Result<std::process::Command, String> {
     let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fake-flux");
     let path = match std::env::var_os("PATH") {
         Some(p) => {
@@ -95,10 +98,18 @@ fn run_driver(name: &str, inside: bool, extra: &[(&str, &str)]) -> Result<(), St
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["flux-driver", name])
+    cmd.args([subcommand, name])
         .env("PATH", path)
-        .env(LOG_ENV, dir.path().join("flux.log"))
+        .env(LOG_ENV, dir.join("flux.log"))
         .env_remove("FLUX_URI");
+    Ok(cmd)
+}
+
+/// Runs the driver `name` in a child process with the fake `flux` first on PATH, FLUX_URI set
+/// when `inside`, a fresh call log, and `extra` variables.
+fn run_driver(name: &str, inside: bool, extra: &[(&str, &str)]) -> Result<(), String> {
+    let dir = temp();
+    let mut cmd = driver_command("flux-driver", name, dir.path())?;
     if inside {
         cmd.env("FLUX_URI", "local:///run/fake-flux/local");
     }
@@ -151,7 +162,7 @@ pub(crate) fn driver(name: &str) -> i32 {
 }
 
 /// Every `flux` call the driver made so far, one line each.
-fn calls() -> Result<Vec<String>, String> {
+pub(crate) fn calls() -> Result<Vec<String>, String> {
     let path = PathBuf::from(std::env::var_os(LOG_ENV).ok_or("no call log")?);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text.lines().map(String::from).collect()),

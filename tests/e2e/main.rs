@@ -2,11 +2,17 @@
 //! the worker (it is re-executed per task), so it has its own small runner (`harness = false`):
 //! `pitch::init()` must see the worker arguments before any test harness would.
 //!
-//! `flux::` tests run FluxJobExecutor against the fake `flux` of `tests/e2e/fake-flux`.
+//! `flux::` tests run FluxJobExecutor against the fake `flux` of `tests/e2e/fake-flux` (its
+//! `flux resource info` and `flux run`); `flux_cluster::` tests run FluxClusterExecutor against
+//! the same script as a small stateful batch scheduler (`flux batch` with `# flux:` directives,
+//! afterok dependencies, time limits and F58 job ids; `flux jobs`; `flux cancel`), its state in
+//! the directory PITCH_FAKE_FLUX_STATE. Both run each test's driver in a child process
+//! (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`) whose environment is set at start.
 //!
 //! Run one test: `cargo test --test e2e -- NAME_SUBSTRING`.
 
 mod flux;
+mod flux_cluster;
 mod mpi;
 mod single_node;
 
@@ -36,6 +42,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("flux-driver") {
         std::process::exit(flux::driver(args.get(2).map_or("", String::as_str)));
     }
+    // A FluxClusterExecutor test's driver, started the same way.
+    if args.get(1).map(String::as_str) == Some("flux-cluster-driver") {
+        std::process::exit(flux_cluster::driver(args.get(2).map_or("", String::as_str)));
+    }
     // The test environment (not the library) lets OpenMPI run as root, as CI does.
     // SAFETY: no other thread exists yet.
     if unsafe { libc_geteuid() } == 0 {
@@ -50,6 +60,7 @@ fn main() {
     tests.extend(single_node::TESTS.iter().copied());
     tests.extend(mpi::TESTS.iter().copied());
     tests.extend(flux::TESTS.iter().copied());
+    tests.extend(flux_cluster::TESTS.iter().copied());
     let selected: Vec<_> = tests
         .into_iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))

@@ -10,7 +10,7 @@ pub(crate) mod poll;
 pub(crate) mod script;
 pub(crate) mod transport;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -73,6 +73,13 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn rank_launcher(&self, ranks: u32, threads: u32) -> String;
     /// Fills in the header's dependency on `after` (not empty).
     fn depend(&self, header: &mut SlurmScript, after: &[JobRef]);
+    /// Whether a dependent may be queued behind a job (array element) that runs several
+    /// packed tasks. Such a job fails when any of its tasks fails, so `afterok` on it would
+    /// also hold back (Flux: cancel) the dependents of its tasks that succeeded; when this
+    /// is false, a dependent of a packed task waits for that task's result instead.
+    fn queue_behind_packs(&self) -> bool {
+        true
+    }
     /// Job arrays: the most elements one array may have (1: no arrays), the shell
     /// expression of an element's index and of its CPUs.
     fn max_array_size(&self) -> Fut<'_, u32>;
@@ -194,6 +201,8 @@ pub(crate) struct Queue {
     flusher_running: Mutex<bool>,
     /// Which job runs which task: from the journal at start, then from each submission.
     jobs: Mutex<HashMap<TaskKey, JobRef>>,
+    /// The jobs (array elements) among them that run more than one task.
+    packs: Mutex<HashSet<JobRef>>,
     jobs_changed: Notify,
     pub(crate) watches: Mutex<HashMap<TaskKey, Watch>>,
     pub(crate) poke: Notify,
@@ -243,6 +252,12 @@ impl Queue {
         .map_err(|e| Error::Config(e.to_string()))?;
         let journal = Journal::new(jobs_dir, store.durable());
         let (known, _problems) = journal.load();
+        let mut seen = HashSet::new();
+        let packs: HashSet<JobRef> = known
+            .values()
+            .filter(|j| !seen.insert(**j))
+            .copied()
+            .collect();
         Ok(Queue {
             scheduler,
             transport,
@@ -261,6 +276,7 @@ impl Queue {
             pending: Mutex::new(Vec::new()),
             flusher_running: Mutex::new(false),
             jobs: Mutex::new(known),
+            packs: Mutex::new(packs),
             jobs_changed: Notify::new(),
             watches: Mutex::new(HashMap::new()),
             poke: Notify::new(),
@@ -491,6 +507,9 @@ impl Queue {
             });
             if let Ok(job) = &reply {
                 self.jobs.lock().unwrap().insert(p.key, *job);
+                if per_job > 1 {
+                    self.packs.lock().unwrap().insert(*job);
+                }
             }
             let _ = p.reply.send(reply);
         }
@@ -553,9 +572,15 @@ impl Queue {
                         Err(cause) => return Err(dependency_failed(input, dep, cause)),
                     }
                 }
-                if let Some(j) = self.jobs.lock().unwrap().get(&dep.slot.key) {
-                    after.push(*j);
-                    break;
+                let job_of_input = self.jobs.lock().unwrap().get(&dep.slot.key).copied();
+                if let Some(j) = job_of_input {
+                    // Behind a pack, `afterok` would wait for all of the pack's tasks: wait
+                    // for this input's result instead (the loop ends on its outcome).
+                    let packed = self.packs.lock().unwrap().contains(&j);
+                    if !packed || self.scheduler.queue_behind_packs() {
+                        after.push(j);
+                        break;
+                    }
                 }
                 tokio::select! {
                     _ = notified => {}

@@ -1,0 +1,701 @@
+//! FluxClusterExecutor against the fake `flux` of `tests/e2e/fake-flux`, which is a small
+//! batch scheduler here: `flux batch` runs each job script in the background (dependencies,
+//! time limits, `# flux:` directives), `flux jobs` lists and reports jobs, `flux cancel`
+//! kills them. Its state lives in the directory PITCH_FAKE_FLUX_STATE.
+//!
+//! As in `flux.rs`, each test runs in a child process of the test binary
+//! (`e2e flux-cluster-driver NAME`) whose environment (the fake first on PATH, the call log,
+//! the state directory) is set when it starts, never with `std::env::set_var`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pitch::{Command, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
+
+use crate::ensure;
+use crate::flux::calls;
+use crate::mpi::where_am_i;
+use crate::single_node::{add, sleepy, temp, Collect};
+
+const STATE_ENV: &str = "PITCH_FAKE_FLUX_STATE";
+
+pitch::task! {
+    pub fn plus_one(x: u64) -> u64 { x + 1 }
+}
+pitch::task! {
+    pub fn slow_boom(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        panic!("upstream gives up after {ms} ms")
+    }
+}
+
+/// The test name after `flux_cluster::`, and the function the driver process runs.
+const DRIVERS: &[(&str, crate::TestFn)] = &[
+    ("function_and_command_tasks", function_and_command_tasks),
+    (
+        "a_dependency_on_a_running_job",
+        a_dependency_on_a_running_job,
+    ),
+    (
+        "a_failed_upstream_fails_the_dependent",
+        a_failed_upstream_fails_the_dependent,
+    ),
+    ("packed_map_is_two_batch_jobs", packed_map_is_two_batch_jobs),
+    (
+        "a_failure_in_a_pack_spares_its_neighbours_dependents",
+        a_failure_in_a_pack_spares_its_neighbours_dependents,
+    ),
+    ("two_ranks_with_flux_run", two_ranks_with_flux_run),
+    ("command_exiting_3", command_exiting_3),
+    ("time_limit_is_timeout", time_limit_is_timeout),
+    ("cancel_a_running_task", cancel_a_running_task),
+    ("a_rejected_submission", a_rejected_submission),
+    ("rerun_submits_nothing", rerun_submits_nothing),
+    ("ignored_keys_warn_once", ignored_keys_warn_once),
+    (
+        "a_job_cancelled_outside_pitch",
+        a_job_cancelled_outside_pitch,
+    ),
+];
+
+macro_rules! outer {
+    ($($name:ident),* $(,)?) => {
+        $(fn $name() -> Result<(), String> {
+            run_driver(stringify!($name))
+        })*
+        pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+            $((concat!("flux_cluster::", stringify!($name)), $name)),*
+        ];
+    };
+}
+
+mod outer {
+    use super::run_driver;
+    outer!(
+        function_and_command_tasks,
+        a_dependency_on_a_running_job,
+        a_failed_upstream_fails_the_dependent,
+        packed_map_is_two_batch_jobs,
+        a_failure_in_a_pack_spares_its_neighbours_dependents,
+        two_ranks_with_flux_run,
+        command_exiting_3,
+        time_limit_is_timeout,
+        cancel_a_running_task,
+        a_rejected_submission,
+        rerun_submits_nothing,
+        ignored_keys_warn_once,
+        a_job_cancelled_outside_pitch,
+    );
+}
+pub(crate) use outer::TESTS;
+
+/// Runs the driver `name` in a child process with the fake `flux` first on PATH, a fresh
+/// call log and state directory, and no FLUX_URI (a login node); then kills any fake job the
+/// test left running.
+fn run_driver(name: &str) -> Result<(), String> {
+    let dir = temp();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).map_err(|e| e.to_string())?;
+    let mut cmd = crate::flux::driver_command("flux-cluster-driver", name, dir.path())?;
+    cmd.env(STATE_ENV, &state);
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run the driver: {e}"))?;
+    let leftovers = kill_active_jobs(&state);
+    if !out.status.success() {
+        return Err(format!(
+            "driver {name} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    ensure!(
+        leftovers.is_empty(),
+        "the test left fake Flux jobs active: {leftovers:?}"
+    );
+    Ok(())
+}
+
+/// Kills the process group of every job the fake still has active; their ids.
+fn kill_active_jobs(state: &Path) -> Vec<u64> {
+    let mut active = Vec::new();
+    for (id, fields) in all_records(state) {
+        if fields.get(1).map(String::as_str) == Some("INACTIVE") {
+            continue;
+        }
+        active.push(id);
+        let pgid = std::fs::read_to_string(state.join("run").join(format!("{id}.pgid")));
+        if let Ok(pgid) = pgid {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", pgid.trim())])
+                .status();
+        }
+    }
+    active
+}
+
+/// The driver's entry (`e2e flux-cluster-driver NAME`): runs one test, prints its error,
+/// exits 1.
+pub(crate) fn driver(name: &str) -> i32 {
+    let Some((_, test)) = DRIVERS.iter().find(|(n, _)| *n == name) else {
+        eprintln!("no flux_cluster driver named {name:?}");
+        return 2;
+    };
+    match test() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn state_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os(STATE_ENV).expect("the state directory"))
+}
+
+/// Every job record of the fake: decimal id, then NAME, STATE, RESULT, RETURNCODE,
+/// EXCEPTION_TYPE, EXCEPTION_NOTE.
+fn all_records(state: &Path) -> Vec<(u64, Vec<String>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state.join("jobs")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(id) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(e.path()) {
+            out.push((
+                id,
+                text.trim_end().splitn(6, '|').map(String::from).collect(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn record(id: u64) -> Option<Vec<String>> {
+    all_records(&state_dir())
+        .into_iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, r)| r)
+}
+
+/// Waits up to `limit` for job `id` to reach `state`; its record then.
+fn wait_for_state(id: u64, state: &str, limit: Duration) -> Result<Vec<String>, String> {
+    let start = Instant::now();
+    loop {
+        let r = record(id);
+        if let Some(r) = &r {
+            if r[1] == state {
+                return Ok(r.clone());
+            }
+        }
+        ensure!(
+            start.elapsed() < limit,
+            "job {id} did not reach {state} within {limit:?}: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The jobs the fake accepted, in order: decimal id and script.
+fn submitted() -> Vec<(u64, PathBuf)> {
+    std::fs::read_to_string(state_dir().join("submitted"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (id, script) = l.split_once(' ')?;
+            Some((id.parse().ok()?, PathBuf::from(script)))
+        })
+        .collect()
+}
+
+/// The scripts of the `flux batch` calls so far.
+fn batch_scripts() -> Result<Vec<PathBuf>, String> {
+    Ok(calls()?
+        .iter()
+        .filter_map(|c| c.strip_prefix("batch "))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// The `# flux:` lines of a job script, without the prefix.
+fn directives(script: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(script).map_err(|e| format!("{}: {e}", script.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# flux: "))
+        .map(String::from)
+        .collect())
+}
+
+/// The id of the job that runs `f`, from the future.
+fn job_of<T>(f: &pitch::TaskFuture<T>) -> Result<u64, String> {
+    f.job_id()
+        .ok_or("the task has no job id")?
+        .parse()
+        .map_err(|e| format!("job id: {e}"))
+}
+
+/// Waits for the task's job to be submitted; its id.
+fn wait_for_job<T>(f: &pitch::TaskFuture<T>) -> Result<u64, String> {
+    let start = Instant::now();
+    while f.job_id().is_none() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "no job within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    job_of(f)
+}
+
+fn builder(cache: &Path) -> pitch::FluxClusterBuilder {
+    FluxClusterExecutor::builder()
+        .cache_directory(cache)
+        .poll_interval(Duration::from_millis(100))
+        .max_poll_interval(Duration::from_millis(400))
+        .nfs_grace(Duration::from_secs(1))
+}
+
+fn cluster(cache: &Path) -> Result<Executor, String> {
+    builder(cache).build().map_err(|e| e.to_string())
+}
+
+/// The cache directory as pitch may write it (as given, or canonical).
+fn cache_forms(cache: &Path) -> Vec<PathBuf> {
+    vec![cache.to_path_buf(), cache.canonicalize().unwrap()]
+}
+
+fn function_and_command_tasks() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let f = add::submit(&exe, 2, 3);
+    let c = exe.submit_command(Command::new("sh").args(["-c", "echo out; echo err >&2"]));
+    ensure!(f.result() == Ok(5), "{:?}", f.result());
+    let out = c.result().map_err(|e| e.to_string())?;
+    ensure!(
+        out.exit_code == 0 && out.read_stdout().ok().as_deref() == Some("out\n"),
+        "{out:?}"
+    );
+    ensure!(out.stderr_tail == "err", "{out:?}");
+    let scripts = batch_scripts()?;
+    ensure!(scripts.len() == 2, "{:#?}", calls()?);
+    let jobs_dirs: Vec<PathBuf> = cache_forms(dir.path())
+        .iter()
+        .map(|c| c.join("jobs"))
+        .collect();
+    let tag = format!("--job-name={}", exe.job_name().unwrap_or_default());
+    for script in &scripts {
+        ensure!(
+            jobs_dirs
+                .iter()
+                .any(|d| script.parent() == Some(d.as_path())),
+            "{} is not in the cache's jobs directory",
+            script.display()
+        );
+        let d = directives(script)?;
+        let outputs: Vec<String> = jobs_dirs
+            .iter()
+            .flat_map(|j| {
+                // One shell word: the braces make the template's `flux` filter quote it.
+                let path = format!("{}/flux-{{{{id}}}}.out", j.display());
+                [format!("--output={path}"), format!("--output='{path}'")]
+            })
+            .collect();
+        ensure!(
+            d.len() == 4
+                && d[0] == tag
+                && d[0].starts_with("--job-name=pitch-")
+                && outputs.contains(&d[1])
+                && d[2] == "--nslots=1"
+                && d[3] == "--cores-per-slot=1",
+            "{d:#?}"
+        );
+    }
+    // The fake printed F58 ids; pitch decoded them to the decimal ids the fake allocated.
+    let accepted = submitted();
+    ensure!(accepted.len() == 2, "{accepted:?}");
+    let mut ids = vec![job_of(&f)?, job_of(&c)?];
+    ids.sort();
+    ensure!(
+        ids == [accepted[0].0, accepted[1].0] && ids[0] >= 250_000,
+        "pitch's ids {ids:?}, the fake's {accepted:?}"
+    );
+    // `--output` with the id filled in by the scheduler.
+    for (id, _) in &accepted {
+        let log = dir.path().join("jobs").join(format!("flux-{id}.out"));
+        ensure!(log.exists(), "no {}", log.display());
+    }
+    let poll = format!(
+        "jobs --no-header --filter=pending,running --name={} --count=1000000 --format={{id}}|{{state}}",
+        exe.job_name().unwrap_or_default()
+    );
+    ensure!(calls()?.contains(&poll), "{poll:?} not in {:#?}", calls()?);
+    Ok(())
+}
+
+fn a_dependency_on_a_running_job() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let a = sleepy::submit(&exe, 1500);
+    let b = plus_one::submit(&exe, &a);
+    ensure!(b.result() == Ok(1501), "{:?}", b.result());
+    let (a_id, b_id) = (job_of(&a)?, job_of(&b)?);
+    let accepted = submitted();
+    let b_script = &accepted
+        .iter()
+        .find(|(id, _)| *id == b_id)
+        .ok_or(format!("job {b_id} not in {accepted:?}"))?
+        .1;
+    let d = directives(b_script)?;
+    ensure!(
+        d.contains(&format!("--dependency=afterok:{a_id}")),
+        "b's script does not wait for a's job {a_id}: {d:#?}"
+    );
+    ensure!(batch_scripts()?.len() == 2, "{:#?}", calls()?);
+    Ok(())
+}
+
+fn a_failed_upstream_fails_the_dependent() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let start = Instant::now();
+    let a = slow_boom::submit(&exe, 800);
+    let b = plus_one::submit(&exe, &a);
+    let up = exe.submit_command(Command::new("sh").args(["-c", "sleep 0.8; exit 3"]));
+    let down = exe.submit_command(Command::new("true").after(&up));
+    match b.result() {
+        Err(TaskError::DependencyFailed { input, key, cause }) => {
+            ensure!(input.contains("slow_boom"), "input {input}");
+            ensure!(key == a.key(), "key {key}");
+            ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}");
+        }
+        other => return Err(format!("expected DependencyFailed, got {other:?}")),
+    }
+    match down.result() {
+        Err(TaskError::DependencyFailed { cause, .. }) => ensure!(
+            matches!(*cause, TaskError::CommandFailed { code: 3, .. }),
+            "{cause:?}"
+        ),
+        other => return Err(format!("expected DependencyFailed, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // The dependents were queued behind their upstream jobs, and no job stays queued.
+    ensure!(batch_scripts()?.len() == 4, "{:#?}", calls()?);
+    for (f_id, up_id) in [(job_of(&b)?, job_of(&a)?), (job_of(&down)?, job_of(&up)?)] {
+        let script = &submitted()
+            .into_iter()
+            .find(|(id, _)| *id == f_id)
+            .unwrap()
+            .1;
+        ensure!(
+            directives(script)?.contains(&format!("--dependency=afterok:{up_id}")),
+            "{:#?}",
+            directives(script)?
+        );
+        let r = wait_for_state(f_id, "INACTIVE", Duration::from_secs(3))?;
+        ensure!(r[2] == "CANCELED", "{r:?}");
+    }
+    Ok(())
+}
+
+fn packed_map_is_two_batch_jobs() -> Result<(), String> {
+    let dir = temp();
+    let exe = builder(dir.path())
+        .tasks_per_job(3)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let futures = add::map(&exe, (0..6).map(|i| (i, 10 * i)));
+    let values = pitch::wait_all(futures).map_err(|e| e.to_string())?;
+    ensure!(values == [0, 11, 22, 33, 44, 55], "{values:?}");
+    let scripts = batch_scripts()?;
+    ensure!(scripts.len() == 2, "{:#?}", calls()?);
+    for s in &scripts {
+        let d = directives(s)?;
+        ensure!(d.contains(&"--nslots=1".to_string()), "{d:#?}");
+    }
+    Ok(())
+}
+
+/// A pack whose one task fails: a dependent of another task of the pack still runs (it is
+/// not queued with `afterok` behind the pack's job, which fails).
+fn a_failure_in_a_pack_spares_its_neighbours_dependents() -> Result<(), String> {
+    let dir = temp();
+    let exe = builder(dir.path())
+        .tasks_per_job(3)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bad = slow_boom::submit(&exe, 300);
+    let good = sleepy::submit(&exe, 600);
+    let also = sleepy::submit(&exe, 700);
+    let next = plus_one::submit(&exe, &good);
+    ensure!(next.result() == Ok(601), "{:?}", next.result());
+    ensure!(also.result() == Ok(700), "{:?}", also.result());
+    ensure!(
+        matches!(bad.result(), Err(TaskError::Panicked { .. })),
+        "{:?}",
+        bad.result()
+    );
+    let pack = job_of(&good)?;
+    ensure!(
+        job_of(&bad)? == pack && job_of(&also)? == pack,
+        "not one pack: {:?} {:?} {:?}",
+        bad.job_id(),
+        good.job_id(),
+        also.job_id()
+    );
+    let script = &submitted()
+        .into_iter()
+        .find(|(id, _)| *id == job_of(&next).unwrap())
+        .unwrap()
+        .1;
+    // The pack's job failed (one of its tasks did): `afterok` on it would never hold, so
+    // the dependent waited for its input's result rather than queue behind the pack.
+    let r = wait_for_state(pack, "INACTIVE", Duration::from_secs(3))?;
+    ensure!(r[2] == "FAILED", "{r:?}");
+    ensure!(
+        !directives(script)?
+            .iter()
+            .any(|d| d.starts_with("--dependency=")),
+        "the dependent was queued behind the pack: {:#?}",
+        directives(script)?
+    );
+    Ok(())
+}
+
+fn two_ranks_with_flux_run() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?.with_resources(Resources::new().cores(2));
+    let all = where_am_i::submit_ranks(&exe, "t".to_string())
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        all == vec![("t".to_string(), 0, 2), ("t".to_string(), 1, 2)],
+        "{all:?}"
+    );
+    let scripts = batch_scripts()?;
+    ensure!(scripts.len() == 1, "{:#?}", calls()?);
+    let d = directives(&scripts[0])?;
+    ensure!(
+        d.contains(&"--nslots=2".to_string()) && d.contains(&"--cores-per-slot=1".to_string()),
+        "{d:#?}"
+    );
+    let calls = calls()?;
+    ensure!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("run --ntasks=2 --cores-per-task=1 ")
+                && c.contains(" __pitch-worker run "))
+            .count()
+            == 1,
+        "the ranks did not start with flux run inside the job: {calls:#?}"
+    );
+    Ok(())
+}
+
+fn command_exiting_3() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let f = exe.submit_command(Command::new("sh").args(["-c", "echo problem >&2; exit 3"]));
+    match f.result() {
+        Err(TaskError::CommandFailed {
+            program,
+            code,
+            stderr_tail,
+        }) => {
+            ensure!(program == "sh" && code == 3, "{program} {code}");
+            ensure!(stderr_tail == "problem", "{stderr_tail:?}");
+        }
+        other => return Err(format!("expected CommandFailed, got {other:?}")),
+    }
+    // The job's own exit status is the command's.
+    let r = wait_for_state(job_of(&f)?, "INACTIVE", Duration::from_secs(3))?;
+    ensure!(r[2] == "FAILED" && r[3] == "3", "{r:?}");
+    Ok(())
+}
+
+fn time_limit_is_timeout() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?
+        .with_resources(Resources::new().run_time_max(Duration::from_millis(1500)));
+    let start = Instant::now();
+    let c = exe.submit_command(Command::new("sleep").arg("30"));
+    let f = sleepy::submit(&exe, 30_000);
+    for (what, r) in [
+        ("command", c.result().map(|_| ())),
+        ("function", f.result().map(|_| ())),
+    ] {
+        match r {
+            Err(TaskError::Scheduler { state, detail, .. }) => {
+                ensure!(state == "TIMEOUT", "{what}: {state} {detail}");
+                ensure!(detail.contains("exception timeout"), "{what}: {detail}");
+            }
+            other => return Err(format!("{what}: expected a TIMEOUT, got {other:?}")),
+        }
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    for s in batch_scripts()? {
+        let d = directives(&s)?;
+        ensure!(d.contains(&"--time-limit=2s".to_string()), "{d:#?}");
+    }
+    Ok(())
+}
+
+fn cancel_a_running_task() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let f = exe.submit_command(Command::new("sleep").arg("30"));
+    let id = wait_for_job(&f)?;
+    wait_for_state(id, "RUN", Duration::from_secs(5))?;
+    let start = Instant::now();
+    f.cancel();
+    ensure!(f.result() == Err(TaskError::Cancelled), "{:?}", f.result());
+    ensure!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let calls = calls()?;
+    ensure!(calls.contains(&format!("cancel {id}")), "{calls:#?}");
+    let r = wait_for_state(id, "INACTIVE", Duration::from_secs(3))?;
+    ensure!(r[2] == "CANCELED" && r[4] == "cancel", "{r:?}");
+    Ok(())
+}
+
+fn a_rejected_submission() -> Result<(), String> {
+    let dir = temp();
+    for attempt in 1..=2 {
+        let exe = builder(dir.path())
+            .queue("nosuchqueue")
+            .build()
+            .map_err(|e| e.to_string())?;
+        match add::submit(&exe, 1, 2).result() {
+            Err(TaskError::Launch { what, detail }) => {
+                ensure!(what == "flux batch", "{what}");
+                ensure!(
+                    detail.contains("flux-batch: ERROR: invalid queue 'nosuchqueue'"),
+                    "{detail}"
+                );
+            }
+            other => return Err(format!("expected a Launch error, got {other:?}")),
+        }
+        // Nothing was cached: the rerun submits again.
+        let n = batch_scripts()?.len();
+        ensure!(n == attempt, "attempt {attempt}: {n} batch calls");
+    }
+    ensure!(submitted().is_empty(), "{:?}", submitted());
+    Ok(())
+}
+
+fn rerun_submits_nothing() -> Result<(), String> {
+    let dir = temp();
+    let run = |events: Collect| -> Result<(Vec<i64>, String), String> {
+        let exe = builder(dir.path())
+            .reporter(events)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let sums = pitch::wait_all(add::map(&exe, (0..3).map(|i| (i, i))));
+        let out = exe
+            .submit_command(Command::new("echo").arg("hi"))
+            .result()
+            .map_err(|e| e.to_string())?;
+        Ok((
+            sums.map_err(|e| e.to_string())?,
+            out.read_stdout().unwrap_or_default(),
+        ))
+    };
+    let first = run(Collect::default())?;
+    ensure!(first == (vec![0, 2, 4], "hi\n".to_string()), "{first:?}");
+    let n = batch_scripts()?.len();
+    ensure!(n == 4, "{:#?}", calls()?);
+    let events = Collect::default();
+    let second = run(events.clone())?;
+    ensure!(second == first, "{second:?}");
+    ensure!(
+        batch_scripts()?.len() == 4,
+        "the rerun submitted again: {:#?}",
+        calls()?
+    );
+    let cached = events.count(|e| matches!(e, EventKind::Cached { .. }));
+    ensure!(cached == 4, "{cached} cached events");
+    Ok(())
+}
+
+fn ignored_keys_warn_once() -> Result<(), String> {
+    let dir = temp();
+    let seen = Collect::default();
+    let exe = builder(dir.path())
+        .reporter(seen.clone())
+        .build()
+        .map_err(|e| e.to_string())?
+        .with_resources(Resources::new().memory_max(1 << 30).qos("high"));
+    for n in 0..2 {
+        exe.submit_command(Command::new("true").arg(n.to_string()))
+            .result()
+            .map_err(|e| e.to_string())?;
+    }
+    let warnings = seen.warnings();
+    for key in ["memory_max", "qos"] {
+        let n = warnings.iter().filter(|w| w.contains(key)).count();
+        ensure!(n == 1, "{n} warnings about {key}: {warnings:#?}");
+    }
+    ensure!(
+        seen.count(|e| matches!(e, EventKind::Warning { .. })) == 2,
+        "{warnings:#?}"
+    );
+    let scripts = batch_scripts()?;
+    ensure!(scripts.len() == 2, "{:#?}", calls()?);
+    for s in scripts {
+        let text = std::fs::read_to_string(&s).map_err(|e| e.to_string())?;
+        ensure!(
+            !text.contains("--mem") && !text.contains("qos") && !text.contains("high"),
+            "{text}"
+        );
+    }
+    Ok(())
+}
+
+fn a_job_cancelled_outside_pitch() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let f = sleepy::submit(&exe, 30_000);
+    let id = wait_for_job(&f)?;
+    wait_for_state(id, "RUN", Duration::from_secs(5))?;
+    let start = Instant::now();
+    let status = std::process::Command::new("flux")
+        .args(["cancel", &id.to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(status.success(), "flux cancel: {status}");
+    match f.result() {
+        Err(TaskError::Scheduler {
+            job_id,
+            state,
+            detail,
+        }) => {
+            ensure!(job_id == id.to_string(), "{job_id}");
+            ensure!(state == "CANCELED", "{state} {detail}");
+            ensure!(detail.contains("exception cancel"), "{detail}");
+        }
+        other => return Err(format!("expected a CANCELED job, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    Ok(())
+}

@@ -93,12 +93,6 @@ impl Scheduler for Flux {
             .collect();
     }
 
-    /// A pack is one Flux job: a failed task in it makes the job FAILED, and Flux cancels
-    /// the jobs queued behind it with `afterok`, those of the pack's good tasks too.
-    fn queue_behind_packs(&self) -> bool {
-        false
-    }
-
     fn max_array_size(&self) -> Fut<'_, u32> {
         Box::pin(async { 1 })
     }

@@ -73,13 +73,6 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn rank_launcher(&self, ranks: u32, threads: u32) -> String;
     /// Fills in the header's dependency on `after` (not empty).
     fn depend(&self, header: &mut SlurmScript, after: &[JobRef]);
-    /// Whether a dependent may be queued behind a job (array element) that runs several
-    /// packed tasks. Such a job fails when any of its tasks fails, so `afterok` on it would
-    /// also hold back (Flux: cancel) the dependents of its tasks that succeeded; when this
-    /// is false, a dependent of a packed task waits for that task's result instead.
-    fn queue_behind_packs(&self) -> bool {
-        true
-    }
     /// Job arrays: the most elements one array may have (1: no arrays), the shell
     /// expression of an element's index and of its CPUs.
     fn max_array_size(&self) -> Fut<'_, u32>;
@@ -574,10 +567,12 @@ impl Queue {
                 }
                 let job_of_input = self.jobs.lock().unwrap().get(&dep.slot.key).copied();
                 if let Some(j) = job_of_input {
-                    // Behind a pack, `afterok` would wait for all of the pack's tasks: wait
-                    // for this input's result instead (the loop ends on its outcome).
-                    let packed = self.packs.lock().unwrap().contains(&j);
-                    if !packed || self.scheduler.queue_behind_packs() {
+                    // A job (array element) running several packed tasks fails when any of
+                    // them fails, so `afterok` on it would also hold back (Slurm: pending
+                    // forever; Flux: cancel) the dependents of its tasks that succeeded: a
+                    // dependent of a packed task waits for that task's result instead (the
+                    // loop ends on its outcome).
+                    if !self.packs.lock().unwrap().contains(&j) {
                         after.push(j);
                         break;
                     }

@@ -78,6 +78,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("max_jobs_caps_the_queue", max_jobs_caps_the_queue),
     ("packed_array", packed_array),
+    (
+        "packed_failure_spares_dependents",
+        packed_failure_spares_dependents,
+    ),
     ("mpi_four_ranks_on_two_nodes", mpi_four_ranks),
     ("mpi_failing_rank_stops_the_others", mpi_failing_rank),
     ("mpi_c_hello_world_command", mpi_c_hello),
@@ -568,6 +572,40 @@ fn packed_array(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A packed element where one task fails: the dependent of its other task still runs
+/// (it must not sit behind the element's `afterok`, which can never be satisfied).
+fn packed_failure_spares_dependents(dir: &Path) -> Result<(), String> {
+    let exe = SlurmClusterExecutor::builder()
+        .cache_directory(dir.join("cache"))
+        .poll_interval(Duration::from_millis(500))
+        .nfs_grace(Duration::from_secs(1))
+        .tasks_per_job(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pair = exe.map_commands([
+        Command::new("sh").args(["-c", "sleep 2; echo fine"]),
+        Command::new("sh").args(["-c", "sleep 2; exit 5"]),
+    ]);
+    let after_good = exe.submit_command(Command::new("echo").arg("after").after(&pair[0]));
+    let after_bad = exe.submit_command(Command::new("echo").arg("never").after(&pair[1]));
+    let start = Instant::now();
+    let good = after_good.result();
+    ensure!(good.is_ok(), "{good:?}");
+    let (a, b) = (pair[0].job_id(), pair[1].job_id());
+    ensure!(a.is_some() && a == b, "one element for both: {a:?} {b:?}");
+    ensure!(
+        matches!(after_bad.result(), Err(TaskError::DependencyFailed { .. })),
+        "{:?}",
+        after_bad.result()
+    );
+    ensure!(
+        start.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
 fn mpi_exe(dir: &Path) -> Executor {
     executor(&dir.join("cache")).with_resources(Resources::new().cores(4).num_nodes(2))
 }
@@ -1022,11 +1060,13 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let mut tests: Vec<&(&str, TestFn)> = TESTS.iter().collect();
     #[cfg(feature = "remote")]
-    tests.extend(remote::TESTS.iter());
-    let selected: Vec<_> = tests
-        .into_iter()
+    let more = remote::TESTS;
+    #[cfg(not(feature = "remote"))]
+    let more: &[(&str, TestFn)] = &[];
+    let selected: Vec<_> = TESTS
+        .iter()
+        .chain(more)
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
         .collect();
     println!("running {} slurm tests", selected.len());

@@ -191,6 +191,52 @@ impl Cache {
             .unwrap_or_else(|_| "slurm".into())
     }
 
+    /// Runs `f` with this cache directory's scheduler (commands run here) on a small runtime.
+    fn with_scheduler<T>(
+        &self,
+        f: impl for<'a> FnOnce(
+            &'a dyn crate::backend::queue::Scheduler,
+        ) -> crate::backend::queue::Fut<'a, T>,
+    ) -> Result<T, String> {
+        use crate::backend::queue::transport::Local;
+        let transport = std::sync::Arc::new(Local);
+        let scheduler: Box<dyn crate::backend::queue::Scheduler> = if self.scheduler() == "flux" {
+            Box::new(crate::backend::flux::Flux { transport })
+        } else {
+            Box::new(crate::backend::slurm::Slurm { transport })
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        Ok(rt.block_on(f(&*scheduler)))
+    }
+
+    /// What the scheduler says of this cache directory's jobs it still lists, with ONE query
+    /// (squeue or flux jobs): job id (as [`Cache::jobs`] names it) -> state (`PENDING`,
+    /// `RUNNING`, `SCHED`, `RUN`, ...).
+    pub fn job_states(&self) -> Result<std::collections::HashMap<String, String>, String> {
+        let tag = self.job_name();
+        let states = self.with_scheduler(|s| s.queue_owned(tag))??;
+        Ok(states
+            .into_iter()
+            .map(|(job, state)| (job.to_string(), state.name.to_string()))
+            .collect())
+    }
+
+    /// Cancels these jobs (ids as [`Cache::jobs`] names them) with one scancel or flux cancel
+    /// call.
+    pub fn cancel_jobs(&self, ids: &[String]) -> Result<(), String> {
+        let jobs = ids
+            .iter()
+            .map(|i| {
+                i.parse::<crate::backend::queue::JobRef>()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        self.with_scheduler(|s| s.cancel_owned(jobs))?
+    }
+
     /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.
     pub fn jobs(&self) -> std::collections::HashMap<String, String> {
         let journal =

@@ -87,43 +87,15 @@ fn scheduler_states(
     if pending.is_empty() {
         return out;
     }
-    let query = if cache.scheduler() == "flux" {
-        std::process::Command::new("flux")
-            .args([
-                "jobs",
-                "--no-header",
-                "--filter=pending,running",
-                "--count=1000000",
-                "--format={id}|{state}",
-            ])
-            .arg(format!("--name={}", cache.job_name()))
-            .output()
-    } else {
-        std::process::Command::new("squeue")
-            .args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-u"])
-            .arg(uid())
-            .arg("-n")
-            .arg(cache.job_name())
-            .env("SLURM_BITSTR_LEN", "0")
-            .output()
-    };
-    let Ok(o) = query else {
+    let Ok(states) = cache.job_states() else {
         return out;
     };
-    let text = String::from_utf8_lossy(&o.stdout);
-    let states: std::collections::HashMap<&str, &str> =
-        text.lines().filter_map(|l| l.split_once('|')).collect();
     for t in pending {
         let job = &jobs[&t.key];
-        let state = states.get(job.as_str()).copied().unwrap_or("gone");
+        let state = states.get(job.as_str()).map_or("gone", String::as_str);
         out.insert(t.key.clone(), state.to_lowercase());
     }
     out
-}
-
-fn uid() -> String {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }.to_string()
 }
 
 pub(crate) fn status(a: StatusArgs) -> i32 {
@@ -304,19 +276,12 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
         println!("nothing to cancel");
         return OK;
     }
-    let (program, mut args) = if cache.scheduler() == "flux" {
-        ("flux", vec!["cancel".to_string()])
-    } else {
-        ("scancel", Vec::new())
-    };
-    args.extend(ids.iter().cloned());
-    match std::process::Command::new(program).args(&args).status() {
-        Ok(s) if s.success() => {
+    match cache.cancel_jobs(&ids) {
+        Ok(()) => {
             println!("cancelled {} jobs", ids.len());
             OK
         }
-        Ok(s) => fail(TASK_FAILED, format!("{program} failed ({s})")),
-        Err(e) => fail(USAGE, format!("could not run {program}: {e}")),
+        Err(e) => fail(TASK_FAILED, e),
     }
 }
 

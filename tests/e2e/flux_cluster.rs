@@ -56,6 +56,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "a_job_cancelled_outside_pitch",
         a_job_cancelled_outside_pitch,
     ),
+    (
+        "cli_status_and_cancel_ask_flux",
+        cli_status_and_cancel_ask_flux,
+    ),
 ];
 
 macro_rules! outer {
@@ -85,6 +89,7 @@ mod outer {
         rerun_submits_nothing,
         ignored_keys_warn_once,
         a_job_cancelled_outside_pitch,
+        cli_status_and_cancel_ask_flux,
     );
 }
 pub(crate) use outer::TESTS;
@@ -642,20 +647,7 @@ fn ignored_keys_warn_once() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?
         .with_resources(Resources::new().memory_max(1 << 30).qos("high"));
-    for n in 0..2 {
-        exe.submit_command(Command::new("true").arg(n.to_string()))
-            .result()
-            .map_err(|e| e.to_string())?;
-    }
-    let warnings = seen.warnings();
-    for key in ["memory_max", "qos"] {
-        let n = warnings.iter().filter(|w| w.contains(key)).count();
-        ensure!(n == 1, "{n} warnings about {key}: {warnings:#?}");
-    }
-    ensure!(
-        seen.count(|e| matches!(e, EventKind::Warning { .. })) == 2,
-        "{warnings:#?}"
-    );
+    seen.two_tasks_warn_once_about(&exe, &["memory_max", "qos"])?;
     let scripts = batch_scripts()?;
     ensure!(scripts.len() == 2, "{:#?}", calls()?);
     for s in scripts {
@@ -697,5 +689,50 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
         "{:?}",
         start.elapsed()
     );
+    Ok(())
+}
+
+/// `pitch status` and `pitch cancel` on a cache directory of FluxClusterExecutor ask Flux
+/// (one `flux jobs` call, one `flux cancel` call), not Slurm.
+fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let f = exe.submit_command(Command::new("sleep").arg("30"));
+    let id = wait_for_job(&f)?;
+    wait_for_state(id, "RUN", Duration::from_secs(5))?;
+    let pitch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(args)
+            .arg("--cache-dir")
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())
+    };
+    let out = pitch(&["status"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("1 run"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = calls()?.len();
+    let out = pitch(&["cancel", "--all"])?;
+    ensure!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The executor's own poller keeps calling `flux jobs` meanwhile.
+    let new: Vec<String> = calls()?[before..]
+        .iter()
+        .filter(|c| !c.starts_with("jobs "))
+        .cloned()
+        .collect();
+    ensure!(new == [format!("cancel {id}")], "{new:#?}");
+    match f.result() {
+        Err(TaskError::Scheduler { state, .. }) => ensure!(state == "CANCELED", "{state}"),
+        other => return Err(format!("expected a CANCELED job, got {other:?}")),
+    }
     Ok(())
 }

@@ -91,6 +91,16 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
         &'a self,
         wanted: &'a [JobRef],
     ) -> Fut<'a, HashMap<JobRef, (JobState, String)>>;
+    /// [`Scheduler::queue`] with an owned tag, for callers outside the backend.
+    fn queue_owned(&self, tag: String) -> Fut<'_, Result<HashMap<JobRef, JobState>, String>> {
+        Box::pin(async move { self.queue(&tag).await })
+    }
+
+    /// [`Scheduler::cancel`] with owned jobs, for callers outside the backend.
+    fn cancel_owned(&self, jobs: Vec<JobRef>) -> Fut<'_, Result<(), String>> {
+        Box::pin(async move { self.cancel(&jobs).await })
+    }
+
     /// What to say of a job the scheduler no longer knows.
     fn forgotten(&self) -> &'static str;
     /// Cancels these jobs, in one call.

@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, EventKind, Executor, FluxJobExecutor, Resources, TaskError};
+use pitch::{Command, Executor, FluxJobExecutor, Resources, TaskError};
 
 use crate::ensure;
-use crate::mpi::{rank_one_panics, where_am_i};
+use crate::mpi::{rank_one_fails_and_stops_the_others, where_am_i};
 use crate::single_node::{add, temp, Collect};
 
 const LOG_ENV: &str = "PITCH_FAKE_FLUX_LOG";
@@ -305,22 +305,10 @@ fn two_ranks() -> Result<(), String> {
 
 fn failing_rank() -> Result<(), String> {
     let dir = temp();
-    let exe = flux_executor(dir.path())?.with_resources(Resources::new().cores(2));
-    let start = Instant::now();
-    match rank_one_panics::submit(&exe).result() {
-        Err(TaskError::Rank { rank, size, cause }) => {
-            ensure!(rank == 1 && size == 2, "rank {rank} of {size}");
-            ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}");
-        }
-        other => return Err(format!("expected a rank failure, got {other:?}")),
-    }
-    // Rank 0 sleeps 20 s: only exit-on-error stops it early.
-    ensure!(
-        start.elapsed() < Duration::from_secs(15),
-        "the other rank was not stopped: {:?}",
-        start.elapsed()
-    );
-    Ok(())
+    // Only exit-on-error stops the other rank early.
+    rank_one_fails_and_stops_the_others(
+        &flux_executor(dir.path())?.with_resources(Resources::new().cores(2)),
+    )
 }
 
 fn timeout() -> Result<(), String> {
@@ -357,22 +345,9 @@ fn ignored_keys_driver() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?
         .with_resources(Resources::new().slurm_cmd_arg("--mem=1G").account("proj"));
-    for n in 0..2 {
-        exe.submit_command(Command::new("true").arg(n.to_string()))
-            .result()
-            .map_err(|e| e.to_string())?;
-    }
-    let warnings = seen.warnings();
-    for key in ["slurm_cmd_args", "account"] {
-        let n = warnings.iter().filter(|w| w.contains(key)).count();
-        ensure!(n == 1, "{n} warnings about {key}: {warnings:#?}");
-    }
+    let warnings = seen.two_tasks_warn_once_about(&exe, &["slurm_cmd_args", "account"])?;
     ensure!(
         warnings.iter().all(|w| w.contains("flux-job")),
-        "{warnings:#?}"
-    );
-    ensure!(
-        seen.count(|e| matches!(e, EventKind::Warning { .. })) == 2,
         "{warnings:#?}"
     );
     let calls = calls()?;

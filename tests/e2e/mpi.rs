@@ -69,9 +69,14 @@ fn command_on_two_ranks() -> Result<(), String> {
 
 fn failing_rank() -> Result<(), String> {
     let dir = temp();
-    let exe = mpi_executor(dir.path());
+    rank_one_fails_and_stops_the_others(&mpi_executor(dir.path()))
+}
+
+/// `rank_one_panics` on two ranks fails naming rank 1, and the launcher stops rank 0 (which
+/// sleeps 20 s) well before its end.
+pub(crate) fn rank_one_fails_and_stops_the_others(exe: &pitch::Executor) -> Result<(), String> {
     let start = std::time::Instant::now();
-    match rank_one_panics::submit(&exe).result() {
+    match rank_one_panics::submit(exe).result() {
         Err(TaskError::Rank { rank, size, cause }) => {
             ensure!(rank == 1 && size == 2, "rank {rank} of {size}");
             ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}");

@@ -162,6 +162,30 @@ impl Collect {
             })
             .collect()
     }
+
+    /// Runs two commands on `exe` (made with this reporter) and checks that each of `keys`
+    /// was reported in exactly one warning, and that there were no others; the warnings.
+    pub(crate) fn two_tasks_warn_once_about(
+        &self,
+        exe: &pitch::Executor,
+        keys: &[&str],
+    ) -> Result<Vec<String>, String> {
+        for n in 0..2 {
+            exe.submit_command(pitch::Command::new("true").arg(n.to_string()))
+                .result()
+                .map_err(|e| e.to_string())?;
+        }
+        let warnings = self.warnings();
+        for key in keys {
+            let n = warnings.iter().filter(|w| w.contains(key)).count();
+            ensure!(n == 1, "{n} warnings about {key}: {warnings:#?}");
+        }
+        ensure!(
+            self.count(|e| matches!(e, EventKind::Warning { .. })) == keys.len(),
+            "{warnings:#?}"
+        );
+        Ok(warnings)
+    }
 }
 
 fn chain_and_diamond() -> Result<(), String> {

@@ -573,7 +573,8 @@ fn packed_array(dir: &Path) -> Result<(), String> {
 }
 
 /// A packed element where one task fails: the dependent of its other task still runs
-/// (it must not sit behind the element's `afterok`, which can never be satisfied).
+/// (it must not sit behind the element's `afterok`, which can never be satisfied; the time
+/// bound is for a loaded cluster: the whole suite runs at once).
 fn packed_failure_spares_dependents(dir: &Path) -> Result<(), String> {
     let exe = SlurmClusterExecutor::builder()
         .cache_directory(dir.join("cache"))
@@ -599,7 +600,7 @@ fn packed_failure_spares_dependents(dir: &Path) -> Result<(), String> {
         after_bad.result()
     );
     ensure!(
-        start.elapsed() < Duration::from_secs(40),
+        start.elapsed() < Duration::from_secs(150),
         "took {:?}",
         start.elapsed()
     );

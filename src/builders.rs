@@ -344,6 +344,43 @@ fn build_queue(
     )
 }
 
+/// The `[profile.NAME.remote]` table as the builder's setting.
+#[cfg(feature = "remote")]
+fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
+    Ok(p.remote.as_ref().map(|r| {
+        let mut remote = crate::Remote::new(&r.host, &r.directory);
+        if let Some(port) = r.port {
+            remote = remote.port(port);
+        }
+        if let Some(user) = &r.user {
+            remote = remote.user(user);
+        }
+        if let Some(key) = &r.identity_file {
+            remote = remote.identity_file(key);
+        }
+        if let Some(known) = &r.known_hosts {
+            remote = remote.known_hosts(known);
+        }
+        if let Some(t) = r.timeout {
+            remote = remote.timeout(t);
+        }
+        remote
+    }))
+}
+
+/// Without the `remote` feature a profile that submits over SSH is refused.
+#[cfg(not(feature = "remote"))]
+fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
+    match &p.remote {
+        Some(r) => Err(Error::Config(format!(
+            "profile {:?} submits over SSH to {} ([profile.{}.remote]), but this pitch was \
+             built without the `remote` feature: build it with `--features remote`",
+            p.name, r.host, p.name
+        ))),
+        None => Ok(None),
+    }
+}
+
 fn slurm(transport: Arc<dyn Transport>) -> Box<dyn Scheduler> {
     Box::new(Slurm { transport })
 }
@@ -670,6 +707,9 @@ impl Executor {
         };
         match p.backend {
             BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob => {
+                if p.remote.is_some() {
+                    return Err(ignored("remote (submission over SSH needs slurm or flux)"));
+                }
                 if p.max_jobs.is_some() {
                     return Err(ignored("max_jobs"));
                 }
@@ -714,7 +754,7 @@ impl Executor {
                 if let Some(i) = p.poll_interval {
                     cfg.poll_interval = i;
                 }
-                build_queue(common, cfg, None, make)
+                build_queue(common, cfg, remote_setting(p)?, make)
             }
         }
     }

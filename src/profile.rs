@@ -25,6 +25,14 @@
 //! run_time_max = "01:00:00"
 //! memory_max = "4G"
 //! cores = 1
+//!
+//! [profile.from-laptop]             # slurm or flux, submitted over SSH
+//! backend = "slurm"                 # (needs pitch built with the `remote` feature)
+//! [profile.from-laptop.remote]
+//! host = "login.cluster.org"
+//! directory = "/scratch/me/pitch-cache"   # the cache directory's twin on the cluster
+//! user = "me"                       # optional: port, user, identity_file, known_hosts, timeout
+//! identity_file = "~/.ssh/id_ed25519"
 //! ```
 //!
 //! The file is looked up by [`find_config`]: `pitch.toml` in the current
@@ -138,8 +146,30 @@ pub struct Profile {
     pub poll_interval: Option<Duration>,
     /// Default resources of every task run with this profile.
     pub resources: Resources,
+    /// Submission over SSH to a login node (slurm, flux).
+    pub remote: Option<RemoteProfile>,
     /// The file the profile was read from.
     pub source: PathBuf,
+}
+
+/// `[profile.NAME.remote]`: where a queue executor's login node is (see `pitch::Remote`,
+/// feature `remote`). `~/` in `identity_file` and `known_hosts` is the home directory.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemoteProfile {
+    /// The login node.
+    pub host: String,
+    /// The cache directory's twin on the cluster's shared storage (absolute).
+    pub directory: PathBuf,
+    /// The SSH port (default 22).
+    pub port: Option<u16>,
+    /// The user (default `$USER`).
+    pub user: Option<String>,
+    /// The private key (default: the agent, then `~/.ssh/id_*`).
+    pub identity_file: Option<PathBuf>,
+    /// The known_hosts file (default `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// The longest one network operation may take.
+    pub timeout: Option<Duration>,
 }
 
 /// Every profile defined in one file.
@@ -368,6 +398,27 @@ struct RawProfile {
     array_throttle: Option<Spanned<u32>>,
     poll_interval: Option<Spanned<DurationText>>,
     resources: Option<Spanned<Resources>>,
+    remote: Option<RawRemote>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    host: String,
+    directory: PathBuf,
+    port: Option<u16>,
+    user: Option<String>,
+    identity_file: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    timeout: Option<DurationText>,
+}
+
+/// `~/x` as `$HOME/x`; other paths as they are.
+fn expand_home(p: PathBuf) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p,
+    }
 }
 
 impl RawProfile {
@@ -437,6 +488,15 @@ impl RawProfile {
             array_throttle: get(self.array_throttle),
             poll_interval: self.poll_interval.map(|d| d.into_inner().0),
             resources,
+            remote: self.remote.map(|r| RemoteProfile {
+                host: r.host,
+                directory: r.directory,
+                port: r.port,
+                user: r.user,
+                identity_file: r.identity_file.map(expand_home),
+                known_hosts: r.known_hosts.map(expand_home),
+                timeout: r.timeout.map(|t| t.0),
+            }),
             source: path.to_path_buf(),
         })
     }

@@ -446,3 +446,74 @@ fn key_path_helpers() {
     );
     assert_eq!(find_assignment("cores.x", "cores"), None);
 }
+
+const REMOTE: &str = r#"[profile.far]
+backend = "slurm"
+[profile.far.remote]
+host = "login.example.org"
+directory = "/scratch/me/pitch-cache"
+port = 2222
+user = "me"
+identity_file = "~/.ssh/id_ed25519"
+known_hosts = "/etc/ssh/ssh_known_hosts"
+timeout = "30s"
+"#;
+
+#[test]
+fn remote_table_is_read_with_home_expanded() {
+    let (_dir, path) = write(REMOTE);
+    let p = load(&path).unwrap().get("far").unwrap().clone();
+    let r = p.remote.expect("a remote table");
+    assert_eq!(r.host, "login.example.org");
+    assert_eq!(r.directory, Path::new("/scratch/me/pitch-cache"));
+    assert_eq!((r.port, r.user.as_deref()), (Some(2222), Some("me")));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+    assert_eq!(r.identity_file, Some(home.join(".ssh/id_ed25519")));
+    assert_eq!(
+        r.known_hosts,
+        Some(PathBuf::from("/etc/ssh/ssh_known_hosts"))
+    );
+    assert_eq!(r.timeout, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn remote_table_rejects_unknown_and_missing_keys() {
+    rejects(
+        &REMOTE.replace("port = 2222", "prot = 2222"),
+        6,
+        "profile.far.remote.prot",
+        &["unknown field `prot`"],
+    );
+    let (_dir, path) = write(&REMOTE.replace("host = \"login.example.org\"\n", ""));
+    let msg = load(&path).unwrap_err().to_string();
+    assert!(msg.contains("missing field `host`"), "{msg}");
+}
+
+#[cfg(not(feature = "remote"))]
+#[test]
+fn remote_profile_without_the_feature_is_refused() {
+    let (_dir, path) = write(REMOTE);
+    let p = load(&path).unwrap().get("far").unwrap().clone();
+    let Err(err) = crate::Executor::from_settings(&p, Vec::new()) else {
+        panic!("built an executor");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("built without the `remote` feature") && err.contains("login.example.org"),
+        "{err}"
+    );
+}
+
+#[test]
+fn remote_on_a_process_backend_is_refused() {
+    let (_dir, path) = write(&REMOTE.replace("backend = \"slurm\"", "backend = \"single-node\""));
+    let p = load(&path).unwrap().get("far").unwrap().clone();
+    let Err(err) = crate::Executor::from_settings(&p, Vec::new()) else {
+        panic!("built an executor");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("remote") && err.contains("single-node"),
+        "{err}"
+    );
+}

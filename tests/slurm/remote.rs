@@ -12,6 +12,7 @@ use crate::{add, ensure, TestFn};
 
 pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ("remote_tasks_over_ssh", remote_tasks),
+    ("remote_cli_profile", remote_cli_profile),
     ("remote_refuses_unknown_hosts_and_keys", remote_refusals),
 ];
 
@@ -189,5 +190,49 @@ fn remote_refusals(dir: &Path) -> Result<(), String> {
         "must be an absolute path",
     )?;
     ensure!(!far.exists(), "nothing was created on a refused login");
+    Ok(())
+}
+
+/// `pitch run --profile far` with a `[profile.far.remote]` table: the CLI submits over SSH
+/// and prints the job's output once it came back.
+fn remote_cli_profile(dir: &Path) -> Result<(), String> {
+    let l = login()?;
+    let far = dir.join("remote");
+    std::fs::write(
+        dir.join("pitch.toml"),
+        format!(
+            "[profile.far]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n\
+             [profile.far.remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+             identity_file = \"{}\"\nknown_hosts = \"{}\"\ndirectory = \"{}\"\n",
+            l.port,
+            l.user,
+            l.key.display(),
+            l.known_hosts.display(),
+            far.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = crate::pitch_in(
+        dir,
+        &[
+            "run",
+            "--profile",
+            "far",
+            "--",
+            "sh",
+            "-c",
+            "echo hi from $SLURM_JOB_ID",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(out.status.success(), "{stdout}{stderr}");
+    ensure!(stdout.starts_with("hi from "), "{stdout:?} {stderr}");
+    ensure!(
+        files_named(&far.join("tasks"), "task.bin") == 1,
+        "the task went up"
+    );
     Ok(())
 }

@@ -148,17 +148,7 @@ fn unreadable_resource_info_outer() -> Result<(), String> {
 
 /// The driver's entry (`e2e flux-driver NAME`): runs one test, prints its error, exits 1.
 pub(crate) fn driver(name: &str) -> i32 {
-    let Some((_, test)) = DRIVERS.iter().find(|(n, _)| *n == name) else {
-        eprintln!("no flux driver named {name:?}");
-        return 2;
-    };
-    match test() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{e}");
-            1
-        }
-    }
+    crate::run_driver_named(DRIVERS, "flux", name)
 }
 
 /// Every `flux` call the driver made so far, one line each.

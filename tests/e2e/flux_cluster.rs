@@ -143,17 +143,7 @@ fn kill_active_jobs(state: &Path) -> Vec<u64> {
 /// The driver's entry (`e2e flux-cluster-driver NAME`): runs one test, prints its error,
 /// exits 1.
 pub(crate) fn driver(name: &str) -> i32 {
-    let Some((_, test)) = DRIVERS.iter().find(|(n, _)| *n == name) else {
-        eprintln!("no flux_cluster driver named {name:?}");
-        return 2;
-    };
-    match test() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{e}");
-            1
-        }
-    }
+    crate::run_driver_named(DRIVERS, "flux_cluster", name)
 }
 
 fn state_dir() -> PathBuf {

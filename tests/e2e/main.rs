@@ -35,6 +35,22 @@ macro_rules! ensure {
     };
 }
 
+/// Runs the driver `name` of `drivers` (in a child process the test started): exit 0 when
+/// it passes, 1 with its error on stderr, 2 when there is no such driver.
+pub(crate) fn run_driver_named(drivers: &[(&str, TestFn)], kind: &str, name: &str) -> i32 {
+    let Some((_, test)) = drivers.iter().find(|(n, _)| *n == name) else {
+        eprintln!("no {kind} driver named {name:?}");
+        return 2;
+    };
+    match test() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
 fn main() {
     pitch::init();
     // A FluxJobExecutor test's driver, started by the test with the fake flux on PATH.

@@ -181,14 +181,28 @@ impl Cache {
     /// The scheduler of this cache directory's jobs: `"slurm"` (also when no queue executor
     /// has used it yet) or `"flux"`.
     pub fn scheduler(&self) -> String {
+        self.marker()
+            .lines()
+            .next()
+            .map_or_else(|| "slurm".into(), |l| l.trim().to_string())
+    }
+
+    /// The login node (`user@host:port`) the jobs were submitted to over SSH, if they were.
+    pub fn login(&self) -> Option<String> {
+        self.marker()
+            .lines()
+            .nth(1)
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+    }
+
+    fn marker(&self) -> String {
         let marker = self
             .store
             .root()
             .join("jobs")
             .join(crate::backend::queue::SCHEDULER_FILE);
-        std::fs::read_to_string(marker)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "slurm".into())
+        std::fs::read_to_string(marker).unwrap_or_default()
     }
 
     /// Runs `f` with this cache directory's scheduler (commands run here) on a small runtime.
@@ -199,6 +213,13 @@ impl Cache {
         ) -> crate::backend::queue::Fut<'a, T>,
     ) -> Result<T, String> {
         use crate::backend::queue::transport::Local;
+        if let Some(login) = self.login() {
+            return Err(format!(
+                "the jobs of this cache directory were submitted over SSH to {login}: ask the \
+                 scheduler there (this command runs {} only where it is)",
+                self.scheduler()
+            ));
+        }
         let transport = std::sync::Arc::new(Local);
         let scheduler: Box<dyn crate::backend::queue::Scheduler> = if self.scheduler() == "flux" {
             Box::new(crate::backend::flux::Flux { transport })

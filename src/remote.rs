@@ -488,4 +488,8 @@ impl Transport for Ssh {
     fn is_remote(&self) -> bool {
         true
     }
+
+    fn login(&self) -> Option<String> {
+        Some(format!("{}@{}", self.user, self.remote.address()))
+    }
 }

@@ -87,8 +87,12 @@ fn scheduler_states(
     if pending.is_empty() {
         return out;
     }
-    let Ok(states) = cache.job_states() else {
-        return out;
+    let states = match cache.job_states() {
+        Ok(states) => states,
+        Err(e) => {
+            eprintln!("pitch: queued or running tasks show as unfinished: {e}");
+            return out;
+        }
     };
     for t in pending {
         let job = &jobs[&t.key];

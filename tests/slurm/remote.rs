@@ -234,5 +234,32 @@ fn remote_cli_profile(dir: &Path) -> Result<(), String> {
         files_named(&far.join("tasks"), "task.bin") == 1,
         "the task went up"
     );
+    // status and cancel run here, where the scheduler is not: they say where it is.
+    let out = crate::pitch_in(
+        dir,
+        &["run", "--detach", "--profile", "far", "--", "sleep", "3"],
+    );
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cache = dir.join("pitch-cache");
+    let cache = cache.to_str().unwrap();
+    let out = crate::pitch_in(dir, &["status", "--cache-dir", cache]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains(&format!(
+            "submitted over SSH to {}@127.0.0.1:{}",
+            l.user, l.port
+        )),
+        "{err}"
+    );
+    let out = crate::pitch_in(dir, &["cancel", "--all", "--cache-dir", cache]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("submitted over SSH"),
+        "{err}"
+    );
     Ok(())
 }

@@ -34,7 +34,8 @@ use crate::template::{self, SlurmScript};
 /// The longest a submission waits for more tasks to join its job array.
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
 
-/// The file in `jobs/` naming the scheduler of the cache directory's jobs (`slurm`, `flux`).
+/// The file in `jobs/` naming the scheduler of the cache directory's jobs (`slurm`, `flux`)
+/// and, on a second line, the login node they were submitted to over SSH.
 pub(crate) const SCHEDULER_FILE: &str = "scheduler";
 
 /// A future borrowing its scheduler.
@@ -225,9 +226,13 @@ impl Queue {
         store::create_dir(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
         // `pitch status` and `pitch cancel` ask this scheduler about the journal's jobs.
         let marker = jobs_dir.join(SCHEDULER_FILE);
-        let name = scheduler.backend_name();
-        if std::fs::read_to_string(&marker).ok().as_deref() != Some(name) {
-            std::fs::write(&marker, name).map_err(|e| Error::io(&marker, e))?;
+        let mut text = scheduler.backend_name().to_string();
+        if let Some(login) = transport.login() {
+            text.push('\n');
+            text.push_str(&login);
+        }
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&marker, text).map_err(|e| Error::io(&marker, e))?;
         }
         let (template_name, template_source) = match &cfg.template {
             Some(path) => (

@@ -39,6 +39,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
 
     /// Whether the jobs' files are elsewhere (files must be moved).
     fn is_remote(&self) -> bool;
+
+    /// The login node the jobs were submitted to (`user@host:port`), when remote.
+    fn login(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The scheduler is here and the cache directory is the jobs' own.

@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pitch::{Command, Executor, Remote, SingleNodeExecutor, SlurmClusterExecutor};
+use pitch::{Command, Executor, Remote, Shutdown, SingleNodeExecutor, SlurmClusterExecutor};
 
 use crate::{add, ensure, TestFn};
 
 pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ("remote_tasks_over_ssh", remote_tasks),
     ("remote_cli_profile", remote_cli_profile),
+    ("remote_detach_and_reattach", remote_detach_and_reattach),
     ("remote_refuses_unknown_hosts_and_keys", remote_refusals),
 ];
 
@@ -261,5 +262,35 @@ fn remote_cli_profile(dir: &Path) -> Result<(), String> {
         !out.status.success() && err.contains("submitted over SSH"),
         "{err}"
     );
+    Ok(())
+}
+
+/// A driver that detaches while its remote job runs loses nothing: the next run re-attaches
+/// to the same job (no second sbatch) and fetches its result over SSH.
+fn remote_detach_and_reattach(dir: &Path) -> Result<(), String> {
+    let l = login()?;
+    let (local, far) = (dir.join("local"), dir.join("remote"));
+    let work = || Command::new("sh").args(["-c", "sleep 4; echo done late"]);
+    let exe = executor(&local, remote(&l, &far)).map_err(|e| e.to_string())?;
+    let first = exe.submit_command(work());
+    let start = std::time::Instant::now();
+    while first.job_id().is_none() {
+        ensure!(start.elapsed() < Duration::from_secs(20), "no job id");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let job = first.job_id();
+    exe.shutdown(Shutdown::Detach);
+    drop(exe);
+
+    let exe = executor(&local, remote(&l, &far)).map_err(|e| e.to_string())?;
+    let again = exe.submit_command(work());
+    let out = again.result().map_err(|e| e.to_string())?;
+    ensure!(
+        again.job_id() == job,
+        "re-attached to {job:?}, got {:?}",
+        again.job_id()
+    );
+    let text = out.read_stdout().map_err(|e| e.to_string())?;
+    ensure!(text == "done late\n", "{text:?}");
     Ok(())
 }

@@ -276,19 +276,7 @@ impl Ssh {
         env: &[(&str, &str)],
         title: &str,
     ) -> Result<CmdOutput, String> {
-        let mut line = String::new();
-        if !env.is_empty() {
-            line.push_str("env");
-            for (k, v) in env {
-                line.push_str(&format!(" {k}={}", shell_quote(v)));
-            }
-            line.push(' ');
-        }
-        line.push_str(&shell_quote(program));
-        for a in args {
-            line.push(' ');
-            line.push_str(&shell_quote(a));
-        }
+        let line = command_line(program, args, env);
         let out = self.with_session(|s| {
             let mut ch = s
                 .channel_session()
@@ -360,6 +348,24 @@ impl Ssh {
             Ok(got)
         })
     }
+}
+
+/// The shell line the login node runs: `env K=V ... program args`, every word quoted.
+fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String {
+    let mut line = String::new();
+    if !env.is_empty() {
+        line.push_str("env");
+        for (k, v) in env {
+            line.push_str(&format!(" {k}={}", shell_quote(v)));
+        }
+        line.push(' ');
+    }
+    line.push_str(&shell_quote(program));
+    for a in args {
+        line.push(' ');
+        line.push_str(&shell_quote(a));
+    }
+    line
 }
 
 /// Whether an error means the connection is gone (worth one new session).
@@ -491,5 +497,55 @@ impl Transport for Ssh {
 
     fn login(&self) -> Option<String> {
         Some(format!("{}@{}", self.user, self.remote.address()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_survive_the_remote_shell() {
+        let args: Vec<String> = ["a b", "it's", "$HOME", "*", "--name=x;y"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let line = command_line(
+            "printf",
+            &[vec!["%s|".to_string()], args].concat(),
+            &[("X_TEST", "1 2")],
+        );
+        assert!(line.starts_with("env X_TEST='1 2' printf "), "{line}");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a b|it's|$HOME|*|--name=x;y|"
+        );
+    }
+
+    #[test]
+    fn cache_paths_map_to_the_remote_twin_others_stay() {
+        let ssh = Ssh {
+            remote: Remote::new("h", "/scratch/me/cache"),
+            user: "me".into(),
+            local_root: PathBuf::from("/home/me/pitch-cache"),
+            session: Mutex::new(None),
+        };
+        assert_eq!(
+            ssh.remote_path(Path::new("/home/me/pitch-cache/tasks/ab/k/task.bin")),
+            Path::new("/scratch/me/cache/tasks/ab/k/task.bin")
+        );
+        assert_eq!(
+            ssh.remote_path(Path::new("/data/input.csv")),
+            Path::new("/data/input.csv")
+        );
+        assert_eq!(ssh.login().as_deref(), Some("me@h:22"));
+        assert!(lost("cannot open an SSH channel: [-7] Unable to send"));
+        assert!(!lost(
+            "the key /k was refused for me: Username/PublicKey combination invalid"
+        ));
     }
 }

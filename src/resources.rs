@@ -223,6 +223,34 @@ impl Resources {
         self.num_nodes.unwrap_or(1)
     }
 
+    /// Whether the field named `key` (one of [`RESOURCE_KEYS`]) is set at this layer.
+    fn is_set(&self, key: &str) -> bool {
+        match key {
+            "cores" => self.cores.is_some(),
+            "threads_per_core" => self.threads_per_core.is_some(),
+            "gpus_per_core" => self.gpus_per_core.is_some(),
+            "cwd" => self.cwd.is_some(),
+            "env" => !self.env.is_empty(),
+            "num_nodes" => self.num_nodes.is_some(),
+            "exclusive" => self.exclusive.is_some(),
+            "run_time_max" => self.run_time_max.is_some(),
+            "memory_max" => self.memory_max.is_some(),
+            "partition" => self.partition.is_some(),
+            "account" => self.account.is_some(),
+            "qos" => self.qos.is_some(),
+            "slurm_cmd_args" => !self.slurm_cmd_args.is_empty(),
+            "openmpi_oversubscribe" => self.openmpi_oversubscribe.is_some(),
+            "error_log_file" => self.error_log_file.is_some(),
+            _ => unreachable!("{key:?} is not a resource key"),
+        }
+    }
+
+    /// Those of `keys` that are set, in the order given: what a backend that ignores these
+    /// keys reports as warnings.
+    pub(crate) fn set_keys(&self, keys: &[&'static str]) -> Vec<&'static str> {
+        keys.iter().copied().filter(|k| self.is_set(k)).collect()
+    }
+
     /// Sets one field from text, as `--set key=value` would. `env` takes
     /// `"K=V"`; `slurm_cmd_args` appends one argument; booleans take
     /// true/false/yes/no/1/0; durations and memory use [`parse_duration`]

@@ -368,3 +368,36 @@ fn canonical_texts() {
         assert_eq!(parse_memory(&memory_text(b)).unwrap(), b);
     }
 }
+
+#[test]
+fn set_keys_names_exactly_the_keys_set() {
+    let samples = [
+        ("cores", "2"),
+        ("threads_per_core", "2"),
+        ("gpus_per_core", "1"),
+        ("cwd", "/tmp"),
+        ("env", "A=1"),
+        ("num_nodes", "2"),
+        ("exclusive", "true"),
+        ("run_time_max", "90s"),
+        ("memory_max", "4G"),
+        ("partition", "p"),
+        ("account", "a"),
+        ("qos", "q"),
+        ("slurm_cmd_args", "--x"),
+        ("openmpi_oversubscribe", "true"),
+        ("error_log_file", "/tmp/e"),
+    ];
+    assert_eq!(samples.len(), RESOURCE_KEYS.len());
+    assert!(Resources::new().set_keys(RESOURCE_KEYS).is_empty());
+    for (key, value) in samples {
+        let mut r = Resources::new();
+        r.set(key, value).unwrap();
+        assert_eq!(r.set_keys(RESOURCE_KEYS), [key], "{key}");
+    }
+    let r = Resources::new().qos("q").partition("p");
+    assert_eq!(
+        r.set_keys(&["partition", "account", "qos"]),
+        ["partition", "qos"]
+    );
+}

@@ -70,8 +70,7 @@ pub(crate) fn flux_run_options(ranks: u32, threads: u32, resources: &Resources) 
         args.extend(["-g".to_string(), g.to_string()]);
     }
     if let Some(limit) = resources.run_time_max {
-        let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0);
-        args.extend(["-t".to_string(), format!("{}s", secs.max(1))]);
+        args.extend(["-t".to_string(), crate::backend::flux::parse::fsd(limit)]);
     }
     if resources.exclusive == Some(true) {
         args.push("--exclusive".to_string());
@@ -421,19 +420,13 @@ fn check_flux(r: &Resources, gpus: u32) -> Result<Vec<&'static str>, String> {
             ));
         }
     }
-    let mut ignored = Vec::new();
-    for (set, key) in [
-        (r.account.is_some(), "account"),
-        (r.qos.is_some(), "qos"),
-        (r.memory_max.is_some(), "memory_max"),
-        (!r.slurm_cmd_args.is_empty(), "slurm_cmd_args"),
-        (r.openmpi_oversubscribe.is_some(), "openmpi_oversubscribe"),
-    ] {
-        if set {
-            ignored.push(key);
-        }
-    }
-    Ok(ignored)
+    Ok(r.set_keys(&[
+        "account",
+        "qos",
+        "memory_max",
+        "slurm_cmd_args",
+        "openmpi_oversubscribe",
+    ]))
 }
 
 /// Ends a task whose work was dropped without delivering a record (skipped after a cancel, or
@@ -571,43 +564,24 @@ impl Backend for SingleNode {
             return check_flux(r, gpus);
         }
         if let Launcher::Srun { .. } = self.launcher {
-            let mut ignored = Vec::new();
-            for (set, key) in [
-                (r.partition.is_some(), "partition"),
-                (r.account.is_some(), "account"),
-                (r.qos.is_some(), "qos"),
-                (r.memory_max.is_some(), "memory_max"),
-                (r.exclusive.is_some(), "exclusive"),
-                (r.openmpi_oversubscribe.is_some(), "openmpi_oversubscribe"),
-            ] {
-                if set {
-                    ignored.push(key);
-                }
-            }
-            return Ok(ignored);
+            return Ok(r.set_keys(&[
+                "partition",
+                "account",
+                "qos",
+                "memory_max",
+                "exclusive",
+                "openmpi_oversubscribe",
+            ]));
         }
-        let mut ignored = Vec::new();
-        if r.partition.is_some() {
-            ignored.push("partition");
-        }
-        if r.account.is_some() {
-            ignored.push("account");
-        }
-        if r.qos.is_some() {
-            ignored.push("qos");
-        }
-        if !r.slurm_cmd_args.is_empty() {
-            ignored.push("slurm_cmd_args");
-        }
-        if r.exclusive.is_some() {
-            ignored.push("exclusive");
-        }
-        if r.memory_max.is_some() {
-            ignored.push("memory_max");
-        }
-        if r.gpus_per_core.is_some() {
-            ignored.push("gpus_per_core");
-        }
+        let mut ignored = r.set_keys(&[
+            "partition",
+            "account",
+            "qos",
+            "slurm_cmd_args",
+            "exclusive",
+            "memory_max",
+            "gpus_per_core",
+        ]);
         if r.openmpi_oversubscribe.is_some() && r.ranks() <= 1 {
             ignored.push("openmpi_oversubscribe");
         }

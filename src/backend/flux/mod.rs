@@ -65,16 +65,13 @@ impl Scheduler for Flux {
                     .into(),
             );
         }
-        Ok([
-            (r.memory_max.is_some(), "memory_max"),
-            (r.qos.is_some(), "qos"),
-            (!r.slurm_cmd_args.is_empty(), "slurm_cmd_args"),
-            (r.openmpi_oversubscribe.is_some(), "openmpi_oversubscribe"),
-            (r.error_log_file.is_some(), "error_log_file"),
-        ]
-        .into_iter()
-        .filter_map(|(set, key)| set.then_some(key))
-        .collect())
+        Ok(r.set_keys(&[
+            "memory_max",
+            "qos",
+            "slurm_cmd_args",
+            "openmpi_oversubscribe",
+            "error_log_file",
+        ]))
     }
 
     fn output(&self, jobs_dir: &Path, _array: bool) -> String {

@@ -109,14 +109,7 @@ impl Scheduler for Slurm {
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        let mut ignored = Vec::new();
-        if r.openmpi_oversubscribe.is_some() {
-            ignored.push("openmpi_oversubscribe");
-        }
-        if r.error_log_file.is_some() {
-            ignored.push("error_log_file");
-        }
-        Ok(ignored)
+        Ok(r.set_keys(&["openmpi_oversubscribe", "error_log_file"]))
     }
 
     fn output(&self, jobs_dir: &Path, array: bool) -> String {

@@ -440,6 +440,16 @@ impl Queue {
         )
     }
 
+    /// The job script: the template rendered with `header`.
+    fn script_text(&self, header: &SlurmScript) -> Result<String, TaskError> {
+        template::render(&self.template_name, &self.template_source, header).map_err(|e| {
+            TaskError::Launch {
+                what: "the job script".into(),
+                detail: e.to_string(),
+            }
+        })
+    }
+
     /// Writes the job script (and ships it with the `tasks` file where the jobs run), then
     /// submits it.
     async fn submit(
@@ -448,13 +458,7 @@ impl Queue {
         stem: &str,
         tasks: Option<PathBuf>,
     ) -> Result<u64, TaskError> {
-        let text =
-            template::render(&self.template_name, &self.template_source, header).map_err(|e| {
-                TaskError::Launch {
-                    what: "the job script".into(),
-                    detail: e.to_string(),
-                }
-            })?;
+        let text = self.script_text(header)?;
         let path = self.journal.dir().join(format!("{stem}.sh"));
         write_script(&path, &text).map_err(|e| TaskError::Store {
             path: path.display().to_string(),
@@ -757,14 +761,7 @@ impl Backend for Queue {
             .scheduler
             .output(&self.transport.path(self.journal.dir()), false);
         header.command = self.task_body(spec, paths, exe.as_deref());
-        Some(
-            template::render(&self.template_name, &self.template_source, &header).map_err(|e| {
-                TaskError::Launch {
-                    what: "the job script".into(),
-                    detail: e.to_string(),
-                }
-            }),
-        )
+        Some(self.script_text(&header))
     }
 
     fn drop_policy(&self) -> DropPolicy {

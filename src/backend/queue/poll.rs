@@ -206,6 +206,11 @@ pub(crate) fn lookup_state(states: &HashMap<JobRef, JobState>, job: JobRef) -> O
         .map(|(_, s)| *s)
 }
 
+/// Whether the queue lists the job as still queued or running: its files are not read yet.
+fn active(state: Option<JobState>) -> bool {
+    matches!(state, Some(s) if !s.finished)
+}
+
 /// The poller's loop; ends never (it idles while nothing is watched).
 pub(crate) async fn run(queue: Arc<Queue>) {
     let cfg = queue.config().clone();
@@ -233,7 +238,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 .lock()
                 .unwrap()
                 .values()
-                .filter(|w| !matches!(lookup_state(&states, w.job), Some(s) if !s.finished))
+                .filter(|w| !active(lookup_state(&states, w.job)))
                 .flat_map(|w| {
                     [
                         w.paths.result_file(),
@@ -258,7 +263,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
             let mut done = Vec::new();
             for (key, w) in watches.iter_mut() {
                 let state = lookup_state(&states, w.job);
-                if matches!(state, Some(s) if !s.finished) {
+                if active(state) {
                     continue;
                 }
                 match collect(w, Known::Queue(state), title) {

@@ -332,7 +332,11 @@ fn build_queue(
         |store| {
             let transport: Arc<dyn Transport> = match remote {
                 #[cfg(feature = "remote")]
-                Some(r) => Arc::new(crate::remote::Ssh::connect(r, store.root())?),
+                Some(r) => Arc::new(crate::remote::Ssh::connect(
+                    r,
+                    store.root(),
+                    store.durable(),
+                )?),
                 #[cfg(not(feature = "remote"))]
                 Some(never) => match never {},
                 None => Arc::new(Local),

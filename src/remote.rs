@@ -103,13 +103,15 @@ pub(crate) struct Ssh {
     remote: Remote,
     user: String,
     local_root: PathBuf,
+    /// Whether downloaded files are fsynced (the store's setting).
+    durable: bool,
     session: Mutex<Option<Session>>,
 }
 
 impl Ssh {
     /// Connects (so that a wrong host, key or directory fails when the executor is built)
     /// and creates the cache directory's twin.
-    pub(crate) fn connect(remote: Remote, local_root: &Path) -> Result<Ssh, Error> {
+    pub(crate) fn connect(remote: Remote, local_root: &Path, durable: bool) -> Result<Ssh, Error> {
         let address = remote.address();
         let config = |m: String| Error::Config(format!("remote {address}: {m}"));
         if !remote.directory.is_absolute() {
@@ -131,6 +133,7 @@ impl Ssh {
             remote,
             user,
             local_root: local_root.to_path_buf(),
+            durable,
             session: Mutex::new(None),
         };
         ssh.with_session(|s| {
@@ -342,7 +345,7 @@ impl Ssh {
                 let mut bytes = Vec::new();
                 f.read_to_end(&mut bytes)
                     .map_err(|e| format!("cannot download {}: {e}", remote.display()))?;
-                write_local(local, &bytes)?;
+                write_local(local, &bytes, self.durable)?;
                 got += 1;
             }
             Ok(got)
@@ -435,15 +438,14 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), St
     sftp.rename(&tmp, remote, None).map_err(|e| failed(&e))
 }
 
-/// Writes a downloaded file into the local cache directory atomically.
-fn write_local(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Writes a downloaded file into the local cache directory, atomically like the store's own
+/// files (fsynced when the store is durable).
+fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
     let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     if let Some(dir) = path.parent() {
         crate::store::create_dir(dir).map_err(failed)?;
     }
-    let tmp = path.with_extension(format!("down.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(failed)?;
-    std::fs::rename(&tmp, path).map_err(failed)
+    crate::store::write_bytes_atomic(path, bytes, durable).map_err(failed)
 }
 
 impl Transport for Ssh {
@@ -532,6 +534,7 @@ mod tests {
             remote: Remote::new("h", "/scratch/me/cache"),
             user: "me".into(),
             local_root: PathBuf::from("/home/me/pitch-cache"),
+            durable: false,
             session: Mutex::new(None),
         };
         assert_eq!(

@@ -197,6 +197,15 @@ pub(crate) fn write_atomic(
     payload: &[u8],
     durable: bool,
 ) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&header(kind, payload));
+    bytes.extend_from_slice(payload);
+    write_bytes_atomic(path, &bytes, durable)
+}
+
+/// Writes `bytes` as they are to `path` atomically (mode 0600): a temporary file in the same
+/// directory, optionally fsynced, then renamed over `path`.
+pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
@@ -210,10 +219,7 @@ pub(crate) fn write_atomic(
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-        bytes.extend_from_slice(&header(kind, payload));
-        bytes.extend_from_slice(payload);
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         if durable {
             file.sync_all()?;
         }

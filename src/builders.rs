@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::flux::Flux;
 use crate::backend::queue::transport::{Local, Transport};
-use crate::backend::queue::{Queue, QueueConfig, Scheduler};
+use crate::backend::queue::{scheduler_named, Queue, QueueConfig};
 use crate::backend::single_node::{Launcher, SingleNode};
-use crate::backend::slurm::Slurm;
 use crate::backend::Backend;
 use crate::error::Error;
 use crate::event::Reporter;
@@ -301,7 +299,7 @@ impl SlurmClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, slurm)
+        build_queue(self.common, self.cfg, self.remote, "slurm")
     }
 }
 
@@ -311,13 +309,13 @@ type RemoteSetting = Option<crate::remote::Remote>;
 #[cfg(not(feature = "remote"))]
 type RemoteSetting = Option<std::convert::Infallible>;
 
-/// Builds a queue executor whose scheduler `make` builds; fails on a zero setting, on a
+/// Builds a queue executor for the scheduler `scheduler` names; fails on a zero setting, on a
 /// template that does not render, on a login node it cannot reach and inside a worker.
 fn build_queue(
     common: CommonBuilder,
     cfg: QueueConfig,
     remote: RemoteSetting,
-    make: fn(Arc<dyn Transport>) -> Box<dyn Scheduler>,
+    scheduler: &str,
 ) -> Result<Executor, Error> {
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
@@ -341,7 +339,7 @@ fn build_queue(
                 Some(never) => match never {},
                 None => Arc::new(Local),
             };
-            let scheduler = make(transport.clone());
+            let scheduler = scheduler_named(scheduler, transport.clone());
             Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
         },
         true,
@@ -383,14 +381,6 @@ fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
         ))),
         None => Ok(None),
     }
-}
-
-fn slurm(transport: Arc<dyn Transport>) -> Box<dyn Scheduler> {
-    Box::new(Slurm { transport })
-}
-
-fn flux(transport: Arc<dyn Transport>) -> Box<dyn Scheduler> {
-    Box::new(Flux { transport })
 }
 
 /// Runs each task as a Flux batch job (`flux batch`: a Flux instance of its own, where
@@ -435,7 +425,7 @@ impl FluxClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, flux)
+        build_queue(self.common, self.cfg, self.remote, "flux")
     }
 }
 
@@ -740,14 +730,9 @@ impl Executor {
                 if p.max_workers.is_some() {
                     return Err(ignored("max_workers"));
                 }
-                let make = if p.backend == BackendKind::Flux {
-                    if p.array_throttle.is_some() {
-                        return Err(ignored("array_throttle (Flux has no job arrays)"));
-                    }
-                    flux
-                } else {
-                    slurm
-                };
+                if p.backend == BackendKind::Flux && p.array_throttle.is_some() {
+                    return Err(ignored("array_throttle (Flux has no job arrays)"));
+                }
                 let mut cfg = QueueConfig {
                     max_jobs: p.max_jobs,
                     tasks_per_job: p.tasks_per_job.unwrap_or(1),
@@ -758,7 +743,7 @@ impl Executor {
                 if let Some(i) = p.poll_interval {
                     cfg.poll_interval = i;
                 }
-                build_queue(common, cfg, remote_setting(p)?, make)
+                build_queue(common, cfg, remote_setting(p)?, p.backend.as_str())
             }
         }
     }

@@ -220,12 +220,8 @@ impl Cache {
                 self.scheduler()
             ));
         }
-        let transport = std::sync::Arc::new(Local);
-        let scheduler: Box<dyn crate::backend::queue::Scheduler> = if self.scheduler() == "flux" {
-            Box::new(crate::backend::flux::Flux { transport })
-        } else {
-            Box::new(crate::backend::slurm::Slurm { transport })
-        };
+        let scheduler =
+            crate::backend::queue::scheduler_named(&self.scheduler(), std::sync::Arc::new(Local));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

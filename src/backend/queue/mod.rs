@@ -21,7 +21,9 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 
 use self::journal::{Journal, JournalRecord};
 use self::poll::{Watch, WatchEnd};
-pub(crate) use self::scheduler::{base_header, strings, CmdOutput, Fut, JobState, Scheduler};
+pub(crate) use self::scheduler::{
+    base_header, named as scheduler_named, strings, CmdOutput, Fut, JobState, Scheduler,
+};
 use self::transport::Transport;
 use super::{Backend, BoxFuture, DropPolicy, Job};
 pub(crate) use crate::backend::slurm::parse::JobRef;

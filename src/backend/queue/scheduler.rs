@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use super::transport::Transport;
 use super::JobRef;
 use crate::error::TaskError;
 use crate::resources::Resources;
@@ -105,4 +108,14 @@ pub(crate) struct CmdOutput {
     pub stdout: String,
     pub stderr: String,
     pub success: bool,
+}
+
+/// The scheduler called `name` (`"flux"`; anything else is Slurm, the default of a cache
+/// directory), running its commands through `transport`.
+pub(crate) fn named(name: &str, transport: Arc<dyn Transport>) -> Box<dyn Scheduler> {
+    if name == "flux" {
+        Box::new(crate::backend::flux::Flux { transport })
+    } else {
+        Box::new(crate::backend::slurm::Slurm { transport })
+    }
 }

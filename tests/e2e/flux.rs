@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use pitch::{Command, Executor, FluxJobExecutor, Resources, TaskError};
 
 use crate::ensure;
-use crate::mpi::{rank_one_fails_and_stops_the_others, where_am_i};
+use crate::mpi::{
+    every_rank_answers, rank_one_fails_and_stops_the_others, rank_zero_answers, sorted_lines,
+};
 use crate::single_node::{add, temp, Collect};
 
 const LOG_ENV: &str = "PITCH_FAKE_FLUX_LOG";
@@ -209,13 +211,7 @@ fn command_task() -> Result<(), String> {
         )
         .result()
         .map_err(|e| e.to_string())?;
-    let mut lines: Vec<String> = out
-        .read_stdout()
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect();
-    lines.sort();
+    let lines = sorted_lines(&out);
     ensure!(lines == ["rank 0 of 2", "rank 1 of 2"], "{lines:?}");
     // Every option pitch maps, in one command line.
     let big = exe.with_resources(
@@ -274,17 +270,8 @@ fn command_task() -> Result<(), String> {
 fn two_ranks() -> Result<(), String> {
     let dir = temp();
     let exe = flux_executor(dir.path())?.with_resources(Resources::new().cores(2));
-    let first = where_am_i::submit(&exe, "u".to_string())
-        .result()
-        .map_err(|e| e.to_string())?;
-    ensure!(first == ("u".to_string(), 0, 2), "{first:?}");
-    let all = where_am_i::submit_ranks(&exe, "t".to_string())
-        .result()
-        .map_err(|e| e.to_string())?;
-    ensure!(
-        all == vec![("t".to_string(), 0, 2), ("t".to_string(), 1, 2)],
-        "{all:?}"
-    );
+    rank_zero_answers(&exe)?;
+    every_rank_answers(&exe)?;
     let calls = calls()?;
     ensure!(
         calls.len() == 3 && calls[1..].iter().all(|c| c.starts_with("run -n 2 -c 1 ")),

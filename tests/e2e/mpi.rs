@@ -35,18 +35,42 @@ fn mpi_executor(dir: &std::path::Path) -> pitch::Executor {
 fn function_on_two_ranks() -> Result<(), String> {
     let dir = temp();
     let exe = mpi_executor(dir.path());
-    let all = where_am_i::submit_ranks(&exe, "t".to_string())
+    every_rank_answers(&exe)?;
+    rank_zero_answers(&exe)
+}
+
+/// `where_am_i` on an executor with `cores = 2`: `submit_ranks` gives both ranks' values in
+/// rank order.
+pub(crate) fn every_rank_answers(exe: &pitch::Executor) -> Result<(), String> {
+    let all = where_am_i::submit_ranks(exe, "t".to_string())
         .result()
         .map_err(|e| e.to_string())?;
     ensure!(
         all == vec![("t".to_string(), 0, 2), ("t".to_string(), 1, 2)],
         "{all:?}"
     );
-    let first = where_am_i::submit(&exe, "u".to_string())
+    Ok(())
+}
+
+/// `where_am_i` on an executor with `cores = 2`: `submit` gives rank 0's value.
+pub(crate) fn rank_zero_answers(exe: &pitch::Executor) -> Result<(), String> {
+    let first = where_am_i::submit(exe, "u".to_string())
         .result()
         .map_err(|e| e.to_string())?;
     ensure!(first == ("u".to_string(), 0, 2), "{first:?}");
     Ok(())
+}
+
+/// A command's standard output, its lines sorted (ranks write in any order).
+pub(crate) fn sorted_lines(out: &pitch::CommandOutput) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .read_stdout()
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
 }
 
 fn command_on_two_ranks() -> Result<(), String> {
@@ -56,13 +80,7 @@ fn command_on_two_ranks() -> Result<(), String> {
         .submit_command(Command::new("sh").args(["-c", "echo rank $OMPI_COMM_WORLD_RANK"]))
         .result()
         .map_err(|e| e.to_string())?;
-    let mut lines: Vec<String> = out
-        .read_stdout()
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    lines.sort();
+    let lines = sorted_lines(&out);
     ensure!(lines == vec!["rank 0", "rank 1"], "{lines:?}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The builders named after executorlib's classes (`SingleNodeExecutor`,
-//! `SlurmClusterExecutor`, `SlurmJobExecutor`, `FluxJobExecutor`), and [`Executor::from_profile`] /
-//! [`Executor::from_env`], which build the same executors from `pitch.toml`.
+//! `SlurmClusterExecutor`, `SlurmJobExecutor`, `FluxClusterExecutor`, `FluxJobExecutor`);
+//! `from_profile.rs` builds the same executors from `pitch.toml`
+//! ([`Executor::from_profile`], [`Executor::from_env`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use crate::executor::Executor;
 use crate::report::ProgressReporter;
 use crate::resources::Resources;
 use crate::store::Store;
+
+mod from_profile;
 
 /// Settings every backend's builder shares.
 pub(crate) struct CommonBuilder {
@@ -346,43 +349,6 @@ fn build_queue(
     )
 }
 
-/// The `[profile.NAME.remote]` table as the builder's setting.
-#[cfg(feature = "remote")]
-fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
-    Ok(p.remote.as_ref().map(|r| {
-        let mut remote = crate::Remote::new(&r.host, &r.directory);
-        if let Some(port) = r.port {
-            remote = remote.port(port);
-        }
-        if let Some(user) = &r.user {
-            remote = remote.user(user);
-        }
-        if let Some(key) = &r.identity_file {
-            remote = remote.identity_file(key);
-        }
-        if let Some(known) = &r.known_hosts {
-            remote = remote.known_hosts(known);
-        }
-        if let Some(t) = r.timeout {
-            remote = remote.timeout(t);
-        }
-        remote
-    }))
-}
-
-/// Without the `remote` feature a profile that submits over SSH is refused.
-#[cfg(not(feature = "remote"))]
-fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
-    match &p.remote {
-        Some(r) => Err(Error::Config(format!(
-            "profile {:?} submits over SSH to {} ([profile.{}.remote]), but this pitch was \
-             built without the `remote` feature: build it with `--features remote`",
-            p.name, r.host, p.name
-        ))),
-        None => Ok(None),
-    }
-}
-
 /// Runs each task as a Flux batch job (`flux batch`: a Flux instance of its own, where
 /// multi-rank tasks start with `flux run`); executorlib's FluxClusterExecutor. The driver
 /// runs where `flux` reaches the instance to submit to (a login node of a Flux-run cluster,
@@ -655,97 +621,6 @@ impl FluxJobBuilder {
             max_workers,
         )?;
         self.common.build(|_| Ok(Arc::new(backend)), true)
-    }
-}
-
-impl Executor {
-    /// Builds the executor a profile of `pitch.toml` describes (the file in the current
-    /// directory, else in the user's config directory): a config change is the whole swap.
-    pub fn from_profile(name: &str) -> Result<Executor, Error> {
-        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-        let profile =
-            crate::profile::load_named(name, &cwd).map_err(|e| Error::Config(e.to_string()))?;
-        Executor::from_settings(&profile, Vec::new())
-    }
-
-    /// Builds the executor named by `PITCH_PROFILE`, or a default SingleNode executor when it
-    /// is not set.
-    pub fn from_env() -> Result<Executor, Error> {
-        match std::env::var("PITCH_PROFILE") {
-            Ok(name) if !name.is_empty() => Executor::from_profile(&name),
-            _ => SingleNodeExecutor::builder().build(),
-        }
-    }
-
-    /// Builds an executor from a profile's settings (the CLI's flags are applied to the
-    /// profile first).
-    #[doc(hidden)]
-    pub fn from_settings(
-        p: &crate::profile::Profile,
-        reporters: Vec<Arc<dyn Reporter>>,
-    ) -> Result<Executor, Error> {
-        use crate::profile::BackendKind;
-        let mut common = CommonBuilder {
-            resources: p.resources.clone(),
-            reporters,
-            ..CommonBuilder::default()
-        };
-        if let Some(dir) = &p.cache_directory {
-            common.cache_directory = dir.clone();
-        }
-        let ignored = |what: &str| {
-            Error::Config(format!(
-                "{what} does not apply to the {} backend (profile {:?})",
-                p.backend, p.name
-            ))
-        };
-        match p.backend {
-            BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob => {
-                if p.remote.is_some() {
-                    return Err(ignored("remote (submission over SSH needs slurm or flux)"));
-                }
-                if p.max_jobs.is_some() {
-                    return Err(ignored("max_jobs"));
-                }
-                if p.tasks_per_job.is_some() {
-                    return Err(ignored("tasks_per_job"));
-                }
-                if p.template.is_some() {
-                    return Err(ignored("template"));
-                }
-                let slots = Slots {
-                    max_cores: p.max_cores,
-                    max_workers: p.max_workers,
-                };
-                match p.backend {
-                    BackendKind::SingleNode => SingleNodeBuilder { common, slots }.build(),
-                    BackendKind::SlurmJob => SlurmJobBuilder { common, slots }.build(),
-                    _ => FluxJobBuilder { common, slots }.build(),
-                }
-            }
-            BackendKind::Slurm | BackendKind::Flux => {
-                if p.max_cores.is_some() {
-                    return Err(ignored("max_cores"));
-                }
-                if p.max_workers.is_some() {
-                    return Err(ignored("max_workers"));
-                }
-                if p.backend == BackendKind::Flux && p.array_throttle.is_some() {
-                    return Err(ignored("array_throttle (Flux has no job arrays)"));
-                }
-                let mut cfg = QueueConfig {
-                    max_jobs: p.max_jobs,
-                    tasks_per_job: p.tasks_per_job.unwrap_or(1),
-                    array_throttle: p.array_throttle,
-                    template: p.template.clone(),
-                    ..QueueConfig::default()
-                };
-                if let Some(i) = p.poll_interval {
-                    cfg.poll_interval = i;
-                }
-                build_queue(common, cfg, remote_setting(p)?, p.backend.as_str())
-            }
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod child;
 pub(crate) mod flux;
+mod launcher;
 mod output;
 mod pool;
 pub(crate) mod queue;

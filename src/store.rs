@@ -364,14 +364,17 @@ impl TaskPaths {
         read_value(&self.result_file(), FileKind::Result)
     }
 
+    /// The stored result when it is a finished (Ok) one: nothing may replace it by a failure.
+    pub(crate) fn finished_result(&self) -> Option<ResultRecord> {
+        self.read_result().ok().filter(|r| r.outcome.is_ok())
+    }
+
     /// Publishes a result, except that a finished (Ok) result already there is never replaced
     /// by a failure: the stored one wins and is returned.
     pub(crate) fn publish_result(&self, record: ResultRecord) -> ResultRecord {
         if record.outcome.is_err() {
-            if let Ok(existing) = self.read_result() {
-                if existing.outcome.is_ok() {
-                    return existing;
-                }
+            if let Some(existing) = self.finished_result() {
+                return existing;
             }
         }
         match write_value(&self.result_file(), FileKind::Result, &record, self.durable) {

@@ -60,6 +60,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "cli_status_and_cancel_ask_flux",
         cli_status_and_cancel_ask_flux,
     ),
+    (
+        "a_failed_rerun_keeps_the_finished_result",
+        a_failed_rerun_keeps_the_finished_result,
+    ),
 ];
 
 macro_rules! outer {
@@ -90,6 +94,7 @@ mod outer {
         ignored_keys_warn_once,
         a_job_cancelled_outside_pitch,
         cli_status_and_cancel_ask_flux,
+        a_failed_rerun_keeps_the_finished_result,
     );
 }
 pub(crate) use outer::TESTS;
@@ -718,5 +723,37 @@ fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
         Err(TaskError::Scheduler { state, .. }) => ensure!(state == "CANCELED", "{state}"),
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
     }
+    Ok(())
+}
+
+/// A task with an explicit cache key and caching off runs again although it finished; when
+/// that run fails, the finished result in the cache directory is not lost (the store's rule:
+/// no failure replaces a finished result).
+fn a_failed_rerun_keeps_the_finished_result() -> Result<(), String> {
+    let dir = temp();
+    let marker = dir.path().join("marker");
+    std::fs::write(&marker, "").map_err(|e| e.to_string())?;
+    let check = || Command::new("test").args(["-e", marker.to_str().unwrap()]);
+    // A new executor for each run (one executor hands out one future per key), alive until
+    // its future has resolved.
+    let exe =
+        || -> Result<Executor, String> { Ok(cluster(dir.path())?.with_cache_key("calibration")) };
+    let (one, two, three) = (exe()?, exe()?, exe()?);
+    let first = one.submit_command(check());
+    ensure!(first.result().is_ok(), "{:?}", first.result());
+    std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
+    let again = two.with_cache(false).submit_command(check());
+    let _ = again.result();
+    ensure!(batch_scripts()?.len() == 2, "{:#?}", calls()?);
+    let stored = pitch::__private::result_path(dir.path(), &first.key())?;
+    let bytes = std::fs::read(&stored).map_err(|e| format!("{}: {e}", stored.display()))?;
+    let rerun = three.submit_command(check());
+    ensure!(
+        rerun.result().is_ok(),
+        "the finished result was lost ({} bytes stored): {:?}",
+        bytes.len(),
+        rerun.result()
+    );
+    ensure!(batch_scripts()?.len() == 2, "answered from the cache");
     Ok(())
 }

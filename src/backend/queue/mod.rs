@@ -578,11 +578,15 @@ impl Queue {
     }
 
     /// Before a task is submitted: removes what an earlier run of it left (a failed result,
-    /// a command's exit file), which the poller would otherwise take for the new job's; where
-    /// the jobs run elsewhere, sends the task file and the results of its finished inputs.
+    /// a command's exit file), which the poller would otherwise take for the new job's (a
+    /// finished result stays: no failure may replace it); where the jobs run elsewhere, sends
+    /// the task file and the results of its finished inputs.
     async fn ship_task(&self, job: &Job) -> Result<(), TaskError> {
         let paths = &job.paths;
-        let stale = [paths.result_file(), paths.exit_file()];
+        let mut stale = vec![paths.exit_file()];
+        if paths.finished_result().is_none() {
+            stale.push(paths.result_file());
+        }
         for f in &stale {
             let _ = std::fs::remove_file(f);
         }

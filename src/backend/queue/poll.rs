@@ -240,12 +240,17 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 .values()
                 .filter(|w| !active(lookup_state(&states, w.job)))
                 .flat_map(|w| {
-                    [
-                        w.paths.result_file(),
+                    // A finished result here is never replaced (by a failure) from there.
+                    let result = w
+                        .paths
+                        .finished_result()
+                        .is_none()
+                        .then(|| w.paths.result_file());
+                    result.into_iter().chain([
                         w.paths.exit_file(),
                         w.paths.stdout(),
                         w.paths.stderr(),
-                    ]
+                    ])
                 })
                 .collect();
             if !files.is_empty() {

@@ -451,6 +451,19 @@ impl Engine {
         *self.pending.lock().unwrap()
     }
 
+    /// Ends every future still unresolved with [`TaskError::Detached`], when the executor
+    /// goes away and leaves its jobs running: nothing would resolve them any more. Only the
+    /// futures: the jobs' results still reach the cache directory.
+    pub(crate) fn detach_all(&self) {
+        let live: Vec<Arc<Slot>> = self.live.lock().unwrap().values().cloned().collect();
+        let cache = self.store.root().display().to_string();
+        for slot in live {
+            slot.resolve(Err(TaskError::Detached {
+                cache: cache.clone(),
+            }));
+        }
+    }
+
     /// Asks every unresolved task to cancel.
     pub(crate) fn cancel_all(&self) {
         // Cancelling can end a task on this thread (its hooks run here): not under the lock.

@@ -157,6 +157,17 @@ pub enum TaskError {
         /// What went wrong.
         detail: String,
     },
+    /// The executor was dropped while the task's job was still queued or running (queue
+    /// backends detach): the job goes on, and its result appears in the cache directory for
+    /// the next run, which re-attaches to it.
+    #[error(
+        "the executor was dropped while this task's job was queued or running; the job goes on \
+         and its result will appear in {cache}: run the program again to collect it"
+    )]
+    Detached {
+        /// The cache directory.
+        cache: String,
+    },
     /// The scheduler reports the task's job ended without a result.
     #[error("job {job_id} ended in state {state} without a result{}", if .detail.is_empty() { String::new() } else { format!(": {}", .detail) })]
     Scheduler {

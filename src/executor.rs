@@ -94,6 +94,9 @@ impl Drop for Inner {
             }
             self.shutdown(mode);
         }
+        // The runtime that would resolve the detached tasks' futures goes away: end them
+        // with an error rather than leave them hanging.
+        self.engine.detach_all();
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }

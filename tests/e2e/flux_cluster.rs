@@ -64,6 +64,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "a_failed_rerun_keeps_the_finished_result",
         a_failed_rerun_keeps_the_finished_result,
     ),
+    (
+        "a_future_outliving_its_executor_ends",
+        a_future_outliving_its_executor_ends,
+    ),
 ];
 
 macro_rules! outer {
@@ -95,6 +99,7 @@ mod outer {
         a_job_cancelled_outside_pitch,
         cli_status_and_cancel_ask_flux,
         a_failed_rerun_keeps_the_finished_result,
+        a_future_outliving_its_executor_ends,
     );
 }
 pub(crate) use outer::TESTS;
@@ -755,5 +760,36 @@ fn a_failed_rerun_keeps_the_finished_result() -> Result<(), String> {
         rerun.result()
     );
     ensure!(batch_scripts()?.len() == 2, "answered from the cache");
+    Ok(())
+}
+
+/// Dropping a queue executor leaves its jobs running (detach); a future kept beyond it ends
+/// at once with `TaskError::Detached` naming the cache directory, instead of hanging, and the
+/// job still finishes.
+fn a_future_outliving_its_executor_ends() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let f = exe.submit_command(Command::new("sleep").arg("2"));
+    let id = wait_for_job(&f)?;
+    drop(exe);
+    let start = Instant::now();
+    match f.result() {
+        Err(TaskError::Detached { cache }) => {
+            ensure!(
+                cache_forms(dir.path())
+                    .iter()
+                    .any(|c| Path::new(&cache) == c),
+                "{cache}"
+            )
+        }
+        other => return Err(format!("expected Detached, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let r = wait_for_state(id, "INACTIVE", Duration::from_secs(10))?;
+    ensure!(r[2] == "COMPLETED", "the job went on: {r:?}");
     Ok(())
 }

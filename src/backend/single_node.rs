@@ -17,11 +17,11 @@ use super::output::Sink;
 use super::pool::{Pool, Work};
 use super::spawn::{self, Launch};
 use super::{Backend, BoxFuture, Done, Job};
-use crate::command::{CommandOutput, CommandSpec};
+use crate::command::CommandOutput;
 use crate::error::{Error, TaskError};
 use crate::resources::Resources;
 use crate::store::{self, ResultRecord, TaskPaths};
-use crate::task::{TaskKind, TaskSpec};
+use crate::task::{CommandSpec, TaskKind, TaskSpec};
 use crate::worker;
 
 pub(crate) struct SingleNode {

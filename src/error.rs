@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::profile::ProfileError;
 use crate::resources::ResourceError;
 
 fn tail(text: &str) -> String {
@@ -229,6 +230,10 @@ pub enum Error {
     /// A configuration value is wrong.
     #[error("{0}")]
     Config(String),
+    /// A `pitch.toml` profile could not be found, read or accepted (with the file, line and
+    /// key of the problem, see [`ProfileError`]).
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
 }
 
 impl Error {

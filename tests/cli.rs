@@ -45,6 +45,16 @@ fn run_exit_codes_follow_the_env_convention() {
     std::fs::write(&script, "#!/bin/sh\necho x\n").unwrap();
     let o = pitch(d.path(), &["run", "--", script.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    // A missing absolute path is "not found" too; a missing working directory "cannot execute".
+    let o = pitch(d.path(), &["run", "--", "/no/such/dir/pitch-test"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["run", "--cwd", "no-such-dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("working directory") && text(&o.stderr).contains("does not exist"),
+        "{}",
+        text(&o.stderr)
+    );
     // Pitch itself failing before the command ran: 125.
     let o = pitch(d.path(), &["run", "--cores", "999", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));

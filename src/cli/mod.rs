@@ -44,7 +44,7 @@ struct Cli {
 enum Cmd {
     /// Run one command as a task, stream its output, exit with its exit code (always runs).
     #[command(
-        after_help = "The command's stdout and stderr are copied to pitch's as they are written (also from a\nSlurm job, through the task directory's files); status lines (submitted as Slurm job N,\nexit code N after X s) go to stderr unless -q. With --json, stdout carries only one JSON\nobject (key, exit_code, seconds, stdout and stderr file paths, error).\n\nExit codes: the command's own; 125 when pitch failed before the command ran,\n126 when it cannot be executed, 127 when it is not found, 128+N when killed by signal N.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
+        after_help = "The command's stdout and stderr are copied to pitch's as they are written (also from a\nSlurm job, through the task directory's files); status lines (submitted as Slurm job N,\nexit code N after X s) go to stderr unless -q. With --json, stdout carries only one JSON\nobject (key, exit_code, seconds, stdout and stderr file paths, error).\n\nExit codes: the command's own; 125 when pitch failed before the command ran (or the\nscheduler rejected the job), 126 when it cannot be executed, 127 when it is not found,\n128+N when killed by signal N.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
     )]
     Run(run::RunArgs),
     /// Run a command over a grid of parameters ({NAME} placeholders), resumably.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use pitch::profile::BackendKind;
-use pitch::{Command, Executor, Reporter, TaskError};
+use pitch::{Command, Executor, LaunchErrorKind, Reporter, TaskError};
 
 use super::follow::{Follower, Sink};
 use super::report::{shell_words, Mode, TaskLines};
@@ -177,22 +177,30 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
             }
             o.exit_code
         }
-        Err(TaskError::Launch { detail, what }) if detail.contains("not found") => {
-            fail(NOT_FOUND, format!("{what}: {detail}"))
-        }
-        Err(TaskError::Launch { detail, what }) if detail.contains("ermission denied") => {
-            fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
-        }
         Err(e @ TaskError::Signaled { signal, .. }) => {
             if !out.quiet {
                 eprintln!("pitch: {e} after {seconds:.1} s");
             }
             128 + signal
         }
-        Err(TaskError::Launch { what, detail }) => {
-            fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
+        Err(TaskError::Launch { what, kind, detail }) => {
+            fail(launch_exit_code(kind), format!("{what}: {detail}"))
         }
         Err(e) => fail(PITCH_FAILED, e),
+    }
+}
+
+/// `pitch run`'s exit code when the command could not be started.
+fn launch_exit_code(kind: LaunchErrorKind) -> i32 {
+    match kind {
+        LaunchErrorKind::NotFound => NOT_FOUND,
+        LaunchErrorKind::RejectedByScheduler => PITCH_FAILED,
+        LaunchErrorKind::PermissionDenied | LaunchErrorKind::NoSuchCwd => CANNOT_EXECUTE,
+        // Cannot be executed for another reason (exec format error, an argument with a NUL
+        // byte...), or pitch could not prepare the launch.
+        LaunchErrorKind::Other => CANNOT_EXECUTE,
+        // A kind added after this binary was written.
+        _ => PITCH_FAILED,
     }
 }
 

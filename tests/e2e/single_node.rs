@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, EventKind, Executor, Resources, SingleNodeExecutor, TaskError};
+use pitch::{
+    Command, EventKind, Executor, LaunchErrorKind, Resources, SingleNodeExecutor, TaskError,
+};
 
 use crate::ensure;
 
@@ -340,8 +342,9 @@ fn command_not_found() -> Result<(), String> {
         .submit_command(Command::new("no-such-program-pitch"))
         .result()
     {
-        Err(TaskError::Launch { what, detail }) => {
+        Err(TaskError::Launch { what, kind, detail }) => {
             ensure!(what == "no-such-program-pitch", "{what}");
+            ensure!(kind == LaunchErrorKind::NotFound, "{kind:?}");
             ensure!(detail.contains("not found"), "{detail}");
         }
         other => return Err(format!("expected Launch, got {other:?}")),
@@ -349,10 +352,13 @@ fn command_not_found() -> Result<(), String> {
     // A missing working directory is named as such, not as a missing program.
     let gone = dir.path().join("no-such-dir");
     match exe.submit_command(Command::new("true").cwd(&gone)).result() {
-        Err(TaskError::Launch { detail, .. }) => ensure!(
-            detail == format!("the working directory {} does not exist", gone.display()),
-            "{detail}"
-        ),
+        Err(TaskError::Launch { kind, detail, .. }) => {
+            ensure!(kind == LaunchErrorKind::NoSuchCwd, "{kind:?}");
+            ensure!(
+                detail == format!("the working directory {} does not exist", gone.display()),
+                "{detail}"
+            )
+        }
         other => return Err(format!("expected Launch, got {other:?}")),
     }
     Ok(())

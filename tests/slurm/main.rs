@@ -13,7 +13,7 @@ mod remote;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, Resources, SlurmClusterExecutor, TaskError};
+use pitch::{Command, Executor, LaunchErrorKind, Resources, SlurmClusterExecutor, TaskError};
 
 pitch::task! {
     pub fn add(a: i64, b: i64) -> i64 { a + b }
@@ -258,8 +258,9 @@ fn bad_partition(dir: &Path) -> Result<(), String> {
     let exe = executor(&cache).with_resources(Resources::new().partition("no-such-partition"));
     let f = add::submit(&exe, 1, 2);
     match f.result() {
-        Err(TaskError::Launch { what, detail }) => {
+        Err(TaskError::Launch { what, kind, detail }) => {
             ensure!(what == "sbatch", "{what}");
+            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
             ensure!(detail.to_lowercase().contains("partition"), "{detail}");
         }
         other => return Err(format!("expected Launch, got {other:?}")),

@@ -238,19 +238,6 @@ impl Executor {
             .engine
             .submit_function(&self.opts, name, fingerprint, args, all_ranks)
     }
-
-    /// Marks the start of a group of equal submissions (a `map`); the group ends when the
-    /// returned guard drops. Queue backends turn such groups into job arrays.
-    #[doc(hidden)]
-    pub fn __batch(&self) -> BatchGuard {
-        BatchGuard { _private: () }
-    }
-}
-
-/// Returned by `Executor::__batch`.
-#[doc(hidden)]
-pub struct BatchGuard {
-    _private: (),
 }
 
 #[doc(hidden)]

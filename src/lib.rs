@@ -80,7 +80,7 @@ pub use worker::{context, init, TaskContext};
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::executor::{arg_source, BatchGuard};
+    pub use crate::executor::arg_source;
     pub use crate::registry::fingerprint;
     pub use crate::registry::support::*;
     pub use crate::registry::Registration;

@@ -349,6 +349,18 @@ fn command_not_found() -> Result<(), String> {
         }
         other => return Err(format!("expected Launch, got {other:?}")),
     }
+    // A file that may not be executed.
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\ntrue\n").map_err(|e| e.to_string())?;
+    match exe.submit_command(Command::new(&script)).result() {
+        Err(TaskError::Launch { kind, detail, .. }) => {
+            ensure!(
+                kind == LaunchErrorKind::PermissionDenied,
+                "{kind:?}: {detail}"
+            )
+        }
+        other => return Err(format!("expected Launch, got {other:?}")),
+    }
     // A missing working directory is named as such, not as a missing program.
     let gone = dir.path().join("no-such-dir");
     match exe.submit_command(Command::new("true").cwd(&gone)).result() {

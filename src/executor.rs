@@ -83,11 +83,21 @@ impl Drop for Inner {
                 DropPolicy::Wait => Shutdown::Wait,
                 DropPolicy::Detach => Shutdown::Detach,
             };
-            if mode == Shutdown::Detach && self.engine.pending() > 0 {
+            let pending = self.engine.pending();
+            if mode == Shutdown::Detach && pending > 0 {
                 self.engine.events.emit(EventKind::Warning {
                     message: format!(
-                        "{} tasks are still queued or running; their results will appear in {}",
-                        self.engine.pending(),
+                        "{} still queued or running; {} will appear in {}",
+                        if pending == 1 {
+                            "1 task is".to_string()
+                        } else {
+                            format!("{pending} tasks are")
+                        },
+                        if pending == 1 {
+                            "its result"
+                        } else {
+                            "their results"
+                        },
                         self.engine.store.root().display()
                     ),
                 });

@@ -63,7 +63,7 @@ pub use builders::{
 };
 pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};
-pub use error::{Error, TaskError};
+pub use error::{Error, LaunchErrorKind, TaskError};
 pub use event::{Event, EventKind, Reporter};
 pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use crate::codec;
-use crate::error::{Error, TaskError};
+use crate::error::{Error, LaunchErrorKind, TaskError};
 
 /// The erased body of a task: encoded arguments in, encoded value (or error) out.
 #[doc(hidden)]
@@ -64,6 +64,7 @@ pub(crate) fn lookup(name: &str) -> Result<&'static Registration, TaskError> {
             }),
         Err(dup) => Err(TaskError::Launch {
             what: "the worker".into(),
+            kind: LaunchErrorKind::Other,
             detail: format!("two tasks are registered under the name {dup:?}"),
         }),
     }

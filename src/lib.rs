@@ -54,6 +54,7 @@ mod resources;
 mod store;
 mod task;
 mod template;
+mod trust;
 mod worker;
 
 pub use builders::{

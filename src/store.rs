@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, TaskError};
 use crate::task::TaskKey;
+use crate::trust::{self, Policy};
 
 const MAGIC: [u8; 4] = *b"PTCH";
 /// The on-disk format version; a file of another version is refused.
@@ -78,6 +79,9 @@ pub(crate) enum FormatError {
     TooLarge,
     #[error("holds undecodable data: {0}")]
     Decode(String),
+    /// Its directory is not one pitch can trust (a link, another user's, writable by others).
+    #[error("is not read: {0}")]
+    Untrusted(String),
 }
 
 impl FormatError {
@@ -275,19 +279,44 @@ pub(crate) struct RankRecord {
 pub(crate) struct Store {
     root: PathBuf,
     durable: bool,
+    trust: Policy,
 }
 
 impl Store {
-    /// Opens (creating it 0700 when missing) the cache directory at `root`.
-    pub(crate) fn open(root: &Path, durable: bool) -> Result<Store, Error> {
-        create_dir(&root.join("tasks")).map_err(|e| Error::io(root, e))?;
+    /// Opens (creating it 0700 when missing, its missing parents with the umask's mode) the
+    /// cache directory at `root`, after checking that no other user can replace it or any
+    /// directory above it (`crate::trust`).
+    pub(crate) fn open(root: &Path, durable: bool, trust: Policy) -> Result<Store, Error> {
+        trust::create_private(root).map_err(|e| Error::io(root, e))?;
         let root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
-        Ok(Store { root, durable })
+        let untrusted = |u: trust::Untrusted| Error::Untrusted {
+            cache: root.clone(),
+            path: u.path,
+            reason: u.reason,
+        };
+        trust::check_root(&root, trust).map_err(untrusted)?;
+        let tasks = root.join("tasks");
+        trust::create_private(&tasks).map_err(|e| Error::io(&tasks, e))?;
+        // pitch's own directories below the root, where they exist already.
+        for dir in [tasks, root.join("jobs"), root.join("bin")] {
+            if dir.symlink_metadata().is_ok() {
+                trust::check_own(&dir, trust).map_err(untrusted)?;
+            }
+        }
+        Ok(Store {
+            root,
+            durable,
+            trust,
+        })
     }
 
     /// A store handle for a worker: the directory must exist already.
     pub(crate) fn at(root: PathBuf, durable: bool) -> Store {
-        Store { root, durable }
+        Store {
+            root,
+            durable,
+            trust: Policy::default(),
+        }
     }
 
     /// The cache directory's absolute path.
@@ -307,6 +336,7 @@ impl Store {
             root: self.root.clone(),
             dir: self.root.join("tasks").join(&hex[..2]).join(&hex),
             durable: self.durable,
+            trust: self.trust,
         }
     }
 }
@@ -317,6 +347,7 @@ pub(crate) struct TaskPaths {
     root: PathBuf,
     dir: PathBuf,
     durable: bool,
+    trust: Policy,
 }
 
 impl TaskPaths {
@@ -351,16 +382,47 @@ impl TaskPaths {
         self.dir.join("exit")
     }
 
-    /// Creates the task directory (and its shard) 0700.
+    /// Creates the task directory (and its shard, and `tasks/`) 0700, one level at a time, each checked
+    /// with `lstat` before pitch enters it: a link planted where the shard or the task
+    /// directory should be is refused (naming it), not followed.
     pub(crate) fn create(&self) -> Result<(), TaskError> {
-        create_dir(&self.dir).map_err(|e| TaskError::Store {
-            path: self.dir.display().to_string(),
-            detail: format!("could not create the task directory: {e}"),
-        })
+        let shard = self.dir.parent().expect("a task directory has a shard");
+        let tasks = shard.parent().expect("a shard is in tasks/");
+        for dir in [tasks, shard, &self.dir] {
+            let failed = |detail: String| TaskError::Store {
+                path: dir.display().to_string(),
+                detail,
+            };
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(failed(format!("could not create the task directory: {e}")))
+                }
+                _ => {}
+            }
+            trust::check_own(dir, self.trust).map_err(|u| failed(u.reason))?;
+        }
+        Ok(())
     }
 
-    /// Reads the stored result; `Missing` when the task has not finished.
+    /// Checks the shard and the task directory with `lstat` before a file in them is read;
+    /// `Missing` when they do not exist.
+    fn check_dirs(&self) -> Result<(), FormatError> {
+        let shard = self.dir.parent().expect("a task directory has a shard");
+        for dir in [shard, &self.dir] {
+            if let Err(u) = trust::check_own(dir, self.trust) {
+                return Err(match dir.symlink_metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => FormatError::Missing,
+                    _ => FormatError::Untrusted(u.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the stored result; `Missing` when the task has not finished. A result in a
+    /// directory pitch cannot trust (a planted link) is not read.
     pub(crate) fn read_result(&self) -> Result<ResultRecord, FormatError> {
+        self.check_dirs()?;
         read_value(&self.result_file(), FileKind::Result)
     }
 
@@ -507,7 +569,7 @@ mod tests {
     #[test]
     fn a_failure_never_replaces_a_finished_result() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, Policy::default()).unwrap();
         let paths = store.task(&TaskKey::from_bytes([7; 16]));
         paths.create().unwrap();
         let ok = ResultRecord {
@@ -525,7 +587,7 @@ mod tests {
     fn directories_are_private_and_sharded() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("cache"), false).unwrap();
+        let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
         let key = TaskKey::from_bytes([0xab; 16]);
         let paths = store.task(&key);
         paths.create().unwrap();
@@ -539,7 +601,7 @@ mod tests {
     #[test]
     fn gather_names_the_failing_rank() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, Policy::default()).unwrap();
         let paths = store.task(&TaskKey::from_bytes([1; 16]));
         paths.create().unwrap();
         let rank = |r: u32, outcome| {

@@ -52,6 +52,7 @@ impl Executor {
         if let Some(dir) = &p.cache_directory {
             common.cache_directory = dir.clone();
         }
+        common.trust_group = p.trust_group.unwrap_or(false);
         let ignored = |what: &str| {
             Error::Config(format!(
                 "{what} does not apply to the {} backend (profile {:?})",

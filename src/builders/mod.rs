@@ -25,6 +25,7 @@ pub(crate) struct CommonBuilder {
     cache_directory: PathBuf,
     cache: bool,
     durable: Option<bool>,
+    trust_group: bool,
     resources: Resources,
     reporters: Vec<Arc<dyn Reporter>>,
 }
@@ -35,6 +36,7 @@ impl Default for CommonBuilder {
             cache_directory: PathBuf::from("pitch-cache"),
             cache: true,
             durable: None,
+            trust_group: false,
             resources: Resources::default(),
             reporters: Vec::new(),
         }
@@ -55,6 +57,9 @@ impl CommonBuilder {
         let store = Store::open(
             &self.cache_directory,
             self.durable.unwrap_or(durable_default),
+            crate::trust::Policy {
+                trust_group: self.trust_group,
+            },
         )?;
         let backend = backend(&store)?;
         let exe = Executor::start(backend, store, self.reporters, self.cache)?;
@@ -68,6 +73,17 @@ macro_rules! common_builder_methods {
         /// The cache directory (default `./pitch-cache`): task files, results, the journal.
         pub fn cache_directory(mut self, dir: impl Into<PathBuf>) -> Self {
             self.common.cache_directory = dir.into();
+            self
+        }
+
+        /// Trusts the members of the group of the cache directory and of the directories
+        /// above it (off by default): a group-writable directory there is accepted instead of
+        /// refused. Any member of the group can then replace the cache's files and results
+        /// and so run code as you: use it only for a project folder shared with people you
+        /// trust. A directory owned by another user is refused either way (see the README's
+        /// "Security model").
+        pub fn trust_group(mut self, trust: bool) -> Self {
+            self.common.trust_group = trust;
             self
         }
 

@@ -14,6 +14,7 @@
 mod flux;
 mod flux_cluster;
 mod mpi;
+mod security;
 mod single_node;
 
 use std::time::Instant;
@@ -77,6 +78,7 @@ fn main() {
     tests.extend(mpi::TESTS.iter().copied());
     tests.extend(flux::TESTS.iter().copied());
     tests.extend(flux_cluster::TESTS.iter().copied());
+    tests.extend(security::TESTS.iter().copied());
     let selected: Vec<_> = tests
         .into_iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))

@@ -624,3 +624,113 @@ fn quiet_and_verbose_only_where_they_mean_something() {
         );
     }
 }
+
+/// `pitch` with `argv` and `stdin`, under a 512 MiB address-space limit and a time limit: an
+/// input read without a bound fails the test instead of filling the machine.
+fn pitch_bounded(
+    dir: &Path,
+    args: &[&str],
+    stdin: std::process::Stdio,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "prlimit", "--as=536870912", "--"])
+        .arg(env!("CARGO_BIN_EXE_pitch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .env_remove("PITCH_MAX_POINTS")
+        .env_remove("PITCH_MAX_PARAMS_BYTES")
+        .env("HOME", dir)
+        .stdin(stdin);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("timeout and prlimit run")
+}
+
+#[test]
+fn an_endless_params_file_or_stdin_fails_fast_with_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let null = std::process::Stdio::null;
+    let start = std::time::Instant::now();
+    let o = pitch_bounded(
+        d.path(),
+        &["sweep", "--params-file", "/dev/zero", "--", "echo", "{a}"],
+        null(),
+        &[],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/dev/zero: larger than the limit of 67108864 bytes")
+            && err.contains("--max-params-bytes"),
+        "{err}"
+    );
+    // An endless standard input, and a smaller limit from the environment.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let o = pitch_bounded(
+        d.path(),
+        &["sweep", "--params-file", "-", "--", "echo", "{a}"],
+        zero.into(),
+        &[("PITCH_MAX_PARAMS_BYTES", "1000")],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("-: larger than the limit of 1000 bytes"),
+        "{err}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    // The limit is the bound, not a ban: a small file on stdin works.
+    let csv = d.path().join("p.csv");
+    std::fs::write(&csv, "a\n1\n2\n").unwrap();
+    let o = pitch_bounded(
+        d.path(),
+        &["sweep", "-q", "--params-file", "-", "--", "true", "{a}"],
+        std::fs::File::open(&csv).unwrap().into(),
+        &[("PITCH_MAX_PARAMS_BYTES", "6")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Points: --max-points (or PITCH_MAX_POINTS) names itself in the error.
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "--max-points",
+            "3",
+            "--param",
+            "a=1..4",
+            "--",
+            "true",
+            "{a}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("more than the limit of 3"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = pitch_bounded(
+        d.path(),
+        &[
+            "sweep",
+            "--param",
+            "b=1,2",
+            "--params-file",
+            csv.to_str().unwrap(),
+            "--",
+            "true",
+            "{a}{b}",
+        ],
+        null(),
+        &[("PITCH_MAX_POINTS", "3")],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("more than 3 points") && err.contains("--max-points"),
+        "{err}"
+    );
+}

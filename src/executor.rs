@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, DropPolicy};
 use crate::command::{Command, CommandOutput};
 use crate::engine::{Engine, SubmitOptions};
-use crate::error::Error;
+use crate::error::{Error, TaskError};
 use crate::event::{EventKind, Events, Reporter};
 use crate::future::{Arg, ArgSource, TaskFuture};
 use crate::resources::Resources;
@@ -208,6 +208,11 @@ impl Executor {
 
     /// Runs an external command; resolves to its [`CommandOutput`].
     pub fn submit_command(&self, command: Command) -> TaskFuture<CommandOutput> {
+        if let Some(reason) = command.env_problem() {
+            let backend = self.backend_name().into();
+            let name = command.spec.program_name();
+            return TaskFuture::failed(&name, TaskError::Rejected { backend, reason });
+        }
         self.inner.engine.submit_command(&self.opts, command)
     }
 
@@ -225,6 +230,10 @@ impl Executor {
     /// The job script `command` would be submitted with, without submitting it (queue
     /// backends only).
     pub fn render_command(&self, command: Command) -> Result<String, Error> {
+        if let Some(reason) = command.env_problem() {
+            let backend = self.backend_name().into();
+            return Err(Error::Task(TaskError::Rejected { backend, reason }));
+        }
         self.inner
             .engine
             .render_command(&self.opts, command)

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command as Proc;
 
-use pitch::{Command, Error, SingleNodeExecutor, TaskError};
+use pitch::{Command, Error, Resources, SingleNodeExecutor, TaskError};
 
 use crate::ensure;
 
@@ -23,6 +23,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
         "security::a_planted_link_for_a_shard_or_task_directory_is_refused",
         a_planted_link_for_a_shard_or_task_directory_is_refused,
+    ),
+    (
+        "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
+        an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
 ];
 
@@ -297,5 +301,48 @@ fn a_planted_link_for_a_shard_or_task_directory_is_refused() -> Result<(), Strin
         written.is_empty(),
         "pitch wrote through the link: {written:?}"
     );
+    Ok(())
+}
+
+/// `MY-VAR` would work in a local child process but breaks the bash job script on Slurm or
+/// Flux: refused on every backend, naming it, so the one-line swap cannot break on it.
+fn an_environment_name_bash_cannot_export_is_refused_locally_too() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let rejected = |r: Result<pitch::CommandOutput, TaskError>| match r {
+        Err(TaskError::Rejected { reason, .. }) if reason.contains("\"MY-VAR\"") => Ok(()),
+        other => Err(format!("not rejected naming MY-VAR: {other:?}")),
+    };
+    rejected(
+        exe.submit_command(Command::new("true").env("MY-VAR", "1"))
+            .result(),
+    )?;
+    rejected(
+        exe.with_resources(Resources::new().env("MY-VAR", "1"))
+            .submit_command(Command::new("true"))
+            .result(),
+    )?;
+    let built = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .resources(Resources::new().env("MY-VAR", "1"))
+        .build();
+    ensure!(
+        matches!(&built, Err(e) if e.to_string().contains("\"MY-VAR\"")),
+        "default resources with MY-VAR: {:?}",
+        built.err()
+    );
+    // A proper name still works.
+    let out = exe
+        .submit_command(
+            Command::new("sh")
+                .args(["-c", "printf %s \"$MY_VAR\""])
+                .env("MY_VAR", "ok"),
+        )
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(out.read_stdout().unwrap_or_default() == "ok", "{out:?}");
     Ok(())
 }

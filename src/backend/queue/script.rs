@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::task::{TaskKind, TaskSpec};
-use crate::template::shell_quote as q;
+use crate::template::{ansi_c_quote, shell_quote as q};
 
 /// What a job script needs to know about one task.
 pub(crate) struct TaskBody<'a> {
@@ -120,22 +120,23 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     out
 }
 
-/// The tasks file of an array job: one line per task, each task's body joined into one line,
-/// so an element reads only its own line instead of bash parsing every task's body.
+/// The tasks file of an array job: one line per task, so an element reads only its own line
+/// instead of bash parsing every task's body. Each line is the task's whole body as one
+/// `$'...'` word ([`ansi_c_quote`]): a value with a newline, a tab or a quote arrives
+/// byte-identical (joining the body's lines would have turned `a\nb` into `a; b`).
 pub(crate) fn tasks_file(bodies: &[String]) -> String {
     let mut out = String::new();
     for body in bodies {
-        let line: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
-        out.push_str(&line.join("; "));
+        out.push_str(&ansi_c_quote(body));
         out.push('\n');
     }
     out
 }
 
-/// Reads line `$1 + 1` of the tasks file and runs it.
+/// Reads line `$1 + 1` of the tasks file, decodes its `$'...'` word and runs the body.
 fn run_line(tasks: &Path) -> String {
     format!(
-        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1))p\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"$line\"\n}}\n",
+        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1))p\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"line=$line\"\n  eval \"$line\"\n}}\n",
         p(tasks)
     )
 }
@@ -277,6 +278,42 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n");
+    }
+
+    #[test]
+    fn array_elements_get_values_byte_identical() {
+        // Newlines, tabs, quotes, backslashes and `%` in arguments arrive as they are in an
+        // array element, which runs its task from one line of the tasks file.
+        let dir = tempfile::tempdir().unwrap();
+        let values = [
+            "line1\nline2",
+            "tab\tand 'single' \"double\"",
+            "back\\slash \\n 100% %j $HOME `x`",
+        ];
+        let bodies: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let task = dir.path().join(format!("t{i}"));
+                std::fs::create_dir(&task).unwrap();
+                command_body("printf", &["%s", v], &task, dir.path())
+            })
+            .collect();
+        let tasks = dir.path().join("s.tasks");
+        std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+        assert_eq!(std::fs::read_to_string(&tasks).unwrap().lines().count(), 3);
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, array_body(&tasks, "$SLURM_ARRAY_TASK_ID")).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let status = std::process::Command::new("bash")
+                .arg(&script)
+                .env("SLURM_ARRAY_TASK_ID", i.to_string())
+                .status()
+                .unwrap();
+            assert!(status.success(), "element {i}");
+            let got = std::fs::read_to_string(dir.path().join(format!("t{i}/stdout"))).unwrap();
+            assert_eq!(&got, v, "element {i}");
+        }
     }
 
     #[test]

@@ -118,7 +118,8 @@ impl Scheduler for Slurm {
         } else {
             "slurm-%j.out"
         };
-        jobs_dir.join(name).display().to_string()
+        // The cache directory's path is literal: a `%` in it must not become a pattern.
+        template::slurm_filename_in(&jobs_dir.display().to_string(), name)
     }
 
     fn rank_launcher(&self, ranks: u32, threads: u32) -> String {

@@ -7,6 +7,7 @@
 //! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
 //! array_elements_that_left_the_queue).
 
+mod exact;
 #[cfg(feature = "remote")]
 mod remote;
 
@@ -1072,6 +1073,7 @@ fn main() {
     let more: &[(&str, TestFn)] = &[];
     let selected: Vec<_> = TESTS
         .iter()
+        .chain(exact::TESTS)
         .chain(more)
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
         .collect();

@@ -14,6 +14,7 @@
 //! [profile.cluster]
 //! backend = "slurm"
 //! cache_directory = "/scratch/me/pitch"
+//! trust_group = false               # true: accept a group-writable cache directory or parent
 //! template = "slurm.sh.j2"         # relative to this file's directory
 //! max_jobs = 500
 //! tasks_per_job = 10

@@ -287,6 +287,12 @@ impl Store {
     /// cache directory at `root`, after checking that no other user can replace it or any
     /// directory above it (`crate::trust`).
     pub(crate) fn open(root: &Path, durable: bool, trust: Policy) -> Result<Store, Error> {
+        // Nothing is created below a directory another user could replace.
+        trust::check_existing_parents(root, trust).map_err(|u| Error::Untrusted {
+            cache: root.to_path_buf(),
+            path: u.path,
+            reason: u.reason,
+        })?;
         trust::create_private(root).map_err(|e| Error::io(root, e))?;
         let root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
         let untrusted = |u: trust::Untrusted| Error::Untrusted {

@@ -158,6 +158,35 @@ pub(crate) fn check_root(root: &Path, policy: Policy) -> Result<(), Untrusted> {
     Ok(())
 }
 
+/// Checks the directories above `path` that exist already (the nearest one and every
+/// ancestor of it), before pitch creates anything below them.
+pub(crate) fn check_existing_parents(path: &Path, policy: Policy) -> Result<(), Untrusted> {
+    let mut parent = path.parent();
+    while let Some(dir) = parent {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if dir.symlink_metadata().is_ok() {
+            let dir = fs::canonicalize(dir).map_err(|e| Untrusted {
+                path: dir.to_path_buf(),
+                reason: format!("cannot be resolved: {e}"),
+            })?;
+            for d in dir.ancestors() {
+                let meta = fs::symlink_metadata(d).map_err(|e| Untrusted {
+                    path: d.to_path_buf(),
+                    reason: format!("cannot be examined: {e}"),
+                })?;
+                check_meta(d, &meta, false, policy)?;
+            }
+            return Ok(());
+        }
+        parent = dir.parent();
+    }
+    Ok(())
+}
+
 /// Creates the directory `path` 0700 unless it exists; its missing parents are created with
 /// the umask's mode (they are not pitch's: a parent like `/scratch/me` made private would
 /// lock others out of what they may use).

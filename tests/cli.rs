@@ -734,3 +734,47 @@ fn an_endless_params_file_or_stdin_fails_fast_with_the_limit() {
         "{err}"
     );
 }
+
+#[test]
+fn a_group_writable_cache_folder_needs_trust_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let project = d.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-q", "--cache-dir", "project/cache"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "true"]);
+        pitch(d.path(), &args)
+    };
+    let o = run(&[]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("refusing the cache directory")
+            && err.contains("project is writable by its group")
+            && err.contains("mode 0770")
+            && err.contains("--trust-group"),
+        "{err}"
+    );
+    assert!(!project.join("cache").exists(), "nothing is created in it");
+    let o = run(&["--trust-group"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Missing parents on the way to a cache directory get the umask's mode, not 0700.
+    let o = pitch(
+        d.path(),
+        &["run", "-q", "--cache-dir", "scratch/me/cache", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mode = |p: &str| {
+        std::fs::metadata(d.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("scratch/me/cache"), 0o700);
+    assert_ne!(mode("scratch"), 0o700, "a parent made private");
+    assert_ne!(mode("scratch/me"), 0o700, "a parent made private");
+}

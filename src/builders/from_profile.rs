@@ -152,6 +152,33 @@ mod tests {
     use crate::profile::ProfileError;
 
     #[test]
+    fn trust_group_in_a_profile_accepts_a_group_writable_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let project = d.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o770)).unwrap();
+        std::fs::write(
+            d.path().join("pitch.toml"),
+            "[profile.strict]\ncache_directory = \"project/cache\"\n\n\
+             [profile.shared]\ncache_directory = \"project/cache\"\ntrust_group = true\n",
+        )
+        .unwrap();
+        let err = Executor::from_profile_in("strict", d.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Untrusted { path, .. } if path.ends_with("project")),
+            "{err}"
+        );
+        assert_eq!(
+            crate::profile::load_named("shared", d.path())
+                .unwrap()
+                .trust_group,
+            Some(true)
+        );
+        Executor::from_profile_in("shared", d.path()).unwrap();
+    }
+
+    #[test]
     fn a_bad_profile_keeps_its_file_line_and_key() {
         let d = tempfile::tempdir().unwrap();
         let file = d.path().join("pitch.toml");

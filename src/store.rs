@@ -388,26 +388,37 @@ impl TaskPaths {
         self.dir.join("exit")
     }
 
-    /// Creates the task directory (and its shard, and `tasks/`) 0700, one level at a time, each checked
-    /// with `lstat` before pitch enters it: a link planted where the shard or the task
-    /// directory should be is refused (naming it), not followed.
+    /// Creates the task directory (and its shard, and `tasks/` when missing) 0700, one level
+    /// at a time, each checked with `lstat` before pitch enters it: a link planted where the
+    /// shard or the task directory should be is refused (naming it), not followed.
     pub(crate) fn create(&self) -> Result<(), TaskError> {
         let shard = self.dir.parent().expect("a task directory has a shard");
         let tasks = shard.parent().expect("a shard is in tasks/");
-        for dir in [tasks, shard, &self.dir] {
-            let failed = |detail: String| TaskError::Store {
-                path: dir.display().to_string(),
-                detail,
-            };
-            match fs::DirBuilder::new().mode(0o700).create(dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                    return Err(failed(format!("could not create the task directory: {e}")))
-                }
-                _ => {}
+        let failed = |dir: &Path, detail: String| TaskError::Store {
+            path: dir.display().to_string(),
+            detail,
+        };
+        let make = |dir: &Path| match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        };
+        let check =
+            |dir: &Path| trust::check_own(dir, self.trust).map_err(|u| failed(dir, u.reason));
+        let cannot = |dir: &Path, e: io::Error| {
+            failed(dir, format!("could not create the task directory: {e}"))
+        };
+        if let Err(e) = make(shard) {
+            // `tasks/` itself is gone (checked when the store was opened otherwise).
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(cannot(shard, e));
             }
-            trust::check_own(dir, self.trust).map_err(|u| failed(u.reason))?;
+            make(tasks).map_err(|e| cannot(tasks, e))?;
+            check(tasks)?;
+            make(shard).map_err(|e| cannot(shard, e))?;
         }
-        Ok(())
+        check(shard)?;
+        make(&self.dir).map_err(|e| cannot(&self.dir, e))?;
+        check(&self.dir)
     }
 
     /// Checks the shard and the task directory with `lstat` before a file in them is read;

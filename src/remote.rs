@@ -138,7 +138,8 @@ impl Ssh {
         };
         ssh.with_session(|s| {
             let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
-            mkdirs(&sftp, &ssh.remote.directory)
+            // The directories above the cache directory are not pitch's: the server's umask.
+            mkdirs(&sftp, &ssh.remote.directory, 0o777)
         })
         .map_err(config)?;
         Ok(ssh)
@@ -324,7 +325,7 @@ impl Ssh {
                     continue;
                 }
                 if let Some(dir) = remote.parent() {
-                    mkdirs(&sftp, dir)?;
+                    mkdirs(&sftp, dir, 0o700)?;
                 }
                 put(&sftp, local, &remote, there.is_some())?;
             }
@@ -386,15 +387,20 @@ fn lost(e: &str) -> bool {
     .any(|w| e.contains(w))
 }
 
-/// Creates `dir` and its missing parents on the remote side, 0700 like the local store.
-fn mkdirs(sftp: &Sftp, dir: &Path) -> Result<(), String> {
+/// Creates `dir` 0700 on the remote side, like the local store, and its missing parents with
+/// `parents` (less the SFTP server's umask).
+fn mkdirs(sftp: &Sftp, dir: &Path, parents: i32) -> Result<(), String> {
+    mkdir_mode(sftp, dir, 0o700, parents)
+}
+
+fn mkdir_mode(sftp: &Sftp, dir: &Path, mode: i32, parents: i32) -> Result<(), String> {
     if sftp.stat(dir).is_ok() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        mkdirs(sftp, parent)?;
+        mkdir_mode(sftp, parent, parents, parents)?;
     }
-    match sftp.mkdir(dir, 0o700) {
+    match sftp.mkdir(dir, mode) {
         Ok(()) => Ok(()),
         // Made meanwhile by another upload.
         Err(_) if sftp.stat(dir).is_ok() => Ok(()),

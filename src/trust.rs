@@ -7,6 +7,8 @@
 //! and every ancestor up to `/` with `lstat` (never `access(2)`, which root always passes):
 //!
 //! - each must be owned by the current user or by root;
+//! - a directory writable by its group is fine when that group is its owner's private group
+//!   (named like the owner, with no other member: the umask 002 of user private groups);
 //! - an **ancestor** may be group- or world-writable only with the sticky bit (like `/tmp`),
 //!   or, group-writable, when the user trusts the group ([`Policy::trust_group`]);
 //! - the **cache directory and the directories below it** (pitch's own) may not be
@@ -46,19 +48,73 @@ impl fmt::Display for Untrusted {
     }
 }
 
+/// User `uid`'s name and primary group, from the password database.
+fn user(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; the name is copied before `buf` goes.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        return Some((name.to_string_lossy().into_owned(), pwd.pw_gid));
+    }
+}
+
+/// Group `gid`'s name and listed members, from the group database.
+fn group(gid: u32) -> Option<(String, Vec<String>)> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as for getpwuid_r; gr_mem is a NULL-terminated array of C strings in `buf`.
+        let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || out.is_null() || grp.gr_name.is_null() {
+            return None;
+        }
+        let name = unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned();
+        let mut members = Vec::new();
+        let mut p = grp.gr_mem;
+        while !p.is_null() && !unsafe { *p }.is_null() {
+            members.push(unsafe { CStr::from_ptr(*p) }.to_string_lossy().into_owned());
+            p = unsafe { p.add(1) };
+        }
+        return Some((name, members));
+    }
+}
+
 /// The name of user `uid`, or `uid N` when it has none.
 fn user_name(uid: u32) -> String {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the name is copied before `buf` is freed.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc == 0 && !out.is_null() && !pwd.pw_name.is_null() {
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy();
-        format!("{name} (uid {uid})")
-    } else {
-        format!("uid {uid}")
+    match user(uid) {
+        Some((name, _)) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
     }
+}
+
+/// Whether `gid` is the private group of user `uid` (the "user private groups" of Red Hat and
+/// Debian, where the umask is often 002): the user's primary group, named like the user,
+/// listing no other member. Its write permission lets nobody else in, as in the Debian patch
+/// of ssh's StrictModes. (Another account with the same primary group is not looked for: it
+/// would take reading the whole user database, which on a cluster may be a directory
+/// service of thousands.)
+fn is_private_group(gid: u32, uid: u32) -> bool {
+    let (Some((user_name, primary)), Some((group_name, members))) = (user(uid), group(gid)) else {
+        return false;
+    };
+    primary == gid && group_name == user_name && members.iter().all(|m| *m == user_name)
 }
 
 /// The effective user id of this process.
@@ -121,7 +177,7 @@ fn check_meta(
             if own { "" } else { " without the sticky bit" },
         ));
     }
-    if mode & 0o020 != 0 && !sticky && !policy.trust_group {
+    if mode & 0o020 != 0 && !sticky && !policy.trust_group && !is_private_group(meta.gid(), uid) {
         return refuse(format!(
             "is writable by its group ({}){}: any member of the group could replace \
              pitch's files and results; remove the group's write permission (chmod g-w), or \
@@ -209,12 +265,29 @@ mod tests {
         fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    /// A group that is not the current user's private group, for the directories of a test,
+    /// or `None` (the test is skipped) when this user cannot give a directory another group.
+    fn shared_group() -> Option<u32> {
+        if me() == 0 {
+            // daemon (1): a system group, not root's private group.
+            Some(1)
+        } else {
+            eprintln!("skipped: only root can give a test directory a shared group");
+            None
+        }
+    }
+
     #[test]
     fn a_group_writable_ancestor_is_refused_unless_the_group_is_trusted() {
+        let Some(gid) = shared_group() else {
+            return;
+        };
         let d = tempfile::tempdir().unwrap();
         let project = d.path().join("project");
         let cache = project.join("cache");
         fs::create_dir_all(&cache).unwrap();
+        std::os::unix::fs::chown(&project, None, Some(gid)).unwrap();
+        std::os::unix::fs::chown(&cache, None, Some(gid)).unwrap();
         chmod(&project, 0o770);
         chmod(&cache, 0o700);
         let root = fs::canonicalize(&cache).unwrap();
@@ -237,6 +310,26 @@ mod tests {
         chmod(&cache, 0o770);
         assert!(check_root(&root, Policy::default()).is_err());
         check_root(&root, Policy { trust_group: true }).unwrap();
+    }
+
+    #[test]
+    fn a_private_group_may_write() {
+        // The directories of a user with umask 002 are group-writable by the user's own group.
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("home");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o775);
+        let meta = fs::symlink_metadata(&dir).unwrap();
+        let private = is_private_group(meta.gid(), me());
+        assert_eq!(
+            check_meta(&dir, &meta, false, Policy::default()).is_ok(),
+            private
+        );
+        if me() == 0 {
+            // root's group lists no member on a stock system: its private group.
+            assert!(is_private_group(0, 0));
+            assert!(!is_private_group(1, 0), "daemon is not root's");
+        }
     }
 
     #[test]

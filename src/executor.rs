@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, DropPolicy};
 use crate::command::{Command, CommandOutput};
 use crate::engine::{Engine, SubmitOptions};
-use crate::error::{Error, TaskError};
+use crate::error::Error;
 use crate::event::{EventKind, Events, Reporter};
 use crate::future::{Arg, ArgSource, TaskFuture};
 use crate::resources::Resources;
@@ -211,7 +211,8 @@ impl Executor {
         if let Some(reason) = command.env_problem() {
             let backend = self.backend_name().into();
             let name = command.spec.program_name();
-            return TaskFuture::failed(&name, TaskError::Rejected { backend, reason });
+            let rejected = crate::error::TaskError::Rejected { backend, reason };
+            return TaskFuture::failed(&name, rejected);
         }
         self.inner.engine.submit_command(&self.opts, command)
     }
@@ -232,7 +233,8 @@ impl Executor {
     pub fn render_command(&self, command: Command) -> Result<String, Error> {
         if let Some(reason) = command.env_problem() {
             let backend = self.backend_name().into();
-            return Err(Error::Task(TaskError::Rejected { backend, reason }));
+            let rejected = crate::error::TaskError::Rejected { backend, reason };
+            return Err(Error::Task(rejected));
         }
         self.inner
             .engine

@@ -325,6 +325,12 @@ impl Store {
         }
     }
 
+    /// This handle with another trust policy (see `crate::trust`).
+    pub(crate) fn trusting(mut self, trust: Policy) -> Store {
+        self.trust = trust;
+        self
+    }
+
     /// The cache directory's absolute path.
     pub(crate) fn root(&self) -> &Path {
         &self.root

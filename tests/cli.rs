@@ -773,6 +773,25 @@ fn a_group_writable_cache_folder_needs_trust_group() {
     }
     let o = run(&["--trust-group"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Looking at the cache asks for the same trust.
+    for cmd in ["status", "results", "gc", "cancel"] {
+        let mut args = vec![cmd, "--cache-dir", "project/cache"];
+        if cmd == "cancel" {
+            args.push("--all");
+        }
+        if root {
+            let o = pitch(d.path(), &args);
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o.stderr));
+            assert!(
+                text(&o.stderr).contains("is writable by its group"),
+                "{cmd}: {}",
+                text(&o.stderr)
+            );
+        }
+        args.push("--trust-group");
+        let o = pitch(d.path(), &args);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", text(&o.stderr));
+    }
     // Missing parents on the way to a cache directory get the umask's mode, not 0700.
     let o = pitch(
         d.path(),

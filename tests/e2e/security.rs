@@ -126,6 +126,12 @@ fn another_users_open_cache_directory_is_refused() -> Result<(), String> {
         text.contains(ATTACKER) && text.contains("0777") && text.contains("another user"),
         "the error names the owner and the mode: {text}"
     );
+    // Looking at it (pitch status, results, gc, cancel) is refused the same way.
+    std::fs::create_dir(cache.join("tasks")).unwrap();
+    ensure!(
+        matches!(pitch::Cache::open(&cache), Err(Error::Untrusted { .. })),
+        "Cache::open accepted another user's directory"
+    );
     // Even a private directory of the attacker's is refused: its owner can change it.
     chmod(&cache, 0o700);
     let (path, _) = untrusted(

@@ -442,6 +442,12 @@ impl TaskPaths {
         Ok(())
     }
 
+    /// Reads the task file, after the same checks as [`TaskPaths::read_result`].
+    pub(crate) fn read_task<T: serde::de::DeserializeOwned>(&self) -> Result<T, FormatError> {
+        self.check_dirs()?;
+        read_value(&self.task_file(), FileKind::Task)
+    }
+
     /// Reads the stored result; `Missing` when the task has not finished. A result in a
     /// directory pitch cannot trust (a planted link) is not read.
     pub(crate) fn read_result(&self) -> Result<ResultRecord, FormatError> {
@@ -619,6 +625,33 @@ mod tests {
             let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{}", p.display());
         }
+    }
+
+    #[test]
+    fn files_behind_a_planted_link_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
+        let paths = store.task(&TaskKey::from_bytes([0xcd; 16]));
+        paths.create().unwrap();
+        let rec = ResultRecord {
+            outcome: Ok(vec![vec![1]]),
+        };
+        paths.publish_result(rec.clone());
+        write_value(&paths.task_file(), FileKind::Task, &7u32, false).unwrap();
+        assert_eq!(paths.read_result().unwrap(), rec);
+        assert_eq!(paths.read_task::<u32>().unwrap(), 7);
+        // The task directory moved elsewhere, a link left in its place.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::rename(paths.dir(), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, paths.dir()).unwrap();
+        for err in [
+            paths.read_result().unwrap_err().to_string(),
+            paths.read_task::<u32>().unwrap_err().to_string(),
+        ] {
+            assert!(err.contains("symbolic link"), "{err}");
+        }
+        let err = paths.create().unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

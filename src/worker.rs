@@ -256,8 +256,9 @@ fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
 fn run(store: &Store, key: TaskKey) -> i32 {
     let paths = store.task(&key);
     let task_file = paths.task_file();
+    // Through the checked task directory: a link planted in its place is not followed.
     let spec: Result<TaskSpec, TaskError> =
-        store::read_value(&task_file, FileKind::Task).map_err(|e| e.into_task_error(&task_file));
+        paths.read_task().map_err(|e| e.into_task_error(&task_file));
     let ranks = spec.as_ref().map(|s| s.ranks).unwrap_or(1);
     let (rank, size, outcome) = match rank_from_env(ranks) {
         Err(e) => (0, 1, Err(e)),

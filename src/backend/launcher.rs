@@ -51,7 +51,7 @@ fn flux_run_options(ranks: u32, threads: u32, resources: &Resources) -> Vec<Stri
         args.extend(["-g".to_string(), g.to_string()]);
     }
     if let Some(limit) = resources.run_time_max {
-        args.extend(["-t".to_string(), crate::backend::flux::parse::fsd(limit)]);
+        args.extend(["-t".to_string(), crate::backend::flux::duration(limit)]);
     }
     if resources.exclusive == Some(true) {
         args.push("--exclusive".to_string());

@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::queue::transport::{Local, Transport};
-use crate::backend::queue::{scheduler_named, Queue, QueueConfig};
+use crate::backend::queue::{Queue, QueueConfig};
+use crate::backend::scheduler_for;
 use crate::backend::single_node::{Launcher, SingleNode};
+use crate::backend::transport::{Local, Transport};
 use crate::backend::Backend;
 use crate::error::Error;
 use crate::event::Reporter;
 use crate::executor::Executor;
 use crate::report::ProgressReporter;
 use crate::resources::Resources;
+use crate::scheduler::SchedulerKind;
 use crate::store::Store;
 
 mod from_profile;
@@ -302,23 +304,23 @@ impl SlurmClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, "slurm")
+        build_queue(self.common, self.cfg, self.remote, SchedulerKind::Slurm)
     }
 }
 
 /// How a queue executor reaches its scheduler: `None` here, or a login node over SSH.
 #[cfg(feature = "remote")]
-type RemoteSetting = Option<crate::remote::Remote>;
+type RemoteSetting = Option<crate::Remote>;
 #[cfg(not(feature = "remote"))]
 type RemoteSetting = Option<std::convert::Infallible>;
 
-/// Builds a queue executor for the scheduler `scheduler` names; fails on a zero setting, on a
+/// Builds a queue executor for the scheduler `scheduler`; fails on a zero setting, on a
 /// template that does not render, on a login node it cannot reach and inside a worker.
 fn build_queue(
     common: CommonBuilder,
     cfg: QueueConfig,
     remote: RemoteSetting,
-    scheduler: &str,
+    scheduler: SchedulerKind,
 ) -> Result<Executor, Error> {
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
@@ -333,7 +335,7 @@ fn build_queue(
         |store| {
             let transport: Arc<dyn Transport> = match remote {
                 #[cfg(feature = "remote")]
-                Some(r) => Arc::new(crate::remote::Ssh::connect(
+                Some(r) => Arc::new(crate::backend::transport::ssh::Ssh::connect(
                     r,
                     store.root(),
                     store.durable(),
@@ -342,7 +344,7 @@ fn build_queue(
                 Some(never) => match never {},
                 None => Arc::new(Local),
             };
-            let scheduler = scheduler_named(scheduler, transport.clone());
+            let scheduler = scheduler_for(scheduler, transport.clone());
             Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
         },
         true,
@@ -391,7 +393,7 @@ impl FluxClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, "flux")
+        build_queue(self.common, self.cfg, self.remote, SchedulerKind::Flux)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
+use pitch::{Command, EndReason, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
 
 use crate::ensure;
 use crate::flux::calls;
@@ -673,7 +673,7 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
             detail,
         }) => {
             ensure!(job_id == id.to_string(), "{job_id}");
-            ensure!(state == "CANCELED", "{state} {detail}");
+            ensure!(state == EndReason::Cancelled, "{state} {detail}");
             ensure!(detail.contains("exception cancel"), "{detail}");
         }
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
@@ -725,7 +725,9 @@ fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
         .collect();
     ensure!(new == [format!("cancel {id}")], "{new:#?}");
     match f.result() {
-        Err(TaskError::Scheduler { state, .. }) => ensure!(state == "CANCELED", "{state}"),
+        Err(TaskError::Scheduler { state, .. }) => {
+            ensure!(state == EndReason::Cancelled, "{state}")
+        }
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
     }
     Ok(())

@@ -10,8 +10,12 @@ use crate::template::shell_quote as q;
 /// What a job script needs to know about one task.
 pub(crate) struct TaskBody<'a> {
     pub spec: &'a TaskSpec,
-    /// The task directory.
-    pub dir: &'a Path,
+    /// The task's standard output and error files (from the store, where the jobs see them).
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+    /// The file a command's exit code goes to, and the prefix of its temporary name.
+    pub exit: &'a Path,
+    pub exit_tmp: &'a Path,
     /// The cache directory.
     pub cache: &'a Path,
     /// The staged worker binary (function tasks).
@@ -27,10 +31,11 @@ fn p(path: &Path) -> String {
 }
 
 /// The bash lines that run one task and leave its result in its directory: the worker
-/// writes `result.bin`; a command's exit status goes to `exit` (atomically, by rename).
+/// writes the result file; a command's exit status goes to the exit file (atomically, by
+/// rename).
 pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let spec = t.spec;
-    let dir = t.dir;
+    let (out_file, err_file) = (p(t.stdout), p(t.stderr));
     let mut out = String::new();
     let exports: String = spec
         .env
@@ -58,10 +63,9 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 ""
             };
             out.push_str(&format!(
-                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {d}/stdout 2> {d}/stderr\ncode=$?\n",
+                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?\n",
                 cache = p(t.cache),
                 key = spec.key,
-                d = p(dir),
             ));
             if spec.ranks > 1 {
                 out.push_str(&format!(
@@ -71,8 +75,8 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                     spec.ranks
                 ));
             }
-            for f in ["stdout", "stderr"] {
-                out.push_str(&format!("[ -s {d}/{f} ] || rm -f {d}/{f}\n", d = p(dir)));
+            for f in [&out_file, &err_file] {
+                out.push_str(&format!("[ -s {f} ] || rm -f {f}\n"));
             }
             out.push_str("exit \"$code\"\n");
         }
@@ -90,12 +94,12 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 .stdout
                 .as_deref()
                 .map(p)
-                .unwrap_or_else(|| format!("{}/stdout", p(dir)));
+                .unwrap_or_else(|| out_file.clone());
             let stderr = c
                 .stderr
                 .as_deref()
                 .map(p)
-                .unwrap_or_else(|| format!("{}/stderr", p(dir)));
+                .unwrap_or_else(|| err_file.clone());
             // The exit file holds "CODE START END", the times in microseconds since the epoch
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
@@ -105,8 +109,9 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 argv.join(" ")
             ));
             out.push_str(&format!(
-                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {d}/.exit.$$ && mv -f {d}/.exit.$$ {d}/exit\n",
-                d = p(dir)
+                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                tmp = p(t.exit_tmp),
+                exit = p(t.exit),
             ));
             if c.stdout.is_none() {
                 out.push_str(&format!("[ -s {stdout} ] || rm -f {stdout}\n"));
@@ -209,7 +214,10 @@ mod tests {
         );
         task_body(&TaskBody {
             spec: &s,
-            dir,
+            stdout: &dir.join("stdout"),
+            stderr: &dir.join("stderr"),
+            exit: &dir.join("exit"),
+            exit_tmp: &dir.join(".exit"),
             cache,
             exe: None,
             durable: true,

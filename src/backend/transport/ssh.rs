@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
 
-use crate::backend::queue::transport::Transport;
-use crate::backend::queue::{CmdOutput, Fut};
+use super::Transport;
+use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
+use crate::scheduler::SchedulerError;
 use crate::template::shell_quote;
 
 /// Where and how to reach a cluster's login node, and where the cache directory's twin
@@ -278,7 +279,7 @@ impl Ssh {
         args: &[String],
         env: &[(&str, &str)],
         title: &str,
-    ) -> Result<CmdOutput, String> {
+    ) -> Result<CmdOutput, SchedulerError> {
         let line = command_line(program, args, env);
         let out = self.with_session(|s| {
             let mut ch = s
@@ -296,13 +297,17 @@ impl Ssh {
                 .map_err(|e| format!("waiting for {program}: {e}"))?;
             let code = ch.exit_status().map_err(|e| e.to_string())?;
             Ok((code, stdout, stderr))
+        });
+        let (code, stdout, stderr) = out.map_err(|detail| SchedulerError::CannotRun {
+            program: program.to_string(),
+            detail,
         })?;
-        let (code, stdout, stderr) = out;
         if code == 127 {
-            return Err(format!(
-                "{program} was not found on {}'s PATH: is it a {title} login node?",
-                self.remote.host
-            ));
+            return Err(SchedulerError::CommandMissing {
+                program: program.to_string(),
+                scheduler: title.to_string(),
+                host: Some(self.remote.host.clone()),
+            });
         }
         Ok(CmdOutput {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -445,7 +450,7 @@ fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         crate::store::create_dir(dir).map_err(failed)?;
     }
-    crate::store::write_bytes_atomic(path, bytes, durable).map_err(failed)
+    crate::store::write_bytes_atomic(path, bytes, durable, 0o600).map_err(failed)
 }
 
 impl Transport for Ssh {
@@ -455,7 +460,7 @@ impl Transport for Ssh {
         args: &'a [String],
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
-    ) -> Fut<'a, Result<CmdOutput, String>> {
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
         Box::pin(
             async move { tokio::task::block_in_place(|| self.exec(program, args, env, title)) },
         )

@@ -1,10 +1,14 @@
 //! Where a queue executor's scheduler commands run and its jobs' files live: here
-//! ([`Local`]), or on a login node reached over SSH (`crate::remote`, feature `remote`),
+//! ([`Local`]), or on a login node reached over SSH ([`ssh`], feature `remote`),
 //! where the cache directory has a twin on the cluster's shared storage.
 
 use std::path::{Path, PathBuf};
 
-use super::{CmdOutput, Fut};
+#[cfg(feature = "remote")]
+pub(crate) mod ssh;
+
+use super::scheduler::{CmdOutput, Fut};
+use crate::scheduler::SchedulerError;
 
 /// Runs scheduler commands and moves the files jobs read and write.
 pub(crate) trait Transport: Send + Sync + 'static {
@@ -16,7 +20,7 @@ pub(crate) trait Transport: Send + Sync + 'static {
         args: &'a [String],
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
-    ) -> Fut<'a, Result<CmdOutput, String>>;
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>>;
 
     /// Where the jobs see `local`, a path in the local cache directory.
     fn path(&self, local: &Path) -> PathBuf;
@@ -56,7 +60,7 @@ impl Transport for Local {
         args: &'a [String],
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
-    ) -> Fut<'a, Result<CmdOutput, String>> {
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
         Box::pin(run_local(program, args, env, title))
     }
 
@@ -88,7 +92,7 @@ async fn run_local(
     args: &[String],
     env: &[(&str, &str)],
     title: &str,
-) -> Result<CmdOutput, String> {
+) -> Result<CmdOutput, SchedulerError> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .envs(env.iter().copied())
@@ -97,9 +101,16 @@ async fn run_local(
         .await
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{program} was not found on PATH: is this a {title} login node?")
+                SchedulerError::CommandMissing {
+                    program: program.to_string(),
+                    scheduler: title.to_string(),
+                    host: None,
+                }
             } else {
-                format!("could not run {program}: {e}")
+                SchedulerError::CannotRun {
+                    program: program.to_string(),
+                    detail: e.to_string(),
+                }
             }
         })?;
     Ok(CmdOutput {

@@ -682,6 +682,47 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduler_marker_is_typed_and_old_markers_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        assert_eq!(store.scheduler_marker(), None);
+        store.create_jobs_dir().unwrap();
+        // The two-line marker of older versions.
+        fs::write(store.marker_file(), "flux\nme@login:22").unwrap();
+        let old = store.scheduler_marker().unwrap();
+        assert_eq!(
+            (old.format, old.scheduler, old.login.as_deref()),
+            (0, SchedulerKind::Flux, Some("me@login:22"))
+        );
+        fs::write(store.marker_file(), "slurm\n").unwrap();
+        assert_eq!(store.scheduler_marker().unwrap().login, None);
+        // Rewritten in the current format, which reads back.
+        store
+            .set_scheduler_marker(SchedulerKind::Flux, Some("me@login:22".into()))
+            .unwrap();
+        let text = fs::read_to_string(store.marker_file()).unwrap();
+        assert!(text.contains("\"format\":1"), "{text}");
+        let new = store.scheduler_marker().unwrap();
+        assert_eq!(
+            (new.format, new.scheduler, new.login.as_deref()),
+            (MARKER_FORMAT, SchedulerKind::Flux, Some("me@login:22"))
+        );
+    }
+
+    #[test]
+    fn atomic_writes_set_the_mode_and_leave_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script.sh");
+        write_bytes_atomic(&path, b"#!/bin/sh\n", true, 0o700).unwrap();
+        write_bytes_atomic(&path, b"#!/bin/sh\ntrue\n", true, 0o700).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"#!/bin/sh\ntrue\n");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn directories_are_private_and_sharded() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();

@@ -186,6 +186,7 @@ pub(crate) fn packed_body(
 mod tests {
     use super::*;
     use crate::command::CommandSpec;
+    use crate::store::{Store, TaskPaths};
     use crate::task::{TaskKey, TaskSpec};
 
     fn spec(kind: TaskKind, ranks: u32) -> TaskSpec {
@@ -199,8 +200,13 @@ mod tests {
         }
     }
 
-    /// The body of a one-rank command task `program args` whose directory is `dir`.
-    fn command_body(program: &str, args: &[&str], dir: &Path, cache: &Path) -> String {
+    /// The paths of a task in the cache directory `root`.
+    fn task_paths(root: &Path) -> TaskPaths {
+        Store::at(root.to_path_buf(), false).task(&TaskKey::explicit("k"))
+    }
+
+    /// The body of a one-rank command task `program args` whose files are `paths`.
+    fn command_body(program: &str, args: &[&str], paths: &TaskPaths) -> String {
         let s = spec(
             TaskKind::Command(CommandSpec {
                 program: program.into(),
@@ -214,11 +220,11 @@ mod tests {
         );
         task_body(&TaskBody {
             spec: &s,
-            stdout: &dir.join("stdout"),
-            stderr: &dir.join("stderr"),
-            exit: &dir.join("exit"),
-            exit_tmp: &dir.join(".exit"),
-            cache,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
             exe: None,
             durable: true,
             rank_launcher: "srun",
@@ -290,7 +296,9 @@ mod tests {
     #[test]
     fn a_command_body_records_its_exit_code_and_run_time() {
         let dir = tempfile::tempdir().unwrap();
-        let body = command_body("sh", &["-c", "sleep 0.2; exit 3"], dir.path(), dir.path());
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let body = command_body("sh", &["-c", "sleep 0.2; exit 3"], &paths);
         let script = dir.path().join("s.sh");
         std::fs::write(&script, format!("set -u\n{body}")).unwrap();
         let status = std::process::Command::new("bash")
@@ -299,7 +307,7 @@ mod tests {
             .status()
             .unwrap();
         assert_eq!(status.code(), Some(3));
-        let exit = std::fs::read_to_string(dir.path().join("exit")).unwrap();
+        let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
         let fields: Vec<u64> = exit
             .split_whitespace()
             .map(|f| f.parse().unwrap())
@@ -308,26 +316,22 @@ mod tests {
         assert_eq!(fields[0], 3);
         let micros = fields[2] - fields[1];
         assert!((200_000..10_000_000).contains(&micros), "{exit:?}");
-        assert!(
-            !dir.path().join("stdout").exists(),
-            "empty output is not kept"
-        );
+        assert!(!paths.stdout().exists(), "empty output is not kept");
     }
 
     #[test]
     fn command_body_quotes_arguments_and_records_the_exit_status() {
-        let body = command_body(
-            "echo",
-            &["a b", "it's", "$HOME"],
-            Path::new("/c/tasks/ab/k"),
-            Path::new("/c"),
-        );
+        let paths = task_paths(Path::new("/c"));
+        let body = command_body("echo", &["a b", "it's", "$HOME"], &paths);
+        let d = paths.dir().display();
         assert!(
-            body.contains("exec echo 'a b' 'it'\\''s' '$HOME' ) > /c/tasks/ab/k/stdout"),
+            body.contains(&format!(
+                "exec echo 'a b' 'it'\\''s' '$HOME' ) > {d}/stdout"
+            )),
             "{body}"
         );
         assert!(
-            body.contains("mv -f /c/tasks/ab/k/.exit.$$ /c/tasks/ab/k/exit"),
+            body.contains(&format!("mv -f {d}/.exit.$$ {d}/exit")),
             "{body}"
         );
         let dir = tempfile::tempdir().unwrap();

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use super::queue::journal::Journal;
 use super::scheduler::{JobRef, Scheduler};
 use super::transport::Local;
-use crate::command::CommandSpec;
 use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::store::{Store, TaskPaths};
+use crate::task::CommandSpec;
 use crate::task::TaskKey;
 
 pub(crate) use super::queue::poll::ExitOutcome;

@@ -22,10 +22,10 @@ use self::poll::{Watch, WatchEnd};
 use super::scheduler::{JobRef, Scheduler};
 use super::transport::Transport;
 use super::{Backend, BoxFuture, DropPolicy, Job};
-use crate::error::{Error, TaskError};
+use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
 use crate::resources::Resources;
-use crate::scheduler::EndReason;
+use crate::scheduler::{EndReason, SchedulerError};
 use crate::store::{self, ResultRecord, Store, TaskPaths};
 use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 use crate::template::{self, SlurmScript};
@@ -203,6 +203,7 @@ impl Queue {
             .clone()
             .map_err(|detail| TaskError::Launch {
                 what: "the worker binary".into(),
+                kind: LaunchErrorKind::Other,
                 detail,
             })
     }
@@ -221,6 +222,7 @@ impl Queue {
             .await;
         uploaded.clone().map_err(|detail| TaskError::Launch {
             what: "the worker binary".into(),
+            kind: LaunchErrorKind::Other,
             detail,
         })?;
         Ok(self.transport.path(&exe))
@@ -449,6 +451,7 @@ impl Queue {
         template::render(&self.template_name, &self.template_source, header).map_err(|e| {
             TaskError::Launch {
                 what: "the job script".into(),
+                kind: LaunchErrorKind::Other,
                 detail: e.to_string(),
             }
         })
@@ -475,6 +478,7 @@ impl Queue {
             .await
             .map_err(|detail| TaskError::Launch {
                 what: "the job script".into(),
+                kind: LaunchErrorKind::Other,
                 detail,
             })?;
         self.scheduler
@@ -483,6 +487,11 @@ impl Queue {
             .await
             .map_err(|e| TaskError::Launch {
                 what: self.scheduler.dialect.submitter.into(),
+                kind: match e {
+                    SchedulerError::CommandMissing { .. } => LaunchErrorKind::NotFound,
+                    SchedulerError::Rejected { .. } => LaunchErrorKind::RejectedByScheduler,
+                    _ => LaunchErrorKind::Other,
+                },
                 detail: e.to_string(),
             })
     }
@@ -581,6 +590,7 @@ impl Queue {
             Ok(r) => r,
             Err(_) => Err(TaskError::Launch {
                 what: "the job submission".into(),
+                kind: LaunchErrorKind::Other,
                 detail: "the submission was dropped".into(),
             }),
         };
@@ -634,6 +644,7 @@ impl Queue {
             .await
             .map_err(|detail| TaskError::Launch {
                 what: "the task's files".into(),
+                kind: LaunchErrorKind::Other,
                 detail,
             })
     }

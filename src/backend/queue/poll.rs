@@ -13,11 +13,11 @@ use tokio::sync::oneshot;
 
 use super::Queue;
 use crate::backend::scheduler::{lookup_state, JobRef, JobState};
-use crate::command::{CommandOutput, CommandSpec};
+use crate::command::CommandOutput;
 use crate::error::TaskError;
 use crate::scheduler::EndReason;
 use crate::store::{FormatError, ResultRecord, TaskPaths};
-use crate::task::{TaskKind, TaskSpec};
+use crate::task::{CommandSpec, TaskKind, TaskSpec};
 
 /// How a watched task ended.
 pub(crate) enum WatchEnd {

@@ -19,7 +19,9 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
+pub(crate) use self::flux::instance::current as flux_instance;
 use self::scheduler::Scheduler;
+pub(crate) use self::slurm::allocation::{current as slurm_allocation, SlurmAllocation};
 use self::transport::Transport;
 use crate::future::{Dependency, Slot};
 use crate::resources::Resources;

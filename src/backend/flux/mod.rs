@@ -7,6 +7,7 @@
 //! Flux has no job arrays for batch jobs: each task (or each pack of `tasks_per_job`
 //! one-rank tasks) is one `flux batch` call.
 
+pub(crate) mod instance;
 mod parse;
 
 use std::collections::HashMap;

@@ -3,6 +3,7 @@
 //! `squeue` per poll tick lists the jobs, `scontrol show job` and then `sacct` tell why jobs
 //! that left the queue ended, `scancel` cancels. Job arrays carry bursts of equal tasks.
 
+pub(crate) mod allocation;
 pub(crate) mod parse;
 
 use std::collections::{HashMap, HashSet};

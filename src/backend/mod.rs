@@ -20,8 +20,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 pub(crate) use self::flux::instance::current as flux_instance;
+#[cfg(test)]
+pub(crate) use self::flux::TEMPLATE as FLUX_TEMPLATE;
 use self::scheduler::Scheduler;
 pub(crate) use self::slurm::allocation::{current as slurm_allocation, SlurmAllocation};
+#[cfg(test)]
+pub(crate) use self::slurm::TEMPLATE as SLURM_TEMPLATE;
 use self::transport::Transport;
 use crate::future::{Dependency, Slot};
 use crate::resources::Resources;

@@ -20,17 +20,19 @@ use crate::backend::scheduler::{
 use crate::backend::transport::Transport;
 use crate::resources::Resources;
 use crate::scheduler::{SchedulerError, SchedulerKind};
-use crate::template::{self, SlurmScript};
+use crate::template::SlurmScript;
 
 pub(crate) use self::parse::fsd as duration;
+
+/// The built-in Flux batch-script template, submitted with `flux batch`: its name in errors
+/// and its text. It takes the same variables as Slurm's (the Slurm-only ones stay unset).
+pub(crate) const TEMPLATE: (&str, &str) =
+    ("flux.sh.j2", include_str!("../../../templates/flux.sh.j2"));
 
 /// Flux's job scripts and commands.
 pub(crate) static DIALECT: Dialect = Dialect {
     kind: SchedulerKind::Flux,
-    template: (
-        template::DEFAULT_FLUX_TEMPLATE_NAME,
-        template::DEFAULT_FLUX_TEMPLATE,
-    ),
+    template: TEMPLATE,
     submitter: "flux batch",
     ignores: &[
         "memory_max",

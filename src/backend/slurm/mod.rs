@@ -17,15 +17,20 @@ use crate::backend::scheduler::{
 use crate::backend::transport::Transport;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
 use crate::scheduler::{EndReason, SchedulerError, SchedulerKind};
-use crate::template::{self, SlurmScript};
+use crate::template::SlurmScript;
+
+/// The built-in Slurm batch-script template: its name in errors and its text. Users who need
+/// site specific lines (`module load ...`) copy this text and pass theirs with `.template()`;
+/// its leading comment explains the available variables and filters.
+pub(crate) const TEMPLATE: (&str, &str) = (
+    "slurm.sh.j2",
+    include_str!("../../../templates/slurm.sh.j2"),
+);
 
 /// Slurm's job scripts and commands.
 pub(crate) static DIALECT: Dialect = Dialect {
     kind: SchedulerKind::Slurm,
-    template: (
-        template::DEFAULT_SLURM_TEMPLATE_NAME,
-        template::DEFAULT_SLURM_TEMPLATE,
-    ),
+    template: TEMPLATE,
     submitter: "sbatch",
     ignores: &["openmpi_oversubscribe", "error_log_file"],
     refuses: |_| None,

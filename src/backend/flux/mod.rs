@@ -9,6 +9,7 @@
 
 pub(crate) mod instance;
 mod parse;
+mod run;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +23,7 @@ use crate::resources::Resources;
 use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::template::SlurmScript;
 
-pub(crate) use self::parse::fsd as duration;
+pub(crate) use self::run::{check_run, run_options};
 
 /// The built-in Flux batch-script template, submitted with `flux batch`: its name in errors
 /// and its text. It takes the same variables as Slurm's (the Slurm-only ones stay unset).

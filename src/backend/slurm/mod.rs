@@ -5,12 +5,14 @@
 
 pub(crate) mod allocation;
 pub(crate) mod parse;
+mod srun;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use self::parse::SlurmState;
+pub(crate) use self::srun::{srun_options, SRUN_IGNORES};
 use crate::backend::scheduler::{
     base_header, strings, ArrayDialect, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient,
 };

@@ -487,11 +487,7 @@ impl Queue {
             .await
             .map_err(|e| TaskError::Launch {
                 what: self.scheduler.dialect.submitter.into(),
-                kind: match e {
-                    SchedulerError::CommandMissing { .. } => LaunchErrorKind::NotFound,
-                    SchedulerError::Rejected { .. } => LaunchErrorKind::RejectedByScheduler,
-                    _ => LaunchErrorKind::Other,
-                },
+                kind: launch_kind(&e),
                 detail: e.to_string(),
             })
     }
@@ -719,6 +715,15 @@ pub(crate) fn job_name_for(root: &Path) -> String {
     format!("pitch-{}", &hash[..10])
 }
 
+/// The kind of launch error a failed submission is.
+fn launch_kind(e: &SchedulerError) -> LaunchErrorKind {
+    match e {
+        SchedulerError::CommandMissing { .. } => LaunchErrorKind::NotFound,
+        SchedulerError::Rejected { .. } => LaunchErrorKind::RejectedByScheduler,
+        _ => LaunchErrorKind::Other,
+    }
+}
+
 /// Copies `/proc/self/exe` into the store (content-addressed) unless it is there already.
 fn stage_binary(store: &Store) -> Result<PathBuf, String> {
     let exe =
@@ -791,5 +796,34 @@ impl Backend for Queue {
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
         let _ = self.events.set(events);
         let _ = self.preparing.set(preparing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_submission_is_a_launch_error_of_its_kind() {
+        let missing = SchedulerError::CommandMissing {
+            program: "sbatch".into(),
+            scheduler: "Slurm".into(),
+            host: None,
+        };
+        let rejected = SchedulerError::Rejected {
+            program: "sbatch".into(),
+            stderr: "Invalid partition name specified".into(),
+        };
+        let unreadable = SchedulerError::Unreadable {
+            program: "sbatch".into(),
+            detail: "no job id".into(),
+        };
+        assert_eq!(launch_kind(&missing), LaunchErrorKind::NotFound);
+        assert_eq!(launch_kind(&rejected), LaunchErrorKind::RejectedByScheduler);
+        assert_eq!(launch_kind(&unreadable), LaunchErrorKind::Other);
+        assert_eq!(
+            rejected.to_string(),
+            "sbatch rejected the job: Invalid partition name specified"
+        );
     }
 }

@@ -243,3 +243,55 @@ impl SchedulerClient for SlurmClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_slurm_dialect_fills_the_header_arrays_and_dependencies() {
+        let d = &DIALECT;
+        assert_eq!(
+            (d.name(), d.title(), d.submitter),
+            ("slurm", "Slurm", "sbatch")
+        );
+        let r = Resources::new()
+            .run_time_max(Duration::from_secs(5400))
+            .memory_max(1 << 30)
+            .qos("high")
+            .openmpi_oversubscribe(true);
+        assert_eq!(d.check(&r), Ok(vec!["openmpi_oversubscribe"]));
+        let mut h = (d.header)("pitch-x", &r, 4, 2);
+        assert_eq!((h.ntasks, h.cpus_per_task), (4, 2));
+        assert_eq!(
+            (h.time.as_deref(), h.mem.as_deref(), h.qos.as_deref()),
+            (Some("01:30:00"), Some("1G"), Some("high"))
+        );
+        let arrays = d.arrays.as_ref().expect("Slurm has job arrays");
+        (arrays.header)(&mut h, 5, Some(2));
+        assert_eq!(h.array.as_deref(), Some("0-4%2"));
+        assert_eq!(h.slurm_cmd_args, ["--open-mode=append"]);
+        (d.depend)(
+            &mut h,
+            &[
+                JobRef::single(7),
+                JobRef {
+                    job_id: 8,
+                    array_index: Some(1),
+                },
+            ],
+        );
+        assert_eq!(h.dependency.as_deref(), Some("afterok:7:8_1"));
+        assert_eq!(h.dependencies, ["afterok:7", "afterok:8_1"]);
+        assert_eq!(
+            (d.rank_launcher)(4, 2),
+            "srun --ntasks=4 --cpus-per-task=2 --kill-on-bad-exit=1"
+        );
+        assert_eq!(
+            (d.log_name, d.array_log_name),
+            ("slurm-%j.out", "slurm-%A.out")
+        );
+    }
+}

@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use self::journal::{Journal, JournalRecord};
 use self::poll::{Watch, WatchEnd};
 use super::scheduler::{JobRef, Scheduler};
-use super::transport::Transport;
+use super::transport::{Transport, TransportError};
 use super::{Backend, BoxFuture, DropPolicy, Job};
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
@@ -84,7 +84,7 @@ pub(crate) struct Queue {
     /// Where the scheduler's commands run and the jobs' files live.
     transport: Arc<dyn Transport>,
     /// The worker binary, uploaded where the jobs run (once).
-    exe_uploaded: tokio::sync::OnceCell<Result<(), String>>,
+    exe_uploaded: tokio::sync::OnceCell<Result<(), TransportError>>,
     cfg: QueueConfig,
     store: Store,
     journal: Journal,
@@ -201,10 +201,10 @@ impl Queue {
         self.staged_exe
             .get_or_init(|| stage_binary(&self.store))
             .clone()
-            .map_err(|detail| TaskError::Launch {
+            .map_err(|e| TaskError::Launch {
                 what: "the worker binary".into(),
                 kind: LaunchErrorKind::Other,
-                detail,
+                detail: e.to_string(),
             })
     }
 
@@ -220,10 +220,10 @@ impl Queue {
                     .await
             })
             .await;
-        uploaded.clone().map_err(|detail| TaskError::Launch {
+        uploaded.clone().map_err(|e| TaskError::Launch {
             what: "the worker binary".into(),
             kind: LaunchErrorKind::Other,
-            detail,
+            detail: e.to_string(),
         })?;
         Ok(self.transport.path(&exe))
     }
@@ -476,10 +476,10 @@ impl Queue {
         self.transport
             .upload(&files, false)
             .await
-            .map_err(|detail| TaskError::Launch {
+            .map_err(|e| TaskError::Launch {
                 what: "the job script".into(),
                 kind: LaunchErrorKind::Other,
-                detail,
+                detail: e.to_string(),
             })?;
         self.scheduler
             .client
@@ -638,10 +638,10 @@ impl Queue {
         self.transport
             .upload(&files, true)
             .await
-            .map_err(|detail| TaskError::Launch {
+            .map_err(|e| TaskError::Launch {
                 what: "the task's files".into(),
                 kind: LaunchErrorKind::Other,
-                detail,
+                detail: e.to_string(),
             })
     }
 

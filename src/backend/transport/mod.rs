@@ -10,6 +10,37 @@ pub(crate) mod ssh;
 use super::scheduler::{CmdOutput, Fut};
 use crate::scheduler::SchedulerError;
 
+/// Moving the jobs' files failed (only the SSH transport moves files, so only it fails).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) enum TransportError {
+    /// A file of the local cache directory could not be read or written.
+    #[error("cannot {action} {}: {detail}", .path.display())]
+    Local {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The system's message.
+        detail: String,
+    },
+    /// The login node failed: the connection, SFTP, or its storage.
+    #[error("{0}")]
+    Remote(String),
+}
+
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+impl TransportError {
+    /// A local file could not be `action`ed (`read`, `write`).
+    pub(crate) fn local(action: &'static str, path: &Path, e: impl std::fmt::Display) -> Self {
+        TransportError::Local {
+            action,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+    }
+}
+
 /// Runs scheduler commands and moves the files jobs read and write.
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Runs `program args` with `env` set where the scheduler is; `title` names the
@@ -32,11 +63,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
         &'a self,
         files: &'a [PathBuf],
         unchanged_if_same_size: bool,
-    ) -> Fut<'a, Result<(), String>>;
+    ) -> Fut<'a, Result<(), TransportError>>;
 
     /// Brings the jobs' copies of these files into the local cache directory, those that
     /// exist; returns how many did.
-    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, String>>;
+    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>>;
 
     /// The jobs' copies of these files are removed (after they were fetched and used).
     fn remove<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, ()>;
@@ -68,11 +99,11 @@ impl Transport for Local {
         local.to_path_buf()
     }
 
-    fn upload<'a>(&'a self, _: &'a [PathBuf], _: bool) -> Fut<'a, Result<(), String>> {
+    fn upload<'a>(&'a self, _: &'a [PathBuf], _: bool) -> Fut<'a, Result<(), TransportError>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn fetch<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, Result<usize, String>> {
+    fn fetch<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>> {
         Box::pin(async { Ok(0) })
     }
 

@@ -404,10 +404,21 @@ impl Store {
         self.root.join(JOBS)
     }
 
-    /// Creates the jobs directory 0700.
+    /// Creates the jobs directory 0700 (checked with `lstat`: a link there is refused).
     pub(crate) fn create_jobs_dir(&self) -> Result<(), Error> {
         let dir = self.jobs_dir();
-        create_dir(&dir).map_err(|e| Error::io(&dir, e))
+        create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.check_own(&dir)
+    }
+
+    /// Checks one of pitch's directories in the cache directory with `lstat` (see
+    /// `crate::trust`): a link, another user's directory or one others may write is refused.
+    pub(crate) fn check_own(&self, dir: &Path) -> Result<(), Error> {
+        trust::check_own(dir, self.trust).map_err(|u| Error::Untrusted {
+            cache: self.root.clone(),
+            path: u.path,
+            reason: u.reason,
+        })
     }
 
     /// The journal record of the submission `job_id`.

@@ -200,3 +200,28 @@ fn files_behind_a_planted_link_are_not_read() {
     let err = paths.create().unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
 }
+
+#[test]
+fn planted_links_for_jobs_and_bin_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let store = Store::open(&root, false, Policy::default()).unwrap();
+    // Planted after the store was opened: refused when pitch creates the jobs directory.
+    std::os::unix::fs::symlink(&elsewhere, root.join("jobs")).unwrap();
+    let err = store.create_jobs_dir().unwrap_err();
+    assert!(
+        matches!(&err, Error::Untrusted { path, .. } if path.ends_with("jobs")),
+        "{err}"
+    );
+    // Planted before: refused when the store is opened.
+    fs::remove_file(root.join("jobs")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("bin")).unwrap();
+    let err = Store::open(&root, false, Policy::default()).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(
+        fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "nothing written through a link"
+    );
+}

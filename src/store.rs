@@ -467,7 +467,13 @@ impl Store {
     /// used it; the marker of older versions (the scheduler's name, and the login on a
     /// second line) is read too.
     pub(crate) fn scheduler_marker(&self) -> Option<SchedulerMarker> {
-        let text = fs::read_to_string(self.marker_file()).ok()?;
+        // A few dozen bytes; read no more than 64 KiB of whatever is there.
+        let mut text = String::new();
+        File::open(self.marker_file())
+            .ok()?
+            .take(64 << 10)
+            .read_to_string(&mut text)
+            .ok()?;
         if let Ok(marker) = serde_json::from_str::<SchedulerMarker>(&text) {
             return Some(marker);
         }

@@ -86,8 +86,9 @@ pub(crate) enum FormatError {
     TooLarge,
     #[error("holds undecodable data: {0}")]
     Decode(String),
-    /// Its directory is not one pitch can trust (a link, another user's, writable by others).
-    #[error("is not read: {0}")]
+    /// It, or its directory, is not one pitch can trust (a link, another user's, writable by
+    /// others); the text reads after "it", like the others.
+    #[error("{0}")]
     Untrusted(String),
 }
 
@@ -166,14 +167,30 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
 }
 
 /// Reads and checks a file, returning its payload.
+///
+/// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
+/// reader): a link or anything but a regular file in its place is refused, not followed.
 pub(crate) fn read_checked(path: &Path, kind: FileKind) -> Result<Vec<u8>, FormatError> {
-    let mut file = match File::open(path) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(FormatError::Untrusted(
+                "is a symbolic link: pitch does not follow links in the cache directory".into(),
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(FormatError::Untrusted("is not a regular file".into()));
+    }
     let limit = (codec::DECODE_LIMIT + HEADER_LEN) as u64;
-    let len = file.metadata()?.len();
+    let len = meta.len();
     if len > limit {
         return Err(FormatError::TooLarge);
     }
@@ -612,7 +629,7 @@ impl TaskPaths {
             if let Err(u) = trust::check_own(dir, self.trust) {
                 return Err(match dir.symlink_metadata() {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => FormatError::Missing,
-                    _ => FormatError::Untrusted(u.to_string()),
+                    _ => FormatError::Untrusted(format!("is not read: {u}")),
                 });
             }
         }

@@ -225,3 +225,26 @@ fn planted_links_for_jobs_and_bin_are_refused() {
         "nothing written through a link"
     );
 }
+
+#[test]
+fn a_file_replaced_by_a_link_or_a_fifo_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
+    let paths = store.task(&TaskKey::from_bytes([0xef; 16]));
+    paths.create().unwrap();
+    // Another file of the cache directory, a valid result, linked in as this task's result.
+    let other = dir.path().join("other.bin");
+    let rec = ResultRecord {
+        outcome: Ok(vec![vec![9]]),
+    };
+    write_value(&other, FileKind::Result, &rec, false).unwrap();
+    std::os::unix::fs::symlink(&other, paths.result_file()).unwrap();
+    let err = paths.read_result().unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    fs::remove_file(paths.result_file()).unwrap();
+    // A FIFO would block a plain open until someone writes to it.
+    let fifo = std::ffi::CString::new(paths.result_file().to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let err = paths.read_result().unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+}

@@ -25,6 +25,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         a_planted_link_for_a_shard_or_task_directory_is_refused,
     ),
     (
+        "security::a_link_planted_as_a_tasks_stdout_is_not_written_through",
+        a_link_planted_as_a_tasks_stdout_is_not_written_through,
+    ),
+    (
         "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
         an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
@@ -350,5 +354,37 @@ fn an_environment_name_bash_cannot_export_is_refused_locally_too() -> Result<(),
         .result()
         .map_err(|e| e.to_string())?;
     ensure!(out.read_stdout().unwrap_or_default() == "ok", "{out:?}");
+    Ok(())
+}
+
+/// `stdout -> a file of yours` planted in a task directory: the task's output does not
+/// overwrite that file (the attack of issue 14 on the local backend).
+fn a_link_planted_as_a_tasks_stdout_is_not_written_through() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let precious = d.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?
+        .with_cache_key("planted-output");
+    // A first run that fails leaves the task directory; the next run of the key runs again.
+    let first = exe.submit_command(Command::new("sh").args(["-c", "exit 1"]));
+    ensure!(first.result().is_err(), "the first run fails");
+    let dir = exe
+        .task_directory(&first.key())
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(dir.join("stdout"));
+    std::os::unix::fs::symlink(&precious, dir.join("stdout")).unwrap();
+    let out = exe
+        .submit_command(Command::new("echo").arg("FORGED"))
+        .result()
+        .map_err(|e| e.to_string())?;
+    let kept = std::fs::read_to_string(&precious).unwrap();
+    ensure!(
+        kept == "keep me\n",
+        "the link was written through: {kept:?}"
+    );
+    ensure!(out.stdout.is_none(), "{out:?}");
     Ok(())
 }

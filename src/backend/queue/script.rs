@@ -33,6 +33,11 @@ fn p(path: &Path) -> String {
 /// The bash lines that run one task and leave its result in its directory: the worker
 /// writes the result file; a command's exit status goes to the exit file (atomically, by
 /// rename).
+///
+/// The task directory's `stdout` and `stderr` are removed first and then created under
+/// bash's `noclobber` (`set -C`, which opens with `O_EXCL`): a link planted there is removed,
+/// not written through, and one planted in between fails the redirection instead of being
+/// followed. Output files the user named are written with `>|`, as before (they may exist).
 pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let spec = t.spec;
     let (out_file, err_file) = (p(t.stdout), p(t.stderr));
@@ -63,7 +68,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 ""
             };
             out.push_str(&format!(
-                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?\n",
+                "rm -f {out_file} {err_file}; set -C\n( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?; set +C\n",
                 cache = p(t.cache),
                 key = spec.key,
             ));
@@ -81,7 +86,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             out.push_str("exit \"$code\"\n");
         }
         TaskKind::Command(c) => {
-            let own: String = c
+            let own_env: String = c
                 .env
                 .iter()
                 .map(|(k, v)| format!("export {k}={}; ", q(v)))
@@ -100,16 +105,36 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 .as_deref()
                 .map(p)
                 .unwrap_or_else(|| err_file.clone());
+            // The task directory's files are made fresh (see above); the user's are clobbered.
+            let own: Vec<&str> = [(&c.stdout, &stdout), (&c.stderr, &stderr)]
+                .into_iter()
+                .filter(|(named, _)| named.is_none())
+                .map(|(_, f)| f.as_str())
+                .collect();
+            let fresh = if own.is_empty() {
+                String::new()
+            } else {
+                format!("rm -f {}; ", own.join(" "))
+            };
+            let redirect = |named: &Option<std::path::PathBuf>| {
+                if named.is_some() {
+                    ">|"
+                } else {
+                    ">"
+                }
+            };
             // The exit file holds "CODE START END", the times in microseconds since the epoch
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
             out.push_str("s=${EPOCHREALTIME:-}; s=${s/[.,]/}\n");
             out.push_str(&format!(
-                "( {exports}{own}{cd}exec {launcher}{} ) > {stdout} 2> {stderr}\n",
-                argv.join(" ")
+                "{fresh}set -C\n( {exports}{own_env}{cd}exec {launcher}{} ) {} {stdout} 2{} {stderr}\n",
+                argv.join(" "),
+                redirect(&c.stdout),
+                redirect(&c.stderr),
             ));
             out.push_str(&format!(
-                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                "code=$?; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
                 tmp = p(t.exit_tmp),
                 exit = p(t.exit),
             ));
@@ -334,6 +359,58 @@ mod tests {
             let got = std::fs::read_to_string(paths[i].stdout()).unwrap();
             assert_eq!(&got, v, "element {i}");
         }
+    }
+
+    #[test]
+    fn a_link_planted_as_stdout_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep me\n").unwrap();
+        std::os::unix::fs::symlink(&precious, paths.stdout()).unwrap();
+        std::os::unix::fs::symlink(&precious, paths.stderr()).unwrap();
+        let run = |body: &str| {
+            let script = dir.path().join("s.sh");
+            std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+            std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .unwrap()
+        };
+        let body = command_body("sh", &["-c", "echo out; echo err >&2"], &paths);
+        assert!(run(&body).success());
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+        assert!(!paths.stdout().is_symlink());
+        assert_eq!(std::fs::read_to_string(paths.stdout()).unwrap(), "out\n");
+        assert_eq!(std::fs::read_to_string(paths.stderr()).unwrap(), "err\n");
+        // A file the user named is overwritten, as before, even when it exists.
+        let named = dir.path().join("named.out");
+        std::fs::write(&named, "old\n").unwrap();
+        let s = spec(
+            TaskKind::Command(CommandSpec {
+                program: "echo".into(),
+                args: vec!["new".into()],
+                env: vec![],
+                stdout: Some(named.clone()),
+                stderr: None,
+                allow_failure: false,
+            }),
+            1,
+        );
+        let body = task_body(&TaskBody {
+            spec: &s,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
+            exe: None,
+            durable: true,
+            rank_launcher: "srun",
+        });
+        assert!(run(&body).success());
+        assert_eq!(std::fs::read_to_string(&named).unwrap(), "new\n");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! one-rank tasks) is one `flux batch` call.
 
 pub(crate) mod instance;
-mod parse;
+pub(crate) mod parse;
 mod run;
 
 use std::collections::HashMap;

@@ -2,6 +2,7 @@
 //! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
 
 mod child;
+pub(crate) mod exe;
 pub(crate) mod flux;
 mod launcher;
 mod output;

@@ -217,7 +217,7 @@ impl Queue {
     /// rebuild during a long sweep does not change what queued jobs run.
     fn staged_exe(&self) -> Result<PathBuf, TaskError> {
         self.staged_exe
-            .get_or_init(|| stage_binary(&self.store.root().join("bin")))
+            .get_or_init(|| super::exe::stage(&self.store.root().join("bin")))
             .clone()
             .map_err(|detail| TaskError::Launch {
                 what: "the worker binary".into(),
@@ -689,40 +689,6 @@ fn write_script(path: &Path, text: &str) -> std::io::Result<()> {
         .mode(0o700)
         .open(path)?;
     std::io::Write::write_all(&mut f, text.as_bytes())
-}
-
-/// Copies `/proc/self/exe` to `<bin>/<hash>/<name>` unless it is there already.
-fn stage_binary(bin: &Path) -> Result<PathBuf, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
-    let bytes =
-        std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read /proc/self/exe: {e}"))?;
-    let hash = blake3::hash(&bytes).to_hex();
-    let name = exe
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
-        .unwrap_or_else(|| "worker".into());
-    let dir = bin.join(&hash[..16]);
-    let target = dir.join(&name);
-    if target.exists() {
-        return Ok(target);
-    }
-    store::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    };
-    write().map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
-    Ok(target)
 }
 
 impl Backend for Queue {

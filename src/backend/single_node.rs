@@ -163,6 +163,7 @@ impl SingleNode {
             Err(detail) => {
                 return fail(TaskError::Launch {
                     what: "the worker binary".into(),
+                    kind: LaunchErrorKind::Other,
                     detail,
                 })
             }

@@ -466,6 +466,40 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")] // reads /proc
+    fn the_child_inherits_none_of_our_descriptors() {
+        // Open pipes of ours (another task's output, an exit pipe) must not reach the child,
+        // nor its own pipes' read ends or the shared /dev/null (the test process may have
+        // inherited other descriptors from whoever started it: those are not ours).
+        let open = pipe().unwrap();
+        let script = ["-c".into(), "exec sleep 5".into()];
+        let mut child = spawn(&sh(&script, &[])).unwrap();
+        // posix_spawn returns once the child has executed: its descriptors are final.
+        let fds: Vec<RawFd> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+            .collect();
+        let ours = [
+            open.0.as_raw_fd(),
+            open.1.as_raw_fd(),
+            child.stdout.as_ref().unwrap().as_raw_fd(),
+            child.stderr.as_ref().unwrap().as_raw_fd(),
+            shared().unwrap().devnull.as_raw_fd(),
+        ];
+        super::super::child::kill_group(child.id(), libc::SIGKILL);
+        child.wait().unwrap();
+        assert!(
+            fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
+            "{fds:?}"
+        );
+        let leaked: Vec<_> = ours.iter().filter(|fd| fds.contains(fd)).collect();
+        assert!(
+            leaked.is_empty(),
+            "inherited {leaked:?} (child has {fds:?})"
+        );
+    }
+
+    #[test]
     fn environment_is_inherited_and_overridden_last_wins() {
         // No set_var here: other tests spawn meanwhile. PATH and HOME come from the driver.
         let path = std::env::var("PATH").unwrap();

@@ -474,7 +474,19 @@ mod tests {
         let open = pipe().unwrap();
         let script = ["-c".into(), "exec sleep 5".into()];
         let mut child = spawn(&sh(&script, &[])).unwrap();
-        // posix_spawn returns once the child has executed: its descriptors are final.
+        // posix_spawn may return before the kernel has closed the close-on-exec descriptors
+        // of the exec it waited for: look once the shell has gone on to exec sleep.
+        let start = std::time::Instant::now();
+        while !std::fs::read(format!("/proc/{}/cmdline", child.id()))
+            .unwrap_or_default()
+            .starts_with(b"sleep")
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "no sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let fds: Vec<RawFd> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())

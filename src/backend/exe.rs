@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::store;
+use crate::store::{self, Store};
 
 struct Running {
     /// Canonical, so that a later change of the working directory does not matter.
@@ -70,19 +70,19 @@ fn read_held(r: &Running) -> std::io::Result<Vec<u8>> {
 }
 
 /// What a worker started directly (not through mpiexec) on this machine runs: the running
-/// binary, even when a rebuild has replaced its file meanwhile (then a copy staged under
-/// `bin`, see [`stage`]).
-pub(crate) fn local_worker(bin: &Path) -> Result<String, String> {
+/// binary, even when a rebuild has replaced its file meanwhile (then a copy staged in `store`,
+/// see [`stage`]).
+pub(crate) fn local_worker(store: &Store) -> Result<String, String> {
     #[cfg(all(target_os = "linux", not(feature = "portable")))]
     {
-        let _ = bin;
+        let _ = store;
         Ok("/proc/self/exe".to_string())
     }
     #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     {
         let r = running()?;
         if replaced(r) {
-            Ok(stage(bin)?.display().to_string())
+            Ok(stage(store)?.display().to_string())
         } else {
             Ok(r.path.display().to_string())
         }
@@ -109,35 +109,23 @@ fn digest() -> Result<&'static str, String> {
         .map_err(Clone::clone)
 }
 
-/// Copies the running binary to `<bin>/<hash>/<name>` unless it is there already, so that a
-/// rebuild does not change what later workers and queued jobs run.
-pub(crate) fn stage(bin: &Path) -> Result<PathBuf, String> {
+/// Copies the running binary into the store (content-addressed) unless it is there already,
+/// so that a rebuild does not change what later workers and queued jobs run.
+pub(crate) fn stage(store: &Store) -> Result<PathBuf, String> {
     let name = running()?
         .path
         .file_name()
         .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
         .unwrap_or_else(|| "worker".into());
-    let dir = bin.join(&digest()?[..16]);
-    let target = dir.join(&name);
+    let target = store.staged_binary(&digest()?[..16], &name);
     if target.exists() {
         return Ok(target);
     }
     let bytes = bytes()?;
-    store::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    };
-    write().map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
+    let dir = target.parent().expect("a staged binary is in a directory");
+    store::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    store::write_bytes_atomic(&target, &bytes, true, 0o700)
+        .map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
     Ok(target)
 }
 
@@ -149,13 +137,15 @@ mod tests {
     fn the_running_binary_is_found_and_staged_once_by_content() {
         let me = path().unwrap();
         assert!(me.is_absolute() && me.is_file(), "{}", me.display());
-        let bin = tempfile::tempdir().unwrap();
-        let staged = stage(bin.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().to_path_buf(), false);
+        let staged = stage(&store).unwrap();
+        assert!(staged.starts_with(dir.path()));
         assert_eq!(std::fs::read(&staged).unwrap(), std::fs::read(me).unwrap());
-        assert_eq!(stage(bin.path()).unwrap(), staged, "staged again");
+        assert_eq!(stage(&store).unwrap(), staged, "staged again");
         // Nothing replaced the test binary: a local worker runs it where it is (on Linux,
         // through /proc/self/exe).
-        let local = local_worker(bin.path()).unwrap();
+        let local = local_worker(&store).unwrap();
         #[cfg(all(target_os = "linux", not(feature = "portable")))]
         assert_eq!(local, "/proc/self/exe");
         #[cfg(any(not(target_os = "linux"), feature = "portable"))]

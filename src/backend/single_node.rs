@@ -21,7 +21,7 @@ use super::{Backend, BoxFuture, Done, Job};
 use crate::command::CommandOutput;
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::resources::Resources;
-use crate::store::{self, ResultRecord, TaskPaths};
+use crate::store::{self, ResultRecord, Store, TaskPaths};
 use crate::task::{CommandSpec, TaskKind, TaskSpec};
 use crate::worker;
 
@@ -80,7 +80,10 @@ impl SingleNode {
                     (self.exe.display().to_string(), args)
                 } else {
                     // The running binary, even if a rebuild replaced the file on disk.
-                    (exe::local_worker(&paths.root().join("bin"))?, args)
+                    (
+                        exe::local_worker(&Store::at(paths.root().to_path_buf(), paths.durable()))?,
+                        args,
+                    )
                 }
             }
             TaskKind::Command(c) => (c.program.clone(), c.args.clone()),

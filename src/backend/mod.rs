@@ -4,6 +4,7 @@
 mod child;
 #[cfg(test)]
 mod decode_fuzz_tests;
+pub(crate) mod exe;
 mod flux;
 pub(crate) mod inspect;
 mod launcher;

@@ -29,12 +29,21 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         a_link_planted_as_a_tasks_stdout_is_not_written_through,
     ),
     (
+        "security::a_task_file_copied_from_another_task_is_not_run",
+        a_task_file_copied_from_another_task_is_not_run,
+    ),
+    (
         "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
         an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
 ];
 
 const ATTACKER: &str = "pitch-attacker";
+
+pitch::task! {
+    /// Gives back its argument: which task ran shows in the value.
+    pub fn echo_value(x: u32) -> u32 { x }
+}
 
 /// The attacker's uid and gid, creating the user when missing; `None` (the test skips) when
 /// this process is not root.
@@ -386,5 +395,39 @@ fn a_link_planted_as_a_tasks_stdout_is_not_written_through() -> Result<(), Strin
         "the link was written through: {kept:?}"
     );
     ensure!(out.stdout.is_none(), "{out:?}");
+    Ok(())
+}
+
+/// The worker (a job's `__pitch-worker run CACHE KEY`) is given a task directory whose
+/// `task.bin` was copied from another task: it refuses it as foreign instead of running the
+/// other task and filing its value under this key.
+fn a_task_file_copied_from_another_task_is_not_run() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (a, b) = (echo_value::submit(&exe, 1), echo_value::submit(&exe, 2));
+    ensure!(a.result() == Ok(1) && b.result() == Ok(2), "the tasks ran");
+    let (a_dir, b_dir) = (
+        exe.task_directory(&a.key()).map_err(|e| e.to_string())?,
+        exe.task_directory(&b.key()).map_err(|e| e.to_string())?,
+    );
+    let cache = exe.cache_directory();
+    drop(exe);
+    std::fs::copy(b_dir.join("task.bin"), a_dir.join("task.bin")).unwrap();
+    std::fs::remove_file(a_dir.join("result.bin")).unwrap();
+    let status = Proc::new(std::env::current_exe().unwrap())
+        .args(["__pitch-worker", "run", cache.to_str().unwrap(), &a.key()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(!status.success(), "the worker ran a foreign task file");
+    match pitch::__private::read_result(&cache, &a.key())? {
+        Err(TaskError::Store { detail, .. }) => ensure!(
+            detail.contains("foreign") && detail.contains(&b.key()),
+            "{detail}"
+        ),
+        other => return Err(format!("the foreign task file ran: {other:?}")),
+    }
     Ok(())
 }

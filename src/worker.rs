@@ -128,7 +128,21 @@ fn env_u32(name: &str) -> Option<u32> {
 }
 
 /// Rank, size and local rank from the launcher's environment, first family that is set.
+///
+/// Flux's comes before Slurm's and PMI's: a task `flux run` started also has Flux's simple
+/// PMI variables (PMI_RANK, PMI_SIZE, but no MPI_LOCALRANKID, so PMI's local rank would be
+/// the global one), and a Flux instance started by Slurm passes the SLURM_* variables of its
+/// own launch on to every job. Open MPI's come first: pitch's `mpiexec -n N` may run inside a
+/// Flux job, whose FLUX_TASK_RANK its ranks inherit.
 fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
+    rank_from(ranks, env_u32)
+}
+
+/// [`rank_from_env`] with the variables `env_u32` gives.
+fn rank_from(
+    ranks: u32,
+    env_u32: impl Fn(&str) -> Option<u32>,
+) -> Result<(u32, u32, u32), TaskError> {
     if ranks <= 1 {
         return Ok((0, 1, 0));
     }
@@ -138,10 +152,10 @@ fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
             "OMPI_COMM_WORLD_SIZE",
             "OMPI_COMM_WORLD_LOCAL_RANK",
         ),
+        ("FLUX_TASK_RANK", "FLUX_JOB_SIZE", "FLUX_TASK_LOCAL_ID"),
         ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
         ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
         ("PMIX_RANK", "", ""),
-        ("FLUX_TASK_RANK", "FLUX_JOB_SIZE", "FLUX_TASK_LOCAL_ID"),
     ];
     for (rank_var, size_var, local_var) in FAMILIES {
         if let Some(rank) = env_u32(rank_var) {
@@ -294,5 +308,47 @@ fn run(store: &Store, key: TaskKey) -> i32 {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank_from;
+
+    fn env<'a>(vars: &'a [(&'a str, u32)]) -> impl Fn(&str) -> Option<u32> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn flux_ranks_win_over_inherited_slurm_and_flux_pmi_variables() {
+        // What a `flux run -N 2 -n 4` task (rank 3) sees in a Flux instance Slurm started:
+        // Flux's variables, Flux's simple PMI ones, and the instance's own SLURM_* launch.
+        let flux_task = [
+            ("FLUX_TASK_RANK", 3),
+            ("FLUX_JOB_SIZE", 4),
+            ("FLUX_TASK_LOCAL_ID", 1),
+            ("PMI_RANK", 3),
+            ("PMI_SIZE", 4),
+            ("SLURM_PROCID", 0),
+            ("SLURM_NTASKS", 4),
+            ("SLURM_LOCALID", 0),
+        ];
+        assert_eq!(rank_from(4, env(&flux_task)).ok(), Some((3, 4, 1)));
+        // Open MPI's mpiexec inside a Flux job: its ranks inherit FLUX_TASK_RANK.
+        let mpiexec = [
+            ("OMPI_COMM_WORLD_RANK", 1),
+            ("OMPI_COMM_WORLD_SIZE", 2),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", 1),
+            ("FLUX_TASK_RANK", 0),
+            ("FLUX_JOB_SIZE", 1),
+        ];
+        assert_eq!(rank_from(2, env(&mpiexec)).ok(), Some((1, 2, 1)));
+        // srun steps.
+        let srun = [
+            ("SLURM_PROCID", 2),
+            ("SLURM_NTASKS", 3),
+            ("SLURM_LOCALID", 0),
+        ];
+        assert_eq!(rank_from(3, env(&srun)).ok(), Some((2, 3, 0)));
     }
 }

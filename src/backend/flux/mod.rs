@@ -75,8 +75,9 @@ impl Scheduler for Flux {
     }
 
     fn output(&self, jobs_dir: &Path, _array: bool) -> String {
-        // A mustache template Flux fills in with the job id.
-        jobs_dir.join("flux-{{id}}.out").display().to_string()
+        // A mustache template Flux fills in with the job id: `{{id.dec}}`, the decimal id
+        // pitch reports (`{{id}}` is the F58 form, `flux-ƒ3UAjeQP.out`).
+        jobs_dir.join("flux-{{id.dec}}.out").display().to_string()
     }
 
     fn rank_launcher(&self, ranks: u32, threads: u32) -> String {
@@ -182,7 +183,13 @@ impl Scheduler for Flux {
             args.extend(jobs.iter().map(|j| j.job_id.to_string()));
             match self.flux(args).await {
                 Ok(out) if out.success => Ok(()),
-                Ok(out) => Err(format!("flux cancel failed: {}", out.stderr.trim())),
+                // `flux cancel` exits 1 when one of the jobs has already ended
+                // ("flux-cancel: ERROR: ƒX: job is inactive"), although it cancelled the
+                // others: that job is as cancelled as it gets.
+                Ok(out) => match parse::cancel_failure(&out.stderr) {
+                    None => Ok(()),
+                    Some(why) => Err(format!("flux cancel failed: {why}")),
+                },
                 Err(e) => Err(format!("flux cancel failed: {e}")),
             }
         })

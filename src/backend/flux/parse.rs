@@ -79,6 +79,7 @@ fn active_state(name: &str) -> Option<JobState> {
         name,
         finished: name == "INACTIVE",
         by_scheduler: false,
+        never_ran: false,
     })
 }
 
@@ -109,7 +110,10 @@ pub(crate) fn parse_queue(output: &str) -> Result<HashMap<JobRef, JobState>, Par
 /// How an inactive job ended, from its result and exception: the state's name, and
 /// whether Flux ended it (cancel, time limit, an exception such as a lost node) rather than
 /// the job's own processes exiting.
-fn final_state(state: &str, result: &str, exception: &str) -> Option<JobState> {
+///
+/// A job ended by an `alloc` exception (unsatisfiable request) or a `dependency` one (its
+/// afterok job failed), or cancelled while pending (return code -128), never ran.
+fn final_state(state: &str, result: &str, exception: &str, code: &str) -> Option<JobState> {
     if state != "INACTIVE" {
         return active_state(state);
     }
@@ -125,6 +129,7 @@ fn final_state(state: &str, result: &str, exception: &str) -> Option<JobState> {
         finished: true,
         by_scheduler: matches!(name, "CANCELED" | "TIMEOUT")
             || (name == "FAILED" && !exception.is_empty() && exception != "exec"),
+        never_ran: matches!(exception, "alloc" | "dependency") || code.starts_with('-'),
     })
 }
 
@@ -140,7 +145,7 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
         };
         let (Ok(job_id), Some(state)) = (
             parse_job_id(id),
-            final_state(state.trim(), result.trim(), exc_type.trim()),
+            final_state(state.trim(), result.trim(), exc_type.trim(), code.trim()),
         ) else {
             continue;
         };
@@ -165,6 +170,27 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
         );
     }
     found
+}
+
+/// Why a `flux cancel` that exited non-zero failed, from its stderr: `None` when it only
+/// named jobs that had already ended (`flux-cancel: ERROR: ƒX: job is inactive`), which are
+/// as cancelled as they get (it cancels the others all the same).
+pub(crate) fn cancel_failure(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.ends_with(": job is inactive"))
+        .collect();
+    match (lines.is_empty(), errors.is_empty()) {
+        (false, true) => None,
+        (true, _) => Some("it failed without a message".into()),
+        (false, false) => Some(errors.join("; ")),
+    }
 }
 
 /// A Flux Standard Duration for a time limit: whole seconds, rounded up (`"90s"`).
@@ -254,6 +280,36 @@ mod tests {
             "return code 137; exception lost: node 3 lost | rank 2"
         );
         assert!(!f[&job(12)].0.finished);
+        // What real Flux 0.88 printed for jobs that never ran, and for ones that did.
+        let out = "ƒLW1B78b|INACTIVE|FAILED|1|dependency|dependency after-success=ƒLSMAsqH can never be satisfied\n\
+                   ƒsLG2pNj|INACTIVE|FAILED|1|alloc|unsatisfiable request: need 1 slot(s) with 1 GPU(s) each\n\
+                   ƒUSFt9MZ|INACTIVE|CANCELED|-128|cancel|\n\
+                   ƒTaPSJYo|INACTIVE|CANCELED|129|cancel|\n\
+                   ƒLSMAsqH|INACTIVE|FAILED|3||\n";
+        let f = parse_final(out);
+        let never: Vec<bool> = ["ƒLW1B78b", "ƒsLG2pNj", "ƒUSFt9MZ", "ƒTaPSJYo", "ƒLSMAsqH"]
+            .iter()
+            .map(|id| f[&job(parse_job_id(id).unwrap())].0.never_ran)
+            .collect();
+        assert_eq!(never, [true, true, true, false, false]);
+    }
+
+    #[test]
+    fn cancelling_an_inactive_job_is_no_error() {
+        // What flux cancel printed (exit 1) for an inactive job and for an unknown one.
+        assert_eq!(
+            cancel_failure("flux-cancel: ERROR: ƒTaPSJYo: job is inactive\n"),
+            None
+        );
+        assert_eq!(
+            cancel_failure(
+                "flux-cancel: ERROR: ƒTaPSJYo: job is inactive\nflux-cancel: ERROR: ƒdhZ: unknown job id\n"
+            )
+            .as_deref(),
+            Some("flux-cancel: ERROR: ƒdhZ: unknown job id")
+        );
+        // A failure that says nothing is still a failure.
+        assert!(cancel_failure("\n").is_some());
     }
 
     #[test]

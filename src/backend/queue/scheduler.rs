@@ -25,6 +25,10 @@ pub(crate) struct JobState {
     /// The scheduler ended the job (cancel, time or memory limit, node failure...), rather
     /// than the job's own processes exiting.
     pub by_scheduler: bool,
+    /// The job ended without ever running (Flux: a dependency that can never be satisfied,
+    /// an unsatisfiable request, a cancel while pending): no result file can come, so the
+    /// poller reports it at once instead of waiting `nfs_grace` for one.
+    pub never_ran: bool,
 }
 
 /// What differs between the batch schedulers behind the one queue backend: their commands,

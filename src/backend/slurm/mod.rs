@@ -27,6 +27,7 @@ impl From<SlurmState> for JobState {
             name: s.name(),
             finished: s.is_finished(),
             by_scheduler: s.ended_by_scheduler(),
+            never_ran: false,
         }
     }
 }

@@ -16,16 +16,27 @@ use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 
 /// The first argument that makes a binary a worker.
 pub(crate) const WORKER_ARG: &str = "__pitch-worker";
-/// Set in a worker's environment; building an executor there is an error.
+/// Set in a function task's environment.
 pub(crate) const WORKER_ENV: &str = "PITCH_WORKER";
 /// Set when the worker must fsync what it writes.
 pub(crate) const DURABLE_ENV: &str = "PITCH_DURABLE";
 
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
-/// Whether this process is a pitch worker (launched as one, or running a task).
+/// Whether building an executor here would be the recursion a forgotten `pitch::init()`
+/// causes: this process was launched as a worker (`__pitch-worker` first), yet `main` runs
+/// instead of the task, and its executor would launch this binary as workers again, each of
+/// them doing the same. A task that builds an executor (`pitch::init()` ran it: nested
+/// executors, such as a FluxJobExecutor inside a FluxClusterExecutor's batch job) is allowed.
 pub(crate) fn in_worker() -> bool {
-    IN_WORKER.load(Ordering::SeqCst) || std::env::var_os(WORKER_ENV).is_some()
+    launched_without_init(
+        IN_WORKER.load(Ordering::SeqCst),
+        std::env::args_os().nth(1).as_deref(),
+    )
+}
+
+fn launched_without_init(running_task: bool, first_arg: Option<&OsStr>) -> bool {
+    !running_task && first_arg == Some(OsStr::new(WORKER_ARG))
 }
 
 /// Call first in `main`: when the process was launched as a pitch worker, runs the task it
@@ -313,7 +324,21 @@ fn run(store: &Store, key: TaskKey) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::rank_from;
+    use super::{launched_without_init, rank_from, WORKER_ARG};
+    use std::ffi::OsStr;
+
+    #[test]
+    fn only_a_worker_main_without_init_may_not_build_executors() {
+        let worker = Some(OsStr::new(WORKER_ARG));
+        // main runs although the process was launched as a worker: pitch::init() is missing.
+        assert!(launched_without_init(false, worker));
+        // A task (init ran it) builds an executor: nested executors are fine.
+        assert!(!launched_without_init(true, worker));
+        // A driver, whatever its environment (PITCH_WORKER inherited from a task that
+        // started another program does not matter).
+        assert!(!launched_without_init(false, Some(OsStr::new("--tasks"))));
+        assert!(!launched_without_init(false, None));
+    }
 
     fn env<'a>(vars: &'a [(&'a str, u32)]) -> impl Fn(&str) -> Option<u32> + 'a {
         move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)

@@ -35,8 +35,29 @@ pitch::task! {
     pub fn sum(x: u64, y: u64) -> u64 { x + y }
 }
 
+pitch::task! {
+    /// Runs inside a FluxClusterExecutor's batch job (a Flux instance of its own): a
+    /// FluxJobExecutor there runs a two-rank `flux run` step. The job's FLUX_URI, and what
+    /// each rank of the step said (its rank and FLUX_URI).
+    pub fn flux_steps_inside(cache: PathBuf) -> Result<(String, Vec<String>), pitch::Error> {
+        let exe = pitch::FluxJobExecutor::builder().cache_directory(cache).build()?;
+        let out = exe
+            .with_resources(Resources::new().cores(2))
+            .submit_command(Command::new("sh").args(["-c", "echo $FLUX_TASK_RANK $FLUX_URI"]))
+            .result()?;
+        let mut lines: Vec<String> =
+            out.read_stdout().unwrap_or_default().lines().map(String::from).collect();
+        lines.sort();
+        Ok((std::env::var("FLUX_URI").unwrap_or_default(), lines))
+    }
+}
+
 /// The test name after `flux_cluster::`, and the function the driver process runs.
 const DRIVERS: &[(&str, crate::TestFn)] = &[
+    (
+        "a_flux_job_executor_inside_a_batch_job",
+        a_flux_job_executor_inside_a_batch_job,
+    ),
     ("the_same_future_twice", the_same_future_twice),
     (
         "a_dependency_flux_refuses_is_dependency_failed",
@@ -104,6 +125,7 @@ mod outer {
     use super::run_driver;
     outer!(
         function_and_command_tasks,
+        a_flux_job_executor_inside_a_batch_job,
         the_same_future_twice,
         a_dependency_flux_refuses_is_dependency_failed,
         a_job_flux_cannot_run_ends_at_once,
@@ -883,5 +905,29 @@ fn cli_cancel_all_with_an_inactive_job() -> Result<(), String> {
     );
     let r = wait_for_state(live_id, "INACTIVE", Duration::from_secs(20))?;
     ensure!(r[2] == "CANCELED", "{r:?}");
+    Ok(())
+}
+
+/// Nested Flux, the way Flux is used: a task of a FluxClusterExecutor builds a
+/// FluxJobExecutor inside its batch job (an instance of its own) and runs `flux run` steps
+/// there, not in the instance the driver submitted to.
+fn a_flux_job_executor_inside_a_batch_job() -> Result<(), String> {
+    let dir = temp();
+    // Two cores for the job's instance: the step has two ranks.
+    let exe = cluster(dir.path())?.with_resources(Resources::new().threads_per_core(2));
+    let inner = dir.path().join("inner-cache");
+    let (uri, lines) = flux_steps_inside::submit(&exe, inner.clone())
+        .result()
+        .map_err(|e| e.to_string())?;
+    let outer = std::env::var("FLUX_URI").unwrap_or_default();
+    ensure!(
+        !uri.is_empty() && uri != outer,
+        "the job's FLUX_URI {uri:?} (the driver's {outer:?})"
+    );
+    ensure!(
+        lines == [format!("0 {uri}"), format!("1 {uri}")],
+        "{lines:?} (the job's instance is {uri})"
+    );
+    ensure!(inner.is_dir(), "the nested executor's cache directory");
     Ok(())
 }

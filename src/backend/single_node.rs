@@ -268,16 +268,18 @@ impl SingleNode {
                 })
             }
             End::Cancelled => Err(TaskError::Cancelled),
-            // Flux refused the job (an unknown queue, an unsatisfiable request): a rejected
-            // submission, not the task failing with exit code 1.
+            // Flux refused the job (an unknown queue, an unsatisfiable request): a submission
+            // the scheduler rejected, as a refused `flux batch` is, not the task failing
+            // with exit code 1.
             End::Exited(status)
                 if matches!(self.launcher, Launcher::Flux { .. })
                     && status.code() == Some(1)
                     && super::launcher::flux_refusal(&stderr_tail).is_some() =>
             {
-                Err(TaskError::Rejected {
-                    backend: self.launcher.name().into(),
-                    reason: super::launcher::flux_refusal(&stderr_tail).unwrap_or_default(),
+                Err(TaskError::Launch {
+                    what: "flux run".into(),
+                    kind: LaunchErrorKind::RejectedByScheduler,
+                    detail: super::launcher::flux_refusal(&stderr_tail).unwrap_or_default(),
                 })
             }
             End::Exited(status) => match command_spec {

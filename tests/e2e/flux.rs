@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, FluxJobExecutor, Resources, TaskError};
+use pitch::{Command, Executor, FluxJobExecutor, LaunchErrorKind, Resources, TaskError};
 
 use crate::ensure;
 use crate::mpi::{
@@ -659,9 +659,10 @@ fn flux_refusing_the_job() -> Result<(), String> {
         .submit_command(Command::new("true"))
         .result();
     match r {
-        Err(TaskError::Rejected { backend, reason }) => {
-            ensure!(backend == "flux-job", "{backend}");
-            ensure!(reason.contains("nosuchqueue"), "{reason}");
+        Err(TaskError::Launch { what, kind, detail }) => {
+            ensure!(what == "flux run", "{what}");
+            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
+            ensure!(detail.contains("nosuchqueue"), "{detail}");
         }
         other => return Err(format!("expected a rejection, got {other:?}")),
     }
@@ -672,8 +673,9 @@ fn flux_refusing_the_job() -> Result<(), String> {
         .submit_command(Command::new("true"))
         .result();
     match r {
-        Err(TaskError::Rejected { reason, .. }) => {
-            ensure!(reason.contains("unsatisfiable request"), "{reason}")
+        Err(TaskError::Launch { kind, detail, .. }) => {
+            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
+            ensure!(detail.contains("unsatisfiable request"), "{detail}")
         }
         other => return Err(format!("expected a rejection, got {other:?}")),
     }

@@ -77,7 +77,9 @@ measure() {
     fi
 }
 start=$SECONDS
-measure "pitch" "$bench" --tasks "$TASKS" --pack "$PACK"
+measure "pitch FluxJobExecutor" "$bench" --tasks "$TASKS" --only job
+measure "pitch FluxClusterExecutor" "$bench" --tasks "$TASKS" --only cluster
+measure "pitch FluxClusterExecutor (packed $PACK)" "$bench" --tasks "$TASKS" --pack "$PACK" --only packed
 measure "flux submit --cc" "$py" "$script_dir/peers_flux.py" raw-submit "$TASKS"
 measure "flux bulksubmit" "$py" "$script_dir/peers_flux.py" raw-bulksubmit "$TASKS"
 measure "executorlib FluxJobExecutor" "$py" "$script_dir/peers_flux.py" el-job "$TASKS"

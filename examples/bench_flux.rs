@@ -4,7 +4,7 @@
 //! tasks with `--pack K`). Prints JSON lines `{"name", "tasks", "seconds"}` on stdout for
 //! `benches/run-flux.sh`; everything else goes to stderr. Needs a Flux instance (FLUX_URI).
 //!
-//! `cargo run --release --example bench_flux -- --tasks 200 [--pack 10] [--job-only]`
+//! `cargo run --release --example bench_flux -- --tasks 200 [--pack 10] [--only job|cluster|packed]`
 
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,6 @@ fn arg(name: &str) -> Option<usize> {
             v.parse()
                 .unwrap_or_else(|_| panic!("{name} needs a number, got {v:?}"))
         })
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
 }
 
 /// One measurement: `tasks` commands as one `map` on the executor `build` makes on a fresh
@@ -64,16 +60,24 @@ fn cluster(cache: &std::path::Path, pack: Option<u32>) -> Result<Executor, pitch
 fn main() -> Result<(), pitch::Error> {
     pitch::init(); // first: turns this process into a worker when a job launches it
     let tasks = arg("--tasks").unwrap_or(200);
-    measure("pitch FluxJobExecutor", tasks, |cache| {
-        FluxJobExecutor::builder().cache_directory(cache).build()
-    })?;
-    if flag("--job-only") {
-        return Ok(());
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    if wanted("job") {
+        measure("pitch FluxJobExecutor", tasks, |cache| {
+            FluxJobExecutor::builder().cache_directory(cache).build()
+        })?;
     }
-    measure("pitch FluxClusterExecutor", tasks, |cache| {
-        cluster(cache, None)
-    })?;
-    if let Some(k) = arg("--pack") {
+    if wanted("cluster") {
+        measure("pitch FluxClusterExecutor", tasks, |cache| {
+            cluster(cache, None)
+        })?;
+    }
+    if let Some(k) = arg("--pack").filter(|_| wanted("packed")) {
         let k = u32::try_from(k).map_err(|e| pitch::Error::Config(e.to_string()))?;
         measure(
             &format!("pitch FluxClusterExecutor (packed {k})"),

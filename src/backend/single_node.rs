@@ -331,8 +331,8 @@ impl SingleNode {
 /// How long a cancelled `flux run` gets to end after the SIGTERM it forwards to the job's
 /// tasks, before the job itself is cancelled.
 const FLUX_CANCEL_AFTER: Duration = Duration::from_millis(500);
-/// How long Flux takes at most to end a cancelled job whose tasks ignore SIGTERM (job-exec's
-/// kill timeout: SIGKILL 5 s after the SIGTERM).
+/// How long pitch waits for Flux to end a cancelled job whose tasks ignore SIGTERM (job-exec
+/// sends SIGKILL 5 s after the SIGTERM), before it kills `flux run` itself.
 const FLUX_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Cancels the Flux job a `flux run` child attached to. Killing `flux run` would leave the

@@ -163,6 +163,14 @@ impl Executor {
         Ok(self.inner.engine.store.task(&key).dir().to_path_buf())
     }
 
+    /// Where the task with this key keeps its standard output and standard error (files
+    /// that exist only when the task wrote something).
+    pub fn task_output_files(&self, key: &str) -> Result<(PathBuf, PathBuf), Error> {
+        let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
+        let paths = self.inner.engine.store.task(&key);
+        Ok((paths.stdout(), paths.stderr()))
+    }
+
     /// The resources tasks submitted through this handle get.
     pub fn resources(&self) -> &Resources {
         &self.opts.resources

@@ -274,12 +274,12 @@ impl SingleNode {
             End::Exited(status)
                 if matches!(self.launcher, Launcher::Flux { .. })
                     && status.code() == Some(1)
-                    && super::launcher::flux_refusal(&stderr_tail).is_some() =>
+                    && crate::backend::flux::run_refusal(&stderr_tail).is_some() =>
             {
                 Err(TaskError::Launch {
                     what: "flux run".into(),
                     kind: LaunchErrorKind::RejectedByScheduler,
-                    detail: super::launcher::flux_refusal(&stderr_tail).unwrap_or_default(),
+                    detail: crate::backend::flux::run_refusal(&stderr_tail).unwrap_or_default(),
                 })
             }
             End::Exited(status) => match command_spec {

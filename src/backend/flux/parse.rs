@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::backend::queue::{JobRef, JobState};
+use crate::backend::scheduler::{JobRef, JobState};
+use crate::scheduler::EndReason;
 
 /// What `flux jobs` prints per job for the poller: `{id}|{state}`.
 pub(crate) const QUEUE_FORMAT: &str = "{id}|{state}";
@@ -72,15 +73,10 @@ fn active_state(name: &str) -> Option<JobState> {
         "SCHED" => "SCHED",
         "RUN" => "RUN",
         "CLEANUP" => "CLEANUP",
-        "INACTIVE" => "INACTIVE",
+        "INACTIVE" => return Some(JobState::Ended(EndReason::Unknown("INACTIVE".into()))),
         _ => return None,
     };
-    Some(JobState {
-        name,
-        finished: name == "INACTIVE",
-        by_scheduler: false,
-        never_ran: false,
-    })
+    Some(JobState::Active(name))
 }
 
 /// The lines of `flux jobs -n -o QUEUE_FORMAT`: each job's state.
@@ -96,48 +92,53 @@ pub(crate) fn parse_queue(output: &str) -> Result<HashMap<JobRef, JobState>, Par
             .ok_or_else(|| bad("expected ID|STATE"))?;
         let job_id = parse_job_id(id).map_err(|e| bad(&e.0))?;
         let state = active_state(state.trim()).ok_or_else(|| bad("unknown job state"))?;
-        states.insert(
-            JobRef {
-                job_id,
-                array_index: None,
-            },
-            state,
-        );
+        states.insert(JobRef::single(job_id), state);
     }
     Ok(states)
 }
 
-/// How an inactive job ended, from its result and exception: the state's name, and
-/// whether Flux ended it (cancel, time limit, an exception such as a lost node) rather than
-/// the job's own processes exiting.
-///
-/// A job ended by an `alloc` exception (unsatisfiable request) or a `dependency` one (its
-/// afterok job failed), or cancelled while pending (return code -128), never ran.
-fn final_state(state: &str, result: &str, exception: &str, code: &str) -> Option<JobState> {
+/// How an inactive job ended, from its result and exception: the one place Flux's results
+/// become pitch's end reasons. A job that failed of an exception other than its processes'
+/// own (`exec`) was failed by Flux: a lost node, or another exception named by its type.
+fn final_state(state: &str, result: &str, exception: &str) -> Option<JobState> {
     if state != "INACTIVE" {
         return active_state(state);
     }
-    let name: &'static str = match result {
-        "COMPLETED" => "COMPLETED",
-        "FAILED" => "FAILED",
-        "CANCELED" => "CANCELED",
-        "TIMEOUT" => "TIMEOUT",
+    Some(JobState::Ended(match (result, exception) {
+        ("COMPLETED", _) => EndReason::Completed,
+        ("FAILED", "" | "exec") => EndReason::Failed,
+        ("FAILED", "lost" | "node-failure") => EndReason::NodeFail,
+        ("FAILED", other) => EndReason::Unknown(format!("FAILED ({other})")),
+        ("CANCELED", _) => EndReason::Cancelled,
+        ("TIMEOUT", _) => EndReason::Timeout,
         _ => return None,
-    };
-    Some(JobState {
-        name,
-        finished: true,
-        by_scheduler: matches!(name, "CANCELED" | "TIMEOUT")
-            || (name == "FAILED" && !exception.is_empty() && exception != "exec"),
-        never_ran: matches!(exception, "alloc" | "dependency") || code.starts_with('-'),
-    })
+    }))
 }
 
 /// The lines of `flux jobs -n -o FINAL_FORMAT ID...`: each job's state and a detail naming
 /// its return code and exception. Lines it cannot read are skipped (the job then counts as
 /// unknown).
 pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
-    let mut found = HashMap::new();
+    final_lines(output)
+        .into_iter()
+        .map(|(job, state, detail, _)| (job, (state, detail)))
+        .collect()
+}
+
+/// [`parse_final`] of the jobs that ended without ever running: an `alloc` exception (an
+/// unsatisfiable request), a `dependency` one (an afterok job failed), or cancelled while
+/// pending (return code -128).
+pub(crate) fn parse_never_ran(output: &str) -> HashMap<JobRef, (JobState, String)> {
+    final_lines(output)
+        .into_iter()
+        .filter(|(_, _, _, never_ran)| *never_ran)
+        .map(|(job, state, detail, _)| (job, (state, detail)))
+        .collect()
+}
+
+/// Each line [`parse_final`] reads: the job, its state, the detail, and whether it never ran.
+fn final_lines(output: &str) -> Vec<(JobRef, JobState, String, bool)> {
+    let mut found = Vec::new();
     for line in output.lines() {
         let fields: Vec<&str> = line.splitn(6, '|').collect();
         let [id, state, result, code, exc_type, note] = fields[..] else {
@@ -145,10 +146,12 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
         };
         let (Ok(job_id), Some(state)) = (
             parse_job_id(id),
-            final_state(state.trim(), result.trim(), exc_type.trim(), code.trim()),
+            final_state(state.trim(), result.trim(), exc_type.trim()),
         ) else {
             continue;
         };
+        let never_ran = state.is_finished()
+            && (matches!(exc_type.trim(), "alloc" | "dependency") || code.trim().starts_with('-'));
         let mut detail = Vec::new();
         if !code.trim().is_empty() {
             detail.push(format!("return code {}", code.trim()));
@@ -161,13 +164,7 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
                 format!("exception {}: {note}", exc_type.trim())
             });
         }
-        found.insert(
-            JobRef {
-                job_id,
-                array_index: None,
-            },
-            (state, detail.join("; ")),
-        );
+        found.push((JobRef::single(job_id), state, detail.join("; "), never_ran));
     }
     found
 }
@@ -246,8 +243,8 @@ mod tests {
     fn queue_lines_give_active_states() {
         let states = parse_queue("101|SCHED\n102|RUN\n\n103|CLEANUP\n").unwrap();
         assert_eq!(states.len(), 3);
-        assert_eq!(states[&job(101)].name, "SCHED");
-        assert!(!states[&job(102)].finished);
+        assert_eq!(states[&job(101)], JobState::Active("SCHED"));
+        assert!(!states[&job(102)].is_finished());
         let err = parse_queue("101|SLEEPING\n").unwrap_err();
         assert!(err.0.contains("line 1: unknown job state"), "{err}");
         assert!(parse_queue("101 RUN\n").is_err());
@@ -264,34 +261,53 @@ mod tests {
                    garbage\n";
         let f = parse_final(out);
         assert_eq!(f.len(), 6);
-        assert_eq!(f[&job(7)].0.name, "COMPLETED");
-        assert!(!f[&job(7)].0.by_scheduler);
+        let reason = |id| f[&job(id)].0.clone().into_reason();
+        assert_eq!(reason(7), EndReason::Completed);
+        assert!(!reason(7).by_scheduler());
         let (t, detail) = &f[&job(8)];
-        assert_eq!((t.name, t.by_scheduler), ("TIMEOUT", true));
+        assert_eq!(t, &JobState::Ended(EndReason::Timeout));
         assert_eq!(
             detail,
             "return code 143; exception timeout: resource allocation expired"
         );
-        assert!(f[&job(9)].0.by_scheduler);
-        assert!(!f[&job(10)].0.by_scheduler, "the job's own failure");
-        assert!(f[&job(11)].0.by_scheduler, "a lost node");
+        assert_eq!(reason(9), EndReason::Cancelled);
+        assert_eq!(reason(10), EndReason::Failed, "the job's own failure");
+        assert_eq!(reason(11), EndReason::NodeFail, "a lost node");
+        assert!(reason(11).by_scheduler());
         assert_eq!(
             f[&job(11)].1,
             "return code 137; exception lost: node 3 lost | rank 2"
         );
-        assert!(!f[&job(12)].0.finished);
+        assert!(!f[&job(12)].0.is_finished());
+        let other = parse_final("13|INACTIVE|FAILED|1|alloc|no resources\n");
+        let reason = other[&job(13)].0.clone().into_reason();
+        assert_eq!(reason.as_str(), "FAILED (alloc)");
+        assert!(reason.by_scheduler(), "an exception Flux raised");
+    }
+
+    #[test]
+    fn jobs_that_never_ran() {
         // What real Flux 0.88 printed for jobs that never ran, and for ones that did.
         let out = "ƒLW1B78b|INACTIVE|FAILED|1|dependency|dependency after-success=ƒLSMAsqH can never be satisfied\n\
                    ƒsLG2pNj|INACTIVE|FAILED|1|alloc|unsatisfiable request: need 1 slot(s) with 1 GPU(s) each\n\
                    ƒUSFt9MZ|INACTIVE|CANCELED|-128|cancel|\n\
                    ƒTaPSJYo|INACTIVE|CANCELED|129|cancel|\n\
                    ƒLSMAsqH|INACTIVE|FAILED|3||\n";
-        let f = parse_final(out);
-        let never: Vec<bool> = ["ƒLW1B78b", "ƒsLG2pNj", "ƒUSFt9MZ", "ƒTaPSJYo", "ƒLSMAsqH"]
+        let never = parse_never_ran(out);
+        let mut ids: Vec<u64> = never.keys().map(|j| j.job_id).collect();
+        ids.sort();
+        let mut expected: Vec<u64> = ["ƒLW1B78b", "ƒsLG2pNj", "ƒUSFt9MZ"]
             .iter()
-            .map(|id| f[&job(parse_job_id(id).unwrap())].0.never_ran)
+            .map(|id| parse_job_id(id).unwrap())
             .collect();
-        assert_eq!(never, [true, true, true, false, false]);
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert_eq!(parse_final(out).len(), 5);
+        let (_, detail) = &never[&JobRef::single(parse_job_id("ƒsLG2pNj").unwrap())];
+        assert!(
+            detail.contains("exception alloc: unsatisfiable request"),
+            "{detail}"
+        );
     }
 
     #[test]

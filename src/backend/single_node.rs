@@ -272,14 +272,12 @@ impl SingleNode {
             // the scheduler rejected, as a refused `flux batch` is, not the task failing
             // with exit code 1.
             End::Exited(status)
-                if matches!(self.launcher, Launcher::Flux { .. })
-                    && status.code() == Some(1)
-                    && crate::backend::flux::run_refusal(&stderr_tail).is_some() =>
+                if status.code() == Some(1) && self.launcher.refusal(&stderr_tail).is_some() =>
             {
                 Err(TaskError::Launch {
-                    what: "flux run".into(),
+                    what: format!("{program} run"),
                     kind: LaunchErrorKind::RejectedByScheduler,
-                    detail: crate::backend::flux::run_refusal(&stderr_tail).unwrap_or_default(),
+                    detail: self.launcher.refusal(&stderr_tail).unwrap_or_default(),
                 })
             }
             End::Exited(status) => match command_spec {

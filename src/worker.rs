@@ -47,6 +47,8 @@ fn launched_without_init(running_task: bool, first_arg: Option<&OsStr>) -> bool 
 pub fn init() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(OsStr::new(WORKER_ARG)) {
+        // The driver: find the binary the workers re-execute before anything can move it.
+        crate::backend::exe::remember();
         return;
     }
     let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();

@@ -93,6 +93,14 @@ impl Ticket {
         }
     }
 
+    /// Sends `signal` to the child's process group while it runs.
+    pub(crate) fn signal(&self, signal: i32) {
+        let st = self.state.lock().unwrap();
+        if let Stage::Running(pid) = st.stage {
+            kill_group(pid, signal);
+        }
+    }
+
     /// Whether cancellation was asked for.
     pub(crate) fn cancel_requested(&self) -> bool {
         self.state.lock().unwrap().cancel_requested

@@ -2,12 +2,13 @@
 //! the worker (it is re-executed per task), so it has its own small runner (`harness = false`):
 //! `pitch::init()` must see the worker arguments before any test harness would.
 //!
-//! `flux::` tests run FluxJobExecutor against the fake `flux` of `tests/e2e/fake-flux` (its
-//! `flux resource info` and `flux run`); `flux_cluster::` tests run FluxClusterExecutor against
-//! the same script as a small stateful batch scheduler (`flux batch` with `# flux:` directives,
-//! afterok dependencies, time limits and F58 job ids; `flux jobs`; `flux cancel`), its state in
-//! the directory PITCH_FAKE_FLUX_STATE. Both run each test's driver in a child process
-//! (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`) whose environment is set at start.
+//! `flux::` tests run FluxJobExecutor and `flux_cluster::` tests FluxClusterExecutor against
+//! a real Flux instance when FLUX_URI names one (cluster-tests/start-flux.sh; PITCH_REAL_FLUX=1
+//! makes a missing instance a failure instead of a skip), through a shim that records each
+//! `flux` call (`tests/e2e/flux-shim`); the fake `flux` of `tests/e2e/fake-flux` is kept for an
+//! error path a real Flux cannot produce on demand. Both run each test's driver in a child
+//! process (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`) whose environment is set
+//! at start.
 //!
 //! Run one test: `cargo test --test e2e -- NAME_SUBSTRING`.
 
@@ -54,7 +55,7 @@ pub(crate) fn run_driver_named(drivers: &[(&str, TestFn)], kind: &str, name: &st
 
 fn main() {
     pitch::init();
-    // A FluxJobExecutor test's driver, started by the test with the fake flux on PATH.
+    // A FluxJobExecutor test's driver, started by the test with the shim (or the fake) on PATH.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("flux-driver") {
         std::process::exit(flux::driver(args.get(2).map_or("", String::as_str)));

@@ -360,6 +360,16 @@ fn build_queue(
                 Some(never) => match never {},
                 None => Arc::new(Local),
             };
+            // Flux reads `{{...}}` in a job's --output as a placeholder and has no escape for
+            // it: such a cache path would put the jobs' logs elsewhere, or fail the jobs.
+            let seen = transport.path(store.root());
+            if scheduler == SchedulerKind::Flux && seen.to_string_lossy().contains("{{") {
+                return Err(Error::Config(format!(
+                    "the cache directory {} holds `{{{{`, which Flux reads as a placeholder in \
+                     the jobs' output paths: choose a path without `{{{{`",
+                    seen.display()
+                )));
+            }
             let scheduler = scheduler_for(scheduler, transport.clone());
             Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
         },

@@ -33,6 +33,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         a_task_file_copied_from_another_task_is_not_run,
     ),
     (
+        "security::a_flux_cache_path_with_braces_is_refused",
+        a_flux_cache_path_with_braces_is_refused,
+    ),
+    (
         "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
         an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
@@ -429,5 +433,21 @@ fn a_task_file_copied_from_another_task_is_not_run() -> Result<(), String> {
         ),
         other => return Err(format!("the foreign task file ran: {other:?}")),
     }
+    Ok(())
+}
+
+/// Flux reads `{{id}}` in a job's output path as the job id and has no escape for it: a cache
+/// directory whose path holds `{{` is refused when a Flux batch executor is built (its jobs
+/// would fail, their logs going to a directory that does not exist).
+fn a_flux_cache_path_with_braces_is_refused() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let r = pitch::FluxClusterExecutor::builder()
+        .cache_directory(d.path().join("runs{{id}}").join("cache"))
+        .build();
+    ensure!(
+        matches!(&r, Err(Error::Config(m)) if m.contains("runs{{id}}") && m.contains("Flux")),
+        "{:?}",
+        r.err()
+    );
     Ok(())
 }

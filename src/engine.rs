@@ -42,6 +42,9 @@ pub(crate) struct Engine {
     /// Tasks submitted and not yet handed to the backend.
     pub preparing: Arc<AtomicUsize>,
     live: Mutex<HashMap<TaskKey, Arc<Slot>>>,
+    /// Tasks submitted (and not answered from the cache) that have not ended. A slot is filled
+    /// under this lock in the same step as the count goes down, so whoever has seen a
+    /// result never reads a count that still includes its task.
     pending: Mutex<u64>,
     idle: Condvar,
     warned: Mutex<HashSet<&'static str>>,
@@ -430,11 +433,20 @@ impl Engine {
             }
         }
         slot.cancel.clear_hooks();
-        slot.resolve(record.outcome);
-        let mut pending = self.pending.lock().unwrap();
-        *pending -= 1;
-        if *pending == 0 {
-            self.idle.notify_all();
+        // Fill the slot and count the task out in one step under the lock (issue 19: a caller
+        // woken by the result read the count before it went down), and wake the slot's waiters
+        // after letting go of it.
+        let filled = {
+            let mut pending = self.pending.lock().unwrap();
+            let filled = slot.fill(record.outcome);
+            *pending -= 1;
+            if *pending == 0 {
+                self.idle.notify_all();
+            }
+            filled
+        };
+        if let Some(filled) = filled {
+            slot.wake(filled);
         }
     }
 
@@ -472,6 +484,34 @@ impl Engine {
             if slot.outcome().is_none() {
                 slot.cancel.cancel();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Executor, SingleNodeExecutor};
+
+    fn executor(cache: &std::path::Path) -> Executor {
+        SingleNodeExecutor::builder()
+            .max_cores(2)
+            .cache_directory(cache)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_result_is_never_seen_before_its_task_is_counted_out() {
+        // Issue 19: the slot was filled before the pending count went down, so a caller
+        // woken by the result could read a count that still included its task.
+        let dir = tempfile::tempdir().unwrap();
+        let exe = executor(dir.path()).with_cache(false);
+        let engine = exe.engine().clone();
+        for i in 0..300 {
+            let f = exe.submit_command(Command::new("true"));
+            f.result().unwrap();
+            assert_eq!(engine.pending(), 0, "task {i}: counted after its result");
         }
     }
 }

@@ -41,6 +41,10 @@ pub(crate) struct Engine {
     pub counts: Counts,
     /// Tasks submitted and not yet handed to the backend.
     pub preparing: Arc<AtomicUsize>,
+    /// The unresolved tasks, by key: what a second submission of a key joins instead of
+    /// running it again. A task leaves when it ends, so the engine holds nothing of a
+    /// finished task: its result lives in the futures the callers still hold (and in the
+    /// cache directory, where a later submission of the key finds it).
     live: Mutex<HashMap<TaskKey, Arc<Slot>>>,
     /// Tasks submitted (and not answered from the cache) that have not ended. A slot is filled
     /// under this lock in the same step as the count goes down, so whoever has seen a
@@ -258,6 +262,7 @@ impl Engine {
                         name: label,
                     });
                     slot.resolve(Ok(values));
+                    self.forget(&slot);
                     return TaskFuture::new(slot, view);
                 }
                 Ok(_) | Err(FormatError::Missing) => {}
@@ -445,9 +450,25 @@ impl Engine {
             }
             filled
         };
+        self.forget(slot);
         if let Some(filled) = filled {
             slot.wake(filled);
         }
+    }
+
+    /// Drops a resolved task from the unresolved ones, unless a later submission of its key
+    /// (after it failed) has taken its place already.
+    fn forget(&self, slot: &Arc<Slot>) {
+        let mut live = self.live.lock().unwrap();
+        if live.get(&slot.key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            live.remove(&slot.key);
+        }
+    }
+
+    /// Number of tasks the engine keeps by key (the unresolved ones), for tests.
+    #[cfg(test)]
+    pub(crate) fn live_count(&self) -> usize {
+        self.live.lock().unwrap().len()
     }
 
     /// Blocks until no task is pending.
@@ -490,6 +511,9 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Weak;
+    use std::time::Duration;
+
     use super::*;
     use crate::{Executor, SingleNodeExecutor};
 
@@ -499,6 +523,51 @@ mod tests {
             .cache_directory(cache)
             .build()
             .unwrap()
+    }
+
+    /// Waits until nothing holds the slot behind `weak` any more.
+    fn released(weak: &Weak<Slot>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn a_finished_task_is_kept_by_its_futures_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = executor(dir.path());
+        let engine = exe.engine().clone();
+        let slow = || {
+            Command::new("sh")
+                .args(["-c", "sleep 0.3; echo once >> runs"])
+                .cwd(dir.path())
+        };
+        let first = exe.submit_command(slow());
+        // While it runs, the same key joins it.
+        let second = exe.submit_command(slow());
+        assert_eq!(first.key(), second.key());
+        assert_eq!(engine.live_count(), 1);
+        assert_eq!(first.result().unwrap().exit_code, 0);
+        assert_eq!(engine.live_count(), 0, "a finished task leaves the engine");
+        // Once no caller holds its futures, nothing holds its slot (nor its result).
+        let weak = Arc::downgrade(&first.dependency().slot);
+        drop((first, second));
+        assert!(released(&weak), "something still holds a finished task");
+        // A later submission of the key is answered from the cache directory.
+        let third = exe.submit_command(slow());
+        assert_eq!(third.result().unwrap().exit_code, 0);
+        let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+        assert_eq!(runs, "once\n");
+        assert_eq!(engine.counts.cached.load(Ordering::Relaxed), 1);
+        assert_eq!(engine.live_count(), 0, "a cached answer is not kept either");
+        let weak = Arc::downgrade(&third.dependency().slot);
+        drop(third);
+        assert!(released(&weak), "something still holds a cached task");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Driver memory per task: runs `--tasks` no-op commands (`true I`, each its own key) on
-//! SingleNode and prints the driver's peak resident memory (`VmHWM` of /proc/self/status)
-//! before and after, and the growth per task, as one JSON line.
+//! Driver memory per task: runs `--tasks` no-op commands (`true I`, each its own key; with
+//! `--function`, no-op function tasks instead) on SingleNode and prints the driver's peak
+//! resident memory (`VmHWM` of /proc/self/status) before and after, and the growth per task,
+//! as one JSON line.
 //!
 //! The caller keeps at most `--window` futures (default 1,000): it submits a window, waits
 //! for it and drops its futures before the next, so whatever the peak grows by beyond one
@@ -12,7 +13,12 @@
 
 use std::time::Instant;
 
-use pitch::{Command, SingleNodeExecutor};
+use pitch::{Command, Executor, SingleNodeExecutor};
+
+pitch::task! {
+    /// The no-op task: returns its argument.
+    pub fn noop(i: u64) -> u64 { i }
+}
 
 fn text_arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -40,11 +46,25 @@ fn status_bytes(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
+/// Runs tasks `from..to` (commands or functions) and waits for all of them.
+fn run(exe: &Executor, function: bool, from: usize, to: usize) -> Result<(), pitch::Error> {
+    if function {
+        let values = pitch::wait_all(noop::map(exe, from as u64..to as u64))?;
+        assert_eq!(values.len(), to - from);
+    } else {
+        let commands = (from..to).map(|i| Command::new("true").arg(i.to_string()));
+        let outputs = pitch::wait_all(exe.map_commands(commands))?;
+        assert_eq!(outputs.len(), to - from);
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), pitch::Error> {
     pitch::init();
     let tasks = arg("--tasks", 200_000);
     let workers = arg("--workers", 2);
     let window = arg("--window", 1_000).max(1);
+    let function = std::env::args().any(|a| a == "--function");
     let store = text_arg("--store").unwrap_or_else(|| std::env::temp_dir().display().to_string());
     let dir = tempfile::tempdir_in(&store).map_err(|e| pitch::Error::Config(e.to_string()))?;
     let exe = SingleNodeExecutor::builder()
@@ -55,25 +75,23 @@ fn main() -> Result<(), pitch::Error> {
 
     // Warm-up: runtime and pool threads, one full window (the caller's own share), so
     // that the baseline holds everything but what finished tasks leave behind.
-    let warm = (0..window).map(|i| Command::new("true").arg(format!("w{i}")));
-    pitch::wait_all(exe.map_commands(warm))?;
+    run(&exe, function, tasks, tasks + window)?;
     let before = status_bytes("VmHWM");
 
     let start = Instant::now();
     let mut submitted = 0;
     while submitted < tasks {
         let n = window.min(tasks - submitted);
-        let commands = (submitted..submitted + n).map(|i| Command::new("true").arg(i.to_string()));
-        let outputs = pitch::wait_all(exe.map_commands(commands))?;
-        assert_eq!(outputs.len(), n);
+        run(&exe, function, submitted, submitted + n)?;
         submitted += n;
     }
     let seconds = start.elapsed().as_secs_f64();
     let after = status_bytes("VmHWM");
     let rss = status_bytes("VmRSS");
     let per_task = after.saturating_sub(before) as f64 / tasks as f64;
+    let kind = if function { "function" } else { "command" };
     println!(
-        "{{\"name\": \"driver memory\", \"tasks\": {tasks}, \"window\": {window}, \
+        "{{\"name\": \"driver memory ({kind})\", \"tasks\": {tasks}, \"window\": {window}, \
          \"seconds\": {seconds:.3}, \"vm_hwm_before\": {before}, \"vm_hwm_after\": {after}, \
          \"vm_rss_after\": {rss}, \"bytes_per_task\": {per_task:.1}}}"
     );

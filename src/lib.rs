@@ -63,7 +63,7 @@ pub use builders::{
 };
 pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};
-pub use error::{Error, TaskError};
+pub use error::{Error, LaunchErrorKind, TaskError};
 pub use event::{Event, EventKind, Reporter};
 pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
@@ -80,7 +80,7 @@ pub use worker::{context, init, TaskContext};
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::executor::{arg_source, BatchGuard};
+    pub use crate::executor::arg_source;
     pub use crate::registry::fingerprint;
     pub use crate::registry::support::*;
     pub use crate::registry::Registration;

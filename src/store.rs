@@ -59,7 +59,7 @@ impl FileKind {
 pub(crate) enum FormatError {
     #[error("does not exist")]
     Missing,
-    #[error("{0}")]
+    #[error("cannot be read: {0}")]
     Io(#[from] io::Error),
     #[error("is truncated: {0}")]
     Truncated(String),

@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
+use pitch::{
+    Command, EventKind, Executor, FluxClusterExecutor, LaunchErrorKind, Resources, TaskError,
+};
 
 use crate::ensure;
 use crate::flux::calls;
@@ -582,8 +584,9 @@ fn a_rejected_submission() -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         match add::submit(&exe, 1, 2).result() {
-            Err(TaskError::Launch { what, detail }) => {
+            Err(TaskError::Launch { what, kind, detail }) => {
                 ensure!(what == "flux batch", "{what}");
+                ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
                 ensure!(
                     detail.contains("flux-batch: ERROR: invalid queue 'nosuchqueue'"),
                     "{detail}"

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::backend::queue::transport::Transport;
 use crate::backend::queue::{base_header, strings, CmdOutput, Fut, JobRef, JobState, Scheduler};
-use crate::error::TaskError;
+use crate::error::{LaunchErrorKind, TaskError};
 use crate::resources::Resources;
 use crate::template::{self, SlurmScript};
 
@@ -108,21 +108,31 @@ impl Scheduler for Flux {
 
     fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>> {
         Box::pin(async move {
-            let launch = |detail: String| TaskError::Launch {
+            let launch = |kind, detail: String| TaskError::Launch {
                 what: "flux batch".into(),
+                kind,
                 detail,
             };
             let out = self
                 .flux(vec!["batch".into(), script.display().to_string()])
                 .await
-                .map_err(launch)?;
+                // The transport names a missing program in its message only.
+                .map_err(|e| {
+                    let kind = if e.contains("was not found on") {
+                        LaunchErrorKind::NotFound
+                    } else {
+                        LaunchErrorKind::Other
+                    };
+                    launch(kind, e)
+                })?;
             if !out.success {
-                return Err(launch(format!(
-                    "flux batch rejected the job: {}",
-                    out.stderr.trim()
-                )));
+                return Err(launch(
+                    LaunchErrorKind::RejectedByScheduler,
+                    format!("flux batch rejected the job: {}", out.stderr.trim()),
+                ));
             }
-            parse::parse_submit_output(&out.stdout).map_err(|e| launch(e.to_string()))
+            parse::parse_submit_output(&out.stdout)
+                .map_err(|e| launch(LaunchErrorKind::Other, e.to_string()))
         })
     }
 

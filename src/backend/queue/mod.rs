@@ -28,7 +28,7 @@ use self::transport::Transport;
 use super::{Backend, BoxFuture, DropPolicy, Job};
 pub(crate) use crate::backend::slurm::parse::JobRef;
 use crate::engine::dependency_failed;
-use crate::error::{Error, TaskError};
+use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
 use crate::resources::Resources;
 use crate::store::{self, ResultRecord, Store, TaskPaths};
@@ -221,6 +221,7 @@ impl Queue {
             .clone()
             .map_err(|detail| TaskError::Launch {
                 what: "the worker binary".into(),
+                kind: LaunchErrorKind::Other,
                 detail,
             })
     }
@@ -239,6 +240,7 @@ impl Queue {
             .await;
         uploaded.clone().map_err(|detail| TaskError::Launch {
             what: "the worker binary".into(),
+            kind: LaunchErrorKind::Other,
             detail,
         })?;
         Ok(self.transport.path(&exe))
@@ -447,6 +449,7 @@ impl Queue {
         template::render(&self.template_name, &self.template_source, header).map_err(|e| {
             TaskError::Launch {
                 what: "the job script".into(),
+                kind: LaunchErrorKind::Other,
                 detail: e.to_string(),
             }
         })
@@ -472,6 +475,7 @@ impl Queue {
             .await
             .map_err(|detail| TaskError::Launch {
                 what: "the job script".into(),
+                kind: LaunchErrorKind::Other,
                 detail,
             })?;
         self.scheduler.submit(&self.transport.path(&path)).await
@@ -559,6 +563,7 @@ impl Queue {
             Ok(r) => r,
             Err(_) => Err(TaskError::Launch {
                 what: "the job submission".into(),
+                kind: LaunchErrorKind::Other,
                 detail: "the submission was dropped".into(),
             }),
         };
@@ -612,6 +617,7 @@ impl Queue {
             .await
             .map_err(|detail| TaskError::Launch {
                 what: "the task's files".into(),
+                kind: LaunchErrorKind::Other,
                 detail,
             })
     }

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{JobRef, JobState, Queue};
-use crate::command::{CommandOutput, CommandSpec};
+use crate::command::CommandOutput;
 use crate::error::TaskError;
 use crate::store::{FormatError, ResultRecord, TaskPaths};
-use crate::task::{TaskKind, TaskSpec};
+use crate::task::{CommandSpec, TaskKind, TaskSpec};
 
 /// How a watched task ended.
 pub(crate) enum WatchEnd {

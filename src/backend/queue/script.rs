@@ -180,7 +180,7 @@ pub(crate) fn packed_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::CommandSpec;
+    use crate::task::CommandSpec;
     use crate::task::{TaskKey, TaskSpec};
 
     fn spec(kind: TaskKind, ranks: u32) -> TaskSpec {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use self::parse::SlurmState;
 use crate::backend::queue::transport::Transport;
 use crate::backend::queue::{base_header, strings, CmdOutput, Fut, JobRef, JobState, Scheduler};
-use crate::error::TaskError;
+use crate::error::{LaunchErrorKind, TaskError};
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
 use crate::template::{self, SlurmScript};
 
@@ -162,8 +162,9 @@ impl Scheduler for Slurm {
 
     fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>> {
         Box::pin(async move {
-            let launch = |detail: String| TaskError::Launch {
+            let launch = |kind, detail: String| TaskError::Launch {
                 what: "sbatch".into(),
+                kind,
                 detail,
             };
             let out = self
@@ -172,14 +173,23 @@ impl Scheduler for Slurm {
                     &["--parsable".into(), script.display().to_string()],
                 )
                 .await
-                .map_err(launch)?;
+                // The transport names a missing program in its message only.
+                .map_err(|e| {
+                    let kind = if e.contains("was not found on") {
+                        LaunchErrorKind::NotFound
+                    } else {
+                        LaunchErrorKind::Other
+                    };
+                    launch(kind, e)
+                })?;
             if !out.success {
-                return Err(launch(format!(
-                    "sbatch rejected the job: {}",
-                    out.stderr.trim()
-                )));
+                return Err(launch(
+                    LaunchErrorKind::RejectedByScheduler,
+                    format!("sbatch rejected the job: {}", out.stderr.trim()),
+                ));
             }
-            parse::parse_sbatch_parsable(&out.stdout).map_err(|e| launch(e.to_string()))
+            parse::parse_sbatch_parsable(&out.stdout)
+                .map_err(|e| launch(LaunchErrorKind::Other, e.to_string()))
         })
     }
 

@@ -92,7 +92,7 @@ fn main() {
 }
 
 /// RUST_TEST_THREADS, which libtest honours and libtest-mimic does not.
-pub(crate) fn test_threads_from_env() -> Option<usize> {
+fn test_threads_from_env() -> Option<usize> {
     std::env::var("RUST_TEST_THREADS")
         .ok()
         .and_then(|n| n.parse().ok())

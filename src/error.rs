@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::profile::ProfileError;
 use crate::resources::ResourceError;
+use crate::scheduler::EndReason;
 
 fn tail(text: &str) -> String {
     let text = text.trim_end();
@@ -176,8 +177,9 @@ pub enum TaskError {
     Scheduler {
         /// The scheduler's job id.
         job_id: String,
-        /// The scheduler's state (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED...).
-        state: String,
+        /// Why the job ended (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED...), whatever the
+        /// scheduler.
+        state: EndReason,
         /// More detail, e.g. the job log's tail.
         detail: String,
     },
@@ -213,6 +215,21 @@ impl TaskError {
             next = e.source();
         }
         TaskError::Failed { chain }
+    }
+
+    /// The error of a task whose input `input` (the upstream task `name` with key `key`)
+    /// failed with `cause`.
+    pub(crate) fn dependency_failed(
+        input: &str,
+        name: &str,
+        key: &dyn std::fmt::Display,
+        cause: &TaskError,
+    ) -> TaskError {
+        TaskError::DependencyFailed {
+            input: format!("{input} ({name})"),
+            key: key.to_string(),
+            cause: Box::new(cause.clone()),
+        }
     }
 }
 

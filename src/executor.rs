@@ -1,6 +1,6 @@
 //! The [`Executor`] facade: one concrete type whatever the backend, so that moving from a
 //! laptop to a cluster is a one-line change of constructor (the builders are in
-//! `builders.rs`).
+//! `builders/`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,6 +167,14 @@ impl Executor {
     pub fn task_directory(&self, key: &str) -> Result<PathBuf, Error> {
         let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
         Ok(self.inner.engine.store.task(&key).dir().to_path_buf())
+    }
+
+    /// Where the task with this key keeps its standard output and standard error (files
+    /// that exist only when the task wrote something).
+    pub fn task_output_files(&self, key: &str) -> Result<(PathBuf, PathBuf), Error> {
+        let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
+        let paths = self.inner.engine.store.task(&key);
+        Ok((paths.stdout(), paths.stderr()))
     }
 
     /// The resources tasks submitted through this handle get.

@@ -47,15 +47,16 @@ mod executor;
 mod future;
 pub mod profile;
 mod registry;
-#[cfg(feature = "remote")]
-mod remote;
 mod report;
 mod resources;
+mod scheduler;
 mod store;
 mod task;
 mod template;
 mod worker;
 
+#[cfg(feature = "remote")]
+pub use backend::transport::ssh::Remote;
 pub use builders::{
     FluxClusterBuilder, FluxClusterExecutor, FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder,
     SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor, SlurmJobBuilder,
@@ -68,13 +69,12 @@ pub use event::{Event, EventKind, Reporter};
 pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
 pub use registry::registered_tasks;
-#[cfg(feature = "remote")]
-pub use remote::Remote;
 pub use report::{JsonLinesReporter, ProgressReporter};
 pub use resources::{
     format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,
     RESOURCE_KEYS,
 };
+pub use scheduler::{EndReason, SchedulerError, SchedulerKind};
 pub use worker::{context, init, TaskContext};
 
 /// Support for macro expansions and the project's own tests; not part of the API.

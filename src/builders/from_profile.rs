@@ -11,6 +11,7 @@ use crate::backend::queue::QueueConfig;
 use crate::error::Error;
 use crate::event::Reporter;
 use crate::executor::Executor;
+use crate::scheduler::SchedulerKind;
 
 impl Executor {
     /// Builds the executor a profile of `pitch.toml` describes (the file in the current
@@ -102,7 +103,12 @@ impl Executor {
                 if let Some(i) = p.poll_interval {
                     cfg.poll_interval = i;
                 }
-                build_queue(common, cfg, remote_setting(p)?, p.backend.as_str())
+                let kind = if p.backend == BackendKind::Flux {
+                    SchedulerKind::Flux
+                } else {
+                    SchedulerKind::Slurm
+                };
+                build_queue(common, cfg, remote_setting(p)?, kind)
             }
         }
     }

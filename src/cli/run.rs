@@ -89,15 +89,11 @@ fn command(argv: &[String], env: &[(String, String)]) -> Command {
 }
 
 /// Where a finished (or failed) task's stream is: the output's path when the command ran,
-/// else the task directory's file when there is one.
-fn stream_path(
-    reported: Option<&Option<PathBuf>>,
-    dir: &Option<PathBuf>,
-    name: &str,
-) -> Option<PathBuf> {
+/// else the task's own file (from the store) when there is one.
+fn stream_path(reported: Option<&Option<PathBuf>>, file: Option<&PathBuf>) -> Option<PathBuf> {
     match reported {
         Some(p) => p.clone(),
-        None => dir.as_ref().map(|d| d.join(name)).filter(|p| p.exists()),
+        None => file.filter(|p| p.exists()).cloned(),
     }
 }
 
@@ -124,6 +120,7 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     let submitted = Instant::now();
     let future = exe.submit_command(command(&a.command, &[]).allow_failure());
     let dir = exe.task_directory(&future.key()).ok();
+    let streams = exe.task_output_files(&future.key()).ok();
     if a.detach {
         // Wait until the job is queued, then leave it to the scheduler.
         while future.job_id().is_none() && !future.done() {
@@ -147,10 +144,10 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     }
     // Stream the command's output while it runs. With --json pitch's stdout carries only the
     // JSON object: the command's stdout stays in its file, whose path the object names.
-    let follower = dir.as_ref().map(|d| {
-        let mut files = vec![(d.join("stderr"), Sink::Stderr)];
+    let follower = streams.as_ref().map(|(stdout, stderr)| {
+        let mut files = vec![(stderr.clone(), Sink::Stderr)];
         if !a.common.json {
-            files.insert(0, (d.join("stdout"), Sink::Stdout));
+            files.insert(0, (stdout.clone(), Sink::Stdout));
         }
         Follower::start(files)
     });
@@ -170,8 +167,8 @@ pub(crate) fn run(a: RunArgs) -> i32 {
             key: future.key(),
             exit_code: ok.map(|o| o.exit_code),
             seconds,
-            stdout: stream_path(ok.map(|o| &o.stdout), &dir, "stdout"),
-            stderr: stream_path(ok.map(|o| &o.stderr), &dir, "stderr"),
+            stdout: stream_path(ok.map(|o| &o.stdout), streams.as_ref().map(|s| &s.0)),
+            stderr: stream_path(ok.map(|o| &o.stderr), streams.as_ref().map(|s| &s.1)),
             error: result.as_ref().err().map(|e| e.to_string()),
         });
     }

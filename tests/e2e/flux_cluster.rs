@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pitch::{
-    Command, EventKind, Executor, FluxClusterExecutor, LaunchErrorKind, Resources, TaskError,
+    Command, EndReason, EventKind, Executor, FluxClusterExecutor, LaunchErrorKind, Resources,
+    TaskError,
 };
 
 use crate::ensure;
@@ -676,7 +677,7 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
             detail,
         }) => {
             ensure!(job_id == id.to_string(), "{job_id}");
-            ensure!(state == "CANCELED", "{state} {detail}");
+            ensure!(state == EndReason::Cancelled, "{state} {detail}");
             ensure!(detail.contains("exception cancel"), "{detail}");
         }
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
@@ -728,7 +729,9 @@ fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
         .collect();
     ensure!(new == [format!("cancel {id}")], "{new:#?}");
     match f.result() {
-        Err(TaskError::Scheduler { state, .. }) => ensure!(state == "CANCELED", "{state}"),
+        Err(TaskError::Scheduler { state, .. }) => {
+            ensure!(state == EndReason::Cancelled, "{state}")
+        }
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
     }
     Ok(())

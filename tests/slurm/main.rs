@@ -334,7 +334,8 @@ fn job_gone_without_result(dir: &Path) -> Result<(), String> {
     match f.result() {
         Err(TaskError::Scheduler { state, .. }) => {
             ensure!(
-                ["FAILED", "CANCELLED", "COMPLETED"].contains(&state.as_str()) || !state.is_empty(),
+                ["FAILED", "CANCELLED", "COMPLETED"].contains(&state.as_str())
+                    || !state.as_str().is_empty(),
                 "{state}"
             );
             eprintln!("  state learned: {state}");

@@ -161,6 +161,21 @@ impl Slot {
 
     pub(crate) fn set_job_id(&self, id: String) {
         *self.job_id.lock().unwrap() = Some(id);
+        // Wakes `wait_job_id` (under the state lock, so its check-then-wait cannot miss it).
+        let _st = self.state.lock().unwrap();
+        self.cond.notify_all();
+    }
+
+    /// Blocks until the task has a job id or has ended; the job id, if it got one.
+    fn wait_job_id(&self) -> Option<String> {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            let id = self.job_id.lock().unwrap().clone();
+            if id.is_some() || st.outcome.is_some() {
+                return id;
+            }
+            st = self.cond.wait(st).unwrap();
+        }
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Option<Outcome> {
@@ -303,6 +318,13 @@ impl<T> TaskFuture<T> {
     /// The scheduler's job id, once the task was handed to a scheduler.
     pub fn job_id(&self) -> Option<String> {
         self.slot.job_id.lock().unwrap().clone()
+    }
+
+    /// Blocks until the task was handed to a scheduler (then its job id) or ended without
+    /// one (then `None`: a local task, a cached result, a failure before submission). For
+    /// `pitch run --detach`: return once the job is queued.
+    pub fn wait_job_id(&self) -> Option<String> {
+        self.slot.wait_job_id()
     }
 
     /// Asks the engine to cancel the task: a queued task never starts, a running one is killed

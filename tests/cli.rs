@@ -538,7 +538,32 @@ fn every_json_output_has_a_schema_version() {
     assert_eq!(run.len(), 1);
     has(
         &run[0],
-        &["key", "exit_code", "seconds", "stdout", "stderr", "error"],
+        &[
+            "key",
+            "exit_code",
+            "seconds",
+            "run_seconds",
+            "total_seconds",
+            "queued_seconds",
+            "stdout",
+            "stderr",
+            "error",
+        ],
+    );
+    // Locally the command's run time is measured: seconds is it, and it fits in the total.
+    let (secs, run_s, total) = (
+        run[0]["seconds"].as_f64().unwrap(),
+        run[0]["run_seconds"]
+            .as_f64()
+            .expect("run_seconds measured locally"),
+        run[0]["total_seconds"].as_f64().unwrap(),
+    );
+    assert_eq!(secs, run_s, "{}", run[0]);
+    assert!(run_s <= total, "{}", run[0]);
+    assert!(
+        run[0]["queued_seconds"].as_f64().unwrap() >= 0.0,
+        "{}",
+        run[0]
     );
     let o = pitch(
         d.path(),

@@ -79,6 +79,9 @@ fn main() {
     if args.test_threads.is_none() {
         args.test_threads = test_threads_from_env();
     }
+    // Without a Flux instance the real-Flux tests are reported as ignored (under
+    // PITCH_REAL_FLUX=1 they run and fail instead).
+    let no_flux = matches!(flux::real_flux(), Ok(None));
     let trials = [
         single_node::TESTS,
         mpi::TESTS,
@@ -87,7 +90,10 @@ fn main() {
     ]
     .into_iter()
     .flatten()
-    .map(|&(name, test)| Trial::test(name, move || test().map_err(Failed::from)))
+    .map(|&(name, test)| {
+        Trial::test(name, move || test().map_err(Failed::from))
+            .with_ignored_flag(no_flux && flux::needs_real_flux(name))
+    })
     .collect();
     libtest_mimic::run(&args, trials).exit();
 }

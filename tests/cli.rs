@@ -708,3 +708,26 @@ fn quiet_and_verbose_only_where_they_mean_something() {
         );
     }
 }
+
+/// Points that repeat an earlier one are one task, and the summary says so (issue 19: "3
+/// points: 1 ran" did not add up).
+#[test]
+fn repeated_points_are_counted_as_repeats() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &["sweep", "--param", "x=1,1,2", "--", "echo", "{x}"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("3 points (1 repeats an earlier point, run once): 2 ran"),
+        "{err}"
+    );
+    let o = pitch(
+        d.path(),
+        &["sweep", "--param", "x=3,4", "--", "echo", "{x}"],
+    );
+    let err = text(&o.stderr);
+    assert!(err.contains("2 points: 2 ran"), "{err}");
+}

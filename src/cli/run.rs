@@ -294,8 +294,18 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
     let summary = exe.shutdown(pitch::Shutdown::Wait);
     lines.flush();
     if !out.quiet {
+        // Points that repeat an earlier one (`x=1,1,1`) are one task: say so, or the counts
+        // below would not add up.
+        let distinct: std::collections::HashSet<String> = futures.iter().map(|f| f.key()).collect();
+        let repeats = match points.len() - distinct.len() {
+            0 => String::new(),
+            n => format!(
+                " ({} an earlier point, run once)",
+                count(n, "repeats", "repeat")
+            ),
+        };
         eprintln!(
-            "pitch: {}: {} ran, {} from the cache, {} failed ({})",
+            "pitch: {}{repeats}: {} ran, {} from the cache, {} failed ({})",
             count(points.len(), "point", "points"),
             summary.succeeded + summary.failed - summary.cached,
             summary.cached,

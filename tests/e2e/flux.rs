@@ -125,6 +125,16 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ("flux::outside_an_instance", outside_an_instance),
 ];
 
+/// Whether the test `name` needs a real Flux instance: every Flux test but the two that run
+/// against the fake `flux` (error paths a real Flux does not produce on demand).
+pub(crate) fn needs_real_flux(name: &str) -> bool {
+    const FAKE_ONLY: &[&str] = &[
+        "flux::unreadable_resource_info",
+        "flux::outside_an_instance",
+    ];
+    name.starts_with("flux") && !FAKE_ONLY.contains(&name)
+}
+
 /// The real `flux` the tests run against: the first `flux` on PATH when FLUX_URI names an
 /// instance. `None` (the real-Flux tests are skipped) without one, unless PITCH_REAL_FLUX=1
 /// asks for it: then a missing instance is an error. PITCH_REAL_FLUX=0 never uses one.

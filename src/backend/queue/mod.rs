@@ -314,8 +314,7 @@ impl Queue {
                 let now = self.pending.lock().unwrap().len();
                 let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
                 let waited = started.elapsed();
-                if (now == last && preparing == 0)
-                    || (waited > MAX_BATCH_WAIT && preparing == 0)
+                if (preparing == 0 && (now == last || waited > MAX_BATCH_WAIT))
                     || waited > MAX_BATCH_WAIT_PREPARING
                 {
                     break;

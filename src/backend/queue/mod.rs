@@ -32,6 +32,10 @@ use crate::template::{self, SlurmScript};
 
 /// The longest a submission waits for more tasks to join its job array.
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
+/// How long a batch may wait past [`MAX_BATCH_WAIT`] while submitted tasks are still on their
+/// way (a big `map` whose task files take long to write, on a slow or busy file system): one
+/// job array then, rather than one every few seconds.
+const MAX_BATCH_WAIT_PREPARING: Duration = Duration::from_secs(60);
 
 /// Settings of a queue backend (from the builder).
 #[derive(Debug, Clone)]
@@ -300,15 +304,19 @@ impl Queue {
     async fn flush_loop(self: Arc<Self>) {
         loop {
             // Wait until no submitted task is still on its way here and submissions have
-            // paused for one batch window (at most a few seconds), so that a `map` becomes
-            // one job array rather than several.
+            // paused for one batch window, so that a `map` becomes one job array rather than
+            // several: at most a few seconds for a trickle of submissions, longer (up to a
+            // minute) while a `map`'s tasks are still being written.
             let started = std::time::Instant::now();
             let mut last = self.pending.lock().unwrap().len();
             loop {
                 tokio::time::sleep(self.cfg.batch_window).await;
                 let now = self.pending.lock().unwrap().len();
                 let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
-                if (now == last && preparing == 0) || started.elapsed() > MAX_BATCH_WAIT {
+                let waited = started.elapsed();
+                if (preparing == 0 && (now == last || waited > MAX_BATCH_WAIT))
+                    || waited > MAX_BATCH_WAIT_PREPARING
+                {
                     break;
                 }
                 last = now;

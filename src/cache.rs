@@ -54,8 +54,15 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens an existing cache directory.
+    /// Opens an existing cache directory, refusing one that another user could have changed
+    /// ([`Error::Untrusted`], as when an executor is built).
     pub fn open(dir: &Path) -> Result<Cache, Error> {
+        Cache::open_trusting(dir, false)
+    }
+
+    /// [`Cache::open`] that also accepts, with `trust_group`, a group-writable cache directory
+    /// or parent (the builders' `trust_group`).
+    pub fn open_trusting(dir: &Path, trust_group: bool) -> Result<Cache, Error> {
         if !Store::is_cache(dir) {
             return Err(Error::Config(format!(
                 "{} is not a pitch cache directory (it has no tasks/ folder)",
@@ -63,8 +70,14 @@ impl Cache {
             )));
         }
         let root = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let trust = crate::trust::Policy { trust_group };
+        crate::trust::check_root(&root, trust).map_err(|u| Error::Untrusted {
+            cache: root.clone(),
+            path: u.path,
+            reason: u.reason,
+        })?;
         Ok(Cache {
-            store: Store::at(root, false),
+            store: Store::at(root, false).trusting(trust),
         })
     }
 

@@ -68,12 +68,26 @@ impl Command {
         self
     }
 
-    /// Sets an environment variable for the command (on top of the resources' `env`).
+    /// Sets an environment variable for the command (on top of the resources' `env`). The
+    /// name must be a shell identifier (`[A-Za-z_][A-Za-z0-9_]*`): another name (`MY-VAR`)
+    /// fails the task with [`TaskError::Rejected`](crate::TaskError::Rejected) naming it when
+    /// it is submitted, on every backend, since Slurm and Flux job scripts export it with bash.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Command {
         let key = key.into();
         self.spec.env.retain(|(k, _)| *k != key);
         self.spec.env.push((key, value.into()));
         self
+    }
+
+    /// The first environment variable whose name is not a shell identifier, with what is
+    /// wrong with it: refused on every backend (see [`Command::env`]).
+    pub(crate) fn env_problem(&self) -> Option<String> {
+        self.spec.env.iter().find_map(|(k, _)| {
+            crate::resources::env_name_problem(k).map(|reason| {
+                let shown: String = k.chars().take(100).collect();
+                format!("invalid environment variable name {shown:?}: {reason}")
+            })
+        })
     }
 
     /// Runs the command in `dir` (overrides the resources' `cwd`).

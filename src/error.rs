@@ -277,6 +277,18 @@ pub enum Error {
     /// key of the problem, see [`ProfileError`]).
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// The cache directory, or a directory above or inside it, could be replaced by another
+    /// user (owned by someone else, writable by others, or a link): see the README's
+    /// "Security model".
+    #[error("refusing the cache directory {}: {} {reason}", .cache.display(), .path.display())]
+    Untrusted {
+        /// The cache directory.
+        cache: PathBuf,
+        /// The directory (or link) at fault: the cache directory or one above or inside it.
+        path: PathBuf,
+        /// What is wrong with it, with its owner and mode.
+        reason: String,
+    },
 }
 
 impl Error {

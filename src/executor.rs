@@ -222,6 +222,12 @@ impl Executor {
 
     /// Runs an external command; resolves to its [`CommandOutput`].
     pub fn submit_command(&self, command: Command) -> TaskFuture<CommandOutput> {
+        if let Some(reason) = command.env_problem() {
+            let backend = self.backend_name().into();
+            let name = command.spec.program_name();
+            let rejected = crate::error::TaskError::Rejected { backend, reason };
+            return TaskFuture::failed(&name, rejected);
+        }
         self.inner.engine.submit_command(&self.opts, command)
     }
 
@@ -239,6 +245,11 @@ impl Executor {
     /// The job script `command` would be submitted with, without submitting it (queue
     /// backends only).
     pub fn render_command(&self, command: Command) -> Result<String, Error> {
+        if let Some(reason) = command.env_problem() {
+            let backend = self.backend_name().into();
+            let rejected = crate::error::TaskError::Rejected { backend, reason };
+            return Err(Error::Task(rejected));
+        }
         self.inner
             .engine
             .render_command(&self.opts, command)

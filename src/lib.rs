@@ -59,6 +59,7 @@ mod scheduler;
 mod store;
 mod task;
 mod template;
+mod trust;
 mod worker;
 
 #[cfg(feature = "remote")]

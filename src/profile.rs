@@ -14,6 +14,7 @@
 //! [profile.cluster]
 //! backend = "slurm"
 //! cache_directory = "/scratch/me/pitch"
+//! trust_group = false               # true: accept a group-writable cache directory or parent
 //! template = "slurm.sh.j2"         # relative to this file's directory
 //! max_jobs = 500
 //! tasks_per_job = 10
@@ -130,6 +131,9 @@ pub struct Profile {
     pub backend: BackendKind,
     /// Where results are cached.
     pub cache_directory: Option<PathBuf>,
+    /// Trust the group of the cache directory and of the directories above it: accept
+    /// group-writable ones (see the README's "Security model").
+    pub trust_group: Option<bool>,
     /// The job script template (Slurm).
     pub template: Option<PathBuf>,
     /// Cores the executor may use at once (single-node, slurm-job, flux-job).
@@ -390,6 +394,7 @@ struct RawFile {
 struct RawProfile {
     backend: Option<BackendText>,
     cache_directory: Option<Spanned<PathBuf>>,
+    trust_group: Option<bool>,
     template: Option<Spanned<PathBuf>>,
     max_cores: Option<Spanned<u32>>,
     max_workers: Option<Spanned<u32>>,
@@ -500,6 +505,7 @@ impl RawProfile {
             name: name.to_string(),
             backend: self.backend.map_or_else(BackendKind::default, |b| b.0),
             cache_directory: self.cache_directory.map(resolve),
+            trust_group: self.trust_group,
             template: self.template.map(resolve),
             max_cores: get(self.max_cores),
             max_workers: get(self.max_workers),

@@ -319,16 +319,27 @@ fn invalid(field: &'static str, text: &str, reason: impl Into<String>) -> Resour
 }
 
 fn check_env_key(key: &str) -> Result<(), ResourceError> {
-    let reason = if key.is_empty() {
-        "variable name is empty"
-    } else if key.contains('=') {
-        "variable name must not contain '='"
-    } else if key.contains('\0') {
-        "variable name must not contain a NUL byte"
+    env_name_problem(key).map_or(Ok(()), |reason| Err(invalid("env", key, reason)))
+}
+
+/// What is wrong with `name` as the name of an environment variable, if anything: it must be
+/// a shell identifier (`[A-Za-z_][A-Za-z0-9_]*`), as the job scripts of Slurm and Flux
+/// export it with bash; a name that only works locally would break the one-line swap.
+pub(crate) fn env_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let identifier = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if name.is_empty() {
+        Some("variable name is empty".into())
+    } else if identifier {
+        None
     } else {
-        return Ok(());
-    };
-    Err(invalid("env", key, reason))
+        Some(
+            "variable name is not a shell identifier (letters, digits and `_`, not starting \
+             with a digit): the job scripts of Slurm and Flux could not export it"
+                .into(),
+        )
+    }
 }
 
 fn parse_u32(field: &'static str, text: &str) -> Result<u32, ResourceError> {

@@ -276,11 +276,19 @@ fn validate_basic_checks() {
             .to_string()
     };
     assert_eq!(env_err(""), "invalid env \"\": variable name is empty");
-    assert_eq!(
-        env_err("A=B"),
-        "invalid env \"A=B\": variable name must not contain '='"
-    );
-    assert!(env_err("A\0").contains("NUL"));
+    // Names must be shell identifiers: the Slurm and Flux job scripts export them with bash.
+    for bad in ["A=B", "A\0", "MY-VAR", "1A", "A B", "É"] {
+        let e = env_err(bad);
+        assert!(
+            e.starts_with(&format!(
+                "invalid env {bad:?}: variable name is not a shell identifier"
+            )),
+            "{e}"
+        );
+    }
+    for good in ["A", "_x1", "MY_VAR", "a1"] {
+        Resources::new().env(good, "v").validate_basic().unwrap();
+    }
 }
 
 #[test]

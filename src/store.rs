@@ -33,6 +33,7 @@ use crate::codec;
 use crate::error::{Error, TaskError};
 use crate::scheduler::SchedulerKind;
 use crate::task::TaskKey;
+use crate::trust::{self, Policy};
 
 const MAGIC: [u8; 4] = *b"PTCH";
 /// The on-disk format version; a file of another version is refused.
@@ -85,6 +86,10 @@ pub(crate) enum FormatError {
     TooLarge,
     #[error("holds undecodable data: {0}")]
     Decode(String),
+    /// It, or its directory, is not one pitch can trust (a link, another user's, writable by
+    /// others); the text reads after "it", like the others.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl FormatError {
@@ -162,14 +167,30 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
 }
 
 /// Reads and checks a file, returning its payload.
+///
+/// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
+/// reader): a link or anything but a regular file in its place is refused, not followed.
 pub(crate) fn read_checked(path: &Path, kind: FileKind) -> Result<Vec<u8>, FormatError> {
-    let mut file = match File::open(path) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(FormatError::Untrusted(
+                "is a symbolic link: pitch does not follow links in the cache directory".into(),
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(FormatError::Untrusted("is not a regular file".into()));
+    }
     let limit = (codec::DECODE_LIMIT + HEADER_LEN) as u64;
-    let len = file.metadata()?.len();
+    let len = meta.len();
     if len > limit {
         return Err(FormatError::TooLarge);
     }
@@ -292,19 +313,56 @@ pub(crate) struct RankRecord {
 pub(crate) struct Store {
     root: PathBuf,
     durable: bool,
+    trust: Policy,
 }
 
 impl Store {
-    /// Opens (creating it 0700 when missing) the cache directory at `root`.
-    pub(crate) fn open(root: &Path, durable: bool) -> Result<Store, Error> {
-        create_dir(&root.join(TASKS)).map_err(|e| Error::io(root, e))?;
+    /// Opens (creating it 0700 when missing, its missing parents with the umask's mode) the
+    /// cache directory at `root`, after checking that no other user can replace it or any
+    /// directory above it (`crate::trust`).
+    pub(crate) fn open(root: &Path, durable: bool, trust: Policy) -> Result<Store, Error> {
+        // Nothing is created below a directory another user could replace.
+        trust::check_existing_parents(root, trust).map_err(|u| Error::Untrusted {
+            cache: root.to_path_buf(),
+            path: u.path,
+            reason: u.reason,
+        })?;
+        trust::create_private(root).map_err(|e| Error::io(root, e))?;
         let root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
-        Ok(Store { root, durable })
+        let untrusted = |u: trust::Untrusted| Error::Untrusted {
+            cache: root.clone(),
+            path: u.path,
+            reason: u.reason,
+        };
+        trust::check_root(&root, trust).map_err(untrusted)?;
+        let tasks = root.join(TASKS);
+        trust::create_private(&tasks).map_err(|e| Error::io(&tasks, e))?;
+        // pitch's own directories below the root, where they exist already.
+        for dir in [tasks, root.join(JOBS), root.join(BIN)] {
+            if dir.symlink_metadata().is_ok() {
+                trust::check_own(&dir, trust).map_err(untrusted)?;
+            }
+        }
+        Ok(Store {
+            root,
+            durable,
+            trust,
+        })
     }
 
     /// A store handle for a worker: the directory must exist already.
     pub(crate) fn at(root: PathBuf, durable: bool) -> Store {
-        Store { root, durable }
+        Store {
+            root,
+            durable,
+            trust: Policy::default(),
+        }
+    }
+
+    /// This handle with another trust policy (see `crate::trust`).
+    pub(crate) fn trusting(mut self, trust: Policy) -> Store {
+        self.trust = trust;
+        self
     }
 
     /// The cache directory's absolute path.
@@ -324,6 +382,7 @@ impl Store {
             root: self.root.clone(),
             dir: self.root.join(TASKS).join(&hex[..2]).join(&hex),
             durable: self.durable,
+            trust: self.trust,
         }
     }
 
@@ -362,10 +421,21 @@ impl Store {
         self.root.join(JOBS)
     }
 
-    /// Creates the jobs directory 0700.
+    /// Creates the jobs directory 0700 (checked with `lstat`: a link there is refused).
     pub(crate) fn create_jobs_dir(&self) -> Result<(), Error> {
         let dir = self.jobs_dir();
-        create_dir(&dir).map_err(|e| Error::io(&dir, e))
+        create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.check_own(&dir)
+    }
+
+    /// Checks one of pitch's directories in the cache directory with `lstat` (see
+    /// `crate::trust`): a link, another user's directory or one others may write is refused.
+    pub(crate) fn check_own(&self, dir: &Path) -> Result<(), Error> {
+        trust::check_own(dir, self.trust).map_err(|u| Error::Untrusted {
+            cache: self.root.clone(),
+            path: u.path,
+            reason: u.reason,
+        })
     }
 
     /// The journal record of the submission `job_id`.
@@ -414,7 +484,13 @@ impl Store {
     /// used it; the marker of older versions (the scheduler's name, and the login on a
     /// second line) is read too.
     pub(crate) fn scheduler_marker(&self) -> Option<SchedulerMarker> {
-        let text = fs::read_to_string(self.marker_file()).ok()?;
+        // A few dozen bytes; read no more than 64 KiB of whatever is there.
+        let mut text = String::new();
+        File::open(self.marker_file())
+            .ok()?
+            .take(64 << 10)
+            .read_to_string(&mut text)
+            .ok()?;
         if let Ok(marker) = serde_json::from_str::<SchedulerMarker>(&text) {
             return Some(marker);
         }
@@ -473,6 +549,7 @@ pub(crate) struct TaskPaths {
     root: PathBuf,
     dir: PathBuf,
     durable: bool,
+    trust: Policy,
 }
 
 impl TaskPaths {
@@ -511,16 +588,64 @@ impl TaskPaths {
         self.dir.join(".exit")
     }
 
-    /// Creates the task directory (and its shard) 0700.
+    /// Creates the task directory (and its shard, and `tasks/` when missing) 0700, one level
+    /// at a time, each checked with `lstat` before pitch enters it: a link planted where the
+    /// shard or the task directory should be is refused (naming it), not followed.
     pub(crate) fn create(&self) -> Result<(), TaskError> {
-        create_dir(&self.dir).map_err(|e| TaskError::Store {
-            path: self.dir.display().to_string(),
-            detail: format!("could not create the task directory: {e}"),
-        })
+        let shard = self.dir.parent().expect("a task directory has a shard");
+        let tasks = shard.parent().expect("a shard is in tasks/");
+        let failed = |dir: &Path, detail: String| TaskError::Store {
+            path: dir.display().to_string(),
+            detail,
+        };
+        let make = |dir: &Path| match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        };
+        let check =
+            |dir: &Path| trust::check_own(dir, self.trust).map_err(|u| failed(dir, u.reason));
+        let cannot = |dir: &Path, e: io::Error| {
+            failed(dir, format!("could not create the task directory: {e}"))
+        };
+        if let Err(e) = make(shard) {
+            // `tasks/` itself is gone (checked when the store was opened otherwise).
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(cannot(shard, e));
+            }
+            make(tasks).map_err(|e| cannot(tasks, e))?;
+            check(tasks)?;
+            make(shard).map_err(|e| cannot(shard, e))?;
+        }
+        check(shard)?;
+        make(&self.dir).map_err(|e| cannot(&self.dir, e))?;
+        check(&self.dir)
     }
 
-    /// Reads the stored result; `Missing` when the task has not finished.
+    /// Checks the shard and the task directory with `lstat` before a file in them is read;
+    /// `Missing` when they do not exist.
+    fn check_dirs(&self) -> Result<(), FormatError> {
+        let shard = self.dir.parent().expect("a task directory has a shard");
+        for dir in [shard, &self.dir] {
+            if let Err(u) = trust::check_own(dir, self.trust) {
+                return Err(match dir.symlink_metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => FormatError::Missing,
+                    _ => FormatError::Untrusted(format!("is not read: {u}")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the task file, after the same checks as [`TaskPaths::read_result`].
+    pub(crate) fn read_task<T: serde::de::DeserializeOwned>(&self) -> Result<T, FormatError> {
+        self.check_dirs()?;
+        read_value(&self.task_file(), FileKind::Task)
+    }
+
+    /// Reads the stored result; `Missing` when the task has not finished. A result in a
+    /// directory pitch cannot trust (a planted link) is not read.
     pub(crate) fn read_result(&self) -> Result<ResultRecord, FormatError> {
+        self.check_dirs()?;
         read_value(&self.result_file(), FileKind::Result)
     }
 

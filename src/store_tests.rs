@@ -69,7 +69,7 @@ fn header_round_trip_and_every_corruption_is_named() {
 #[test]
 fn a_failure_never_replaces_a_finished_result() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), false).unwrap();
+    let store = Store::open(dir.path(), false, Policy::default()).unwrap();
     let paths = store.task(&TaskKey::from_bytes([7; 16]));
     paths.create().unwrap();
     let ok = ResultRecord {
@@ -86,7 +86,7 @@ fn a_failure_never_replaces_a_finished_result() {
 #[test]
 fn the_scheduler_marker_is_typed_and_old_markers_are_read() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), false).unwrap();
+    let store = Store::open(dir.path(), false, Policy::default()).unwrap();
     assert_eq!(store.scheduler_marker(), None);
     store.create_jobs_dir().unwrap();
     // The two-line marker of older versions.
@@ -128,7 +128,7 @@ fn atomic_writes_set_the_mode_and_leave_no_temporary_file() {
 fn directories_are_private_and_sharded() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("cache"), false).unwrap();
+    let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
     let key = TaskKey::from_bytes([0xab; 16]);
     let paths = store.task(&key);
     paths.create().unwrap();
@@ -142,7 +142,7 @@ fn directories_are_private_and_sharded() {
 #[test]
 fn gather_names_the_failing_rank() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), false).unwrap();
+    let store = Store::open(dir.path(), false, Policy::default()).unwrap();
     let paths = store.task(&TaskKey::from_bytes([1; 16]));
     paths.create().unwrap();
     let rank = |r: u32, outcome| {
@@ -172,4 +172,79 @@ fn gather_names_the_failing_rank() {
         other => panic!("{other:?}"),
     }
     assert!(!paths.rank_file(0).exists());
+}
+
+#[test]
+fn files_behind_a_planted_link_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
+    let paths = store.task(&TaskKey::from_bytes([0xcd; 16]));
+    paths.create().unwrap();
+    let rec = ResultRecord {
+        outcome: Ok(vec![vec![1]]),
+    };
+    paths.publish_result(rec.clone());
+    write_value(&paths.task_file(), FileKind::Task, &7u32, false).unwrap();
+    assert_eq!(paths.read_result().unwrap(), rec);
+    assert_eq!(paths.read_task::<u32>().unwrap(), 7);
+    // The task directory moved elsewhere, a link left in its place.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::rename(paths.dir(), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, paths.dir()).unwrap();
+    for err in [
+        paths.read_result().unwrap_err().to_string(),
+        paths.read_task::<u32>().unwrap_err().to_string(),
+    ] {
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+    let err = paths.create().unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn planted_links_for_jobs_and_bin_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let store = Store::open(&root, false, Policy::default()).unwrap();
+    // Planted after the store was opened: refused when pitch creates the jobs directory.
+    std::os::unix::fs::symlink(&elsewhere, root.join("jobs")).unwrap();
+    let err = store.create_jobs_dir().unwrap_err();
+    assert!(
+        matches!(&err, Error::Untrusted { path, .. } if path.ends_with("jobs")),
+        "{err}"
+    );
+    // Planted before: refused when the store is opened.
+    fs::remove_file(root.join("jobs")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("bin")).unwrap();
+    let err = Store::open(&root, false, Policy::default()).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(
+        fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "nothing written through a link"
+    );
+}
+
+#[test]
+fn a_file_replaced_by_a_link_or_a_fifo_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
+    let paths = store.task(&TaskKey::from_bytes([0xef; 16]));
+    paths.create().unwrap();
+    // Another file of the cache directory, a valid result, linked in as this task's result.
+    let other = dir.path().join("other.bin");
+    let rec = ResultRecord {
+        outcome: Ok(vec![vec![9]]),
+    };
+    write_value(&other, FileKind::Result, &rec, false).unwrap();
+    std::os::unix::fs::symlink(&other, paths.result_file()).unwrap();
+    let err = paths.read_result().unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    fs::remove_file(paths.result_file()).unwrap();
+    // A FIFO would block a plain open until someone writes to it.
+    let fifo = std::ffi::CString::new(paths.result_file().to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let err = paths.read_result().unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
 }

@@ -174,6 +174,52 @@ pub fn sbatch_quote(s: &str) -> Result<String, TemplateError> {
     Ok(out)
 }
 
+/// Quotes `s` as one bash word in ANSI-C quoting, `$'...'`, that holds no line break: a
+/// newline is written `\n`, a tab `\t`, a carriage return `\r`, other control characters
+/// `\xHH`, and `\` and `'` are backslash-escaped; everything else (quotes, `%`, `$`, UTF-8)
+/// stays as it is. bash turns the word back into exactly `s` (a NUL byte, which no bash
+/// string can hold, cuts it short). Used where one task must fit on one line: the tasks file
+/// of an array job.
+pub fn ansi_c_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The `--output` (or `--error`) value for the file `name` in the directory `dir`: `dir` is
+/// a literal path, `name` may use Slurm's replacement symbols (`slurm-%j.out`).
+///
+/// Slurm reads these values as filename patterns: `%` starts a replacement symbol (`%%` is a
+/// literal `%`), and a value with a backslash anywhere is not a pattern at all: Slurm then
+/// drops each backslash and keeps the character after it (checked with Slurm 22.05). So each
+/// `%` of `dir` is doubled; when `dir` holds a backslash, each is doubled instead and `name`
+/// is taken literally, `%` and all (a fixed file name that every job of the directory
+/// shares: no job id can be put in it then).
+pub fn slurm_filename_in(dir: &str, name: &str) -> String {
+    let dir = dir.trim_end_matches('/');
+    if dir.contains('\\') {
+        format!(
+            "{}/{}",
+            dir.replace('\\', "\\\\"),
+            name.replace('\\', "\\\\")
+        )
+    } else {
+        format!("{}/{name}", dir.replace('%', "%%"))
+    }
+}
+
 /// Renders the template `source` (named `template_name` in errors) with `ctx`.
 ///
 /// Pure: reads no files and no environment. Unknown variables are errors,

@@ -403,3 +403,44 @@ fn flux_template_full_quotes_directive_values_as_shell_words() {
     let err = render_flux(&ctx).unwrap_err().to_string();
     assert!(err.contains("cannot be put on a `# flux:` line"), "{err}");
 }
+
+#[test]
+fn ansi_c_quote_is_one_line_that_bash_reads_back_byte_for_byte() {
+    let values = [
+        "",
+        "plain",
+        "line1\nline2\n",
+        "tab\there\r\n",
+        "quotes ' \" `back` $HOME ${x} $(date)",
+        "backslash \\ \\n \\\\ and % %% %j 100%",
+        "\u{1}\u{7f} control, then é ü 漢字",
+        "trailing backslash \\",
+    ];
+    for v in values {
+        let word = ansi_c_quote(v);
+        assert!(!word.contains('\n') && !word.contains('\r'), "{word}");
+        let out = Command::new("bash")
+            .args(["-c", "eval \"v=$1\"; printf %s \"$v\"", "bash", &word])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{word}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), v, "{word}");
+    }
+}
+
+#[test]
+fn slurm_filenames_keep_a_literal_directory_literal() {
+    assert_eq!(
+        slurm_filename_in("/c/jobs", "slurm-%j.out"),
+        "/c/jobs/slurm-%j.out"
+    );
+    assert_eq!(
+        slurm_filename_in("/c/100%j/jobs/", "slurm-%A.out"),
+        "/c/100%%j/jobs/slurm-%A.out"
+    );
+    // A backslash makes Slurm take the whole value literally, dropping each backslash.
+    assert_eq!(
+        slurm_filename_in("/c/a\\b%/jobs", "slurm-%j.out"),
+        "/c/a\\\\b%/jobs/slurm-%j.out"
+    );
+}

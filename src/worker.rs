@@ -283,8 +283,25 @@ fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
 fn run(store: &Store, key: TaskKey) -> i32 {
     let paths = store.task(&key);
     let task_file = paths.task_file();
-    let spec: Result<TaskSpec, TaskError> =
-        store::read_value(&task_file, FileKind::Task).map_err(|e| e.into_task_error(&task_file));
+    // Through the checked task directory: a link planted in its place is not followed.
+    // The task file holds its task's key: one copied from another task's directory is
+    // refused, not run.
+    let spec: Result<TaskSpec, TaskError> = paths
+        .read_task()
+        .map_err(|e| e.into_task_error(&task_file))
+        .and_then(|spec: TaskSpec| {
+            if spec.key == key {
+                Ok(spec)
+            } else {
+                Err(TaskError::Store {
+                    path: task_file.display().to_string(),
+                    detail: format!(
+                        "is the task file of task {}, not of this task: refused as foreign",
+                        spec.key
+                    ),
+                })
+            }
+        });
     let ranks = spec.as_ref().map(|s| s.ranks).unwrap_or(1);
     let (rank, size, outcome) = match rank_from_env(ranks) {
         Err(e) => (0, 1, Err(e)),

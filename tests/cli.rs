@@ -709,6 +709,191 @@ fn quiet_and_verbose_only_where_they_mean_something() {
     }
 }
 
+/// `pitch` with `argv` and `stdin`, under a 512 MiB address-space limit and a time limit: an
+/// input read without a bound fails the test instead of filling the machine.
+fn pitch_bounded(
+    dir: &Path,
+    args: &[&str],
+    stdin: std::process::Stdio,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "prlimit", "--as=536870912", "--"])
+        .arg(env!("CARGO_BIN_EXE_pitch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .env_remove("PITCH_MAX_POINTS")
+        .env_remove("PITCH_MAX_PARAMS_BYTES")
+        .env("HOME", dir)
+        .stdin(stdin);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("timeout and prlimit run")
+}
+
+#[test]
+fn an_endless_params_file_or_stdin_fails_fast_with_the_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let null = std::process::Stdio::null;
+    let start = std::time::Instant::now();
+    let o = pitch_bounded(
+        d.path(),
+        &["sweep", "--params-file", "/dev/zero", "--", "echo", "{a}"],
+        null(),
+        &[],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/dev/zero: larger than the limit of 67108864 bytes")
+            && err.contains("--max-params-bytes"),
+        "{err}"
+    );
+    // An endless standard input, and a smaller limit from the environment.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let o = pitch_bounded(
+        d.path(),
+        &["sweep", "--params-file", "-", "--", "echo", "{a}"],
+        zero.into(),
+        &[("PITCH_MAX_PARAMS_BYTES", "1000")],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("-: larger than the limit of 1000 bytes"),
+        "{err}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    // The limit is the bound, not a ban: a small file on stdin works.
+    let csv = d.path().join("p.csv");
+    std::fs::write(&csv, "a\n1\n2\n").unwrap();
+    let o = pitch_bounded(
+        d.path(),
+        &["sweep", "-q", "--params-file", "-", "--", "true", "{a}"],
+        std::fs::File::open(&csv).unwrap().into(),
+        &[("PITCH_MAX_PARAMS_BYTES", "6")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Points: --max-points (or PITCH_MAX_POINTS) names itself in the error.
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "--max-points",
+            "3",
+            "--param",
+            "a=1..4",
+            "--",
+            "true",
+            "{a}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("more than the limit of 3"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = pitch_bounded(
+        d.path(),
+        &[
+            "sweep",
+            "--param",
+            "b=1,2",
+            "--params-file",
+            csv.to_str().unwrap(),
+            "--",
+            "true",
+            "{a}{b}",
+        ],
+        null(),
+        &[("PITCH_MAX_POINTS", "3")],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("more than 3 points") && err.contains("--max-points"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_group_writable_cache_folder_needs_trust_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let project = d.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    // A group shared with others (daemon, 1), not the user's private group: root only.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if root {
+        std::os::unix::fs::chown(&project, None, Some(1)).unwrap();
+    } else {
+        eprintln!("the refusal is not tested: only root can give a directory a shared group");
+    }
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-q", "--cache-dir", "project/cache"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "true"]);
+        pitch(d.path(), &args)
+    };
+    if root {
+        let o = run(&[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(
+            err.contains("refusing the cache directory")
+                && err.contains("project is writable by its group")
+                && err.contains("mode 0770")
+                && err.contains("--trust-group"),
+            "{err}"
+        );
+        assert!(!project.join("cache").exists(), "nothing is created in it");
+    }
+    let o = run(&["--trust-group"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Looking at the cache asks for the same trust.
+    for cmd in ["status", "results", "gc", "cancel"] {
+        let mut args = vec![cmd, "--cache-dir", "project/cache"];
+        if cmd == "cancel" {
+            args.push("--all");
+        }
+        if root {
+            let o = pitch(d.path(), &args);
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o.stderr));
+            assert!(
+                text(&o.stderr).contains("is writable by its group"),
+                "{cmd}: {}",
+                text(&o.stderr)
+            );
+        }
+        args.push("--trust-group");
+        let o = pitch(d.path(), &args);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", text(&o.stderr));
+    }
+    // Missing parents on the way to a cache directory get the umask's mode, not 0700.
+    let o = pitch(
+        d.path(),
+        &["run", "-q", "--cache-dir", "scratch/me/cache", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mode = |p: &str| {
+        std::fs::metadata(d.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("scratch/me/cache"), 0o700);
+    assert_ne!(mode("scratch"), 0o700, "a parent made private");
+    assert_ne!(mode("scratch/me"), 0o700, "a parent made private");
+}
+
 /// Points that repeat an earlier one are one task, and the summary says so (issue 19: "3
 /// points: 1 ran" did not add up).
 #[test]

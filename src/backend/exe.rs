@@ -118,12 +118,17 @@ pub(crate) fn stage(store: &Store) -> Result<PathBuf, String> {
         .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
         .unwrap_or_else(|| "worker".into());
     let target = store.staged_binary(&digest()?[..16], &name);
+    let dir = target.parent().expect("a staged binary is in a directory");
+    store::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Jobs and workers run what is there: `bin/` and `bin/<hash>/` must be pitch's, not
+    // planted links.
+    for d in [dir.parent().unwrap_or(dir), dir] {
+        store.check_own(d).map_err(|e| e.to_string())?;
+    }
     if target.exists() {
         return Ok(target);
     }
     let bytes = bytes()?;
-    let dir = target.parent().expect("a staged binary is in a directory");
-    store::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     store::write_bytes_atomic(&target, &bytes, true, 0o700)
         .map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
     Ok(target)

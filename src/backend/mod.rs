@@ -2,6 +2,8 @@
 //! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
 
 mod child;
+#[cfg(test)]
+mod decode_fuzz_tests;
 pub(crate) mod exe;
 mod flux;
 pub(crate) mod inspect;

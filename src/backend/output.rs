@@ -29,17 +29,23 @@ pub(crate) struct Sink {
     tried: bool,
     /// Whether it was created.
     opened: bool,
+    /// Whether a link at `path` is followed: only for a file the user named (a link the user
+    /// made); a file of the task directory is created with `O_NOFOLLOW`, so a link planted
+    /// there (`stdout -> a file of yours`) is not written through (the stream's tail is kept).
+    follow: bool,
     tail: Vec<u8>,
 }
 
 impl Sink {
-    /// A sink writing to `path`; `eager` creates the file even if nothing is written.
+    /// A sink writing to `path`; `eager` (a file the user named) creates the file even if
+    /// nothing is written, and follows a link at `path`.
     pub(crate) fn new(path: PathBuf, eager: bool) -> Sink {
         let mut sink = Sink {
             path,
             file: None,
             tried: false,
             opened: false,
+            follow: eager,
             tail: Vec::new(),
         };
         if eager {
@@ -51,7 +57,13 @@ impl Sink {
     fn open(&mut self) {
         // Only try once: a directory that refuses the file refuses it every time.
         self.tried = true;
-        self.file = File::create(&self.path).ok();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        if !self.follow {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        self.file = options.open(&self.path).ok();
         self.opened = self.file.is_some();
     }
 
@@ -109,6 +121,26 @@ mod tests {
             std::fs::read_to_string(dir.path().join("loud")).unwrap(),
             "one\ntwo\nthree\n"
         );
+    }
+
+    #[test]
+    fn a_link_planted_as_the_task_output_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep me\n").unwrap();
+        let stdout = dir.path().join("stdout");
+        std::os::unix::fs::symlink(&precious, &stdout).unwrap();
+        let mut sink = Sink::new(stdout.clone(), false);
+        sink.feed(b"FORGED\n");
+        let c = sink.finish();
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+        assert!(c.path.is_none(), "{c:?}");
+        assert_eq!(c.tail, "FORGED");
+        // A file the user named may be a link of theirs.
+        let mut named = Sink::new(stdout, true);
+        named.feed(b"mine\n");
+        assert!(named.finish().path.is_some());
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "mine\n");
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub(crate) struct Dialect {
     /// array, with the scheduler's placeholders (`slurm-%j.out`).
     pub log_name: &'static str,
     pub array_log_name: &'static str,
+    /// The log's path for the job script: the jobs directory (a literal path, escaped as
+    /// the scheduler needs) and the log's name.
+    pub log_path: fn(dir: &str, name: &str) -> String,
     /// The prefix that runs a multi-rank task inside the job (`srun --ntasks=N ...`).
     pub rank_launcher: fn(ranks: u32, threads: u32) -> String,
     /// Fills in the header's dependency on `after` (not empty).

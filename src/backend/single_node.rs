@@ -477,7 +477,7 @@ mod tests {
     use crate::task::TaskKey;
 
     fn unfinished(dir: &std::path::Path) -> (Unfinished, std::sync::mpsc::Receiver<ResultRecord>) {
-        let store = Store::open(dir, false).unwrap();
+        let store = Store::open(dir, false, Default::default()).unwrap();
         let paths = store.task(&TaskKey::explicit("dropped"));
         paths.create().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

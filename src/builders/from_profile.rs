@@ -53,6 +53,7 @@ impl Executor {
         if let Some(dir) = &p.cache_directory {
             common.cache_directory = dir.clone();
         }
+        common.trust_group = p.trust_group.unwrap_or(false);
         let ignored = |what: &str| {
             Error::Config(format!(
                 "{what} does not apply to the {} backend (profile {:?})",
@@ -155,6 +156,39 @@ fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
 mod tests {
     use super::*;
     use crate::profile::ProfileError;
+
+    #[test]
+    fn trust_group_in_a_profile_accepts_a_group_writable_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root can give a test directory a shared group");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let project = d.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        // daemon (1): a group shared by others, not root's private group.
+        std::os::unix::fs::chown(&project, None, Some(1)).unwrap();
+        std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o770)).unwrap();
+        std::fs::write(
+            d.path().join("pitch.toml"),
+            "[profile.strict]\ncache_directory = \"project/cache\"\n\n\
+             [profile.shared]\ncache_directory = \"project/cache\"\ntrust_group = true\n",
+        )
+        .unwrap();
+        let err = Executor::from_profile_in("strict", d.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Untrusted { path, .. } if path.ends_with("project")),
+            "{err}"
+        );
+        assert_eq!(
+            crate::profile::load_named("shared", d.path())
+                .unwrap()
+                .trust_group,
+            Some(true)
+        );
+        Executor::from_profile_in("shared", d.path()).unwrap();
+    }
 
     #[test]
     fn a_bad_profile_keeps_its_file_line_and_key() {

@@ -27,6 +27,7 @@ pub(crate) struct CommonBuilder {
     cache_directory: PathBuf,
     cache: bool,
     durable: Option<bool>,
+    trust_group: bool,
     resources: Resources,
     reporters: Vec<Arc<dyn Reporter>>,
 }
@@ -37,6 +38,7 @@ impl Default for CommonBuilder {
             cache_directory: PathBuf::from("pitch-cache"),
             cache: true,
             durable: None,
+            trust_group: false,
             resources: Resources::default(),
             reporters: Vec::new(),
         }
@@ -57,6 +59,9 @@ impl CommonBuilder {
         let store = Store::open(
             &self.cache_directory,
             self.durable.unwrap_or(durable_default),
+            crate::trust::Policy {
+                trust_group: self.trust_group,
+            },
         )?;
         let backend = backend(&store)?;
         let exe = Executor::start(backend, store, self.reporters, self.cache)?;
@@ -70,6 +75,17 @@ macro_rules! common_builder_methods {
         /// The cache directory (default `./pitch-cache`): task files, results, the journal.
         pub fn cache_directory(mut self, dir: impl Into<PathBuf>) -> Self {
             self.common.cache_directory = dir.into();
+            self
+        }
+
+        /// Trusts the members of the group of the cache directory and of the directories
+        /// above it (off by default): a group-writable directory there is accepted instead of
+        /// refused. Any member of the group can then replace the cache's files and results
+        /// and so run code as you: use it only for a project folder shared with people you
+        /// trust. A directory owned by another user is refused either way (see the README's
+        /// "Security model").
+        pub fn trust_group(mut self, trust: bool) -> Self {
+            self.common.trust_group = trust;
             self
         }
 
@@ -344,6 +360,16 @@ fn build_queue(
                 Some(never) => match never {},
                 None => Arc::new(Local),
             };
+            // Flux reads `{{...}}` in a job's --output as a placeholder and has no escape for
+            // it: such a cache path would put the jobs' logs elsewhere, or fail the jobs.
+            let seen = transport.path(store.root());
+            if scheduler == SchedulerKind::Flux && seen.to_string_lossy().contains("{{") {
+                return Err(Error::Config(format!(
+                    "the cache directory {} holds `{{{{`, which Flux reads as a placeholder in \
+                     the jobs' output paths: choose a path without `{{{{`",
+                    seen.display()
+                )));
+            }
             let scheduler = scheduler_for(scheduler, transport.clone());
             Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
         },

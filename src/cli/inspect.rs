@@ -14,6 +14,9 @@ pub(crate) struct StatusArgs {
     /// The cache directory.
     #[arg(long, default_value = "pitch-cache")]
     cache_dir: PathBuf,
+    /// Accept a group-writable cache directory or parent (see the README's "Security model").
+    #[arg(long)]
+    trust_group: bool,
     /// One line per task.
     #[arg(long)]
     all: bool,
@@ -27,6 +30,9 @@ pub(crate) struct ResultsArgs {
     /// The cache directory.
     #[arg(long, default_value = "pitch-cache")]
     cache_dir: PathBuf,
+    /// Accept a group-writable cache directory or parent (see the README's "Security model").
+    #[arg(long)]
+    trust_group: bool,
     /// Output format.
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
     format: String,
@@ -37,6 +43,9 @@ pub(crate) struct CancelArgs {
     /// The cache directory.
     #[arg(long, default_value = "pitch-cache")]
     cache_dir: PathBuf,
+    /// Accept a group-writable cache directory or parent (see the README's "Security model").
+    #[arg(long)]
+    trust_group: bool,
     /// Cancel every unfinished task.
     #[arg(long, conflicts_with = "keys")]
     all: bool,
@@ -49,6 +58,9 @@ pub(crate) struct GcArgs {
     /// The cache directory.
     #[arg(long, default_value = "pitch-cache")]
     cache_dir: PathBuf,
+    /// Accept a group-writable cache directory or parent (see the README's "Security model").
+    #[arg(long)]
+    trust_group: bool,
     /// Only tasks whose directory is older than this (7d, 12h, 01:00:00).
     #[arg(long)]
     older_than: Option<String>,
@@ -57,8 +69,8 @@ pub(crate) struct GcArgs {
     failed: bool,
 }
 
-fn open(dir: &std::path::Path) -> Result<(Cache, Vec<TaskInfo>), String> {
-    let cache = Cache::open(dir).map_err(|e| e.to_string())?;
+fn open(dir: &std::path::Path, trust_group: bool) -> Result<(Cache, Vec<TaskInfo>), String> {
+    let cache = Cache::open_trusting(dir, trust_group).map_err(|e| e.to_string())?;
     let tasks = cache.tasks().map_err(|e| e.to_string())?;
     Ok((cache, tasks))
 }
@@ -103,7 +115,7 @@ fn scheduler_states(
 }
 
 pub(crate) fn status(a: StatusArgs) -> i32 {
-    let (cache, tasks) = match open(&a.cache_dir) {
+    let (cache, tasks) = match open(&a.cache_dir, a.trust_group) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -192,7 +204,7 @@ fn csv_field(s: &str) -> String {
 }
 
 pub(crate) fn results(a: ResultsArgs) -> i32 {
-    let (_, tasks) = match open(&a.cache_dir) {
+    let (_, tasks) = match open(&a.cache_dir, a.trust_group) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -254,7 +266,7 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
 }
 
 pub(crate) fn cancel(a: CancelArgs) -> i32 {
-    let (cache, tasks) = match open(&a.cache_dir) {
+    let (cache, tasks) = match open(&a.cache_dir, a.trust_group) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -286,7 +298,7 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
 }
 
 pub(crate) fn gc(a: GcArgs) -> i32 {
-    let (cache, tasks) = match open(&a.cache_dir) {
+    let (cache, tasks) = match open(&a.cache_dir, a.trust_group) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };

@@ -137,6 +137,10 @@ pub(crate) struct Common {
     /// The cache directory.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Accept a group-writable cache directory or parent: any member of the group can then
+    /// replace results and run code as you (see the README's "Security model").
+    #[arg(long)]
+    pub trust_group: bool,
     /// Tasks in the Slurm queue at once.
     #[arg(long)]
     pub max_jobs: Option<u32>,
@@ -188,6 +192,9 @@ impl Common {
         p.resources = p.resources.merged(&r);
         if let Some(d) = &self.cache_dir {
             p.cache_directory = Some(d.clone());
+        }
+        if self.trust_group {
+            p.trust_group = Some(true);
         }
         if self.max_jobs.is_some() {
             p.max_jobs = self.max_jobs;

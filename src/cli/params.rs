@@ -47,14 +47,77 @@
 //! varying slowest, like nested loops) or, with `--zip`, pairs them
 //! element-wise. [`combine`] crosses the CSV rows with that grid, and
 //! [`substitute`] fills `{NAME}` placeholders of the command for one point.
-//! A sweep never has more than [`MAX_POINTS`] points (nor a range more than
+//! A sweep never has more than [`max_points`] points (nor a range more than
 //! that many values).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
+use std::sync::OnceLock;
 
-/// Largest number of values a range may produce and of points a sweep may
-/// have; larger sweeps are almost certainly a typo and would exhaust memory.
+/// The default largest number of values a range may produce and of points a
+/// sweep may have; larger sweeps are almost certainly a typo and would exhaust
+/// memory. `pitch sweep --max-points N` (or `PITCH_MAX_POINTS`) changes it.
 pub const MAX_POINTS: usize = 1_000_000;
+
+/// The default largest `--params-file` (or standard input) read, in bytes:
+/// 64 MiB. `--max-params-bytes N` (or `PITCH_MAX_PARAMS_BYTES`) changes it.
+pub const MAX_PARAMS_BYTES: u64 = 64 << 20;
+
+static MAX_POINTS_SET: OnceLock<usize> = OnceLock::new();
+
+/// Sets the point limit for this process (once, before parsing, from
+/// `--max-points`); later calls are ignored.
+pub fn set_max_points(max: usize) {
+    let _ = MAX_POINTS_SET.set(max);
+}
+
+/// The point limit: what [`set_max_points`] set, else [`MAX_POINTS`].
+pub fn max_points() -> usize {
+    MAX_POINTS_SET.get().copied().unwrap_or(MAX_POINTS)
+}
+
+/// At most a short prefix of `s` for an error message: a value of megabytes
+/// is quoted as its first 100 characters and its size.
+pub fn excerpt(s: &str) -> Cow<'_, str> {
+    const KEEP: usize = 100;
+    match s.char_indices().nth(KEEP) {
+        Some((end, _)) if s.len() > 2 * KEEP => {
+            Cow::Owned(format!("{}... ({} bytes in all)", &s[..end], s.len()))
+        }
+        _ => Cow::Borrowed(s),
+    }
+}
+
+/// Reads a `--params-file` (`-` is standard input) as UTF-8 text of at most
+/// `max_bytes` bytes: a larger input (`/dev/zero`, an endless pipe) is refused
+/// after reading `max_bytes + 1` bytes, so memory stays bounded.
+pub fn read_input(path: &Path, max_bytes: u64) -> Result<String, String> {
+    let name = path.display();
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?)
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "{name}: larger than the limit of {max_bytes} bytes for a --params-file; if you \
+             mean it, raise the limit with --max-params-bytes N (or PITCH_MAX_PARAMS_BYTES=N)"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{name}: not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
 
 /// One point of a sweep: `(name, value)` pairs in parameter order.
 pub type Point = Vec<(String, String)>;
@@ -72,15 +135,16 @@ pub struct Param {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
     /// The `--param` spec has no `=`.
-    #[error("invalid --param `{spec}`: expected NAME=VALUES")]
+    #[error("invalid --param `{spec_}`: expected NAME=VALUES", spec_ = excerpt(.spec))]
     MissingEquals {
         /// The spec as given.
         spec: String,
     },
     /// The parameter name of a `--param` is not an identifier.
     #[error(
-        "invalid --param `{spec}`: `{name}` is not a valid parameter name \
-         (use letters, digits and `_`, not starting with a digit)"
+        "invalid --param `{spec_}`: `{name_}` is not a valid parameter name \
+         (use letters, digits and `_`, not starting with a digit)",
+        spec_ = excerpt(.spec), name_ = excerpt(.name)
     )]
     InvalidName {
         /// The spec as given.
@@ -89,13 +153,13 @@ pub enum ParamError {
         name: String,
     },
     /// Nothing after the `=`.
-    #[error("invalid --param `{spec}`: no values after `=`")]
+    #[error("invalid --param `{spec_}`: no values after `=`", spec_ = excerpt(.spec))]
     EmptyValues {
         /// The spec as given.
         spec: String,
     },
     /// An empty item in a comma list (`a,,b` or a trailing comma).
-    #[error("invalid --param `{spec}`: item {position} of the comma list is empty")]
+    #[error("invalid --param `{spec_}`: item {position} of the comma list is empty", spec_ = excerpt(.spec))]
     EmptyItem {
         /// The spec as given.
         spec: String,
@@ -104,8 +168,9 @@ pub enum ParamError {
     },
     /// A range inside a comma list (`1..3,7`).
     #[error(
-        "invalid --param `{spec}`: `{item}` is a range inside a comma list; \
-         mixing ranges and lists is not supported, use a separate --param or a --params-file csv"
+        "invalid --param `{spec_}`: `{item_}` is a range inside a comma list; \
+         mixing ranges and lists is not supported, use a separate --param or a --params-file csv",
+        spec_ = excerpt(.spec), item_ = excerpt(.item)
     )]
     RangeInList {
         /// The spec as given.
@@ -114,7 +179,7 @@ pub enum ParamError {
         item: String,
     },
     /// A malformed, empty or oversized range.
-    #[error("invalid range in --param `{spec}`: {reason}")]
+    #[error("invalid range in --param `{spec_}`: {reason}", spec_ = excerpt(.spec))]
     BadRange {
         /// The spec as given.
         spec: String,
@@ -122,13 +187,13 @@ pub enum ParamError {
         reason: String,
     },
     /// A [`Param`] with no values was passed to [`points`].
-    #[error("parameter `{name}` has no values")]
+    #[error("parameter `{name_}` has no values", name_ = excerpt(.name))]
     NoValues {
         /// The parameter name.
         name: String,
     },
     /// The same parameter name given twice to [`points`].
-    #[error("parameter `{name}` is given more than once")]
+    #[error("parameter `{name_}` is given more than once", name_ = excerpt(.name))]
     DuplicateName {
         /// The repeated name.
         name: String,
@@ -139,10 +204,13 @@ pub enum ParamError {
         /// Every parameter with its length, e.g. "`a` has 3 values, `b` has 2 values".
         lengths: String,
     },
-    /// The sweep would exceed [`MAX_POINTS`].
-    #[error("the sweep would have more than {max} points")]
+    /// The sweep would exceed the point limit, [`max_points`].
+    #[error(
+        "the sweep would have more than {max} points; if you mean it, raise the limit with \
+         --max-points N (or PITCH_MAX_POINTS=N)"
+    )]
     TooManyPoints {
-        /// The limit, [`MAX_POINTS`].
+        /// The limit, [`max_points`].
         max: usize,
     },
     /// The CSV file has no header line.
@@ -159,8 +227,9 @@ pub enum ParamError {
     },
     /// A CSV header field is not an identifier.
     #[error(
-        "{origin}:{line}: `{name}` in the header is not a valid parameter name \
-         (use letters, digits and `_`, not starting with a digit)"
+        "{origin}:{line}: `{name_}` in the header is not a valid parameter name \
+         (use letters, digits and `_`, not starting with a digit)",
+        name_ = excerpt(.name)
     )]
     CsvInvalidName {
         /// The file name.
@@ -171,7 +240,7 @@ pub enum ParamError {
         name: String,
     },
     /// A CSV header names a parameter twice.
-    #[error("{origin}:{line}: column `{name}` appears more than once in the header")]
+    #[error("{origin}:{line}: column `{name_}` appears more than once in the header", name_ = excerpt(.name))]
     CsvDuplicateName {
         /// The file name.
         origin: String,
@@ -214,15 +283,16 @@ pub enum ParamError {
         found: char,
     },
     /// A name given both by `--param` and by the `--params-file`.
-    #[error("parameter `{name}` is defined both by --param and in the --params-file")]
+    #[error("parameter `{name_}` is defined both by --param and in the --params-file", name_ = excerpt(.name))]
     NameClash {
         /// The clashing name.
         name: String,
     },
     /// `{name}` in the command that is not a parameter.
     #[error(
-        "unknown placeholder `{{{name}}}` in argument `{arg}`; known parameters: {known} \
-         (write `{{{{` and `}}}}` for literal braces)"
+        "unknown placeholder `{{{name_}}}` in argument `{arg_}`; known parameters: {known_} \
+         (write `{{{{` and `}}}}` for literal braces)",
+        name_ = excerpt(.name), arg_ = excerpt(.arg), known_ = excerpt(.known)
     )]
     UnknownPlaceholder {
         /// The text between the braces.
@@ -233,19 +303,19 @@ pub enum ParamError {
         known: String,
     },
     /// A `{` without a matching `}`.
-    #[error("unclosed `{{` in argument `{arg}` (write `{{{{` for a literal brace)")]
+    #[error("unclosed `{{` in argument `{arg_}` (write `{{{{` for a literal brace)", arg_ = excerpt(.arg))]
     UnclosedBrace {
         /// The argument containing it.
         arg: String,
     },
     /// A `}` that closes nothing.
-    #[error("unmatched `}}` in argument `{arg}` (write `}}}}` for a literal brace)")]
+    #[error("unmatched `}}` in argument `{arg_}` (write `}}}}` for a literal brace)", arg_ = excerpt(.arg))]
     UnmatchedClose {
         /// The argument containing it.
         arg: String,
     },
     /// A parameter no argument refers to (usually a typo).
-    #[error("parameter `{name}` is not used: no argument of the command contains `{{{name}}}`")]
+    #[error("parameter `{name_}` is not used: no argument of the command contains `{{{name_}}}`", name_ = excerpt(.name))]
     Unused {
         /// The unused parameter name.
         name: String,
@@ -350,8 +420,9 @@ fn int_range(spec: &str, v: &str) -> Result<Vec<String>, ParamError> {
             bad_range(
                 spec,
                 format!(
-                    "{what} `{text}` is not an integer \
-                     (write START:END:STEP for a float range)"
+                    "{what} `{}` is not an integer \
+                     (write START:END:STEP for a float range)",
+                    excerpt(text)
                 ),
             )
         })
@@ -380,10 +451,14 @@ fn int_range(spec: &str, v: &str) -> Result<Vec<String>, ParamError> {
         ));
     }
     let count = span / step128 + 1;
-    if count > MAX_POINTS as i128 {
+    let max = max_points();
+    if count > max as i128 {
         return Err(bad_range(
             spec,
-            format!("the range has {count} values, more than the limit of {MAX_POINTS}"),
+            format!(
+                "the range has {count} values, more than the limit of {max} \
+                 (--max-points N or PITCH_MAX_POINTS=N raises it)"
+            ),
         ));
     }
     Ok((0..count)
@@ -402,7 +477,7 @@ fn parse_decimal(spec: &str, what: &str, text: &str) -> Result<(f64, usize), Par
         Ok(value) if plain && value.is_finite() => Ok((value, frac_part.len())),
         _ => Err(bad_range(
             spec,
-            format!("{what} `{text}` is not a plain decimal number"),
+            format!("{what} `{}` is not a plain decimal number", excerpt(text)),
         )),
     }
 }
@@ -437,10 +512,14 @@ fn float_range(spec: &str, v: &str) -> Result<Vec<String>, ParamError> {
         ));
     }
     let n = ((end - start) / step).round();
-    if n >= MAX_POINTS as f64 {
+    let max = max_points();
+    if n >= max as f64 {
         return Err(bad_range(
             spec,
-            format!("the range has more than the limit of {MAX_POINTS} values"),
+            format!(
+                "the range has more than the limit of {max} values \
+                 (--max-points N or PITCH_MAX_POINTS=N raises it)"
+            ),
         ));
     }
     if (start + n * step - end).abs() > 1e-9 * end.abs().max(1.0) {
@@ -451,17 +530,23 @@ fn float_range(spec: &str, v: &str) -> Result<Vec<String>, ParamError> {
             ),
         ));
     }
-    // `n` is a non-negative integer below MAX_POINTS, so the cast is exact.
+    // `n` is a non-negative integer below the point limit, so the cast is exact.
     let n = n as usize;
     Ok((0..=n)
         .map(|i| format_decimal(start + i as f64 * step, decimals))
         .collect())
 }
 
-/// Splits a CSV text into records, each with the 1-based line it starts on.
+/// Splits a CSV text into records, each with the 1-based line it starts on;
+/// more than `max_records` is [`ParamError::TooManyPoints`] (checked as they
+/// are read, so a file of millions of tiny rows does not fill memory first).
 ///
 /// Blank lines are skipped; a `"` inside an unquoted field is literal.
-fn csv_records(text: &str, origin: &str) -> Result<Vec<(usize, Vec<String>)>, ParamError> {
+fn csv_records(
+    text: &str,
+    origin: &str,
+    max_records: usize,
+) -> Result<Vec<(usize, Vec<String>)>, ParamError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let b = text.as_bytes();
     let n = b.len();
@@ -531,6 +616,11 @@ fn csv_records(text: &str, origin: &str) -> Result<Vec<(usize, Vec<String>)>, Pa
             line += 1;
             break;
         }
+        if records.len() == max_records {
+            return Err(ParamError::TooManyPoints {
+                max: max_records - 1,
+            });
+        }
         records.push((start_line, fields));
     }
     Ok(records)
@@ -547,7 +637,8 @@ fn csv_records(text: &str, origin: &str) -> Result<Vec<(usize, Vec<String>)>, Pa
 /// no rows is an error, as is a row with a different number of fields than
 /// the header (the error names `origin` and the row's line).
 pub fn read_csv(text: &str, origin: &str) -> Result<Vec<Point>, ParamError> {
-    let mut records = csv_records(text, origin)?.into_iter();
+    let max = max_points();
+    let mut records = csv_records(text, origin, max.saturating_add(1))?.into_iter();
     let (header_line, header) = records.next().ok_or_else(|| ParamError::CsvEmpty {
         origin: origin.into(),
     })?;
@@ -586,9 +677,6 @@ pub fn read_csv(text: &str, origin: &str) -> Result<Vec<Point>, ParamError> {
             origin: origin.into(),
         });
     }
-    if rows.len() > MAX_POINTS {
-        return Err(ParamError::TooManyPoints { max: MAX_POINTS });
-    }
     Ok(rows)
 }
 
@@ -605,7 +693,7 @@ fn count_values(n: usize) -> String {
 /// number of values and are paired element-wise. Each point lists its pairs in
 /// parameter order. No parameters give no points (so that [`combine`] returns
 /// the CSV rows). Duplicate names, parameters without values and sweeps over
-/// [`MAX_POINTS`] points are errors.
+/// [`max_points`] points are errors.
 pub fn points(params: &[Param], zip: bool) -> Result<Vec<Point>, ParamError> {
     let mut seen = HashSet::new();
     for p in params {
@@ -642,11 +730,12 @@ pub fn points(params: &[Param], zip: bool) -> Result<Vec<Point>, ParamError> {
             })
             .collect());
     }
+    let max = max_points();
     params
         .iter()
         .try_fold(1usize, |acc, p| acc.checked_mul(p.values.len()))
-        .filter(|&total| total <= MAX_POINTS)
-        .ok_or(ParamError::TooManyPoints { max: MAX_POINTS })?;
+        .filter(|&total| total <= max)
+        .ok_or(ParamError::TooManyPoints { max })?;
     let mut out: Vec<Point> = vec![Vec::new()];
     for p in params {
         out = out
@@ -668,7 +757,7 @@ pub fn points(params: &[Param], zip: bool) -> Result<Vec<Point>, ParamError> {
 /// The CSV rows vary slowest: each CSV row is combined with every grid point,
 /// its pairs first, then the grid's. If either side is empty the other is
 /// returned unchanged. A name present on both sides is
-/// [`ParamError::NameClash`]; more than [`MAX_POINTS`] points is
+/// [`ParamError::NameClash`]; more than [`max_points`] points is
 /// [`ParamError::TooManyPoints`].
 pub fn combine(grid: Vec<Point>, csv_rows: Vec<Point>) -> Result<Vec<Point>, ParamError> {
     let (Some(g0), Some(c0)) = (grid.first(), csv_rows.first()) else {
@@ -677,10 +766,11 @@ pub fn combine(grid: Vec<Point>, csv_rows: Vec<Point>) -> Result<Vec<Point>, Par
     if let Some((name, _)) = c0.iter().find(|(n, _)| g0.iter().any(|(m, _)| m == n)) {
         return Err(ParamError::NameClash { name: name.clone() });
     }
+    let max = max_points();
     grid.len()
         .checked_mul(csv_rows.len())
-        .filter(|&total| total <= MAX_POINTS)
-        .ok_or(ParamError::TooManyPoints { max: MAX_POINTS })?;
+        .filter(|&total| total <= max)
+        .ok_or(ParamError::TooManyPoints { max })?;
     Ok(csv_rows
         .iter()
         .flat_map(|row| {

@@ -646,3 +646,55 @@ fn end_to_end() {
         ]
     );
 }
+
+#[test]
+fn an_endless_input_is_refused_at_the_limit_with_bounded_memory() {
+    let limit = 1 << 20;
+    let e = read_input(Path::new("/dev/zero"), limit).unwrap_err();
+    assert!(
+        e.starts_with("/dev/zero: larger than the limit of 1048576 bytes")
+            && e.contains("--max-params-bytes N")
+            && e.contains("PITCH_MAX_PARAMS_BYTES"),
+        "{e}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("p.csv");
+    std::fs::write(&f, "a\n1\n").unwrap();
+    assert_eq!(read_input(&f, 4).unwrap(), "a\n1\n");
+    assert!(read_input(&f, 3).unwrap_err().contains("limit of 3 bytes"));
+    std::fs::write(&f, b"a\n\xff\n").unwrap();
+    assert!(read_input(&f, 100).unwrap_err().contains("not UTF-8"));
+}
+
+#[test]
+fn errors_quote_only_a_short_prefix_of_a_huge_value() {
+    let huge = "x".repeat(1 << 20);
+    for e in [
+        err(&huge),
+        err(&format!("{huge}-=1")),
+        err(&format!("a=1..{huge}")),
+        substitute(&[format!("{{{huge}}}")], &pt(&[("a", "1")])).unwrap_err(),
+        read_csv(&format!("{huge}-\n1\n"), "f.csv").unwrap_err(),
+    ] {
+        let text = e.to_string();
+        assert!(text.len() < 600, "{} bytes: {}", text.len(), &text[..600]);
+        assert!(text.contains(" bytes in all)"), "{text}");
+    }
+    assert_eq!(excerpt("short"), "short");
+    // Multi-byte characters are cut on a character boundary.
+    let wide = "é".repeat(300);
+    assert!(excerpt(&wide).starts_with(&"é".repeat(100)));
+}
+
+#[test]
+fn a_csv_over_the_point_limit_stops_at_the_limit() {
+    // The default limit: one row more than MAX_POINTS is refused while reading.
+    let mut text = String::from("a\n");
+    for _ in 0..=MAX_POINTS {
+        text.push_str("1\n");
+    }
+    assert_eq!(
+        read_csv(&text, "f.csv").unwrap_err(),
+        ParamError::TooManyPoints { max: MAX_POINTS }
+    );
+}

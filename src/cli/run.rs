@@ -45,9 +45,15 @@ pub(crate) struct SweepArgs {
     /// Pair the parameters' values instead of crossing them.
     #[arg(long)]
     zip: bool,
-    /// Points from a CSV file (header = parameter names).
+    /// Points from a CSV file (header = parameter names); `-` reads standard input.
     #[arg(long)]
     params_file: Option<std::path::PathBuf>,
+    /// The largest --params-file (or standard input) read, in bytes.
+    #[arg(long, env = "PITCH_MAX_PARAMS_BYTES", default_value_t = params::MAX_PARAMS_BYTES)]
+    max_params_bytes: u64,
+    /// The most points a sweep (or one range) may have.
+    #[arg(long, env = "PITCH_MAX_POINTS", default_value_t = params::MAX_POINTS)]
+    max_points: usize,
     /// Pack K points into each Slurm array element.
     #[arg(long)]
     tasks_per_job: Option<u32>,
@@ -212,6 +218,7 @@ fn launch_exit_code(kind: LaunchErrorKind) -> i32 {
 
 pub(crate) fn sweep(a: SweepArgs) -> i32 {
     let out = a.out;
+    params::set_max_points(a.max_points);
     let grid = match a
         .params
         .iter()
@@ -223,12 +230,12 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
         Err(e) => return fail(USAGE, e),
     };
     let rows = match &a.params_file {
-        Some(path) => match std::fs::read_to_string(path) {
+        Some(path) => match params::read_input(path, a.max_params_bytes) {
             Ok(text) => match params::read_csv(&text, &path.display().to_string()) {
                 Ok(r) => r,
                 Err(e) => return fail(USAGE, e),
             },
-            Err(e) => return fail(USAGE, format!("{}: {e}", path.display())),
+            Err(e) => return fail(USAGE, e),
         },
         None => Vec::new(),
     };
@@ -333,7 +340,7 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
 fn point_text(point: &[(String, String)]) -> String {
     point
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", params::excerpt(v)))
         .collect::<Vec<_>>()
         .join(" ")
 }

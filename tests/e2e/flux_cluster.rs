@@ -85,6 +85,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ),
     ("packed_map_is_two_batch_jobs", packed_map_is_two_batch_jobs),
     (
+        "values_arrive_byte_identical_in_packs",
+        values_arrive_byte_identical_in_packs,
+    ),
+    (
         "a_failure_in_a_pack_spares_its_neighbours_dependents",
         a_failure_in_a_pack_spares_its_neighbours_dependents,
     ),
@@ -136,6 +140,7 @@ mod outer {
         a_dependency_on_a_running_job,
         a_failed_upstream_fails_the_dependent,
         packed_map_is_two_batch_jobs,
+        values_arrive_byte_identical_in_packs,
         a_failure_in_a_pack_spares_its_neighbours_dependents,
         two_ranks_with_flux_run,
         command_exiting_3,
@@ -424,6 +429,35 @@ fn packed_map_is_two_batch_jobs() -> Result<(), String> {
         let d = directives(s)?;
         ensure!(d.contains(&"--nslots=1".to_string()), "{d:#?}");
     }
+    Ok(())
+}
+
+/// Values with newlines, tabs, quotes, backslashes and `%` arrive byte-identical in a pack,
+/// whose tasks run from one line each of its tasks file (issue 14), as an argument and in the
+/// environment.
+fn values_arrive_byte_identical_in_packs() -> Result<(), String> {
+    let dir = temp();
+    let exe = builder(dir.path())
+        .tasks_per_job(4)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let values = [
+        "line1\nline2",
+        "tab\there, 'single' and \"double\" quotes",
+        "back\\slash \\n, 100% %j {{id}}, $HOME `date` $(date)",
+        "trailing newline\n",
+    ];
+    let futures = exe.map_commands(values.iter().map(|v| {
+        Command::new("sh")
+            .args(["-c", "printf '%s|%s' \"$1\" \"$VALUE\"", "sh", v])
+            .env("VALUE", *v)
+    }));
+    for (f, v) in futures.iter().zip(values) {
+        let out = f.result().map_err(|e| e.to_string())?;
+        let got = out.read_stdout().map_err(|e| e.to_string())?;
+        ensure!(got == format!("{v}|{v}"), "{v:?} arrived as {got:?}");
+    }
+    ensure!(batch_scripts()?.len() == 1, "one pack: {:#?}", calls()?);
     Ok(())
 }
 

@@ -21,6 +21,7 @@
 mod flux;
 mod flux_cluster;
 mod mpi;
+mod security;
 mod single_node;
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -87,6 +88,7 @@ fn main() {
         mpi::TESTS,
         flux::TESTS,
         flux_cluster::TESTS,
+        security::TESTS,
     ]
     .into_iter()
     .flatten()

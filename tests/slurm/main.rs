@@ -13,6 +13,7 @@
 //! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
 //! array_elements_that_left_the_queue).
 
+mod exact;
 #[cfg(feature = "remote")]
 mod remote;
 
@@ -1080,7 +1081,12 @@ fn main() {
     let more = remote::TESTS;
     #[cfg(not(feature = "remote"))]
     let more: &[(&str, TestFn)] = &[];
-    let tests: Vec<(&str, TestFn)> = TESTS.iter().chain(more).copied().collect();
+    let tests: Vec<(&str, TestFn)> = TESTS
+        .iter()
+        .chain(exact::TESTS)
+        .chain(more)
+        .copied()
+        .collect();
     // Every test side by side by default: most of their time is spent waiting for the
     // scheduler, and they are written to share it (each its own directory and job names;
     // the call counters count the calls naming the test's own directory or jobs).

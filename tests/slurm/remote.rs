@@ -85,7 +85,9 @@ fn files_named(root: &Path, name: &str) -> usize {
 fn remote_tasks(dir: &Path) -> Result<(), String> {
     let l = login()?;
     let local = dir.join("local");
-    let far = dir.join("remote");
+    // A missing parent on the way to the remote cache directory is made with the server's
+    // umask, not 0700 like the cache directory.
+    let far = dir.join("scratch").join("remote");
     // An input computed here earlier: only the local cache has its result.
     let here = SingleNodeExecutor::builder()
         .cache_directory(&local)
@@ -107,6 +109,14 @@ fn remote_tasks(dir: &Path) -> Result<(), String> {
     ensure!(text.starts_with("hello from "), "{text:?}");
     ensure!(a.job_id().is_some(), "a Slurm job id");
     drop(exe);
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o777);
+    let (cache_mode, parent_mode) = (mode(&far), mode(&dir.join("scratch")));
+    ensure!(
+        cache_mode == 0o700 && parent_mode != 0o700 && parent_mode != 0,
+        "modes: cache {cache_mode:o}, its parent {parent_mode:o}"
+    );
 
     // The jobs ran on the remote copy; the results came back to the local cache.
     ensure!(

@@ -8,7 +8,7 @@
 //! one-rank tasks) is one `flux batch` call.
 
 pub(crate) mod instance;
-mod parse;
+pub(crate) mod parse;
 mod run;
 
 use std::collections::HashMap;
@@ -48,6 +48,8 @@ pub(crate) static DIALECT: Dialect = Dialect {
     // reports (`{{id}}` is the F58 form, `flux-ƒ3UAjeQP.out`).
     log_name: "flux-{{id.dec}}.out",
     array_log_name: "flux-{{id.dec}}.out",
+    // Not escaped: a `{{` in the cache path would be a Flux placeholder.
+    log_path: |dir, name| format!("{dir}/{name}"),
     rank_launcher: |ranks, threads| format!("flux run --ntasks={ranks} --cores-per-task={threads}"),
     depend,
     arrays: None,

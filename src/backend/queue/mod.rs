@@ -255,14 +255,14 @@ impl Queue {
         (self.scheduler.dialect.header)(&self.tag, r, ranks, threads)
     }
 
-    /// The job's log file pattern where the jobs see it.
+    /// The job's log file pattern where the jobs see it, its directory escaped for the
+    /// scheduler's patterns (a `%` in the cache path is not a Slurm placeholder).
     fn job_log(&self, array: bool) -> String {
         let d = self.scheduler.dialect;
         let name = if array { d.array_log_name } else { d.log_name };
-        self.transport
-            .path(&self.store.job_log(name))
-            .display()
-            .to_string()
+        let path = self.transport.path(&self.store.job_log(name));
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        (d.log_path)(&dir.display().to_string(), name)
     }
 
     /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary).

@@ -135,7 +135,20 @@ pub(crate) fn exit_outcome(
     spec: &CommandSpec,
 ) -> Option<(Option<i32>, ExitOutcome)> {
     let exit_file = paths.exit_file();
-    let text = std::fs::read_to_string(&exit_file).ok()?;
+    // A job script writes "CODE START END" (under 64 bytes): read no more than a little past
+    // that, whatever the file holds, and quote no more of it in an error.
+    const EXIT_FILE_MAX: u64 = 256;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::open(&exit_file).ok()?, EXIT_FILE_MAX),
+        &mut text,
+    )
+    .ok()?;
+    if text.len() as u64 >= EXIT_FILE_MAX {
+        let detail = format!("is not an exit file: {EXIT_FILE_MAX} bytes or more");
+        let path = exit_file.display().to_string();
+        return Some((None, Err(TaskError::Store { path, detail })));
+    }
     // "CODE [START END]": the job script adds the command's start and end in microseconds
     // since the epoch when its bash can tell them.
     let mut fields = text.split_whitespace();
@@ -413,6 +426,27 @@ mod tests {
         assert_eq!(code, Some(0));
         let out: CommandOutput = crate::codec::decode(&outcome.unwrap()[0]).unwrap();
         assert_eq!(out.elapsed, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_huge_exit_file_is_refused_after_a_bounded_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "0");
+        let TaskKind::Command(spec) = &w.spec.kind else {
+            unreachable!()
+        };
+        // Sparse: 1 GiB of zeros costs no disk, and reading it whole would cost 1 GiB.
+        std::fs::File::create(w.paths.exit_file())
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        match exit_outcome(&w.paths, spec) {
+            Some((None, Err(TaskError::Store { detail, .. }))) => {
+                assert!(detail.contains("not an exit file"), "{detail}");
+                assert!(detail.len() < 100, "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::task::{TaskKind, TaskSpec};
-use crate::template::shell_quote as q;
+use crate::template::{ansi_c_quote, shell_quote as q};
 
 /// What a job script needs to know about one task.
 pub(crate) struct TaskBody<'a> {
@@ -33,6 +33,11 @@ fn p(path: &Path) -> String {
 /// The bash lines that run one task and leave its result in its directory: the worker
 /// writes the result file; a command's exit status goes to the exit file (atomically, by
 /// rename).
+///
+/// The task directory's `stdout` and `stderr` are removed first and then created under
+/// bash's `noclobber` (`set -C`, which opens with `O_EXCL`): a link planted there is removed,
+/// not written through, and one planted in between fails the redirection instead of being
+/// followed. Output files the user named are written with `>|`, as before (they may exist).
 pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let spec = t.spec;
     let (out_file, err_file) = (p(t.stdout), p(t.stderr));
@@ -63,7 +68,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 ""
             };
             out.push_str(&format!(
-                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?\n",
+                "rm -f {out_file} {err_file}; set -C\n( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?; set +C\n",
                 cache = p(t.cache),
                 key = spec.key,
             ));
@@ -81,7 +86,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             out.push_str("exit \"$code\"\n");
         }
         TaskKind::Command(c) => {
-            let own: String = c
+            let own_env: String = c
                 .env
                 .iter()
                 .map(|(k, v)| format!("export {k}={}; ", q(v)))
@@ -100,16 +105,36 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 .as_deref()
                 .map(p)
                 .unwrap_or_else(|| err_file.clone());
+            // The task directory's files are made fresh (see above); the user's are clobbered.
+            let own: Vec<&str> = [(&c.stdout, &stdout), (&c.stderr, &stderr)]
+                .into_iter()
+                .filter(|(named, _)| named.is_none())
+                .map(|(_, f)| f.as_str())
+                .collect();
+            let fresh = if own.is_empty() {
+                String::new()
+            } else {
+                format!("rm -f {}; ", own.join(" "))
+            };
+            let redirect = |named: &Option<std::path::PathBuf>| {
+                if named.is_some() {
+                    ">|"
+                } else {
+                    ">"
+                }
+            };
             // The exit file holds "CODE START END", the times in microseconds since the epoch
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
             out.push_str("s=${EPOCHREALTIME:-}; s=${s/[.,]/}\n");
             out.push_str(&format!(
-                "( {exports}{own}{cd}exec {launcher}{} ) > {stdout} 2> {stderr}\n",
-                argv.join(" ")
+                "{fresh}set -C\n( {exports}{own_env}{cd}exec {launcher}{} ) {} {stdout} 2{} {stderr}\n",
+                argv.join(" "),
+                redirect(&c.stdout),
+                redirect(&c.stderr),
             ));
             out.push_str(&format!(
-                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                "code=$?; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
                 tmp = p(t.exit_tmp),
                 exit = p(t.exit),
             ));
@@ -125,22 +150,23 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     out
 }
 
-/// The tasks file of an array job: one line per task, each task's body joined into one line,
-/// so an element reads only its own line instead of bash parsing every task's body.
+/// The tasks file of an array job: one line per task, so an element reads only its own line
+/// instead of bash parsing every task's body. Each line is the task's whole body as one
+/// `$'...'` word ([`ansi_c_quote`]): a value with a newline, a tab or a quote arrives
+/// byte-identical (joining the body's lines would have turned `a\nb` into `a; b`).
 pub(crate) fn tasks_file(bodies: &[String]) -> String {
     let mut out = String::new();
     for body in bodies {
-        let line: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
-        out.push_str(&line.join("; "));
+        out.push_str(&ansi_c_quote(body));
         out.push('\n');
     }
     out
 }
 
-/// Reads line `$1 + 1` of the tasks file and runs it.
+/// Reads line `$1 + 1` of the tasks file, decodes its `$'...'` word and runs the body.
 fn run_line(tasks: &Path) -> String {
     format!(
-        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1))p\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"$line\"\n}}\n",
+        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1))p\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"line=$line\"\n  eval \"$line\"\n}}\n",
         p(tasks)
     )
 }
@@ -291,6 +317,100 @@ mod tests {
             .unwrap();
         assert!(status.success());
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n");
+    }
+
+    #[test]
+    fn array_elements_get_values_byte_identical() {
+        // Newlines, tabs, quotes, backslashes and `%` in arguments arrive as they are in an
+        // array element, which runs its task from one line of the tasks file.
+        let dir = tempfile::tempdir().unwrap();
+        let values = [
+            "line1\nline2",
+            "tab\tand 'single' \"double\"",
+            "back\\slash \\n 100% %j $HOME `x`",
+        ];
+        // One cache directory per value: the tasks share their key.
+        let paths: Vec<TaskPaths> = (0..values.len())
+            .map(|i| {
+                let root = dir.path().join(format!("c{i}"));
+                std::fs::create_dir(&root).unwrap();
+                let paths = task_paths(&root);
+                paths.create().unwrap();
+                paths
+            })
+            .collect();
+        let bodies: Vec<String> = values
+            .iter()
+            .zip(&paths)
+            .map(|(v, p)| command_body("printf", &["%s", v], p))
+            .collect();
+        let tasks = dir.path().join("s.tasks");
+        std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+        assert_eq!(std::fs::read_to_string(&tasks).unwrap().lines().count(), 3);
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, array_body(&tasks, "$SLURM_ARRAY_TASK_ID")).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let status = std::process::Command::new("bash")
+                .arg(&script)
+                .env("SLURM_ARRAY_TASK_ID", i.to_string())
+                .status()
+                .unwrap();
+            assert!(status.success(), "element {i}");
+            let got = std::fs::read_to_string(paths[i].stdout()).unwrap();
+            assert_eq!(&got, v, "element {i}");
+        }
+    }
+
+    #[test]
+    fn a_link_planted_as_stdout_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep me\n").unwrap();
+        std::os::unix::fs::symlink(&precious, paths.stdout()).unwrap();
+        std::os::unix::fs::symlink(&precious, paths.stderr()).unwrap();
+        let run = |body: &str| {
+            let script = dir.path().join("s.sh");
+            std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+            std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .unwrap()
+        };
+        let body = command_body("sh", &["-c", "echo out; echo err >&2"], &paths);
+        assert!(run(&body).success());
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+        assert!(!paths.stdout().is_symlink());
+        assert_eq!(std::fs::read_to_string(paths.stdout()).unwrap(), "out\n");
+        assert_eq!(std::fs::read_to_string(paths.stderr()).unwrap(), "err\n");
+        // A file the user named is overwritten, as before, even when it exists.
+        let named = dir.path().join("named.out");
+        std::fs::write(&named, "old\n").unwrap();
+        let s = spec(
+            TaskKind::Command(CommandSpec {
+                program: "echo".into(),
+                args: vec!["new".into()],
+                env: vec![],
+                stdout: Some(named.clone()),
+                stderr: None,
+                allow_failure: false,
+            }),
+            1,
+        );
+        let body = task_body(&TaskBody {
+            spec: &s,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
+            exe: None,
+            durable: true,
+            rank_launcher: "srun",
+        });
+        assert!(run(&body).success());
+        assert_eq!(std::fs::read_to_string(&named).unwrap(), "new\n");
     }
 
     #[test]

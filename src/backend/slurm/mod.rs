@@ -39,6 +39,8 @@ pub(crate) static DIALECT: Dialect = Dialect {
     header,
     log_name: "slurm-%j.out",
     array_log_name: "slurm-%A.out",
+    // The cache directory's path is literal: a `%` in it must not become a pattern.
+    log_path: crate::template::slurm_filename_in,
     rank_launcher: |ranks, threads| {
         format!("srun --ntasks={ranks} --cpus-per-task={threads} --kill-on-bad-exit=1")
     },

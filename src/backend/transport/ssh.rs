@@ -141,7 +141,8 @@ impl Ssh {
             let sftp = s
                 .sftp()
                 .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
-            mkdirs(&sftp, &ssh.remote.directory)
+            // The directories above the cache directory are not pitch's: the server's umask.
+            mkdirs(&sftp, &ssh.remote.directory, 0o777)
         })
         .map_err(|e| config(e.to_string()))?;
         Ok(ssh)
@@ -333,7 +334,7 @@ impl Ssh {
                     continue;
                 }
                 if let Some(dir) = remote.parent() {
-                    mkdirs(&sftp, dir)?;
+                    mkdirs(&sftp, dir, 0o700)?;
                 }
                 put(&sftp, local, &remote, there.is_some())?;
             }
@@ -403,15 +404,20 @@ fn lost(e: &str) -> bool {
     .any(|w| e.contains(w))
 }
 
-/// Creates `dir` and its missing parents on the remote side, 0700 like the local store.
-fn mkdirs(sftp: &Sftp, dir: &Path) -> Result<(), TransportError> {
+/// Creates `dir` 0700 on the remote side, like the local store, and its missing parents with
+/// `parents` (less the SFTP server's umask).
+fn mkdirs(sftp: &Sftp, dir: &Path, parents: i32) -> Result<(), TransportError> {
+    mkdir_mode(sftp, dir, 0o700, parents)
+}
+
+fn mkdir_mode(sftp: &Sftp, dir: &Path, mode: i32, parents: i32) -> Result<(), TransportError> {
     if sftp.stat(dir).is_ok() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        mkdirs(sftp, parent)?;
+        mkdir_mode(sftp, parent, parents, parents)?;
     }
-    match sftp.mkdir(dir, 0o700) {
+    match sftp.mkdir(dir, mode) {
         Ok(()) => Ok(()),
         // Made meanwhile by another upload.
         Err(_) if sftp.stat(dir).is_ok() => Ok(()),

@@ -1,0 +1,453 @@
+//! Attacks on the cache directory by another local user (issue 14): a directory the attacker
+//! owns or may rename is refused, and links planted inside the cache are refused, not followed.
+//!
+//! Run as root, the tests create the user `pitch-attacker` (idempotent) and act as it with
+//! `setpriv`; as another user they skip with a message (they need a second user).
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Proc;
+
+use pitch::{Command, Error, Resources, SingleNodeExecutor, TaskError};
+
+use crate::ensure;
+
+pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+    (
+        "security::another_users_open_cache_directory_is_refused",
+        another_users_open_cache_directory_is_refused,
+    ),
+    (
+        "security::a_private_cache_in_a_group_writable_folder_needs_trust_group",
+        a_private_cache_in_a_group_writable_folder_needs_trust_group,
+    ),
+    (
+        "security::a_planted_link_for_a_shard_or_task_directory_is_refused",
+        a_planted_link_for_a_shard_or_task_directory_is_refused,
+    ),
+    (
+        "security::a_link_planted_as_a_tasks_stdout_is_not_written_through",
+        a_link_planted_as_a_tasks_stdout_is_not_written_through,
+    ),
+    (
+        "security::a_task_file_copied_from_another_task_is_not_run",
+        a_task_file_copied_from_another_task_is_not_run,
+    ),
+    (
+        "security::a_flux_cache_path_with_braces_is_refused",
+        a_flux_cache_path_with_braces_is_refused,
+    ),
+    (
+        "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
+        an_environment_name_bash_cannot_export_is_refused_locally_too,
+    ),
+];
+
+const ATTACKER: &str = "pitch-attacker";
+
+pitch::task! {
+    /// Gives back its argument: which task ran shows in the value.
+    pub fn echo_value(x: u32) -> u32 { x }
+}
+
+/// The attacker's uid and gid, creating the user when missing; `None` (the test skips) when
+/// this process is not root.
+fn attacker() -> Result<Option<(u32, u32)>, String> {
+    if unsafe { crate::libc_geteuid() } != 0 {
+        eprintln!("  skipped: needs root to create and act as a second user ({ATTACKER})");
+        return Ok(None);
+    }
+    let id = |flag: &str| -> Option<u32> {
+        let out = Proc::new("id").args([flag, ATTACKER]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        // Another test (or helper) may create it at the same moment: only the result counts.
+        let _ = Proc::new("useradd")
+            .args(["--system", "--no-create-home", ATTACKER])
+            .output();
+    }
+    match (id("-u"), id("-g")) {
+        (Some(u), Some(g)) => Ok(Some((u, g))),
+        _ => Err(format!("could not create the user {ATTACKER}")),
+    }
+}
+
+/// Runs `argv` as the attacker; Ok when it succeeded.
+fn as_attacker((uid, gid): (u32, u32), argv: &[&str]) -> Result<(), String> {
+    let out = Proc::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .args(argv)
+        .output()
+        .map_err(|e| format!("setpriv: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{argv:?} as {ATTACKER} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A temporary directory every user may enter (tempdir makes it 0700).
+fn open_tempdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    chmod(d.path(), 0o755);
+    d
+}
+
+fn untrusted(result: Result<pitch::Executor, Error>) -> Result<(PathBuf, String), String> {
+    match result {
+        Err(e @ Error::Untrusted { .. }) => {
+            let text = e.to_string();
+            let Error::Untrusted { path, .. } = e else {
+                unreachable!()
+            };
+            Ok((path, text))
+        }
+        Err(e) => Err(format!("refused for another reason: {e}")),
+        Ok(_) => Err("the executor was built on a directory another user controls".into()),
+    }
+}
+
+/// A 0777 cache directory that another user made: refused, naming its owner and mode.
+fn another_users_open_cache_directory_is_refused() -> Result<(), String> {
+    let Some(who) = attacker()? else {
+        return Ok(());
+    };
+    let d = open_tempdir();
+    let cache = d.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(who.0), Some(who.1)).unwrap();
+    // The attacker's own doing: a directory everybody may write.
+    as_attacker(who, &["chmod", "0777", cache.to_str().unwrap()])?;
+    let (path, text) = untrusted(
+        SingleNodeExecutor::builder()
+            .cache_directory(&cache)
+            .trust_group(true)
+            .build(),
+    )?;
+    ensure!(
+        path == cache,
+        "names {} instead of the cache",
+        path.display()
+    );
+    ensure!(
+        text.contains(ATTACKER) && text.contains("0777") && text.contains("another user"),
+        "the error names the owner and the mode: {text}"
+    );
+    // Looking at it (pitch status, results, gc, cancel) is refused the same way.
+    std::fs::create_dir(cache.join("tasks")).unwrap();
+    ensure!(
+        matches!(pitch::Cache::open(&cache), Err(Error::Untrusted { .. })),
+        "Cache::open accepted another user's directory"
+    );
+    // Even a private directory of the attacker's is refused: its owner can change it.
+    chmod(&cache, 0o700);
+    let (path, _) = untrusted(
+        SingleNodeExecutor::builder()
+            .cache_directory(&cache)
+            .build(),
+    )?;
+    ensure!(path == cache, "{}", path.display());
+    Ok(())
+}
+
+/// pitch makes the cache 0700, but in a folder the attacker's group may write the attacker can
+/// rename it and put their own in its place: refused unless the user trusts the group.
+fn a_private_cache_in_a_group_writable_folder_needs_trust_group() -> Result<(), String> {
+    let Some(who) = attacker()? else {
+        return Ok(());
+    };
+    let d = open_tempdir();
+    let project = d.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::os::unix::fs::chown(&project, None, Some(who.1)).unwrap();
+    chmod(&project, 0o770);
+    let cache = project.join("cache");
+    let (path, text) = untrusted(
+        SingleNodeExecutor::builder()
+            .cache_directory(&cache)
+            .build(),
+    )?;
+    ensure!(
+        path == project,
+        "names {} instead of the folder",
+        path.display()
+    );
+    ensure!(
+        text.contains("writable by its group")
+            && text.contains("0770")
+            && text.contains("trust_group"),
+        "the error says why and how to opt in: {text}"
+    );
+    // The threat is real: a member of the group renames the private cache away.
+    std::fs::create_dir_all(&cache).unwrap();
+    chmod(&cache, 0o700);
+    let moved = project.join("moved");
+    let groups = format!("--groups={}", who.1);
+    let out = Proc::new("setpriv")
+        .args([&format!("--reuid={}", who.0), &format!("--regid={}", who.1)])
+        .arg(&groups)
+        .args(["mv", cache.to_str().unwrap(), moved.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ensure!(
+        out.status.success(),
+        "a group member can rename the 0700 cache: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&moved, &cache).unwrap();
+    // Opting in: the group is trusted, the cache works.
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(&cache)
+        .trust_group(true)
+        .build()
+        .map_err(|e| format!("trust_group(true) still refuses: {e}"))?;
+    let out = exe
+        .submit_command(Command::new("echo").arg("trusted"))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        out.read_stdout().unwrap_or_default() == "trusted\n",
+        "{out:?}"
+    );
+    Ok(())
+}
+
+/// A shard or a task directory replaced by a link to the attacker's folder: pitch refuses it,
+/// naming the link; it neither serves a result from there nor writes there.
+fn a_planted_link_for_a_shard_or_task_directory_is_refused() -> Result<(), String> {
+    let who = attacker()?;
+    let d = open_tempdir();
+    let cache = d.path().join("cache");
+    let elsewhere = d.path().join("attacker");
+    std::fs::create_dir(&elsewhere).unwrap();
+    if let Some((uid, gid)) = who {
+        std::os::unix::fs::chown(&elsewhere, Some(uid), Some(gid)).unwrap();
+    }
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(&cache)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let secret = exe.submit_command(Command::new("echo").arg("secret-1"));
+    secret.result().map_err(|e| e.to_string())?;
+    let forged = exe.submit_command(Command::new("echo").arg("FORGED"));
+    forged.result().map_err(|e| e.to_string())?;
+    let dir = exe
+        .task_directory(&secret.key())
+        .map_err(|e| e.to_string())?;
+    let forged_dir = exe
+        .task_directory(&forged.key())
+        .map_err(|e| e.to_string())?;
+    drop(exe);
+
+    // The shard: moved to the attacker's folder, the forged result copied over the real one,
+    // and a link left in its place.
+    let shard = dir.parent().unwrap().to_path_buf();
+    let planted = elsewhere.join("shard");
+    std::fs::rename(&shard, &planted).unwrap();
+    let key_dir = planted.join(dir.file_name().unwrap());
+    for f in ["result.bin", "stdout"] {
+        // Both tasks may share the shard: copy through the planted copy then.
+        let from = if forged_dir.parent() == dir.parent() {
+            planted.join(forged_dir.file_name().unwrap()).join(f)
+        } else {
+            forged_dir.join(f)
+        };
+        std::fs::copy(&from, key_dir.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(&planted, &shard).unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(&cache)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let again = exe.submit_command(Command::new("echo").arg("secret-1"));
+    ensure!(again.key() == secret.key(), "the same task");
+    match again.result() {
+        Err(TaskError::Store { path, detail }) => {
+            ensure!(
+                path == shard.display().to_string() && detail.contains("symbolic link"),
+                "the error names the link: {path}: {detail}"
+            );
+        }
+        Ok(out) => {
+            return Err(format!(
+                "the planted shard was followed: {:?}",
+                out.read_stdout()
+            ))
+        }
+        Err(e) => return Err(format!("refused for another reason: {e}")),
+    }
+    drop(exe);
+    std::fs::remove_file(&shard).unwrap();
+
+    // A task directory: a link to an empty folder of the attacker's, for a task that never ran.
+    let target = elsewhere.join("task");
+    std::fs::create_dir(&target).unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(&cache)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let probe = exe.with_cache_key("planted-task");
+    let task_dir = probe
+        .task_directory(&probe.submit_command(Command::new("true")).key().to_string())
+        .map_err(|e| e.to_string())?;
+    drop(probe);
+    drop(exe);
+    std::fs::remove_dir_all(&task_dir).unwrap();
+    std::os::unix::fs::symlink(&target, &task_dir).unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(&cache)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = exe
+        .with_cache_key("planted-task")
+        .submit_command(Command::new("echo").arg("secret-2"))
+        .result();
+    match r {
+        Err(TaskError::Store { path, detail }) => ensure!(
+            path == task_dir.display().to_string() && detail.contains("symbolic link"),
+            "the error names the link: {path}: {detail}"
+        ),
+        other => return Err(format!("the planted task directory was used: {other:?}")),
+    }
+    let written: Vec<_> = std::fs::read_dir(&target).unwrap().flatten().collect();
+    ensure!(
+        written.is_empty(),
+        "pitch wrote through the link: {written:?}"
+    );
+    Ok(())
+}
+
+/// `MY-VAR` would work in a local child process but breaks the bash job script on Slurm or
+/// Flux: refused on every backend, naming it, so the one-line swap cannot break on it.
+fn an_environment_name_bash_cannot_export_is_refused_locally_too() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let rejected = |r: Result<pitch::CommandOutput, TaskError>| match r {
+        Err(TaskError::Rejected { reason, .. }) if reason.contains("\"MY-VAR\"") => Ok(()),
+        other => Err(format!("not rejected naming MY-VAR: {other:?}")),
+    };
+    rejected(
+        exe.submit_command(Command::new("true").env("MY-VAR", "1"))
+            .result(),
+    )?;
+    rejected(
+        exe.with_resources(Resources::new().env("MY-VAR", "1"))
+            .submit_command(Command::new("true"))
+            .result(),
+    )?;
+    let built = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .resources(Resources::new().env("MY-VAR", "1"))
+        .build();
+    ensure!(
+        matches!(&built, Err(e) if e.to_string().contains("\"MY-VAR\"")),
+        "default resources with MY-VAR: {:?}",
+        built.err()
+    );
+    // A proper name still works.
+    let out = exe
+        .submit_command(
+            Command::new("sh")
+                .args(["-c", "printf %s \"$MY_VAR\""])
+                .env("MY_VAR", "ok"),
+        )
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(out.read_stdout().unwrap_or_default() == "ok", "{out:?}");
+    Ok(())
+}
+
+/// `stdout -> a file of yours` planted in a task directory: the task's output does not
+/// overwrite that file (the attack of issue 14 on the local backend).
+fn a_link_planted_as_a_tasks_stdout_is_not_written_through() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let precious = d.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?
+        .with_cache_key("planted-output");
+    // A first run that fails leaves the task directory; the next run of the key runs again.
+    let first = exe.submit_command(Command::new("sh").args(["-c", "exit 1"]));
+    ensure!(first.result().is_err(), "the first run fails");
+    let dir = exe
+        .task_directory(&first.key())
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(dir.join("stdout"));
+    std::os::unix::fs::symlink(&precious, dir.join("stdout")).unwrap();
+    let out = exe
+        .submit_command(Command::new("echo").arg("FORGED"))
+        .result()
+        .map_err(|e| e.to_string())?;
+    let kept = std::fs::read_to_string(&precious).unwrap();
+    ensure!(
+        kept == "keep me\n",
+        "the link was written through: {kept:?}"
+    );
+    ensure!(out.stdout.is_none(), "{out:?}");
+    Ok(())
+}
+
+/// The worker (a job's `__pitch-worker run CACHE KEY`) is given a task directory whose
+/// `task.bin` was copied from another task: it refuses it as foreign instead of running the
+/// other task and filing its value under this key.
+fn a_task_file_copied_from_another_task_is_not_run() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (a, b) = (echo_value::submit(&exe, 1), echo_value::submit(&exe, 2));
+    ensure!(a.result() == Ok(1) && b.result() == Ok(2), "the tasks ran");
+    let (a_dir, b_dir) = (
+        exe.task_directory(&a.key()).map_err(|e| e.to_string())?,
+        exe.task_directory(&b.key()).map_err(|e| e.to_string())?,
+    );
+    let cache = exe.cache_directory();
+    drop(exe);
+    std::fs::copy(b_dir.join("task.bin"), a_dir.join("task.bin")).unwrap();
+    std::fs::remove_file(a_dir.join("result.bin")).unwrap();
+    let status = Proc::new(std::env::current_exe().unwrap())
+        .args(["__pitch-worker", "run", cache.to_str().unwrap(), &a.key()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(!status.success(), "the worker ran a foreign task file");
+    match pitch::__private::read_result(&cache, &a.key())? {
+        Err(TaskError::Store { detail, .. }) => ensure!(
+            detail.contains("foreign") && detail.contains(&b.key()),
+            "{detail}"
+        ),
+        other => return Err(format!("the foreign task file ran: {other:?}")),
+    }
+    Ok(())
+}
+
+/// Flux reads `{{id}}` in a job's output path as the job id and has no escape for it: a cache
+/// directory whose path holds `{{` is refused when a Flux batch executor is built (its jobs
+/// would fail, their logs going to a directory that does not exist).
+fn a_flux_cache_path_with_braces_is_refused() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let r = pitch::FluxClusterExecutor::builder()
+        .cache_directory(d.path().join("runs{{id}}").join("cache"))
+        .build();
+    ensure!(
+        matches!(&r, Err(Error::Config(m)) if m.contains("runs{{id}}") && m.contains("Flux")),
+        "{:?}",
+        r.err()
+    );
+    Ok(())
+}

@@ -83,6 +83,8 @@ fn main() {
     // Without a Flux instance the real-Flux tests are reported as ignored (under
     // PITCH_REAL_FLUX=1 they run and fail instead).
     let no_flux = matches!(flux::real_flux(), Ok(None));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
     let trials = [
         single_node::TESTS,
         mpi::TESTS,
@@ -93,8 +95,9 @@ fn main() {
     .into_iter()
     .flatten()
     .map(|&(name, test)| {
-        Trial::test(name, move || test().map_err(Failed::from))
-            .with_ignored_flag(no_flux && flux::needs_real_flux(name))
+        Trial::test(name, move || test().map_err(Failed::from)).with_ignored_flag(
+            (no_flux && flux::needs_real_flux(name)) || (!root && security::needs_root(name)),
+        )
     })
     .collect();
     libtest_mimic::run(&args, trials).exit();

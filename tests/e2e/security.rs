@@ -11,6 +11,16 @@ use pitch::{Command, Error, Resources, SingleNodeExecutor, TaskError};
 
 use crate::ensure;
 
+/// The tests that test nothing without a second user (so need root to create it): reported as
+/// ignored when not root.
+pub(crate) fn needs_root(name: &str) -> bool {
+    [
+        "security::another_users_open_cache_directory_is_refused",
+        "security::a_private_cache_in_a_group_writable_folder_needs_trust_group",
+    ]
+    .contains(&name)
+}
+
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
         "security::another_users_open_cache_directory_is_refused",

@@ -41,7 +41,8 @@ pub struct TaskInfo {
     pub stdout: Option<PathBuf>,
     /// When the task's directory last changed.
     pub modified: SystemTime,
-    /// The task's directory.
+    /// The task's directory, or for a pooled task (`block_allocation`) the result log that
+    /// holds its record.
     pub dir: PathBuf,
 }
 
@@ -169,6 +170,15 @@ impl Cache {
                 out.push(info);
             }
         }
+        // Pooled tasks (block_allocation) keep their results in the result log instead.
+        let in_dirs: std::collections::HashSet<String> =
+            out.iter().map(|t| t.key.clone()).collect();
+        out.extend(
+            crate::resultlog::logged_tasks(self.store.root())
+                .into_iter()
+                .map(crate::resultlog::Logged::into_info)
+                .filter(|t| !in_dirs.contains(&t.key)),
+        );
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -266,8 +276,17 @@ impl Cache {
             .collect()
     }
 
-    /// Removes a task's directory (for `pitch gc`).
+    /// Removes a task's directory (for `pitch gc`). A task whose result is in a result log
+    /// (a pooled task) has no directory of its own: it is refused.
     pub fn remove(&self, task: &TaskInfo) -> Result<(), Error> {
+        if crate::resultlog::is_log(&task.dir) {
+            return Err(Error::Config(format!(
+                "task {} has no directory: its result is a record of the result log {}, \
+                 which other tasks share",
+                task.key,
+                task.dir.display()
+            )));
+        }
         if !task.dir.starts_with(self.store.root()) {
             return Err(Error::Config(format!(
                 "{} is outside the cache directory",

@@ -244,7 +244,11 @@ impl Engine {
         });
 
         if opts.cache {
-            match self.store.task(&key).read_result() {
+            let stored = match self.store.task(&key).read_result() {
+                Err(FormatError::Missing) => crate::resultlog::lookup(self.store.root(), &key),
+                other => other,
+            };
+            match stored {
                 Ok(ResultRecord {
                     outcome: Ok(values),
                 }) => {
@@ -348,16 +352,18 @@ impl Engine {
     ) -> Option<ResultRecord> {
         let paths = self.store.task(&spec.key);
         let fail = |e: TaskError| ResultRecord { outcome: Err(e) };
-        if let Err(e) = paths.create() {
-            return Some(fail(e));
-        }
-        if let Err(e) = store::write_value(
-            &paths.task_file(),
-            FileKind::Task,
-            &spec,
-            self.store.durable(),
-        ) {
-            return Some(fail(e));
+        if self.backend.writes_task_file(&spec) {
+            if let Err(e) = paths.create() {
+                return Some(fail(e));
+            }
+            if let Err(e) = store::write_value(
+                &paths.task_file(),
+                FileKind::Task,
+                &spec,
+                self.store.durable(),
+            ) {
+                return Some(fail(e));
+            }
         }
         // Process backends start a task once its inputs have finished; queue backends take
         // the unfinished inputs and queue the task behind them (afterok).
@@ -374,6 +380,9 @@ impl Engine {
             };
             if let Err(cause) = outcome.as_ref() {
                 return Some(paths.publish_result(fail(dependency_failed(&input, &dep, cause))));
+            }
+            if !queue_deps {
+                waiting.push((input, dep));
             }
         }
         if slot.cancel.is_cancelled() {

@@ -51,11 +51,13 @@ mod registry;
 mod remote;
 mod report;
 mod resources;
+mod resultlog;
 mod store;
 mod task;
 mod template;
 mod worker;
 
+pub use backend::workers::{worker_state, InitFunction, WorkerStateError};
 pub use builders::{
     FluxClusterBuilder, FluxClusterExecutor, FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder,
     SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor, SlurmJobBuilder,
@@ -80,6 +82,7 @@ pub use worker::{context, init, TaskContext};
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::backend::workers::init_function;
     pub use crate::executor::{arg_source, BatchGuard};
     pub use crate::registry::fingerprint;
     pub use crate::registry::support::*;

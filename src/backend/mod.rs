@@ -10,6 +10,7 @@ pub(crate) mod queue;
 pub(crate) mod single_node;
 pub(crate) mod slurm;
 mod spawn;
+pub(crate) mod workers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,8 +31,8 @@ pub(crate) struct Job {
     pub paths: TaskPaths,
     pub resources: Resources,
     pub slot: Arc<Slot>,
-    /// Inputs still unfinished when the task was handed over (queue backends only; others
-    /// get tasks whose inputs have all finished successfully).
+    /// The task's inputs: for queue backends those still unfinished when the task was handed
+    /// over; for the others every input, all finished successfully.
     pub deps: Vec<(String, Dependency)>,
     /// Called when the task starts (with the scheduler's job id, if any); reports the
     /// `Started` event once.
@@ -119,6 +120,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         _paths: &TaskPaths,
     ) -> Option<Result<String, crate::error::TaskError>> {
         None
+    }
+
+    /// Whether the engine writes the task's directory and task file before `run` (a pool
+    /// hands function tasks to its workers in memory and keeps results in the result log).
+    fn writes_task_file(&self, _spec: &TaskSpec) -> bool {
+        true
     }
 
     /// What dropping the executor does.

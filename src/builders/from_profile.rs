@@ -67,12 +67,23 @@ impl Executor {
                 if p.template.is_some() {
                     return Err(ignored("template"));
                 }
+                if p.block_allocation == Some(true) && p.backend != BackendKind::SingleNode {
+                    return Err(ignored("block_allocation (not yet: single-node only)"));
+                }
                 let slots = Slots {
                     max_cores: p.max_cores,
                     max_workers: p.max_workers,
                 };
                 match p.backend {
-                    BackendKind::SingleNode => SingleNodeBuilder { common, slots }.build(),
+                    BackendKind::SingleNode => SingleNodeBuilder {
+                        common,
+                        slots,
+                        pool: super::PoolSettings {
+                            block_allocation: p.block_allocation.unwrap_or(false),
+                            ..Default::default()
+                        },
+                    }
+                    .build(),
                     BackendKind::SlurmJob => SlurmJobBuilder { common, slots }.build(),
                     _ => FluxJobBuilder { common, slots }.build(),
                 }

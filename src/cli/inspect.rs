@@ -312,13 +312,23 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
             TaskState::Pending => false,
         };
         let age = now.duration_since(t.modified).unwrap_or_default();
-        if done && age >= older {
+        // A pooled task's record lives in a result log shared with other tasks.
+        let own_dir = t.dir.is_dir();
+        if done && own_dir && age >= older {
             if let Err(e) = cache.remove(t) {
                 return fail(TASK_FAILED, e);
             }
             removed += 1;
         }
     }
-    println!("removed {removed} of {} task directories", tasks.len());
+    let logged = tasks.iter().filter(|t| !t.dir.is_dir()).count();
+    print!(
+        "removed {removed} of {} task directories",
+        tasks.len() - logged
+    );
+    if logged > 0 {
+        print!("; {logged} results of pooled tasks stay in their result logs");
+    }
+    println!();
     OK
 }

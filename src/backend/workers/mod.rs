@@ -1,0 +1,756 @@
+//! [`Pooled`]: persistent workers (`block_allocation(true)`). A fixed number of long-lived
+//! worker processes (the re-executed binary, `__pitch-worker pool`) each run their init
+//! function once, then function tasks one at a time, sent and answered as frames over their
+//! pipes ([`protocol`]). Each worker has one driver thread that takes the next task from the
+//! shared FIFO when its worker is idle (no static assignment), writes it, and blocks on the
+//! answer. Commands still run as their own processes, through [`SingleNode`].
+//!
+//! Failure rules: a panic or an `Err` fails only its task (the worker stays). A worker that
+//! dies (signal, abort, exit) fails its current task, or puts it back at the head of the
+//! queue while it has retries left (`max_retries`), and is replaced. `cancel()` and
+//! `run_time_max` kill the worker running the task (SIGKILL to its process group) and replace
+//! it. Closing the executor closes the workers' input pipes; a worker exits when its input
+//! ends, so workers never outlive a killed driver by more than their current task.
+//!
+//! Results go to the cache directory's result log ([`crate::resultlog`]), one record per
+//! task, instead of a directory per task; with the cache switched off at build, nowhere.
+
+pub(crate) mod protocol;
+mod serve;
+
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use self::protocol::{FromWorker, InitCall, ToWorker};
+pub(crate) use self::serve::{current_key, serve};
+pub use self::serve::{init_function, worker_state, InitFunction, WorkerStateError};
+use super::single_node::SingleNode;
+use super::{Backend, BoxFuture, Done, Job};
+use crate::error::{Error, TaskError};
+use crate::event::{EventKind, Events};
+use crate::future::view_bytes;
+use crate::resources::Resources;
+use crate::resultlog::LogSet;
+use crate::store::{ResultRecord, Store};
+use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
+use crate::worker;
+
+/// How a pool is set up (from the builder).
+pub(crate) struct PoolConfig {
+    /// Worker processes.
+    pub workers: u32,
+    /// Run once in each worker when it starts.
+    pub init: Option<InitCall>,
+    /// Times a task is run again after its worker died under it.
+    pub max_retries: u32,
+    /// The executor's default resources: every worker's size and environment.
+    pub defaults: Resources,
+    /// Whether results go to the result log (the builder's `cache`).
+    pub log: bool,
+}
+
+enum Phase {
+    Queued,
+    /// Running in the worker whose process group is this.
+    Running(i32),
+    /// Cancel asked while running: the worker was killed.
+    Cancelling,
+    Ended,
+}
+
+struct PoolTask {
+    key: TaskKey,
+    name: String,
+    /// The `Run` frame, encoded once.
+    frame: Vec<u8>,
+    limit: Option<Duration>,
+    done: Done,
+    started: Box<dyn Fn(Option<String>) + Send + Sync>,
+    phase: Mutex<Phase>,
+    attempts: AtomicU32,
+}
+
+struct State {
+    queue: VecDeque<Arc<PoolTask>>,
+    closed: bool,
+    /// Why no worker can start (its init function failed, or exec did): every task fails so.
+    broken: Option<TaskError>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// The program to start as a worker.
+    exe: PathBuf,
+    init: Option<InitCall>,
+    max_retries: u32,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    log: Option<Arc<LogSet>>,
+    durable: bool,
+    /// Worker processes started so far (the first `workers` and every replacement).
+    started: AtomicUsize,
+}
+
+/// The pool backend: function tasks to the workers, commands to `single`.
+pub(crate) struct Pooled {
+    single: Arc<SingleNode>,
+    shared: Arc<Shared>,
+    defaults: Resources,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    events: OnceLock<Events>,
+    warned_commands: AtomicBool,
+}
+
+impl Pooled {
+    /// Starts the workers (their init functions run at once, in parallel).
+    pub(crate) fn new(single: SingleNode, store: &Store, cfg: PoolConfig) -> Result<Pooled, Error> {
+        let exe = if std::path::Path::new("/proc/self/exe").exists() {
+            // The running inode, even if a rebuild replaced the file.
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().map_err(|e| Error::io("the running binary", e))?
+        };
+        let threads = cfg.defaults.threads().to_string();
+        let mut env: Vec<(String, String)> = [
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "RAYON_NUM_THREADS",
+        ]
+        .iter()
+        .map(|v| (v.to_string(), threads.clone()))
+        .collect();
+        env.extend(cfg.defaults.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push((worker::WORKER_ENV.to_string(), "1".to_string()));
+        let cwd = cfg.defaults.cwd.as_ref().map(|d| {
+            if d.is_absolute() {
+                d.clone()
+            } else {
+                std::env::current_dir().map_or_else(|_| d.clone(), |c| c.join(d))
+            }
+        });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                closed: false,
+                broken: None,
+            }),
+            wake: Condvar::new(),
+            exe,
+            init: cfg.init,
+            max_retries: cfg.max_retries,
+            env,
+            cwd,
+            log: cfg.log.then(|| LogSet::of(store.root())),
+            durable: store.durable(),
+            started: AtomicUsize::new(0),
+        });
+        let mut handles = Vec::new();
+        for index in 0..cfg.workers {
+            let s = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("pitch-pool-{index}"))
+                .spawn(move || drive(&s, index))
+                .map_err(|e| Error::Config(format!("could not start a pool thread: {e}")))?;
+            handles.push(handle);
+        }
+        Ok(Pooled {
+            single: Arc::new(single),
+            shared,
+            defaults: cfg.defaults,
+            threads: Mutex::new(handles),
+            events: OnceLock::new(),
+            warned_commands: AtomicBool::new(false),
+        })
+    }
+
+    /// Why a worker of this pool cannot run a task asking for `r` (per-submit resources
+    /// merged onto the executor's defaults).
+    fn refuses(&self, r: &Resources) -> Option<String> {
+        let d = &self.defaults;
+        let size = |r: &Resources| {
+            format!(
+                "cores = {}, threads_per_core = {}, gpus_per_core = {}",
+                r.ranks(),
+                r.threads(),
+                r.gpus_per_core.unwrap_or(0)
+            )
+        };
+        if r.ranks() != d.ranks()
+            || r.threads() != d.threads()
+            || r.gpus_per_core != d.gpus_per_core
+        {
+            return Some(format!(
+                "block_allocation workers are sized by the executor's default resources \
+                 ({}); this task asks for {}: submit it to an executor without \
+                 block_allocation",
+                size(d),
+                size(r)
+            ));
+        }
+        if r.env != d.env {
+            return Some(
+                "block_allocation workers keep the environment they were started with; \
+                 this task asks for other env variables"
+                    .into(),
+            );
+        }
+        if r.cwd != d.cwd {
+            return Some(
+                "block_allocation workers keep the working directory they were started in; \
+                 this task asks for another cwd"
+                    .into(),
+            );
+        }
+        None
+    }
+
+    fn submit(&self, job: Job) {
+        let Job {
+            spec,
+            resources,
+            slot,
+            deps,
+            started,
+            done,
+            ..
+        } = job;
+        let fail = |e: TaskError| {
+            done.finish(ResultRecord { outcome: Err(e) });
+        };
+        if let Some(reason) = self.refuses(&resources) {
+            return fail(TaskError::Rejected {
+                backend: self.name().to_string(),
+                reason,
+            });
+        }
+        let TaskSpec { key, kind, .. } = &*spec;
+        let TaskKind::Function {
+            name,
+            fingerprint,
+            args,
+        } = kind
+        else {
+            unreachable!("commands go to the process backend");
+        };
+        // Inputs are resolved here, from their futures: a worker reads no files.
+        let mut values = Vec::with_capacity(args.len());
+        for (position, arg) in args.iter().enumerate() {
+            match arg {
+                ArgSlot::Inline(bytes) => values.push(bytes.clone()),
+                ArgSlot::Ref {
+                    key: upstream,
+                    view,
+                } => {
+                    let outcome = deps
+                        .iter()
+                        .find(|(_, d)| d.slot.key == *upstream)
+                        .and_then(|(_, d)| d.slot.outcome());
+                    let value = match outcome.as_deref() {
+                        Some(Ok(v)) => view_bytes(v, *view),
+                        Some(Err(cause)) => Err(TaskError::DependencyFailed {
+                            input: format!("argument {position}"),
+                            key: upstream.to_string(),
+                            cause: Box::new(cause.clone()),
+                        }),
+                        None => Err(TaskError::Launch {
+                            what: "pitch".into(),
+                            detail: format!(
+                                "the input of argument {position} (task {upstream}) has not \
+                                 finished"
+                            ),
+                        }),
+                    };
+                    match value {
+                        Ok(v) => values.push(v),
+                        Err(e) => return fail(e),
+                    }
+                }
+            }
+        }
+        let frame = match protocol::frame(&ToWorker::Run {
+            key: *key,
+            name: name.clone(),
+            fingerprint: fingerprint.clone(),
+            args: values,
+        }) {
+            Ok(f) => f,
+            Err(detail) => {
+                return fail(TaskError::Encode {
+                    what: "the task for its worker".into(),
+                    detail,
+                })
+            }
+        };
+        let task = Arc::new(PoolTask {
+            key: *key,
+            name: name.clone(),
+            frame,
+            limit: resources.run_time_max,
+            done,
+            started,
+            phase: Mutex::new(Phase::Queued),
+            attempts: AtomicU32::new(0),
+        });
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            if let Some(e) = &st.broken {
+                let e = e.clone();
+                drop(st);
+                task.done.finish(ResultRecord { outcome: Err(e) });
+                return;
+            }
+            st.queue.push_back(task.clone());
+        }
+        self.shared.wake.notify_one();
+        slot.cancel.on_cancel(Box::new(move || cancel(&task)));
+    }
+}
+
+/// A cancel request: a queued task ends at once; a running one has its worker killed (the
+/// thread driving it reports the cancellation and replaces the worker).
+fn cancel(task: &PoolTask) {
+    let mut phase = task.phase.lock().unwrap();
+    match *phase {
+        Phase::Queued => {
+            *phase = Phase::Ended;
+            drop(phase);
+            task.done.finish(ResultRecord {
+                outcome: Err(TaskError::Cancelled),
+            });
+        }
+        Phase::Running(pgid) => {
+            *phase = Phase::Cancelling;
+            kill_group(pgid);
+        }
+        Phase::Cancelling | Phase::Ended => {}
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) on the worker's own process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().closed = true;
+        self.shared.wake.notify_all();
+        let me = std::thread::current().id();
+        for handle in std::mem::take(&mut *self.threads.lock().unwrap()) {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Backend for Pooled {
+    fn name(&self) -> &'static str {
+        self.single.name()
+    }
+
+    fn check(&self, resources: &Resources) -> Result<Vec<&'static str>, String> {
+        self.single.check(resources)
+    }
+
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
+        if let TaskKind::Command(_) = job.spec.kind {
+            if !self.warned_commands.swap(true, Ordering::SeqCst) {
+                if let Some(events) = self.events.get() {
+                    events.emit(EventKind::Warning {
+                        message: "block_allocation pools only function tasks: commands run \
+                                  as their own processes, as without it"
+                            .into(),
+                    });
+                }
+            }
+            return self.single.clone().run(job);
+        }
+        self.submit(job);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
+        if let Some(log) = &self.shared.log {
+            for message in log.take_damage() {
+                events.emit(EventKind::Warning { message });
+            }
+        }
+        self.single.attach(events.clone(), preparing);
+        let _ = self.events.set(events);
+    }
+
+    fn writes_task_file(&self, spec: &TaskSpec) -> bool {
+        matches!(spec.kind, TaskKind::Command(_))
+    }
+}
+
+/// One live worker process and its pipes.
+struct Worker {
+    index: u32,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pid: i32,
+}
+
+impl Worker {
+    fn what(&self) -> String {
+        format!("pool worker {} (pid {})", self.index, self.pid)
+    }
+
+    /// Kills the worker's process group and reaps it; returns how it ended.
+    fn kill(mut self) -> std::process::ExitStatus {
+        kill_group(self.pid);
+        self.reap()
+    }
+
+    fn reap(&mut self) -> std::process::ExitStatus {
+        self.child
+            .wait()
+            .unwrap_or_else(|_| std::process::ExitStatus::from_raw(0))
+    }
+
+    /// Closes its input (it exits when idle) and reaps it.
+    fn stop(mut self) {
+        let Worker { stdin, .. } = &mut self;
+        let _ = stdin.flush();
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+fn launch_error(index: u32, detail: String) -> TaskError {
+    TaskError::Launch {
+        what: format!("pool worker {index}"),
+        detail,
+    }
+}
+
+/// Starts a worker and waits for its init function.
+fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
+    let mut cmd = std::process::Command::new(&shared.exe);
+    cmd.args([worker::WORKER_ARG, "pool"])
+        .envs(shared.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    if let Some(dir) = &shared.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        launch_error(
+            index,
+            format!("could not start {}: {e}", shared.exe.display()),
+        )
+    })?;
+    shared.started.fetch_add(1, Ordering::Relaxed);
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = BufReader::with_capacity(1 << 16, child.stdout.take().expect("piped"));
+    let mut worker = Worker {
+        index,
+        child,
+        stdin,
+        stdout,
+        pid,
+    };
+    let start = ToWorker::Start {
+        index,
+        init: shared.init.clone(),
+    };
+    let ready = protocol::write(&mut worker.stdin, &start)
+        .and_then(|()| worker.stdin.flush())
+        .and_then(|()| protocol::read::<FromWorker>(&mut worker.stdout));
+    let init_name = || {
+        shared
+            .init
+            .as_ref()
+            .map_or_else(String::new, |i| format!(" (init function {})", i.name))
+    };
+    match ready {
+        Ok(Some(FromWorker::Ready { init: Ok(()) })) => Ok(worker),
+        Ok(Some(FromWorker::Ready { init: Err(e) })) => {
+            let what = worker.what();
+            worker.kill();
+            Err(TaskError::Launch {
+                what: format!(
+                    "{what}: its init function {}",
+                    shared.init.as_ref().map_or("", |i| i.name.as_str())
+                ),
+                detail: e.to_string(),
+            })
+        }
+        Ok(other) => {
+            let what = worker.what();
+            let status = worker.kill();
+            Err(launch_error(
+                index,
+                format!(
+                    "{what} ended before it was ready{} ({}; answer {other:?}); is \
+                     pitch::init() the first line of main?",
+                    init_name(),
+                    status_text(&status)
+                ),
+            ))
+        }
+        Err(e) => {
+            let what = worker.what();
+            let status = worker.kill();
+            Err(launch_error(
+                index,
+                format!(
+                    "{what} ended before it was ready{}: {e} ({}); is pitch::init() the \
+                     first line of main?",
+                    init_name(),
+                    status_text(&status)
+                ),
+            ))
+        }
+    }
+}
+
+fn status_text(status: &std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Records and delivers a task's end.
+fn deliver(shared: &Shared, task: &PoolTask, outcome: Result<Vec<Vec<u8>>, TaskError>) {
+    let mut record = ResultRecord { outcome };
+    if let Some(log) = &shared.log {
+        if let Err(detail) = log.append(task.key, &task.name, &record, shared.durable) {
+            if record.outcome.is_ok() {
+                record = ResultRecord {
+                    outcome: Err(TaskError::Store {
+                        path: log.dir().display().to_string(),
+                        detail,
+                    }),
+                };
+            }
+        }
+    }
+    task.done.finish(record);
+}
+
+impl Shared {
+    /// The next queued task, marked as running in `pgid`; `None` once the pool is closed.
+    fn next(&self, pgid: i32) -> Option<Arc<PoolTask>> {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            while let Some(task) = st.queue.pop_front() {
+                let mut phase = task.phase.lock().unwrap();
+                if let Phase::Queued = *phase {
+                    *phase = Phase::Running(pgid);
+                    drop(phase);
+                    return Some(task);
+                }
+            }
+            if st.closed {
+                return None;
+            }
+            st = self.wake.wait(st).unwrap();
+        }
+    }
+
+    /// No worker can start: fail every queued task, and every later one, with `error`.
+    fn break_with(&self, error: TaskError) {
+        let queued: Vec<Arc<PoolTask>> = {
+            let mut st = self.state.lock().unwrap();
+            st.broken.get_or_insert(error.clone());
+            st.queue.drain(..).collect()
+        };
+        for task in queued {
+            let mut phase = task.phase.lock().unwrap();
+            if let Phase::Queued = *phase {
+                *phase = Phase::Ended;
+                drop(phase);
+                task.done.finish(ResultRecord {
+                    outcome: Err(error.clone()),
+                });
+            }
+        }
+    }
+}
+
+/// What became of the worker after a task.
+enum After {
+    Keep,
+    Replace,
+}
+
+/// The thread of worker `index`: start it, feed it tasks, replace it when it dies.
+fn drive(shared: &Shared, index: u32) {
+    let mut worker: Option<Worker> = None;
+    loop {
+        if worker.is_none() {
+            match start_worker(shared, index) {
+                Ok(w) => worker = Some(w),
+                Err(e) => return shared.break_with(e),
+            }
+        }
+        let w = worker.as_mut().expect("started above");
+        let Some(task) = shared.next(w.pid) else {
+            if let Some(w) = worker.take() {
+                w.stop();
+            }
+            return;
+        };
+        if let After::Replace = run_task(shared, w, &task) {
+            if let Some(w) = worker.take() {
+                w.kill();
+            }
+        }
+    }
+}
+
+/// Waits until the worker's answer can be read, or `deadline` passes (false).
+fn readable_before(w: &Worker, deadline: Instant) -> bool {
+    if !w.stdout.buffer().is_empty() {
+        return true;
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fd = libc::pollfd {
+            fd: w.stdout.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        if n > 0 {
+            return true;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return true; // let the read report it
+        }
+    }
+}
+
+fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
+    (task.started)(None);
+    let sent = w
+        .stdin
+        .write_all(&task.frame)
+        .and_then(|()| w.stdin.flush());
+    let answer = match sent {
+        Err(e) => Err(e),
+        Ok(()) => match task.limit {
+            Some(limit) if !readable_before(w, Instant::now() + limit) => {
+                let mut phase = task.phase.lock().unwrap();
+                let cancelling = matches!(*phase, Phase::Cancelling);
+                *phase = Phase::Ended;
+                drop(phase);
+                kill_group(w.pid);
+                w.reap();
+                let outcome = if cancelling {
+                    Err(TaskError::Cancelled)
+                } else {
+                    Err(TaskError::Timeout { limit })
+                };
+                deliver(shared, task, outcome);
+                return After::Replace;
+            }
+            _ => protocol::read::<FromWorker>(&mut w.stdout),
+        },
+    };
+    match answer {
+        Ok(Some(FromWorker::Done { outcome })) => {
+            let mut phase = task.phase.lock().unwrap();
+            // A cancel that came as the task finished killed the worker: the value stands.
+            let killed = matches!(*phase, Phase::Cancelling);
+            *phase = Phase::Ended;
+            drop(phase);
+            deliver(shared, task, outcome.map(|v| vec![v]));
+            if killed {
+                After::Replace
+            } else {
+                After::Keep
+            }
+        }
+        other => {
+            // The worker died under the task (or spoke nonsense): find out how.
+            kill_group(w.pid);
+            let status = w.reap();
+            let mut phase = task.phase.lock().unwrap();
+            if let Phase::Cancelling = *phase {
+                *phase = Phase::Ended;
+                drop(phase);
+                deliver(shared, task, Err(TaskError::Cancelled));
+                return After::Replace;
+            }
+            let what = format!("{} running task {}", w.what(), task.key);
+            let error = match (other, status.signal()) {
+                (Ok(Some(answer)), _) => TaskError::WorkerDied {
+                    status: format!("{what}: it answered {answer:?} instead of a result"),
+                    stderr_tail: String::new(),
+                },
+                (_, Some(signal)) => TaskError::Signaled {
+                    what,
+                    signal,
+                    stderr_tail: String::new(),
+                },
+                (_, None) => TaskError::WorkerDied {
+                    status: format!("{what}: {}", status_text(&status)),
+                    stderr_tail: String::new(),
+                },
+            };
+            if task.attempts.fetch_add(1, Ordering::SeqCst) < shared.max_retries {
+                *phase = Phase::Queued;
+                drop(phase);
+                shared.state.lock().unwrap().queue.push_front(task.clone());
+                shared.wake.notify_one();
+            } else {
+                *phase = Phase::Ended;
+                drop(phase);
+                deliver(shared, task, Err(error));
+            }
+            After::Replace
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_task_cancelled_ends_at_once_and_is_skipped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = PoolTask {
+            key: TaskKey::from_bytes([1; 16]),
+            name: "t".into(),
+            frame: vec![],
+            limit: None,
+            done: Done::new(move |r| tx.send(r).unwrap()),
+            started: Box::new(|_| {}),
+            phase: Mutex::new(Phase::Queued),
+            attempts: AtomicU32::new(0),
+        };
+        cancel(&task);
+        assert_eq!(rx.recv().unwrap().outcome, Err(TaskError::Cancelled));
+        assert!(matches!(*task.phase.lock().unwrap(), Phase::Ended));
+        cancel(&task);
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -94,6 +94,7 @@ impl Drop for Inner {
             }
             self.shutdown(mode);
         }
+        self.engine.backend.close(self.engine.pending() == 0);
         // The runtime that would resolve the detached tasks' futures goes away: end them
         // with an error rather than leave them hanging.
         self.engine.detach_all();

@@ -128,6 +128,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// Called once the last handle of the executor is dropped and its drop policy has run:
+    /// stops what the backend keeps alive between tasks (pool workers). `wait` is false when
+    /// tasks are still unfinished (a detach): then it must not block on them.
+    fn close(&self, _wait: bool) {}
+
     /// What dropping the executor does.
     fn drop_policy(&self) -> DropPolicy {
         DropPolicy::Wait

@@ -14,6 +14,7 @@
 mod flux;
 mod flux_cluster;
 mod mpi;
+mod pool;
 mod single_node;
 
 use std::time::Instant;
@@ -62,6 +63,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("flux-cluster-driver") {
         std::process::exit(flux_cluster::driver(args.get(2).map_or("", String::as_str)));
     }
+    // A pooled driver that a test kills (pool::no_orphans).
+    if args.get(1).map(String::as_str) == Some("pool-driver") {
+        std::process::exit(pool::driver(args.get(2).map_or("", String::as_str)));
+    }
     // The test environment (not the library) lets OpenMPI run as root, as CI does.
     // SAFETY: no other thread exists yet.
     if unsafe { libc_geteuid() } == 0 {
@@ -77,6 +82,7 @@ fn main() {
     tests.extend(mpi::TESTS.iter().copied());
     tests.extend(flux::TESTS.iter().copied());
     tests.extend(flux_cluster::TESTS.iter().copied());
+    tests.extend(pool::TESTS.iter().copied());
     let selected: Vec<_> = tests
         .into_iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))

@@ -343,16 +343,27 @@ fn kill_group(pgid: i32) {
     }
 }
 
-impl Drop for Pooled {
-    fn drop(&mut self) {
+impl Pooled {
+    /// Closes the pool: each worker's input is closed once the queue is empty, so it exits;
+    /// with `wait`, returns when every worker has been reaped.
+    fn shut(&self, wait: bool) {
         self.shared.state.lock().unwrap().closed = true;
         self.shared.wake.notify_all();
+        if !wait {
+            return;
+        }
         let me = std::thread::current().id();
         for handle in std::mem::take(&mut *self.threads.lock().unwrap()) {
             if handle.thread().id() != me {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.shut(true);
     }
 }
 
@@ -390,6 +401,10 @@ impl Backend for Pooled {
         }
         self.single.attach(events.clone(), preparing);
         let _ = self.events.set(events);
+    }
+
+    fn close(&self, wait: bool) {
+        self.shut(wait);
     }
 
     fn writes_task_file(&self, spec: &TaskSpec) -> bool {

@@ -307,7 +307,10 @@ impl Engine {
         let cwd = Self::absolute(&cwd_override.or_else(|| resources.cwd.clone()));
         let key = match (&opts.cache_key, opts.cache) {
             (Some(k), _) => TaskKey::explicit(k),
-            (None, true) => TaskSpec::content_key(&kind, ranks, &cwd),
+            (None, true) => match self.backend.key_salt(&kind) {
+                Some(salt) => TaskSpec::content_key(&kind, ranks, &cwd).salted(salt),
+                None => TaskSpec::content_key(&kind, ranks, &cwd),
+            },
             (None, false) => TaskKey::unique(),
         };
         Ok(TaskSpec {

@@ -128,6 +128,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// Bytes that a content key of a `kind` task must include besides the task itself: what
+    /// else its value depends on here (a pool's init function). `None` for most backends.
+    fn key_salt(&self, _kind: &crate::task::TaskKind) -> Option<&[u8]> {
+        None
+    }
+
     /// Called once the last handle of the executor is dropped and its drop policy has run:
     /// stops what the backend keeps alive between tasks (pool workers). `wait` is false when
     /// tasks are still unfinished (a detach): then it must not block on them.

@@ -109,6 +109,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         no_orphans,
     ),
     ("pool::init_function_failure_fails_tasks", init_failure),
+    (
+        "pool::init_function_is_part_of_the_key",
+        init_function_is_part_of_the_key,
+    ),
 ];
 
 fn temp() -> tempfile::TempDir {
@@ -561,6 +565,44 @@ fn init_failure() -> Result<(), String> {
             ensure!(detail.contains("no model file"), "{detail}");
         }
         other => return Err(format!("expected the init failure, got {other:?}")),
+    }
+    Ok(())
+}
+
+pitch::task! {
+    pub fn pool_factor(f: u64) -> u64 { f }
+}
+
+pitch::task! {
+    pub fn pool_scaled(i: u64) -> Result<u64, pitch::WorkerStateError> {
+        Ok(i * *pitch::worker_state::<u64>()?)
+    }
+}
+
+fn init_function_is_part_of_the_key() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    let run = |factor: u64| -> Result<(Vec<u64>, u64), String> {
+        let exe = build(pool(&cache, 2).init_function(pool_factor::init(factor)))?;
+        let values = pitch::wait_all(pool_scaled::map(&exe, 0..50)).map_err(|e| e.to_string())?;
+        Ok((values, exe.shutdown(Shutdown::Wait).cached))
+    };
+    let (twice, cached) = run(2)?;
+    ensure!(twice[7] == 14 && cached == 0, "{twice:?} {cached}");
+    // Another init function argument: nothing stale comes from the cache.
+    let (thrice, cached) = run(3)?;
+    ensure!(thrice[7] == 21 && cached == 0, "{thrice:?} {cached}");
+    let (again, cached) = run(2)?;
+    ensure!(again == twice && cached == 50, "{cached} cached");
+    // The type asked for must be the init function's output type.
+    let exe = build(pool(&cache, 1).init_function(pool_factor::init(2)))?;
+    let wrong = pool_whoami::submit(&exe.with_cache(false), 0).result();
+    match wrong {
+        Err(TaskError::Failed { chain }) => ensure!(
+            chain[0].contains("asked for a u32") && chain[0].contains("returns a u64"),
+            "{chain:?}"
+        ),
+        other => return Err(format!("{other:?}")),
     }
     Ok(())
 }

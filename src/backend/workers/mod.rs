@@ -108,6 +108,8 @@ pub(crate) struct Pooled {
     threads: Mutex<Vec<JoinHandle<()>>>,
     events: OnceLock<Events>,
     warned_commands: AtomicBool,
+    /// What the keys of function tasks include: the init function, encoded.
+    salt: Option<Vec<u8>>,
 }
 
 impl Pooled {
@@ -138,6 +140,10 @@ impl Pooled {
                 std::env::current_dir().map_or_else(|_| d.clone(), |c| c.join(d))
             }
         });
+        let salt = cfg
+            .init
+            .as_ref()
+            .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -170,6 +176,7 @@ impl Pooled {
             threads: Mutex::new(handles),
             events: OnceLock::new(),
             warned_commands: AtomicBool::new(false),
+            salt,
         })
     }
 
@@ -401,6 +408,16 @@ impl Backend for Pooled {
         }
         self.single.attach(events.clone(), preparing);
         let _ = self.events.set(events);
+    }
+
+    /// Tasks of a pool with an init function depend on it: its name, fingerprint and
+    /// arguments are part of their keys (so a result computed with another init function, or
+    /// without one, is never taken from the cache; executorlib's issue #1084).
+    fn key_salt(&self, kind: &TaskKind) -> Option<&[u8]> {
+        match kind {
+            TaskKind::Function { .. } => self.salt.as_deref(),
+            TaskKind::Command(_) => None,
+        }
     }
 
     fn close(&self, wait: bool) {

@@ -53,6 +53,11 @@ impl Executor {
                 p.backend, p.name
             ))
         };
+        if p.block_allocation == Some(true) && p.backend != BackendKind::SingleNode {
+            return Err(ignored(
+                "block_allocation (persistent workers run on single-node only, so far)",
+            ));
+        }
         match p.backend {
             BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob => {
                 if p.remote.is_some() {
@@ -66,9 +71,6 @@ impl Executor {
                 }
                 if p.template.is_some() {
                     return Err(ignored("template"));
-                }
-                if p.block_allocation == Some(true) && p.backend != BackendKind::SingleNode {
-                    return Err(ignored("block_allocation (not yet: single-node only)"));
                 }
                 let slots = Slots {
                     max_cores: p.max_cores,

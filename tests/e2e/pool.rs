@@ -113,6 +113,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         "pool::init_function_is_part_of_the_key",
         init_function_is_part_of_the_key,
     ),
+    ("pool::a_profile_turns_block_allocation_on", profile),
 ];
 
 fn temp() -> tempfile::TempDir {
@@ -603,6 +604,48 @@ fn init_function_is_part_of_the_key() -> Result<(), String> {
             "{chain:?}"
         ),
         other => return Err(format!("{other:?}")),
+    }
+    Ok(())
+}
+
+fn profile() -> Result<(), String> {
+    let dir = temp();
+    let path = dir.path().join("pitch.toml");
+    std::fs::write(
+        &path,
+        "[profile.pooled]\nbackend = \"single-node\"\nmax_cores = 2\nmax_workers = 2\n\
+         block_allocation = true\ncache_directory = \"cache\"\n\n\
+         [profile.wrong]\nbackend = \"slurm\"\nblock_allocation = true\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let profiles = pitch::profile::load(&path).map_err(|e| e.to_string())?;
+    let pooled = profiles.get("pooled").map_err(|e| e.to_string())?;
+    let exe = Executor::from_settings(pooled, Vec::new()).map_err(|e| e.to_string())?;
+    let values: BTreeSet<u64> = pitch::wait_all((0..20).map(|i| pool_square::submit(&exe, i)))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    ensure!(values.len() == 20, "values {values:?}");
+    let workers = worker_pids(&exe)?;
+    ensure!(workers.len() == 2, "{workers:?}");
+    drop(exe);
+    let cache = dir.path().join("cache");
+    ensure!(
+        std::fs::read_dir(cache.join("log"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1,
+        "no result log in {}",
+        cache.display()
+    );
+    ensure!(
+        std::fs::read_dir(cache.join("tasks")).unwrap().count() == 0,
+        "pooled tasks left task directories"
+    );
+    let wrong = profiles.get("wrong").map_err(|e| e.to_string())?;
+    match Executor::from_settings(wrong, Vec::new()) {
+        Err(e) => ensure!(e.to_string().contains("block_allocation"), "{e}"),
+        Ok(_) => return Err("block_allocation on a slurm profile was accepted".into()),
     }
     Ok(())
 }

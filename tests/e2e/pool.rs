@@ -392,6 +392,34 @@ fn rerun_runs_nothing() -> Result<(), String> {
         "names: {:?}",
         listed.first().map(|t| &t.name)
     );
+    // The command line reads the log too; gc leaves the shared log alone.
+    let pitch_cli = |args: &[&str]| -> Result<String, String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(args)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .output()
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            out.status.success(),
+            "pitch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let csv = pitch_cli(&["results", "--format", "csv"])?;
+    let rows = csv.lines().filter(|l| l.contains("pool_square")).count();
+    ensure!(
+        rows == 200,
+        "pitch results lists {rows} pooled tasks:\n{csv}"
+    );
+    let gc = pitch_cli(&["gc"])?;
+    ensure!(
+        gc.contains("removed 0 of 0 task directories; 200 results of pooled tasks"),
+        "{gc}"
+    );
+    let status = pitch_cli(&["status"])?;
+    ensure!(status.contains("200"), "pitch status: {status}");
     // Flip one byte inside the first record's payload: that task (and only it) runs again.
     let logs: Vec<PathBuf> = std::fs::read_dir(cache.join("log"))
         .unwrap()

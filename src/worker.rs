@@ -132,7 +132,7 @@ fn env_u32(name: &str) -> Option<u32> {
 }
 
 /// Rank, size and local rank from the launcher's environment, first family that is set.
-fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
+pub(crate) fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
     if ranks <= 1 {
         return Ok((0, 1, 0));
     }

@@ -282,13 +282,6 @@ fn pool_config(
 ) -> Result<crate::backend::workers::PoolConfig, Error> {
     let defaults = common.resources.clone();
     defaults.validate_basic()?;
-    if defaults.ranks() > 1 {
-        return Err(Error::Config(format!(
-            "block_allocation with cores = {} (MPI workers) is not supported yet; use \
-             cores = 1 workers, or an executor without block_allocation for multi-rank tasks",
-            defaults.ranks()
-        )));
-    }
     let slots = defaults.slots();
     let workers = max_workers.unwrap_or((max_cores / slots.max(1)).max(1));
     if u64::from(workers) * u64::from(slots) > u64::from(max_cores) {

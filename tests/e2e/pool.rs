@@ -114,6 +114,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         init_function_is_part_of_the_key,
     ),
     ("pool::a_profile_turns_block_allocation_on", profile),
+    ("pool::two_rank_mpi_workers", two_rank_workers),
 ];
 
 fn temp() -> tempfile::TempDir {
@@ -497,10 +498,13 @@ fn rejected_resources() -> Result<(), String> {
             other => return Err(format!("{needle}: {other:?}")),
         }
     }
-    // cores > 1 workers are refused at build (not supported yet), and so is a pool option
-    // without block_allocation.
+    // Workers that need more slots than max_cores are refused at build, and so is a pool
+    // option without block_allocation.
     let multi = pool(&dir.path().join("c2"), 2).resources(Resources::new().cores(2));
-    ensure!(multi.build().is_err(), "cores = 2 workers were accepted");
+    ensure!(
+        multi.build().is_err(),
+        "2 workers of 2 ranks on 2 cores were accepted"
+    );
     let stray = SingleNodeExecutor::builder()
         .cache_directory(dir.path().join("c3"))
         .max_retries(1)
@@ -674,6 +678,87 @@ fn profile() -> Result<(), String> {
     match Executor::from_settings(wrong, Vec::new()) {
         Err(e) => ensure!(e.to_string().contains("block_allocation"), "{e}"),
         Ok(_) => return Err("block_allocation on a slurm profile was accepted".into()),
+    }
+    Ok(())
+}
+
+pitch::task! {
+    /// This rank, the rank count, and the rank's pid.
+    pub fn pool_rank(i: u64) -> (u32, u32, u32, u64) {
+        let c = pitch::context();
+        (c.rank, c.size, std::process::id(), i)
+    }
+}
+
+pitch::task! {
+    pub fn pool_rank_fails(bad: u32) -> u32 {
+        let rank = pitch::context().rank;
+        if rank == bad { panic!("rank {rank} fails") }
+        rank
+    }
+}
+
+fn two_rank_workers() -> Result<(), String> {
+    let dir = temp();
+    let exe = build(
+        pool(&dir.path().join("cache"), 1)
+            .max_cores(2)
+            .resources(Resources::new().cores(2))
+            .init_function(pool_init::init(dir.path().to_path_buf())),
+    )?;
+    // Every rank runs every task; submit_ranks gets them in rank order.
+    let all = pitch::wait_all((0..20).map(|i| pool_rank::submit_ranks(&exe, i)))
+        .map_err(|e| e.to_string())?;
+    let mut pids = BTreeSet::new();
+    for (i, ranks) in all.iter().enumerate() {
+        ensure!(ranks.len() == 2, "task {i}: {ranks:?}");
+        for (r, (rank, size, pid, arg)) in ranks.iter().enumerate() {
+            ensure!(
+                *rank == r as u32 && *size == 2 && *arg == i as u64,
+                "task {i}: {ranks:?}"
+            );
+            pids.insert(*pid);
+        }
+    }
+    // One worker of two ranks: two processes ran everything, and each ran its init once.
+    ensure!(pids.len() == 2, "ranks ran in {pids:?}");
+    let inits = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .starts_with("init-")
+        })
+        .count();
+    ensure!(inits == 2, "{inits} init runs for two ranks");
+    // submit gives rank 0's value; a failing rank fails the task, naming the rank.
+    let first = pool_rank::submit(&exe, 99)
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(first.0 == 0, "{first:?}");
+    match pool_rank_fails::submit(&exe, 1).result() {
+        Err(TaskError::Rank { rank, size, cause }) => {
+            ensure!(rank == 1 && size == 2, "rank {rank} of {size}");
+            ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}");
+        }
+        other => return Err(format!("{other:?}")),
+    }
+    // The worker survives a failing rank; a task asking for one rank is refused.
+    let again = pool_rank::submit(&exe, 100)
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        pids.contains(&again.2),
+        "a new worker after a panic: {again:?}"
+    );
+    match pool_pid::submit(&exe.with_resources(Resources::new().cores(1))).result() {
+        Err(TaskError::Rejected { reason, .. }) => {
+            ensure!(reason.contains("cores = 2"), "{reason}")
+        }
+        other => return Err(format!("{other:?}")),
     }
     Ok(())
 }

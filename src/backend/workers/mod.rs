@@ -19,11 +19,13 @@ pub(crate) mod protocol;
 mod serve;
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -90,6 +92,11 @@ struct Shared {
     wake: Condvar,
     /// The program to start as a worker.
     exe: PathBuf,
+    /// Its real path (mpiexec needs one).
+    real_exe: PathBuf,
+    /// Ranks per worker (`cores`): more than one run under `mpiexec -n`.
+    ranks: u32,
+    oversubscribe: bool,
     init: Option<InitCall>,
     max_retries: u32,
     env: Vec<(String, String)>,
@@ -151,6 +158,9 @@ impl Pooled {
                 broken: None,
             }),
             wake: Condvar::new(),
+            real_exe: std::env::current_exe().map_err(|e| Error::io("the running binary", e))?,
+            ranks: cfg.defaults.ranks(),
+            oversubscribe: cfg.defaults.openmpi_oversubscribe == Some(true),
             exe,
             init: cfg.init,
             max_retries: cfg.max_retries,
@@ -429,12 +439,17 @@ impl Backend for Pooled {
     }
 }
 
-/// One live worker process and its pipes.
+/// One connection to a worker rank: the worker's pipes, or (multi-rank workers) a socket.
+struct Link {
+    reader: BufReader<File>,
+    writer: File,
+}
+
+/// One live worker process (or `mpiexec` and its ranks) and its links, one per rank.
 struct Worker {
     index: u32,
     child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    links: Vec<Link>,
     pid: i32,
 }
 
@@ -457,10 +472,16 @@ impl Worker {
 
     /// Closes its input (it exits when idle) and reaps it.
     fn stop(mut self) {
-        let Worker { stdin, .. } = &mut self;
-        let _ = stdin.flush();
-        drop(self.stdin);
+        self.links.clear();
         let _ = self.child.wait();
+    }
+
+    /// Sends `bytes` (a frame) to every rank.
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        for link in &mut self.links {
+            link.writer.write_all(bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -471,42 +492,184 @@ fn launch_error(index: u32, detail: String) -> TaskError {
     }
 }
 
+/// A socket path for the ranks of one multi-rank worker to connect to.
+fn socket_path(index: u32) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "pitch-pool-{}-{index}-{}.sock",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Accepts one connection per rank (each says which rank it is), while the launcher lives.
+fn accept_ranks(
+    listener: &UnixListener,
+    child: &mut Child,
+    ranks: u32,
+) -> Result<Vec<Link>, String> {
+    let deadline = Instant::now() + RANKS_CONNECT;
+    let mut links: Vec<Option<Link>> = (0..ranks).map(|_| None).collect();
+    let mut connected = 0;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    while connected < ranks {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+                let writer = File::from(OwnedFd::from(
+                    stream.try_clone().map_err(|e| e.to_string())?,
+                ));
+                let mut reader =
+                    BufReader::with_capacity(1 << 16, File::from(OwnedFd::from(stream)));
+                match protocol::read::<FromWorker>(&mut reader) {
+                    Ok(Some(FromWorker::Hello { rank, size })) if size == ranks && rank < ranks => {
+                        if links[rank as usize]
+                            .replace(Link { reader, writer })
+                            .is_none()
+                        {
+                            connected += 1;
+                        }
+                    }
+                    other => return Err(format!("a rank greeted with {other:?}")),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "the launcher ended ({}) after {connected} of {ranks} ranks connected",
+                        status_text(&status)
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "only {connected} of {ranks} ranks connected within {RANKS_CONNECT:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(links
+        .into_iter()
+        .map(|l| l.expect("all connected"))
+        .collect())
+}
+
+/// How long the ranks of a multi-rank worker have to connect.
+const RANKS_CONNECT: Duration = Duration::from_secs(60);
+
 /// Starts a worker and waits for its init function.
 fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
-    let mut cmd = std::process::Command::new(&shared.exe);
-    cmd.args([worker::WORKER_ARG, "pool"])
-        .envs(shared.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+    let worker_args = [worker::WORKER_ARG, "pool"];
+    let mut cmd = if shared.ranks > 1 {
+        let mut mpi = std::process::Command::new("mpiexec");
+        mpi.args(["-n", &shared.ranks.to_string()]);
+        if shared.oversubscribe {
+            mpi.arg("--oversubscribe");
+        }
+        // mpiexec needs a real path; the ranks run the same file.
+        mpi.arg(&shared.real_exe).args(worker_args);
+        mpi
+    } else {
+        let mut one = std::process::Command::new(&shared.exe);
+        one.args(worker_args);
+        one
+    };
+    cmd.envs(shared.env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::inherit())
         .process_group(0);
     if let Some(dir) = &shared.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        launch_error(
-            index,
-            format!("could not start {}: {e}", shared.exe.display()),
-        )
-    })?;
+    let listener = if shared.ranks > 1 {
+        let path = socket_path(index);
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            launch_error(index, format!("cannot listen on {}: {e}", path.display()))
+        })?;
+        cmd.env(protocol::SOCKET_ENV, &path)
+            .env(protocol::RANKS_ENV, shared.ranks.to_string())
+            .stdin(Stdio::null())
+            // The library never writes to stdout: mpiexec's goes where the driver's stderr goes.
+            .stdout(
+                std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            );
+        Some((listener, path))
+    } else {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        None
+    };
+    let program = if shared.ranks > 1 {
+        "mpiexec".to_string()
+    } else {
+        shared.exe.display().to_string()
+    };
+    let spawned = cmd.spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some((_, path)) = &listener {
+                let _ = std::fs::remove_file(path);
+            }
+            let detail = if shared.ranks > 1 && e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "mpiexec was not found on PATH: cores = {} workers need OpenMPI's mpiexec",
+                    shared.ranks
+                )
+            } else {
+                format!("could not start {program}: {e}")
+            };
+            return Err(launch_error(index, detail));
+        }
+    };
     shared.started.fetch_add(1, Ordering::Relaxed);
     let pid = child.id() as i32;
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = BufReader::with_capacity(1 << 16, child.stdout.take().expect("piped"));
+    let links = match &listener {
+        None => {
+            let writer = File::from(OwnedFd::from(child.stdin.take().expect("piped")));
+            let reader = File::from(OwnedFd::from(child.stdout.take().expect("piped")));
+            Ok(vec![Link {
+                reader: BufReader::with_capacity(1 << 16, reader),
+                writer,
+            }])
+        }
+        Some((listener, path)) => {
+            let links = accept_ranks(listener, &mut child, shared.ranks);
+            let _ = std::fs::remove_file(path);
+            links
+        }
+    };
+    let links = match links {
+        Ok(l) => l,
+        Err(detail) => {
+            kill_group(pid);
+            let _ = child.wait();
+            return Err(launch_error(index, format!("{program}: {detail}")));
+        }
+    };
     let mut worker = Worker {
         index,
         child,
-        stdin,
-        stdout,
+        links,
         pid,
     };
-    let start = ToWorker::Start {
+    let start = protocol::frame(&ToWorker::Start {
         index,
         init: shared.init.clone(),
-    };
-    let ready = protocol::write(&mut worker.stdin, &start)
-        .and_then(|()| worker.stdin.flush())
-        .and_then(|()| protocol::read::<FromWorker>(&mut worker.stdout));
+    })
+    .map_err(|e| launch_error(index, e))?;
+    let mut ready = worker
+        .send(&start)
+        .map(|()| Some(FromWorker::Ready { init: Ok(()) }));
+    for link in &mut worker.links {
+        if !matches!(ready, Ok(Some(FromWorker::Ready { init: Ok(()) }))) {
+            break;
+        }
+        ready = protocol::read::<FromWorker>(&mut link.reader);
+    }
     let init_name = || {
         shared
             .init
@@ -652,9 +815,9 @@ fn drive(shared: &Shared, index: u32) {
     }
 }
 
-/// Waits until the worker's answer can be read, or `deadline` passes (false).
-fn readable_before(w: &Worker, deadline: Instant) -> bool {
-    if !w.stdout.buffer().is_empty() {
+/// Waits until a rank's answer can be read, or `deadline` passes (false).
+fn readable_before(link: &Link, deadline: Instant) -> bool {
+    if !link.reader.buffer().is_empty() {
         return true;
     }
     loop {
@@ -663,7 +826,7 @@ fn readable_before(w: &Worker, deadline: Instant) -> bool {
             return false;
         }
         let mut fd = libc::pollfd {
-            fd: w.stdout.get_ref().as_raw_fd(),
+            fd: link.reader.get_ref().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -679,48 +842,96 @@ fn readable_before(w: &Worker, deadline: Instant) -> bool {
     }
 }
 
+/// Every rank's answer, in rank order; `Err` with the first unreadable one; `Ok(None)` when
+/// the deadline passed.
+fn answers(
+    w: &mut Worker,
+    deadline: Option<Instant>,
+) -> std::io::Result<Option<Vec<Option<FromWorker>>>> {
+    let mut out = Vec::with_capacity(w.links.len());
+    for link in &mut w.links {
+        if let Some(deadline) = deadline {
+            if !readable_before(link, deadline) {
+                return Ok(None);
+            }
+        }
+        out.push(protocol::read::<FromWorker>(&mut link.reader)?);
+    }
+    Ok(Some(out))
+}
+
 fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
     (task.started)(None);
-    let sent = w
-        .stdin
-        .write_all(&task.frame)
-        .and_then(|()| w.stdin.flush());
-    let answer = match sent {
-        Err(e) => Err(e),
-        Ok(()) => match task.limit {
-            Some(limit) if !readable_before(w, Instant::now() + limit) => {
-                let mut phase = task.phase.lock().unwrap();
-                let cancelling = matches!(*phase, Phase::Cancelling);
-                *phase = Phase::Ended;
-                drop(phase);
-                kill_group(w.pid);
-                w.reap();
-                let outcome = if cancelling {
-                    Err(TaskError::Cancelled)
-                } else {
-                    Err(TaskError::Timeout { limit })
-                };
-                deliver(shared, task, outcome);
-                return After::Replace;
-            }
-            _ => protocol::read::<FromWorker>(&mut w.stdout),
-        },
+    let deadline = task.limit.map(|limit| Instant::now() + limit);
+    let answer = w.send(&task.frame).and_then(|()| answers(w, deadline));
+    let answer = match answer {
+        Ok(None) => {
+            // The time limit passed.
+            let mut phase = task.phase.lock().unwrap();
+            let cancelling = matches!(*phase, Phase::Cancelling);
+            *phase = Phase::Ended;
+            drop(phase);
+            kill_group(w.pid);
+            w.reap();
+            let outcome = if cancelling {
+                Err(TaskError::Cancelled)
+            } else {
+                Err(TaskError::Timeout {
+                    limit: task.limit.unwrap_or_default(),
+                })
+            };
+            deliver(shared, task, outcome);
+            return After::Replace;
+        }
+        Ok(Some(answers)) => answers,
+        // A rank's link broke: the worker died.
+        Err(_) => vec![None],
     };
-    match answer {
-        Ok(Some(FromWorker::Done { outcome })) => {
+    let size = w.links.len() as u32;
+    let mut values = Vec::with_capacity(answer.len());
+    let mut failure: Option<TaskError> = None;
+    let mut broken: Option<Option<FromWorker>> = None;
+    for (rank, a) in answer.into_iter().enumerate() {
+        match a {
+            Some(FromWorker::Done { outcome: Ok(v) }) => values.push(v),
+            Some(FromWorker::Done { outcome: Err(e) }) => {
+                if failure.is_none() {
+                    failure = Some(if size > 1 {
+                        TaskError::Rank {
+                            rank: rank as u32,
+                            size,
+                            cause: Box::new(e),
+                        }
+                    } else {
+                        e
+                    });
+                }
+            }
+            other => {
+                broken = Some(other);
+                break;
+            }
+        }
+    }
+    match broken {
+        None => {
             let mut phase = task.phase.lock().unwrap();
             // A cancel that came as the task finished killed the worker: the value stands.
             let killed = matches!(*phase, Phase::Cancelling);
             *phase = Phase::Ended;
             drop(phase);
-            deliver(shared, task, outcome.map(|v| vec![v]));
+            let outcome = match failure {
+                Some(e) => Err(e),
+                None => Ok(values),
+            };
+            deliver(shared, task, outcome);
             if killed {
                 After::Replace
             } else {
                 After::Keep
             }
         }
-        other => {
+        Some(other) => {
             // The worker died under the task (or spoke nonsense): find out how.
             kill_group(w.pid);
             let status = w.reap();
@@ -733,16 +944,16 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
             }
             let what = format!("{} running task {}", w.what(), task.key);
             let error = match (other, status.signal()) {
-                (Ok(Some(answer)), _) => TaskError::WorkerDied {
+                (Some(answer), _) => TaskError::WorkerDied {
                     status: format!("{what}: it answered {answer:?} instead of a result"),
                     stderr_tail: String::new(),
                 },
-                (_, Some(signal)) => TaskError::Signaled {
+                (None, Some(signal)) => TaskError::Signaled {
                     what,
                     signal,
                     stderr_tail: String::new(),
                 },
-                (_, None) => TaskError::WorkerDied {
+                (None, None) => TaskError::WorkerDied {
                     status: format!("{what}: {}", status_text(&status)),
                     stderr_tail: String::new(),
                 },

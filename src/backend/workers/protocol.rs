@@ -40,9 +40,16 @@ pub(crate) enum ToWorker {
     },
 }
 
+/// The variable that gives each rank of a multi-rank worker the driver's socket.
+pub(crate) const SOCKET_ENV: &str = "PITCH_POOL_SOCKET";
+/// The number of ranks a multi-rank worker was started with.
+pub(crate) const RANKS_ENV: &str = "PITCH_POOL_RANKS";
+
 /// What the worker answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum FromWorker {
+    /// A rank of a multi-rank worker has connected to the driver's socket (its first message).
+    Hello { rank: u32, size: u32 },
     /// The worker has run its init function (or has none).
     Ready { init: Result<(), TaskError> },
     /// The task's encoded value, or why it failed.

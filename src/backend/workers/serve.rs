@@ -159,14 +159,46 @@ fn take_protocol_fds() -> std::io::Result<(File, File)> {
     }
 }
 
+/// A rank of a multi-rank worker (started by mpiexec, which keeps standard input and
+/// output for itself): connects to the driver's socket and says which rank it is. Its
+/// standard output goes to its standard error, like a one-rank worker's.
+fn connect(path: &str) -> Result<(File, File, u32, u32, u32), String> {
+    use std::os::fd::OwnedFd;
+    let ranks = std::env::var(protocol::RANKS_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let (rank, size, local) = worker::rank_from_env(ranks).map_err(|e| e.to_string())?;
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("cannot connect to the driver at {path}: {e}"))?;
+    let other = stream.try_clone().map_err(|e| e.to_string())?;
+    // SAFETY: dup2 onto this process's standard output.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let mut output = File::from(OwnedFd::from(other));
+    protocol::write(&mut output, &FromWorker::Hello { rank, size })
+        .map_err(|e| format!("cannot greet the driver: {e}"))?;
+    Ok((File::from(OwnedFd::from(stream)), output, rank, size, local))
+}
+
 /// The pooled worker's main loop; returns the process exit code.
 pub(crate) fn serve() -> i32 {
-    let (input, output) = match take_protocol_fds() {
-        Ok(fds) => fds,
-        Err(e) => {
-            eprintln!("pitch pool worker: cannot set up its pipes: {e}");
-            return 2;
-        }
+    let (input, output, rank, size, local_rank) = match std::env::var(protocol::SOCKET_ENV) {
+        Ok(path) => match connect(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("pitch pool worker: {e}");
+                return 2;
+            }
+        },
+        Err(_) => match take_protocol_fds() {
+            Ok((input, output)) => (input, output, 0, 1, 0),
+            Err(e) => {
+                eprintln!("pitch pool worker: cannot set up its pipes: {e}");
+                return 2;
+            }
+        },
     };
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut output = BufWriter::with_capacity(1 << 16, output);
@@ -183,9 +215,9 @@ pub(crate) fn serve() -> i32 {
         }
     };
     let _ = worker::CONTEXT.set(TaskContext {
-        rank: 0,
-        size: 1,
-        local_rank: 0,
+        rank,
+        size,
+        local_rank,
         node: std::env::var("SLURMD_NODENAME").unwrap_or_default(),
         key: String::new(),
     });

@@ -276,6 +276,17 @@ impl Cache {
             .collect()
     }
 
+    /// Folds the directories of finished tasks last changed at least `older_than` ago into
+    /// a result log (one record each) and removes them (`pitch gc --compact`); directories
+    /// that hold more than `task.bin` and `result.bin` (output files) are kept. Safe to
+    /// interrupt and run again.
+    pub fn compact(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<crate::resultlog::Compacted, Error> {
+        crate::resultlog::compact(self.store.root(), older_than).map_err(Error::Config)
+    }
+
     /// Removes a task's directory (for `pitch gc`). A task whose result is in a result log
     /// (a pooled task) has no directory of its own: it is refused.
     pub fn remove(&self, task: &TaskInfo) -> Result<(), Error> {

@@ -77,6 +77,7 @@ pub use resources::{
     format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,
     RESOURCE_KEYS,
 };
+pub use resultlog::Compacted;
 pub use worker::{context, init, TaskContext};
 
 /// Support for macro expansions and the project's own tests; not part of the API.

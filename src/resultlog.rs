@@ -51,6 +51,10 @@ pub(crate) struct LogRecord {
     /// Seconds since the Unix epoch when the record was written.
     pub finished: u64,
     pub record: ResultRecord,
+    /// A command's program and arguments (records folded from a command's task directory).
+    pub argv: Option<Vec<String>>,
+    /// A `pitch sweep` point's parameters (its `PITCH_PARAM_*` variables).
+    pub params: Vec<(String, String)>,
 }
 
 fn checksum(payload: &[u8]) -> [u8; 16] {
@@ -171,6 +175,7 @@ fn replaces(new_ok: bool, old: Option<&Loc>) -> bool {
 
 struct Writer {
     file: File,
+    path: PathBuf,
     index: usize,
     offset: u64,
 }
@@ -181,6 +186,8 @@ struct Inner {
     writer: Option<Writer>,
     /// What loading found damaged, per file (reported once by whoever asks first).
     damage: Vec<(PathBuf, Damage)>,
+    /// Damaged files already reported.
+    reported: std::collections::HashSet<PathBuf>,
 }
 
 /// The logs of one cache directory, as this process sees them.
@@ -198,6 +205,35 @@ impl LogSet {
         sets.entry(root.to_path_buf())
             .or_insert_with(|| Arc::new(LogSet::load(root)))
             .clone()
+    }
+
+    /// The log set of `root`, read again from disk (what other processes appended since this
+    /// process first read it); called when an executor is built.
+    pub(crate) fn refreshed(root: &Path) -> Arc<LogSet> {
+        let set = LogSet::of(root);
+        let fresh = LogSet::load(root).inner.into_inner().unwrap();
+        {
+            let mut inner = set.inner.lock().unwrap();
+            let mut writer = inner.writer.take();
+            if let Some(w) = writer.as_mut() {
+                match fresh.files.iter().position(|f| *f == w.path) {
+                    Some(i) => w.index = i,
+                    None => writer = None, // removed by someone: start a new file
+                }
+            }
+            let reported = std::mem::take(&mut inner.reported);
+            *inner = Inner {
+                writer,
+                damage: fresh
+                    .damage
+                    .into_iter()
+                    .filter(|(p, _)| !reported.contains(p))
+                    .collect(),
+                reported,
+                ..fresh
+            };
+        }
+        set
     }
 
     fn load(root: &Path) -> LogSet {
@@ -238,6 +274,7 @@ impl LogSet {
                 index,
                 writer: None,
                 damage,
+                reported: Default::default(),
             }),
         }
     }
@@ -249,7 +286,10 @@ impl LogSet {
 
     /// Describes, once, what loading found damaged: one message per damaged log.
     pub(crate) fn take_damage(&self) -> Vec<String> {
-        std::mem::take(&mut self.inner.lock().unwrap().damage)
+        let mut inner = self.inner.lock().unwrap();
+        let damage = std::mem::take(&mut inner.damage);
+        inner.reported.extend(damage.iter().map(|(p, _)| p.clone()));
+        damage
             .into_iter()
             .map(|(path, d)| {
                 let mut what = Vec::new();
@@ -309,12 +349,41 @@ impl LogSet {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let bytes = encode_record(&LogRecord {
-            key,
-            name: name.to_string(),
-            finished,
-            record: record.clone(),
-        })?;
+        self.append_record(
+            &LogRecord {
+                key,
+                name: name.to_string(),
+                finished,
+                record: record.clone(),
+                argv: None,
+                params: Vec::new(),
+            },
+            durable,
+        )
+    }
+
+    /// Whether the logs hold a finished result of `key`.
+    fn has_finished(&self, key: &TaskKey) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .index
+            .get(key)
+            .is_some_and(|l| l.ok)
+    }
+
+    /// Syncs this process's log to disk.
+    fn sync(&self) -> io::Result<()> {
+        match &self.inner.lock().unwrap().writer {
+            Some(w) => w.file.sync_all(),
+            None => Ok(()),
+        }
+    }
+
+    fn append_record(&self, record: &LogRecord, durable: bool) -> Result<(), String> {
+        let key = record.key;
+        let record_ok = record.record.outcome.is_ok();
+        let bytes = encode_record(record)?;
         let mut inner = self.inner.lock().unwrap();
         if inner.writer.is_none() {
             let (file, path) = self.create().map_err(|e| {
@@ -323,10 +392,11 @@ impl LogSet {
                     self.root.join(LOG_DIR).display()
                 )
             })?;
-            inner.files.push(path);
+            inner.files.push(path.clone());
             let index = inner.files.len() - 1;
             inner.writer = Some(Writer {
                 file,
+                path,
                 index,
                 offset: 0,
             });
@@ -347,7 +417,7 @@ impl LogSet {
             return Err(format!("could not append to the result log: {e}"));
         }
         writer.offset += bytes.len() as u64;
-        let ok = record.outcome.is_ok();
+        let ok = record_ok;
         if replaces(ok, inner.index.get(&key)) {
             inner.index.insert(
                 key,
@@ -392,12 +462,27 @@ pub(crate) struct Logged {
     pub finished: SystemTime,
     pub record: ResultRecord,
     pub file: PathBuf,
+    pub argv: Option<Vec<String>>,
+    pub params: Vec<(String, String)>,
 }
 
 impl Logged {
     /// The task as [`crate::Cache`] lists it.
     pub(crate) fn into_info(self) -> crate::cache::TaskInfo {
         use crate::cache::TaskState;
+        let (exit_code, runtime) = match (&self.argv, &self.record.outcome) {
+            (Some(_), Ok(values)) => values
+                .first()
+                .and_then(|b| codec::decode::<crate::command::CommandOutput>(b).ok())
+                .map_or((None, None), |out| {
+                    (
+                        Some(out.exit_code),
+                        (!out.elapsed.is_zero()).then_some(out.elapsed.as_secs_f64()),
+                    )
+                }),
+            (_, Err(crate::error::TaskError::CommandFailed { code, .. })) => (Some(*code), None),
+            _ => (None, None),
+        };
         let state = match self.record.outcome {
             Ok(_) => TaskState::Finished,
             Err(e) => TaskState::Failed(e),
@@ -405,11 +490,11 @@ impl Logged {
         crate::cache::TaskInfo {
             key: self.key.to_string(),
             name: self.name,
-            argv: None,
-            params: Vec::new(),
+            argv: self.argv,
+            params: self.params,
             state,
-            exit_code: None,
-            runtime: None,
+            exit_code,
+            runtime,
             stdout: None,
             modified: self.finished,
             dir: self.file,
@@ -441,12 +526,137 @@ pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
                         finished: UNIX_EPOCH + Duration::from_secs(r.finished),
                         record: r.record,
                         file: path.clone(),
+                        argv: r.argv,
+                        params: r.params,
                     },
                 );
             }
         });
     }
     found.into_values().collect()
+}
+
+/// What [`compact`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Task directories folded into the result log (and removed).
+    pub folded: usize,
+    /// Finished task directories left as they are: they hold more than a task and a result
+    /// file (the task's stdout or stderr, rank files), or are younger than asked.
+    pub kept: usize,
+}
+
+/// The files a foldable task directory may hold.
+const FOLDABLE: [&str; 2] = ["task.bin", "result.bin"];
+
+/// Folds the directories of finished tasks (a finished result, nothing but `task.bin` and
+/// `result.bin`, last changed at least `older_than` ago) into a result log of this process,
+/// then removes them. Safe to interrupt at any point: every record is written and synced to
+/// disk before any directory goes, a record cut short is detected and skipped when read, and
+/// a directory whose task is already in a log with a finished result is only removed, so
+/// running it again finishes the work and loses nothing.
+pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, String> {
+    use crate::store::{read_value, FileKind};
+    use crate::task::{TaskKind, TaskSpec};
+    let logs = LogSet::of(root);
+    let mut done = Compacted::default();
+    let mut foldable: Vec<PathBuf> = Vec::new();
+    let now = SystemTime::now();
+    let tasks = root.join("tasks");
+    let shards = std::fs::read_dir(&tasks).map_err(|e| format!("{}: {e}", tasks.display()))?;
+    for shard in shards.flatten() {
+        let Ok(entries) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|k| k.parse::<TaskKey>().ok())
+            else {
+                continue;
+            };
+            let Ok(record) = read_value::<ResultRecord>(&dir.join("result.bin"), FileKind::Result)
+            else {
+                continue; // unfinished, or unreadable: left alone
+            };
+            if record.outcome.is_err() {
+                continue;
+            }
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_none_or(|age| age < older_than);
+            if young || names.iter().any(|n| !FOLDABLE.contains(&n.as_str())) {
+                done.kept += 1;
+                continue;
+            }
+            if !logs.has_finished(&key) {
+                let Ok(spec) = read_value::<TaskSpec>(&dir.join("task.bin"), FileKind::Task) else {
+                    done.kept += 1;
+                    continue;
+                };
+                let (name, argv, params) = match &spec.kind {
+                    TaskKind::Function { name, .. } => (name.clone(), None, Vec::new()),
+                    TaskKind::Command(c) => (
+                        c.program_name(),
+                        Some(
+                            std::iter::once(c.program.clone())
+                                .chain(c.args.iter().cloned())
+                                .collect(),
+                        ),
+                        c.env
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                k.strip_prefix("PITCH_PARAM_")
+                                    .map(|n| (n.to_string(), v.clone()))
+                            })
+                            .collect(),
+                    ),
+                };
+                let finished = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                    .unwrap_or_default()
+                    .as_secs();
+                logs.append_record(
+                    &LogRecord {
+                        key,
+                        name,
+                        finished,
+                        record,
+                        argv,
+                        params,
+                    },
+                    false,
+                )?;
+            }
+            foldable.push(dir);
+        }
+    }
+    // Every record is on disk before any directory goes.
+    logs.sync()
+        .map_err(|e| format!("could not sync the result log: {e}"))?;
+    for dir in foldable {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let Some(shard) = dir.parent() {
+            let _ = std::fs::remove_dir(shard); // only when it became empty
+        }
+        done.folded += 1;
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

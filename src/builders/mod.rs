@@ -56,6 +56,9 @@ impl CommonBuilder {
             &self.cache_directory,
             self.durable.unwrap_or(durable_default),
         )?;
+        // Results other processes logged since this process last looked (pooled runs,
+        // `pitch gc --compact`).
+        crate::resultlog::LogSet::refreshed(store.root());
         let backend = backend(&store)?;
         let exe = Executor::start(backend, store, self.reporters, self.cache)?;
         exe.check(&self.resources)?;

@@ -55,6 +55,10 @@ pub(crate) struct GcArgs {
     /// Also remove failed tasks (finished ones are always removed).
     #[arg(long)]
     failed: bool,
+    /// Instead of removing finished tasks, fold their directories into a result log (one
+    /// record each, results kept); directories with output files stay. Safe to interrupt.
+    #[arg(long, conflicts_with = "failed")]
+    compact: bool,
 }
 
 fn open(dir: &std::path::Path) -> Result<(Cache, Vec<TaskInfo>), String> {
@@ -303,6 +307,19 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
         Ok(d) => d.unwrap_or(Duration::ZERO),
         Err(e) => return fail(USAGE, format!("--older-than: {e}")),
     };
+    if a.compact {
+        return match cache.compact(older) {
+            Ok(c) => {
+                println!(
+                    "folded {} task directories into the result log; kept {} finished ones \
+                     (output files, or younger than --older-than)",
+                    c.folded, c.kept
+                );
+                OK
+            }
+            Err(e) => fail(TASK_FAILED, e),
+        };
+    }
     let now = SystemTime::now();
     let mut removed = 0;
     for t in &tasks {

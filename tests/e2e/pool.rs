@@ -115,6 +115,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ),
     ("pool::a_profile_turns_block_allocation_on", profile),
     ("pool::two_rank_mpi_workers", two_rank_workers),
+    (
+        "pool::gc_compact_killed_and_rerun_loses_nothing",
+        gc_compact_killed_and_rerun,
+    ),
 ];
 
 fn temp() -> tempfile::TempDir {
@@ -760,5 +764,76 @@ fn two_rank_workers() -> Result<(), String> {
         }
         other => return Err(format!("{other:?}")),
     }
+    Ok(())
+}
+
+fn gc_compact_killed_and_rerun() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    // Per-task directories: a process per task, functions and sweep-like commands.
+    let exe = build(
+        SingleNodeExecutor::builder()
+            .cache_directory(&cache)
+            .max_cores(2),
+    )?;
+    let squares = pitch::wait_all(pool_square::map(&exe, 0..300)).map_err(|e| e.to_string())?;
+    let commands = (0..20).map(|i| {
+        pitch::Command::new("true")
+            .arg(i.to_string())
+            .env("PITCH_PARAM_I", i.to_string())
+    });
+    pitch::wait_all(exe.map_commands(commands)).map_err(|e| e.to_string())?;
+    drop(exe);
+    let before = pitch::Cache::open(&cache)
+        .and_then(|c| c.tasks())
+        .map_err(|e| e.to_string())?;
+    ensure!(before.len() == 320, "{} tasks", before.len());
+    // SIGKILL `pitch gc --compact` at growing delays, then let it finish.
+    let gc = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"));
+        cmd.args(["gc", "--compact", "--cache-dir"]).arg(&cache);
+        cmd.stdout(std::process::Stdio::piped());
+        cmd
+    };
+    for delay_ms in [0u64, 2, 5, 10, 20, 40] {
+        let mut child = gc().spawn().map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = gc().output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{text}");
+    ensure!(text.contains("kept 0"), "{text}");
+    let after = pitch::Cache::open(&cache)
+        .and_then(|c| c.tasks())
+        .map_err(|e| e.to_string())?;
+    ensure!(after.len() == 320, "{} tasks after compaction", after.len());
+    ensure!(
+        after.iter().all(|t| t.state == pitch::TaskState::Finished),
+        "not all finished"
+    );
+    let cmd = after
+        .iter()
+        .find(|t| t.params == vec![("I".to_string(), "7".to_string())])
+        .ok_or("the command with I=7 lost its parameters")?;
+    ensure!(
+        cmd.argv == Some(vec!["true".to_string(), "7".to_string()]) && cmd.exit_code == Some(0),
+        "{cmd:?}"
+    );
+    let entries = count_entries(&cache);
+    ensure!(entries <= 20, "{entries} entries after compaction");
+    // A rerun answers everything from the logs.
+    let exe = build(SingleNodeExecutor::builder().cache_directory(&cache))?;
+    let again = pitch::wait_all(pool_square::map(&exe, 0..300)).map_err(|e| e.to_string())?;
+    let commands = (0..20).map(|i| {
+        pitch::Command::new("true")
+            .arg(i.to_string())
+            .env("PITCH_PARAM_I", i.to_string())
+    });
+    pitch::wait_all(exe.map_commands(commands)).map_err(|e| e.to_string())?;
+    let summary = exe.shutdown(Shutdown::Wait);
+    ensure!(again == squares, "different values");
+    ensure!(summary.cached == 320, "{summary:?}");
     Ok(())
 }

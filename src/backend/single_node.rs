@@ -58,6 +58,11 @@ fn status_text(status: &ExitStatus) -> String {
 }
 
 impl SingleNode {
+    /// How this backend starts processes.
+    pub(crate) fn launcher(&self) -> &Launcher {
+        &self.launcher
+    }
+
     /// The program and arguments that run the task with `ranks` ranks.
     fn argv(
         &self,

@@ -53,9 +53,12 @@ impl Executor {
                 p.backend, p.name
             ))
         };
-        if p.block_allocation == Some(true) && p.backend != BackendKind::SingleNode {
+        if p.block_allocation == Some(true)
+            && !matches!(p.backend, BackendKind::SingleNode | BackendKind::SlurmJob)
+        {
             return Err(ignored(
-                "block_allocation (persistent workers run on single-node only, so far)",
+                "block_allocation (persistent workers run on single-node and slurm-job only, \
+                 so far)",
             ));
         }
         match p.backend {
@@ -86,7 +89,15 @@ impl Executor {
                         },
                     }
                     .build(),
-                    BackendKind::SlurmJob => SlurmJobBuilder { common, slots }.build(),
+                    BackendKind::SlurmJob => SlurmJobBuilder {
+                        common,
+                        slots,
+                        pool: super::PoolSettings {
+                            block_allocation: p.block_allocation.unwrap_or(false),
+                            ..Default::default()
+                        },
+                    }
+                    .build(),
                     _ => FluxJobBuilder { common, slots }.build(),
                 }
             }

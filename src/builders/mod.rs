@@ -159,6 +159,40 @@ macro_rules! slot_builder_methods {
     };
 }
 
+/// `block_allocation`, `init_function` and `max_retries` (SingleNode and SlurmJob).
+macro_rules! pool_builder_methods {
+    () => {
+        /// Keeps `max_workers` worker processes alive and runs function tasks in them, one at a
+        /// time each, instead of a fresh process per task (executorlib's `block_allocation`).
+        /// Each worker is sized by the executor's default resources; a task asking for other
+        /// `cores`, `threads_per_core`, `gpus_per_core`, `env` or `cwd` is refused with
+        /// [`TaskError::Rejected`](crate::TaskError::Rejected). Commands still run as their own
+        /// processes. Results go to one result log per run in the cache directory instead of a
+        /// directory per task. See the README's "Persistent workers".
+        pub fn block_allocation(mut self, enabled: bool) -> Self {
+            self.pool.block_allocation = enabled;
+            self
+        }
+
+        /// A registered function run once in each worker when it starts (needs
+        /// `block_allocation`): `my_task::init(args..)`. Tasks read its value with
+        /// [`worker_state`](crate::worker_state). It runs again in a worker that replaces one
+        /// that died or was killed.
+        pub fn init_function(mut self, init: crate::InitFunction) -> Self {
+            self.pool.init = Some(init);
+            self
+        }
+
+        /// How many times a pooled task is run again when its worker dies under it (killed by a
+        /// signal, aborted, out of memory); default 0. Panics and `Err` are never retried, nor
+        /// are cancellations and timeouts. Needs `block_allocation`.
+        pub fn max_retries(mut self, n: u32) -> Self {
+            self.pool.max_retries = Some(n);
+            self
+        }
+    };
+}
+
 /// Runs each task as a process on this machine, re-executing the running binary; the local
 /// backend for development on a laptop or inside one allocated node.
 ///
@@ -203,34 +237,7 @@ impl SingleNodeBuilder {
         "Tasks running at once, whatever their size. Default: no cap beyond `max_cores`."
     );
 
-    /// Keeps `max_workers` worker processes alive and runs function tasks in them, one at a
-    /// time each, instead of a fresh process per task (executorlib's `block_allocation`).
-    /// Each worker is sized by the executor's default resources; a task asking for other
-    /// `cores`, `threads_per_core`, `gpus_per_core`, `env` or `cwd` is refused with
-    /// [`TaskError::Rejected`](crate::TaskError::Rejected). Commands still run as their own
-    /// processes. Results go to one result log per run in the cache directory instead of a
-    /// directory per task. See the README's "Persistent workers".
-    pub fn block_allocation(mut self, enabled: bool) -> Self {
-        self.pool.block_allocation = enabled;
-        self
-    }
-
-    /// A registered function run once in each worker when it starts (needs
-    /// `block_allocation`): `my_task::init(args..)`. Tasks read its value with
-    /// [`worker_state`](crate::worker_state). It runs again in a worker that replaces one
-    /// that died or was killed.
-    pub fn init_function(mut self, init: crate::InitFunction) -> Self {
-        self.pool.init = Some(init);
-        self
-    }
-
-    /// How many times a pooled task is run again when its worker dies under it (killed by a
-    /// signal, aborted, out of memory); default 0. Panics and `Err` are never retried, nor
-    /// are cancellations and timeouts. Needs `block_allocation`.
-    pub fn max_retries(mut self, n: u32) -> Self {
-        self.pool.max_retries = Some(n);
-        self
-    }
+    pool_builder_methods!();
 
     /// Builds the executor; fails inside a worker process, on a zero limit, or on default
     /// resources the machine cannot honour.
@@ -240,39 +247,55 @@ impl SingleNodeBuilder {
             .unwrap_or(1);
         let (max_cores, max_workers) = self.slots.resolve(machine, None)?;
         let backend = SingleNode::new(Launcher::Local, max_cores, max_workers)?;
-        if !self.pool.block_allocation {
-            if self.pool.init.is_some() {
-                return Err(Error::Config(
-                    "init_function needs block_allocation(true): without it every task is a \
-                     fresh process"
-                        .into(),
-                ));
-            }
-            if self.pool.max_retries.is_some() {
-                return Err(Error::Config(
-                    "max_retries applies to block_allocation workers; without \
-                     block_allocation a task is never retried"
-                        .into(),
-                ));
-            }
-            return self.common.build(|_| Ok(Arc::new(backend)), false);
-        }
-        let cfg = pool_config(
+        build_process(
+            self.common,
             &self.pool,
-            &self.common,
+            backend,
             max_cores,
             max_workers,
             "max_cores",
-        )?;
-        self.common.build(
-            |store| {
-                Ok(Arc::new(crate::backend::workers::Pooled::new(
-                    backend, store, cfg,
-                )?))
-            },
             false,
         )
     }
+}
+
+/// Builds a process backend's executor: `backend` as it is, or a pool of persistent workers
+/// around it when `pool` asks for `block_allocation`.
+fn build_process(
+    common: CommonBuilder,
+    pool: &PoolSettings,
+    backend: SingleNode,
+    max_cores: u32,
+    max_workers: Option<u32>,
+    cores_name: &str,
+    durable: bool,
+) -> Result<Executor, Error> {
+    if !pool.block_allocation {
+        if pool.init.is_some() {
+            return Err(Error::Config(
+                "init_function needs block_allocation(true): without it every task is a \
+                 fresh process"
+                    .into(),
+            ));
+        }
+        if pool.max_retries.is_some() {
+            return Err(Error::Config(
+                "max_retries applies to block_allocation workers; without block_allocation \
+                 a task is never retried"
+                    .into(),
+            ));
+        }
+        return common.build(|_| Ok(Arc::new(backend)), durable);
+    }
+    let cfg = pool_config(pool, &common, max_cores, max_workers, cores_name)?;
+    common.build(
+        |store| {
+            Ok(Arc::new(crate::backend::workers::Pooled::new(
+                backend, store, cfg,
+            )?))
+        },
+        durable,
+    )
 }
 
 /// The pool of a `block_allocation` executor: how many workers, their init function, retries.
@@ -519,6 +542,7 @@ impl SlurmJobExecutor {
         SlurmJobBuilder {
             common: CommonBuilder::default(),
             slots: Slots::default(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -527,6 +551,7 @@ impl SlurmJobExecutor {
 pub struct SlurmJobBuilder {
     common: CommonBuilder,
     slots: Slots,
+    pool: PoolSettings,
 }
 
 /// Total CPUs of an allocation from `SLURM_JOB_CPUS_PER_NODE` ("4(x2),2" means 4+4+2).
@@ -553,6 +578,7 @@ impl SlurmJobBuilder {
         "Slots to use, at most the allocation's CPUs (default: all of them).",
         "Steps running at once, whatever their size."
     );
+    pool_builder_methods!();
 
     /// Builds the executor; fails outside a Slurm allocation.
     pub fn build(self) -> Result<Executor, Error> {
@@ -578,7 +604,15 @@ impl SlurmJobBuilder {
             .slots
             .resolve(cpus, Some((cpus, "the allocation's CPU count")))?;
         let backend = SingleNode::new(Launcher::Srun { nodes }, max_cores, max_workers)?;
-        self.common.build(|_| Ok(Arc::new(backend)), true)
+        build_process(
+            self.common,
+            &self.pool,
+            backend,
+            max_cores,
+            max_workers,
+            "the allocation's CPUs (or max_cores)",
+            true,
+        )
     }
 }
 

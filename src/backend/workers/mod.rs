@@ -21,6 +21,7 @@ mod serve;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, Write};
+use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use self::protocol::{FromWorker, InitCall, ToWorker};
 pub(crate) use self::serve::{current_key, serve};
 pub use self::serve::{init_function, worker_state, InitFunction, WorkerStateError};
-use super::single_node::SingleNode;
+use super::single_node::{Launcher, SingleNode};
 use super::{Backend, BoxFuture, Done, Job};
 use crate::error::{Error, TaskError};
 use crate::event::{EventKind, Events};
@@ -61,8 +62,9 @@ pub(crate) struct PoolConfig {
 
 enum Phase {
     Queued,
-    /// Running in the worker whose process group is this.
-    Running(i32),
+    /// Running in the worker whose process (group) is this; `true` for an srun step, which
+    /// is stopped with SIGTERM (srun passes it on to the step's tasks).
+    Running(i32, bool),
     /// Cancel asked while running: the worker was killed.
     Cancelling,
     Ended,
@@ -94,9 +96,16 @@ struct Shared {
     exe: PathBuf,
     /// Its real path (mpiexec needs one).
     real_exe: PathBuf,
-    /// Ranks per worker (`cores`): more than one run under `mpiexec -n`.
+    /// Ranks per worker (`cores`): more than one run under `mpiexec -n` (or srun's).
     ranks: u32,
-    oversubscribe: bool,
+    /// Threads per rank.
+    threads: u32,
+    /// The executor's default resources (the launcher's options).
+    defaults: Resources,
+    /// How workers start: here, or as srun steps.
+    launcher: Launcher,
+    /// What the ranks of socket-connected workers must present.
+    token: String,
     init: Option<InitCall>,
     max_retries: u32,
     env: Vec<(String, String)>,
@@ -160,7 +169,10 @@ impl Pooled {
             wake: Condvar::new(),
             real_exe: std::env::current_exe().map_err(|e| Error::io("the running binary", e))?,
             ranks: cfg.defaults.ranks(),
-            oversubscribe: cfg.defaults.openmpi_oversubscribe == Some(true),
+            threads: cfg.defaults.threads(),
+            defaults: cfg.defaults.clone(),
+            launcher: single.launcher().clone(),
+            token: token(),
             exe,
             init: cfg.init,
             max_retries: cfg.max_retries,
@@ -345,11 +357,24 @@ fn cancel(task: &PoolTask) {
                 outcome: Err(TaskError::Cancelled),
             });
         }
-        Phase::Running(pgid) => {
+        Phase::Running(pid, srun) => {
             *phase = Phase::Cancelling;
-            kill_group(pgid);
+            stop_process(pid, srun);
         }
         Phase::Cancelling | Phase::Ended => {}
+    }
+}
+
+/// Stops a worker: SIGTERM to an srun (which signals the step's tasks wherever they run,
+/// then exits), SIGKILL to the process group of a local worker.
+fn stop_process(pid: i32, srun: bool) {
+    if srun {
+        // SAFETY: kill(2) on the worker's own srun.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    } else {
+        kill_group(pid);
     }
 }
 
@@ -451,23 +476,49 @@ struct Worker {
     child: Child,
     links: Vec<Link>,
     pid: i32,
+    /// Whether the process is an srun (a SlurmJob worker step).
+    srun: bool,
 }
+
+/// How long a stopped worker may take to end before its process group gets SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 impl Worker {
     fn what(&self) -> String {
         format!("pool worker {} (pid {})", self.index, self.pid)
     }
 
-    /// Kills the worker's process group and reaps it; returns how it ended.
+    /// Stops the worker and reaps it; returns how it ended.
     fn kill(mut self) -> std::process::ExitStatus {
-        kill_group(self.pid);
+        self.terminate()
+    }
+
+    /// Stops the worker (see [`stop_process`]), SIGKILL to its process group if it is still
+    /// there after [`KILL_GRACE`], and reaps it.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        stop_process(self.pid, self.srun);
         self.reap()
     }
 
+    /// Reaps the worker; SIGKILL to its process group if it has not ended within
+    /// [`KILL_GRACE`].
     fn reap(&mut self) -> std::process::ExitStatus {
-        self.child
-            .wait()
-            .unwrap_or_else(|_| std::process::ExitStatus::from_raw(0))
+        let deadline = Instant::now() + KILL_GRACE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    kill_group(self.pid);
+                    return self
+                        .child
+                        .wait()
+                        .unwrap_or_else(|_| std::process::ExitStatus::from_raw(0));
+                }
+            }
+        }
     }
 
     /// Closes its input (it exits when idle) and reaps it.
@@ -502,27 +553,100 @@ fn socket_path(index: u32) -> PathBuf {
     ))
 }
 
-/// Accepts one connection per rank (each says which rank it is), while the launcher lives.
+/// Where the ranks of a multi-rank worker (or of an srun worker step) connect: a Unix socket
+/// on this machine, or a TCP port when the ranks may run on other nodes.
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// What the ranks are told (`PITCH_POOL_SOCKET`): a path, or `tcp:HOST:PORT`.
+    fn address(&self) -> Result<String, String> {
+        match self {
+            Listener::Unix(_, path) => Ok(path.display().to_string()),
+            Listener::Tcp(l) => {
+                let port = l.local_addr().map_err(|e| e.to_string())?.port();
+                Ok(format!("tcp:{}:{port}", worker::hostname()))
+            }
+        }
+    }
+
+    fn accept(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| {
+                let _ = s.set_nonblocking(false);
+                OwnedFd::from(s)
+            }),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_nodelay(true);
+                OwnedFd::from(s)
+            }),
+        }
+    }
+
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            Listener::Unix(l, _) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A secret each rank must present, so that nobody else who reaches the socket gets tasks.
+fn token() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    blake3::hash(
+        &[
+            &bytes[..],
+            &nanos.to_le_bytes(),
+            &std::process::id().to_le_bytes(),
+        ]
+        .concat(),
+    )
+    .to_hex()[..32]
+        .to_string()
+}
+
+/// Accepts one connection per rank (each says which rank it is, with the token), while the
+/// launcher lives.
 fn accept_ranks(
-    listener: &UnixListener,
+    listener: &Listener,
     child: &mut Child,
     ranks: u32,
+    token: &str,
 ) -> Result<Vec<Link>, String> {
     let deadline = Instant::now() + RANKS_CONNECT;
     let mut links: Vec<Option<Link>> = (0..ranks).map(|_| None).collect();
     let mut connected = 0;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    listener.set_nonblocking().map_err(|e| e.to_string())?;
     while connected < ranks {
         match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-                let writer = File::from(OwnedFd::from(
-                    stream.try_clone().map_err(|e| e.to_string())?,
-                ));
-                let mut reader =
-                    BufReader::with_capacity(1 << 16, File::from(OwnedFd::from(stream)));
+            Ok(fd) => {
+                let writer = File::from(fd.try_clone().map_err(|e| e.to_string())?);
+                let mut reader = BufReader::with_capacity(1 << 16, File::from(fd));
                 match protocol::read::<FromWorker>(&mut reader) {
-                    Ok(Some(FromWorker::Hello { rank, size })) if size == ranks && rank < ranks => {
+                    Ok(Some(FromWorker::Hello {
+                        rank,
+                        size,
+                        token: t,
+                    })) if size == ranks && rank < ranks && t == token => {
                         if links[rank as usize]
                             .replace(Link { reader, writer })
                             .is_none()
@@ -530,7 +654,8 @@ fn accept_ranks(
                             connected += 1;
                         }
                     }
-                    other => return Err(format!("a rank greeted with {other:?}")),
+                    // A stranger, or a rank of another run: not one of ours.
+                    _ => continue,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -561,64 +686,70 @@ const RANKS_CONNECT: Duration = Duration::from_secs(60);
 
 /// Starts a worker and waits for its init function.
 fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
-    let worker_args = [worker::WORKER_ARG, "pool"];
-    let mut cmd = if shared.ranks > 1 {
-        let mut mpi = std::process::Command::new("mpiexec");
-        mpi.args(["-n", &shared.ranks.to_string()]);
-        if shared.oversubscribe {
-            mpi.arg("--oversubscribe");
-        }
-        // mpiexec needs a real path; the ranks run the same file.
-        mpi.arg(&shared.real_exe).args(worker_args);
-        mpi
+    let worker_args = vec![worker::WORKER_ARG.to_string(), "pool".to_string()];
+    // One-rank local workers talk over their pipes; the ranks of mpiexec and srun workers
+    // connect to a socket of the driver (those launchers keep stdin and stdout for themselves).
+    let socket = shared.ranks > 1 || shared.launcher != Launcher::Local;
+    let (program, args) = if socket {
+        // The launchers need a real path; the ranks run the same file.
+        shared.launcher.wrap(
+            shared.real_exe.display().to_string(),
+            worker_args,
+            shared.ranks,
+            shared.threads,
+            &shared.defaults,
+        )
     } else {
-        let mut one = std::process::Command::new(&shared.exe);
-        one.args(worker_args);
-        one
+        (shared.exe.display().to_string(), worker_args)
     };
-    cmd.envs(shared.env.iter().map(|(k, v)| (k, v)))
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&args)
+        .envs(shared.env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::inherit())
         .process_group(0);
     if let Some(dir) = &shared.cwd {
         cmd.current_dir(dir);
     }
-    let listener = if shared.ranks > 1 {
-        let path = socket_path(index);
-        let listener = UnixListener::bind(&path).map_err(|e| {
-            launch_error(index, format!("cannot listen on {}: {e}", path.display()))
-        })?;
-        cmd.env(protocol::SOCKET_ENV, &path)
+    let listener = if socket {
+        let listener = if shared.launcher == Launcher::Local {
+            let path = socket_path(index);
+            UnixListener::bind(&path)
+                .map(|l| Listener::Unix(l, path.clone()))
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+        } else {
+            TcpListener::bind(("0.0.0.0", 0))
+                .map(Listener::Tcp)
+                .map_err(|e| format!("cannot listen on a TCP port: {e}"))
+        };
+        let listener = listener.map_err(|e| launch_error(index, e))?;
+        let address = listener.address().map_err(|e| launch_error(index, e))?;
+        cmd.env(protocol::SOCKET_ENV, address)
+            .env(protocol::TOKEN_ENV, &shared.token)
             .env(protocol::RANKS_ENV, shared.ranks.to_string())
             .stdin(Stdio::null())
-            // The library never writes to stdout: mpiexec's goes where the driver's stderr goes.
+            // The library never writes to stdout: the launcher's goes to the driver's stderr.
             .stdout(
                 std::io::stderr()
                     .as_fd()
                     .try_clone_to_owned()
                     .map_or_else(|_| Stdio::null(), Stdio::from),
             );
-        Some((listener, path))
+        Some(listener)
     } else {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         None
-    };
-    let program = if shared.ranks > 1 {
-        "mpiexec".to_string()
-    } else {
-        shared.exe.display().to_string()
     };
     let spawned = cmd.spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            if let Some((_, path)) = &listener {
-                let _ = std::fs::remove_file(path);
-            }
-            let detail = if shared.ranks > 1 && e.kind() == std::io::ErrorKind::NotFound {
+            let detail = if e.kind() == std::io::ErrorKind::NotFound && program == "mpiexec" {
                 format!(
                     "mpiexec was not found on PATH: cores = {} workers need OpenMPI's mpiexec",
                     shared.ranks
                 )
+            } else if e.kind() == std::io::ErrorKind::NotFound && program == "srun" {
+                "srun was not found on PATH".to_string()
             } else {
                 format!("could not start {program}: {e}")
             };
@@ -636,12 +767,9 @@ fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
                 writer,
             }])
         }
-        Some((listener, path)) => {
-            let links = accept_ranks(listener, &mut child, shared.ranks);
-            let _ = std::fs::remove_file(path);
-            links
-        }
+        Some(listener) => accept_ranks(listener, &mut child, shared.ranks, &shared.token),
     };
+    drop(listener);
     let links = match links {
         Ok(l) => l,
         Err(detail) => {
@@ -655,6 +783,7 @@ fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
         child,
         links,
         pid,
+        srun: shared.launcher != Launcher::Local,
     };
     let start = protocol::frame(&ToWorker::Start {
         index,
@@ -747,12 +876,13 @@ fn deliver(shared: &Shared, task: &PoolTask, outcome: Result<Vec<Vec<u8>>, TaskE
 impl Shared {
     /// The next queued task, marked as running in `pgid`; `None` once the pool is closed.
     fn next(&self, pgid: i32) -> Option<Arc<PoolTask>> {
+        let srun = self.launcher != Launcher::Local;
         let mut st = self.state.lock().unwrap();
         loop {
             while let Some(task) = st.queue.pop_front() {
                 let mut phase = task.phase.lock().unwrap();
                 if let Phase::Queued = *phase {
-                    *phase = Phase::Running(pgid);
+                    *phase = Phase::Running(pgid, srun);
                     drop(phase);
                     return Some(task);
                 }
@@ -871,8 +1001,7 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
             let cancelling = matches!(*phase, Phase::Cancelling);
             *phase = Phase::Ended;
             drop(phase);
-            kill_group(w.pid);
-            w.reap();
+            w.terminate();
             let outcome = if cancelling {
                 Err(TaskError::Cancelled)
             } else {
@@ -933,8 +1062,7 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
         }
         Some(other) => {
             // The worker died under the task (or spoke nonsense): find out how.
-            kill_group(w.pid);
-            let status = w.reap();
+            let status = w.terminate();
             let mut phase = task.phase.lock().unwrap();
             if let Phase::Cancelling = *phase {
                 *phase = Phase::Ended;

@@ -44,12 +44,14 @@ pub(crate) enum ToWorker {
 pub(crate) const SOCKET_ENV: &str = "PITCH_POOL_SOCKET";
 /// The number of ranks a multi-rank worker was started with.
 pub(crate) const RANKS_ENV: &str = "PITCH_POOL_RANKS";
+/// The secret each rank presents when it connects.
+pub(crate) const TOKEN_ENV: &str = "PITCH_POOL_TOKEN";
 
 /// What the worker answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum FromWorker {
     /// A rank of a multi-rank worker has connected to the driver's socket (its first message).
-    Hello { rank: u32, size: u32 },
+    Hello { rank: u32, size: u32, token: String },
     /// The worker has run its init function (or has none).
     Ready { init: Result<(), TaskError> },
     /// The task's encoded value, or why it failed.

@@ -169,15 +169,25 @@ fn connect(path: &str) -> Result<(File, File, u32, u32, u32), String> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     let (rank, size, local) = worker::rank_from_env(ranks).map_err(|e| e.to_string())?;
-    let stream = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("cannot connect to the driver at {path}: {e}"))?;
+    let stream: OwnedFd = match path.strip_prefix("tcp:") {
+        Some(address) => std::net::TcpStream::connect(address)
+            .map(|s| {
+                let _ = s.set_nodelay(true);
+                OwnedFd::from(s)
+            })
+            .map_err(|e| format!("cannot connect to the driver at {address}: {e}"))?,
+        None => std::os::unix::net::UnixStream::connect(path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot connect to the driver at {path}: {e}"))?,
+    };
     let other = stream.try_clone().map_err(|e| e.to_string())?;
+    let token = std::env::var(protocol::TOKEN_ENV).unwrap_or_default();
     // SAFETY: dup2 onto this process's standard output.
     if unsafe { libc::dup2(2, 1) } < 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }
     let mut output = File::from(OwnedFd::from(other));
-    protocol::write(&mut output, &FromWorker::Hello { rank, size })
+    protocol::write(&mut output, &FromWorker::Hello { rank, size, token })
         .map_err(|e| format!("cannot greet the driver: {e}"))?;
     Ok((File::from(OwnedFd::from(stream)), output, rank, size, local))
 }

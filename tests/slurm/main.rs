@@ -7,6 +7,7 @@
 //! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
 //! array_elements_that_left_the_queue).
 
+mod pool;
 #[cfg(feature = "remote")]
 mod remote;
 
@@ -1021,6 +1022,9 @@ fn slurm_available() -> bool {
 fn main() {
     pitch::init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("slurm-pool-driver") {
+        std::process::exit(pool::driver(Path::new(&args[2])));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
     }
@@ -1068,6 +1072,7 @@ fn main() {
     let selected: Vec<_> = TESTS
         .iter()
         .chain(more)
+        .chain(pool::TESTS)
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
         .collect();
     println!("running {} slurm tests", selected.len());

@@ -186,10 +186,10 @@ fn connect(path: &str) -> Result<(File, File, u32, u32, u32), String> {
     if unsafe { libc::dup2(2, 1) } < 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }
-    let mut output = File::from(OwnedFd::from(other));
+    let mut output = File::from(other);
     protocol::write(&mut output, &FromWorker::Hello { rank, size, token })
         .map_err(|e| format!("cannot greet the driver: {e}"))?;
-    Ok((File::from(OwnedFd::from(stream)), output, rank, size, local))
+    Ok((File::from(stream), output, rank, size, local))
 }
 
 /// The pooled worker's main loop; returns the process exit code.

@@ -54,11 +54,14 @@ impl Executor {
             ))
         };
         if p.block_allocation == Some(true)
-            && !matches!(p.backend, BackendKind::SingleNode | BackendKind::SlurmJob)
+            && !matches!(
+                p.backend,
+                BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob
+            )
         {
             return Err(ignored(
-                "block_allocation (persistent workers run on single-node and slurm-job only, \
-                 so far)",
+                "block_allocation (persistent workers run on single-node, slurm-job and \
+                 flux-job)",
             ));
         }
         match p.backend {
@@ -98,7 +101,15 @@ impl Executor {
                         },
                     }
                     .build(),
-                    _ => FluxJobBuilder { common, slots }.build(),
+                    _ => FluxJobBuilder {
+                        common,
+                        slots,
+                        pool: super::PoolSettings {
+                            block_allocation: p.block_allocation.unwrap_or(false),
+                            ..Default::default()
+                        },
+                    }
+                    .build(),
                 }
             }
             BackendKind::Slurm | BackendKind::Flux => {

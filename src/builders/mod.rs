@@ -638,6 +638,7 @@ impl FluxJobExecutor {
         FluxJobBuilder {
             common: CommonBuilder::default(),
             slots: Slots::default(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -646,6 +647,7 @@ impl FluxJobExecutor {
 pub struct FluxJobBuilder {
     common: CommonBuilder,
     slots: Slots,
+    pool: PoolSettings,
 }
 
 /// The command that sizes a Flux instance: its nodes, cores and GPUs that are up.
@@ -738,6 +740,7 @@ impl FluxJobBuilder {
         "Slots to use, at most the Flux instance's cores (default: all of them).",
         "Flux jobs running at once, whatever their size."
     );
+    pool_builder_methods!();
 
     /// Builds the executor; fails outside a Flux instance (`FLUX_URI` unset), when
     /// `flux resource info` cannot be run or read, and on `max_cores` above the instance's
@@ -767,7 +770,15 @@ impl FluxJobBuilder {
             max_cores,
             max_workers,
         )?;
-        self.common.build(|_| Ok(Arc::new(backend)), true)
+        build_process(
+            self.common,
+            &self.pool,
+            backend,
+            max_cores,
+            max_workers,
+            "the Flux instance's cores (or max_cores)",
+            true,
+        )
     }
 }
 

@@ -63,6 +63,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("flux-cluster-driver") {
         std::process::exit(flux_cluster::driver(args.get(2).map_or("", String::as_str)));
     }
+    // The FluxJobExecutor pool's driver (pool::flux_job_pool), with the fake flux on PATH.
+    if args.get(1).map(String::as_str) == Some("pool-flux-driver") {
+        let dir = std::path::PathBuf::from(args.get(3).map_or("", String::as_str));
+        std::process::exit(pool::flux_driver(&dir));
+    }
     // A pooled driver that a test kills (pool::no_orphans).
     if args.get(1).map(String::as_str) == Some("pool-driver") {
         std::process::exit(pool::driver(args.get(2).map_or("", String::as_str)));

@@ -119,6 +119,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         "pool::gc_compact_killed_and_rerun_loses_nothing",
         gc_compact_killed_and_rerun,
     ),
+    ("pool::flux_job_pool_against_the_fake_flux", flux_job_pool),
 ];
 
 fn temp() -> tempfile::TempDir {
@@ -835,5 +836,98 @@ fn gc_compact_killed_and_rerun() -> Result<(), String> {
     let summary = exe.shutdown(Shutdown::Wait);
     ensure!(again == squares, "different values");
     ensure!(summary.cached == 320, "{summary:?}");
+    Ok(())
+}
+
+/// The FluxJobExecutor pool's driver, run with the fake flux first on PATH and FLUX_URI set
+/// (`e2e pool-flux-driver NAME DIR`).
+pub(crate) fn flux_driver(dir: &Path) -> i32 {
+    let run = || -> Result<(), String> {
+        let marks = dir.join("marks");
+        std::fs::create_dir_all(&marks).map_err(|e| e.to_string())?;
+        let exe = pitch::FluxJobExecutor::builder()
+            .cache_directory(dir.join("cache"))
+            .block_allocation(true)
+            .max_workers(2)
+            .init_function(pool_init::init(marks.clone()))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let out = pitch::wait_all(pool_whoami::map(&exe, 0..100)).map_err(|e| e.to_string())?;
+        for (pid, init, _) in &out {
+            ensure!(pid == init, "{pid} saw {init}");
+        }
+        ensure!(worker_pids(&exe)?.len() == 2, "two workers");
+        let inits = std::fs::read_dir(&marks)
+            .map_err(|e| e.to_string())?
+            .count();
+        ensure!(inits == 2, "{inits} init runs");
+        let calls = std::fs::read_to_string(dir.join("flux.log")).map_err(|e| e.to_string())?;
+        let runs: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.contains("__pitch-worker pool"))
+            .collect();
+        ensure!(runs.len() == 2, "worker jobs: {runs:?}");
+        ensure!(
+            runs.iter()
+                .all(|l| l.contains("run -n 1 -c 1 -o exit-on-error")),
+            "{runs:?}"
+        );
+        // Cancel stops the flux run job of the worker and a new one replaces it.
+        let long = pool_sleep::submit(&exe, 60_000);
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        long.cancel();
+        ensure!(
+            long.result() == Err(TaskError::Cancelled),
+            "{:?}",
+            long.result()
+        );
+        ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "cancel took {:?}",
+            start.elapsed()
+        );
+        ensure!(
+            worker_pids(&exe)?.len() == 2,
+            "two workers after the cancel"
+        );
+        drop(exe);
+        // 2-rank worker jobs: every rank runs every task.
+        let wide = pitch::FluxJobExecutor::builder()
+            .cache_directory(dir.join("cache2"))
+            .block_allocation(true)
+            .max_workers(1)
+            .resources(Resources::new().cores(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let ranks = pool_rank::submit_ranks(&wide, 3)
+            .result()
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            ranks.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>() == vec![(0, 2), (1, 2)],
+            "{ranks:?}"
+        );
+        Ok(())
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn flux_job_pool() -> Result<(), String> {
+    let dir = temp();
+    let mut cmd = crate::flux::driver_command("pool-flux-driver", "pool", dir.path())?;
+    cmd.arg(dir.path())
+        .env("FLUX_URI", "local:///run/fake-flux/local");
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    ensure!(
+        out.status.success(),
+        "the driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

@@ -62,9 +62,15 @@ pub(crate) struct PoolConfig {
 
 enum Phase {
     Queued,
-    /// Running in the worker whose process (group) is this; `true` for an srun step, which
-    /// is stopped with SIGTERM (srun passes it on to the step's tasks).
-    Running(i32, bool),
+    /// Running in the worker whose process (group) is this; `true` for an srun step or a
+    /// flux run job, stopped with SIGTERM (the launcher passes it on to the ranks).
+    Running {
+        pid: i32,
+        srun: bool,
+        /// The worker's sockets (ranks connected to the driver): shut down on cancel, so
+        /// that the thread waiting for the ranks' answers wakes at once.
+        sockets: Vec<std::os::fd::RawFd>,
+    },
     /// Cancel asked while running: the worker was killed.
     Cancelling,
     Ended,
@@ -357,16 +363,27 @@ fn cancel(task: &PoolTask) {
                 outcome: Err(TaskError::Cancelled),
             });
         }
-        Phase::Running(pid, srun) => {
-            *phase = Phase::Cancelling;
+        Phase::Running {
+            pid,
+            srun,
+            ref sockets,
+        } => {
+            for fd in sockets {
+                // SAFETY: the worker owns these descriptors until its thread has ended the
+                // task, which it does under this lock; shutdown(2) on a pipe fails harmlessly.
+                unsafe {
+                    libc::shutdown(*fd, libc::SHUT_RDWR);
+                }
+            }
             stop_process(pid, srun);
+            *phase = Phase::Cancelling;
         }
         Phase::Cancelling | Phase::Ended => {}
     }
 }
 
-/// Stops a worker: SIGTERM to an srun (which signals the step's tasks wherever they run,
-/// then exits), SIGKILL to the process group of a local worker.
+/// Stops a worker: SIGTERM to an srun or flux run (which signals the ranks wherever they
+/// run, then exits), SIGKILL to the process group of a local worker.
 fn stop_process(pid: i32, srun: bool) {
     if srun {
         // SAFETY: kill(2) on the worker's own srun.
@@ -476,7 +493,7 @@ struct Worker {
     child: Child,
     links: Vec<Link>,
     pid: i32,
-    /// Whether the process is an srun (a SlurmJob worker step).
+    /// Whether the process is a launcher of remote ranks (srun, flux run).
     srun: bool,
 }
 
@@ -506,7 +523,11 @@ impl Worker {
         let deadline = Instant::now() + KILL_GRACE;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return status,
+                Ok(Some(status)) => {
+                    // Whatever the launcher left in its process group goes too.
+                    kill_group(self.pid);
+                    return status;
+                }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5))
                 }
@@ -874,15 +895,27 @@ fn deliver(shared: &Shared, task: &PoolTask, outcome: Result<Vec<Vec<u8>>, TaskE
 }
 
 impl Shared {
-    /// The next queued task, marked as running in `pgid`; `None` once the pool is closed.
-    fn next(&self, pgid: i32) -> Option<Arc<PoolTask>> {
-        let srun = self.launcher != Launcher::Local;
+    /// The next queued task, marked as running in `w`; `None` once the pool is closed.
+    fn next(&self, w: &Worker) -> Option<Arc<PoolTask>> {
+        let srun = w.srun;
+        let sockets: Vec<std::os::fd::RawFd> = if w.srun || w.links.len() > 1 {
+            w.links
+                .iter()
+                .map(|l| l.reader.get_ref().as_raw_fd())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut st = self.state.lock().unwrap();
         loop {
             while let Some(task) = st.queue.pop_front() {
                 let mut phase = task.phase.lock().unwrap();
                 if let Phase::Queued = *phase {
-                    *phase = Phase::Running(pgid, srun);
+                    *phase = Phase::Running {
+                        pid: w.pid,
+                        srun,
+                        sockets: sockets.clone(),
+                    };
                     drop(phase);
                     return Some(task);
                 }
@@ -931,7 +964,7 @@ fn drive(shared: &Shared, index: u32) {
             }
         }
         let w = worker.as_mut().expect("started above");
-        let Some(task) = shared.next(w.pid) else {
+        let Some(task) = shared.next(w) else {
             if let Some(w) = worker.take() {
                 w.stop();
             }

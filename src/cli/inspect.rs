@@ -321,6 +321,8 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
         };
     }
     let now = SystemTime::now();
+    // A pooled task's record lives in a result log shared with other tasks.
+    let logged = tasks.iter().filter(|t| t.dir.is_file()).count();
     let mut removed = 0;
     for t in &tasks {
         let done = match t.state {
@@ -329,16 +331,13 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
             TaskState::Pending => false,
         };
         let age = now.duration_since(t.modified).unwrap_or_default();
-        // A pooled task's record lives in a result log shared with other tasks.
-        let own_dir = t.dir.is_dir();
-        if done && own_dir && age >= older {
+        if done && !t.dir.is_file() && age >= older {
             if let Err(e) = cache.remove(t) {
                 return fail(TASK_FAILED, e);
             }
             removed += 1;
         }
     }
-    let logged = tasks.iter().filter(|t| !t.dir.is_dir()).count();
     print!(
         "removed {removed} of {} task directories",
         tasks.len() - logged

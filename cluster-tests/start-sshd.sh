@@ -34,8 +34,9 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  APT=(apt-get -y -qq -o DPkg::Lock::Timeout=300)   # wait for a concurrent apt/dpkg, as start-slurm.sh does
+  "${APT[@]}" update
+  DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends "${need[@]}" >/dev/null
   [ "$made_policy" = 1 ] && rm -f "$policy"
 fi
 

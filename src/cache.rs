@@ -1,11 +1,14 @@
-//! [`Cache`]: read-only inspection of a cache directory for `pitch status`, `pitch results`
-//! and `pitch gc` — what each task is, whether it finished, and how.
+//! [`Cache`]: a read-only view of a cache directory for `pitch status`, `pitch results`,
+//! `pitch cancel` and `pitch gc` — what each task is, whether it finished, and how; what the
+//! scheduler says of its jobs. Every path comes from the store.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::backend::inspect;
 use crate::command::CommandOutput;
 use crate::error::{Error, TaskError};
+use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::store::{self, FileKind, FormatError, Store};
 use crate::task::{TaskKind, TaskSpec};
 
@@ -54,7 +57,7 @@ pub struct Cache {
 impl Cache {
     /// Opens an existing cache directory.
     pub fn open(dir: &Path) -> Result<Cache, Error> {
-        if !dir.join("tasks").is_dir() {
+        if !Store::is_cache(dir) {
             return Err(Error::Config(format!(
                 "{} is not a pitch cache directory (it has no tasks/ folder)",
                 dir.display()
@@ -73,17 +76,9 @@ impl Cache {
 
     /// Every task in the cache, sorted by key. Unreadable task files are skipped.
     pub fn tasks(&self) -> Result<Vec<TaskInfo>, Error> {
-        let tasks_dir = self.store.root().join("tasks");
         let mut out = Vec::new();
-        let shards = std::fs::read_dir(&tasks_dir).map_err(|e| Error::io(&tasks_dir, e))?;
-        for shard in shards.flatten() {
-            let Ok(entries) = std::fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Some(key) = entry.file_name().to_str().and_then(|k| k.parse().ok()) else {
-                    continue;
-                };
+        {
+            for key in self.store.task_keys()? {
                 let paths = self.store.task(&key);
                 let Ok(spec) = store::read_value::<TaskSpec>(&paths.task_file(), FileKind::Task)
                 else {
@@ -120,8 +115,7 @@ impl Cache {
                     exit_code: None,
                     runtime: None,
                     stdout: paths.stdout().exists().then(|| paths.stdout()),
-                    modified: entry
-                        .metadata()
+                    modified: std::fs::metadata(paths.dir())
                         .and_then(|m| m.modified())
                         .unwrap_or(SystemTime::UNIX_EPOCH),
                     dir: paths.dir().to_path_buf(),
@@ -131,9 +125,7 @@ impl Cache {
                     // A command whose job ended with no driver watching (`pitch run
                     // --detach`, a sweep killed and not resumed) left only its exit file.
                     Err(FormatError::Missing) => match &spec.kind {
-                        TaskKind::Command(c) => {
-                            crate::backend::queue::poll::exit_outcome(&paths, c).map(|(_, o)| Ok(o))
-                        }
+                        TaskKind::Command(c) => inspect::exit_outcome(&paths, c).map(Ok),
                         TaskKind::Function { .. } => None,
                     },
                     Err(e) => Some(Err(e)),
@@ -185,94 +177,51 @@ impl Cache {
 
     /// The job name of this cache directory's jobs (`squeue -n NAME`, `flux jobs --name`).
     pub fn job_name(&self) -> String {
-        crate::backend::queue::job_name_for(self.store.root())
+        inspect::job_name(self.store.root())
     }
 
-    /// The scheduler of this cache directory's jobs: `"slurm"` (also when no queue executor
-    /// has used it yet) or `"flux"`.
-    pub fn scheduler(&self) -> String {
-        self.marker()
-            .lines()
-            .next()
-            .map_or_else(|| "slurm".into(), |l| l.trim().to_string())
+    /// The scheduler of this cache directory's jobs (Slurm also when no queue executor has
+    /// used it yet).
+    pub fn scheduler(&self) -> SchedulerKind {
+        self.store
+            .scheduler_marker()
+            .map_or(SchedulerKind::Slurm, |m| m.scheduler)
     }
 
     /// The login node (`user@host:port`) the jobs were submitted to over SSH, if they were.
     pub fn login(&self) -> Option<String> {
-        self.marker()
-            .lines()
-            .nth(1)
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
+        self.store.scheduler_marker().and_then(|m| m.login)
     }
 
-    fn marker(&self) -> String {
-        let marker = self
-            .store
-            .root()
-            .join("jobs")
-            .join(crate::backend::queue::SCHEDULER_FILE);
-        std::fs::read_to_string(marker).unwrap_or_default()
-    }
-
-    /// Runs `f` with this cache directory's scheduler (commands run here) on a small runtime.
-    fn with_scheduler<T>(
-        &self,
-        f: impl for<'a> FnOnce(
-            &'a dyn crate::backend::queue::Scheduler,
-        ) -> crate::backend::queue::Fut<'a, T>,
-    ) -> Result<T, String> {
-        use crate::backend::queue::transport::Local;
-        if let Some(login) = self.login() {
-            return Err(format!(
-                "the jobs of this cache directory were submitted over SSH to {login}: ask the \
-                 scheduler there (this command runs {} only where it is)",
-                self.scheduler()
-            ));
+    /// The scheduler to ask here: not when the jobs were submitted over SSH.
+    fn local_scheduler(&self) -> Result<SchedulerKind, SchedulerError> {
+        match self.login() {
+            Some(login) => Err(SchedulerError::Remote {
+                login,
+                scheduler: self.scheduler(),
+            }),
+            None => Ok(self.scheduler()),
         }
-        let scheduler =
-            crate::backend::queue::scheduler_named(&self.scheduler(), std::sync::Arc::new(Local));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start a runtime: {e}"))?;
-        Ok(rt.block_on(f(&*scheduler)))
     }
 
     /// What the scheduler says of this cache directory's jobs it still lists, with ONE query
     /// (squeue or flux jobs): job id (as [`Cache::jobs`] names it) -> state (`PENDING`,
     /// `RUNNING`, `SCHED`, `RUN`, ...).
-    pub fn job_states(&self) -> Result<std::collections::HashMap<String, String>, String> {
-        let tag = self.job_name();
-        let states = self.with_scheduler(|s| s.queue_owned(tag))??;
-        Ok(states
-            .into_iter()
-            .map(|(job, state)| (job.to_string(), state.name.to_string()))
-            .collect())
+    pub fn job_states(&self) -> Result<std::collections::HashMap<String, String>, SchedulerError> {
+        inspect::active_jobs(self.local_scheduler()?, &self.job_name())
     }
 
     /// Cancels these jobs (ids as [`Cache::jobs`] names them) with one scancel or flux cancel
     /// call.
-    pub fn cancel_jobs(&self, ids: &[String]) -> Result<(), String> {
-        let jobs = ids
-            .iter()
-            .map(|i| {
-                i.parse::<crate::backend::queue::JobRef>()
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        self.with_scheduler(|s| s.cancel_owned(jobs))?
+    pub fn cancel_jobs(&self, ids: &[String]) -> Result<(), SchedulerError> {
+        inspect::cancel_jobs(self.local_scheduler()?, ids)
     }
 
     /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.
     pub fn jobs(&self) -> std::collections::HashMap<String, String> {
-        let journal =
-            crate::backend::queue::journal::Journal::new(self.store.root().join("jobs"), false);
-        journal
-            .load()
-            .0
+        inspect::journal_jobs(&self.store)
             .into_iter()
-            .map(|(k, j)| (k.to_string(), j.to_string()))
+            .map(|(k, j)| (k.to_string(), j))
             .collect()
     }
 
@@ -298,12 +247,18 @@ impl Cache {
                 task.dir.display()
             )));
         }
-        if !task.dir.starts_with(self.store.root()) {
-            return Err(Error::Config(format!(
-                "{} is outside the cache directory",
-                task.dir.display()
-            )));
+        let key = task
+            .key
+            .parse()
+            .ok()
+            .filter(|k| self.store.task(k).dir() == task.dir);
+        match key {
+            Some(key) => self.store.remove_task(&key),
+            None => Err(Error::Config(format!(
+                "{} is not the directory of task {} in this cache directory",
+                task.dir.display(),
+                task.key
+            ))),
         }
-        std::fs::remove_dir_all(&task.dir).map_err(|e| Error::io(&task.dir, e))
     }
 }

@@ -2,33 +2,14 @@
 //! [`CommandOutput`], what a finished command resolves to.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::future::Dependency;
+use crate::task::CommandSpec;
 use crate::TaskFuture;
-
-/// The serializable part of a command: what the task file holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct CommandSpec {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub stdout: Option<PathBuf>,
-    pub stderr: Option<PathBuf>,
-    pub allow_failure: bool,
-}
-
-impl CommandSpec {
-    pub(crate) fn program_name(&self) -> String {
-        Path::new(&self.program)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.program.clone())
-    }
-}
 
 /// An external program to run as a task: most HPC work is external codes (LAMMPS, RADMC-3D,
 /// ffmpeg, Python scripts). With `cores = N` it runs as N MPI ranks under the backend's

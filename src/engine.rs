@@ -63,15 +63,6 @@ impl Drop for Preparing {
     }
 }
 
-/// The error of a task whose input failed.
-pub(crate) fn dependency_failed(input: &str, dep: &Dependency, cause: &TaskError) -> TaskError {
-    TaskError::DependencyFailed {
-        input: format!("{input} ({})", dep.slot.name),
-        key: dep.slot.key.to_string(),
-        cause: Box::new(cause.clone()),
-    }
-}
-
 /// Environment variables that tell threaded libraries how many threads a task may use.
 const THREAD_VARS: [&str; 4] = [
     "OMP_NUM_THREADS",
@@ -382,7 +373,12 @@ impl Engine {
                 _ = slot.cancel.cancelled() => return Some(paths.publish_result(fail(TaskError::Cancelled))),
             };
             if let Err(cause) = outcome.as_ref() {
-                return Some(paths.publish_result(fail(dependency_failed(&input, &dep, cause))));
+                return Some(paths.publish_result(fail(TaskError::dependency_failed(
+                    &input,
+                    &dep.slot.name,
+                    &dep.slot.key,
+                    cause,
+                ))));
             }
             if !queue_deps {
                 waiting.push((input, dep));

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::profile::ProfileError;
 use crate::resources::ResourceError;
+use crate::scheduler::EndReason;
 
 fn tail(text: &str) -> String {
     let text = text.trim_end();
@@ -138,7 +140,9 @@ pub enum TaskError {
     Launch {
         /// What was being launched.
         what: String,
-        /// Why it failed.
+        /// Why it failed, for callers to match on.
+        kind: LaunchErrorKind,
+        /// Why it failed, in words.
         detail: String,
     },
     /// The backend refused the task's resources or options before running it.
@@ -173,11 +177,32 @@ pub enum TaskError {
     Scheduler {
         /// The scheduler's job id.
         job_id: String,
-        /// The scheduler's state (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED...).
-        state: String,
+        /// Why the job ended (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED...), whatever the
+        /// scheduler.
+        state: EndReason,
         /// More detail, e.g. the job log's tail.
         detail: String,
     },
+}
+
+/// Why a task could not be started ([`TaskError::Launch`]). `pitch run` picks its exit code by
+/// it: 127 for [`NotFound`](LaunchErrorKind::NotFound), 125 for
+/// [`RejectedByScheduler`](LaunchErrorKind::RejectedByScheduler), 126 for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LaunchErrorKind {
+    /// The program, or the launcher or scheduler command that starts it (`mpiexec`, `srun`,
+    /// `flux`, `sbatch`), does not exist.
+    NotFound,
+    /// The program exists but may not be executed.
+    PermissionDenied,
+    /// The task's working directory does not exist.
+    NoSuchCwd,
+    /// The scheduler refused the job (`sbatch` or `flux batch` failed).
+    RejectedByScheduler,
+    /// Anything else: the program cannot be executed for another reason, or pitch could not
+    /// prepare or watch the launch.
+    Other,
 }
 
 impl TaskError {
@@ -190,6 +215,21 @@ impl TaskError {
             next = e.source();
         }
         TaskError::Failed { chain }
+    }
+
+    /// The error of a task whose input `input` (the upstream task `name` with key `key`)
+    /// failed with `cause`.
+    pub(crate) fn dependency_failed(
+        input: &str,
+        name: &str,
+        key: &dyn std::fmt::Display,
+        cause: &TaskError,
+    ) -> TaskError {
+        TaskError::DependencyFailed {
+            input: format!("{input} ({name})"),
+            key: key.to_string(),
+            cause: Box::new(cause.clone()),
+        }
     }
 }
 
@@ -229,6 +269,10 @@ pub enum Error {
     /// A configuration value is wrong.
     #[error("{0}")]
     Config(String),
+    /// A `pitch.toml` profile could not be found, read or accepted (with the file, line and
+    /// key of the problem, see [`ProfileError`]).
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
 }
 
 impl Error {

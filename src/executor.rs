@@ -83,11 +83,21 @@ impl Drop for Inner {
                 DropPolicy::Wait => Shutdown::Wait,
                 DropPolicy::Detach => Shutdown::Detach,
             };
-            if mode == Shutdown::Detach && self.engine.pending() > 0 {
+            let pending = self.engine.pending();
+            if mode == Shutdown::Detach && pending > 0 {
                 self.engine.events.emit(EventKind::Warning {
                     message: format!(
-                        "{} tasks are still queued or running; their results will appear in {}",
-                        self.engine.pending(),
+                        "{} still queued or running; {} will appear in {}",
+                        if pending == 1 {
+                            "1 task is".to_string()
+                        } else {
+                            format!("{pending} tasks are")
+                        },
+                        if pending == 1 {
+                            "its result"
+                        } else {
+                            "their results"
+                        },
                         self.engine.store.root().display()
                     ),
                 });
@@ -154,6 +164,14 @@ impl Executor {
     pub fn task_directory(&self, key: &str) -> Result<PathBuf, Error> {
         let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
         Ok(self.inner.engine.store.task(&key).dir().to_path_buf())
+    }
+
+    /// Where the task with this key keeps its standard output and standard error (files
+    /// that exist only when the task wrote something).
+    pub fn task_output_files(&self, key: &str) -> Result<(PathBuf, PathBuf), Error> {
+        let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
+        let paths = self.inner.engine.store.task(&key);
+        Ok((paths.stdout(), paths.stderr()))
     }
 
     /// The resources tasks submitted through this handle get.
@@ -241,19 +259,6 @@ impl Executor {
             .engine
             .submit_function(&self.opts, name, fingerprint, args, all_ranks)
     }
-
-    /// Marks the start of a group of equal submissions (a `map`); the group ends when the
-    /// returned guard drops. Queue backends turn such groups into job arrays.
-    #[doc(hidden)]
-    pub fn __batch(&self) -> BatchGuard {
-        BatchGuard { _private: () }
-    }
-}
-
-/// Returned by `Executor::__batch`.
-#[doc(hidden)]
-pub struct BatchGuard {
-    _private: (),
 }
 
 #[doc(hidden)]

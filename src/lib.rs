@@ -47,16 +47,17 @@ mod executor;
 mod future;
 pub mod profile;
 mod registry;
-#[cfg(feature = "remote")]
-mod remote;
 mod report;
 mod resources;
 mod resultlog;
+mod scheduler;
 mod store;
 mod task;
 mod template;
 mod worker;
 
+#[cfg(feature = "remote")]
+pub use backend::transport::ssh::Remote;
 pub use backend::workers::{worker_state, InitFunction, WorkerStateError};
 pub use builders::{
     FluxClusterBuilder, FluxClusterExecutor, FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder,
@@ -65,26 +66,25 @@ pub use builders::{
 };
 pub use cache::{Cache, TaskInfo, TaskState};
 pub use command::{Command, CommandOutput};
-pub use error::{Error, TaskError};
+pub use error::{Error, LaunchErrorKind, TaskError};
 pub use event::{Event, EventKind, Reporter};
 pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};
 pub use registry::registered_tasks;
-#[cfg(feature = "remote")]
-pub use remote::Remote;
 pub use report::{JsonLinesReporter, ProgressReporter};
 pub use resources::{
     format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,
     RESOURCE_KEYS,
 };
 pub use resultlog::Compacted;
+pub use scheduler::{EndReason, SchedulerError, SchedulerKind};
 pub use worker::{context, init, TaskContext};
 
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backend::workers::init_function;
-    pub use crate::executor::{arg_source, BatchGuard};
+    pub use crate::executor::arg_source;
     pub use crate::registry::fingerprint;
     pub use crate::registry::support::*;
     pub use crate::registry::Registration;

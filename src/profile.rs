@@ -391,8 +391,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     backend: Option<BackendText>,
-    cache_directory: Option<PathBuf>,
-    template: Option<PathBuf>,
+    cache_directory: Option<Spanned<PathBuf>>,
+    template: Option<Spanned<PathBuf>>,
     max_cores: Option<Spanned<u32>>,
     max_workers: Option<Spanned<u32>>,
     block_allocation: Option<bool>,
@@ -477,7 +477,27 @@ impl RawProfile {
             let start = resources_span.map_or(0, |s| key_offset_in_table(text, s, field));
             return Err(invalid(start, &format!("resources.{field}"), e.to_string()));
         }
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
+        // An empty path would silently mean "this file's folder" once resolved.
+        for (field, value) in [
+            ("cache_directory", &self.cache_directory),
+            ("template", &self.template),
+        ] {
+            if let Some(v) = value
+                .as_ref()
+                .filter(|v| v.get_ref().as_os_str().is_empty())
+            {
+                let message = "is an empty path; give a directory, e.g. \"pitch-cache\"".into();
+                return Err(invalid(v.span().start, field, message));
+            }
+        }
+        let resolve = |p: Spanned<PathBuf>| {
+            let p = p.into_inner();
+            if p.is_absolute() {
+                p
+            } else {
+                dir.join(p)
+            }
+        };
         let get = |v: Option<Spanned<u32>>| v.map(Spanned::into_inner);
         Ok(Profile {
             name: name.to_string(),

@@ -134,6 +134,22 @@ fn empty_file_has_no_profiles() {
 }
 
 #[test]
+fn empty_paths_are_refused_with_their_line() {
+    rejects(
+        "[profile.a]\nmax_cores = 2\ncache_directory = \"\"\n",
+        3,
+        "profile.a.cache_directory",
+        &["empty path", "pitch.toml"],
+    );
+    rejects(
+        "[profile.a]\ntemplate = \"\"\n",
+        2,
+        "profile.a.template",
+        &["empty path"],
+    );
+}
+
+#[test]
 fn unknown_key_at_top_level() {
     rejects(
         "[profile.a]\nmax_cores = 2\n\n[profiles.b]\nmax_cores = 2\n",

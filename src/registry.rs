@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use crate::codec;
-use crate::error::{Error, TaskError};
+use crate::error::{Error, LaunchErrorKind, TaskError};
 
 /// The erased body of a task: encoded arguments in, encoded value (or error) out.
 #[doc(hidden)]
@@ -64,6 +64,7 @@ pub(crate) fn lookup(name: &str) -> Result<&'static Registration, TaskError> {
             }),
         Err(dup) => Err(TaskError::Launch {
             what: "the worker".into(),
+            kind: LaunchErrorKind::Other,
             detail: format!("two tasks are registered under the name {dup:?}"),
         }),
     }
@@ -245,7 +246,6 @@ macro_rules! __task_glue {
             /// Submits one call per item (a tuple of the arguments, or the argument itself for
             /// one-argument functions); the futures keep the input order.
             pub fn map(exe: &$crate::Executor, items: impl ::core::iter::IntoIterator<Item = $crate::__one_or_tuple!($($ty),*)>) -> ::std::vec::Vec<$crate::TaskFuture<$out>> {
-                let _batch = exe.__batch();
                 items.into_iter().map(|$crate::__one_or_tuple_pat!($($arg),*)| Self::submit(exe, $($arg),*)).collect()
             }
 

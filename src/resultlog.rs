@@ -38,8 +38,6 @@ use crate::task::TaskKey;
 
 const MAGIC: [u8; 4] = *b"PLR1";
 const HEADER_LEN: usize = 24;
-/// The folder of the logs inside a cache directory.
-pub(crate) const LOG_DIR: &str = "log";
 const EXTENSION: &str = "plog";
 
 /// One record of a log.
@@ -141,9 +139,14 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// The folder of the result logs of the cache directory `root`.
+fn log_dir(root: &Path) -> PathBuf {
+    crate::store::Store::at(root.to_path_buf(), false).log_dir()
+}
+
 /// The log files of a cache directory, oldest first (their names start with the time).
 pub(crate) fn log_files(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root.join(LOG_DIR)) else {
+    let Ok(entries) = std::fs::read_dir(log_dir(root)) else {
         return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
@@ -281,7 +284,7 @@ impl LogSet {
 
     /// The folder of the logs.
     pub(crate) fn dir(&self) -> PathBuf {
-        self.root.join(LOG_DIR)
+        log_dir(&self.root)
     }
 
     /// Describes, once, what loading found damaged: one message per damaged log.
@@ -389,7 +392,7 @@ impl LogSet {
             let (file, path) = self.create().map_err(|e| {
                 format!(
                     "could not create a result log in {}: {e}",
-                    self.root.join(LOG_DIR).display()
+                    log_dir(&self.root).display()
                 )
             })?;
             inner.files.push(path.clone());
@@ -433,7 +436,7 @@ impl LogSet {
     }
 
     fn create(&self) -> io::Result<(File, PathBuf)> {
-        let dir = self.root.join(LOG_DIR);
+        let dir = log_dir(&self.root);
         crate::store::create_dir(&dir)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -546,9 +549,6 @@ pub struct Compacted {
     pub kept: usize,
 }
 
-/// The files a foldable task directory may hold.
-const FOLDABLE: [&str; 2] = ["task.bin", "result.bin"];
-
 /// Folds the directories of finished tasks (a finished result, nothing but `task.bin` and
 /// `result.bin`, last changed at least `older_than` ago) into a result log of this process,
 /// then removes them. Safe to interrupt at any point: every record is written and synced to
@@ -558,51 +558,40 @@ const FOLDABLE: [&str; 2] = ["task.bin", "result.bin"];
 pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, String> {
     use crate::store::{read_value, FileKind};
     use crate::task::{TaskKind, TaskSpec};
+    let store = crate::store::Store::at(root.to_path_buf(), false);
     let logs = LogSet::of(root);
     let mut done = Compacted::default();
-    let mut foldable: Vec<PathBuf> = Vec::new();
+    let mut foldable: Vec<TaskKey> = Vec::new();
     let now = SystemTime::now();
-    let tasks = root.join("tasks");
-    let shards = std::fs::read_dir(&tasks).map_err(|e| format!("{}: {e}", tasks.display()))?;
-    for shard in shards.flatten() {
-        let Ok(entries) = std::fs::read_dir(shard.path()) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            let Some(key) = entry
-                .file_name()
-                .to_str()
-                .and_then(|k| k.parse::<TaskKey>().ok())
-            else {
-                continue;
-            };
-            let Ok(record) = read_value::<ResultRecord>(&dir.join("result.bin"), FileKind::Result)
-            else {
+    for key in store.task_keys().map_err(|e| e.to_string())? {
+        {
+            let paths = store.task(&key);
+            let dir = paths.dir().to_path_buf();
+            let Ok(record) = paths.read_result() else {
                 continue; // unfinished, or unreadable: left alone
             };
             if record.outcome.is_err() {
                 continue;
             }
-            let names: Vec<String> = std::fs::read_dir(&dir)
-                .map(|d| {
-                    d.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
+            let names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default();
-            let young = entry
-                .metadata()
-                .and_then(|m| m.modified())
+            let own = [paths.task_file(), paths.result_file()];
+            let only_own = names
+                .iter()
+                .all(|n| own.iter().any(|p| p.file_name() == Some(n.as_os_str())));
+            let modified = std::fs::metadata(&dir).and_then(|m| m.modified());
+            let young = modified
+                .as_ref()
                 .ok()
-                .and_then(|m| now.duration_since(m).ok())
+                .and_then(|m| now.duration_since(*m).ok())
                 .is_none_or(|age| age < older_than);
-            if young || names.iter().any(|n| !FOLDABLE.contains(&n.as_str())) {
+            if young || !only_own {
                 done.kept += 1;
                 continue;
             }
             if !logs.has_finished(&key) {
-                let Ok(spec) = read_value::<TaskSpec>(&dir.join("task.bin"), FileKind::Task) else {
+                let Ok(spec) = read_value::<TaskSpec>(&paths.task_file(), FileKind::Task) else {
                     done.kept += 1;
                     continue;
                 };
@@ -624,9 +613,8 @@ pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, St
                             .collect(),
                     ),
                 };
-                let finished = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
+                let finished = modified
+                    .as_ref()
                     .ok()
                     .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
                     .unwrap_or_default()
@@ -643,15 +631,15 @@ pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, St
                     false,
                 )?;
             }
-            foldable.push(dir);
+            foldable.push(key);
         }
     }
     // Every record is on disk before any directory goes.
     logs.sync()
         .map_err(|e| format!("could not sync the result log: {e}"))?;
-    for dir in foldable {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if let Some(shard) = dir.parent() {
+    for key in foldable {
+        store.remove_task(&key).map_err(|e| e.to_string())?;
+        if let Some(shard) = store.task(&key).dir().parent() {
             let _ = std::fs::remove_dir(shard); // only when it became empty
         }
         done.folded += 1;

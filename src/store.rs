@@ -8,12 +8,19 @@
 //!       result.bin            the outcome (values of every rank, or a TaskError)
 //!       rank.<r>.bin          a rank's outcome, before the ranks are gathered into result.bin
 //!       stdout, stderr        kept only when the task wrote something
-//!   jobs/                     the scheduler journal (cluster backends)
+//!       exit                  a command's exit code and times, left by its job script
+//!   log/<nanos>-<pid>.plog    a result log: records of pooled tasks' results (see resultlog)
+//!   jobs/                     the scheduler's side (cluster backends):
+//!       <job id>.job          journal record: which job runs which task
+//!       <stem>.sh, .tasks     a job script, and the tasks file of an array or packed job
+//!       slurm-%j.out, ...     the jobs' logs (the scheduler's own file name pattern)
+//!       scheduler             the marker: which scheduler, and the SSH login if any
 //! ```
 //!
-//! Every file starts with a 32-byte header: magic `PTCH`, format version, file kind, payload
-//! length and a BLAKE3 checksum of the payload. Files are written to a temporary name in the same
-//! directory and renamed, so a reader sees the whole file or none. Directories are created 0700.
+//! Every binary file starts with a 32-byte header: magic `PTCH`, format version, file kind,
+//! payload length and a BLAKE3 checksum of the payload. Every file is written by
+//! [`write_bytes_atomic`]: to a temporary name in the same directory, then renamed, so a reader
+//! sees the whole file or none. Directories are created 0700.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, TaskError};
+use crate::scheduler::SchedulerKind;
 use crate::task::TaskKey;
 
 const MAGIC: [u8; 4] = *b"PTCH";
@@ -59,7 +67,7 @@ impl FileKind {
 pub(crate) enum FormatError {
     #[error("does not exist")]
     Missing,
-    #[error("{0}")]
+    #[error("cannot be read: {0}")]
     Io(#[from] io::Error),
     #[error("is truncated: {0}")]
     Truncated(String),
@@ -200,12 +208,18 @@ pub(crate) fn write_atomic(
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
     bytes.extend_from_slice(&header(kind, payload));
     bytes.extend_from_slice(payload);
-    write_bytes_atomic(path, &bytes, durable)
+    write_bytes_atomic(path, &bytes, durable, 0o600)
 }
 
-/// Writes `bytes` as they are to `path` atomically (mode 0600): a temporary file in the same
-/// directory, optionally fsynced, then renamed over `path`.
-pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+/// Writes `bytes` as they are to `path` atomically with permissions `mode`: a temporary file
+/// in the same directory, renamed over `path`. When `durable`, the file is fsynced before the
+/// rename and its directory after it, so the file survives a crash once this returns.
+pub(crate) fn write_bytes_atomic(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    mode: u32,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
@@ -217,7 +231,7 @@ pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8], durable: bool) -> io
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
         file.write_all(bytes)?;
         if durable {
@@ -229,7 +243,11 @@ pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8], durable: bool) -> io
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result?;
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Encodes `value` and writes it atomically.
@@ -280,7 +298,7 @@ pub(crate) struct Store {
 impl Store {
     /// Opens (creating it 0700 when missing) the cache directory at `root`.
     pub(crate) fn open(root: &Path, durable: bool) -> Result<Store, Error> {
-        create_dir(&root.join("tasks")).map_err(|e| Error::io(root, e))?;
+        create_dir(&root.join(TASKS)).map_err(|e| Error::io(root, e))?;
         let root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
         Ok(Store { root, durable })
     }
@@ -305,10 +323,154 @@ impl Store {
         let hex = key.to_string();
         TaskPaths {
             root: self.root.clone(),
-            dir: self.root.join("tasks").join(&hex[..2]).join(&hex),
+            dir: self.root.join(TASKS).join(&hex[..2]).join(&hex),
             durable: self.durable,
         }
     }
+
+    /// Whether `dir` looks like a cache directory (it has the tasks folder).
+    pub(crate) fn is_cache(dir: &Path) -> bool {
+        dir.join(TASKS).is_dir()
+    }
+
+    /// The key of every task directory, in no particular order (names that are not keys
+    /// are skipped).
+    pub(crate) fn task_keys(&self) -> Result<Vec<TaskKey>, Error> {
+        let tasks = self.root.join(TASKS);
+        let shards = fs::read_dir(&tasks).map_err(|e| Error::io(&tasks, e))?;
+        let mut keys = Vec::new();
+        for shard in shards.flatten() {
+            let Ok(entries) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            keys.extend(entries.flatten().filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|k| k.parse::<TaskKey>().ok())
+            }));
+        }
+        Ok(keys)
+    }
+
+    /// The folder of the result logs (`crate::resultlog` owns what is inside).
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    /// Removes a task's directory and everything in it.
+    pub(crate) fn remove_task(&self, key: &TaskKey) -> Result<(), Error> {
+        let dir = self.task(key).dir;
+        fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))
+    }
+
+    /// The directory of the scheduler's files (journal, job scripts, logs).
+    fn jobs_dir(&self) -> PathBuf {
+        self.root.join(JOBS)
+    }
+
+    /// Creates the jobs directory 0700.
+    pub(crate) fn create_jobs_dir(&self) -> Result<(), Error> {
+        let dir = self.jobs_dir();
+        create_dir(&dir).map_err(|e| Error::io(&dir, e))
+    }
+
+    /// The journal record of the submission `job_id`.
+    pub(crate) fn journal_record(&self, job_id: u64) -> PathBuf {
+        self.jobs_dir().join(format!("{job_id}.{JOURNAL_EXT}"))
+    }
+
+    /// Every journal record, in no particular order.
+    pub(crate) fn journal_records(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.jobs_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(JOURNAL_EXT))
+            .collect()
+    }
+
+    /// The job script named `stem`.
+    pub(crate) fn job_script(&self, stem: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{stem}.sh"))
+    }
+
+    /// The tasks file of the job named `stem` (one line per task of an array or packed job).
+    pub(crate) fn job_tasks_file(&self, stem: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{stem}.tasks"))
+    }
+
+    /// The log of a job, named by the scheduler's pattern `name` (`slurm-%j.out`).
+    pub(crate) fn job_log(&self, name: &str) -> PathBuf {
+        self.jobs_dir().join(name)
+    }
+
+    /// Where the binary with content hash `hash` and file name `name` is staged.
+    pub(crate) fn staged_binary(&self, hash: &str, name: &str) -> PathBuf {
+        self.root.join(BIN).join(hash).join(name)
+    }
+
+    /// The scheduler marker file.
+    fn marker_file(&self) -> PathBuf {
+        self.jobs_dir().join(MARKER)
+    }
+
+    /// Which scheduler the cache directory's jobs were submitted to, if any queue executor
+    /// used it; the marker of older versions (the scheduler's name, and the login on a
+    /// second line) is read too.
+    pub(crate) fn scheduler_marker(&self) -> Option<SchedulerMarker> {
+        let text = fs::read_to_string(self.marker_file()).ok()?;
+        if let Ok(marker) = serde_json::from_str::<SchedulerMarker>(&text) {
+            return Some(marker);
+        }
+        let mut lines = text.lines().map(str::trim);
+        let scheduler = lines.next()?.parse().unwrap_or(SchedulerKind::Slurm);
+        let login = lines.next().filter(|l| !l.is_empty()).map(str::to_string);
+        Some(SchedulerMarker {
+            format: 0,
+            scheduler,
+            login,
+        })
+    }
+
+    /// Records which scheduler the jobs go to (when it changed).
+    pub(crate) fn set_scheduler_marker(
+        &self,
+        scheduler: SchedulerKind,
+        login: Option<String>,
+    ) -> Result<(), Error> {
+        let marker = SchedulerMarker {
+            format: MARKER_FORMAT,
+            scheduler,
+            login,
+        };
+        if self.scheduler_marker().as_ref() == Some(&marker) {
+            return Ok(());
+        }
+        let path = self.marker_file();
+        let text = serde_json::to_string(&marker).expect("a marker serializes");
+        write_bytes_atomic(&path, text.as_bytes(), self.durable, 0o600)
+            .map_err(|e| Error::io(&path, e))
+    }
+}
+
+const TASKS: &str = "tasks";
+const JOBS: &str = "jobs";
+const BIN: &str = "bin";
+const MARKER: &str = "scheduler";
+const JOURNAL_EXT: &str = "job";
+/// The format of the scheduler marker file this binary writes.
+const MARKER_FORMAT: u32 = 1;
+
+/// What `jobs/scheduler` says: the scheduler of the cache directory's jobs and the login node
+/// they were submitted to over SSH. Stored as JSON with its format version (0: the two-line
+/// text of older versions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SchedulerMarker {
+    pub format: u32,
+    pub scheduler: SchedulerKind,
+    pub login: Option<String>,
 }
 
 /// Every path of one task. The only type that knows file names inside a task directory.
@@ -349,6 +511,10 @@ impl TaskPaths {
     /// The exit code a command's job script leaves for the driver to collect.
     pub(crate) fn exit_file(&self) -> PathBuf {
         self.dir.join("exit")
+    }
+    /// The prefix of the temporary name the job script writes the exit file under.
+    pub(crate) fn exit_tmp(&self) -> PathBuf {
+        self.dir.join(".exit")
     }
 
     /// Creates the task directory (and its shard) 0700.
@@ -437,137 +603,5 @@ impl TaskPaths {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_over_the_size_limit_is_refused_unread() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("result.bin");
-        // Sparse: no disk space is used.
-        let f = File::create(&path).unwrap();
-        f.set_len((codec::DECODE_LIMIT + HEADER_LEN + 1) as u64)
-            .unwrap();
-        assert!(matches!(
-            read_checked(&path, FileKind::Result),
-            Err(FormatError::TooLarge)
-        ));
-    }
-
-    #[test]
-    fn header_round_trip_and_every_corruption_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("result.bin");
-        let rec = ResultRecord {
-            outcome: Ok(vec![vec![1, 2, 3]]),
-        };
-        write_value(&path, FileKind::Result, &rec, true).unwrap();
-        let back: ResultRecord = read_value(&path, FileKind::Result).unwrap();
-        assert_eq!(back, rec);
-
-        // Read as the wrong kind.
-        let err = read_value::<ResultRecord>(&path, FileKind::Task).unwrap_err();
-        assert!(
-            err.to_string().contains("result file where a task file"),
-            "{err}"
-        );
-
-        let good = fs::read(&path).unwrap();
-        // Truncated.
-        fs::write(&path, &good[..good.len() - 1]).unwrap();
-        let err = read_value::<ResultRecord>(&path, FileKind::Result).unwrap_err();
-        assert!(err.to_string().contains("truncated"), "{err}");
-        fs::write(&path, &good[..10]).unwrap();
-        let err = read_value::<ResultRecord>(&path, FileKind::Result).unwrap_err();
-        assert!(err.to_string().contains("truncated"), "{err}");
-        // Flipped payload byte.
-        let mut bad = good.clone();
-        *bad.last_mut().unwrap() ^= 0xff;
-        fs::write(&path, &bad).unwrap();
-        let err = read_value::<ResultRecord>(&path, FileKind::Result).unwrap_err();
-        assert!(err.to_string().contains("checksum"), "{err}");
-        // Another format version.
-        let mut other = good.clone();
-        other[4] = 99;
-        fs::write(&path, &other).unwrap();
-        let err = read_value::<ResultRecord>(&path, FileKind::Result).unwrap_err();
-        assert!(err.to_string().contains("format version 99"), "{err}");
-        // Not ours at all.
-        fs::write(&path, b"#!/bin/sh\necho hello world, this is long enough\n").unwrap();
-        let err = read_value::<ResultRecord>(&path, FileKind::Result).unwrap_err();
-        assert!(err.to_string().contains("magic"), "{err}");
-        // Missing.
-        fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            read_value::<ResultRecord>(&path, FileKind::Result),
-            Err(FormatError::Missing)
-        ));
-    }
-
-    #[test]
-    fn a_failure_never_replaces_a_finished_result() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
-        let paths = store.task(&TaskKey::from_bytes([7; 16]));
-        paths.create().unwrap();
-        let ok = ResultRecord {
-            outcome: Ok(vec![vec![42]]),
-        };
-        paths.publish_result(ok.clone());
-        let kept = paths.publish_result(ResultRecord {
-            outcome: Err(TaskError::Cancelled),
-        });
-        assert_eq!(kept, ok);
-        assert_eq!(paths.read_result().unwrap(), ok);
-    }
-
-    #[test]
-    fn directories_are_private_and_sharded() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("cache"), false).unwrap();
-        let key = TaskKey::from_bytes([0xab; 16]);
-        let paths = store.task(&key);
-        paths.create().unwrap();
-        assert!(paths.dir().parent().unwrap().ends_with("tasks/ab"));
-        for p in [store.root().to_path_buf(), paths.dir().to_path_buf()] {
-            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o700, "{}", p.display());
-        }
-    }
-
-    #[test]
-    fn gather_names_the_failing_rank() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
-        let paths = store.task(&TaskKey::from_bytes([1; 16]));
-        paths.create().unwrap();
-        let rank = |r: u32, outcome| {
-            write_value(
-                &paths.rank_file(r),
-                FileKind::Rank,
-                &RankRecord { rank: r, outcome },
-                false,
-            )
-            .unwrap()
-        };
-        rank(0, Ok(vec![0]));
-        rank(
-            2,
-            Err(TaskError::Panicked {
-                message: "boom".into(),
-                location: None,
-            }),
-        );
-        // rank 1 and 3 left no file (stopped after rank 2 failed)
-        let rec = paths.gather_ranks(4);
-        match rec.outcome {
-            Err(TaskError::Rank { rank, size, cause }) => {
-                assert_eq!((rank, size), (2, 4));
-                assert!(matches!(*cause, TaskError::Panicked { .. }));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(!paths.rank_file(0).exists());
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,14 +1,14 @@
 //! Task identity and the task file: [`TaskKey`], the content-addressed name of a task, and
-//! `TaskSpec`, what a worker (or a job script) needs to run it.
+//! `TaskSpec`, what a worker (or a job script) needs to run it, with `CommandSpec`, the
+//! serializable part of a [`crate::Command`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::command::CommandSpec;
 
 /// The content-addressed key of a task: 128 bits of BLAKE3, shown as 32 hex digits. It names
 /// the task's directory in the cache.
@@ -99,6 +99,26 @@ pub(crate) enum View {
 pub(crate) enum ArgSlot {
     Inline(Vec<u8>),
     Ref { key: TaskKey, view: View },
+}
+
+/// The serializable part of a command: what the task file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommandSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+    pub allow_failure: bool,
+}
+
+impl CommandSpec {
+    pub(crate) fn program_name(&self) -> String {
+        Path::new(&self.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.clone())
+    }
 }
 
 /// What runs.

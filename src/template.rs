@@ -1,7 +1,8 @@
 //! Batch-script templating: [`render`] turns a [`SlurmScript`] context into
-//! the text handed to `sbatch` (or `flux batch`), using the built-in
-//! [`DEFAULT_SLURM_TEMPLATE`] ([`DEFAULT_FLUX_TEMPLATE`]) or a user's own
-//! minijinja (Jinja2) template.
+//! the text handed to `sbatch` (or `flux batch`), using the scheduler's built-in
+//! template (`templates/slurm.sh.j2`, `templates/flux.sh.j2`, held by each
+//! scheduler's dialect under `backend/`) or a user's own minijinja (Jinja2)
+//! template.
 //!
 //! Templates are rendered with strict undefined behaviour (a misspelt variable
 //! is an error, reported with template name and line) and keep their trailing
@@ -19,23 +20,6 @@
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Serde, ValueKind};
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
-
-/// The built-in Slurm batch-script template (`templates/slurm.sh.j2`).
-///
-/// Users who need site specific lines (`module load ...`) copy this text,
-/// edit it and pass it to [`render`]; its leading comment explains the
-/// available variables and filters.
-pub const DEFAULT_SLURM_TEMPLATE: &str = include_str!("../templates/slurm.sh.j2");
-
-/// The name [`render_default`] gives [`DEFAULT_SLURM_TEMPLATE`] in errors.
-pub const DEFAULT_SLURM_TEMPLATE_NAME: &str = "slurm.sh.j2";
-
-/// The built-in Flux batch-script template (`templates/flux.sh.j2`), submitted with
-/// `flux batch`; it takes the same variables (the Slurm-only ones stay unset).
-pub const DEFAULT_FLUX_TEMPLATE: &str = include_str!("../templates/flux.sh.j2");
-
-/// The name of [`DEFAULT_FLUX_TEMPLATE`] in errors.
-pub const DEFAULT_FLUX_TEMPLATE_NAME: &str = "flux.sh.j2";
 
 /// Everything a Slurm batch-script template can use.
 ///
@@ -241,18 +225,6 @@ pub fn render(
         return Err(missing_command());
     }
     Ok(rendered)
-}
-
-/// Renders [`DEFAULT_SLURM_TEMPLATE`] with `ctx`; see [`render`].
-///
-/// # Errors
-///
-/// As [`render`]; with the built-in template only
-/// [`TemplateError::InvalidContext`] and `sbatch` filter refusals (reported
-/// as [`TemplateError::Render`]) can occur.
-#[allow(dead_code)] // `pitch render` (the CLI) prints the default script
-pub fn render_default(ctx: &SlurmScript) -> Result<String, TemplateError> {
-    render(DEFAULT_SLURM_TEMPLATE_NAME, DEFAULT_SLURM_TEMPLATE, ctx)
 }
 
 fn is_safe_char(c: char) -> bool {

@@ -1,6 +1,12 @@
 //! Unit tests of `crate::template` (included from template.rs).
 
 use super::*;
+use crate::backend::{FLUX_TEMPLATE, SLURM_TEMPLATE};
+
+/// Renders the built-in Slurm template with `ctx`.
+fn render_default(ctx: &SlurmScript) -> Result<String, TemplateError> {
+    render(SLURM_TEMPLATE.0, SLURM_TEMPLATE.1, ctx)
+}
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -106,7 +112,7 @@ echo done
 
 #[test]
 fn default_template_is_valid_bash_and_has_no_get_user_env() {
-    assert!(!DEFAULT_SLURM_TEMPLATE.contains("get-user-env\n"));
+    assert!(!SLURM_TEMPLATE.1.contains("get-user-env\n"));
     for ctx in [minimal(), full()] {
         let script = render_default(&ctx).unwrap();
         assert!(script.starts_with("#!/bin/bash\n#SBATCH --job-name="));
@@ -347,7 +353,7 @@ fn none_is_refused_by_the_filters() {
 }
 
 fn render_flux(ctx: &SlurmScript) -> Result<String, TemplateError> {
-    render(DEFAULT_FLUX_TEMPLATE_NAME, DEFAULT_FLUX_TEMPLATE, ctx)
+    render(FLUX_TEMPLATE.0, FLUX_TEMPLATE.1, ctx)
 }
 
 #[test]

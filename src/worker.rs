@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::error::TaskError;
+use crate::error::{LaunchErrorKind, TaskError};
 use crate::future::view_bytes;
 use crate::registry;
 use crate::store::{self, FileKind, RankRecord, ResultRecord, Store};
@@ -154,6 +154,7 @@ pub(crate) fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
             if size != ranks {
                 return Err(TaskError::Launch {
                     what: "the worker".into(),
+                    kind: LaunchErrorKind::Other,
                     detail: format!(
                         "the task asks for {ranks} ranks but the launcher started {size} ({size_var})"
                     ),
@@ -164,6 +165,7 @@ pub(crate) fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
     }
     Err(TaskError::Launch {
         what: "the worker".into(),
+        kind: LaunchErrorKind::Other,
         detail: format!(
             "the task asks for {ranks} ranks but no MPI launcher's rank variable is set \
              (OMPI_COMM_WORLD_RANK, SLURM_PROCID, PMI_RANK, PMIX_RANK, FLUX_TASK_RANK)"
@@ -241,6 +243,7 @@ fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
     else {
         return Err(TaskError::Launch {
             what: "the worker".into(),
+            kind: LaunchErrorKind::Other,
             detail: "a command task was handed to the function worker".into(),
         });
     };

@@ -45,6 +45,16 @@ fn run_exit_codes_follow_the_env_convention() {
     std::fs::write(&script, "#!/bin/sh\necho x\n").unwrap();
     let o = pitch(d.path(), &["run", "--", script.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    // A missing absolute path is "not found" too; a missing working directory "cannot execute".
+    let o = pitch(d.path(), &["run", "--", "/no/such/dir/pitch-test"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["run", "--cwd", "no-such-dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("working directory") && text(&o.stderr).contains("does not exist"),
+        "{}",
+        text(&o.stderr)
+    );
     // Pitch itself failing before the command ran: 125.
     let o = pitch(d.path(), &["run", "--cores", "999", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
@@ -446,4 +456,171 @@ fn verbose_prints_a_line_per_point_and_quiet_nothing() {
     let o = pitch(d.path(), &["run", "-q", "--", "echo", "hi"]);
     assert_eq!(text(&o.stdout), "hi\n");
     assert_eq!(text(&o.stderr), "");
+}
+
+/// Every JSON output carries `schema_version` 1 and keeps its documented fields.
+#[test]
+fn every_json_output_has_a_schema_version() {
+    let d = tempfile::tempdir().unwrap();
+    let json = |stdout: &[u8]| -> Vec<serde_json::Value> {
+        text(stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let has = |v: &serde_json::Value, fields: &[&str]| {
+        assert_eq!(v["schema_version"], 1, "{v}");
+        for f in fields {
+            assert!(v.get(f).is_some(), "no {f} in {v}");
+        }
+    };
+    let o = pitch(d.path(), &["run", "--json", "--", "echo", "x"]);
+    let run = json(&o.stdout);
+    assert_eq!(run.len(), 1);
+    has(
+        &run[0],
+        &["key", "exit_code", "seconds", "stdout", "stderr", "error"],
+    );
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep", "-q", "--json", "--param", "n=1,2", "--", "echo", "{n}",
+        ],
+    );
+    let points = json(&o.stdout);
+    assert_eq!(points.len(), 2);
+    for p in &points {
+        has(p, &["key", "params", "state", "exit_code", "error"]);
+    }
+    let o = pitch(d.path(), &["results", "--format", "json"]);
+    let rows = json(&o.stdout);
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        has(
+            r,
+            &[
+                "key",
+                "params",
+                "name",
+                "argv",
+                "state",
+                "exit_code",
+                "runtime",
+                "stdout",
+                "error",
+            ],
+        );
+    }
+    for args in [&["status", "--json"][..], &["status", "--all", "--json"]] {
+        let o = pitch(d.path(), args);
+        let status = json(&o.stdout);
+        assert_eq!(status.len(), 1);
+        has(&status[0], &["cache_directory", "total", "counts", "tasks"]);
+        assert_eq!(status[0]["total"], 3);
+        let tasks = status[0]["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), if args.len() == 3 { 3 } else { 0 });
+        for t in tasks {
+            assert_eq!(t["state"], "finished", "{t}");
+        }
+    }
+}
+
+/// `pitch status --all` and `pitch results` keep their columns in line whatever the states'
+/// names ("unfinished" is longer than the others), and counts read as English.
+#[test]
+fn tables_stay_in_line_and_counts_read_well() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(d.path(), &["sweep", "--param", "n=1", "--", "echo", "{n}"]);
+    assert!(
+        text(&o.stderr).contains("pitch: 1 point: 1 ran"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = pitch(d.path(), &["status"]);
+    assert!(
+        text(&o.stdout).starts_with("1 task in "),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = pitch(
+        d.path(),
+        &["sweep", "-q", "--param", "n=2,3", "--", "echo", "{n}"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // A task without a result is unfinished.
+    let o = pitch(d.path(), &["results", "--format", "json"]);
+    let key = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["argv"][1] == "3")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cache = d.path().join("pitch-cache");
+    std::fs::remove_file(pitch::__private::result_path(&cache, &key).unwrap()).unwrap();
+    let column = |table: &str, what: &str| -> Vec<usize> {
+        table
+            .lines()
+            .map(|l| {
+                l.find(what)
+                    .unwrap_or_else(|| panic!("no {what} in {l:?}:\n{table}"))
+            })
+            .collect()
+    };
+    let o = pitch(d.path(), &["status", "--all"]);
+    let out = text(&o.stdout);
+    assert!(out.contains("3 tasks in"), "{out}");
+    let rows: String = out.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    assert!(rows.contains("unfinished"), "{out}");
+    let at = column(&rows, "echo ");
+    assert!(
+        at.iter().all(|&c| c == at[0]),
+        "commands out of line:\n{out}"
+    );
+    let o = pitch(d.path(), &["results"]);
+    let out = text(&o.stdout);
+    assert!(out.contains("unfinished"), "{out}");
+    let body: String = out.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let at = column(&body, "echo ");
+    let header = out.lines().next().unwrap();
+    assert!(
+        at.iter().all(|&c| c == at[0]) && header.find("command") == Some(at[0]),
+        "columns out of line:\n{out}"
+    );
+    let o = pitch(d.path(), &["gc", "--older-than", "1000d"]);
+    assert!(
+        text(&o.stdout).contains("removed 0 of 3 task directories"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+/// `-q` and `-v` are options of the subcommands they change, listed once in their help and
+/// not at all elsewhere.
+#[test]
+fn quiet_and_verbose_only_where_they_mean_something() {
+    let d = tempfile::tempdir().unwrap();
+    for sub in ["run", "sweep"] {
+        let help = text(&pitch(d.path(), &[sub, "--help"]).stdout);
+        assert_eq!(help.matches("--quiet").count(), 1, "{help}");
+        assert_eq!(help.matches("--verbose").count(), 1, "{help}");
+    }
+    for sub in [
+        &[][..],
+        &["status"],
+        &["results"],
+        &["cancel"],
+        &["render"],
+        &["gc"],
+        &["completions"],
+    ] {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let help = text(&pitch(d.path(), &args).stdout);
+        assert!(
+            !help.contains("--quiet") && !help.contains("--verbose"),
+            "{args:?}: {help}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! ranks), as `srun --exact` steps inside a Slurm allocation, or as `flux run` jobs inside a
 //! Flux instance; the command line it wraps around the task, and what it cannot honour.
 
+use super::{flux, slurm};
 use crate::resources::Resources;
 
 /// How a process backend starts a task's processes.
@@ -28,41 +29,6 @@ impl Launcher {
     }
 }
 
-/// `flux run`'s options for a task: `-n` ranks, `-c` threads per rank, `-N` nodes, `-g` GPUs
-/// per rank, `-t` the time limit in whole seconds (rounded up, so pitch's own timer, which
-/// started first, fires first and the task resolves to `TaskError::Timeout`; Flux's limit is
-/// the backstop that ends the job even if the driver is gone), `--exclusive` (Flux requires
-/// `-N` with it; [`Launcher::check`] refuses it without `num_nodes`), `-q` the partition
-/// (a queue of the instance), and `-o exit-on-error`: the job shell raises a fatal exception
-/// as soon as the first rank fails, which stops the other ranks (by default they would run on
-/// and Flux would end the job only 30 s after the first rank exited).
-fn flux_run_options(ranks: u32, threads: u32, resources: &Resources) -> Vec<String> {
-    let mut args = vec![
-        "run".to_string(),
-        "-n".to_string(),
-        ranks.to_string(),
-        "-c".to_string(),
-        threads.to_string(),
-    ];
-    if let Some(n) = resources.num_nodes {
-        args.extend(["-N".to_string(), n.to_string()]);
-    }
-    if let Some(g) = resources.gpus_per_core {
-        args.extend(["-g".to_string(), g.to_string()]);
-    }
-    if let Some(limit) = resources.run_time_max {
-        args.extend(["-t".to_string(), crate::backend::flux::parse::fsd(limit)]);
-    }
-    if resources.exclusive == Some(true) {
-        args.push("--exclusive".to_string());
-    }
-    if let Some(queue) = &resources.partition {
-        args.extend(["-q".to_string(), queue.clone()]);
-    }
-    args.extend(["-o".to_string(), "exit-on-error".to_string()]);
-    args
-}
-
 impl Launcher {
     /// The program and arguments that run `program args` with `ranks` ranks of `threads`
     /// threads each.
@@ -75,23 +41,8 @@ impl Launcher {
         resources: &Resources,
     ) -> (String, Vec<String>) {
         let (launcher, mut argv) = match self {
-            Launcher::Srun { .. } => {
-                let mut srun = vec![
-                    "--exact".to_string(),
-                    format!("--ntasks={ranks}"),
-                    format!("--cpus-per-task={threads}"),
-                    "--kill-on-bad-exit=1".to_string(),
-                ];
-                if let Some(n) = resources.num_nodes {
-                    srun.push(format!("--nodes={n}"));
-                }
-                if let Some(g) = resources.gpus_per_core {
-                    srun.push(format!("--gpus-per-task={g}"));
-                }
-                srun.extend(resources.slurm_cmd_args.iter().cloned());
-                ("srun", srun)
-            }
-            Launcher::Flux { .. } => ("flux", flux_run_options(ranks, threads, resources)),
+            Launcher::Srun { .. } => ("srun", slurm::srun_options(ranks, threads, resources)),
+            Launcher::Flux { .. } => ("flux", flux::run_options(ranks, threads, resources)),
             Launcher::Local if ranks <= 1 => return (program, args),
             Launcher::Local => {
                 let mut mpi = vec!["-n".to_string(), ranks.to_string()];
@@ -141,17 +92,10 @@ impl Launcher {
             ));
         }
         if let Launcher::Flux { gpus, .. } = *self {
-            return check_flux(r, gpus);
+            return flux::check_run(r, gpus);
         }
         if let Launcher::Srun { .. } = *self {
-            return Ok(r.set_keys(&[
-                "partition",
-                "account",
-                "qos",
-                "memory_max",
-                "exclusive",
-                "openmpi_oversubscribe",
-            ]));
+            return Ok(r.set_keys(slurm::SRUN_IGNORES));
         }
         let mut ignored = r.set_keys(&[
             "partition",
@@ -169,87 +113,9 @@ impl Launcher {
     }
 }
 
-/// What `flux run` cannot honour, and the keys it ignores: `account`, `qos`, `memory_max`
-/// (Flux jobs inside an instance have no such settings), `slurm_cmd_args` (never passed to
-/// flux) and `openmpi_oversubscribe` (Flux starts the ranks, not mpiexec).
-fn check_flux(r: &Resources, gpus: u32) -> Result<Vec<&'static str>, String> {
-    if let Some(n) = r.num_nodes {
-        if n > r.ranks() {
-            return Err(format!(
-                "num_nodes = {n} but cores = {}: flux run needs at least one rank per node",
-                r.ranks()
-            ));
-        }
-    }
-    if r.exclusive == Some(true) && r.num_nodes.is_none() {
-        return Err(
-            "exclusive = true needs num_nodes: flux run --exclusive allocates whole \
-                    nodes and Flux refuses it without --nodes"
-                .into(),
-        );
-    }
-    if let Some(g) = r.gpus_per_core {
-        let wanted = u64::from(g) * u64::from(r.ranks());
-        if wanted > u64::from(gpus) {
-            return Err(format!(
-                "the task needs {wanted} GPUs (cores {} x gpus_per_core {g}) but the Flux \
-                 instance has {gpus}",
-                r.ranks()
-            ));
-        }
-    }
-    Ok(r.set_keys(&[
-        "account",
-        "qos",
-        "memory_max",
-        "slurm_cmd_args",
-        "openmpi_oversubscribe",
-    ]))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-
-    fn words(text: &str) -> Vec<String> {
-        text.split(' ').map(String::from).collect()
-    }
-
-    #[test]
-    fn flux_run_options_map_each_resource() {
-        let none = Resources::new();
-        assert_eq!(
-            flux_run_options(1, 1, &none),
-            words("run -n 1 -c 1 -o exit-on-error")
-        );
-        let all = Resources::new()
-            .cores(4)
-            .threads_per_core(2)
-            .num_nodes(2)
-            .gpus_per_core(1)
-            .run_time_max(Duration::from_millis(1500))
-            .exclusive(true)
-            .partition("debug")
-            .account("ignored")
-            .memory_max(1 << 30)
-            .slurm_cmd_arg("--ignored");
-        assert_eq!(
-            flux_run_options(4, 2, &all),
-            words("run -n 4 -c 2 -N 2 -g 1 -t 2s --exclusive -q debug -o exit-on-error")
-        );
-        // Whole seconds as Flux Standard Duration; never zero; exclusive = false adds nothing.
-        let r = Resources::new()
-            .run_time_max(Duration::from_secs(90))
-            .exclusive(false);
-        assert_eq!(
-            flux_run_options(1, 1, &r),
-            words("run -n 1 -c 1 -t 90s -o exit-on-error")
-        );
-        let r = Resources::new().run_time_max(Duration::from_millis(1));
-        assert_eq!(flux_run_options(1, 1, &r)[5..7], words("-t 1s"));
-    }
 
     #[test]
     fn flux_check_refuses_what_flux_run_cannot_do_and_names_ignored_keys() {

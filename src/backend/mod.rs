@@ -2,14 +2,17 @@
 //! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
 
 mod child;
-pub(crate) mod flux;
+mod flux;
+pub(crate) mod inspect;
 mod launcher;
 mod output;
 mod pool;
 pub(crate) mod queue;
+pub(crate) mod scheduler;
 pub(crate) mod single_node;
-pub(crate) mod slurm;
+mod slurm;
 mod spawn;
+pub(crate) mod transport;
 pub(crate) mod workers;
 
 use std::future::Future;
@@ -17,10 +20,34 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
+pub(crate) use self::flux::instance::current as flux_instance;
+#[cfg(test)]
+pub(crate) use self::flux::TEMPLATE as FLUX_TEMPLATE;
+use self::scheduler::Scheduler;
+pub(crate) use self::slurm::allocation::{current as slurm_allocation, SlurmAllocation};
+#[cfg(test)]
+pub(crate) use self::slurm::TEMPLATE as SLURM_TEMPLATE;
+use self::transport::Transport;
 use crate::future::{Dependency, Slot};
 use crate::resources::Resources;
+use crate::scheduler::SchedulerKind;
 use crate::store::{ResultRecord, TaskPaths};
 use crate::task::TaskSpec;
+
+/// The one place a scheduler is chosen: `kind`'s dialect and client, its commands run
+/// through `transport`.
+pub(crate) fn scheduler_for(kind: SchedulerKind, transport: Arc<dyn Transport>) -> Scheduler {
+    match kind {
+        SchedulerKind::Slurm => Scheduler {
+            dialect: &slurm::DIALECT,
+            client: Box::new(slurm::SlurmClient { transport }),
+        },
+        SchedulerKind::Flux => Scheduler {
+            dialect: &flux::DIALECT,
+            client: Box::new(flux::FluxClient { transport }),
+        },
+    }
+}
 
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -17,11 +17,11 @@ use super::output::Sink;
 use super::pool::{Pool, Work};
 use super::spawn::{self, Launch};
 use super::{Backend, BoxFuture, Done, Job};
-use crate::command::{CommandOutput, CommandSpec};
-use crate::error::{Error, TaskError};
+use crate::command::CommandOutput;
+use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::resources::Resources;
 use crate::store::{self, ResultRecord, TaskPaths};
-use crate::task::{TaskKind, TaskSpec};
+use crate::task::{CommandSpec, TaskKind, TaskSpec};
 use crate::worker;
 
 pub(crate) struct SingleNode {
@@ -197,10 +197,13 @@ impl SingleNode {
             Some(Ok(child)) => child,
             Some(Err(e)) => {
                 let missing_dir = spec.cwd.as_ref().filter(|d| !d.is_dir());
-                let detail = if let Some(dir) = missing_dir {
-                    format!("the working directory {} does not exist", dir.display())
+                let (kind, detail) = if let Some(dir) = missing_dir {
+                    (
+                        LaunchErrorKind::NoSuchCwd,
+                        format!("the working directory {} does not exist", dir.display()),
+                    )
                 } else if e.kind() == std::io::ErrorKind::NotFound {
-                    if program == "srun" || program == "flux" {
+                    let detail = if program == "srun" || program == "flux" {
                         format!("{program} was not found on PATH")
                     } else if program == "mpiexec" {
                         format!(
@@ -211,12 +214,16 @@ impl SingleNode {
                         "no such program".to_string()
                     } else {
                         "no such program (not found on PATH)".to_string()
-                    }
+                    };
+                    (LaunchErrorKind::NotFound, detail)
+                } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    (LaunchErrorKind::PermissionDenied, e.to_string())
                 } else {
-                    e.to_string()
+                    (LaunchErrorKind::Other, e.to_string())
                 };
                 return fail(TaskError::Launch {
                     what: program,
+                    kind,
                     detail,
                 });
             }
@@ -242,6 +249,7 @@ impl SingleNode {
             Err(e) => {
                 return fail(TaskError::Launch {
                     what: program,
+                    kind: LaunchErrorKind::Other,
                     detail: e.to_string(),
                 })
             }
@@ -281,6 +289,7 @@ impl SingleNode {
                             // No rank wrote anything: the launcher itself failed.
                             fail(TaskError::Launch {
                                 what: program.clone(),
+                                kind: LaunchErrorKind::Other,
                                 detail: format!(
                                     "{}{}",
                                     status_text(&status),
@@ -332,6 +341,7 @@ fn pitch_failed(paths: &TaskPaths, detail: String) -> ResultRecord {
     paths.publish_result(ResultRecord {
         outcome: Err(TaskError::Launch {
             what: "pitch".into(),
+            kind: LaunchErrorKind::Other,
             detail,
         }),
     })

@@ -11,14 +11,20 @@ use crate::backend::queue::QueueConfig;
 use crate::error::Error;
 use crate::event::Reporter;
 use crate::executor::Executor;
+use crate::scheduler::SchedulerKind;
 
 impl Executor {
     /// Builds the executor a profile of `pitch.toml` describes (the file in the current
     /// directory, else in the user's config directory): a config change is the whole swap.
     pub fn from_profile(name: &str) -> Result<Executor, Error> {
         let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-        let profile =
-            crate::profile::load_named(name, &cwd).map_err(|e| Error::Config(e.to_string()))?;
+        Executor::from_profile_in(name, &cwd)
+    }
+
+    /// [`Executor::from_profile`] with `pitch.toml` looked up from `cwd`. A problem in the file
+    /// is [`Error::Profile`], which names the file, the line and the key.
+    fn from_profile_in(name: &str, cwd: &std::path::Path) -> Result<Executor, Error> {
+        let profile = crate::profile::load_named(name, cwd)?;
         Executor::from_settings(&profile, Vec::new())
     }
 
@@ -132,7 +138,12 @@ impl Executor {
                 if let Some(i) = p.poll_interval {
                     cfg.poll_interval = i;
                 }
-                build_queue(common, cfg, remote_setting(p)?, p.backend.as_str())
+                let kind = if p.backend == BackendKind::Flux {
+                    SchedulerKind::Flux
+                } else {
+                    SchedulerKind::Slurm
+                };
+                build_queue(common, cfg, remote_setting(p)?, kind)
             }
         }
     }
@@ -172,5 +183,49 @@ fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
             p.name, r.host, p.name
         ))),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProfileError;
+
+    #[test]
+    fn a_bad_profile_keeps_its_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("pitch.toml");
+        std::fs::write(
+            &file,
+            "[profile.ok]\nmax_cores = 1\n\n[profile.typo]\nmax_core = 2\n",
+        )
+        .unwrap();
+        let err = Executor::from_profile_in("typo", d.path()).unwrap_err();
+        let text = err.to_string();
+        match err {
+            Error::Profile(e @ ProfileError::Invalid { .. }) => {
+                assert_eq!(text, e.to_string());
+                let ProfileError::Invalid {
+                    path, line, key, ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(path, file);
+                assert_eq!(line, Some(5));
+                assert_eq!(key, "profile.typo.max_core");
+            }
+            other => panic!("not a typed profile error: {other:?}"),
+        }
+        assert!(
+            text.contains("pitch.toml:5") && text.contains("max_core"),
+            "{text}"
+        );
+        std::fs::write(&file, "[profile.ok]\nmax_cores = 1\n").unwrap();
+        let err = Executor::from_profile_in("absent", d.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Profile(ProfileError::MissingProfile { name, .. }) if name == "absent"),
+            "{err:?}"
+        );
     }
 }

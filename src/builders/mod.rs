@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::queue::transport::{Local, Transport};
-use crate::backend::queue::{scheduler_named, Queue, QueueConfig};
+use crate::backend::queue::{Queue, QueueConfig};
 use crate::backend::single_node::{Launcher, SingleNode};
+use crate::backend::transport::{Local, Transport};
 use crate::backend::Backend;
+use crate::backend::{flux_instance, scheduler_for, slurm_allocation, SlurmAllocation};
 use crate::error::Error;
 use crate::event::Reporter;
 use crate::executor::Executor;
 use crate::report::ProgressReporter;
 use crate::resources::Resources;
+use crate::scheduler::SchedulerKind;
 use crate::store::Store;
 
 mod from_profile;
@@ -438,23 +440,23 @@ impl SlurmClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, "slurm")
+        build_queue(self.common, self.cfg, self.remote, SchedulerKind::Slurm)
     }
 }
 
 /// How a queue executor reaches its scheduler: `None` here, or a login node over SSH.
 #[cfg(feature = "remote")]
-type RemoteSetting = Option<crate::remote::Remote>;
+type RemoteSetting = Option<crate::Remote>;
 #[cfg(not(feature = "remote"))]
 type RemoteSetting = Option<std::convert::Infallible>;
 
-/// Builds a queue executor for the scheduler `scheduler` names; fails on a zero setting, on a
+/// Builds a queue executor for the scheduler `scheduler`; fails on a zero setting, on a
 /// template that does not render, on a login node it cannot reach and inside a worker.
 fn build_queue(
     common: CommonBuilder,
     cfg: QueueConfig,
     remote: RemoteSetting,
-    scheduler: &str,
+    scheduler: SchedulerKind,
 ) -> Result<Executor, Error> {
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
@@ -469,7 +471,7 @@ fn build_queue(
         |store| {
             let transport: Arc<dyn Transport> = match remote {
                 #[cfg(feature = "remote")]
-                Some(r) => Arc::new(crate::remote::Ssh::connect(
+                Some(r) => Arc::new(crate::backend::transport::ssh::Ssh::connect(
                     r,
                     store.root(),
                     store.durable(),
@@ -478,7 +480,7 @@ fn build_queue(
                 Some(never) => match never {},
                 None => Arc::new(Local),
             };
-            let scheduler = scheduler_named(scheduler, transport.clone());
+            let scheduler = scheduler_for(scheduler, transport.clone());
             Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
         },
         true,
@@ -527,7 +529,7 @@ impl FluxClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, "flux")
+        build_queue(self.common, self.cfg, self.remote, SchedulerKind::Flux)
     }
 }
 
@@ -554,24 +556,6 @@ pub struct SlurmJobBuilder {
     pool: PoolSettings,
 }
 
-/// Total CPUs of an allocation from `SLURM_JOB_CPUS_PER_NODE` ("4(x2),2" means 4+4+2).
-pub(crate) fn allocation_cpus(text: &str) -> Option<u32> {
-    let mut total = 0u32;
-    for part in text.split(',') {
-        let (cpus, times) = match part.split_once("(x") {
-            Some((c, t)) => (c, t.trim_end_matches(')')),
-            None => (part, "1"),
-        };
-        total = total.checked_add(
-            cpus.trim()
-                .parse::<u32>()
-                .ok()?
-                .checked_mul(times.parse().ok()?)?,
-        )?;
-    }
-    Some(total)
-}
-
 impl SlurmJobBuilder {
     common_builder_methods!();
     slot_builder_methods!(
@@ -582,24 +566,7 @@ impl SlurmJobBuilder {
 
     /// Builds the executor; fails outside a Slurm allocation.
     pub fn build(self) -> Result<Executor, Error> {
-        let outside = || {
-            Error::Config(
-                "SlurmJobExecutor runs inside a Slurm allocation (an sbatch script or salloc), \
-                 but SLURM_JOB_ID is not set; use SlurmClusterExecutor to submit jobs instead"
-                    .into(),
-            )
-        };
-        std::env::var("SLURM_JOB_ID").map_err(|_| outside())?;
-        let cpus_text = std::env::var("SLURM_JOB_CPUS_PER_NODE").map_err(|_| outside())?;
-        let cpus = allocation_cpus(&cpus_text).ok_or_else(|| {
-            Error::Config(format!(
-                "cannot read the allocation's CPUs from SLURM_JOB_CPUS_PER_NODE={cpus_text:?}"
-            ))
-        })?;
-        let nodes = std::env::var("SLURM_JOB_NUM_NODES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
+        let SlurmAllocation { cpus, nodes } = slurm_allocation()?;
         let (max_cores, max_workers) = self
             .slots
             .resolve(cpus, Some((cpus, "the allocation's CPU count")))?;
@@ -650,90 +617,6 @@ pub struct FluxJobBuilder {
     pool: PoolSettings,
 }
 
-/// The command that sizes a Flux instance: its nodes, cores and GPUs that are up.
-pub(crate) const FLUX_RESOURCE_INFO: [&str; 4] = ["resource", "info", "-s", "up"];
-
-/// The size of a Flux instance, from `flux resource info`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FluxResources {
-    pub nodes: u32,
-    pub cores: u32,
-    pub gpus: u32,
-}
-
-/// Reads `flux resource info`'s one line, `"2 Nodes, 8 Cores, 0 GPUs"` (singular names are
-/// accepted too). Nodes and cores must be there; GPUs count as 0 when the line has none.
-pub(crate) fn parse_flux_resource_info(text: &str) -> Option<FluxResources> {
-    let line = text.trim();
-    if line.is_empty() || line.contains('\n') {
-        return None;
-    }
-    let (mut nodes, mut cores, mut gpus) = (None, None, None);
-    for part in line.split(',') {
-        let mut words = part.split_whitespace();
-        let count: u32 = words.next()?.parse().ok()?;
-        let name = words.next()?.to_ascii_lowercase();
-        if words.next().is_some() {
-            return None;
-        }
-        let slot = match name.as_str() {
-            "node" | "nodes" => &mut nodes,
-            "core" | "cores" => &mut cores,
-            "gpu" | "gpus" => &mut gpus,
-            _ => return None,
-        };
-        if slot.replace(count).is_some() {
-            return None;
-        }
-    }
-    Some(FluxResources {
-        nodes: nodes?,
-        cores: cores?,
-        gpus: gpus.unwrap_or(0),
-    })
-}
-
-/// Runs `flux resource info -s up` and reads the instance's size; an error names the command.
-fn flux_instance_resources() -> Result<FluxResources, Error> {
-    let shown = format!("flux {}", FLUX_RESOURCE_INFO.join(" "));
-    let output = std::process::Command::new("flux")
-        .args(FLUX_RESOURCE_INFO)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| {
-            Error::Config(format!(
-                "FluxJobExecutor cannot run `{shown}` to size the Flux instance: {}",
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    "flux was not found on PATH".to_string()
-                } else {
-                    e.to_string()
-                }
-            ))
-        })?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(Error::Config(format!(
-            "`{shown}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    let resources = parse_flux_resource_info(&stdout).ok_or_else(|| {
-        Error::Config(format!(
-            "`{shown}` printed {:?}; expected one line like \"2 Nodes, 8 Cores, 0 GPUs\"",
-            stdout.trim_end()
-        ))
-    })?;
-    if resources.cores == 0 || resources.nodes == 0 {
-        return Err(Error::Config(format!(
-            "`{shown}` reports {} cores on {} nodes up: the Flux instance has nothing to run \
-             tasks on",
-            resources.cores, resources.nodes
-        )));
-    }
-    Ok(resources)
-}
-
 impl FluxJobBuilder {
     common_builder_methods!();
     slot_builder_methods!(
@@ -757,7 +640,7 @@ impl FluxJobBuilder {
         if crate::worker::in_worker() {
             return Err(Error::InsideWorker);
         }
-        let instance = flux_instance_resources()?;
+        let instance = flux_instance()?;
         let (max_cores, max_workers) = self.slots.resolve(
             instance.cores,
             Some((instance.cores, "the Flux instance's core count")),
@@ -779,41 +662,5 @@ impl FluxJobBuilder {
             "the Flux instance's cores (or max_cores)",
             true,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn allocation_cpus_reads_slurm_notation() {
-        assert_eq!(super::allocation_cpus("4"), Some(4));
-        assert_eq!(super::allocation_cpus("4(x2)"), Some(8));
-        assert_eq!(super::allocation_cpus("4(x2),2"), Some(10));
-        assert_eq!(super::allocation_cpus("x"), None);
-    }
-
-    #[test]
-    fn flux_resource_info_is_read_strictly() {
-        use super::{parse_flux_resource_info as parse, FluxResources};
-        let r = |nodes, cores, gpus| Some(FluxResources { nodes, cores, gpus });
-        assert_eq!(parse("2 Nodes, 8 Cores, 0 GPUs\n"), r(2, 8, 0));
-        assert_eq!(parse("8 Nodes, 32 Cores, 4 GPUs"), r(8, 32, 4));
-        assert_eq!(parse("1 Node, 1 Core, 1 GPU"), r(1, 1, 1));
-        assert_eq!(parse("  4 Nodes,  16 Cores  "), r(4, 16, 0));
-        for bad in [
-            "",
-            "Nodes: 2",
-            "2 Nodes, 8 Cores, 0 GPUs\n1 Nodes, 1 Cores, 0 GPUs",
-            "2 Nodes, 0 GPUs",
-            "8 Cores, 0 GPUs",
-            "2 Nodes, 8 Cores, 8 Cores",
-            "2 Nodes, 8 Sockets",
-            "two Nodes, 8 Cores",
-            "-1 Nodes, 8 Cores",
-            "2 Nodes, 8 Cores, 0 GPUs, extra",
-            "2 big Nodes, 8 Cores",
-        ] {
-            assert_eq!(parse(bad), None, "{bad:?}");
-        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use pitch::{Cache, TaskInfo, TaskState};
 
-use super::{fail, OK, TASK_FAILED, USAGE};
+use super::{count, fail, json, OK, TASK_FAILED, USAGE};
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
@@ -112,42 +112,48 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
         Err(e) => return fail(USAGE, e),
     };
     let sched = scheduler_states(&cache, &tasks);
+    // Each task's state as shown: the scheduler's for a queued task, else pitch's.
+    let shown: Vec<String> = tasks
+        .iter()
+        .map(|t| {
+            sched
+                .get(&t.key)
+                .cloned()
+                .unwrap_or_else(|| state_name(&t.state).to_string())
+        })
+        .collect();
     let mut counts = std::collections::BTreeMap::new();
-    for t in &tasks {
-        let s = sched
-            .get(&t.key)
-            .cloned()
-            .unwrap_or_else(|| state_name(&t.state).to_string());
-        *counts.entry(s).or_insert(0usize) += 1;
+    for s in &shown {
+        *counts.entry(s.clone()).or_insert(0usize) += 1;
     }
     if a.json {
-        let tasks_json: Vec<serde_json::Value> = if a.all {
-            tasks
-                .iter()
-                .map(|t| row_json(t, sched.get(&t.key)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        println!(
-            "{}",
-            serde_json::json!({"cache_directory": cache.root(), "total": tasks.len(), "counts": counts, "tasks": tasks_json})
-        );
+        json::print(&json::StatusOutput {
+            schema_version: json::SCHEMA_VERSION,
+            cache_directory: cache.root(),
+            total: tasks.len(),
+            counts,
+            tasks: if a.all {
+                tasks
+                    .iter()
+                    .zip(shown)
+                    .map(|(t, s)| json::TaskRow::new(t, s))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        });
     } else {
         let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
         println!(
-            "{} tasks in {}: {}",
-            tasks.len(),
+            "{} in {}: {}",
+            count(tasks.len(), "task", "tasks"),
             cache.root().display(),
             parts.join(", ")
         );
         if a.all {
-            for t in &tasks {
-                let s = sched
-                    .get(&t.key)
-                    .map(String::as_str)
-                    .unwrap_or(state_name(&t.state));
-                println!("{}  {:<9} {}", t.key, s, describe(t));
+            let width = column_width(shown.iter().map(String::as_str));
+            for (t, s) in tasks.iter().zip(&shown) {
+                println!("{}  {s:<width$}  {}", t.key, describe(t));
             }
         }
     }
@@ -159,6 +165,11 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
     } else {
         OK
     }
+}
+
+/// The width of a column holding `values` (at least that of its header, `state`).
+fn column_width<'a>(values: impl Iterator<Item = &'a str>) -> usize {
+    values.map(str::len).max().unwrap_or(0).max("state".len())
 }
 
 fn describe(t: &TaskInfo) -> String {
@@ -174,25 +185,6 @@ fn params_text(t: &TaskInfo) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn row_json(t: &TaskInfo, sched: Option<&String>) -> serde_json::Value {
-    let params: serde_json::Map<String, serde_json::Value> = t
-        .params
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::json!({
-        "key": t.key,
-        "params": params,
-        "name": t.name,
-        "argv": t.argv,
-        "state": sched.cloned().unwrap_or_else(|| state_name(&t.state).to_string()),
-        "exit_code": t.exit_code,
-        "runtime": t.runtime,
-        "stdout": t.stdout,
-        "error": match &t.state { TaskState::Failed(e) => Some(e.to_string()), _ => None },
-    })
 }
 
 fn csv_field(s: &str) -> String {
@@ -211,7 +203,10 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
     match a.format.as_str() {
         "json" => {
             for t in &tasks {
-                println!("{}", row_json(t, None));
+                json::print(&json::ResultLine {
+                    schema_version: json::SCHEMA_VERSION,
+                    task: json::TaskRow::new(t, state_name(&t.state).to_string()),
+                });
             }
         }
         "csv" => {
@@ -235,13 +230,14 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
             }
         }
         _ => {
+            let width = column_width(tasks.iter().map(|t| state_name(&t.state)));
             println!(
-                "{:<32}  {:<9} {:>4} {:>9}  command",
+                "{:<32}  {:<width$}  {:>4} {:>9}  command",
                 "key", "state", "exit", "runtime"
             );
             for t in &tasks {
                 println!(
-                    "{:<32}  {:<9} {:>4} {:>9}  {}",
+                    "{:<32}  {:<width$}  {:>4} {:>9}  {}",
                     t.key,
                     state_name(&t.state),
                     t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
@@ -286,7 +282,7 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
     }
     match cache.cancel_jobs(&ids) {
         Ok(()) => {
-            println!("cancelled {} jobs", ids.len());
+            println!("cancelled {}", count(ids.len(), "job", "jobs"));
             OK
         }
         Err(e) => fail(TASK_FAILED, e),
@@ -339,8 +335,8 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
         }
     }
     print!(
-        "removed {removed} of {} task directories",
-        tasks.len() - logged
+        "removed {removed} of {}",
+        count(tasks.len() - logged, "task directory", "task directories")
     );
     if logged > 0 {
         print!("; {logged} results of pooled tasks stay in their result logs");

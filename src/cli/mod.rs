@@ -2,6 +2,7 @@
 
 mod follow;
 mod inspect;
+mod json;
 mod params;
 mod report;
 mod run;
@@ -29,22 +30,13 @@ pub(crate) const USAGE: i32 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-    /// Print nothing but errors on stderr: no status lines, progress bar or summary (the
-    /// command's own output of `pitch run` is still copied). Wins over -v.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// One line on stderr per task end (`pitch: finished KEY PARAMS in 1.2 s`, `pitch: failed
-    /// KEY PARAMS: ERROR`), for `sweep` instead of the progress bar; -vv also each task's
-    /// submission and start (with its Slurm job id).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one command as a task, stream its output, exit with its exit code (always runs).
     #[command(
-        after_help = "The command's stdout and stderr are copied to pitch's as they are written (also from a\nSlurm job, through the task directory's files); status lines (submitted as Slurm job N,\nexit code N after X s) go to stderr unless -q. With --json, stdout carries only one JSON\nobject (key, exit_code, seconds, stdout and stderr file paths, error).\n\nExit codes: the command's own; 125 when pitch failed before the command ran,\n126 when it cannot be executed, 127 when it is not found, 128+N when killed by signal N.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
+        after_help = "The command's stdout and stderr are copied to pitch's as they are written (also from a\nSlurm job, through the task directory's files); status lines (submitted as Slurm job N,\nexit code N after X s) go to stderr unless -q. With --json, stdout carries only one JSON\nobject (key, exit_code, seconds, stdout and stderr file paths, error).\n\nExit codes: the command's own; 125 when pitch failed before the command ran (or the\nscheduler rejected the job), 126 when it cannot be executed, 127 when it is not found,\n128+N when killed by signal N.\n\nExamples:\n  pitch run -- echo hello\n  pitch run --backend slurm --cores 4 --time 01:00:00 -- lmp -in in.lmp\n  pitch run --backend slurm --detach -- ./long_job"
     )]
     Run(run::RunArgs),
     /// Run a command over a grid of parameters ({NAME} placeholders), resumably.
@@ -199,6 +191,11 @@ impl Common {
     }
 }
 
+/// `n` with the noun in the singular or the plural as `n` asks.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Prints an error once, without a backtrace, and returns `code`.
 pub(crate) fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     eprintln!("pitch: {message}");
@@ -218,13 +215,9 @@ pub(crate) fn main() -> i32 {
             return code;
         }
     };
-    let out = Output {
-        quiet: cli.quiet,
-        verbose: cli.verbose,
-    };
     match cli.command {
-        Cmd::Run(a) => run::run(a, out),
-        Cmd::Sweep(a) => run::sweep(a, out),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Sweep(a) => run::sweep(a),
         Cmd::Render(a) => run::render(a),
         Cmd::Status(a) => inspect::status(a),
         Cmd::Results(a) => inspect::results(a),
@@ -237,9 +230,17 @@ pub(crate) fn main() -> i32 {
     }
 }
 
-/// How chatty to be.
-#[derive(Clone, Copy)]
+/// How chatty to be on stderr: `-q` and `-v`, options of the subcommands that run tasks
+/// (`run`, `sweep`) only.
+#[derive(Args, Clone, Copy)]
 pub(crate) struct Output {
+    /// Print nothing but errors on stderr: no status lines, progress bar or summary (the
+    /// command's own output of `pitch run` is still copied). Wins over -v.
+    #[arg(short, long)]
     pub quiet: bool,
+    /// One line on stderr per task end (`pitch: finished KEY PARAMS in 1.2 s`, `pitch: failed
+    /// KEY PARAMS: ERROR`), for `sweep` instead of the progress bar; -vv also each task's
+    /// submission and start (with its Slurm job id).
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use pitch::profile::BackendKind;
-use pitch::{Command, Executor, Reporter, TaskError};
+use pitch::{Command, Executor, LaunchErrorKind, Reporter, TaskError};
 
 use super::follow::{Follower, Sink};
 use super::report::{shell_words, Mode, TaskLines};
-use super::{fail, params, Common, Output, OK, TASK_FAILED, USAGE};
+use super::{count, fail, json, params, Common, Output, OK, TASK_FAILED, USAGE};
 
 /// `pitch run` exits 125 when pitch failed before the command ran.
 const PITCH_FAILED: i32 = 125;
@@ -23,6 +23,8 @@ const NOT_FOUND: i32 = 127;
 pub(crate) struct RunArgs {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    out: Output,
     /// Return at once and print the task key (queue backends).
     #[arg(long)]
     detach: bool,
@@ -35,6 +37,8 @@ pub(crate) struct RunArgs {
 pub(crate) struct SweepArgs {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    out: Output,
     /// A parameter: NAME=VALUES (repeatable; the points are the cartesian product).
     #[arg(long = "param", value_name = "NAME=VALUES")]
     params: Vec<String>,
@@ -85,19 +89,16 @@ fn command(argv: &[String], env: &[(String, String)]) -> Command {
 }
 
 /// Where a finished (or failed) task's stream is: the output's path when the command ran,
-/// else the task directory's file when there is one.
-fn stream_path(
-    reported: Option<&Option<PathBuf>>,
-    dir: &Option<PathBuf>,
-    name: &str,
-) -> Option<PathBuf> {
+/// else the task's own file (from the store) when there is one.
+fn stream_path(reported: Option<&Option<PathBuf>>, file: Option<&PathBuf>) -> Option<PathBuf> {
     match reported {
         Some(p) => p.clone(),
-        None => dir.as_ref().map(|d| d.join(name)).filter(|p| p.exists()),
+        None => file.filter(|p| p.exists()).cloned(),
     }
 }
 
-pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
+pub(crate) fn run(a: RunArgs) -> i32 {
+    let out = a.out;
     let lines = Arc::new(TaskLines::new(
         out.verbose,
         Mode::Run(shell_words(&a.command)),
@@ -119,6 +120,7 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
     let submitted = Instant::now();
     let future = exe.submit_command(command(&a.command, &[]).allow_failure());
     let dir = exe.task_directory(&future.key()).ok();
+    let streams = exe.task_output_files(&future.key()).ok();
     if a.detach {
         // Wait until the job is queued, then leave it to the scheduler.
         while future.job_id().is_none() && !future.done() {
@@ -128,10 +130,12 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
             return fail(PITCH_FAILED, e);
         }
         if a.common.json {
-            println!(
-                "{}",
-                serde_json::json!({"key": future.key(), "job_id": future.job_id(), "task_directory": dir})
-            );
+            json::print(&json::DetachOutput {
+                schema_version: json::SCHEMA_VERSION,
+                key: future.key(),
+                job_id: future.job_id(),
+                task_directory: dir,
+            });
         } else {
             println!("{}", future.key());
         }
@@ -140,10 +144,10 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
     }
     // Stream the command's output while it runs. With --json pitch's stdout carries only the
     // JSON object: the command's stdout stays in its file, whose path the object names.
-    let follower = dir.as_ref().map(|d| {
-        let mut files = vec![(d.join("stderr"), Sink::Stderr)];
+    let follower = streams.as_ref().map(|(stdout, stderr)| {
+        let mut files = vec![(stderr.clone(), Sink::Stderr)];
         if !a.common.json {
-            files.insert(0, (d.join("stdout"), Sink::Stdout));
+            files.insert(0, (stdout.clone(), Sink::Stdout));
         }
         Follower::start(files)
     });
@@ -158,17 +162,15 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
     };
     if a.common.json {
         let ok = result.as_ref().ok();
-        println!(
-            "{}",
-            serde_json::json!({
-                "key": future.key(),
-                "exit_code": ok.map(|o| o.exit_code),
-                "seconds": seconds,
-                "stdout": stream_path(ok.map(|o| &o.stdout), &dir, "stdout"),
-                "stderr": stream_path(ok.map(|o| &o.stderr), &dir, "stderr"),
-                "error": result.as_ref().err().map(|e| e.to_string()),
-            })
-        );
+        json::print(&json::RunOutput {
+            schema_version: json::SCHEMA_VERSION,
+            key: future.key(),
+            exit_code: ok.map(|o| o.exit_code),
+            seconds,
+            stdout: stream_path(ok.map(|o| &o.stdout), streams.as_ref().map(|s| &s.0)),
+            stderr: stream_path(ok.map(|o| &o.stderr), streams.as_ref().map(|s| &s.1)),
+            error: result.as_ref().err().map(|e| e.to_string()),
+        });
     }
     match result {
         Ok(o) => {
@@ -177,26 +179,35 @@ pub(crate) fn run(a: RunArgs, out: Output) -> i32 {
             }
             o.exit_code
         }
-        Err(TaskError::Launch { detail, what }) if detail.contains("not found") => {
-            fail(NOT_FOUND, format!("{what}: {detail}"))
-        }
-        Err(TaskError::Launch { detail, what }) if detail.contains("ermission denied") => {
-            fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
-        }
         Err(e @ TaskError::Signaled { signal, .. }) => {
             if !out.quiet {
                 eprintln!("pitch: {e} after {seconds:.1} s");
             }
             128 + signal
         }
-        Err(TaskError::Launch { what, detail }) => {
-            fail(CANNOT_EXECUTE, format!("{what}: {detail}"))
+        Err(TaskError::Launch { what, kind, detail }) => {
+            fail(launch_exit_code(kind), format!("{what}: {detail}"))
         }
         Err(e) => fail(PITCH_FAILED, e),
     }
 }
 
-pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
+/// `pitch run`'s exit code when the command could not be started.
+fn launch_exit_code(kind: LaunchErrorKind) -> i32 {
+    match kind {
+        LaunchErrorKind::NotFound => NOT_FOUND,
+        LaunchErrorKind::RejectedByScheduler => PITCH_FAILED,
+        LaunchErrorKind::PermissionDenied | LaunchErrorKind::NoSuchCwd => CANNOT_EXECUTE,
+        // Cannot be executed for another reason (exec format error, an argument with a NUL
+        // byte...), or pitch could not prepare the launch.
+        LaunchErrorKind::Other => CANNOT_EXECUTE,
+        // A kind added after this binary was written.
+        _ => PITCH_FAILED,
+    }
+}
+
+pub(crate) fn sweep(a: SweepArgs) -> i32 {
+    let out = a.out;
     let grid = match a
         .params
         .iter()
@@ -252,10 +263,6 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
     for (i, f) in futures.iter().enumerate() {
         let r = f.result();
         if a.common.json {
-            let params: serde_json::Map<String, serde_json::Value> = points[i]
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
             let (state, code, error) = match &r {
                 Ok(o) => ("finished", Some(o.exit_code), None),
                 Err(e) => (
@@ -267,10 +274,14 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
                     Some(e.to_string()),
                 ),
             };
-            println!(
-                "{}",
-                serde_json::json!({"key": f.key(), "params": params, "state": state, "exit_code": code, "error": error})
-            );
+            json::print(&json::SweepPoint {
+                schema_version: json::SCHEMA_VERSION,
+                key: f.key(),
+                params: json::params(&points[i]),
+                state,
+                exit_code: code,
+                error,
+            });
         }
         if let Err(e) = r {
             failed.push((i, e));
@@ -280,8 +291,8 @@ pub(crate) fn sweep(a: SweepArgs, out: Output) -> i32 {
     lines.flush();
     if !out.quiet {
         eprintln!(
-            "pitch: {} points: {} ran, {} from the cache, {} failed ({})",
-            points.len(),
+            "pitch: {}: {} ran, {} from the cache, {} failed ({})",
+            count(points.len(), "point", "points"),
             summary.succeeded + summary.failed - summary.cached,
             summary.cached,
             failed.len(),

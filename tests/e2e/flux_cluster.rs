@@ -10,7 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
+use pitch::{
+    Command, EndReason, EventKind, Executor, FluxClusterExecutor, LaunchErrorKind, Resources,
+    TaskError,
+};
 
 use crate::ensure;
 use crate::flux::calls;
@@ -582,8 +585,9 @@ fn a_rejected_submission() -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         match add::submit(&exe, 1, 2).result() {
-            Err(TaskError::Launch { what, detail }) => {
+            Err(TaskError::Launch { what, kind, detail }) => {
                 ensure!(what == "flux batch", "{what}");
+                ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
                 ensure!(
                     detail.contains("flux-batch: ERROR: invalid queue 'nosuchqueue'"),
                     "{detail}"
@@ -673,7 +677,7 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
             detail,
         }) => {
             ensure!(job_id == id.to_string(), "{job_id}");
-            ensure!(state == "CANCELED", "{state} {detail}");
+            ensure!(state == EndReason::Cancelled, "{state} {detail}");
             ensure!(detail.contains("exception cancel"), "{detail}");
         }
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
@@ -725,7 +729,9 @@ fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
         .collect();
     ensure!(new == [format!("cancel {id}")], "{new:#?}");
     match f.result() {
-        Err(TaskError::Scheduler { state, .. }) => ensure!(state == "CANCELED", "{state}"),
+        Err(TaskError::Scheduler { state, .. }) => {
+            ensure!(state == EndReason::Cancelled, "{state}")
+        }
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
     }
     Ok(())

@@ -598,7 +598,7 @@ fn init_failure() -> Result<(), String> {
     let dir = temp();
     let exe = build(pool(&dir.path().join("cache"), 2).init_function(pool_bad_init::init()))?;
     match pool_pid::submit(&exe).result() {
-        Err(TaskError::Launch { what, detail }) => {
+        Err(TaskError::Launch { what, detail, .. }) => {
             ensure!(what.contains("pool_bad_init"), "{what}");
             ensure!(detail.contains("no model file"), "{detail}");
         }

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, EventKind, Executor, Resources, SingleNodeExecutor, TaskError};
+use pitch::{
+    Command, EventKind, Executor, LaunchErrorKind, Resources, SingleNodeExecutor, TaskError,
+};
 
 use crate::ensure;
 
@@ -340,19 +342,35 @@ fn command_not_found() -> Result<(), String> {
         .submit_command(Command::new("no-such-program-pitch"))
         .result()
     {
-        Err(TaskError::Launch { what, detail }) => {
+        Err(TaskError::Launch { what, kind, detail }) => {
             ensure!(what == "no-such-program-pitch", "{what}");
+            ensure!(kind == LaunchErrorKind::NotFound, "{kind:?}");
             ensure!(detail.contains("not found"), "{detail}");
+        }
+        other => return Err(format!("expected Launch, got {other:?}")),
+    }
+    // A file that may not be executed.
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\ntrue\n").map_err(|e| e.to_string())?;
+    match exe.submit_command(Command::new(&script)).result() {
+        Err(TaskError::Launch { kind, detail, .. }) => {
+            ensure!(
+                kind == LaunchErrorKind::PermissionDenied,
+                "{kind:?}: {detail}"
+            )
         }
         other => return Err(format!("expected Launch, got {other:?}")),
     }
     // A missing working directory is named as such, not as a missing program.
     let gone = dir.path().join("no-such-dir");
     match exe.submit_command(Command::new("true").cwd(&gone)).result() {
-        Err(TaskError::Launch { detail, .. }) => ensure!(
-            detail == format!("the working directory {} does not exist", gone.display()),
-            "{detail}"
-        ),
+        Err(TaskError::Launch { kind, detail, .. }) => {
+            ensure!(kind == LaunchErrorKind::NoSuchCwd, "{kind:?}");
+            ensure!(
+                detail == format!("the working directory {} does not exist", gone.display()),
+                "{detail}"
+            )
+        }
         other => return Err(format!("expected Launch, got {other:?}")),
     }
     Ok(())

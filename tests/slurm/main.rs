@@ -14,7 +14,7 @@ mod remote;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, Resources, SlurmClusterExecutor, TaskError};
+use pitch::{Command, Executor, LaunchErrorKind, Resources, SlurmClusterExecutor, TaskError};
 
 pitch::task! {
     pub fn add(a: i64, b: i64) -> i64 { a + b }
@@ -98,6 +98,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ("cli_status_and_cancel", cli_status_and_cancel),
     ("cli_run_detach", cli_run_detach),
     ("cli_run_streams_from_a_job", cli_run_streams_from_a_job),
+    (
+        "cli_run_rejected_exits_125_and_detach_json",
+        cli_run_rejected_and_detach_json,
+    ),
 ];
 
 fn executor(cache: &Path) -> Executor {
@@ -259,8 +263,9 @@ fn bad_partition(dir: &Path) -> Result<(), String> {
     let exe = executor(&cache).with_resources(Resources::new().partition("no-such-partition"));
     let f = add::submit(&exe, 1, 2);
     match f.result() {
-        Err(TaskError::Launch { what, detail }) => {
+        Err(TaskError::Launch { what, kind, detail }) => {
             ensure!(what == "sbatch", "{what}");
+            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
             ensure!(detail.to_lowercase().contains("partition"), "{detail}");
         }
         other => return Err(format!("expected Launch, got {other:?}")),
@@ -324,7 +329,8 @@ fn job_gone_without_result(dir: &Path) -> Result<(), String> {
     match f.result() {
         Err(TaskError::Scheduler { state, .. }) => {
             ensure!(
-                ["FAILED", "CANCELLED", "COMPLETED"].contains(&state.as_str()) || !state.is_empty(),
+                ["FAILED", "CANCELLED", "COMPLETED"].contains(&state.as_str())
+                    || !state.as_str().is_empty(),
                 "{state}"
             );
             eprintln!("  state learned: {state}");
@@ -1253,5 +1259,61 @@ fn cli_run_streams_from_a_job(dir: &Path) -> Result<(), String> {
         stderr.contains("pitch: submitted as Slurm job") && stderr.contains("pitch: exit code 0"),
         "{stderr}"
     );
+    Ok(())
+}
+
+/// A job sbatch rejects is pitch failing before the command ran (125); `run --detach --json`
+/// prints one object with its schema version and the job id.
+fn cli_run_rejected_and_detach_json(dir: &Path) -> Result<(), String> {
+    cluster_profile(dir);
+    let o = pitch_in(
+        dir,
+        &[
+            "run",
+            "--profile",
+            "cluster",
+            "--partition",
+            "no-such-partition",
+            "--",
+            "true",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    ensure!(o.status.code() == Some(125), "{:?}: {stderr}", o.status);
+    ensure!(
+        stderr.contains("sbatch") && stderr.to_lowercase().contains("partition"),
+        "{stderr}"
+    );
+    let o = pitch_in(
+        dir,
+        &[
+            "run",
+            "--detach",
+            "--json",
+            "--profile",
+            "cluster",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    ensure!(
+        o.status.success(),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{e}: {stdout}"))?;
+    ensure!(v["schema_version"] == 1, "{v}");
+    ensure!(v["key"].as_str().is_some_and(|k| k.len() == 32), "{v}");
+    ensure!(
+        v["job_id"]
+            .as_str()
+            .is_some_and(|j| !j.is_empty() && j.chars().all(|c| c.is_ascii_digit())),
+        "{v}"
+    );
+    ensure!(v["task_directory"].is_string(), "{v}");
     Ok(())
 }

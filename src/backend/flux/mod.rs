@@ -1,132 +1,118 @@
-//! [`Flux`], the scheduler of `FluxClusterExecutor`: every job is a `flux batch` script (a
-//! Flux instance of its own, sized by `# flux:` directives, where multi-rank tasks start
-//! with `flux run`); ONE `flux jobs` call per poll tick lists the executor's active jobs;
-//! one `flux jobs ID...` call tells why jobs that left the queue ended; `flux cancel`
-//! cancels.
+//! Flux, the scheduler of `FluxClusterExecutor`: its [`DIALECT`] (every job is a `flux batch`
+//! script, a Flux instance of its own sized by `# flux:` directives, where multi-rank tasks
+//! start with `flux run`) and its [`FluxClient`]: ONE `flux jobs` call per poll tick lists the
+//! executor's active jobs; one `flux jobs ID...` call tells why jobs that left the queue
+//! ended; `flux cancel` cancels.
 //!
 //! Flux has no job arrays for batch jobs: each task (or each pack of `tasks_per_job`
 //! one-rank tasks) is one `flux batch` call.
 
-pub(crate) mod parse;
+pub(crate) mod instance;
+mod parse;
+mod run;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::queue::transport::Transport;
-use crate::backend::queue::{base_header, strings, CmdOutput, Fut, JobRef, JobState, Scheduler};
-use crate::error::TaskError;
+use crate::backend::scheduler::{
+    base_header, strings, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient,
+};
+use crate::backend::transport::Transport;
 use crate::resources::Resources;
-use crate::template::{self, SlurmScript};
+use crate::scheduler::{SchedulerError, SchedulerKind};
+use crate::template::SlurmScript;
+
+pub(crate) use self::run::{check_run, run_options};
+
+/// The built-in Flux batch-script template, submitted with `flux batch`: its name in errors
+/// and its text. It takes the same variables as Slurm's (the Slurm-only ones stay unset).
+pub(crate) const TEMPLATE: (&str, &str) =
+    ("flux.sh.j2", include_str!("../../../templates/flux.sh.j2"));
+
+/// Flux's job scripts and commands.
+pub(crate) static DIALECT: Dialect = Dialect {
+    kind: SchedulerKind::Flux,
+    template: TEMPLATE,
+    submitter: "flux batch",
+    ignores: &[
+        "memory_max",
+        "qos",
+        "slurm_cmd_args",
+        "openmpi_oversubscribe",
+        "error_log_file",
+    ],
+    refuses,
+    header,
+    // A mustache template Flux fills in with the job id.
+    log_name: "flux-{{id}}.out",
+    array_log_name: "flux-{{id}}.out",
+    rank_launcher: |ranks, threads| format!("flux run --ntasks={ranks} --cores-per-task={threads}"),
+    depend,
+    arrays: None,
+    forgotten: "the job left the queue and Flux no longer knows it (purged)",
+};
+
+fn refuses(r: &Resources) -> Option<String> {
+    (r.exclusive == Some(true) && r.num_nodes.is_none()).then(|| {
+        "exclusive = true needs num_nodes on Flux (flux batch refuses --exclusive without \
+         --nodes)"
+            .into()
+    })
+}
+
+fn header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
+    SlurmScript {
+        time: r.run_time_max.map(parse::fsd),
+        ..base_header(tag, r, ranks, threads)
+    }
+}
+
+fn depend(header: &mut SlurmScript, after: &[JobRef]) {
+    header.dependencies = after
+        .iter()
+        .map(|j| format!("afterok:{}", j.job_id))
+        .collect();
+}
 
 /// Flux's commands, as the queue backend calls them, run through `transport` (here, or on
 /// a login node).
-pub(crate) struct Flux {
+pub(crate) struct FluxClient {
     pub transport: Arc<dyn Transport>,
 }
 
 /// The most jobs one `flux jobs` call lists (its default is 1,000).
 const MAX_LISTED: u32 = 1_000_000;
 
-impl Flux {
-    async fn flux(&self, args: Vec<String>) -> Result<CmdOutput, String> {
+impl FluxClient {
+    async fn flux(&self, args: Vec<String>) -> Result<CmdOutput, SchedulerError> {
         self.transport.run("flux", &args, &[], "Flux").await
     }
 }
 
-impl Scheduler for Flux {
-    fn backend_name(&self) -> &'static str {
-        "flux"
-    }
-
-    fn title(&self) -> &'static str {
-        "Flux"
-    }
-
-    fn default_template(&self) -> (&'static str, &'static str) {
-        (
-            template::DEFAULT_FLUX_TEMPLATE_NAME,
-            template::DEFAULT_FLUX_TEMPLATE,
-        )
-    }
-
-    fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
-        SlurmScript {
-            time: r.run_time_max.map(parse::fsd),
-            ..base_header(tag, r, ranks, threads)
-        }
-    }
-
-    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        if r.exclusive == Some(true) && r.num_nodes.is_none() {
-            return Err(
-                "exclusive = true needs num_nodes on Flux (flux batch refuses \
-                        --exclusive without --nodes)"
-                    .into(),
-            );
-        }
-        Ok(r.set_keys(&[
-            "memory_max",
-            "qos",
-            "slurm_cmd_args",
-            "openmpi_oversubscribe",
-            "error_log_file",
-        ]))
-    }
-
-    fn output(&self, jobs_dir: &Path, _array: bool) -> String {
-        // A mustache template Flux fills in with the job id.
-        jobs_dir.join("flux-{{id}}.out").display().to_string()
-    }
-
-    fn rank_launcher(&self, ranks: u32, threads: u32) -> String {
-        format!("flux run --ntasks={ranks} --cores-per-task={threads}")
-    }
-
-    fn depend(&self, header: &mut SlurmScript, after: &[JobRef]) {
-        header.dependencies = after
-            .iter()
-            .map(|j| format!("afterok:{}", j.job_id))
-            .collect();
-    }
-
-    fn max_array_size(&self) -> Fut<'_, u32> {
-        Box::pin(async { 1 })
-    }
-
-    fn array_index(&self) -> &'static str {
-        "0"
-    }
-
-    fn array_cpus(&self) -> &'static str {
-        "1"
-    }
-
-    fn array(&self, _header: &mut SlurmScript, _elements: usize, _throttle: Option<u32>) {
-        unreachable!("Flux has no job arrays: max_array_size is 1")
-    }
-
-    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>> {
+impl SchedulerClient for FluxClient {
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, SchedulerError>> {
         Box::pin(async move {
-            let launch = |detail: String| TaskError::Launch {
-                what: "flux batch".into(),
-                detail,
-            };
             let out = self
                 .flux(vec!["batch".into(), script.display().to_string()])
-                .await
-                .map_err(launch)?;
+                .await?;
             if !out.success {
-                return Err(launch(format!(
-                    "flux batch rejected the job: {}",
-                    out.stderr.trim()
-                )));
+                return Err(SchedulerError::Rejected {
+                    program: "flux batch".into(),
+                    stderr: out.stderr.trim().to_string(),
+                });
             }
-            parse::parse_submit_output(&out.stdout).map_err(|e| launch(e.to_string()))
+            parse::parse_submit_output(&out.stdout).map_err(|e| SchedulerError::Unreadable {
+                program: "flux batch".into(),
+                detail: e.to_string(),
+            })
         })
     }
 
-    fn queue<'a>(&'a self, tag: &'a str) -> Fut<'a, Result<HashMap<JobRef, JobState>, String>> {
+    fn active<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> Fut<'a, Result<HashMap<JobRef, JobState>, SchedulerError>> {
         Box::pin(async move {
             let count = format!("--count={MAX_LISTED}");
             let name = format!("--name={tag}");
@@ -139,15 +125,11 @@ impl Scheduler for Flux {
                 &count,
                 &format,
             ]);
-            let out = self
-                .flux(args)
-                .await
-                .map_err(|e| format!("flux jobs failed: {e}"))?;
-            if !out.success {
-                return Err(format!("flux jobs failed: {}", out.stderr.trim()));
-            }
-            parse::parse_queue(&out.stdout)
-                .map_err(|e| format!("could not parse flux jobs' output: {e}"))
+            let out = self.flux(args).await?.ok("flux jobs")?;
+            parse::parse_queue(&out.stdout).map_err(|e| SchedulerError::Unreadable {
+                program: "flux jobs".into(),
+                detail: e.to_string(),
+            })
         })
     }
 
@@ -172,19 +154,11 @@ impl Scheduler for Flux {
         })
     }
 
-    fn forgotten(&self) -> &'static str {
-        "the job left the queue and Flux no longer knows it (purged)"
-    }
-
-    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>> {
+    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>> {
         Box::pin(async move {
             let mut args = vec!["cancel".to_string()];
             args.extend(jobs.iter().map(|j| j.job_id.to_string()));
-            match self.flux(args).await {
-                Ok(out) if out.success => Ok(()),
-                Ok(out) => Err(format!("flux cancel failed: {}", out.stderr.trim())),
-                Err(e) => Err(format!("flux cancel failed: {e}")),
-            }
+            self.flux(args).await?.ok("flux cancel").map(|_| ())
         })
     }
 }
@@ -196,9 +170,7 @@ mod tests {
 
     #[test]
     fn resources_flux_cannot_honour_or_ignores() {
-        let f = Flux {
-            transport: Arc::new(crate::backend::queue::transport::Local),
-        };
+        let f = &DIALECT;
         let err = f.check(&Resources::new().exclusive(true)).unwrap_err();
         assert!(err.contains("needs num_nodes"), "{err}");
         assert_eq!(
@@ -207,7 +179,7 @@ mod tests {
         );
         let r = Resources::new().memory_max(1 << 30).qos("high");
         assert_eq!(f.check(&r), Ok(vec!["memory_max", "qos"]));
-        let h = f.header(
+        let h = (f.header)(
             "pitch-x",
             &Resources::new().partition("debug").account("proj"),
             4,
@@ -229,7 +201,7 @@ mod tests {
                 array_index: None,
             },
         ];
-        f.depend(&mut h, &after);
+        (f.depend)(&mut h, &after);
         assert_eq!(h.dependencies, ["afterok:7", "afterok:9"]);
         assert_eq!(h.dependency, None);
     }

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::backend::queue::{JobRef, JobState};
+use crate::backend::scheduler::{JobRef, JobState};
+use crate::scheduler::EndReason;
 
 /// What `flux jobs` prints per job for the poller: `{id}|{state}`.
 pub(crate) const QUEUE_FORMAT: &str = "{id}|{state}";
@@ -72,14 +73,10 @@ fn active_state(name: &str) -> Option<JobState> {
         "SCHED" => "SCHED",
         "RUN" => "RUN",
         "CLEANUP" => "CLEANUP",
-        "INACTIVE" => "INACTIVE",
+        "INACTIVE" => return Some(JobState::Ended(EndReason::Unknown("INACTIVE".into()))),
         _ => return None,
     };
-    Some(JobState {
-        name,
-        finished: name == "INACTIVE",
-        by_scheduler: false,
-    })
+    Some(JobState::Active(name))
 }
 
 /// The lines of `flux jobs -n -o QUEUE_FORMAT`: each job's state.
@@ -95,37 +92,27 @@ pub(crate) fn parse_queue(output: &str) -> Result<HashMap<JobRef, JobState>, Par
             .ok_or_else(|| bad("expected ID|STATE"))?;
         let job_id = parse_job_id(id).map_err(|e| bad(&e.0))?;
         let state = active_state(state.trim()).ok_or_else(|| bad("unknown job state"))?;
-        states.insert(
-            JobRef {
-                job_id,
-                array_index: None,
-            },
-            state,
-        );
+        states.insert(JobRef::single(job_id), state);
     }
     Ok(states)
 }
 
-/// How an inactive job ended, from its result and exception: the state's name, and
-/// whether Flux ended it (cancel, time limit, an exception such as a lost node) rather than
-/// the job's own processes exiting.
+/// How an inactive job ended, from its result and exception: the one place Flux's results
+/// become pitch's end reasons. A job that failed of an exception other than its processes'
+/// own (`exec`) was failed by Flux: a lost node, or another exception named by its type.
 fn final_state(state: &str, result: &str, exception: &str) -> Option<JobState> {
     if state != "INACTIVE" {
         return active_state(state);
     }
-    let name: &'static str = match result {
-        "COMPLETED" => "COMPLETED",
-        "FAILED" => "FAILED",
-        "CANCELED" => "CANCELED",
-        "TIMEOUT" => "TIMEOUT",
+    Some(JobState::Ended(match (result, exception) {
+        ("COMPLETED", _) => EndReason::Completed,
+        ("FAILED", "" | "exec") => EndReason::Failed,
+        ("FAILED", "lost" | "node-failure") => EndReason::NodeFail,
+        ("FAILED", other) => EndReason::Unknown(format!("FAILED ({other})")),
+        ("CANCELED", _) => EndReason::Cancelled,
+        ("TIMEOUT", _) => EndReason::Timeout,
         _ => return None,
-    };
-    Some(JobState {
-        name,
-        finished: true,
-        by_scheduler: matches!(name, "CANCELED" | "TIMEOUT")
-            || (name == "FAILED" && !exception.is_empty() && exception != "exec"),
-    })
+    }))
 }
 
 /// The lines of `flux jobs -n -o FINAL_FORMAT ID...`: each job's state and a detail naming
@@ -156,13 +143,7 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
                 format!("exception {}: {note}", exc_type.trim())
             });
         }
-        found.insert(
-            JobRef {
-                job_id,
-                array_index: None,
-            },
-            (state, detail.join("; ")),
-        );
+        found.insert(JobRef::single(job_id), (state, detail.join("; ")));
     }
     found
 }
@@ -220,8 +201,8 @@ mod tests {
     fn queue_lines_give_active_states() {
         let states = parse_queue("101|SCHED\n102|RUN\n\n103|CLEANUP\n").unwrap();
         assert_eq!(states.len(), 3);
-        assert_eq!(states[&job(101)].name, "SCHED");
-        assert!(!states[&job(102)].finished);
+        assert_eq!(states[&job(101)], JobState::Active("SCHED"));
+        assert!(!states[&job(102)].is_finished());
         let err = parse_queue("101|SLEEPING\n").unwrap_err();
         assert!(err.0.contains("line 1: unknown job state"), "{err}");
         assert!(parse_queue("101 RUN\n").is_err());
@@ -238,22 +219,28 @@ mod tests {
                    garbage\n";
         let f = parse_final(out);
         assert_eq!(f.len(), 6);
-        assert_eq!(f[&job(7)].0.name, "COMPLETED");
-        assert!(!f[&job(7)].0.by_scheduler);
+        let reason = |id| f[&job(id)].0.clone().into_reason();
+        assert_eq!(reason(7), EndReason::Completed);
+        assert!(!reason(7).by_scheduler());
         let (t, detail) = &f[&job(8)];
-        assert_eq!((t.name, t.by_scheduler), ("TIMEOUT", true));
+        assert_eq!(t, &JobState::Ended(EndReason::Timeout));
         assert_eq!(
             detail,
             "return code 143; exception timeout: resource allocation expired"
         );
-        assert!(f[&job(9)].0.by_scheduler);
-        assert!(!f[&job(10)].0.by_scheduler, "the job's own failure");
-        assert!(f[&job(11)].0.by_scheduler, "a lost node");
+        assert_eq!(reason(9), EndReason::Cancelled);
+        assert_eq!(reason(10), EndReason::Failed, "the job's own failure");
+        assert_eq!(reason(11), EndReason::NodeFail, "a lost node");
+        assert!(reason(11).by_scheduler());
         assert_eq!(
             f[&job(11)].1,
             "return code 137; exception lost: node 3 lost | rank 2"
         );
-        assert!(!f[&job(12)].0.finished);
+        assert!(!f[&job(12)].0.is_finished());
+        let other = parse_final("13|INACTIVE|FAILED|1|alloc|no resources\n");
+        let reason = other[&job(13)].0.clone().into_reason();
+        assert_eq!(reason.as_str(), "FAILED (alloc)");
+        assert!(reason.by_scheduler(), "an exception Flux raised");
     }
 
     #[test]

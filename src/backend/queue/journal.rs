@@ -3,13 +3,12 @@
 //! re-attaching to jobs after the driver was stopped or killed.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::JobRef;
+use crate::backend::scheduler::JobRef;
 use crate::error::TaskError;
-use crate::store::{self, FileKind};
+use crate::store::{self, FileKind, Store};
 use crate::task::TaskKey;
 
 /// One sbatch call: its job id and the tasks it runs (with their array index).
@@ -19,28 +18,23 @@ pub(crate) struct JournalRecord {
     pub tasks: Vec<(TaskKey, Option<u32>)>,
 }
 
-/// The journal's directory.
+/// The journal of a cache directory (its records are where the store puts them).
 pub(crate) struct Journal {
-    dir: PathBuf,
-    durable: bool,
+    store: Store,
 }
 
 impl Journal {
-    pub(crate) fn new(dir: PathBuf, durable: bool) -> Journal {
-        Journal { dir, durable }
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+    pub(crate) fn new(store: Store) -> Journal {
+        Journal { store }
     }
 
     /// Records a submission (atomically, before the driver relies on it).
     pub(crate) fn record(&self, rec: &JournalRecord) -> Result<(), TaskError> {
         store::write_value(
-            &self.dir.join(format!("{}.job", rec.job_id)),
+            &self.store.journal_record(rec.job_id),
             FileKind::Journal,
             rec,
-            self.durable,
+            self.store.durable(),
         )
     }
 
@@ -49,15 +43,8 @@ impl Journal {
     pub(crate) fn load(&self) -> (HashMap<TaskKey, JobRef>, Vec<String>) {
         let mut map: HashMap<TaskKey, JobRef> = HashMap::new();
         let mut problems = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return (map, problems);
-        };
         let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("job") {
-                continue;
-            }
+        for path in self.store.journal_records() {
             match store::read_value::<JournalRecord>(&path, FileKind::Journal) {
                 Ok(rec) => records.push(rec),
                 Err(e) => problems.push(format!("{}: {e}", path.display())),

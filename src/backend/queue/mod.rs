@@ -3,13 +3,11 @@
 //! scheduler has them — whose script runs the worker (or the command) on a compute node. One
 //! poller per executor makes one queue query per tick for all of its jobs and reads result
 //! files only for jobs that left the queue. What differs between schedulers (their commands,
-//! their outputs, the script's header) is a [`Scheduler`].
+//! their outputs, the script's header) is a [`Scheduler`]: its dialect and its client.
 
 pub(crate) mod journal;
 pub(crate) mod poll;
-mod scheduler;
 pub(crate) mod script;
-pub(crate) mod transport;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,26 +19,19 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 
 use self::journal::{Journal, JournalRecord};
 use self::poll::{Watch, WatchEnd};
-pub(crate) use self::scheduler::{
-    base_header, named as scheduler_named, strings, CmdOutput, Fut, JobState, Scheduler,
-};
-use self::transport::Transport;
+use super::scheduler::{JobRef, Scheduler};
+use super::transport::{Transport, TransportError};
 use super::{Backend, BoxFuture, DropPolicy, Job};
-pub(crate) use crate::backend::slurm::parse::JobRef;
-use crate::engine::dependency_failed;
-use crate::error::{Error, TaskError};
+use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
 use crate::resources::Resources;
+use crate::scheduler::{EndReason, SchedulerError};
 use crate::store::{self, ResultRecord, Store, TaskPaths};
 use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 use crate::template::{self, SlurmScript};
 
 /// The longest a submission waits for more tasks to join its job array.
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
-
-/// The file in `jobs/` naming the scheduler of the cache directory's jobs (`slurm`, `flux`)
-/// and, on a second line, the login node they were submitted to over SSH.
-pub(crate) const SCHEDULER_FILE: &str = "scheduler";
 
 /// Settings of a queue backend (from the builder).
 #[derive(Debug, Clone)]
@@ -89,11 +80,11 @@ fn group_key(p: &Pending) -> String {
 }
 
 pub(crate) struct Queue {
-    scheduler: Box<dyn Scheduler>,
+    scheduler: Scheduler,
     /// Where the scheduler's commands run and the jobs' files live.
     transport: Arc<dyn Transport>,
     /// The worker binary, uploaded where the jobs run (once).
-    exe_uploaded: tokio::sync::OnceCell<Result<(), String>>,
+    exe_uploaded: tokio::sync::OnceCell<Result<(), TransportError>>,
     cfg: QueueConfig,
     store: Store,
     journal: Journal,
@@ -123,30 +114,21 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub(crate) fn new(
-        scheduler: Box<dyn Scheduler>,
+        scheduler: Scheduler,
         transport: Arc<dyn Transport>,
         cfg: QueueConfig,
         store: &Store,
     ) -> Result<Queue, Error> {
-        let jobs_dir = store.root().join("jobs");
-        store::create_dir(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
+        store.create_jobs_dir()?;
         // `pitch status` and `pitch cancel` ask this scheduler about the journal's jobs.
-        let marker = jobs_dir.join(SCHEDULER_FILE);
-        let mut text = scheduler.backend_name().to_string();
-        if let Some(login) = transport.login() {
-            text.push('\n');
-            text.push_str(&login);
-        }
-        if std::fs::read_to_string(&marker).ok().as_deref() != Some(text.as_str()) {
-            std::fs::write(&marker, text).map_err(|e| Error::io(&marker, e))?;
-        }
+        store.set_scheduler_marker(scheduler.dialect.kind, transport.login())?;
         let (template_name, template_source) = match &cfg.template {
             Some(path) => (
                 path.display().to_string(),
                 std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
             ),
             None => {
-                let (name, source) = scheduler.default_template();
+                let (name, source) = scheduler.dialect.template;
                 (format!("{name} (built in)"), source.to_string())
             }
         };
@@ -164,7 +146,7 @@ impl Queue {
             },
         )
         .map_err(|e| Error::Config(e.to_string()))?;
-        let journal = Journal::new(jobs_dir, store.durable());
+        let journal = Journal::new(store.clone());
         let (known, _problems) = journal.load();
         let mut seen = HashSet::new();
         let packs: HashSet<JobRef> = known
@@ -217,11 +199,12 @@ impl Queue {
     /// rebuild during a long sweep does not change what queued jobs run.
     fn staged_exe(&self) -> Result<PathBuf, TaskError> {
         self.staged_exe
-            .get_or_init(|| stage_binary(&self.store.root().join("bin")))
+            .get_or_init(|| stage_binary(&self.store))
             .clone()
-            .map_err(|detail| TaskError::Launch {
+            .map_err(|e| TaskError::Launch {
                 what: "the worker binary".into(),
-                detail,
+                kind: LaunchErrorKind::Other,
+                detail: e.to_string(),
             })
     }
 
@@ -237,9 +220,10 @@ impl Queue {
                     .await
             })
             .await;
-        uploaded.clone().map_err(|detail| TaskError::Launch {
+        uploaded.clone().map_err(|e| TaskError::Launch {
             what: "the worker binary".into(),
-            detail,
+            kind: LaunchErrorKind::Other,
+            detail: e.to_string(),
         })?;
         Ok(self.transport.path(&exe))
     }
@@ -252,27 +236,44 @@ impl Queue {
         if let Some(n) = self.max_array_size.get() {
             return *n;
         }
-        let n = self.scheduler.max_array_size().await.max(1);
+        let n = match self.scheduler.dialect.arrays {
+            Some(_) => self.scheduler.client.max_array_size().await.max(1),
+            None => 1,
+        };
         *self.max_array_size.get_or_init(|| n)
     }
 
-    pub(crate) fn scheduler(&self) -> &dyn Scheduler {
-        &*self.scheduler
+    pub(crate) fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     fn header(&self, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
-        self.scheduler.header(&self.tag, r, ranks, threads)
+        (self.scheduler.dialect.header)(&self.tag, r, ranks, threads)
+    }
+
+    /// The job's log file pattern where the jobs see it.
+    fn job_log(&self, array: bool) -> String {
+        let d = self.scheduler.dialect;
+        let name = if array { d.array_log_name } else { d.log_name };
+        self.transport
+            .path(&self.store.job_log(name))
+            .display()
+            .to_string()
     }
 
     /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary).
     fn task_body(&self, spec: &TaskSpec, paths: &TaskPaths, exe: Option<&Path>) -> String {
+        let there = |p: PathBuf| self.transport.path(&p);
         script::task_body(&script::TaskBody {
             spec,
-            dir: &self.transport.path(paths.dir()),
+            stdout: &there(paths.stdout()),
+            stderr: &there(paths.stderr()),
+            exit: &there(paths.exit_file()),
+            exit_tmp: &there(paths.exit_tmp()),
             cache: &self.transport.path(self.store.root()),
             exe,
             durable: self.store.durable(),
-            rank_launcher: &self.scheduler.rank_launcher(spec.ranks, spec.threads),
+            rank_launcher: &(self.scheduler.dialect.rank_launcher)(spec.ranks, spec.threads),
         })
     }
 
@@ -357,23 +358,27 @@ impl Queue {
         // once per K tasks.
         let per_job = self.per_job(&header).min(group.len());
         let elements = group.len().div_ceil(per_job);
-        let array = elements > 1;
-        let jobs_dir = self.journal.dir();
-        let remote_jobs = self.transport.path(jobs_dir);
-        header.output = self.scheduler.output(&remote_jobs, array);
-        if array {
-            self.scheduler
-                .array(&mut header, elements, self.cfg.array_throttle);
+        // More than one element only where the scheduler has arrays (max_array_size > 1).
+        let arrays = self
+            .scheduler
+            .dialect
+            .arrays
+            .as_ref()
+            .filter(|_| elements > 1);
+        let array = arrays.is_some();
+        header.output = self.job_log(array);
+        if let Some(arrays) = arrays {
+            (arrays.header)(&mut header, elements, self.cfg.array_throttle);
         }
         if !group[0].after.is_empty() {
-            self.scheduler.depend(&mut header, &group[0].after);
+            (self.scheduler.dialect.depend)(&mut header, &group[0].after);
         }
         let bodies: Vec<String> = group.iter().map(|p| p.body.clone()).collect();
         let threads = header.cpus_per_task;
         let stem = self.script_stem();
-        let tasks_path = jobs_dir.join(format!("{stem}.tasks"));
+        let tasks_path = self.store.job_tasks_file(&stem);
         if bodies.len() > 1 {
-            if let Err(e) = write_script(&tasks_path, &script::tasks_file(&bodies)) {
+            if let Err(e) = self.write_script(&tasks_path, &script::tasks_file(&bodies)) {
                 let e = TaskError::Store {
                     path: tasks_path.display().to_string(),
                     detail: format!("could not write the tasks file: {e}"),
@@ -384,11 +389,10 @@ impl Queue {
                 return;
             }
         }
-        let (index, cpus) = if array {
-            (self.scheduler.array_index(), self.scheduler.array_cpus())
-        } else {
+        let (index, cpus) = match arrays {
+            Some(a) => (a.index, a.cpus),
             // One job running all of the group's tasks: element 0, its tasks in turn.
-            ("0", "1")
+            None => ("0", "1"),
         };
         let jobs_tasks = self.transport.path(&tasks_path);
         header.command = if per_job > 1 {
@@ -447,6 +451,7 @@ impl Queue {
         template::render(&self.template_name, &self.template_source, header).map_err(|e| {
             TaskError::Launch {
                 what: "the job script".into(),
+                kind: LaunchErrorKind::Other,
                 detail: e.to_string(),
             }
         })
@@ -461,20 +466,35 @@ impl Queue {
         tasks: Option<PathBuf>,
     ) -> Result<u64, TaskError> {
         let text = self.script_text(header)?;
-        let path = self.journal.dir().join(format!("{stem}.sh"));
-        write_script(&path, &text).map_err(|e| TaskError::Store {
-            path: path.display().to_string(),
-            detail: format!("could not write the job script: {e}"),
-        })?;
+        let path = self.store.job_script(stem);
+        self.write_script(&path, &text)
+            .map_err(|e| TaskError::Store {
+                path: path.display().to_string(),
+                detail: format!("could not write the job script: {e}"),
+            })?;
         let files: Vec<PathBuf> = std::iter::once(path.clone()).chain(tasks).collect();
         self.transport
             .upload(&files, false)
             .await
-            .map_err(|detail| TaskError::Launch {
+            .map_err(|e| TaskError::Launch {
                 what: "the job script".into(),
-                detail,
+                kind: LaunchErrorKind::Other,
+                detail: e.to_string(),
             })?;
-        self.scheduler.submit(&self.transport.path(&path)).await
+        self.scheduler
+            .client
+            .submit(&self.transport.path(&path))
+            .await
+            .map_err(|e| TaskError::Launch {
+                what: self.scheduler.dialect.submitter.into(),
+                kind: launch_kind(&e),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Writes a job script or tasks file (executable by its owner only).
+    fn write_script(&self, path: &Path, text: &str) -> std::io::Result<()> {
+        store::write_bytes_atomic(path, text.as_bytes(), self.store.durable(), 0o700)
     }
 
     /// Waits until every unfinished input has a job id (or has finished); returns the ids to
@@ -487,7 +507,14 @@ impl Queue {
                 if let Some(outcome) = dep.slot.outcome() {
                     match outcome.as_ref() {
                         Ok(_) => break,
-                        Err(cause) => return Err(dependency_failed(input, dep, cause)),
+                        Err(cause) => {
+                            return Err(TaskError::dependency_failed(
+                                input,
+                                &dep.slot.name,
+                                &dep.slot.key,
+                                cause,
+                            ))
+                        }
                     }
                 }
                 let job_of_input = self.jobs.lock().unwrap().get(&dep.slot.key).copied();
@@ -559,6 +586,7 @@ impl Queue {
             Ok(r) => r,
             Err(_) => Err(TaskError::Launch {
                 what: "the job submission".into(),
+                kind: LaunchErrorKind::Other,
                 detail: "the submission was dropped".into(),
             }),
         };
@@ -571,7 +599,7 @@ impl Queue {
             WatchEnd::Done(record) => record,
             WatchEnd::Lost => fail(TaskError::Scheduler {
                 job_id: job_ref.to_string(),
-                state: "UNKNOWN".into(),
+                state: EndReason::forgotten(),
                 detail: "the job left the queue without a result".into(),
             }),
         }
@@ -610,9 +638,10 @@ impl Queue {
         self.transport
             .upload(&files, true)
             .await
-            .map_err(|detail| TaskError::Launch {
+            .map_err(|e| TaskError::Launch {
                 what: "the task's files".into(),
-                detail,
+                kind: LaunchErrorKind::Other,
+                detail: e.to_string(),
             })
     }
 
@@ -629,7 +658,12 @@ impl Queue {
             for (input, dep) in &job.deps {
                 let outcome = dep.slot.wait_async().await;
                 if let Err(cause) = outcome.as_ref() {
-                    return dependency_failed(input, dep, cause);
+                    return TaskError::dependency_failed(
+                        input,
+                        &dep.slot.name,
+                        &dep.slot.key,
+                        cause,
+                    );
                 }
             }
             std::future::pending().await
@@ -662,7 +696,7 @@ impl Queue {
                 std::mem::take(&mut *self.cancels.lock().unwrap());
             for chunk in batch.chunks(500) {
                 let jobs: Vec<JobRef> = chunk.iter().map(|(j, _)| *j).collect();
-                if let Err(e) = self.scheduler.cancel(&jobs).await {
+                if let Err(e) = self.scheduler.client.cancel(&jobs).await {
                     self.warn(format!("cancelling jobs failed: {e}"));
                 }
             }
@@ -681,18 +715,17 @@ pub(crate) fn job_name_for(root: &Path) -> String {
     format!("pitch-{}", &hash[..10])
 }
 
-fn write_script(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o700)
-        .open(path)?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
+/// The kind of launch error a failed submission is.
+fn launch_kind(e: &SchedulerError) -> LaunchErrorKind {
+    match e {
+        SchedulerError::CommandMissing { .. } => LaunchErrorKind::NotFound,
+        SchedulerError::Rejected { .. } => LaunchErrorKind::RejectedByScheduler,
+        _ => LaunchErrorKind::Other,
+    }
 }
 
-/// Copies `/proc/self/exe` to `<bin>/<hash>/<name>` unless it is there already.
-fn stage_binary(bin: &Path) -> Result<PathBuf, String> {
+/// Copies `/proc/self/exe` into the store (content-addressed) unless it is there already.
+fn stage_binary(store: &Store) -> Result<PathBuf, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
     let bytes =
@@ -702,36 +735,24 @@ fn stage_binary(bin: &Path) -> Result<PathBuf, String> {
         .file_name()
         .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
         .unwrap_or_else(|| "worker".into());
-    let dir = bin.join(&hash[..16]);
-    let target = dir.join(&name);
+    let target = store.staged_binary(&hash[..16], &name);
     if target.exists() {
         return Ok(target);
     }
-    store::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    };
-    write().map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
+    let dir = target.parent().expect("a staged binary is in a directory");
+    store::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    store::write_bytes_atomic(&target, &bytes, true, 0o700)
+        .map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
     Ok(target)
 }
 
 impl Backend for Queue {
     fn name(&self) -> &'static str {
-        self.scheduler.backend_name()
+        self.scheduler.dialect.name()
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        self.scheduler.check(r)
+        self.scheduler.dialect.check(r)
     }
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
@@ -763,9 +784,7 @@ impl Backend for Queue {
             TaskKind::Command(_) => None,
         };
         let mut header = self.header(resources, spec.ranks, spec.threads);
-        header.output = self
-            .scheduler
-            .output(&self.transport.path(self.journal.dir()), false);
+        header.output = self.job_log(false);
         header.command = self.task_body(spec, paths, exe.as_deref());
         Some(self.script_text(&header))
     }
@@ -777,5 +796,34 @@ impl Backend for Queue {
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
         let _ = self.events.set(events);
         let _ = self.preparing.set(preparing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_submission_is_a_launch_error_of_its_kind() {
+        let missing = SchedulerError::CommandMissing {
+            program: "sbatch".into(),
+            scheduler: "Slurm".into(),
+            host: None,
+        };
+        let rejected = SchedulerError::Rejected {
+            program: "sbatch".into(),
+            stderr: "Invalid partition name specified".into(),
+        };
+        let unreadable = SchedulerError::Unreadable {
+            program: "sbatch".into(),
+            detail: "no job id".into(),
+        };
+        assert_eq!(launch_kind(&missing), LaunchErrorKind::NotFound);
+        assert_eq!(launch_kind(&rejected), LaunchErrorKind::RejectedByScheduler);
+        assert_eq!(launch_kind(&unreadable), LaunchErrorKind::Other);
+        assert_eq!(
+            rejected.to_string(),
+            "sbatch rejected the job: Invalid partition name specified"
+        );
     }
 }

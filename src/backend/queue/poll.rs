@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{JobRef, JobState, Queue};
-use crate::command::{CommandOutput, CommandSpec};
+use super::Queue;
+use crate::backend::scheduler::{lookup_state, JobRef, JobState};
+use crate::command::CommandOutput;
 use crate::error::TaskError;
+use crate::scheduler::EndReason;
 use crate::store::{FormatError, ResultRecord, TaskPaths};
-use crate::task::{TaskKind, TaskSpec};
+use crate::task::{CommandSpec, TaskKind, TaskSpec};
 
 /// How a watched task ended.
 pub(crate) enum WatchEnd {
@@ -60,11 +62,11 @@ pub(crate) type ExitOutcome = Result<Vec<Vec<u8>>, TaskError>;
 
 /// What the scheduler said about a job whose files are being read.
 #[derive(Clone, Copy, Debug)]
-enum Known {
+enum Known<'a> {
     /// This tick's queue query: the job's finished state, or `None` when it is not listed.
-    Queue(Option<JobState>),
+    Queue(Option<&'a JobState>),
     /// The scheduler was asked: what it said, if anything.
-    Asked(Option<JobState>),
+    Asked(Option<&'a JobState>),
 }
 
 /// What reading a job's files found.
@@ -85,7 +87,7 @@ enum Collected {
 /// process of the job: the command may die a moment before the script running it, which
 /// then still records the command's signal death (exit code 128 + n). Such a task resolves
 /// to the scheduler's error naming its state, not to "exit code 143".
-fn collect(w: &Watch, known: Known, title: &str) -> Collected {
+fn collect(w: &Watch, known: Known<'_>, title: &str) -> Collected {
     match w.paths.read_result() {
         Ok(rec) => return Collected::Done(rec),
         Err(FormatError::Missing) => {}
@@ -104,10 +106,13 @@ fn collect(w: &Watch, known: Known, title: &str) -> Collected {
     if let Some(signal) = code.filter(|c| *c > 128).map(|c| c - 128) {
         match known {
             Known::Queue(None) => return Collected::Ask,
-            Known::Queue(Some(state)) | Known::Asked(Some(state)) if state.by_scheduler => {
+            Known::Queue(Some(JobState::Ended(reason)))
+            | Known::Asked(Some(JobState::Ended(reason)))
+                if reason.by_scheduler() =>
+            {
                 outcome = Err(TaskError::Scheduler {
                     job_id: w.job.to_string(),
-                    state: state.name.to_string(),
+                    state: reason.clone(),
                     detail: format!(
                         "{title} ended the job and {} died of signal {signal}",
                         spec.program
@@ -187,35 +192,16 @@ fn tail(path: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// The state the queue query reported for `job`, `None` if it is not listed.
-///
-/// For a job without array index that is not listed as such but whose array elements are
-/// (`job` is a whole job array), this is the state of the lowest unfinished element, or of
-/// the lowest element when all have finished.
-pub(crate) fn lookup_state(states: &HashMap<JobRef, JobState>, job: JobRef) -> Option<JobState> {
-    if let Some(state) = states.get(&job) {
-        return Some(*state);
-    }
-    if job.array_index.is_some() {
-        return None;
-    }
-    states
-        .iter()
-        .filter(|(j, _)| j.job_id == job.job_id)
-        .min_by_key(|(j, s)| (s.finished, **j))
-        .map(|(_, s)| *s)
-}
-
 /// Whether the queue lists the job as still queued or running: its files are not read yet.
-fn active(state: Option<JobState>) -> bool {
-    matches!(state, Some(s) if !s.finished)
+fn active(state: Option<&JobState>) -> bool {
+    matches!(state, Some(JobState::Active(_)))
 }
 
 /// The poller's loop; ends never (it idles while nothing is watched).
 pub(crate) async fn run(queue: Arc<Queue>) {
     let cfg = queue.config().clone();
     let scheduler = queue.scheduler();
-    let title = scheduler.title();
+    let title = scheduler.dialect.title();
     let mut interval = cfg.poll_interval;
     loop {
         if queue.watches.lock().unwrap().is_empty() {
@@ -223,7 +209,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
             interval = cfg.poll_interval;
         }
         tokio::time::sleep(interval).await;
-        let states = match scheduler.queue(queue.tag()).await {
+        let states = match scheduler.client.active(queue.tag()).await {
             Ok(states) => states,
             Err(e) => {
                 queue.warn(format!("{e} (will retry)"));
@@ -238,7 +224,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 .lock()
                 .unwrap()
                 .values()
-                .filter(|w| !active(lookup_state(&states, w.job)))
+                .filter(|w| !active(lookup_state(&states, w.job).as_ref()))
                 .flat_map(|w| {
                     // A finished result here is never replaced (by a failure) from there.
                     let result = w
@@ -268,10 +254,10 @@ pub(crate) async fn run(queue: Arc<Queue>) {
             let mut done = Vec::new();
             for (key, w) in watches.iter_mut() {
                 let state = lookup_state(&states, w.job);
-                if active(state) {
+                if active(state.as_ref()) {
                     continue;
                 }
-                match collect(w, Known::Queue(state), title) {
+                match collect(w, Known::Queue(state.as_ref()), title) {
                     Collected::Done(rec) => {
                         if let Some(tx) = w.tx.take() {
                             let _ = tx.send(WatchEnd::Done(rec));
@@ -280,7 +266,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                         continue;
                     }
                     Collected::Ask => {
-                        to_ask.push((*key, w.job, state));
+                        to_ask.push((*key, w.job, state.clone()));
                         continue;
                     }
                     Collected::Nothing => {}
@@ -311,7 +297,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
         let learned_states = if unknown.is_empty() {
             HashMap::new()
         } else {
-            scheduler.final_states(&unknown).await
+            scheduler.client.final_states(&unknown).await
         };
         for (key, job, state) in to_ask {
             let learned = match state {
@@ -321,12 +307,15 @@ pub(crate) async fn run(queue: Arc<Queue>) {
             let w = queue.watches.lock().unwrap().remove(&key);
             let Some(mut w) = w else { continue };
             // One last look: the result may have appeared meanwhile.
-            let rec = match collect(&w, Known::Asked(learned.as_ref().map(|l| l.0)), title) {
+            let rec = match collect(&w, Known::Asked(learned.as_ref().map(|l| &l.0)), title) {
                 Collected::Done(rec) => rec,
                 Collected::Ask | Collected::Nothing => {
                     let (state, detail) = match learned {
-                        Some((s, d)) => (s.name.to_string(), d),
-                        None => ("UNKNOWN".to_string(), scheduler.forgotten().to_string()),
+                        Some((s, d)) => (s.into_reason(), d),
+                        None => (
+                            EndReason::forgotten(),
+                            scheduler.dialect.forgotten.to_string(),
+                        ),
                     };
                     w.paths.publish_result(ResultRecord {
                         outcome: Err(TaskError::Scheduler {
@@ -353,7 +342,6 @@ pub(crate) async fn run(queue: Arc<Queue>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::slurm::parse::SlurmState;
     use crate::store::Store;
     use crate::task::TaskKey;
 
@@ -417,11 +405,11 @@ mod tests {
         let w = watch(dir.path(), "143\n");
         match outcome(collect(
             &w,
-            Known::Queue(Some(SlurmState::Cancelled.into())),
+            Known::Queue(Some(&JobState::Ended(EndReason::Cancelled))),
             "Slurm",
         )) {
             Err(TaskError::Scheduler { job_id, state, .. }) => {
-                assert_eq!((job_id.as_str(), state.as_str()), ("42_3", "CANCELLED"))
+                assert_eq!((job_id.as_str(), state), ("42_3", EndReason::Cancelled))
             }
             other => panic!("{other:?}"),
         }
@@ -444,10 +432,10 @@ mod tests {
         assert!(w.paths.exit_file().exists(), "nothing published yet");
         match outcome(collect(
             &w,
-            Known::Asked(Some(SlurmState::OutOfMemory.into())),
+            Known::Asked(Some(&JobState::Ended(EndReason::OutOfMemory))),
             "Slurm",
         )) {
-            Err(TaskError::Scheduler { state, .. }) => assert_eq!(state, "OUT_OF_MEMORY"),
+            Err(TaskError::Scheduler { state, .. }) => assert_eq!(state, EndReason::OutOfMemory),
             other => panic!("{other:?}"),
         }
     }
@@ -459,7 +447,7 @@ mod tests {
         let w = watch(dir.path(), "139\n");
         match outcome(collect(
             &w,
-            Known::Asked(Some(SlurmState::Failed.into())),
+            Known::Asked(Some(&JobState::Ended(EndReason::Failed))),
             "Slurm",
         )) {
             Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 139),
@@ -470,7 +458,7 @@ mod tests {
         let w = watch(dir.path(), "3\n");
         match outcome(collect(
             &w,
-            Known::Queue(Some(SlurmState::Cancelled.into())),
+            Known::Queue(Some(&JobState::Ended(EndReason::Cancelled))),
             "Slurm",
         )) {
             Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 3),

@@ -10,8 +10,12 @@ use crate::template::shell_quote as q;
 /// What a job script needs to know about one task.
 pub(crate) struct TaskBody<'a> {
     pub spec: &'a TaskSpec,
-    /// The task directory.
-    pub dir: &'a Path,
+    /// The task's standard output and error files (from the store, where the jobs see them).
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+    /// The file a command's exit code goes to, and the prefix of its temporary name.
+    pub exit: &'a Path,
+    pub exit_tmp: &'a Path,
     /// The cache directory.
     pub cache: &'a Path,
     /// The staged worker binary (function tasks).
@@ -27,10 +31,11 @@ fn p(path: &Path) -> String {
 }
 
 /// The bash lines that run one task and leave its result in its directory: the worker
-/// writes `result.bin`; a command's exit status goes to `exit` (atomically, by rename).
+/// writes the result file; a command's exit status goes to the exit file (atomically, by
+/// rename).
 pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let spec = t.spec;
-    let dir = t.dir;
+    let (out_file, err_file) = (p(t.stdout), p(t.stderr));
     let mut out = String::new();
     let exports: String = spec
         .env
@@ -58,10 +63,9 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 ""
             };
             out.push_str(&format!(
-                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {d}/stdout 2> {d}/stderr\ncode=$?\n",
+                "( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?\n",
                 cache = p(t.cache),
                 key = spec.key,
-                d = p(dir),
             ));
             if spec.ranks > 1 {
                 out.push_str(&format!(
@@ -71,8 +75,8 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                     spec.ranks
                 ));
             }
-            for f in ["stdout", "stderr"] {
-                out.push_str(&format!("[ -s {d}/{f} ] || rm -f {d}/{f}\n", d = p(dir)));
+            for f in [&out_file, &err_file] {
+                out.push_str(&format!("[ -s {f} ] || rm -f {f}\n"));
             }
             out.push_str("exit \"$code\"\n");
         }
@@ -90,12 +94,12 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 .stdout
                 .as_deref()
                 .map(p)
-                .unwrap_or_else(|| format!("{}/stdout", p(dir)));
+                .unwrap_or_else(|| out_file.clone());
             let stderr = c
                 .stderr
                 .as_deref()
                 .map(p)
-                .unwrap_or_else(|| format!("{}/stderr", p(dir)));
+                .unwrap_or_else(|| err_file.clone());
             // The exit file holds "CODE START END", the times in microseconds since the epoch
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
@@ -105,8 +109,9 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 argv.join(" ")
             ));
             out.push_str(&format!(
-                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {d}/.exit.$$ && mv -f {d}/.exit.$$ {d}/exit\n",
-                d = p(dir)
+                "code=$?; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                tmp = p(t.exit_tmp),
+                exit = p(t.exit),
             ));
             if c.stdout.is_none() {
                 out.push_str(&format!("[ -s {stdout} ] || rm -f {stdout}\n"));
@@ -180,7 +185,8 @@ pub(crate) fn packed_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::CommandSpec;
+    use crate::store::{Store, TaskPaths};
+    use crate::task::CommandSpec;
     use crate::task::{TaskKey, TaskSpec};
 
     fn spec(kind: TaskKind, ranks: u32) -> TaskSpec {
@@ -194,8 +200,13 @@ mod tests {
         }
     }
 
-    /// The body of a one-rank command task `program args` whose directory is `dir`.
-    fn command_body(program: &str, args: &[&str], dir: &Path, cache: &Path) -> String {
+    /// The paths of a task in the cache directory `root`.
+    fn task_paths(root: &Path) -> TaskPaths {
+        Store::at(root.to_path_buf(), false).task(&TaskKey::explicit("k"))
+    }
+
+    /// The body of a one-rank command task `program args` whose files are `paths`.
+    fn command_body(program: &str, args: &[&str], paths: &TaskPaths) -> String {
         let s = spec(
             TaskKind::Command(CommandSpec {
                 program: program.into(),
@@ -209,8 +220,11 @@ mod tests {
         );
         task_body(&TaskBody {
             spec: &s,
-            dir,
-            cache,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
             exe: None,
             durable: true,
             rank_launcher: "srun",
@@ -282,7 +296,9 @@ mod tests {
     #[test]
     fn a_command_body_records_its_exit_code_and_run_time() {
         let dir = tempfile::tempdir().unwrap();
-        let body = command_body("sh", &["-c", "sleep 0.2; exit 3"], dir.path(), dir.path());
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let body = command_body("sh", &["-c", "sleep 0.2; exit 3"], &paths);
         let script = dir.path().join("s.sh");
         std::fs::write(&script, format!("set -u\n{body}")).unwrap();
         let status = std::process::Command::new("bash")
@@ -291,7 +307,7 @@ mod tests {
             .status()
             .unwrap();
         assert_eq!(status.code(), Some(3));
-        let exit = std::fs::read_to_string(dir.path().join("exit")).unwrap();
+        let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
         let fields: Vec<u64> = exit
             .split_whitespace()
             .map(|f| f.parse().unwrap())
@@ -300,26 +316,22 @@ mod tests {
         assert_eq!(fields[0], 3);
         let micros = fields[2] - fields[1];
         assert!((200_000..10_000_000).contains(&micros), "{exit:?}");
-        assert!(
-            !dir.path().join("stdout").exists(),
-            "empty output is not kept"
-        );
+        assert!(!paths.stdout().exists(), "empty output is not kept");
     }
 
     #[test]
     fn command_body_quotes_arguments_and_records_the_exit_status() {
-        let body = command_body(
-            "echo",
-            &["a b", "it's", "$HOME"],
-            Path::new("/c/tasks/ab/k"),
-            Path::new("/c"),
-        );
+        let paths = task_paths(Path::new("/c"));
+        let body = command_body("echo", &["a b", "it's", "$HOME"], &paths);
+        let d = paths.dir().display();
         assert!(
-            body.contains("exec echo 'a b' 'it'\\''s' '$HOME' ) > /c/tasks/ab/k/stdout"),
+            body.contains(&format!(
+                "exec echo 'a b' 'it'\\''s' '$HOME' ) > {d}/stdout"
+            )),
             "{body}"
         );
         assert!(
-            body.contains("mv -f /c/tasks/ab/k/.exit.$$ /c/tasks/ab/k/exit"),
+            body.contains(&format!("mv -f {d}/.exit.$$ {d}/exit")),
             "{body}"
         );
         let dir = tempfile::tempdir().unwrap();

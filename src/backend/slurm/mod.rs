@@ -1,39 +1,111 @@
-//! [`Slurm`], the scheduler of `SlurmClusterExecutor`: `sbatch --parsable` submits, ONE
+//! Slurm, the scheduler of `SlurmClusterExecutor`: its [`DIALECT`] (`#SBATCH` header, job
+//! arrays, `srun` for ranks) and its [`SlurmClient`]: `sbatch --parsable` submits, ONE
 //! `squeue` per poll tick lists the jobs, `scontrol show job` and then `sacct` tell why jobs
 //! that left the queue ended, `scancel` cancels. Job arrays carry bursts of equal tasks.
 
+pub(crate) mod allocation;
 pub(crate) mod parse;
+mod srun;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use self::parse::SlurmState;
-use crate::backend::queue::transport::Transport;
-use crate::backend::queue::{base_header, strings, CmdOutput, Fut, JobRef, JobState, Scheduler};
-use crate::error::TaskError;
+pub(crate) use self::srun::{srun_options, SRUN_IGNORES};
+use crate::backend::scheduler::{
+    base_header, strings, ArrayDialect, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient,
+};
+use crate::backend::transport::Transport;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
-use crate::template::{self, SlurmScript};
+use crate::scheduler::{EndReason, SchedulerError, SchedulerKind};
+use crate::template::SlurmScript;
 
-/// Slurm's commands, as the queue backend calls them, run through `transport` (here, or on
-/// a login node).
-pub(crate) struct Slurm {
-    pub transport: Arc<dyn Transport>,
-}
+/// The built-in Slurm batch-script template: its name in errors and its text. Users who need
+/// site specific lines (`module load ...`) copy this text and pass theirs with `.template()`;
+/// its leading comment explains the available variables and filters.
+pub(crate) const TEMPLATE: (&str, &str) = (
+    "slurm.sh.j2",
+    include_str!("../../../templates/slurm.sh.j2"),
+);
 
-impl From<SlurmState> for JobState {
-    fn from(s: SlurmState) -> JobState {
-        JobState {
-            name: s.name(),
-            finished: s.is_finished(),
-            by_scheduler: s.ended_by_scheduler(),
-        }
+/// Slurm's job scripts and commands.
+pub(crate) static DIALECT: Dialect = Dialect {
+    kind: SchedulerKind::Slurm,
+    template: TEMPLATE,
+    submitter: "sbatch",
+    ignores: &["openmpi_oversubscribe", "error_log_file"],
+    refuses: |_| None,
+    header,
+    log_name: "slurm-%j.out",
+    array_log_name: "slurm-%A.out",
+    rank_launcher: |ranks, threads| {
+        format!("srun --ntasks={ranks} --cpus-per-task={threads} --kill-on-bad-exit=1")
+    },
+    depend,
+    arrays: Some(ArrayDialect {
+        index: "$SLURM_ARRAY_TASK_ID",
+        cpus: "${SLURM_CPUS_PER_TASK:-1}",
+        header: array,
+    }),
+    forgotten: "the job left the queue and Slurm no longer knows it (accounting is off)",
+};
+
+fn header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
+    SlurmScript {
+        time: r.run_time_max.map(format_slurm_time),
+        mem: r.memory_max.map(format_slurm_memory),
+        qos: r.qos.clone(),
+        slurm_cmd_args: r.slurm_cmd_args.clone(),
+        ..base_header(tag, r, ranks, threads)
     }
 }
 
-impl Slurm {
+fn depend(header: &mut SlurmScript, after: &[JobRef]) {
+    let ids: Vec<String> = after.iter().map(|j| j.to_string()).collect();
+    header.dependency = Some(format!("afterok:{}", ids.join(":")));
+    header.dependencies = ids.iter().map(|id| format!("afterok:{id}")).collect();
+}
+
+fn array(header: &mut SlurmScript, elements: usize, throttle: Option<u32>) {
+    header.array = Some(match throttle {
+        Some(n) => format!("0-{}%{n}", elements - 1),
+        None => format!("0-{}", elements - 1),
+    });
+    // Every element appends to the array's one output file.
+    header.slurm_cmd_args.push("--open-mode=append".into());
+}
+
+impl From<SlurmState> for JobState {
+    /// The one place Slurm's states become pitch's.
+    fn from(s: SlurmState) -> JobState {
+        if !s.is_finished() {
+            return JobState::Active(s.name());
+        }
+        JobState::Ended(match s {
+            SlurmState::Completed => EndReason::Completed,
+            SlurmState::Failed => EndReason::Failed,
+            SlurmState::Cancelled => EndReason::Cancelled,
+            SlurmState::Timeout => EndReason::Timeout,
+            SlurmState::OutOfMemory => EndReason::OutOfMemory,
+            SlurmState::NodeFail => EndReason::NodeFail,
+            SlurmState::Preempted => EndReason::Preempted,
+            SlurmState::BootFail => EndReason::BootFail,
+            SlurmState::Deadline => EndReason::Deadline,
+            other => EndReason::Unknown(other.name().to_string()),
+        })
+    }
+}
+
+/// Slurm's commands, as the queue backend calls them, run through `transport` (here, or on
+/// a login node).
+pub(crate) struct SlurmClient {
+    pub transport: Arc<dyn Transport>,
+}
+
+impl SlurmClient {
     /// Runs a Slurm command; Slurm cuts long array task lists to 64 bytes unless told not to.
-    async fn cmd(&self, program: &str, args: &[String]) -> Result<CmdOutput, String> {
+    async fn cmd(&self, program: &str, args: &[String]) -> Result<CmdOutput, SchedulerError> {
         self.transport
             .run(program, args, &[("SLURM_BITSTR_LEN", "0")], "Slurm")
             .await
@@ -62,7 +134,7 @@ impl Slurm {
         if wanted.iter().all(|j| found.contains_key(j)) {
             return found;
         }
-        let args = strings(&["-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", &id]);
+        let args = strings(&["-X", "-n", "-P", "-o", parse::SACCT_FIELDS, "-j", &id]);
         if let Ok(out) = self.cmd("sacct", &args).await {
             if out.success
                 && !parse::sacct_disabled(&out.stdout)
@@ -82,55 +154,7 @@ impl Slurm {
     }
 }
 
-impl Scheduler for Slurm {
-    fn backend_name(&self) -> &'static str {
-        "slurm"
-    }
-
-    fn title(&self) -> &'static str {
-        "Slurm"
-    }
-
-    fn default_template(&self) -> (&'static str, &'static str) {
-        (
-            template::DEFAULT_SLURM_TEMPLATE_NAME,
-            template::DEFAULT_SLURM_TEMPLATE,
-        )
-    }
-
-    fn header(&self, tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
-        SlurmScript {
-            time: r.run_time_max.map(format_slurm_time),
-            mem: r.memory_max.map(format_slurm_memory),
-            qos: r.qos.clone(),
-            slurm_cmd_args: r.slurm_cmd_args.clone(),
-            ..base_header(tag, r, ranks, threads)
-        }
-    }
-
-    fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        Ok(r.set_keys(&["openmpi_oversubscribe", "error_log_file"]))
-    }
-
-    fn output(&self, jobs_dir: &Path, array: bool) -> String {
-        let name = if array {
-            "slurm-%A.out"
-        } else {
-            "slurm-%j.out"
-        };
-        jobs_dir.join(name).display().to_string()
-    }
-
-    fn rank_launcher(&self, ranks: u32, threads: u32) -> String {
-        format!("srun --ntasks={ranks} --cpus-per-task={threads} --kill-on-bad-exit=1")
-    }
-
-    fn depend(&self, header: &mut SlurmScript, after: &[JobRef]) {
-        let ids: Vec<String> = after.iter().map(|j| j.to_string()).collect();
-        header.dependency = Some(format!("afterok:{}", ids.join(":")));
-        header.dependencies = ids.iter().map(|id| format!("afterok:{id}")).collect();
-    }
-
+impl SchedulerClient for SlurmClient {
     fn max_array_size(&self) -> Fut<'_, u32> {
         Box::pin(async {
             match self.cmd("scontrol", &strings(&["show", "config"])).await {
@@ -143,47 +167,31 @@ impl Scheduler for Slurm {
         })
     }
 
-    fn array_index(&self) -> &'static str {
-        "$SLURM_ARRAY_TASK_ID"
-    }
-
-    fn array_cpus(&self) -> &'static str {
-        "${SLURM_CPUS_PER_TASK:-1}"
-    }
-
-    fn array(&self, header: &mut SlurmScript, elements: usize, throttle: Option<u32>) {
-        header.array = Some(match throttle {
-            Some(n) => format!("0-{}%{n}", elements - 1),
-            None => format!("0-{}", elements - 1),
-        });
-        // Every element appends to the array's one output file.
-        header.slurm_cmd_args.push("--open-mode=append".into());
-    }
-
-    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, TaskError>> {
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, SchedulerError>> {
         Box::pin(async move {
-            let launch = |detail: String| TaskError::Launch {
-                what: "sbatch".into(),
-                detail,
-            };
             let out = self
                 .cmd(
                     "sbatch",
                     &["--parsable".into(), script.display().to_string()],
                 )
-                .await
-                .map_err(launch)?;
+                .await?;
             if !out.success {
-                return Err(launch(format!(
-                    "sbatch rejected the job: {}",
-                    out.stderr.trim()
-                )));
+                return Err(SchedulerError::Rejected {
+                    program: "sbatch".into(),
+                    stderr: out.stderr.trim().to_string(),
+                });
             }
-            parse::parse_sbatch_parsable(&out.stdout).map_err(|e| launch(e.to_string()))
+            parse::parse_sbatch_parsable(&out.stdout).map_err(|e| SchedulerError::Unreadable {
+                program: "sbatch".into(),
+                detail: e.to_string(),
+            })
         })
     }
 
-    fn queue<'a>(&'a self, tag: &'a str) -> Fut<'a, Result<HashMap<JobRef, JobState>, String>> {
+    fn active<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> Fut<'a, Result<HashMap<JobRef, JobState>, SchedulerError>> {
         Box::pin(async move {
             let uid = unsafe { libc::getuid() }.to_string();
             let args = strings(&[
@@ -198,15 +206,12 @@ impl Scheduler for Slurm {
                 "-o",
                 parse::SQUEUE_FORMAT,
             ]);
-            let out = self
-                .cmd("squeue", &args)
-                .await
-                .map_err(|e| format!("squeue failed: {e}"))?;
-            if !out.success {
-                return Err(format!("squeue failed: {}", out.stderr.trim()));
-            }
-            let entries = parse::parse_squeue(&out.stdout)
-                .map_err(|e| format!("could not parse squeue's output: {e}"))?;
+            let out = self.cmd("squeue", &args).await?.ok("squeue")?;
+            let entries =
+                parse::parse_squeue(&out.stdout).map_err(|e| SchedulerError::Unreadable {
+                    program: "squeue".into(),
+                    detail: e.to_string(),
+                })?;
             Ok(parse::states_by_job(&entries))
         })
     }
@@ -231,18 +236,62 @@ impl Scheduler for Slurm {
         })
     }
 
-    fn forgotten(&self) -> &'static str {
-        "the job left the queue and Slurm no longer knows it (accounting is off)"
-    }
-
-    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), String>> {
+    fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>> {
         Box::pin(async move {
             let ids: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
-            match self.cmd("scancel", &ids).await {
-                Ok(out) if out.success => Ok(()),
-                Ok(out) => Err(format!("scancel failed: {}", out.stderr.trim())),
-                Err(e) => Err(format!("scancel failed: {e}")),
-            }
+            self.cmd("scancel", &ids).await?.ok("scancel").map(|_| ())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_slurm_dialect_fills_the_header_arrays_and_dependencies() {
+        let d = &DIALECT;
+        assert_eq!(
+            (d.name(), d.title(), d.submitter),
+            ("slurm", "Slurm", "sbatch")
+        );
+        let r = Resources::new()
+            .run_time_max(Duration::from_secs(5400))
+            .memory_max(1 << 30)
+            .qos("high")
+            .openmpi_oversubscribe(true);
+        assert_eq!(d.check(&r), Ok(vec!["openmpi_oversubscribe"]));
+        let mut h = (d.header)("pitch-x", &r, 4, 2);
+        assert_eq!((h.ntasks, h.cpus_per_task), (4, 2));
+        assert_eq!(
+            (h.time.as_deref(), h.mem.as_deref(), h.qos.as_deref()),
+            (Some("01:30:00"), Some("1G"), Some("high"))
+        );
+        let arrays = d.arrays.as_ref().expect("Slurm has job arrays");
+        (arrays.header)(&mut h, 5, Some(2));
+        assert_eq!(h.array.as_deref(), Some("0-4%2"));
+        assert_eq!(h.slurm_cmd_args, ["--open-mode=append"]);
+        (d.depend)(
+            &mut h,
+            &[
+                JobRef::single(7),
+                JobRef {
+                    job_id: 8,
+                    array_index: Some(1),
+                },
+            ],
+        );
+        assert_eq!(h.dependency.as_deref(), Some("afterok:7:8_1"));
+        assert_eq!(h.dependencies, ["afterok:7", "afterok:8_1"]);
+        assert_eq!(
+            (d.rank_launcher)(4, 2),
+            "srun --ntasks=4 --cpus-per-task=2 --kill-on-bad-exit=1"
+        );
+        assert_eq!(
+            (d.log_name, d.array_log_name),
+            ("slurm-%j.out", "slurm-%A.out")
+        );
     }
 }

@@ -24,7 +24,7 @@
 //!   `sacct -X -n -P -o JobID,State,ExitCode -j <ids>` (see [`SACCT_FIELDS`])
 //!   → [`parse_sacct`] unless [`sacct_disabled`];
 //! * cluster limits: `scontrol show config` → [`parse_scontrol_config`],
-//!   [`max_array_size`], [`min_job_age`], [`accounting_enabled`].
+//!   [`max_array_size`].
 //!
 //! Slurm folds the task ids of pending array elements into an expression like
 //! `0-100:2%1` and cuts it at 64 bytes with `...` unless the environment has
@@ -33,13 +33,11 @@
 //! unknown), and every folded expression is expanded into one entry per
 //! element, so callers always look jobs up by [`JobRef`].
 
-// The parser API is complete on purpose; the poller need not use all of it.
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+
+use crate::backend::scheduler::{JobRef, JobState};
 
 /// `squeue -o` format the poller uses: job id (`123` or `123_4`), long state
 /// name, reason, separated by `|` (the reason comes last as it may contain
@@ -198,50 +196,32 @@ impl SlurmState {
     /// The long name Slurm prints (`squeue %T`, `scontrol`'s `JobState`,
     /// `sacct`'s `State`), e.g. `"OUT_OF_MEMORY"`.
     pub fn name(self) -> &'static str {
-        self.names().0
-    }
-
-    /// The compact code `squeue %t` prints, e.g. `"OOM"`.
-    pub fn short(self) -> &'static str {
-        self.names().1
-    }
-
-    fn names(self) -> (&'static str, &'static str) {
         match self {
-            SlurmState::BootFail => ("BOOT_FAIL", "BF"),
-            SlurmState::Cancelled => ("CANCELLED", "CA"),
-            SlurmState::Completed => ("COMPLETED", "CD"),
-            SlurmState::Completing => ("COMPLETING", "CG"),
-            SlurmState::Configuring => ("CONFIGURING", "CF"),
-            SlurmState::Deadline => ("DEADLINE", "DL"),
-            SlurmState::Failed => ("FAILED", "F"),
-            SlurmState::NodeFail => ("NODE_FAIL", "NF"),
-            SlurmState::OutOfMemory => ("OUT_OF_MEMORY", "OOM"),
-            SlurmState::Pending => ("PENDING", "PD"),
-            SlurmState::Preempted => ("PREEMPTED", "PR"),
-            SlurmState::Running => ("RUNNING", "R"),
-            SlurmState::ResvDelHold => ("RESV_DEL_HOLD", "RD"),
-            SlurmState::RequeueFed => ("REQUEUE_FED", "RF"),
-            SlurmState::RequeueHold => ("REQUEUE_HOLD", "RH"),
-            SlurmState::Requeued => ("REQUEUED", "RQ"),
-            SlurmState::Resizing => ("RESIZING", "RS"),
-            SlurmState::Revoked => ("REVOKED", "RV"),
-            SlurmState::Signaling => ("SIGNALING", "SI"),
-            SlurmState::SpecialExit => ("SPECIAL_EXIT", "SE"),
-            SlurmState::StageOut => ("STAGE_OUT", "SO"),
-            SlurmState::Stopped => ("STOPPED", "ST"),
-            SlurmState::Suspended => ("SUSPENDED", "S"),
-            SlurmState::Timeout => ("TIMEOUT", "TO"),
+            SlurmState::BootFail => "BOOT_FAIL",
+            SlurmState::Cancelled => "CANCELLED",
+            SlurmState::Completed => "COMPLETED",
+            SlurmState::Completing => "COMPLETING",
+            SlurmState::Configuring => "CONFIGURING",
+            SlurmState::Deadline => "DEADLINE",
+            SlurmState::Failed => "FAILED",
+            SlurmState::NodeFail => "NODE_FAIL",
+            SlurmState::OutOfMemory => "OUT_OF_MEMORY",
+            SlurmState::Pending => "PENDING",
+            SlurmState::Preempted => "PREEMPTED",
+            SlurmState::Running => "RUNNING",
+            SlurmState::ResvDelHold => "RESV_DEL_HOLD",
+            SlurmState::RequeueFed => "REQUEUE_FED",
+            SlurmState::RequeueHold => "REQUEUE_HOLD",
+            SlurmState::Requeued => "REQUEUED",
+            SlurmState::Resizing => "RESIZING",
+            SlurmState::Revoked => "REVOKED",
+            SlurmState::Signaling => "SIGNALING",
+            SlurmState::SpecialExit => "SPECIAL_EXIT",
+            SlurmState::StageOut => "STAGE_OUT",
+            SlurmState::Stopped => "STOPPED",
+            SlurmState::Suspended => "SUSPENDED",
+            SlurmState::Timeout => "TIMEOUT",
         }
-    }
-
-    /// Parses a compact code as printed by `squeue %t` (`"PD"`, `"R"`, `"CG"`,
-    /// `"OOM"`, ...).
-    pub fn from_short(code: &str) -> Result<SlurmState, ParseError> {
-        SlurmState::ALL
-            .into_iter()
-            .find(|s| s.short() == code)
-            .ok_or_else(|| ParseError::UnknownState(code.to_string()))
     }
 
     /// Whether the job has left the active states for good: true for
@@ -265,26 +245,6 @@ impl SlurmState {
                 | SlurmState::RequeueFed
                 | SlurmState::ResvDelHold
         )
-    }
-
-    /// Whether Slurm itself ended the job (cancel, time limit, memory limit, preemption,
-    /// node failure, deadline, boot failure) rather than the job's own processes exiting.
-    pub fn ended_by_scheduler(self) -> bool {
-        matches!(
-            self,
-            SlurmState::BootFail
-                | SlurmState::Cancelled
-                | SlurmState::Deadline
-                | SlurmState::NodeFail
-                | SlurmState::OutOfMemory
-                | SlurmState::Preempted
-                | SlurmState::Timeout
-        )
-    }
-
-    /// Whether the job ended successfully (`COMPLETED` only).
-    pub fn is_success(self) -> bool {
-        self == SlurmState::Completed
     }
 }
 
@@ -310,42 +270,6 @@ impl FromStr for SlurmState {
             .into_iter()
             .find(|st| st.name() == name)
             .ok_or_else(unknown)
-    }
-}
-
-/// A Slurm job: a plain job id, or one element of a job array
-/// (`<array job id>_<task id>`, the ids squeue, scontrol and sacct print).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobRef {
-    /// The job id (for an array element: the array's job id, the one sbatch printed).
-    pub job_id: u64,
-    /// The array task id, for an array element.
-    pub array_index: Option<u32>,
-}
-
-impl fmt::Display for JobRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.array_index {
-            Some(i) => write!(f, "{}_{}", self.job_id, i),
-            None => write!(f, "{}", self.job_id),
-        }
-    }
-}
-
-impl FromStr for JobRef {
-    type Err = ParseError;
-
-    /// Parses `"123"` or `"123_4"`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseError::InvalidJobId(s.to_string());
-        let (job, index) = match s.split_once('_') {
-            Some((job, index)) => (job, Some(parse_digits::<u32>(index).ok_or_else(bad)?)),
-            None => (s, None),
-        };
-        Ok(JobRef {
-            job_id: parse_digits::<u64>(job).ok_or_else(bad)?,
-            array_index: index,
-        })
     }
 }
 
@@ -438,7 +362,9 @@ fn parse_job_ids(text: &str) -> Result<Vec<JobRef>, ParseError> {
             })
             .collect());
     }
-    Ok(vec![text.parse()?])
+    Ok(vec![text
+        .parse()
+        .map_err(|_| ParseError::InvalidJobId(text.to_string()))?])
 }
 
 /// Parses the output of `sbatch --parsable`: `"<jobid>"` or
@@ -502,9 +428,7 @@ pub fn parse_squeue(output: &str) -> Result<Vec<QueueEntry>, ParseError> {
 }
 
 /// The state of each job squeue listed, as the queue backend reads them.
-pub(crate) fn states_by_job(
-    entries: &[QueueEntry],
-) -> HashMap<JobRef, crate::backend::queue::JobState> {
+pub(crate) fn states_by_job(entries: &[QueueEntry]) -> HashMap<JobRef, JobState> {
     entries.iter().map(|e| (e.job, e.state.into())).collect()
 }
 
@@ -771,27 +695,6 @@ pub fn max_array_size(cfg: &HashMap<String, String>) -> Result<u32, ParseError> 
         key: "MaxArraySize",
         value: value.to_string(),
     })
-}
-
-/// `MinJobAge` of a parsed `scontrol show config` (`"300 sec"`): how long a
-/// finished job stays visible to squeue and scontrol.
-pub fn min_job_age(cfg: &HashMap<String, String>) -> Result<Duration, ParseError> {
-    let value = config_value(cfg, "MinJobAge")?;
-    let secs = value.strip_suffix(" sec").unwrap_or(value);
-    parse_digits::<u64>(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| ParseError::InvalidConfigValue {
-            key: "MinJobAge",
-            value: value.to_string(),
-        })
-}
-
-/// Whether a parsed `scontrol show config` has job accounting, i.e. an
-/// `AccountingStorageType` other than `accounting_storage/none` (no line at
-/// all counts as none).
-pub fn accounting_enabled(cfg: &HashMap<String, String>) -> bool {
-    cfg.get("AccountingStorageType")
-        .is_some_and(|t| !t.is_empty() && t != "accounting_storage/none")
 }
 
 #[cfg(test)]

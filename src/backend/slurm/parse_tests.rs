@@ -4,11 +4,11 @@
 //! accounting). Fixtures are pasted verbatim.
 
 use super::*;
-use crate::backend::queue::{poll, JobState};
+use crate::backend::scheduler;
 
-/// The state squeue listed for `job` (see `poll::lookup_state`).
+/// The state squeue listed for `job` (see `scheduler::lookup_state`).
 fn lookup_state(states: &HashMap<JobRef, JobState>, job: JobRef) -> Option<SlurmState> {
-    poll::lookup_state(states, job).map(|s| s.name.parse().unwrap())
+    scheduler::lookup_state(states, job).map(|s| s.name().parse().unwrap())
 }
 
 /// `squeue -h -r -t all -o '%i|%T|%r' right after submitting (jobs 1-9 by others)`
@@ -437,25 +437,19 @@ fn state_names_round_trip() {
     assert_eq!(SlurmState::ALL.len(), 24);
     for s in SlurmState::ALL {
         assert_eq!(s.name().parse::<SlurmState>(), Ok(s));
-        assert_eq!(SlurmState::from_short(s.short()), Ok(s));
         assert_eq!(s.to_string(), s.name());
     }
-    let shorts: HashSet<&str> = SlurmState::ALL.iter().map(|s| s.short()).collect();
-    assert_eq!(shorts.len(), 24);
+    let names: HashSet<&str> = SlurmState::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(names.len(), 24);
 }
 
 #[test]
-fn state_long_and_short_names() {
+fn state_long_names() {
     assert_eq!("OUT_OF_MEMORY".parse(), Ok(SlurmState::OutOfMemory));
     assert_eq!("NODE_FAIL".parse(), Ok(SlurmState::NodeFail));
     assert_eq!("RESV_DEL_HOLD".parse(), Ok(SlurmState::ResvDelHold));
     assert_eq!("CANCELLED by 0".parse(), Ok(SlurmState::Cancelled));
     assert_eq!("CANCELLED by 12345".parse(), Ok(SlurmState::Cancelled));
-    assert_eq!(SlurmState::from_short("PD"), Ok(SlurmState::Pending));
-    assert_eq!(SlurmState::from_short("CG"), Ok(SlurmState::Completing));
-    assert_eq!(SlurmState::from_short("OOM"), Ok(SlurmState::OutOfMemory));
-    assert_eq!(SlurmState::from_short("S"), Ok(SlurmState::Suspended));
-    assert_eq!(SlurmState::from_short("ST"), Ok(SlurmState::Stopped));
 }
 
 #[test]
@@ -477,17 +471,13 @@ fn unknown_states_are_errors() {
         );
     }
     assert_eq!(
-        SlurmState::from_short("PENDING"),
-        Err(ParseError::UnknownState("PENDING".into()))
-    );
-    assert_eq!(
         "BOGUS".parse::<SlurmState>().unwrap_err().to_string(),
         "unknown slurm job state \"BOGUS\""
     );
 }
 
 #[test]
-fn finished_and_success() {
+fn finished_states_and_their_end_reasons() {
     let finished: Vec<&str> = SlurmState::ALL
         .iter()
         .filter(|s| s.is_finished())
@@ -509,11 +499,22 @@ fn finished_and_success() {
             "TIMEOUT"
         ]
     );
-    let ok: Vec<SlurmState> = SlurmState::ALL
-        .into_iter()
-        .filter(|s| s.is_success())
-        .collect();
-    assert_eq!(ok, [SlurmState::Completed]);
+    // The one mapping into pitch's end reasons: every finished state has one, and those
+    // pitch has a name for keep Slurm's.
+    for s in SlurmState::ALL {
+        match JobState::from(s) {
+            JobState::Active(name) => assert!(!s.is_finished() && name == s.name()),
+            JobState::Ended(reason) => {
+                assert!(s.is_finished());
+                assert_eq!(reason.as_str(), s.name());
+                let known = !matches!(reason, crate::scheduler::EndReason::Unknown(_));
+                assert_eq!(
+                    known,
+                    !matches!(s, SlurmState::Revoked | SlurmState::SpecialExit)
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -536,7 +537,7 @@ fn job_ref_display_and_parse() {
     ] {
         assert_eq!(
             bad.parse::<JobRef>(),
-            Err(ParseError::InvalidJobId(bad.into())),
+            Err(crate::scheduler::SchedulerError::InvalidJobId(bad.into())),
             "{bad:?}"
         );
     }
@@ -1043,8 +1044,6 @@ fn exit_codes() {
 fn scontrol_config() {
     let cfg = parse_scontrol_config(SCONTROL_CONFIG);
     assert_eq!(max_array_size(&cfg), Ok(10001));
-    assert_eq!(min_job_age(&cfg), Ok(Duration::from_secs(300)));
-    assert!(!accounting_enabled(&cfg));
     assert_eq!(cfg.get("ClusterName").map(String::as_str), Some("pitch"));
     assert_eq!(
         cfg.get("SchedulerParameters").map(String::as_str),
@@ -1054,20 +1053,18 @@ fn scontrol_config() {
     assert!(!cfg.keys().any(|k| k.contains(' ')));
 
     let acct = parse_scontrol_config("AccountingStorageType   = accounting_storage/slurmdbd\n");
-    assert!(accounting_enabled(&acct));
-    assert!(!accounting_enabled(&HashMap::new()));
     assert_eq!(
         max_array_size(&acct),
         Err(ParseError::MissingConfigKey("MaxArraySize"))
     );
     assert_eq!(
-        min_job_age(&HashMap::new()).unwrap_err().to_string(),
-        "scontrol show config: no MinJobAge line"
+        max_array_size(&HashMap::new()).unwrap_err().to_string(),
+        "scontrol show config: no MaxArraySize line"
     );
     let odd = parse_scontrol_config("MinJobAge = 5 min\nMaxArraySize = lots\n");
     assert_eq!(
-        min_job_age(&odd).unwrap_err().to_string(),
-        "scontrol show config: invalid MinJobAge value \"5 min\""
+        max_array_size(&odd).unwrap_err().to_string(),
+        "scontrol show config: invalid MaxArraySize value \"lots\""
     );
     assert!(matches!(
         max_array_size(&odd),
@@ -1077,7 +1074,7 @@ fn scontrol_config() {
         })
     ));
     assert_eq!(
-        min_job_age(&parse_scontrol_config("MinJobAge=2")),
-        Ok(Duration::from_secs(2))
+        max_array_size(&parse_scontrol_config("MaxArraySize=2")),
+        Ok(2)
     );
 }

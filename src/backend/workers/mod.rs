@@ -37,7 +37,7 @@ pub(crate) use self::serve::{current_key, serve};
 pub use self::serve::{init_function, worker_state, InitFunction, WorkerStateError};
 use super::single_node::{Launcher, SingleNode};
 use super::{Backend, BoxFuture, Done, Job};
-use crate::error::{Error, TaskError};
+use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
 use crate::future::view_bytes;
 use crate::resources::Resources;
@@ -298,6 +298,7 @@ impl Pooled {
                             cause: Box::new(cause.clone()),
                         }),
                         None => Err(TaskError::Launch {
+                            kind: LaunchErrorKind::Other,
                             what: "pitch".into(),
                             detail: format!(
                                 "the input of argument {position} (task {upstream}) has not \
@@ -558,7 +559,12 @@ impl Worker {
 }
 
 fn launch_error(index: u32, detail: String) -> TaskError {
+    launch_error_of(index, LaunchErrorKind::Other, detail)
+}
+
+fn launch_error_of(index: u32, kind: LaunchErrorKind, detail: String) -> TaskError {
     TaskError::Launch {
+        kind,
         what: format!("pool worker {index}"),
         detail,
     }
@@ -764,6 +770,13 @@ fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            if let Some(dir) = shared.cwd.as_ref().filter(|d| !d.is_dir()) {
+                return Err(launch_error_of(
+                    index,
+                    LaunchErrorKind::NoSuchCwd,
+                    format!("the working directory {} does not exist", dir.display()),
+                ));
+            }
             let detail = if e.kind() == std::io::ErrorKind::NotFound && program == "mpiexec" {
                 format!(
                     "mpiexec was not found on PATH: cores = {} workers need OpenMPI's mpiexec",
@@ -774,7 +787,12 @@ fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
             } else {
                 format!("could not start {program}: {e}")
             };
-            return Err(launch_error(index, detail));
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound => LaunchErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => LaunchErrorKind::PermissionDenied,
+                _ => LaunchErrorKind::Other,
+            };
+            return Err(launch_error_of(index, kind, detail));
         }
     };
     shared.started.fetch_add(1, Ordering::Relaxed);
@@ -832,6 +850,7 @@ fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
             let what = worker.what();
             worker.kill();
             Err(TaskError::Launch {
+                kind: LaunchErrorKind::Other,
                 what: format!(
                     "{what}: its init function {}",
                     shared.init.as_ref().map_or("", |i| i.name.as_str())

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
 
-use crate::backend::queue::transport::Transport;
-use crate::backend::queue::{CmdOutput, Fut};
+use super::{Transport, TransportError};
+use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
+use crate::scheduler::SchedulerError;
 use crate::template::shell_quote;
 
 /// Where and how to reach a cluster's login node, and where the cache directory's twin
@@ -137,10 +138,12 @@ impl Ssh {
             session: Mutex::new(None),
         };
         ssh.with_session(|s| {
-            let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+            let sftp = s
+                .sftp()
+                .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
             mkdirs(&sftp, &ssh.remote.directory)
         })
-        .map_err(config)?;
+        .map_err(|e| config(e.to_string()))?;
         Ok(ssh)
     }
 
@@ -247,16 +250,16 @@ impl Ssh {
     /// session and tries once more.
     fn with_session<T>(
         &self,
-        mut f: impl FnMut(&Session) -> Result<T, String>,
-    ) -> Result<T, String> {
+        mut f: impl FnMut(&Session) -> Result<T, TransportError>,
+    ) -> Result<T, TransportError> {
         let mut guard = self.session.lock().unwrap();
         for attempt in 0..2 {
             if guard.is_none() {
-                *guard = Some(self.open()?);
+                *guard = Some(self.open().map_err(TransportError::Remote)?);
             }
             match f(guard.as_ref().unwrap()) {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt == 0 && lost(&e) => *guard = None,
+                Err(TransportError::Remote(e)) if attempt == 0 && lost(&e) => *guard = None,
                 Err(e) => return Err(e),
             }
         }
@@ -278,31 +281,35 @@ impl Ssh {
         args: &[String],
         env: &[(&str, &str)],
         title: &str,
-    ) -> Result<CmdOutput, String> {
+    ) -> Result<CmdOutput, SchedulerError> {
         let line = command_line(program, args, env);
         let out = self.with_session(|s| {
             let mut ch = s
                 .channel_session()
-                .map_err(|e| format!("cannot open an SSH channel: {e}"))?;
+                .map_err(|e| on_login_node(format!("cannot open an SSH channel: {e}")))?;
             ch.exec(&line)
-                .map_err(|e| format!("cannot run {program}: {e}"))?;
+                .map_err(|e| on_login_node(format!("cannot run {program}: {e}")))?;
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
             ch.read_to_end(&mut stdout)
-                .map_err(|e| format!("reading {program}'s output: {e}"))?;
+                .map_err(|e| on_login_node(format!("reading {program}'s output: {e}")))?;
             ch.stderr()
                 .read_to_end(&mut stderr)
-                .map_err(|e| format!("reading {program}'s errors: {e}"))?;
+                .map_err(|e| on_login_node(format!("reading {program}'s errors: {e}")))?;
             ch.wait_close()
-                .map_err(|e| format!("waiting for {program}: {e}"))?;
-            let code = ch.exit_status().map_err(|e| e.to_string())?;
+                .map_err(|e| on_login_node(format!("waiting for {program}: {e}")))?;
+            let code = ch.exit_status().map_err(|e| on_login_node(e.to_string()))?;
             Ok((code, stdout, stderr))
+        });
+        let (code, stdout, stderr) = out.map_err(|e| SchedulerError::CannotRun {
+            program: program.to_string(),
+            detail: e.to_string(),
         })?;
-        let (code, stdout, stderr) = out;
         if code == 127 {
-            return Err(format!(
-                "{program} was not found on {}'s PATH: is it a {title} login node?",
-                self.remote.host
-            ));
+            return Err(SchedulerError::CommandMissing {
+                program: program.to_string(),
+                scheduler: title.to_string(),
+                host: Some(self.remote.host.clone()),
+            });
         }
         Ok(CmdOutput {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -311,13 +318,15 @@ impl Ssh {
         })
     }
 
-    fn upload_files(&self, files: &[PathBuf], skip_same_size: bool) -> Result<(), String> {
+    fn upload_files(&self, files: &[PathBuf], skip_same_size: bool) -> Result<(), TransportError> {
         self.with_session(|s| {
-            let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+            let sftp = s
+                .sftp()
+                .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
             for local in files {
                 let remote = self.remote_path(local);
                 let size = std::fs::metadata(local)
-                    .map_err(|e| format!("cannot read {}: {e}", local.display()))?
+                    .map_err(|e| TransportError::local("read", local, e))?
                     .len();
                 let there = sftp.stat(&remote).ok().and_then(|st| st.size);
                 if skip_same_size && there == Some(size) {
@@ -332,9 +341,11 @@ impl Ssh {
         })
     }
 
-    fn fetch_files(&self, files: &[PathBuf]) -> Result<usize, String> {
+    fn fetch_files(&self, files: &[PathBuf]) -> Result<usize, TransportError> {
         self.with_session(|s| {
-            let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+            let sftp = s
+                .sftp()
+                .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
             let mut got = 0;
             for local in files {
                 let remote = self.remote_path(local);
@@ -343,8 +354,9 @@ impl Ssh {
                     Err(_) => continue,
                 };
                 let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes)
-                    .map_err(|e| format!("cannot download {}: {e}", remote.display()))?;
+                f.read_to_end(&mut bytes).map_err(|e| {
+                    TransportError::Remote(format!("cannot download {}: {e}", remote.display()))
+                })?;
                 write_local(local, &bytes, self.durable)?;
                 got += 1;
             }
@@ -371,6 +383,11 @@ fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String 
     line
 }
 
+/// A failure of the login node's side.
+fn on_login_node(message: String) -> TransportError {
+    TransportError::Remote(message)
+}
+
 /// Whether an error means the connection is gone (worth one new session).
 fn lost(e: &str) -> bool {
     [
@@ -387,7 +404,7 @@ fn lost(e: &str) -> bool {
 }
 
 /// Creates `dir` and its missing parents on the remote side, 0700 like the local store.
-fn mkdirs(sftp: &Sftp, dir: &Path) -> Result<(), String> {
+fn mkdirs(sftp: &Sftp, dir: &Path) -> Result<(), TransportError> {
     if sftp.stat(dir).is_ok() {
         return Ok(());
     }
@@ -398,21 +415,20 @@ fn mkdirs(sftp: &Sftp, dir: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         // Made meanwhile by another upload.
         Err(_) if sftp.stat(dir).is_ok() => Ok(()),
-        Err(e) => Err(format!(
+        Err(e) => Err(on_login_node(format!(
             "cannot create {} on the remote side: {e}",
             dir.display()
-        )),
+        ))),
     }
 }
 
 /// Uploads `local` to `remote` through a temporary name and a rename, so a job never sees a
 /// half-written file.
-fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), String> {
-    let bytes =
-        std::fs::read(local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), TransportError> {
+    let bytes = std::fs::read(local).map_err(|e| TransportError::local("read", local, e))?;
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(local)
-            .map_err(|e| format!("cannot read {}: {e}", local.display()))?
+            .map_err(|e| TransportError::local("read", local, e))?
             .permissions(),
     ) & 0o700;
     let name = remote
@@ -420,7 +436,9 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), St
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = remote.with_file_name(format!(".{name}.up.{}", std::process::id()));
-    let failed = |e: &dyn std::fmt::Display| format!("cannot upload {}: {e}", remote.display());
+    let failed = |e: &dyn std::fmt::Display| {
+        TransportError::Remote(format!("cannot upload {}: {e}", remote.display()))
+    };
     let mut f = sftp
         .open_mode(
             &tmp,
@@ -440,12 +458,12 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), St
 
 /// Writes a downloaded file into the local cache directory, atomically like the store's own
 /// files (fsynced when the store is durable).
-fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), String> {
-    let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), TransportError> {
+    let failed = |e: std::io::Error| TransportError::local("write", path, e);
     if let Some(dir) = path.parent() {
         crate::store::create_dir(dir).map_err(failed)?;
     }
-    crate::store::write_bytes_atomic(path, bytes, durable).map_err(failed)
+    crate::store::write_bytes_atomic(path, bytes, durable, 0o600).map_err(failed)
 }
 
 impl Transport for Ssh {
@@ -455,7 +473,7 @@ impl Transport for Ssh {
         args: &'a [String],
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
-    ) -> Fut<'a, Result<CmdOutput, String>> {
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
         Box::pin(
             async move { tokio::task::block_in_place(|| self.exec(program, args, env, title)) },
         )
@@ -469,13 +487,13 @@ impl Transport for Ssh {
         &'a self,
         files: &'a [PathBuf],
         unchanged_if_same_size: bool,
-    ) -> Fut<'a, Result<(), String>> {
+    ) -> Fut<'a, Result<(), TransportError>> {
         Box::pin(async move {
             tokio::task::block_in_place(|| self.upload_files(files, unchanged_if_same_size))
         })
     }
 
-    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, String>> {
+    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>> {
         Box::pin(async move { tokio::task::block_in_place(|| self.fetch_files(files)) })
     }
 
@@ -483,7 +501,9 @@ impl Transport for Ssh {
         Box::pin(async move {
             tokio::task::block_in_place(|| {
                 let _ = self.with_session(|s| {
-                    let sftp = s.sftp().map_err(|e| format!("cannot start SFTP: {e}"))?;
+                    let sftp = s
+                        .sftp()
+                        .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
                     for f in files {
                         let _ = sftp.unlink(&self.remote_path(f));
                     }

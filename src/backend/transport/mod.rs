@@ -1,10 +1,45 @@
 //! Where a queue executor's scheduler commands run and its jobs' files live: here
-//! ([`Local`]), or on a login node reached over SSH (`crate::remote`, feature `remote`),
+//! ([`Local`]), or on a login node reached over SSH ([`ssh`], feature `remote`),
 //! where the cache directory has a twin on the cluster's shared storage.
 
 use std::path::{Path, PathBuf};
 
-use super::{CmdOutput, Fut};
+#[cfg(feature = "remote")]
+pub(crate) mod ssh;
+
+use super::scheduler::{CmdOutput, Fut};
+use crate::scheduler::SchedulerError;
+
+/// Moving the jobs' files failed (only the SSH transport moves files, so only it fails).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) enum TransportError {
+    /// A file of the local cache directory could not be read or written.
+    #[error("cannot {action} {}: {detail}", .path.display())]
+    Local {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The system's message.
+        detail: String,
+    },
+    /// The login node failed: the connection, SFTP, or its storage.
+    #[error("{0}")]
+    Remote(String),
+}
+
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+impl TransportError {
+    /// A local file could not be `action`ed (`read`, `write`).
+    pub(crate) fn local(action: &'static str, path: &Path, e: impl std::fmt::Display) -> Self {
+        TransportError::Local {
+            action,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+    }
+}
 
 /// Runs scheduler commands and moves the files jobs read and write.
 pub(crate) trait Transport: Send + Sync + 'static {
@@ -16,7 +51,7 @@ pub(crate) trait Transport: Send + Sync + 'static {
         args: &'a [String],
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
-    ) -> Fut<'a, Result<CmdOutput, String>>;
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>>;
 
     /// Where the jobs see `local`, a path in the local cache directory.
     fn path(&self, local: &Path) -> PathBuf;
@@ -28,11 +63,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
         &'a self,
         files: &'a [PathBuf],
         unchanged_if_same_size: bool,
-    ) -> Fut<'a, Result<(), String>>;
+    ) -> Fut<'a, Result<(), TransportError>>;
 
     /// Brings the jobs' copies of these files into the local cache directory, those that
     /// exist; returns how many did.
-    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, String>>;
+    fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>>;
 
     /// The jobs' copies of these files are removed (after they were fetched and used).
     fn remove<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, ()>;
@@ -56,7 +91,7 @@ impl Transport for Local {
         args: &'a [String],
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
-    ) -> Fut<'a, Result<CmdOutput, String>> {
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
         Box::pin(run_local(program, args, env, title))
     }
 
@@ -64,11 +99,11 @@ impl Transport for Local {
         local.to_path_buf()
     }
 
-    fn upload<'a>(&'a self, _: &'a [PathBuf], _: bool) -> Fut<'a, Result<(), String>> {
+    fn upload<'a>(&'a self, _: &'a [PathBuf], _: bool) -> Fut<'a, Result<(), TransportError>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn fetch<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, Result<usize, String>> {
+    fn fetch<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>> {
         Box::pin(async { Ok(0) })
     }
 
@@ -88,7 +123,7 @@ async fn run_local(
     args: &[String],
     env: &[(&str, &str)],
     title: &str,
-) -> Result<CmdOutput, String> {
+) -> Result<CmdOutput, SchedulerError> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .envs(env.iter().copied())
@@ -97,9 +132,16 @@ async fn run_local(
         .await
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{program} was not found on PATH: is this a {title} login node?")
+                SchedulerError::CommandMissing {
+                    program: program.to_string(),
+                    scheduler: title.to_string(),
+                    host: None,
+                }
             } else {
-                format!("could not run {program}: {e}")
+                SchedulerError::CannotRun {
+                    program: program.to_string(),
+                    detail: e.to_string(),
+                }
             }
         })?;
     Ok(CmdOutput {

@@ -765,7 +765,35 @@ fn two_rank_workers() -> Result<(), String> {
         }
         other => return Err(format!("{other:?}")),
     }
+    // Rank 1 killed with SIGKILL mid-task: the task fails naming the worker, which is
+    // replaced (mpiexec and its ranks), and the next task runs on fresh ranks.
+    let victim = pool_rank_victim::submit(&exe, dir.path().to_path_buf());
+    let pid = victim_pid(dir.path())?;
+    kill9(pid)?;
+    match victim.result() {
+        Err(e) => ensure!(e.to_string().contains("pool worker 0"), "{e}"),
+        Ok(v) => return Err(format!("the killed task returned {v}")),
+    }
+    let after = pool_rank::submit_ranks(&exe, 101)
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        after.len() == 2 && after.iter().all(|r| !pids.contains(&r.2) && r.2 != pid),
+        "after the kill: {after:?}"
+    );
     Ok(())
+}
+
+pitch::task! {
+    /// Rank 1 writes its pid to `dir/pid`; every rank sleeps.
+    pub fn pool_rank_victim(dir: PathBuf) -> u32 {
+        if pitch::context().rank == 1 {
+            std::fs::write(dir.join("pid.tmp"), std::process::id().to_string()).unwrap();
+            std::fs::rename(dir.join("pid.tmp"), dir.join("pid")).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(60));
+        0
+    }
 }
 
 fn gc_compact_killed_and_rerun() -> Result<(), String> {

@@ -219,9 +219,12 @@ impl LogSet {
             let mut inner = set.inner.lock().unwrap();
             let mut writer = inner.writer.take();
             if let Some(w) = writer.as_mut() {
+                // Appends go on only where this process left the file: one removed, or
+                // changed by someone else, is left alone and a new one is started.
+                let intact = std::fs::metadata(&w.path).is_ok_and(|m| m.len() == w.offset);
                 match fresh.files.iter().position(|f| *f == w.path) {
-                    Some(i) => w.index = i,
-                    None => writer = None, // removed by someone: start a new file
+                    Some(i) if intact => w.index = i,
+                    _ => writer = None,
                 }
             }
             let reported = std::mem::take(&mut inner.reported);
@@ -684,6 +687,73 @@ mod tests {
         let listed = logged_tasks(dir.path());
         assert_eq!(listed.len(), 2);
         assert_eq!(log_files(dir.path()).len(), 1, "one file per process");
+    }
+
+    /// Every record of every log of `root`, in order.
+    fn all_records(root: &Path) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        for f in log_files(root) {
+            scan(&f, |_, _, r| out.push(r)).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn compaction_resumed_after_a_crash_neither_loses_nor_duplicates() {
+        use crate::store::{write_value, FileKind, Store};
+        use crate::task::{TaskKind, TaskSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let root = store.root().to_path_buf();
+        let keys: Vec<TaskKey> = (0..6u8).map(|i| TaskKey::from_bytes([i + 1; 16])).collect();
+        for (i, key) in keys.iter().enumerate() {
+            let paths = store.task(key);
+            paths.create().unwrap();
+            let spec = TaskSpec {
+                key: *key,
+                kind: TaskKind::Function {
+                    name: "m::f".into(),
+                    fingerprint: "fp".into(),
+                    args: vec![],
+                },
+                ranks: 1,
+                threads: 1,
+                env: vec![],
+                cwd: None,
+            };
+            write_value(&paths.task_file(), FileKind::Task, &spec, false).unwrap();
+            paths.publish_result(ok(i as u8));
+        }
+        // An earlier compaction crashed: it had logged the first three tasks, the last record
+        // cut short, and removed no directory.
+        let set = LogSet::of(&root);
+        for (i, key) in keys.iter().take(3).enumerate() {
+            set.append(*key, "m::f", &ok(i as u8), false).unwrap();
+        }
+        let file = log_files(&root).remove(0);
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 5]).unwrap();
+        let set = LogSet::refreshed(&root);
+        assert!(
+            !set.has_finished(&keys[2]),
+            "the torn record is not a result"
+        );
+        // The next compaction finishes the work.
+        let done = compact(&root, Duration::ZERO).unwrap();
+        assert_eq!(done, Compacted { folded: 6, kept: 0 });
+        assert!(store.task_keys().unwrap().is_empty());
+        let records = all_records(&root);
+        for (i, key) in keys.iter().enumerate() {
+            let n = records.iter().filter(|r| r.key == *key).count();
+            assert_eq!(n, 1, "task {i} has {n} records");
+            assert_eq!(LogSet::refreshed(&root).lookup(key).unwrap(), ok(i as u8));
+        }
+        // Nothing left to do; running it again changes nothing.
+        assert_eq!(
+            compact(&root, Duration::ZERO).unwrap(),
+            Compacted::default()
+        );
+        assert_eq!(all_records(&root).len(), records.len());
     }
 
     #[test]

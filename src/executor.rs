@@ -1,6 +1,6 @@
 //! The [`Executor`] facade: one concrete type whatever the backend, so that moving from a
 //! laptop to a cluster is a one-line change of constructor (the builders are in
-//! `builders.rs`).
+//! `builders/`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -168,7 +168,7 @@ impl Cache {
         out.extend(
             crate::resultlog::logged_tasks(self.store.root())
                 .into_iter()
-                .map(crate::resultlog::Logged::into_info)
+                .map(logged_info)
                 .filter(|t| !in_dirs.contains(&t.key)),
         );
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -260,5 +260,38 @@ impl Cache {
                 task.key
             ))),
         }
+    }
+}
+
+/// A task of the result logs as [`Cache`] lists it.
+fn logged_info(logged: crate::resultlog::Logged) -> TaskInfo {
+    let (exit_code, runtime) = match (&logged.argv, &logged.record.outcome) {
+        (Some(_), Ok(values)) => values
+            .first()
+            .and_then(|b| crate::codec::decode::<crate::command::CommandOutput>(b).ok())
+            .map_or((None, None), |out| {
+                (
+                    Some(out.exit_code),
+                    (!out.elapsed.is_zero()).then_some(out.elapsed.as_secs_f64()),
+                )
+            }),
+        (_, Err(crate::error::TaskError::CommandFailed { code, .. })) => (Some(*code), None),
+        _ => (None, None),
+    };
+    let state = match logged.record.outcome {
+        Ok(_) => TaskState::Finished,
+        Err(e) => TaskState::Failed(e),
+    };
+    TaskInfo {
+        key: logged.key.to_string(),
+        name: logged.name,
+        argv: logged.argv,
+        params: logged.params,
+        state,
+        exit_code,
+        runtime,
+        stdout: None,
+        modified: logged.finished,
+        dir: logged.file,
     }
 }

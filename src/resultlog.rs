@@ -472,42 +472,6 @@ pub(crate) struct Logged {
     pub params: Vec<(String, String)>,
 }
 
-impl Logged {
-    /// The task as [`crate::Cache`] lists it.
-    pub(crate) fn into_info(self) -> crate::cache::TaskInfo {
-        use crate::cache::TaskState;
-        let (exit_code, runtime) = match (&self.argv, &self.record.outcome) {
-            (Some(_), Ok(values)) => values
-                .first()
-                .and_then(|b| codec::decode::<crate::command::CommandOutput>(b).ok())
-                .map_or((None, None), |out| {
-                    (
-                        Some(out.exit_code),
-                        (!out.elapsed.is_zero()).then_some(out.elapsed.as_secs_f64()),
-                    )
-                }),
-            (_, Err(crate::error::TaskError::CommandFailed { code, .. })) => (Some(*code), None),
-            _ => (None, None),
-        };
-        let state = match self.record.outcome {
-            Ok(_) => TaskState::Finished,
-            Err(e) => TaskState::Failed(e),
-        };
-        crate::cache::TaskInfo {
-            key: self.key.to_string(),
-            name: self.name,
-            argv: self.argv,
-            params: self.params,
-            state,
-            exit_code,
-            runtime,
-            stdout: None,
-            modified: self.finished,
-            dir: self.file,
-        }
-    }
-}
-
 /// Whether `path` is a result log (not a task directory).
 pub(crate) fn is_log(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some(EXTENSION) && path.is_file()

@@ -506,7 +506,7 @@ pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
     found.into_values().collect()
 }
 
-/// What [`compact`] did.
+/// What [`Cache::compact`](crate::Cache::compact) (`pitch gc --compact`) did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Compacted {
     /// Task directories folded into the result log (and removed).

@@ -47,9 +47,12 @@ fn main() -> Result<(), pitch::Error> {
     let mut pids: Vec<u32> = results.iter().map(|(_, pid)| *pid).collect();
     pids.sort_unstable();
     pids.dedup();
+    let summary = exe.shutdown(pitch::Shutdown::Wait);
     println!(
-        "10000 tasks, total score {total:.3}, run by {} worker processes",
-        pids.len()
+        "10000 tasks, total score {total:.3}, run by {} worker processes, {} answered from \
+         the result log",
+        pids.len(),
+        summary.cached
     );
     Ok(())
 }

@@ -35,6 +35,12 @@
 //! - The engine emits [`Event`]s; reporters show them. The library never prints to stdout.
 #![deny(missing_docs)]
 
+#[cfg(not(unix))]
+compile_error!(
+    "pitch supports Linux and macOS only: its process backend is POSIX (posix_spawn, process \
+     groups, signals)"
+);
+
 mod backend;
 mod builders;
 mod cache;
@@ -79,6 +85,22 @@ pub use resources::{
 pub use resultlog::Compacted;
 pub use scheduler::{EndReason, SchedulerError, SchedulerKind};
 pub use worker::{context, init, TaskContext};
+
+/// The version of the on-disk cache format this build reads and writes, the second field of
+/// every cache file's header (see the README's "On-disk format"). Files of another version are
+/// refused with an error naming them, never misread.
+pub const CACHE_FORMAT_VERSION: u16 = store::FORMAT_VERSION;
+
+/// The optional cargo features this build of pitch was compiled with (`pitch --version` lists
+/// them).
+pub const FEATURES: &[&str] = &[
+    #[cfg(feature = "remote")]
+    "remote",
+    #[cfg(feature = "mpi-examples")]
+    "mpi-examples",
+    #[cfg(feature = "portable")]
+    "portable",
+];
 
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]

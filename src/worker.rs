@@ -36,6 +36,8 @@ pub(crate) fn in_worker() -> bool {
 pub fn init() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(OsStr::new(WORKER_ARG)) {
+        // The driver: find the binary the workers re-execute before anything can move it.
+        crate::backend::exe::remember();
         return;
     }
     let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();

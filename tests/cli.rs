@@ -272,6 +272,65 @@ fn completions_and_version() {
 }
 
 #[test]
+fn version_names_the_features_and_the_cache_format_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(d.path(), &["--version"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    let features: Vec<&str> = [
+        (cfg!(feature = "remote"), "remote"),
+        (cfg!(feature = "mpi-examples"), "mpi-examples"),
+        (cfg!(feature = "portable"), "portable"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| *name)
+    .collect();
+    let features = if features.is_empty() {
+        "none".to_string()
+    } else {
+        features.join(", ")
+    };
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], format!("pitch {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(lines[1], format!("features: {features}"));
+    // The version printed is the one in the header of the files a run writes (bytes 4-5,
+    // little-endian, after the magic).
+    let printed: u16 = lines[2]
+        .strip_prefix("cache format version: ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let o = pitch(d.path(), &["run", "-q", "--", "true"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let task_file = find_file(&d.path().join("pitch-cache/tasks"), "task.bin").unwrap();
+    let header = std::fs::read(&task_file).unwrap();
+    assert_eq!(&header[..4], b"PTCH");
+    assert_eq!(u16::from_le_bytes([header[4], header[5]]), printed);
+    // -V stays one line.
+    let o = pitch(d.path(), &["-V"]);
+    assert_eq!(
+        text(&o.stdout).trim_end(),
+        format!("pitch {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// The first file named `name` under `dir`, depth first.
+fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
 fn results_show_parameters_render_and_gc() {
     let d = tempfile::tempdir().unwrap();
     let o = pitch(

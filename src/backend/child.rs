@@ -1,11 +1,13 @@
 //! One child process from spawn to end, on a plain thread: its output pipes and its exit are
-//! watched with one `poll(2)` on the pipes and a pidfd, so the thread sleeps until something
-//! happens (no polling interval); a time limit is the poll's timeout. The [`Ticket`] is the
+//! watched with one `poll(2)` on the pipes and a descriptor that becomes readable when the
+//! child exits (a pidfd on Linux; elsewhere, and with the `portable` feature, a pipe that a
+//! small waiter thread closes when `waitid(2)` sees the exit), so the thread sleeps until
+//! something happens (no polling interval); a time limit is the poll's timeout. The [`Ticket`] is the
 //! only way other threads reach the child: it refuses to start a cancelled task and signals the
 //! process group only while the child has not been reaped, so a recycled pid is never hit.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +20,8 @@ pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for the output pipes to close after the child exited (a background
 /// grandchild may hold them open forever).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
-/// Without a pidfd (kernels before 5.3), how often the exit is checked.
+/// Without an exit descriptor (Linux before 5.3, or no thread for the waiter), how often the
+/// exit is checked.
 const FALLBACK_TICK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +155,10 @@ pub(crate) struct Finished {
     pub stderr: Captured,
 }
 
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+/// A descriptor that becomes readable when the child `pid` exits, without reaping it: a pidfd.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+fn exit_descriptor(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
@@ -160,6 +166,58 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     }
     // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A descriptor that becomes readable when the child `pid` exits, without reaping it: the read
+/// end of a pipe whose write end a waiter thread closes once `waitid(2)` with `WNOWAIT` sees
+/// the exit. The child stays a zombie until [`supervise`] reaps it, so its pid is never
+/// recycled while the [`Ticket`] may still signal it.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn exit_descriptor(pid: u32) -> Option<OwnedFd> {
+    let (read, write) = super::spawn::pipe().ok()?;
+    let waiter = std::thread::Builder::new()
+        .name("pitch-wait".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            wait_for_exit(pid);
+            drop(write);
+        });
+    waiter.ok().map(|_| read)
+}
+
+/// Blocks until the child `pid` has exited (or cannot be waited for), leaving it unreaped.
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn wait_for_exit(pid: u32) {
+    // si_code values of an exit, the same on Linux and macOS (not every libc target names
+    // them).
+    const CLD_EXITED: libc::c_int = 1;
+    const CLD_KILLED: libc::c_int = 2;
+    const CLD_DUMPED: libc::c_int = 3;
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid(2).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(2) on our own child with a valid siginfo pointer; WNOWAIT leaves it
+        // waitable.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc != 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return; // ECHILD and the like: the supervisor's wait reports it
+        }
+        if matches!(info.si_code, CLD_EXITED | CLD_KILLED | CLD_DUMPED) {
+            return;
+        }
+        // macOS may report a stopped child despite WEXITED: look again a little later.
+        std::thread::sleep(FALLBACK_TICK);
+    }
 }
 
 struct Stream<R> {
@@ -207,7 +265,7 @@ pub(crate) fn supervise(
         pipe: child.stderr.take(),
         sink: stderr,
     };
-    let pidfd = pidfd_open(pid);
+    let pidfd = exit_descriptor(pid);
     // Allocated on the first output: most tasks write none.
     let mut buf = Vec::new();
     let mut status: Option<std::io::Result<ExitStatus>> = None;
@@ -453,6 +511,27 @@ mod tests {
         assert!(matches!(f.end.unwrap(), End::Exited(s) if s.success()));
         assert!(waiter.join().unwrap(), "woken by the end");
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_exit_descriptor_wakes_on_the_exit_and_leaves_the_child_to_reap() {
+        let mut child = sh("exec sleep 0.3").unwrap();
+        let fd = exit_descriptor(child.id()).expect("an exit descriptor");
+        let readable = |ms| {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, ms) == 1 }
+        };
+        assert!(!readable(50), "readable while the child runs");
+        let start = Instant::now();
+        assert!(readable(10_000), "not readable after the exit");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // Not reaped by whoever watched: the status is still there to collect.
+        assert!(child.try_wait().unwrap().unwrap().success());
     }
 
     /// Runs `script` without a time limit and cancels it from another thread after 200 ms,

@@ -2,6 +2,7 @@
 //! Flux jobs. Everything else (keys, the store, dependencies, events) lives once in the engine.
 
 mod child;
+pub(crate) mod exe;
 mod flux;
 pub(crate) mod inspect;
 mod launcher;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
+use super::exe;
 pub(crate) use super::launcher::Launcher;
 use super::output::Sink;
 use super::pool::{Pool, Work};
@@ -20,7 +21,7 @@ use super::{Backend, BoxFuture, Done, Job};
 use crate::command::CommandOutput;
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::resources::Resources;
-use crate::store::{self, ResultRecord, TaskPaths};
+use crate::store::{self, ResultRecord, Store, TaskPaths};
 use crate::task::{CommandSpec, TaskKind, TaskSpec};
 use crate::worker;
 
@@ -38,7 +39,7 @@ impl SingleNode {
         max_cores: u32,
         max_workers: Option<u32>,
     ) -> Result<SingleNode, Error> {
-        let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+        let exe = exe::path().map_err(Error::Config)?.to_path_buf();
         Ok(SingleNode {
             launcher: launcher.clone(),
             max_cores,
@@ -63,13 +64,14 @@ impl SingleNode {
         &self.launcher
     }
 
-    /// The program and arguments that run the task with `ranks` ranks.
+    /// The program and arguments that run the task with `ranks` ranks; an error when the
+    /// worker binary cannot be found.
     fn argv(
         &self,
         spec: &TaskSpec,
         resources: &Resources,
         paths: &TaskPaths,
-    ) -> (String, Vec<String>) {
+    ) -> Result<(String, Vec<String>), String> {
         let (program, args): (String, Vec<String>) = match &spec.kind {
             TaskKind::Function { .. } => {
                 let root = paths.root().display().to_string();
@@ -82,14 +84,18 @@ impl SingleNode {
                 if spec.ranks > 1 || self.launcher != Launcher::Local {
                     (self.exe.display().to_string(), args)
                 } else {
-                    // The running inode, even if the file on disk was replaced by a rebuild.
-                    ("/proc/self/exe".to_string(), args)
+                    // The running binary, even if a rebuild replaced the file on disk.
+                    (
+                        exe::local_worker(&Store::at(paths.root().to_path_buf(), paths.durable()))?,
+                        args,
+                    )
                 }
             }
             TaskKind::Command(c) => (c.program.clone(), c.args.clone()),
         };
-        self.launcher
-            .wrap(program, args, spec.ranks, spec.threads, resources)
+        Ok(self
+            .launcher
+            .wrap(program, args, spec.ranks, spec.threads, resources))
     }
 
     /// Queues the task on the pool. The pool thread that runs it delivers its record; a
@@ -159,7 +165,17 @@ impl SingleNode {
             started,
             ..
         } = job;
-        let (program, args) = self.argv(&spec, &resources, &paths);
+        let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
+        let (program, args) = match self.argv(&spec, &resources, &paths) {
+            Ok(argv) => argv,
+            Err(detail) => {
+                return fail(TaskError::Launch {
+                    what: "the worker binary".into(),
+                    kind: LaunchErrorKind::Other,
+                    detail,
+                })
+            }
+        };
         let command_spec: Option<&CommandSpec> = match &spec.kind {
             TaskKind::Command(c) => Some(c),
             TaskKind::Function { .. } => None,
@@ -170,7 +186,6 @@ impl SingleNode {
         let user_stderr = command_spec
             .and_then(|c| c.stderr.clone())
             .or_else(|| resources.error_log_file.clone());
-        let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
 
         let mut env: Vec<(&str, &str)> = spec
             .env

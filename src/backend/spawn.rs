@@ -109,7 +109,7 @@ fn shared() -> io::Result<&'static Shared> {
     let sigdefault = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in 1..libc::SIGRTMAX() + 1 {
+        for sig in 1..=last_signal() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue; // always at their default
             }
@@ -129,6 +129,19 @@ fn shared() -> io::Result<&'static Shared> {
     }))
 }
 
+/// The highest signal number to reset in the child.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+fn last_signal() -> libc::c_int {
+    libc::SIGRTMAX()
+}
+
+/// The highest signal number to reset in the child: the classic signals 1 to 31 (macOS has
+/// no others; on Linux this leaves out the real-time signals, which a driver rarely ignores).
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+fn last_signal() -> libc::c_int {
+    31
+}
+
 /// `fd` moved to a number above 2 when it is one of the standard streams (a driver started
 /// with them closed), so that the child's dup2 onto 0-2 never clobbers another source.
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
@@ -145,7 +158,8 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// A close-on-exec pipe: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2(2) fills two descriptors into a valid array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -155,6 +169,33 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     Ok((above_stdio(r)?, above_stdio(w)?))
 }
+
+/// A close-on-exec pipe: (read end, write end). Without pipe2(2) the flag is set after the
+/// pipe exists, so this holds [`SPAWN_LOCK`]: no child of ours is spawned meanwhile that
+/// could inherit the descriptors (and hold another task's pipe open until it exits).
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe(2) fills two descriptors into a valid array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&r, &w] {
+        // SAFETY: fcntl(2) F_SETFD on a descriptor we own; the result is checked.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// Held while a pipe lacks its close-on-exec flag and while a child is spawned (portable
+/// path only: pipe2(2) sets the flag as it creates the pipe).
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
+static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn c_string(what: &str, bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| {
@@ -206,8 +247,23 @@ fn resolve(program: &str, env: &[(&str, &str)], cwd: Option<&Path>) -> io::Resul
     Err(not_found())
 }
 
+#[cfg(not(target_vendor = "apple"))]
 extern "C" {
     static environ: *const *const libc::c_char;
+}
+
+/// The process environment: `environ`, which Apple's linker only promises to executables.
+fn environment() -> *const *const libc::c_char {
+    #[cfg(target_vendor = "apple")]
+    // SAFETY: _NSGetEnviron returns a valid pointer to the environment pointer.
+    unsafe {
+        *libc::_NSGetEnviron() as *const *const libc::c_char
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY: reading the pointer itself; see spawn for reading what it points to.
+    unsafe {
+        environ
+    }
 }
 
 /// The name part of an environment entry `NAME=value`.
@@ -255,7 +311,7 @@ pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
     let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(64 + overrides.len());
     // SAFETY: environ is a NULL-terminated array of NUL-terminated strings.
     unsafe {
-        let mut p = environ;
+        let mut p = environment();
         while !p.is_null() && !(*p).is_null() {
             let entry = CStr::from_ptr(*p).to_bytes();
             if !names.contains(&entry_name(entry)) {
@@ -276,6 +332,8 @@ pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut pid: libc::pid_t = 0;
     // SAFETY: the attribute and file-action objects are initialised before use and destroyed
     // after; every pointer handed to posix_spawn (program, argv, envp, cwd, the sets) lives
@@ -366,6 +424,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")] // reads /proc
     fn output_status_and_process_group() {
         let script = [
             "-c".into(),
@@ -380,6 +439,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")] // reads /proc
     fn signals_start_unblocked_and_sigpipe_at_its_default() {
         // The child reads its own status: a shell would show its own transient masks (dash
         // blocks every signal around its wait for a child).
@@ -402,6 +462,52 @@ mod tests {
             mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)),
             0,
             "SIGPIPE still ignored"
+        );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")] // reads /proc
+    fn the_child_inherits_none_of_our_descriptors() {
+        // Open pipes of ours (another task's output, an exit pipe) must not reach the child,
+        // nor its own pipes' read ends or the shared /dev/null (the test process may have
+        // inherited other descriptors from whoever started it: those are not ours).
+        let open = pipe().unwrap();
+        let script = ["-c".into(), "exec sleep 5".into()];
+        let mut child = spawn(&sh(&script, &[])).unwrap();
+        // posix_spawn may return before the kernel has closed the close-on-exec descriptors
+        // of the exec it waited for: look once the shell has gone on to exec sleep.
+        let start = std::time::Instant::now();
+        while !std::fs::read(format!("/proc/{}/cmdline", child.id()))
+            .unwrap_or_default()
+            .starts_with(b"sleep")
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "no sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let fds: Vec<RawFd> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+            .collect();
+        let ours = [
+            open.0.as_raw_fd(),
+            open.1.as_raw_fd(),
+            child.stdout.as_ref().unwrap().as_raw_fd(),
+            child.stderr.as_ref().unwrap().as_raw_fd(),
+            shared().unwrap().devnull.as_raw_fd(),
+        ];
+        super::super::child::kill_group(child.id(), libc::SIGKILL);
+        child.wait().unwrap();
+        assert!(
+            fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
+            "{fds:?}"
+        );
+        let leaked: Vec<_> = ours.iter().filter(|fd| fds.contains(fd)).collect();
+        assert!(
+            leaked.is_empty(),
+            "inherited {leaked:?} (child has {fds:?})"
         );
     }
 

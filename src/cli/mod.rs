@@ -20,10 +20,28 @@ pub(crate) const TASK_FAILED: i32 = 1;
 /// Exit code of a usage or configuration error.
 pub(crate) const USAGE: i32 = 2;
 
+/// What `pitch --version` prints after the name: the version, the cargo features built in and
+/// the cache format version (`-V` prints the version alone).
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let features = match pitch::FEATURES {
+            [] => "none".to_string(),
+            list => list.join(", "),
+        };
+        format!(
+            "{}\nfeatures: {features}\ncache format version: {}",
+            env!("CARGO_PKG_VERSION"),
+            pitch::CACHE_FORMAT_VERSION
+        )
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "pitch",
     version,
+    long_version = long_version(),
     about = "Pitch commands to local cores or to Slurm: one engine, one-line swap",
     after_help = "Examples:\n  pitch run -- ./simulate --steps 100\n  pitch sweep --param halo=1..5 --param radius=0.1:1.0:0.1 -- ./render {halo} {radius}\n  pitch sweep --profile cluster --tasks-per-job 10 --params-file grid.csv -- python fit.py {a} {b}\n  pitch status\n  pitch results --format csv"
 )]

@@ -199,7 +199,7 @@ impl Queue {
     /// rebuild during a long sweep does not change what queued jobs run.
     fn staged_exe(&self) -> Result<PathBuf, TaskError> {
         self.staged_exe
-            .get_or_init(|| stage_binary(&self.store))
+            .get_or_init(|| super::exe::stage(&self.store))
             .clone()
             .map_err(|e| TaskError::Launch {
                 what: "the worker binary".into(),
@@ -722,28 +722,6 @@ fn launch_kind(e: &SchedulerError) -> LaunchErrorKind {
         SchedulerError::Rejected { .. } => LaunchErrorKind::RejectedByScheduler,
         _ => LaunchErrorKind::Other,
     }
-}
-
-/// Copies `/proc/self/exe` into the store (content-addressed) unless it is there already.
-fn stage_binary(store: &Store) -> Result<PathBuf, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
-    let bytes =
-        std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read /proc/self/exe: {e}"))?;
-    let hash = blake3::hash(&bytes).to_hex();
-    let name = exe
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
-        .unwrap_or_else(|| "worker".into());
-    let target = store.staged_binary(&hash[..16], &name);
-    if target.exists() {
-        return Ok(target);
-    }
-    let dir = target.parent().expect("a staged binary is in a directory");
-    store::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    store::write_bytes_atomic(&target, &bytes, true, 0o700)
-        .map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
-    Ok(target)
 }
 
 impl Backend for Queue {

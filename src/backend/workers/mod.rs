@@ -137,12 +137,14 @@ pub(crate) struct Pooled {
 impl Pooled {
     /// Starts the workers (their init functions run at once, in parallel).
     pub(crate) fn new(single: SingleNode, store: &Store, cfg: PoolConfig) -> Result<Pooled, Error> {
-        let exe = if std::path::Path::new("/proc/self/exe").exists() {
-            // The running inode, even if a rebuild replaced the file.
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().map_err(|e| Error::io("the running binary", e))?
-        };
+        // The running binary, even if a rebuild replaced its file (a staged copy where there
+        // is no /proc/self/exe); launchers (mpiexec, srun, flux run) need its real path.
+        let exe = PathBuf::from(
+            super::exe::local_worker(store).map_err(|e| Error::Config(e.to_string()))?,
+        );
+        let real_exe = super::exe::path()
+            .map_err(|e| Error::Config(e.to_string()))?
+            .to_path_buf();
         let threads = cfg.defaults.threads().to_string();
         let mut env: Vec<(String, String)> = [
             "OMP_NUM_THREADS",
@@ -173,7 +175,7 @@ impl Pooled {
                 broken: None,
             }),
             wake: Condvar::new(),
-            real_exe: std::env::current_exe().map_err(|e| Error::io("the running binary", e))?,
+            real_exe,
             ranks: cfg.defaults.ranks(),
             threads: cfg.defaults.threads(),
             defaults: cfg.defaults.clone(),

@@ -41,7 +41,14 @@ pub(crate) struct Engine {
     pub counts: Counts,
     /// Tasks submitted and not yet handed to the backend.
     pub preparing: Arc<AtomicUsize>,
+    /// The unresolved tasks, by key: what a second submission of a key joins instead of
+    /// running it again. A task leaves when it ends, so the engine holds nothing of a
+    /// finished task: its result lives in the futures the callers still hold (and in the
+    /// cache directory, where a later submission of the key finds it).
     live: Mutex<HashMap<TaskKey, Arc<Slot>>>,
+    /// Tasks submitted (and not answered from the cache) that have not ended. A slot is filled
+    /// under this lock in the same step as the count goes down, so whoever has seen a
+    /// result never reads a count that still includes its task.
     pending: Mutex<u64>,
     idle: Condvar,
     warned: Mutex<HashSet<&'static str>>,
@@ -250,6 +257,7 @@ impl Engine {
                         name: label,
                     });
                     slot.resolve(Ok(values));
+                    self.forget(&slot);
                     return TaskFuture::new(slot, view);
                 }
                 Ok(_) | Err(FormatError::Missing) => {}
@@ -438,12 +446,37 @@ impl Engine {
             }
         }
         slot.cancel.clear_hooks();
-        slot.resolve(record.outcome);
-        let mut pending = self.pending.lock().unwrap();
-        *pending -= 1;
-        if *pending == 0 {
-            self.idle.notify_all();
+        // Fill the slot and count the task out in one step under the lock (issue 19: a caller
+        // woken by the result read the count before it went down), and wake the slot's waiters
+        // after letting go of it.
+        let filled = {
+            let mut pending = self.pending.lock().unwrap();
+            let filled = slot.fill(record.outcome);
+            *pending -= 1;
+            if *pending == 0 {
+                self.idle.notify_all();
+            }
+            filled
+        };
+        self.forget(slot);
+        if let Some(filled) = filled {
+            slot.wake(filled);
         }
+    }
+
+    /// Drops a resolved task from the unresolved ones, unless a later submission of its key
+    /// (after it failed) has taken its place already.
+    fn forget(&self, slot: &Arc<Slot>) {
+        let mut live = self.live.lock().unwrap();
+        if live.get(&slot.key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            live.remove(&slot.key);
+        }
+    }
+
+    /// Number of tasks the engine keeps by key (the unresolved ones), for tests.
+    #[cfg(test)]
+    pub(crate) fn live_count(&self) -> usize {
+        self.live.lock().unwrap().len()
     }
 
     /// Blocks until no task is pending.
@@ -480,6 +513,82 @@ impl Engine {
             if slot.outcome().is_none() {
                 slot.cancel.cancel();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Executor, SingleNodeExecutor};
+
+    fn executor(cache: &std::path::Path) -> Executor {
+        SingleNodeExecutor::builder()
+            .max_cores(2)
+            .cache_directory(cache)
+            .build()
+            .unwrap()
+    }
+
+    /// Waits until nothing holds the slot behind `weak` any more.
+    fn released(weak: &Weak<Slot>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn a_finished_task_is_kept_by_its_futures_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = executor(dir.path());
+        let engine = exe.engine().clone();
+        let slow = || {
+            Command::new("sh")
+                .args(["-c", "sleep 0.3; echo once >> runs"])
+                .cwd(dir.path())
+        };
+        let first = exe.submit_command(slow());
+        // While it runs, the same key joins it.
+        let second = exe.submit_command(slow());
+        assert_eq!(first.key(), second.key());
+        assert_eq!(engine.live_count(), 1);
+        assert_eq!(first.result().unwrap().exit_code, 0);
+        assert_eq!(engine.live_count(), 0, "a finished task leaves the engine");
+        // Once no caller holds its futures, nothing holds its slot (nor its result).
+        let weak = Arc::downgrade(&first.dependency().slot);
+        drop((first, second));
+        assert!(released(&weak), "something still holds a finished task");
+        // A later submission of the key is answered from the cache directory.
+        let third = exe.submit_command(slow());
+        assert_eq!(third.result().unwrap().exit_code, 0);
+        let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+        assert_eq!(runs, "once\n");
+        assert_eq!(engine.counts.cached.load(Ordering::Relaxed), 1);
+        assert_eq!(engine.live_count(), 0, "a cached answer is not kept either");
+        let weak = Arc::downgrade(&third.dependency().slot);
+        drop(third);
+        assert!(released(&weak), "something still holds a cached task");
+    }
+
+    #[test]
+    fn a_result_is_never_seen_before_its_task_is_counted_out() {
+        // Issue 19: the slot was filled before the pending count went down, so a caller
+        // woken by the result could read a count that still included its task.
+        let dir = tempfile::tempdir().unwrap();
+        let exe = executor(dir.path()).with_cache(false);
+        let engine = exe.engine().clone();
+        for i in 0..300 {
+            let f = exe.submit_command(Command::new("true"));
+            f.result().unwrap();
+            assert_eq!(engine.pending(), 0, "task {i}: counted after its result");
         }
     }
 }

@@ -234,7 +234,11 @@ impl TaskError {
 }
 
 /// What the library's own calls return when they fail.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form is the readable report of [`Error::report`] (as `anyhow`'s is), so that
+/// `fn main() -> Result<(), pitch::Error>` ends with a message a person can read, not a
+/// struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A task failed (from `?` on a task's result).
@@ -281,5 +285,150 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The text a command's stderr tail follows in [`TaskError`]'s one-line form.
+const TAIL_MARK: &str = "; stderr ends with:\n";
+
+impl TaskError {
+    /// A readable report over several lines: the error, each cause on a line of its own
+    /// (`caused by: ...`, for a failed input, a failed rank or a function's error chain),
+    /// and a command's stderr tail as indented lines.
+    ///
+    /// ```
+    /// let e = pitch::TaskError::Cancelled;
+    /// assert_eq!(e.report().to_string(), "task was cancelled");
+    /// ```
+    pub fn report(&self) -> impl std::fmt::Display + '_ {
+        Report(self)
+    }
+}
+
+impl Error {
+    /// A readable report over several lines: the error, then each cause (`caused by: ...`);
+    /// a task's error as [`TaskError::report`] gives it. The `Debug` form is the same.
+    pub fn report(&self) -> impl std::fmt::Display + '_ {
+        ErrorReport(self)
+    }
+}
+
+struct Report<'a>(&'a TaskError);
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_task_report(f, self.0, "")
+    }
+}
+
+/// Writes `e` with every line after the first indented by `indent`.
+fn write_task_report(
+    f: &mut std::fmt::Formatter<'_>,
+    e: &TaskError,
+    indent: &str,
+) -> std::fmt::Result {
+    match e {
+        TaskError::DependencyFailed { input, key, cause } => {
+            write!(f, "input {input} (task {key}) failed")?;
+            write!(f, "\n{indent}caused by: ")?;
+            write_task_report(f, cause, indent)
+        }
+        TaskError::Rank { rank, size, cause } => {
+            write!(f, "rank {rank} of {size} failed")?;
+            write!(f, "\n{indent}caused by: ")?;
+            write_task_report(f, cause, indent)
+        }
+        TaskError::Failed { chain } if chain.len() > 1 => {
+            write!(f, "task returned an error: {}", chain[0])?;
+            for cause in &chain[1..] {
+                write!(f, "\n{indent}caused by: {cause}")?;
+            }
+            Ok(())
+        }
+        other => {
+            let text = other.to_string();
+            match text.split_once(TAIL_MARK) {
+                Some((head, tail)) => {
+                    write!(f, "{head}\n{indent}stderr (last lines):")?;
+                    for line in tail.lines() {
+                        write!(f, "\n{indent}  | {line}")?;
+                    }
+                    Ok(())
+                }
+                None => f.write_str(&text),
+            }
+        }
+    }
+}
+
+struct ErrorReport<'a>(&'a Error);
+
+impl std::fmt::Display for ErrorReport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Error::Task(e) = self.0 {
+            return write_task_report(f, e, "");
+        }
+        let head = self.0.to_string();
+        f.write_str(&head)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            // A cause the message already quotes (`{path}: {source}`) is not repeated.
+            let text = cause.to_string();
+            if !head.contains(&text) {
+                write!(f, "\ncaused by: {text}")?;
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.report())
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn a_report_puts_causes_and_the_stderr_tail_on_lines_of_their_own() {
+        let failed = TaskError::CommandFailed {
+            program: "lmp".into(),
+            code: 2,
+            stderr_tail: "ERROR: no in.lmp\nLast command: read_data\n".into(),
+        };
+        let dep = TaskError::DependencyFailed {
+            input: "argument 0 (render)".into(),
+            key: "abc".into(),
+            cause: Box::new(failed.clone()),
+        };
+        let text = format!("{:?}", Error::Task(dep));
+        assert_eq!(
+            text,
+            "input argument 0 (render) (task abc) failed\n\
+             caused by: command \"lmp\" exited with code 2\n\
+             stderr (last lines):\n  | ERROR: no in.lmp\n  | Last command: read_data"
+        );
+        // The one-line Display form is unchanged.
+        assert!(failed.to_string().contains(TAIL_MARK), "{failed}");
+        let chain = TaskError::Failed {
+            chain: vec!["fit failed".into(), "singular matrix".into()],
+        };
+        assert_eq!(
+            chain.report().to_string(),
+            "task returned an error: fit failed\ncaused by: singular matrix"
+        );
+    }
+
+    #[test]
+    fn a_library_error_reports_its_source_chain() {
+        let e = Error::io(
+            "/nope/pitch-cache",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        );
+        assert_eq!(format!("{e:?}"), "/nope/pitch-cache: denied");
     }
 }

@@ -140,6 +140,12 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
+    /// The engine behind this handle, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
     /// The backend's name ("single-node", ...).
     pub fn backend_name(&self) -> &'static str {
         self.inner.engine.backend.name()

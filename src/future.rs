@@ -84,6 +84,14 @@ impl CancelToken {
     }
 }
 
+/// What [`Slot::fill`] took out of a slot: the waiters to wake.
+#[must_use = "the waiters of a filled slot must be woken with Slot::wake"]
+pub(crate) struct Filled {
+    outcome: Outcome,
+    wakers: Vec<Waker>,
+    callbacks: Vec<Callback>,
+}
+
 /// The engine's side of a task: filled exactly once.
 pub(crate) struct Slot {
     pub key: TaskKey,
@@ -108,18 +116,36 @@ impl Slot {
 
     /// Fills the slot; a second call is ignored (the first outcome stands).
     pub(crate) fn resolve(&self, outcome: Result<Vec<Vec<u8>>, TaskError>) {
+        if let Some(filled) = self.fill(outcome) {
+            self.wake(filled);
+        }
+    }
+
+    /// Stores the outcome without waking anyone (`None` when the slot was filled already):
+    /// the engine fills a slot under its own lock, so that whoever sees the outcome also sees
+    /// the engine's bookkeeping for it, and wakes the waiters with [`Slot::wake`] after it
+    /// has let go of that lock (a waiter's callback may submit again).
+    pub(crate) fn fill(&self, outcome: Result<Vec<Vec<u8>>, TaskError>) -> Option<Filled> {
         let outcome = Arc::new(outcome);
-        let (wakers, callbacks) = {
-            let mut st = self.state.lock().unwrap();
-            if st.outcome.is_some() {
-                return;
-            }
-            st.outcome = Some(outcome.clone());
-            (
-                std::mem::take(&mut st.wakers),
-                std::mem::take(&mut st.callbacks),
-            )
-        };
+        let mut st = self.state.lock().unwrap();
+        if st.outcome.is_some() {
+            return None;
+        }
+        st.outcome = Some(outcome.clone());
+        Some(Filled {
+            outcome,
+            wakers: std::mem::take(&mut st.wakers),
+            callbacks: std::mem::take(&mut st.callbacks),
+        })
+    }
+
+    /// Wakes the waiters of a slot that [`Slot::fill`] filled.
+    pub(crate) fn wake(&self, filled: Filled) {
+        let Filled {
+            outcome,
+            wakers,
+            callbacks,
+        } = filled;
         self.cond.notify_all();
         for w in wakers {
             w.wake();
@@ -135,6 +161,21 @@ impl Slot {
 
     pub(crate) fn set_job_id(&self, id: String) {
         *self.job_id.lock().unwrap() = Some(id);
+        // Wakes `wait_job_id` (under the state lock, so its check-then-wait cannot miss it).
+        let _st = self.state.lock().unwrap();
+        self.cond.notify_all();
+    }
+
+    /// Blocks until the task has a job id or has ended; the job id, if it got one.
+    fn wait_job_id(&self) -> Option<String> {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            let id = self.job_id.lock().unwrap().clone();
+            if id.is_some() || st.outcome.is_some() {
+                return id;
+            }
+            st = self.cond.wait(st).unwrap();
+        }
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Option<Outcome> {
@@ -277,6 +318,13 @@ impl<T> TaskFuture<T> {
     /// The scheduler's job id, once the task was handed to a scheduler.
     pub fn job_id(&self) -> Option<String> {
         self.slot.job_id.lock().unwrap().clone()
+    }
+
+    /// Blocks until the task was handed to a scheduler (then its job id) or ended without
+    /// one (then `None`: a local task, a cached result, a failure before submission). For
+    /// `pitch run --detach`: return once the job is queued.
+    pub fn wait_job_id(&self) -> Option<String> {
+        self.slot.wait_job_id()
     }
 
     /// Asks the engine to cancel the task: a queued task never starts, a running one is killed

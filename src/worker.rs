@@ -16,16 +16,27 @@ use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 
 /// The first argument that makes a binary a worker.
 pub(crate) const WORKER_ARG: &str = "__pitch-worker";
-/// Set in a worker's environment; building an executor there is an error.
+/// Set in a function task's environment.
 pub(crate) const WORKER_ENV: &str = "PITCH_WORKER";
 /// Set when the worker must fsync what it writes.
 pub(crate) const DURABLE_ENV: &str = "PITCH_DURABLE";
 
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
-/// Whether this process is a pitch worker (launched as one, or running a task).
+/// Whether building an executor here would be the recursion a forgotten `pitch::init()`
+/// causes: this process was launched as a worker (`__pitch-worker` first), yet `main` runs
+/// instead of the task, and its executor would launch this binary as workers again, each of
+/// them doing the same. A task that builds an executor (`pitch::init()` ran it: nested
+/// executors, such as a FluxJobExecutor inside a FluxClusterExecutor's batch job) is allowed.
 pub(crate) fn in_worker() -> bool {
-    IN_WORKER.load(Ordering::SeqCst) || std::env::var_os(WORKER_ENV).is_some()
+    launched_without_init(
+        IN_WORKER.load(Ordering::SeqCst),
+        std::env::args_os().nth(1).as_deref(),
+    )
+}
+
+fn launched_without_init(running_task: bool, first_arg: Option<&OsStr>) -> bool {
+    !running_task && first_arg == Some(OsStr::new(WORKER_ARG))
 }
 
 /// Call first in `main`: when the process was launched as a pitch worker, runs the task it
@@ -134,7 +145,21 @@ fn env_u32(name: &str) -> Option<u32> {
 }
 
 /// Rank, size and local rank from the launcher's environment, first family that is set.
+///
+/// Flux's comes before Slurm's and PMI's: a task `flux run` started also has Flux's simple
+/// PMI variables (PMI_RANK, PMI_SIZE, but no MPI_LOCALRANKID, so PMI's local rank would be
+/// the global one), and a Flux instance started by Slurm passes the SLURM_* variables of its
+/// own launch on to every job. Open MPI's come first: pitch's `mpiexec -n N` may run inside a
+/// Flux job, whose FLUX_TASK_RANK its ranks inherit.
 pub(crate) fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
+    rank_from(ranks, env_u32)
+}
+
+/// [`rank_from_env`] with the variables `env_u32` gives.
+fn rank_from(
+    ranks: u32,
+    env_u32: impl Fn(&str) -> Option<u32>,
+) -> Result<(u32, u32, u32), TaskError> {
     if ranks <= 1 {
         return Ok((0, 1, 0));
     }
@@ -144,10 +169,10 @@ pub(crate) fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
             "OMPI_COMM_WORLD_SIZE",
             "OMPI_COMM_WORLD_LOCAL_RANK",
         ),
+        ("FLUX_TASK_RANK", "FLUX_JOB_SIZE", "FLUX_TASK_LOCAL_ID"),
         ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
         ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
         ("PMIX_RANK", "", ""),
-        ("FLUX_TASK_RANK", "FLUX_JOB_SIZE", "FLUX_TASK_LOCAL_ID"),
     ];
     for (rank_var, size_var, local_var) in FAMILIES {
         if let Some(rank) = env_u32(rank_var) {
@@ -322,5 +347,61 @@ fn run(store: &Store, key: TaskKey) -> i32 {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{launched_without_init, rank_from, WORKER_ARG};
+    use std::ffi::OsStr;
+
+    #[test]
+    fn only_a_worker_main_without_init_may_not_build_executors() {
+        let worker = Some(OsStr::new(WORKER_ARG));
+        // main runs although the process was launched as a worker: pitch::init() is missing.
+        assert!(launched_without_init(false, worker));
+        // A task (init ran it) builds an executor: nested executors are fine.
+        assert!(!launched_without_init(true, worker));
+        // A driver, whatever its environment (PITCH_WORKER inherited from a task that
+        // started another program does not matter).
+        assert!(!launched_without_init(false, Some(OsStr::new("--tasks"))));
+        assert!(!launched_without_init(false, None));
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, u32)]) -> impl Fn(&str) -> Option<u32> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn flux_ranks_win_over_inherited_slurm_and_flux_pmi_variables() {
+        // What a `flux run -N 2 -n 4` task (rank 3) sees in a Flux instance Slurm started:
+        // Flux's variables, Flux's simple PMI ones, and the instance's own SLURM_* launch.
+        let flux_task = [
+            ("FLUX_TASK_RANK", 3),
+            ("FLUX_JOB_SIZE", 4),
+            ("FLUX_TASK_LOCAL_ID", 1),
+            ("PMI_RANK", 3),
+            ("PMI_SIZE", 4),
+            ("SLURM_PROCID", 0),
+            ("SLURM_NTASKS", 4),
+            ("SLURM_LOCALID", 0),
+        ];
+        assert_eq!(rank_from(4, env(&flux_task)).ok(), Some((3, 4, 1)));
+        // Open MPI's mpiexec inside a Flux job: its ranks inherit FLUX_TASK_RANK.
+        let mpiexec = [
+            ("OMPI_COMM_WORLD_RANK", 1),
+            ("OMPI_COMM_WORLD_SIZE", 2),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", 1),
+            ("FLUX_TASK_RANK", 0),
+            ("FLUX_JOB_SIZE", 1),
+        ];
+        assert_eq!(rank_from(2, env(&mpiexec)).ok(), Some((1, 2, 1)));
+        // srun steps.
+        let srun = [
+            ("SLURM_PROCID", 2),
+            ("SLURM_NTASKS", 3),
+            ("SLURM_LOCALID", 0),
+        ];
+        assert_eq!(rank_from(3, env(&srun)).ok(), Some((2, 3, 0)));
     }
 }

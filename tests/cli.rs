@@ -538,7 +538,32 @@ fn every_json_output_has_a_schema_version() {
     assert_eq!(run.len(), 1);
     has(
         &run[0],
-        &["key", "exit_code", "seconds", "stdout", "stderr", "error"],
+        &[
+            "key",
+            "exit_code",
+            "seconds",
+            "run_seconds",
+            "total_seconds",
+            "queued_seconds",
+            "stdout",
+            "stderr",
+            "error",
+        ],
+    );
+    // Locally the command's run time is measured: seconds is it, and it fits in the total.
+    let (secs, run_s, total) = (
+        run[0]["seconds"].as_f64().unwrap(),
+        run[0]["run_seconds"]
+            .as_f64()
+            .expect("run_seconds measured locally"),
+        run[0]["total_seconds"].as_f64().unwrap(),
+    );
+    assert_eq!(secs, run_s, "{}", run[0]);
+    assert!(run_s <= total, "{}", run[0]);
+    assert!(
+        run[0]["queued_seconds"].as_f64().unwrap() >= 0.0,
+        "{}",
+        run[0]
     );
     let o = pitch(
         d.path(),
@@ -682,4 +707,27 @@ fn quiet_and_verbose_only_where_they_mean_something() {
             "{args:?}: {help}"
         );
     }
+}
+
+/// Points that repeat an earlier one are one task, and the summary says so (issue 19: "3
+/// points: 1 ran" did not add up).
+#[test]
+fn repeated_points_are_counted_as_repeats() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &["sweep", "--param", "x=1,1,2", "--", "echo", "{x}"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("3 points (1 repeats an earlier point, run once): 2 ran"),
+        "{err}"
+    );
+    let o = pitch(
+        d.path(),
+        &["sweep", "--param", "x=3,4", "--", "echo", "{x}"],
+    );
+    let err = text(&o.stderr);
+    assert!(err.contains("2 points: 2 ran"), "{err}");
 }

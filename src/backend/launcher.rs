@@ -30,6 +30,18 @@ impl Launcher {
 }
 
 impl Launcher {
+    /// Why the scheduler refused to run a task whose launcher exited with code 1, from the
+    /// tail of its stderr (`flux run`: an invalid queue, an unsatisfiable request); `None`
+    /// when the task ran and failed on its own.
+    pub(crate) fn refusal(&self, stderr_tail: &str) -> Option<String> {
+        match self {
+            Launcher::Flux { .. } => flux::run_refusal(stderr_tail),
+            Launcher::Local | Launcher::Srun { .. } => None,
+        }
+    }
+}
+
+impl Launcher {
     /// The program and arguments that run `program args` with `ranks` ranks of `threads`
     /// threads each.
     pub(crate) fn wrap(

@@ -198,6 +198,18 @@ pub(crate) trait SchedulerClient: Send + Sync + 'static {
         &'a self,
         wanted: &'a [JobRef],
     ) -> Fut<'a, HashMap<JobRef, (JobState, String)>>;
+    /// Those of the jobs `wanted` (which left the queue without a result) that ended without
+    /// ever running, with their states and details as [`SchedulerClient::final_states`]
+    /// gives them: no result file can come for them, so the poller reports them at once
+    /// instead of waiting `nfs_grace`. Flux says so (a `dependency` or `alloc` exception, a
+    /// cancel while pending); by default none is known.
+    fn never_ran<'a>(
+        &'a self,
+        wanted: &'a [JobRef],
+    ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
+        let _ = wanted;
+        Box::pin(async { HashMap::new() })
+    }
     /// Cancels these jobs, in one call.
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>>;
     /// The most elements one job array may have (1 where the dialect has no arrays).

@@ -139,10 +139,14 @@ impl SingleNode {
                     // SIGKILL if the task outlives the grace period; the pool thread watching
                     // it reports the cancellation when it ends.
                     let killer = ticket.clone();
+                    let flux = matches!(self.launcher, Launcher::Flux { .. });
                     let spawned =
                         std::thread::Builder::new()
                             .name("pitch-kill".into())
                             .spawn(move || {
+                                if flux && !killer.wait_ended(FLUX_CANCEL_AFTER) {
+                                    cancel_flux_job(&killer);
+                                }
                                 if !killer.wait_ended(KILL_GRACE) {
                                     killer.kill();
                                 }
@@ -284,6 +288,18 @@ impl SingleNode {
                 })
             }
             End::Cancelled => Err(TaskError::Cancelled),
+            // Flux refused the job (an unknown queue, an unsatisfiable request): a submission
+            // the scheduler rejected, as a refused `flux batch` is, not the task failing
+            // with exit code 1.
+            End::Exited(status)
+                if status.code() == Some(1) && self.launcher.refusal(&stderr_tail).is_some() =>
+            {
+                Err(TaskError::Launch {
+                    what: format!("{program} run"),
+                    kind: LaunchErrorKind::RejectedByScheduler,
+                    detail: self.launcher.refusal(&stderr_tail).unwrap_or_default(),
+                })
+            }
             End::Exited(status) => match command_spec {
                 Some(c) => command_outcome(
                     c,
@@ -328,6 +344,25 @@ impl SingleNode {
         };
         paths.publish_result(ResultRecord { outcome })
     }
+}
+
+/// How long a cancelled `flux run` gets to end after the SIGTERM it forwards to the job's
+/// tasks, before the job itself is cancelled.
+const FLUX_CANCEL_AFTER: Duration = Duration::from_millis(500);
+/// How long pitch waits for Flux to end a cancelled job whose tasks ignore SIGTERM (job-exec
+/// sends SIGKILL 5 s after the SIGTERM), before it kills `flux run` itself.
+const FLUX_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cancels the Flux job a `flux run` child attached to. Killing `flux run` would leave the
+/// job running in the instance (its tasks are not the child's processes), so this uses
+/// `flux job attach`'s ctrl-C ctrl-C: two SIGINTs within 2 s cancel the job (Flux then sends
+/// its tasks SIGTERM and, 5 s later, SIGKILL), and `flux run` exits when it has ended.
+fn cancel_flux_job(ticket: &Ticket) {
+    ticket.signal(libc::SIGINT);
+    // Two signals sent at once may arrive as one.
+    std::thread::sleep(Duration::from_millis(200));
+    ticket.signal(libc::SIGINT);
+    ticket.wait_ended(FLUX_KILL_TIMEOUT);
 }
 
 /// Ends a task whose work was dropped without delivering a record (skipped after a cancel, or

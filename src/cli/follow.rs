@@ -28,8 +28,17 @@ struct Stream {
 }
 
 impl Stream {
-    /// Copies the bytes written since the last call; a missing file is not an error.
+    /// Copies the bytes written since the last call to the sink; a missing file is not an
+    /// error.
     fn pump(&mut self) {
+        match self.sink {
+            Sink::Stdout => self.copy_to(&mut std::io::stdout().lock()),
+            Sink::Stderr => self.copy_to(&mut std::io::stderr().lock()),
+        }
+    }
+
+    /// Copies the bytes written since the last call to `out`.
+    fn copy_to(&mut self, out: &mut impl Write) {
         let Ok(mut file) = File::open(&self.path) else {
             return;
         };
@@ -51,13 +60,7 @@ impl Stream {
             };
             self.offset += n as u64;
             // A closed pitch stdout (`| head`) must not stop the run: ignore write errors.
-            let _ = match self.sink {
-                Sink::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&buf[..n]).and_then(|()| out.flush())
-                }
-                Sink::Stderr => std::io::stderr().lock().write_all(&buf[..n]),
-            };
+            let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
         }
     }
 }
@@ -117,20 +120,23 @@ mod tests {
             offset: 0,
             sink: Sink::Stderr,
         };
-        s.pump(); // not there yet
+        // Into a buffer, not the test's stderr (which the harness does not capture).
+        let mut out = Vec::new();
+        s.copy_to(&mut out); // not there yet
         assert_eq!(s.offset, 0);
         std::fs::write(&path, "abc").unwrap();
-        s.pump();
+        s.copy_to(&mut out);
         assert_eq!(s.offset, 3);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         f.write_all(b"de").unwrap();
-        s.pump();
+        s.copy_to(&mut out);
         assert_eq!(s.offset, 5);
         std::fs::write(&path, "x").unwrap();
-        s.pump();
+        s.copy_to(&mut out);
         assert_eq!(s.offset, 1);
+        assert_eq!(out, b"abcdex");
     }
 }

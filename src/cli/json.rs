@@ -18,7 +18,15 @@ pub(crate) struct RunOutput {
     pub key: String,
     /// The command's exit code; `null` when it did not run to an exit.
     pub exit_code: Option<i32>,
+    /// `run_seconds` when measured, else `total_seconds`.
     pub seconds: f64,
+    /// The command's own run time; `null` when it was not measured.
+    pub run_seconds: Option<f64>,
+    /// From submission to the result: queue wait, start-up and run.
+    pub total_seconds: f64,
+    /// `total_seconds - run_seconds`: the wait in the queue and the start-up; `null` with
+    /// `run_seconds`.
+    pub queued_seconds: Option<f64>,
     /// The command's standard output file; `null` when it wrote nothing.
     pub stdout: Option<PathBuf>,
     /// The command's standard error file; `null` when it wrote nothing.

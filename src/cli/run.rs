@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use pitch::profile::BackendKind;
@@ -123,9 +123,7 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     let streams = exe.task_output_files(&future.key()).ok();
     if a.detach {
         // Wait until the job is queued, then leave it to the scheduler.
-        while future.job_id().is_none() && !future.done() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        future.wait_job_id();
         if let Some(e) = future.error() {
             return fail(PITCH_FAILED, e);
         }
@@ -155,11 +153,14 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     if let Some(f) = follower {
         f.finish();
     }
-    // Slurm does not measure the command: fall back on the time since submission.
-    let seconds = match &result {
-        Ok(o) if !o.elapsed.is_zero() => o.elapsed.as_secs_f64(),
-        _ => submitted.elapsed().as_secs_f64(),
+    // The command's run time where it was measured (locally, and by the job script on
+    // Slurm/Flux when the node's bash can tell), else the time since submission.
+    let total = submitted.elapsed().as_secs_f64();
+    let run_seconds = match &result {
+        Ok(o) if !o.elapsed.is_zero() => Some(o.elapsed.as_secs_f64()),
+        _ => None,
     };
+    let seconds = run_seconds.unwrap_or(total);
     if a.common.json {
         let ok = result.as_ref().ok();
         json::print(&json::RunOutput {
@@ -167,6 +168,9 @@ pub(crate) fn run(a: RunArgs) -> i32 {
             key: future.key(),
             exit_code: ok.map(|o| o.exit_code),
             seconds,
+            run_seconds,
+            total_seconds: total,
+            queued_seconds: run_seconds.map(|r| (total - r).max(0.0)),
             stdout: stream_path(ok.map(|o| &o.stdout), streams.as_ref().map(|s| &s.0)),
             stderr: stream_path(ok.map(|o| &o.stderr), streams.as_ref().map(|s| &s.1)),
             error: result.as_ref().err().map(|e| e.to_string()),
@@ -290,8 +294,18 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
     let summary = exe.shutdown(pitch::Shutdown::Wait);
     lines.flush();
     if !out.quiet {
+        // Points that repeat an earlier one (`x=1,1,1`) are one task: say so, or the counts
+        // below would not add up.
+        let distinct: std::collections::HashSet<String> = futures.iter().map(|f| f.key()).collect();
+        let repeats = match points.len() - distinct.len() {
+            0 => String::new(),
+            n => format!(
+                " ({} an earlier point, run once)",
+                count(n, "repeats", "repeat")
+            ),
+        };
         eprintln!(
-            "pitch: {}: {} ran, {} from the cache, {} failed ({})",
+            "pitch: {}{repeats}: {} ran, {} from the cache, {} failed ({})",
             count(points.len(), "point", "points"),
             summary.succeeded + summary.failed - summary.cached,
             summary.cached,

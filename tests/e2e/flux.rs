@@ -1,16 +1,19 @@
-//! FluxJobExecutor against a fake `flux` on PATH (`tests/e2e/fake-flux/flux`): Flux cannot be
-//! installed on the CI machines, so these tests check the recorded `flux` command lines and
-//! run the tasks the way Flux's job shell would (ranks side by side with FLUX_TASK_RANK and
-//! FLUX_JOB_SIZE, the highest exit code, exit-on-error), never against a real Flux.
+//! FluxJobExecutor against a real Flux instance (`flux run` per task): these tests run when
+//! FLUX_URI names an instance and `flux` is on PATH (cluster-tests/start-flux.sh starts one;
+//! `.ci/run` sets PITCH_REAL_FLUX=1, which makes a missing instance a failure, not a skip).
+//! A shim first on the driver's PATH (`tests/e2e/flux-shim/flux`) records each `flux` call
+//! and runs the real one. The fake `flux` of `tests/e2e/fake-flux` is kept only for error
+//! paths a real Flux cannot produce on demand (an unreadable `flux resource info`), and for
+//! the check that no `flux` is called outside an instance; those tests say so.
 //!
 //! Each test runs in a child process of the test binary (`e2e flux-driver NAME`) whose
-//! environment has the fake `flux` first on PATH, FLUX_URI set (or not) and the call log
-//! named: the driver's environment is set when it starts, never with `std::env::set_var`.
+//! environment has the shim (or the fake) first on PATH, FLUX_URI set (or not) and the call
+//! log named: the driver's environment is set when it starts, never with `std::env::set_var`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, FluxJobExecutor, Resources, TaskError};
+use pitch::{Command, Executor, FluxJobExecutor, LaunchErrorKind, Resources, TaskError};
 
 use crate::ensure;
 use crate::mpi::{
@@ -29,6 +32,12 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ("run_time_max_is_pitchs_timeout", timeout),
     ("ignored_keys_warn_once", ignored_keys_driver),
     ("max_cores_above_the_instance", max_cores_driver),
+    ("cancel_ends_the_flux_job", cancel_driver),
+    ("ranks_and_local_ranks_from_flux", ranks_driver),
+    (
+        "flux_refusing_the_job_is_a_rejection",
+        flux_refusing_the_job,
+    ),
     ("unreadable_resource_info", unreadable_resource_info),
     ("outside_an_instance", outside_driver),
 ];
@@ -36,12 +45,12 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
 macro_rules! in_instance {
     ($($name:ident),* $(,)?) => {
         $(fn $name() -> Result<(), String> {
-            run_driver(stringify!($name), true, &[])
+            run_real_driver("flux-driver", stringify!($name), &[])
         })*
     };
 }
 
-// The tests the runner lists: each runs its driver inside a (fake) Flux instance.
+// The tests the runner lists: each runs its driver inside the real Flux instance.
 in_instance!(
     function_task_runs_as_one_flux_run,
     command_task_and_its_flux_options,
@@ -50,7 +59,32 @@ in_instance!(
     run_time_max_is_pitchs_timeout,
     ignored_keys_warn_once,
     max_cores_above_the_instance,
+    cancel_ends_the_flux_job,
+    flux_refusing_the_job_is_a_rejection,
 );
+
+/// SLURM_* variables in the driver's environment (a Flux instance Slurm started passes them
+/// on) must not decide the ranks of a task `flux run` started.
+fn ranks_and_local_ranks_from_flux() -> Result<(), String> {
+    run_real_driver(
+        "flux-driver",
+        "ranks_and_local_ranks_from_flux",
+        &[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_LOCALID", "0"),
+            ("SLURM_JOB_ID", "77"),
+        ],
+    )
+}
+
+pitch::task! {
+    /// The rank, size and local rank pitch gives this rank.
+    pub fn my_ranks() -> (u32, u32, u32) {
+        let ctx = pitch::context();
+        (ctx.rank, ctx.size, ctx.local_rank)
+    }
+}
 
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
@@ -75,6 +109,15 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         "flux::max_cores_above_the_instance",
         max_cores_above_the_instance,
     ),
+    ("flux::cancel_ends_the_flux_job", cancel_ends_the_flux_job),
+    (
+        "flux::ranks_and_local_ranks_from_flux",
+        ranks_and_local_ranks_from_flux,
+    ),
+    (
+        "flux::flux_refusing_the_job_is_a_rejection",
+        flux_refusing_the_job_is_a_rejection,
+    ),
     (
         "flux::unreadable_resource_info",
         unreadable_resource_info_outer,
@@ -82,36 +125,160 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ("flux::outside_an_instance", outside_an_instance),
 ];
 
-/// The command that runs the driver `name` (`e2e SUBCOMMAND NAME`) with the fake `flux` first
-/// on PATH, the call log `flux.log` in `dir`, and no FLUX_URI.
+/// Whether the test `name` needs a real Flux instance: every Flux test but the two that run
+/// against the fake `flux` (error paths a real Flux does not produce on demand).
+pub(crate) fn needs_real_flux(name: &str) -> bool {
+    const FAKE_ONLY: &[&str] = &[
+        "flux::unreadable_resource_info",
+        "flux::outside_an_instance",
+    ];
+    name.starts_with("flux") && !FAKE_ONLY.contains(&name)
+}
+
+/// The real `flux` the tests run against: the first `flux` on PATH when FLUX_URI names an
+/// instance. `None` (the real-Flux tests are skipped) without one, unless PITCH_REAL_FLUX=1
+/// asks for it: then a missing instance is an error. PITCH_REAL_FLUX=0 never uses one.
+pub(crate) fn real_flux() -> Result<Option<PathBuf>, String> {
+    let wanted = std::env::var("PITCH_REAL_FLUX").ok();
+    if wanted.as_deref() == Some("0") {
+        return Ok(None);
+    }
+    let required = wanted.as_deref() == Some("1");
+    let uri = std::env::var_os("FLUX_URI").filter(|u| !u.is_empty());
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("flux"))
+            .find(|f| f.is_file() && !f.starts_with(Path::new(env!("CARGO_MANIFEST_DIR"))))
+    });
+    match (uri, found) {
+        (Some(_), Some(flux)) => Ok(Some(flux)),
+        _ if required => Err(
+            "PITCH_REAL_FLUX=1 but there is no Flux instance: FLUX_URI unset or no flux on \
+             PATH (cluster-tests/start-flux.sh starts one; source its env.sh)"
+                .into(),
+        ),
+        _ => Ok(None),
+    }
+}
+
+/// The real `flux` of a driver that runs against one.
+pub(crate) fn real_bin() -> PathBuf {
+    PathBuf::from(std::env::var_os(REAL_ENV).expect("a real-Flux driver"))
+}
+
+const REAL_ENV: &str = "PITCH_REAL_FLUX_BIN";
+
+/// The command that runs the driver `name` (`e2e SUBCOMMAND NAME`) with the call log
+/// `flux.log` in `dir`: against the real `flux` (through the recording shim first on PATH,
+/// FLUX_URI kept) when `real` names it, else with the fake `flux` first on PATH and no
+/// FLUX_URI.
 pub(crate) fn driver_command(
     subcommand: &str,
     name: &str,
     dir: &Path,
+    real: Option<&Path>,
 ) -> Result<std::process::Command, String> {
-    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fake-flux");
+    let first = Path::new(env!("CARGO_MANIFEST_DIR")).join(if real.is_some() {
+        "tests/e2e/flux-shim"
+    } else {
+        "tests/e2e/fake-flux"
+    });
     let path = match std::env::var_os("PATH") {
         Some(p) => {
-            let mut dirs = vec![fake];
+            let mut dirs = vec![first];
             dirs.extend(std::env::split_paths(&p));
             std::env::join_paths(dirs).map_err(|e| e.to_string())?
         }
-        None => fake.into_os_string(),
+        None => first.into_os_string(),
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args([subcommand, name])
         .env("PATH", path)
-        .env(LOG_ENV, dir.join("flux.log"))
-        .env_remove("FLUX_URI");
+        .env(LOG_ENV, dir.join("flux.log"));
+    match real {
+        Some(flux) => cmd.env(REAL_ENV, flux),
+        None => cmd.env_remove("FLUX_URI").env_remove(REAL_ENV),
+    };
     Ok(cmd)
 }
 
-/// Runs the driver `name` in a child process with the fake `flux` first on PATH, FLUX_URI set
-/// when `inside`, a fresh call log, and `extra` variables.
+/// Runs the driver `name` against the real Flux instance, or says it is skipped when there
+/// is none (an error under PITCH_REAL_FLUX=1).
+pub(crate) fn run_real_driver(
+    subcommand: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<(), String> {
+    let Some(flux) = real_flux()? else {
+        println!("    (skipped {name}: no Flux instance; FLUX_URI unset)");
+        return Ok(());
+    };
+    let dir = temp();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).map_err(|e| e.to_string())?;
+    let mut cmd = driver_command(subcommand, name, dir.path(), Some(&flux))?;
+    cmd.env("PITCH_FAKE_FLUX_STATE", &state);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run the driver: {e}"))?;
+    let leftovers = cancel_submitted(&flux, &state);
+    if !out.status.success() {
+        return Err(format!(
+            "driver {name} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    ensure!(
+        leftovers.is_empty(),
+        "the test left Flux jobs active: {leftovers:?}"
+    );
+    Ok(())
+}
+
+/// Cancels the jobs the driver submitted with `flux batch` (the shim recorded them in
+/// `state/submitted`) that are still active; their ids.
+fn cancel_submitted(flux: &Path, state: &Path) -> Vec<u64> {
+    let ids: Vec<String> = std::fs::read_to_string(state.join("submitted"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let out = std::process::Command::new(flux)
+        .args(["jobs", "--no-header", "--format={id.dec}|{state}"])
+        .args(&ids)
+        .output();
+    let active: Vec<u64> = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .filter(|(_, s)| *s != "INACTIVE")
+        .filter_map(|(id, _)| id.parse().ok())
+        .collect();
+    if !active.is_empty() {
+        let _ = std::process::Command::new(flux)
+            .arg("cancel")
+            .args(active.iter().map(u64::to_string))
+            .output();
+    }
+    active
+}
+
+/// Runs the driver `name` in a child process with the fake `flux` first on PATH (an error
+/// path a real Flux cannot produce on demand), FLUX_URI set when `inside`, a fresh call log,
+/// and `extra` variables.
 fn run_driver(name: &str, inside: bool, extra: &[(&str, &str)]) -> Result<(), String> {
     let dir = temp();
-    let mut cmd = driver_command("flux-driver", name, dir.path())?;
+    let mut cmd = driver_command("flux-driver", name, dir.path(), None)?;
     if inside {
         cmd.env("FLUX_URI", "local:///run/fake-flux/local");
     }
@@ -132,6 +299,8 @@ fn run_driver(name: &str, inside: bool, extra: &[(&str, &str)]) -> Result<(), St
     ))
 }
 
+/// Fake Flux: `flux resource info` failing or printing nonsense, which a real Flux does not
+/// do on demand.
 fn unreadable_resource_info_outer() -> Result<(), String> {
     run_driver(
         "unreadable_resource_info",
@@ -339,19 +508,36 @@ fn ignored_keys_driver() -> Result<(), String> {
     Ok(())
 }
 
+/// The instance's core count, as `flux resource info -s up` says (asked of the real flux,
+/// not through the recording shim).
+pub(crate) fn instance_cores() -> Result<u32, String> {
+    let out = std::process::Command::new(real_bin())
+        .args(["resource", "info", "-s", "up"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "4 Nodes, 8 Cores, 0 GPUs"
+    text.split(',')
+        .find_map(|f| f.trim().strip_suffix(" Cores"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or(format!("flux resource info -s up: {text:?}"))
+}
+
 fn max_cores_driver() -> Result<(), String> {
     let dir = temp();
+    let cores = instance_cores()?;
     let err = FluxJobExecutor::builder()
         .cache_directory(dir.path())
-        .max_cores(5)
+        .max_cores(cores + 1)
         .build()
         .err()
-        .ok_or("max_cores = 5 on a 4-core instance was accepted")?
+        .ok_or("max_cores above the instance's core count was accepted")?
         .to_string();
-    ensure!(
-        err.contains("max_cores = 5 but the Flux instance's core count is 4"),
-        "{err}"
+    let expected = format!(
+        "max_cores = {} but the Flux instance's core count is {cores}",
+        cores + 1
     );
+    ensure!(err.contains(&expected), "{err}");
     // At the instance's size it builds, and a task above max_cores is refused.
     let exe = FluxJobExecutor::builder()
         .cache_directory(dir.path())
@@ -383,7 +569,8 @@ fn unreadable_resource_info() -> Result<(), String> {
     Ok(())
 }
 
-/// Outside an instance (no FLUX_URI) build() says so and never calls flux.
+/// Outside an instance (no FLUX_URI) build() says so and never calls flux: the fake `flux`
+/// on PATH only records that it was not called (no Flux is needed).
 fn outside_an_instance() -> Result<(), String> {
     run_driver("outside_an_instance", false, &[])
 }
@@ -400,5 +587,107 @@ fn outside_driver() -> Result<(), String> {
         ensure!(err.contains(needle), "{needle} not in {err}");
     }
     ensure!(calls()?.is_empty(), "flux was called: {:?}", calls()?);
+    Ok(())
+}
+
+/// What Flux says of job `id` (any id form): its state, asked of the real flux.
+pub(crate) fn flux_state(id: &str) -> Result<String, String> {
+    let out = std::process::Command::new(real_bin())
+        .args(["jobs", "--no-header", "--format={state}", id])
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Cancelling a task whose program ignores SIGTERM ends its Flux job: killing `flux run`
+/// alone would leave the job running in the instance.
+fn cancel_driver() -> Result<(), String> {
+    let dir = temp();
+    let exe = flux_executor(dir.path())?;
+    let id_file = dir.path().join("jobid");
+    let script = format!(
+        "echo $FLUX_JOB_ID > {}; trap '' TERM; exec sleep 120",
+        id_file.display()
+    );
+    let f = exe.submit_command(Command::new("sh").args(["-c", &script]));
+    let start = Instant::now();
+    let id = loop {
+        let text = std::fs::read_to_string(&id_file).unwrap_or_default();
+        if !text.trim().is_empty() {
+            break text.trim().to_string();
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "the task did not start: {:?}",
+            f.done()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(flux_state(&id)? == "RUN", "{id}: {}", flux_state(&id)?);
+    f.cancel();
+    ensure!(f.result() == Err(TaskError::Cancelled), "{:?}", f.result());
+    let start = Instant::now();
+    loop {
+        let state = flux_state(&id)?;
+        if state == "INACTIVE" {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "job {id} is still {state} after the cancel"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// `pitch::context()` under `flux run -N 2 -n 4`: each rank's own rank and its local rank on
+/// its node (FLUX_TASK_LOCAL_ID), whatever SLURM_* variables the driver had.
+fn ranks_driver() -> Result<(), String> {
+    let dir = temp();
+    let exe = flux_executor(dir.path())?;
+    let mut seen =
+        my_ranks::submit_ranks(&exe.with_resources(Resources::new().cores(4).num_nodes(2)))
+            .result()
+            .map_err(|e| e.to_string())?;
+    seen.sort();
+    // Flux puts ranks 0 and 1 on the first node, 2 and 3 on the second.
+    ensure!(
+        seen == [(0, 4, 0), (1, 4, 1), (2, 4, 0), (3, 4, 1)],
+        "{seen:?}"
+    );
+    Ok(())
+}
+
+/// A `flux run` Flux refuses (an unknown queue; a task bigger than any node) is a rejected
+/// submission, not the task failing with exit code 1.
+fn flux_refusing_the_job() -> Result<(), String> {
+    let dir = temp();
+    let exe = flux_executor(dir.path())?;
+    let r = exe
+        .with_resources(Resources::new().partition("nosuchqueue"))
+        .submit_command(Command::new("true"))
+        .result();
+    match r {
+        Err(TaskError::Launch { what, kind, detail }) => {
+            ensure!(what == "flux run", "{what}");
+            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
+            ensure!(detail.contains("nosuchqueue"), "{detail}");
+        }
+        other => return Err(format!("expected a rejection, got {other:?}")),
+    }
+    // All of the instance's cores for one task on one node: no node has that many.
+    let cores = instance_cores()?;
+    let r = exe
+        .with_resources(Resources::new().threads_per_core(cores).num_nodes(1))
+        .submit_command(Command::new("true"))
+        .result();
+    match r {
+        Err(TaskError::Launch { kind, detail, .. }) => {
+            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
+            ensure!(detail.contains("unsatisfiable request"), "{detail}")
+        }
+        other => return Err(format!("expected a rejection, got {other:?}")),
+    }
     Ok(())
 }

@@ -1,11 +1,13 @@
-//! FluxClusterExecutor against the fake `flux` of `tests/e2e/fake-flux`, which is a small
-//! batch scheduler here: `flux batch` runs each job script in the background (dependencies,
-//! time limits, `# flux:` directives), `flux jobs` lists and reports jobs, `flux cancel`
-//! kills them. Its state lives in the directory PITCH_FAKE_FLUX_STATE.
+//! FluxClusterExecutor against a real Flux instance: each task (or pack) is a `flux batch`
+//! job, a Flux instance of its own; `flux jobs` lists and reports jobs, `flux cancel` cancels.
+//! They run when FLUX_URI names an instance (see `flux.rs`; PITCH_REAL_FLUX=1 makes a missing
+//! one a failure). The recording shim first on the driver's PATH logs every `flux` call
+//! (those made inside the batch jobs too) and the jobs `flux batch` accepted, in the
+//! directory PITCH_FAKE_FLUX_STATE; the jobs a test leaves active are cancelled after it.
 //!
 //! As in `flux.rs`, each test runs in a child process of the test binary
-//! (`e2e flux-cluster-driver NAME`) whose environment (the fake first on PATH, the call log,
-//! the state directory) is set when it starts, never with `std::env::set_var`.
+//! (`e2e flux-cluster-driver NAME`) whose environment is set when it starts, never with
+//! `std::env::set_var`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,8 +34,46 @@ pitch::task! {
     }
 }
 
+pitch::task! {
+    pub fn sum(x: u64, y: u64) -> u64 { x + y }
+}
+
+pitch::task! {
+    /// Runs inside a FluxClusterExecutor's batch job (a Flux instance of its own): a
+    /// FluxJobExecutor there runs a two-rank `flux run` step. The job's FLUX_URI, and what
+    /// each rank of the step said (its rank and FLUX_URI).
+    pub fn flux_steps_inside(cache: PathBuf) -> Result<(String, Vec<String>), pitch::Error> {
+        let exe = pitch::FluxJobExecutor::builder().cache_directory(cache).build()?;
+        let out = exe
+            .with_resources(Resources::new().cores(2))
+            .submit_command(Command::new("sh").args(["-c", "echo $FLUX_TASK_RANK $FLUX_URI"]))
+            .result()?;
+        let mut lines: Vec<String> =
+            out.read_stdout().unwrap_or_default().lines().map(String::from).collect();
+        lines.sort();
+        Ok((std::env::var("FLUX_URI").unwrap_or_default(), lines))
+    }
+}
+
 /// The test name after `flux_cluster::`, and the function the driver process runs.
 const DRIVERS: &[(&str, crate::TestFn)] = &[
+    (
+        "a_flux_job_executor_inside_a_batch_job",
+        a_flux_job_executor_inside_a_batch_job,
+    ),
+    ("the_same_future_twice", the_same_future_twice),
+    (
+        "a_dependency_flux_refuses_is_dependency_failed",
+        a_dependency_flux_refuses_is_dependency_failed,
+    ),
+    (
+        "a_job_flux_cannot_run_ends_at_once",
+        a_job_flux_cannot_run_ends_at_once,
+    ),
+    (
+        "cli_cancel_all_with_an_inactive_job",
+        cli_cancel_all_with_an_inactive_job,
+    ),
     ("function_and_command_tasks", function_and_command_tasks),
     (
         "a_dependency_on_a_running_job",
@@ -88,6 +128,11 @@ mod outer {
     use super::run_driver;
     outer!(
         function_and_command_tasks,
+        a_flux_job_executor_inside_a_batch_job,
+        the_same_future_twice,
+        a_dependency_flux_refuses_is_dependency_failed,
+        a_job_flux_cannot_run_ends_at_once,
+        cli_cancel_all_with_an_inactive_job,
         a_dependency_on_a_running_job,
         a_failed_upstream_fails_the_dependent,
         packed_map_is_two_batch_jobs,
@@ -107,50 +152,9 @@ mod outer {
 }
 pub(crate) use outer::TESTS;
 
-/// Runs the driver `name` in a child process with the fake `flux` first on PATH, a fresh
-/// call log and state directory, and no FLUX_URI (a login node); then kills any fake job the
-/// test left running.
+/// Runs the driver `name` against the real Flux instance (skipped without one).
 fn run_driver(name: &str) -> Result<(), String> {
-    let dir = temp();
-    let state = dir.path().join("state");
-    std::fs::create_dir(&state).map_err(|e| e.to_string())?;
-    let mut cmd = crate::flux::driver_command("flux-cluster-driver", name, dir.path())?;
-    cmd.env(STATE_ENV, &state);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run the driver: {e}"))?;
-    let leftovers = kill_active_jobs(&state);
-    if !out.status.success() {
-        return Err(format!(
-            "driver {name} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    ensure!(
-        leftovers.is_empty(),
-        "the test left fake Flux jobs active: {leftovers:?}"
-    );
-    Ok(())
-}
-
-/// Kills the process group of every job the fake still has active; their ids.
-fn kill_active_jobs(state: &Path) -> Vec<u64> {
-    let mut active = Vec::new();
-    for (id, fields) in all_records(state) {
-        if fields.get(1).map(String::as_str) == Some("INACTIVE") {
-            continue;
-        }
-        active.push(id);
-        let pgid = std::fs::read_to_string(state.join("run").join(format!("{id}.pgid")));
-        if let Ok(pgid) = pgid {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", pgid.trim())])
-                .status();
-        }
-    }
-    active
+    crate::flux::run_real_driver("flux-cluster-driver", name, &[])
 }
 
 /// The driver's entry (`e2e flux-cluster-driver NAME`): runs one test, prints its error,
@@ -163,33 +167,21 @@ fn state_dir() -> PathBuf {
     PathBuf::from(std::env::var_os(STATE_ENV).expect("the state directory"))
 }
 
-/// Every job record of the fake: decimal id, then NAME, STATE, RESULT, RETURNCODE,
-/// EXCEPTION_TYPE, EXCEPTION_NOTE.
-fn all_records(state: &Path) -> Vec<(u64, Vec<String>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(state.join("jobs")) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(id) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        if let Ok(text) = std::fs::read_to_string(e.path()) {
-            out.push((
-                id,
-                text.trim_end().splitn(6, '|').map(String::from).collect(),
-            ));
-        }
-    }
-    out.sort();
-    out
-}
-
+/// What Flux says of job `id`: NAME, STATE, RESULT, RETURNCODE, EXCEPTION_TYPE,
+/// EXCEPTION_NOTE (asked of the real flux, not through the recording shim).
 fn record(id: u64) -> Option<Vec<String>> {
-    all_records(&state_dir())
-        .into_iter()
-        .find(|(i, _)| *i == id)
-        .map(|(_, r)| r)
+    let out = std::process::Command::new(crate::flux::real_bin())
+        .args([
+            "jobs",
+            "--no-header",
+            "--format={name}|{state}|{result}|{returncode}|{exception.type}|{exception.note}",
+            &id.to_string(),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?;
+    Some(line.splitn(6, '|').map(|f| f.trim().to_string()).collect())
 }
 
 /// Waits up to `limit` for job `id` to reach `state`; its record then.
@@ -254,8 +246,8 @@ fn wait_for_job<T>(f: &pitch::TaskFuture<T>) -> Result<u64, String> {
     let start = Instant::now();
     while f.job_id().is_none() {
         ensure!(
-            start.elapsed() < Duration::from_secs(5),
-            "no job within 5 s"
+            start.elapsed() < Duration::from_secs(30),
+            "no job within 30 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -311,7 +303,7 @@ fn function_and_command_tasks() -> Result<(), String> {
             .iter()
             .flat_map(|j| {
                 // One shell word: the braces make the template's `flux` filter quote it.
-                let path = format!("{}/flux-{{{{id}}}}.out", j.display());
+                let path = format!("{}/flux-{{{{id.dec}}}}.out", j.display());
                 [format!("--output={path}"), format!("--output='{path}'")]
             })
             .collect();
@@ -334,7 +326,7 @@ fn function_and_command_tasks() -> Result<(), String> {
         ids == [accepted[0].0, accepted[1].0] && ids[0] >= 250_000,
         "pitch's ids {ids:?}, the fake's {accepted:?}"
     );
-    // `--output` with the id filled in by the scheduler.
+    // `--output` with the decimal id pitch reports filled in by Flux.
     for (id, _) in &accepted {
         let log = dir.path().join("jobs").join(format!("flux-{id}.out"));
         ensure!(log.exists(), "no {}", log.display());
@@ -393,7 +385,7 @@ fn a_failed_upstream_fails_the_dependent() -> Result<(), String> {
         other => return Err(format!("expected DependencyFailed, got {other:?}")),
     }
     ensure!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(60),
         "{:?}",
         start.elapsed()
     );
@@ -410,8 +402,9 @@ fn a_failed_upstream_fails_the_dependent() -> Result<(), String> {
             "{:#?}",
             directives(script)?
         );
-        let r = wait_for_state(f_id, "INACTIVE", Duration::from_secs(3))?;
-        ensure!(r[2] == "CANCELED", "{r:?}");
+        let r = wait_for_state(f_id, "INACTIVE", Duration::from_secs(30))?;
+        // Flux fails a job whose afterok dependency can never be satisfied.
+        ensure!(r[2] == "FAILED" && r[4] == "dependency", "{r:?}");
     }
     Ok(())
 }
@@ -468,7 +461,7 @@ fn a_failure_in_a_pack_spares_its_neighbours_dependents() -> Result<(), String> 
         .1;
     // The pack's job failed (one of its tasks did): `afterok` on it would never hold, so
     // the dependent waited for its input's result rather than queue behind the pack.
-    let r = wait_for_state(pack, "INACTIVE", Duration::from_secs(3))?;
+    let r = wait_for_state(pack, "INACTIVE", Duration::from_secs(30))?;
     ensure!(r[2] == "FAILED", "{r:?}");
     ensure!(
         !directives(script)?
@@ -491,15 +484,16 @@ fn two_ranks_with_flux_run() -> Result<(), String> {
         d.contains(&"--nslots=2".to_string()) && d.contains(&"--cores-per-slot=1".to_string()),
         "{d:#?}"
     );
-    let calls = calls()?;
+    // Inside the job (an instance of its own, whose `flux` is Flux's, not the recording
+    // shim) the ranks start with one `flux run`; every_rank_answers saw both ranks.
+    let text = std::fs::read_to_string(&scripts[0]).map_err(|e| e.to_string())?;
     ensure!(
-        calls
-            .iter()
-            .filter(|c| c.starts_with("run --ntasks=2 --cores-per-task=1 ")
-                && c.contains(" __pitch-worker run "))
+        text.lines()
+            .filter(|l| l.contains("flux run --ntasks=2 --cores-per-task=1 ")
+                && l.contains(" __pitch-worker run "))
             .count()
             == 1,
-        "the ranks did not start with flux run inside the job: {calls:#?}"
+        "the ranks do not start with flux run inside the job:\n{text}"
     );
     Ok(())
 }
@@ -520,7 +514,7 @@ fn command_exiting_3() -> Result<(), String> {
         other => return Err(format!("expected CommandFailed, got {other:?}")),
     }
     // The job's own exit status is the command's.
-    let r = wait_for_state(job_of(&f)?, "INACTIVE", Duration::from_secs(3))?;
+    let r = wait_for_state(job_of(&f)?, "INACTIVE", Duration::from_secs(30))?;
     ensure!(r[2] == "FAILED" && r[3] == "3", "{r:?}");
     Ok(())
 }
@@ -530,8 +524,8 @@ fn time_limit_is_timeout() -> Result<(), String> {
     let exe = cluster(dir.path())?
         .with_resources(Resources::new().run_time_max(Duration::from_millis(1500)));
     let start = Instant::now();
-    let c = exe.submit_command(Command::new("sleep").arg("30"));
-    let f = sleepy::submit(&exe, 30_000);
+    let c = exe.submit_command(Command::new("sleep").arg("120"));
+    let f = sleepy::submit(&exe, 120_000);
     for (what, r) in [
         ("command", c.result().map(|_| ())),
         ("function", f.result().map(|_| ())),
@@ -545,7 +539,7 @@ fn time_limit_is_timeout() -> Result<(), String> {
         }
     }
     ensure!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(60),
         "{:?}",
         start.elapsed()
     );
@@ -559,20 +553,20 @@ fn time_limit_is_timeout() -> Result<(), String> {
 fn cancel_a_running_task() -> Result<(), String> {
     let dir = temp();
     let exe = cluster(dir.path())?;
-    let f = exe.submit_command(Command::new("sleep").arg("30"));
+    let f = exe.submit_command(Command::new("sleep").arg("120"));
     let id = wait_for_job(&f)?;
-    wait_for_state(id, "RUN", Duration::from_secs(5))?;
+    wait_for_state(id, "RUN", Duration::from_secs(30))?;
     let start = Instant::now();
     f.cancel();
     ensure!(f.result() == Err(TaskError::Cancelled), "{:?}", f.result());
     ensure!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
     );
     let calls = calls()?;
     ensure!(calls.contains(&format!("cancel {id}")), "{calls:#?}");
-    let r = wait_for_state(id, "INACTIVE", Duration::from_secs(3))?;
+    let r = wait_for_state(id, "INACTIVE", Duration::from_secs(30))?;
     ensure!(r[2] == "CANCELED" && r[4] == "cancel", "{r:?}");
     Ok(())
 }
@@ -589,7 +583,10 @@ fn a_rejected_submission() -> Result<(), String> {
                 ensure!(what == "flux batch", "{what}");
                 ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
                 ensure!(
-                    detail.contains("flux-batch: ERROR: invalid queue 'nosuchqueue'"),
+                    // Flux 0.88 with queues configured; without any, "'nosuchqueue' is not a
+                    // valid queue".
+                    detail.contains("flux-batch: ERROR: Invalid queue 'nosuchqueue' specified")
+                        || detail.contains("'nosuchqueue' is not a valid queue"),
                     "{detail}"
                 );
             }
@@ -661,9 +658,9 @@ fn ignored_keys_warn_once() -> Result<(), String> {
 fn a_job_cancelled_outside_pitch() -> Result<(), String> {
     let dir = temp();
     let exe = cluster(dir.path())?;
-    let f = sleepy::submit(&exe, 30_000);
+    let f = sleepy::submit(&exe, 120_000);
     let id = wait_for_job(&f)?;
-    wait_for_state(id, "RUN", Duration::from_secs(5))?;
+    wait_for_state(id, "RUN", Duration::from_secs(30))?;
     let start = Instant::now();
     let status = std::process::Command::new("flux")
         .args(["cancel", &id.to_string()])
@@ -683,7 +680,7 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
         other => return Err(format!("expected a CANCELED job, got {other:?}")),
     }
     ensure!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(30),
         "{:?}",
         start.elapsed()
     );
@@ -695,9 +692,9 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
 fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
     let dir = temp();
     let exe = cluster(dir.path())?;
-    let f = exe.submit_command(Command::new("sleep").arg("30"));
+    let f = exe.submit_command(Command::new("sleep").arg("120"));
     let id = wait_for_job(&f)?;
-    wait_for_state(id, "RUN", Duration::from_secs(5))?;
+    wait_for_state(id, "RUN", Duration::from_secs(30))?;
     let pitch = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
             .args(args)
@@ -795,7 +792,149 @@ fn a_future_outliving_its_executor_ends() -> Result<(), String> {
         "{:?}",
         start.elapsed()
     );
-    let r = wait_for_state(id, "INACTIVE", Duration::from_secs(10))?;
+    let r = wait_for_state(id, "INACTIVE", Duration::from_secs(30))?;
     ensure!(r[2] == "COMPLETED", "the job went on: {r:?}");
+    Ok(())
+}
+
+/// The same future passed twice is one dependency: Flux fails a job that names the same
+/// `afterok` twice ("Failed to remove dependency").
+fn the_same_future_twice() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let a = sleepy::submit(&exe, 1500);
+    let b = sum::submit(&exe, &a, &a);
+    ensure!(b.result() == Ok(3000), "{:?}", b.result());
+    let a_id = job_of(&a)?;
+    let b_id = job_of(&b)?;
+    let script = submitted()
+        .into_iter()
+        .find(|(id, _)| *id == b_id)
+        .ok_or("b's job was not submitted")?
+        .1;
+    let deps: Vec<String> = directives(&script)?
+        .into_iter()
+        .filter(|d| d.starts_with("--dependency="))
+        .collect();
+    ensure!(deps == [format!("--dependency=afterok:{a_id}")], "{deps:?}");
+    Ok(())
+}
+
+/// A dependent submitted after its input's job failed, before the poller noticed: Flux
+/// refuses the `afterok` ("job N failed or was canceled"), and the task fails with
+/// `DependencyFailed` naming its input, not with a launch error.
+fn a_dependency_flux_refuses_is_dependency_failed() -> Result<(), String> {
+    let dir = temp();
+    // A slow poller: the input's job ends well before pitch looks.
+    let exe = builder(dir.path())
+        .poll_interval(Duration::from_secs(8))
+        .max_poll_interval(Duration::from_secs(8))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let up = exe.submit_command(Command::new("sh").args(["-c", "exit 3"]));
+    let up_id = wait_for_job(&up)?;
+    wait_for_state(up_id, "INACTIVE", Duration::from_secs(30))?;
+    ensure!(!up.done(), "the poller already saw the input fail");
+    let down = exe.submit_command(Command::new("true").after(&up));
+    match down.result() {
+        Err(TaskError::DependencyFailed { key, cause, .. }) => {
+            ensure!(key == up.key(), "{key}");
+            ensure!(
+                matches!(*cause, TaskError::CommandFailed { code: 3, .. }),
+                "{cause:?}"
+            );
+        }
+        other => return Err(format!("expected DependencyFailed, got {other:?}")),
+    }
+    // Flux refused the dependent's job.
+    ensure!(batch_scripts()?.len() == 2, "{:#?}", calls()?);
+    ensure!(submitted().len() == 1, "{:?}", submitted());
+    Ok(())
+}
+
+/// A job Flux fails before it runs (a request the instance can never satisfy: a GPU it does
+/// not have) is reported at once from its exception, not after `nfs_grace`.
+fn a_job_flux_cannot_run_ends_at_once() -> Result<(), String> {
+    let dir = temp();
+    let exe = builder(dir.path())
+        .nfs_grace(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let f = exe
+        .with_resources(Resources::new().gpus_per_core(1))
+        .submit_command(Command::new("true"));
+    match f.result() {
+        Err(TaskError::Scheduler { state, detail, .. }) => {
+            // Flux's exception names the end: `FAILED (alloc)`.
+            ensure!(state == "FAILED (alloc)", "{state} {detail}");
+            ensure!(
+                detail.contains("exception alloc: unsatisfiable request"),
+                "{detail}"
+            );
+        }
+        other => return Err(format!("expected a FAILED job, got {other:?}")),
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(15),
+        "reported after {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+/// `pitch cancel --all` when one of the unfinished tasks' jobs has already ended: Flux's
+/// "job is inactive" is no failure, and the other job is cancelled.
+fn cli_cancel_all_with_an_inactive_job() -> Result<(), String> {
+    let dir = temp();
+    let exe = cluster(dir.path())?;
+    let gone = exe.submit_command(Command::new("sleep").arg("60"));
+    let live = exe.submit_command(Command::new("sleep").arg("61"));
+    let (gone_id, live_id) = (wait_for_job(&gone)?, wait_for_job(&live)?);
+    // Detached: the jobs go on, and no one records how they end.
+    drop(exe);
+    let status = std::process::Command::new(crate::flux::real_bin())
+        .args(["cancel", &gone_id.to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(status.success(), "flux cancel: {status}");
+    wait_for_state(gone_id, "INACTIVE", Duration::from_secs(20))?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["cancel", "--all", "--cache-dir"])
+        .arg(dir.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = wait_for_state(live_id, "INACTIVE", Duration::from_secs(20))?;
+    ensure!(r[2] == "CANCELED", "{r:?}");
+    Ok(())
+}
+
+/// Nested Flux, the way Flux is used: a task of a FluxClusterExecutor builds a
+/// FluxJobExecutor inside its batch job (an instance of its own) and runs `flux run` steps
+/// there, not in the instance the driver submitted to.
+fn a_flux_job_executor_inside_a_batch_job() -> Result<(), String> {
+    let dir = temp();
+    // Two cores for the job's instance: the step has two ranks.
+    let exe = cluster(dir.path())?.with_resources(Resources::new().threads_per_core(2));
+    let inner = dir.path().join("inner-cache");
+    let (uri, lines) = flux_steps_inside::submit(&exe, inner.clone())
+        .result()
+        .map_err(|e| e.to_string())?;
+    let outer = std::env::var("FLUX_URI").unwrap_or_default();
+    ensure!(
+        !uri.is_empty() && uri != outer,
+        "the job's FLUX_URI {uri:?} (the driver's {outer:?})"
+    );
+    ensure!(
+        lines == [format!("0 {uri}"), format!("1 {uri}")],
+        "{lines:?} (the job's instance is {uri})"
+    );
+    ensure!(inner.is_dir(), "the nested executor's cache directory");
     Ok(())
 }

@@ -1,15 +1,22 @@
 //! End-to-end tests of the SingleNode backend through the public API. The test binary is also
-//! the worker (it is re-executed per task), so it has its own small runner (`harness = false`):
-//! `pitch::init()` must see the worker arguments before any test harness would.
+//! the worker (it is re-executed per task), so it has its own `main` (`harness = false`):
+//! `pitch::init()` must see the worker arguments before the test harness would. The harness
+//! is `libtest-mimic`, so the usual test options work: filters, `--exact`, `--list`,
+//! `--ignored`, `--test-threads`, and `cargo nextest run --test e2e`.
 //!
-//! `flux::` tests run FluxJobExecutor against the fake `flux` of `tests/e2e/fake-flux` (its
-//! `flux resource info` and `flux run`); `flux_cluster::` tests run FluxClusterExecutor against
-//! the same script as a small stateful batch scheduler (`flux batch` with `# flux:` directives,
-//! afterok dependencies, time limits and F58 job ids; `flux jobs`; `flux cancel`), its state in
-//! the directory PITCH_FAKE_FLUX_STATE. Both run each test's driver in a child process
-//! (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`) whose environment is set at start.
+//! `flux::` tests run FluxJobExecutor and `flux_cluster::` tests FluxClusterExecutor against
+//! a real Flux instance when FLUX_URI names one (cluster-tests/start-flux.sh; PITCH_REAL_FLUX=1
+//! makes a missing instance a failure instead of a skip), through a shim that records each
+//! `flux` call (`tests/e2e/flux-shim`); the fake `flux` of `tests/e2e/fake-flux` is kept for an
+//! error path a real Flux cannot produce on demand. Both run each test's driver in a child
+//! process (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`) whose environment is set
+//! at start.
 //!
-//! Run one test: `cargo test --test e2e -- NAME_SUBSTRING`.
+//! Run one test: `cargo test --test e2e -- NAME_SUBSTRING` (or `-- --exact single_node::NAME`).
+//! The tests are independent (each has its own temporary directories and executor; the flux
+//! tests' environments are set on their child processes) and run side by side, on as many
+//! threads as the machine has cores unless `--test-threads` or RUST_TEST_THREADS says
+//! otherwise. Their time limits are upper bounds with room for a loaded machine.
 
 mod flux;
 mod flux_cluster;
@@ -17,7 +24,7 @@ mod mpi;
 mod pool;
 mod single_node;
 
-use std::time::Instant;
+use libtest_mimic::{Arguments, Failed, Trial};
 
 extern "C" {
     #[link_name = "geteuid"]
@@ -54,7 +61,7 @@ pub(crate) fn run_driver_named(drivers: &[(&str, TestFn)], kind: &str, name: &st
 
 fn main() {
     pitch::init();
-    // A FluxJobExecutor test's driver, started by the test with the fake flux on PATH.
+    // A FluxJobExecutor test's driver, started by the test with the shim (or the fake) on PATH.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("flux-driver") {
         std::process::exit(flux::driver(args.get(2).map_or("", String::as_str)));
@@ -63,7 +70,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("flux-cluster-driver") {
         std::process::exit(flux_cluster::driver(args.get(2).map_or("", String::as_str)));
     }
-    // The FluxJobExecutor pool's driver (pool::flux_job_pool), with the fake flux on PATH.
+    // The FluxJobExecutor pool's driver (pool::flux_job_pool), inside the real Flux.
     if args.get(1).map(String::as_str) == Some("pool-flux-driver") {
         let dir = std::path::PathBuf::from(args.get(3).map_or("", String::as_str));
         std::process::exit(pool::flux_driver(&dir));
@@ -78,51 +85,35 @@ fn main() {
         std::env::set_var("OMPI_ALLOW_RUN_AS_ROOT", "1");
         std::env::set_var("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut tests: Vec<(&str, TestFn)> = Vec::new();
-    tests.extend(single_node::TESTS.iter().copied());
-    tests.extend(mpi::TESTS.iter().copied());
-    tests.extend(flux::TESTS.iter().copied());
-    tests.extend(flux_cluster::TESTS.iter().copied());
-    tests.extend(pool::TESTS.iter().copied());
-    let selected: Vec<_> = tests
-        .into_iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("running {} tests", selected.len());
-    let (mut passed, mut failed) = (0, 0);
-    let mut failures = Vec::new();
-    for (name, test) in selected {
-        let start = Instant::now();
-        let outcome = std::panic::catch_unwind(test).unwrap_or_else(|p| {
-            Err(p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into()))
-        });
-        let ms = start.elapsed().as_millis();
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({ms} ms)");
-            }
-            Err(e) => {
-                failed += 1;
-                println!("test {name} ... FAILED ({ms} ms)");
-                failures.push((name, e));
-            }
-        }
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = test_threads_from_env();
     }
-    for (name, e) in &failures {
-        println!("\n---- {name} ----\n{e}");
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    std::process::exit(if failed == 0 { 0 } else { 101 });
+    // Without a Flux instance the real-Flux tests are reported as ignored (under
+    // PITCH_REAL_FLUX=1 they run and fail instead).
+    let no_flux = matches!(flux::real_flux(), Ok(None));
+    let trials = [
+        single_node::TESTS,
+        mpi::TESTS,
+        flux::TESTS,
+        flux_cluster::TESTS,
+        pool::TESTS,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|&(name, test)| {
+        Trial::test(name, move || test().map_err(Failed::from)).with_ignored_flag(
+            no_flux && (flux::needs_real_flux(name) || pool::NEEDS_REAL_FLUX.contains(&name)),
+        )
+    })
+    .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// RUST_TEST_THREADS, which libtest honours and libtest-mimic does not.
+fn test_threads_from_env() -> Option<usize> {
+    std::env::var("RUST_TEST_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
 }

@@ -119,8 +119,11 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         "pool::gc_compact_killed_and_rerun_loses_nothing",
         gc_compact_killed_and_rerun,
     ),
-    ("pool::flux_job_pool_against_the_fake_flux", flux_job_pool),
+    ("pool::flux_job_pool_against_a_real_flux", flux_job_pool),
 ];
+
+/// Tests that need a real Flux instance (reported as ignored without one).
+pub(crate) const NEEDS_REAL_FLUX: &[&str] = &["pool::flux_job_pool_against_a_real_flux"];
 
 fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
@@ -867,8 +870,8 @@ fn gc_compact_killed_and_rerun() -> Result<(), String> {
     Ok(())
 }
 
-/// The FluxJobExecutor pool's driver, run with the fake flux first on PATH and FLUX_URI set
-/// (`e2e pool-flux-driver NAME DIR`).
+/// The FluxJobExecutor pool's driver, run inside the real Flux instance with the recording
+/// shim first on PATH (`e2e pool-flux-driver NAME DIR`).
 pub(crate) fn flux_driver(dir: &Path) -> i32 {
     let run = || -> Result<(), String> {
         let marks = dir.join("marks");
@@ -947,10 +950,11 @@ pub(crate) fn flux_driver(dir: &Path) -> i32 {
 }
 
 fn flux_job_pool() -> Result<(), String> {
+    let flux = crate::flux::real_flux()?
+        .ok_or("no Flux instance (FLUX_URI unset): this test needs a real Flux")?;
     let dir = temp();
-    let mut cmd = crate::flux::driver_command("pool-flux-driver", "pool", dir.path())?;
-    cmd.arg(dir.path())
-        .env("FLUX_URI", "local:///run/fake-flux/local");
+    let mut cmd = crate::flux::driver_command("pool-flux-driver", "pool", dir.path(), Some(&flux))?;
+    cmd.arg(dir.path());
     let out = cmd.output().map_err(|e| e.to_string())?;
     ensure!(
         out.status.success(),

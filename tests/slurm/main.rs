@@ -1,7 +1,13 @@
 //! The Slurm cluster suite: runs against the real local Slurm that
 //! `cluster-tests/start-slurm.sh` starts (source `$PITCH_SLURM_DIR/env.sh` first: without it
-//! the suite does not run). Without a reachable Slurm the suite says so and passes nothing;
-//! with `PITCH_REQUIRE_SLURM=1` (as in `.ci/run`) a missing Slurm or env.sh is a failure.
+//! the suite does not run). Without a reachable Slurm every test is reported as ignored,
+//! with the reason; with `PITCH_REQUIRE_SLURM=1` (as in `.ci/run`) a missing Slurm or env.sh
+//! fails every test.
+//!
+//! The harness is `libtest-mimic` (`harness = false`: `pitch::init()` and the drivers below
+//! come first): `cargo test --features remote --test slurm -- NAME_SUBSTRING`, `--exact`,
+//! `--list`, `cargo nextest run --test slurm`. The tests run side by side, all at once unless
+//! `--test-threads` or RUST_TEST_THREADS says otherwise.
 //!
 //! The test binary is also the worker and, for the restart test, the driver
 //! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
@@ -1025,6 +1031,36 @@ fn slurm_available() -> bool {
         .unwrap_or(false)
 }
 
+/// Why the suite cannot run here, or `None` when it can: a reachable Slurm and its env.sh.
+fn cannot_run() -> Option<&'static str> {
+    if !slurm_available() {
+        return Some(
+            "no Slurm reachable (sinfo failed); start one with cluster-tests/start-slurm.sh",
+        );
+    }
+    // The emulated nodes share one host: Open MPI needs the settings of env.sh (TCP over lo
+    // only; shared-memory segments of ranks on different "nodes" collide and segfault), and
+    // the jobs inherit this process's environment. Without them the MPI tests fail for a
+    // reason that is not pitch's.
+    if std::env::var_os("PITCH_SLURM_DIR").is_none() {
+        return Some(
+            "Slurm is reachable but its env.sh was not sourced (PITCH_SLURM_DIR is unset): \
+             run `source /tmp/pitch-slurm/env.sh` (or $PITCH_SLURM_DIR/env.sh) first",
+        );
+    }
+    None
+}
+
+/// Runs one test in a fresh directory (kept with PITCH_KEEP_TEST_DIRS=1).
+fn run_test(name: &str, test: TestFn) -> Result<(), String> {
+    let mut dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    if std::env::var_os("PITCH_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("  {name}: {}", dir.path().display());
+    }
+    test(dir.path())
+}
+
 fn main() {
     pitch::init();
     let args: Vec<String> = std::env::args().collect();
@@ -1043,85 +1079,51 @@ fn main() {
         let n = args[4].parse().unwrap();
         std::process::exit(driver(Path::new(&args[2]), Path::new(&args[3]), n));
     }
-    if !slurm_available() {
-        if std::env::var_os("PITCH_REQUIRE_SLURM").is_some() {
-            println!("no Slurm reachable (sinfo failed) but PITCH_REQUIRE_SLURM is set");
-            println!("\n0 passed, 1 failed");
-            std::process::exit(1);
-        }
-        println!("no Slurm reachable (sinfo failed): the Slurm suite did not run; start one with cluster-tests/start-slurm.sh");
-        return;
-    }
-    // The emulated nodes share one host: Open MPI needs the settings of env.sh (TCP over lo
-    // only; shared-memory segments of ranks on different "nodes" collide and segfault), and
-    // the jobs inherit this process's environment. Without them the MPI tests fail for a
-    // reason that is not pitch's.
-    if std::env::var_os("PITCH_SLURM_DIR").is_none() {
-        let msg = "Slurm is reachable but its env.sh was not sourced (PITCH_SLURM_DIR is unset): \
-                   run `source /tmp/pitch-slurm/env.sh` (or $PITCH_SLURM_DIR/env.sh) first";
-        if std::env::var_os("PITCH_REQUIRE_SLURM").is_some() {
-            println!("{msg}\n\n0 passed, 1 failed");
-            std::process::exit(1);
-        }
-        println!("{msg}: the Slurm suite did not run");
-        return;
-    }
-    let filter: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let mut args = libtest_mimic::Arguments::from_args();
     #[cfg(feature = "remote")]
     let more = remote::TESTS;
     #[cfg(not(feature = "remote"))]
     let more: &[(&str, TestFn)] = &[];
-    let selected: Vec<_> = TESTS
+    let tests: Vec<(&str, TestFn)> = TESTS
         .iter()
         .chain(more)
         .chain(pool::TESTS)
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .copied()
         .collect();
-    println!("running {} slurm tests", selected.len());
-    // Run the tests side by side: most of their time is spent waiting for the scheduler.
-    let results: Vec<(String, Result<(), String>, Duration)> = std::thread::scope(|s| {
-        let handles: Vec<_> = selected
-            .iter()
-            .map(|(name, test)| {
-                s.spawn(move || {
-                    let mut dir = tempfile::tempdir().unwrap();
-                    // PITCH_KEEP_TEST_DIRS=1 keeps each test's directory for inspection.
-                    if std::env::var_os("PITCH_KEEP_TEST_DIRS").is_some() {
-                        dir.disable_cleanup(true);
-                        eprintln!("  {name}: {}", dir.path().display());
-                    }
-                    let start = Instant::now();
-                    let r = std::panic::catch_unwind(|| test(dir.path()))
-                        .unwrap_or_else(|_| Err("panicked".into()));
-                    (name.to_string(), r, start.elapsed())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let mut failed = 0;
-    for (name, r, t) in &results {
-        match r {
-            Ok(()) => println!("test slurm::{name} ... ok ({:.1} s)", t.as_secs_f64()),
-            Err(e) => {
-                failed += 1;
-                println!(
-                    "test slurm::{name} ... FAILED ({:.1} s)\n  {e}",
-                    t.as_secs_f64()
-                );
-            }
-        }
+    // Every test side by side by default: most of their time is spent waiting for the
+    // scheduler, and they are written to share it (each its own directory and job names;
+    // the call counters count the calls naming the test's own directory or jobs).
+    if args.test_threads.is_none() {
+        args.test_threads = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .or(Some(tests.len()));
     }
-    let passed = results.len() - failed;
-    println!(
-        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    std::process::exit(if failed == 0 { 0 } else { 101 });
+    // Whether the suite can run is asked once, by the first test that runs (never for
+    // `--list`): without Slurm each test is reported as ignored with the reason, or fails
+    // with it under PITCH_REQUIRE_SLURM=1 (as in .ci/run).
+    static BLOCKER: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    let required = std::env::var_os("PITCH_REQUIRE_SLURM").is_some();
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| {
+            libtest_mimic::Trial::ignorable_test(name, move || {
+                match BLOCKER.get_or_init(cannot_run) {
+                    Some(why) if required => {
+                        Err(format!("{why}, but PITCH_REQUIRE_SLURM is set").into())
+                    }
+                    Some(why) => Ok(libtest_mimic::Completion::ignored_with(format!(
+                        "the Slurm suite did not run: {why}"
+                    ))),
+                    None => run_test(name, test)
+                        .map(|()| libtest_mimic::Completion::Completed)
+                        .map_err(Into::into),
+                }
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
 }
 
 /// Runs the pitch binary in `dir` (which holds a pitch.toml with a `cluster` profile).

@@ -23,7 +23,7 @@ use crate::resources::Resources;
 use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::template::SlurmScript;
 
-pub(crate) use self::run::{check_run, run_options};
+pub(crate) use self::run::{check_run, run_options, run_refusal};
 
 /// The built-in Flux batch-script template, submitted with `flux batch`: its name in errors
 /// and its text. It takes the same variables as Slurm's (the Slurm-only ones stay unset).
@@ -44,9 +44,10 @@ pub(crate) static DIALECT: Dialect = Dialect {
     ],
     refuses,
     header,
-    // A mustache template Flux fills in with the job id.
-    log_name: "flux-{{id}}.out",
-    array_log_name: "flux-{{id}}.out",
+    // A mustache template Flux fills in with the job id: `{{id.dec}}`, the decimal id pitch
+    // reports (`{{id}}` is the F58 form, `flux-ƒ3UAjeQP.out`).
+    log_name: "flux-{{id.dec}}.out",
+    array_log_name: "flux-{{id.dec}}.out",
     rank_launcher: |ranks, threads| format!("flux run --ntasks={ranks} --cores-per-task={threads}"),
     depend,
     arrays: None,
@@ -135,6 +136,24 @@ impl SchedulerClient for FluxClient {
 
     /// One `flux jobs ID...` call for all of them (Flux keeps inactive jobs until they are
     /// purged).
+    fn never_ran<'a>(
+        &'a self,
+        wanted: &'a [JobRef],
+    ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
+        Box::pin(async move {
+            let format = format!("--format={}", parse::FINAL_FORMAT);
+            let mut args = strings(&["jobs", "--no-header", &format]);
+            args.extend(wanted.iter().map(|j| j.job_id.to_string()));
+            match self.flux(args).await {
+                Ok(out) => parse::parse_never_ran(&out.stdout)
+                    .into_iter()
+                    .filter(|(j, _)| wanted.contains(j))
+                    .collect(),
+                Err(_) => HashMap::new(),
+            }
+        })
+    }
+
     fn final_states<'a>(
         &'a self,
         wanted: &'a [JobRef],
@@ -158,7 +177,20 @@ impl SchedulerClient for FluxClient {
         Box::pin(async move {
             let mut args = vec!["cancel".to_string()];
             args.extend(jobs.iter().map(|j| j.job_id.to_string()));
-            self.flux(args).await?.ok("flux cancel").map(|_| ())
+            let out = self.flux(args).await?;
+            if out.success {
+                return Ok(());
+            }
+            // `flux cancel` exits 1 when one of the jobs has already ended ("flux-cancel:
+            // ERROR: ƒX: job is inactive"), although it cancelled the others: that job is as
+            // cancelled as it gets.
+            match parse::cancel_failure(&out.stderr) {
+                None => Ok(()),
+                Some(stderr) => Err(SchedulerError::CommandFailed {
+                    program: "flux cancel".into(),
+                    stderr,
+                }),
+            }
         })
     }
 }

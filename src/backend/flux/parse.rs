@@ -119,7 +119,26 @@ fn final_state(state: &str, result: &str, exception: &str) -> Option<JobState> {
 /// its return code and exception. Lines it cannot read are skipped (the job then counts as
 /// unknown).
 pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
-    let mut found = HashMap::new();
+    final_lines(output)
+        .into_iter()
+        .map(|(job, state, detail, _)| (job, (state, detail)))
+        .collect()
+}
+
+/// [`parse_final`] of the jobs that ended without ever running: an `alloc` exception (an
+/// unsatisfiable request), a `dependency` one (an afterok job failed), or cancelled while
+/// pending (return code -128).
+pub(crate) fn parse_never_ran(output: &str) -> HashMap<JobRef, (JobState, String)> {
+    final_lines(output)
+        .into_iter()
+        .filter(|(_, _, _, never_ran)| *never_ran)
+        .map(|(job, state, detail, _)| (job, (state, detail)))
+        .collect()
+}
+
+/// Each line [`parse_final`] reads: the job, its state, the detail, and whether it never ran.
+fn final_lines(output: &str) -> Vec<(JobRef, JobState, String, bool)> {
+    let mut found = Vec::new();
     for line in output.lines() {
         let fields: Vec<&str> = line.splitn(6, '|').collect();
         let [id, state, result, code, exc_type, note] = fields[..] else {
@@ -131,6 +150,8 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
         ) else {
             continue;
         };
+        let never_ran = state.is_finished()
+            && (matches!(exc_type.trim(), "alloc" | "dependency") || code.trim().starts_with('-'));
         let mut detail = Vec::new();
         if !code.trim().is_empty() {
             detail.push(format!("return code {}", code.trim()));
@@ -143,9 +164,30 @@ pub(crate) fn parse_final(output: &str) -> HashMap<JobRef, (JobState, String)> {
                 format!("exception {}: {note}", exc_type.trim())
             });
         }
-        found.insert(JobRef::single(job_id), (state, detail.join("; ")));
+        found.push((JobRef::single(job_id), state, detail.join("; "), never_ran));
     }
     found
+}
+
+/// Why a `flux cancel` that exited non-zero failed, from its stderr: `None` when it only
+/// named jobs that had already ended (`flux-cancel: ERROR: ƒX: job is inactive`), which are
+/// as cancelled as they get (it cancels the others all the same).
+pub(crate) fn cancel_failure(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.ends_with(": job is inactive"))
+        .collect();
+    match (lines.is_empty(), errors.is_empty()) {
+        (false, true) => None,
+        (true, _) => Some("it failed without a message".into()),
+        (false, false) => Some(errors.join("; ")),
+    }
 }
 
 /// A Flux Standard Duration for a time limit: whole seconds, rounded up (`"90s"`).
@@ -241,6 +283,49 @@ mod tests {
         let reason = other[&job(13)].0.clone().into_reason();
         assert_eq!(reason.as_str(), "FAILED (alloc)");
         assert!(reason.by_scheduler(), "an exception Flux raised");
+    }
+
+    #[test]
+    fn jobs_that_never_ran() {
+        // What real Flux 0.88 printed for jobs that never ran, and for ones that did.
+        let out = "ƒLW1B78b|INACTIVE|FAILED|1|dependency|dependency after-success=ƒLSMAsqH can never be satisfied\n\
+                   ƒsLG2pNj|INACTIVE|FAILED|1|alloc|unsatisfiable request: need 1 slot(s) with 1 GPU(s) each\n\
+                   ƒUSFt9MZ|INACTIVE|CANCELED|-128|cancel|\n\
+                   ƒTaPSJYo|INACTIVE|CANCELED|129|cancel|\n\
+                   ƒLSMAsqH|INACTIVE|FAILED|3||\n";
+        let never = parse_never_ran(out);
+        let mut ids: Vec<u64> = never.keys().map(|j| j.job_id).collect();
+        ids.sort();
+        let mut expected: Vec<u64> = ["ƒLW1B78b", "ƒsLG2pNj", "ƒUSFt9MZ"]
+            .iter()
+            .map(|id| parse_job_id(id).unwrap())
+            .collect();
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert_eq!(parse_final(out).len(), 5);
+        let (_, detail) = &never[&JobRef::single(parse_job_id("ƒsLG2pNj").unwrap())];
+        assert!(
+            detail.contains("exception alloc: unsatisfiable request"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn cancelling_an_inactive_job_is_no_error() {
+        // What flux cancel printed (exit 1) for an inactive job and for an unknown one.
+        assert_eq!(
+            cancel_failure("flux-cancel: ERROR: ƒTaPSJYo: job is inactive\n"),
+            None
+        );
+        assert_eq!(
+            cancel_failure(
+                "flux-cancel: ERROR: ƒTaPSJYo: job is inactive\nflux-cancel: ERROR: ƒdhZ: unknown job id\n"
+            )
+            .as_deref(),
+            Some("flux-cancel: ERROR: ƒdhZ: unknown job id")
+        );
+        // A failure that says nothing is still a failure.
+        assert!(cancel_failure("\n").is_some());
     }
 
     #[test]

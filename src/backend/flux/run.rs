@@ -38,6 +38,22 @@ pub(crate) fn run_options(ranks: u32, threads: u32, resources: &Resources) -> Ve
     args
 }
 
+/// Why Flux refused a `flux run` job before it ran, from the tail of `flux run`'s stderr
+/// (which exited 1): an invalid submission (`flux-run: ERROR: Invalid queue 'q'
+/// specified`) or an `alloc` exception (`job.exception ƒID type=alloc severity=0
+/// unsatisfiable request: ...`). `None` when the job ran (its tasks' own failure).
+pub(crate) fn run_refusal(stderr_tail: &str) -> Option<String> {
+    stderr_tail.lines().map(str::trim).find_map(|line| {
+        if line.starts_with("flux-run: ERROR: ") {
+            return Some(line.to_string());
+        }
+        let (_, exception) = line.split_once("job.exception ")?;
+        let (_, rest) = exception.split_once(" type=alloc ")?;
+        let reason = rest.strip_prefix("severity=0 ").unwrap_or(rest);
+        Some(format!("Flux cannot run the job: {reason}"))
+    })
+}
+
 /// What `flux run` cannot honour, and the keys it ignores: `account`, `qos`, `memory_max`
 /// (Flux jobs inside an instance have no such settings), `slurm_cmd_args` (never passed to
 /// flux) and `openmpi_oversubscribe` (Flux starts the ranks, not mpiexec).
@@ -118,5 +134,33 @@ mod tests {
         );
         let r = Resources::new().run_time_max(Duration::from_millis(1));
         assert_eq!(run_options(1, 1, &r)[5..7], words("-t 1s"));
+    }
+
+    #[test]
+    fn flux_refusals_from_flux_runs_stderr() {
+        // What flux run 0.88 printed (exit 1).
+        assert_eq!(
+            run_refusal("flux-run: ERROR: Invalid queue 'nosuch' specified\n").as_deref(),
+            Some("flux-run: ERROR: Invalid queue 'nosuch' specified")
+        );
+        assert_eq!(
+            run_refusal(
+                "0.031s: job.exception ƒ4kvYMzxP type=alloc severity=0 unsatisfiable request: \
+                 need 1 slot(s) with 1 GPU(s) each, only 0 available (total GPUs: 0)"
+            )
+            .as_deref(),
+            Some(
+                "Flux cannot run the job: unsatisfiable request: need 1 slot(s) with 1 GPU(s) \
+                 each, only 0 available (total GPUs: 0)"
+            )
+        );
+        // Jobs that ran: the task failed, or Flux's time limit ended it.
+        for ran in [
+            "hi\nflux-job: task(s) exited with exit code 1",
+            "2.031s: job.exception ƒhCE5gPy type=timeout severity=0 resource allocation expired",
+            "",
+        ] {
+            assert_eq!(run_refusal(ran), None, "{ran}");
+        }
     }
 }

@@ -525,7 +525,12 @@ impl Queue {
                     // dependent of a packed task waits for that task's result instead (the
                     // loop ends on its outcome).
                     if !self.packs.lock().unwrap().contains(&j) {
-                        after.push(j);
+                        // Once per job: the same future passed twice must not name its job
+                        // twice (Flux fails a job with a repeated `afterok`, "Failed to
+                        // remove dependency", or refuses it when the job has ended).
+                        if !after.contains(&j) {
+                            after.push(j);
+                        }
                         break;
                     }
                 }
@@ -592,6 +597,15 @@ impl Queue {
         };
         let job_ref = match submitted {
             Ok(j) => j,
+            // The scheduler refused the dependency because an input's job already failed
+            // (Flux: "afterok: job N failed or was canceled"; Slurm: "Job dependency
+            // problem") before the poller noticed: the task fails with its input's error.
+            Err(e) if refused_dependency(&e, &job) => {
+                return match self.failed_input(&job).await {
+                    Some(failed) => fail(failed),
+                    None => ResultRecord { outcome: Err(e) },
+                }
+            }
             // A rejected submission is not a task result: nothing is cached.
             Err(e) => return ResultRecord { outcome: Err(e) },
         };
@@ -603,6 +617,26 @@ impl Queue {
                 detail: "the job left the queue without a result".into(),
             }),
         }
+    }
+
+    /// Waits for the task's inputs to end: the error naming the first that failed, `None`
+    /// when all succeeded (or the task was cancelled meanwhile: `Cancelled`).
+    async fn failed_input(&self, job: &Job) -> Option<TaskError> {
+        for (input, dep) in &job.deps {
+            let outcome = tokio::select! {
+                o = dep.slot.wait_async() => o,
+                _ = job.slot.cancel.cancelled() => return Some(TaskError::Cancelled),
+            };
+            if let Err(cause) = outcome.as_ref() {
+                return Some(TaskError::dependency_failed(
+                    input,
+                    &dep.slot.name,
+                    &dep.slot.key,
+                    cause,
+                ));
+            }
+        }
+        None
     }
 
     /// Before a task is submitted: removes what an earlier run of it left (a failed result,
@@ -706,6 +740,14 @@ impl Queue {
         }
         let _ = rx.await;
     }
+}
+
+/// Whether a failed submission of `job` is the scheduler refusing its dependency on an
+/// input's job (which has ended badly, so the dependency can never be satisfied).
+fn refused_dependency(e: &TaskError, job: &Job) -> bool {
+    !job.deps.is_empty()
+        && matches!(e, TaskError::Launch { kind: LaunchErrorKind::RejectedByScheduler, detail, .. }
+            if detail.to_ascii_lowercase().contains("dependency"))
 }
 
 /// The job name every job of the cache directory `root` carries: squeue filters on it, and

@@ -248,6 +248,8 @@ pub(crate) async fn run(queue: Arc<Queue>) {
         }
         let mut changed = false;
         let mut to_ask = Vec::new();
+        // Jobs the queue stopped listing this tick, without a result yet.
+        let mut first_gone = Vec::new();
         {
             let mut watches = queue.watches.lock().unwrap();
             let now = Instant::now();
@@ -271,6 +273,9 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                     }
                     Collected::Nothing => {}
                 }
+                if state.is_none() && w.gone_since.is_none() {
+                    first_gone.push((*key, w.job));
+                }
                 let since = *w.gone_since.get_or_insert(now);
                 if now.duration_since(since) >= cfg.nfs_grace {
                     if w.reattached {
@@ -288,17 +293,28 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 changed = true;
             }
         }
+        // A job that left the queue without ever running (Flux: a dependency that can never
+        // be satisfied, an unsatisfiable request) has no result file to wait for: the
+        // scheduler is asked at once, and such a job is reported now, not after nfs_grace.
+        let mut learned_states = HashMap::new();
+        if !first_gone.is_empty() {
+            let jobs: Vec<JobRef> = first_gone.iter().map(|(_, job)| *job).collect();
+            learned_states.extend(scheduler.client.never_ran(&jobs).await);
+            for (key, job) in first_gone {
+                if learned_states.contains_key(&job) {
+                    to_ask.push((key, job, None));
+                }
+            }
+        }
         // Jobs the queue no longer lists are asked about together.
         let unknown: Vec<JobRef> = to_ask
             .iter()
-            .filter(|(_, _, state)| state.is_none())
+            .filter(|(_, job, state)| state.is_none() && !learned_states.contains_key(job))
             .map(|(_, job, _)| *job)
             .collect();
-        let learned_states = if unknown.is_empty() {
-            HashMap::new()
-        } else {
-            scheduler.client.final_states(&unknown).await
-        };
+        if !unknown.is_empty() {
+            learned_states.extend(scheduler.client.final_states(&unknown).await);
+        }
         for (key, job, state) in to_ask {
             let learned = match state {
                 Some(s) => Some((s, String::new())),

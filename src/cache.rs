@@ -44,7 +44,8 @@ pub struct TaskInfo {
     pub stdout: Option<PathBuf>,
     /// When the task's directory last changed.
     pub modified: SystemTime,
-    /// The task's directory.
+    /// The task's directory, or for a pooled task (`block_allocation`) the result log that
+    /// holds its record.
     pub dir: PathBuf,
 }
 
@@ -174,6 +175,15 @@ impl Cache {
                 out.push(info);
             }
         }
+        // Pooled tasks (block_allocation) keep their results in the result log instead.
+        let in_dirs: std::collections::HashSet<String> =
+            out.iter().map(|t| t.key.clone()).collect();
+        out.extend(
+            crate::resultlog::logged_tasks(self.store.root())
+                .into_iter()
+                .map(logged_info)
+                .filter(|t| !in_dirs.contains(&t.key)),
+        );
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -228,8 +238,28 @@ impl Cache {
             .collect()
     }
 
-    /// Removes a task's directory (for `pitch gc`).
+    /// Folds the directories of finished tasks last changed at least `older_than` ago into
+    /// a result log (one record each) and removes them (`pitch gc --compact`); directories
+    /// that hold more than `task.bin` and `result.bin` (output files) are kept. Safe to
+    /// interrupt and run again.
+    pub fn compact(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<crate::resultlog::Compacted, Error> {
+        crate::resultlog::compact(self.store.root(), older_than).map_err(Error::Config)
+    }
+
+    /// Removes a task's directory (for `pitch gc`). A task whose result is in a result log
+    /// (a pooled task) has no directory of its own: it is refused.
     pub fn remove(&self, task: &TaskInfo) -> Result<(), Error> {
+        if crate::resultlog::is_log(&task.dir) {
+            return Err(Error::Config(format!(
+                "task {} has no directory: its result is a record of the result log {}, \
+                 which other tasks share",
+                task.key,
+                task.dir.display()
+            )));
+        }
         let key = task
             .key
             .parse()
@@ -243,5 +273,38 @@ impl Cache {
                 task.key
             ))),
         }
+    }
+}
+
+/// A task of the result logs as [`Cache`] lists it.
+fn logged_info(logged: crate::resultlog::Logged) -> TaskInfo {
+    let (exit_code, runtime) = match (&logged.argv, &logged.record.outcome) {
+        (Some(_), Ok(values)) => values
+            .first()
+            .and_then(|b| crate::codec::decode::<crate::command::CommandOutput>(b).ok())
+            .map_or((None, None), |out| {
+                (
+                    Some(out.exit_code),
+                    (!out.elapsed.is_zero()).then_some(out.elapsed.as_secs_f64()),
+                )
+            }),
+        (_, Err(crate::error::TaskError::CommandFailed { code, .. })) => (Some(*code), None),
+        _ => (None, None),
+    };
+    let state = match logged.record.outcome {
+        Ok(_) => TaskState::Finished,
+        Err(e) => TaskState::Failed(e),
+    };
+    TaskInfo {
+        key: logged.key.to_string(),
+        name: logged.name,
+        argv: logged.argv,
+        params: logged.params,
+        state,
+        exit_code,
+        runtime,
+        stdout: None,
+        modified: logged.finished,
+        dir: logged.file,
     }
 }

@@ -242,7 +242,11 @@ impl Engine {
         });
 
         if opts.cache {
-            match self.store.task(&key).read_result() {
+            let stored = match self.store.task(&key).read_result() {
+                Err(FormatError::Missing) => crate::resultlog::lookup(self.store.root(), &key),
+                other => other,
+            };
+            match stored {
                 Ok(ResultRecord {
                     outcome: Ok(values),
                 }) => {
@@ -302,7 +306,10 @@ impl Engine {
         let cwd = Self::absolute(&cwd_override.or_else(|| resources.cwd.clone()));
         let key = match (&opts.cache_key, opts.cache) {
             (Some(k), _) => TaskKey::explicit(k),
-            (None, true) => TaskSpec::content_key(&kind, ranks, &cwd),
+            (None, true) => match self.backend.key_salt(&kind) {
+                Some(salt) => TaskSpec::content_key(&kind, ranks, &cwd).salted(salt),
+                None => TaskSpec::content_key(&kind, ranks, &cwd),
+            },
             (None, false) => TaskKey::unique(),
         };
         Ok(TaskSpec {
@@ -347,16 +354,18 @@ impl Engine {
     ) -> Option<ResultRecord> {
         let paths = self.store.task(&spec.key);
         let fail = |e: TaskError| ResultRecord { outcome: Err(e) };
-        if let Err(e) = paths.create() {
-            return Some(fail(e));
-        }
-        if let Err(e) = store::write_value(
-            &paths.task_file(),
-            FileKind::Task,
-            &spec,
-            self.store.durable(),
-        ) {
-            return Some(fail(e));
+        if self.backend.writes_task_file(&spec) {
+            if let Err(e) = paths.create() {
+                return Some(fail(e));
+            }
+            if let Err(e) = store::write_value(
+                &paths.task_file(),
+                FileKind::Task,
+                &spec,
+                self.store.durable(),
+            ) {
+                return Some(fail(e));
+            }
         }
         // Process backends start a task once its inputs have finished; queue backends take
         // the unfinished inputs and queue the task behind them (afterok).
@@ -378,6 +387,9 @@ impl Engine {
                     &dep.slot.key,
                     cause,
                 ))));
+            }
+            if !queue_deps {
+                waiting.push((input, dep));
             }
         }
         if slot.cancel.is_cancelled() {

@@ -104,6 +104,7 @@ impl Drop for Inner {
             }
             self.shutdown(mode);
         }
+        self.engine.backend.close(self.engine.pending() == 0);
         // The runtime that would resolve the detached tasks' futures goes away: end them
         // with an error rather than leave them hanging.
         self.engine.detach_all();
@@ -164,6 +165,8 @@ impl Executor {
     /// The directory of the task with this key (see [`crate::TaskFuture::key`]): where its
     /// task and result files are, and its `stdout` and `stderr` files when the task wrote
     /// something and the command named no other file. The files appear while the task runs.
+    /// A pooled function task (`block_allocation`) has no directory: its result is a record
+    /// of the cache directory's result log.
     pub fn task_directory(&self, key: &str) -> Result<PathBuf, Error> {
         let key: crate::task::TaskKey = key.parse().map_err(Error::Config)?;
         Ok(self.inner.engine.store.task(&key).dir().to_path_buf())

@@ -55,6 +55,7 @@ pub mod profile;
 mod registry;
 mod report;
 mod resources;
+mod resultlog;
 mod scheduler;
 mod store;
 mod task;
@@ -64,6 +65,7 @@ mod worker;
 
 #[cfg(feature = "remote")]
 pub use backend::transport::ssh::Remote;
+pub use backend::workers::{worker_state, InitFunction, WorkerStateError};
 pub use builders::{
     FluxClusterBuilder, FluxClusterExecutor, FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder,
     SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor, SlurmJobBuilder,
@@ -81,6 +83,7 @@ pub use resources::{
     format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,
     RESOURCE_KEYS,
 };
+pub use resultlog::Compacted;
 pub use scheduler::{EndReason, SchedulerError, SchedulerKind};
 pub use worker::{context, init, TaskContext};
 
@@ -103,6 +106,7 @@ pub const FEATURES: &[&str] = &[
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::backend::workers::init_function;
     pub use crate::executor::arg_source;
     pub use crate::registry::fingerprint;
     pub use crate::registry::support::*;

@@ -140,6 +140,8 @@ pub struct Profile {
     pub max_cores: Option<u32>,
     /// Worker processes kept alive at once.
     pub max_workers: Option<u32>,
+    /// Persistent workers for function tasks (single-node).
+    pub block_allocation: Option<bool>,
     /// Jobs queued at once (Slurm).
     pub max_jobs: Option<u32>,
     /// Tasks packed into one job (Slurm).
@@ -398,6 +400,7 @@ struct RawProfile {
     template: Option<Spanned<PathBuf>>,
     max_cores: Option<Spanned<u32>>,
     max_workers: Option<Spanned<u32>>,
+    block_allocation: Option<bool>,
     max_jobs: Option<Spanned<u32>>,
     tasks_per_job: Option<Spanned<u32>>,
     array_throttle: Option<Spanned<u32>>,
@@ -509,6 +512,7 @@ impl RawProfile {
             template: self.template.map(resolve),
             max_cores: get(self.max_cores),
             max_workers: get(self.max_workers),
+            block_allocation: self.block_allocation,
             max_jobs: get(self.max_jobs),
             tasks_per_job: get(self.tasks_per_job),
             array_throttle: get(self.array_throttle),

@@ -249,6 +249,18 @@ macro_rules! __task_glue {
                 items.into_iter().map(|$crate::__one_or_tuple_pat!($($arg),*)| Self::submit(exe, $($arg),*)).collect()
             }
 
+            /// This task as the init function of `block_allocation` workers, called with
+            /// these arguments once in each worker; tasks read its value with
+            /// `pitch::worker_state`.
+            pub fn init($($arg: $ty),*) -> $crate::InitFunction {
+                $crate::__private::init_function(
+                    Self::NAME,
+                    Self::fingerprint(),
+                    ::std::any::type_name::<$out>(),
+                    vec![$($crate::__private::encode_value(&$arg)),*],
+                )
+            }
+
             #[doc(hidden)]
             pub fn __run(args: ::std::vec::Vec<::std::vec::Vec<u8>>) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::TaskError> {
                 let mut __args = args.into_iter();

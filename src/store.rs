@@ -9,6 +9,7 @@
 //!       rank.<r>.bin          a rank's outcome, before the ranks are gathered into result.bin
 //!       stdout, stderr        kept only when the task wrote something
 //!       exit                  a command's exit code and times, left by its job script
+//!   log/<nanos>-<pid>.plog    a result log: records of pooled tasks' results (see resultlog)
 //!   jobs/                     the scheduler's side (cluster backends):
 //!       <job id>.job          journal record: which job runs which task
 //!       <stem>.sh, .tasks     a job script, and the tasks file of an array or packed job
@@ -408,6 +409,11 @@ impl Store {
             }));
         }
         Ok(keys)
+    }
+
+    /// The folder of the result logs (`crate::resultlog` owns what is inside).
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
     }
 
     /// Removes a task's directory and everything in it.

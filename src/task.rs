@@ -27,6 +27,12 @@ impl TaskKey {
         TaskKey(out)
     }
 
+    /// This key combined with `salt` (what else the task's value depends on, e.g. the init
+    /// function of the worker that runs it).
+    pub(crate) fn salted(&self, salt: &[u8]) -> TaskKey {
+        TaskKey::hash(&[b"salted\0".as_slice(), &self.0, salt].concat())
+    }
+
     /// The key of an explicit, user-chosen cache key.
     pub(crate) fn explicit(name: &str) -> TaskKey {
         TaskKey::hash(&[b"explicit\0".as_slice(), name.as_bytes()].concat())

@@ -77,13 +77,14 @@ pub fn main(args: &[String]) -> i32 {
             (Err(e), _) => usage(&e),
             (_, Err(e)) => usage(&format!("bad rank count {ranks:?}: {e}")),
         },
+        ["pool"] => crate::backend::workers::serve(),
         _ => usage("unknown worker command"),
     }
 }
 
 fn usage(problem: &str) -> i32 {
     eprintln!(
-        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks>"
+        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} pool"
     );
     2
 }
@@ -103,7 +104,7 @@ pub struct TaskContext {
     pub key: String,
 }
 
-static CONTEXT: OnceLock<TaskContext> = OnceLock::new();
+pub(crate) static CONTEXT: OnceLock<TaskContext> = OnceLock::new();
 
 /// The context of the task running in this process: rank, size, node. Outside a worker it
 /// describes a single rank on this host.
@@ -113,6 +114,9 @@ pub fn context() -> TaskContext {
         if c.node.is_empty() {
             // Asked for when needed, not in every worker.
             c.node = hostname();
+        }
+        if c.key.is_empty() {
+            c.key = crate::backend::workers::current_key();
         }
         return c;
     }
@@ -125,7 +129,7 @@ pub fn context() -> TaskContext {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -147,7 +151,7 @@ fn env_u32(name: &str) -> Option<u32> {
 /// the global one), and a Flux instance started by Slurm passes the SLURM_* variables of its
 /// own launch on to every job. Open MPI's come first: pitch's `mpiexec -n N` may run inside a
 /// Flux job, whose FLUX_TASK_RANK its ranks inherit.
-fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
+pub(crate) fn rank_from_env(ranks: u32) -> Result<(u32, u32, u32), TaskError> {
     rank_from(ranks, env_u32)
 }
 
@@ -240,6 +244,23 @@ fn resolve_arg(store: &Store, slot: ArgSlot, position: usize) -> Result<Vec<u8>,
     }
 }
 
+/// The registered function `name`, if this binary's fingerprint for it is `fingerprint`.
+pub(crate) fn registered(
+    name: &str,
+    fingerprint: &str,
+) -> Result<&'static registry::Registration, TaskError> {
+    let registration = registry::lookup(name)?;
+    let expected = (registration.fingerprint)();
+    if expected != fingerprint {
+        return Err(TaskError::BinaryMismatch {
+            name: name.to_string(),
+            expected: expected.to_string(),
+            found: fingerprint.to_string(),
+        });
+    }
+    Ok(registration)
+}
+
 fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
     let TaskKind::Function {
         name,
@@ -253,21 +274,23 @@ fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
             detail: "a command task was handed to the function worker".into(),
         });
     };
-    let registration = registry::lookup(&name)?;
-    let expected = (registration.fingerprint)();
-    if expected != fingerprint {
-        return Err(TaskError::BinaryMismatch {
-            name,
-            expected: expected.to_string(),
-            found: fingerprint,
-        });
-    }
+    let registration = registered(&name, &fingerprint)?;
     let args = args
         .into_iter()
         .enumerate()
         .map(|(i, slot)| resolve_arg(store, slot, i))
         .collect::<Result<Vec<_>, _>>()?;
-    install_panic_hook();
+    run_registered(registration, args)
+}
+
+/// Runs a registered function on its encoded arguments, a panic caught as
+/// [`TaskError::Panicked`].
+pub(crate) fn run_registered(
+    registration: &registry::Registration,
+    args: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, TaskError> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(install_panic_hook);
     match panic::catch_unwind(AssertUnwindSafe(|| (registration.run)(args))) {
         Ok(result) => result,
         Err(payload) => Err(TaskError::Panicked {

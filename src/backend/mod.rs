@@ -16,6 +16,7 @@ pub(crate) mod single_node;
 mod slurm;
 mod spawn;
 pub(crate) mod transport;
+pub(crate) mod workers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -60,8 +61,8 @@ pub(crate) struct Job {
     pub paths: TaskPaths,
     pub resources: Resources,
     pub slot: Arc<Slot>,
-    /// Inputs still unfinished when the task was handed over (queue backends only; others
-    /// get tasks whose inputs have all finished successfully).
+    /// The task's inputs: for queue backends those still unfinished when the task was handed
+    /// over; for the others every input, all finished successfully.
     pub deps: Vec<(String, Dependency)>,
     /// Called when the task starts (with the scheduler's job id, if any); reports the
     /// `Started` event once.
@@ -150,6 +151,23 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Option<Result<String, crate::error::TaskError>> {
         None
     }
+
+    /// Whether the engine writes the task's directory and task file before `run` (a pool
+    /// hands function tasks to its workers in memory and keeps results in the result log).
+    fn writes_task_file(&self, _spec: &TaskSpec) -> bool {
+        true
+    }
+
+    /// Bytes that a content key of a `kind` task must include besides the task itself: what
+    /// else its value depends on here (a pool's init function). `None` for most backends.
+    fn key_salt(&self, _kind: &crate::task::TaskKind) -> Option<&[u8]> {
+        None
+    }
+
+    /// Called once the last handle of the executor is dropped and its drop policy has run:
+    /// stops what the backend keeps alive between tasks (pool workers). `wait` is false when
+    /// tasks are still unfinished (a detach): then it must not block on them.
+    fn close(&self, _wait: bool) {}
 
     /// What dropping the executor does.
     fn drop_policy(&self) -> DropPolicy {

@@ -59,6 +59,11 @@ fn status_text(status: &ExitStatus) -> String {
 }
 
 impl SingleNode {
+    /// How this backend starts processes.
+    pub(crate) fn launcher(&self) -> &Launcher {
+        &self.launcher
+    }
+
     /// The program and arguments that run the task with `ranks` ranks; an error when the
     /// worker binary cannot be found.
     fn argv(

@@ -60,6 +60,17 @@ impl Executor {
                 p.backend, p.name
             ))
         };
+        if p.block_allocation == Some(true)
+            && !matches!(
+                p.backend,
+                BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob
+            )
+        {
+            return Err(ignored(
+                "block_allocation (persistent workers run on single-node, slurm-job and \
+                 flux-job)",
+            ));
+        }
         match p.backend {
             BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob => {
                 if p.remote.is_some() {
@@ -79,9 +90,33 @@ impl Executor {
                     max_workers: p.max_workers,
                 };
                 match p.backend {
-                    BackendKind::SingleNode => SingleNodeBuilder { common, slots }.build(),
-                    BackendKind::SlurmJob => SlurmJobBuilder { common, slots }.build(),
-                    _ => FluxJobBuilder { common, slots }.build(),
+                    BackendKind::SingleNode => SingleNodeBuilder {
+                        common,
+                        slots,
+                        pool: super::PoolSettings {
+                            block_allocation: p.block_allocation.unwrap_or(false),
+                            ..Default::default()
+                        },
+                    }
+                    .build(),
+                    BackendKind::SlurmJob => SlurmJobBuilder {
+                        common,
+                        slots,
+                        pool: super::PoolSettings {
+                            block_allocation: p.block_allocation.unwrap_or(false),
+                            ..Default::default()
+                        },
+                    }
+                    .build(),
+                    _ => FluxJobBuilder {
+                        common,
+                        slots,
+                        pool: super::PoolSettings {
+                            block_allocation: p.block_allocation.unwrap_or(false),
+                            ..Default::default()
+                        },
+                    }
+                    .build(),
                 }
             }
             BackendKind::Slurm | BackendKind::Flux => {

@@ -63,6 +63,9 @@ impl CommonBuilder {
                 trust_group: self.trust_group,
             },
         )?;
+        // Results other processes logged since this process last looked (pooled runs,
+        // `pitch gc --compact`).
+        crate::resultlog::LogSet::refreshed(store.root());
         let backend = backend(&store)?;
         let exe = Executor::start(backend, store, self.reporters, self.cache)?;
         exe.check(&self.resources)?;
@@ -174,6 +177,40 @@ macro_rules! slot_builder_methods {
     };
 }
 
+/// `block_allocation`, `init_function` and `max_retries` (SingleNode and SlurmJob).
+macro_rules! pool_builder_methods {
+    () => {
+        /// Keeps `max_workers` worker processes alive and runs function tasks in them, one at a
+        /// time each, instead of a fresh process per task (executorlib's `block_allocation`).
+        /// Each worker is sized by the executor's default resources; a task asking for other
+        /// `cores`, `threads_per_core`, `gpus_per_core`, `env` or `cwd` is refused with
+        /// [`TaskError::Rejected`](crate::TaskError::Rejected). Commands still run as their own
+        /// processes. Results go to one result log per run in the cache directory instead of a
+        /// directory per task. See the README's "Persistent workers".
+        pub fn block_allocation(mut self, enabled: bool) -> Self {
+            self.pool.block_allocation = enabled;
+            self
+        }
+
+        /// A registered function run once in each worker when it starts (needs
+        /// `block_allocation`): `my_task::init(args..)`. Tasks read its value with
+        /// [`worker_state`](crate::worker_state). It runs again in a worker that replaces one
+        /// that died or was killed.
+        pub fn init_function(mut self, init: crate::InitFunction) -> Self {
+            self.pool.init = Some(init);
+            self
+        }
+
+        /// How many times a pooled task is run again when its worker dies under it (killed by a
+        /// signal, aborted, out of memory); default 0. Panics and `Err` are never retried, nor
+        /// are cancellations and timeouts. Needs `block_allocation`.
+        pub fn max_retries(mut self, n: u32) -> Self {
+            self.pool.max_retries = Some(n);
+            self
+        }
+    };
+}
+
 /// Runs each task as a process on this machine, re-executing the running binary; the local
 /// backend for development on a laptop or inside one allocated node.
 ///
@@ -190,6 +227,7 @@ impl SingleNodeExecutor {
         SingleNodeBuilder {
             common: CommonBuilder::default(),
             slots: Slots::default(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -198,6 +236,15 @@ impl SingleNodeExecutor {
 pub struct SingleNodeBuilder {
     common: CommonBuilder,
     slots: Slots,
+    pool: PoolSettings,
+}
+
+/// `block_allocation` and what goes with it (SingleNode).
+#[derive(Default)]
+pub(crate) struct PoolSettings {
+    pub block_allocation: bool,
+    pub init: Option<crate::InitFunction>,
+    pub max_retries: Option<u32>,
 }
 
 impl SingleNodeBuilder {
@@ -208,6 +255,8 @@ impl SingleNodeBuilder {
         "Tasks running at once, whatever their size. Default: no cap beyond `max_cores`."
     );
 
+    pool_builder_methods!();
+
     /// Builds the executor; fails inside a worker process, on a zero limit, or on default
     /// resources the machine cannot honour.
     pub fn build(self) -> Result<Executor, Error> {
@@ -216,8 +265,95 @@ impl SingleNodeBuilder {
             .unwrap_or(1);
         let (max_cores, max_workers) = self.slots.resolve(machine, None)?;
         let backend = SingleNode::new(Launcher::Local, max_cores, max_workers)?;
-        self.common.build(|_| Ok(Arc::new(backend)), false)
+        build_process(
+            self.common,
+            &self.pool,
+            backend,
+            max_cores,
+            max_workers,
+            "max_cores",
+            false,
+        )
     }
+}
+
+/// Builds a process backend's executor: `backend` as it is, or a pool of persistent workers
+/// around it when `pool` asks for `block_allocation`.
+fn build_process(
+    common: CommonBuilder,
+    pool: &PoolSettings,
+    backend: SingleNode,
+    max_cores: u32,
+    max_workers: Option<u32>,
+    cores_name: &str,
+    durable: bool,
+) -> Result<Executor, Error> {
+    if !pool.block_allocation {
+        if pool.init.is_some() {
+            return Err(Error::Config(
+                "init_function needs block_allocation(true): without it every task is a \
+                 fresh process"
+                    .into(),
+            ));
+        }
+        if pool.max_retries.is_some() {
+            return Err(Error::Config(
+                "max_retries applies to block_allocation workers; without block_allocation \
+                 a task is never retried"
+                    .into(),
+            ));
+        }
+        return common.build(|_| Ok(Arc::new(backend)), durable);
+    }
+    let cfg = pool_config(pool, &common, max_cores, max_workers, cores_name)?;
+    common.build(
+        |store| {
+            Ok(Arc::new(crate::backend::workers::Pooled::new(
+                backend, store, cfg,
+            )?))
+        },
+        durable,
+    )
+}
+
+/// The pool of a `block_allocation` executor: how many workers, their init function, retries.
+fn pool_config(
+    pool: &PoolSettings,
+    common: &CommonBuilder,
+    max_cores: u32,
+    max_workers: Option<u32>,
+    cores_name: &str,
+) -> Result<crate::backend::workers::PoolConfig, Error> {
+    let defaults = common.resources.clone();
+    defaults.validate_basic()?;
+    let slots = defaults.slots();
+    let workers = max_workers.unwrap_or((max_cores / slots.max(1)).max(1));
+    if u64::from(workers) * u64::from(slots) > u64::from(max_cores) {
+        return Err(Error::Config(format!(
+            "block_allocation: {workers} workers of {slots} slots each (cores x \
+             threads_per_core) need {} slots, more than {cores_name} = {max_cores}",
+            u64::from(workers) * u64::from(slots)
+        )));
+    }
+    let init = match &pool.init {
+        None => None,
+        Some(f) => {
+            let call = f
+                .call
+                .clone()
+                .map_err(|e| Error::Config(format!("init_function: {e}")))?;
+            crate::worker::registered(&call.name, &call.fingerprint)
+                .map_err(|e| Error::Config(format!("init_function: {e}")))?;
+            Some(call)
+        }
+    };
+    Ok(crate::backend::workers::PoolConfig {
+        workers,
+        init,
+        max_retries: pool.max_retries.unwrap_or(0),
+        defaults,
+        log: common.cache,
+    })
 }
 
 /// The settings of the queue backends (Slurm, Flux): `$query` names the scheduler's queue
@@ -434,6 +570,7 @@ impl SlurmJobExecutor {
         SlurmJobBuilder {
             common: CommonBuilder::default(),
             slots: Slots::default(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -442,6 +579,7 @@ impl SlurmJobExecutor {
 pub struct SlurmJobBuilder {
     common: CommonBuilder,
     slots: Slots,
+    pool: PoolSettings,
 }
 
 impl SlurmJobBuilder {
@@ -450,6 +588,7 @@ impl SlurmJobBuilder {
         "Slots to use, at most the allocation's CPUs (default: all of them).",
         "Steps running at once, whatever their size."
     );
+    pool_builder_methods!();
 
     /// Builds the executor; fails outside a Slurm allocation.
     pub fn build(self) -> Result<Executor, Error> {
@@ -458,7 +597,15 @@ impl SlurmJobBuilder {
             .slots
             .resolve(cpus, Some((cpus, "the allocation's CPU count")))?;
         let backend = SingleNode::new(Launcher::Srun { nodes }, max_cores, max_workers)?;
-        self.common.build(|_| Ok(Arc::new(backend)), true)
+        build_process(
+            self.common,
+            &self.pool,
+            backend,
+            max_cores,
+            max_workers,
+            "the allocation's CPUs (or max_cores)",
+            true,
+        )
     }
 }
 
@@ -484,6 +631,7 @@ impl FluxJobExecutor {
         FluxJobBuilder {
             common: CommonBuilder::default(),
             slots: Slots::default(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -492,6 +640,7 @@ impl FluxJobExecutor {
 pub struct FluxJobBuilder {
     common: CommonBuilder,
     slots: Slots,
+    pool: PoolSettings,
 }
 
 impl FluxJobBuilder {
@@ -500,6 +649,7 @@ impl FluxJobBuilder {
         "Slots to use, at most the Flux instance's cores (default: all of them).",
         "Flux jobs running at once, whatever their size."
     );
+    pool_builder_methods!();
 
     /// Builds the executor; fails outside a Flux instance (`FLUX_URI` unset), when
     /// `flux resource info` cannot be run or read, and on `max_cores` above the instance's
@@ -529,6 +679,14 @@ impl FluxJobBuilder {
             max_cores,
             max_workers,
         )?;
-        self.common.build(|_| Ok(Arc::new(backend)), true)
+        build_process(
+            self.common,
+            &self.pool,
+            backend,
+            max_cores,
+            max_workers,
+            "the Flux instance's cores (or max_cores)",
+            true,
+        )
     }
 }

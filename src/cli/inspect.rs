@@ -67,6 +67,10 @@ pub(crate) struct GcArgs {
     /// Also remove failed tasks (finished ones are always removed).
     #[arg(long)]
     failed: bool,
+    /// Instead of removing finished tasks, fold their directories into a result log (one
+    /// record each, results kept); directories with output files stay. Safe to interrupt.
+    #[arg(long, conflicts_with = "failed")]
+    compact: bool,
 }
 
 fn open(dir: &std::path::Path, trust_group: bool) -> Result<(Cache, Vec<TaskInfo>), String> {
@@ -311,7 +315,22 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
         Ok(d) => d.unwrap_or(Duration::ZERO),
         Err(e) => return fail(USAGE, format!("--older-than: {e}")),
     };
+    if a.compact {
+        return match cache.compact(older) {
+            Ok(c) => {
+                println!(
+                    "folded {} task directories into the result log; kept {} finished ones \
+                     (output files, or younger than --older-than)",
+                    c.folded, c.kept
+                );
+                OK
+            }
+            Err(e) => fail(TASK_FAILED, e),
+        };
+    }
     let now = SystemTime::now();
+    // A pooled task's record lives in a result log shared with other tasks.
+    let logged = tasks.iter().filter(|t| t.dir.is_file()).count();
     let mut removed = 0;
     for t in &tasks {
         let done = match t.state {
@@ -320,16 +339,20 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
             TaskState::Pending => false,
         };
         let age = now.duration_since(t.modified).unwrap_or_default();
-        if done && age >= older {
+        if done && !t.dir.is_file() && age >= older {
             if let Err(e) = cache.remove(t) {
                 return fail(TASK_FAILED, e);
             }
             removed += 1;
         }
     }
-    println!(
+    print!(
         "removed {removed} of {}",
-        count(tasks.len(), "task directory", "task directories")
+        count(tasks.len() - logged, "task directory", "task directories")
     );
+    if logged > 0 {
+        print!("; {logged} results of pooled tasks stay in their result logs");
+    }
+    println!();
     OK
 }

@@ -150,6 +150,10 @@ pub(crate) struct Common {
     /// A job script template of your own.
     #[arg(long)]
     pub template: Option<PathBuf>,
+    /// Persistent workers for function tasks (single-node; pitch.toml's block_allocation).
+    /// The commands pitch runs still run as their own processes: a warning says so.
+    #[arg(long)]
+    pub block_allocation: bool,
     /// Machine-readable output on stdout: JSON only (`run`: one object with the exit code and
     /// the paths of the command's stdout and stderr files, the command's stdout is not copied;
     /// `sweep`: one line per point). Status lines stay on stderr.
@@ -204,6 +208,9 @@ impl Common {
         }
         if let Some(t) = &self.template {
             p.template = Some(t.clone());
+        }
+        if self.block_allocation {
+            p.block_allocation = Some(true);
         }
         Ok(p)
     }

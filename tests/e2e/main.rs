@@ -21,6 +21,7 @@
 mod flux;
 mod flux_cluster;
 mod mpi;
+mod pool;
 mod security;
 mod single_node;
 
@@ -70,6 +71,15 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("flux-cluster-driver") {
         std::process::exit(flux_cluster::driver(args.get(2).map_or("", String::as_str)));
     }
+    // The FluxJobExecutor pool's driver (pool::flux_job_pool), inside the real Flux.
+    if args.get(1).map(String::as_str) == Some("pool-flux-driver") {
+        let dir = std::path::PathBuf::from(args.get(3).map_or("", String::as_str));
+        std::process::exit(pool::flux_driver(&dir));
+    }
+    // A pooled driver that a test kills (pool::no_orphans).
+    if args.get(1).map(String::as_str) == Some("pool-driver") {
+        std::process::exit(pool::driver(args.get(2).map_or("", String::as_str)));
+    }
     // The test environment (not the library) lets OpenMPI run as root, as CI does.
     // SAFETY: no other thread exists yet.
     if unsafe { libc_geteuid() } == 0 {
@@ -90,13 +100,15 @@ fn main() {
         mpi::TESTS,
         flux::TESTS,
         flux_cluster::TESTS,
+        pool::TESTS,
         security::TESTS,
     ]
     .into_iter()
     .flatten()
     .map(|&(name, test)| {
         Trial::test(name, move || test().map_err(Failed::from)).with_ignored_flag(
-            (no_flux && flux::needs_real_flux(name)) || (!root && security::needs_root(name)),
+            (no_flux && (flux::needs_real_flux(name) || pool::NEEDS_REAL_FLUX.contains(&name)))
+                || (!root && security::needs_root(name)),
         )
     })
     .collect();

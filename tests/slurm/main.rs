@@ -14,6 +14,7 @@
 //! array_elements_that_left_the_queue).
 
 mod exact;
+mod pool;
 #[cfg(feature = "remote")]
 mod remote;
 
@@ -1064,6 +1065,9 @@ fn run_test(name: &str, test: TestFn) -> Result<(), String> {
 fn main() {
     pitch::init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("slurm-pool-driver") {
+        std::process::exit(pool::driver(Path::new(&args[2])));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
     }
@@ -1085,6 +1089,7 @@ fn main() {
         .iter()
         .chain(exact::TESTS)
         .chain(more)
+        .chain(pool::TESTS)
         .copied()
         .collect();
     // Every test side by side by default: most of their time is spent waiting for the

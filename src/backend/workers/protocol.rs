@@ -1,0 +1,140 @@
+//! The pool's wire protocol between the driver and a worker process: length-prefixed frames
+//! (a little-endian u32 byte count, then the bincode of a message) over the worker's standard
+//! input (driver to worker) and standard output (worker to driver).
+//!
+//! The driver opens with [`ToWorker::Start`]; the worker runs its init function and answers
+//! [`FromWorker::Ready`]. Then each [`ToWorker::Run`] is answered by one [`FromWorker::Done`],
+//! one task at a time. The end of the worker's input (the driver closed the pipe, or died)
+//! makes the worker exit.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::TaskError;
+use crate::task::TaskKey;
+
+/// A registered function run once in every worker when it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct InitCall {
+    pub name: String,
+    pub fingerprint: String,
+    /// `std::any::type_name` of the value it returns, checked by `worker_state`.
+    pub output_type: String,
+    pub args: Vec<Vec<u8>>,
+}
+
+/// What the driver sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// The first message: which worker this is, and its init function.
+    Start { index: u32, init: Option<InitCall> },
+    /// Run one task on these (inline) arguments.
+    Run {
+        key: TaskKey,
+        name: String,
+        fingerprint: String,
+        args: Vec<Vec<u8>>,
+    },
+}
+
+/// The variable that gives each rank of a multi-rank worker the driver's socket.
+pub(crate) const SOCKET_ENV: &str = "PITCH_POOL_SOCKET";
+/// The number of ranks a multi-rank worker was started with.
+pub(crate) const RANKS_ENV: &str = "PITCH_POOL_RANKS";
+/// The secret each rank presents when it connects.
+pub(crate) const TOKEN_ENV: &str = "PITCH_POOL_TOKEN";
+
+/// What the worker answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    /// A rank of a multi-rank worker has connected to the driver's socket (its first message).
+    Hello { rank: u32, size: u32, token: String },
+    /// The worker has run its init function (or has none).
+    Ready { init: Result<(), TaskError> },
+    /// The task's encoded value, or why it failed.
+    Done { outcome: Result<Vec<u8>, TaskError> },
+}
+
+/// One frame's bytes: length and payload.
+pub(crate) fn frame<T: Serialize>(message: &T) -> Result<Vec<u8>, String> {
+    let payload = codec::encode(message)?;
+    let len = u32::try_from(payload.len())
+        .map_err(|_| format!("a message of {} bytes is too large", payload.len()))?;
+    let mut bytes = Vec::with_capacity(4 + payload.len());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Writes one message as a frame (not flushed).
+pub(crate) fn write<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+    let bytes = frame(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    out.write_all(&bytes)
+}
+
+/// Reads one message; `None` at the end of the input between frames.
+pub(crate) fn read<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    let mut filled = 0;
+    while filled < 4 {
+        match input.read(&mut len[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > codec::DECODE_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is over the limit"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    input.read_exact(&mut payload)?;
+    codec::decode(&payload)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_a_cut_frame_is_an_error() {
+        let run = ToWorker::Run {
+            key: TaskKey::from_bytes([3; 16]),
+            name: "m::f".into(),
+            fingerprint: "fp".into(),
+            args: vec![vec![1, 2], vec![]],
+        };
+        let mut bytes = Vec::new();
+        write(&mut bytes, &run).unwrap();
+        write(
+            &mut bytes,
+            &FromWorker::Done {
+                outcome: Ok(vec![9]),
+            },
+        )
+        .unwrap();
+        let mut input = &bytes[..];
+        assert_eq!(read::<ToWorker>(&mut input).unwrap(), Some(run));
+        assert_eq!(
+            read::<FromWorker>(&mut input).unwrap(),
+            Some(FromWorker::Done {
+                outcome: Ok(vec![9])
+            })
+        );
+        assert_eq!(read::<FromWorker>(&mut input).unwrap(), None);
+        let cut = &bytes[..bytes.len() - 1];
+        let mut input = cut;
+        read::<ToWorker>(&mut input).unwrap();
+        assert!(read::<FromWorker>(&mut input).is_err());
+    }
+}

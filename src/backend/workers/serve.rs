@@ -1,0 +1,287 @@
+//! The worker side of the pool: `__pitch-worker pool` runs its init function once, then the
+//! tasks the driver sends, one at a time, until its input ends. Also the API tasks use to
+//! reach what the init function returned ([`worker_state`]).
+
+use std::any::Any;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::{Mutex, OnceLock};
+
+use serde::de::DeserializeOwned;
+
+use super::protocol::{self, FromWorker, InitCall, ToWorker};
+use crate::error::TaskError;
+use crate::worker::{self, TaskContext};
+
+/// A registered function to run once in each pooled worker when it starts, with its
+/// arguments: `my_task::init(args..)` for a task defined with [`task!`](crate::task!). Tasks
+/// running in the worker read its value with [`worker_state`].
+#[derive(Debug, Clone)]
+pub struct InitFunction {
+    pub(crate) call: Result<InitCall, TaskError>,
+}
+
+impl InitFunction {
+    /// The init function's registered name.
+    pub fn name(&self) -> Option<&str> {
+        self.call.as_ref().ok().map(|c| c.name.as_str())
+    }
+}
+
+#[doc(hidden)]
+pub fn init_function(
+    name: &str,
+    fingerprint: &str,
+    output_type: &str,
+    args: Vec<Result<Vec<u8>, TaskError>>,
+) -> InitFunction {
+    InitFunction {
+        call: args
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|args| InitCall {
+                name: name.to_string(),
+                fingerprint: fingerprint.to_string(),
+                output_type: output_type.to_string(),
+                args,
+            }),
+    }
+}
+
+/// Why [`worker_state`] has no value for the asking task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pitch::worker_state: {0}")]
+pub struct WorkerStateError(String);
+
+/// What this worker's init function returned.
+struct InitValue {
+    name: String,
+    output_type: String,
+    bytes: Vec<u8>,
+}
+
+static INIT_VALUE: OnceLock<InitValue> = OnceLock::new();
+static DECODED: Mutex<Option<&'static (dyn Any + Send + Sync)>> = Mutex::new(None);
+
+/// The value the executor's [`init_function`](crate::SingleNodeBuilder::init_function)
+/// returned in this worker, as `T` (the init function's output type, checked by name).
+///
+/// The init function runs once when a pooled worker (`block_allocation(true)`) starts; every
+/// task that runs in that worker afterwards sees the same value, decoded once and kept for the
+/// worker's life (`&'static`). Put a `Mutex` inside `T` for state the tasks change. Fails
+/// outside a pooled worker, when the executor has no init function, or when `T` is not the
+/// init function's output type.
+///
+/// ```no_run
+/// pitch::task! {
+///     pub fn load_table(n: usize) -> Vec<f64> { (0..n).map(|i| i as f64).collect() }
+/// }
+/// pitch::task! {
+///     pub fn lookup(i: usize) -> Result<f64, pitch::WorkerStateError> {
+///         Ok(pitch::worker_state::<Vec<f64>>()?[i])
+///     }
+/// }
+/// ```
+pub fn worker_state<T: DeserializeOwned + Send + Sync + 'static>(
+) -> Result<&'static T, WorkerStateError> {
+    let wanted = std::any::type_name::<T>();
+    let Some(init) = INIT_VALUE.get() else {
+        return Err(WorkerStateError(if worker::in_worker() {
+            "this worker has no init function (set one with .init_function(..) on a \
+             block_allocation executor)"
+                .into()
+        } else {
+            "only tasks running in a pooled worker (block_allocation) have worker state".into()
+        }));
+    };
+    if init.output_type != wanted {
+        return Err(WorkerStateError(format!(
+            "asked for a {wanted}, but the init function {} returns a {}",
+            init.name, init.output_type
+        )));
+    }
+    let mut decoded = DECODED.lock().unwrap_or_else(|e| e.into_inner());
+    let value: &'static (dyn Any + Send + Sync) = match *decoded {
+        Some(v) => v,
+        None => {
+            let value: T = crate::codec::decode(&init.bytes).map_err(|e| {
+                WorkerStateError(format!(
+                    "could not decode the value of the init function {} as {wanted}: {e}",
+                    init.name
+                ))
+            })?;
+            let leaked: &'static T = Box::leak(Box::new(value));
+            *decoded = Some(leaked);
+            leaked
+        }
+    };
+    value.downcast_ref::<T>().ok_or_else(|| {
+        WorkerStateError(format!(
+            "the init function's value was first read as another type than {wanted}"
+        ))
+    })
+}
+
+static CURRENT_KEY: Mutex<String> = Mutex::new(String::new());
+
+/// The key of the task running in this pooled worker (empty elsewhere).
+pub(crate) fn current_key() -> String {
+    CURRENT_KEY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Moves the protocol pipes off standard input and output, so that what tasks print cannot
+/// corrupt a frame: the task's standard output goes to the worker's standard error, its
+/// standard input is `/dev/null`. The protocol descriptors are close-on-exec, so programs the
+/// tasks start do not hold the pipes open.
+fn take_protocol_fds() -> std::io::Result<(File, File)> {
+    fn dup_cloexec(fd: RawFd) -> std::io::Result<RawFd> {
+        // SAFETY: fcntl on a descriptor this process owns.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if new < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(new)
+    }
+    let input = dup_cloexec(0)?;
+    let output = dup_cloexec(1)?;
+    let null = File::open("/dev/null")?;
+    // SAFETY: dup2 onto the standard descriptors of this process.
+    unsafe {
+        if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) < 0 || libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both were just duplicated and are owned by nothing else.
+        Ok((File::from_raw_fd(input), File::from_raw_fd(output)))
+    }
+}
+
+/// A rank of a multi-rank worker (started by mpiexec, which keeps standard input and
+/// output for itself): connects to the driver's socket and says which rank it is. Its
+/// standard output goes to its standard error, like a one-rank worker's.
+fn connect(path: &str) -> Result<(File, File, u32, u32, u32), String> {
+    use std::os::fd::OwnedFd;
+    let ranks = std::env::var(protocol::RANKS_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let (rank, size, local) = worker::rank_from_env(ranks).map_err(|e| e.to_string())?;
+    let stream: OwnedFd = match path.strip_prefix("tcp:") {
+        Some(address) => std::net::TcpStream::connect(address)
+            .map(|s| {
+                let _ = s.set_nodelay(true);
+                OwnedFd::from(s)
+            })
+            .map_err(|e| format!("cannot connect to the driver at {address}: {e}"))?,
+        None => std::os::unix::net::UnixStream::connect(path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot connect to the driver at {path}: {e}"))?,
+    };
+    let other = stream.try_clone().map_err(|e| e.to_string())?;
+    let token = std::env::var(protocol::TOKEN_ENV).unwrap_or_default();
+    // SAFETY: dup2 onto this process's standard output.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let mut output = File::from(other);
+    protocol::write(&mut output, &FromWorker::Hello { rank, size, token })
+        .map_err(|e| format!("cannot greet the driver: {e}"))?;
+    Ok((File::from(stream), output, rank, size, local))
+}
+
+/// The pooled worker's main loop; returns the process exit code.
+pub(crate) fn serve() -> i32 {
+    let (input, output, rank, size, local_rank) = match std::env::var(protocol::SOCKET_ENV) {
+        Ok(path) => match connect(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("pitch pool worker: {e}");
+                return 2;
+            }
+        },
+        Err(_) => match take_protocol_fds() {
+            Ok((input, output)) => (input, output, 0, 1, 0),
+            Err(e) => {
+                eprintln!("pitch pool worker: cannot set up its pipes: {e}");
+                return 2;
+            }
+        },
+    };
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut output = BufWriter::with_capacity(1 << 16, output);
+    let (index, init) = match protocol::read::<ToWorker>(&mut input) {
+        Ok(Some(ToWorker::Start { index, init })) => (index, init),
+        Ok(None) => return 0,
+        Ok(Some(other)) => {
+            eprintln!("pitch pool worker: expected a start message, got {other:?}");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("pitch pool worker: {e}");
+            return 2;
+        }
+    };
+    let _ = worker::CONTEXT.set(TaskContext {
+        rank,
+        size,
+        local_rank,
+        node: std::env::var("SLURMD_NODENAME").unwrap_or_default(),
+        key: String::new(),
+    });
+    let ready = match init {
+        None => Ok(()),
+        Some(call) => run_init(call),
+    };
+    let failed = ready.is_err();
+    if protocol::write(&mut output, &FromWorker::Ready { init: ready })
+        .and_then(|()| output.flush())
+        .is_err()
+        || failed
+    {
+        return 1;
+    }
+    loop {
+        match protocol::read::<ToWorker>(&mut input) {
+            Ok(None) => return 0,
+            Ok(Some(ToWorker::Run {
+                key,
+                name,
+                fingerprint,
+                args,
+            })) => {
+                *CURRENT_KEY.lock().unwrap_or_else(|e| e.into_inner()) = key.to_string();
+                let outcome = worker::registered(&name, &fingerprint)
+                    .and_then(|registration| worker::run_registered(registration, args));
+                let sent = protocol::write(&mut output, &FromWorker::Done { outcome })
+                    .and_then(|()| output.flush());
+                if let Err(e) = sent {
+                    // The driver is gone: nobody wants the next task either.
+                    eprintln!("pitch pool worker {index}: cannot send a result: {e}");
+                    return 0;
+                }
+            }
+            Ok(Some(other)) => {
+                eprintln!("pitch pool worker {index}: unexpected message {other:?}");
+                return 2;
+            }
+            Err(e) => {
+                eprintln!("pitch pool worker {index}: {e}");
+                return 2;
+            }
+        }
+    }
+}
+
+fn run_init(call: InitCall) -> Result<(), TaskError> {
+    let registration = worker::registered(&call.name, &call.fingerprint)?;
+    let bytes = worker::run_registered(registration, call.args)?;
+    let _ = INIT_VALUE.set(InitValue {
+        name: call.name,
+        output_type: call.output_type,
+        bytes,
+    });
+    Ok(())
+}

@@ -452,14 +452,14 @@ impl LogSet {
         let dir = log_dir(&self.root);
         crate::store::create_dir(&dir)?;
         // Like every directory pitch writes into: ours, not a link, nobody else may write.
-        crate::trust::check_own(&dir, crate::trust::Policy::default()).map_err(|e| {
-            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
-        })?;
+        crate::trust::check_own(&dir, crate::trust::Policy::default())
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let path = dir.join(format!("{nanos:020}-{}.{EXTENSION}", std::process::id()));
+        let name = format!("{nanos:020}-{}.{EXTENSION}", std::process::id());
+        let path = crate::store::Store::at(self.root.clone(), false).log_file(&name);
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)

@@ -416,6 +416,11 @@ impl Store {
         self.root.join("log")
     }
 
+    /// The result log named `name` (in [`Store::log_dir`]).
+    pub(crate) fn log_file(&self, name: &str) -> PathBuf {
+        self.log_dir().join(name)
+    }
+
     /// Removes a task's directory and everything in it.
     pub(crate) fn remove_task(&self, key: &TaskKey) -> Result<(), Error> {
         let dir = self.task(key).dir;

@@ -49,6 +49,9 @@ pub struct TaskInfo {
     pub dir: PathBuf,
 }
 
+/// What a listing could not read: each path with why.
+pub type Unreadable = Vec<(PathBuf, String)>;
+
 /// A cache directory opened for inspection.
 pub struct Cache {
     store: Store,
@@ -64,7 +67,7 @@ impl Cache {
     /// [`Cache::open`] that also accepts, with `trust_group`, a group-writable cache directory
     /// or parent (the builders' `trust_group`).
     pub fn open_trusting(dir: &Path, trust_group: bool) -> Result<Cache, Error> {
-        if !Store::is_cache(dir) {
+        if !Store::is_cache(dir)? {
             return Err(Error::Config(format!(
                 "{} is not a pitch cache directory (it has no tasks/ folder)",
                 dir.display()
@@ -87,15 +90,32 @@ impl Cache {
         self.store.root()
     }
 
-    /// Every task in the cache, sorted by key. Unreadable task files are skipped.
+    /// Every task in the cache, sorted by key. Unreadable task files are skipped
+    /// ([`Cache::tasks_and_unreadable`] says which).
     pub fn tasks(&self) -> Result<Vec<TaskInfo>, Error> {
+        Ok(self.tasks_and_unreadable()?.0)
+    }
+
+    /// [`Cache::tasks`], and what could not be read (a task's folder or file, a shard
+    /// folder), each with why, so that a listing can say what it is missing.
+    pub fn tasks_and_unreadable(&self) -> Result<(Vec<TaskInfo>, Unreadable), Error> {
         let mut out = Vec::new();
+        let (keys, shards) = self.store.task_keys_and_unreadable()?;
+        let mut unreadable: Vec<(PathBuf, String)> = shards
+            .into_iter()
+            .map(|(p, e)| (p, e.to_string()))
+            .collect();
         {
-            for key in self.store.task_keys()? {
+            for key in keys {
                 let paths = self.store.task(&key);
-                let Ok(spec) = store::read_value::<TaskSpec>(&paths.task_file(), FileKind::Task)
-                else {
-                    continue;
+                let spec = match store::read_value::<TaskSpec>(&paths.task_file(), FileKind::Task) {
+                    Ok(spec) => spec,
+                    // A directory still being made (or emptied) has no task file yet.
+                    Err(FormatError::Missing) => continue,
+                    Err(e) => {
+                        unreadable.push((paths.task_file(), e.to_string()));
+                        continue;
+                    }
                 };
                 let params = match &spec.kind {
                     TaskKind::Command(c) => c
@@ -185,7 +205,7 @@ impl Cache {
                 .filter(|t| !in_dirs.contains(&t.key)),
         );
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// The job name of this cache directory's jobs (`squeue -n NAME`, `flux jobs --name`).

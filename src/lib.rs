@@ -71,7 +71,7 @@ pub use builders::{
     SingleNodeExecutor, SlurmClusterBuilder, SlurmClusterExecutor, SlurmJobBuilder,
     SlurmJobExecutor,
 };
-pub use cache::{Cache, TaskInfo, TaskState};
+pub use cache::{Cache, TaskInfo, TaskState, Unreadable};
 pub use command::{Command, CommandOutput};
 pub use error::{Error, LaunchErrorKind, TaskError};
 pub use event::{Event, EventKind, Reporter};

@@ -309,6 +309,9 @@ pub(crate) struct RankRecord {
     pub outcome: Result<Vec<u8>, TaskError>,
 }
 
+/// Folders that could not be read, with why.
+pub(crate) type Unreadable = Vec<(PathBuf, io::Error)>;
+
 /// The cache directory.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
@@ -387,20 +390,35 @@ impl Store {
         }
     }
 
-    /// Whether `dir` looks like a cache directory (it has the tasks folder).
-    pub(crate) fn is_cache(dir: &Path) -> bool {
-        dir.join(TASKS).is_dir()
+    /// Whether `dir` looks like a cache directory (it has the tasks folder): `Ok(false)` when
+    /// it has none, an error naming the folder when it cannot be examined (no permission).
+    pub(crate) fn is_cache(dir: &Path) -> Result<bool, Error> {
+        let tasks = dir.join(TASKS);
+        match fs::metadata(&tasks) {
+            Ok(m) => Ok(m.is_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(tasks, e)),
+        }
     }
 
     /// The key of every task directory, in no particular order (names that are not keys
     /// are skipped).
     pub(crate) fn task_keys(&self) -> Result<Vec<TaskKey>, Error> {
+        Ok(self.task_keys_and_unreadable()?.0)
+    }
+
+    /// [`Store::task_keys`], and the shard folders that could not be read, with why.
+    pub(crate) fn task_keys_and_unreadable(&self) -> Result<(Vec<TaskKey>, Unreadable), Error> {
         let tasks = self.root.join(TASKS);
         let shards = fs::read_dir(&tasks).map_err(|e| Error::io(&tasks, e))?;
-        let mut keys = Vec::new();
+        let (mut keys, mut unreadable) = (Vec::new(), Vec::new());
         for shard in shards.flatten() {
-            let Ok(entries) = fs::read_dir(shard.path()) else {
-                continue;
+            let entries = match fs::read_dir(shard.path()) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    unreadable.push((shard.path(), e));
+                    continue;
+                }
             };
             keys.extend(entries.flatten().filter_map(|e| {
                 e.file_name()
@@ -408,7 +426,7 @@ impl Store {
                     .and_then(|k| k.parse::<TaskKey>().ok())
             }));
         }
-        Ok(keys)
+        Ok((keys, unreadable))
     }
 
     /// The folder of the result logs (`crate::resultlog` owns what is inside).

@@ -916,3 +916,93 @@ fn repeated_points_are_counted_as_repeats() {
     let err = text(&o.stderr);
     assert!(err.contains("2 points: 2 ran"), "{err}");
 }
+
+/// What a listing cannot read is named, not skipped without a word (issue 19): a task
+/// directory with mode 000, and a cache directory with mode 000. Root reads everything, so
+/// this runs as a second user (created when missing); skipped when not root.
+#[test]
+fn unreadable_entries_are_named() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to act as a second user");
+        return;
+    }
+    let user = "pitch-attacker";
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, user]).output().ok()?;
+        text(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        // Other tests may create it at the same moment: only the result counts.
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", user])
+            .output();
+    }
+    let (uid, gid) = (id("-u").expect("the user"), id("-g").expect("its group"));
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    // A copy of the binary the user may run, wherever the checkout is.
+    let bin = home.join("pitch");
+    std::fs::copy(env!("CARGO_BIN_EXE_pitch"), &bin).unwrap();
+    std::os::unix::fs::chown(d.path(), Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(&bin, Some(uid), Some(gid)).unwrap();
+    let as_user = |args: &[&str]| -> Output {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+            ])
+            .arg(&bin)
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env_remove("PITCH_PROFILE")
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .expect("setpriv runs")
+    };
+    let o = as_user(&["sweep", "-q", "--param", "n=1,2,3", "--", "true", "{n}"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = as_user(&["status", "--all"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Close one task's directory to its own user.
+    let tasks = home.join("pitch-cache").join("tasks");
+    let shard = std::fs::read_dir(&tasks)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let task = std::fs::read_dir(&shard)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let chmod = |p: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(&task, 0o000);
+    let o = as_user(&["status", "--all"]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("skipped") && err.contains(&*task.to_string_lossy()),
+        "the unreadable task is not named: {err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    chmod(&task, 0o700);
+    // A cache directory its user cannot read: the error says so, not "no tasks/ folder".
+    chmod(&home.join("pitch-cache"), 0o000);
+    let o = as_user(&["status"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("Permission denied") && !err.contains("no tasks/ folder"),
+        "{err}"
+    );
+    chmod(&home.join("pitch-cache"), 0o700);
+}

@@ -75,7 +75,17 @@ pub(crate) struct GcArgs {
 
 fn open(dir: &std::path::Path, trust_group: bool) -> Result<(Cache, Vec<TaskInfo>), String> {
     let cache = Cache::open_trusting(dir, trust_group).map_err(|e| e.to_string())?;
-    let tasks = cache.tasks().map_err(|e| e.to_string())?;
+    let (tasks, unreadable) = cache.tasks_and_unreadable().map_err(|e| e.to_string())?;
+    // Say what the listing is missing rather than showing fewer tasks without a word.
+    for (path, why) in unreadable.iter().take(10) {
+        eprintln!("pitch: skipped {}: {why}", path.display());
+    }
+    if unreadable.len() > 10 {
+        eprintln!(
+            "pitch: ... and {} more unreadable entries",
+            unreadable.len() - 10
+        );
+    }
     Ok((cache, tasks))
 }
 

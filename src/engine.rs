@@ -30,6 +30,7 @@ pub(crate) struct Counts {
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
     pub cached: AtomicU64,
+    pub joined: AtomicU64,
 }
 
 /// State shared by an executor's handles and its running tasks.
@@ -229,6 +230,7 @@ impl Engine {
             if let Some(existing) = live.get(&key) {
                 let failed = matches!(existing.outcome(), Some(o) if o.is_err());
                 if !failed {
+                    self.counts.joined.fetch_add(1, Ordering::Relaxed);
                     return TaskFuture::new(existing.clone(), view);
                 }
             }
@@ -572,6 +574,11 @@ mod tests {
         let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
         assert_eq!(runs, "once\n");
         assert_eq!(engine.counts.cached.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            engine.counts.joined.load(Ordering::Relaxed),
+            1,
+            "the second joined"
+        );
         assert_eq!(engine.live_count(), 0, "a cached answer is not kept either");
         let weak = Arc::downgrade(&third.dependency().slot);
         drop(third);

@@ -39,6 +39,10 @@ pub struct RunSummary {
     pub cached: u64,
     /// Tasks still unresolved (only after [`Shutdown::Detach`]).
     pub unfinished: u64,
+    /// Submissions that joined a task already submitted and not yet resolved under the same
+    /// key (the same task twice, or one `with_cache_key` used for several submissions): the
+    /// counts above are of tasks, so N such submissions add N here and one task above.
+    pub joined: u64,
 }
 
 /// Owns the runtime; dropping the last handle applies the backend's drop policy.
@@ -64,6 +68,7 @@ impl Inner {
             failed: counts.failed.load(Ordering::Relaxed),
             cached: counts.cached.load(Ordering::Relaxed),
             unfinished: self.engine.pending(),
+            joined: counts.joined.load(Ordering::Relaxed),
         };
         if !self.shut.swap(true, Ordering::SeqCst) {
             self.engine.events.emit(EventKind::RunFinished {

@@ -88,6 +88,25 @@ pub(crate) struct FluxClient {
 const MAX_LISTED: u32 = 1_000_000;
 
 impl FluxClient {
+    /// One `flux jobs ID...` call for `wanted` (ids Flux no longer knows are reported on
+    /// stderr; the others are still listed), read by `parse` and kept to `wanted`.
+    async fn ended<T>(
+        &self,
+        wanted: &[JobRef],
+        parse: impl FnOnce(&str) -> HashMap<JobRef, T>,
+    ) -> HashMap<JobRef, T> {
+        let format = format!("--format={}", parse::FINAL_FORMAT);
+        let mut args = strings(&["jobs", "--no-header", &format]);
+        args.extend(wanted.iter().map(|j| j.job_id.to_string()));
+        match self.flux(args).await {
+            Ok(out) => parse(&out.stdout)
+                .into_iter()
+                .filter(|(j, _)| wanted.contains(j))
+                .collect(),
+            Err(_) => HashMap::new(),
+        }
+    }
+
     async fn flux(&self, args: Vec<String>) -> Result<CmdOutput, SchedulerError> {
         self.transport.run("flux", &args, &[], "Flux").await
     }
@@ -142,37 +161,14 @@ impl SchedulerClient for FluxClient {
         &'a self,
         wanted: &'a [JobRef],
     ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
-        Box::pin(async move {
-            let format = format!("--format={}", parse::FINAL_FORMAT);
-            let mut args = strings(&["jobs", "--no-header", &format]);
-            args.extend(wanted.iter().map(|j| j.job_id.to_string()));
-            match self.flux(args).await {
-                Ok(out) => parse::parse_never_ran(&out.stdout)
-                    .into_iter()
-                    .filter(|(j, _)| wanted.contains(j))
-                    .collect(),
-                Err(_) => HashMap::new(),
-            }
-        })
+        Box::pin(async move { self.ended(wanted, parse::parse_never_ran).await })
     }
 
     fn final_states<'a>(
         &'a self,
         wanted: &'a [JobRef],
     ) -> Fut<'a, HashMap<JobRef, (JobState, String)>> {
-        Box::pin(async move {
-            let format = format!("--format={}", parse::FINAL_FORMAT);
-            let mut args = strings(&["jobs", "--no-header", &format]);
-            args.extend(wanted.iter().map(|j| j.job_id.to_string()));
-            // Ids Flux no longer knows are reported on stderr; the others are still listed.
-            match self.flux(args).await {
-                Ok(out) => parse::parse_final(&out.stdout)
-                    .into_iter()
-                    .filter(|(j, _)| wanted.contains(j))
-                    .collect(),
-                Err(_) => HashMap::new(),
-            }
-        })
+        Box::pin(async move { self.ended(wanted, parse::parse_final).await })
     }
 
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>> {

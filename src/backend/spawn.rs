@@ -487,24 +487,39 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let fds: Vec<RawFd> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        // An inherited descriptor keeps its number and points at the same object (for a
+        // pipe `pipe:[inode]`): compared by both, since a number alone also matched the
+        // dynamic loader's own short-lived descriptor 3 of `sleep` when our pipe was 3.
+        let target = |pid: &str, fd: RawFd| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map(|t| t.to_string_lossy().into_owned())
+                .ok()
+        };
+        let pid = child.id().to_string();
+        let fds: Vec<RawFd> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
             .collect();
-        let ours = [
+        let ours: Vec<(RawFd, String)> = [
             open.0.as_raw_fd(),
             open.1.as_raw_fd(),
             child.stdout.as_ref().unwrap().as_raw_fd(),
             child.stderr.as_ref().unwrap().as_raw_fd(),
             shared().unwrap().devnull.as_raw_fd(),
-        ];
+        ]
+        .iter()
+        .map(|&fd| (fd, target("self", fd).unwrap()))
+        .collect();
+        let leaked: Vec<_> = ours
+            .iter()
+            .filter(|(fd, t)| target(&pid, *fd).as_ref() == Some(t))
+            .collect();
         super::super::child::kill_group(child.id(), libc::SIGKILL);
         child.wait().unwrap();
         assert!(
             fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
             "{fds:?}"
         );
-        let leaked: Vec<_> = ours.iter().filter(|fd| fds.contains(fd)).collect();
         assert!(
             leaked.is_empty(),
             "inherited {leaked:?} (child has {fds:?})"

@@ -332,6 +332,27 @@ pub(crate) fn calls() -> Result<Vec<String>, String> {
     }
 }
 
+/// A queue of the instance (`debug` when it has one, else the first by name), or none when
+/// the instance configures no queues: `flux config get queues` prints them as a JSON object.
+fn a_queue() -> Result<Option<String>, String> {
+    let out = std::process::Command::new("flux")
+        .args(["config", "get", "queues"])
+        .output()
+        .map_err(|e| format!("cannot run flux config get queues: {e}"))?;
+    if !out.status.success() {
+        return Ok(None); // "queues is not set"
+    }
+    let queues: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("flux config get queues: {e}"))?;
+    let mut names: Vec<String> = queues.keys().cloned().collect();
+    names.sort();
+    Ok(names
+        .iter()
+        .find(|n| *n == "debug")
+        .or(names.first())
+        .cloned())
+}
+
 fn flux_executor(cache: &Path) -> Result<Executor, String> {
     FluxJobExecutor::builder()
         .cache_directory(cache)
@@ -382,16 +403,19 @@ fn command_task() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let lines = sorted_lines(&out);
     ensure!(lines == ["rank 0 of 2", "rank 1 of 2"], "{lines:?}");
-    // Every option pitch maps, in one command line.
-    let big = exe.with_resources(
-        Resources::new()
-            .cores(2)
-            .threads_per_core(2)
-            .num_nodes(2)
-            .run_time_max(Duration::from_secs(90))
-            .exclusive(true)
-            .partition("debug"),
-    );
+    // Every option pitch maps, in one command line; the queue is one the instance has
+    // (the test instance has `debug`; another instance may have others, or none).
+    let queue = a_queue()?;
+    let mut resources = Resources::new()
+        .cores(2)
+        .threads_per_core(2)
+        .num_nodes(2)
+        .run_time_max(Duration::from_secs(90))
+        .exclusive(true);
+    if let Some(q) = &queue {
+        resources = resources.partition(q.as_str());
+    }
+    let big = exe.with_resources(resources);
     let out = big
         .submit_command(Command::new("true"))
         .result()
@@ -407,13 +431,18 @@ fn command_task() -> Result<(), String> {
         "{failed:?}"
     );
     let calls = calls()?;
+    let runs: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.starts_with("run "))
+        .map(String::as_str)
+        .collect();
+    let queue_option = queue.map(|q| format!(" -q {q}")).unwrap_or_default();
     ensure!(
-        calls[1..]
-            == [
-                "run -n 2 -c 1 -o exit-on-error sh -c echo rank $FLUX_TASK_RANK of $FLUX_JOB_SIZE",
-                "run -n 2 -c 2 -N 2 -t 90s --exclusive -q debug -o exit-on-error true",
-                "run -n 2 -c 1 -o exit-on-error sh -c exit $((FLUX_TASK_RANK * 3))",
-            ],
+        runs == [
+            "run -n 2 -c 1 -o exit-on-error sh -c echo rank $FLUX_TASK_RANK of $FLUX_JOB_SIZE",
+            &format!("run -n 2 -c 2 -N 2 -t 90s --exclusive{queue_option} -o exit-on-error true"),
+            "run -n 2 -c 1 -o exit-on-error sh -c exit $((FLUX_TASK_RANK * 3))",
+        ],
         "{calls:#?}"
     );
     // A task Flux could not run is refused before flux is called.
@@ -430,7 +459,7 @@ fn command_task() -> Result<(), String> {
     }
     let after = self::calls()?;
     ensure!(
-        after.len() == 4,
+        after.len() == calls.len(),
         "flux was called for a refused task: {after:#?}"
     );
     Ok(())

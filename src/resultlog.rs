@@ -116,8 +116,13 @@ fn scan(file: &Path, mut each: impl FnMut(u64, u32, LogRecord)) -> io::Result<Da
             damage.torn = true;
             return Ok(damage);
         }
-        payload.resize(len as usize, 0);
-        if read_full(&mut reader, &mut payload)? < len as usize {
+        // Read through `take`, so memory grows with the bytes present, never to what a
+        // damaged length claims.
+        payload.clear();
+        (&mut reader)
+            .take(u64::from(len))
+            .read_to_end(&mut payload)?;
+        if payload.len() < len as usize {
             damage.torn = true;
             return Ok(damage);
         }

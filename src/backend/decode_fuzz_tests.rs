@@ -1,6 +1,7 @@
 //! A bounded fuzz run of every decoder of what pitch reads back (issue 14): the files of the
 //! cache directory (task, result, rank and journal files, the scheduler marker, a command's
-//! `exit` file) and the schedulers' outputs (sbatch, squeue, scontrol, sacct, flux). Each
+//! `exit` file), the result log of pooled tasks, the persistent workers' frames, and the
+//! schedulers' outputs (sbatch, squeue, scontrol, sacct, flux). Each
 //! gets thousands of inputs mutated from valid ones (bit flips, random bytes, cuts, repeats,
 //! huge length prefixes), deterministically (a fixed seed), and must answer without a panic;
 //! the run's peak memory must stay small, so no input makes a decoder allocate what its
@@ -265,6 +266,86 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
     fuzz("exit file", &exits, &mut rng, |b| {
         std::fs::write(paths.exit_file(), b).unwrap();
         let _ = crate::backend::queue::poll::exit_outcome(&paths, &spec);
+    });
+
+    // The result log of pooled tasks: record payloads (as if their checksum held), then
+    // whole log files (framing, checksums, torn tails) through the reader `pitch status`,
+    // `Cache` and re-runs use.
+    let records: Vec<Vec<u8>> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            codec::encode(&crate::resultlog::LogRecord {
+                key: TaskKey::from_bytes([i as u8; 16]),
+                name: "add".into(),
+                finished: 1_700_000_000,
+                record: codec::decode(r).unwrap(),
+                argv: (i == 1).then(|| vec!["echo".into(), "a b".into()]),
+                params: vec![("x".into(), "1".into())],
+            })
+            .unwrap()
+        })
+        .collect();
+    fuzz("result log record", &records, &mut rng, |b| {
+        let _ = codec::decode::<crate::resultlog::LogRecord>(b);
+    });
+    let logs = dir.path().join("logs");
+    let log_dir = Store::at(logs.clone(), false).log_dir();
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let log_file = log_dir.join("fuzz.plog");
+    let mut log_seed = Vec::new();
+    for r in &records {
+        let record: crate::resultlog::LogRecord = codec::decode(r).unwrap();
+        log_seed.extend(crate::resultlog::encode_record(&record).unwrap());
+    }
+    fuzz("result log file", &[log_seed], &mut rng, |b| {
+        std::fs::write(&log_file, b).unwrap();
+        let _ = crate::resultlog::logged_tasks(&logs);
+    });
+
+    // The persistent workers' frames, both ways (a pilot's frames come over the network).
+    use crate::backend::workers::protocol::{self, FromWorker, ToWorker};
+    let to_worker = vec![
+        protocol::frame(&ToWorker::Start {
+            index: 3,
+            init: Some(protocol::InitCall {
+                name: "load".into(),
+                fingerprint: "fn() -> u64".into(),
+                output_type: "u64".into(),
+                args: vec![vec![1, 2]],
+            }),
+        })
+        .unwrap(),
+        protocol::frame(&ToWorker::Run {
+            key: TaskKey::from_bytes([5; 16]),
+            name: "add".into(),
+            fingerprint: "fn(i64, i64) -> i64".into(),
+            args: vec![vec![1], vec![2, 3]],
+        })
+        .unwrap(),
+    ];
+    fuzz("frames to a worker", &to_worker, &mut rng, |b| {
+        let mut input = b;
+        while let Ok(Some(_)) = protocol::read::<ToWorker>(&mut input) {}
+    });
+    let from_worker = vec![
+        protocol::frame(&FromWorker::Hello {
+            rank: 1,
+            size: 2,
+            token: "0123456789abcdef".into(),
+        })
+        .unwrap(),
+        protocol::frame(&FromWorker::Ready { init: Ok(()) }).unwrap(),
+        protocol::frame(&FromWorker::Done {
+            outcome: Err(TaskError::Failed {
+                chain: vec!["boom".into()],
+            }),
+        })
+        .unwrap(),
+    ];
+    fuzz("frames from a worker", &from_worker, &mut rng, |b| {
+        let mut input = b;
+        while let Ok(Some(_)) = protocol::read::<FromWorker>(&mut input) {}
     });
 
     // The schedulers' outputs.

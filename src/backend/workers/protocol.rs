@@ -95,8 +95,13 @@ pub(crate) fn read<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Opt
             format!("a frame of {len} bytes is over the limit"),
         ));
     }
-    let mut payload = vec![0u8; len];
-    input.read_exact(&mut payload)?;
+    // Grown as bytes arrive, never to what the prefix claims: a peer that sends a length
+    // and no payload (or a torn frame) costs no memory.
+    let mut payload = Vec::with_capacity(len.min(1 << 16));
+    input.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     codec::decode(&payload)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

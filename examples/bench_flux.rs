@@ -10,16 +10,9 @@ use std::time::{Duration, Instant};
 
 use pitch::{Command, Executor, FluxClusterExecutor, FluxJobExecutor};
 
-fn arg(name: &str) -> Option<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number, got {v:?}"))
-        })
-}
+#[path = "bench_args/mod.rs"]
+mod bench_args;
+use bench_args::{line, number_opt, wanted};
 
 /// One measurement: `tasks` commands as one `map` on the executor `build` makes on a fresh
 /// cache directory; prints the JSON line.
@@ -39,7 +32,7 @@ fn measure(
     let seconds = start.elapsed().as_secs_f64();
     drop(exe);
     assert_eq!(outputs.len(), tasks);
-    println!("{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.3}}}");
+    line(name, tasks, seconds, "");
     eprintln!("bench_flux: {name}: {tasks} tasks in {seconds:.2} s");
     Ok(())
 }
@@ -59,14 +52,7 @@ fn cluster(cache: &std::path::Path, pack: Option<u32>) -> Result<Executor, pitch
 
 fn main() -> Result<(), pitch::Error> {
     pitch::init(); // first: turns this process into a worker when a job launches it
-    let tasks = arg("--tasks").unwrap_or(200);
-    let args: Vec<String> = std::env::args().collect();
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let wanted = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let tasks = number_opt("--tasks").unwrap_or(200);
     if wanted("job") {
         measure("pitch FluxJobExecutor", tasks, |cache| {
             FluxJobExecutor::builder().cache_directory(cache).build()
@@ -77,7 +63,7 @@ fn main() -> Result<(), pitch::Error> {
             cluster(cache, None)
         })?;
     }
-    if let Some(k) = arg("--pack").filter(|_| wanted("packed")) {
+    if let Some(k) = number_opt("--pack").filter(|_| wanted("packed")) {
         let k = u32::try_from(k).map_err(|e| pitch::Error::Config(e.to_string()))?;
         measure(
             &format!("pitch FluxClusterExecutor (packed {k})"),

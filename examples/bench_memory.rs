@@ -15,23 +15,13 @@ use std::time::Instant;
 
 use pitch::{Command, Executor, SingleNodeExecutor};
 
+#[path = "bench_args/mod.rs"]
+mod bench_args;
+use bench_args::{number, text};
+
 pitch::task! {
     /// The no-op task: returns its argument.
     pub fn noop(i: u64) -> u64 { i }
-}
-
-fn text_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    text_arg(name)
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
 }
 
 /// A `kB` line of /proc/self/status, in bytes.
@@ -61,11 +51,11 @@ fn run(exe: &Executor, function: bool, from: usize, to: usize) -> Result<(), pit
 
 fn main() -> Result<(), pitch::Error> {
     pitch::init();
-    let tasks = arg("--tasks", 200_000);
-    let workers = arg("--workers", 2);
-    let window = arg("--window", 1_000).max(1);
+    let tasks = number("--tasks", 200_000);
+    let workers = number("--workers", 2);
+    let window = number("--window", 1_000).max(1);
     let function = std::env::args().any(|a| a == "--function");
-    let store = text_arg("--store").unwrap_or_else(|| std::env::temp_dir().display().to_string());
+    let store = text("--store").unwrap_or_else(|| std::env::temp_dir().display().to_string());
     let dir = tempfile::tempdir_in(&store).map_err(|e| pitch::Error::Config(e.to_string()))?;
     let exe = SingleNodeExecutor::builder()
         .max_cores(workers as u32)

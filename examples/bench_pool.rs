@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use pitch::SingleNodeExecutor;
 
+#[path = "bench_args/mod.rs"]
+mod bench_args;
+use bench_args::{line, number, wanted};
+
 pitch::task! {
     /// The no-op task: returns its argument.
     pub fn noop(i: u64) -> u64 { i }
@@ -31,34 +35,6 @@ pitch::task! {
         }
         -0.5 * theta.iter().map(|t| t * t).sum::<f64>()
     }
-}
-
-fn text_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    text_arg(name)
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
-
-/// `--only NAME` runs one measurement (pooled, cache, emcee, latency).
-fn wanted(what: &str) -> bool {
-    text_arg("--only").is_none_or(|w| w == what)
-}
-
-fn line(name: &str, tasks: usize, seconds: f64, extra: &str) {
-    let round = text_arg("--round")
-        .map(|r| format!(", \"round\": {}", r.parse::<u32>().expect("a round number")))
-        .unwrap_or_default();
-    println!(
-        "{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}{extra}{round}}}"
-    );
 }
 
 fn pool(workers: u32) -> pitch::SingleNodeBuilder {
@@ -82,8 +58,8 @@ impl Lcg {
 
 fn main() -> Result<(), pitch::Error> {
     pitch::init();
-    let tasks = arg("--tasks", 20_000);
-    let workers = arg("--workers", 2) as u32;
+    let tasks = number("--tasks", 20_000);
+    let workers = number("--workers", 2) as u32;
     let dir = tempfile::tempdir().map_err(|e| pitch::Error::Config(e.to_string()))?;
 
     if wanted("pooled") {
@@ -116,9 +92,9 @@ fn main() -> Result<(), pitch::Error> {
     }
 
     if wanted("emcee") {
-        let walkers = arg("--walkers", 32);
-        let steps = arg("--steps", 100);
-        let work_us = arg("--work-us", 50) as u64;
+        let walkers = number("--walkers", 32);
+        let steps = number("--steps", 100);
+        let work_us = number("--work-us", 50) as u64;
         let dim = 4;
         let exe = pool(workers)
             .cache(false)
@@ -163,7 +139,7 @@ fn main() -> Result<(), pitch::Error> {
     }
 
     if wanted("latency") {
-        let n = arg("--latency", 2000);
+        let n = number("--latency", 2000);
         let exe = pool(workers)
             .cache(false)
             .cache_directory(dir.path().join("latency"))

@@ -9,47 +9,13 @@ use std::time::Instant;
 
 use pitch::{Command, SingleNodeExecutor};
 
+#[path = "bench_args/mod.rs"]
+mod bench_args;
+use bench_args::{line, number, wanted};
+
 pitch::task! {
     /// The no-op task: returns its argument.
     pub fn noop(i: u64) -> u64 { i }
-}
-
-fn text_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    text_arg(name)
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
-
-/// `--only NAME` runs one measurement (function, command, latency, floor), for profiling.
-fn wanted(what: &str) -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--only") {
-        Some(i) => args.get(i + 1).map(String::as_str) == Some(what),
-        None => true,
-    }
-}
-
-/// One JSON line; `--store LABEL` tags it with where the cache directory was (the report
-/// compares pitch with the floor measured in the same run, store by store), `--round K`
-/// with the round it belongs to (the report takes medians over rounds).
-fn line(name: &str, tasks: usize, seconds: f64) {
-    let store = text_arg("--store")
-        .map(|s| format!(", \"store\": {s:?}"))
-        .unwrap_or_default();
-    let round = text_arg("--round")
-        .map(|r| format!(", \"round\": {}", r.parse::<u32>().expect("a round number")))
-        .unwrap_or_default();
-    println!(
-        "{{\"name\": \"{name}\", \"tasks\": {tasks}, \"seconds\": {seconds:.6}{store}{round}}}"
-    );
 }
 
 /// Spawns `program args` `tasks` times, `workers` at a time, waiting for each.
@@ -80,8 +46,8 @@ fn main() -> Result<(), pitch::Error> {
     if std::env::args().nth(1).as_deref() == Some("--noop") {
         return Ok(());
     }
-    let tasks = arg("--tasks", 2000);
-    let workers = arg("--workers", 2);
+    let tasks = number("--tasks", 2000);
+    let workers = number("--workers", 2);
     let dir = tempfile::tempdir().map_err(|e| pitch::Error::Config(e.to_string()))?;
     let exe = SingleNodeExecutor::builder()
         .max_cores(workers as u32)
@@ -95,7 +61,7 @@ fn main() -> Result<(), pitch::Error> {
     if wanted("function") {
         let start = Instant::now();
         let values = pitch::wait_all(noop::map(&exe, 0..tasks as u64))?;
-        line("pitch function", tasks, start.elapsed().as_secs_f64());
+        line("pitch function", tasks, start.elapsed().as_secs_f64(), "");
         assert_eq!(values.len(), tasks);
     }
 
@@ -103,7 +69,7 @@ fn main() -> Result<(), pitch::Error> {
         let start = Instant::now();
         let commands = (0..tasks).map(|i| Command::new("true").arg(i.to_string()));
         pitch::wait_all(exe.map_commands(commands))?;
-        line("pitch command", tasks, start.elapsed().as_secs_f64());
+        line("pitch command", tasks, start.elapsed().as_secs_f64(), "");
     }
 
     if wanted("latency") {
@@ -116,6 +82,7 @@ fn main() -> Result<(), pitch::Error> {
             "pitch latency",
             latency_tasks as usize,
             start.elapsed().as_secs_f64(),
+            "",
         );
     }
     if !wanted("floor") {
@@ -128,6 +95,7 @@ fn main() -> Result<(), pitch::Error> {
         "bare spawn floor",
         tasks,
         floor(me, &["--noop"], tasks, workers),
+        "",
     );
     line(
         "bare spawn floor (true)",
@@ -135,6 +103,7 @@ fn main() -> Result<(), pitch::Error> {
         // The same argv shape as pitch's command tasks: GNU true with an argument loads the
         // locale (it checks for --help), without one it does not.
         floor("true", &["0"], tasks, workers),
+        "",
     );
     Ok(())
 }

@@ -25,18 +25,16 @@ Environment: TASKS (20000), EL_CACHE_TASKS (2000), WORKERS (2), WALKERS (32),
 STEPS (100), WORK_US (50), LATENCY (2000), PEER_TIMEOUT (900), PEERS (all).
 """
 
-import json
 import math
-import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+from peers_common import env_int
+from peers_common import main as peers_main
 
 
 def noop(x):
@@ -51,11 +49,6 @@ def log_prob(theta, work_us):
     return -0.5 * sum(t * t for t in theta)
 
 
-def env_int(name, default):
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
 TASKS = env_int("TASKS", 20000)
 EL_CACHE_TASKS = env_int("EL_CACHE_TASKS", 2000)
 WORKERS = env_int("WORKERS", 2)
@@ -64,10 +57,6 @@ STEPS = env_int("STEPS", 100)
 WORK_US = env_int("WORK_US", 50)
 LATENCY = env_int("LATENCY", 2000)
 PEER_TIMEOUT = env_int("PEER_TIMEOUT", 900)
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 def warm(ex):
@@ -175,71 +164,13 @@ PEERS = {
 }
 
 
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def run_one(key):
-    name, fn = PEERS[key]
-    try:
-        out = {"name": name}
-        out.update(fn())
-        out["seconds"] = round(out["seconds"], 6)
-        if key.startswith("el"):
-            import executorlib
-
-            out["version"] = executorlib.__version__
-        emit(out)
-    except BaseException as e:  # noqa: BLE001 -- report anything, never crash
-        traceback.print_exc(file=sys.stderr)
-        emit({"name": name, "error": f"{type(e).__name__}: {e}"})
-        return 1
-    return 0
-
-
-def run_all(keys):
-    log(f"peers: TASKS={TASKS} EL_CACHE_TASKS={EL_CACHE_TASKS} WORKERS={WORKERS}")
-    for key in keys:
-        name = PEERS[key][0]
-        log(f"peers: running {name} ...")
-        child = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--peer", key],
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            out, _ = child.communicate(timeout=PEER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            child.communicate()
-            emit({"name": name, "error": f"timed out after {PEER_TIMEOUT} s"})
-            continue
-        lines = [line for line in out.splitlines() if line.strip().startswith("{")]
-        for line in lines:
-            sys.stdout.write(line.strip() + "\n")
-            log(f"peers:   {line.strip()}")
-        sys.stdout.flush()
-        if not lines:
-            emit({"name": name, "error": f"exited {child.returncode} without a result"})
-
-
-def main(argv):
-    if len(argv) == 3 and argv[1] == "--peer":
-        return run_one(argv[2])
-    wanted = os.environ.get("PEERS", "").strip()
-    keys = [k.strip() for k in wanted.split(",") if k.strip()] if wanted else list(PEERS)
-    unknown = [k for k in keys if k not in PEERS]
-    if unknown:
-        log(f"peers: unknown PEERS keys {unknown}; known: {list(PEERS)}")
-        return 2
-    run_all(keys)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(
+        peers_main(
+            sys.argv,
+            __file__,
+            PEERS,
+            PEER_TIMEOUT,
+            f"peers: TASKS={TASKS} EL_CACHE_TASKS={EL_CACHE_TASKS} WORKERS={WORKERS}",
+        )
+    )

@@ -36,29 +36,18 @@ Environment knobs:
     PEERS              comma-separated subset of peer keys  (default: all)
 """
 
-import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+from peers_common import env_int
+from peers_common import main as peers_main
 
 
 def noop(x):
     """The task: a no-op returning its argument (module level, so picklable)."""
     return x
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def env_int(name, default):
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
 
 
 TASKS = env_int("TASKS", 2000)
@@ -182,84 +171,14 @@ PEERS = {
 }
 
 
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def run_one(key):
-    """Child mode: run one peer in this process, print its JSON line."""
-    name, fn = PEERS[key]
-    try:
-        tasks, seconds = fn()
-        out = {"name": name, "tasks": tasks, "seconds": round(seconds, 6)}
-        if key.startswith("el"):
-            try:
-                import executorlib
-
-                out["version"] = executorlib.__version__
-            except Exception:
-                pass
-        emit(out)
-    except BaseException as e:  # noqa: BLE001 -- report anything, never crash
-        traceback.print_exc(file=sys.stderr)
-        emit({"name": name, "error": f"{type(e).__name__}: {e}"})
-        return 1
-    return 0
-
-
-def run_all(keys):
-    """Parent mode: run each peer in a child interpreter under a timeout."""
-    log(
-        f"peers: TASKS={TASKS} EXECUTORLIB_TASKS={EXECUTORLIB_TASKS} "
-        f"WORKERS={WORKERS} python={sys.version.split()[0]}"
-    )
-    for key in keys:
-        name = PEERS[key][0]
-        log(f"peers: running {name} ...")
-        child = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--peer", key],
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # own process group: a timeout kills it all
-        )
-        try:
-            out, _ = child.communicate(timeout=PEER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            child.communicate()
-            emit({"name": name, "error": f"timed out after {PEER_TIMEOUT} s"})
-            continue
-        lines = [line for line in out.splitlines() if line.strip().startswith("{")]
-        if lines:
-            for line in lines:
-                sys.stdout.write(line.strip() + "\n")
-                log(f"peers:   {line.strip()}")
-            sys.stdout.flush()
-        else:
-            emit(
-                {
-                    "name": name,
-                    "error": f"peer process exited {child.returncode} without a result",
-                }
-            )
-
-
-def main(argv):
-    if len(argv) == 3 and argv[1] == "--peer":
-        return run_one(argv[2])
-    wanted = os.environ.get("PEERS", "").strip()
-    keys = [k.strip() for k in wanted.split(",") if k.strip()] if wanted else list(PEERS)
-    unknown = [k for k in keys if k not in PEERS]
-    if unknown:
-        log(f"peers: unknown PEERS keys {unknown}; known: {list(PEERS)}")
-        return 2
-    run_all(keys)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(
+        peers_main(
+            sys.argv,
+            __file__,
+            PEERS,
+            PEER_TIMEOUT,
+            f"peers: TASKS={TASKS} EXECUTORLIB_TASKS={EXECUTORLIB_TASKS} "
+            f"WORKERS={WORKERS} python={sys.version.split()[0]}",
+        )
+    )

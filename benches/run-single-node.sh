@@ -54,18 +54,9 @@ store_label() {
 die() { say "ERROR: $*"; exit 1; }
 
 # --- 1. Python virtualenv with executorlib (idempotent) ----------------------
-if [[ ! -x "$VENV/bin/python" ]]; then
-    say "creating virtualenv $VENV"
-    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed (on Debian: apt-get install python3-venv)"
-fi
-py="$VENV/bin/python"
-# executorlib itself, plus h5py (the [cache] extra) which executorlib needs
-# for cache_directory=...
-if ! "$py" -c 'import executorlib, h5py' >/dev/null 2>&1; then
-    say "pip install $EXECUTORLIB_SPEC into $VENV"
-    "$py" -m pip install --quiet "$EXECUTORLIB_SPEC" || die "pip install $EXECUTORLIB_SPEC failed"
-fi
-say "executorlib $("$py" -c 'import executorlib; print(executorlib.__version__)'), $("$py" --version 2>&1)"
+# shellcheck source=benches/venv.sh
+source "$script_dir/venv.sh"
+bench_venv "$VENV" "$EXECUTORLIB_SPEC"
 
 status=0
 

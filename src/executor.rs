@@ -128,6 +128,28 @@ impl Drop for Inner {
 ///
 /// Dropping the last handle of a local executor waits for its tasks, like executorlib's `with`
 /// block; [`Executor::shutdown`] chooses explicitly.
+///
+/// ```
+/// pitch::task! {
+///     /// Runs in a worker process (here: a local one).
+///     pub fn square(x: u64) -> u64 { x * x }
+/// }
+///
+/// fn main() -> Result<(), pitch::Error> {
+///     pitch::init(); // first: turns this process into a worker when launched as one
+///     let cache = tempfile::tempdir().unwrap();
+///     let exe = pitch::SingleNodeExecutor::builder()
+///         .max_cores(2)
+///         .cache_directory(cache.path())
+///         .build()?;
+///     let squares = pitch::wait_all(square::map(&exe, 0..4))?;
+///     assert_eq!(squares, [0, 1, 4, 9]);
+///     // The same program on a cluster: `SlurmClusterExecutor::builder()` instead.
+///     let echo = exe.submit_command(pitch::Command::new("echo").arg("hello"));
+///     assert_eq!(echo.result()?.read_stdout().unwrap().trim(), "hello");
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Executor {
     inner: Arc<Inner>,

@@ -258,6 +258,29 @@ pub(crate) fn view_bytes(values: &[Vec<u8>], view: View) -> Result<Vec<u8>, Task
 /// Cloneable and cheap; every clone sees the same outcome. `.result()` blocks the thread;
 /// `.await` works from any async runtime. Pass `&future` as an argument of another task to make
 /// that task depend on it.
+///
+/// ```
+/// pitch::task! {
+///     pub fn double(x: i64) -> i64 { 2 * x }
+/// }
+/// pitch::task! {
+///     pub fn add(a: i64, b: i64) -> i64 { a + b }
+/// }
+///
+/// fn main() -> Result<(), pitch::Error> {
+///     pitch::init();
+///     let cache = tempfile::tempdir().unwrap();
+///     let exe = pitch::SingleNodeExecutor::builder()
+///         .cache_directory(cache.path())
+///         .build()?;
+///     let two = double::submit(&exe, 1);
+///     // A future as an argument: `add` starts once `double` has finished.
+///     let four = add::submit(&exe, &two, &two);
+///     assert_eq!(four.result()?, 4);
+///     assert_eq!(two.result()?, 2); // clones and re-reads see the same value
+///     Ok(())
+/// }
+/// ```
 pub struct TaskFuture<T> {
     slot: Arc<Slot>,
     view: View,

@@ -64,6 +64,25 @@ pub enum ResourceError {
 ///
 /// `None` (or an empty collection) means "not set at this layer"; the
 /// effective-value helpers ([`Resources::ranks`], ...) supply defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use pitch::Resources;
+///
+/// // The builder form, and the text form of profiles and `--resource key=value`.
+/// let mut r = Resources::new()
+///     .cores(4)
+///     .threads_per_core(2)
+///     .run_time_max(Duration::from_secs(3600));
+/// r.set("memory_max", "8G").unwrap();
+/// assert_eq!(r.ranks(), 4);
+/// assert_eq!(r.memory_max, Some(8 << 30));
+/// assert!(r.set("run_time_max", "90").is_err()); // ambiguous: say "90s" or "90m"
+///
+/// // Per-submit resources layer over the executor's defaults.
+/// let task = Resources::new().cores(1).merged(&Resources::new().cores(2));
+/// assert_eq!(task.ranks(), 2);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Resources {

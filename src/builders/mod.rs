@@ -506,6 +506,16 @@ fn build_queue(
                     seen.display()
                 )));
             }
+            // Slurm reads an --output value holding a backslash as no pattern at all: every
+            // job of the cache would write one log file with no job id in its name.
+            if scheduler == SchedulerKind::Slurm && seen.to_string_lossy().contains('\\') {
+                return Err(Error::Config(format!(
+                    "the cache directory {} holds a backslash, which makes Slurm take the \
+                     jobs' output paths literally (one log file for every job, no job id in \
+                     its name): choose a path without `\\`",
+                    seen.display()
+                )));
+            }
             let scheduler = scheduler_for(scheduler, transport.clone());
             Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
         },

@@ -47,6 +47,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         a_flux_cache_path_with_braces_is_refused,
     ),
     (
+        "security::a_slurm_cache_path_with_a_backslash_is_refused",
+        a_slurm_cache_path_with_a_backslash_is_refused,
+    ),
+    (
         "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
         an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
@@ -443,6 +447,21 @@ fn a_task_file_copied_from_another_task_is_not_run() -> Result<(), String> {
         ),
         other => return Err(format!("the foreign task file ran: {other:?}")),
     }
+    Ok(())
+}
+
+/// Slurm takes an output path holding a backslash literally (no `%j` in it): a cache
+/// directory with a backslash in its path is refused when a Slurm batch executor is built.
+fn a_slurm_cache_path_with_a_backslash_is_refused() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let r = pitch::SlurmClusterExecutor::builder()
+        .cache_directory(d.path().join("runs\\1").join("cache"))
+        .build();
+    ensure!(
+        matches!(&r, Err(Error::Config(m)) if m.contains("runs\\1") && m.contains("Slurm")),
+        "{:?}",
+        r.err()
+    );
     Ok(())
 }
 

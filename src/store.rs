@@ -37,8 +37,9 @@ use crate::task::TaskKey;
 use crate::trust::{self, Policy};
 
 const MAGIC: [u8; 4] = *b"PTCH";
-/// The on-disk format version; a file of another version is refused.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The on-disk format version; a file of another version is refused. Version 2: result and
+/// rank files start their checksummed payload with their task's key.
+pub(crate) const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 16;
 
@@ -87,6 +88,9 @@ pub(crate) enum FormatError {
     TooLarge,
     #[error("holds undecodable data: {0}")]
     Decode(String),
+    /// A result or rank file whose payload names another task (copied from its directory).
+    #[error("is the result of task {found}, not of this task: refused as foreign")]
+    Foreign { found: String },
     /// It, or its directory, is not one pitch can trust (a link, another user's, writable by
     /// others); the text reads after "it", like the others.
     #[error("{0}")]
@@ -214,6 +218,52 @@ pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
 ) -> Result<T, FormatError> {
     let payload = read_checked(path, kind)?;
     codec::decode(&payload).map_err(FormatError::Decode)
+}
+
+/// Reads, checks and decodes a result or rank file of the task `key`: its payload starts with
+/// the key of the task that wrote it, so a file copied from another task's directory is
+/// refused as foreign (the checksum covers the key).
+pub(crate) fn read_value_bound<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: FileKind,
+    key: &TaskKey,
+) -> Result<T, FormatError> {
+    let payload = read_checked(path, kind)?;
+    let Some((found, value)) = payload.split_first_chunk::<16>() else {
+        return Err(FormatError::Truncated(format!(
+            "{} payload bytes, shorter than a task key",
+            payload.len()
+        )));
+    };
+    if found != key.as_bytes() {
+        let found = TaskKey::from_bytes(*found);
+        return Err(FormatError::Foreign {
+            found: found.to_string(),
+        });
+    }
+    codec::decode(value).map_err(FormatError::Decode)
+}
+
+/// Encodes `value` after the task's `key` and writes it atomically (see
+/// [`read_value_bound`]).
+pub(crate) fn write_value_bound<T: Serialize>(
+    path: &Path,
+    kind: FileKind,
+    key: &TaskKey,
+    value: &T,
+    durable: bool,
+) -> Result<(), TaskError> {
+    let encoded = codec::encode(value).map_err(|detail| TaskError::Encode {
+        what: kind.name().to_string(),
+        detail,
+    })?;
+    let mut payload = Vec::with_capacity(16 + encoded.len());
+    payload.extend_from_slice(key.as_bytes());
+    payload.extend_from_slice(&encoded);
+    write_atomic(path, kind, &payload, durable).map_err(|e| TaskError::Store {
+        path: path.display().to_string(),
+        detail: format!("could not write: {e}"),
+    })
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -383,6 +433,7 @@ impl Store {
     pub(crate) fn task(&self, key: &TaskKey) -> TaskPaths {
         let hex = key.to_string();
         TaskPaths {
+            key: *key,
             root: self.root.clone(),
             dir: self.root.join(TASKS).join(&hex[..2]).join(&hex),
             durable: self.durable,
@@ -575,6 +626,7 @@ pub(crate) struct SchedulerMarker {
 /// Every path of one task. The only type that knows file names inside a task directory.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskPaths {
+    key: TaskKey,
     root: PathBuf,
     dir: PathBuf,
     durable: bool,
@@ -675,7 +727,7 @@ impl TaskPaths {
     /// directory pitch cannot trust (a planted link) is not read.
     pub(crate) fn read_result(&self) -> Result<ResultRecord, FormatError> {
         self.check_dirs()?;
-        read_value(&self.result_file(), FileKind::Result)
+        read_value_bound(&self.result_file(), FileKind::Result, &self.key)
     }
 
     /// The stored result when it is a finished (Ok) one: nothing may replace it by a failure.
@@ -691,11 +743,28 @@ impl TaskPaths {
                 return existing;
             }
         }
-        match write_value(&self.result_file(), FileKind::Result, &record, self.durable) {
+        match write_value_bound(
+            &self.result_file(),
+            FileKind::Result,
+            &self.key,
+            &record,
+            self.durable,
+        ) {
             Ok(()) => record,
             Err(e) if record.outcome.is_ok() => ResultRecord { outcome: Err(e) },
             Err(_) => record,
         }
+    }
+
+    /// Writes rank `record.rank`'s file of a multi-rank task.
+    pub(crate) fn write_rank(&self, record: &RankRecord) -> Result<(), TaskError> {
+        write_value_bound(
+            &self.rank_file(record.rank),
+            FileKind::Rank,
+            &self.key,
+            record,
+            self.durable,
+        )
     }
 
     /// Gathers the rank files of a `size`-rank task into its result: the values of all ranks,
@@ -705,7 +774,7 @@ impl TaskPaths {
         let mut failure: Option<TaskError> = None;
         for rank in 0..size {
             let path = self.rank_file(rank);
-            let outcome = match read_value::<RankRecord>(&path, FileKind::Rank) {
+            let outcome = match read_value_bound::<RankRecord>(&path, FileKind::Rank, &self.key) {
                 Ok(rec) => rec.outcome,
                 Err(FormatError::Missing) => Err(TaskError::WorkerDied {
                     status: "no result from this rank".into(),

@@ -145,15 +145,7 @@ fn gather_names_the_failing_rank() {
     let store = Store::open(dir.path(), false, Policy::default()).unwrap();
     let paths = store.task(&TaskKey::from_bytes([1; 16]));
     paths.create().unwrap();
-    let rank = |r: u32, outcome| {
-        write_value(
-            &paths.rank_file(r),
-            FileKind::Rank,
-            &RankRecord { rank: r, outcome },
-            false,
-        )
-        .unwrap()
-    };
+    let rank = |r: u32, outcome| paths.write_rank(&RankRecord { rank: r, outcome }).unwrap();
     rank(0, Ok(vec![0]));
     rank(
         2,
@@ -247,4 +239,41 @@ fn a_file_replaced_by_a_link_or_a_fifo_is_refused_not_followed() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let err = paths.read_result().unwrap_err().to_string();
     assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_result_or_rank_file_of_another_task_is_foreign() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false, Policy::default()).unwrap();
+    let (a, b) = (
+        store.task(&TaskKey::from_bytes([0xa; 16])),
+        store.task(&TaskKey::from_bytes([0xb; 16])),
+    );
+    a.create().unwrap();
+    b.create().unwrap();
+    let rec = ResultRecord {
+        outcome: Ok(vec![vec![7]]),
+    };
+    assert_eq!(a.publish_result(rec.clone()), rec);
+    assert_eq!(a.read_result().unwrap(), rec);
+    fs::copy(a.result_file(), b.result_file()).unwrap();
+    let err = b.read_result().unwrap_err();
+    assert!(
+        matches!(&err, FormatError::Foreign { found } if *found == TaskKey::from_bytes([0xa; 16]).to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("foreign"), "{err}");
+    // A rank file copied over is not gathered as this task's either.
+    a.write_rank(&RankRecord {
+        rank: 0,
+        outcome: Ok(vec![1]),
+    })
+    .unwrap();
+    fs::copy(a.rank_file(0), b.rank_file(0)).unwrap();
+    match b.gather_ranks(1).outcome {
+        Err(TaskError::Rank { cause, .. }) => {
+            assert!(cause.to_string().contains("foreign"), "{cause}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -16,9 +16,14 @@ use crate::codec;
 pub struct TaskKey([u8; 16]);
 
 impl TaskKey {
-    #[cfg(test)]
+    /// The key of these 16 bytes (as read back from a result file).
     pub(crate) fn from_bytes(bytes: [u8; 16]) -> TaskKey {
         TaskKey(bytes)
+    }
+
+    /// The key's 16 bytes (result and rank files start their payload with them).
+    pub(crate) fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
     }
 
     fn hash(material: &[u8]) -> TaskKey {

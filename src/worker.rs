@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::{LaunchErrorKind, TaskError};
 use crate::future::view_bytes;
 use crate::registry;
-use crate::store::{self, FileKind, RankRecord, ResultRecord, Store};
+use crate::store::{RankRecord, ResultRecord, Store};
 use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 
 /// The first argument that makes a binary a worker.
@@ -351,12 +351,7 @@ fn run(store: &Store, key: TaskKey) -> i32 {
             );
             return 3;
         }
-    } else if let Err(e) = store::write_value(
-        &paths.rank_file(rank),
-        FileKind::Rank,
-        &RankRecord { rank, outcome },
-        store.durable(),
-    ) {
+    } else if let Err(e) = paths.write_rank(&RankRecord { rank, outcome }) {
         eprintln!("pitch worker: {e}");
         return 3;
     }

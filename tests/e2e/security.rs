@@ -43,6 +43,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         a_task_file_copied_from_another_task_is_not_run,
     ),
     (
+        "security::a_result_copied_from_another_task_is_refused",
+        a_result_copied_from_another_task_is_refused,
+    ),
+    (
         "security::a_flux_cache_path_with_braces_is_refused",
         a_flux_cache_path_with_braces_is_refused,
     ),
@@ -413,6 +417,50 @@ fn a_link_planted_as_a_tasks_stdout_is_not_written_through() -> Result<(), Strin
         "the link was written through: {kept:?}"
     );
     ensure!(out.stdout.is_none(), "{out:?}");
+    Ok(())
+}
+
+/// A `result.bin` copied from another task's directory (five tasks answered `0` from one
+/// copied file before results carried their key): refused as foreign with a warning naming
+/// it, and the task runs again and answers its own value.
+fn a_result_copied_from_another_task_is_refused() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let build = |events: crate::single_node::Collect| {
+        SingleNodeExecutor::builder()
+            .cache_directory(&cache)
+            .reporter(events)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let exe = build(crate::single_node::Collect::default())?;
+    let tasks: Vec<_> = (1..=5).map(|i| echo_value::submit(&exe, i)).collect();
+    for (i, t) in tasks.iter().enumerate() {
+        ensure!(t.result() == Ok(i as u32 + 1), "the tasks ran");
+    }
+    let dirs: Vec<PathBuf> = tasks
+        .iter()
+        .map(|t| exe.task_directory(&t.key()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    drop(exe);
+    for dir in &dirs[1..] {
+        std::fs::copy(dirs[0].join("result.bin"), dir.join("result.bin")).unwrap();
+    }
+    let events = crate::single_node::Collect::default();
+    let exe = build(events.clone())?;
+    let again: Vec<u32> = (1..=5)
+        .map(|i| echo_value::submit(&exe, i).result())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    ensure!(again == [1, 2, 3, 4, 5], "answers {again:?}");
+    let warnings = events.warnings();
+    ensure!(
+        warnings.len() == 4
+            && warnings
+                .iter()
+                .all(|w| w.contains("foreign") && w.contains(&tasks[0].key())),
+        "warnings {warnings:?}"
+    );
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 //!   log/<nanos>-<pid>.plog    a result log: records of pooled tasks' results (see resultlog)
 //!   jobs/                     the scheduler's side (cluster backends):
 //!       <job id>.job          journal record: which job runs which task
+//!       <stem>.intent         a submission about to be made (its script and tasks)
 //!       <stem>.sh, .tasks     a job script, and the tasks file of an array or packed job
 //!       slurm-%j.out, ...     the jobs' logs (the scheduler's own file name pattern)
 //!       scheduler             the marker: which scheduler, and the SSH login if any
@@ -535,6 +536,24 @@ impl Store {
             .collect()
     }
 
+    /// The intent record of the submission whose job script is named `stem`: written before
+    /// the submit command runs, removed once its journal record is written.
+    pub(crate) fn journal_intent(&self, stem: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{stem}.{INTENT_EXT}"))
+    }
+
+    /// Every intent record, in no particular order.
+    pub(crate) fn journal_intents(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.jobs_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(INTENT_EXT))
+            .collect()
+    }
+
     /// The job script named `stem`.
     pub(crate) fn job_script(&self, stem: &str) -> PathBuf {
         self.jobs_dir().join(format!("{stem}.sh"))
@@ -610,6 +629,7 @@ const JOBS: &str = "jobs";
 const BIN: &str = "bin";
 const MARKER: &str = "scheduler";
 const JOURNAL_EXT: &str = "job";
+const INTENT_EXT: &str = "intent";
 /// The format of the scheduler marker file this binary writes.
 const MARKER_FORMAT: u32 = 1;
 

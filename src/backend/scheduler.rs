@@ -213,6 +213,17 @@ pub(crate) trait SchedulerClient: Send + Sync + 'static {
         let _ = wanted;
         Box::pin(async { HashMap::new() })
     }
+    /// ONE query: the jobs named `tag` the scheduler still lists, by the path of the job
+    /// script they were submitted with (the array's job id for an array): how a submission
+    /// whose job id the driver never learned (killed while the submit command ran) is found
+    /// again. `None` where the scheduler cannot tell.
+    fn submitted<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> Fut<'a, Result<Option<HashMap<String, u64>>, SchedulerError>> {
+        let _ = tag;
+        Box::pin(async { Ok(None) })
+    }
     /// Cancels these jobs, in one call.
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>>;
     /// The most elements one job array may have (1 where the dialect has no arrays).

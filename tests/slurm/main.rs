@@ -17,6 +17,7 @@ mod exact;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;
+mod rerun;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -1090,6 +1091,7 @@ fn main() {
         .chain(exact::TESTS)
         .chain(more)
         .chain(pool::TESTS)
+        .chain(rerun::TESTS)
         .copied()
         .collect();
     // Every test side by side by default: most of their time is spent waiting for the

@@ -1,6 +1,12 @@
 //! The scheduler journal: which job (array id + index) runs which task. One file per sbatch
 //! call in `<cache>/jobs/`, never one per task; it is the only source of truth for
 //! re-attaching to jobs after the driver was stopped or killed.
+//!
+//! Before each submission an intent record (`<stem>.intent`: the job script's path and the
+//! tasks) is written; once the scheduler answered with a job id, the journal record is, and
+//! the intent removed. A driver killed between the two leaves the intent: the next run asks
+//! the scheduler for a job of that script ([`crate::backend::scheduler::SchedulerClient::submitted`])
+//! and journals it, so a job the scheduler accepted is always found again.
 
 use std::collections::HashMap;
 
@@ -15,6 +21,13 @@ use crate::task::TaskKey;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct JournalRecord {
     pub job_id: u64,
+    pub tasks: Vec<(TaskKey, Option<u32>)>,
+}
+
+/// A submission about to be made: the job script (where the jobs see it) and its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct IntentRecord {
+    pub script: String,
     pub tasks: Vec<(TaskKey, Option<u32>)>,
 }
 
@@ -36,6 +49,39 @@ impl Journal {
             rec,
             self.store.durable(),
         )
+    }
+
+    /// Records a submission about to be made under the script stem `stem`.
+    pub(crate) fn intend(&self, stem: &str, rec: &IntentRecord) -> Result<(), TaskError> {
+        store::write_value(
+            &self.store.journal_intent(stem),
+            FileKind::Journal,
+            rec,
+            self.store.durable(),
+        )
+    }
+
+    /// The submission under `stem` is journaled (or never happened): its intent goes.
+    pub(crate) fn settle(&self, stem: &str) {
+        let _ = std::fs::remove_file(self.store.journal_intent(stem));
+    }
+
+    /// The intents of submissions whose driver stopped before it learned (or journaled) the
+    /// job id: (stem, record). Unreadable ones are skipped (a record is written atomically:
+    /// a damaged one is outside damage).
+    pub(crate) fn intents(&self) -> Vec<(String, IntentRecord)> {
+        let mut out = Vec::new();
+        for path in self.store.journal_intents() {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match store::read_value::<IntentRecord>(&path, FileKind::Journal) {
+                Ok(rec) => out.push((stem, rec)),
+                Err(_) => {}
+            }
+        }
+        out
     }
 
     /// Every task's latest job. Unreadable records are skipped and reported in the second

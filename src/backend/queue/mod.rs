@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-use self::journal::{Journal, JournalRecord};
+use self::journal::{IntentRecord, Journal, JournalRecord};
 use self::poll::{Watch, WatchEnd};
-use super::scheduler::{JobRef, Scheduler};
+use super::scheduler::{lookup_state, JobRef, JobState, Scheduler};
 use super::transport::{Transport, TransportError};
 use super::{Backend, BoxFuture, DropPolicy, Job};
 use crate::error::{Error, LaunchErrorKind, TaskError};
@@ -104,7 +104,14 @@ pub(crate) struct Queue {
     queue_cap: Option<Arc<Semaphore>>,
     pending: Mutex<Vec<Pending>>,
     flusher_running: Mutex<bool>,
-    /// Which job runs which task: from the journal at start, then from each submission.
+    /// Which job each task was last submitted as by earlier runs: the journal at start, with
+    /// the submissions found again from intent records ([`Queue::recover`]).
+    journaled: Mutex<HashMap<TaskKey, JobRef>>,
+    /// The earlier runs' jobs the scheduler still listed when this run started (`None`: it
+    /// could not say); filled once, by [`Queue::recover`].
+    recovered: tokio::sync::OnceCell<Option<HashMap<JobRef, JobState>>>,
+    /// Which job runs which task in this run: the jobs submitted, and those of earlier runs
+    /// re-attached while still queued or running (the ones dependents may queue behind).
     jobs: Mutex<HashMap<TaskKey, JobRef>>,
     /// The jobs (array elements) among them that run more than one task.
     packs: Mutex<HashSet<JobRef>>,
@@ -175,7 +182,9 @@ impl Queue {
             max_array_size: OnceLock::new(),
             pending: Mutex::new(Vec::new()),
             flusher_running: Mutex::new(false),
-            jobs: Mutex::new(known),
+            journaled: Mutex::new(known),
+            recovered: tokio::sync::OnceCell::new(),
+            jobs: Mutex::new(HashMap::new()),
             packs: Mutex::new(packs),
             jobs_changed: Notify::new(),
             watches: Mutex::new(HashMap::new()),
@@ -411,18 +420,20 @@ impl Queue {
             bodies[0].clone()
         };
         let extra = (bodies.len() > 1).then_some(tasks_path);
-        let result = self.submit(&header, &stem, extra).await;
+        let tasks: Vec<(TaskKey, Option<u32>)> = group
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.key, array.then_some((i / per_job) as u32)))
+            .collect();
+        let result = self.submit(&header, &stem, extra, &tasks).await;
         let result = match result {
             Ok(job_id) => {
-                let rec = JournalRecord {
-                    job_id,
-                    tasks: group
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| (p.key, array.then_some((i / per_job) as u32)))
-                        .collect(),
-                };
-                self.journal.record(&rec).map(|_| job_id)
+                let rec = JournalRecord { job_id, tasks };
+                let recorded = self.journal.record(&rec).map(|_| job_id);
+                if recorded.is_ok() {
+                    self.journal.settle(&stem);
+                }
+                recorded
             }
             Err(e) => Err(e),
         };
@@ -465,13 +476,14 @@ impl Queue {
         })
     }
 
-    /// Writes the job script (and ships it with the `tasks` file where the jobs run), then
-    /// submits it.
+    /// Writes the job script (and ships it with the `tasks` file where the jobs run), records
+    /// the intent to submit it for the tasks `keys`, then submits it.
     async fn submit(
         &self,
         header: &SlurmScript,
         stem: &str,
         tasks: Option<PathBuf>,
+        keys: &[(TaskKey, Option<u32>)],
     ) -> Result<u64, TaskError> {
         let text = self.script_text(header)?;
         let path = self.store.job_script(stem);
@@ -489,15 +501,26 @@ impl Queue {
                 kind: LaunchErrorKind::Other,
                 detail: e.to_string(),
             })?;
-        self.scheduler
-            .client
-            .submit(&self.transport.path(&path))
-            .await
-            .map_err(|e| TaskError::Launch {
-                what: self.scheduler.dialect.submitter.into(),
-                kind: launch_kind(&e),
-                detail: e.to_string(),
-            })
+        // Before the scheduler may accept the job: a driver killed from here on leaves the
+        // intent, and the next run finds the job by its script instead of submitting again.
+        let script = self.transport.path(&path);
+        self.journal.intend(
+            stem,
+            &IntentRecord {
+                script: script.display().to_string(),
+                tasks: keys.to_vec(),
+            },
+        )?;
+        let submitted = self.scheduler.client.submit(&script).await;
+        if submitted.is_err() {
+            // Refused (or never run): no job to find again.
+            self.journal.settle(stem);
+        }
+        submitted.map_err(|e| TaskError::Launch {
+            what: self.scheduler.dialect.submitter.into(),
+            kind: launch_kind(&e),
+            detail: e.to_string(),
+        })
     }
 
     /// Writes a job script or tasks file (executable by its owner only).
@@ -563,13 +586,25 @@ impl Queue {
             }),
             None => None,
         };
-        // Re-attach to a job a previous run submitted, when it is still queued or running.
-        let known = self.jobs.lock().unwrap().get(&job.spec.key).copied();
+        // Re-attach to a job a previous run submitted, unless that attempt is over and
+        // failed (then the task runs again: a rerun reruns failures).
+        let listed = self.recover().await;
+        let known = self.journaled.lock().unwrap().get(&job.spec.key).copied();
         if let Some(old) = known {
-            match self.watch(&job, old, true).await {
-                WatchEnd::Done(record) => return record,
-                WatchEnd::Lost => {}
+            if !self.attempt_failed(&job) {
+                let state = listed.map(|states| lookup_state(states, old));
+                if let Some(Some(JobState::Active(_))) = state {
+                    // Still queued or running: dependents may queue behind it.
+                    self.jobs.lock().unwrap().insert(job.spec.key, old);
+                    self.jobs_changed.notify_waiters();
+                }
+                match self.watch(&job, old, true).await {
+                    WatchEnd::Done(record) => return record,
+                    WatchEnd::Lost => {}
+                }
             }
+        } else if let Some(record) = self.finished_command(&job) {
+            return record;
         }
         let after = match self.wait_for_inputs(&job).await {
             Ok(a) => a,
@@ -624,6 +659,129 @@ impl Queue {
                 state: EndReason::forgotten(),
                 detail: "the job left the queue without a result".into(),
             }),
+        }
+    }
+
+    /// Once per run, before any task re-attaches: the submissions earlier runs made without
+    /// journaling their job (killed while the submit command ran) are looked for by their
+    /// script and journaled; returns the earlier runs' jobs the scheduler lists now (`None`
+    /// when it could not say).
+    async fn recover(&self) -> Option<&HashMap<JobRef, JobState>> {
+        self.recovered
+            .get_or_init(|| async {
+                let intents = self.journal.intents();
+                if !intents.is_empty() {
+                    self.recover_intents(intents).await;
+                }
+                if self.journaled.lock().unwrap().is_empty() {
+                    return Some(HashMap::new());
+                }
+                match self.scheduler.client.active(&self.tag).await {
+                    Ok(states) => Some(states),
+                    Err(e) => {
+                        self.warn(format!("could not list the earlier runs' jobs: {e}"));
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+    }
+
+    /// Journals the jobs of these intents the scheduler lists; forgets the intents of the
+    /// others (never accepted, or gone from the queue: their tasks' files speak for them).
+    async fn recover_intents(&self, intents: Vec<(String, IntentRecord)>) {
+        let found = match self.scheduler.client.submitted(&self.tag).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                self.warn(format!(
+                    "{} submission(s) of an earlier run may have been accepted without their \
+                     job id being recorded, and {} cannot look them up: their tasks are \
+                     submitted again",
+                    intents.len(),
+                    self.scheduler.dialect.title()
+                ));
+                HashMap::new()
+            }
+            Err(e) => {
+                self.warn(format!(
+                    "could not look for the jobs of {} unrecorded submission(s) of an earlier \
+                     run ({e}): their tasks are submitted again",
+                    intents.len()
+                ));
+                return;
+            }
+        };
+        let mut journaled = self.journaled.lock().unwrap();
+        for (stem, intent) in intents {
+            if let Some(&job_id) = found.get(&intent.script) {
+                let rec = JournalRecord {
+                    job_id,
+                    tasks: intent.tasks,
+                };
+                if let Err(e) = self.journal.record(&rec) {
+                    self.warn(format!("could not journal job {job_id}: {e}"));
+                }
+                for (key, index) in &rec.tasks {
+                    let job = JobRef {
+                        job_id,
+                        array_index: *index,
+                    };
+                    let newer = journaled.get(key).is_none_or(|j| j.job_id <= job_id);
+                    if newer {
+                        journaled.insert(*key, job);
+                    }
+                }
+                let mut seen = HashSet::new();
+                let mut packs = self.packs.lock().unwrap();
+                for (_, index) in &rec.tasks {
+                    if !seen.insert(*index) {
+                        packs.insert(JobRef {
+                            job_id,
+                            array_index: *index,
+                        });
+                    }
+                }
+            }
+            self.journal.settle(&stem);
+        }
+    }
+
+    /// Whether what an earlier attempt of the task left says it ended and failed: a failed
+    /// (or unreadable) result, or a command's exit file with a failure. Its job, finished,
+    /// must not stand in for a new attempt.
+    fn attempt_failed(&self, job: &Job) -> bool {
+        match job.paths.read_result() {
+            Ok(rec) => return rec.outcome.is_err(),
+            Err(crate::store::FormatError::Missing) => {}
+            Err(_) => return true,
+        }
+        match &job.spec.kind {
+            TaskKind::Command(spec) => {
+                matches!(poll::exit_outcome(&job.paths, spec), Some((_, Err(_))))
+            }
+            TaskKind::Function { .. } => false,
+        }
+    }
+
+    /// A command whose job succeeded while no driver watched it and whose job is not in the
+    /// journal (the driver was killed before recording it): its exit file is its result.
+    fn finished_command(&self, job: &Job) -> Option<ResultRecord> {
+        let TaskKind::Command(spec) = &job.spec.kind else {
+            return None;
+        };
+        if self.transport.is_remote() || job.paths.read_result().is_ok() {
+            return None;
+        }
+        match poll::exit_outcome(&job.paths, spec)? {
+            (_, Ok(values)) => {
+                let rec = job.paths.publish_result(ResultRecord {
+                    outcome: Ok(values),
+                });
+                let _ = std::fs::remove_file(job.paths.exit_file());
+                Some(rec)
+            }
+            (_, Err(_)) => None,
         }
     }
 

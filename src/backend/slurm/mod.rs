@@ -218,6 +218,24 @@ impl SchedulerClient for SlurmClient {
         })
     }
 
+    /// `squeue -o '%A|%o'`: the job (array) id and the script path of every job named `tag`.
+    fn submitted<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> Fut<'a, Result<Option<HashMap<String, u64>>, SchedulerError>> {
+        Box::pin(async move {
+            let uid = unsafe { libc::getuid() }.to_string();
+            let args = strings(&["-h", "-u", &uid, "-n", tag, "-t", "all", "-o", "%A|%o"]);
+            let out = self.cmd("squeue", &args).await?.ok("squeue")?;
+            parse::parse_squeue_scripts(&out.stdout)
+                .map(Some)
+                .map_err(|e| SchedulerError::Unreadable {
+                    program: "squeue".into(),
+                    detail: e.to_string(),
+                })
+        })
+    }
+
     /// Per submission (a job or a whole array), one `scontrol show job` call for its jobs
     /// while Slurm still knows them, then one sacct call for those it no longer knows: a
     /// thousand array elements that left the queue cost two calls, not two thousand.

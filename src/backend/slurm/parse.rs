@@ -432,6 +432,27 @@ pub(crate) fn states_by_job(entries: &[QueueEntry]) -> HashMap<JobRef, JobState>
     entries.iter().map(|e| (e.job, e.state.into())).collect()
 }
 
+/// Parses `squeue -h -t all -o '%A|%o'`: each job's (array's) id by the path of its job
+/// script. Blank lines are skipped.
+pub fn parse_squeue_scripts(output: &str) -> Result<HashMap<String, u64>, ParseError> {
+    let mut found = HashMap::new();
+    for (n, line) in output.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |reason: &dyn fmt::Display| ParseError::line("squeue", n + 1, reason, line);
+        let Some((id, script)) = line.split_once('|') else {
+            return Err(err(&"expected \"<jobid>|<command>\""));
+        };
+        let id: u64 = id
+            .parse()
+            .map_err(|_| err(&format_args!("{id:?} is not a job id")))?;
+        found.insert(script.to_string(), id);
+    }
+    Ok(found)
+}
+
 /// One job record of `scontrol show job -o`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScontrolJob {

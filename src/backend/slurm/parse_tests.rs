@@ -1078,3 +1078,18 @@ fn scontrol_config() {
         Ok(2)
     );
 }
+
+#[test]
+fn squeue_scripts_give_each_submissions_job_id() {
+    // `squeue -h -t all -o '%A|%o'` (recorded: an array of 3 pending, folded into one line,
+    // and a single job; running elements print one line each with the array's id).
+    let out = "103|/tmp/c/jobs/pitch-1-5.sh\n104|/tmp/c/jobs/pitch-1-6.sh\n\n\
+               103|/tmp/c/jobs/pitch-1-5.sh\n105|/tmp/a|b.sh\n";
+    let found = parse_squeue_scripts(out).unwrap();
+    assert_eq!(found.len(), 3);
+    assert_eq!(found["/tmp/c/jobs/pitch-1-5.sh"], 103);
+    assert_eq!(found["/tmp/c/jobs/pitch-1-6.sh"], 104);
+    assert_eq!(found["/tmp/a|b.sh"], 105);
+    let err = parse_squeue_scripts("103_2|/x.sh").unwrap_err();
+    assert!(err.to_string().contains("line 1"), "{err}");
+}

@@ -124,26 +124,37 @@ async fn run_local(
     env: &[(&str, &str)],
     title: &str,
 ) -> Result<CmdOutput, SchedulerError> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                SchedulerError::CommandMissing {
-                    program: program.to_string(),
-                    scheduler: title.to_string(),
-                    host: None,
-                }
-            } else {
-                SchedulerError::CannotRun {
-                    program: program.to_string(),
-                    detail: e.to_string(),
-                }
+        .stdin(std::process::Stdio::null());
+    // The command dies with the driver: a driver killed while `sbatch` runs must not leave
+    // a submission that lands after the next run looked for it (see the journal's intents).
+    // The signal comes when the spawning thread ends: a runtime worker, which lives as long
+    // as the driver's runtime and is awaiting this very command meanwhile.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
-        })?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            SchedulerError::CommandMissing {
+                program: program.to_string(),
+                scheduler: title.to_string(),
+                host: None,
+            }
+        } else {
+            SchedulerError::CannotRun {
+                program: program.to_string(),
+                detail: e.to_string(),
+            }
+        }
+    })?;
     Ok(CmdOutput {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -4,14 +4,15 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Done, Job};
 use crate::command::{Command, CommandOutput};
 use crate::error::TaskError;
 use crate::event::{EventKind, Events};
 use crate::future::{ArgSource, Dependency, Slot, TaskFuture};
+use crate::lock::{Claim, Claims};
 use crate::resources::Resources;
 use crate::store::{self, FileKind, FormatError, ResultRecord, Store};
 use crate::task::{TaskKey, TaskKind, TaskSpec, View};
@@ -53,6 +54,16 @@ pub(crate) struct Engine {
     pending: Mutex<u64>,
     idle: Condvar,
     warned: Mutex<HashSet<&'static str>>,
+    /// This driver's claims on tasks (`crate::lock`), registered on the first claim.
+    claims: OnceLock<Result<Arc<Claims>, String>>,
+}
+
+/// What [`Engine::claim`] ends with.
+enum Claimed {
+    /// The task is this driver's to run.
+    Run,
+    /// Another driver ran it meanwhile: its result.
+    Answered(ResultRecord),
 }
 
 /// Counts a task as on its way to the backend until dropped.
@@ -97,6 +108,7 @@ impl Engine {
             pending: Mutex::new(0),
             idle: Condvar::new(),
             warned: Mutex::new(HashSet::new()),
+            claims: OnceLock::new(),
         }
     }
 
@@ -277,12 +289,28 @@ impl Engine {
         let engine = self.clone();
         let resources = opts.resources.clone();
         let task_slot = slot.clone();
+        // Only a task with a key of its own can run twice (issue 14): claim it.
+        let claim = (opts.cache || opts.cache_key.is_some()).then_some(opts.cache);
         self.runtime.spawn(async move {
             let started_at = Instant::now();
+            let mut preparing = Some(preparing);
+            if let Some(use_cache) = claim {
+                match engine.claim(&task_slot, use_cache, &mut preparing).await {
+                    Ok(Claimed::Run) => {}
+                    Ok(Claimed::Answered(record)) => {
+                        return engine.finish(&task_slot, record, started_at, true);
+                    }
+                    Err(e) => {
+                        let record = ResultRecord { outcome: Err(e) };
+                        return engine.finish(&task_slot, record, started_at, false);
+                    }
+                }
+            }
+            let preparing = preparing.unwrap_or_else(|| Preparing::new(&engine.preparing));
             let finisher = engine.clone();
             let finished_slot = task_slot.clone();
             let done = Done::new(move |record| {
-                finisher.finish(&finished_slot, record, started_at);
+                finisher.finish(&finished_slot, record, started_at, false);
             });
             if let Some(record) = engine
                 .execute(task_slot, spec, deps, resources, preparing, done.clone())
@@ -341,6 +369,95 @@ impl Engine {
                     reason: "this backend runs no job scripts".into(),
                 })
             })
+    }
+
+    /// This driver's claims, registered on first use.
+    fn claims(&self) -> Result<&Arc<Claims>, TaskError> {
+        self.claims
+            .get_or_init(|| {
+                Claims::open(&self.store).map(Arc::new).map_err(|e| {
+                    format!(
+                        "could not register this driver in {}: {e}",
+                        self.store.root().join("locks").display()
+                    )
+                })
+            })
+            .as_ref()
+            .map_err(|detail| TaskError::Store {
+                path: self.store.root().display().to_string(),
+                detail: detail.clone(),
+            })
+    }
+
+    /// Waits until this driver holds the claim on the task (issue 14: a second driver on the
+    /// cache directory waits for the tasks the first one runs, then takes their results),
+    /// and looks again, under the claim, for a result another driver left meanwhile.
+    /// `preparing` is let go while waiting (a queue does not hold its batch for it).
+    async fn claim(
+        &self,
+        slot: &Arc<Slot>,
+        use_cache: bool,
+        preparing: &mut Option<Preparing>,
+    ) -> Result<Claimed, TaskError> {
+        let claims = self.claims()?;
+        let key = slot.key;
+        let mut waited = false;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let since = Instant::now();
+            let claim = match claims.busy(&key).filter(|_| waited) {
+                Some(owner) => Ok(Claim::Busy { owner }),
+                None => claims.try_claim(&key),
+            };
+            let claim = claim.map_err(|e| TaskError::Store {
+                path: self.store.claim_file(&key).display().to_string(),
+                detail: format!("could not claim the task: {e}"),
+            })?;
+            let took_over = match claim {
+                Claim::Mine { took_over } => took_over,
+                Claim::Busy { owner } => {
+                    if !waited {
+                        preparing.take();
+                        if self.warned.lock().unwrap().insert("another driver") {
+                            self.events.emit(EventKind::Warning {
+                                message: format!(
+                                    "task {key} ({}) is run by another driver of this cache directory ({owner}): waiting for it, and for any other task such a driver runs",
+                                    slot.name
+                                ),
+                            });
+                        }
+                    }
+                    waited = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = slot.cancel.cancelled() => return Err(TaskError::Cancelled),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            if use_cache || waited {
+                let paths = self.store.task(&key);
+                let stored = match paths.read_result() {
+                    Err(FormatError::Missing) if waited || took_over.is_some() => {
+                        crate::resultlog::LogSet::refreshed(self.store.root()).lookup(&key)
+                    }
+                    Err(FormatError::Missing) => crate::resultlog::lookup(self.store.root(), &key),
+                    other => other,
+                };
+                // A success answers; so does the failure of the run this driver waited for.
+                if let Ok(record) = stored {
+                    if record.outcome.is_ok() || (waited && took_over.is_none()) {
+                        return Ok(Claimed::Answered(record));
+                    }
+                }
+            }
+            if took_over.is_some() || waited {
+                // The other driver may have submitted it: find its job (the queue's journal).
+                self.backend.taken_over(&key, since);
+            }
+            return Ok(Claimed::Run);
+        }
     }
 
     /// Writes the task file, waits for the inputs and hands the task to the backend, which
@@ -426,10 +543,19 @@ impl Engine {
         None
     }
 
-    fn finish(&self, slot: &Arc<Slot>, record: ResultRecord, started_at: Instant) {
+    /// Ends a task with `record`; `answered`: another driver ran it (counted as cached).
+    fn finish(&self, slot: &Arc<Slot>, record: ResultRecord, started_at: Instant, answered: bool) {
+        if let Some(Ok(claims)) = self.claims.get() {
+            claims.release(&slot.key);
+        }
         let key = slot.key.to_string();
         let name = slot.name.clone();
         match &record.outcome {
+            Ok(_) if answered => {
+                self.counts.cached.fetch_add(1, Ordering::Relaxed);
+                self.counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.events.emit(EventKind::Cached { key, name });
+            }
             Ok(_) => {
                 self.counts.succeeded.fetch_add(1, Ordering::Relaxed);
                 self.events.emit(EventKind::Finished {

@@ -51,6 +51,7 @@ mod error;
 mod event;
 mod executor;
 mod future;
+mod lock;
 pub mod profile;
 mod registry;
 mod report;

@@ -16,6 +16,7 @@
 //!       <stem>.sh, .tasks     a job script, and the tasks file of an array or packed job
 //!       slurm-%j.out, ...     the jobs' logs (the scheduler's own file name pattern)
 //!       scheduler             the marker: which scheduler, and the SSH login if any
+//!   locks/                    which driver runs which task (see `crate::lock`)
 //! ```
 //!
 //! Every binary file starts with a 32-byte header: magic `PTCH`, format version, file kind,
@@ -519,6 +520,36 @@ impl Store {
         })
     }
 
+    /// The folder of the drivers' claims on tasks (`crate::lock` owns what is inside).
+    fn locks_dir(&self) -> PathBuf {
+        self.root.join(LOCKS)
+    }
+
+    /// Creates the folders of [`crate::lock`] 0700 (checked with `lstat`).
+    pub(crate) fn create_lock_dirs(&self) -> io::Result<()> {
+        let locks = self.locks_dir();
+        for dir in [locks.clone(), locks.join("drivers"), locks.join("claims")] {
+            create_dir(&dir)?;
+            self.check_own(&dir).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// The file of the driver `id`, locked while it lives.
+    pub(crate) fn driver_file(&self, id: &str) -> PathBuf {
+        self.locks_dir().join("drivers").join(id)
+    }
+
+    /// The claim on task `key`: the id of the driver that runs it.
+    pub(crate) fn claim_file(&self, key: &TaskKey) -> PathBuf {
+        self.locks_dir().join("claims").join(key.to_string())
+    }
+
+    /// The lock held while a claim is read and written.
+    pub(crate) fn claims_lock_file(&self) -> PathBuf {
+        self.locks_dir().join("claims.lock")
+    }
+
     /// The journal record of the submission `job_id`.
     pub(crate) fn journal_record(&self, job_id: u64) -> PathBuf {
         self.jobs_dir().join(format!("{job_id}.{JOURNAL_EXT}"))
@@ -627,6 +658,7 @@ impl Store {
 const TASKS: &str = "tasks";
 const JOBS: &str = "jobs";
 const BIN: &str = "bin";
+const LOCKS: &str = "locks";
 const MARKER: &str = "scheduler";
 const JOURNAL_EXT: &str = "job";
 const INTENT_EXT: &str = "intent";

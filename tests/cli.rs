@@ -1006,3 +1006,40 @@ fn unreadable_entries_are_named() {
     );
     chmod(&home.join("pitch-cache"), 0o700);
 }
+
+/// Issue 14: two `pitch sweep` of the same points on one cache directory, started at the same
+/// moment, run every point exactly once (each run appends a line to a file): the second waits
+/// for the points the first runs and answers with their results. With file locks, and with
+/// the lease files used where a file system has none (`PITCH_LOCK=lease`).
+#[test]
+fn two_sweeps_at_once_run_every_point_once() {
+    for lock in ["", "lease"] {
+        let d = tempfile::tempdir().unwrap();
+        let runs = d.path().join("runs");
+        let cmd = format!("echo {{n}} >> {}; sleep 0.2", runs.display());
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_pitch"))
+                .args(["sweep", "-q", "--max-cores", "4", "--param", "n=1..12"])
+                .args(["--", "sh", "-c", &cmd])
+                .current_dir(d.path())
+                .env_remove("PITCH_PROFILE")
+                .env("HOME", d.path())
+                .env("PITCH_LOCK", lock)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        for child in [a, b] {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "lock {lock:?}: {}", text(&o.stderr));
+        }
+        let got = lines(&runs);
+        let mut want: Vec<String> = (1..=12).map(|n| n.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "lock {lock:?}: every point once");
+        // Nothing is left claimed.
+        let claims = d.path().join("pitch-cache/locks/claims");
+        assert_eq!(std::fs::read_dir(claims).unwrap().count(), 0);
+    }
+}

@@ -164,6 +164,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Called when this driver has taken over task `key` from another driver of the cache
+    /// directory (`crate::lock`) that was alive at some point before `since`: a queue reads
+    /// its journal again, to re-attach to the job that driver submitted.
+    fn taken_over(&self, _key: &crate::task::TaskKey, _since: std::time::Instant) {}
+
     /// Called once the last handle of the executor is dropped and its drop policy has run:
     /// stops what the backend keeps alive between tasks (pool workers). `wait` is false when
     /// tasks are still unfinished (a detach): then it must not block on them.

@@ -104,6 +104,7 @@ const TESTS: &[(&str, TestFn)] = &[
         cli_cosmology_sweep,
     ),
     ("cli_status_and_cancel", cli_status_and_cancel),
+    ("cli_two_sweeps_at_once", cli_two_sweeps_at_once),
     ("cli_run_detach", cli_run_detach),
     ("cli_run_streams_from_a_job", cli_run_streams_from_a_job),
     (
@@ -885,6 +886,86 @@ fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
     let sbatch = calls(dir, "sbatch");
     eprintln!("  5400 points: {sbatch} sbatch calls (killed after {done_before})");
     ensure!(sbatch <= 3, "{sbatch} sbatch calls");
+    Ok(())
+}
+
+/// Issue 14: two `pitch sweep` of the same points on one cache directory, started at the same
+/// moment, on Slurm: every point runs exactly once (each run appends a line). Then again, and
+/// one of the two is killed once the jobs are submitted: the other takes over its points
+/// (it reads the journal again and re-attaches to the jobs the dead one submitted).
+fn cli_two_sweeps_at_once(dir: &Path) -> Result<(), String> {
+    cluster_profile(dir);
+    let path = counting_path(dir);
+    let sweep = |cache: &str, log: &Path, points: &str| {
+        let cmd = format!("echo {{n}} >> {}; sleep 4", log.display());
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(["sweep", "-q", "--profile", "cluster", "--cache-dir", cache])
+            .args(["--param", points, "--", "sh", "-c", &cmd])
+            .current_dir(dir)
+            .env_remove("PITCH_PROFILE")
+            .env("PATH", &path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let once = |log: &Path, n: usize| -> Result<(), String> {
+        let mut got: Vec<usize> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        got.sort();
+        ensure!(got == (1..=n).collect::<Vec<_>>(), "runs: {got:?}");
+        Ok(())
+    };
+    let succeeds = |child: std::process::Child| -> Result<(), String> {
+        let o = child.wait_with_output().unwrap();
+        ensure!(
+            o.status.success(),
+            "a sweep failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    let log = dir.join("both.log");
+    let (a, b) = (sweep("c1", &log, "n=1..8"), sweep("c1", &log, "n=1..8"));
+    succeeds(a)?;
+    succeeds(b)?;
+    once(&log, 8)?;
+
+    let log = dir.join("killed.log");
+    let (a, b) = (sweep("c2", &log, "n=1..8"), sweep("c2", &log, "n=1..8"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 8
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 8),
+        "the 8 points never ran"
+    );
+    let submitted = calls(dir, "sbatch");
+    // Kill a sweep that runs points (the owner named in a claim: `<host>-<pid>-<nanos>`).
+    let owner = std::fs::read_dir(dir.join("c2/locks/claims"))
+        .unwrap()
+        .flatten()
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())
+        .and_then(|id| id.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok()));
+    ensure!(owner.is_some(), "no claim names a sweep");
+    let (mut killed, left) = if owner == Some(b.id()) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    succeeds(left)?;
+    once(&log, 8)?;
+    ensure!(
+        calls(dir, "sbatch") == submitted,
+        "the points of the killed sweep were submitted again"
+    );
     Ok(())
 }
 

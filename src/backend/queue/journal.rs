@@ -8,7 +8,9 @@
 //! the scheduler for a job of that script ([`crate::backend::scheduler::SchedulerClient::submitted`])
 //! and journals it, so a job the scheduler accepted is always found again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,11 +36,45 @@ pub(crate) struct IntentRecord {
 /// The journal of a cache directory (its records are where the store puts them).
 pub(crate) struct Journal {
     store: Store,
+    /// When the last [`Journal::reload_since`] started.
+    reloaded: Mutex<Option<Instant>>,
 }
 
 impl Journal {
     pub(crate) fn new(store: Store) -> Journal {
-        Journal { store }
+        Journal {
+            store,
+            reloaded: Mutex::new(None),
+        }
+    }
+
+    /// Reads the journal again into `jobs` (a task's newer job wins) and `packs` (issue 14:
+    /// this driver took over a task from another driver, whose submissions it has not seen),
+    /// unless a reload started after `since` (when the other driver was last seen) already
+    /// did: a driver taking over many tasks at once reads the journal once.
+    pub(crate) fn reload_since(
+        &self,
+        since: Instant,
+        jobs: &Mutex<HashMap<TaskKey, JobRef>>,
+        packs: &Mutex<HashSet<JobRef>>,
+    ) {
+        let mut reloaded = self.reloaded.lock().unwrap();
+        if reloaded.is_some_and(|at| at > since) {
+            return;
+        }
+        *reloaded = Some(Instant::now());
+        let (known, _problems) = self.load();
+        let mut seen = HashSet::new();
+        let mut packs = packs.lock().unwrap();
+        let mut jobs = jobs.lock().unwrap();
+        for (key, job) in known {
+            if !seen.insert(job) {
+                packs.insert(job);
+            }
+            if jobs.get(&key).is_none_or(|old| old.job_id < job.job_id) {
+                jobs.insert(key, job);
+            }
+        }
     }
 
     /// Records a submission (atomically, before the driver relies on it).

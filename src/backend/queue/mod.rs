@@ -983,6 +983,10 @@ impl Backend for Queue {
         let _ = self.events.set(events);
         let _ = self.preparing.set(preparing);
     }
+
+    fn taken_over(&self, _key: &TaskKey, since: std::time::Instant) {
+        self.journal.reload_since(since, &self.jobs, &self.packs);
+    }
 }
 
 #[cfg(test)]

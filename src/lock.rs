@@ -1,0 +1,511 @@
+//! One driver at a time per task (issue 14): a driver claims a task before it runs or submits
+//! it, and a second driver on the same cache directory waits for the claim to go instead of
+//! running the task again.
+//!
+//! ```text
+//! <cache>/locks/
+//!     claims.lock           held (briefly) while a claim is read and written
+//!     drivers/<id>          one file per live driver (executor), locked for its lifetime
+//!     claims/<key>          the id of the driver that runs the task (removed when it ends)
+//! ```
+//!
+//! A driver is alive while its file is locked. Two kinds of locks:
+//! - `Ofd`: open-file-description locks (`fcntl(F_OFD_SETLK)`, `flock` off Linux), which the
+//!   kernel forwards to the server on NFS (v4 locks, v3 through NLM), Lustre (mounted with
+//!   `-o flock`), GPFS, BeeGFS and CephFS, and releases when the process dies, however it dies.
+//! - `Lease`: where the file system refuses locks (`ENOLCK`, `ENOSYS`, `EOPNOTSUPP`: Lustre
+//!   mounted `noflock`, NFS mounted `nolock` refuses nothing and is local only, see README),
+//!   or with `PITCH_LOCK=lease`: the driver file names its host and pid and is touched every
+//!   [`LEASE`] / 4; it is alive while touched within [`LEASE`] (and, on the same host, while
+//!   its pid runs). `claims.lock` is then a file created with `O_EXCL`.
+//!
+//! A claim whose driver is gone is taken over; the new owner then looks again for a result
+//! and for a job the old one submitted (the queue's journal) before it runs anything.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::store::{self, Store};
+use crate::task::TaskKey;
+
+/// How long a `Lease` driver counts as alive after its last touch.
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
+
+/// How a cache directory's drivers show they are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Ofd,
+    Lease,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Ofd => "ofd",
+            Mode::Lease => "lease",
+        }
+    }
+}
+
+/// What [`Claims::try_claim`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The task is this driver's now; `took_over` names the dead driver it was taken from.
+    Mine { took_over: Option<String> },
+    /// Another live driver runs it.
+    Busy { owner: String },
+}
+
+/// This driver's claims on one cache directory.
+pub(crate) struct Claims {
+    store: Store,
+    id: String,
+    mode: Mode,
+    /// The locked driver file (held for the driver's lifetime).
+    _file: File,
+    /// Stops the lease heartbeat (dropping it ends the thread).
+    _heartbeat: Option<mpsc::Sender<()>>,
+    /// Drivers found alive, and when: one found alive within [`SEEN_ALIVE`] is not asked
+    /// again (waiting on thousands of its tasks costs one check a second, not thousands).
+    seen_alive: Mutex<HashMap<String, Instant>>,
+}
+
+/// How long a driver found alive is taken to be alive without asking again.
+const SEEN_ALIVE: Duration = Duration::from_secs(1);
+
+/// Whether locks are forced off (`PITCH_LOCK=lease`).
+fn forced_lease() -> bool {
+    std::env::var("PITCH_LOCK").is_ok_and(|v| v == "lease")
+}
+
+/// Takes an exclusive lock on the whole of `file` (an OFD lock on Linux, `flock` elsewhere),
+/// waiting for it when `wait`. `Ok(false)`: someone else holds it.
+fn lock(file: &File, wait: bool) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        let cmd = if wait {
+            libc::F_OFD_SETLKW
+        } else {
+            libc::F_OFD_SETLK
+        };
+        loop {
+            // SAFETY: fcntl on an open descriptor with a valid flock struct.
+            if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) } == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+                _ => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let op = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
+        loop {
+            // SAFETY: flock on an open descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether a lock error means "this file system has no locks" (then leases are used).
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOLCK) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    )
+}
+
+fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Reads a small file pitch wrote (a claim or a driver file), without following links.
+fn read_small(path: &Path) -> io::Result<String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn pid_runs(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Claims {
+    /// Registers this driver in `store`'s cache directory.
+    pub(crate) fn open(store: &Store) -> io::Result<Claims> {
+        store.create_lock_dirs()?;
+        let host = crate::worker::hostname();
+        let pid = std::process::id();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = format!("{}-{pid}-{nanos}", sanitize(&host));
+        let path = store.driver_file(&id);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        let mode = if forced_lease() {
+            Mode::Lease
+        } else {
+            match lock(&file, false) {
+                Ok(true) => Mode::Ofd,
+                Ok(false) => return Err(io::Error::other("a new driver file is locked already")),
+                Err(e) if unsupported(&e) => Mode::Lease,
+                Err(e) => return Err(e),
+            }
+        };
+        writeln!(file, "{} {host} {pid}", mode.name())?;
+        let heartbeat = (mode == Mode::Lease).then(|| {
+            let (tx, rx) = mpsc::channel::<()>();
+            let touched = file.try_clone().expect("dup of the driver file");
+            std::thread::Builder::new()
+                .name("pitch-lease".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(LEASE / 4) {
+                        let _ = touched.set_modified(SystemTime::now());
+                    }
+                })
+                .expect("spawn the lease thread");
+            tx
+        });
+        Ok(Claims {
+            store: store.clone(),
+            id,
+            mode,
+            _file: file,
+            _heartbeat: heartbeat,
+            seen_alive: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This driver's id (its file name in `locks/drivers`).
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Claims `key` for this driver unless a live driver holds it.
+    pub(crate) fn try_claim(&self, key: &TaskKey) -> io::Result<Claim> {
+        let _held = self.hold()?;
+        let path = self.store.claim_file(key);
+        let took_over = match read_small(&path) {
+            Ok(owner) if owner == self.id => None,
+            Ok(owner) => {
+                if self.alive(&owner)? {
+                    return Ok(Claim::Busy { owner });
+                }
+                Some(owner)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        store::write_bytes_atomic(&path, self.id.as_bytes(), false, 0o600)?;
+        Ok(Claim::Mine { took_over })
+    }
+
+    /// The live driver other than this one that holds `key`, read without the lock (a cheap
+    /// look while waiting; `None` means: try [`Claims::try_claim`]).
+    pub(crate) fn busy(&self, key: &TaskKey) -> Option<String> {
+        let owner = read_small(&self.store.claim_file(key)).ok()?;
+        (owner != self.id && self.alive(&owner).unwrap_or(true)).then_some(owner)
+    }
+
+    /// Gives up the claim on `key` (when its task has ended), if it is still this driver's.
+    pub(crate) fn release(&self, key: &TaskKey) {
+        let path = self.store.claim_file(key);
+        if read_small(&path).is_ok_and(|owner| owner == self.id) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Whether the driver `id` is alive.
+    fn alive(&self, id: &str) -> io::Result<bool> {
+        if id.contains('/') || id.starts_with('.') || id.is_empty() {
+            return Ok(false);
+        }
+        let seen = self.seen_alive.lock().unwrap().get(id).copied();
+        if seen.is_some_and(|at| at.elapsed() < SEEN_ALIVE) {
+            return Ok(true);
+        }
+        let alive = self.ask_alive(id)?;
+        let mut seen = self.seen_alive.lock().unwrap();
+        if alive {
+            seen.insert(id.to_string(), Instant::now());
+        } else {
+            seen.remove(id);
+        }
+        Ok(alive)
+    }
+
+    fn ask_alive(&self, id: &str) -> io::Result<bool> {
+        let path = self.store.driver_file(id);
+        let text = match read_small(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut words = text.split_whitespace();
+        let (mode, host, pid) = (words.next(), words.next(), words.next());
+        if mode == Some("ofd") {
+            let file = open_rw(&path, false)?;
+            return match lock(&file, false) {
+                Ok(got) => Ok(!got),
+                // This driver cannot take locks here where its owner could: trust the lease.
+                Err(e) if unsupported(&e) => Ok(self.leased(&path, host, pid)),
+                Err(e) => Err(e),
+            };
+        }
+        // A driver file being written (no mode yet) counts as alive.
+        Ok(mode.is_none() || self.leased(&path, host, pid))
+    }
+
+    fn leased(&self, path: &Path, host: Option<&str>, pid: Option<&str>) -> bool {
+        if host == Some(crate::worker::hostname().as_str()) {
+            if let Some(pid) = pid.and_then(|p| p.parse::<i32>().ok()) {
+                if !pid_runs(pid) {
+                    return false;
+                }
+            }
+        }
+        let touched = fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        touched.is_some_and(|age| age < LEASE) || touched.is_none()
+    }
+
+    /// Holds the cache directory's claims lock until the value is dropped.
+    fn hold(&self) -> io::Result<Held> {
+        let path = self.store.claims_lock_file();
+        if self.mode == Mode::Ofd {
+            let file = open_rw(&path, true)?;
+            lock(&file, true)?;
+            return Ok(Held::Ofd(file));
+        }
+        let excl = path.with_extension("held");
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&excl)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(
+                        f,
+                        "{} {} {}",
+                        crate::worker::hostname(),
+                        std::process::id(),
+                        now_secs()
+                    );
+                    return Ok(Held::Excl(excl));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Held for a few milliseconds at most: one older than the lease was left
+                    // by a driver that died holding it.
+                    let stale = fs::symlink_metadata(&excl)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age > LEASE);
+                    if stale {
+                        let _ = fs::remove_file(&excl);
+                    } else {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        // Claims left behind (a detached executor's jobs) are taken over by the next driver.
+        let _ = fs::remove_file(self.store.driver_file(&self.id));
+    }
+}
+
+enum Held {
+    Ofd(#[allow(dead_code)] File),
+    Excl(PathBuf),
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Excl(path) = self {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// A host name as a file name part.
+fn sanitize(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::Policy;
+
+    fn store(dir: &Path) -> Store {
+        Store::open(dir, false, Policy::default()).unwrap()
+    }
+
+    fn claims_of_two(dir: &Path) -> (Claims, Claims) {
+        let s = store(dir);
+        (Claims::open(&s).unwrap(), Claims::open(&s).unwrap())
+    }
+
+    fn one_claim_each_way(a: Claims, b: Claims) {
+        let key = TaskKey::explicit("k");
+        assert_eq!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: None });
+        assert!(matches!(b.try_claim(&key).unwrap(), Claim::Busy { owner } if owner == a.id()));
+        assert_eq!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: None });
+        a.release(&key);
+        assert_eq!(b.try_claim(&key).unwrap(), Claim::Mine { took_over: None });
+        // b dies holding it: the next driver takes it over.
+        let b_id = b.id().to_string();
+        drop(b);
+        assert_eq!(
+            a.try_claim(&key).unwrap(),
+            Claim::Mine {
+                took_over: Some(b_id)
+            }
+        );
+    }
+
+    #[test]
+    fn a_claim_is_one_drivers_until_released_or_its_driver_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = claims_of_two(dir.path());
+        assert_eq!(a.mode, Mode::Ofd, "tmpfs/ext4 have locks");
+        one_claim_each_way(a, b);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_dead_drivers_lock_is_free_even_with_its_file_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = claims_of_two(dir.path());
+        let key = TaskKey::explicit("k");
+        assert!(matches!(b.try_claim(&key).unwrap(), Claim::Mine { .. }));
+        // Its process died (the lock went with it) but the file stayed (no Drop ran).
+        let path = b.store.driver_file(b.id());
+        let b_id = b.id().to_string();
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_UNLCK as _;
+        // SAFETY: fcntl on an open descriptor with a valid flock struct.
+        assert_eq!(
+            unsafe { libc::fcntl(b._file.as_raw_fd(), libc::F_OFD_SETLK, &fl) },
+            0
+        );
+        std::mem::forget(b);
+        assert!(path.exists());
+        assert!(!a.alive(&b_id).unwrap());
+        assert!(
+            matches!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: Some(id) } if id == b_id)
+        );
+    }
+
+    #[test]
+    fn leases_are_used_where_locks_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mk = || {
+            let mut c = Claims::open(&s).unwrap();
+            c.mode = Mode::Lease;
+            let path = s.driver_file(c.id());
+            fs::write(
+                &path,
+                format!(
+                    "lease {} {}\n",
+                    crate::worker::hostname(),
+                    std::process::id()
+                ),
+            )
+            .unwrap();
+            c
+        };
+        let (a, b) = (mk(), mk());
+        one_claim_each_way(a, b);
+        // A driver of another host whose lease ran out is dead; one touched lately is alive.
+        let a = mk();
+        let other = s.driver_file("elsewhere-1-1");
+        fs::write(&other, "lease elsewhere 1\n").unwrap();
+        assert!(a.alive("elsewhere-1-1").unwrap());
+        File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(SystemTime::now() - LEASE - Duration::from_secs(1))
+            .unwrap();
+        // (a driver found alive is believed for a second)
+        assert!(a.alive("elsewhere-1-1").unwrap());
+        a.seen_alive.lock().unwrap().clear();
+        assert!(!a.alive("elsewhere-1-1").unwrap());
+        // A driver of this host whose pid is gone is dead at once.
+        fs::write(
+            &other,
+            format!("lease {} {}\n", crate::worker::hostname(), i32::MAX),
+        )
+        .unwrap();
+        assert!(!a.alive("elsewhere-1-1").unwrap());
+    }
+}

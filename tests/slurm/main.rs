@@ -14,6 +14,7 @@
 //! array_elements_that_left_the_queue).
 
 mod exact;
+mod pilot;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;
@@ -1068,6 +1069,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("slurm-pool-driver") {
         std::process::exit(pool::driver(Path::new(&args[2])));
     }
+    if args.get(1).map(String::as_str) == Some("slurm-pilot-driver") {
+        let n = args[4].parse().unwrap();
+        std::process::exit(pilot::driver(Path::new(&args[2]), Path::new(&args[3]), n));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
     }
@@ -1090,6 +1095,7 @@ fn main() {
         .chain(exact::TESTS)
         .chain(more)
         .chain(pool::TESTS)
+        .chain(pilot::TESTS)
         .copied()
         .collect();
     // Every test side by side by default: most of their time is spent waiting for the

@@ -1030,6 +1030,10 @@ impl Backend for Pilots {
         }
     }
 
+    fn render_pilots(&self) -> Option<Result<String, TaskError>> {
+        Some(self.render_pilots())
+    }
+
     fn key_salt(&self, kind: &TaskKind) -> Option<&[u8]> {
         match kind {
             TaskKind::Function { .. } => self.salt.as_deref(),
@@ -1048,7 +1052,7 @@ impl Backend for Pilots {
 
 impl Pilots {
     /// The job script of `max_workers` pilots, as they would be submitted.
-    pub(crate) fn render_pilots(&self) -> Result<String, TaskError> {
+    fn render_pilots(&self) -> Result<String, TaskError> {
         let queue = &self.shared.queue;
         let exe = queue.staged_exe()?;
         let exe = queue.transport().path(&exe).display().to_string();

@@ -286,6 +286,25 @@ impl Executor {
             .map_err(Error::Task)
     }
 
+    /// The job script of this executor's pilot jobs (`block_allocation` on SlurmCluster and
+    /// FluxCluster) as they would be submitted (`max_workers` of them), without submitting
+    /// it: the template rendered with the executor's default resources.
+    pub fn render_pilots(&self) -> Result<String, Error> {
+        self.inner
+            .engine
+            .backend
+            .render_pilots()
+            .unwrap_or_else(|| {
+                Err(crate::error::TaskError::Rejected {
+                    backend: self.backend_name().into(),
+                    reason: "this executor has no pilot jobs (they are block_allocation on \
+                             slurm and flux)"
+                        .into(),
+                })
+            })
+            .map_err(Error::Task)
+    }
+
     /// Stops the executor as `mode` says and returns the run's counts.
     pub fn shutdown(&self, mode: Shutdown) -> RunSummary {
         self.inner.shutdown(mode)

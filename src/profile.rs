@@ -140,8 +140,16 @@ pub struct Profile {
     pub max_cores: Option<u32>,
     /// Worker processes kept alive at once.
     pub max_workers: Option<u32>,
-    /// Persistent workers for function tasks (single-node).
+    /// Persistent workers for function tasks (single-node, slurm-job, flux-job), pilot jobs
+    /// (slurm, flux).
     pub block_allocation: Option<bool>,
+    /// Pilot jobs kept once work came (slurm, flux with block_allocation).
+    pub min_workers: Option<u32>,
+    /// How long an idle pilot waits for work (slurm, flux with block_allocation).
+    pub idle_timeout: Option<Duration>,
+    /// The address pilots connect to, `host` or `host:port` (slurm, flux with
+    /// block_allocation).
+    pub pilot_address: Option<String>,
     /// Jobs queued at once (Slurm).
     pub max_jobs: Option<u32>,
     /// Tasks packed into one job (Slurm).
@@ -401,6 +409,9 @@ struct RawProfile {
     max_cores: Option<Spanned<u32>>,
     max_workers: Option<Spanned<u32>>,
     block_allocation: Option<bool>,
+    min_workers: Option<Spanned<u32>>,
+    idle_timeout: Option<Spanned<DurationText>>,
+    pilot_address: Option<String>,
     max_jobs: Option<Spanned<u32>>,
     tasks_per_job: Option<Spanned<u32>>,
     array_throttle: Option<Spanned<u32>>,
@@ -513,6 +524,9 @@ impl RawProfile {
             max_cores: get(self.max_cores),
             max_workers: get(self.max_workers),
             block_allocation: self.block_allocation,
+            min_workers: get(self.min_workers),
+            idle_timeout: self.idle_timeout.map(|d| d.into_inner().0),
+            pilot_address: self.pilot_address,
             max_jobs: get(self.max_jobs),
             tasks_per_job: get(self.tasks_per_job),
             array_throttle: get(self.array_throttle),

@@ -595,6 +595,12 @@ impl Store {
         self.jobs_dir().join(format!("{stem}.tasks"))
     }
 
+    /// The file of an executor's pilot secret (`block_allocation` on a queue backend), named
+    /// `stem`: the pilots read it, the driver checks what they present against it.
+    pub(crate) fn pilot_secret(&self, stem: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{stem}.secret"))
+    }
+
     /// The log of a job, named by the scheduler's pattern `name` (`slurm-%j.out`).
     pub(crate) fn job_log(&self, name: &str) -> PathBuf {
         self.jobs_dir().join(name)

@@ -78,13 +78,16 @@ pub fn main(args: &[String]) -> i32 {
             (_, Err(e)) => usage(&format!("bad rank count {ranks:?}: {e}")),
         },
         ["pool"] => crate::backend::workers::serve(),
+        ["pilot", address, secret, idle, id] => {
+            crate::backend::workers::serve_pilot(address, secret, idle, id)
+        }
         _ => usage("unknown worker command"),
     }
 }
 
 fn usage(problem: &str) -> i32 {
     eprintln!(
-        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} pool"
+        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} pool | {WORKER_ARG} pilot <address> <secret-file> <idle-secs> <id>"
     );
     2
 }

@@ -29,7 +29,7 @@ fn block_allocation_flag_runs_commands_as_processes_and_warns() {
         stderr.contains("commands run as their own processes"),
         "{stderr}"
     );
-    // Not on a queue backend.
+    // On a queue backend the flag means pilot jobs; a command still renders as its own job.
     let out = Command::new(env!("CARGO_BIN_EXE_pitch"))
         .args([
             "render",
@@ -40,14 +40,71 @@ fn block_allocation_flag_runs_commands_as_processes_and_warns() {
             "true",
         ])
         .current_dir(d.path())
+        .env_remove("PITCH_PROFILE")
         .env("HOME", d.path())
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("block_allocation"));
+    assert!(stdout.contains("exec true"), "{stdout}");
+}
+
+#[test]
+fn render_pilots_prints_the_pilot_job_array() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("pitch.toml"),
+        "[profile.pilots]\nbackend = \"slurm\"\nblock_allocation = true\nmax_workers = 3\n\
+         idle_timeout = \"45s\"\npilot_address = \"127.0.0.1\"\n\
+         [profile.pilots.resources]\nrun_time_max = \"1h\"\npartition = \"short\"\n",
+    )
+    .unwrap();
+    let render = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(args)
+            .current_dir(d.path())
+            .env_remove("PITCH_PROFILE")
+            .env("HOME", d.path())
+            .output()
+            .unwrap()
+    };
+    let out = render(&["render", "--profile", "pilots", "--pilots"]);
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "#SBATCH --array=0-2",
+        "#SBATCH --time=01:00:00",
+        "#SBATCH --partition=short",
+        "__pitch-worker pilot 127.0.0.1:",
+        ".secret 45 ",
+        "\"$SLURM_ARRAY_TASK_ID\"",
+    ] {
+        assert!(script.contains(line), "no {line:?} in\n{script}");
+    }
+    // Pilot settings without block_allocation are refused, not ignored.
+    std::fs::write(
+        d.path().join("pitch.toml"),
+        "[profile.p]\nbackend = \"slurm\"\nidle_timeout = \"45s\"\n",
+    )
+    .unwrap();
+    let out = render(&["render", "--profile", "p", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("idle_timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not on the local backend.
+    let out = render(&["render", "--backend", "single-node", "--pilots"]);
+    assert_eq!(out.status.code(), Some(2));
 }

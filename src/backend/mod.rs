@@ -152,6 +152,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The job script of the backend's pilot jobs (`block_allocation` on a queue backend).
+    fn render_pilots(&self) -> Option<Result<String, crate::error::TaskError>> {
+        None
+    }
+
     /// Whether the engine writes the task's directory and task file before `run` (a pool
     /// hands function tasks to its workers in memory and keeps results in the result log).
     fn writes_task_file(&self, _spec: &TaskSpec) -> bool {

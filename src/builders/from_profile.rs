@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{
-    build_queue, CommonBuilder, FluxJobBuilder, RemoteSetting, SingleNodeBuilder,
-    SingleNodeExecutor, Slots, SlurmJobBuilder,
+    build_queue, CommonBuilder, FluxJobBuilder, PilotSettings, PoolSettings, RemoteSetting,
+    SingleNodeBuilder, SingleNodeExecutor, Slots, SlurmJobBuilder,
 };
 use crate::backend::queue::QueueConfig;
 use crate::error::Error;
@@ -60,16 +60,24 @@ impl Executor {
                 p.backend, p.name
             ))
         };
-        if p.block_allocation == Some(true)
-            && !matches!(
-                p.backend,
-                BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob
-            )
-        {
-            return Err(ignored(
-                "block_allocation (persistent workers run on single-node, slurm-job and \
-                 flux-job)",
-            ));
+        let pilots = matches!(p.backend, BackendKind::Slurm | BackendKind::Flux)
+            && p.block_allocation == Some(true);
+        if !pilots {
+            if p.min_workers.is_some() {
+                return Err(ignored(
+                    "min_workers (pilot jobs: slurm or flux with block_allocation)",
+                ));
+            }
+            if p.idle_timeout.is_some() {
+                return Err(ignored(
+                    "idle_timeout (pilot jobs: slurm or flux with block_allocation)",
+                ));
+            }
+            if p.pilot_address.is_some() {
+                return Err(ignored(
+                    "pilot_address (pilot jobs: slurm or flux with block_allocation)",
+                ));
+            }
         }
         match p.backend {
             BackendKind::SingleNode | BackendKind::SlurmJob | BackendKind::FluxJob => {
@@ -123,8 +131,8 @@ impl Executor {
                 if p.max_cores.is_some() {
                     return Err(ignored("max_cores"));
                 }
-                if p.max_workers.is_some() {
-                    return Err(ignored("max_workers"));
+                if p.max_workers.is_some() && !pilots {
+                    return Err(ignored("max_workers (without block_allocation)"));
                 }
                 if p.backend == BackendKind::Flux && p.array_throttle.is_some() {
                     return Err(ignored("array_throttle (Flux has no job arrays)"));
@@ -144,7 +152,17 @@ impl Executor {
                 } else {
                     SchedulerKind::Slurm
                 };
-                build_queue(common, cfg, remote_setting(p)?, kind)
+                let pilots = PilotSettings {
+                    pool: PoolSettings {
+                        block_allocation: pilots,
+                        ..Default::default()
+                    },
+                    max_workers: p.max_workers,
+                    min_workers: p.min_workers,
+                    idle_timeout: p.idle_timeout,
+                    address: p.pilot_address.clone(),
+                };
+                build_queue(common, cfg, remote_setting(p)?, kind, pilots)
             }
         }
     }

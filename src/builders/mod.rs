@@ -335,25 +335,86 @@ fn pool_config(
             u64::from(workers) * u64::from(slots)
         )));
     }
-    let init = match &pool.init {
-        None => None,
-        Some(f) => {
-            let call = f
-                .call
-                .clone()
-                .map_err(|e| Error::Config(format!("init_function: {e}")))?;
-            crate::worker::registered(&call.name, &call.fingerprint)
-                .map_err(|e| Error::Config(format!("init_function: {e}")))?;
-            Some(call)
-        }
-    };
     Ok(crate::backend::workers::PoolConfig {
         workers,
-        init,
+        init: init_call(pool)?,
         max_retries: pool.max_retries.unwrap_or(0),
         defaults,
         log: common.cache,
     })
+}
+
+/// `block_allocation` on a queue backend: elastic pilot jobs.
+#[derive(Default)]
+pub(crate) struct PilotSettings {
+    pub pool: PoolSettings,
+    pub max_workers: Option<u32>,
+    pub min_workers: Option<u32>,
+    pub idle_timeout: Option<Duration>,
+    pub address: Option<String>,
+}
+
+/// `block_allocation` and its settings on the queue backends (SlurmCluster, FluxCluster).
+macro_rules! pilot_builder_methods {
+    ($array:literal) => {
+        /// Runs function tasks in pilot jobs instead of one scheduler job each
+        /// (executorlib's `block_allocation` on its cluster executors): the executor submits
+        /// pilots as the backlog needs them, up to `max_workers`,
+        #[doc = $array]
+        /// Each pilot is sized by the executor's default resources (cores must be 1; threads,
+        /// GPUs, memory, partition, account, qos as given), its `run_time_max` is the
+        /// pilot's wall time; a pilot connects back to the driver over TCP (see
+        /// `pilot_address`), runs tasks one at a time, and leaves after `idle_timeout`
+        /// without work. Commands still run as their own jobs. Results go to the result log.
+        /// See the README's "Pilot jobs".
+        pub fn block_allocation(mut self, enabled: bool) -> Self {
+            self.pilots.pool.block_allocation = enabled;
+            self
+        }
+
+        /// Pilot jobs at most at once (needs `block_allocation`); default 1.
+        pub fn max_workers(mut self, n: u32) -> Self {
+            self.pilots.max_workers = Some(n);
+            self
+        }
+
+        /// Pilot jobs kept once work came, even idle, until the executor closes (needs
+        /// `block_allocation`); default 0.
+        pub fn min_workers(mut self, n: u32) -> Self {
+            self.pilots.min_workers = Some(n);
+            self
+        }
+
+        /// How long a pilot waits without work before it leaves (needs `block_allocation`);
+        /// default 60 s. A pilot whose driver is gone leaves within this time too.
+        pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+            self.pilots.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// The address the pilots connect to: `host` or `host:port` (needs
+        /// `block_allocation`). Default: this host's name and a free port. The driver
+        /// listens there.
+        pub fn pilot_address(mut self, address: impl Into<String>) -> Self {
+            self.pilots.address = Some(address.into());
+            self
+        }
+
+        /// A registered function run once in each pilot when it connects (needs
+        /// `block_allocation`): `my_task::init(args..)`; tasks read its value with
+        /// [`worker_state`](crate::worker_state).
+        pub fn init_function(mut self, init: crate::InitFunction) -> Self {
+            self.pilots.pool.init = Some(init);
+            self
+        }
+
+        /// How many times a task is run again when its pilot is lost under it (cancelled,
+        /// timed out, its node lost, killed); default 1. Needs `block_allocation`.
+        pub fn max_retries(mut self, n: u32) -> Self {
+            self.pilots.pool.max_retries = Some(n);
+            self
+        }
+    };
 }
 
 /// The settings of the queue backends (Slurm, Flux): `$query` names the scheduler's queue
@@ -426,6 +487,7 @@ impl SlurmClusterExecutor {
             common: CommonBuilder::default(),
             cfg: QueueConfig::default(),
             remote: None,
+            pilots: PilotSettings::default(),
         }
     }
 }
@@ -435,6 +497,7 @@ pub struct SlurmClusterBuilder {
     common: CommonBuilder,
     cfg: QueueConfig,
     remote: RemoteSetting,
+    pilots: PilotSettings,
 }
 
 impl SlurmClusterBuilder {
@@ -447,6 +510,7 @@ impl SlurmClusterBuilder {
     }
 
     queue_builder_methods!("squeue", "templates/slurm.sh.j2");
+    pilot_builder_methods!("one job array per submission (rendered from the job script template).");
 
     /// Runs at most `n` elements of each job array at once (`--array=0-N%n`).
     pub fn array_throttle(mut self, n: u32) -> Self {
@@ -456,7 +520,13 @@ impl SlurmClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, SchedulerKind::Slurm)
+        build_queue(
+            self.common,
+            self.cfg,
+            self.remote,
+            SchedulerKind::Slurm,
+            self.pilots,
+        )
     }
 }
 
@@ -473,7 +543,9 @@ fn build_queue(
     cfg: QueueConfig,
     remote: RemoteSetting,
     scheduler: SchedulerKind,
+    pilots: PilotSettings,
 ) -> Result<Executor, Error> {
+    let pilots = pilot_config(&pilots, &common, &cfg, remote.is_some())?;
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
     }
@@ -517,10 +589,116 @@ fn build_queue(
                 )));
             }
             let scheduler = scheduler_for(scheduler, transport.clone());
-            Ok(Arc::new(Queue::new(scheduler, transport, cfg, store)?))
+            let queue = Queue::new(scheduler, transport, cfg, store)?;
+            Ok(match pilots {
+                Some(p) => Arc::new(crate::backend::workers::pilot::Pilots::new(
+                    queue, store, p,
+                )?),
+                None => Arc::new(queue),
+            })
         },
         true,
     )
+}
+
+/// The pilots of a queue executor with `block_allocation`; `None` without it (then no pilot
+/// setting may be given).
+fn pilot_config(
+    p: &PilotSettings,
+    common: &CommonBuilder,
+    cfg: &QueueConfig,
+    remote: bool,
+) -> Result<Option<crate::backend::workers::pilot::PilotConfig>, Error> {
+    if !p.pool.block_allocation {
+        let given = [
+            (p.pool.init.is_some(), "init_function"),
+            (p.pool.max_retries.is_some(), "max_retries"),
+            (p.max_workers.is_some(), "max_workers"),
+            (p.min_workers.is_some(), "min_workers"),
+            (p.idle_timeout.is_some(), "idle_timeout"),
+            (p.address.is_some(), "pilot_address"),
+        ];
+        if let Some((_, name)) = given.iter().find(|(set, _)| *set) {
+            return Err(Error::Config(format!(
+                "{name} applies to pilot jobs and needs block_allocation(true): without it \
+                 every task is a scheduler job of its own"
+            )));
+        }
+        return Ok(None);
+    }
+    if remote {
+        return Err(Error::Config(
+            "block_allocation with remote (SSH) submission is not supported yet: the pilots \
+             on the compute nodes cannot reach this machine; run the driver on the login node, \
+             or submit without block_allocation"
+                .into(),
+        ));
+    }
+    let defaults = common.resources.clone();
+    defaults.validate_basic()?;
+    if defaults.ranks() != 1 {
+        return Err(Error::Config(format!(
+            "block_allocation: pilots run one-rank tasks (cores = 1, threads_per_core for \
+             more CPUs); the executor's default cores = {} is not supported yet",
+            defaults.ranks()
+        )));
+    }
+    let max_workers = p.max_workers.unwrap_or(1);
+    if max_workers == 0 {
+        return Err(Error::Config("max_workers must be at least 1".into()));
+    }
+    let min_workers = p.min_workers.unwrap_or(0);
+    if min_workers > max_workers {
+        return Err(Error::Config(format!(
+            "min_workers = {min_workers} is more than max_workers = {max_workers}"
+        )));
+    }
+    let idle_timeout = p
+        .idle_timeout
+        .unwrap_or(crate::backend::workers::pilot::DEFAULT_IDLE_TIMEOUT);
+    if idle_timeout < Duration::from_secs(1) {
+        return Err(Error::Config(format!(
+            "idle_timeout = {idle_timeout:?}: a pilot needs at least 1 s"
+        )));
+    }
+    if let Some(wall) = defaults.run_time_max {
+        let margin = crate::backend::workers::pilot::MARGIN;
+        if wall <= margin {
+            return Err(Error::Config(format!(
+                "block_allocation: the pilots' wall time (run_time_max = {wall:?}) must be \
+                 more than {margin:?}"
+            )));
+        }
+    }
+    Ok(Some(crate::backend::workers::pilot::PilotConfig {
+        max_workers,
+        min_workers,
+        idle_timeout,
+        address: p.address.clone(),
+        init: init_call(&p.pool)?,
+        max_retries: p.pool.max_retries.unwrap_or(1),
+        defaults,
+        log: common.cache,
+        poll_interval: cfg.poll_interval,
+    }))
+}
+
+/// The pool's init function, checked against the registry.
+fn init_call(
+    pool: &PoolSettings,
+) -> Result<Option<crate::backend::workers::protocol::InitCall>, Error> {
+    match &pool.init {
+        None => Ok(None),
+        Some(f) => {
+            let call = f
+                .call
+                .clone()
+                .map_err(|e| Error::Config(format!("init_function: {e}")))?;
+            crate::worker::registered(&call.name, &call.fingerprint)
+                .map_err(|e| Error::Config(format!("init_function: {e}")))?;
+            Ok(Some(call))
+        }
+    }
 }
 
 /// Runs each task as a Flux batch job (`flux batch`: a Flux instance of its own, where
@@ -542,6 +720,7 @@ impl FluxClusterExecutor {
             common: CommonBuilder::default(),
             cfg: QueueConfig::default(),
             remote: None,
+            pilots: PilotSettings::default(),
         }
     }
 }
@@ -551,11 +730,13 @@ pub struct FluxClusterBuilder {
     common: CommonBuilder,
     cfg: QueueConfig,
     remote: RemoteSetting,
+    pilots: PilotSettings,
 }
 
 impl FluxClusterBuilder {
     common_builder_methods!();
     queue_builder_methods!("flux jobs", "templates/flux.sh.j2");
+    pilot_builder_methods!("one `flux batch` each (Flux has no arrays of batch jobs).");
 
     /// Default Flux queue of every task (the `partition` resource).
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -565,7 +746,13 @@ impl FluxClusterBuilder {
 
     /// Builds the executor; fails on a template that does not render and inside a worker.
     pub fn build(self) -> Result<Executor, Error> {
-        build_queue(self.common, self.cfg, self.remote, SchedulerKind::Flux)
+        build_queue(
+            self.common,
+            self.cfg,
+            self.remote,
+            SchedulerKind::Flux,
+            self.pilots,
+        )
     }
 }
 

@@ -28,8 +28,12 @@ pub(crate) struct RunArgs {
     /// Return at once and print the task key (queue backends).
     #[arg(long)]
     detach: bool,
+    /// Print the pilot jobs' script instead (slurm and flux with --block-allocation, which
+    /// this flag implies): the pilots run the function tasks of a block_allocation executor.
+    #[arg(long)]
+    pilots: bool,
     /// The command and its arguments.
-    #[arg(required = true, last = true)]
+    #[arg(required_unless_present = "pilots", last = true)]
     command: Vec<String>,
 }
 
@@ -69,8 +73,12 @@ pub(crate) struct SweepArgs {
 pub(crate) struct RenderArgs {
     #[command(flatten)]
     common: Common,
+    /// Print the pilot jobs' script instead (slurm and flux with --block-allocation, which
+    /// this flag implies): the pilots run the function tasks of a block_allocation executor.
+    #[arg(long)]
+    pilots: bool,
     /// The command and its arguments.
-    #[arg(required = true, last = true)]
+    #[arg(required_unless_present = "pilots", last = true)]
     command: Vec<String>,
 }
 
@@ -353,11 +361,25 @@ pub(crate) fn render(a: RenderArgs) -> i32 {
     if a.common.backend.is_none() && a.common.profile.is_none() {
         profile.backend = BackendKind::Slurm;
     }
+    if a.pilots {
+        if !a.command.is_empty() {
+            return fail(
+                USAGE,
+                "--pilots prints the pilot jobs' script: give no command with it",
+            );
+        }
+        profile.block_allocation = Some(true);
+    }
     let exe = match Executor::from_settings(&profile, Vec::new()) {
         Ok(e) => e,
         Err(e) => return fail(USAGE, e),
     };
-    match exe.render_command(command(&a.command, &[])) {
+    let script = if a.pilots {
+        exe.render_pilots()
+    } else {
+        exe.render_command(command(&a.command, &[]))
+    };
+    match script {
         Ok(script) => {
             print!("{script}");
             OK

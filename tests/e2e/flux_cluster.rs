@@ -55,6 +55,13 @@ pitch::task! {
     }
 }
 
+pitch::task! {
+    /// (the Flux instance it runs in, its process id).
+    pub fn flux_pilot_where(_i: u64) -> (String, u32) {
+        (std::env::var("FLUX_URI").unwrap_or_default(), std::process::id())
+    }
+}
+
 /// The test name after `flux_cluster::`, and the function the driver process runs.
 const DRIVERS: &[(&str, crate::TestFn)] = &[
     (
@@ -75,6 +82,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         cli_cancel_all_with_an_inactive_job,
     ),
     ("function_and_command_tasks", function_and_command_tasks),
+    ("pilots_sweep_with_a_dependency_chain", pilots_sweep),
     (
         "a_dependency_on_a_running_job",
         a_dependency_on_a_running_job,
@@ -132,6 +140,7 @@ mod outer {
     use super::run_driver;
     outer!(
         function_and_command_tasks,
+        pilots_sweep_with_a_dependency_chain,
         a_flux_job_executor_inside_a_batch_job,
         the_same_future_twice,
         a_dependency_flux_refuses_is_dependency_failed,
@@ -274,6 +283,79 @@ fn cluster(cache: &Path) -> Result<Executor, String> {
 /// The cache directory as pitch may write it (as given, or canonical).
 fn cache_forms(cache: &Path) -> Vec<PathBuf> {
     vec![cache.to_path_buf(), cache.canonicalize().unwrap()]
+}
+
+/// `block_allocation`: pilots are `flux batch` jobs (one each) that connect back to the
+/// driver and run the function tasks; a rerun answers from the result log.
+fn pilots_sweep() -> Result<(), String> {
+    let dir = temp();
+    let pilots = || {
+        builder(dir.path())
+            .block_allocation(true)
+            .max_workers(2)
+            .pilot_address("127.0.0.1")
+            .idle_timeout(Duration::from_secs(5))
+            .resources(Resources::new().run_time_max(Duration::from_secs(600)))
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let exe = pilots()?;
+    let out = pitch::wait_all(flux_pilot_where::map(&exe, 0..30)).map_err(|e| e.to_string())?;
+    let workers: std::collections::BTreeSet<&(String, u32)> = out.iter().collect();
+    ensure!(
+        !workers.is_empty() && workers.len() <= 2,
+        "30 tasks ran in {} processes, not in at most 2 pilots: {workers:?}",
+        workers.len()
+    );
+    let here = std::env::var("FLUX_URI").unwrap_or_default();
+    ensure!(
+        workers
+            .iter()
+            .all(|(uri, _)| !uri.is_empty() && *uri != here),
+        "a task ran outside a batch job's instance: {workers:?}"
+    );
+    let a = plus_one::submit(&exe, 1);
+    let b = sum::submit(&exe, &a, 10);
+    let c = sum::submit(&exe, &b, 100);
+    ensure!(c.result() == Ok(112), "{:?}", c.result());
+    let batches = batch_scripts()?.len();
+    ensure!(
+        (1..=2).contains(&batches),
+        "{batches} flux batch calls for 2 pilots: {:#?}",
+        calls()?
+    );
+    drop(exe);
+    let exe = pilots()?;
+    let again = pitch::wait_all(flux_pilot_where::map(&exe, 0..30)).map_err(|e| e.to_string())?;
+    ensure!(again == out, "the rerun computed again");
+    ensure!(
+        batch_scripts()?.len() == batches,
+        "the rerun submitted pilots: {:#?}",
+        calls()?
+    );
+    // The first executor's pilots left when it closed: their jobs end.
+    let ids: Vec<String> = std::fs::read_to_string(state_dir().join("submitted"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new(crate::flux::real_bin())
+            .args(["jobs", "--no-header", "--format={state}"])
+            .args(&ids)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let states = String::from_utf8_lossy(&out.stdout).into_owned();
+        if states.lines().count() == ids.len() && states.lines().all(|s| s.trim() == "INACTIVE") {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the pilots {ids:?} of a closed executor are still there: {states}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn function_and_command_tasks() -> Result<(), String> {

@@ -14,6 +14,7 @@
 //! array_elements_that_left_the_queue).
 
 mod exact;
+mod pilot;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;
@@ -1150,6 +1151,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("slurm-pool-driver") {
         std::process::exit(pool::driver(Path::new(&args[2])));
     }
+    if args.get(1).map(String::as_str) == Some("slurm-pilot-driver") {
+        let n = args[4].parse().unwrap();
+        std::process::exit(pilot::driver(Path::new(&args[2]), Path::new(&args[3]), n));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
     }
@@ -1173,6 +1178,7 @@ fn main() {
         .chain(more)
         .chain(pool::TESTS)
         .chain(rerun::TESTS)
+        .chain(pilot::TESTS)
         .copied()
         .collect();
     // Every test side by side by default: most of their time is spent waiting for the

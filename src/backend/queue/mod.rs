@@ -210,7 +210,7 @@ impl Queue {
 
     /// Copies the running binary, content-addressed, into the cache directory once, so a
     /// rebuild during a long sweep does not change what queued jobs run.
-    fn staged_exe(&self) -> Result<PathBuf, TaskError> {
+    pub(crate) fn staged_exe(&self) -> Result<PathBuf, TaskError> {
         self.staged_exe
             .get_or_init(|| super::exe::stage(&self.store))
             .clone()
@@ -223,7 +223,7 @@ impl Queue {
 
     /// The staged worker binary where the jobs see it (uploaded once when they run
     /// elsewhere).
-    async fn job_exe(&self) -> Result<PathBuf, TaskError> {
+    pub(crate) async fn job_exe(&self) -> Result<PathBuf, TaskError> {
         let exe = self.staged_exe()?;
         let uploaded = self
             .exe_uploaded
@@ -521,6 +521,56 @@ impl Queue {
             kind: launch_kind(&e),
             detail: e.to_string(),
         })
+    }
+
+    /// The job script header of `count` pilot jobs (`block_allocation`, see
+    /// `backend/workers/pilot.rs`) named `name` and sized by `r`: one job array where the
+    /// scheduler has arrays and `count` > 1; each runs `command(index)`, `index` being the
+    /// shell expression of its array index (`0` outside an array).
+    fn pilot_header(
+        &self,
+        name: &str,
+        r: &Resources,
+        count: usize,
+        command: &dyn Fn(&str) -> String,
+    ) -> SlurmScript {
+        let dialect = self.scheduler.dialect;
+        let mut header = (dialect.header)(name, r, 1, r.threads());
+        let arrays = dialect.arrays.as_ref().filter(|_| count > 1);
+        header.output = self.job_log(arrays.is_some());
+        if let Some(a) = arrays {
+            (a.header)(&mut header, count, None);
+        }
+        header.command = command(arrays.map_or("0", |a| a.index));
+        header
+    }
+
+    /// The pilot jobs' script, rendered from the executor's template (`pitch render`).
+    pub(crate) fn render_pilots(
+        &self,
+        name: &str,
+        r: &Resources,
+        count: usize,
+        command: &dyn Fn(&str) -> String,
+    ) -> Result<String, TaskError> {
+        self.script_text(&self.pilot_header(name, r, count, command))
+    }
+
+    /// Submits `count` pilot jobs (one submission); the job id.
+    pub(crate) async fn submit_pilots(
+        &self,
+        name: &str,
+        r: &Resources,
+        count: usize,
+        command: &dyn Fn(&str) -> String,
+    ) -> Result<u64, TaskError> {
+        let header = self.pilot_header(name, r, count, command);
+        let stem = self.script_stem();
+        // Pilots run no task of their own: nothing to journal, so the intent goes at once (a
+        // pilot of a driver killed meanwhile leaves when it finds no driver to serve).
+        let submitted = self.submit(&header, &stem, None, &[]).await;
+        self.journal.settle(&stem);
+        submitted
     }
 
     /// Writes a job script or tasks file (executable by its owner only).

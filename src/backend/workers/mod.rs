@@ -15,6 +15,7 @@
 //! Results go to the cache directory's result log ([`crate::resultlog`]), one record per
 //! task, instead of a directory per task; with the cache switched off at build, nowhere.
 
+pub(crate) mod pilot;
 pub(crate) mod protocol;
 mod serve;
 
@@ -33,13 +34,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use self::protocol::{FromWorker, InitCall, ToWorker};
-pub(crate) use self::serve::{current_key, serve};
+pub(crate) use self::serve::{current_key, serve, serve_pilot};
 pub use self::serve::{init_function, worker_state, InitFunction, WorkerStateError};
 use super::single_node::{Launcher, SingleNode};
 use super::{Backend, BoxFuture, Done, Job};
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
-use crate::future::view_bytes;
+use crate::future::{view_bytes, Slot};
 use crate::resources::Resources;
 use crate::resultlog::LogSet;
 use crate::store::{ResultRecord, Store};
@@ -65,6 +66,7 @@ enum Phase {
     /// Running in the worker whose process (group) is this; `true` for an srun step or a
     /// flux run job, stopped with SIGTERM (the launcher passes it on to the ranks).
     Running {
+        /// 0 for a task on a pilot job (no process of the driver's).
         pid: i32,
         srun: bool,
         /// The worker's sockets (ranks connected to the driver): shut down on cancel, so
@@ -210,135 +212,12 @@ impl Pooled {
         })
     }
 
-    /// Why a worker of this pool cannot run a task asking for `r` (per-submit resources
-    /// merged onto the executor's defaults).
-    fn refuses(&self, r: &Resources) -> Option<String> {
-        let d = &self.defaults;
-        let size = |r: &Resources| {
-            format!(
-                "cores = {}, threads_per_core = {}, gpus_per_core = {}",
-                r.ranks(),
-                r.threads(),
-                r.gpus_per_core.unwrap_or(0)
-            )
-        };
-        if r.ranks() != d.ranks()
-            || r.threads() != d.threads()
-            || r.gpus_per_core != d.gpus_per_core
-        {
-            return Some(format!(
-                "block_allocation workers are sized by the executor's default resources \
-                 ({}); this task asks for {}: submit it to an executor without \
-                 block_allocation",
-                size(d),
-                size(r)
-            ));
-        }
-        if r.env != d.env {
-            return Some(
-                "block_allocation workers keep the environment they were started with; \
-                 this task asks for other env variables"
-                    .into(),
-            );
-        }
-        if r.cwd != d.cwd {
-            return Some(
-                "block_allocation workers keep the working directory they were started in; \
-                 this task asks for another cwd"
-                    .into(),
-            );
-        }
-        None
-    }
-
     fn submit(&self, job: Job) {
-        let Job {
-            spec,
-            resources,
-            slot,
-            deps,
-            started,
-            done,
-            ..
-        } = job;
-        let fail = |e: TaskError| {
-            done.finish(ResultRecord { outcome: Err(e) });
+        let reason = refuses(&self.defaults, &job.resources);
+        let Some((task, slot)) = task_of(job, self.name(), reason) else {
+            return;
         };
-        if let Some(reason) = self.refuses(&resources) {
-            return fail(TaskError::Rejected {
-                backend: self.name().to_string(),
-                reason,
-            });
-        }
-        let TaskSpec { key, kind, .. } = &*spec;
-        let TaskKind::Function {
-            name,
-            fingerprint,
-            args,
-        } = kind
-        else {
-            unreachable!("commands go to the process backend");
-        };
-        // Inputs are resolved here, from their futures: a worker reads no files.
-        let mut values = Vec::with_capacity(args.len());
-        for (position, arg) in args.iter().enumerate() {
-            match arg {
-                ArgSlot::Inline(bytes) => values.push(bytes.clone()),
-                ArgSlot::Ref {
-                    key: upstream,
-                    view,
-                } => {
-                    let outcome = deps
-                        .iter()
-                        .find(|(_, d)| d.slot.key == *upstream)
-                        .and_then(|(_, d)| d.slot.outcome());
-                    let value = match outcome.as_deref() {
-                        Some(Ok(v)) => view_bytes(v, *view),
-                        Some(Err(cause)) => Err(TaskError::DependencyFailed {
-                            input: format!("argument {position}"),
-                            key: upstream.to_string(),
-                            cause: Box::new(cause.clone()),
-                        }),
-                        None => Err(TaskError::Launch {
-                            kind: LaunchErrorKind::Other,
-                            what: "pitch".into(),
-                            detail: format!(
-                                "the input of argument {position} (task {upstream}) has not \
-                                 finished"
-                            ),
-                        }),
-                    };
-                    match value {
-                        Ok(v) => values.push(v),
-                        Err(e) => return fail(e),
-                    }
-                }
-            }
-        }
-        let frame = match protocol::frame(&ToWorker::Run {
-            key: *key,
-            name: name.clone(),
-            fingerprint: fingerprint.clone(),
-            args: values,
-        }) {
-            Ok(f) => f,
-            Err(detail) => {
-                return fail(TaskError::Encode {
-                    what: "the task for its worker".into(),
-                    detail,
-                })
-            }
-        };
-        let task = Arc::new(PoolTask {
-            key: *key,
-            name: name.clone(),
-            frame,
-            limit: resources.run_time_max,
-            done,
-            started,
-            phase: Mutex::new(Phase::Queued),
-            attempts: AtomicU32::new(0),
-        });
+        let task = Arc::new(task);
         {
             let mut st = self.shared.state.lock().unwrap();
             if let Some(e) = &st.broken {
@@ -352,6 +231,140 @@ impl Pooled {
         self.shared.wake.notify_one();
         slot.cancel.on_cancel(Box::new(move || cancel(&task)));
     }
+}
+
+/// Why a worker (pool worker or pilot) sized by the defaults `d` cannot run a task asking for `r` (per-submit resources
+/// merged onto the executor's defaults).
+fn refuses(d: &Resources, r: &Resources) -> Option<String> {
+    let size = |r: &Resources| {
+        format!(
+            "cores = {}, threads_per_core = {}, gpus_per_core = {}",
+            r.ranks(),
+            r.threads(),
+            r.gpus_per_core.unwrap_or(0)
+        )
+    };
+    if r.ranks() != d.ranks() || r.threads() != d.threads() || r.gpus_per_core != d.gpus_per_core {
+        return Some(format!(
+            "block_allocation workers are sized by the executor's default resources \
+             ({}); this task asks for {}: submit it to an executor without \
+             block_allocation",
+            size(d),
+            size(r)
+        ));
+    }
+    if r.env != d.env {
+        return Some(
+            "block_allocation workers keep the environment they were started with; \
+             this task asks for other env variables"
+                .into(),
+        );
+    }
+    if r.cwd != d.cwd {
+        return Some(
+            "block_allocation workers keep the working directory they were started in; \
+             this task asks for another cwd"
+                .into(),
+        );
+    }
+    None
+}
+
+/// A function task as the pool's workers (or pilots) run it: its inputs resolved from their
+/// futures and its `Run` frame encoded. `None` when the task ended here (refused for
+/// `reason`, a failed input, an unencodable frame): `done` has its record.
+fn task_of(job: Job, backend: &str, reason: Option<String>) -> Option<(PoolTask, Arc<Slot>)> {
+    let Job {
+        spec,
+        resources,
+        slot,
+        deps,
+        started,
+        done,
+        ..
+    } = job;
+    let fail = |e: TaskError| {
+        done.finish(ResultRecord { outcome: Err(e) });
+        None
+    };
+    if let Some(reason) = reason {
+        return fail(TaskError::Rejected {
+            backend: backend.to_string(),
+            reason,
+        });
+    }
+    let TaskSpec { key, kind, .. } = &*spec;
+    let TaskKind::Function {
+        name,
+        fingerprint,
+        args,
+    } = kind
+    else {
+        unreachable!("commands go to the process backend");
+    };
+    // Inputs are resolved here, from their futures: a worker reads no files.
+    let mut values = Vec::with_capacity(args.len());
+    for (position, arg) in args.iter().enumerate() {
+        match arg {
+            ArgSlot::Inline(bytes) => values.push(bytes.clone()),
+            ArgSlot::Ref {
+                key: upstream,
+                view,
+            } => {
+                let outcome = deps
+                    .iter()
+                    .find(|(_, d)| d.slot.key == *upstream)
+                    .and_then(|(_, d)| d.slot.outcome());
+                let value = match outcome.as_deref() {
+                    Some(Ok(v)) => view_bytes(v, *view),
+                    Some(Err(cause)) => Err(TaskError::DependencyFailed {
+                        input: format!("argument {position}"),
+                        key: upstream.to_string(),
+                        cause: Box::new(cause.clone()),
+                    }),
+                    None => Err(TaskError::Launch {
+                        kind: LaunchErrorKind::Other,
+                        what: "pitch".into(),
+                        detail: format!(
+                            "the input of argument {position} (task {upstream}) has not \
+                                 finished"
+                        ),
+                    }),
+                };
+                match value {
+                    Ok(v) => values.push(v),
+                    Err(e) => return fail(e),
+                }
+            }
+        }
+    }
+    let frame = match protocol::frame(&ToWorker::Run {
+        key: *key,
+        name: name.clone(),
+        fingerprint: fingerprint.clone(),
+        args: values,
+    }) {
+        Ok(f) => f,
+        Err(detail) => {
+            return fail(TaskError::Encode {
+                what: "the task for its worker".into(),
+                detail,
+            })
+        }
+    };
+    Some((
+        PoolTask {
+            key: *key,
+            name: name.clone(),
+            frame,
+            limit: resources.run_time_max,
+            done,
+            started,
+            phase: Mutex::new(Phase::Queued),
+            attempts: AtomicU32::new(0),
+        },
+        slot,
+    ))
 }
 
 /// A cancel request: a queued task ends at once; a running one has its worker killed (the
@@ -378,7 +391,11 @@ fn cancel(task: &PoolTask) {
                     libc::shutdown(*fd, libc::SHUT_RDWR);
                 }
             }
-            stop_process(pid, srun);
+            // A pilot's task (pid 0) has no process here: the shut socket makes the pilot
+            // exit.
+            if pid > 0 {
+                stop_process(pid, srun);
+            }
             *phase = Phase::Cancelling;
         }
         Phase::Cancelling | Phase::Ended => {}
@@ -899,9 +916,19 @@ fn status_text(status: &std::process::ExitStatus) -> String {
 
 /// Records and delivers a task's end.
 fn deliver(shared: &Shared, task: &PoolTask, outcome: Result<Vec<Vec<u8>>, TaskError>) {
+    deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
+}
+
+/// Records a task's end in the result log `log` (if any) and delivers it.
+fn deliver_to(
+    log: Option<&LogSet>,
+    durable: bool,
+    task: &PoolTask,
+    outcome: Result<Vec<Vec<u8>>, TaskError>,
+) {
     let mut record = ResultRecord { outcome };
-    if let Some(log) = &shared.log {
-        if let Err(detail) = log.append(task.key, &task.name, &record, shared.durable) {
+    if let Some(log) = log {
+        if let Err(detail) = log.append(task.key, &task.name, &record, durable) {
             if record.outcome.is_ok() {
                 record = ResultRecord {
                     outcome: Err(TaskError::Store {

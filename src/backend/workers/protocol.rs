@@ -6,6 +6,12 @@
 //! [`FromWorker::Ready`]. Then each [`ToWorker::Run`] is answered by one [`FromWorker::Done`],
 //! one task at a time. The end of the worker's input (the driver closed the pipe, or died)
 //! makes the worker exit.
+//!
+//! A pilot job ([`super::pilot`]) connects over TCP and first sends [`PILOT_MAGIC`] and the
+//! executor's secret, raw bytes of fixed length that the driver checks before it decodes
+//! anything from the peer; then [`FromWorker::PilotHello`], and the exchange above. The
+//! driver sends [`ToWorker::Stay`] to an idle pilot it keeps, so that a pilot whose driver
+//! has gone silent leaves after its idle timeout.
 
 use std::io::{self, Read, Write};
 
@@ -38,7 +44,14 @@ pub(crate) enum ToWorker {
         fingerprint: String,
         args: Vec<Vec<u8>>,
     },
+    /// Nothing to do yet: a pilot stays (its idle timer starts again).
+    Stay,
 }
+
+/// What a pilot job sends first, before its secret.
+pub(crate) const PILOT_MAGIC: &[u8; 8] = b"PITCHPL1";
+/// The length of an executor's pilot secret (hex digits).
+pub(crate) const SECRET_LEN: usize = 64;
 
 /// The variable that gives each rank of a multi-rank worker the driver's socket.
 pub(crate) const SOCKET_ENV: &str = "PITCH_POOL_SOCKET";
@@ -52,6 +65,8 @@ pub(crate) const TOKEN_ENV: &str = "PITCH_POOL_TOKEN";
 pub(crate) enum FromWorker {
     /// A rank of a multi-rank worker has connected to the driver's socket (its first message).
     Hello { rank: u32, size: u32, token: String },
+    /// A pilot job, after its secret: which pilot it is (the id its job script gave it).
+    PilotHello { pilot: String },
     /// The worker has run its init function (or has none).
     Ready { init: Result<(), TaskError> },
     /// The task's encoded value, or why it failed.
@@ -73,6 +88,17 @@ pub(crate) fn frame<T: Serialize>(message: &T) -> Result<Vec<u8>, String> {
 pub(crate) fn write<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
     let bytes = frame(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     out.write_all(&bytes)
+}
+
+/// Writes `raw` bytes as they are, then one message as a frame, in one write.
+pub(crate) fn write_raw_then<T: Serialize>(
+    out: &mut impl Write,
+    raw: &[u8],
+    message: &T,
+) -> io::Result<()> {
+    let bytes = frame(message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    out.write_all(&[raw, &bytes[..]].concat())?;
+    out.flush()
 }
 
 /// Reads one message; `None` at the end of the input between frames.

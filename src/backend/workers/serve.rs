@@ -210,6 +210,107 @@ pub(crate) fn serve() -> i32 {
             }
         },
     };
+    serve_on(input, output, rank, size, local_rank)
+}
+
+/// A pilot job's worker (`__pitch-worker pilot ADDRESS SECRET_FILE IDLE_SECS ID`): connects
+/// to the driver at `address` (`host:port`), proves it is the user's own with the secret in
+/// `secret_file`, then serves tasks like a pool worker until the driver lets it go, its
+/// connection is lost, or nothing came for `idle` seconds. Returns the exit code.
+pub(crate) fn serve_pilot(address: &str, secret_file: &str, idle: &str, id: &str) -> i32 {
+    match pilot_connect(address, secret_file, idle, id) {
+        Ok((input, output)) => serve_on(input, output, 0, 1, 0),
+        Err(e) => {
+            eprintln!("pitch pilot {id}: {e}");
+            2
+        }
+    }
+}
+
+/// Reads the executor's secret: a regular file of this user that nobody else may read.
+fn read_secret(path: &str) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot examine the secret file {path}: {e}"))?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "the secret file {path} is not a private file of this user (mode {:o}, owner {})",
+            meta.mode() & 0o7777,
+            meta.uid()
+        ));
+    }
+    let secret = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if secret.len() != protocol::SECRET_LEN {
+        return Err(format!("the secret file {path} is not a pitch secret"));
+    }
+    Ok(secret)
+}
+
+fn pilot_connect(
+    address: &str,
+    secret_file: &str,
+    idle: &str,
+    id: &str,
+) -> Result<(File, File), String> {
+    use std::os::fd::AsRawFd;
+    let idle: u64 = idle
+        .parse()
+        .map_err(|e| format!("bad idle timeout {idle:?}: {e}"))?;
+    let secret = read_secret(secret_file)?;
+    let stream = std::net::TcpStream::connect(address)
+        .map_err(|e| format!("cannot connect to the driver at {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    // A driver that has gone silent (its host lost) lets no frame through: leave after
+    // `idle` seconds without one. The driver sends `Stay` more often to a pilot it keeps.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(idle.max(1))))
+        .map_err(|e| e.to_string())?;
+    let mut hello = Vec::with_capacity(protocol::PILOT_MAGIC.len() + secret.len());
+    hello.extend_from_slice(protocol::PILOT_MAGIC);
+    hello.extend_from_slice(&secret);
+    protocol::write_raw_then(
+        &mut &stream,
+        &hello,
+        &FromWorker::PilotHello {
+            pilot: id.to_string(),
+        },
+    )
+    .map_err(|e| format!("cannot greet the driver at {address}: {e}"))?;
+    // Task output goes to the job's log, never into the protocol.
+    // SAFETY: dup2 onto this process's standard output.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let fd = stream.as_raw_fd();
+    // The watchdog: a lost connection ends the pilot at once, even in the middle of a task
+    // (the driver has given the task up or is gone).
+    std::thread::Builder::new()
+        .name("pitch-pilot-watchdog".into())
+        .spawn(move || loop {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; the descriptor lives as long as the process.
+            let n = unsafe { libc::poll(&mut p, 1, 1000) };
+            if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                eprintln!("pitch pilot: the driver closed the connection; leaving");
+                std::process::exit(0);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let other = stream.try_clone().map_err(|e| e.to_string())?;
+    Ok((
+        File::from(std::os::fd::OwnedFd::from(stream)),
+        File::from(std::os::fd::OwnedFd::from(other)),
+    ))
+}
+
+/// Serves tasks on a connection (pipes or a socket) until its input ends; the exit code.
+fn serve_on(input: File, output: File, rank: u32, size: u32, local_rank: u32) -> i32 {
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut output = BufWriter::with_capacity(1 << 16, output);
     let (index, init) = match protocol::read::<ToWorker>(&mut input) {
@@ -246,6 +347,7 @@ pub(crate) fn serve() -> i32 {
     loop {
         match protocol::read::<ToWorker>(&mut input) {
             Ok(None) => return 0,
+            Ok(Some(ToWorker::Stay)) => {}
             Ok(Some(ToWorker::Run {
                 key,
                 name,
@@ -266,6 +368,18 @@ pub(crate) fn serve() -> i32 {
             Ok(Some(other)) => {
                 eprintln!("pitch pool worker {index}: unexpected message {other:?}");
                 return 2;
+            }
+            // Only a pilot has a read timeout: no word from its driver for its idle timeout.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                eprintln!(
+                    "pitch pilot {index}: no word from the driver within the idle timeout; leaving"
+                );
+                return 0;
             }
             Err(e) => {
                 eprintln!("pitch pool worker {index}: {e}");

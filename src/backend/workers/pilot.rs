@@ -1,0 +1,1093 @@
+//! [`Pilots`]: elastic pilot jobs, `block_allocation(true)` on the queue backends
+//! (SlurmCluster, FluxCluster). Instead of one scheduler job per function task, the executor
+//! submits a few pilot jobs (one job array on Slurm, one `flux batch` each on Flux); each runs
+//! the worker binary as `__pitch-worker pilot`, which connects back to the driver over TCP
+//! and then serves tasks exactly like a pool worker ([`super::serve`], same frames).
+//!
+//! Threads of the driver:
+//! - the manager ([`manage`]): submits pilots as the backlog needs them (never more than the
+//!   backlog or `max_workers`; at least `min_workers` once work came), and makes one queue
+//!   query per tick for the pilots' job name to notice pilots that ended (one that never
+//!   connected counts as a failed start; three in a row with none ever connected fail the
+//!   executor's tasks), and connected pilots whose job ended without their connection
+//!   breaking (a lost node): their socket is shut, which ends their task as lost;
+//! - the acceptor: takes connections on the executor's port;
+//! - one thread per connection ([`connection`]): checks the secret first (raw bytes of fixed
+//!   length, before anything is decoded; a failure is dropped and reported as a warning
+//!   event), then the pilot's hello, start and init function, then hands it tasks one at a
+//!   time from the shared FIFO.
+//!
+//! Wall time: a pilot's `run_time_max` (the executor's default) is its wall time. A task is
+//! only handed to a pilot whose remaining wall time (counted from its connection, less
+//! [`MARGIN`]) covers the task's own `run_time_max`; a pilot that can take none of the queued
+//! tasks drains (it leaves) and the manager submits a replacement.
+//!
+//! Faults: a pilot lost under a task (cancelled, timed out, node lost, killed) puts the task
+//! back at the head of the queue while it has retries left (`max_retries`, default 1), else
+//! the task fails with `TaskError::Scheduler` naming the pilot's job and its end reason. A
+//! task is delivered once ([`Done`](crate::backend::Done) keeps the first record). A pilot
+//! whose driver is gone (SIGKILL) sees its connection close and exits; one whose driver went
+//! silent leaves after its idle timeout.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, FromWorker, InitCall, ToWorker};
+use super::{cancel, deliver_to, readable_before, refuses, task_of, token, Link, Phase, PoolTask};
+use crate::backend::queue::Queue;
+use crate::backend::scheduler::{JobRef, JobState};
+use crate::backend::{Backend, BoxFuture, Job};
+use crate::error::{Error, LaunchErrorKind, TaskError};
+use crate::event::{EventKind, Events};
+use crate::resources::Resources;
+use crate::resultlog::LogSet;
+use crate::scheduler::EndReason;
+use crate::store::{ResultRecord, Store};
+use crate::task::{TaskKind, TaskSpec};
+use crate::template::shell_quote as q;
+use crate::worker;
+
+/// How long an idle pilot waits for work before it leaves, unless the builder says otherwise.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Taken off a pilot's wall time: its job started a little before it connected, and it
+/// must not be killed by its limit while finishing a task.
+pub(crate) const MARGIN: Duration = Duration::from_secs(10);
+/// How long a peer has to present the secret and say which pilot it is.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pilots in a row that may end without ever connecting before the executor gives up.
+const MAX_START_FAILURES: u32 = 3;
+/// Submissions in a row that may fail before the executor gives up.
+const MAX_SUBMIT_FAILURES: u32 = 3;
+
+/// How the pilots are set up (from the builder).
+pub(crate) struct PilotConfig {
+    pub max_workers: u32,
+    pub min_workers: u32,
+    pub idle_timeout: Duration,
+    /// The host (or `host:port`) the pilots connect to; default: this host's name.
+    pub address: Option<String>,
+    pub init: Option<InitCall>,
+    pub max_retries: u32,
+    /// The executor's default resources: every pilot's size; `run_time_max` its wall time.
+    pub defaults: Resources,
+    /// Whether results go to the result log (the builder's `cache`).
+    pub log: bool,
+    /// How often the manager asks the scheduler about its pilots.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PilotPhase {
+    /// Submitted, not connected yet.
+    Pending,
+    /// Connected and serving.
+    Connected,
+    /// Gone (left, drained, lost, or ended without connecting).
+    Gone,
+}
+
+struct PilotInfo {
+    job: JobRef,
+    phase: PilotPhase,
+    /// The connection, to shut when the job is found ended while its socket is open.
+    stream: Option<Arc<TcpStream>>,
+    /// Queue queries in a row that did not list the job as active.
+    misses: u32,
+}
+
+struct State {
+    queue: VecDeque<Arc<PoolTask>>,
+    /// Tasks handed to a pilot and not yet ended.
+    running: usize,
+    closed: bool,
+    broken: Option<TaskError>,
+    /// Whether any task came (`min_workers` pilots are kept from then on).
+    seen_work: bool,
+    pilots: HashMap<String, PilotInfo>,
+    submissions: u64,
+    start_failures: u32,
+    submit_failures: u32,
+    ever_connected: bool,
+    next_index: u32,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the connection threads (a task came, the executor closes).
+    wake: Condvar,
+    /// Wakes the manager.
+    manager: Condvar,
+    queue: Arc<Queue>,
+    cfg: PilotConfig,
+    /// The secret pilots present, and the file they read it from (where the jobs see it).
+    secret: Vec<u8>,
+    secret_file: PathBuf,
+    /// `host:port` the pilots connect to.
+    address: String,
+    /// The pilots' job name (the manager's queue query filters on it).
+    tag: String,
+    /// Unique per executor: the start of every pilot id.
+    prefix: String,
+    log: Option<Arc<LogSet>>,
+    durable: bool,
+    events: OnceLock<Events>,
+}
+
+impl Shared {
+    fn warn(&self, message: String) {
+        if let Some(events) = self.events.get() {
+            events.emit(EventKind::Warning { message });
+        }
+    }
+}
+
+/// The pilot backend: function tasks to pilot jobs, commands to the queue backend as usual.
+pub(crate) struct Pilots {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    warned_commands: AtomicBool,
+    salt: Option<Vec<u8>>,
+    secret_path: PathBuf,
+}
+
+/// `host` and port of an address setting: `host`, `host:port` or `[v6]:port`.
+fn split_address(address: &str) -> Result<(String, u16), String> {
+    if let Some((host, port)) = address.rsplit_once(':') {
+        if !host.contains(':') || host.starts_with('[') {
+            let port = port
+                .parse::<u16>()
+                .map_err(|e| format!("pilot_address {address:?}: bad port {port:?}: {e}"))?;
+            return Ok((host.trim_matches(['[', ']']).to_string(), port));
+        }
+    }
+    if address.is_empty() {
+        return Err("pilot_address is empty".into());
+    }
+    Ok((address.to_string(), 0))
+}
+
+impl Pilots {
+    pub(crate) fn new(queue: Queue, store: &Store, cfg: PilotConfig) -> Result<Pilots, Error> {
+        let queue = Arc::new(queue);
+        let (host, port) = split_address(&cfg.address.clone().unwrap_or_else(worker::hostname))
+            .map_err(Error::Config)?;
+        let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| {
+            Error::Config(format!(
+                "block_allocation: cannot listen for pilots on {host}:{port}: {e} (set the \
+                 address the pilots connect to with pilot_address)"
+            ))
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("block_allocation: {e}")))?
+            .port();
+        let address = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let prefix = format!("{}-{nanos}", std::process::id());
+        let secret = format!("{}{}", token(), token()).into_bytes();
+        debug_assert_eq!(secret.len(), protocol::SECRET_LEN);
+        let secret_path = store.pilot_secret(&format!("{}-{prefix}", queue.tag()));
+        crate::store::write_bytes_atomic(&secret_path, &secret, store.durable(), 0o600)
+            .map_err(|e| Error::io(&secret_path, e))?;
+        let secret_file = queue.transport().path(&secret_path);
+        let salt = cfg
+            .init
+            .as_ref()
+            .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                running: 0,
+                closed: false,
+                broken: None,
+                seen_work: false,
+                pilots: HashMap::new(),
+                submissions: 0,
+                start_failures: 0,
+                submit_failures: 0,
+                ever_connected: false,
+                next_index: 0,
+            }),
+            wake: Condvar::new(),
+            manager: Condvar::new(),
+            tag: format!("{}-pilot", queue.tag()),
+            queue,
+            log: cfg.log.then(|| LogSet::of(store.root())),
+            durable: store.durable(),
+            cfg,
+            secret,
+            secret_file,
+            address,
+            prefix,
+            events: OnceLock::new(),
+        });
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("pitch-pilot-manager".into())
+                .spawn(move || manage(&s))
+                .map_err(|e| Error::Config(format!("could not start a thread: {e}")))?,
+        );
+        let s = shared.clone();
+        let c = connections.clone();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Config(format!("block_allocation: {e}")))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("pitch-pilot-accept".into())
+                .spawn(move || accept(&s, listener, &c))
+                .map_err(|e| Error::Config(format!("could not start a thread: {e}")))?,
+        );
+        Ok(Pilots {
+            shared,
+            threads: Mutex::new(threads),
+            connections,
+            warned_commands: AtomicBool::new(false),
+            salt,
+            secret_path,
+        })
+    }
+
+    /// Why a pilot cannot run a task asking for `r`.
+    fn refuses(&self, r: &Resources) -> Option<String> {
+        let d = &self.shared.cfg.defaults;
+        if let Some(why) = refuses(d, r) {
+            return Some(why);
+        }
+        if r.partition != d.partition
+            || r.account != d.account
+            || r.qos != d.qos
+            || r.memory_max != d.memory_max
+            || r.num_nodes != d.num_nodes
+            || r.exclusive != d.exclusive
+            || r.slurm_cmd_args != d.slurm_cmd_args
+        {
+            return Some(
+                "pilot jobs (block_allocation) are sized by the executor's default resources; \
+                 this task asks for another partition, account, qos, memory, node count, \
+                 exclusive or slurm_cmd_args: submit it to an executor without \
+                 block_allocation"
+                    .into(),
+            );
+        }
+        if let (Some(own), Some(wall)) = (own_limit(d, r), d.run_time_max) {
+            if own + MARGIN > wall {
+                return Some(format!(
+                    "its run_time_max ({own:?}) does not fit in a pilot's wall time ({wall:?}, \
+                     the executor's run_time_max, less {MARGIN:?}): give the executor a longer \
+                     run_time_max"
+                ));
+            }
+        }
+        None
+    }
+
+    fn submit(&self, job: Job) {
+        let reason = self.refuses(&job.resources);
+        let own = own_limit(&self.shared.cfg.defaults, &job.resources);
+        let Some((mut task, slot)) = task_of(job, self.name(), reason) else {
+            return;
+        };
+        task.limit = own;
+        let task = Arc::new(task);
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            if let Some(e) = &st.broken {
+                let e = e.clone();
+                drop(st);
+                task.done.finish(ResultRecord { outcome: Err(e) });
+                return;
+            }
+            st.seen_work = true;
+            st.queue.push_back(task.clone());
+        }
+        self.shared.wake.notify_one();
+        self.shared.manager.notify_one();
+        slot.cancel.on_cancel(Box::new(move || cancel(&task)));
+    }
+}
+
+/// The bash that starts one pilot (`index`: the shell expression of its array index).
+fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
+    let d = &shared.cfg.defaults;
+    let threads = d.threads().to_string();
+    let mut out = String::new();
+    for v in [
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "RAYON_NUM_THREADS",
+    ] {
+        out.push_str(&format!("export {v}={threads}\n"));
+    }
+    for (k, v) in &d.env {
+        out.push_str(&format!("export {k}={}\n", q(v)));
+    }
+    out.push_str(&format!("export {}=1\n", worker::WORKER_ENV));
+    if let Some(dir) = &d.cwd {
+        out.push_str(&format!("cd {} || exit 1\n", q(&dir.display().to_string())));
+    }
+    out.push_str(&format!(
+        "exec {} {} pilot {} {} {} {}\"{index}\"",
+        q(exe),
+        worker::WORKER_ARG,
+        q(&shared.address),
+        q(&shared.secret_file.display().to_string()),
+        shared.cfg.idle_timeout.as_secs().max(1),
+        q(&format!("{}.{submission}.", shared.prefix)),
+    ));
+    out
+}
+
+/// The task's own time limit: its `run_time_max` unless it is the executor's default (the
+/// pilots' wall time), which a task inherits without asking for it.
+fn own_limit(defaults: &Resources, r: &Resources) -> Option<Duration> {
+    r.run_time_max
+        .filter(|_| r.run_time_max != defaults.run_time_max)
+}
+
+/// Submits `count` pilots (one submission where the scheduler has arrays, else one each).
+fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
+    let queue = &shared.queue;
+    let exe = match rt.block_on(queue.job_exe()) {
+        Ok(p) => p.display().to_string(),
+        Err(e) => return submit_failed(shared, e),
+    };
+    let arrays = queue.scheduler().dialect.arrays.is_some();
+    let per_submission = if arrays { count } else { 1 };
+    let mut left = count;
+    while left > 0 {
+        let n = per_submission.min(left);
+        left -= n;
+        let submission = {
+            let mut st = shared.state.lock().unwrap();
+            st.submissions += 1;
+            st.submissions
+        };
+        let command = |index: &str| command(shared, &exe, submission, index);
+        let submitted =
+            rt.block_on(queue.submit_pilots(&shared.tag, &shared.cfg.defaults, n, &command));
+        match submitted {
+            Ok(job_id) => {
+                let mut st = shared.state.lock().unwrap();
+                st.submit_failures = 0;
+                for i in 0..n {
+                    let job = JobRef {
+                        job_id,
+                        array_index: (n > 1).then_some(i as u32),
+                    };
+                    st.pilots.insert(
+                        format!("{}.{submission}.{i}", shared.prefix),
+                        PilotInfo {
+                            job,
+                            phase: PilotPhase::Pending,
+                            stream: None,
+                            misses: 0,
+                        },
+                    );
+                }
+            }
+            Err(e) => return submit_failed(shared, e),
+        }
+    }
+}
+
+fn submit_failed(shared: &Shared, e: TaskError) {
+    let give_up = {
+        let mut st = shared.state.lock().unwrap();
+        st.submit_failures += 1;
+        st.submit_failures >= MAX_SUBMIT_FAILURES
+    };
+    shared.warn(format!("submitting pilot jobs failed: {e}"));
+    if give_up {
+        break_with(shared, e);
+    }
+}
+
+/// No pilot can start: fail every queued task, and every later one, with `error`.
+fn break_with(shared: &Shared, error: TaskError) {
+    let queued: Vec<Arc<PoolTask>> = {
+        let mut st = shared.state.lock().unwrap();
+        st.broken.get_or_insert(error.clone());
+        st.queue.drain(..).collect()
+    };
+    for task in queued {
+        let mut phase = task.phase.lock().unwrap();
+        if let Phase::Queued = *phase {
+            *phase = Phase::Ended;
+            drop(phase);
+            task.done.finish(ResultRecord {
+                outcome: Err(error.clone()),
+            });
+        }
+    }
+    shared.wake.notify_all();
+}
+
+/// The manager thread: pilots as the backlog needs them, and their ends.
+fn manage(shared: &Arc<Shared>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return break_with(
+                shared,
+                TaskError::Launch {
+                    kind: LaunchErrorKind::Other,
+                    what: "the pilot manager".into(),
+                    detail: e.to_string(),
+                },
+            )
+        }
+    };
+    let client = &shared.queue.scheduler().client;
+    loop {
+        let (wanted, watched) = {
+            let st = shared.state.lock().unwrap();
+            let backlog = st.queue.len() + st.running;
+            if st.closed && backlog == 0 {
+                break;
+            }
+            let live = st
+                .pilots
+                .values()
+                .filter(|p| p.phase != PilotPhase::Gone)
+                .count();
+            let mut want = (shared.cfg.max_workers as usize).min(backlog);
+            if st.seen_work && !st.closed {
+                want = want.max(shared.cfg.min_workers as usize);
+            }
+            let wanted = if st.broken.is_some() {
+                0
+            } else {
+                want.saturating_sub(live)
+            };
+            (wanted, live > 0)
+        };
+        if wanted > 0 {
+            submit_pilots(shared, &rt, wanted);
+        }
+        if watched {
+            match rt.block_on(client.active(&shared.tag)) {
+                Ok(states) => observe(shared, &states),
+                Err(e) => shared.warn(format!("asking about the pilot jobs failed: {e}")),
+            }
+        }
+        let st = shared.state.lock().unwrap();
+        if !(st.closed && st.queue.is_empty() && st.running == 0) {
+            let _ = shared
+                .manager
+                .wait_timeout(st, shared.cfg.poll_interval)
+                .unwrap();
+        }
+    }
+    // Pilots that never connected would start for nothing: cancel them.
+    let pending: Vec<JobRef> = {
+        let st = shared.state.lock().unwrap();
+        st.pilots
+            .values()
+            .filter(|p| p.phase == PilotPhase::Pending)
+            .map(|p| p.job)
+            .collect()
+    };
+    if !pending.is_empty() {
+        if let Err(e) = rt.block_on(client.cancel(&pending)) {
+            shared.warn(format!("cancelling pilot jobs failed: {e}"));
+        }
+    }
+}
+
+/// What one queue query says of the pilots: which ended.
+fn observe(shared: &Shared, states: &HashMap<JobRef, JobState>) {
+    let mut failed_start: Option<JobRef> = None;
+    {
+        let mut st = shared.state.lock().unwrap();
+        let mut never_connected = 0;
+        for p in st.pilots.values_mut() {
+            if p.phase == PilotPhase::Gone {
+                continue;
+            }
+            let active = matches!(states.get(&p.job), Some(JobState::Active(_)));
+            if active {
+                p.misses = 0;
+                continue;
+            }
+            p.misses += 1;
+            // Once ended, or twice not listed at all (it may be on its way into the list).
+            let ended = matches!(states.get(&p.job), Some(JobState::Ended(_)));
+            if !ended && p.misses < 2 {
+                continue;
+            }
+            match p.phase {
+                PilotPhase::Pending => {
+                    p.phase = PilotPhase::Gone;
+                    never_connected += 1;
+                    failed_start = Some(p.job);
+                }
+                PilotPhase::Connected => {
+                    // Its job is over, but its socket did not tell (a lost node): shut it, so
+                    // that its thread ends its task as lost.
+                    if let Some(s) = &p.stream {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                PilotPhase::Gone => {}
+            }
+        }
+        st.start_failures += never_connected;
+        if st.ever_connected || st.start_failures < MAX_START_FAILURES {
+            failed_start = failed_start.filter(|_| false);
+        }
+    }
+    if let Some(job) = failed_start {
+        let log = shared
+            .secret_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        break_with(
+            shared,
+            TaskError::Launch {
+                kind: LaunchErrorKind::Other,
+                what: "pilot jobs".into(),
+                detail: format!(
+                    "{MAX_START_FAILURES} pilot jobs (the last {job}) ended without connecting \
+                     to the driver at {}; see their logs in {} (is the address reachable from \
+                     the compute nodes? set it with pilot_address)",
+                    shared.address,
+                    log.display()
+                ),
+            },
+        );
+    }
+    shared.manager.notify_one();
+}
+
+/// The acceptor thread: one connection thread per peer, until the executor closes.
+fn accept(shared: &Arc<Shared>, listener: TcpListener, threads: &Mutex<Vec<JoinHandle<()>>>) {
+    loop {
+        {
+            let st = shared.state.lock().unwrap();
+            if st.closed && st.queue.is_empty() && st.running == 0 {
+                return;
+            }
+        }
+        let mut fd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe {
+            libc::poll(&mut fd, 1, 200);
+        }
+        while let Ok((stream, peer)) = listener.accept() {
+            let s = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("pitch-pilot".into())
+                .spawn(move || connection(&s, stream, peer));
+            if let Ok(handle) = spawned {
+                let mut threads = threads.lock().unwrap();
+                threads.retain(|h| !h.is_finished());
+                threads.push(handle);
+            }
+        }
+    }
+}
+
+/// Reads the peer's secret and hello: the pilot id, or why the peer is refused.
+fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<String, String> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(AUTH_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut first = [0u8; protocol::PILOT_MAGIC.len() + protocol::SECRET_LEN];
+    (&mut &*stream)
+        .read_exact(&mut first)
+        .map_err(|e| format!("it sent no pilot greeting: {e}"))?;
+    let (magic, secret) = first.split_at(protocol::PILOT_MAGIC.len());
+    // Compared in full whatever differs (no early exit to time).
+    let differs = magic
+        .iter()
+        .chain(secret)
+        .zip(protocol::PILOT_MAGIC.iter().chain(&shared.secret))
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if differs != 0 {
+        return Err("it did not present this executor's secret".into());
+    }
+    let hello = protocol::read::<FromWorker>(&mut &*stream).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    match hello {
+        Some(FromWorker::PilotHello { pilot }) => Ok(pilot),
+        other => Err(format!("it sent {other:?} instead of a pilot's hello")),
+    }
+}
+
+/// One connected pilot: from its secret to its end.
+fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr) {
+    let id = match authenticate(shared, &stream) {
+        Ok(id) => id,
+        Err(why) => {
+            return shared.warn(format!(
+                "refused a connection to the pilot port from {peer}: {why}"
+            ))
+        }
+    };
+    let stream = Arc::new(stream);
+    let (job, index) = {
+        let mut st = shared.state.lock().unwrap();
+        let index = st.next_index;
+        match st.pilots.get_mut(&id) {
+            Some(p) if p.phase == PilotPhase::Pending => {
+                p.phase = PilotPhase::Connected;
+                p.stream = Some(stream.clone());
+                st.next_index += 1;
+                st.ever_connected = true;
+                st.start_failures = 0;
+                let job = st.pilots[&id].job;
+                (job, index)
+            }
+            _ => {
+                drop(st);
+                return shared.warn(format!(
+                    "refused pilot {id} from {peer}: it is not a pilot this executor is waiting for"
+                ));
+            }
+        }
+    };
+    let connected = Instant::now();
+    let end = serve_pilot(shared, &stream, job, index, connected);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    {
+        let mut st = shared.state.lock().unwrap();
+        if let Some(p) = st.pilots.get_mut(&id) {
+            p.phase = PilotPhase::Gone;
+            p.stream = None;
+        }
+    }
+    if let Some(why) = end {
+        shared.warn(why);
+    }
+    shared.manager.notify_one();
+}
+
+/// What a pilot's thread does next.
+enum Next {
+    Task(Arc<PoolTask>),
+    /// Nothing came for the idle timeout, and the pilot is not needed.
+    Leave,
+    /// Its remaining wall time fits none of the queued tasks.
+    Drain,
+    /// Send a `Stay` and wait again.
+    Stay,
+}
+
+fn next(shared: &Shared, deadline: Option<Instant>, idle_since: &mut Instant) -> Next {
+    let heartbeat = (shared.cfg.idle_timeout / 3).max(Duration::from_millis(200));
+    let mut st = shared.state.lock().unwrap();
+    loop {
+        if st.broken.is_some() {
+            return Next::Leave;
+        }
+        // Tasks cancelled while queued stay in the queue until here.
+        st.queue
+            .retain(|t| matches!(*t.phase.lock().unwrap(), Phase::Queued));
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if !st.queue.is_empty() {
+            let fits = st.queue.iter().position(|t| match remaining {
+                None => true,
+                Some(left) => !left.is_zero() && t.limit.is_none_or(|l| l <= left),
+            });
+            let Some(i) = fits else {
+                return Next::Drain;
+            };
+            let task = st.queue.remove(i).expect("found above");
+            st.running += 1;
+            *task.phase.lock().unwrap() = Phase::Running {
+                pid: 0,
+                srun: false,
+                sockets: Vec::new(),
+            };
+            return Next::Task(task);
+        }
+        let idle = idle_since.elapsed();
+        if idle >= shared.cfg.idle_timeout || st.closed {
+            let connected = st
+                .pilots
+                .values()
+                .filter(|p| p.phase == PilotPhase::Connected)
+                .count();
+            if st.closed || connected > shared.cfg.min_workers as usize {
+                return Next::Leave;
+            }
+            *idle_since = Instant::now();
+        }
+        let (guard, timeout) = shared.wake.wait_timeout(st, heartbeat).unwrap();
+        st = guard;
+        if timeout.timed_out() && st.queue.is_empty() && !st.closed {
+            return Next::Stay;
+        }
+    }
+}
+
+/// Serves one pilot until it leaves or is lost; a warning to report, if any.
+fn serve_pilot(
+    shared: &Arc<Shared>,
+    stream: &Arc<TcpStream>,
+    job: JobRef,
+    index: u32,
+    connected: Instant,
+) -> Option<String> {
+    let (reader, writer) = match (stream.try_clone(), stream.try_clone()) {
+        (Ok(r), Ok(w)) => (r, w),
+        _ => return Some(format!("pilot {job}: could not use its connection")),
+    };
+    let mut link = Link {
+        reader: BufReader::with_capacity(1 << 16, std::fs::File::from(OwnedFd::from(reader))),
+        writer: std::fs::File::from(OwnedFd::from(writer)),
+    };
+    let socket = link.reader.get_ref().as_raw_fd();
+    let start = protocol::frame(&ToWorker::Start {
+        index,
+        init: shared.cfg.init.clone(),
+    });
+    let ready = start
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        .and_then(|f| link.writer.write_all(&f))
+        .and_then(|()| protocol::read::<FromWorker>(&mut link.reader));
+    match ready {
+        Ok(Some(FromWorker::Ready { init: Ok(()) })) => {}
+        Ok(Some(FromWorker::Ready { init: Err(e) })) => {
+            let name = shared.cfg.init.as_ref().map_or("", |i| i.name.as_str());
+            break_with(
+                shared,
+                TaskError::Launch {
+                    kind: LaunchErrorKind::Other,
+                    what: format!("pilot {job}: its init function {name}"),
+                    detail: e.to_string(),
+                },
+            );
+            return None;
+        }
+        other => return Some(format!("pilot {job} ended before it was ready: {other:?}")),
+    }
+    let deadline = shared
+        .cfg
+        .defaults
+        .run_time_max
+        .map(|wall| connected + wall.saturating_sub(MARGIN));
+    let mut idle_since = Instant::now();
+    loop {
+        let task = match next(shared, deadline, &mut idle_since) {
+            Next::Task(t) => t,
+            Next::Leave => return None,
+            Next::Drain => {
+                return Some(format!(
+                    "pilot {job} drains: its remaining wall time fits none of the queued tasks; \
+                     a new pilot takes them"
+                ))
+            }
+            Next::Stay => {
+                let stay = protocol::frame(&ToWorker::Stay).expect("a unit message encodes");
+                if link.writer.write_all(&stay).is_err() {
+                    return Some(format!("pilot {job}: its connection was lost while idle"));
+                }
+                continue;
+            }
+        };
+        if let Phase::Running { sockets, .. } = &mut *task.phase.lock().unwrap() {
+            sockets.push(socket);
+        }
+        let end = run_on_pilot(shared, &mut link, job, &task);
+        idle_since = Instant::now();
+        {
+            let mut st = shared.state.lock().unwrap();
+            st.running -= 1;
+        }
+        shared.manager.notify_one();
+        if let Some(why) = end {
+            return Some(why);
+        }
+    }
+}
+
+/// Runs `task` on the pilot; `Some(warning)` when the pilot is gone or must go.
+fn run_on_pilot(
+    shared: &Shared,
+    link: &mut Link,
+    job: JobRef,
+    task: &Arc<PoolTask>,
+) -> Option<String> {
+    (task.started)(Some(job.to_string()));
+    let deadline = task.limit.map(|limit| Instant::now() + limit);
+    let answer = link.writer.write_all(&task.frame).and_then(|()| {
+        if let Some(d) = deadline {
+            if !readable_before(link, d) {
+                return Ok(None);
+            }
+        }
+        protocol::read::<FromWorker>(&mut link.reader).map(Some)
+    });
+    let deliver = |outcome| deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
+    let mut phase = task.phase.lock().unwrap();
+    let cancelling = matches!(*phase, Phase::Cancelling);
+    match answer {
+        Ok(Some(Some(FromWorker::Done { outcome }))) => {
+            *phase = Phase::Ended;
+            drop(phase);
+            deliver(outcome.map(|v| vec![v]));
+            // A cancel that came as the task finished shut the connection: the value stands.
+            cancelling.then(|| format!("pilot {job} was let go after a cancel"))
+        }
+        Ok(None) => {
+            *phase = Phase::Ended;
+            drop(phase);
+            deliver(Err(if cancelling {
+                TaskError::Cancelled
+            } else {
+                TaskError::Timeout {
+                    limit: task.limit.unwrap_or_default(),
+                }
+            }));
+            // The pilot is still running the task: closing the connection ends it.
+            Some(format!(
+                "pilot {job} was let go: task {} ran past its run_time_max",
+                task.key
+            ))
+        }
+        _ if cancelling => {
+            *phase = Phase::Ended;
+            drop(phase);
+            deliver(Err(TaskError::Cancelled));
+            Some(format!("pilot {job} was let go after a cancel"))
+        }
+        other => {
+            let answer = match other {
+                Ok(Some(Some(a))) => format!("it answered {a:?}"),
+                Ok(Some(None)) => "its connection closed".to_string(),
+                Err(e) => format!("its connection broke: {e}"),
+                Ok(None) => unreachable!("matched above"),
+            };
+            let attempt = task.attempts.fetch_add(1, Ordering::SeqCst);
+            if attempt < shared.cfg.max_retries {
+                // Queued before it is in the queue: `next` locks the queue, then a phase.
+                *phase = Phase::Queued;
+                drop(phase);
+                shared.state.lock().unwrap().queue.push_front(task.clone());
+                shared.wake.notify_one();
+                shared.manager.notify_one();
+                return Some(format!(
+                    "pilot {job} was lost running task {} ({answer}): the task runs again on \
+                     another pilot (retry {} of {})",
+                    task.key,
+                    attempt + 1,
+                    shared.cfg.max_retries
+                ));
+            }
+            // Ended now (a cancel meanwhile finds nothing to do); delivered once the
+            // scheduler said why the pilot ended.
+            *phase = Phase::Ended;
+            drop(phase);
+            let (state, detail) = end_of(shared, job);
+            deliver(Err(TaskError::Scheduler {
+                job_id: job.to_string(),
+                state,
+                detail: format!(
+                    "the pilot job running task {} ended ({answer}){}{detail}",
+                    task.key,
+                    if detail.is_empty() { "" } else { ": " }
+                ),
+            }));
+            Some(format!("pilot {job} was lost running task {}", task.key))
+        }
+    }
+}
+
+/// Why a pilot's job ended, as the scheduler tells it (waiting up to a minute for the job to
+/// leave the active states).
+fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return (EndReason::forgotten(), String::new());
+    };
+    let client = &shared.queue.scheduler().client;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = rt.block_on(client.final_states(std::slice::from_ref(&job)));
+        if let Some((state, detail)) = states.get(&job) {
+            if state.is_finished() || Instant::now() > until {
+                return (state.clone().into_reason(), detail.clone());
+            }
+        } else if Instant::now() > until {
+            return (EndReason::forgotten(), String::new());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+impl Pilots {
+    fn shut(&self, wait: bool) {
+        self.shared.state.lock().unwrap().closed = true;
+        self.shared.wake.notify_all();
+        self.shared.manager.notify_all();
+        if !wait {
+            return;
+        }
+        let me = std::thread::current().id();
+        let mut handles = std::mem::take(&mut *self.threads.lock().unwrap());
+        handles.extend(std::mem::take(&mut *self.connections.lock().unwrap()));
+        // The acceptor adds none once it has ended: join it (and the manager) first.
+        for handle in handles {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+        for handle in std::mem::take(&mut *self.connections.lock().unwrap()) {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+        let _ = std::fs::remove_file(&self.secret_path);
+    }
+}
+
+impl Drop for Pilots {
+    fn drop(&mut self) {
+        self.shut(true);
+    }
+}
+
+impl Backend for Pilots {
+    fn name(&self) -> &'static str {
+        self.shared.queue.name()
+    }
+
+    fn check(&self, resources: &Resources) -> Result<Vec<&'static str>, String> {
+        self.shared.queue.check(resources)
+    }
+
+    fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
+        if let TaskKind::Command(_) = job.spec.kind {
+            if !self.warned_commands.swap(true, Ordering::SeqCst) {
+                self.shared.warn(
+                    "block_allocation pilots run only function tasks: commands run as their \
+                     own jobs, as without it"
+                        .into(),
+                );
+            }
+            return self.shared.queue.clone().run(job);
+        }
+        self.submit(job);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
+        if let Some(log) = &self.shared.log {
+            for message in log.take_damage() {
+                events.emit(EventKind::Warning { message });
+            }
+        }
+        self.shared.queue.attach(events.clone(), preparing);
+        let _ = self.shared.events.set(events);
+    }
+
+    fn job_name(&self) -> Option<&str> {
+        self.shared.queue.job_name()
+    }
+
+    /// A function task's script is the pilots' (all function tasks run in them).
+    fn render(
+        &self,
+        spec: &TaskSpec,
+        resources: &Resources,
+        paths: &crate::store::TaskPaths,
+    ) -> Option<Result<String, TaskError>> {
+        match spec.kind {
+            TaskKind::Command(_) => self.shared.queue.render(spec, resources, paths),
+            TaskKind::Function { .. } => Some(self.render_pilots()),
+        }
+    }
+
+    fn render_pilots(&self) -> Option<Result<String, TaskError>> {
+        Some(self.render_pilots())
+    }
+
+    fn key_salt(&self, kind: &TaskKind) -> Option<&[u8]> {
+        match kind {
+            TaskKind::Function { .. } => self.salt.as_deref(),
+            TaskKind::Command(_) => None,
+        }
+    }
+
+    fn close(&self, wait: bool) {
+        self.shut(wait);
+    }
+
+    fn writes_task_file(&self, spec: &TaskSpec) -> bool {
+        matches!(spec.kind, TaskKind::Command(_))
+    }
+}
+
+impl Pilots {
+    /// The job script of `max_workers` pilots, as they would be submitted.
+    fn render_pilots(&self) -> Result<String, TaskError> {
+        let queue = &self.shared.queue;
+        let exe = queue.staged_exe()?;
+        let exe = queue.transport().path(&exe).display().to_string();
+        let command = |index: &str| command(&self.shared, &exe, 1, index);
+        queue.render_pilots(
+            &self.shared.tag,
+            &self.shared.cfg.defaults,
+            self.shared.cfg.max_workers as usize,
+            &command,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(split_address("vm"), Ok(("vm".into(), 0)));
+        assert_eq!(
+            split_address("127.0.0.1:4100"),
+            Ok(("127.0.0.1".into(), 4100))
+        );
+        assert_eq!(split_address("[::1]:7"), Ok(("::1".into(), 7)));
+        assert_eq!(split_address("::1"), Ok(("::1".into(), 0)));
+        assert!(split_address("h:x").unwrap_err().contains("bad port"));
+        assert!(split_address("").is_err());
+    }
+
+    #[test]
+    fn a_task_inherits_no_limit_of_its_own_from_the_wall_time() {
+        let d = Resources::new().run_time_max(Duration::from_secs(600));
+        assert_eq!(own_limit(&d, &d), None);
+        let r = d.clone().run_time_max(Duration::from_secs(5));
+        assert_eq!(own_limit(&d, &r), Some(Duration::from_secs(5)));
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use pitch::{Command, TaskError};
+use pitch::{Command, SlurmClusterExecutor, TaskError};
 
 use crate::{add, ensure, executor, TestFn};
 
@@ -95,7 +95,18 @@ fn cli_sweep_values(dir: &Path) -> Result<(), String> {
 }
 
 fn percent_and_backslash_in_the_cache_path(dir: &Path) -> Result<(), String> {
-    for name in ["100%j%%x", "back\\slash"] {
+    // A backslash would make Slurm take every job's --output literally (one log for all
+    // jobs, no job id in its name): refused when the executor is built.
+    let refused = SlurmClusterExecutor::builder()
+        .cache_directory(dir.join("back\\slash").join("cache"))
+        .build();
+    ensure!(
+        matches!(&refused, Err(pitch::Error::Config(m)) if m.contains("backslash")),
+        "a cache path with a backslash: {:?}",
+        refused.err()
+    );
+    {
+        let name = "100%j%%x";
         let exe = executor(&dir.join(name).join("cache"));
         // A single job (a function task) and an array (a map of commands).
         let sum = add::submit(&exe, 2, 3);

@@ -1035,7 +1035,9 @@ impl Backend for Queue {
     }
 
     fn taken_over(&self, _key: &TaskKey, since: std::time::Instant) {
-        self.journal.reload_since(since, &self.jobs, &self.packs);
+        // Into the earlier runs' jobs, where a task looks for a job to re-attach to.
+        self.journal
+            .reload_since(since, &self.journaled, &self.packs);
     }
 }
 

@@ -545,6 +545,16 @@ impl Store {
         self.locks_dir().join("claims").join(key.to_string())
     }
 
+    /// The file whose bytes are the tasks' claims when they are byte-range locks.
+    pub(crate) fn claims_range_file(&self) -> PathBuf {
+        self.locks_dir().join("claims.range")
+    }
+
+    /// The log of the tasks the driver `id` claimed (byte-range claims).
+    pub(crate) fn claims_log(&self, id: &str) -> PathBuf {
+        self.locks_dir().join("claims").join(id)
+    }
+
     /// The lock held while a claim is read and written.
     pub(crate) fn claims_lock_file(&self) -> PathBuf {
         self.locks_dir().join("claims.lock")

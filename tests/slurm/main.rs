@@ -947,12 +947,16 @@ fn cli_two_sweeps_at_once(dir: &Path) -> Result<(), String> {
         "the 8 points never ran"
     );
     let submitted = calls(dir, "sbatch");
-    // Kill a sweep that runs points (the owner named in a claim: `<host>-<pid>-<nanos>`).
+    // Kill a sweep that runs points: one with a claims log that is not empty (its name is
+    // the driver's id, `<host>-<pid>-<nanos>`).
     let owner = std::fs::read_dir(dir.join("c2/locks/claims"))
         .unwrap()
         .flatten()
-        .find_map(|e| std::fs::read_to_string(e.path()).ok())
-        .and_then(|id| id.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok()));
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+        .find_map(|e| {
+            let id = e.file_name().to_string_lossy().into_owned();
+            id.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok())
+        });
     ensure!(owner.is_some(), "no claim names a sweep");
     let (mut killed, left) = if owner == Some(b.id()) {
         (b, a)

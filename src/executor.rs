@@ -212,6 +212,14 @@ impl Executor {
         self.with_opts(|o| o.cache = enabled)
     }
 
+    /// A handle whose tasks run again even when the cache holds their result (`pitch sweep
+    /// --fresh`); the new result replaces the old one under the same key, so the next plain
+    /// submission is answered with it. A finished result is never replaced by a failure: when
+    /// the rerun fails its future fails, and the cache keeps the earlier finished result.
+    pub fn with_fresh(&self, fresh: bool) -> Executor {
+        self.with_opts(|o| o.fresh = fresh)
+    }
+
     /// A handle whose next tasks use `key` as their cache key instead of the content hash.
     /// Meant for one task at a time: two different tasks with the same key share one result.
     pub fn with_cache_key(&self, key: impl Into<String>) -> Executor {
@@ -322,6 +330,7 @@ impl Executor {
                 resources: Resources::default(),
                 cache,
                 cache_key: None,
+                fresh: false,
             }),
         })
     }

@@ -1445,3 +1445,39 @@ fn render_takes_a_point_and_creates_nothing() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("one point"), "{}", text(&o.stderr));
 }
+
+/// Issue 17: `PITCH_LOG` (or `RUST_LOG`) prints pitch's `tracing` events on stderr: each task's
+/// state changes here (the scheduler commands are checked on the real Slurm); a filter that
+/// does not parse is reported, not ignored.
+#[test]
+fn pitch_log_prints_tracing_events() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch_with(
+        d.path(),
+        &["run", "-q", "--", "true"],
+        &[("PITCH_LOG", "debug")],
+    );
+    assert!(o.status.success());
+    let err = text(&o.stderr);
+    for want in ["pitch::task", "Submitted", "Started", "Finished"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let o = pitch_with(
+        d.path(),
+        &["run", "-q", "--", "true"],
+        &[("RUST_LOG", "pitch=debug")],
+    );
+    assert!(text(&o.stderr).contains("Finished"), "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["run", "-q", "--", "true"]);
+    assert_eq!(text(&o.stderr), "", "nothing without PITCH_LOG");
+    let o = pitch_with(
+        d.path(),
+        &["run", "-q", "--", "true"],
+        &[("PITCH_LOG", "pitch=[")],
+    );
+    assert!(
+        text(&o.stderr).contains("is not a log filter"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -255,8 +255,31 @@ fn missing_separator_hint(e: &clap::Error) -> Option<String> {
     ))
 }
 
+/// `PITCH_LOG` (else `RUST_LOG`), e.g. `debug` or `pitch::scheduler=debug`: prints pitch's
+/// `tracing` events (scheduler commands with argv, exit status and duration; submissions;
+/// poll ticks; task state changes) on stderr. A filter that does not parse is reported.
+fn init_tracing() {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let Some((name, filter)) = set("PITCH_LOG")
+        .map(|f| ("PITCH_LOG", f))
+        .or_else(|| set("RUST_LOG").map(|f| ("RUST_LOG", f)))
+    else {
+        return;
+    };
+    match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        Err(e) => eprintln!("pitch: {name}={filter:?} is not a log filter ({e}); no logging"),
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub(crate) fn main() -> i32 {
+    init_tracing();
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));

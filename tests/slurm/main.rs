@@ -136,6 +136,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("cli_status_and_cancel", cli_status_and_cancel),
     ("cli_two_sweeps_at_once", cli_two_sweeps_at_once),
+    (
+        "cli_log_shows_scheduler_commands",
+        cli_log_shows_scheduler_commands,
+    ),
     ("cli_run_detach", cli_run_detach),
     ("cli_run_streams_from_a_job", cli_run_streams_from_a_job),
     (
@@ -960,6 +964,32 @@ fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
     let sbatch = calls(dir, "sbatch");
     eprintln!("  5400 points: {sbatch} sbatch calls (killed after {done_before})");
     ensure!(sbatch <= 3, "{sbatch} sbatch calls");
+    Ok(())
+}
+
+/// Issue 17: `PITCH_LOG=debug` shows each scheduler command pitch runs (argv, exit status,
+/// duration), the submission and the poll ticks.
+fn cli_log_shows_scheduler_commands(dir: &Path) -> Result<(), String> {
+    cluster_profile(dir);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["run", "-q", "--profile", "cluster", "--", "true"])
+        .current_dir(dir)
+        .env("PITCH_LOG", "debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(o.status.success(), "{err}");
+    for want in [
+        "argv=[\"sbatch\", \"--parsable\"",
+        "argv=[\"squeue\"",
+        "status=exit status: 0",
+        "seconds=",
+        "pitch::queue: submitted job_id=",
+        "pitch::poll: poll tick",
+        "Finished",
+    ] {
+        ensure!(err.contains(want), "no {want:?} in:\n{err}");
+    }
     Ok(())
 }
 

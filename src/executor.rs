@@ -128,6 +128,33 @@ impl Drop for Inner {
 ///
 /// Dropping the last handle of a local executor waits for its tasks, like executorlib's `with`
 /// block; [`Executor::shutdown`] chooses explicitly.
+///
+/// # Example
+///
+/// ```
+/// pitch::task! {
+///     pub fn square(x: i64) -> i64 { x * x }
+/// }
+///
+/// fn main() -> Result<(), pitch::Error> {
+///     pitch::init(); // first in main: in a worker process it runs the task and exits
+///     let cache = tempfile::tempdir().unwrap();
+///     let exe = pitch::SingleNodeExecutor::builder()
+///         .max_cores(2)
+///         .cache_directory(cache.path())
+///         .build()?;
+///     // Functions registered with task!, and external commands.
+///     let squares: Vec<_> = (1..=3).map(|x| square::submit(&exe, x)).collect();
+///     assert_eq!(pitch::wait_all(squares)?, vec![1, 4, 9]);
+///     let echo = exe.submit_command(pitch::Command::new("echo").arg("hi")).result()?;
+///     assert_eq!(echo.exit_code, 0);
+///     // Submitted again, a task is answered from the cache directory.
+///     assert_eq!(square::submit(&exe, 3).result()?, 9);
+///     let summary = exe.shutdown(pitch::Shutdown::Wait);
+///     assert_eq!((summary.succeeded, summary.cached), (5, 1));
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Executor {
     inner: Arc<Inner>,

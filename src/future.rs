@@ -258,6 +258,32 @@ pub(crate) fn view_bytes(values: &[Vec<u8>], view: View) -> Result<Vec<u8>, Task
 /// Cloneable and cheap; every clone sees the same outcome. `.result()` blocks the thread;
 /// `.await` works from any async runtime. Pass `&future` as an argument of another task to make
 /// that task depend on it.
+///
+/// # Example
+///
+/// ```
+/// pitch::task! {
+///     pub fn add(a: i64, b: i64) -> i64 { a + b }
+/// }
+///
+/// fn main() -> Result<(), pitch::Error> {
+///     pitch::init();
+///     let cache = tempfile::tempdir().unwrap();
+///     let exe = pitch::SingleNodeExecutor::builder()
+///         .cache_directory(cache.path())
+///         .build()?;
+///     let three = add::submit(&exe, 1, 2);
+///     // A future as an argument: `seven` starts once `three` has its value.
+///     let seven = add::submit(&exe, &three, 4);
+///     assert_eq!(seven.result()?, 7);
+///     assert!(three.done());
+///     assert_eq!(three.key().len(), 32); // the content hash that names its cache entry
+///     // From async code, `.await` it instead.
+///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+///     assert_eq!(rt.block_on(add::submit(&exe, 5, 5))?, 10);
+///     Ok(())
+/// }
+/// ```
 pub struct TaskFuture<T> {
     slot: Arc<Slot>,
     view: View,

@@ -64,6 +64,42 @@ pub enum ResourceError {
 ///
 /// `None` (or an empty collection) means "not set at this layer"; the
 /// effective-value helpers ([`Resources::ranks`], ...) supply defaults.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use pitch::{Command, Resources, SingleNodeExecutor};
+///
+/// # fn main() -> Result<(), pitch::Error> {
+/// let defaults = Resources::new()
+///     .run_time_max(Duration::from_secs(60))
+///     .partition("short") // means nothing locally: accepted, reported once as a warning
+///     .env("MODE", "fast");
+/// let bigger = defaults.merged(&Resources::new().threads_per_core(2));
+/// assert_eq!((bigger.ranks(), bigger.threads()), (1, 2));
+///
+/// let cache = tempfile::tempdir().unwrap();
+/// let exe = SingleNodeExecutor::builder()
+///     .max_cores(2)
+///     .cache_directory(cache.path())
+///     .resources(defaults)
+///     .build()?;
+/// let out = exe
+///     .with_resources(Resources::new().threads_per_core(2))
+///     .submit_command(Command::new("sh").args(["-c", "test $OMP_NUM_THREADS = 2 && test $MODE = fast"]))
+///     .result()?;
+/// assert_eq!(out.exit_code, 0);
+/// // A request the backend cannot honour fails the task, not the program.
+/// let err = exe
+///     .with_resources(Resources::new().cores(64))
+///     .submit_command(Command::new("true"))
+///     .result()
+///     .unwrap_err();
+/// assert!(matches!(err, pitch::TaskError::Rejected { .. }));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Resources {

@@ -735,6 +735,42 @@ mod tests {
         assert!(released(&weak), "something still holds a cached task");
     }
 
+    /// Issue 14: two library drivers (executors) on one cache directory, submitting the same
+    /// tasks at the same moment, run each once; the one that waited answers from the other's
+    /// results, counted as cached.
+    #[test]
+    fn two_executors_on_one_cache_run_each_task_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let drivers: Vec<_> = (0..2)
+            .map(|_| {
+                let (exe, runs) = (executor(dir.path()), runs.clone());
+                std::thread::spawn(move || {
+                    let futures: Vec<_> = (0..12)
+                        .map(|i| {
+                            exe.submit_command(Command::new("sh").args([
+                                "-c",
+                                &format!("echo {i} >> {}; sleep 0.1", runs.display()),
+                            ]))
+                        })
+                        .collect();
+                    crate::wait_all(futures).unwrap();
+                    exe.shutdown(crate::Shutdown::Wait)
+                })
+            })
+            .collect();
+        let summaries: Vec<_> = drivers.into_iter().map(|d| d.join().unwrap()).collect();
+        let mut got: Vec<u32> = std::fs::read_to_string(&runs)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, (0..12).collect::<Vec<_>>(), "each task once");
+        let cached: u64 = summaries.iter().map(|s| s.cached).sum();
+        assert_eq!(cached, 12, "the other driver's 12 answers: {summaries:?}");
+    }
+
     #[test]
     fn a_result_is_never_seen_before_its_task_is_counted_out() {
         // Issue 19: the slot was filled before the pending count went down, so a caller

@@ -181,14 +181,17 @@ impl Claims {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let id = format!("{}-{pid}-{nanos}", sanitize(&host));
+        // Made under a temporary name, locked and filled, then renamed into place: a driver
+        // file is never seen unlocked while its driver lives.
         let path = store.driver_file(&id);
+        let tmp = store.driver_file(&format!(".{id}.new"));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
+            .open(&tmp)?;
         let mode = if forced_lease() {
             Mode::Lease
         } else {
@@ -200,6 +203,7 @@ impl Claims {
             }
         };
         writeln!(file, "{} {host} {pid}", mode.name())?;
+        fs::rename(&tmp, &path)?;
         let heartbeat = (mode == Mode::Lease).then(|| {
             let (tx, rx) = mpsc::channel::<()>();
             let touched = file.try_clone().expect("dup of the driver file");
@@ -294,7 +298,12 @@ impl Claims {
         if mode == Some("ofd") {
             let file = open_rw(&path, false)?;
             return match lock(&file, false) {
-                Ok(got) => Ok(!got),
+                // Its driver died without removing it: nobody needs it any more.
+                Ok(true) => {
+                    let _ = fs::remove_file(&path);
+                    Ok(false)
+                }
+                Ok(false) => Ok(true),
                 // This driver cannot take locks here where its owner could: trust the lease.
                 Err(e) if unsupported(&e) => Ok(self.leased(&path, host, pid)),
                 Err(e) => Err(e),
@@ -459,6 +468,7 @@ mod tests {
         std::mem::forget(b);
         assert!(path.exists());
         assert!(!a.alive(&b_id).unwrap());
+        assert!(!path.exists(), "a dead driver's file is removed");
         assert!(
             matches!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: Some(id) } if id == b_id)
         );

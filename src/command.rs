@@ -29,6 +29,8 @@ pub struct Command {
     pub(crate) spec: CommandSpec,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) after: Vec<Dependency>,
+    /// Give the command the driver's standard input (`Command::stdin_inherit`).
+    pub(crate) stdin: bool,
 }
 
 impl Command {
@@ -45,6 +47,7 @@ impl Command {
             },
             cwd: None,
             after: Vec::new(),
+            stdin: false,
         }
     }
 
@@ -105,6 +108,16 @@ impl Command {
     /// Writes standard error to `path` instead of the task directory.
     pub fn stderr(mut self, path: impl Into<PathBuf>) -> Command {
         self.spec.stderr = Some(path.into());
+        self
+    }
+
+    /// Gives the command this process's standard input (`echo hi | pitch run -- cat`) instead
+    /// of `/dev/null`, on the SingleNode backend when standard input is not a terminal (a
+    /// task runs in a process group of its own, and a terminal would stop it when it reads).
+    /// A Slurm or Flux job runs elsewhere and always reads `/dev/null`. Not part of the task's
+    /// key.
+    pub fn stdin_inherit(mut self) -> Command {
+        self.stdin = true;
         self
     }
 

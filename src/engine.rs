@@ -23,6 +23,8 @@ pub(crate) struct SubmitOptions {
     pub resources: Resources,
     pub cache: bool,
     pub cache_key: Option<String>,
+    /// Run even when the cache holds a result, replacing it (`Executor::with_fresh`).
+    pub fresh: bool,
 }
 
 /// Counts for the run summary.
@@ -190,7 +192,7 @@ impl Engine {
         } else {
             View::Value
         };
-        self.submit(opts, kind, None, deps, view)
+        self.submit(opts, kind, None, deps, view, false)
     }
 
     /// Submits an external command.
@@ -203,6 +205,7 @@ impl Engine {
             mut spec,
             cwd,
             after,
+            stdin,
         } = command;
         // The resources' environment is part of what the command does: fold it into the
         // command's own (the command's wins), so it is part of the key.
@@ -216,7 +219,7 @@ impl Engine {
             .enumerate()
             .map(|(i, d)| (format!("dependency {i}"), d))
             .collect();
-        self.submit(opts, TaskKind::Command(spec), cwd, deps, View::Value)
+        self.submit(opts, TaskKind::Command(spec), cwd, deps, View::Value, stdin)
     }
 
     fn submit<T>(
@@ -226,6 +229,7 @@ impl Engine {
         cwd_override: Option<PathBuf>,
         deps: Vec<(String, Dependency)>,
         view: View,
+        stdin: bool,
     ) -> TaskFuture<T> {
         let label = match &kind {
             TaskKind::Function { name, .. } => name.clone(),
@@ -255,7 +259,7 @@ impl Engine {
             name: label.clone(),
         });
 
-        if opts.cache {
+        if opts.cache && !opts.fresh {
             let stored = match self.store.task(&key).read_result() {
                 Err(FormatError::Missing) => crate::resultlog::lookup(self.store.root(), &key),
                 other => other,
@@ -290,7 +294,8 @@ impl Engine {
         let resources = opts.resources.clone();
         let task_slot = slot.clone();
         // Only a task with a key of its own can run twice (issue 14): claim it.
-        let claim = (opts.cache || opts.cache_key.is_some()).then_some(opts.cache);
+        let claim = (opts.cache || opts.cache_key.is_some()).then_some(opts.cache && !opts.fresh);
+        let fresh = opts.fresh && claim.is_some();
         self.runtime.spawn(async move {
             let started_at = Instant::now();
             let mut preparing = Some(preparing);
@@ -309,11 +314,28 @@ impl Engine {
             let preparing = preparing.unwrap_or_else(|| Preparing::new(&engine.preparing));
             let finisher = engine.clone();
             let finished_slot = task_slot.clone();
-            let done = Done::new(move |record| {
+            let paths = engine.store.task(&task_slot.key);
+            if fresh {
+                if let Err(e) = paths.create().and_then(|()| paths.set_aside_result()) {
+                    let record = ResultRecord { outcome: Err(e) };
+                    return engine.finish(&task_slot, record, started_at, false);
+                }
+            }
+            let done = Done::new(move |record: ResultRecord| {
+                if fresh {
+                    paths.settle_rerun(record.outcome.is_ok());
+                }
                 finisher.finish(&finished_slot, record, started_at, false);
             });
             if let Some(record) = engine
-                .execute(task_slot, spec, deps, resources, preparing, done.clone())
+                .execute(
+                    task_slot,
+                    spec,
+                    deps,
+                    (resources, stdin),
+                    preparing,
+                    done.clone(),
+                )
                 .await
             {
                 done.finish(record);
@@ -461,13 +483,14 @@ impl Engine {
     }
 
     /// Writes the task file, waits for the inputs and hands the task to the backend, which
-    /// delivers its record to `done`; a record returned here ends the task before that.
+    /// delivers its record to `done`; a record returned here ends the task before that. With
+    /// the resources comes whether the command gets the driver's standard input.
     async fn execute(
         self: &Arc<Self>,
         slot: Arc<Slot>,
         spec: TaskSpec,
         deps: Vec<(String, Dependency)>,
-        resources: Resources,
+        (resources, stdin): (Resources, bool),
         preparing: Preparing,
         done: Done,
     ) -> Option<ResultRecord> {
@@ -524,6 +547,7 @@ impl Engine {
             slot,
             deps: waiting,
             done,
+            stdin,
             started: Box::new(move |job_id: Option<String>| {
                 if let Some(id) = &job_id {
                     started_slot.set_job_id(id.clone());
@@ -709,6 +733,42 @@ mod tests {
         let weak = Arc::downgrade(&third.dependency().slot);
         drop(third);
         assert!(released(&weak), "something still holds a cached task");
+    }
+
+    /// Issue 14: two library drivers (executors) on one cache directory, submitting the same
+    /// tasks at the same moment, run each once; the one that waited answers from the other's
+    /// results, counted as cached.
+    #[test]
+    fn two_executors_on_one_cache_run_each_task_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let drivers: Vec<_> = (0..2)
+            .map(|_| {
+                let (exe, runs) = (executor(dir.path()), runs.clone());
+                std::thread::spawn(move || {
+                    let futures: Vec<_> = (0..12)
+                        .map(|i| {
+                            exe.submit_command(Command::new("sh").args([
+                                "-c",
+                                &format!("echo {i} >> {}; sleep 0.1", runs.display()),
+                            ]))
+                        })
+                        .collect();
+                    crate::wait_all(futures).unwrap();
+                    exe.shutdown(crate::Shutdown::Wait)
+                })
+            })
+            .collect();
+        let summaries: Vec<_> = drivers.into_iter().map(|d| d.join().unwrap()).collect();
+        let mut got: Vec<u32> = std::fs::read_to_string(&runs)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, (0..12).collect::<Vec<_>>(), "each task once");
+        let cached: u64 = summaries.iter().map(|s| s.cached).sum();
+        assert_eq!(cached, 12, "the other driver's 12 answers: {summaries:?}");
     }
 
     #[test]

@@ -30,30 +30,31 @@ fn at(location: &Option<String>) -> String {
 /// Why a task did not produce a value. Plain data: it clones, compares and serializes, so it
 /// crosses process boundaries and is stored in result files.
 ///
-/// ```
-/// use pitch::{Command, Resources, TaskError};
+/// # Example
 ///
-/// fn main() -> Result<(), pitch::Error> {
-///     pitch::init();
-///     let cache = tempfile::tempdir().unwrap();
-///     let exe = pitch::SingleNodeExecutor::builder()
-///         .max_cores(2)
-///         .cache_directory(cache.path())
-///         .build()?;
-///     let failed = exe.submit_command(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]));
-///     match failed.result() {
-///         Err(TaskError::CommandFailed { code, stderr_tail, .. }) => {
-///             assert_eq!(code, 3);
-///             assert!(stderr_tail.contains("oops"));
-///         }
-///         other => panic!("{other:?}"),
+/// ```
+/// use pitch::{Command, SingleNodeExecutor, TaskError};
+///
+/// # fn main() -> Result<(), pitch::Error> {
+/// let cache = tempfile::tempdir().unwrap();
+/// let exe = SingleNodeExecutor::builder().cache_directory(cache.path()).build()?;
+/// let failed = exe.submit_command(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]));
+/// match failed.result() {
+///     Err(TaskError::CommandFailed { code, stderr_tail, .. }) => {
+///         assert_eq!(code, 3);
+///         assert!(stderr_tail.contains("oops"));
 ///     }
-///     // A request the backend can never honour is refused before anything runs.
-///     let too_big = exe.with_resources(Resources::new().cores(64));
-///     let refused = too_big.submit_command(Command::new("true"));
-///     assert!(matches!(refused.result(), Err(TaskError::Rejected { .. })));
-///     Ok(())
+///     other => panic!("{other:?}"),
 /// }
+/// // A task after a failed one fails too, naming its input.
+/// let after = exe.submit_command(Command::new("true").after(&failed));
+/// let err = after.result().unwrap_err();
+/// assert!(matches!(err, TaskError::DependencyFailed { .. }));
+/// // For people: one line per cause, and the stderr tail.
+/// let text = err.report().to_string();
+/// assert!(text.contains("caused by") && text.contains("oops"), "{text}");
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]

@@ -112,6 +112,8 @@ impl Events {
     }
 
     pub(crate) fn emit(&self, kind: EventKind) {
+        // Every state change of a task, for a `tracing` subscriber (target `pitch::task`).
+        tracing::debug!(target: "pitch::task", event = ?kind, "task");
         if self.reporters.is_empty() {
             return;
         }

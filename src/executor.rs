@@ -129,24 +129,29 @@ impl Drop for Inner {
 /// Dropping the last handle of a local executor waits for its tasks, like executorlib's `with`
 /// block; [`Executor::shutdown`] chooses explicitly.
 ///
+/// # Example
+///
 /// ```
 /// pitch::task! {
-///     /// Runs in a worker process (here: a local one).
-///     pub fn square(x: u64) -> u64 { x * x }
+///     pub fn square(x: i64) -> i64 { x * x }
 /// }
 ///
 /// fn main() -> Result<(), pitch::Error> {
-///     pitch::init(); // first: turns this process into a worker when launched as one
+///     pitch::init(); // first in main: in a worker process it runs the task and exits
 ///     let cache = tempfile::tempdir().unwrap();
 ///     let exe = pitch::SingleNodeExecutor::builder()
 ///         .max_cores(2)
 ///         .cache_directory(cache.path())
 ///         .build()?;
-///     let squares = pitch::wait_all(square::map(&exe, 0..4))?;
-///     assert_eq!(squares, [0, 1, 4, 9]);
-///     // The same program on a cluster: `SlurmClusterExecutor::builder()` instead.
-///     let echo = exe.submit_command(pitch::Command::new("echo").arg("hello"));
-///     assert_eq!(echo.result()?.read_stdout().unwrap().trim(), "hello");
+///     // Functions registered with task!, and external commands.
+///     let squares: Vec<_> = (1..=3).map(|x| square::submit(&exe, x)).collect();
+///     assert_eq!(pitch::wait_all(squares)?, vec![1, 4, 9]);
+///     let echo = exe.submit_command(pitch::Command::new("echo").arg("hi")).result()?;
+///     assert_eq!(echo.exit_code, 0);
+///     // Submitted again, a task is answered from the cache directory.
+///     assert_eq!(square::submit(&exe, 3).result()?, 9);
+///     let summary = exe.shutdown(pitch::Shutdown::Wait);
+///     assert_eq!((summary.succeeded, summary.cached), (5, 1));
 ///     Ok(())
 /// }
 /// ```
@@ -232,6 +237,14 @@ impl Executor {
     /// always runs, and its result is written under a fresh key.
     pub fn with_cache(&self, enabled: bool) -> Executor {
         self.with_opts(|o| o.cache = enabled)
+    }
+
+    /// A handle whose tasks run again even when the cache holds their result (`pitch sweep
+    /// --fresh`); the new result replaces the old one under the same key, so the next plain
+    /// submission is answered with it. A finished result is never replaced by a failure: when
+    /// the rerun fails its future fails, and the cache keeps the earlier finished result.
+    pub fn with_fresh(&self, fresh: bool) -> Executor {
+        self.with_opts(|o| o.fresh = fresh)
     }
 
     /// A handle whose next tasks use `key` as their cache key instead of the content hash.
@@ -363,6 +376,7 @@ impl Executor {
                 resources: Resources::default(),
                 cache,
                 cache_key: None,
+                fresh: false,
             }),
         })
     }

@@ -259,10 +259,9 @@ pub(crate) fn view_bytes(values: &[Vec<u8>], view: View) -> Result<Vec<u8>, Task
 /// `.await` works from any async runtime. Pass `&future` as an argument of another task to make
 /// that task depend on it.
 ///
+/// # Example
+///
 /// ```
-/// pitch::task! {
-///     pub fn double(x: i64) -> i64 { 2 * x }
-/// }
 /// pitch::task! {
 ///     pub fn add(a: i64, b: i64) -> i64 { a + b }
 /// }
@@ -273,11 +272,15 @@ pub(crate) fn view_bytes(values: &[Vec<u8>], view: View) -> Result<Vec<u8>, Task
 ///     let exe = pitch::SingleNodeExecutor::builder()
 ///         .cache_directory(cache.path())
 ///         .build()?;
-///     let two = double::submit(&exe, 1);
-///     // A future as an argument: `add` starts once `double` has finished.
-///     let four = add::submit(&exe, &two, &two);
-///     assert_eq!(four.result()?, 4);
-///     assert_eq!(two.result()?, 2); // clones and re-reads see the same value
+///     let three = add::submit(&exe, 1, 2);
+///     // A future as an argument: `seven` starts once `three` has its value.
+///     let seven = add::submit(&exe, &three, 4);
+///     assert_eq!(seven.result()?, 7);
+///     assert!(three.done());
+///     assert_eq!(three.key().len(), 32); // the content hash that names its cache entry
+///     // From async code, `.await` it instead.
+///     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+///     assert_eq!(rt.block_on(add::submit(&exe, 5, 5))?, 10);
 ///     Ok(())
 /// }
 /// ```

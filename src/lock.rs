@@ -255,14 +255,17 @@ impl Claims {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let id = format!("{}-{pid}-{nanos}", sanitize(&host));
+        // Made under a temporary name, locked and filled, then renamed into place: a driver
+        // file is never seen unlocked while its driver lives.
         let path = store.driver_file(&id);
+        let tmp = store.driver_file(&format!(".{id}.new"));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
+            .open(&tmp)?;
         let mode = if forced_lease() {
             Mode::Lease
         } else {
@@ -274,6 +277,7 @@ impl Claims {
             }
         };
         writeln!(file, "{} {host} {pid}", mode.name())?;
+        fs::rename(&tmp, &path)?;
         let heartbeat = (mode == Mode::Lease).then(|| {
             let (tx, rx) = mpsc::channel::<()>();
             let touched = file.try_clone().expect("dup of the driver file");
@@ -352,7 +356,19 @@ impl Claims {
     #[cfg(target_os = "linux")]
     fn last_owner(&self, ranges: &Ranges, key: &TaskKey) -> io::Result<Option<String>> {
         let mut others = ranges.others.lock().unwrap();
-        for (id, path) in self.logs()? {
+        let logs = self.logs()?;
+        // A log gone since it was read: its driver ended holding nothing (see Drop).
+        let gone: Vec<String> = others
+            .read
+            .keys()
+            .filter(|id| !logs.iter().any(|(l, _)| l == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            others.read.remove(&id);
+            others.owner.retain(|_, o| **o != *id);
+        }
+        for (id, path) in logs {
             if id == self.id {
                 continue;
             }
@@ -376,8 +392,22 @@ impl Claims {
             let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             let owner: std::sync::Arc<str> = id.as_str().into();
             for line in text[..whole].split(|&b| b == b'\n') {
-                if let Some(k) = std::str::from_utf8(line).ok().and_then(|l| l.parse().ok()) {
-                    others.owner.insert(k, owner.clone());
+                let Ok(line) = std::str::from_utf8(line) else {
+                    continue;
+                };
+                // `KEY`: claimed; `-KEY`: released.
+                match line.strip_prefix('-').map(str::parse::<TaskKey>) {
+                    Some(Ok(k)) => {
+                        if others.owner.get(&k).is_some_and(|o| **o == *id) {
+                            others.owner.remove(&k);
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => {
+                        if let Ok(k) = line.parse() {
+                            others.owner.insert(k, owner.clone());
+                        }
+                    }
                 }
             }
             others.read.insert(id, from + whole as u64);
@@ -457,8 +487,12 @@ impl Claims {
         #[cfg(target_os = "linux")]
         if let Some(r) = &self.ranges {
             let mut log = r.log.lock().unwrap();
+            if log.1.remove(key) {
+                // Logged as released first: whoever claims it next takes nothing over (a
+                // driver that exits without its Drop leaves a log of released claims only).
+                let _ = log.0.write_all(format!("-{key}\n").as_bytes());
+            }
             let _ = range(&r.file, libc::F_UNLCK, range_offset(key), false);
-            log.1.remove(key);
             return;
         }
         let path = self.store.claim_file(key);
@@ -498,7 +532,12 @@ impl Claims {
         if mode == Some("ofd") {
             let file = open_rw(&path, false)?;
             return match lock(&file, false) {
-                Ok(got) => Ok(!got),
+                // Its driver died without removing it: nobody needs it any more.
+                Ok(true) => {
+                    let _ = fs::remove_file(&path);
+                    Ok(false)
+                }
+                Ok(false) => Ok(true),
                 // This driver cannot take locks here where its owner could: trust the lease.
                 Err(e) if unsupported(&e) => Ok(self.leased(&path, host, pid)),
                 Err(e) => Err(e),
@@ -673,6 +712,7 @@ mod tests {
         std::mem::forget(b);
         assert!(path.exists());
         assert!(!a.alive(&b_id).unwrap());
+        assert!(!path.exists(), "a dead driver's file is removed");
         assert!(
             matches!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: Some(id) } if id == b_id)
         );
@@ -704,8 +744,18 @@ mod tests {
         assert!(keys
             .iter()
             .all(|k| a.busy(k).is_none() && b.busy(k).is_none()));
+        // A task another driver released is not taken over from it, even once that driver
+        // is gone (its log says released).
+        let b_id = b.id().to_string();
+        drop(b);
+        assert_eq!(
+            a.try_claim(&keys[1]).unwrap(),
+            Claim::Mine { took_over: None },
+            "released by {b_id}"
+        );
+        a.release(&keys[1]);
         // Drivers that end holding nothing leave no log.
-        drop((a, b));
+        drop(a);
         let files = fs::read_dir(dir.path().join("locks/claims"))
             .unwrap()
             .count();

@@ -65,23 +65,40 @@ pub enum ResourceError {
 /// `None` (or an empty collection) means "not set at this layer"; the
 /// effective-value helpers ([`Resources::ranks`], ...) supply defaults.
 ///
+/// # Example
+///
 /// ```
 /// use std::time::Duration;
-/// use pitch::Resources;
+/// use pitch::{Command, Resources, SingleNodeExecutor};
 ///
-/// // The builder form, and the text form of profiles and `--resource key=value`.
-/// let mut r = Resources::new()
-///     .cores(4)
-///     .threads_per_core(2)
-///     .run_time_max(Duration::from_secs(3600));
-/// r.set("memory_max", "8G").unwrap();
-/// assert_eq!(r.ranks(), 4);
-/// assert_eq!(r.memory_max, Some(8 << 30));
-/// assert!(r.set("run_time_max", "90").is_err()); // ambiguous: say "90s" or "90m"
+/// # fn main() -> Result<(), pitch::Error> {
+/// let defaults = Resources::new()
+///     .run_time_max(Duration::from_secs(60))
+///     .partition("short") // means nothing locally: accepted, reported once as a warning
+///     .env("MODE", "fast");
+/// let bigger = defaults.merged(&Resources::new().threads_per_core(2));
+/// assert_eq!((bigger.ranks(), bigger.threads()), (1, 2));
 ///
-/// // Per-submit resources layer over the executor's defaults.
-/// let task = Resources::new().cores(1).merged(&Resources::new().cores(2));
-/// assert_eq!(task.ranks(), 2);
+/// let cache = tempfile::tempdir().unwrap();
+/// let exe = SingleNodeExecutor::builder()
+///     .max_cores(2)
+///     .cache_directory(cache.path())
+///     .resources(defaults)
+///     .build()?;
+/// let out = exe
+///     .with_resources(Resources::new().threads_per_core(2))
+///     .submit_command(Command::new("sh").args(["-c", "test $OMP_NUM_THREADS = 2 && test $MODE = fast"]))
+///     .result()?;
+/// assert_eq!(out.exit_code, 0);
+/// // A request the backend cannot honour fails the task, not the program.
+/// let err = exe
+///     .with_resources(Resources::new().cores(64))
+///     .submit_command(Command::new("true"))
+///     .result()
+///     .unwrap_err();
+/// assert!(matches!(err, pitch::TaskError::Rejected { .. }));
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -370,6 +370,15 @@ pub(crate) struct Store {
     root: PathBuf,
     durable: bool,
     trust: Policy,
+    /// A store only for rendering job scripts (`pitch render`): nothing is created.
+    dry: bool,
+}
+
+impl Store {
+    /// Whether this store is only for rendering (creates nothing).
+    pub(crate) fn is_dry(&self) -> bool {
+        self.dry
+    }
 }
 
 impl Store {
@@ -403,6 +412,19 @@ impl Store {
             root,
             durable,
             trust,
+            dry: false,
+        })
+    }
+
+    /// A store that creates nothing, for job scripts that are only shown (`pitch render`):
+    /// `root` made absolute, not checked, not created.
+    pub(crate) fn dry(root: &Path, trust: Policy) -> Result<Store, Error> {
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        Ok(Store {
+            root: cwd.join(root),
+            durable: false,
+            trust,
+            dry: true,
         })
     }
 
@@ -412,6 +434,7 @@ impl Store {
             root,
             durable,
             trust: Policy::default(),
+            dry: false,
         }
     }
 
@@ -505,6 +528,9 @@ impl Store {
 
     /// Creates the jobs directory 0700 (checked with `lstat`: a link there is refused).
     pub(crate) fn create_jobs_dir(&self) -> Result<(), Error> {
+        if self.dry {
+            return Ok(());
+        }
         let dir = self.jobs_dir();
         create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         self.check_own(&dir)
@@ -656,6 +682,9 @@ impl Store {
         scheduler: SchedulerKind,
         login: Option<String>,
     ) -> Result<(), Error> {
+        if self.dry {
+            return Ok(());
+        }
         let marker = SchedulerMarker {
             format: MARKER_FORMAT,
             scheduler,
@@ -796,6 +825,43 @@ impl TaskPaths {
     pub(crate) fn read_result(&self) -> Result<ResultRecord, FormatError> {
         self.check_dirs()?;
         read_value_bound(&self.result_file(), FileKind::Result, &self.key)
+    }
+
+    /// Where [`TaskPaths::set_aside_result`] keeps the earlier result while a task reruns.
+    fn previous_result_file(&self) -> PathBuf {
+        self.dir.join("result.prev.bin")
+    }
+
+    /// Before a task runs again although it has a result (`with_fresh`): moves that result
+    /// aside, so the rerun's outcome is its own. A result left aside by a driver that died
+    /// meanwhile is put back first.
+    pub(crate) fn set_aside_result(&self) -> Result<(), TaskError> {
+        let (result, previous) = (self.result_file(), self.previous_result_file());
+        let io = |e: io::Error| TaskError::Store {
+            path: result.display().to_string(),
+            detail: format!("could not set the earlier result aside: {e}"),
+        };
+        if previous.symlink_metadata().is_ok() && result.symlink_metadata().is_err() {
+            fs::rename(&previous, &result).map_err(io)?;
+        }
+        match fs::rename(&result, &previous) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// After a rerun: a failure gives the earlier finished result back its place (a finished
+    /// result is never replaced by a failure); otherwise the earlier one goes.
+    pub(crate) fn settle_rerun(&self, succeeded: bool) {
+        let previous = self.previous_result_file();
+        let finished_before =
+            read_value_bound::<ResultRecord>(&previous, FileKind::Result, &self.key)
+                .is_ok_and(|r| r.outcome.is_ok());
+        if !succeeded && finished_before {
+            let _ = fs::rename(&previous, self.result_file());
+        } else {
+            let _ = fs::remove_file(&previous);
+        }
     }
 
     /// The stored result when it is a finished (Ok) one: nothing may replace it by a failure.

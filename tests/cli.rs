@@ -5,14 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn pitch(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pitch"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PITCH_PROFILE")
-        .env("HOME", dir)
-        .env_remove("XDG_CONFIG_HOME")
-        .output()
-        .expect("the pitch binary runs")
+    pitch_with(dir, args, &[])
 }
 
 fn text(b: &[u8]) -> String {
@@ -340,9 +333,9 @@ fn results_show_parameters_render_and_gc() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = pitch(d.path(), &["results", "--format", "csv"]);
     let csv = text(&o.stdout);
-    assert!(csv.starts_with("key,params,command,state"), "{csv}");
-    assert!(csv.contains(",n=1,echo 1,finished,0,"), "{csv}");
-    let o = pitch(d.path(), &["gc"]);
+    assert!(csv.starts_with("key,n,command,state"), "{csv}");
+    assert!(csv.contains(",1,echo 1,finished,0,"), "{csv}");
+    let o = pitch(d.path(), &["gc", "--finished"]);
     assert!(
         text(&o.stdout).contains("removed 2 of 2"),
         "{}",
@@ -672,7 +665,7 @@ fn tables_stay_in_line_and_counts_read_well() {
         at.iter().all(|&c| c == at[0]) && header.find("command") == Some(at[0]),
         "columns out of line:\n{out}"
     );
-    let o = pitch(d.path(), &["gc", "--older-than", "1000d"]);
+    let o = pitch(d.path(), &["gc", "--all", "--older-than", "1000d"]);
     assert!(
         text(&o.stdout).contains("removed 0 of 3 task directories"),
         "{}",
@@ -860,7 +853,7 @@ fn a_group_writable_cache_folder_needs_trust_group() {
     // Looking at the cache asks for the same trust.
     for cmd in ["status", "results", "gc", "cancel"] {
         let mut args = vec![cmd, "--cache-dir", "project/cache"];
-        if cmd == "cancel" {
+        if cmd == "cancel" || cmd == "gc" {
             args.push("--all");
         }
         if root {
@@ -1038,8 +1031,460 @@ fn two_sweeps_at_once_run_every_point_once() {
         let mut want: Vec<String> = (1..=12).map(|n| n.to_string()).collect();
         want.sort();
         assert_eq!(got, want, "lock {lock:?}: every point once");
-        // Nothing is left claimed.
+        // Nothing is left claimed: no claim file per task (32 hex digits) is left; with
+        // byte-range claims a driver that exits without dropping its executor may leave its
+        // claims log, which says every claim was released.
         let claims = d.path().join("pitch-cache/locks/claims");
-        assert_eq!(std::fs::read_dir(claims).unwrap().count(), 0);
+        let left: Vec<String> = std::fs::read_dir(claims)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        assert!(left.is_empty(), "lock {lock:?}: claims left: {left:?}");
     }
+}
+
+fn pitch_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pitch"));
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .env("HOME", dir)
+        .env_remove("XDG_CONFIG_HOME");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("the pitch binary runs")
+}
+
+/// Issue 17: `pitch status/results/cancel/gc --profile P` (or PITCH_PROFILE) look in P's cache
+/// directory, where `pitch sweep --profile P` put the tasks.
+#[test]
+fn inspecting_subcommands_use_the_profiles_cache_directory() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("pitch.toml"),
+        "[profile.p]\nbackend = \"single-node\"\ncache_directory = \"elsewhere\"\n",
+    )
+    .unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "-q",
+            "--profile",
+            "p",
+            "--param",
+            "n=1,2",
+            "--",
+            "echo",
+            "{n}",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(d.path().join("elsewhere/tasks").is_dir());
+    let o = pitch(d.path(), &["status", "--profile", "p", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("\"total\":2"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = pitch_with(
+        d.path(),
+        &["results", "--format", "json"],
+        &[("PITCH_PROFILE", "p")],
+    );
+    assert_eq!(text(&o.stdout).lines().count(), 2, "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["cancel", "--profile", "p", "--all"]);
+    assert!(
+        text(&o.stdout).contains("nothing to cancel"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Without the profile: ./pitch-cache, which does not exist.
+    let o = pitch(d.path(), &["status"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = pitch(d.path(), &["gc", "--profile", "p", "--all"]);
+    assert!(
+        text(&o.stdout).contains("removed 2 of 2"),
+        "{}",
+        text(&o.stderr)
+    );
+    // --cache-dir wins over the profile's; an unknown profile is an error.
+    let o = pitch(
+        d.path(),
+        &["status", "--profile", "p", "--cache-dir", "nope"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let o = pitch(d.path(), &["results", "--profile", "typo"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("typo"), "{}", text(&o.stderr));
+}
+
+/// Issue 17: `pitch results` lists a sweep's points in sweep order (numbers as numbers), one
+/// column per parameter, in CSV (through the csv crate: commas, quotes, CR and LF kept) and
+/// JSON (the parameters in their order).
+#[test]
+fn results_are_in_sweep_order_with_a_column_per_parameter() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "-q",
+            "--param",
+            "n=1..11",
+            "--param-str",
+            "s=a,\"b\"\r\nc",
+            "--param-str",
+            "s=z",
+            "--",
+            "echo",
+            "{n}",
+            "{s}",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["results", "--format", "csv"]);
+    let mut r = csv::Reader::from_reader(o.stdout.as_slice());
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[..4], ["key", "n", "s", "command"]);
+    let rows: Vec<(String, String)> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[1].to_string(), rec[2].to_string())
+        })
+        .collect();
+    let want: Vec<(String, String)> = (1..=11)
+        .flat_map(|n| {
+            [
+                (n.to_string(), "a,\"b\"\r\nc".to_string()),
+                (n.to_string(), "z".into()),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, want);
+    let o = pitch(d.path(), &["results", "--format", "json"]);
+    let first = text(&o.stdout).lines().next().unwrap().to_string();
+    assert!(
+        first.contains("\"params\":{\"n\":\"1\",\"s\":\"a,\\\"b\\\"\\r\\nc\"}"),
+        "{first}"
+    );
+    let o = pitch(d.path(), &["results"]);
+    let table = text(&o.stdout);
+    let header = table.lines().next().unwrap();
+    assert!(header.contains(" n ") && header.contains(" s "), "{table}");
+}
+
+/// Issue 17: `--fresh` runs a point again under the same key: the next plain run answers with
+/// the new result and `pitch results` shows one row; a rerun that fails keeps the finished
+/// result.
+#[test]
+fn fresh_supersedes_the_old_result_of_the_point() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = |extra: &[&str]| {
+        let mut a = vec!["sweep", "--json", "--param", "n=1"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--", "sh", "-c", "sleep $(cat t) && echo {n}"]);
+        pitch(d.path(), &a)
+    };
+    let runtime = || -> (usize, f64) {
+        let o = pitch(d.path(), &["results", "--format", "json"]);
+        let rows: Vec<serde_json::Value> = text(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (rows.len(), rows[0]["runtime"].as_f64().unwrap())
+    };
+    std::fs::write(d.path().join("t"), "0").unwrap();
+    assert!(sweep(&[]).status.success());
+    assert!(runtime().1 < 0.4);
+    std::fs::write(d.path().join("t"), "0.5").unwrap();
+    let o = sweep(&["--fresh"]);
+    assert!(text(&o.stderr).contains("1 ran"), "{}", text(&o.stderr));
+    let (rows, took) = runtime();
+    assert_eq!(rows, 1, "one row per point");
+    assert!(took >= 0.5, "the new result: {took}");
+    let o = sweep(&[]);
+    assert!(
+        text(&o.stderr).contains("1 from the cache"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A fresh run that fails reports its failure; the finished result stays.
+    std::fs::write(d.path().join("t"), "bad").unwrap();
+    let o = sweep(&["--fresh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let o = sweep(&[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("1 from the cache"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(runtime(), (1, took));
+}
+
+/// Issue 17: `pitch gc` removes nothing without a selection, and `--dry-run` lists.
+#[test]
+fn gc_needs_a_selection_and_has_a_dry_run() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep", "-q", "--param", "n=0..2", "--", "sh", "-c", "exit {n}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let total = || {
+        let o = pitch(d.path(), &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["total"].as_u64().unwrap()
+    };
+    let o = pitch(d.path(), &["gc"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--finished"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(total(), 3);
+    let o = pitch(d.path(), &["gc", "--all", "--dry-run"]);
+    assert!(
+        text(&o.stdout).contains("would remove 3 of 3"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(text(&o.stdout).matches("would remove ").count(), 4);
+    assert_eq!(total(), 3);
+    let o = pitch(d.path(), &["gc", "--failed"]);
+    assert!(
+        text(&o.stdout).contains("removed 2 of 3"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(total(), 1);
+    let o = pitch(d.path(), &["gc", "no-such-key"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = pitch(d.path(), &["results", "--format", "json"]);
+    let row: serde_json::Value =
+        serde_json::from_str(text(&o.stdout).lines().next().unwrap()).unwrap();
+    let key = row["key"].as_str().unwrap();
+    let o = pitch(d.path(), &["gc", key]);
+    assert!(
+        text(&o.stdout).contains("removed 1 of 1"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(total(), 0);
+}
+
+/// Issue 17: `pitch run` passes its standard input to the command (local backend), and a
+/// forgotten `--` gets a hint with the corrected command line.
+#[test]
+fn run_passes_stdin_and_hints_at_a_forgotten_separator() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["run", "-q", "--", "cat"])
+        .current_dir(d.path())
+        .env("HOME", d.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hi\nthere\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(text(&o.stdout), "hi\nthere\n");
+    for (args, hint) in [
+        (&["run", "echo", "hi"][..], "pitch run -- echo hi"),
+        (
+            &["sweep", "--param", "x=1", "echo", "{x}"][..],
+            "pitch sweep --param x=1 -- echo {x}",
+        ),
+        (&["render", "-q"][..], ""),
+    ] {
+        let o = pitch(d.path(), args);
+        assert_eq!(o.status.code(), Some(2));
+        let err = text(&o.stderr);
+        if hint.is_empty() {
+            assert!(!err.contains("hint"), "{err}");
+        } else {
+            assert!(
+                err.contains(&format!("hint: the command goes after `--`: {hint}")),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// Issue 17: ranges keep zero padding, `--param-str` gives literal values, `--zip` pairs the
+/// `--params-file` rows with the `--param` values, `pitch sweep --help` shows its example's
+/// placeholders.
+#[test]
+fn padding_literals_and_zip_with_a_params_file() {
+    let d = tempfile::tempdir().unwrap();
+    let points = |args: &[&str]| -> Vec<String> {
+        let o = pitch(d.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        // The raw text: the parameters' order is what is checked.
+        text(&o.stdout)
+            .lines()
+            .map(|l| {
+                let params = &l[l.find("\"params\":{").unwrap() + 10..];
+                let params = &params[..params.find('}').unwrap()];
+                params
+                    .split(',')
+                    .map(|kv| kv.replace('"', "").replacen(':', "=", 1))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let got = points(&[
+        "sweep", "-q", "--json", "--param", "x=00..03", "--", "echo", "{x}",
+    ]);
+    assert_eq!(got, ["x=00", "x=01", "x=02", "x=03"]);
+    let got = points(&[
+        "sweep", "-q", "--json", "--param", "x=8..10", "--", "echo", "{x}",
+    ]);
+    assert_eq!(got, ["x=8", "x=9", "x=10"]);
+    let got = points(&[
+        "sweep",
+        "-q",
+        "--json",
+        "--param-str",
+        "t=01:30:00",
+        "--param",
+        "n=1,2",
+        "--param-str",
+        "t=2-00:00:00",
+        "--",
+        "echo",
+        "{t}",
+        "{n}",
+    ]);
+    assert_eq!(
+        got,
+        [
+            "t=01:30:00 n=1",
+            "t=01:30:00 n=2",
+            "t=2-00:00:00 n=1",
+            "t=2-00:00:00 n=2"
+        ]
+    );
+    std::fs::write(d.path().join("p.csv"), "a\n1\n2\n").unwrap();
+    let got = points(&[
+        "sweep",
+        "-q",
+        "--json",
+        "--zip",
+        "--params-file",
+        "p.csv",
+        "--param",
+        "b=x,y",
+        "--",
+        "echo",
+        "{a}",
+        "{b}",
+    ]);
+    assert_eq!(got, ["a=1 b=x", "a=2 b=y"]);
+    let o = pitch(
+        d.path(),
+        &[
+            "sweep",
+            "--zip",
+            "--params-file",
+            "p.csv",
+            "--param",
+            "b=x,y,z",
+            "--",
+            "echo",
+            "{a}",
+            "{b}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("2 rows"), "{}", text(&o.stderr));
+    let help = text(&pitch(d.path(), &["sweep", "--help"]).stdout);
+    assert!(help.contains("--steps {steps} --mode {mode}"), "{help}");
+}
+
+/// Issue 17: `pitch render --param` renders one point and creates nothing.
+#[test]
+fn render_takes_a_point_and_creates_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch(
+        d.path(),
+        &[
+            "render",
+            "--param",
+            "n=5",
+            "--param-str",
+            "t=01:30:00",
+            "--",
+            "echo",
+            "{n}",
+            "{t}",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let script = text(&o.stdout);
+    assert!(script.contains("exec echo 5 01:30:00"), "{script}");
+    assert!(script.contains("PITCH_PARAM_n=5"), "{script}");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "created something"
+    );
+    let o = pitch(
+        d.path(),
+        &["render", "--param", "n=1,2", "--", "echo", "{n}"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("one point"), "{}", text(&o.stderr));
+}
+
+/// Issue 17: `PITCH_LOG` (or `RUST_LOG`) prints pitch's `tracing` events on stderr: each task's
+/// state changes here (the scheduler commands are checked on the real Slurm); a filter that
+/// does not parse is reported, not ignored.
+#[test]
+fn pitch_log_prints_tracing_events() {
+    let d = tempfile::tempdir().unwrap();
+    let o = pitch_with(
+        d.path(),
+        &["run", "-q", "--", "true"],
+        &[("PITCH_LOG", "debug")],
+    );
+    assert!(o.status.success());
+    let err = text(&o.stderr);
+    for want in ["pitch::task", "Submitted", "Started", "Finished"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let o = pitch_with(
+        d.path(),
+        &["run", "-q", "--", "true"],
+        &[("RUST_LOG", "pitch=debug")],
+    );
+    assert!(text(&o.stderr).contains("Finished"), "{}", text(&o.stderr));
+    let o = pitch(d.path(), &["run", "-q", "--", "true"]);
+    assert_eq!(text(&o.stderr), "", "nothing without PITCH_LOG");
+    let o = pitch_with(
+        d.path(),
+        &["run", "-q", "--", "true"],
+        &[("PITCH_LOG", "pitch=[")],
+    );
+    assert!(
+        text(&o.stderr).contains("is not a log filter"),
+        "{}",
+        text(&o.stderr)
+    );
 }

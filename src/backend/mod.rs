@@ -69,6 +69,8 @@ pub(crate) struct Job {
     pub started: Box<dyn Fn(Option<String>) + Send + Sync>,
     /// Where the task's published result goes, exactly once.
     pub done: Done,
+    /// Give the command the driver's standard input (`Command::stdin_inherit`; SingleNode).
+    pub stdin: bool,
 }
 
 type Finish = Box<dyn FnOnce(ResultRecord) + Send>;

@@ -167,6 +167,7 @@ impl SingleNode {
             paths,
             resources,
             started,
+            stdin,
             ..
         } = job;
         let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
@@ -211,7 +212,7 @@ impl SingleNode {
             env: &env,
             cwd: spec.cwd.as_deref(),
         };
-        let child = match ticket.start(|| spawn::spawn(&launch)) {
+        let child = match ticket.start(|| spawn::spawn_with(&launch, stdin)) {
             None => return cancelled(&paths),
             Some(Ok(child)) => child,
             Some(Err(e)) => {

@@ -273,7 +273,17 @@ fn entry_name(entry: &[u8]) -> &[u8] {
 }
 
 /// Spawns `launch` with standard input from `/dev/null` and piped output.
+#[cfg(test)]
 pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
+    spawn_with(launch, false)
+}
+
+/// Spawns `launch` with piped output, and standard input from `/dev/null`, or with `stdin`
+/// this process's own when it is not a terminal (the child leads a process group of its own:
+/// reading a terminal would stop it).
+pub(crate) fn spawn_with(launch: &Launch, stdin: bool) -> io::Result<Child> {
+    // SAFETY: isatty on descriptor 0.
+    let stdin = stdin && unsafe { libc::isatty(0) } == 0;
     let shared = shared()?;
     let mut overrides: Vec<CString> = Vec::with_capacity(launch.env.len());
     let mut names: Vec<&[u8]> = Vec::with_capacity(launch.env.len());
@@ -356,7 +366,11 @@ pub(crate) fn spawn(launch: &Launch) -> io::Result<Child> {
             libc::posix_spawnattr_setsigmask(&mut attr, &empty),
             libc::posix_spawnattr_setsigdefault(&mut attr, &shared.sigdefault),
             libc::posix_spawnattr_setpgroup(&mut attr, 0),
-            libc::posix_spawn_file_actions_adddup2(&mut actions, shared.devnull.as_raw_fd(), 0),
+            if stdin {
+                0
+            } else {
+                libc::posix_spawn_file_actions_adddup2(&mut actions, shared.devnull.as_raw_fd(), 0)
+            },
             libc::posix_spawn_file_actions_adddup2(&mut actions, out_w.as_raw_fd(), 1),
             libc::posix_spawn_file_actions_adddup2(&mut actions, err_w.as_raw_fd(), 2),
             match &cwd {

@@ -44,10 +44,27 @@ impl Executor {
         p: &crate::profile::Profile,
         reporters: Vec<Arc<dyn Reporter>>,
     ) -> Result<Executor, Error> {
+        Executor::from_settings_with(p, reporters, false)
+    }
+
+    /// [`Executor::from_settings`] for an executor that only renders job scripts
+    /// ([`Executor::render_command`]): it creates nothing, not even the cache directory
+    /// (`pitch render`).
+    #[doc(hidden)]
+    pub fn for_rendering(p: &crate::profile::Profile) -> Result<Executor, Error> {
+        Executor::from_settings_with(p, Vec::new(), true)
+    }
+
+    fn from_settings_with(
+        p: &crate::profile::Profile,
+        reporters: Vec<Arc<dyn Reporter>>,
+        dry: bool,
+    ) -> Result<Executor, Error> {
         use crate::profile::BackendKind;
         let mut common = CommonBuilder {
             resources: p.resources.clone(),
             reporters,
+            dry,
             ..CommonBuilder::default()
         };
         if let Some(dir) = &p.cache_directory {

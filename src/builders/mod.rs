@@ -30,6 +30,8 @@ pub(crate) struct CommonBuilder {
     trust_group: bool,
     resources: Resources,
     reporters: Vec<Arc<dyn Reporter>>,
+    /// Only for rendering job scripts: create nothing (`Store::dry`).
+    dry: bool,
 }
 
 impl Default for CommonBuilder {
@@ -41,6 +43,7 @@ impl Default for CommonBuilder {
             trust_group: false,
             resources: Resources::default(),
             reporters: Vec::new(),
+            dry: false,
         }
     }
 }
@@ -56,16 +59,20 @@ impl CommonBuilder {
         }
         crate::registry::check()?;
         self.resources.validate_basic()?;
-        let store = Store::open(
-            &self.cache_directory,
-            self.durable.unwrap_or(durable_default),
-            crate::trust::Policy {
-                trust_group: self.trust_group,
-            },
-        )?;
+        let trust = crate::trust::Policy {
+            trust_group: self.trust_group,
+        };
+        let store = if self.dry {
+            Store::dry(&self.cache_directory, trust)?
+        } else {
+            let durable = self.durable.unwrap_or(durable_default);
+            Store::open(&self.cache_directory, durable, trust)?
+        };
         // Results other processes logged since this process last looked (pooled runs,
         // `pitch gc --compact`).
-        crate::resultlog::LogSet::refreshed(store.root());
+        if !self.dry {
+            crate::resultlog::LogSet::refreshed(store.root());
+        }
         let backend = backend(&store)?;
         let exe = Executor::start(backend, store, self.reporters, self.cache)?;
         exe.check(&self.resources)?;

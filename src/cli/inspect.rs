@@ -9,14 +9,45 @@ use pitch::{Cache, TaskInfo, TaskState};
 
 use super::{count, fail, json, OK, TASK_FAILED, USAGE};
 
+/// Which cache directory: `--cache-dir`, else the one of `--profile` (or `$PITCH_PROFILE`),
+/// else `./pitch-cache`, as for `pitch run` and `pitch sweep`.
 #[derive(Args)]
-pub(crate) struct StatusArgs {
-    /// The cache directory.
-    #[arg(long, default_value = "pitch-cache")]
-    cache_dir: PathBuf,
+pub(crate) struct Place {
+    /// The cache directory (default: the profile's, else ./pitch-cache).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// A profile of pitch.toml whose cache directory to use (default: $PITCH_PROFILE).
+    #[arg(long, env = "PITCH_PROFILE")]
+    profile: Option<String>,
     /// Accept a group-writable cache directory or parent (see the README's "Security model").
     #[arg(long)]
     trust_group: bool,
+}
+
+impl Place {
+    /// The cache directory and whether its group is trusted.
+    fn resolve(&self) -> Result<(PathBuf, bool), String> {
+        let profile = match &self.profile {
+            Some(name) => {
+                let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+                Some(pitch::profile::load_named(name, &cwd).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let dir = self
+            .cache_dir
+            .clone()
+            .or_else(|| profile.as_ref().and_then(|p| p.cache_directory.clone()))
+            .unwrap_or_else(|| PathBuf::from("pitch-cache"));
+        let trust = self.trust_group || profile.is_some_and(|p| p.trust_group == Some(true));
+        Ok((dir, trust))
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    place: Place,
     /// One line per task.
     #[arg(long)]
     all: bool,
@@ -27,12 +58,8 @@ pub(crate) struct StatusArgs {
 
 #[derive(Args)]
 pub(crate) struct ResultsArgs {
-    /// The cache directory.
-    #[arg(long, default_value = "pitch-cache")]
-    cache_dir: PathBuf,
-    /// Accept a group-writable cache directory or parent (see the README's "Security model").
-    #[arg(long)]
-    trust_group: bool,
+    #[command(flatten)]
+    place: Place,
     /// Output format.
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
     format: String,
@@ -40,12 +67,8 @@ pub(crate) struct ResultsArgs {
 
 #[derive(Args)]
 pub(crate) struct CancelArgs {
-    /// The cache directory.
-    #[arg(long, default_value = "pitch-cache")]
-    cache_dir: PathBuf,
-    /// Accept a group-writable cache directory or parent (see the README's "Security model").
-    #[arg(long)]
-    trust_group: bool,
+    #[command(flatten)]
+    place: Place,
     /// Cancel every unfinished task.
     #[arg(long, conflicts_with = "keys")]
     all: bool,
@@ -55,26 +78,34 @@ pub(crate) struct CancelArgs {
 
 #[derive(Args)]
 pub(crate) struct GcArgs {
-    /// The cache directory.
-    #[arg(long, default_value = "pitch-cache")]
-    cache_dir: PathBuf,
-    /// Accept a group-writable cache directory or parent (see the README's "Security model").
-    #[arg(long)]
-    trust_group: bool,
+    #[command(flatten)]
+    place: Place,
     /// Only tasks whose directory is older than this (7d, 12h, 01:00:00).
     #[arg(long)]
     older_than: Option<String>,
-    /// Also remove failed tasks (finished ones are always removed).
+    /// Remove finished tasks.
+    #[arg(long)]
+    finished: bool,
+    /// Remove failed tasks.
     #[arg(long)]
     failed: bool,
+    /// Remove finished and failed tasks (never unfinished ones).
+    #[arg(long, conflicts_with_all = ["finished", "failed"])]
+    all: bool,
+    /// Print what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Instead of removing finished tasks, fold their directories into a result log (one
     /// record each, results kept); directories with output files stay. Safe to interrupt.
-    #[arg(long, conflicts_with = "failed")]
+    #[arg(long, conflicts_with_all = ["failed", "all", "finished", "keys", "dry_run"])]
     compact: bool,
+    /// Keys of the tasks to remove (finished or failed ones).
+    keys: Vec<String>,
 }
 
-fn open(dir: &std::path::Path, trust_group: bool) -> Result<(Cache, Vec<TaskInfo>), String> {
-    let cache = Cache::open_trusting(dir, trust_group).map_err(|e| e.to_string())?;
+fn open(place: &Place) -> Result<(Cache, Vec<TaskInfo>), String> {
+    let (dir, trust_group) = place.resolve()?;
+    let cache = Cache::open_trusting(&dir, trust_group).map_err(|e| e.to_string())?;
     let (tasks, unreadable) = cache.tasks_and_unreadable().map_err(|e| e.to_string())?;
     // Say what the listing is missing rather than showing fewer tasks without a word.
     for (path, why) in unreadable.iter().take(10) {
@@ -129,7 +160,7 @@ fn scheduler_states(
 }
 
 pub(crate) fn status(a: StatusArgs) -> i32 {
-    let (cache, tasks) = match open(&a.cache_dir, a.trust_group) {
+    let (cache, tasks) = match open(&a.place) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -201,27 +232,93 @@ fn describe(t: &TaskInfo) -> String {
     }
 }
 
-fn params_text(t: &TaskInfo) -> String {
-    t.params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// Compares two parameter values as numbers when both are, else as text.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => x.total_cmp(&y).then_with(|| a.cmp(b)),
+        _ => a.cmp(b),
     }
 }
 
+/// Sorts tasks in sweep order: the points of a sweep together (by their parameters' names),
+/// ordered by their values in parameter order, numbers as numbers (so a range comes out as
+/// it was swept); tasks without parameters last, oldest first.
+fn sweep_order(tasks: &mut [TaskInfo]) {
+    tasks.sort_by(|a, b| {
+        let names = |t: &TaskInfo| t.params.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        a.params
+            .is_empty()
+            .cmp(&b.params.is_empty())
+            .then_with(|| names(a).cmp(&names(b)))
+            .then_with(|| {
+                a.params
+                    .iter()
+                    .zip(&b.params)
+                    .map(|((_, x), (_, y))| natural(x, y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .then_with(|| a.modified.cmp(&b.modified))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+}
+
+/// The parameter names of `tasks`, one column each, in the order they first appear.
+fn param_columns(tasks: &[TaskInfo]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (k, _) in tasks.iter().flat_map(|t| &t.params) {
+        if !names.contains(k) {
+            names.push(k.clone());
+        }
+    }
+    names
+}
+
+fn param_value<'a>(t: &'a TaskInfo, name: &str) -> &'a str {
+    t.params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// `pitch results --format csv`: one column per parameter, through the `csv` crate.
+fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    let mut header = vec!["key".to_string()];
+    header.extend(columns.iter().cloned());
+    header.extend(
+        ["command", "state", "exit_code", "runtime", "stdout"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    w.write_record(&header)?;
+    for t in tasks {
+        let mut row = vec![t.key.clone()];
+        row.extend(columns.iter().map(|c| param_value(t, c).to_string()));
+        row.push(describe(t));
+        row.push(state_name(&t.state).to_string());
+        row.push(t.exit_code.map(|c| c.to_string()).unwrap_or_default());
+        row.push(t.runtime.map(|r| format!("{r:.3}")).unwrap_or_default());
+        row.push(
+            t.stdout
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        );
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
 pub(crate) fn results(a: ResultsArgs) -> i32 {
-    let (_, tasks) = match open(&a.cache_dir, a.trust_group) {
+    let (_, mut tasks) = match open(&a.place) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
+    sweep_order(&mut tasks);
+    let columns = param_columns(&tasks);
     match a.format.as_str() {
         "json" => {
             for t in &tasks {
@@ -232,35 +329,43 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
             }
         }
         "csv" => {
-            println!("key,params,command,state,exit_code,runtime,stdout");
-            for t in &tasks {
-                println!(
-                    "{},{},{},{},{},{},{}",
-                    t.key,
-                    csv_field(&params_text(t)),
-                    csv_field(&describe(t)),
-                    state_name(&t.state),
-                    t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                    t.runtime.map(|r| format!("{r:.3}")).unwrap_or_default(),
-                    csv_field(
-                        &t.stdout
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    )
-                );
+            if let Err(e) = write_csv(&tasks, &columns) {
+                return fail(TASK_FAILED, format!("could not write the CSV: {e}"));
             }
         }
         _ => {
             let width = column_width(tasks.iter().map(|t| state_name(&t.state)));
+            let widths: Vec<usize> = columns
+                .iter()
+                .map(|c| {
+                    tasks
+                        .iter()
+                        .map(|t| param_value(t, c).chars().count())
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.chars().count())
+                })
+                .collect();
+            let params = |values: Vec<&str>| -> String {
+                values
+                    .iter()
+                    .zip(&widths)
+                    .map(|(v, w)| format!("{v:<w$}  "))
+                    .collect()
+            };
             println!(
-                "{:<32}  {:<width$}  {:>4} {:>9}  command",
-                "key", "state", "exit", "runtime"
+                "{:<32}  {}{:<width$}  {:>4} {:>9}  command",
+                "key",
+                params(columns.iter().map(String::as_str).collect()),
+                "state",
+                "exit",
+                "runtime"
             );
             for t in &tasks {
                 println!(
-                    "{:<32}  {:<width$}  {:>4} {:>9}  {}",
+                    "{:<32}  {}{:<width$}  {:>4} {:>9}  {}",
                     t.key,
+                    params(columns.iter().map(|c| param_value(t, c)).collect()),
                     state_name(&t.state),
                     t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                     t.runtime.map(|r| format!("{r:.2}s")).unwrap_or_default(),
@@ -280,7 +385,7 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
 }
 
 pub(crate) fn cancel(a: CancelArgs) -> i32 {
-    let (cache, tasks) = match open(&a.cache_dir, a.trust_group) {
+    let (cache, tasks) = match open(&a.place) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -312,7 +417,14 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
 }
 
 pub(crate) fn gc(a: GcArgs) -> i32 {
-    let (cache, tasks) = match open(&a.cache_dir, a.trust_group) {
+    if !(a.compact || a.finished || a.failed || a.all || !a.keys.is_empty()) {
+        return fail(
+            USAGE,
+            "say what to remove: --finished, --failed, --all (both), or task KEYs \
+             (--dry-run lists them first; --compact folds finished ones into a result log)",
+        );
+    }
+    let (cache, tasks) = match open(&a.place) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -338,26 +450,48 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
             Err(e) => fail(TASK_FAILED, e),
         };
     }
+    for k in &a.keys {
+        match tasks.iter().find(|t| &t.key == k) {
+            None => return fail(USAGE, format!("no task {k} in {}", cache.root().display())),
+            Some(t) if t.state == TaskState::Pending => {
+                return fail(
+                    USAGE,
+                    format!(
+                        "task {k} is unfinished (queued or running): gc removes ended tasks only"
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
     let now = SystemTime::now();
     // A pooled task's record lives in a result log shared with other tasks.
     let logged = tasks.iter().filter(|t| t.dir.is_file()).count();
     let mut removed = 0;
     for t in &tasks {
-        let done = match t.state {
-            TaskState::Finished => true,
-            TaskState::Failed(_) => a.failed,
+        let selected = match t.state {
+            TaskState::Finished => a.finished || a.all || a.keys.contains(&t.key),
+            TaskState::Failed(_) => a.failed || a.all || a.keys.contains(&t.key),
             TaskState::Pending => false,
         };
         let age = now.duration_since(t.modified).unwrap_or_default();
-        if done && !t.dir.is_file() && age >= older {
-            if let Err(e) = cache.remove(t) {
+        if selected && !t.dir.is_file() && age >= older {
+            if a.dry_run {
+                println!(
+                    "would remove {}  {}  {}",
+                    t.key,
+                    state_name(&t.state),
+                    describe(t)
+                );
+            } else if let Err(e) = cache.remove(t) {
                 return fail(TASK_FAILED, e);
             }
             removed += 1;
         }
     }
+    let verb = if a.dry_run { "would remove" } else { "removed" };
     print!(
-        "removed {removed} of {}",
+        "{verb} {removed} of {}",
         count(tasks.len() - logged, "task directory", "task directories")
     );
     if logged > 0 {

@@ -49,7 +49,7 @@ pub(crate) struct DetachOutput {
 pub(crate) struct SweepPoint {
     pub schema_version: u32,
     pub key: String,
-    pub params: BTreeMap<String, String>,
+    pub params: Params,
     /// `finished` or `failed`.
     pub state: &'static str,
     pub exit_code: Option<i32>,
@@ -61,7 +61,7 @@ pub(crate) struct SweepPoint {
 #[derive(Serialize)]
 pub(crate) struct TaskRow {
     pub key: String,
-    pub params: BTreeMap<String, String>,
+    pub params: Params,
     pub name: String,
     pub argv: Option<Vec<String>>,
     /// `finished`, `failed`, `unfinished`, or the scheduler's state (`pending`, `running`,
@@ -114,9 +114,32 @@ pub(crate) struct StatusOutput<'a> {
     pub tasks: Vec<TaskRow>,
 }
 
-/// Parameters as a JSON object (a later value of the same name wins).
-pub(crate) fn params(pairs: &[(String, String)]) -> BTreeMap<String, String> {
-    pairs.iter().cloned().collect()
+/// Parameters as a JSON object, in the sweep's parameter order (a later value of the same
+/// name wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Serialize for Params {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Parameters as a JSON object (see [`Params`]).
+pub(crate) fn params(pairs: &[(String, String)]) -> Params {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        match out.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => out.push((k.clone(), v.clone())),
+        }
+    }
+    Params(out)
 }
 
 /// Prints `value` as one line of JSON on stdout.

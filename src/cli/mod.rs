@@ -9,7 +9,7 @@ mod run;
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pitch::profile::{BackendKind, Profile};
 use pitch::Resources;
 
@@ -59,7 +59,7 @@ enum Cmd {
     Run(run::RunArgs),
     /// Run a command over a grid of parameters ({NAME} placeholders), resumably.
     #[command(
-        after_help = "VALUES: a,b,c | 1..10 (inclusive) | 0..100:5 | 0.1:1.0:0.1 (inclusive end).\nThe same sweep run again resumes: finished points are not run again; --fresh reruns all.\n\nExamples:\n  pitch sweep --param n=1..3 --param mode=fast,slow -- ./sim --n {n} --mode {mode}\n  pitch sweep --zip --param a=1,2 --param b=x,y -- echo {a} {b}\n  pitch sweep --params-file points.csv -- ./convert {input} {output}"
+        after_help = "VALUES: a,b,c | 1..10 (inclusive) | 0..100:5 | 0.1:1.0:0.1 (inclusive end).\nThe same sweep run again resumes: finished points are not run again; --fresh reruns all.\n\nExamples:\n  pitch sweep --param steps=1..3 --param mode=fast,slow -- ./sim --steps {steps} --mode {mode}\n  pitch sweep --zip --param a=1,2 --param b=x,y -- echo {a} {b}\n  pitch sweep --params-file points.csv -- ./convert {input} {output}"
     )]
     Sweep(run::SweepArgs),
     /// Count the tasks of a cache directory by state.
@@ -228,16 +228,81 @@ pub(crate) fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     code
 }
 
+/// For `pitch run echo hi` (the `--` forgotten): the command line with the `--` where it
+/// belongs.
+fn missing_separator_hint(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(unexpected)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sub = args.first()?;
+    if !["run", "sweep", "render"].contains(&sub.as_str()) || args.iter().any(|a| a == "--") {
+        return None;
+    }
+    // An unknown option is a typo, not the command.
+    if unexpected.starts_with('-') {
+        return None;
+    }
+    let at = args.iter().position(|a| a == unexpected)?;
+    let mut fixed = args.clone();
+    fixed.insert(at, "--".into());
+    Some(format!(
+        "hint: the command goes after `--`: pitch {}",
+        report::shell_words(&fixed)
+    ))
+}
+
+/// `PITCH_LOG` (else `RUST_LOG`), e.g. `debug` or `pitch::scheduler=debug`: prints pitch's
+/// `tracing` events (scheduler commands with argv, exit status and duration; submissions;
+/// poll ticks; task state changes) on stderr. A filter that does not parse is reported.
+fn init_tracing() {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let Some((name, filter)) = set("PITCH_LOG")
+        .map(|f| ("PITCH_LOG", f))
+        .or_else(|| set("RUST_LOG").map(|f| ("RUST_LOG", f)))
+    else {
+        return;
+    };
+    match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        Err(e) => eprintln!("pitch: {name}={filter:?} is not a log filter ({e}); no logging"),
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub(crate) fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    init_tracing();
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((mut cli, m)) => {
+            // `--param` and `--param-str` in the order given.
+            match (&mut cli.command, m.subcommand()) {
+                (Cmd::Sweep(a), Some((_, sub))) => a.params.order(sub),
+                (Cmd::Render(a), Some((_, sub))) => a.params.order(sub),
+                _ => {}
+            }
+            cli
+        }
         Err(e) => {
             let code = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => OK,
                 _ => USAGE,
             };
             let _ = e.print();
+            if let Some(hint) = missing_separator_hint(&e) {
+                eprintln!("{hint}");
+            }
             return code;
         }
     };

@@ -34,8 +34,10 @@
 //! when the text before its first `..` is a number, a float range when it has
 //! exactly two `:` and the text before the first `:` is a number. So
 //! `../data`, `v1..v2`, `a:b:c` and `16:9` are plain values, while
-//! `10:30:00` is a float range (and an error, its step being zero): put such
-//! values in a `--params-file`.
+//! `10:30:00` is a float range (and an error, its step being zero): give such
+//! values with `--param-str NAME=VALUE` (one value, taken as it is; repeat it
+//! for more) or in a `--params-file`. An integer range written with a leading
+//! zero keeps its width: `00..03` is `00,01,02,03`.
 //!
 //! # `--params-file FILE.csv`
 //!
@@ -45,7 +47,8 @@
 //!
 //! [`points`] builds the cartesian product of the `--param`s (first parameter
 //! varying slowest, like nested loops) or, with `--zip`, pairs them
-//! element-wise. [`combine`] crosses the CSV rows with that grid, and
+//! element-wise. [`combine`] crosses the CSV rows with that grid ([`zip_rows`]
+//! pairs them instead, for `--zip`), and
 //! [`substitute`] fills `{NAME}` placeholders of the command for one point.
 //! A sweep never has more than [`max_points`] points (nor a range more than
 //! that many values).
@@ -348,8 +351,8 @@ fn looks_like_float_range(v: &str) -> bool {
     parts.len() == 3 && looks_numeric(parts[0])
 }
 
-/// Parses `NAME=VALUES` (see the module documentation for the forms).
-pub fn parse_param(spec: &str) -> Result<Param, ParamError> {
+/// Splits `NAME=VALUES` at its first `=`, checking the name.
+fn split_spec(spec: &str) -> Result<(&str, &str), ParamError> {
     let (name, values) = spec
         .split_once('=')
         .ok_or_else(|| ParamError::MissingEquals { spec: spec.into() })?;
@@ -359,6 +362,12 @@ pub fn parse_param(spec: &str) -> Result<Param, ParamError> {
             name: name.into(),
         });
     }
+    Ok((name, values))
+}
+
+/// Parses `NAME=VALUES` (see the module documentation for the forms).
+pub fn parse_param(spec: &str) -> Result<Param, ParamError> {
+    let (name, values) = split_spec(spec)?;
     if values.is_empty() {
         return Err(ParamError::EmptyValues { spec: spec.into() });
     }
@@ -375,6 +384,35 @@ pub fn parse_param(spec: &str) -> Result<Param, ParamError> {
         name: name.into(),
         values,
     })
+}
+
+/// Parses `--param-str NAME=VALUE`: one value taken as it is (no list, no range), so
+/// `t=01:30:00` or `list=a,b` can be given.
+pub fn parse_literal(spec: &str) -> Result<Param, ParamError> {
+    let (name, value) = split_spec(spec)?;
+    Ok(Param {
+        name: name.into(),
+        values: vec![value.to_string()],
+    })
+}
+
+/// The `--param` (`false`) and `--param-str` (`true`) specs in command-line order, parsed;
+/// `--param-str` given more than once for a name makes one parameter of those values, at the
+/// place of its first mention (a name given twice by `--param` stays an error of [`points`]).
+pub fn parse_all(specs: &[(bool, String)]) -> Result<Vec<Param>, ParamError> {
+    let mut out: Vec<(bool, Param)> = Vec::with_capacity(specs.len());
+    for (literal, spec) in specs {
+        if !literal {
+            out.push((false, parse_param(spec)?));
+            continue;
+        }
+        let p = parse_literal(spec)?;
+        match out.iter_mut().find(|(l, q)| *l && q.name == p.name) {
+            Some((_, q)) => q.values.extend(p.values),
+            None => out.push((true, p)),
+        }
+    }
+    Ok(out.into_iter().map(|(_, p)| p).collect())
 }
 
 /// Parses a comma list of plain values.
@@ -461,8 +499,24 @@ fn int_range(spec: &str, v: &str) -> Result<Vec<String>, ParamError> {
             ),
         ));
     }
+    // `00..03`: an end written with a leading zero keeps every value that wide.
+    let (start_text, end_text) = v.split_once("..").unwrap_or((v, ""));
+    let end_text = end_text.split(':').next().unwrap_or("");
+    let digits = |t: &str| t.trim_start_matches(['+', '-']).len();
+    let padded = |t: &str| digits(t) > 1 && t.trim_start_matches(['+', '-']).starts_with('0');
+    let width = if padded(start_text) || padded(end_text) {
+        digits(start_text).max(digits(end_text))
+    } else {
+        0
+    };
     Ok((0..count)
-        .map(|i| (i128::from(start) + i * step128).to_string())
+        .map(|i| {
+            let value = i128::from(start) + i * step128;
+            match value {
+                v if v < 0 => format!("-{:0width$}", -v),
+                v => format!("{v:0width$}"),
+            }
+        })
         .collect())
 }
 
@@ -776,6 +830,35 @@ pub fn combine(grid: Vec<Point>, csv_rows: Vec<Point>) -> Result<Vec<Point>, Par
         .flat_map(|row| {
             grid.iter()
                 .map(move |g| row.iter().chain(g.iter()).cloned().collect())
+        })
+        .collect())
+}
+
+/// Pairs the `--params-file` rows with the `--param` points one to one (`--zip`): row `i`
+/// with point `i`, its pairs first. Both sides must have as many; either side empty gives the
+/// other. A name on both sides is [`ParamError::NameClash`].
+pub fn zip_rows(grid: Vec<Point>, csv_rows: Vec<Point>) -> Result<Vec<Point>, ParamError> {
+    let (Some(g0), Some(c0)) = (grid.first(), csv_rows.first()) else {
+        return Ok(if grid.is_empty() { csv_rows } else { grid });
+    };
+    if let Some((name, _)) = c0.iter().find(|(n, _)| g0.iter().any(|(m, _)| m == n)) {
+        return Err(ParamError::NameClash { name: name.clone() });
+    }
+    if grid.len() != csv_rows.len() {
+        return Err(ParamError::ZipLengthMismatch {
+            lengths: format!(
+                "the --params-file has {} rows and the --param values make {} points",
+                csv_rows.len(),
+                grid.len()
+            ),
+        });
+    }
+    Ok(csv_rows
+        .into_iter()
+        .zip(grid)
+        .map(|(mut row, g)| {
+            row.extend(g);
+            row
         })
         .collect())
 }

@@ -698,3 +698,68 @@ fn a_csv_over_the_point_limit_stops_at_the_limit() {
         ParamError::TooManyPoints { max: MAX_POINTS }
     );
 }
+
+#[test]
+fn int_ranges_keep_zero_padding() {
+    assert_eq!(vals("x=00..03"), s(&["00", "01", "02", "03"]));
+    assert_eq!(vals("x=08..11"), s(&["08", "09", "10", "11"]));
+    assert_eq!(vals("x=000..10:5"), s(&["000", "005", "010"]));
+    assert_eq!(vals("x=-03..01:2"), s(&["-03", "-01", "01"]));
+    // Without a leading zero nothing is padded.
+    assert_eq!(vals("x=0..2"), s(&["0", "1", "2"]));
+    assert_eq!(vals("x=8..10"), s(&["8", "9", "10"]));
+}
+
+#[test]
+fn literal_params_are_taken_as_they_are_and_merge_in_order() {
+    let specs = |v: &[(bool, &str)]| -> Vec<(bool, String)> {
+        v.iter().map(|(l, x)| (*l, x.to_string())).collect()
+    };
+    let got = parse_all(&specs(&[
+        (true, "t=01:30:00"),
+        (false, "n=1..2"),
+        (true, "t=a,b"),
+        (true, "e="),
+    ]))
+    .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        (got[0].name.as_str(), got[0].values.clone()),
+        ("t", s(&["01:30:00", "a,b"]))
+    );
+    assert_eq!(got[1].values, s(&["1", "2"]));
+    assert_eq!(got[2].values, s(&[""]));
+    assert!(matches!(
+        parse_literal("9x=1"),
+        Err(ParamError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        parse_literal("novalue"),
+        Err(ParamError::MissingEquals { .. })
+    ));
+    // A name given twice by --param stays an error of `points`.
+    let twice = parse_all(&specs(&[(false, "n=1"), (false, "n=2")])).unwrap();
+    assert!(matches!(
+        points(&twice, false),
+        Err(ParamError::DuplicateName { .. })
+    ));
+}
+
+#[test]
+fn zip_rows_pairs_csv_rows_with_the_grid() {
+    let grid = vec![pt(&[("a", "1")]), pt(&[("a", "2")])];
+    let csv = vec![pt(&[("b", "x")]), pt(&[("b", "y")])];
+    assert_eq!(
+        zip_rows(grid.clone(), csv.clone()).unwrap(),
+        vec![pt(&[("b", "x"), ("a", "1")]), pt(&[("b", "y"), ("a", "2")])]
+    );
+    assert_eq!(zip_rows(grid.clone(), Vec::new()).unwrap(), grid);
+    assert!(matches!(
+        zip_rows(grid.clone(), vec![pt(&[("b", "x")])]),
+        Err(ParamError::ZipLengthMismatch { .. })
+    ));
+    assert!(matches!(
+        zip_rows(grid, vec![pt(&[("a", "x")]), pt(&[("a", "y")])]),
+        Err(ParamError::NameClash { .. })
+    ));
+}

@@ -37,16 +37,59 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
+/// `--param` and `--param-str`, kept in command-line order.
+#[derive(Args)]
+pub(crate) struct ParamArgs {
+    /// A parameter: NAME=VALUES (repeatable; the points are the cartesian product).
+    #[arg(long = "param", value_name = "NAME=VALUES")]
+    params: Vec<String>,
+    /// A parameter with one value taken as it is, no list or range (`t=01:30:00`, `s=a,b`);
+    /// repeat it with the same NAME for more values.
+    #[arg(long = "param-str", value_name = "NAME=VALUE")]
+    params_str: Vec<String>,
+    /// Both, in the order given (set by [`ParamArgs::order`]).
+    #[arg(skip)]
+    ordered: Vec<(bool, String)>,
+}
+
+impl ParamArgs {
+    /// Records the order of the `--param` and `--param-str` options on the command line.
+    pub(crate) fn order(&mut self, m: &clap::ArgMatches) {
+        let at = |id: &str, n: usize| -> Vec<usize> {
+            m.indices_of(id)
+                .map(|i| i.collect())
+                .unwrap_or_else(|| (0..n).collect())
+        };
+        let mut all: Vec<(usize, bool, String)> = at("params", self.params.len())
+            .into_iter()
+            .zip(self.params.iter())
+            .map(|(i, s)| (i, false, s.clone()))
+            .chain(
+                at("params_str", self.params_str.len())
+                    .into_iter()
+                    .zip(self.params_str.iter())
+                    .map(|(i, s)| (i, true, s.clone())),
+            )
+            .collect();
+        all.sort_by_key(|(i, _, _)| *i);
+        self.ordered = all.into_iter().map(|(_, l, s)| (l, s)).collect();
+    }
+
+    fn parse(&self) -> Result<Vec<params::Param>, params::ParamError> {
+        params::parse_all(&self.ordered)
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct SweepArgs {
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
     out: Output,
-    /// A parameter: NAME=VALUES (repeatable; the points are the cartesian product).
-    #[arg(long = "param", value_name = "NAME=VALUES")]
-    params: Vec<String>,
-    /// Pair the parameters' values instead of crossing them.
+    #[command(flatten)]
+    pub(crate) params: ParamArgs,
+    /// Pair the parameters' values instead of crossing them (and the --params-file's rows
+    /// with them).
     #[arg(long)]
     zip: bool,
     /// Points from a CSV file (header = parameter names); `-` reads standard input.
@@ -77,6 +120,10 @@ pub(crate) struct RenderArgs {
     /// this flag implies): the pilots run the function tasks of a block_allocation executor.
     #[arg(long)]
     pilots: bool,
+    /// The point to render: `{NAME}` placeholders of the command get these values (one
+    /// value per parameter).
+    #[command(flatten)]
+    pub(crate) params: ParamArgs,
     /// The command and its arguments.
     #[arg(required_unless_present = "pilots", last = true)]
     command: Vec<String>,
@@ -132,7 +179,7 @@ pub(crate) fn run(a: RunArgs) -> i32 {
         );
     }
     let submitted = Instant::now();
-    let future = exe.submit_command(command(&a.command, &[]).allow_failure());
+    let future = exe.submit_command(command(&a.command, &[]).allow_failure().stdin_inherit());
     let dir = exe.task_directory(&future.key()).ok();
     let streams = exe.task_output_files(&future.key()).ok();
     if a.detach {
@@ -227,13 +274,7 @@ fn launch_exit_code(kind: LaunchErrorKind) -> i32 {
 pub(crate) fn sweep(a: SweepArgs) -> i32 {
     let out = a.out;
     params::set_max_points(a.max_points);
-    let grid = match a
-        .params
-        .iter()
-        .map(|p| params::parse_param(p))
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|ps| params::points(&ps, a.zip))
-    {
+    let grid = match a.params.parse().and_then(|ps| params::points(&ps, a.zip)) {
         Ok(g) => g,
         Err(e) => return fail(USAGE, e),
     };
@@ -247,7 +288,11 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
         },
         None => Vec::new(),
     };
-    let points = match params::combine(grid, rows) {
+    let points = match if a.zip {
+        params::zip_rows(grid, rows)
+    } else {
+        params::combine(grid, rows)
+    } {
         Ok(p) if p.is_empty() => return fail(USAGE, "no points: give --param or --params-file"),
         Ok(p) => p,
         Err(e) => return fail(USAGE, e),
@@ -271,7 +316,7 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
         }
     }
     let exe = match executor(&a.common, a.tasks_per_job, reporters) {
-        Ok(e) => e.with_cache(!a.fresh),
+        Ok(e) => e.with_fresh(a.fresh),
         Err(e) => return fail(USAGE, e),
     };
     let futures = exe.map_commands(commands);
@@ -370,14 +415,31 @@ pub(crate) fn render(a: RenderArgs) -> i32 {
         }
         profile.block_allocation = Some(true);
     }
-    let exe = match Executor::from_settings(&profile, Vec::new()) {
+    let exe = match Executor::for_rendering(&profile) {
         Ok(e) => e,
         Err(e) => return fail(USAGE, e),
     };
     let script = if a.pilots {
         exe.render_pilots()
     } else {
-        exe.render_command(command(&a.command, &[]))
+        let point = match a.params.parse().and_then(|ps| params::points(&ps, false)) {
+            Ok(points) if points.len() > 1 => {
+                return fail(
+                    USAGE,
+                    format!(
+                        "render shows one point, these parameters make {}: give one value each",
+                        points.len()
+                    ),
+                )
+            }
+            Ok(points) => points.into_iter().next().unwrap_or_default(),
+            Err(e) => return fail(USAGE, e),
+        };
+        let argv = match params::substitute(&a.command, &point) {
+            Ok(argv) => argv,
+            Err(e) => return fail(USAGE, e),
+        };
+        exe.render_command(command(&argv, &point))
     };
     match script {
         Ok(script) => {

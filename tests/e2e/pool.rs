@@ -422,7 +422,7 @@ fn rerun_runs_nothing() -> Result<(), String> {
         rows == 200,
         "pitch results lists {rows} pooled tasks:\n{csv}"
     );
-    let gc = pitch_cli(&["gc"])?;
+    let gc = pitch_cli(&["gc", "--all"])?;
     ensure!(
         gc.contains("removed 0 of 0 task directories; 200 results of pooled tasks"),
         "{gc}"

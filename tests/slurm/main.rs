@@ -42,6 +42,34 @@ pitch::task! {
     }
 }
 pitch::task! {
+    /// (node, Slurm step id) of a task run by srun.
+    pub fn step_where() -> (String, String) {
+        (pitch::context().node, std::env::var("SLURM_STEP_ID").unwrap_or_default())
+    }
+}
+pitch::task! {
+    /// Inside a SlurmCluster job: a SlurmJobExecutor of the job's allocation runs 8 srun steps
+    /// (their (node, step id)); the allocation's size is read from the environment, so a task
+    /// larger than it is refused (that error's text, or "not refused").
+    pub fn nested_steps(cache: String) -> (Vec<(String, String)>, String) {
+        let exe = match pitch::SlurmJobExecutor::builder().cache_directory(&cache).build() {
+            Ok(exe) => exe,
+            Err(e) => return (Vec::new(), format!("build: {e}")),
+        };
+        let steps: Vec<_> = (0..8)
+            .map(|i| step_where::submit(&exe.with_cache_key(format!("step {i}"))))
+            .collect();
+        let found = steps.iter().filter_map(|f| f.result().ok()).collect();
+        let cpus = std::env::var("SLURM_JOB_CPUS_PER_NODE").unwrap_or_default();
+        let too_big = step_where::submit(&exe.with_resources(Resources::new().cores(64))).result();
+        let refused = match too_big {
+            Err(e) => format!("{e} (SLURM_JOB_CPUS_PER_NODE={cpus})"),
+            Ok(_) => "not refused".into(),
+        };
+        (found, refused)
+    }
+}
+pitch::task! {
     pub fn rank_one_panics() -> u32 {
         let ctx = pitch::context();
         if ctx.rank == 1 {
@@ -99,6 +127,10 @@ const TESTS: &[(&str, TestFn)] = &[
         "slurm_job_executor_inside_an_allocation",
         slurm_job_executor,
     ),
+    (
+        "nested_slurm_job_executor_in_a_two_node_task",
+        nested_slurm_job_executor,
+    ),
     ("shutdown_cancel_scancels_every_job", shutdown_cancel),
     (
         "cli_cosmology_sweep_killed_and_resumed",
@@ -106,6 +138,10 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("cli_status_and_cancel", cli_status_and_cancel),
     ("cli_two_sweeps_at_once", cli_two_sweeps_at_once),
+    (
+        "cli_log_shows_scheduler_commands",
+        cli_log_shows_scheduler_commands,
+    ),
     ("cli_run_detach", cli_run_detach),
     ("cli_run_streams_from_a_job", cli_run_streams_from_a_job),
     (
@@ -778,6 +814,49 @@ fn slurm_job_executor(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Issue 17: executorlib's "combine both" pattern: a SlurmCluster task of two nodes builds a
+/// SlurmJobExecutor inside its job, which sizes itself from the job's allocation and runs 8
+/// srun steps there, on both nodes.
+fn nested_slurm_job_executor(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let task = nested_steps::submit(
+        &exe.with_resources(Resources::new().num_nodes(2)),
+        dir.join("inner").display().to_string(),
+    );
+    let (steps, refused) = task.result().map_err(|e| e.to_string())?;
+    let job = task.job_id().unwrap_or_default();
+    ensure!(
+        steps.len() == 8,
+        "{} of 8 steps ran: {steps:?}",
+        steps.len()
+    );
+    let ids: std::collections::BTreeSet<&String> = steps.iter().map(|(_, s)| s).collect();
+    ensure!(
+        ids.len() == 8 && !ids.contains(&String::new()),
+        "not 8 srun steps: {steps:?}"
+    );
+    let nodes: std::collections::BTreeSet<&String> = steps.iter().map(|(n, _)| n).collect();
+    ensure!(
+        nodes.len() == 2,
+        "the steps ran on {nodes:?}, not on the job's 2 nodes ({refused}; job {job})"
+    );
+    ensure!(refused.contains("allocation"), "a 64-core step: {refused}");
+    // The steps belong to the outer job (sacct lists them as JOB.0 ... JOB.7).
+    let sacct = std::process::Command::new("sacct")
+        .args(["-n", "-P", "-o", "JobID", "-j", &job])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&sacct.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_once('.')
+                .is_some_and(|(_, s)| s.parse::<u32>().is_ok())
+        })
+        .count();
+    ensure!(listed >= 8, "sacct lists {listed} steps of job {job}");
+    Ok(())
+}
+
 /// `shutdown(Cancel)` cancels every queued and running job (scancel calls are batched).
 fn shutdown_cancel(dir: &Path) -> Result<(), String> {
     let exe = executor(&dir.join("cache"));
@@ -887,6 +966,32 @@ fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
     let sbatch = calls(dir, "sbatch");
     eprintln!("  5400 points: {sbatch} sbatch calls (killed after {done_before})");
     ensure!(sbatch <= 3, "{sbatch} sbatch calls");
+    Ok(())
+}
+
+/// Issue 17: `PITCH_LOG=debug` shows each scheduler command pitch runs (argv, exit status,
+/// duration), the submission and the poll ticks.
+fn cli_log_shows_scheduler_commands(dir: &Path) -> Result<(), String> {
+    cluster_profile(dir);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["run", "-q", "--profile", "cluster", "--", "true"])
+        .current_dir(dir)
+        .env("PITCH_LOG", "debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(o.status.success(), "{err}");
+    for want in [
+        "argv=[\"sbatch\", \"--parsable\"",
+        "argv=[\"squeue\"",
+        "status=exit status: 0",
+        "seconds=",
+        "pitch::queue: submitted job_id=",
+        "pitch::poll: poll tick",
+        "Finished",
+    ] {
+        ensure!(err.contains(want), "no {want:?} in:\n{err}");
+    }
     Ok(())
 }
 

@@ -437,6 +437,9 @@ impl Queue {
             }
             Err(e) => Err(e),
         };
+        if let Ok(job_id) = &result {
+            tracing::info!(target: "pitch::queue", job_id, tasks = group.len(), array, "submitted");
+        }
         for (i, p) in group.into_iter().enumerate() {
             let reply = result.clone().map(|job_id| JobRef {
                 job_id,

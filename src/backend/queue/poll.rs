@@ -223,7 +223,11 @@ pub(crate) async fn run(queue: Arc<Queue>) {
         }
         tokio::time::sleep(interval).await;
         let states = match scheduler.client.active(queue.tag()).await {
-            Ok(states) => states,
+            Ok(states) => {
+                let watched = queue.watches.lock().unwrap().len();
+                tracing::debug!(target: "pitch::poll", watched, listed = states.len(), "poll tick");
+                states
+            }
             Err(e) => {
                 queue.warn(format!("{e} (will retry)"));
                 continue;

@@ -54,7 +54,13 @@ pub(crate) static DIALECT: Dialect = Dialect {
 };
 
 fn header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
+    // Slurm shrinks a job of fewer tasks than nodes ("can't run 1 processes on 2 nodes"): a
+    // task of num_nodes = N asks for N tasks at least, one per node, and still starts its
+    // ranks with `srun --ntasks=RANKS` (a one-rank task runs once): the room a SlurmJobExecutor
+    // built inside it uses (nested executors, issue 17).
+    let ntasks = ranks.max(r.num_nodes.unwrap_or(1));
     SlurmScript {
+        ntasks,
         time: r.run_time_max.map(format_slurm_time),
         mem: r.memory_max.map(format_slurm_memory),
         qos: r.qos.clone(),
@@ -285,6 +291,11 @@ mod tests {
         assert_eq!(d.check(&r), Ok(vec!["openmpi_oversubscribe"]));
         let mut h = (d.header)("pitch-x", &r, 4, 2);
         assert_eq!((h.ntasks, h.cpus_per_task), (4, 2));
+        // A task of more nodes than ranks asks for a task per node (Slurm would shrink it).
+        let nodes = (d.header)("pitch-x", &Resources::new().num_nodes(2), 1, 1);
+        assert_eq!((nodes.ntasks, nodes.nodes), (2, Some(2)));
+        let nodes = (d.header)("pitch-x", &Resources::new().num_nodes(2), 4, 1);
+        assert_eq!((nodes.ntasks, nodes.nodes), (4, Some(2)));
         assert_eq!(
             (h.time.as_deref(), h.mem.as_deref(), h.qos.as_deref()),
             (Some("01:30:00"), Some("1G"), Some("high"))

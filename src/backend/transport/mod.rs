@@ -92,7 +92,9 @@ impl Transport for Local {
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
-        Box::pin(run_local(program, args, env, title))
+        use tracing::Instrument;
+        let span = tracing::debug_span!(target: "pitch::scheduler", "scheduler_command", program);
+        Box::pin(run_local(program, args, env, title).instrument(span))
     }
 
     fn path(&self, local: &Path) -> PathBuf {
@@ -116,6 +118,27 @@ impl Transport for Local {
     }
 }
 
+/// Reports one scheduler command to `tracing` (target `pitch::scheduler`, level debug): its
+/// argv, where it ran, how it ended and how long it took.
+pub(crate) fn trace_command(
+    host: Option<&str>,
+    program: &str,
+    args: &[String],
+    status: &dyn std::fmt::Display,
+    success: bool,
+    started: std::time::Instant,
+) {
+    tracing::debug!(
+        target: "pitch::scheduler",
+        host = host.unwrap_or("local"),
+        argv = ?std::iter::once(program).chain(args.iter().map(String::as_str)).collect::<Vec<_>>(),
+        status = %status,
+        success,
+        seconds = started.elapsed().as_secs_f64(),
+        "scheduler command"
+    );
+}
+
 /// Runs a scheduler command (sbatch, squeue, flux ...) here with `env` set and captures its
 /// output; `title` names the scheduler when the command is missing.
 async fn run_local(
@@ -124,6 +147,7 @@ async fn run_local(
     env: &[(&str, &str)],
     title: &str,
 ) -> Result<CmdOutput, SchedulerError> {
+    let started = std::time::Instant::now();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(env.iter().copied())
@@ -141,7 +165,12 @@ async fn run_local(
             Ok(())
         });
     }
-    let out = cmd.output().await.map_err(|e| {
+    let out = cmd.output().await;
+    match &out {
+        Ok(o) => trace_command(None, program, args, &o.status, o.status.success(), started),
+        Err(e) => trace_command(None, program, args, e, false, started),
+    }
+    let out = out.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SchedulerError::CommandMissing {
                 program: program.to_string(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
 
-use super::{Transport, TransportError};
+use super::{trace_command, Transport, TransportError};
 use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
 use crate::scheduler::SchedulerError;
@@ -284,6 +284,7 @@ impl Ssh {
         title: &str,
     ) -> Result<CmdOutput, SchedulerError> {
         let line = command_line(program, args, env);
+        let started = std::time::Instant::now();
         let out = self.with_session(|s| {
             let mut ch = s
                 .channel_session()
@@ -301,6 +302,11 @@ impl Ssh {
             let code = ch.exit_status().map_err(|e| on_login_node(e.to_string()))?;
             Ok((code, stdout, stderr))
         });
+        let host = Some(self.remote.host.as_str());
+        match &out {
+            Ok((code, ..)) => trace_command(host, program, args, code, *code == 0, started),
+            Err(e) => trace_command(host, program, args, e, false, started),
+        }
         let (code, stdout, stderr) = out.map_err(|e| SchedulerError::CannotRun {
             program: program.to_string(),
             detail: e.to_string(),

@@ -202,8 +202,12 @@ impl Pilots {
         let secret = format!("{}{}", token(), token()).into_bytes();
         debug_assert_eq!(secret.len(), protocol::SECRET_LEN);
         let secret_path = store.pilot_secret(&format!("{}-{prefix}", queue.tag()));
-        crate::store::write_bytes_atomic(&secret_path, &secret, store.durable(), 0o600)
-            .map_err(|e| Error::io(&secret_path, e))?;
+        // `pitch render --pilots` shows where the secret goes and writes nothing.
+        if !store.is_dry() {
+            store.create_jobs_dir()?;
+            crate::store::write_bytes_atomic(&secret_path, &secret, store.durable(), 0o600)
+                .map_err(|e| Error::io(&secret_path, e))?;
+        }
         let secret_file = queue.transport().path(&secret_path);
         let salt = cfg
             .init

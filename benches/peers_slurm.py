@@ -444,6 +444,26 @@ def report(path, strict):
         )
     else:
         target("pitch squeue calls/min do not grow with the task count", None, "needs two task counts")
+    for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm pilots")}):
+        k, s = find(name)
+        _, r = find("raw sbatch --array", k[1])
+        if r:
+            ratio = s["rate"] / r["rate"]
+            target(
+                f"{name} >= 20x raw sbatch --array's task rate",
+                ratio >= 20,
+                f"{s['rate']:.0f} / {r['rate']:.1f} tasks/s = {ratio:.0f}x at {k[1]} tasks",
+            )
+        else:
+            target(f"{name} >= 20x raw sbatch --array's task rate", None, "no raw run of as many tasks")
+        if s["sbatch"] is not None:
+            target(
+                f"{name}: <= 5 sbatch calls",
+                s["sbatch"] <= 5,
+                f"{s['sbatch']:.0f} sbatch calls for {k[1]} tasks",
+            )
+        else:
+            target(f"{name}: <= 5 sbatch calls", None, "no call counts")
     print()
     print("for information:")
     for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm arrays (packed")}):

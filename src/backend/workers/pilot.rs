@@ -461,6 +461,7 @@ fn manage(shared: &Arc<Shared>) {
         }
     };
     let client = &shared.queue.scheduler().client;
+    let mut last_query: Option<Instant> = None;
     loop {
         let (wanted, watched) = {
             let st = shared.state.lock().unwrap();
@@ -487,7 +488,10 @@ fn manage(shared: &Arc<Shared>) {
         if wanted > 0 {
             submit_pilots(shared, &rt, wanted);
         }
-        if watched {
+        // One queue query per poll interval at most, however often tasks end and wake the
+        // manager.
+        if watched && last_query.is_none_or(|t| t.elapsed() >= shared.cfg.poll_interval) {
+            last_query = Some(Instant::now());
             match rt.block_on(client.active(&shared.tag)) {
                 Ok(states) => observe(shared, &states),
                 Err(e) => shared.warn(format!("asking about the pilot jobs failed: {e}")),
@@ -579,7 +583,6 @@ fn observe(shared: &Shared, states: &HashMap<JobRef, JobState>) {
             },
         );
     }
-    shared.manager.notify_one();
 }
 
 /// The acceptor thread: one connection thread per peer, until the executor closes.
@@ -702,33 +705,59 @@ enum Next {
     Stay,
 }
 
-fn next(shared: &Shared, deadline: Option<Instant>, idle_since: &mut Instant) -> Next {
+/// The next task for the pilot whose socket is `socket` (marked running there), or what
+/// else it does.
+fn next(
+    shared: &Shared,
+    deadline: Option<Instant>,
+    idle_since: &mut Instant,
+    socket: std::os::fd::RawFd,
+) -> Next {
     let heartbeat = (shared.cfg.idle_timeout / 3).max(Duration::from_millis(200));
     let mut st = shared.state.lock().unwrap();
     loop {
         if st.broken.is_some() {
             return Next::Leave;
         }
-        // Tasks cancelled while queued stay in the queue until here.
-        st.queue
-            .retain(|t| matches!(*t.phase.lock().unwrap(), Phase::Queued));
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if !st.queue.is_empty() {
-            let fits = st.queue.iter().position(|t| match remaining {
+        // The first queued task that fits (usually the head: one look per task). Tasks
+        // cancelled while queued stay in the queue until a scan passes them.
+        let mut queued = false;
+        let mut found = None;
+        let mut i = 0;
+        while i < st.queue.len() {
+            let mut phase = st.queue[i].phase.lock().unwrap();
+            if !matches!(*phase, Phase::Queued) {
+                drop(phase);
+                st.queue.remove(i);
+                continue;
+            }
+            queued = true;
+            let limit = st.queue[i].limit;
+            let fits = match remaining {
                 None => true,
-                Some(left) => !left.is_zero() && t.limit.is_none_or(|l| l <= left),
-            });
-            let Some(i) = fits else {
-                return Next::Drain;
+                Some(left) => !left.is_zero() && limit.is_none_or(|l| l <= left),
             };
+            if fits {
+                *phase = Phase::Running {
+                    pid: 0,
+                    srun: false,
+                    sockets: vec![socket],
+                };
+                drop(phase);
+                found = Some(i);
+                break;
+            }
+            drop(phase);
+            i += 1;
+        }
+        if let Some(i) = found {
             let task = st.queue.remove(i).expect("found above");
             st.running += 1;
-            *task.phase.lock().unwrap() = Phase::Running {
-                pid: 0,
-                srun: false,
-                sockets: Vec::new(),
-            };
             return Next::Task(task);
+        }
+        if queued {
+            return Next::Drain;
         }
         let idle = idle_since.elapsed();
         if idle >= shared.cfg.idle_timeout || st.closed {
@@ -798,7 +827,7 @@ fn serve_pilot(
         .map(|wall| connected + wall.saturating_sub(MARGIN));
     let mut idle_since = Instant::now();
     loop {
-        let task = match next(shared, deadline, &mut idle_since) {
+        let task = match next(shared, deadline, &mut idle_since, socket) {
             Next::Task(t) => t,
             Next::Leave => return None,
             Next::Drain => {
@@ -815,20 +844,57 @@ fn serve_pilot(
                 continue;
             }
         };
-        if let Phase::Running { sockets, .. } = &mut *task.phase.lock().unwrap() {
-            sockets.push(socket);
+        if peer_gone(socket) {
+            // It left while idle (cancelled, its time limit): the task is not its loss.
+            let mut phase = task.phase.lock().unwrap();
+            let requeue = matches!(*phase, Phase::Running { .. });
+            *phase = if requeue { Phase::Queued } else { Phase::Ended };
+            drop(phase);
+            if !requeue {
+                // Cancelled as it was handed over.
+                deliver_to(
+                    shared.log.as_deref(),
+                    shared.durable,
+                    &task,
+                    Err(TaskError::Cancelled),
+                );
+            }
+            let mut st = shared.state.lock().unwrap();
+            st.running -= 1;
+            if requeue {
+                st.queue.push_front(task);
+            }
+            drop(st);
+            shared.wake.notify_one();
+            return Some(format!("pilot {job} left while idle"));
         }
         let end = run_on_pilot(shared, &mut link, job, &task);
         idle_since = Instant::now();
-        {
+        let closed = {
             let mut st = shared.state.lock().unwrap();
             st.running -= 1;
+            st.closed
+        };
+        if closed {
+            // The manager ends once the last task has.
+            shared.manager.notify_one();
         }
-        shared.manager.notify_one();
         if let Some(why) = end {
             return Some(why);
         }
     }
+}
+
+/// Whether the pilot at the other end of `socket` has closed it (or it broke).
+fn peer_gone(socket: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: socket,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Runs `task` on the pilot; `Some(warning)` when the pilot is gone or must go.

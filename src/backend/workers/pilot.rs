@@ -116,6 +116,8 @@ struct State {
     submit_failures: u32,
     ever_connected: bool,
     next_index: u32,
+    /// Something the manager must look at came since it last looked (a task, a pilot's end).
+    kicked: bool,
 }
 
 struct Shared {
@@ -222,6 +224,7 @@ impl Pilots {
                 submit_failures: 0,
                 ever_connected: false,
                 next_index: 0,
+                kicked: false,
             }),
             wake: Condvar::new(),
             manager: Condvar::new(),
@@ -318,9 +321,9 @@ impl Pilots {
             }
             st.seen_work = true;
             st.queue.push_back(task.clone());
+            kick(&self.shared, &mut st);
         }
         self.shared.wake.notify_one();
-        self.shared.manager.notify_one();
         slot.cancel.on_cancel(Box::new(move || cancel(&task)));
     }
 }
@@ -422,6 +425,12 @@ fn submit_failed(shared: &Shared, e: TaskError) {
     }
 }
 
+/// Wakes the manager (with `st`, the state, locked by the caller).
+fn kick(shared: &Shared, st: &mut State) {
+    st.kicked = true;
+    shared.manager.notify_one();
+}
+
 /// No pilot can start: fail every queued task, and every later one, with `error`.
 fn break_with(shared: &Shared, error: TaskError) {
     let queued: Vec<Arc<PoolTask>> = {
@@ -464,7 +473,8 @@ fn manage(shared: &Arc<Shared>) {
     let mut last_query: Option<Instant> = None;
     loop {
         let (wanted, watched) = {
-            let st = shared.state.lock().unwrap();
+            let mut st = shared.state.lock().unwrap();
+            st.kicked = false;
             let backlog = st.queue.len() + st.running;
             if st.closed && backlog == 0 {
                 break;
@@ -498,7 +508,7 @@ fn manage(shared: &Arc<Shared>) {
             }
         }
         let st = shared.state.lock().unwrap();
-        if !(st.closed && st.queue.is_empty() && st.running == 0) {
+        if !st.kicked && !(st.closed && st.queue.is_empty() && st.running == 0) {
             let _ = shared
                 .manager
                 .wait_timeout(st, shared.cfg.poll_interval)
@@ -687,11 +697,11 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
             p.phase = PilotPhase::Gone;
             p.stream = None;
         }
+        kick(shared, &mut st);
     }
     if let Some(why) = end {
         shared.warn(why);
     }
-    shared.manager.notify_one();
 }
 
 /// What a pilot's thread does next.
@@ -870,14 +880,13 @@ fn serve_pilot(
         }
         let end = run_on_pilot(shared, &mut link, job, &task);
         idle_since = Instant::now();
-        let closed = {
+        {
             let mut st = shared.state.lock().unwrap();
             st.running -= 1;
-            st.closed
-        };
-        if closed {
-            // The manager ends once the last task has.
-            shared.manager.notify_one();
+            if st.closed {
+                // The manager ends once the last task has.
+                kick(shared, &mut st);
+            }
         }
         if let Some(why) = end {
             return Some(why);
@@ -959,9 +968,12 @@ fn run_on_pilot(
                 // Queued before it is in the queue: `next` locks the queue, then a phase.
                 *phase = Phase::Queued;
                 drop(phase);
-                shared.state.lock().unwrap().queue.push_front(task.clone());
+                {
+                    let mut st = shared.state.lock().unwrap();
+                    st.queue.push_front(task.clone());
+                    kick(shared, &mut st);
+                }
                 shared.wake.notify_one();
-                shared.manager.notify_one();
                 return Some(format!(
                     "pilot {job} was lost running task {} ({answer}): the task runs again on \
                      another pilot (retry {} of {})",
@@ -1015,9 +1027,12 @@ fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
 
 impl Pilots {
     fn shut(&self, wait: bool) {
-        self.shared.state.lock().unwrap().closed = true;
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            st.closed = true;
+            kick(&self.shared, &mut st);
+        }
         self.shared.wake.notify_all();
-        self.shared.manager.notify_all();
         if !wait {
             return;
         }
@@ -1147,6 +1162,53 @@ mod tests {
         assert_eq!(split_address("::1"), Ok(("::1".into(), 0)));
         assert!(split_address("h:x").unwrap_err().contains("bad port"));
         assert!(split_address("").is_err());
+    }
+
+    /// The build-time refusals: each names what is wrong (they come before the cache
+    /// directory is touched).
+    #[test]
+    fn bad_pilot_settings_are_refused_at_build() {
+        use crate::{FluxClusterExecutor, SlurmClusterExecutor};
+        let err = |r: Result<crate::Executor, Error>| match r {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let m = err(SlurmClusterExecutor::builder()
+            .idle_timeout(Duration::from_secs(5))
+            .build());
+        assert!(
+            m.contains("idle_timeout") && m.contains("block_allocation"),
+            "{m}"
+        );
+        let m = err(FluxClusterExecutor::builder().max_workers(3).build());
+        assert!(m.contains("max_workers"), "{m}");
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .max_workers(2)
+            .min_workers(3)
+            .build());
+        assert!(
+            m.contains("min_workers = 3") && m.contains("max_workers = 2"),
+            "{m}"
+        );
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .resources(Resources::new().cores(2))
+            .build());
+        assert!(m.contains("cores = 2"), "{m}");
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .resources(Resources::new().run_time_max(Duration::from_secs(5)))
+            .build());
+        assert!(m.contains("wall time"), "{m}");
+        #[cfg(feature = "remote")]
+        {
+            let m = err(SlurmClusterExecutor::builder()
+                .block_allocation(true)
+                .remote(crate::Remote::new("login.invalid", "/scratch/pitch"))
+                .build());
+            assert!(m.contains("remote") && m.contains("not supported"), "{m}");
+        }
     }
 
     #[test]

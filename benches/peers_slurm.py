@@ -464,6 +464,24 @@ def report(path, strict):
             )
         else:
             target(f"{name}: <= 5 sbatch calls", None, "no call counts")
+    for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm pilots sweep")}):
+        k, s = find(name)
+        ideal = med([r["ideal"] for r in groups[k] if "ideal" in r])
+        if ideal:
+            ratio = s["seconds"] / ideal
+            target(
+                f"{name} within 1.15x of the ideal makespan",
+                ratio <= 1.15,
+                f"{s['seconds']:.1f} s / {ideal:.1f} s (work / CPUs + pilot start-up) = {ratio:.2f}x",
+            )
+        packed = [kk for kk in stats if kk[0].startswith("pitch slurm arrays sweep") and kk[1] == k[1]]
+        if packed:
+            p = stats[packed[0]]
+            target(
+                f"{name} faster than {packed[0][0]}",
+                s["seconds"] < p["seconds"],
+                f"{s['seconds']:.1f} s vs {p['seconds']:.1f} s",
+            )
     print()
     print("for information:")
     for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm arrays (packed")}):

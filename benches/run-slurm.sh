@@ -15,6 +15,10 @@
 #   PILOT_TASKS              no-op function tasks through the pilots; the same count also
 #                            goes through raw sbatch --array and tasks_per_job(PACK)
 #                            (commands `true`)                          (default 10000)
+#   SWEEP_TASKS              the heterogeneous sweep: tasks sleeping 0.1-2 s (fixed
+#                            pseudo-random order), through SWEEP_CPUS pilots and packed
+#                            PACK per array element                     (default 400)
+#   SWEEP_CPUS               pilots (one CPU each) of the sweep         (default 16; 0 = skip)
 #   EXECUTORLIB_SLURM_TASKS  tasks for executorlib (one sbatch each)    (default 50; 0 = skip)
 #   PEER_TIMEOUT             seconds before one measurement is killed   (default 600)
 #   PITCH_BENCH_VENV         virtualenv with executorlib[cache] (+ pysqa, installed here
@@ -34,6 +38,8 @@ RUNS="${RUNS:-3}"
 PACK="${PACK:-10}"
 PILOTS="${PILOTS:-4}"
 PILOT_TASKS="${PILOT_TASKS:-10000}"
+SWEEP_TASKS="${SWEEP_TASKS:-400}"
+SWEEP_CPUS="${SWEEP_CPUS:-16}"
 EXECUTORLIB_SLURM_TASKS="${EXECUTORLIB_SLURM_TASKS:-50}"
 PEER_TIMEOUT="${PEER_TIMEOUT:-600}"
 VENV="${PITCH_BENCH_VENV:-$HOME/.cache/pitch-bench-venv}"
@@ -147,6 +153,14 @@ if [[ "$PILOTS" -gt 0 ]]; then
             say "run $run/$RUNS: pitch, $PILOT_TASKS tasks packed $PACK per element"
             pitch_run "$PILOT_TASKS" --pack "$PACK" --only-packed
         fi
+    done
+fi
+
+# --- 4c. the heterogeneous sweep: pilots against tasks_per_job packing -----------------------
+if [[ "$SWEEP_CPUS" -gt 0 ]]; then
+    for run in $(seq 1 "$RUNS"); do
+        say "run $run/$RUNS: sweep of $SWEEP_TASKS tasks of 0.1-2 s: $SWEEP_CPUS pilots, then packed ${PACK/#0/10}"
+        pitch_run "$SWEEP_TASKS" --sweep "$SWEEP_CPUS" --pack "${PACK/#0/10}"
     done
 fi
 

@@ -63,6 +63,10 @@ pub(crate) const MARGIN: Duration = Duration::from_secs(10);
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pilots in a row that may end without ever connecting before the executor gives up.
 const MAX_START_FAILURES: u32 = 3;
+/// How long the manager waits for more tasks of a burst before it submits pilots.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// The longest it waits so.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
 /// Submissions in a row that may fail before the executor gives up.
 const MAX_SUBMIT_FAILURES: u32 = 3;
 
@@ -140,9 +144,33 @@ struct Shared {
     log: Option<Arc<LogSet>>,
     durable: bool,
     events: OnceLock<Events>,
+    /// Submitted tasks still on their way to `run` (the engine's count).
+    preparing: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl Shared {
+    /// Waits until the tasks of a burst (a `map`) are all in: none on its way and the
+    /// backlog unchanged for one batch window, at most [`MAX_BATCH_WAIT`], or until the
+    /// backlog reaches `max_workers`; so that a `map` gets its pilots in one submission.
+    fn settle(&self) {
+        let start = Instant::now();
+        let backlog = || {
+            let st = self.state.lock().unwrap();
+            st.queue.len() + st.running
+        };
+        let mut last = backlog();
+        // No need to wait once the backlog alone asks for every pilot.
+        while start.elapsed() < MAX_BATCH_WAIT && last < self.cfg.max_workers as usize {
+            std::thread::sleep(BATCH_WINDOW);
+            let now = backlog();
+            let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
+            if preparing == 0 && now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     fn warn(&self, message: String) {
         if let Some(events) = self.events.get() {
             events.emit(EventKind::Warning { message });
@@ -238,6 +266,7 @@ impl Pilots {
             address,
             prefix,
             events: OnceLock::new(),
+            preparing: OnceLock::new(),
         });
         let connections = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
@@ -475,28 +504,20 @@ fn manage(shared: &Arc<Shared>) {
         let (wanted, watched) = {
             let mut st = shared.state.lock().unwrap();
             st.kicked = false;
-            let backlog = st.queue.len() + st.running;
-            if st.closed && backlog == 0 {
+            if st.closed && st.queue.is_empty() && st.running == 0 {
                 break;
             }
-            let live = st
-                .pilots
-                .values()
-                .filter(|p| p.phase != PilotPhase::Gone)
-                .count();
-            let mut want = (shared.cfg.max_workers as usize).min(backlog);
-            if st.seen_work && !st.closed {
-                want = want.max(shared.cfg.min_workers as usize);
-            }
-            let wanted = if st.broken.is_some() {
-                0
-            } else {
-                want.saturating_sub(live)
-            };
-            (wanted, live > 0)
+            let live = st.pilots.values().any(|p| p.phase != PilotPhase::Gone);
+            drop(st);
+            (wanted_pilots(shared), live)
         };
         if wanted > 0 {
-            submit_pilots(shared, &rt, wanted);
+            // The rest of a burst first: one submission for a `map`, not one per task.
+            shared.settle();
+            let wanted = wanted_pilots(shared);
+            if wanted > 0 {
+                submit_pilots(shared, &rt, wanted);
+            }
         }
         // One queue query per poll interval at most, however often tasks end and wake the
         // manager.
@@ -529,6 +550,26 @@ fn manage(shared: &Arc<Shared>) {
             shared.warn(format!("cancelling pilot jobs failed: {e}"));
         }
     }
+}
+
+/// How many more pilots the backlog needs: never more than the backlog (queued and running
+/// tasks) or `max_workers` in all, at least `min_workers` once work came; none once broken.
+fn wanted_pilots(shared: &Shared) -> usize {
+    let st = shared.state.lock().unwrap();
+    if st.broken.is_some() {
+        return 0;
+    }
+    let backlog = st.queue.len() + st.running;
+    let live = st
+        .pilots
+        .values()
+        .filter(|p| p.phase != PilotPhase::Gone)
+        .count();
+    let mut want = (shared.cfg.max_workers as usize).min(backlog);
+    if st.seen_work && !st.closed {
+        want = want.max(shared.cfg.min_workers as usize);
+    }
+    want.saturating_sub(live)
 }
 
 /// What one queue query says of the pilots: which ended.
@@ -1090,6 +1131,7 @@ impl Backend for Pilots {
                 events.emit(EventKind::Warning { message });
             }
         }
+        let _ = self.shared.preparing.set(preparing.clone());
         self.shared.queue.attach(events.clone(), preparing);
         let _ = self.shared.events.set(events);
     }

@@ -90,6 +90,9 @@ fn config_error(e: impl std::fmt::Display) -> pitch::Error {
     pitch::Error::Config(e.to_string())
 }
 
+/// When a task started, and in which job.
+type Start = (Instant, Option<String>);
+
 /// How one measurement runs its tasks.
 enum Mode {
     /// Commands, one per array element.
@@ -133,7 +136,7 @@ fn measure(name: &str, tasks: usize, mode: Mode) -> Result<(), pitch::Error> {
         }
     };
     // When each task started (its job), for the sweep's start-up.
-    let starts: Arc<Mutex<Vec<(Instant, Option<String>)>>> = Arc::default();
+    let starts: Arc<Mutex<Vec<Start>>> = Arc::default();
     let s2 = starts.clone();
     let builder = builder.reporter(move |e: &pitch::Event| {
         if let pitch::EventKind::Started { job_id, .. } = &e.kind {

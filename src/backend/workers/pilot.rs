@@ -529,7 +529,8 @@ fn manage(shared: &Arc<Shared>) {
             }
         }
         let st = shared.state.lock().unwrap();
-        if !st.kicked && !(st.closed && st.queue.is_empty() && st.running == 0) {
+        let finished = st.closed && st.queue.is_empty() && st.running == 0;
+        if !st.kicked && !finished {
             let _ = shared
                 .manager
                 .wait_timeout(st, shared.cfg.poll_interval)

@@ -444,7 +444,8 @@ def report(path, strict):
         )
     else:
         target("pitch squeue calls/min do not grow with the task count", None, "needs two task counts")
-    for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm pilots")}):
+    throughput = {k[0] for k in stats if k[0].startswith("pitch slurm pilots (")}
+    for name in sorted(throughput):
         k, s = find(name)
         _, r = find("raw sbatch --array", k[1])
         if r:

@@ -19,7 +19,7 @@
 //!   tasks) and as `sleep` commands packed `--pack K` per array element (`pitch slurm arrays
 //!   sweep (packed K)`). Its JSON lines add `work` (the sum of the durations), `startup` (until
 //!   the last of the CPUS pilots took its first task; for packing, until the first task
-//!   started) and `ideal` (work / CPUS + startup).
+//!   started), `ideal` (work / CPUS + startup) and `jobs` (the jobs that ran tasks).
 //!
 //! Run it from a directory on storage the compute nodes share: the cache directory is a fresh
 //! temporary directory under the current directory, removed at the end.
@@ -202,6 +202,9 @@ fn measure(name: &str, tasks: usize, mode: Mode) -> Result<(), pitch::Error> {
     if let Some(cpus) = cpus {
         let work = durations.iter().sum::<u64>() as f64 / 1000.0;
         let starts = starts.lock().unwrap();
+        let jobs: std::collections::HashSet<&Option<String>> =
+            starts.iter().map(|(_, j)| j).collect();
+        line += &format!(", \"jobs\": {}", jobs.len());
         // Pilots: until the last of them took its first task; packing: the first start.
         let startup = match mode {
             Mode::SweepPilots(_) => {

@@ -444,6 +444,45 @@ def report(path, strict):
         )
     else:
         target("pitch squeue calls/min do not grow with the task count", None, "needs two task counts")
+    throughput = {k[0] for k in stats if k[0].startswith("pitch slurm pilots (")}
+    for name in sorted(throughput):
+        k, s = find(name)
+        _, r = find("raw sbatch --array", k[1])
+        if r:
+            ratio = s["rate"] / r["rate"]
+            target(
+                f"{name} >= 20x raw sbatch --array's task rate",
+                ratio >= 20,
+                f"{s['rate']:.0f} / {r['rate']:.1f} tasks/s = {ratio:.0f}x at {k[1]} tasks",
+            )
+        else:
+            target(f"{name} >= 20x raw sbatch --array's task rate", None, "no raw run of as many tasks")
+        if s["sbatch"] is not None:
+            target(
+                f"{name}: <= 5 sbatch calls",
+                s["sbatch"] <= 5,
+                f"{s['sbatch']:.0f} sbatch calls for {k[1]} tasks",
+            )
+        else:
+            target(f"{name}: <= 5 sbatch calls", None, "no call counts")
+    for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm pilots sweep")}):
+        k, s = find(name)
+        ideal = med([r["ideal"] for r in groups[k] if "ideal" in r])
+        if ideal:
+            ratio = s["seconds"] / ideal
+            target(
+                f"{name} within 1.15x of the ideal makespan",
+                ratio <= 1.15,
+                f"{s['seconds']:.1f} s / {ideal:.1f} s (work / CPUs + pilot start-up) = {ratio:.2f}x",
+            )
+        packed = [kk for kk in stats if kk[0].startswith("pitch slurm arrays sweep") and kk[1] == k[1]]
+        if packed:
+            p = stats[packed[0]]
+            target(
+                f"{name} faster than {packed[0][0]}",
+                s["seconds"] < p["seconds"],
+                f"{s['seconds']:.1f} s vs {p['seconds']:.1f} s",
+            )
     print()
     print("for information:")
     for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm arrays (packed")}):

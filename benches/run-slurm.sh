@@ -10,6 +10,15 @@
 #   RUNS                     repetitions of pitch and raw (median shown) (default 3)
 #   PACK                     K for `tasks_per_job(K)` (each element runs K tasks in turn),
 #                            one CPU per element                        (default 10; 0 = skip)
+#   PILOTS                   pilot jobs (block_allocation, max_workers) for the pilot
+#                            measurement                                (default 4; 0 = skip)
+#   PILOT_TASKS              no-op function tasks through the pilots; the same count also
+#                            goes through raw sbatch --array and tasks_per_job(PACK)
+#                            (commands `true`)                          (default 10000)
+#   SWEEP_TASKS              the heterogeneous sweep: tasks sleeping 0.1-2 s (fixed
+#                            pseudo-random order), through SWEEP_CPUS pilots and packed
+#                            PACK per array element                     (default 400)
+#   SWEEP_CPUS               pilots (one CPU each) of the sweep         (default 16; 0 = skip)
 #   EXECUTORLIB_SLURM_TASKS  tasks for executorlib (one sbatch each)    (default 50; 0 = skip)
 #   PEER_TIMEOUT             seconds before one measurement is killed   (default 600)
 #   PITCH_BENCH_VENV         virtualenv with executorlib[cache] (+ pysqa, installed here
@@ -27,6 +36,10 @@ TASKS="${TASKS:-1000}"
 SMALL_TASKS="${SMALL_TASKS:-200}"
 RUNS="${RUNS:-3}"
 PACK="${PACK:-10}"
+PILOTS="${PILOTS:-4}"
+PILOT_TASKS="${PILOT_TASKS:-10000}"
+SWEEP_TASKS="${SWEEP_TASKS:-400}"
+SWEEP_CPUS="${SWEEP_CPUS:-16}"
 EXECUTORLIB_SLURM_TASKS="${EXECUTORLIB_SLURM_TASKS:-50}"
 PEER_TIMEOUT="${PEER_TIMEOUT:-600}"
 VENV="${PITCH_BENCH_VENV:-$HOME/.cache/pitch-bench-venv}"
@@ -80,11 +93,12 @@ say "cargo build --release --example bench_slurm"
 (cd "$repo_root" && cargo build --quiet --release --example bench_slurm) \
     || die "building examples/bench_slurm.rs failed"
 bench="$repo_root/target/release/examples/bench_slurm"
-if [[ "$PACK" -gt 0 ]]; then
-    if ! grep -q 'fn tasks_per_job' "$repo_root/src/executor.rs"; then
-        say "tasks_per_job is not in this pitch: no packed measurement"
-        PACK=0
-    fi
+# What is measured must be there: a benchmark fails loudly instead of skipping a measurement.
+if [[ "$PACK" -gt 0 ]] && ! grep -rq 'fn tasks_per_job' "$repo_root/src/"; then
+    die "PACK=$PACK but no tasks_per_job in $repo_root/src: set PACK=0 to measure without it"
+fi
+if [[ "$PILOTS" -gt 0 ]] && ! grep -q -- '--pilots' "$repo_root/examples/bench_slurm.rs"; then
+    die "PILOTS=$PILOTS but examples/bench_slurm.rs has no --pilots: set PILOTS=0"
 fi
 
 mkdir -p "$BENCH_WORKDIR" "$(dirname "$RESULTS")"
@@ -92,7 +106,8 @@ mkdir -p "$BENCH_WORKDIR" "$(dirname "$RESULTS")"
 shims="$(mktemp -d "$BENCH_WORKDIR/shims.XXXXXX")"
 shim_bin="$("$py" "$script_dir/peers_slurm.py" shims "$shims")"
 
-# pitch_run TASKS [--pack K]: one run of the example with the counting shims.
+# pitch_run TASKS [--pack K] [--pilots P]: one run of the example with the counting shims.
+failed=0
 pitch_run() {
     local n="$1"; shift
     local out
@@ -101,9 +116,10 @@ pitch_run() {
         printf '%s\n' "$out" | tee -a "$RESULTS"
     else
         local rc=$?
+        failed=1
         printf '%s\n' "$out" | tee -a "$RESULTS"
-        printf '{"name": "pitch slurm arrays", "tasks": %s, "error": "bench_slurm exited with %s"}\n' \
-            "$n" "$rc" | tee -a "$RESULTS"
+        printf '{"name": "pitch slurm %s", "tasks": %s, "error": "bench_slurm %s exited with %s"}\n' \
+            "$*" "$n" "$*" "$rc" | tee -a "$RESULTS"
     fi
 }
 
@@ -125,6 +141,29 @@ for run in $(seq 1 "$RUNS"); do
     fi
 done
 
+# --- 4b. pilots: PILOT_TASKS no-op function tasks through PILOTS pilot jobs, against raw
+# sbatch --array and tasks_per_job(PACK) of the same count --------------------------------
+if [[ "$PILOTS" -gt 0 ]]; then
+    for run in $(seq 1 "$RUNS"); do
+        say "run $run/$RUNS: pitch, $PILOT_TASKS function tasks through $PILOTS pilots"
+        pitch_run "$PILOT_TASKS" --pilots "$PILOTS"
+        say "run $run/$RUNS: raw sbatch --array, $PILOT_TASKS tasks"
+        "$py" "$script_dir/peers_slurm.py" --peers raw --tasks "$PILOT_TASKS" | tee -a "$RESULTS"
+        if [[ "$PACK" -gt 0 ]]; then
+            say "run $run/$RUNS: pitch, $PILOT_TASKS tasks packed $PACK per element"
+            pitch_run "$PILOT_TASKS" --pack "$PACK" --only-packed
+        fi
+    done
+fi
+
+# --- 4c. the heterogeneous sweep: pilots against tasks_per_job packing -----------------------
+if [[ "$SWEEP_CPUS" -gt 0 ]]; then
+    for run in $(seq 1 "$RUNS"); do
+        say "run $run/$RUNS: sweep of $SWEEP_TASKS tasks of 0.1-2 s: $SWEEP_CPUS pilots, then packed ${PACK/#0/10}"
+        pitch_run "$SWEEP_TASKS" --sweep "$SWEEP_CPUS" --pack "${PACK/#0/10}"
+    done
+fi
+
 # --- 5. executorlib, once --------------------------------------------------------------
 if [[ "$EXECUTORLIB_SLURM_TASKS" -gt 0 ]]; then
     say "executorlib SlurmClusterExecutor, $EXECUTORLIB_SLURM_TASKS tasks"
@@ -137,3 +176,4 @@ say "done in $((SECONDS - start)) s; JSON lines in $RESULTS"
 # --- 6. the report -----------------------------------------------------------------------
 echo
 "$py" "$script_dir/peers_slurm.py" report "$RESULTS"
+[[ "$failed" -eq 0 ]] || die "a pitch measurement failed (see ERROR above)"

@@ -655,7 +655,7 @@ fn profile() -> Result<(), String> {
         &path,
         "[profile.pooled]\nbackend = \"single-node\"\nmax_cores = 2\nmax_workers = 2\n\
          block_allocation = true\ncache_directory = \"cache\"\n\n\
-         [profile.wrong]\nbackend = \"single-node\"\nidle_timeout = \"5m\"\n",
+         [profile.wrong]\nbackend = \"slurm\"\nmin_workers = 2\n",
     )
     .map_err(|e| e.to_string())?;
     let profiles = pitch::profile::load(&path).map_err(|e| e.to_string())?;
@@ -684,11 +684,12 @@ fn profile() -> Result<(), String> {
     );
     let wrong = profiles.get("wrong").map_err(|e| e.to_string())?;
     match Executor::from_settings(wrong, Vec::new()) {
-        Err(e) => ensure!(
-            e.to_string().contains("idle_timeout") && e.to_string().contains("block_allocation"),
-            "{e}"
-        ),
-        Ok(_) => return Err("a pilot option on a single-node profile was accepted".into()),
+        Err(e) => ensure!(e.to_string().contains("block_allocation"), "{e}"),
+        Ok(_) => {
+            return Err(
+                "min_workers without block_allocation on a slurm profile was accepted".into(),
+            )
+        }
     }
     Ok(())
 }

@@ -56,6 +56,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ("pilot_driver_killed_and_rerun", driver_killed),
     ("pilot_wall_time_drain_and_replacement", drain),
     ("pilot_wrong_secret_refused", wrong_secret),
+    ("pilot_cancel_and_time_limit", cancel_and_time_limit),
 ];
 
 const IDLE: Duration = Duration::from_secs(5);
@@ -370,8 +371,9 @@ fn drain(dir: &Path) -> Result<(), String> {
         e.1 = e.1.max(*end);
     }
     for (job, (start, end)) in &by_job {
+        let ran_for = Duration::from_secs_f64(end - start);
         ensure!(
-            end - start <= 80.0,
+            ran_for <= Duration::from_secs(80),
             "pilot {job} ran tasks for {:.0} s, past its 80 s",
             end - start
         );
@@ -482,6 +484,57 @@ fn wrong_secret(dir: &Path) -> Result<(), String> {
         warnings.lock().unwrap()
     );
     // The executor's own pilots still get in.
+    let five = add::submit(&exe, 2, 3);
+    ensure!(five.result() == Ok(5), "{:?}", five.result());
+    Ok(())
+}
+
+fn cancel_and_time_limit(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).map_err(|e| e.to_string())?;
+    let exe = builder(&cache, Duration::from_secs(600))
+        .max_workers(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    // A cancel of a running task: the task ends Cancelled at once, its pilot is let go (the
+    // driver lives on: no signal reaches this process).
+    let f = pilot_victim::submit(&exe, marks.clone(), 120_000);
+    let victim = victim_job(&marks)?;
+    let start = Instant::now();
+    f.cancel();
+    ensure!(f.result() == Err(TaskError::Cancelled), "{:?}", f.result());
+    ensure!(
+        start.elapsed() < Duration::from_secs(10),
+        "the cancel took {:?}",
+        start.elapsed()
+    );
+    // Its pilot leaves (the connection closed under its task).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let active = |job: &str| -> Result<bool, String> {
+        let out = std::process::Command::new("squeue")
+            .args(["-h", "-o", "%T", "-j", job])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(!state.is_empty() && !state.contains("COMPLET"))
+    };
+    while active(&victim)? {
+        ensure!(
+            Instant::now() < deadline,
+            "the cancelled task's pilot {victim} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A task's own run_time_max: Timeout, and the next task runs on.
+    let short = exe.with_resources(Resources::new().run_time_max(Duration::from_secs(3)));
+    let slow = pilot_step::submit(&short, dir.join("steps.log"), 1, 30_000);
+    match slow.result() {
+        Err(TaskError::Timeout { limit }) => {
+            ensure!(limit == Duration::from_secs(3), "limit {limit:?}")
+        }
+        other => return Err(format!("expected a timeout, got {other:?}")),
+    }
     let five = add::submit(&exe, 2, 3);
     ensure!(five.result() == Ok(5), "{:?}", five.result());
     Ok(())

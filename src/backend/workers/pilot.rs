@@ -63,6 +63,10 @@ pub(crate) const MARGIN: Duration = Duration::from_secs(10);
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pilots in a row that may end without ever connecting before the executor gives up.
 const MAX_START_FAILURES: u32 = 3;
+/// How long the manager waits for more tasks of a burst before it submits pilots.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// The longest it waits so.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
 /// Submissions in a row that may fail before the executor gives up.
 const MAX_SUBMIT_FAILURES: u32 = 3;
 
@@ -116,6 +120,8 @@ struct State {
     submit_failures: u32,
     ever_connected: bool,
     next_index: u32,
+    /// Something the manager must look at came since it last looked (a task, a pilot's end).
+    kicked: bool,
 }
 
 struct Shared {
@@ -138,9 +144,33 @@ struct Shared {
     log: Option<Arc<LogSet>>,
     durable: bool,
     events: OnceLock<Events>,
+    /// Submitted tasks still on their way to `run` (the engine's count).
+    preparing: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl Shared {
+    /// Waits until the tasks of a burst (a `map`) are all in: none on its way and the
+    /// backlog unchanged for one batch window, at most [`MAX_BATCH_WAIT`], or until the
+    /// backlog reaches `max_workers`; so that a `map` gets its pilots in one submission.
+    fn settle(&self) {
+        let start = Instant::now();
+        let backlog = || {
+            let st = self.state.lock().unwrap();
+            st.queue.len() + st.running
+        };
+        let mut last = backlog();
+        // No need to wait once the backlog alone asks for every pilot.
+        while start.elapsed() < MAX_BATCH_WAIT && last < self.cfg.max_workers as usize {
+            std::thread::sleep(BATCH_WINDOW);
+            let now = backlog();
+            let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
+            if preparing == 0 && now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     fn warn(&self, message: String) {
         if let Some(events) = self.events.get() {
             events.emit(EventKind::Warning { message });
@@ -226,6 +256,7 @@ impl Pilots {
                 submit_failures: 0,
                 ever_connected: false,
                 next_index: 0,
+                kicked: false,
             }),
             wake: Condvar::new(),
             manager: Condvar::new(),
@@ -239,6 +270,7 @@ impl Pilots {
             address,
             prefix,
             events: OnceLock::new(),
+            preparing: OnceLock::new(),
         });
         let connections = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
@@ -322,9 +354,9 @@ impl Pilots {
             }
             st.seen_work = true;
             st.queue.push_back(task.clone());
+            kick(&self.shared, &mut st);
         }
         self.shared.wake.notify_one();
-        self.shared.manager.notify_one();
         slot.cancel.on_cancel(Box::new(move || cancel(&task)));
     }
 }
@@ -426,6 +458,12 @@ fn submit_failed(shared: &Shared, e: TaskError) {
     }
 }
 
+/// Wakes the manager (with `st`, the state, locked by the caller).
+fn kick(shared: &Shared, st: &mut State) {
+    st.kicked = true;
+    shared.manager.notify_one();
+}
+
 /// No pilot can start: fail every queued task, and every later one, with `error`.
 fn break_with(shared: &Shared, error: TaskError) {
     let queued: Vec<Arc<PoolTask>> = {
@@ -465,40 +503,38 @@ fn manage(shared: &Arc<Shared>) {
         }
     };
     let client = &shared.queue.scheduler().client;
+    let mut last_query: Option<Instant> = None;
     loop {
         let (wanted, watched) = {
-            let st = shared.state.lock().unwrap();
-            let backlog = st.queue.len() + st.running;
-            if st.closed && backlog == 0 {
+            let mut st = shared.state.lock().unwrap();
+            st.kicked = false;
+            if st.closed && st.queue.is_empty() && st.running == 0 {
                 break;
             }
-            let live = st
-                .pilots
-                .values()
-                .filter(|p| p.phase != PilotPhase::Gone)
-                .count();
-            let mut want = (shared.cfg.max_workers as usize).min(backlog);
-            if st.seen_work && !st.closed {
-                want = want.max(shared.cfg.min_workers as usize);
-            }
-            let wanted = if st.broken.is_some() {
-                0
-            } else {
-                want.saturating_sub(live)
-            };
-            (wanted, live > 0)
+            let live = st.pilots.values().any(|p| p.phase != PilotPhase::Gone);
+            drop(st);
+            (wanted_pilots(shared), live)
         };
         if wanted > 0 {
-            submit_pilots(shared, &rt, wanted);
+            // The rest of a burst first: one submission for a `map`, not one per task.
+            shared.settle();
+            let wanted = wanted_pilots(shared);
+            if wanted > 0 {
+                submit_pilots(shared, &rt, wanted);
+            }
         }
-        if watched {
+        // One queue query per poll interval at most, however often tasks end and wake the
+        // manager.
+        if watched && last_query.is_none_or(|t| t.elapsed() >= shared.cfg.poll_interval) {
+            last_query = Some(Instant::now());
             match rt.block_on(client.active(&shared.tag)) {
                 Ok(states) => observe(shared, &states),
                 Err(e) => shared.warn(format!("asking about the pilot jobs failed: {e}")),
             }
         }
         let st = shared.state.lock().unwrap();
-        if !(st.closed && st.queue.is_empty() && st.running == 0) {
+        let finished = st.closed && st.queue.is_empty() && st.running == 0;
+        if !st.kicked && !finished {
             let _ = shared
                 .manager
                 .wait_timeout(st, shared.cfg.poll_interval)
@@ -519,6 +555,26 @@ fn manage(shared: &Arc<Shared>) {
             shared.warn(format!("cancelling pilot jobs failed: {e}"));
         }
     }
+}
+
+/// How many more pilots the backlog needs: never more than the backlog (queued and running
+/// tasks) or `max_workers` in all, at least `min_workers` once work came; none once broken.
+fn wanted_pilots(shared: &Shared) -> usize {
+    let st = shared.state.lock().unwrap();
+    if st.broken.is_some() {
+        return 0;
+    }
+    let backlog = st.queue.len() + st.running;
+    let live = st
+        .pilots
+        .values()
+        .filter(|p| p.phase != PilotPhase::Gone)
+        .count();
+    let mut want = (shared.cfg.max_workers as usize).min(backlog);
+    if st.seen_work && !st.closed {
+        want = want.max(shared.cfg.min_workers as usize);
+    }
+    want.saturating_sub(live)
 }
 
 /// What one queue query says of the pilots: which ended.
@@ -583,7 +639,6 @@ fn observe(shared: &Shared, states: &HashMap<JobRef, JobState>) {
             },
         );
     }
-    shared.manager.notify_one();
 }
 
 /// The acceptor thread: one connection thread per peer, until the executor closes.
@@ -688,11 +743,11 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
             p.phase = PilotPhase::Gone;
             p.stream = None;
         }
+        kick(shared, &mut st);
     }
     if let Some(why) = end {
         shared.warn(why);
     }
-    shared.manager.notify_one();
 }
 
 /// What a pilot's thread does next.
@@ -706,33 +761,59 @@ enum Next {
     Stay,
 }
 
-fn next(shared: &Shared, deadline: Option<Instant>, idle_since: &mut Instant) -> Next {
+/// The next task for the pilot whose socket is `socket` (marked running there), or what
+/// else it does.
+fn next(
+    shared: &Shared,
+    deadline: Option<Instant>,
+    idle_since: &mut Instant,
+    socket: std::os::fd::RawFd,
+) -> Next {
     let heartbeat = (shared.cfg.idle_timeout / 3).max(Duration::from_millis(200));
     let mut st = shared.state.lock().unwrap();
     loop {
         if st.broken.is_some() {
             return Next::Leave;
         }
-        // Tasks cancelled while queued stay in the queue until here.
-        st.queue
-            .retain(|t| matches!(*t.phase.lock().unwrap(), Phase::Queued));
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if !st.queue.is_empty() {
-            let fits = st.queue.iter().position(|t| match remaining {
+        // The first queued task that fits (usually the head: one look per task). Tasks
+        // cancelled while queued stay in the queue until a scan passes them.
+        let mut queued = false;
+        let mut found = None;
+        let mut i = 0;
+        while i < st.queue.len() {
+            let mut phase = st.queue[i].phase.lock().unwrap();
+            if !matches!(*phase, Phase::Queued) {
+                drop(phase);
+                st.queue.remove(i);
+                continue;
+            }
+            queued = true;
+            let limit = st.queue[i].limit;
+            let fits = match remaining {
                 None => true,
-                Some(left) => !left.is_zero() && t.limit.is_none_or(|l| l <= left),
-            });
-            let Some(i) = fits else {
-                return Next::Drain;
+                Some(left) => !left.is_zero() && limit.is_none_or(|l| l <= left),
             };
+            if fits {
+                *phase = Phase::Running {
+                    pid: 0,
+                    srun: false,
+                    sockets: vec![socket],
+                };
+                drop(phase);
+                found = Some(i);
+                break;
+            }
+            drop(phase);
+            i += 1;
+        }
+        if let Some(i) = found {
             let task = st.queue.remove(i).expect("found above");
             st.running += 1;
-            *task.phase.lock().unwrap() = Phase::Running {
-                pid: 0,
-                srun: false,
-                sockets: Vec::new(),
-            };
             return Next::Task(task);
+        }
+        if queued {
+            return Next::Drain;
         }
         let idle = idle_since.elapsed();
         if idle >= shared.cfg.idle_timeout || st.closed {
@@ -802,7 +883,7 @@ fn serve_pilot(
         .map(|wall| connected + wall.saturating_sub(MARGIN));
     let mut idle_since = Instant::now();
     loop {
-        let task = match next(shared, deadline, &mut idle_since) {
+        let task = match next(shared, deadline, &mut idle_since, socket) {
             Next::Task(t) => t,
             Next::Leave => return None,
             Next::Drain => {
@@ -819,20 +900,56 @@ fn serve_pilot(
                 continue;
             }
         };
-        if let Phase::Running { sockets, .. } = &mut *task.phase.lock().unwrap() {
-            sockets.push(socket);
+        if peer_gone(socket) {
+            // It left while idle (cancelled, its time limit): the task is not its loss.
+            let mut phase = task.phase.lock().unwrap();
+            let requeue = matches!(*phase, Phase::Running { .. });
+            *phase = if requeue { Phase::Queued } else { Phase::Ended };
+            drop(phase);
+            if !requeue {
+                // Cancelled as it was handed over.
+                deliver_to(
+                    shared.log.as_deref(),
+                    shared.durable,
+                    &task,
+                    Err(TaskError::Cancelled),
+                );
+            }
+            let mut st = shared.state.lock().unwrap();
+            st.running -= 1;
+            if requeue {
+                st.queue.push_front(task);
+            }
+            drop(st);
+            shared.wake.notify_one();
+            return Some(format!("pilot {job} left while idle"));
         }
         let end = run_on_pilot(shared, &mut link, job, &task);
         idle_since = Instant::now();
         {
             let mut st = shared.state.lock().unwrap();
             st.running -= 1;
+            if st.closed {
+                // The manager ends once the last task has.
+                kick(shared, &mut st);
+            }
         }
-        shared.manager.notify_one();
         if let Some(why) = end {
             return Some(why);
         }
     }
+}
+
+/// Whether the pilot at the other end of `socket` has closed it (or it broke).
+fn peer_gone(socket: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: socket,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Runs `task` on the pilot; `Some(warning)` when the pilot is gone or must go.
@@ -897,9 +1014,12 @@ fn run_on_pilot(
                 // Queued before it is in the queue: `next` locks the queue, then a phase.
                 *phase = Phase::Queued;
                 drop(phase);
-                shared.state.lock().unwrap().queue.push_front(task.clone());
+                {
+                    let mut st = shared.state.lock().unwrap();
+                    st.queue.push_front(task.clone());
+                    kick(shared, &mut st);
+                }
                 shared.wake.notify_one();
-                shared.manager.notify_one();
                 return Some(format!(
                     "pilot {job} was lost running task {} ({answer}): the task runs again on \
                      another pilot (retry {} of {})",
@@ -953,9 +1073,12 @@ fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
 
 impl Pilots {
     fn shut(&self, wait: bool) {
-        self.shared.state.lock().unwrap().closed = true;
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            st.closed = true;
+            kick(&self.shared, &mut st);
+        }
         self.shared.wake.notify_all();
-        self.shared.manager.notify_all();
         if !wait {
             return;
         }
@@ -1013,6 +1136,7 @@ impl Backend for Pilots {
                 events.emit(EventKind::Warning { message });
             }
         }
+        let _ = self.shared.preparing.set(preparing.clone());
         self.shared.queue.attach(events.clone(), preparing);
         let _ = self.shared.events.set(events);
     }
@@ -1085,6 +1209,53 @@ mod tests {
         assert_eq!(split_address("::1"), Ok(("::1".into(), 0)));
         assert!(split_address("h:x").unwrap_err().contains("bad port"));
         assert!(split_address("").is_err());
+    }
+
+    /// The build-time refusals: each names what is wrong (they come before the cache
+    /// directory is touched).
+    #[test]
+    fn bad_pilot_settings_are_refused_at_build() {
+        use crate::{FluxClusterExecutor, SlurmClusterExecutor};
+        let err = |r: Result<crate::Executor, Error>| match r {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let m = err(SlurmClusterExecutor::builder()
+            .idle_timeout(Duration::from_secs(5))
+            .build());
+        assert!(
+            m.contains("idle_timeout") && m.contains("block_allocation"),
+            "{m}"
+        );
+        let m = err(FluxClusterExecutor::builder().max_workers(3).build());
+        assert!(m.contains("max_workers"), "{m}");
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .max_workers(2)
+            .min_workers(3)
+            .build());
+        assert!(
+            m.contains("min_workers = 3") && m.contains("max_workers = 2"),
+            "{m}"
+        );
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .resources(Resources::new().cores(2))
+            .build());
+        assert!(m.contains("cores = 2"), "{m}");
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .resources(Resources::new().run_time_max(Duration::from_secs(5)))
+            .build());
+        assert!(m.contains("wall time"), "{m}");
+        #[cfg(feature = "remote")]
+        {
+            let m = err(SlurmClusterExecutor::builder()
+                .block_allocation(true)
+                .remote(crate::Remote::new("login.invalid", "/scratch/pitch"))
+                .build());
+            assert!(m.contains("remote") && m.contains("not supported"), "{m}");
+        }
     }
 
     #[test]

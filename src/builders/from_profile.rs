@@ -170,7 +170,10 @@ fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
         if let Some(t) = r.timeout {
             remote = remote.timeout(t);
         }
-        remote
+        if let Some(file) = &r.ssh_config {
+            remote = remote.ssh_config(file);
+        }
+        remote.client(r.client)
     }))
 }
 

@@ -1,9 +1,11 @@
 //! Remote submission: a queue executor (Slurm, Flux) whose driver runs on a laptop or
 //! workstation and reaches the cluster's login node over SSH. Scheduler commands run there;
-//! task files, the worker binary and job scripts go up by SFTP into a twin of the cache
-//! directory on the cluster's shared storage, and results come back down when their jobs
-//! leave the queue. The local cache directory stays the driver's record of everything.
+//! task files, the worker binary and job scripts go up into a twin of the cache directory on
+//! the cluster's shared storage, and results come back down when their jobs leave the queue.
+//! The local cache directory stays the driver's record of everything.
 //!
+//! This module holds [`Remote`] (where and how) and [`Ssh`], the built-in client (libssh2,
+//! SFTP): the fallback where no system `ssh` exists (see [`super::system`] for the default).
 //! The host key is checked against `known_hosts` (an unknown or changed key is an error,
 //! never accepted); the user authenticates with a key file or the SSH agent, never a
 //! password.
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
 
-use super::{Transport, TransportError};
+use super::{SshClient, Transport, TransportError};
 use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
 use crate::scheduler::SchedulerError;
@@ -24,6 +26,12 @@ use crate::template::shell_quote;
 
 /// Where and how to reach a cluster's login node, and where the cache directory's twin
 /// lives on its shared storage.
+///
+/// `host` is what you would type after `ssh`: a host name, or a `Host` alias of
+/// `~/.ssh/config`. With the system's `ssh` (the default where one is installed) that file
+/// applies as in a terminal (`User`, `Port`, `IdentityFile`, `ProxyJump`, agent, Kerberos,
+/// keyboard-interactive/MFA prompts, answered once per connection); what is set here
+/// overrides it.
 ///
 /// ```no_run
 /// let exe = pitch::SlurmClusterExecutor::builder()
@@ -33,53 +41,73 @@ use crate::template::shell_quote;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Remote {
-    host: String,
-    port: u16,
-    user: Option<String>,
-    identity: Option<PathBuf>,
-    known_hosts: Option<PathBuf>,
-    directory: PathBuf,
-    timeout: Duration,
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    pub(super) user: Option<String>,
+    pub(super) identity: Option<PathBuf>,
+    pub(super) known_hosts: Option<PathBuf>,
+    pub(super) ssh_config: Option<PathBuf>,
+    pub(super) client: SshClient,
+    pub(super) directory: PathBuf,
+    pub(super) timeout: Duration,
 }
 
 impl Remote {
-    /// The login node `host` (port 22), with the cache directory's twin at `directory`, an
-    /// absolute path on storage the compute nodes share.
+    /// The login node `host` (a host name or a `Host` alias of `~/.ssh/config`), with the
+    /// cache directory's twin at `directory`, an absolute path on storage the compute nodes
+    /// share.
     pub fn new(host: impl Into<String>, directory: impl Into<PathBuf>) -> Remote {
         Remote {
             host: host.into(),
-            port: 22,
+            port: None,
             user: None,
             identity: None,
             known_hosts: None,
+            ssh_config: None,
+            client: SshClient::Auto,
             directory: directory.into(),
             timeout: Duration::from_secs(60),
         }
     }
 
-    /// The SSH port (default 22).
+    /// The SSH port (default: the ssh configuration's, else 22).
     pub fn port(mut self, port: u16) -> Self {
-        self.port = port;
+        self.port = Some(port);
         self
     }
 
-    /// The user on the login node (default: `$USER`).
+    /// The user on the login node (default: the ssh configuration's, else `$USER`).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self
     }
 
-    /// The private key to log in with (default: the SSH agent, then `~/.ssh/id_ed25519`,
+    /// The private key to log in with, and only that one (default: the ssh configuration's
+    /// and the SSH agent's keys; the built-in client: the agent, then `~/.ssh/id_ed25519`,
     /// `id_ecdsa`, `id_rsa`).
     pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.identity = Some(path.into());
         self
     }
 
-    /// The known_hosts file the login node's key must be in (default
-    /// `~/.ssh/known_hosts`).
+    /// The known_hosts file the login node's key must be in (default: the ssh
+    /// configuration's, else `~/.ssh/known_hosts`).
     pub fn known_hosts(mut self, path: impl Into<PathBuf>) -> Self {
         self.known_hosts = Some(path.into());
+        self
+    }
+
+    /// The ssh configuration file to read instead of `~/.ssh/config` (`ssh -F`); needs the
+    /// system's `ssh`.
+    pub fn ssh_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssh_config = Some(path.into());
+        self
+    }
+
+    /// Which SSH client connects (default [`SshClient::Auto`]: the system's `ssh` when one
+    /// is on `PATH`, else the built-in one).
+    pub fn client(mut self, client: SshClient) -> Self {
+        self.client = client;
         self
     }
 
@@ -91,7 +119,24 @@ impl Remote {
     }
 
     fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        format!("{}:{}", self.host, self.port.unwrap_or(22))
+    }
+
+    /// The checks both clients make before connecting.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if !self.directory.is_absolute() {
+            return Err(format!(
+                "the remote cache directory {} must be an absolute path",
+                self.directory.display()
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("the timeout must be more than zero".into());
+        }
+        if self.host.is_empty() || self.host.starts_with('-') {
+            return Err(format!("{:?} is not a host name", self.host));
+        }
+        Ok(())
     }
 }
 
@@ -115,14 +160,13 @@ impl Ssh {
     pub(crate) fn connect(remote: Remote, local_root: &Path, durable: bool) -> Result<Ssh, Error> {
         let address = remote.address();
         let config = |m: String| Error::Config(format!("remote {address}: {m}"));
-        if !remote.directory.is_absolute() {
+        remote.check().map_err(config)?;
+        if let Some(file) = &remote.ssh_config {
             return Err(config(format!(
-                "the remote cache directory {} must be an absolute path",
-                remote.directory.display()
+                "an ssh configuration file ({}) needs the system's ssh client, not the \
+                 built-in one",
+                file.display()
             )));
-        }
-        if remote.timeout.is_zero() {
-            return Err(config("the timeout must be more than zero".into()));
         }
         let user = match &remote.user {
             Some(u) => u.clone(),
@@ -150,7 +194,8 @@ impl Ssh {
 
     fn open(&self) -> Result<Session, String> {
         let r = &self.remote;
-        let addrs: Vec<_> = (r.host.as_str(), r.port)
+        let port = r.port.unwrap_or(22);
+        let addrs: Vec<_> = (r.host.as_str(), port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {}: {e}", r.host))?
             .collect();
@@ -190,14 +235,15 @@ impl Ssh {
         known
             .read_file(&file, KnownHostFileKind::OpenSSH)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        match known.check_port(&r.host, r.port, key) {
+        let port = r.port.unwrap_or(22);
+        match known.check_port(&r.host, port, key) {
             CheckResult::Match => Ok(()),
             CheckResult::NotFound => Err(format!(
                 "the host key of {} is not in {}: check its fingerprint with the site, then \
                  add it (`ssh-keyscan -p {} {} >> {}`)",
                 r.host,
                 file.display(),
-                r.port,
+                port,
                 r.host,
                 file.display()
             )),
@@ -367,7 +413,7 @@ impl Ssh {
 }
 
 /// The shell line the login node runs: `env K=V ... program args`, every word quoted.
-fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String {
+pub(super) fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String {
     let mut line = String::new();
     if !env.is_empty() {
         line.push_str("env");
@@ -385,7 +431,7 @@ fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String 
 }
 
 /// A failure of the login node's side.
-fn on_login_node(message: String) -> TransportError {
+pub(super) fn on_login_node(message: String) -> TransportError {
     TransportError::Remote(message)
 }
 
@@ -464,7 +510,7 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), Tr
 
 /// Writes a downloaded file into the local cache directory, atomically like the store's own
 /// files (fsynced when the store is durable).
-fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), TransportError> {
+pub(super) fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), TransportError> {
     let failed = |e: std::io::Error| TransportError::local("write", path, e);
     if let Some(dir) = path.parent() {
         crate::store::create_dir(dir).map_err(failed)?;

@@ -33,7 +33,9 @@
 //! host = "cluster"                  # a host name, or a Host alias of ~/.ssh/config
 //! directory = "/scratch/me/pitch-cache"   # the cache directory's twin on the cluster
 //! user = "me"                       # optional: port, user, identity_file, known_hosts,
-//! identity_file = "~/.ssh/id_ed25519" #   timeout, ssh_config, client (auto|system|builtin)
+//! identity_file = "~/.ssh/id_ed25519" #   timeout, ssh_config, client (auto|system|builtin),
+//! path = ["/opt/flux/bin"]          #   path (in front of the login node's PATH), env:
+//! env = { FLUX_URI = "local:///run/flux/local" }  # for the scheduler's commands there
 //! ```
 //!
 //! The file is looked up by [`find_config`]: `pitch.toml` in the current
@@ -181,6 +183,10 @@ pub struct RemoteProfile {
     pub ssh_config: Option<PathBuf>,
     /// Which SSH client connects (`auto`, `system`, `builtin`).
     pub client: crate::backend::transport::SshClient,
+    /// Variables set for the scheduler's commands on the login node (`env = { K = "v" }`).
+    pub env: Vec<(String, String)>,
+    /// Directories put in front of the login node's `PATH` for them (`path = ["/opt/x/bin"]`).
+    pub path: Vec<PathBuf>,
 }
 
 /// Every profile defined in one file.
@@ -427,6 +433,10 @@ struct RawRemote {
     ssh_config: Option<PathBuf>,
     #[serde(default)]
     client: crate::backend::transport::SshClient,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    path: Vec<PathBuf>,
 }
 
 /// `~/x` as `$HOME/x`; other paths as they are.
@@ -536,6 +546,8 @@ impl RawProfile {
                 timeout: r.timeout.map(|t| t.0),
                 ssh_config: r.ssh_config.map(expand_home),
                 client: r.client,
+                env: r.env.into_iter().collect(),
+                path: r.path,
             }),
             source: path.to_path_buf(),
         })

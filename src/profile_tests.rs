@@ -475,6 +475,8 @@ known_hosts = "/etc/ssh/ssh_known_hosts"
 timeout = "30s"
 ssh_config = "~/.ssh/config-cluster"
 client = "system"
+path = ["/opt/flux/bin"]
+env = { FLUX_URI = "local:///run/flux/local" }
 "#;
 
 #[test]
@@ -494,6 +496,14 @@ fn remote_table_is_read_with_home_expanded() {
     assert_eq!(r.timeout, Some(Duration::from_secs(30)));
     assert_eq!(r.ssh_config, Some(home.join(".ssh/config-cluster")));
     assert_eq!(r.client, crate::backend::transport::SshClient::System);
+    assert_eq!(r.path, vec![PathBuf::from("/opt/flux/bin")]);
+    assert_eq!(
+        r.env,
+        vec![(
+            "FLUX_URI".to_string(),
+            "local:///run/flux/local".to_string()
+        )]
+    );
     // Without the key: the system's ssh when there is one, else the built-in client.
     let (_dir, path) = write(&REMOTE.replace("client = \"system\"\n", ""));
     let p = load(&path).unwrap().get("far").unwrap().clone();

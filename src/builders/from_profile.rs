@@ -173,6 +173,12 @@ fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
         if let Some(file) = &r.ssh_config {
             remote = remote.ssh_config(file);
         }
+        for (k, v) in &r.env {
+            remote = remote.env(k, v);
+        }
+        for dir in &r.path {
+            remote = remote.path(dir);
+        }
         remote.client(r.client)
     }))
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pitch::{
-    Command, Executor, Remote, Shutdown, SingleNodeExecutor, SlurmClusterExecutor, SshClient,
+    Command, Executor, FluxClusterExecutor, Remote, Shutdown, SingleNodeExecutor,
+    SlurmClusterExecutor, SshClient,
 };
 
 use crate::{add, ensure, TestFn};
@@ -26,6 +27,7 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ),
     ("remote_jump_host_one_time_code_once", remote_jump_host_mfa),
     ("remote_poller_ticks_during_an_upload", remote_poller_ticks),
+    ("remote_flux_cluster_over_ssh", remote_flux),
 ];
 
 pitch::task! {
@@ -661,6 +663,69 @@ fn remote_poller_ticks(dir: &Path) -> Result<(), String> {
         "the quick job's result came {:?} after the upload began, after the upload ended \
          ({upload:?}): the poller waited for the upload",
         quick_at - upload_began
+    );
+    Ok(())
+}
+
+/// FluxClusterExecutor over SSH against the real Flux instance of
+/// `cluster-tests/start-flux.sh` (source its env.sh; PITCH_REAL_FLUX=1 makes a missing
+/// instance a failure, otherwise the test passes without running). A login over SSH knows
+/// neither the instance (`FLUX_URI`) nor where `flux` is: without `Remote::env` and
+/// `Remote::path` the task fails naming `flux`; with them it runs in the instance.
+fn remote_flux(dir: &Path) -> Result<(), String> {
+    let required = std::env::var("PITCH_REAL_FLUX").ok().as_deref() == Some("1");
+    let uri = std::env::var("FLUX_URI").ok().filter(|u| !u.is_empty());
+    let flux_dir = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).find(|d| {
+            d.join("flux").is_file() && !d.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")))
+        })
+    });
+    let (Some(uri), Some(flux_dir)) = (uri, flux_dir) else {
+        ensure!(
+            !required,
+            "PITCH_REAL_FLUX=1 but there is no Flux instance: source /tmp/pitch-flux/env.sh"
+        );
+        eprintln!(
+            "remote_flux_cluster_over_ssh: no Flux instance (FLUX_URI, flux on PATH): not run"
+        );
+        return Ok(());
+    };
+    let l = login()?;
+    let far = dir.join("remote");
+    let exe = |remote: Remote| {
+        FluxClusterExecutor::builder()
+            .cache_directory(dir.join("local"))
+            .remote(remote)
+            .poll_interval(Duration::from_millis(200))
+            .max_poll_interval(Duration::from_secs(1))
+            .nfs_grace(Duration::from_secs(1))
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    // The login alone does not find Flux.
+    let bare = exe(remote(&l, &far))?;
+    let lost = add::submit(&bare, 1, 2).result();
+    ensure!(
+        lost.as_ref().is_err_and(|e| e.to_string().contains("flux")),
+        "without the setting: {lost:?}"
+    );
+    drop(bare);
+
+    let exe = exe(remote(&l, &far).env("FLUX_URI", &uri).path(&flux_dir))?;
+    let a = add::submit(&exe, 2, 3);
+    let b = add::submit(&exe, &a, 10);
+    let cmd = exe.submit_command(Command::new("sh").args(["-c", "echo \"in $FLUX_URI\""]));
+    ensure!(b.result() == Ok(15), "{:?}", b.result());
+    let out = cmd.result().map_err(|e| e.to_string())?;
+    let text = out.read_stdout().map_err(|e| e.to_string())?;
+    // Inside its batch job: the job's own instance, not the one it was submitted to.
+    ensure!(
+        text.starts_with("in local://") && !text.contains(&uri),
+        "the job's Flux instance: {text:?}"
+    );
+    ensure!(
+        files_named(&far.join("tasks"), "result.bin") >= 2,
+        "the jobs wrote their results on the remote side"
     );
     Ok(())
 }

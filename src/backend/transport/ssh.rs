@@ -48,6 +48,8 @@ pub struct Remote {
     pub(super) known_hosts: Option<PathBuf>,
     pub(super) ssh_config: Option<PathBuf>,
     pub(super) client: SshClient,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) path: Vec<PathBuf>,
     pub(super) directory: PathBuf,
     pub(super) timeout: Duration,
 }
@@ -65,6 +67,8 @@ impl Remote {
             known_hosts: None,
             ssh_config: None,
             client: SshClient::Auto,
+            env: Vec::new(),
+            path: Vec::new(),
             directory: directory.into(),
             timeout: Duration::from_secs(60),
         }
@@ -111,6 +115,22 @@ impl Remote {
         self
     }
 
+    /// Sets `name=value` for the scheduler's commands on the login node (and so for the jobs
+    /// they submit, which inherit it): e.g. `FLUX_URI` for a Flux instance that a
+    /// non-interactive login does not know.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Puts `dir` in front of the login node's `PATH` for the scheduler's commands, for a
+    /// scheduler a non-interactive login does not find (e.g. `/opt/flux/bin`); the last one
+    /// given comes first.
+    pub fn path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.path.push(dir.into());
+        self
+    }
+
     /// How long one network operation may take before it is an error (default 60 s): a
     /// dead connection fails the operation instead of hanging the driver.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -136,7 +156,62 @@ impl Remote {
         if self.host.is_empty() || self.host.starts_with('-') {
             return Err(format!("{:?} is not a host name", self.host));
         }
+        for (name, _) in &self.env {
+            let mut chars = name.chars();
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || name == "PATH" {
+                return Err(format!(
+                    "{name:?} cannot be set with env (a variable name{}",
+                    if name == "PATH" {
+                        ", but PATH: use path(dir))"
+                    } else {
+                        ": letters, digits, _)"
+                    }
+                ));
+            }
+        }
+        for dir in &self.path {
+            if !dir.is_absolute() || dir.to_string_lossy().contains(':') {
+                return Err(format!(
+                    "the remote PATH entry {} must be an absolute path without ':'",
+                    dir.display()
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The shell line the login node runs for a scheduler command: this remote's `path` and
+    /// `env`, then `env`, then `program args`, every word quoted.
+    pub(super) fn command_line(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> String {
+        let mut all: Vec<(&str, String)> = Vec::new();
+        if !self.path.is_empty() {
+            let mut value = String::new();
+            for dir in self.path.iter().rev() {
+                value.push_str(&shell_quote(&dir.to_string_lossy()));
+                value.push(':');
+            }
+            // Expanded by the login node's shell.
+            value.push_str("\"$PATH\"");
+            all.push(("PATH", value));
+        }
+        for (k, v) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            all.push((k, shell_quote(v)));
+        }
+        command_line(program, args, &all)
     }
 }
 
@@ -329,7 +404,7 @@ impl Ssh {
         env: &[(&str, &str)],
         title: &str,
     ) -> Result<CmdOutput, SchedulerError> {
-        let line = command_line(program, args, env);
+        let line = self.remote.command_line(program, args, env);
         let out = self.with_session(|s| {
             let mut ch = s
                 .channel_session()
@@ -412,13 +487,14 @@ impl Ssh {
     }
 }
 
-/// The shell line the login node runs: `env K=V ... program args`, every word quoted.
-pub(super) fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String {
+/// The shell line the login node runs: `env K=V ... program args`, every word quoted but
+/// the values, which come quoted.
+fn command_line(program: &str, args: &[String], env: &[(&str, String)]) -> String {
     let mut line = String::new();
     if !env.is_empty() {
         line.push_str("env");
         for (k, v) in env {
-            line.push_str(&format!(" {k}={}", shell_quote(v)));
+            line.push_str(&format!(" {k}={v}"));
         }
         line.push(' ');
     }
@@ -584,19 +660,35 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let line = command_line(
-            "printf",
-            &[vec!["%s|".to_string()], args].concat(),
-            &[("X_TEST", "1 2")],
+        let line = Remote::new("h", "/c")
+            .path("/opt/my tools/bin")
+            .env("X_FIRST", "$HOME")
+            .command_line(
+                "sh",
+                &[
+                    vec![
+                        "-c".to_string(),
+                        r#"printf '%s|' "$X_FIRST" "$X_TEST" "${PATH%%:*}" "$@""#.to_string(),
+                        "sh".to_string(),
+                    ],
+                    args,
+                ]
+                .concat(),
+                &[("X_TEST", "1 2")],
+            );
+        assert!(
+            line.starts_with(
+                "env PATH='/opt/my tools/bin':\"$PATH\" X_FIRST='$HOME' X_TEST='1 2' sh "
+            ),
+            "{line}"
         );
-        assert!(line.starts_with("env X_TEST='1 2' printf "), "{line}");
         let out = std::process::Command::new("sh")
             .args(["-c", &line])
             .output()
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "a b|it's|$HOME|*|--name=x;y|"
+            "$HOME|1 2|/opt/my tools/bin|a b|it's|$HOME|*|--name=x;y|"
         );
     }
 

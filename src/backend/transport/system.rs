@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ssh::{command_line, on_login_node, write_local, Remote};
+use super::ssh::{on_login_node, write_local, Remote};
 use super::{Transport, TransportError};
 use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
@@ -661,7 +661,7 @@ impl Transport for SystemSsh {
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
         Box::pin(async move {
-            let line = command_line(program, args, env);
+            let line = self.inner.remote.command_line(program, args, env);
             let out =
                 self.inner
                     .ssh(&line, None)

@@ -268,17 +268,32 @@ fn remote_refusals_with(dir: &Path, client: SshClient) -> Result<(), String> {
 fn remote_cli_profile(dir: &Path) -> Result<(), String> {
     let l = login()?;
     let far = dir.join("remote");
+    // The user's ssh configuration has what suits their terminal sessions and would break
+    // pitch's: a remote command, going to the background after login, their own multiplexing.
+    let config = dir.join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host *\n  RemoteCommand echo from-the-config\n  RequestTTY force\n  \
+             ForkAfterAuthentication yes\n  ControlMaster auto\n  ControlPath {}/cm-%C\n  \
+             ControlPersist 10m\n",
+            dir.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::write(
         dir.join("pitch.toml"),
         format!(
             "[profile.far]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n\
              [profile.far.remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
-             identity_file = \"{}\"\nknown_hosts = \"{}\"\ndirectory = \"{}\"\n",
+             identity_file = \"{}\"\nknown_hosts = \"{}\"\ndirectory = \"{}\"\n\
+             ssh_config = \"{}\"\n",
             l.port,
             l.user,
             l.key.display(),
             l.known_hosts.display(),
-            far.display()
+            far.display(),
+            config.display()
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -304,6 +319,36 @@ fn remote_cli_profile(dir: &Path) -> Result<(), String> {
         files_named(&far.join("tasks"), "task.bin") == 1,
         "the task went up"
     );
+    ensure!(
+        masters_of(&config).is_empty(),
+        "the master ended with pitch"
+    );
+
+    // pitch killed (no destructor runs): its master connection does not outlive it.
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["run", "--profile", "far", "--", "sleep", "4"])
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while masters_of(&config).is_empty() {
+        ensure!(Instant::now() < deadline, "no master came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.kill().map_err(|e| e.to_string())?;
+    run.wait().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !masters_of(&config).is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "the master outlived pitch: {:?}",
+            masters_of(&config)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // status and cancel run here, where the scheduler is not: they say where it is.
     let out = crate::pitch_in(
         dir,

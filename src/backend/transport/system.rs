@@ -71,6 +71,8 @@ struct Inner {
     login: String,
     /// The host name and port `ssh -G` resolved (for error messages).
     address: String,
+    /// Options every ssh of this remote gets after what the user set (see [`Resolved`]).
+    overrides: Vec<String>,
     local_root: PathBuf,
     durable: bool,
     /// The 0700 directory of this executor's master sockets.
@@ -124,13 +126,18 @@ impl SystemSsh {
         let host = remote.host.clone();
         let config = |m: String| Error::Config(format!("remote {host}: {m}"));
         remote.check().map_err(config)?;
-        let (login, address) = resolve(&program, &remote).map_err(config)?;
+        let Resolved {
+            login,
+            address,
+            overrides,
+        } = resolve(&program, &remote).map_err(config)?;
         let control = control_dir().map_err(config)?;
         let inner = Arc::new(Inner {
             program,
             remote,
             login,
             address,
+            overrides,
             local_root: local_root.to_path_buf(),
             durable,
             control,
@@ -161,8 +168,21 @@ impl SystemSsh {
     }
 }
 
-/// `user@hostname:port` and `hostname:port` of `remote` as ssh's configuration resolves it.
-fn resolve(program: &Path, remote: &Remote) -> Result<(String, String), String> {
+/// What ssh's configuration makes of `remote`.
+struct Resolved {
+    /// `user@hostname:port`.
+    login: String,
+    /// `hostname:port`.
+    address: String,
+    /// Options that undo settings of the user's configuration meant for their terminal
+    /// sessions, which would break pitch's: a `RemoteCommand` (a command line of pitch's
+    /// next to it is an error), `ForkAfterAuthentication` (the master would leave pitch's
+    /// watch). Only when set: older ssh clients do not know these options.
+    overrides: Vec<String>,
+}
+
+/// `remote` as ssh's configuration resolves it (`ssh -G`).
+fn resolve(program: &Path, remote: &Remote) -> Result<Resolved, String> {
     let out = std::process::Command::new(program)
         .args(options(remote))
         .arg("-G")
@@ -185,7 +205,18 @@ fn resolve(program: &Path, remote: &Remote) -> Result<(String, String), String> 
             .to_string()
     };
     let address = format!("{}:{}", get("hostname"), get("port"));
-    Ok((format!("{}@{address}", get("user")), address))
+    let mut overrides = vec!["-o".to_string(), "RequestTTY=no".to_string()];
+    if get("remotecommand") != "?" {
+        overrides.extend(["-o".into(), "RemoteCommand=none".into()]);
+    }
+    if get("forkafterauthentication") == "yes" {
+        overrides.extend(["-o".into(), "ForkAfterAuthentication=no".into()]);
+    }
+    Ok(Resolved {
+        login: format!("{}@{address}", get("user")),
+        address,
+        overrides,
+    })
 }
 
 /// The options every `ssh` of `remote` gets: what the user set on the `Remote` (it
@@ -245,6 +276,22 @@ fn control_dir() -> Result<PathBuf, String> {
             mine.display()
         ));
     }
+    // Directories of pitch processes that died without removing theirs (their masters ended
+    // with them).
+    for e in std::fs::read_dir(&mine).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<libc::pid_t>().ok());
+        if let Some(pid) = pid.filter(|p| *p > 0) {
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let n = EXECUTORS.fetch_add(1, Ordering::Relaxed);
     let dir = mine.join(format!("{}-{n}", std::process::id()));
     // A directory left by a crashed process of the same pid: its sockets are dead.
@@ -272,6 +319,7 @@ impl Inner {
             .arg("sh")
             .arg(&self.program)
             .args(options(&self.remote))
+            .args(&self.overrides)
             .args(["-M", "-N", "-S"])
             .arg(&socket)
             .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no"])
@@ -381,11 +429,14 @@ impl Inner {
             o.extend(["-F".into(), file.to_string_lossy().into_owned()]);
         }
         o.extend(["-S".into(), socket.to_string_lossy().into_owned()]);
+        o.extend(self.overrides.iter().cloned());
         for opt in [
             "ControlMaster=no",
             "BatchMode=yes",
             "ProxyCommand=false",
             "ClearAllForwardings=yes",
+            // Warnings of ssh's own would mix with the scheduler's messages.
+            "LogLevel=ERROR",
         ] {
             o.extend(["-o".into(), opt.into()]);
         }

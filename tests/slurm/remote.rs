@@ -596,19 +596,21 @@ fn throttled_relay(
             let slow = slow.clone();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 16 * 1024];
-                let (mut sent, mut since) = (0f64, Instant::now());
+                // Bytes sent since the link got slow, and when it did.
+                let mut slowed: Option<(f64, Instant)> = None;
                 while let Ok(n) = c_in.read(&mut buf) {
                     if n == 0 || s_out.write_all(&buf[..n]).is_err() {
                         break;
                     }
-                    if slow.load(Ordering::Relaxed) {
-                        sent += n as f64;
-                        let due = Duration::from_secs_f64(sent / rate);
-                        if let Some(wait) = due.checked_sub(since.elapsed()) {
-                            std::thread::sleep(wait);
-                        }
-                    } else {
-                        (sent, since) = (0.0, Instant::now());
+                    if !slow.load(Ordering::Relaxed) {
+                        slowed = None;
+                        continue;
+                    }
+                    let (sent, since) = slowed.get_or_insert((0.0, Instant::now()));
+                    *sent += n as f64;
+                    let due = Duration::from_secs_f64(*sent / rate);
+                    if let Some(wait) = due.checked_sub(since.elapsed()) {
+                        std::thread::sleep(wait);
                     }
                 }
                 let _ = s_out.shutdown(std::net::Shutdown::Write);

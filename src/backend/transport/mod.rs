@@ -36,9 +36,9 @@ pub(crate) fn connect(
 ) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
     let program = system::program();
     Ok(match (remote.client, program) {
-        (SshClient::Builtin, _) | (SshClient::Auto, None) => {
-            std::sync::Arc::new(ssh::Ssh::connect(remote, local_root, durable)?)
-        }
+        (SshClient::Builtin, _) | (SshClient::Auto, None) => std::sync::Arc::new(ssh::Builtin(
+            std::sync::Arc::new(ssh::Ssh::connect(remote, local_root, durable)?),
+        )),
         (SshClient::System | SshClient::Auto, Some(program)) => std::sync::Arc::new(
             system::SystemSsh::connect(program, remote, local_root, durable)?,
         ),

@@ -13,7 +13,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
@@ -594,7 +594,23 @@ pub(super) fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<()
     crate::store::write_bytes_atomic(path, bytes, durable, 0o600).map_err(failed)
 }
 
-impl Transport for Ssh {
+/// [`Ssh`] as a transport: every libssh2 call runs on tokio's blocking pool, never on the
+/// engine's runtime threads. (The session is one: transfers and the poller's queries still
+/// take turns on it.)
+pub(crate) struct Builtin(pub(crate) Arc<Ssh>);
+
+/// Runs `f` with the session's owner on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    ssh: &Arc<Ssh>,
+    f: impl FnOnce(&Ssh) -> T + Send + 'static,
+) -> Result<T, String> {
+    let ssh = ssh.clone();
+    tokio::task::spawn_blocking(move || f(&ssh))
+        .await
+        .map_err(|e| format!("the SSH call failed: {e}"))
+}
+
+impl Transport for Builtin {
     fn run<'a>(
         &'a self,
         program: &'a str,
@@ -602,13 +618,33 @@ impl Transport for Ssh {
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
-        Box::pin(
-            async move { tokio::task::block_in_place(|| self.exec(program, args, env, title)) },
-        )
+        let owned = (
+            program.to_string(),
+            args.to_vec(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+            title.to_string(),
+        );
+        Box::pin(async move {
+            off_runtime(&self.0, move |ssh| {
+                let (program, args, env, title) = owned;
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                ssh.exec(&program, &args, &env, &title)
+            })
+            .await
+            .unwrap_or_else(|detail| {
+                Err(SchedulerError::CannotRun {
+                    program: program.to_string(),
+                    detail,
+                })
+            })
+        })
     }
 
     fn path(&self, local: &Path) -> PathBuf {
-        self.remote_path(local)
+        self.0.remote_path(local)
     }
 
     fn upload<'a>(
@@ -616,28 +652,40 @@ impl Transport for Ssh {
         files: &'a [PathBuf],
         unchanged_if_same_size: bool,
     ) -> Fut<'a, Result<(), TransportError>> {
+        let files = files.to_vec();
         Box::pin(async move {
-            tokio::task::block_in_place(|| self.upload_files(files, unchanged_if_same_size))
+            off_runtime(&self.0, move |ssh| {
+                ssh.upload_files(&files, unchanged_if_same_size)
+            })
+            .await
+            .unwrap_or_else(|e| Err(TransportError::Remote(e)))
         })
     }
 
     fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>> {
-        Box::pin(async move { tokio::task::block_in_place(|| self.fetch_files(files)) })
+        let files = files.to_vec();
+        Box::pin(async move {
+            off_runtime(&self.0, move |ssh| ssh.fetch_files(&files))
+                .await
+                .unwrap_or_else(|e| Err(TransportError::Remote(e)))
+        })
     }
 
     fn remove<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, ()> {
+        let files = files.to_vec();
         Box::pin(async move {
-            tokio::task::block_in_place(|| {
-                let _ = self.with_session(|s| {
+            let _ = off_runtime(&self.0, move |ssh| {
+                ssh.with_session(|s| {
                     let sftp = s
                         .sftp()
                         .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
-                    for f in files {
-                        let _ = sftp.unlink(&self.remote_path(f));
+                    for f in &files {
+                        let _ = sftp.unlink(&ssh.remote_path(f));
                     }
                     Ok(())
-                });
+                })
             })
+            .await;
         })
     }
 
@@ -646,7 +694,14 @@ impl Transport for Ssh {
     }
 
     fn login(&self) -> Option<String> {
-        Some(format!("{}@{}", self.user, self.remote.address()))
+        Some(self.0.login())
+    }
+}
+
+impl Ssh {
+    /// `user@host:port`.
+    fn login(&self) -> String {
+        format!("{}@{}", self.user, self.remote.address())
     }
 }
 
@@ -709,7 +764,7 @@ mod tests {
             ssh.remote_path(Path::new("/data/input.csv")),
             Path::new("/data/input.csv")
         );
-        assert_eq!(ssh.login().as_deref(), Some("me@h:22"));
+        assert_eq!(ssh.login(), "me@h:22");
         assert!(lost("cannot open an SSH channel: [-7] Unable to send"));
         assert!(!lost(
             "the key /k was refused for me: Username/PublicKey combination invalid"

@@ -596,7 +596,7 @@ fn throttled_relay(
             let slow = slow.clone();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 16 * 1024];
-                // Bytes sent since the link got slow, and when it did.
+                // Bytes sent since the link got slow (or was last idle), and since when.
                 let mut slowed: Option<(f64, Instant)> = None;
                 while let Ok(n) = c_in.read(&mut buf) {
                     if n == 0 || s_out.write_all(&buf[..n]).is_err() {
@@ -607,6 +607,11 @@ fn throttled_relay(
                         continue;
                     }
                     let (sent, since) = slowed.get_or_insert((0.0, Instant::now()));
+                    // Time when nothing was sent is no credit for a burst later.
+                    let idle = Duration::from_secs_f64(*sent / rate) + Duration::from_millis(50);
+                    if since.elapsed() > idle {
+                        (*sent, *since) = (0.0, Instant::now());
+                    }
                     *sent += n as f64;
                     let due = Duration::from_secs_f64(*sent / rate);
                     if let Some(wait) = due.checked_sub(since.elapsed()) {

@@ -46,6 +46,14 @@ const PARALLEL: usize = 4;
 /// The exit status of a remote script: the file to fetch is not there.
 const MISSING: i32 = 3;
 
+/// What a download prints before the file.
+const BEGIN: &[u8] = b"\0pitch\0";
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// The `ssh` program on `PATH`, if there is one.
 pub(crate) fn program() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -453,16 +461,20 @@ impl Inner {
                 return Ok(m.socket.clone());
             }
         }
-        if let Some(old) = guard.take() {
-            close(old);
-        }
-        if self.closed.load(Ordering::SeqCst) {
-            return Err("the executor ended: its SSH connection is closed".into());
-        }
+        let old = guard.take();
         let me = self.clone();
-        let master = tokio::task::spawn_blocking(move || me.open_master())
-            .await
-            .map_err(|e| format!("opening the SSH connection failed: {e}"))??;
+        // Both may wait (a master that lingers, a person typing a code): not on the runtime.
+        let master = tokio::task::spawn_blocking(move || {
+            if let Some(old) = old {
+                close(old);
+            }
+            if me.closed.load(Ordering::SeqCst) {
+                return Err("the executor ended: its SSH connection is closed".to_string());
+            }
+            me.open_master()
+        })
+        .await
+        .map_err(|e| format!("opening the SSH connection failed: {e}"))??;
         let socket = master.socket.clone();
         *guard = Some(master);
         Ok(socket)
@@ -578,10 +590,12 @@ impl Inner {
                 .script(r#"[ -f "$1" ] && wc -c < "$1""#, &[&there], None)
                 .await
                 .map_err(|e| failed(&e))?;
-            let size = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .ok();
+            // The last line: a chatty shell start-up file may have printed before.
+            let text = String::from_utf8_lossy(&out.stdout);
+            let size = text
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse::<u64>().ok());
             if out.status.success() && size == Some(meta.len()) {
                 return Ok(());
             }
@@ -613,7 +627,9 @@ impl Inner {
         let there = self.remote_path(&local).to_string_lossy().into_owned();
         let out = self
             .script(
-                &format!(r#"[ -f "$1" ] || exit {MISSING}; exec cat -- "$1""#),
+                &format!(
+                    r#"[ -f "$1" ] || exit {MISSING}; printf '\000pitch\000' && exec cat -- "$1""#
+                ),
                 &[&there],
                 None,
             )
@@ -621,7 +637,14 @@ impl Inner {
             .map_err(|e| TransportError::Remote(format!("cannot download {there}: {e}")))?;
         match out.status.code() {
             Some(0) => {
-                write_local(&local, &out.stdout, self.durable)?;
+                // The file starts after the marker (a chatty shell start-up file may have
+                // printed before it).
+                let Some(at) = find(&out.stdout, BEGIN) else {
+                    return Err(TransportError::Remote(format!(
+                        "cannot download {there}: the login node's answer has no start marker"
+                    )));
+                };
+                write_local(&local, &out.stdout[at + BEGIN.len()..], self.durable)?;
                 Ok(true)
             }
             Some(MISSING) => Ok(false),

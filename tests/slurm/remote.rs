@@ -567,6 +567,26 @@ fn remote_jump_host_mfa(dir: &Path) -> Result<(), String> {
         after == (before.0 + 2, before.1 + 2, before.2 + 2),
         "the first connection and the one after the drop: {before:?} -> {after:?}"
     );
+
+    // A wrong code: the login is refused, and pitch says so at once.
+    let wrong = dir.join("wrong-askpass");
+    std::fs::write(&wrong, "#!/bin/sh\necho 000000\n").map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    let out = pitch(&["run", "--profile", "mfa", "--", "true"])
+        .env("SSH_ASKPASS", &wrong)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("was refused") && err.contains("ssh said"),
+        "a wrong one-time code: {err}"
+    );
+    ensure!(
+        authentications(&l.dir).1 == after.1,
+        "no code was accepted: {:?}",
+        authentications(&l.dir)
+    );
     Ok(())
 }
 

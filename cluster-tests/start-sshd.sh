@@ -9,7 +9,10 @@
 #     missing (one `apt-get update` first);
 #   * generates in the state dir: a host key, a client key (id_ed25519), authorized_keys
 #     for the current user, and a known_hosts line for [127.0.0.1]:PORT;
-#   * idempotent: an sshd of the state dir that still answers is left running.
+#   * idempotent: an sshd of the state dir that still answers is left running;
+#   * then start-sshd-jump.sh: a jump host (127.0.0.1:2223) and a login host behind it with
+#     a one-time code (127.0.0.2:2224), and the ssh configuration that reaches it by a Host
+#     alias (PITCH_SSH_CONFIG, PITCH_SSH_ALIAS, PITCH_SSH_ASKPASS in env.sh).
 #
 # Environment knobs: PITCH_SSHD_DIR=/tmp/pitch-sshd  PITCH_SSHD_PORT=2222
 # Afterwards:  source "$PITCH_SSHD_DIR/env.sh"   (PITCH_SSH_HOST, PITCH_SSH_PORT,
@@ -81,8 +84,10 @@ answers() {
   ssh -q -o BatchMode=yes -o UserKnownHostsFile="$D/known_hosts" -o StrictHostKeyChecking=yes \
     -i "$D/id_ed25519" -p "$PORT" "$(id -un)@127.0.0.1" true 2>/dev/null
 }
+jump() { PITCH_SSHD_DIR=$D bash "$(dirname "$0")/start-sshd-jump.sh"; }
 if [ -f "$D/sshd.pid" ] && kill -0 "$(cat "$D/sshd.pid")" 2>/dev/null && answers; then
   log "sshd already up on 127.0.0.1:$PORT"
+  jump
   exit 0
 fi
 [ -f "$D/sshd.pid" ] && kill "$(cat "$D/sshd.pid")" 2>/dev/null || true
@@ -90,7 +95,7 @@ mkdir -p /run/sshd
 /usr/sbin/sshd -t -f "$D/sshd_config"
 /usr/sbin/sshd -f "$D/sshd_config" -E "$D/sshd.log"
 for _ in $(seq 50); do
-  answers && { log "sshd up on 127.0.0.1:$PORT (source $D/env.sh)"; exit 0; }
+  answers && { log "sshd up on 127.0.0.1:$PORT (source $D/env.sh)"; jump; exit 0; }
   sleep 0.1
 done
 log "sshd did not answer on 127.0.0.1:$PORT; see $D/sshd.log"

@@ -66,6 +66,8 @@ mod worker;
 
 #[cfg(feature = "remote")]
 pub use backend::transport::ssh::Remote;
+#[cfg(feature = "remote")]
+pub use backend::transport::SshClient;
 pub use backend::workers::{worker_state, InitFunction, WorkerStateError};
 pub use builders::{
     FluxClusterBuilder, FluxClusterExecutor, FluxJobBuilder, FluxJobExecutor, SingleNodeBuilder,

@@ -30,10 +30,12 @@
 //! [profile.from-laptop]             # slurm or flux, submitted over SSH
 //! backend = "slurm"                 # (needs pitch built with the `remote` feature)
 //! [profile.from-laptop.remote]
-//! host = "login.cluster.org"
+//! host = "cluster"                  # a host name, or a Host alias of ~/.ssh/config
 //! directory = "/scratch/me/pitch-cache"   # the cache directory's twin on the cluster
-//! user = "me"                       # optional: port, user, identity_file, known_hosts, timeout
-//! identity_file = "~/.ssh/id_ed25519"
+//! user = "me"                       # optional: port, user, identity_file, known_hosts,
+//! identity_file = "~/.ssh/id_ed25519" #   timeout, ssh_config, client (auto|system|builtin),
+//! path = ["/opt/flux/bin"]          #   path (in front of the login node's PATH), env:
+//! env = { FLUX_URI = "local:///run/flux/local" }  # for the scheduler's commands there
 //! ```
 //!
 //! The file is looked up by [`find_config`]: `pitch.toml` in the current
@@ -167,23 +169,32 @@ pub struct Profile {
 }
 
 /// `[profile.NAME.remote]`: where a queue executor's login node is (see `pitch::Remote`,
-/// feature `remote`). `~/` in `identity_file` and `known_hosts` is the home directory.
+/// feature `remote`). `~/` in `identity_file`, `known_hosts` and `ssh_config` is the home
+/// directory.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RemoteProfile {
-    /// The login node.
+    /// The login node: a host name or a `Host` alias of the ssh configuration.
     pub host: String,
     /// The cache directory's twin on the cluster's shared storage (absolute).
     pub directory: PathBuf,
-    /// The SSH port (default 22).
+    /// The SSH port (default: the ssh configuration's, else 22).
     pub port: Option<u16>,
-    /// The user (default `$USER`).
+    /// The user (default: the ssh configuration's, else `$USER`).
     pub user: Option<String>,
-    /// The private key (default: the agent, then `~/.ssh/id_*`).
+    /// The private key (default: the ssh configuration's, the agent, `~/.ssh/id_*`).
     pub identity_file: Option<PathBuf>,
     /// The known_hosts file (default `~/.ssh/known_hosts`).
     pub known_hosts: Option<PathBuf>,
     /// The longest one network operation may take.
     pub timeout: Option<Duration>,
+    /// The ssh configuration file instead of `~/.ssh/config` (system `ssh` only).
+    pub ssh_config: Option<PathBuf>,
+    /// Which SSH client connects (`auto`, `system`, `builtin`).
+    pub client: crate::backend::transport::SshClient,
+    /// Variables set for the scheduler's commands on the login node (`env = { K = "v" }`).
+    pub env: Vec<(String, String)>,
+    /// Directories put in front of the login node's `PATH` for them (`path = ["/opt/x/bin"]`).
+    pub path: Vec<PathBuf>,
 }
 
 /// Every profile defined in one file.
@@ -430,6 +441,13 @@ struct RawRemote {
     identity_file: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     timeout: Option<DurationText>,
+    ssh_config: Option<PathBuf>,
+    #[serde(default)]
+    client: crate::backend::transport::SshClient,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    path: Vec<PathBuf>,
 }
 
 /// `~/x` as `$HOME/x`; other paths as they are.
@@ -540,6 +558,10 @@ impl RawProfile {
                 identity_file: r.identity_file.map(expand_home),
                 known_hosts: r.known_hosts.map(expand_home),
                 timeout: r.timeout.map(|t| t.0),
+                ssh_config: r.ssh_config.map(expand_home),
+                client: r.client,
+                env: r.env.into_iter().collect(),
+                path: r.path,
             }),
             source: path.to_path_buf(),
         })

@@ -473,6 +473,10 @@ user = "me"
 identity_file = "~/.ssh/id_ed25519"
 known_hosts = "/etc/ssh/ssh_known_hosts"
 timeout = "30s"
+ssh_config = "~/.ssh/config-cluster"
+client = "system"
+path = ["/opt/flux/bin"]
+env = { FLUX_URI = "local:///run/flux/local" }
 "#;
 
 #[test]
@@ -490,6 +494,23 @@ fn remote_table_is_read_with_home_expanded() {
         Some(PathBuf::from("/etc/ssh/ssh_known_hosts"))
     );
     assert_eq!(r.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(r.ssh_config, Some(home.join(".ssh/config-cluster")));
+    assert_eq!(r.client, crate::backend::transport::SshClient::System);
+    assert_eq!(r.path, vec![PathBuf::from("/opt/flux/bin")]);
+    assert_eq!(
+        r.env,
+        vec![(
+            "FLUX_URI".to_string(),
+            "local:///run/flux/local".to_string()
+        )]
+    );
+    // Without the key: the system's ssh when there is one, else the built-in client.
+    let (_dir, path) = write(&REMOTE.replace("client = \"system\"\n", ""));
+    let p = load(&path).unwrap().get("far").unwrap().clone();
+    assert_eq!(
+        p.remote.unwrap().client,
+        crate::backend::transport::SshClient::Auto
+    );
 }
 
 #[test]
@@ -499,6 +520,12 @@ fn remote_table_rejects_unknown_and_missing_keys() {
         6,
         "profile.far.remote.prot",
         &["unknown field `prot`"],
+    );
+    rejects(
+        &REMOTE.replace("client = \"system\"", "client = \"putty\""),
+        12,
+        "profile.far.remote.client",
+        &["unknown variant `putty`", "`auto`, `system`, `builtin`"],
     );
     let (_dir, path) = write(&REMOTE.replace("host = \"login.example.org\"\n", ""));
     let msg = load(&path).unwrap_err().to_string();

@@ -205,7 +205,16 @@ fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
         if let Some(t) = r.timeout {
             remote = remote.timeout(t);
         }
-        remote
+        if let Some(file) = &r.ssh_config {
+            remote = remote.ssh_config(file);
+        }
+        for (k, v) in &r.env {
+            remote = remote.env(k, v);
+        }
+        for dir in &r.path {
+            remote = remote.path(dir);
+        }
+        remote.client(r.client)
     }))
 }
 

@@ -566,11 +566,7 @@ fn build_queue(
         |store| {
             let transport: Arc<dyn Transport> = match remote {
                 #[cfg(feature = "remote")]
-                Some(r) => Arc::new(crate::backend::transport::ssh::Ssh::connect(
-                    r,
-                    store.root(),
-                    store.durable(),
-                )?),
+                Some(r) => crate::backend::transport::connect(r, store.root(), store.durable())?,
                 #[cfg(not(feature = "remote"))]
                 Some(never) => match never {},
                 None => Arc::new(Local),

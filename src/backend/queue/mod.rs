@@ -1032,6 +1032,11 @@ impl Backend for Queue {
         DropPolicy::Detach
     }
 
+    fn close(&self, _wait: bool) {
+        // The SSH connection to a login node ends with the executor.
+        self.transport.close();
+    }
+
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
         let _ = self.events.set(events);
         let _ = self.preparing.set(preparing);

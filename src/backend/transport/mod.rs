@@ -1,11 +1,56 @@
 //! Where a queue executor's scheduler commands run and its jobs' files live: here
-//! ([`Local`]), or on a login node reached over SSH ([`ssh`], feature `remote`),
-//! where the cache directory has a twin on the cluster's shared storage.
+//! ([`Local`]), or on a login node reached over SSH (feature `remote`), where the cache
+//! directory has a twin on the cluster's shared storage: through the system's `ssh`
+//! ([`system`], the default) or the built-in libssh2 client ([`ssh`]).
 
 use std::path::{Path, PathBuf};
 
 #[cfg(feature = "remote")]
 pub(crate) mod ssh;
+#[cfg(feature = "remote")]
+pub(crate) mod system;
+
+/// Which SSH client a [`Remote`](crate::Remote) connects with (`client` in a profile's
+/// `[remote]` table: `"auto"`, `"system"`, `"builtin"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SshClient {
+    /// The system's `ssh` when one is on `PATH`, else the built-in client.
+    #[default]
+    Auto,
+    /// The system's `ssh` (OpenSSH): `~/.ssh/config`, `ProxyJump`, the agent, Kerberos and
+    /// keyboard-interactive (MFA) prompts apply as in a terminal; one connection (a
+    /// `ControlMaster`) per executor carries every command and transfer.
+    System,
+    /// The built-in client (libssh2): host name, port, user, a key file or the agent; no
+    /// `~/.ssh/config`, no jump host, no prompts.
+    Builtin,
+}
+
+/// Connects to the login node with the client `remote` asks for.
+#[cfg(feature = "remote")]
+pub(crate) fn connect(
+    remote: crate::Remote,
+    local_root: &Path,
+    durable: bool,
+) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
+    let program = system::program();
+    Ok(match (remote.client, program) {
+        (SshClient::Builtin, _) | (SshClient::Auto, None) => std::sync::Arc::new(ssh::Builtin(
+            std::sync::Arc::new(ssh::Ssh::connect(remote, local_root, durable)?),
+        )),
+        (SshClient::System | SshClient::Auto, Some(program)) => std::sync::Arc::new(
+            system::SystemSsh::connect(program, remote, local_root, durable)?,
+        ),
+        (SshClient::System, None) => {
+            return Err(crate::error::Error::Config(format!(
+                "remote {}: the system's ssh client was asked for (client = \"system\") but \
+                 there is no `ssh` on PATH",
+                remote.host
+            )))
+        }
+    })
+}
 
 use super::scheduler::{CmdOutput, Fut};
 use crate::scheduler::SchedulerError;
@@ -79,6 +124,9 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn login(&self) -> Option<String> {
         None
     }
+
+    /// The executor ended: connections it kept open are closed (no command follows).
+    fn close(&self) {}
 }
 
 /// The scheduler is here and the cache directory is the jobs' own.

@@ -1,9 +1,11 @@
 //! Remote submission: a queue executor (Slurm, Flux) whose driver runs on a laptop or
 //! workstation and reaches the cluster's login node over SSH. Scheduler commands run there;
-//! task files, the worker binary and job scripts go up by SFTP into a twin of the cache
-//! directory on the cluster's shared storage, and results come back down when their jobs
-//! leave the queue. The local cache directory stays the driver's record of everything.
+//! task files, the worker binary and job scripts go up into a twin of the cache directory on
+//! the cluster's shared storage, and results come back down when their jobs leave the queue.
+//! The local cache directory stays the driver's record of everything.
 //!
+//! This module holds [`Remote`] (where and how) and [`Ssh`], the built-in client (libssh2,
+//! SFTP): the fallback where no system `ssh` exists (see [`super::system`] for the default).
 //! The host key is checked against `known_hosts` (an unknown or changed key is an error,
 //! never accepted); the user authenticates with a key file or the SSH agent, never a
 //! password.
@@ -11,12 +13,12 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ssh2::{CheckResult, KnownHostFileKind, OpenFlags, OpenType, Session, Sftp};
 
-use super::{trace_command, Transport, TransportError};
+use super::{trace_command, SshClient, Transport, TransportError};
 use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
 use crate::scheduler::SchedulerError;
@@ -24,6 +26,12 @@ use crate::template::shell_quote;
 
 /// Where and how to reach a cluster's login node, and where the cache directory's twin
 /// lives on its shared storage.
+///
+/// `host` is what you would type after `ssh`: a host name, or a `Host` alias of
+/// `~/.ssh/config`. With the system's `ssh` (the default where one is installed) that file
+/// applies as in a terminal (`User`, `Port`, `IdentityFile`, `ProxyJump`, agent, Kerberos,
+/// keyboard-interactive/MFA prompts, answered once per connection); what is set here
+/// overrides it.
 ///
 /// ```no_run
 /// let exe = pitch::SlurmClusterExecutor::builder()
@@ -33,53 +41,93 @@ use crate::template::shell_quote;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Remote {
-    host: String,
-    port: u16,
-    user: Option<String>,
-    identity: Option<PathBuf>,
-    known_hosts: Option<PathBuf>,
-    directory: PathBuf,
-    timeout: Duration,
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    pub(super) user: Option<String>,
+    pub(super) identity: Option<PathBuf>,
+    pub(super) known_hosts: Option<PathBuf>,
+    pub(super) ssh_config: Option<PathBuf>,
+    pub(super) client: SshClient,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) path: Vec<PathBuf>,
+    pub(super) directory: PathBuf,
+    pub(super) timeout: Duration,
 }
 
 impl Remote {
-    /// The login node `host` (port 22), with the cache directory's twin at `directory`, an
-    /// absolute path on storage the compute nodes share.
+    /// The login node `host` (a host name or a `Host` alias of `~/.ssh/config`), with the
+    /// cache directory's twin at `directory`, an absolute path on storage the compute nodes
+    /// share.
     pub fn new(host: impl Into<String>, directory: impl Into<PathBuf>) -> Remote {
         Remote {
             host: host.into(),
-            port: 22,
+            port: None,
             user: None,
             identity: None,
             known_hosts: None,
+            ssh_config: None,
+            client: SshClient::Auto,
+            env: Vec::new(),
+            path: Vec::new(),
             directory: directory.into(),
             timeout: Duration::from_secs(60),
         }
     }
 
-    /// The SSH port (default 22).
+    /// The SSH port (default: the ssh configuration's, else 22).
     pub fn port(mut self, port: u16) -> Self {
-        self.port = port;
+        self.port = Some(port);
         self
     }
 
-    /// The user on the login node (default: `$USER`).
+    /// The user on the login node (default: the ssh configuration's, else `$USER`).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self
     }
 
-    /// The private key to log in with (default: the SSH agent, then `~/.ssh/id_ed25519`,
+    /// The private key to log in with, and only that one (default: the ssh configuration's
+    /// and the SSH agent's keys; the built-in client: the agent, then `~/.ssh/id_ed25519`,
     /// `id_ecdsa`, `id_rsa`).
     pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.identity = Some(path.into());
         self
     }
 
-    /// The known_hosts file the login node's key must be in (default
-    /// `~/.ssh/known_hosts`).
+    /// The known_hosts file the login node's key must be in (default: the ssh
+    /// configuration's, else `~/.ssh/known_hosts`).
     pub fn known_hosts(mut self, path: impl Into<PathBuf>) -> Self {
         self.known_hosts = Some(path.into());
+        self
+    }
+
+    /// The ssh configuration file to read instead of `~/.ssh/config` (`ssh -F`); needs the
+    /// system's `ssh`.
+    pub fn ssh_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssh_config = Some(path.into());
+        self
+    }
+
+    /// Which SSH client connects (default [`SshClient::Auto`]: the system's `ssh` when one
+    /// is on `PATH`, else the built-in one).
+    pub fn client(mut self, client: SshClient) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Sets `name=value` for the scheduler's commands on the login node (and so for the jobs
+    /// they submit, which inherit it): e.g. `FLUX_URI` for a Flux instance that a
+    /// non-interactive login does not know.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Puts `dir` in front of the login node's `PATH` for the scheduler's commands, for a
+    /// scheduler a non-interactive login does not find (e.g. `/opt/flux/bin`); the last one
+    /// given comes first.
+    pub fn path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.path.push(dir.into());
         self
     }
 
@@ -91,7 +139,79 @@ impl Remote {
     }
 
     fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        format!("{}:{}", self.host, self.port.unwrap_or(22))
+    }
+
+    /// The checks both clients make before connecting.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if !self.directory.is_absolute() {
+            return Err(format!(
+                "the remote cache directory {} must be an absolute path",
+                self.directory.display()
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("the timeout must be more than zero".into());
+        }
+        if self.host.is_empty() || self.host.starts_with('-') {
+            return Err(format!("{:?} is not a host name", self.host));
+        }
+        for (name, _) in &self.env {
+            let mut chars = name.chars();
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || name == "PATH" {
+                return Err(format!(
+                    "{name:?} cannot be set with env (a variable name{}",
+                    if name == "PATH" {
+                        ", but PATH: use path(dir))"
+                    } else {
+                        ": letters, digits, _)"
+                    }
+                ));
+            }
+        }
+        for dir in &self.path {
+            if !dir.is_absolute() || dir.to_string_lossy().contains(':') {
+                return Err(format!(
+                    "the remote PATH entry {} must be an absolute path without ':'",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The shell line the login node runs for a scheduler command: this remote's `path` and
+    /// `env`, then `env`, then `program args`, every word quoted.
+    pub(super) fn command_line(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> String {
+        let mut all: Vec<(&str, String)> = Vec::new();
+        if !self.path.is_empty() {
+            let mut value = String::new();
+            for dir in self.path.iter().rev() {
+                value.push_str(&shell_quote(&dir.to_string_lossy()));
+                value.push(':');
+            }
+            // Expanded by the login node's shell.
+            value.push_str("\"$PATH\"");
+            all.push(("PATH", value));
+        }
+        for (k, v) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            all.push((k, shell_quote(v)));
+        }
+        command_line(program, args, &all)
     }
 }
 
@@ -115,14 +235,13 @@ impl Ssh {
     pub(crate) fn connect(remote: Remote, local_root: &Path, durable: bool) -> Result<Ssh, Error> {
         let address = remote.address();
         let config = |m: String| Error::Config(format!("remote {address}: {m}"));
-        if !remote.directory.is_absolute() {
+        remote.check().map_err(config)?;
+        if let Some(file) = &remote.ssh_config {
             return Err(config(format!(
-                "the remote cache directory {} must be an absolute path",
-                remote.directory.display()
+                "an ssh configuration file ({}) needs the system's ssh client, not the \
+                 built-in one",
+                file.display()
             )));
-        }
-        if remote.timeout.is_zero() {
-            return Err(config("the timeout must be more than zero".into()));
         }
         let user = match &remote.user {
             Some(u) => u.clone(),
@@ -150,7 +269,8 @@ impl Ssh {
 
     fn open(&self) -> Result<Session, String> {
         let r = &self.remote;
-        let addrs: Vec<_> = (r.host.as_str(), r.port)
+        let port = r.port.unwrap_or(22);
+        let addrs: Vec<_> = (r.host.as_str(), port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {}: {e}", r.host))?
             .collect();
@@ -190,14 +310,15 @@ impl Ssh {
         known
             .read_file(&file, KnownHostFileKind::OpenSSH)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        match known.check_port(&r.host, r.port, key) {
+        let port = r.port.unwrap_or(22);
+        match known.check_port(&r.host, port, key) {
             CheckResult::Match => Ok(()),
             CheckResult::NotFound => Err(format!(
                 "the host key of {} is not in {}: check its fingerprint with the site, then \
                  add it (`ssh-keyscan -p {} {} >> {}`)",
                 r.host,
                 file.display(),
-                r.port,
+                port,
                 r.host,
                 file.display()
             )),
@@ -283,7 +404,7 @@ impl Ssh {
         env: &[(&str, &str)],
         title: &str,
     ) -> Result<CmdOutput, SchedulerError> {
-        let line = command_line(program, args, env);
+        let line = self.remote.command_line(program, args, env);
         let started = std::time::Instant::now();
         let out = self.with_session(|s| {
             let mut ch = s
@@ -372,13 +493,14 @@ impl Ssh {
     }
 }
 
-/// The shell line the login node runs: `env K=V ... program args`, every word quoted.
-fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String {
+/// The shell line the login node runs: `env K=V ... program args`, every word quoted but
+/// the values, which come quoted.
+fn command_line(program: &str, args: &[String], env: &[(&str, String)]) -> String {
     let mut line = String::new();
     if !env.is_empty() {
         line.push_str("env");
         for (k, v) in env {
-            line.push_str(&format!(" {k}={}", shell_quote(v)));
+            line.push_str(&format!(" {k}={v}"));
         }
         line.push(' ');
     }
@@ -391,7 +513,7 @@ fn command_line(program: &str, args: &[String], env: &[(&str, &str)]) -> String 
 }
 
 /// A failure of the login node's side.
-fn on_login_node(message: String) -> TransportError {
+pub(super) fn on_login_node(message: String) -> TransportError {
     TransportError::Remote(message)
 }
 
@@ -470,7 +592,7 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), Tr
 
 /// Writes a downloaded file into the local cache directory, atomically like the store's own
 /// files (fsynced when the store is durable).
-fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), TransportError> {
+pub(super) fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), TransportError> {
     let failed = |e: std::io::Error| TransportError::local("write", path, e);
     if let Some(dir) = path.parent() {
         crate::store::create_dir(dir).map_err(failed)?;
@@ -478,7 +600,23 @@ fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Transport
     crate::store::write_bytes_atomic(path, bytes, durable, 0o600).map_err(failed)
 }
 
-impl Transport for Ssh {
+/// [`Ssh`] as a transport: every libssh2 call runs on tokio's blocking pool, never on the
+/// engine's runtime threads. (The session is one: transfers and the poller's queries still
+/// take turns on it.)
+pub(crate) struct Builtin(pub(crate) Arc<Ssh>);
+
+/// Runs `f` with the session's owner on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    ssh: &Arc<Ssh>,
+    f: impl FnOnce(&Ssh) -> T + Send + 'static,
+) -> Result<T, String> {
+    let ssh = ssh.clone();
+    tokio::task::spawn_blocking(move || f(&ssh))
+        .await
+        .map_err(|e| format!("the SSH call failed: {e}"))
+}
+
+impl Transport for Builtin {
     fn run<'a>(
         &'a self,
         program: &'a str,
@@ -486,13 +624,33 @@ impl Transport for Ssh {
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
-        Box::pin(
-            async move { tokio::task::block_in_place(|| self.exec(program, args, env, title)) },
-        )
+        let owned = (
+            program.to_string(),
+            args.to_vec(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+            title.to_string(),
+        );
+        Box::pin(async move {
+            off_runtime(&self.0, move |ssh| {
+                let (program, args, env, title) = owned;
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                ssh.exec(&program, &args, &env, &title)
+            })
+            .await
+            .unwrap_or_else(|detail| {
+                Err(SchedulerError::CannotRun {
+                    program: program.to_string(),
+                    detail,
+                })
+            })
+        })
     }
 
     fn path(&self, local: &Path) -> PathBuf {
-        self.remote_path(local)
+        self.0.remote_path(local)
     }
 
     fn upload<'a>(
@@ -500,28 +658,40 @@ impl Transport for Ssh {
         files: &'a [PathBuf],
         unchanged_if_same_size: bool,
     ) -> Fut<'a, Result<(), TransportError>> {
+        let files = files.to_vec();
         Box::pin(async move {
-            tokio::task::block_in_place(|| self.upload_files(files, unchanged_if_same_size))
+            off_runtime(&self.0, move |ssh| {
+                ssh.upload_files(&files, unchanged_if_same_size)
+            })
+            .await
+            .unwrap_or_else(|e| Err(TransportError::Remote(e)))
         })
     }
 
     fn fetch<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>> {
-        Box::pin(async move { tokio::task::block_in_place(|| self.fetch_files(files)) })
+        let files = files.to_vec();
+        Box::pin(async move {
+            off_runtime(&self.0, move |ssh| ssh.fetch_files(&files))
+                .await
+                .unwrap_or_else(|e| Err(TransportError::Remote(e)))
+        })
     }
 
     fn remove<'a>(&'a self, files: &'a [PathBuf]) -> Fut<'a, ()> {
+        let files = files.to_vec();
         Box::pin(async move {
-            tokio::task::block_in_place(|| {
-                let _ = self.with_session(|s| {
+            let _ = off_runtime(&self.0, move |ssh| {
+                ssh.with_session(|s| {
                     let sftp = s
                         .sftp()
                         .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
-                    for f in files {
-                        let _ = sftp.unlink(&self.remote_path(f));
+                    for f in &files {
+                        let _ = sftp.unlink(&ssh.remote_path(f));
                     }
                     Ok(())
-                });
+                })
             })
+            .await;
         })
     }
 
@@ -530,7 +700,14 @@ impl Transport for Ssh {
     }
 
     fn login(&self) -> Option<String> {
-        Some(format!("{}@{}", self.user, self.remote.address()))
+        Some(self.0.login())
+    }
+}
+
+impl Ssh {
+    /// `user@host:port`.
+    fn login(&self) -> String {
+        format!("{}@{}", self.user, self.remote.address())
     }
 }
 
@@ -544,19 +721,35 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let line = command_line(
-            "printf",
-            &[vec!["%s|".to_string()], args].concat(),
-            &[("X_TEST", "1 2")],
+        let line = Remote::new("h", "/c")
+            .path("/opt/my tools/bin")
+            .env("X_FIRST", "$HOME")
+            .command_line(
+                "sh",
+                &[
+                    vec![
+                        "-c".to_string(),
+                        r#"printf '%s|' "$X_FIRST" "$X_TEST" "${PATH%%:*}" "$@""#.to_string(),
+                        "sh".to_string(),
+                    ],
+                    args,
+                ]
+                .concat(),
+                &[("X_TEST", "1 2")],
+            );
+        assert!(
+            line.starts_with(
+                "env PATH='/opt/my tools/bin':\"$PATH\" X_FIRST='$HOME' X_TEST='1 2' sh "
+            ),
+            "{line}"
         );
-        assert!(line.starts_with("env X_TEST='1 2' printf "), "{line}");
         let out = std::process::Command::new("sh")
             .args(["-c", &line])
             .output()
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "a b|it's|$HOME|*|--name=x;y|"
+            "$HOME|1 2|/opt/my tools/bin|a b|it's|$HOME|*|--name=x;y|"
         );
     }
 
@@ -577,7 +770,7 @@ mod tests {
             ssh.remote_path(Path::new("/data/input.csv")),
             Path::new("/data/input.csv")
         );
-        assert_eq!(ssh.login().as_deref(), Some("me@h:22"));
+        assert_eq!(ssh.login(), "me@h:22");
         assert!(lost("cannot open an SSH channel: [-7] Unable to send"));
         assert!(!lost(
             "the key /k was refused for me: Username/PublicKey combination invalid"

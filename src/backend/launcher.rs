@@ -42,6 +42,31 @@ impl Launcher {
 }
 
 impl Launcher {
+    /// The tail of a task's stderr without the launcher's own reports of how the task's
+    /// processes ended (`srun: error: n1: task 0: Exited with exit code 3`, `flux-job:
+    /// task(s) Killed`): the error already says it, and the tail is the task's, as on
+    /// SingleNode.
+    pub(crate) fn own_lines_removed(&self, tail: &str) -> String {
+        let own = |line: &str| match self {
+            Launcher::Srun { .. } => {
+                line.strip_prefix("srun: error: ").is_some_and(|rest| {
+                    // "<node>: task 0: ..." or "<node>: tasks 0-3: ..."
+                    rest.split_once(": ")
+                        .is_some_and(|(_, r)| r.starts_with("task ") || r.starts_with("tasks "))
+                }) || line.starts_with("srun: launch/slurm: _step_signal: Terminating")
+            }
+            Launcher::Flux { .. } => line.starts_with("flux-job: task(s) "),
+            Launcher::Local => false,
+        };
+        if !tail.lines().any(own) {
+            return tail.to_string();
+        }
+        tail.lines()
+            .filter(|l| !own(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The program and arguments that run `program args` with `ranks` ranks of `threads`
     /// threads each.
     pub(crate) fn wrap(
@@ -53,7 +78,10 @@ impl Launcher {
         resources: &Resources,
     ) -> (String, Vec<String>) {
         let (launcher, mut argv) = match self {
-            Launcher::Srun { .. } => ("srun", slurm::srun_options(ranks, threads, resources)),
+            Launcher::Srun { nodes } => (
+                "srun",
+                slurm::srun_options(ranks, threads, resources, *nodes),
+            ),
             Launcher::Flux { .. } => ("flux", flux::run_options(ranks, threads, resources)),
             Launcher::Local if ranks <= 1 => return (program, args),
             Launcher::Local => {

@@ -5,6 +5,7 @@ mod child;
 #[cfg(test)]
 mod decode_fuzz_tests;
 pub(crate) mod exe;
+pub(crate) mod failure;
 mod flux;
 pub(crate) mod inspect;
 mod launcher;

@@ -12,10 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{
-    Command, EndReason, EventKind, Executor, FluxClusterExecutor, LaunchErrorKind, Resources,
-    TaskError,
-};
+use pitch::{Command, EndReason, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
 
 use crate::ensure;
 use crate::flux::calls;
@@ -564,12 +561,13 @@ fn time_limit_is_timeout() -> Result<(), String> {
         ("command", c.result().map(|_| ())),
         ("function", f.result().map(|_| ())),
     ] {
+        // Flux's TIMEOUT of a job whose limit is the task's run_time_max: the task's
+        // Timeout, as on every backend.
         match r {
-            Err(TaskError::Scheduler { state, detail, .. }) => {
-                ensure!(state == "TIMEOUT", "{what}: {state} {detail}");
-                ensure!(detail.contains("exception timeout"), "{what}: {detail}");
+            Err(TaskError::Timeout { limit }) => {
+                ensure!(limit == Duration::from_millis(1500), "{what}: {limit:?}");
             }
-            other => return Err(format!("{what}: expected a TIMEOUT, got {other:?}")),
+            other => return Err(format!("{what}: expected a Timeout, got {other:?}")),
         }
     }
     ensure!(
@@ -613,9 +611,15 @@ fn a_rejected_submission() -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         match add::submit(&exe, 1, 2).result() {
-            Err(TaskError::Launch { what, kind, detail }) => {
-                ensure!(what == "flux batch", "{what}");
-                ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
+            Err(TaskError::Rejected {
+                backend,
+                reason: detail,
+            }) => {
+                ensure!(backend == "flux", "{backend}");
+                ensure!(
+                    detail.starts_with("flux batch refused the job: "),
+                    "{detail}"
+                );
                 ensure!(
                     // Flux 0.88 with queues configured; without any, "'nosuchqueue' is not a
                     // valid queue".
@@ -624,7 +628,7 @@ fn a_rejected_submission() -> Result<(), String> {
                     "{detail}"
                 );
             }
-            other => return Err(format!("expected a Launch error, got {other:?}")),
+            other => return Err(format!("expected a Rejected error, got {other:?}")),
         }
         // Nothing was cached: the rerun submits again.
         let n = batch_scripts()?.len();

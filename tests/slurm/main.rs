@@ -14,6 +14,7 @@
 //! array_elements_that_left_the_queue).
 
 mod exact;
+mod parity;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;
@@ -22,7 +23,7 @@ mod rerun;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, LaunchErrorKind, Resources, SlurmClusterExecutor, TaskError};
+use pitch::{Command, Executor, Resources, SlurmClusterExecutor, TaskError};
 
 pitch::task! {
     pub fn add(a: i64, b: i64) -> i64 { a + b }
@@ -271,12 +272,12 @@ fn bad_partition(dir: &Path) -> Result<(), String> {
     let exe = executor(&cache).with_resources(Resources::new().partition("no-such-partition"));
     let f = add::submit(&exe, 1, 2);
     match f.result() {
-        Err(TaskError::Launch { what, kind, detail }) => {
-            ensure!(what == "sbatch", "{what}");
-            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
-            ensure!(detail.to_lowercase().contains("partition"), "{detail}");
+        Err(TaskError::Rejected { backend, reason }) => {
+            ensure!(backend == "slurm", "{backend}");
+            ensure!(reason.starts_with("sbatch refused the job: "), "{reason}");
+            ensure!(reason.to_lowercase().contains("partition"), "{reason}");
         }
-        other => return Err(format!("expected Launch, got {other:?}")),
+        other => return Err(format!("expected Rejected, got {other:?}")),
     }
     ensure!(
         pitch::__private::read_result(&cache, &f.key()).is_err(),
@@ -353,7 +354,9 @@ fn time_limit(dir: &Path) -> Result<(), String> {
         .with_resources(Resources::new().run_time_max(Duration::from_secs(60)));
     let f = exe.submit_command(Command::new("sleep").arg("600"));
     match f.result() {
-        Err(TaskError::Scheduler { state, .. }) => ensure!(state == "TIMEOUT", "{state}"),
+        Err(TaskError::Timeout { limit }) => {
+            ensure!(limit == Duration::from_secs(60), "{limit:?}")
+        }
         other => return Err(format!("expected TIMEOUT, got {other:?}")),
     }
     Ok(())
@@ -1072,6 +1075,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
     }
+    if args.get(1).map(String::as_str) == Some("slurm-parity-driver") {
+        std::process::exit(parity::driver(Path::new(&args[2]), Path::new(&args[3])));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-gone-driver") {
         let n = args[3].parse().unwrap();
         let grace = args[4].parse().unwrap();
@@ -1092,6 +1098,7 @@ fn main() {
         .chain(more)
         .chain(pool::TESTS)
         .chain(rerun::TESTS)
+        .chain(parity::TESTS)
         .copied()
         .collect();
     // Every test side by side by default: most of their time is spent waiting for the

@@ -109,7 +109,9 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
             other => return Err(format!("expected CANCELLED, got {other:?}")),
         }
         match timeout.result() {
-            Err(TaskError::Scheduler { state, .. }) => ensure!(state == "TIMEOUT", "{state}"),
+            Err(TaskError::Timeout { limit }) => {
+                ensure!(limit == Duration::from_secs(60), "{limit:?}")
+            }
             other => return Err(format!("expected TIMEOUT, got {other:?}")),
         }
     }

@@ -137,12 +137,14 @@ impl SlurmClient {
             return found;
         }
         let args = strings(&["-X", "-n", "-P", "-o", parse::SACCT_FIELDS, "-j", &id]);
+        let mut accounting = false;
         if let Ok(out) = self.cmd("sacct", &args).await {
             if out.success
                 && !parse::sacct_disabled(&out.stdout)
                 && !parse::sacct_disabled(&out.stderr)
             {
                 if let Ok(entries) = parse::parse_sacct(&out.stdout) {
+                    accounting = true;
                     for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
                         found.entry(e.job).or_insert((
                             e.state.into(),
@@ -150,6 +152,37 @@ impl SlurmClient {
                         ));
                     }
                 }
+            }
+        }
+        for (job, (state, detail)) in found.iter_mut() {
+            // Gone from the queue while Slurm's records still say pending: an array element
+            // cancelled before it started, which gets no record of its own (its array's
+            // pending record keeps listing it in sacct).
+            if let JobState::Active(name) = state {
+                *detail = format!(
+                    "{job} left the queue while {name}: cancelled before it started (Slurm keeps \
+                     no record of its own for an array element cancelled while pending)"
+                );
+                *state = JobState::Ended(EndReason::Cancelled);
+            }
+        }
+        if accounting {
+            let missing: Vec<JobRef> = wanted
+                .iter()
+                .filter(|j| !found.contains_key(j))
+                .copied()
+                .collect();
+            for job in missing {
+                found.insert(
+                    job,
+                    (
+                        JobState::Ended(EndReason::forgotten()),
+                        format!(
+                            "{job} left the queue, and neither scontrol nor sacct (accounting \
+                             is on) has a record of it"
+                        ),
+                    ),
+                );
             }
         }
         found
@@ -169,7 +202,7 @@ impl SchedulerClient for SlurmClient {
         })
     }
 
-    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, SchedulerError>> {
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>> {
         Box::pin(async move {
             let out = self
                 .cmd(
@@ -183,10 +216,12 @@ impl SchedulerClient for SlurmClient {
                     stderr: out.stderr.trim().to_string(),
                 });
             }
-            parse::parse_sbatch_parsable(&out.stdout).map_err(|e| SchedulerError::Unreadable {
-                program: "sbatch".into(),
-                detail: e.to_string(),
-            })
+            parse::parse_sbatch_parsable(&out.stdout)
+                .map(|id| (id, out.stderr.trim().to_string()))
+                .map_err(|e| SchedulerError::Unreadable {
+                    program: "sbatch".into(),
+                    detail: e.to_string(),
+                })
         })
     }
 

@@ -429,7 +429,46 @@ pub fn parse_squeue(output: &str) -> Result<Vec<QueueEntry>, ParseError> {
 
 /// The state of each job squeue listed, as the queue backend reads them.
 pub(crate) fn states_by_job(entries: &[QueueEntry]) -> HashMap<JobRef, JobState> {
-    entries.iter().map(|e| (e.job, e.state.into())).collect()
+    entries
+        .iter()
+        .map(|e| {
+            let state = match (&e.state, e.reason.as_deref()) {
+                (SlurmState::Pending, Some(r)) if never_clears(r) => JobState::Stuck(r.to_string()),
+                _ => e.state.into(),
+            };
+            (e.job, state)
+        })
+        .collect()
+}
+
+/// Whether a pending job's reason (`%r`) can never clear by waiting: the request exceeds what
+/// the partition, the association or the QOS allows any job, names what does not exist, or
+/// depends on a job that failed. `ReqNodeNotAvail` counts only without the nodes it waits
+/// for (`ReqNodeNotAvail, UnavailableNodes:n[1-2]` waits for nodes that may come back).
+pub(crate) fn never_clears(reason: &str) -> bool {
+    const NEVER: &[&str] = &[
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "BadConstraints",
+        "DependencyNeverSatisfied",
+        "InvalidAccount",
+        "InvalidQOS",
+        "QOSMaxCpuPerJobLimit",
+        "QOSMaxNodePerJobLimit",
+        "QOSMaxWallDurationPerJobLimit",
+        "QOSMaxMemoryPerJob",
+        "AssocMaxCpuPerJobLimit",
+        "AssocMaxNodePerJobLimit",
+        "AssocMaxWallDurationPerJobLimit",
+    ];
+    let word = reason.split([',', ' ', '(']).next().unwrap_or_default();
+    if word == "ReqNodeNotAvail" {
+        return reason
+            .split_once("UnavailableNodes:")
+            .is_none_or(|(_, nodes)| nodes.trim().is_empty());
+    }
+    NEVER.contains(&word)
 }
 
 /// Parses `squeue -h -t all -o '%A|%o'`: each job's (array's) id by the path of its job

@@ -1,0 +1,199 @@
+//! One cause, one error (issue 15): the same failing programs on SingleNode, SlurmCluster and
+//! SlurmJob (a driver inside an sbatch allocation) resolve to the same errors, field for
+//! field (job ids aside), as the README's "Errors by cause" table says.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pitch::{Command, Executor, Resources, SingleNodeExecutor, TaskError, TaskFuture};
+
+use super::{executor, TestFn};
+use crate::ensure;
+
+pitch::task! {
+    pub fn exits_with(code: i32) -> u32 { std::process::exit(code) }
+}
+pitch::task! {
+    pub fn aborts() -> u32 { std::process::abort() }
+}
+pitch::task! {
+    pub fn panics_with(message: String) -> u32 { panic!("{}", message) }
+}
+pitch::task! {
+    pub fn returns_err(text: String) -> Result<u32, std::num::ParseIntError> { text.parse() }
+}
+
+pub(crate) const TESTS: &[(&str, TestFn)] = &[(
+    "parity_the_same_failures_give_the_same_errors_on_every_backend",
+    parity,
+)];
+
+/// An error without what differs by run (job ids, file paths under the test directory).
+fn shape(e: &TaskError, dir: &Path) -> String {
+    let text = match e {
+        TaskError::Launch { what, kind, detail } => format!("Launch {what} {kind:?} {detail}"),
+        TaskError::CommandFailed {
+            program,
+            code,
+            stderr_tail,
+        } => format!("CommandFailed {program} {code} {stderr_tail:?}"),
+        TaskError::Signaled {
+            what,
+            signal,
+            stderr_tail: _,
+        } => format!("Signaled {what} {signal}"),
+        TaskError::WorkerDied { status, .. } => format!("WorkerDied {status}"),
+        TaskError::Panicked { message, .. } => format!("Panicked {message}"),
+        TaskError::DependencyFailed { input, cause, .. } => {
+            format!("DependencyFailed {input} <- {}", shape(cause, dir))
+        }
+        TaskError::Scheduler { state, .. } => format!("Scheduler {state}"),
+        other => format!("{other}"),
+    };
+    text.replace(&dir.display().to_string(), "DIR")
+}
+
+/// Runs every failing case on `exe` (`dir`: where the test's files are, shared by the
+/// backends); the error of each case, by name.
+pub(crate) fn cases(exe: &Executor, dir: &Path) -> BTreeMap<String, String> {
+    let data = dir.join("not-executable");
+    std::fs::write(&data, "just data\n").unwrap();
+    let limited = exe.with_resources(Resources::new().run_time_max(Duration::from_secs(60)));
+    let commands: Vec<(&str, TaskFuture<pitch::CommandOutput>)> = vec![
+        (
+            "program not found",
+            exe.submit_command(Command::new("pitch-no-such-program")),
+        ),
+        (
+            "program not executable",
+            exe.submit_command(Command::new(&data)),
+        ),
+        (
+            "working directory missing",
+            exe.submit_command(Command::new("true").cwd(dir.join("no-such-dir"))),
+        ),
+        (
+            "non-zero exit",
+            exe.submit_command(Command::new("sh").args(["-c", "echo bad >&2; exit 3"])),
+        ),
+        (
+            "killed by signal 9",
+            exe.submit_command(Command::new("sh").args(["-c", "kill -9 $$"])),
+        ),
+        (
+            "time limit",
+            limited.submit_command(Command::new("sleep").arg("600")),
+        ),
+    ];
+    let functions: Vec<(&str, TaskFuture<u32>)> = vec![
+        ("worker exits 4", exits_with::submit(exe, 4)),
+        ("worker aborts", aborts::submit(exe)),
+        ("panic", panics_with::submit(exe, "no luck".to_string())),
+        ("Err", returns_err::submit(exe, "x".to_string())),
+    ];
+    let upstream = exe.submit_command(Command::new("sh").args(["-c", "exit 5"]));
+    let dependent = exe.submit_command(Command::new("true").after(&upstream));
+    let mut found = BTreeMap::new();
+    let mut put = |name: &str, r: Result<(), TaskError>| {
+        let text = match r {
+            Ok(()) => "succeeded".to_string(),
+            Err(e) => shape(&e, dir),
+        };
+        found.insert(name.to_string(), text);
+    };
+    for (name, f) in commands {
+        put(name, f.result().map(|_| ()));
+    }
+    for (name, f) in functions {
+        put(name, f.result().map(|_| ()));
+    }
+    put("dependency failed", dependent.result().map(|_| ()));
+    found
+}
+
+/// Inside an allocation: `slurm-parity-driver OUT DIR` runs the cases with
+/// SlurmJobExecutor and writes `name\terror` lines to OUT.
+pub(crate) fn driver(out: &Path, dir: &Path) -> i32 {
+    let exe = match pitch::SlurmJobExecutor::builder()
+        .cache_directory(dir.join("slurm-job-cache"))
+        .build()
+    {
+        Ok(exe) => exe,
+        Err(e) => {
+            std::fs::write(out, format!("error\t{e}\n")).unwrap();
+            return 1;
+        }
+    };
+    let text: String = cases(&exe, dir)
+        .into_iter()
+        .map(|(name, e)| format!("{name}\t{}\n", e.replace('\n', "\\n")))
+        .collect();
+    std::fs::write(out.with_extension("tmp"), text).unwrap();
+    std::fs::rename(out.with_extension("tmp"), out).unwrap();
+    0
+}
+
+fn parity(dir: &Path) -> Result<(), String> {
+    // SlurmJob: a driver in a 2-node allocation, started first (it waits in the queue).
+    let out = dir.join("slurm-job.txt");
+    let submitted = std::process::Command::new("sbatch")
+        .args(["--parsable", "-N2", "-n4", "--output"])
+        .arg(dir.join("driver.out"))
+        .arg(format!(
+            "--wrap={} slurm-parity-driver {} {}",
+            std::env::current_exe().unwrap().display(),
+            out.display(),
+            dir.display()
+        ))
+        .output()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        submitted.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let single = std::thread::scope(|s| {
+        let single = s.spawn(|| {
+            let exe = SingleNodeExecutor::builder()
+                .cache_directory(dir.join("single-node-cache"))
+                .build()
+                .expect("a single-node executor");
+            cases(&exe, dir)
+        });
+        let cluster = cases(&executor(&dir.join("slurm-cluster-cache")), dir);
+        (single.join().expect("single node cases"), cluster)
+    });
+    let (single, cluster) = single;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !out.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let job_text = std::fs::read_to_string(&out).map_err(|e| {
+        format!(
+            "no SlurmJob report ({e}); driver output: {}",
+            std::fs::read_to_string(dir.join("driver.out")).unwrap_or_default()
+        )
+    })?;
+    let job: BTreeMap<String, String> = job_text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.replace("\\n", "\n")))
+        .collect();
+    let mut diffs = Vec::new();
+    for (name, expected) in &single {
+        for (backend, found) in [("SlurmCluster", &cluster), ("SlurmJob", &job)] {
+            match found.get(name) {
+                Some(e) if e == expected => {}
+                other => diffs.push(format!(
+                    "{name}: SingleNode {expected:?}, {backend} {other:?}"
+                )),
+            }
+        }
+    }
+    for (name, e) in &single {
+        eprintln!("  {name}: {e}");
+    }
+    ensure!(diffs.is_empty(), "errors differ:\n{}", diffs.join("\n"));
+    Ok(())
+}

@@ -44,7 +44,7 @@ pub(crate) fn scheduler_for(kind: SchedulerKind, transport: Arc<dyn Transport>) 
     match kind {
         SchedulerKind::Slurm => Scheduler {
             dialect: &slurm::DIALECT,
-            client: Box::new(slurm::SlurmClient { transport }),
+            client: Box::new(slurm::SlurmClient::new(transport)),
         },
         SchedulerKind::Flux => Scheduler {
             dialect: &flux::DIALECT,

@@ -230,6 +230,14 @@ pub(crate) trait SchedulerClient: Send + Sync + 'static {
         let _ = tag;
         Box::pin(async { Ok(None) })
     }
+    /// Why the cluster can never run a task asking for `r` with `ranks` ranks of `threads`
+    /// threads (more CPUs or nodes, or a longer time, than its partition has), as far as the
+    /// scheduler tells its limits (Slurm: `scontrol show partition`, asked once, where the
+    /// scheduler runs here). `None` when it can, or nobody can tell.
+    fn refuses(&self, r: &Resources, ranks: u32, threads: u32) -> Option<String> {
+        let _ = (r, ranks, threads);
+        None
+    }
     /// Cancels these jobs, in one call.
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>>;
     /// The most elements one job array may have (1 where the dialect has no arrays).

@@ -968,7 +968,11 @@ impl Backend for Queue {
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        self.scheduler.dialect.check(r)
+        let ignored = self.scheduler.dialect.check(r)?;
+        match self.scheduler.client.refuses(r, r.ranks(), r.threads()) {
+            Some(why) => Err(why),
+            None => Ok(ignored),
+        }
     }
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {

@@ -103,9 +103,41 @@ impl From<SlurmState> for JobState {
 /// a login node).
 pub(crate) struct SlurmClient {
     pub transport: Arc<dyn Transport>,
+    /// The partitions' limits (`scontrol show partition -o`), asked once; `None` when they
+    /// cannot be asked here (remote) or could not be read.
+    partitions: std::sync::OnceLock<Option<Vec<parse::Partition>>>,
 }
 
 impl SlurmClient {
+    pub(crate) fn new(transport: Arc<dyn Transport>) -> SlurmClient {
+        SlurmClient {
+            transport,
+            partitions: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The partitions' limits, asked once with a blocking `scontrol show partition -o`
+    /// (where the scheduler runs here: checks are synchronous).
+    fn partitions(&self) -> Option<&[parse::Partition]> {
+        self.partitions
+            .get_or_init(|| {
+                if self.transport.is_remote() {
+                    return None;
+                }
+                let out = std::process::Command::new("scontrol")
+                    .args(["show", "partition", "-o"])
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())?;
+                Some(parse::parse_partitions(&String::from_utf8_lossy(
+                    &out.stdout,
+                )))
+            })
+            .as_deref()
+    }
+
     /// Runs a Slurm command; Slurm cuts long array task lists to 64 bytes unless told not to.
     async fn cmd(&self, program: &str, args: &[String]) -> Result<CmdOutput, SchedulerError> {
         self.transport
@@ -120,20 +152,26 @@ impl SlurmClient {
         wanted: &HashSet<JobRef>,
     ) -> HashMap<JobRef, (JobState, String)> {
         let id = job_id.to_string();
-        let mut found = HashMap::new();
+        let mut found: HashMap<JobRef, (JobState, String)> = HashMap::new();
+        // Whether the submission (an array) still has pending elements on record.
+        let mut pending_siblings = false;
         if let Ok(out) = self
             .cmd("scontrol", &strings(&["show", "job", "-o", &id]))
             .await
         {
             if out.success {
                 if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
+                    pending_siblings |= jobs.iter().any(|j| !j.state.is_finished());
                     for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
                         found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
                     }
                 }
             }
         }
-        if wanted.iter().all(|j| found.contains_key(j)) {
+        if wanted
+            .iter()
+            .all(|j| found.get(j).is_some_and(|(s, _)| s.is_finished()))
+        {
             return found;
         }
         let args = strings(&["-X", "-n", "-P", "-o", parse::SACCT_FIELDS, "-j", &id]);
@@ -145,6 +183,7 @@ impl SlurmClient {
             {
                 if let Ok(entries) = parse::parse_sacct(&out.stdout) {
                     accounting = true;
+                    pending_siblings |= entries.iter().any(|e| !e.state.is_finished());
                     for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
                         found.entry(e.job).or_insert((
                             e.state.into(),
@@ -166,23 +205,36 @@ impl SlurmClient {
                 *state = JobState::Ended(EndReason::Cancelled);
             }
         }
-        if accounting {
+        {
             let missing: Vec<JobRef> = wanted
                 .iter()
                 .filter(|j| !found.contains_key(j))
                 .copied()
                 .collect();
             for job in missing {
-                found.insert(
-                    job,
+                let known = if job.array_index.is_some() && pending_siblings {
+                    // Gone while its array waits, without a record: removed while pending.
+                    (
+                        JobState::Ended(EndReason::Cancelled),
+                        format!(
+                            "{job} left the queue while the rest of its array is pending: \
+                             cancelled before it started (Slurm keeps no record of its own for \
+                             an array element cancelled while pending)"
+                        ),
+                    )
+                } else if accounting {
                     (
                         JobState::Ended(EndReason::forgotten()),
                         format!(
                             "{job} left the queue, and neither scontrol nor sacct (accounting \
                              is on) has a record of it"
                         ),
-                    ),
-                );
+                    )
+                } else {
+                    // Without accounting nothing more can tell: the poller says so.
+                    continue;
+                };
+                found.insert(job, known);
             }
         }
         found
@@ -251,6 +303,15 @@ impl SchedulerClient for SlurmClient {
                 })?;
             Ok(parse::states_by_job(&entries))
         })
+    }
+
+    fn refuses(&self, r: &Resources, ranks: u32, threads: u32) -> Option<String> {
+        let partitions = self.partitions()?;
+        let partition = match &r.partition {
+            Some(name) => partitions.iter().find(|p| &p.name == name)?,
+            None => partitions.iter().find(|p| p.default)?,
+        };
+        partition.refuses(ranks, threads, r.num_nodes, r.run_time_max)
     }
 
     /// `squeue -o '%A|%o'`: the job (array) id and the script path of every job named `tag`.

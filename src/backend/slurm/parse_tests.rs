@@ -1109,3 +1109,35 @@ fn pending_reasons_that_never_clear_make_a_job_stuck() {
     assert_eq!(states[&JobRef::single(41)].name(), "PENDING");
     assert!(!states[&JobRef::single(41)].is_finished());
 }
+
+#[test]
+fn partition_limits_refuse_what_no_job_can_get() {
+    // `scontrol show partition -o` (recorded, cut to the fields read; `short` made up).
+    let out = "PartitionName=debug AllowGroups=ALL Default=YES MaxNodes=UNLIMITED \
+               MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED Nodes=n[1-4] TotalCPUs=16 \
+               TotalNodes=4\n\
+               PartitionName=short Default=NO MaxNodes=2 MaxTime=30 MaxCPUsPerNode=2 \
+               TotalCPUs=16 TotalNodes=4\n";
+    let parts = parse_partitions(out);
+    assert_eq!(parts.len(), 2);
+    let (debug, short) = (&parts[0], &parts[1]);
+    assert!(debug.default && !short.default);
+    assert_eq!(short.max_time, Some(std::time::Duration::from_secs(1800)));
+    assert_eq!(debug.refuses(16, 1, None, None), None);
+    let why = debug.refuses(1000, 1, None, None).unwrap();
+    assert!(why.contains("1000 CPUs") && why.contains("16"), "{why}");
+    assert!(debug
+        .refuses(1, 1, Some(50), None)
+        .unwrap()
+        .contains("num_nodes = 50"));
+    assert!(short
+        .refuses(3, 2, None, None)
+        .unwrap()
+        .contains("at most 4"));
+    let hour = std::time::Duration::from_secs(3600);
+    assert!(short
+        .refuses(1, 1, None, Some(hour))
+        .unwrap()
+        .contains("MaxTime"));
+    assert_eq!(debug.refuses(1, 1, Some(4), Some(hour)), None);
+}

@@ -150,7 +150,7 @@ fn read_exit_file(exit_file: &std::path::Path) -> Option<Result<ExitFile, TaskEr
     const EXIT_FILE_MAX: u64 = 256;
     let mut text = String::new();
     std::io::Read::read_to_string(
-        &mut std::io::Read::take(std::fs::File::open(&exit_file).ok()?, EXIT_FILE_MAX),
+        &mut std::io::Read::take(std::fs::File::open(exit_file).ok()?, EXIT_FILE_MAX),
         &mut text,
     )
     .ok()?;

@@ -112,6 +112,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "a_future_outliving_its_executor_ends",
         a_future_outliving_its_executor_ends,
     ),
+    (
+        "failures_give_the_errors_of_single_node",
+        failures_give_the_errors_of_single_node,
+    ),
 ];
 
 macro_rules! outer {
@@ -150,6 +154,7 @@ mod outer {
         cli_status_and_cancel_ask_flux,
         a_failed_rerun_keeps_the_finished_result,
         a_future_outliving_its_executor_ends,
+        failures_give_the_errors_of_single_node,
     );
 }
 pub(crate) use outer::TESTS;
@@ -974,5 +979,31 @@ fn a_flux_job_executor_inside_a_batch_job() -> Result<(), String> {
         "{lines:?} (the job's instance is {uri})"
     );
     ensure!(inner.is_dir(), "the nested executor's cache directory");
+    Ok(())
+}
+
+/// One cause, one error (issue 15): the failing programs of the README's table give the
+/// same errors on FluxJob and FluxCluster as on SingleNode.
+fn failures_give_the_errors_of_single_node() -> Result<(), String> {
+    use crate::failure_cases::{cases, differences};
+    let dir = temp();
+    let limit = Duration::from_secs(2);
+    let single = pitch::SingleNodeExecutor::builder()
+        .cache_directory(dir.path().join("single-node"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let job = pitch::FluxJobExecutor::builder()
+        .cache_directory(dir.path().join("flux-job"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let batch = cluster(&dir.path().join("flux-cluster"))?;
+    let (single, (job, batch)) = std::thread::scope(|s| {
+        let job = s.spawn(|| cases(&job, dir.path(), limit));
+        let batch = s.spawn(|| cases(&batch, dir.path(), limit));
+        let single = cases(&single, dir.path(), limit);
+        (single, (job.join().unwrap(), batch.join().unwrap()))
+    });
+    let diffs = differences(&single, &[("FluxJob", &job), ("FluxCluster", &batch)]);
+    ensure!(diffs.is_empty(), "errors differ:\n{}", diffs.join("\n"));
     Ok(())
 }

@@ -14,6 +14,8 @@
 //! array_elements_that_left_the_queue).
 
 mod exact;
+#[path = "../common/failure_cases.rs"]
+mod failure_cases;
 mod parity;
 mod pool;
 #[cfg(feature = "remote")]

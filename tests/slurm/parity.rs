@@ -6,23 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, Resources, SingleNodeExecutor, TaskError, TaskFuture};
+use pitch::{Command, Resources, SingleNodeExecutor, TaskError};
 
 use super::{executor, TestFn};
 use crate::ensure;
+use crate::failure_cases::{cases, differences};
 
-pitch::task! {
-    pub fn exits_with(code: i32) -> u32 { std::process::exit(code) }
-}
-pitch::task! {
-    pub fn aborts() -> u32 { std::process::abort() }
-}
-pitch::task! {
-    pub fn panics_with(message: String) -> u32 { panic!("{}", message) }
-}
-pitch::task! {
-    pub fn returns_err(text: String) -> Result<u32, std::num::ParseIntError> { text.parse() }
-}
+/// Slurm's shortest time limit.
+const LIMIT: Duration = Duration::from_secs(60);
 
 pub(crate) const TESTS: &[(&str, TestFn)] = &[
     (
@@ -39,89 +30,6 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ),
 ];
 
-/// An error without what differs by run (job ids, file paths under the test directory).
-fn shape(e: &TaskError, dir: &Path) -> String {
-    let text = match e {
-        TaskError::Launch { what, kind, detail } => format!("Launch {what} {kind:?} {detail}"),
-        TaskError::CommandFailed {
-            program,
-            code,
-            stderr_tail,
-        } => format!("CommandFailed {program} {code} {stderr_tail:?}"),
-        TaskError::Signaled {
-            what,
-            signal,
-            stderr_tail: _,
-        } => format!("Signaled {what} {signal}"),
-        TaskError::WorkerDied { status, .. } => format!("WorkerDied {status}"),
-        TaskError::Panicked { message, .. } => format!("Panicked {message}"),
-        TaskError::DependencyFailed { input, cause, .. } => {
-            format!("DependencyFailed {input} <- {}", shape(cause, dir))
-        }
-        TaskError::Scheduler { state, .. } => format!("Scheduler {state}"),
-        other => format!("{other}"),
-    };
-    text.replace(&dir.display().to_string(), "DIR")
-}
-
-/// Runs every failing case on `exe` (`dir`: where the test's files are, shared by the
-/// backends); the error of each case, by name.
-pub(crate) fn cases(exe: &Executor, dir: &Path) -> BTreeMap<String, String> {
-    let data = dir.join("not-executable");
-    std::fs::write(&data, "just data\n").unwrap();
-    let limited = exe.with_resources(Resources::new().run_time_max(Duration::from_secs(60)));
-    let commands: Vec<(&str, TaskFuture<pitch::CommandOutput>)> = vec![
-        (
-            "program not found",
-            exe.submit_command(Command::new("pitch-no-such-program")),
-        ),
-        (
-            "program not executable",
-            exe.submit_command(Command::new(&data)),
-        ),
-        (
-            "working directory missing",
-            exe.submit_command(Command::new("true").cwd(dir.join("no-such-dir"))),
-        ),
-        (
-            "non-zero exit",
-            exe.submit_command(Command::new("sh").args(["-c", "echo bad >&2; exit 3"])),
-        ),
-        (
-            "killed by signal 9",
-            exe.submit_command(Command::new("sh").args(["-c", "kill -9 $$"])),
-        ),
-        (
-            "time limit",
-            limited.submit_command(Command::new("sleep").arg("600")),
-        ),
-    ];
-    let functions: Vec<(&str, TaskFuture<u32>)> = vec![
-        ("worker exits 4", exits_with::submit(exe, 4)),
-        ("worker aborts", aborts::submit(exe)),
-        ("panic", panics_with::submit(exe, "no luck".to_string())),
-        ("Err", returns_err::submit(exe, "x".to_string())),
-    ];
-    let upstream = exe.submit_command(Command::new("sh").args(["-c", "exit 5"]));
-    let dependent = exe.submit_command(Command::new("true").after(&upstream));
-    let mut found = BTreeMap::new();
-    let mut put = |name: &str, r: Result<(), TaskError>| {
-        let text = match r {
-            Ok(()) => "succeeded".to_string(),
-            Err(e) => shape(&e, dir),
-        };
-        found.insert(name.to_string(), text);
-    };
-    for (name, f) in commands {
-        put(name, f.result().map(|_| ()));
-    }
-    for (name, f) in functions {
-        put(name, f.result().map(|_| ()));
-    }
-    put("dependency failed", dependent.result().map(|_| ()));
-    found
-}
-
 /// Inside an allocation: `slurm-parity-driver OUT DIR` runs the cases with
 /// SlurmJobExecutor and writes `name\terror` lines to OUT.
 pub(crate) fn driver(out: &Path, dir: &Path) -> i32 {
@@ -135,7 +43,7 @@ pub(crate) fn driver(out: &Path, dir: &Path) -> i32 {
             return 1;
         }
     };
-    let text: String = cases(&exe, dir)
+    let text: String = cases(&exe, dir, LIMIT)
         .into_iter()
         .map(|(name, e)| format!("{name}\t{}\n", e.replace('\n', "\\n")))
         .collect();
@@ -169,9 +77,9 @@ fn parity(dir: &Path) -> Result<(), String> {
                 .cache_directory(dir.join("single-node-cache"))
                 .build()
                 .expect("a single-node executor");
-            cases(&exe, dir)
+            cases(&exe, dir, LIMIT)
         });
-        let cluster = cases(&executor(&dir.join("slurm-cluster-cache")), dir);
+        let cluster = cases(&executor(&dir.join("slurm-cluster-cache")), dir, LIMIT);
         (single.join().expect("single node cases"), cluster)
     });
     let (single, cluster) = single;
@@ -190,17 +98,7 @@ fn parity(dir: &Path) -> Result<(), String> {
         .filter_map(|l| l.split_once('\t'))
         .map(|(k, v)| (k.to_string(), v.replace("\\n", "\n")))
         .collect();
-    let mut diffs = Vec::new();
-    for (name, expected) in &single {
-        for (backend, found) in [("SlurmCluster", &cluster), ("SlurmJob", &job)] {
-            match found.get(name) {
-                Some(e) if e == expected => {}
-                other => diffs.push(format!(
-                    "{name}: SingleNode {expected:?}, {backend} {other:?}"
-                )),
-            }
-        }
-    }
+    let diffs = differences(&single, &[("SlurmCluster", &cluster), ("SlurmJob", &job)]);
     for (name, e) in &single {
         eprintln!("  {name}: {e}");
     }

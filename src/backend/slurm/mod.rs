@@ -153,15 +153,17 @@ impl SlurmClient {
     ) -> HashMap<JobRef, (JobState, String)> {
         let id = job_id.to_string();
         let mut found: HashMap<JobRef, (JobState, String)> = HashMap::new();
-        // Whether the submission (an array) still has pending elements on record.
-        let mut pending_siblings = false;
+        // Whether Slurm has records of the submission (an array) at all: an element that
+        // left the queue without one of its own never started (an element gets its record
+        // when it starts): it was cancelled while pending.
+        let mut siblings_known = false;
         if let Ok(out) = self
             .cmd("scontrol", &strings(&["show", "job", "-o", &id]))
             .await
         {
             if out.success {
                 if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
-                    pending_siblings |= jobs.iter().any(|j| !j.state.is_finished());
+                    siblings_known |= !jobs.is_empty();
                     for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
                         found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
                     }
@@ -183,7 +185,7 @@ impl SlurmClient {
             {
                 if let Ok(entries) = parse::parse_sacct(&out.stdout) {
                     accounting = true;
-                    pending_siblings |= entries.iter().any(|e| !e.state.is_finished());
+                    siblings_known |= !entries.is_empty();
                     for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
                         found.entry(e.job).or_insert((
                             e.state.into(),
@@ -212,14 +214,13 @@ impl SlurmClient {
                 .copied()
                 .collect();
             for job in missing {
-                let known = if job.array_index.is_some() && pending_siblings {
-                    // Gone while its array waits, without a record: removed while pending.
+                let known = if job.array_index.is_some() && siblings_known {
                     (
                         JobState::Ended(EndReason::Cancelled),
                         format!(
-                            "{job} left the queue while the rest of its array is pending: \
-                             cancelled before it started (Slurm keeps no record of its own for \
-                             an array element cancelled while pending)"
+                            "{job} left the queue without ever starting while Slurm has records \
+                             of its array: cancelled while pending (Slurm keeps no record of its \
+                             own for an array element cancelled before it started)"
                         ),
                     )
                 } else if accounting {

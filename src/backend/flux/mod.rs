@@ -115,8 +115,10 @@ impl FluxClient {
 impl SchedulerClient for FluxClient {
     fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>> {
         Box::pin(async move {
+            let args = vec!["batch".to_string(), script.display().to_string()];
             let out = self
-                .flux(vec!["batch".into(), script.display().to_string()])
+                .transport
+                .run_submit("flux", &args, &[], "Flux")
                 .await?;
             if !out.success {
                 return Err(SchedulerError::Rejected {

@@ -257,11 +257,10 @@ impl SchedulerClient for SlurmClient {
 
     fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>> {
         Box::pin(async move {
+            let args = ["--parsable".to_string(), script.display().to_string()];
             let out = self
-                .cmd(
-                    "sbatch",
-                    &["--parsable".into(), script.display().to_string()],
-                )
+                .transport
+                .run_submit("sbatch", &args, &[("SLURM_BITSTR_LEN", "0")], "Slurm")
                 .await?;
             if !out.success {
                 return Err(SchedulerError::Rejected {

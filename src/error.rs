@@ -172,7 +172,8 @@ pub enum TaskError {
         /// Why it failed, in words.
         detail: String,
     },
-    /// The backend refused the task's resources or options before running it.
+    /// The backend (or its scheduler: sbatch, flux batch, flux run) refused the task's
+    /// resources or options before running it.
     #[error("task rejected by the {backend} backend: {reason}")]
     Rejected {
         /// The backend's name.
@@ -225,7 +226,9 @@ pub enum LaunchErrorKind {
     PermissionDenied,
     /// The task's working directory does not exist.
     NoSuchCwd,
-    /// The scheduler refused the job (`sbatch` or `flux batch` failed).
+    /// The scheduler refused the job. Results written by older versions only: a refusal
+    /// (`sbatch`, `flux batch`, `flux run`) is now [`TaskError::Rejected`] with the
+    /// scheduler's message, on every backend.
     RejectedByScheduler,
     /// Anything else: the program cannot be executed for another reason, or pitch could not
     /// prepare or watch the launch.

@@ -572,11 +572,13 @@ impl Store {
     }
 
     /// The file whose bytes are the tasks' claims when they are byte-range locks.
+    #[cfg(target_os = "linux")]
     pub(crate) fn claims_range_file(&self) -> PathBuf {
         self.locks_dir().join("claims.range")
     }
 
     /// The log of the tasks the driver `id` claimed (byte-range claims).
+    #[cfg(target_os = "linux")]
     pub(crate) fn claims_log(&self, id: &str) -> PathBuf {
         self.locks_dir().join("claims").join(id)
     }

@@ -86,10 +86,17 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn usage(problem: &str) -> i32 {
-    eprintln!(
+    say(&format!(
         "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} pool | {WORKER_ARG} pilot <address> <secret-file> <idle-secs> <id>"
-    );
+    ));
     2
+}
+
+/// Writes a line to stderr; a failed write (a full disk under the stderr file, a closed
+/// pipe) is ignored, never a panic: the worker's exit status still says it failed.
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Where a task runs among its ranks.
@@ -347,15 +354,26 @@ fn run(store: &Store, key: TaskKey) -> i32 {
         let record = paths.publish_result(ResultRecord {
             outcome: outcome.map(|v| vec![v]),
         });
-        if record.outcome.is_err() && ok {
-            eprintln!(
-                "pitch worker: could not write {}",
-                paths.result_file().display()
-            );
-            return 3;
+        match &record.outcome {
+            // The value could not be written: why (a full disk, a refused permission) goes
+            // to stderr, whose tail the driver's error quotes.
+            Err(e) if ok => {
+                say(&format!("pitch worker: could not write the result: {e}"));
+                return 3;
+            }
+            Err(e) if !paths.result_file().exists() => {
+                say(&format!(
+                    "pitch worker: the task failed ({e}) and its result could not be written to {}",
+                    paths.result_file().display()
+                ));
+                return 3;
+            }
+            _ => {}
         }
     } else if let Err(e) = paths.write_rank(&RankRecord { rank, outcome }) {
-        eprintln!("pitch worker: {e}");
+        say(&format!(
+            "pitch worker: could not write the rank's result: {e}"
+        ));
         return 3;
     }
     if ok {

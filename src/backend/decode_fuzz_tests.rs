@@ -265,7 +265,7 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
     let exits = vec![b"0 1000000 1250000\n".to_vec(), b"143\n".to_vec()];
     fuzz("exit file", &exits, &mut rng, |b| {
         std::fs::write(paths.exit_file(), b).unwrap();
-        let _ = crate::backend::queue::poll::exit_outcome(&paths, &spec);
+        let _ = crate::backend::queue::poll::exit_outcome(&paths, &spec, None);
     });
 
     // The result log of pooled tasks: record payloads (as if their checksum held), then

@@ -23,7 +23,7 @@ pub(crate) fn job_name(root: &Path) -> String {
 
 /// A command job's outcome from the exit file its script left, `None` while there is none.
 pub(crate) fn exit_outcome(paths: &TaskPaths, spec: &CommandSpec) -> Option<ExitOutcome> {
-    super::queue::poll::exit_outcome(paths, spec).map(|(_, outcome)| outcome)
+    super::queue::poll::exit_outcome(paths, spec, None).map(|(_, outcome)| outcome)
 }
 
 /// The job (`123` or `123_4`) each task was last submitted as, from the journal.

@@ -42,6 +42,43 @@ impl Launcher {
 }
 
 impl Launcher {
+    /// The tail of a task's stderr without the launcher's own reports of how the task's
+    /// processes ended (`srun: error: n1: task 0: Exited with exit code 3`, `flux-job:
+    /// task(s) Killed`): the error already says it, and the tail is the task's, as on
+    /// SingleNode.
+    pub(crate) fn own_lines_removed(&self, tail: &str) -> String {
+        let own = |line: &str| match self {
+            Launcher::Srun { .. } => {
+                line.strip_prefix("srun: error: ").is_some_and(|rest| {
+                    // "<node>: task 0: ..." or "<node>: tasks 0-3: ..."
+                    rest.split_once(": ")
+                        .is_some_and(|(_, r)| r.starts_with("task ") || r.starts_with("tasks "))
+                }) || line.starts_with("srun: launch/slurm: _step_signal: Terminating")
+            }
+            Launcher::Flux { .. } => {
+                // "0.081s: job.exception ƒ... type=exec severity=0 sh: task rank 0 on host vm
+                // failed (Exit 5) and exit-on-error is set", "0.081s: flux-shell[0]: FATAL:
+                // task-exit: ...": how the task ended, in flux run's words.
+                let rest = line
+                    .split_once("s: ")
+                    .filter(|(t, _)| t.parse::<f64>().is_ok())
+                    .map_or(line, |(_, r)| r);
+                line.starts_with("flux-job: task(s) ")
+                    || (rest.starts_with("job.exception ")
+                        && rest.ends_with("and exit-on-error is set"))
+                    || (rest.starts_with("flux-shell[") && rest.contains(": FATAL: task-exit: "))
+            }
+            Launcher::Local => false,
+        };
+        if !tail.lines().any(own) {
+            return tail.to_string();
+        }
+        tail.lines()
+            .filter(|l| !own(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The program and arguments that run `program args` with `ranks` ranks of `threads`
     /// threads each.
     pub(crate) fn wrap(
@@ -53,7 +90,10 @@ impl Launcher {
         resources: &Resources,
     ) -> (String, Vec<String>) {
         let (launcher, mut argv) = match self {
-            Launcher::Srun { .. } => ("srun", slurm::srun_options(ranks, threads, resources)),
+            Launcher::Srun { nodes } => (
+                "srun",
+                slurm::srun_options(ranks, threads, resources, *nodes),
+            ),
             Launcher::Flux { .. } => ("flux", flux::run_options(ranks, threads, resources)),
             Launcher::Local if ranks <= 1 => return (program, args),
             Launcher::Local => {
@@ -127,6 +167,23 @@ impl Launcher {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_launchers_own_status_lines_leave_the_tail() {
+        let flux = Launcher::Flux { nodes: 1, gpus: 0 };
+        let tail = "0.097s: job.exception \u{192}cE9 type=exec severity=0 sh: task rank 0 on host vm failed (Exit 3) and exit-on-error is set\nbad\n0.098s: flux-shell[0]: FATAL: task-exit: sh: task rank 0 on host vm failed (Exit 3) and exit-on-error is set\nflux-job: task(s) exited with exit code 3";
+        assert_eq!(flux.own_lines_removed(tail), "bad");
+        let srun = Launcher::Srun { nodes: 2 };
+        let tail = "bad\nsrun: error: n1: task 0: Exited with exit code 3\nsrun: launch/slurm: _step_signal: Terminating StepId=197.2\nsrun: error: n2: tasks 1-2: Killed";
+        assert_eq!(srun.own_lines_removed(tail), "bad");
+        // Anything else stays, the task's own lines first of all.
+        let other = "srun: error: Unable to create step for job 7: Invalid generic resource";
+        assert_eq!(srun.own_lines_removed(other), other);
+        assert_eq!(
+            Launcher::Local.own_lines_removed("srun: error: n1: task 0: x"),
+            "srun: error: n1: task 0: x"
+        );
+    }
+
     use super::*;
 
     #[test]

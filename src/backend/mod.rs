@@ -5,6 +5,7 @@ mod child;
 #[cfg(test)]
 mod decode_fuzz_tests;
 pub(crate) mod exe;
+pub(crate) mod failure;
 mod flux;
 pub(crate) mod inspect;
 mod launcher;
@@ -43,7 +44,7 @@ pub(crate) fn scheduler_for(kind: SchedulerKind, transport: Arc<dyn Transport>) 
     match kind {
         SchedulerKind::Slurm => Scheduler {
             dialect: &slurm::DIALECT,
-            client: Box::new(slurm::SlurmClient { transport }),
+            client: Box::new(slurm::SlurmClient::new(transport)),
         },
         SchedulerKind::Flux => Scheduler {
             dialect: &flux::DIALECT,

@@ -74,6 +74,9 @@ impl FromStr for JobRef {
 pub(crate) enum JobState {
     /// Queued or running, in the scheduler's own name of the state (`PENDING`, `RUN`).
     Active(&'static str),
+    /// Queued for a reason that can never clear (Slurm: `PartitionConfig`,
+    /// `DependencyNeverSatisfied`...): the scheduler will not start it, whatever the wait.
+    Stuck(String),
     /// Left the active states for good.
     Ended(EndReason),
 }
@@ -88,6 +91,7 @@ impl JobState {
     pub(crate) fn name(&self) -> &str {
         match self {
             JobState::Active(name) => name,
+            JobState::Stuck(_) => "PENDING",
             JobState::Ended(reason) => reason.as_str(),
         }
     }
@@ -97,6 +101,7 @@ impl JobState {
     pub(crate) fn into_reason(self) -> EndReason {
         match self {
             JobState::Active(name) => EndReason::Unknown(name.to_string()),
+            JobState::Stuck(_) => EndReason::Unknown("PENDING".to_string()),
             JobState::Ended(reason) => reason,
         }
     }
@@ -187,8 +192,9 @@ impl Dialect {
 
 /// What the queue backend asks a scheduler, through its transport.
 pub(crate) trait SchedulerClient: Send + Sync + 'static {
-    /// Submits the job script at `script` (a path where the jobs run); the job id.
-    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, SchedulerError>>;
+    /// Submits the job script at `script` (a path where the jobs run); the job id, and what
+    /// the submit command wrote to stderr although it accepted the job (its warnings).
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>>;
     /// ONE query: the jobs named `tag` the scheduler lists (queued, running, or recently
     /// finished), with their states.
     fn active<'a>(
@@ -223,6 +229,14 @@ pub(crate) trait SchedulerClient: Send + Sync + 'static {
     ) -> Fut<'a, Result<Option<HashMap<String, u64>>, SchedulerError>> {
         let _ = tag;
         Box::pin(async { Ok(None) })
+    }
+    /// Why the cluster can never run a task asking for `r` with `ranks` ranks of `threads`
+    /// threads (more CPUs or nodes, or a longer time, than its partition has), as far as the
+    /// scheduler tells its limits (Slurm: `scontrol show partition`, asked once, where the
+    /// scheduler runs here). `None` when it can, or nobody can tell.
+    fn refuses(&self, r: &Resources, ranks: u32, threads: u32) -> Option<String> {
+        let _ = (r, ranks, threads);
+        None
     }
     /// Cancels these jobs, in one call.
     fn cancel<'a>(&'a self, jobs: &'a [JobRef]) -> Fut<'a, Result<(), SchedulerError>>;

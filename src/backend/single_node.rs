@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
 use super::exe;
+use super::failure::{self, signal_of};
 pub(crate) use super::launcher::Launcher;
 use super::output::Sink;
 use super::pool::{Pool, Work};
@@ -206,6 +207,25 @@ impl SingleNode {
                 }
             }
         }
+        // A launcher (srun, flux run, mpiexec) between pitch and the command would report a
+        // program it cannot execute as its own failure (srun: exit code 2): the program is
+        // looked up first, as `posix_spawn` does here, for the same error on every backend.
+        let launched = command_spec.is_some_and(|c| c.program != program);
+        if let Some(c) = command_spec.filter(|_| launched) {
+            if let Some(dir) = spec.cwd.as_ref().filter(|d| !d.is_dir()) {
+                return fail(failure::no_such_cwd(&c.program, Some(dir)));
+            }
+            let path = env
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == "PATH")
+                .map(|(_, v)| std::ffi::OsString::from(v))
+                .or_else(|| std::env::var_os("PATH"));
+            if let Err(e) = failure::check_program(&c.program, path.as_deref(), spec.cwd.as_deref())
+            {
+                return fail(e);
+            }
+        }
         let launch = Launch {
             program: &program,
             args: &args,
@@ -218,10 +238,7 @@ impl SingleNode {
             Some(Err(e)) => {
                 let missing_dir = spec.cwd.as_ref().filter(|d| !d.is_dir());
                 let (kind, detail) = if let Some(dir) = missing_dir {
-                    (
-                        LaunchErrorKind::NoSuchCwd,
-                        format!("the working directory {} does not exist", dir.display()),
-                    )
+                    return fail(failure::no_such_cwd(&program, Some(dir)));
                 } else if e.kind() == std::io::ErrorKind::NotFound {
                     let detail = if program == "srun" || program == "flux" {
                         format!("{program} was not found on PATH")
@@ -230,10 +247,8 @@ impl SingleNode {
                             "mpiexec was not found on PATH: cores = {} needs OpenMPI's mpiexec",
                             spec.ranks
                         )
-                    } else if program.contains('/') {
-                        "no such program".to_string()
                     } else {
-                        "no such program (not found on PATH)".to_string()
+                        return fail(failure::program_not_found(&program));
                     };
                     (LaunchErrorKind::NotFound, detail)
                 } else if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -263,7 +278,9 @@ impl SingleNode {
             ticket,
         );
         let elapsed = finished.elapsed;
-        let stderr_tail = finished.stderr.tail;
+        let stderr_tail = self.launcher.own_lines_removed(&finished.stderr.tail);
+        // Through a launcher, a death by signal N comes back as exit code 128 + N.
+        let through_launcher = self.launcher != Launcher::Local || spec.ranks > 1;
         let end = match finished.end {
             Ok(end) => end,
             Err(e) => {
@@ -295,16 +312,18 @@ impl SingleNode {
             End::Exited(status)
                 if status.code() == Some(1) && self.launcher.refusal(&stderr_tail).is_some() =>
             {
-                Err(TaskError::Launch {
-                    what: format!("{program} run"),
-                    kind: LaunchErrorKind::RejectedByScheduler,
-                    detail: self.launcher.refusal(&stderr_tail).unwrap_or_default(),
+                Err(TaskError::Rejected {
+                    backend: self.launcher.name().into(),
+                    reason: format!(
+                        "{program} run refused the job: {}",
+                        self.launcher.refusal(&stderr_tail).unwrap_or_default()
+                    ),
                 })
             }
             End::Exited(status) => match command_spec {
                 Some(c) => command_outcome(
                     c,
-                    &program,
+                    through_launcher,
                     status,
                     elapsed,
                     finished.stdout.path,
@@ -338,7 +357,9 @@ impl SingleNode {
                 }
                 None => match paths.read_result() {
                     Ok(record) => return record,
-                    Err(store::FormatError::Missing) => Err(worker_died(&status, stderr_tail)),
+                    Err(store::FormatError::Missing) => {
+                        Err(worker_died(&status, through_launcher, stderr_tail))
+                    }
                     Err(e) => Err(e.into_task_error(&paths.result_file())),
                 },
             },
@@ -404,9 +425,13 @@ fn cancelled(paths: &TaskPaths) -> ResultRecord {
     })
 }
 
-fn worker_died(status: &ExitStatus, stderr_tail: String) -> TaskError {
+fn worker_died(status: &ExitStatus, through_launcher: bool, stderr_tail: String) -> TaskError {
     use std::os::unix::process::ExitStatusExt;
-    match status.signal() {
+    let reported = status
+        .code()
+        .filter(|_| through_launcher)
+        .and_then(signal_of);
+    match status.signal().or(reported) {
         Some(signal) => TaskError::Signaled {
             what: "the worker".into(),
             signal,
@@ -421,7 +446,7 @@ fn worker_died(status: &ExitStatus, stderr_tail: String) -> TaskError {
 
 fn command_outcome(
     spec: &CommandSpec,
-    program: &str,
+    through_launcher: bool,
     status: ExitStatus,
     elapsed: Duration,
     stdout: Option<PathBuf>,
@@ -429,15 +454,19 @@ fn command_outcome(
     stderr_tail: String,
 ) -> Result<Vec<Vec<u8>>, TaskError> {
     use std::os::unix::process::ExitStatusExt;
-    let code = match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(signal)) => {
+    let reported = status
+        .code()
+        .filter(|_| through_launcher)
+        .and_then(signal_of);
+    let code = match (status.code(), status.signal().or(reported)) {
+        (_, Some(signal)) => {
             return Err(TaskError::Signaled {
-                what: format!("command {program:?}"),
+                what: format!("command {:?}", spec.program),
                 signal,
                 stderr_tail,
             })
         }
+        (Some(c), None) => c,
         _ => -1,
     };
     if code != 0 && !spec.allow_failure {

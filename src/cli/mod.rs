@@ -2,6 +2,7 @@
 
 mod follow;
 mod inspect;
+mod interrupt;
 mod json;
 mod params;
 mod report;

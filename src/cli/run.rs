@@ -210,6 +210,12 @@ pub(crate) fn run(a: RunArgs) -> i32 {
         }
         Follower::start(files)
     });
+    // Ctrl-C, SIGTERM, SIGHUP: the task is cancelled (the command's process group signalled,
+    // or its job cancelled) and recorded so; pitch exits 128 + the signal.
+    let interrupts = {
+        let f = future.clone();
+        super::interrupt::Interrupts::cancel_with(move || f.cancel())
+    };
     let result = future.result();
     if let Some(f) = follower {
         f.finish();
@@ -237,6 +243,15 @@ pub(crate) fn run(a: RunArgs) -> i32 {
             error: result.as_ref().err().map(|e| e.to_string()),
         });
     }
+    if let (Some(signal), Err(TaskError::Cancelled)) = (interrupts.received(), &result) {
+        if !out.quiet {
+            eprintln!(
+                "pitch: interrupted by signal {signal}: the command was cancelled after {seconds:.1} s"
+            );
+        }
+        return 128 + signal;
+    }
+    drop(interrupts);
     match result {
         Ok(o) => {
             if !out.quiet {

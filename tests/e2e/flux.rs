@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, FluxJobExecutor, LaunchErrorKind, Resources, TaskError};
+use pitch::{Command, Executor, FluxJobExecutor, Resources, TaskError};
 
 use crate::ensure;
 use crate::mpi::{
@@ -698,10 +698,10 @@ fn flux_refusing_the_job() -> Result<(), String> {
         .submit_command(Command::new("true"))
         .result();
     match r {
-        Err(TaskError::Launch { what, kind, detail }) => {
-            ensure!(what == "flux run", "{what}");
-            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
-            ensure!(detail.contains("nosuchqueue"), "{detail}");
+        Err(TaskError::Rejected { backend, reason }) => {
+            ensure!(backend == "flux-job", "{backend}");
+            ensure!(reason.starts_with("flux run refused the job: "), "{reason}");
+            ensure!(reason.contains("nosuchqueue"), "{reason}");
         }
         other => return Err(format!("expected a rejection, got {other:?}")),
     }
@@ -712,9 +712,8 @@ fn flux_refusing_the_job() -> Result<(), String> {
         .submit_command(Command::new("true"))
         .result();
     match r {
-        Err(TaskError::Launch { kind, detail, .. }) => {
-            ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
-            ensure!(detail.contains("unsatisfiable request"), "{detail}")
+        Err(TaskError::Rejected { reason, .. }) => {
+            ensure!(reason.contains("unsatisfiable request"), "{reason}")
         }
         other => return Err(format!("expected a rejection, got {other:?}")),
     }

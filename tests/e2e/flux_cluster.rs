@@ -12,10 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{
-    Command, EndReason, EventKind, Executor, FluxClusterExecutor, LaunchErrorKind, Resources,
-    TaskError,
-};
+use pitch::{Command, EndReason, EventKind, Executor, FluxClusterExecutor, Resources, TaskError};
 
 use crate::ensure;
 use crate::flux::calls;
@@ -123,6 +120,10 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "a_future_outliving_its_executor_ends",
         a_future_outliving_its_executor_ends,
     ),
+    (
+        "failures_give_the_errors_of_single_node",
+        failures_give_the_errors_of_single_node,
+    ),
 ];
 
 macro_rules! outer {
@@ -162,6 +163,7 @@ mod outer {
         cli_status_and_cancel_ask_flux,
         a_failed_rerun_keeps_the_finished_result,
         a_future_outliving_its_executor_ends,
+        failures_give_the_errors_of_single_node,
     );
 }
 pub(crate) use outer::TESTS;
@@ -646,12 +648,13 @@ fn time_limit_is_timeout() -> Result<(), String> {
         ("command", c.result().map(|_| ())),
         ("function", f.result().map(|_| ())),
     ] {
+        // Flux's TIMEOUT of a job whose limit is the task's run_time_max: the task's
+        // Timeout, as on every backend.
         match r {
-            Err(TaskError::Scheduler { state, detail, .. }) => {
-                ensure!(state == "TIMEOUT", "{what}: {state} {detail}");
-                ensure!(detail.contains("exception timeout"), "{what}: {detail}");
+            Err(TaskError::Timeout { limit }) => {
+                ensure!(limit == Duration::from_millis(1500), "{what}: {limit:?}");
             }
-            other => return Err(format!("{what}: expected a TIMEOUT, got {other:?}")),
+            other => return Err(format!("{what}: expected a Timeout, got {other:?}")),
         }
     }
     ensure!(
@@ -695,9 +698,15 @@ fn a_rejected_submission() -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?;
         match add::submit(&exe, 1, 2).result() {
-            Err(TaskError::Launch { what, kind, detail }) => {
-                ensure!(what == "flux batch", "{what}");
-                ensure!(kind == LaunchErrorKind::RejectedByScheduler, "{kind:?}");
+            Err(TaskError::Rejected {
+                backend,
+                reason: detail,
+            }) => {
+                ensure!(backend == "flux", "{backend}");
+                ensure!(
+                    detail.starts_with("flux batch refused the job: "),
+                    "{detail}"
+                );
                 ensure!(
                     // Flux 0.88 with queues configured; without any, "'nosuchqueue' is not a
                     // valid queue".
@@ -706,7 +715,7 @@ fn a_rejected_submission() -> Result<(), String> {
                     "{detail}"
                 );
             }
-            other => return Err(format!("expected a Launch error, got {other:?}")),
+            other => return Err(format!("expected a Rejected error, got {other:?}")),
         }
         // Nothing was cached: the rerun submits again.
         let n = batch_scripts()?.len();
@@ -1052,5 +1061,31 @@ fn a_flux_job_executor_inside_a_batch_job() -> Result<(), String> {
         "{lines:?} (the job's instance is {uri})"
     );
     ensure!(inner.is_dir(), "the nested executor's cache directory");
+    Ok(())
+}
+
+/// One cause, one error (issue 15): the failing programs of the README's table give the
+/// same errors on FluxJob and FluxCluster as on SingleNode.
+fn failures_give_the_errors_of_single_node() -> Result<(), String> {
+    use crate::failure_cases::{cases, differences};
+    let dir = temp();
+    let limit = Duration::from_secs(2);
+    let single = pitch::SingleNodeExecutor::builder()
+        .cache_directory(dir.path().join("single-node"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let job = pitch::FluxJobExecutor::builder()
+        .cache_directory(dir.path().join("flux-job"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let batch = cluster(&dir.path().join("flux-cluster"))?;
+    let (single, (job, batch)) = std::thread::scope(|s| {
+        let job = s.spawn(|| cases(&job, dir.path(), limit));
+        let batch = s.spawn(|| cases(&batch, dir.path(), limit));
+        let single = cases(&single, dir.path(), limit);
+        (single, (job.join().unwrap(), batch.join().unwrap()))
+    });
+    let diffs = differences(&single, &[("FluxJob", &job), ("FluxCluster", &batch)]);
+    ensure!(diffs.is_empty(), "errors differ:\n{}", diffs.join("\n"));
     Ok(())
 }

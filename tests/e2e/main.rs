@@ -18,6 +18,8 @@
 //! threads as the machine has cores unless `--test-threads` or RUST_TEST_THREADS says
 //! otherwise. Their time limits are upper bounds with room for a loaded machine.
 
+#[path = "../common/failure_cases.rs"]
+mod failure_cases;
 mod flux;
 mod flux_cluster;
 mod mpi;

@@ -109,7 +109,9 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
             other => return Err(format!("expected CANCELLED, got {other:?}")),
         }
         match timeout.result() {
-            Err(TaskError::Scheduler { state, .. }) => ensure!(state == "TIMEOUT", "{state}"),
+            Err(TaskError::Timeout { limit }) => {
+                ensure!(limit == Duration::from_secs(60), "{limit:?}")
+            }
             other => return Err(format!("expected TIMEOUT, got {other:?}")),
         }
     }
@@ -191,9 +193,10 @@ fn kill_and_rerun(
     n: usize,
 ) -> Result<usize, String> {
     let mut first = spawn_driver(dir, first_path, n);
-    wait_for(moment, "the moment to kill the driver")?;
-    first.kill().map_err(|e| e.to_string())?;
+    let waited = wait_for(moment, "the moment to kill the driver");
+    let _ = first.kill();
     first.wait().map_err(|e| e.to_string())?;
+    waited?;
     // Whatever the killed driver's sbatch still does happens before this.
     std::thread::sleep(Duration::from_secs(1));
     let path = counting_path(dir);

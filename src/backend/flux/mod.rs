@@ -113,10 +113,12 @@ impl FluxClient {
 }
 
 impl SchedulerClient for FluxClient {
-    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, SchedulerError>> {
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>> {
         Box::pin(async move {
+            let args = vec!["batch".to_string(), script.display().to_string()];
             let out = self
-                .flux(vec!["batch".into(), script.display().to_string()])
+                .transport
+                .run_submit("flux", &args, &[], "Flux")
                 .await?;
             if !out.success {
                 return Err(SchedulerError::Rejected {
@@ -124,10 +126,12 @@ impl SchedulerClient for FluxClient {
                     stderr: out.stderr.trim().to_string(),
                 });
             }
-            parse::parse_submit_output(&out.stdout).map_err(|e| SchedulerError::Unreadable {
-                program: "flux batch".into(),
-                detail: e.to_string(),
-            })
+            parse::parse_submit_output(&out.stdout)
+                .map(|id| (id, out.stderr.trim().to_string()))
+                .map_err(|e| SchedulerError::Unreadable {
+                    program: "flux batch".into(),
+                    detail: e.to_string(),
+                })
         })
     }
 

@@ -112,9 +112,8 @@ impl Journal {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match store::read_value::<IntentRecord>(&path, FileKind::Journal) {
-                Ok(rec) => out.push((stem, rec)),
-                Err(_) => {}
+            if let Ok(rec) = store::read_value::<IntentRecord>(&path, FileKind::Journal) {
+                out.push((stem, rec));
             }
         }
         out

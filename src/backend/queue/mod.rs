@@ -281,6 +281,7 @@ impl Queue {
             spec,
             stdout: &there(paths.stdout()),
             stderr: &there(paths.stderr()),
+            result: &there(paths.result_file()),
             exit: &there(paths.exit_file()),
             exit_tmp: &there(paths.exit_tmp()),
             cache: &self.transport.path(self.store.root()),
@@ -515,14 +516,28 @@ impl Queue {
             },
         )?;
         let submitted = self.scheduler.client.submit(&script).await;
-        if submitted.is_err() {
+        match &submitted {
+            // Accepted with a warning (sbatch: "can't run 1 processes on 50 nodes, setting
+            // nnodes to 1"): said, not thrown away.
+            Ok((job_id, warnings)) if !warnings.is_empty() => self.warn(format!(
+                "{} accepted job {job_id} with a warning: {warnings}",
+                self.scheduler.dialect.submitter
+            )),
+            Ok(_) => {}
             // Refused (or never run): no job to find again.
-            self.journal.settle(stem);
+            Err(_) => self.journal.settle(stem),
         }
-        submitted.map_err(|e| TaskError::Launch {
-            what: self.scheduler.dialect.submitter.into(),
-            kind: launch_kind(&e),
-            detail: e.to_string(),
+        submitted.map(|(job_id, _)| job_id).map_err(|e| match e {
+            // The scheduler refused the job: rejected, with its message.
+            SchedulerError::Rejected { program, stderr } => TaskError::Rejected {
+                backend: self.scheduler.dialect.name().into(),
+                reason: format!("{program} refused the job: {stderr}"),
+            },
+            e => TaskError::Launch {
+                what: self.scheduler.dialect.submitter.into(),
+                kind: launch_kind(&e),
+                detail: e.to_string(),
+            },
         })
     }
 
@@ -644,8 +659,12 @@ impl Queue {
         let listed = self.recover().await;
         let known = self.journaled.lock().unwrap().get(&job.spec.key).copied();
         if let Some(old) = known {
-            if !self.attempt_failed(&job) {
-                let state = listed.map(|states| lookup_state(states, old));
+            let state = listed.map(|states| lookup_state(states, old));
+            if let Some(Some(JobState::Stuck(_))) = state {
+                // Queued by an earlier run for a reason that never clears (an input's job
+                // that failed then): that job goes, the task is submitted anew.
+                self.cancel(old).await;
+            } else if !self.attempt_failed(&job) {
                 if let Some(Some(JobState::Active(_))) = state {
                     // Still queued or running: dependents may queue behind it.
                     self.jobs.lock().unwrap().insert(job.spec.key, old);
@@ -811,9 +830,13 @@ impl Queue {
         }
         match &job.spec.kind {
             TaskKind::Command(spec) => {
-                matches!(poll::exit_outcome(&job.paths, spec), Some((_, Err(_))))
+                matches!(
+                    poll::exit_outcome(&job.paths, spec, job.spec.cwd.as_deref()),
+                    Some((_, Err(_)))
+                )
             }
-            TaskKind::Function { .. } => false,
+            // Its job script writes the exit file only when the worker left no result.
+            TaskKind::Function { .. } => job.paths.exit_file().exists(),
         }
     }
 
@@ -826,7 +849,7 @@ impl Queue {
         if self.transport.is_remote() || job.paths.read_result().is_ok() {
             return None;
         }
-        match poll::exit_outcome(&job.paths, spec)? {
+        match poll::exit_outcome(&job.paths, spec, job.spec.cwd.as_deref())? {
             (_, Ok(values)) => {
                 let rec = job.paths.publish_result(ResultRecord {
                     outcome: Ok(values),
@@ -904,7 +927,14 @@ impl Queue {
         let (tx, rx) = oneshot::channel();
         self.watches.lock().unwrap().insert(
             job.spec.key,
-            Watch::new(job_ref, job.paths.clone(), job.spec.clone(), reattached, tx),
+            Watch::new(
+                job_ref,
+                job.paths.clone(),
+                job.spec.clone(),
+                reattached,
+                job.resources.run_time_max,
+                tx,
+            ),
         );
         self.poke.notify_one();
         let failed_input = async {
@@ -965,8 +995,8 @@ impl Queue {
 /// input's job (which has ended badly, so the dependency can never be satisfied).
 fn refused_dependency(e: &TaskError, job: &Job) -> bool {
     !job.deps.is_empty()
-        && matches!(e, TaskError::Launch { kind: LaunchErrorKind::RejectedByScheduler, detail, .. }
-            if detail.to_ascii_lowercase().contains("dependency"))
+        && matches!(e, TaskError::Rejected { reason, .. }
+            if reason.to_ascii_lowercase().contains("dependency"))
 }
 
 /// The job name every job of the cache directory `root` carries: squeue filters on it, and
@@ -991,7 +1021,11 @@ impl Backend for Queue {
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {
-        self.scheduler.dialect.check(r)
+        let ignored = self.scheduler.dialect.check(r)?;
+        match self.scheduler.client.refuses(r, r.ranks(), r.threads()) {
+            Some(why) => Err(why),
+            None => Ok(ignored),
+        }
     }
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::Queue;
+use crate::backend::failure::{self, signal_of};
 use crate::backend::scheduler::{lookup_state, JobRef, JobState};
 use crate::command::CommandOutput;
 use crate::error::TaskError;
@@ -33,8 +34,13 @@ pub(crate) struct Watch {
     paths: TaskPaths,
     spec: Arc<TaskSpec>,
     reattached: bool,
+    /// The task's `run_time_max`: a job the scheduler ended at its time limit resolves to
+    /// `TaskError::Timeout` with it, as on every backend.
+    limit: Option<Duration>,
     /// When the job was first seen finished or gone without a result.
     gone_since: Option<Instant>,
+    /// Ticks in a row the job was seen queued for a reason that never clears.
+    stuck_ticks: u32,
     tx: Option<oneshot::Sender<WatchEnd>>,
 }
 
@@ -44,6 +50,7 @@ impl Watch {
         paths: TaskPaths,
         spec: Arc<TaskSpec>,
         reattached: bool,
+        limit: Option<Duration>,
         tx: oneshot::Sender<WatchEnd>,
     ) -> Watch {
         Watch {
@@ -51,7 +58,9 @@ impl Watch {
             paths,
             spec,
             reattached,
+            limit,
             gone_since: None,
+            stuck_ticks: 0,
             tx: Some(tx),
         }
     }
@@ -97,27 +106,28 @@ fn collect(w: &Watch, known: Known<'_>, title: &str) -> Collected {
             })
         }
     }
-    let TaskKind::Command(spec) = &w.spec.kind else {
+    let (what, found) = match &w.spec.kind {
+        TaskKind::Command(spec) => (
+            format!("{:?}", spec.program),
+            exit_outcome(&w.paths, spec, w.spec.cwd.as_deref()),
+        ),
+        TaskKind::Function { .. } => ("the worker".to_string(), worker_outcome(&w.paths)),
+    };
+    let Some((code, mut outcome)) = found else {
         return Collected::Nothing;
     };
-    let Some((code, mut outcome)) = exit_outcome(&w.paths, spec) else {
-        return Collected::Nothing;
-    };
-    if let Some(signal) = code.filter(|c| *c > 128).map(|c| c - 128) {
+    if let Some(signal) = code.and_then(signal_of) {
         match known {
             Known::Queue(None) => return Collected::Ask,
             Known::Queue(Some(JobState::Ended(reason)))
             | Known::Asked(Some(JobState::Ended(reason)))
                 if reason.by_scheduler() =>
             {
-                outcome = Err(TaskError::Scheduler {
-                    job_id: w.job.to_string(),
-                    state: reason.clone(),
-                    detail: format!(
-                        "{title} ended the job and {} died of signal {signal}",
-                        spec.program
-                    ),
-                });
+                outcome = Err(ended_by_scheduler(
+                    w,
+                    reason.clone(),
+                    format!("{title} ended the job and {what} died of signal {signal}"),
+                ));
             }
             _ => {}
         }
@@ -127,27 +137,27 @@ fn collect(w: &Watch, known: Known<'_>, title: &str) -> Collected {
     Collected::Done(rec)
 }
 
-/// A command job's outcome from the `exit` file its script wrote (`None` while there is
-/// none). Reads only: the poller publishes it as the result, `pitch status` just shows it.
-/// The exit code comes along (`None` when the file does not hold one).
-pub(crate) fn exit_outcome(
-    paths: &TaskPaths,
-    spec: &CommandSpec,
-) -> Option<(Option<i32>, ExitOutcome)> {
-    let exit_file = paths.exit_file();
+/// What an `exit` file holds: its first field (the code, or why the program did not run) and
+/// the run time; `Err` when it is not an exit file.
+struct ExitFile {
+    first: String,
+    elapsed: Duration,
+}
+
+fn read_exit_file(exit_file: &std::path::Path) -> Option<Result<ExitFile, TaskError>> {
     // A job script writes "CODE START END" (under 64 bytes): read no more than a little past
     // that, whatever the file holds, and quote no more of it in an error.
     const EXIT_FILE_MAX: u64 = 256;
     let mut text = String::new();
     std::io::Read::read_to_string(
-        &mut std::io::Read::take(std::fs::File::open(&exit_file).ok()?, EXIT_FILE_MAX),
+        &mut std::io::Read::take(std::fs::File::open(exit_file).ok()?, EXIT_FILE_MAX),
         &mut text,
     )
     .ok()?;
     if text.len() as u64 >= EXIT_FILE_MAX {
         let detail = format!("is not an exit file: {EXIT_FILE_MAX} bytes or more");
         let path = exit_file.display().to_string();
-        return Some((None, Err(TaskError::Store { path, detail })));
+        return Some(Err(TaskError::Store { path, detail }));
     }
     // "CODE [START END]": the job script adds the command's start and end in microseconds
     // since the epoch when its bash can tell them.
@@ -158,21 +168,103 @@ pub(crate) fn exit_outcome(
         [start, end] if end >= start => Duration::from_micros(end - start),
         _ => Duration::ZERO,
     };
-    let code: i32 = match code_text.parse() {
-        Ok(c) => c,
-        Err(_) => {
-            return Some((
-                None,
-                Err(TaskError::Store {
-                    path: exit_file.display().to_string(),
-                    detail: format!("holds {text:?}, not an exit code"),
-                }),
-            ))
-        }
+    Some(Ok(ExitFile {
+        first: code_text.to_string(),
+        elapsed,
+    }))
+}
+
+fn not_an_exit_code(exit_file: &std::path::Path, first: &str) -> TaskError {
+    TaskError::Store {
+        path: exit_file.display().to_string(),
+        detail: format!("holds {first:?}, not an exit code"),
+    }
+}
+
+/// A function task's outcome from the `exit` file its job script wrote because the worker
+/// left no result: the worker exited (`WorkerDied`) or was killed (`Signaled`) before
+/// writing one. The exit code comes along.
+fn worker_outcome(paths: &TaskPaths) -> Option<(Option<i32>, ExitOutcome)> {
+    let exit_file = paths.exit_file();
+    let file = match read_exit_file(&exit_file)? {
+        Ok(f) => f,
+        Err(e) => return Some((None, Err(e))),
     };
+    let Ok(code) = file.first.parse::<i32>() else {
+        return Some((None, Err(not_an_exit_code(&exit_file, &file.first))));
+    };
+    let stderr_tail = tail(&paths.stderr());
+    let error = match signal_of(code) {
+        Some(signal) => TaskError::Signaled {
+            what: "the worker".into(),
+            signal,
+            stderr_tail,
+        },
+        None => TaskError::WorkerDied {
+            status: format!("exit code {code}"),
+            stderr_tail,
+        },
+    };
+    Some((Some(code), Err(error)))
+}
+
+/// The error of a task whose job the scheduler ended (`state`): `Timeout` at the task's
+/// time limit, as every backend says it; otherwise `Scheduler` with the state.
+fn ended_by_scheduler(w: &Watch, state: EndReason, detail: String) -> TaskError {
+    match (state, w.limit) {
+        (EndReason::Timeout, Some(limit)) => TaskError::Timeout { limit },
+        (state, _) => TaskError::Scheduler {
+            job_id: w.job.to_string(),
+            state,
+            detail,
+        },
+    }
+}
+
+/// A command job's outcome from the `exit` file its script wrote (`None` while there is
+/// none). Reads only: the poller publishes it as the result, `pitch status` just shows it.
+/// The exit code comes along (`None` when the file does not hold one).
+///
+/// The same cause gives the same error as on SingleNode: a program that could not be
+/// executed is `Launch` (`NotFound`, `PermissionDenied`), a missing working directory
+/// `Launch` (`NoSuchCwd`), a death by signal N (exit status 128 + N, see [`signal_of`])
+/// `Signaled`, any other non-zero code `CommandFailed`.
+pub(crate) fn exit_outcome(
+    paths: &TaskPaths,
+    spec: &CommandSpec,
+    cwd: Option<&std::path::Path>,
+) -> Option<(Option<i32>, ExitOutcome)> {
+    let exit_file = paths.exit_file();
+    let file = match read_exit_file(&exit_file)? {
+        Ok(f) => f,
+        Err(e) => return Some((None, Err(e))),
+    };
+    let elapsed = file.elapsed;
     let stdout = spec.stdout.clone().unwrap_or_else(|| paths.stdout());
     let stderr = spec.stderr.clone().unwrap_or_else(|| paths.stderr());
     let stderr_tail = tail(&stderr);
+    if file.first == "cwd" {
+        return Some((None, Err(failure::no_such_cwd(&spec.program, cwd))));
+    }
+    if let Some(exec) = file.first.strip_prefix("exec:") {
+        let code = exec.parse().unwrap_or(-1);
+        return Some((
+            None,
+            Err(failure::exec_failed(&spec.program, code, &stderr_tail)),
+        ));
+    }
+    let code: i32 = match file.first.parse() {
+        Ok(c) => c,
+        Err(_) => return Some((None, Err(not_an_exit_code(&exit_file, &file.first)))),
+    };
+    if let Some(signal) = signal_of(code) {
+        let error = TaskError::Signaled {
+            what: format!("command {:?}", spec.program),
+            signal,
+            stderr_tail,
+        };
+        return Some((Some(code), Err(error)));
+    }
     let outcome = if code != 0 && !spec.allow_failure {
         Err(TaskError::CommandFailed {
             program: spec.program.clone(),
@@ -207,7 +299,7 @@ fn tail(path: &std::path::Path) -> String {
 
 /// Whether the queue lists the job as still queued or running: its files are not read yet.
 fn active(state: Option<&JobState>) -> bool {
-    matches!(state, Some(JobState::Active(_)))
+    matches!(state, Some(JobState::Active(_) | JobState::Stuck(_)))
 }
 
 /// The poller's loop; ends never (it idles while nothing is watched).
@@ -216,6 +308,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
     let scheduler = queue.scheduler();
     let title = scheduler.dialect.title();
     let mut interval = cfg.poll_interval;
+    let mut cancelled = Vec::new();
     loop {
         if queue.watches.lock().unwrap().is_empty() {
             queue.poke.notified().await;
@@ -264,6 +357,50 @@ pub(crate) async fn run(queue: Arc<Queue>) {
             }
         }
         let mut changed = false;
+        // Jobs queued for a reason that never clears, seen so on a second tick (one to
+        // confirm: a reason can be stale for a moment): cancelled, their tasks rejected.
+        let mut stuck = Vec::new();
+        {
+            let mut watches = queue.watches.lock().unwrap();
+            for (key, w) in watches.iter_mut() {
+                match lookup_state(&states, w.job) {
+                    Some(JobState::Stuck(reason)) => {
+                        w.stuck_ticks += 1;
+                        if w.stuck_ticks >= 2 {
+                            stuck.push((*key, reason));
+                        }
+                    }
+                    _ => w.stuck_ticks = 0,
+                }
+            }
+            for (key, reason) in stuck {
+                let Some(mut w) = watches.remove(&key) else {
+                    continue;
+                };
+                let rec = w.paths.publish_result(ResultRecord {
+                    outcome: Err(TaskError::Rejected {
+                        backend: scheduler.dialect.name().into(),
+                        reason: format!(
+                            "{title} can never start job {}: it is pending with reason {reason}; \
+                             the job was cancelled",
+                            w.job
+                        ),
+                    }),
+                });
+                let job = w.job;
+                if let Some(tx) = w.tx.take() {
+                    let _ = tx.send(WatchEnd::Done(rec));
+                }
+                cancelled.push(job);
+                changed = true;
+            }
+        }
+        if !cancelled.is_empty() {
+            if let Err(e) = scheduler.client.cancel(&cancelled).await {
+                queue.warn(format!("cancelling jobs that can never start failed: {e}"));
+            }
+            cancelled.clear();
+        }
         let mut to_ask = Vec::new();
         // Jobs the queue stopped listing this tick, without a result yet.
         let mut first_gone = Vec::new();
@@ -351,11 +488,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                         ),
                     };
                     w.paths.publish_result(ResultRecord {
-                        outcome: Err(TaskError::Scheduler {
-                            job_id: job.to_string(),
-                            state,
-                            detail,
-                        }),
+                        outcome: Err(ended_by_scheduler(&w, state, detail)),
                     })
                 }
             };
@@ -375,6 +508,7 @@ pub(crate) async fn run(queue: Arc<Queue>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::LaunchErrorKind;
     use crate::store::Store;
     use crate::task::TaskKey;
 
@@ -402,7 +536,14 @@ mod tests {
             job_id: 42,
             array_index: Some(3),
         };
-        Watch::new(job, paths, Arc::new(spec), false, oneshot::channel().0)
+        Watch::new(
+            job,
+            paths,
+            Arc::new(spec),
+            false,
+            None,
+            oneshot::channel().0,
+        )
     }
 
     fn outcome(c: Collected) -> ExitOutcome {
@@ -420,13 +561,13 @@ mod tests {
         let TaskKind::Command(spec) = &w.spec.kind else {
             unreachable!()
         };
-        let (code, outcome) = exit_outcome(&w.paths, spec).unwrap();
+        let (code, outcome) = exit_outcome(&w.paths, spec, None).unwrap();
         assert_eq!(code, Some(0));
         let out: CommandOutput = crate::codec::decode(&outcome.unwrap()[0]).unwrap();
         assert_eq!(out.elapsed, Duration::from_millis(250));
         // An older bash writes the code alone.
         std::fs::write(w.paths.exit_file(), "0  \n").unwrap();
-        let (code, outcome) = exit_outcome(&w.paths, spec).unwrap();
+        let (code, outcome) = exit_outcome(&w.paths, spec, None).unwrap();
         assert_eq!(code, Some(0));
         let out: CommandOutput = crate::codec::decode(&outcome.unwrap()[0]).unwrap();
         assert_eq!(out.elapsed, Duration::ZERO);
@@ -444,7 +585,7 @@ mod tests {
             .unwrap()
             .set_len(1 << 30)
             .unwrap();
-        match exit_outcome(&w.paths, spec) {
+        match exit_outcome(&w.paths, spec, None) {
             Some((None, Err(TaskError::Store { detail, .. }))) => {
                 assert!(detail.contains("not an exit file"), "{detail}");
                 assert!(detail.len() < 100, "{detail}");
@@ -504,7 +645,9 @@ mod tests {
             Known::Asked(Some(&JobState::Ended(EndReason::Failed))),
             "Slurm",
         )) {
-            Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 139),
+            Err(TaskError::Signaled { signal, what, .. }) => {
+                assert_eq!((signal, what.as_str()), (11, "command \"sleep\""))
+            }
             other => panic!("{other:?}"),
         }
         // Exited 3 before a cancel reached it: its own status stands.
@@ -518,11 +661,57 @@ mod tests {
             Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 3),
             other => panic!("{other:?}"),
         }
-        // Nothing learned about a job gone from the queue: the exit code stands.
+        // Nothing learned about a job gone from the queue: the command's own signal stands.
         let dir = tempfile::tempdir().unwrap();
         let w = watch(dir.path(), "143\n");
         match outcome(collect(&w, Known::Asked(None), "Slurm")) {
-            Err(TaskError::CommandFailed { code, .. }) => assert_eq!(code, 143),
+            Err(TaskError::Signaled { signal, .. }) => assert_eq!(signal, 15),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_the_job_script_recorded_gives_the_error_singlenode_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "exec:127 1 2\n");
+        match outcome(collect(&w, Known::Queue(None), "Slurm")) {
+            Err(TaskError::Launch { kind, what, .. }) => {
+                assert_eq!((kind, what.as_str()), (LaunchErrorKind::NotFound, "sleep"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch(dir.path(), "cwd 1 2\n");
+        assert!(matches!(
+            outcome(collect(&w, Known::Queue(None), "Slurm")),
+            Err(TaskError::Launch {
+                kind: LaunchErrorKind::NoSuchCwd,
+                ..
+            })
+        ));
+        // A function task's worker that exited, or was killed, without a result.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = watch(dir.path(), "4\n");
+        let spec = Arc::make_mut(&mut w.spec);
+        spec.kind = TaskKind::Function {
+            name: "f".into(),
+            fingerprint: "x".into(),
+            args: vec![],
+        };
+        match outcome(collect(&w, Known::Queue(None), "Slurm")) {
+            Err(TaskError::WorkerDied { status, .. }) => assert_eq!(status, "exit code 4"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(w.paths.exit_file(), "134\n").unwrap();
+        let _ = std::fs::remove_file(w.paths.result_file());
+        match outcome(collect(
+            &w,
+            Known::Queue(Some(&JobState::Ended(EndReason::Failed))),
+            "Slurm",
+        )) {
+            Err(TaskError::Signaled { signal, what, .. }) => {
+                assert_eq!((signal, what.as_str()), (6, "the worker"))
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -13,7 +13,10 @@ pub(crate) struct TaskBody<'a> {
     /// The task's standard output and error files (from the store, where the jobs see them).
     pub stdout: &'a Path,
     pub stderr: &'a Path,
-    /// The file a command's exit code goes to, and the prefix of its temporary name.
+    /// The task's result file (a function task's worker writes it).
+    pub result: &'a Path,
+    /// The file the task's exit status goes to (a command's always, a function task's when
+    /// its worker left no result), and the prefix of its temporary name.
     pub exit: &'a Path,
     pub exit_tmp: &'a Path,
     /// The cache directory.
@@ -32,7 +35,11 @@ fn p(path: &Path) -> String {
 
 /// The bash lines that run one task and leave its result in its directory: the worker
 /// writes the result file; a command's exit status goes to the exit file (atomically, by
-/// rename).
+/// rename), and so does a worker's that left no result (it exited or was killed before
+/// writing one): what the task itself did, apart from what the scheduler did to the job.
+/// A command that could not be executed (not found, not executable) is recorded as
+/// `exec:<bash's code>`: bash's `execfail` keeps the subshell alive to say so, where its exit
+/// code alone (127, 126) could be the program's own.
 ///
 /// The task directory's `stdout` and `stderr` are removed first and then created under
 /// bash's `noclobber` (`set -C`, which opens with `O_EXCL`): a link planted there is removed,
@@ -80,6 +87,14 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                     spec.ranks
                 ));
             }
+            // No result here, on the node that ran the worker: the result will not come
+            // later (over NFS) either, and the worker's own status says why.
+            out.push_str(&format!(
+                "[ -e {result} ] || {{ printf '%s\\n' \"$code\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; }}\n",
+                result = p(t.result),
+                tmp = p(t.exit_tmp),
+                exit = p(t.exit),
+            ));
             for f in [&out_file, &err_file] {
                 out.push_str(&format!("[ -s {f} ] || rm -f {f}\n"));
             }
@@ -127,14 +142,35 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
             out.push_str("s=${EPOCHREALTIME:-}; s=${s/[.,]/}\n");
+            // A working directory that is not there, or a program that cannot be executed,
+            // is written to `failed` (`cwd`, `exec:<code>`) and becomes the exit file's
+            // first field instead of the code.
+            let failed = format!("{}.failed", p(t.exit_tmp));
+            let cd = spec
+                .cwd
+                .as_ref()
+                .map(|c| format!("cd {} || {{ echo cwd >| {failed}; exit 1; }}; ", p(c)))
+                .unwrap_or_default();
+            // The program is looked up as `exec` will (bash's `execfail` does not keep a
+            // subshell alive): missing is `exec:127`, not executable `exec:126`.
+            let find = if c.program.contains('/') {
+                format!("pitch_p={}", q(&c.program))
+            } else {
+                format!("pitch_p=$(type -P {})", q(&c.program))
+            };
+            let check = format!(
+                "{find}; if [ -z \"$pitch_p\" ] || [ ! -e \"$pitch_p\" ]; then echo \"pitch: {prog}: not found\" >&2; echo exec:127 >| {failed}; exit 127; fi; \
+                 if [ ! -f \"$pitch_p\" ] || [ ! -x \"$pitch_p\" ]; then echo \"pitch: {prog}: Permission denied\" >&2; echo exec:126 >| {failed}; exit 126; fi; ",
+                prog = c.program.replace(['"', '\\', '$', '`'], "?"),
+            );
             out.push_str(&format!(
-                "{fresh}set -C\n( {exports}{own_env}{cd}exec {launcher}{} ) {} {stdout} 2{} {stderr}\n",
+                "rm -f {failed}; {fresh}set -C\n( {exports}{own_env}{cd}{check}exec {launcher}{} ) {} {stdout} 2{} {stderr}\n",
                 argv.join(" "),
                 redirect(&c.stdout),
                 redirect(&c.stderr),
             ));
             out.push_str(&format!(
-                "code=$?; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; printf '%s %s %s\\n' \"$code\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                "code=$?; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -e {failed} ]; then read -r w < {failed} || w=$code; rm -f {failed}; fi; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
                 tmp = p(t.exit_tmp),
                 exit = p(t.exit),
             ));
@@ -248,6 +284,7 @@ mod tests {
             spec: &s,
             stdout: &paths.stdout(),
             stderr: &paths.stderr(),
+            result: &paths.result_file(),
             exit: &paths.exit_file(),
             exit_tmp: &paths.exit_tmp(),
             cache: paths.root(),
@@ -402,6 +439,7 @@ mod tests {
             spec: &s,
             stdout: &paths.stdout(),
             stderr: &paths.stderr(),
+            result: &paths.result_file(),
             exit: &paths.exit_file(),
             exit_tmp: &paths.exit_tmp(),
             cache: paths.root(),
@@ -437,6 +475,58 @@ mod tests {
         let micros = fields[2] - fields[1];
         assert!((200_000..10_000_000).contains(&micros), "{exit:?}");
         assert!(!paths.stdout().exists(), "empty output is not kept");
+    }
+
+    #[test]
+    fn a_command_that_cannot_be_executed_is_recorded_apart_from_its_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let not_exec = dir.path().join("data");
+        std::fs::write(&not_exec, "").unwrap();
+        let run = |body: &str| {
+            let script = dir.path().join("s.sh");
+            std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+            std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .unwrap();
+            let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+            exit.split_whitespace().next().unwrap().to_string()
+        };
+        let not_exec = not_exec.display().to_string();
+        assert_eq!(
+            run(&command_body("nosuch-pitch-program", &[], &paths)),
+            "exec:127"
+        );
+        assert_eq!(run(&command_body(&not_exec, &[], &paths)), "exec:126");
+        // The program's own 127 is its exit code.
+        assert_eq!(run(&command_body("sh", &["-c", "exit 127"], &paths)), "127");
+        let mut s = spec(
+            TaskKind::Command(CommandSpec {
+                program: "true".into(),
+                args: vec![],
+                env: vec![],
+                stdout: None,
+                stderr: None,
+                allow_failure: false,
+            }),
+            1,
+        );
+        s.cwd = Some(dir.path().join("no-such-dir"));
+        let body = task_body(&TaskBody {
+            spec: &s,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            result: &paths.result_file(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
+            exe: None,
+            durable: true,
+            rank_launcher: "srun",
+        });
+        assert_eq!(run(&body), "cwd");
     }
 
     #[test]

@@ -109,9 +109,41 @@ impl From<SlurmState> for JobState {
 /// a login node).
 pub(crate) struct SlurmClient {
     pub transport: Arc<dyn Transport>,
+    /// The partitions' limits (`scontrol show partition -o`), asked once; `None` when they
+    /// cannot be asked here (remote) or could not be read.
+    partitions: std::sync::OnceLock<Option<Vec<parse::Partition>>>,
 }
 
 impl SlurmClient {
+    pub(crate) fn new(transport: Arc<dyn Transport>) -> SlurmClient {
+        SlurmClient {
+            transport,
+            partitions: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The partitions' limits, asked once with a blocking `scontrol show partition -o`
+    /// (where the scheduler runs here: checks are synchronous).
+    fn partitions(&self) -> Option<&[parse::Partition]> {
+        self.partitions
+            .get_or_init(|| {
+                if self.transport.is_remote() {
+                    return None;
+                }
+                let out = std::process::Command::new("scontrol")
+                    .args(["show", "partition", "-o"])
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())?;
+                Some(parse::parse_partitions(&String::from_utf8_lossy(
+                    &out.stdout,
+                )))
+            })
+            .as_deref()
+    }
+
     /// Runs a Slurm command; Slurm cuts long array task lists to 64 bytes unless told not to.
     async fn cmd(&self, program: &str, args: &[String]) -> Result<CmdOutput, SchedulerError> {
         self.transport
@@ -126,29 +158,40 @@ impl SlurmClient {
         wanted: &HashSet<JobRef>,
     ) -> HashMap<JobRef, (JobState, String)> {
         let id = job_id.to_string();
-        let mut found = HashMap::new();
+        let mut found: HashMap<JobRef, (JobState, String)> = HashMap::new();
+        // Whether Slurm has records of the submission (an array) at all: an element that
+        // left the queue without one of its own never started (an element gets its record
+        // when it starts): it was cancelled while pending.
+        let mut siblings_known = false;
         if let Ok(out) = self
             .cmd("scontrol", &strings(&["show", "job", "-o", &id]))
             .await
         {
             if out.success {
                 if let Ok(jobs) = parse::parse_scontrol_show_job(&out.stdout) {
+                    siblings_known |= !jobs.is_empty();
                     for j in jobs.into_iter().filter(|j| wanted.contains(&j.job)) {
                         found.insert(j.job, (j.state.into(), j.reason.unwrap_or_default()));
                     }
                 }
             }
         }
-        if wanted.iter().all(|j| found.contains_key(j)) {
+        if wanted
+            .iter()
+            .all(|j| found.get(j).is_some_and(|(s, _)| s.is_finished()))
+        {
             return found;
         }
         let args = strings(&["-X", "-n", "-P", "-o", parse::SACCT_FIELDS, "-j", &id]);
+        let mut accounting = false;
         if let Ok(out) = self.cmd("sacct", &args).await {
             if out.success
                 && !parse::sacct_disabled(&out.stdout)
                 && !parse::sacct_disabled(&out.stderr)
             {
                 if let Ok(entries) = parse::parse_sacct(&out.stdout) {
+                    accounting = true;
+                    siblings_known |= !entries.is_empty();
                     for e in entries.into_iter().filter(|e| wanted.contains(&e.job)) {
                         found.entry(e.job).or_insert((
                             e.state.into(),
@@ -156,6 +199,49 @@ impl SlurmClient {
                         ));
                     }
                 }
+            }
+        }
+        for (job, (state, detail)) in found.iter_mut() {
+            // Gone from the queue while Slurm's records still say pending: an array element
+            // cancelled before it started, which gets no record of its own (its array's
+            // pending record keeps listing it in sacct).
+            if let JobState::Active(name) = state {
+                *detail = format!(
+                    "{job} left the queue while {name}: cancelled before it started (Slurm keeps \
+                     no record of its own for an array element cancelled while pending)"
+                );
+                *state = JobState::Ended(EndReason::Cancelled);
+            }
+        }
+        {
+            let missing: Vec<JobRef> = wanted
+                .iter()
+                .filter(|j| !found.contains_key(j))
+                .copied()
+                .collect();
+            for job in missing {
+                let known = if job.array_index.is_some() && siblings_known {
+                    (
+                        JobState::Ended(EndReason::Cancelled),
+                        format!(
+                            "{job} left the queue without ever starting while Slurm has records \
+                             of its array: cancelled while pending (Slurm keeps no record of its \
+                             own for an array element cancelled before it started)"
+                        ),
+                    )
+                } else if accounting {
+                    (
+                        JobState::Ended(EndReason::forgotten()),
+                        format!(
+                            "{job} left the queue, and neither scontrol nor sacct (accounting \
+                             is on) has a record of it"
+                        ),
+                    )
+                } else {
+                    // Without accounting nothing more can tell: the poller says so.
+                    continue;
+                };
+                found.insert(job, known);
             }
         }
         found
@@ -175,13 +261,12 @@ impl SchedulerClient for SlurmClient {
         })
     }
 
-    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<u64, SchedulerError>> {
+    fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>> {
         Box::pin(async move {
+            let args = ["--parsable".to_string(), script.display().to_string()];
             let out = self
-                .cmd(
-                    "sbatch",
-                    &["--parsable".into(), script.display().to_string()],
-                )
+                .transport
+                .run_submit("sbatch", &args, &[("SLURM_BITSTR_LEN", "0")], "Slurm")
                 .await?;
             if !out.success {
                 return Err(SchedulerError::Rejected {
@@ -189,10 +274,12 @@ impl SchedulerClient for SlurmClient {
                     stderr: out.stderr.trim().to_string(),
                 });
             }
-            parse::parse_sbatch_parsable(&out.stdout).map_err(|e| SchedulerError::Unreadable {
-                program: "sbatch".into(),
-                detail: e.to_string(),
-            })
+            parse::parse_sbatch_parsable(&out.stdout)
+                .map(|id| (id, out.stderr.trim().to_string()))
+                .map_err(|e| SchedulerError::Unreadable {
+                    program: "sbatch".into(),
+                    detail: e.to_string(),
+                })
         })
     }
 
@@ -222,6 +309,15 @@ impl SchedulerClient for SlurmClient {
                 })?;
             Ok(parse::states_by_job(&entries))
         })
+    }
+
+    fn refuses(&self, r: &Resources, ranks: u32, threads: u32) -> Option<String> {
+        let partitions = self.partitions()?;
+        let partition = match &r.partition {
+            Some(name) => partitions.iter().find(|p| &p.name == name)?,
+            None => partitions.iter().find(|p| p.default)?,
+        };
+        partition.refuses(ranks, threads, r.num_nodes, r.run_time_max)
     }
 
     /// `squeue -o '%A|%o'`: the job (array) id and the script path of every job named `tag`.

@@ -429,7 +429,46 @@ pub fn parse_squeue(output: &str) -> Result<Vec<QueueEntry>, ParseError> {
 
 /// The state of each job squeue listed, as the queue backend reads them.
 pub(crate) fn states_by_job(entries: &[QueueEntry]) -> HashMap<JobRef, JobState> {
-    entries.iter().map(|e| (e.job, e.state.into())).collect()
+    entries
+        .iter()
+        .map(|e| {
+            let state = match (&e.state, e.reason.as_deref()) {
+                (SlurmState::Pending, Some(r)) if never_clears(r) => JobState::Stuck(r.to_string()),
+                _ => e.state.into(),
+            };
+            (e.job, state)
+        })
+        .collect()
+}
+
+/// Whether a pending job's reason (`%r`) can never clear by waiting: the request exceeds what
+/// the partition, the association or the QOS allows any job, names what does not exist, or
+/// depends on a job that failed. `ReqNodeNotAvail` counts only without the nodes it waits
+/// for (`ReqNodeNotAvail, UnavailableNodes:n[1-2]` waits for nodes that may come back).
+pub(crate) fn never_clears(reason: &str) -> bool {
+    const NEVER: &[&str] = &[
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "BadConstraints",
+        "DependencyNeverSatisfied",
+        "InvalidAccount",
+        "InvalidQOS",
+        "QOSMaxCpuPerJobLimit",
+        "QOSMaxNodePerJobLimit",
+        "QOSMaxWallDurationPerJobLimit",
+        "QOSMaxMemoryPerJob",
+        "AssocMaxCpuPerJobLimit",
+        "AssocMaxNodePerJobLimit",
+        "AssocMaxWallDurationPerJobLimit",
+    ];
+    let word = reason.split([',', ' ', '(']).next().unwrap_or_default();
+    if word == "ReqNodeNotAvail" {
+        return reason
+            .split_once("UnavailableNodes:")
+            .is_none_or(|(_, nodes)| nodes.trim().is_empty());
+    }
+    NEVER.contains(&word)
 }
 
 /// Parses `squeue -h -t all -o '%A|%o'`: each job's (array's) id by the path of its job
@@ -451,6 +490,103 @@ pub fn parse_squeue_scripts(output: &str) -> Result<HashMap<String, u64>, ParseE
         found.insert(script.to_string(), id);
     }
     Ok(found)
+}
+
+/// A partition's limits, from `scontrol show partition -o`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: String,
+    /// `Default=YES`.
+    pub default: bool,
+    /// `TotalCPUs`, `TotalNodes`.
+    pub cpus: u64,
+    pub nodes: u64,
+    /// `MaxNodes`, `MaxTime` (`None`: UNLIMITED), `MaxCPUsPerNode`.
+    pub max_nodes: Option<u64>,
+    pub max_time: Option<std::time::Duration>,
+    pub max_cpus_per_node: Option<u64>,
+}
+
+impl Partition {
+    /// Why no job asking for `ranks` ranks of `threads` CPUs, on `nodes` nodes, for `time`,
+    /// can ever start in this partition.
+    pub fn refuses(
+        &self,
+        ranks: u32,
+        threads: u32,
+        nodes: Option<u32>,
+        time: Option<std::time::Duration>,
+    ) -> Option<String> {
+        let cpus = u64::from(ranks) * u64::from(threads);
+        let name = &self.name;
+        if cpus > self.cpus {
+            return Some(format!(
+                "the task needs {cpus} CPUs (cores {ranks} x threads_per_core {threads}) but \
+                 partition {name} has {} in all",
+                self.cpus
+            ));
+        }
+        let max_nodes = self.max_nodes.unwrap_or(self.nodes).min(self.nodes);
+        if let Some(n) = nodes.filter(|n| u64::from(*n) > max_nodes) {
+            return Some(format!(
+                "num_nodes = {n} but a job of partition {name} gets at most {max_nodes} node(s)"
+            ));
+        }
+        if let Some(per_node) = self.max_cpus_per_node {
+            let usable = per_node * max_nodes;
+            if cpus > usable {
+                return Some(format!(
+                    "the task needs {cpus} CPUs but partition {name} gives a job at most \
+                     {usable} ({per_node} per node on {max_nodes} node(s))"
+                ));
+            }
+        }
+        match (time, self.max_time) {
+            (Some(t), Some(max)) if t > max => Some(format!(
+                "run_time_max = {} but partition {name}'s MaxTime is {}",
+                crate::resources::format_slurm_time(t),
+                crate::resources::format_slurm_time(max)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `scontrol show partition -o` (one partition a line, `Key=Value` pairs); lines that
+/// do not read as a partition are skipped.
+pub fn parse_partitions(output: &str) -> Vec<Partition> {
+    let mut found = Vec::new();
+    for line in output.lines() {
+        let pairs: HashMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .collect();
+        let number = |key: &str| pairs.get(key).and_then(|v| v.parse::<u64>().ok());
+        let (Some(name), Some(cpus), Some(nodes)) = (
+            pairs.get("PartitionName"),
+            number("TotalCPUs"),
+            number("TotalNodes"),
+        ) else {
+            continue;
+        };
+        found.push(Partition {
+            name: name.to_string(),
+            default: pairs.get("Default") == Some(&"YES"),
+            cpus,
+            nodes,
+            max_nodes: number("MaxNodes"),
+            max_time: pairs
+                .get("MaxTime")
+                .filter(|v| **v != "UNLIMITED")
+                .and_then(|v| match v.parse::<u64>() {
+                    // Bare minutes, as Slurm prints a limit set as such.
+                    Ok(minutes) => Some(std::time::Duration::from_secs(minutes * 60)),
+                    Err(_) => crate::resources::parse_duration(v).ok(),
+                }),
+            max_cpus_per_node: number("MaxCPUsPerNode"),
+        });
+    }
+    found
 }
 
 /// One job record of `scontrol show job -o`.

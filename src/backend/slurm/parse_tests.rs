@@ -504,6 +504,7 @@ fn finished_states_and_their_end_reasons() {
     for s in SlurmState::ALL {
         match JobState::from(s) {
             JobState::Active(name) => assert!(!s.is_finished() && name == s.name()),
+            JobState::Stuck(_) => panic!("a state alone is never stuck"),
             JobState::Ended(reason) => {
                 assert!(s.is_finished());
                 assert_eq!(reason.as_str(), s.name());
@@ -1092,4 +1093,51 @@ fn squeue_scripts_give_each_submissions_job_id() {
     assert_eq!(found["/tmp/a|b.sh"], 105);
     let err = parse_squeue_scripts("103_2|/x.sh").unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
+}
+
+#[test]
+fn pending_reasons_that_never_clear_make_a_job_stuck() {
+    // `squeue -h -r -t all -o '%i|%T|%r'` (recorded: cores = 1000 on a 16-CPU cluster, a
+    // dependent of a failed job, a job waiting for a node that is down).
+    let out = "41|PENDING|PartitionConfig\n42|PENDING|DependencyNeverSatisfied\n\
+               43|PENDING|ReqNodeNotAvail, UnavailableNodes:n[1-2]\n44|PENDING|Resources\n\
+               45|PENDING|ReqNodeNotAvail, UnavailableNodes:\n46|RUNNING|None\n";
+    let states = states_by_job(&parse_squeue(out).unwrap());
+    let stuck = |id| matches!(states[&JobRef::single(id)], JobState::Stuck(_));
+    assert!(stuck(41) && stuck(42) && stuck(45));
+    assert!(!stuck(43) && !stuck(44) && !stuck(46));
+    assert_eq!(states[&JobRef::single(41)].name(), "PENDING");
+    assert!(!states[&JobRef::single(41)].is_finished());
+}
+
+#[test]
+fn partition_limits_refuse_what_no_job_can_get() {
+    // `scontrol show partition -o` (recorded, cut to the fields read; `short` made up).
+    let out = "PartitionName=debug AllowGroups=ALL Default=YES MaxNodes=UNLIMITED \
+               MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED Nodes=n[1-4] TotalCPUs=16 \
+               TotalNodes=4\n\
+               PartitionName=short Default=NO MaxNodes=2 MaxTime=30 MaxCPUsPerNode=2 \
+               TotalCPUs=16 TotalNodes=4\n";
+    let parts = parse_partitions(out);
+    assert_eq!(parts.len(), 2);
+    let (debug, short) = (&parts[0], &parts[1]);
+    assert!(debug.default && !short.default);
+    assert_eq!(short.max_time, Some(std::time::Duration::from_secs(1800)));
+    assert_eq!(debug.refuses(16, 1, None, None), None);
+    let why = debug.refuses(1000, 1, None, None).unwrap();
+    assert!(why.contains("1000 CPUs") && why.contains("16"), "{why}");
+    assert!(debug
+        .refuses(1, 1, Some(50), None)
+        .unwrap()
+        .contains("num_nodes = 50"));
+    assert!(short
+        .refuses(3, 2, None, None)
+        .unwrap()
+        .contains("at most 4"));
+    let hour = std::time::Duration::from_secs(3600);
+    assert!(short
+        .refuses(1, 1, None, Some(hour))
+        .unwrap()
+        .contains("MaxTime"));
+    assert_eq!(debug.refuses(1, 1, Some(4), Some(hour)), None);
 }

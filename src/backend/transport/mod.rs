@@ -98,6 +98,19 @@ pub(crate) trait Transport: Send + Sync + 'static {
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>>;
 
+    /// [`Transport::run`] for the submit command (sbatch, flux batch): here, it dies with the
+    /// driver, so that a driver killed while it runs leaves no submission that lands after
+    /// the next run looked for it (see the journal's intent records).
+    fn run_submit<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        env: &'a [(&'a str, &'a str)],
+        title: &'a str,
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
+        self.run(program, args, env, title)
+    }
+
     /// Where the jobs see `local`, a path in the local cache directory.
     fn path(&self, local: &Path) -> PathBuf;
 
@@ -142,7 +155,19 @@ impl Transport for Local {
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
         use tracing::Instrument;
         let span = tracing::debug_span!(target: "pitch::scheduler", "scheduler_command", program);
-        Box::pin(run_local(program, args, env, title).instrument(span))
+        Box::pin(run_local(program, args, env, title, false).instrument(span))
+    }
+
+    fn run_submit<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        env: &'a [(&'a str, &'a str)],
+        title: &'a str,
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(target: "pitch::scheduler", "scheduler_command", program);
+        Box::pin(run_local(program, args, env, title, true).instrument(span))
     }
 
     fn path(&self, local: &Path) -> PathBuf {
@@ -188,30 +213,36 @@ pub(crate) fn trace_command(
 }
 
 /// Runs a scheduler command (sbatch, squeue, flux ...) here with `env` set and captures its
-/// output; `title` names the scheduler when the command is missing.
+/// output; `title` names the scheduler when the command is missing. With `dies_with_driver`
+/// the command gets SIGKILL when the thread that started it ends (`PR_SET_PDEATHSIG`).
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 async fn run_local(
     program: &str,
     args: &[String],
     env: &[(&str, &str)],
     title: &str,
+    dies_with_driver: bool,
 ) -> Result<CmdOutput, SchedulerError> {
     let started = std::time::Instant::now();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null());
-    // The command dies with the driver: a driver killed while `sbatch` runs must not leave
-    // a submission that lands after the next run looked for it (see the journal's intents).
-    // The signal comes when the spawning thread ends: a runtime worker, which lives as long
-    // as the driver's runtime and is awaiting this very command meanwhile.
+    // The submit command dies with the driver: a driver killed while `sbatch` runs must not
+    // leave a submission that lands after the next run looked for it (see the journal's
+    // intents). The signal comes when the spawning thread ends, so only the submit command
+    // gets it: it is started by the queue's flusher on a runtime worker thread, which lives as
+    // long as the driver's runtime (other commands start from threads that may end first).
     #[cfg(target_os = "linux")]
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if dies_with_driver {
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let out = cmd.output().await;
     match &out {

@@ -944,12 +944,12 @@ fn serve_pilot(
 fn peer_gone(socket: std::os::fd::RawFd) -> bool {
     let mut p = libc::pollfd {
         fd: socket,
-        events: libc::POLLRDHUP,
+        events: protocol::PEER_CLOSED,
         revents: 0,
     };
     // SAFETY: one valid pollfd, no wait.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    n > 0 && p.revents & (protocol::PEER_CLOSED | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Runs `task` on the pilot; `Some(warning)` when the pilot is gone or must go.

@@ -73,6 +73,14 @@ pub(crate) enum FromWorker {
     Done { outcome: Result<Vec<u8>, TaskError> },
 }
 
+/// What `poll` reports when the peer closed the connection: Linux says so as soon as the
+/// peer shuts its side (`POLLRDHUP`); elsewhere (pilots run on Linux compute nodes, this only
+/// has to build) a hang-up.
+#[cfg(target_os = "linux")]
+pub(crate) const PEER_CLOSED: libc::c_short = libc::POLLRDHUP;
+#[cfg(not(target_os = "linux"))]
+pub(crate) const PEER_CLOSED: libc::c_short = libc::POLLHUP;
+
 /// One frame's bytes: length and payload.
 pub(crate) fn frame<T: Serialize>(message: &T) -> Result<Vec<u8>, String> {
     let payload = codec::encode(message)?;

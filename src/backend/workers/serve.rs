@@ -291,12 +291,12 @@ fn pilot_connect(
         .spawn(move || loop {
             let mut p = libc::pollfd {
                 fd,
-                events: libc::POLLRDHUP,
+                events: protocol::PEER_CLOSED,
                 revents: 0,
             };
             // SAFETY: one valid pollfd; the descriptor lives as long as the process.
             let n = unsafe { libc::poll(&mut p, 1, 1000) };
-            if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            if n > 0 && p.revents & (protocol::PEER_CLOSED | libc::POLLHUP | libc::POLLERR) != 0 {
                 eprintln!("pitch pilot: the driver closed the connection; leaving");
                 std::process::exit(0);
             }

@@ -257,13 +257,15 @@ fn job_of<T>(f: &pitch::TaskFuture<T>) -> Result<u64, String> {
         .map_err(|e| format!("job id: {e}"))
 }
 
-/// Waits for the task's job to be submitted; its id.
+/// Waits for the task's job to be submitted; its id. Submission waits for the batch window
+/// and a `flux batch` that takes 20-30 s on a loaded machine: a bound on waiting, not a timing
+/// assertion.
 fn wait_for_job<T>(f: &pitch::TaskFuture<T>) -> Result<u64, String> {
     let start = Instant::now();
     while f.job_id().is_none() {
         ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "no job within 30 s"
+            start.elapsed() < Duration::from_secs(180),
+            "no job within 180 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -1082,16 +1082,15 @@ fn cli_two_sweeps_at_once(dir: &Path) -> Result<(), String> {
 
     let log = dir.join("killed.log");
     let (a, b) = (sweep("c2", &log, "n=1..8"), sweep("c2", &log, "n=1..8"));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A bound on queue wait (the whole suite shares the cluster), not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(240);
     while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 8
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    ensure!(
-        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 8),
-        "the 8 points never ran"
-    );
+    let ran = std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+    ensure!(ran == 8, "{ran} runs of the 8 points within 240 s");
     let submitted = calls(dir, "sbatch");
     // Kill a sweep that runs points: one with a claims log that is not empty (its name is
     // the driver's id, `<host>-<pid>-<nanos>`).

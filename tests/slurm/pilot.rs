@@ -217,8 +217,10 @@ fn scancelled(dir: &Path) -> Result<(), String> {
         value.starts_with("rerun ") && value != format!("rerun {victim}"),
         "{value} (the victim was {victim})"
     );
+    // The replacement pilot waits in the queue like any job: a bound against a hang, not a
+    // timing assertion (the value above shows the task ran again on another pilot).
     ensure!(
-        cancelled.elapsed() < Duration::from_secs(60),
+        cancelled.elapsed() < Duration::from_secs(300),
         "the rerun took {:?}",
         cancelled.elapsed()
     );

@@ -178,9 +178,10 @@ fn sweep(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits for the victim's mark; the job it names.
+/// Waits for the victim's mark; the job it names. The pilot waits in the queue first (the
+/// whole suite shares the cluster): a bound on queue wait, not a timing assertion.
 fn victim_job(dir: &Path) -> Result<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(job) = std::fs::read_to_string(dir.join("victim")) {
             return Ok(job);
@@ -308,7 +309,8 @@ fn driver_killed(dir: &Path) -> Result<(), String> {
             .count()
     };
     let mut first = spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Queue wait for the first pilots: a bound, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(300);
     while lines() < 3 {
         ensure!(Instant::now() < deadline, "the first driver ran no task");
         std::thread::sleep(Duration::from_millis(100));

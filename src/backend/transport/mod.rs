@@ -153,9 +153,7 @@ impl Transport for Local {
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
-        use tracing::Instrument;
-        let span = tracing::debug_span!(target: "pitch::scheduler", "scheduler_command", program);
-        Box::pin(run_local(program, args, env, title, false).instrument(span))
+        local_command(program, args, env, title, false)
     }
 
     fn run_submit<'a>(
@@ -165,9 +163,7 @@ impl Transport for Local {
         env: &'a [(&'a str, &'a str)],
         title: &'a str,
     ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
-        use tracing::Instrument;
-        let span = tracing::debug_span!(target: "pitch::scheduler", "scheduler_command", program);
-        Box::pin(run_local(program, args, env, title, true).instrument(span))
+        local_command(program, args, env, title, true)
     }
 
     fn path(&self, local: &Path) -> PathBuf {
@@ -215,6 +211,19 @@ pub(crate) fn trace_command(
 /// Runs a scheduler command (sbatch, squeue, flux ...) here with `env` set and captures its
 /// output; `title` names the scheduler when the command is missing. With `dies_with_driver`
 /// the command gets SIGKILL when the thread that started it ends (`PR_SET_PDEATHSIG`).
+/// [`run_local`] boxed, in a `pitch::scheduler` span: what `Local` runs and submits with.
+fn local_command<'a>(
+    program: &'a str,
+    args: &'a [String],
+    env: &'a [(&'a str, &'a str)],
+    title: &'a str,
+    dies_with_driver: bool,
+) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
+    use tracing::Instrument;
+    let span = tracing::debug_span!(target: "pitch::scheduler", "scheduler_command", program);
+    Box::pin(run_local(program, args, env, title, dies_with_driver).instrument(span))
+}
+
 #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 async fn run_local(
     program: &str,

@@ -427,7 +427,8 @@ impl Engine {
         let mut delay = Duration::from_millis(20);
         loop {
             let since = Instant::now();
-            let claim = match claims.busy(&key).filter(|_| waited) {
+            // The cheap look only while waiting (a first try claims at once).
+            let claim = match waited.then(|| claims.busy(&key)).flatten() {
                 Some(owner) => Ok(Claim::Busy { owner }),
                 None => claims.try_claim(&key),
             };

@@ -211,6 +211,42 @@ pub enum TaskError {
         /// More detail, e.g. the job log's tail.
         detail: String,
     },
+    /// The task saved a checkpoint and asked to be run again from it: a function task through
+    /// [`TaskContext::checkpoint`](crate::TaskContext::checkpoint), a command by exiting with
+    /// [`REQUEUE_EXIT_CODE`] (typically after the scheduler's warning signal, see
+    /// [`TaskContext::should_stop`](crate::TaskContext::should_stop)). The engine submits it
+    /// again, counted against `max_retries`; this is the final error only when no retry is left.
+    #[error("the task saved a checkpoint and asked to be resubmitted{}", if .detail.is_empty() { String::new() } else { format!(" ({})", .detail) })]
+    Checkpointed {
+        /// What asked (for people): the signal that warned it, the command's exit code.
+        detail: String,
+    },
+    /// The task failed in every attempt its retries allowed (`max_retries`): each attempt with
+    /// its error, in order; the last one's error is [`TaskError::final_cause`].
+    #[error("the task failed in all {} attempts; the last: {}", .attempts.len(), .attempts.last().map(|a| a.error.to_string()).unwrap_or_default())]
+    GaveUp {
+        /// The attempts, the first first.
+        attempts: Vec<Attempt>,
+    },
+}
+
+/// The exit code with which a command task asks to be submitted again (after saving its own
+/// checkpoint): `EX_TEMPFAIL` of `sysexits.h`. Such an exit ends the attempt with
+/// [`TaskError::Checkpointed`] instead of [`TaskError::CommandFailed`].
+pub const REQUEUE_EXIT_CODE: i32 = 75;
+
+/// One attempt of a task that was retried ([`TaskError::GaveUp`], the `Retrying` event,
+/// `pitch results`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// The scheduler's job id of the attempt, when it ran as (part of) a job.
+    pub job_id: Option<String>,
+    /// How the attempt ended.
+    pub error: TaskError,
+    /// From the attempt's hand-over to the backend to its end.
+    pub duration: Duration,
 }
 
 /// Why a task could not be started ([`TaskError::Launch`]). `pitch run` picks its exit code by
@@ -236,6 +272,17 @@ pub enum LaunchErrorKind {
 }
 
 impl TaskError {
+    /// The error that ended the task: the last attempt's for [`TaskError::GaveUp`], the error
+    /// itself otherwise.
+    pub fn final_cause(&self) -> &TaskError {
+        match self {
+            TaskError::GaveUp { attempts } => {
+                attempts.last().map_or(self, |a| a.error.final_cause())
+            }
+            other => other,
+        }
+    }
+
     /// Builds [`TaskError::Failed`] from any error, walking its `source()` chain.
     pub fn from_error(error: &(dyn std::error::Error + 'static)) -> TaskError {
         let mut chain = vec![error.to_string()];

@@ -76,7 +76,7 @@ pub use builders::{
 };
 pub use cache::{Cache, TaskInfo, TaskState, Unreadable};
 pub use command::{Command, CommandOutput};
-pub use error::{Error, LaunchErrorKind, TaskError};
+pub use error::{Attempt, Error, LaunchErrorKind, TaskError, REQUEUE_EXIT_CODE};
 pub use event::{Event, EventKind, Reporter};
 pub use executor::{Executor, RunSummary, Shutdown};
 pub use future::{as_completed, wait_all, Arg, AsCompleted, TaskFuture};

@@ -84,7 +84,7 @@ pub use registry::registered_tasks;
 pub use report::{JsonLinesReporter, ProgressReporter};
 pub use resources::{
     format_slurm_memory, format_slurm_time, parse_duration, parse_memory, ResourceError, Resources,
-    RESOURCE_KEYS,
+    RetryOn, RESOURCE_KEYS,
 };
 pub use resultlog::Compacted;
 pub use scheduler::{EndReason, SchedulerError, SchedulerKind};

@@ -29,6 +29,11 @@ pub const RESOURCE_KEYS: &[&str] = &[
     "slurm_cmd_args",
     "openmpi_oversubscribe",
     "error_log_file",
+    "max_retries",
+    "retry_on",
+    "retry_backoff",
+    "checkpoint_grace",
+    "requeue",
 ];
 
 /// Why a resource value could not be parsed, set or accepted.
@@ -148,6 +153,107 @@ pub struct Resources {
     /// File that receives the task's error log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_log_file: Option<PathBuf>,
+    /// How many times a task is submitted again after a failure it did not cause (preempted,
+    /// a failed node or boot, a lost worker or pilot, a job gone without a result), or one
+    /// named in `retry_on`, or a checkpoint ([`TaskError::Checkpointed`](crate::TaskError)).
+    /// Default 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// The task's own failures that are retried too (by default none are).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<RetryOn>,
+    /// The wait before the first retry, doubled for each further one (at most 10 min).
+    /// Default 5 s.
+    #[serde(with = "backoff_serde", skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<Duration>,
+    /// Warn the task this long before its time limit (Slurm `--signal=B:USR1@<grace>`, Flux
+    /// `--signal=SIGUSR1@<grace>`, single-node: SIGUSR1 before `run_time_max`): a function task
+    /// sees [`TaskContext::should_stop`](crate::TaskContext), a command receives SIGUSR1.
+    /// Not set: no warning (a command that does not handle SIGUSR1 would die of it).
+    #[serde(with = "grace_serde", skip_serializing_if = "Option::is_none")]
+    pub checkpoint_grace: Option<Duration>,
+    /// Let Slurm requeue the job itself after a node failure or preemption (`--requeue`;
+    /// `false`: `--no-requeue`). Not set: the cluster's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeue: Option<bool>,
+}
+
+/// A failure of the task's own that [`Resources::retry_on`] asks to retry (failures the task
+/// did not cause are retried whenever `max_retries` allows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RetryOn {
+    /// The task function panicked.
+    Panic,
+    /// The task function returned `Err`.
+    Error,
+    /// A command exited with a non-zero code.
+    ExitCode,
+    /// The task's process was killed by a signal.
+    Signal,
+    /// The task reached its time limit (`run_time_max`, Slurm's `TIMEOUT`).
+    Timeout,
+    /// The task ran out of memory (Slurm's `OUT_OF_MEMORY`).
+    OutOfMemory,
+    /// The worker process ended without writing a result.
+    WorkerDied,
+    /// The task's job was cancelled by someone other than this driver (`scancel`).
+    Cancelled,
+}
+
+impl RetryOn {
+    /// Every kind, in the order of their names in [`RetryOn::NAMES`].
+    pub const ALL: [RetryOn; 8] = [
+        RetryOn::Panic,
+        RetryOn::Error,
+        RetryOn::ExitCode,
+        RetryOn::Signal,
+        RetryOn::Timeout,
+        RetryOn::OutOfMemory,
+        RetryOn::WorkerDied,
+        RetryOn::Cancelled,
+    ];
+    /// The names `retry_on` accepts (and `all`).
+    pub const NAMES: [&'static str; 8] = [
+        "panic",
+        "error",
+        "exit_code",
+        "signal",
+        "timeout",
+        "out_of_memory",
+        "worker_died",
+        "cancelled",
+    ];
+
+    /// The kind's name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|k| *k == self).expect("listed")]
+    }
+
+    /// Parses a comma-separated list of names (`"timeout,error"`, `"all"`).
+    pub fn parse_list(text: &str) -> Result<Vec<RetryOn>, ResourceError> {
+        let mut kinds = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if word == "all" {
+                kinds.extend(Self::ALL);
+                continue;
+            }
+            match Self::NAMES.iter().position(|n| *n == word) {
+                Some(i) => kinds.push(Self::ALL[i]),
+                None => {
+                    return Err(invalid(
+                        "retry_on",
+                        word,
+                        format!("expected one of {} or all", Self::NAMES.join(", ")),
+                    ))
+                }
+            }
+        }
+        kinds.sort();
+        kinds.dedup();
+        Ok(kinds)
+    }
 }
 
 /// Defines a builder setter that stores `Some(value)` in the field of the same name.
@@ -187,6 +293,18 @@ impl Resources {
     setter!("Sets the Slurm quality of service." qos: into String);
     setter!("Sets whether Open MPI may oversubscribe." openmpi_oversubscribe: bool);
     setter!("Sets the error log file." error_log_file: into PathBuf);
+    setter!("Sets how many times a task is retried (see the field)." max_retries: u32);
+    setter!("Sets the wait before the first retry." retry_backoff: Duration);
+    setter!("Sets how long before its time limit the task is warned." checkpoint_grace: Duration);
+    setter!("Sets whether Slurm may requeue the job itself." requeue: bool);
+
+    /// Sets the task's own failures that are retried too.
+    pub fn retry_on(mut self, kinds: impl IntoIterator<Item = RetryOn>) -> Self {
+        self.retry_on = kinds.into_iter().collect();
+        self.retry_on.sort();
+        self.retry_on.dedup();
+        self
+    }
 
     /// Adds (or replaces) one environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -236,6 +354,15 @@ impl Resources {
             slurm_cmd_args,
             openmpi_oversubscribe: pick(&self.openmpi_oversubscribe, &over.openmpi_oversubscribe),
             error_log_file: pick(&self.error_log_file, &over.error_log_file),
+            max_retries: pick(&self.max_retries, &over.max_retries),
+            retry_on: if over.retry_on.is_empty() {
+                self.retry_on.clone()
+            } else {
+                over.retry_on.clone()
+            },
+            retry_backoff: pick(&self.retry_backoff, &over.retry_backoff),
+            checkpoint_grace: pick(&self.checkpoint_grace, &over.checkpoint_grace),
+            requeue: pick(&self.requeue, &over.requeue),
         }
     }
 
@@ -277,6 +404,11 @@ impl Resources {
             "slurm_cmd_args" => !self.slurm_cmd_args.is_empty(),
             "openmpi_oversubscribe" => self.openmpi_oversubscribe.is_some(),
             "error_log_file" => self.error_log_file.is_some(),
+            "max_retries" => self.max_retries.is_some(),
+            "retry_on" => !self.retry_on.is_empty(),
+            "retry_backoff" => self.retry_backoff.is_some(),
+            "checkpoint_grace" => self.checkpoint_grace.is_some(),
+            "requeue" => self.requeue.is_some(),
             _ => unreachable!("{key:?} is not a resource key"),
         }
     }
@@ -313,6 +445,11 @@ impl Resources {
             "account" => self.account = Some(value.to_string()),
             "qos" => self.qos = Some(value.to_string()),
             "slurm_cmd_args" => self.slurm_cmd_args.push(value.to_string()),
+            "max_retries" => self.max_retries = Some(parse_u32(field, value)?),
+            "retry_on" => self.retry_on = RetryOn::parse_list(value)?,
+            "retry_backoff" => self.retry_backoff = Some(duration_for(field, value)?),
+            "checkpoint_grace" => self.checkpoint_grace = Some(duration_for(field, value)?),
+            "requeue" => self.requeue = Some(parse_bool(field, value)?),
             "env" => {
                 let Some((k, v)) = value.split_once('=') else {
                     return Err(invalid(
@@ -338,6 +475,10 @@ impl Resources {
             ("num_nodes", self.num_nodes == Some(0)),
             ("run_time_max", self.run_time_max == Some(Duration::ZERO)),
             ("memory_max", self.memory_max == Some(0)),
+            (
+                "checkpoint_grace",
+                self.checkpoint_grace == Some(Duration::ZERO),
+            ),
         ];
         if let Some((field, _)) = zero_checks.iter().find(|(_, zero)| *zero) {
             return Err(ResourceError::Zero { field });
@@ -682,6 +823,34 @@ mod duration_serde {
         D: serde::Deserializer<'de>,
     {
         de_text_or_int(d, "run_time_max", duration_for, Duration::from_secs)
+    }
+}
+
+/// Serde for `retry_backoff`: as `run_time_max`'s.
+mod backoff_serde {
+    use super::*;
+
+    pub use super::duration_serde::serialize;
+
+    pub fn deserialize<'de, D>(d: D) -> Result<Option<Duration>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        de_text_or_int(d, "retry_backoff", duration_for, Duration::from_secs)
+    }
+}
+
+/// Serde for `checkpoint_grace`: as `run_time_max`'s.
+mod grace_serde {
+    use super::*;
+
+    pub use super::duration_serde::serialize;
+
+    pub fn deserialize<'de, D>(d: D) -> Result<Option<Duration>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        de_text_or_int(d, "checkpoint_grace", duration_for, Duration::from_secs)
     }
 }
 

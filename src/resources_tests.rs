@@ -395,6 +395,11 @@ fn set_keys_names_exactly_the_keys_set() {
         ("slurm_cmd_args", "--x"),
         ("openmpi_oversubscribe", "true"),
         ("error_log_file", "/tmp/e"),
+        ("max_retries", "2"),
+        ("retry_on", "timeout,error"),
+        ("retry_backoff", "10s"),
+        ("checkpoint_grace", "2m"),
+        ("requeue", "no"),
     ];
     assert_eq!(samples.len(), RESOURCE_KEYS.len());
     assert!(Resources::new().set_keys(RESOURCE_KEYS).is_empty());
@@ -408,4 +413,29 @@ fn set_keys_names_exactly_the_keys_set() {
         r.set_keys(&["partition", "account", "qos"]),
         ["partition", "qos"]
     );
+}
+
+#[test]
+fn retry_on_reads_names_and_all_and_names_a_wrong_one() {
+    use crate::resources::RetryOn;
+    assert_eq!(
+        RetryOn::parse_list("timeout, error,timeout").unwrap(),
+        [RetryOn::Error, RetryOn::Timeout]
+    );
+    assert_eq!(RetryOn::parse_list("all").unwrap(), RetryOn::ALL);
+    let e = RetryOn::parse_list("timeout,oom").unwrap_err().to_string();
+    assert!(
+        e.contains("retry_on") && e.contains("\"oom\"") && e.contains("out_of_memory"),
+        "{e}"
+    );
+    let r: Resources = toml::from_str(
+        "retry_on = [\"timeout\"]\nmax_retries = 3\nretry_backoff = \"1m\"\ncheckpoint_grace = 90",
+    )
+    .unwrap();
+    assert_eq!(r.retry_on, [RetryOn::Timeout]);
+    assert_eq!(r.max_retries, Some(3));
+    assert_eq!(r.retry_backoff, Some(Duration::from_secs(60)));
+    assert_eq!(r.checkpoint_grace, Some(Duration::from_secs(90)));
+    let zero = Resources::new().checkpoint_grace(Duration::ZERO);
+    assert!(zero.validate_basic().is_err());
 }

@@ -157,6 +157,7 @@ impl Launcher {
             "exclusive",
             "memory_max",
             "gpus_per_core",
+            "requeue",
         ]);
         if r.openmpi_oversubscribe.is_some() && r.ranks() <= 1 {
             ignored.push("openmpi_oversubscribe");

@@ -41,6 +41,7 @@ pub(crate) static DIALECT: Dialect = Dialect {
         "slurm_cmd_args",
         "openmpi_oversubscribe",
         "error_log_file",
+        "requeue",
     ],
     refuses,
     header,

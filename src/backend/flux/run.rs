@@ -89,6 +89,7 @@ pub(crate) fn check_run(r: &Resources, gpus: u32) -> Result<Vec<&'static str>, S
         "memory_max",
         "slurm_cmd_args",
         "openmpi_oversubscribe",
+        "requeue",
     ]))
 }
 

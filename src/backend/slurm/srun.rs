@@ -11,6 +11,7 @@ pub(crate) const SRUN_IGNORES: &[&str] = &[
     "memory_max",
     "exclusive",
     "openmpi_oversubscribe",
+    "requeue",
 ];
 
 /// `srun`'s options for a task: `--exact` (only the CPUs asked for, so steps run side by

@@ -183,6 +183,10 @@ SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=$CTLD_PORT
 AuthType=auth/munge
+# A requeued job (node failure, preemption) may start again only once the credentials of
+# its last run have expired: cred_expire, 120 s by default; 30 s here, still far longer
+# than a job launch takes on this machine.
+AuthInfo=cred_expire=30
 CredType=cred/munge
 CommunicationParameters=$COMM
 StateSaveLocation=$D/state
@@ -220,7 +224,16 @@ $ACCT
 JobCompType=jobcomp/filetxt
 JobCompLoc=$D/log/jobcomp.txt
 NodeName=n[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$SLURMD_PORT-$((SLURMD_PORT+NODES-1))] CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# Preemption (the fault-injection suite, tests/faults): a job of a partition with a higher
+# PriorityTier may preempt jobs of a lower one; the preempted job is requeued (or, if it may
+# not be requeued, cancelled and ends PREEMPTED). The default partition and highprio share
+# the top tier, so nothing preempts the default partition's jobs; only lowprio's are
+# preemptable (by jobs of either of the other two).
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=2
+PartitionName=lowprio Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=highprio Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2
 EOF
 
 if [ "$WANT_ACCT" = 1 ]; then

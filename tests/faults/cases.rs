@@ -1,0 +1,734 @@
+//! The cases: each injects one fault into a sweep, then checks the driver's run and a rerun
+//! (`conclude`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Slurm, Tmpfs};
+use crate::{
+    check_rerun, check_run, ensure, finish_driver, finished_files, job_ids, record, run_driver,
+    runs, spawn_driver, wait_until, Figures, Outcome, Plan, Run, TestFn,
+};
+
+#[derive(Clone, Copy)]
+pub(crate) struct Case {
+    pub name: &'static str,
+    /// Needs the cluster to itself (stops a daemon, or needs a node free of other jobs).
+    pub alone: bool,
+    pub run: TestFn,
+}
+
+pub(crate) const CASES: &[Case] = &[
+    Case {
+        name: "a_controller_stopped_20s_and_restarted",
+        alone: true,
+        run: controller_stopped,
+    },
+    Case {
+        name: "b_node_crash_requeue_on",
+        alone: true,
+        run: node_crash_requeue,
+    },
+    Case {
+        name: "b_node_crash_requeue_off",
+        alone: true,
+        run: node_crash_no_requeue,
+    },
+    Case {
+        name: "b_slurmd_killed_jobs_live_on",
+        alone: true,
+        run: slurmd_killed,
+    },
+    Case {
+        name: "c_scancel_from_outside",
+        alone: false,
+        run: scancel_from_outside,
+    },
+    Case {
+        name: "d_cache_file_system_full",
+        alone: false,
+        run: cache_full,
+    },
+    Case {
+        name: "e_driver_killed_while_submitting",
+        alone: false,
+        run: killed_while_submitting,
+    },
+    Case {
+        name: "e_driver_killed_mid_run",
+        alone: false,
+        run: killed_mid_run,
+    },
+    Case {
+        name: "e_driver_killed_while_collecting",
+        alone: false,
+        run: killed_while_collecting,
+    },
+    Case {
+        name: "f_preempted_requeue_on",
+        alone: true,
+        run: preempted_requeue,
+    },
+    Case {
+        name: "f_preempted_requeue_off",
+        alone: true,
+        run: preempted_no_requeue,
+    },
+];
+
+/// A driver's bound: far above what any case needs (the slowest takes about a minute).
+const BOUND: Duration = Duration::from_secs(180);
+
+/// What a case expects of its first run and of the whole.
+struct Expect<'a> {
+    case: &'a str,
+    /// Whether a failure of the first run is one the fault explains.
+    allowed: &'a dyn Fn(usize, &Outcome) -> bool,
+    /// The runs task `i` may have had in all (first run and rerun), given its first outcome.
+    max_runs: &'a dyn Fn(usize, &Outcome) -> usize,
+    note: String,
+}
+
+/// The checks common to every case once the first driver ended (`first`, started at
+/// `start`; the fault over at `fault_end`): the first run (`check_run`), then a rerun that
+/// completes the rest without running a finished task again (`check_rerun`), and the runs
+/// of each task; records the figures.
+fn conclude(
+    dir: &Path,
+    plan: &Plan,
+    first: Run,
+    start: Instant,
+    fault_end: Instant,
+    expect: Expect<'_>,
+) -> Result<(), String> {
+    let first_end = start + first.elapsed;
+    let allowed =
+        |o: &Outcome| (0..plan.n()).any(|i| &first.outcomes[i] == o && (expect.allowed)(i, o));
+    check_run(plan, &first, "first run", &allowed)?;
+    for i in first.failed() {
+        ensure!(
+            (expect.allowed)(i, &first.outcomes[i]),
+            "first run: task {i} ended {}",
+            first.outcomes[i].name()
+        );
+    }
+    eprintln!("  {}: first run: {}", expect.case, first.summary());
+    let done = finished_files(plan, &first);
+    let before = runs(plan);
+    for (i, o) in first.outcomes.iter().enumerate() {
+        ensure!(
+            !o.is_ok() || before[i] >= 1,
+            "task {i} finished without running"
+        );
+    }
+    let rerun_start = Instant::now();
+    let rerun = run_driver(dir, "rerun", plan, BOUND)?;
+    check_rerun(plan, &rerun, &done, &before, true)?;
+    let after = runs(plan);
+    for (i, &n) in after.iter().enumerate() {
+        let most = (expect.max_runs)(i, &first.outcomes[i]);
+        ensure!(
+            n <= most,
+            "task {i} ({}) ran {n} times, at most {most} expected",
+            first.outcomes[i].name()
+        );
+    }
+    let failed = first.failed().len();
+    let recovered_at = if failed > 0 {
+        rerun_start + rerun.elapsed
+    } else {
+        first_end
+    };
+    record(Figures {
+        case: expect.case.to_string(),
+        tasks: plan.n(),
+        failed,
+        recovered_in_run: (0..plan.n())
+            .filter(|&i| first.outcomes[i].is_ok() && before[i] > 1)
+            .count(),
+        retries: first.retries(),
+        recovered_by_rerun: failed,
+        runs: after.iter().sum(),
+        recover: recovered_at.saturating_duration_since(fault_end),
+        total: start.elapsed(),
+        note: expect.note,
+    });
+    Ok(())
+}
+
+/// Tasks that have started (have a marker line).
+fn started(plan: &Plan) -> usize {
+    runs(plan).iter().filter(|&&r| r > 0).count()
+}
+
+fn once(_: usize, _: &Outcome) -> usize {
+    1
+}
+
+fn none(_: usize, _: &Outcome) -> bool {
+    false
+}
+
+/// a. slurmctld stopped (SIGTERM: it saves its state) for 20 s while 8 tasks run, and
+/// started again from its StateSaveLocation; 4 more tasks are submitted while it is down.
+/// Nothing is lost: every task finishes in the first run and ran once.
+fn controller_stopped(dir: &Path) -> Result<(), String> {
+    let slurm = Slurm::from_env()?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    let mut plan = Plan::new(dir, vec![6000; 8]);
+    plan.ms.extend([3000; 4]);
+    plan.delay_ms = [vec![0; 8], vec![8000; 4]].concat();
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let result = (|| {
+        wait_until("4 tasks running", Duration::from_secs(90), || {
+            started(&plan) >= 4
+        })?;
+        slurm.stop_controller()?;
+        std::thread::sleep(Duration::from_secs(20));
+        slurm.start_controller()
+    })();
+    if let Err(e) = result {
+        let _ = slurm.start_controller();
+        return Err(e);
+    }
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    ensure!(
+        first.failed().is_empty(),
+        "tasks failed with slurmctld down for 20 s: {}",
+        first.summary()
+    );
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: "a. slurmctld down 20 s",
+            allowed: &none,
+            max_runs: &once,
+            note: "4 of 12 tasks submitted while it was down".into(),
+        },
+    )
+}
+
+/// The node that runs most of the driver's jobs, and the tasks it runs.
+fn busiest_node(slurm: &Slurm, dir: &Path) -> (String, Vec<usize>) {
+    let ids = job_ids(dir, "first");
+    (1..=slurm.nodes)
+        .map(|n| {
+            let node = format!("n{n}");
+            let jobs = slurm.jobs_on(&node);
+            let tasks: Vec<usize> = ids
+                .iter()
+                .filter(|(_, id)| jobs.iter().any(|j| job_matches(j, id)))
+                .map(|(i, _)| *i)
+                .collect();
+            (node, tasks)
+        })
+        .max_by_key(|(_, t)| t.len())
+        .unwrap_or_default()
+}
+
+/// Whether the unique job id `unique` (squeue's `%A`) is the job `id` pitch knows (a plain id,
+/// or `array_index` of an array element, whose unique id squeue gives with `%i`).
+fn job_matches(unique: &str, id: &str) -> bool {
+    if unique == id {
+        return true;
+    }
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-j", id, "-o", "%A"])
+        .output();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .any(|u| u == unique)
+    })
+    .unwrap_or(false)
+}
+
+/// b. A node crashes mid-sweep: its slurmd, slurmstepds and job processes die at once
+/// (SIGKILL); slurmd comes back 10 s later. `requeue`: the jobs are `--requeue` (Slurm runs
+/// them again) or `--no-requeue` (they end NODE_FAIL, the rerun runs them).
+fn node_crash(dir: &Path, requeue: bool) -> Result<(), String> {
+    let slurm = Slurm::from_env()?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    let mut plan = Plan::new(dir, vec![8000; 12]);
+    plan.slurm_args = vec![if requeue { "--requeue" } else { "--no-requeue" }.into()];
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let crashed = (|| {
+        wait_until("12 tasks running", Duration::from_secs(90), || {
+            started(&plan) >= 12
+        })?;
+        let (node, tasks) = busiest_node(&slurm, dir);
+        ensure!(!tasks.is_empty(), "no task of the sweep runs on any node");
+        slurm.crash_node(&node)?;
+        std::thread::sleep(Duration::from_secs(10));
+        slurm.start_slurmd(&node)?;
+        Ok((node, tasks))
+    })();
+    let (node, mut crashed) = match crashed {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = slurm.wait_healthy(Duration::from_secs(60));
+            return Err(e);
+        }
+    };
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    crashed.sort();
+    eprintln!("  crashed {node} with tasks {crashed:?}");
+    if requeue {
+        ensure!(
+            first.failed().is_empty(),
+            "with requeue on, tasks failed: {}",
+            first.summary()
+        );
+    } else {
+        ensure!(
+            first.failed() == crashed,
+            "with requeue off, the crashed node's tasks {crashed:?} fail: {}",
+            first.summary()
+        );
+    }
+    let on_node = crashed.clone();
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: if requeue {
+                "b. node crash, requeue on"
+            } else {
+                "b. node crash, requeue off"
+            },
+            allowed: &|i, o| {
+                on_node.contains(&i)
+                    && matches!(o, Outcome::Err { variant, state, .. }
+                        if variant == "Scheduler" && state == "NODE_FAIL")
+            },
+            max_runs: &|i, _| if on_node.contains(&i) { 2 } else { 1 },
+            note: format!(
+                "{} of 12 tasks on the crashed node, {}",
+                crashed.len(),
+                if requeue {
+                    "requeued by Slurm"
+                } else {
+                    "NODE_FAIL"
+                }
+            ),
+        },
+    )
+}
+
+fn node_crash_requeue(dir: &Path) -> Result<(), String> {
+    node_crash(dir, true)
+}
+
+fn node_crash_no_requeue(dir: &Path) -> Result<(), String> {
+    node_crash(dir, false)
+}
+
+/// b'. Only a node's slurmd is killed (SIGKILL) mid-sweep, and started again 15 s later: its
+/// jobs run on under their slurmstepd, and nothing is lost.
+fn slurmd_killed(dir: &Path) -> Result<(), String> {
+    let slurm = Slurm::from_env()?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    let plan = Plan::new(dir, vec![8000; 8]);
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let killed = (|| {
+        wait_until("8 tasks running", Duration::from_secs(90), || {
+            started(&plan) >= 8
+        })?;
+        let (node, tasks) = busiest_node(&slurm, dir);
+        slurm.kill_slurmd(&node)?;
+        std::thread::sleep(Duration::from_secs(15));
+        slurm.start_slurmd(&node)?;
+        Ok((node, tasks))
+    })();
+    let (node, tasks) = match killed {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = slurm.wait_healthy(Duration::from_secs(60));
+            return Err(e);
+        }
+    };
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    eprintln!("  killed slurmd of {node} (tasks {tasks:?} ran there)");
+    ensure!(
+        first.failed().is_empty(),
+        "tasks failed: {}",
+        first.summary()
+    );
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: "b. slurmd killed 15 s (jobs live on)",
+            allowed: &none,
+            max_runs: &once,
+            note: format!("{} of 8 tasks on its node", tasks.len()),
+        },
+    )
+}
+
+fn scancel(id: &str) -> Result<(), String> {
+    let status = std::process::Command::new("scancel")
+        .arg(id)
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(status.success(), "scancel {id}");
+    Ok(())
+}
+
+/// c. Jobs scancelled from outside: two running ones and, if one is still pending, a
+/// pending one. They end `Scheduler(CANCELLED)`; the rerun runs them.
+fn scancel_from_outside(dir: &Path) -> Result<(), String> {
+    let plan = Plan::new(dir, vec![6000; 20]);
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let mut cancelled = Vec::new();
+    let picked = (|| -> Result<(), String> {
+        wait_until("2 tasks running", Duration::from_secs(90), || {
+            started(&plan) >= 2 && job_ids(dir, "first").len() == plan.n()
+        })?;
+        let ids = job_ids(dir, "first");
+        let r = runs(&plan);
+        let running: Vec<usize> = (0..plan.n()).filter(|&i| r[i] > 0).take(2).collect();
+        let pending: Vec<usize> = (0..plan.n()).rev().filter(|&i| r[i] == 0).take(1).collect();
+        for i in running.into_iter().chain(pending) {
+            scancel(&ids[&i])?;
+            cancelled.push(i);
+        }
+        Ok(())
+    })();
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    picked?;
+    cancelled.sort();
+    let r = runs(&plan);
+    let cancelled_pending: Vec<usize> = cancelled.iter().copied().filter(|&i| r[i] == 0).collect();
+    ensure!(
+        first.failed() == cancelled,
+        "the scancelled tasks {cancelled:?} fail, and only they: {}",
+        first.summary()
+    );
+    let c = cancelled.clone();
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: "c. scancel from outside",
+            allowed: &|i, o| {
+                c.contains(&i)
+                    && matches!(o, Outcome::Err { variant, state, .. }
+                        if variant == "Scheduler" && state == "CANCELLED")
+            },
+            max_runs: &|i, _| if c.contains(&i) { 2 } else { 1 },
+            note: format!(
+                "{} jobs scancelled ({} of them pending)",
+                cancelled.len(),
+                cancelled_pending.len()
+            ),
+        },
+    )
+}
+
+/// d. The cache's file system fills up mid-sweep (a tmpfs mounted as the cache's parent,
+/// filled by a file) and is freed 10 s later. The tasks that could not write end with a
+/// typed error, never a hang; the rerun completes them.
+fn cache_full(dir: &Path) -> Result<(), String> {
+    let exe_size = std::fs::metadata(std::env::current_exe().unwrap())
+        .map_err(|e| e.to_string())?
+        .len();
+    let fs = Tmpfs::mount(&dir.join("fs"), exe_size + (64 << 20))?;
+    let mut plan = Plan::new(dir, vec![3000; 12]);
+    plan.cache = fs.path.join("cache");
+    plan.max_jobs = Some(4);
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let filled = (|| {
+        wait_until("2 tasks running", Duration::from_secs(90), || {
+            started(&plan) >= 2
+        })?;
+        let file = fs.fill("filler")?;
+        std::thread::sleep(Duration::from_secs(10));
+        std::fs::remove_file(file).map_err(|e| e.to_string())
+    })();
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    filled?;
+    let failed = first.failed().len();
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: "d. cache file system full 10 s",
+            allowed: &|_, o| {
+                matches!(o, Outcome::Err { variant, .. }
+                    if ["Store", "WorkerDied", "Scheduler", "Launch"].contains(&variant.as_str()))
+            },
+            max_runs: &|_, _| 2,
+            note: format!("{failed} of 12 tasks could not write"),
+        },
+    )
+}
+
+/// e. The driver killed (SIGKILL) at `moment`, then run again: it re-attaches to the jobs
+/// still queued or running, answers the finished tasks from the cache, submits the rest;
+/// every task runs exactly once in all.
+fn killed_driver(
+    dir: &Path,
+    plan: &Plan,
+    path: Option<&std::ffi::OsStr>,
+    case: &str,
+    moment: &dyn Fn() -> bool,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let mut child = spawn_driver(dir, "killed", plan, path);
+    let waited = wait_until(case, Duration::from_secs(120), moment);
+    child.kill();
+    waited?;
+    let before = runs(plan);
+    let keys = crate::keys_of(dir, "killed");
+    let finished: Vec<usize> = (0..plan.n())
+        .filter(|i| {
+            keys.get(i)
+                .is_some_and(|k| crate::stored(&plan.cache, k).0 == Some(true))
+        })
+        .collect();
+    let done = finished
+        .iter()
+        .filter_map(|&i| crate::stored(&plan.cache, &keys[&i]).1.map(|b| (i, b)))
+        .collect();
+    let journaled = journal(&plan.cache);
+    let rerun = run_driver(dir, "rerun", plan, BOUND)?;
+    check_rerun(plan, &rerun, &done, &before, false)?;
+    let after = runs(plan);
+    ensure!(
+        after.iter().all(|&n| n == 1),
+        "each task runs exactly once: {after:?}"
+    );
+    let cached = (0..plan.n())
+        .filter(|&i| rerun.count(i, "cached") == 1)
+        .count();
+    let submitted = journal(&plan.cache).difference(&journaled).count();
+    record(Figures {
+        case: case.to_string(),
+        tasks: plan.n(),
+        failed: plan.n() - finished.len(),
+        recovered_in_run: 0,
+        retries: 0,
+        recovered_by_rerun: plan.n() - finished.len(),
+        runs: after.iter().sum(),
+        recover: rerun.elapsed,
+        total: start.elapsed(),
+        note: format!(
+            "killed with {} of {} tasks finished, {} started; the rerun answered {cached} from the cache, re-attached to the others' jobs and submitted {submitted} job(s)",
+            finished.len(),
+            plan.n(),
+            before.iter().filter(|&&n| n > 0).count()
+        ),
+    });
+    Ok(())
+}
+
+/// The journal records (`jobs/<job id>.job`) of a cache directory: one per submission.
+fn journal(cache: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir(cache.join("jobs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "job"))
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// e1. Killed while its second sbatch call has submitted the job but not yet printed its id
+/// (sbatch wrapped to sleep there); the first wave (max_jobs 3) runs meanwhile.
+fn killed_while_submitting(dir: &Path) -> Result<(), String> {
+    let mut plan = Plan::new(dir, vec![3000; 9]);
+    plan.max_jobs = Some(3);
+    let accepted = dir.join("accepted");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    let real = which("sbatch").ok_or("no sbatch on PATH")?;
+    let calls = dir.join("sbatch.calls");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> {calls}\nout=$({real} \"$@\") || exit $?\n\
+         if [ \"$(wc -l < {calls})\" -ge 2 ]; then touch {accepted}; sleep 60; fi\necho \"$out\"\n",
+        calls = calls.display(),
+        real = real.display(),
+        accepted = accepted.display()
+    );
+    let wrapper = bin.join("sbatch");
+    std::fs::write(&wrapper, script).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .map_err(|e| e.to_string())?;
+    killed_driver(
+        dir,
+        &plan,
+        Some(&path),
+        "e. driver SIGKILLed while submitting",
+        &|| accepted.exists(),
+    )
+}
+
+/// e2. Killed while 4 of its 8 tasks run.
+fn killed_mid_run(dir: &Path) -> Result<(), String> {
+    let plan = Plan::new(dir, vec![5000; 8]);
+    killed_driver(dir, &plan, None, "e. driver SIGKILLed mid-run", &|| {
+        started(&plan) >= 4
+    })
+}
+
+/// e3. Killed while results come in: tasks of staggered lengths, killed once 3 of 8 have
+/// written their result.
+fn killed_while_collecting(dir: &Path) -> Result<(), String> {
+    let plan = Plan::new(dir, (0..8).map(|i| 1500 + 700 * i).collect());
+    killed_driver(
+        dir,
+        &plan,
+        None,
+        "e. driver SIGKILLed while collecting",
+        &|| {
+            let keys = crate::keys_of(dir, "killed");
+            keys.values()
+                .filter(|k| crate::stored(&plan.cache, k).0 == Some(true))
+                .count()
+                >= 3
+        },
+    )
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|f| f.is_file())
+    })
+}
+
+/// f. Tasks in the preemptable partition `lowprio` (on node n4) are preempted by a job of
+/// `highprio` that wants the whole node. With `--requeue` Slurm requeues them (PreemptMode=
+/// REQUEUE) and they finish in the first run; with `--no-requeue` Slurm cannot requeue them
+/// and cancels them instead: they end `Scheduler(PREEMPTED)` and the rerun runs them.
+fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
+    let slurm = Slurm::from_env()?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    let node = format!("n{}", slurm.nodes);
+    let mut plan = Plan::new(dir, vec![10_000; 4]);
+    plan.partition = Some("lowprio".into());
+    plan.slurm_args = vec![
+        format!("--nodelist={node}"),
+        if requeue { "--requeue" } else { "--no-requeue" }.into(),
+    ];
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let preemptor = (|| {
+        wait_until("4 tasks running", Duration::from_secs(90), || {
+            started(&plan) >= 4
+        })?;
+        let out = std::process::Command::new("sbatch")
+            .args([
+                "--parsable",
+                "-p",
+                "highprio",
+                "--exclusive",
+                "-o",
+                "/dev/null",
+            ])
+            .arg(format!("--nodelist={node}"))
+            .arg("--wrap=sleep 5")
+            .output()
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            out.status.success(),
+            "sbatch -p highprio: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })();
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    let preemptor = preemptor?;
+    let r = runs(&plan);
+    let all: Vec<usize> = (0..plan.n()).collect();
+    if requeue {
+        ensure!(
+            first.failed().is_empty(),
+            "with requeue on, tasks failed: {}",
+            first.summary()
+        );
+        ensure!(
+            r.iter().all(|&n| n == 2),
+            "each preempted task ran again once: {r:?}"
+        );
+    } else {
+        ensure!(
+            first.failed() == all,
+            "with requeue off, every preempted task fails: {}",
+            first.summary()
+        );
+    }
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: if requeue {
+                "f. preempted, requeue on"
+            } else {
+                "f. preempted, requeue off"
+            },
+            allowed: &|_, o| {
+                matches!(o, Outcome::Err { variant, state, .. }
+                    if variant == "Scheduler" && state == "PREEMPTED")
+            },
+            max_runs: &|_, _| 2,
+            note: format!(
+                "4 tasks on {node} preempted by job {preemptor}, {}",
+                if requeue {
+                    "requeued by Slurm"
+                } else {
+                    "PREEMPTED"
+                }
+            ),
+        },
+    )
+}
+
+fn preempted_requeue(dir: &Path) -> Result<(), String> {
+    preempted(dir, true)
+}
+
+fn preempted_no_requeue(dir: &Path) -> Result<(), String> {
+    preempted(dir, false)
+}

@@ -22,6 +22,7 @@ mod pool;
 #[cfg(feature = "remote")]
 mod remote;
 mod rerun;
+mod retry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -1330,6 +1331,7 @@ fn main() {
         .chain(more)
         .chain(pool::TESTS)
         .chain(rerun::TESTS)
+        .chain(retry::TESTS)
         .chain(pilot::TESTS)
         .chain(parity::TESTS)
         .copied()

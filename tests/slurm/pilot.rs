@@ -226,10 +226,27 @@ fn scancelled(dir: &Path) -> Result<(), String> {
         cancelled.elapsed()
     );
     drop(exe);
+    // The lost attempt's failure, then its success (a rerun answers with the success); the
+    // attempt is recorded once, naming the victim pilot.
     ensure!(
-        records(&cache) == 1,
-        "{} records of one task",
+        records(&cache) == 2,
+        "{} records of one task retried once",
         records(&cache)
+    );
+    let tasks = pitch::Cache::open(&cache)
+        .and_then(|c| c.tasks())
+        .map_err(|e| e.to_string())?;
+    ensure!(tasks.len() == 1, "{} tasks", tasks.len());
+    ensure!(
+        matches!(tasks[0].state, pitch::TaskState::Finished),
+        "{:?}",
+        tasks[0].state
+    );
+    ensure!(
+        tasks[0].attempts.len() == 1
+            && tasks[0].attempts[0].job_id.as_deref() == Some(victim.as_str()),
+        "attempts {:?} (the victim was {victim})",
+        tasks[0].attempts
     );
 
     // Without retries: the task fails with the pilot's job and its end.

@@ -10,10 +10,91 @@ use pitch::{Command, RetryOn, SlurmClusterExecutor, TaskError, TaskState};
 use super::TestFn;
 use crate::ensure;
 
-pub(crate) const TESTS: &[(&str, TestFn)] = &[(
-    "retry_a_scancelled_job_and_requeue_its_dependent",
-    scancelled_and_dependent,
-)];
+pub(crate) const TESTS: &[(&str, TestFn)] = &[
+    (
+        "retry_a_scancelled_job_and_requeue_its_dependent",
+        scancelled_and_dependent,
+    ),
+    (
+        "cli_sweep_interrupted_leaves_its_jobs_and_the_rerun_collects_them",
+        sweep_interrupted,
+    ),
+];
+
+/// Issue 15: Ctrl-C on a `pitch sweep` on Slurm leaves the jobs to run (pitch says how many
+/// and how to cancel them, exits 130); the rerun re-attaches and runs no point twice.
+fn sweep_interrupted(dir: &Path) -> Result<(), String> {
+    std::fs::write(
+        dir.join("pitch.toml"),
+        "[profile.cluster]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let log = dir.join("points.log");
+    let started = dir.join("started");
+    let script = format!(
+        "echo {{x}} >> {s}; sleep 8; echo {{x}} >> {l}",
+        s = started.display(),
+        l = log.display()
+    );
+    let sweep = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"));
+        c.args([
+            "sweep",
+            "--profile",
+            "cluster",
+            "--cache-dir",
+            "cache",
+            "--param",
+            "x=1..3",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::piped());
+        c
+    };
+    let child = sweep().spawn().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&started)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 1
+    {
+        ensure!(Instant::now() < deadline, "no point started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let interrupted = Instant::now();
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(130), "{:?}: {err}", out.status);
+    ensure!(
+        interrupted.elapsed() < Duration::from_secs(15),
+        "pitch took {:?} to stop",
+        interrupted.elapsed()
+    );
+    ensure!(
+        err.contains("go on in the scheduler") && err.contains("pitch cancel --all"),
+        "{err}"
+    );
+    let rerun = sweep().output().map_err(|e| e.to_string())?;
+    ensure!(
+        rerun.status.success(),
+        "the rerun: {}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let mut ran: Vec<String> = std::fs::read_to_string(&log)
+        .map_err(|e| e.to_string())?
+        .lines()
+        .map(String::from)
+        .collect();
+    ran.sort();
+    ensure!(ran == ["1", "2", "3"], "points ran {ran:?}");
+    Ok(())
+}
 
 fn scancelled_and_dependent(dir: &Path) -> Result<(), String> {
     let cache = dir.join("cache");

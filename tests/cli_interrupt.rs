@@ -93,7 +93,7 @@ fn sigint_cancels_a_local_sweep_and_the_rerun_runs_the_rest() {
         .stderr(std::process::Stdio::piped());
         c
     };
-    let mut child = sweep().spawn().unwrap();
+    let child = sweep().spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let running: Vec<i32> = loop {
         let text = std::fs::read_to_string(&pids).unwrap_or_default();

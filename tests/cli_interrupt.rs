@@ -144,7 +144,7 @@ fn sigint_cancels_a_local_sweep_and_the_rerun_runs_the_rest() {
 fn sigint_on_a_sweep_says_what_was_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
         .args(["sweep", "--param", "x=1", "--", "sh", "-c"])
         .arg(format!(
             "echo $$ > {}; exec sleep 6{{x}}",

@@ -409,10 +409,27 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
                 count(n, "repeats", "repeat")
             ),
         };
+        // Refused before running (a resource the backend cannot honour, sbatch's refusal), or
+        // never started because an input failed: failed, but not run.
+        let never_ran = failed
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    TaskError::Rejected { .. } | TaskError::DependencyFailed { .. }
+                )
+            })
+            .count() as u64;
+        let not_run = match never_ran {
+            0 => String::new(),
+            n => format!(", {n} of them refused or not started"),
+        };
         eprintln!(
-            "pitch: {}{repeats}: {} ran, {} from the cache, {} failed ({})",
+            "pitch: {}{repeats}: {} ran, {} from the cache, {} failed{not_run} ({})",
             count(points.len(), "point", "points"),
-            summary.succeeded + summary.failed - summary.cached,
+            (summary.succeeded + summary.failed)
+                .saturating_sub(summary.cached)
+                .saturating_sub(never_ran),
             summary.cached,
             failed.len(),
             exe.cache_directory().display()

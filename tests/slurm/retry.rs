@@ -19,7 +19,42 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
         "cli_sweep_interrupted_leaves_its_jobs_and_the_rerun_collects_them",
         sweep_interrupted,
     ),
+    ("cli_sweep_counts_refused_points_as_not_run", sweep_refused),
 ];
+
+/// Issue 15: points sbatch refuses are failures, not runs, in the sweep's summary.
+fn sweep_refused(dir: &Path) -> Result<(), String> {
+    std::fs::write(
+        dir.join("pitch.toml"),
+        "[profile.cluster]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args([
+            "sweep",
+            "--profile",
+            "cluster",
+            "--partition",
+            "nosuch",
+            "--param",
+            "x=1,2",
+            "--",
+            "echo",
+            "{x}",
+        ])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{:?}: {err}", out.status);
+    ensure!(
+        err.contains(
+            "2 points: 0 ran, 0 from the cache, 2 failed, 2 of them refused or not started"
+        ),
+        "{err}"
+    );
+    Ok(())
+}
 
 /// Issue 15: Ctrl-C on a `pitch sweep` on Slurm leaves the jobs to run (pitch says how many
 /// and how to cancel them, exits 130); the rerun re-attaches and runs no point twice.

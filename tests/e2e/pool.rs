@@ -71,7 +71,22 @@ pitch::task! {
     }
 }
 
+pitch::task! {
+    /// Sleeps `ms` and writes "start end" (ns since the epoch) to `dir/name`.
+    pub fn pool_interval(dir: PathBuf, name: String, ms: u64) -> u32 {
+        let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let start = now();
+        std::thread::sleep(Duration::from_millis(ms));
+        std::fs::write(dir.join(name), format!("{start} {}", now())).unwrap();
+        std::process::id()
+    }
+}
+
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+    (
+        "pool::commands_and_busy_workers_share_max_cores",
+        commands_and_workers_share_cores,
+    ),
     (
         "pool::init_runs_once_per_worker_and_state_persists",
         init_runs_once_per_worker_and_state_persists,
@@ -985,5 +1000,57 @@ fn flux_job_pool() -> Result<(), String> {
         "the driver failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// Issue 11: a busy worker takes its slots from the executor's `max_cores`, as the commands
+/// do: with 2 cores, 2 pooled tasks and 2 commands never run more than 2 at once.
+fn commands_and_workers_share_cores() -> Result<(), String> {
+    let dir = temp();
+    let exe = build(pool(&dir.path().join("cache"), 2))?;
+    let marks = dir.path().to_path_buf();
+    let mut futures = Vec::new();
+    let mut commands = Vec::new();
+    for i in 0..2 {
+        let script = format!(
+            "s=$(date +%s%N); sleep 0.6; echo \"$s $(date +%s%N)\" > {}/cmd{i}",
+            marks.display()
+        );
+        commands.push(exe.submit_command(pitch::Command::new("sh").args(["-c", &script])));
+        futures.push(pool_interval::submit(
+            &exe,
+            marks.clone(),
+            format!("fn{i}"),
+            600,
+        ));
+    }
+    for c in commands {
+        c.result().map_err(|e| e.to_string())?;
+    }
+    for f in futures {
+        f.result().map_err(|e| e.to_string())?;
+    }
+    let mut edges = Vec::new();
+    for name in ["cmd0", "cmd1", "fn0", "fn1"] {
+        let text = std::fs::read_to_string(marks.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let (a, b) = text
+            .trim()
+            .split_once(' ')
+            .ok_or(format!("{name}: {text:?}"))?;
+        let (a, b): (u128, u128) = (
+            a.parse().map_err(|_| text.clone())?,
+            b.parse().map_err(|_| text.clone())?,
+        );
+        edges.push((a, 1i32));
+        edges.push((b, -1i32));
+    }
+    // Ends before starts at the same instant.
+    edges.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, d) in edges {
+        running += d;
+        most = most.max(running);
+    }
+    ensure!(most <= 2, "{most} tasks ran at once on 2 cores");
     Ok(())
 }

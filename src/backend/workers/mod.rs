@@ -118,6 +118,9 @@ struct Shared {
     durable: bool,
     /// Worker processes started so far (the first `workers` and every replacement).
     started: AtomicUsize,
+    /// The backend that runs the commands: a worker running tasks leases its size from its
+    /// slots, so that workers and commands together stay within `max_cores`.
+    single: Arc<SingleNode>,
 }
 
 /// The pool backend: function tasks to the workers, commands to `single`.
@@ -166,7 +169,9 @@ impl Pooled {
             .init
             .as_ref()
             .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
+        let single = Arc::new(single);
         let shared = Arc::new(Shared {
+            single: single.clone(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
@@ -197,7 +202,7 @@ impl Pooled {
             handles.push(handle);
         }
         Ok(Pooled {
-            single: Arc::new(single),
+            single,
             shared,
             defaults: cfg.defaults,
             threads: Mutex::new(handles),
@@ -978,6 +983,11 @@ impl Shared {
         }
     }
 
+    /// Whether no task waits for a worker.
+    fn idle(&self) -> bool {
+        self.state.lock().unwrap().queue.is_empty()
+    }
+
     /// No worker can start: fail every queued task, and every later one, with `error`.
     fn break_with(&self, error: TaskError) {
         let queued: Vec<Arc<PoolTask>> = {
@@ -1007,6 +1017,10 @@ enum After {
 /// The thread of worker `index`: start it, feed it tasks, replace it when it dies.
 fn drive(shared: &Shared, index: u32) {
     let mut worker: Option<Worker> = None;
+    // The worker's slots while it has tasks to run: taken before a task, given back when the
+    // queue is empty or a command waits for slots (then taken again behind it).
+    let mut lease = None;
+    let slots = shared.ranks.saturating_mul(shared.threads);
     loop {
         if worker.is_none() {
             match start_worker(shared, index) {
@@ -1015,12 +1029,18 @@ fn drive(shared: &Shared, index: u32) {
             }
         }
         let w = worker.as_mut().expect("started above");
+        if lease.is_some() && (shared.single.waiting() || shared.idle()) {
+            lease = None;
+        }
         let Some(task) = shared.next(w) else {
             if let Some(w) = worker.take() {
                 w.stop();
             }
             return;
         };
+        if lease.is_none() {
+            lease = shared.single.lease(slots);
+        }
         if let After::Replace = run_task(shared, w, &task) {
             if let Some(w) = worker.take() {
                 w.kill();

@@ -471,6 +471,10 @@ impl Backend for Pooled {
         Box::pin(std::future::ready(()))
     }
 
+    fn refuses_function(&self, resources: &Resources) -> Option<String> {
+        refuses(&self.defaults, resources)
+    }
+
     fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
         // A function task runs in a worker: its worker dying under it is a lost worker.
         matches!(spec.kind, TaskKind::Function { .. })

@@ -616,8 +616,29 @@ pitch::task! {
     pub fn pool_bad_init() -> u32 { panic!("no model file") }
 }
 
+pitch::task! {
+    /// Fails the first time (leaving `marker`), as a file system that hiccuped would.
+    pub fn pool_flaky_init(marker: PathBuf) -> u32 {
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+            panic!("the model file could not be read");
+        }
+        7
+    }
+}
+
 fn init_failure() -> Result<(), String> {
     let dir = temp();
+    // A failure the next start does not repeat: the worker is started again, tasks run.
+    let marker = dir.path().join("failed-once");
+    let flaky = build(
+        pool(&dir.path().join("c1"), 1).init_function(pool_flaky_init::init(marker.clone())),
+    )?;
+    pool_pid::submit(&flaky)
+        .result()
+        .map_err(|e| format!("after a failed init: {e}"))?;
+    ensure!(marker.exists(), "the init function never failed");
+    drop(flaky);
+    // One that always fails fails the tasks (after the tries), naming it.
     let exe = build(pool(&dir.path().join("cache"), 2).init_function(pool_bad_init::init()))?;
     match pool_pid::submit(&exe).result() {
         Err(TaskError::Launch { what, detail, .. }) => {

@@ -987,6 +987,11 @@ impl Shared {
         }
     }
 
+    /// Whether the executor closed the pool.
+    fn is_closed(&self) -> bool {
+        self.state.lock().unwrap().closed
+    }
+
     /// Whether no task waits for a worker.
     fn idle(&self) -> bool {
         self.state.lock().unwrap().queue.is_empty()
@@ -1018,6 +1023,9 @@ enum After {
     Replace,
 }
 
+/// How many times in a row a worker is started before its failure fails the pool's tasks.
+const START_ATTEMPTS: u32 = 3;
+
 /// The thread of worker `index`: start it, feed it tasks, replace it when it dies.
 fn drive(shared: &Shared, index: u32) {
     let mut worker: Option<Worker> = None;
@@ -1025,10 +1033,22 @@ fn drive(shared: &Shared, index: u32) {
     // queue is empty or a command waits for slots (then taken again behind it).
     let mut lease = None;
     let slots = shared.ranks.saturating_mul(shared.threads);
+    // Failed starts in a row (the init function failed, the worker could not be started): a
+    // transient cause (a file system that hiccuped while the init function read its data)
+    // gets START_ATTEMPTS tries, 0.5 s, then 1 s apart, before the pool gives up.
+    let mut failed_starts = 0u32;
     loop {
         if worker.is_none() {
             match start_worker(shared, index) {
-                Ok(w) => worker = Some(w),
+                Ok(w) => {
+                    worker = Some(w);
+                    failed_starts = 0;
+                }
+                Err(_) if failed_starts + 1 < START_ATTEMPTS && !shared.is_closed() => {
+                    failed_starts += 1;
+                    std::thread::sleep(Duration::from_millis(250 << failed_starts));
+                    continue;
+                }
                 Err(e) => return shared.break_with(e),
             }
         }

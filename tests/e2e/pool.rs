@@ -82,7 +82,18 @@ pitch::task! {
     }
 }
 
+pitch::task! {
+    /// The number in the file at `path` (a panic when it holds none).
+    pub fn pool_read(path: PathBuf) -> u64 {
+        std::fs::read_to_string(&path).unwrap().trim().parse().unwrap()
+    }
+}
+
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+    (
+        "pool::fresh_reruns_a_pooled_task_and_a_failure_keeps_the_result",
+        fresh_pooled,
+    ),
     (
         "pool::commands_and_busy_workers_share_max_cores",
         commands_and_workers_share_cores,
@@ -1073,5 +1084,33 @@ fn commands_and_workers_share_cores() -> Result<(), String> {
         most = most.max(running);
     }
     ensure!(most <= 2, "{most} tasks ran at once on 2 cores");
+    Ok(())
+}
+
+/// Issue 17: `with_fresh` (`pitch sweep --fresh`) on a `block_allocation` executor runs a
+/// finished pooled task again and its new result answers later runs; a fresh run that fails
+/// keeps the finished result.
+fn fresh_pooled() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("n");
+    let value = |fresh: bool| -> Result<Result<u64, TaskError>, String> {
+        let exe = build(pool(&cache, 1))?.with_fresh(fresh);
+        let r = pool_read::submit(&exe, input.clone()).result();
+        exe.shutdown(Shutdown::Wait);
+        Ok(r)
+    };
+    std::fs::write(&input, "1").map_err(|e| e.to_string())?;
+    ensure!(value(false)? == Ok(1), "first run");
+    std::fs::write(&input, "2").map_err(|e| e.to_string())?;
+    ensure!(value(false)? == Ok(1), "answered from the cache");
+    ensure!(value(true)? == Ok(2), "the fresh run");
+    ensure!(value(false)? == Ok(2), "the fresh result answers");
+    std::fs::write(&input, "bad").map_err(|e| e.to_string())?;
+    ensure!(
+        matches!(value(true)?, Err(TaskError::Panicked { .. })),
+        "the fresh run fails"
+    );
+    ensure!(value(false)? == Ok(2), "the finished result stays");
     Ok(())
 }

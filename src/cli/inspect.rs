@@ -179,6 +179,16 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
     for s in &shown {
         *counts.entry(s.clone()).or_insert(0usize) += 1;
     }
+    let pilots: std::collections::BTreeMap<String, String> = match cache.pilot_jobs() {
+        Ok(found) => found
+            .into_iter()
+            .map(|(id, state)| (id, state.to_lowercase()))
+            .collect(),
+        Err(e) => {
+            eprintln!("pitch: pilot jobs not looked for: {e}");
+            Default::default()
+        }
+    };
     if a.json {
         json::print(&json::StatusOutput {
             schema_version: json::SCHEMA_VERSION,
@@ -194,6 +204,7 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
             } else {
                 Vec::new()
             },
+            pilots,
         });
     } else {
         let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
@@ -203,6 +214,14 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
             cache.root().display(),
             parts.join(", ")
         );
+        if !pilots.is_empty() {
+            let listed: Vec<String> = pilots.iter().map(|(id, s)| format!("{id} {s}")).collect();
+            println!(
+                "{}: {}",
+                count(pilots.len(), "pilot job", "pilot jobs"),
+                listed.join(", ")
+            );
+        }
         if a.all {
             let width = column_width(shown.iter().map(String::as_str));
             for (t, s) in tasks.iter().zip(&shown) {
@@ -292,6 +311,10 @@ fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
             .iter()
             .map(|s| s.to_string()),
     );
+    let retried = tasks.iter().any(|t| !t.attempts.is_empty());
+    if retried {
+        header.push("retries".into());
+    }
     w.write_record(&header)?;
     for t in tasks {
         let mut row = vec![t.key.clone()];
@@ -306,6 +329,9 @@ fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         );
+        if retried {
+            row.push(t.attempts.len().to_string());
+        }
         w.write_record(&row)?;
     }
     w.flush()?;
@@ -353,24 +379,44 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
                     .map(|(v, w)| format!("{v:<w$}  "))
                     .collect()
             };
+            // A retries column only when a task was retried (each retry's cause under it).
+            let retried = tasks.iter().any(|t| !t.attempts.is_empty());
+            let retries = |t: &TaskInfo| match retried {
+                true => format!("{:>7}  ", t.attempts.len()),
+                false => String::new(),
+            };
             println!(
-                "{:<32}  {}{:<width$}  {:>4} {:>9}  command",
+                "{:<32}  {}{:<width$}  {:>4} {:>9}  {}command",
                 "key",
                 params(columns.iter().map(String::as_str).collect()),
                 "state",
                 "exit",
-                "runtime"
+                "runtime",
+                if retried { "retries  " } else { "" }
             );
             for t in &tasks {
                 println!(
-                    "{:<32}  {}{:<width$}  {:>4} {:>9}  {}",
+                    "{:<32}  {}{:<width$}  {:>4} {:>9}  {}{}",
                     t.key,
                     params(columns.iter().map(|c| param_value(t, c)).collect()),
                     state_name(&t.state),
                     t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                     t.runtime.map(|r| format!("{r:.2}s")).unwrap_or_default(),
+                    retries(t),
                     describe(t)
                 );
+                for a in &t.attempts {
+                    println!(
+                        "    attempt {}{} ({:.1} s): {}",
+                        a.number,
+                        a.job_id
+                            .as_ref()
+                            .map(|j| format!(", job {j}"))
+                            .unwrap_or_default(),
+                        a.duration.as_secs_f64(),
+                        a.error.to_string().lines().next().unwrap_or_default()
+                    );
+                }
             }
         }
     }
@@ -398,18 +444,38 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
         }
     }
     let jobs = cache.jobs();
-    let ids: Vec<String> = tasks
+    let mut ids: Vec<String> = tasks
         .iter()
         .filter(|t| t.state == TaskState::Pending && (a.all || a.keys.contains(&t.key)))
         .filter_map(|t| jobs.get(&t.key).cloned())
         .collect();
+    // --all: the pilot jobs too (a killed driver's pilots still queued would start for
+    // nothing; a live driver's tasks in them fail as lost, or are retried).
+    let mut pilots = 0;
+    if a.all {
+        match cache.pilot_jobs() {
+            Ok(found) => {
+                pilots = found.len();
+                ids.extend(found.into_keys());
+            }
+            Err(e) => eprintln!("pitch: pilot jobs not looked for: {e}"),
+        }
+    }
     if ids.is_empty() {
         println!("nothing to cancel");
         return OK;
     }
     match cache.cancel_jobs(&ids) {
         Ok(()) => {
-            println!("cancelled {}", count(ids.len(), "job", "jobs"));
+            let of_pilots = match pilots {
+                0 => String::new(),
+                n => format!(
+                    " ({} of them pilot {})",
+                    n,
+                    if n == 1 { "job" } else { "jobs" }
+                ),
+            };
+            println!("cancelled {}{of_pilots}", count(ids.len(), "job", "jobs"));
             OK
         }
         Err(e) => fail(TASK_FAILED, e),

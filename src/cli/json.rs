@@ -72,6 +72,9 @@ pub(crate) struct TaskRow {
     pub runtime: Option<f64>,
     pub stdout: Option<PathBuf>,
     pub error: Option<String>,
+    /// The failed attempts that were retried, when there were any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<pitch::Attempt>,
 }
 
 impl TaskRow {
@@ -90,6 +93,7 @@ impl TaskRow {
                 TaskState::Failed(e) => Some(e.to_string()),
                 _ => None,
             },
+            attempts: t.attempts.clone(),
         }
     }
 }
@@ -112,6 +116,10 @@ pub(crate) struct StatusOutput<'a> {
     pub counts: BTreeMap<String, usize>,
     /// With `--all`, every task; else empty.
     pub tasks: Vec<TaskRow>,
+    /// The pilot jobs (`block_allocation` on slurm or flux) the scheduler lists: job id ->
+    /// its state; absent when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pilots: BTreeMap<String, String>,
 }
 
 /// Parameters as a JSON object, in the sweep's parameter order (a later value of the same

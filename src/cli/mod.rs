@@ -132,6 +132,26 @@ pub(crate) struct Common {
     /// Whole nodes.
     #[arg(long)]
     pub exclusive: bool,
+    /// Times a task is submitted again after a failure it did not cause (preempted, node or
+    /// boot failure, a lost worker or pilot, a job gone), one named by --retry-on, or a
+    /// checkpoint; default 0 (1 with --block-allocation on slurm and flux).
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// The task's own failures retried too: a comma-separated list of panic, error,
+    /// exit_code, signal, timeout, out_of_memory, worker_died, cancelled, or all.
+    #[arg(long, value_name = "KINDS")]
+    pub retry_on: Option<String>,
+    /// The wait before the first retry, doubled for each further one (default 5s).
+    #[arg(long, value_name = "TIME")]
+    pub retry_backoff: Option<String>,
+    /// Warn the task this long before its time limit (SIGUSR1; a function task sees
+    /// should_stop()); see the README's "Checkpoint and requeue".
+    #[arg(long, value_name = "TIME")]
+    pub checkpoint_grace: Option<String>,
+    /// Let Slurm requeue the job itself after a node failure or preemption (sbatch
+    /// --requeue).
+    #[arg(long)]
+    pub requeue: bool,
     /// An extra sbatch option, verbatim (repeatable).
     #[arg(long = "slurm-arg", allow_hyphen_values = true)]
     pub slurm_args: Vec<String>,
@@ -195,6 +215,22 @@ impl Common {
             r.exclusive = Some(true);
         }
         r.slurm_cmd_args = self.slurm_args.clone();
+        r.max_retries = self.max_retries;
+        if let Some(kinds) = &self.retry_on {
+            r.retry_on =
+                pitch::RetryOn::parse_list(kinds).map_err(|e| format!("--retry-on: {e}"))?;
+        }
+        if let Some(t) = &self.retry_backoff {
+            r.retry_backoff =
+                Some(pitch::parse_duration(t).map_err(|e| format!("--retry-backoff: {e}"))?);
+        }
+        if let Some(t) = &self.checkpoint_grace {
+            r.checkpoint_grace =
+                Some(pitch::parse_duration(t).map_err(|e| format!("--checkpoint-grace: {e}"))?);
+        }
+        if self.requeue {
+            r.requeue = Some(true);
+        }
         p.resources = p.resources.merged(&r);
         if let Some(d) = &self.cache_dir {
             p.cache_directory = Some(d.clone());

@@ -6,8 +6,8 @@
 //! answer. Commands still run as their own processes, through [`SingleNode`].
 //!
 //! Failure rules: a panic or an `Err` fails only its task (the worker stays). A worker that
-//! dies (signal, abort, exit) fails its current task, or puts it back at the head of the
-//! queue while it has retries left (`max_retries`), and is replaced. `cancel()` and
+//! dies (signal, abort, exit) fails its current task (a lost worker: the engine submits the
+//! task again while its `max_retries` allow, see `Backend::lost_worker`), and is replaced. `cancel()` and
 //! `run_time_max` kill the worker running the task (SIGKILL to its process group) and replace
 //! it. Closing the executor closes the workers' input pipes; a worker exits when its input
 //! ends, so workers never outlive a killed driver by more than their current task.
@@ -28,7 +28,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -53,8 +53,6 @@ pub(crate) struct PoolConfig {
     pub workers: u32,
     /// Run once in each worker when it starts.
     pub init: Option<InitCall>,
-    /// Times a task is run again after its worker died under it.
-    pub max_retries: u32,
     /// The executor's default resources: every worker's size and environment.
     pub defaults: Resources,
     /// Whether results go to the result log (the builder's `cache`).
@@ -87,7 +85,6 @@ struct PoolTask {
     done: Done,
     started: Box<dyn Fn(Option<String>) + Send + Sync>,
     phase: Mutex<Phase>,
-    attempts: AtomicU32,
 }
 
 struct State {
@@ -115,13 +112,15 @@ struct Shared {
     /// What the ranks of socket-connected workers must present.
     token: String,
     init: Option<InitCall>,
-    max_retries: u32,
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     log: Option<Arc<LogSet>>,
     durable: bool,
     /// Worker processes started so far (the first `workers` and every replacement).
     started: AtomicUsize,
+    /// The backend that runs the commands: a worker running tasks leases its size from its
+    /// slots, so that workers and commands together stay within `max_cores`.
+    single: Arc<SingleNode>,
 }
 
 /// The pool backend: function tasks to the workers, commands to `single`.
@@ -170,7 +169,9 @@ impl Pooled {
             .init
             .as_ref()
             .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
+        let single = Arc::new(single);
         let shared = Arc::new(Shared {
+            single: single.clone(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
@@ -185,7 +186,6 @@ impl Pooled {
             token: token(),
             exe,
             init: cfg.init,
-            max_retries: cfg.max_retries,
             env,
             cwd,
             log: cfg.log.then(|| LogSet::of(store.root())),
@@ -202,7 +202,7 @@ impl Pooled {
             handles.push(handle);
         }
         Ok(Pooled {
-            single: Arc::new(single),
+            single,
             shared,
             defaults: cfg.defaults,
             threads: Mutex::new(handles),
@@ -361,7 +361,6 @@ fn task_of(job: Job, backend: &str, reason: Option<String>) -> Option<(PoolTask,
             done,
             started,
             phase: Mutex::new(Phase::Queued),
-            attempts: AtomicU32::new(0),
         },
         slot,
     ))
@@ -470,6 +469,19 @@ impl Backend for Pooled {
         }
         self.submit(job);
         Box::pin(std::future::ready(()))
+    }
+
+    fn refuses_function(&self, resources: &Resources) -> Option<String> {
+        refuses(&self.defaults, resources)
+    }
+
+    fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
+        // A function task runs in a worker: its worker dying under it is a lost worker.
+        matches!(spec.kind, TaskKind::Function { .. })
+            && matches!(
+                error,
+                TaskError::Signaled { .. } | TaskError::WorkerDied { .. }
+            )
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
@@ -975,6 +987,16 @@ impl Shared {
         }
     }
 
+    /// Whether the executor closed the pool.
+    fn is_closed(&self) -> bool {
+        self.state.lock().unwrap().closed
+    }
+
+    /// Whether no task waits for a worker.
+    fn idle(&self) -> bool {
+        self.state.lock().unwrap().queue.is_empty()
+    }
+
     /// No worker can start: fail every queued task, and every later one, with `error`.
     fn break_with(&self, error: TaskError) {
         let queued: Vec<Arc<PoolTask>> = {
@@ -1001,23 +1023,48 @@ enum After {
     Replace,
 }
 
+/// How many times in a row a worker is started before its failure fails the pool's tasks.
+const START_ATTEMPTS: u32 = 3;
+
 /// The thread of worker `index`: start it, feed it tasks, replace it when it dies.
 fn drive(shared: &Shared, index: u32) {
     let mut worker: Option<Worker> = None;
+    // The worker's slots while it has tasks to run: taken before a task, given back when the
+    // queue is empty or a command waits for slots (then taken again behind it).
+    let mut lease = None;
+    let slots = shared.ranks.saturating_mul(shared.threads);
+    // Failed starts in a row (the init function failed, the worker could not be started): a
+    // transient cause (a file system that hiccuped while the init function read its data)
+    // gets START_ATTEMPTS tries, 0.5 s, then 1 s apart, before the pool gives up.
+    let mut failed_starts = 0u32;
     loop {
         if worker.is_none() {
             match start_worker(shared, index) {
-                Ok(w) => worker = Some(w),
+                Ok(w) => {
+                    worker = Some(w);
+                    failed_starts = 0;
+                }
+                Err(_) if failed_starts + 1 < START_ATTEMPTS && !shared.is_closed() => {
+                    failed_starts += 1;
+                    std::thread::sleep(Duration::from_millis(250 << failed_starts));
+                    continue;
+                }
                 Err(e) => return shared.break_with(e),
             }
         }
         let w = worker.as_mut().expect("started above");
+        if lease.is_some() && (shared.single.waiting() || shared.idle()) {
+            lease = None;
+        }
         let Some(task) = shared.next(w) else {
             if let Some(w) = worker.take() {
                 w.stop();
             }
             return;
         };
+        if lease.is_none() {
+            lease = shared.single.lease(slots);
+        }
         if let After::Replace = run_task(shared, w, &task) {
             if let Some(w) = worker.take() {
                 w.kill();
@@ -1167,16 +1214,10 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
                     stderr_tail: String::new(),
                 },
             };
-            if task.attempts.fetch_add(1, Ordering::SeqCst) < shared.max_retries {
-                *phase = Phase::Queued;
-                drop(phase);
-                shared.state.lock().unwrap().queue.push_front(task.clone());
-                shared.wake.notify_one();
-            } else {
-                *phase = Phase::Ended;
-                drop(phase);
-                deliver(shared, task, Err(error));
-            }
+            // A lost worker: the engine retries the task when its `max_retries` allows.
+            *phase = Phase::Ended;
+            drop(phase);
+            deliver(shared, task, Err(error));
             After::Replace
         }
     }
@@ -1197,7 +1238,6 @@ mod tests {
             done: Done::new(move |r| tx.send(r).unwrap()),
             started: Box::new(|_| {}),
             phase: Mutex::new(Phase::Queued),
-            attempts: AtomicU32::new(0),
         };
         cancel(&task);
         assert_eq!(rx.recv().unwrap().outcome, Err(TaskError::Cancelled));

@@ -29,6 +29,17 @@ pub(crate) const TEMPLATE: (&str, &str) = (
     include_str!("../../../templates/slurm.sh.j2"),
 );
 
+/// How long a submission waits for a slurmctld that cannot be reached before it fails.
+const CONTROLLER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether sbatch failed because it could not connect to slurmctld at all ("Unable to
+/// contact slurm controller (connect failure)", after its own attempts): the request was
+/// never sent, so submitting again cannot make a second job. Not a "send failure" or a
+/// "receive failure", after which the job may exist.
+fn never_reached_controller(stderr: &str) -> bool {
+    stderr.contains("Unable to contact slurm controller (connect failure)")
+}
+
 /// Slurm's job scripts and commands.
 pub(crate) static DIALECT: Dialect = Dialect {
     kind: SchedulerKind::Slurm,
@@ -261,19 +272,42 @@ impl SchedulerClient for SlurmClient {
         })
     }
 
+    /// `sbatch --parsable`. While slurmctld cannot be reached at all (stopped, restarting,
+    /// failing over), sbatch is run again, backing off, for up to [`CONTROLLER_WAIT`]: such a
+    /// failure is no refusal of the job, and nothing was submitted.
     fn submit<'a>(&'a self, script: &'a Path) -> Fut<'a, Result<(u64, String), SchedulerError>> {
         Box::pin(async move {
             let args = ["--parsable".to_string(), script.display().to_string()];
-            let out = self
-                .transport
-                .run_submit("sbatch", &args, &[("SLURM_BITSTR_LEN", "0")], "Slurm")
-                .await?;
-            if !out.success {
-                return Err(SchedulerError::Rejected {
-                    program: "sbatch".into(),
-                    stderr: out.stderr.trim().to_string(),
-                });
-            }
+            let start = std::time::Instant::now();
+            let mut delay = std::time::Duration::from_secs(1);
+            let out = loop {
+                let out = self
+                    .transport
+                    .run_submit("sbatch", &args, &[("SLURM_BITSTR_LEN", "0")], "Slurm")
+                    .await?;
+                if out.success {
+                    break out;
+                }
+                let stderr = out.stderr.trim().to_string();
+                if !never_reached_controller(&stderr) {
+                    return Err(SchedulerError::Rejected {
+                        program: "sbatch".into(),
+                        stderr,
+                    });
+                }
+                if start.elapsed() >= CONTROLLER_WAIT {
+                    return Err(SchedulerError::CommandFailed {
+                        program: "sbatch".into(),
+                        stderr: format!(
+                            "{stderr} (slurmctld could not be reached for {} s)",
+                            start.elapsed().as_secs()
+                        ),
+                    });
+                }
+                tracing::warn!(target: "pitch::queue", %stderr, "sbatch could not reach slurmctld; will retry");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            };
             parse::parse_sbatch_parsable(&out.stdout)
                 .map(|id| (id, out.stderr.trim().to_string()))
                 .map_err(|e| SchedulerError::Unreadable {
@@ -371,6 +405,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn only_a_controller_never_reached_is_submitted_again() {
+        let down = "sbatch: error: Batch job submission failed: Unable to contact slurm \
+                    controller (connect failure)";
+        assert!(never_reached_controller(down));
+        for other in [
+            "sbatch: error: Batch job submission failed: Invalid partition name specified",
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller \
+             (receive failure)",
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+        ] {
+            assert!(!never_reached_controller(other), "{other}");
+        }
+    }
 
     #[test]
     fn the_slurm_dialect_fills_the_header_arrays_and_dependencies() {

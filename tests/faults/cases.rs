@@ -35,6 +35,11 @@ pub(crate) const CASES: &[Case] = &[
         run: node_crash_no_requeue,
     },
     Case {
+        name: "b_node_crash_requeue_off_max_retries_2",
+        alone: true,
+        run: node_crash_retries,
+    },
+    Case {
         name: "b_slurmd_killed_jobs_live_on",
         alone: true,
         run: slurmd_killed,
@@ -43,6 +48,11 @@ pub(crate) const CASES: &[Case] = &[
         name: "c_scancel_from_outside",
         alone: false,
         run: scancel_from_outside,
+    },
+    Case {
+        name: "c_scancel_from_outside_max_retries_2",
+        alone: false,
+        run: scancel_retries,
     },
     Case {
         name: "d_cache_file_system_full",
@@ -74,7 +84,45 @@ pub(crate) const CASES: &[Case] = &[
         alone: true,
         run: preempted_no_requeue,
     },
+    Case {
+        name: "f_preempted_requeue_off_max_retries_2",
+        alone: true,
+        run: preempted_retries,
+    },
 ];
+
+/// The retry settings of the `max_retries_2` variants: the driver itself runs the failed
+/// tasks again (2 s, then 4 s after the failure).
+fn with_retries(plan: &mut Plan, retry_on: &str) {
+    plan.max_retries = Some(2);
+    plan.retry_on = retry_on.into();
+    plan.retry_backoff_ms = Some(2000);
+}
+
+/// The retried tasks of a run that ended without failures: `expected` (sorted), each retried
+/// once.
+fn check_retried(first: &Run, expected: &[usize]) -> Result<(), String> {
+    ensure!(
+        first.failed().is_empty(),
+        "with max_retries 2, tasks failed: {}",
+        first.summary()
+    );
+    let retried: Vec<usize> = (0..first.outcomes.len())
+        .filter(|&i| first.count(i, "retrying") > 0)
+        .collect();
+    ensure!(
+        retried == expected,
+        "the tasks retried are {retried:?}, not {expected:?}"
+    );
+    for &i in expected {
+        ensure!(
+            first.count(i, "retrying") == 1,
+            "task {i} retried {} times",
+            first.count(i, "retrying")
+        );
+    }
+    Ok(())
+}
 
 /// A driver's bound: far above what any case needs (the slowest takes about a minute).
 const BOUND: Duration = Duration::from_secs(180);
@@ -144,7 +192,9 @@ fn conclude(
         tasks: plan.n(),
         failed,
         recovered_in_run: (0..plan.n())
-            .filter(|&i| first.outcomes[i].is_ok() && before[i] > 1)
+            .filter(|&i| {
+                first.outcomes[i].is_ok() && (before[i] > 1 || first.count(i, "retrying") > 0)
+            })
             .count(),
         retries: first.retries(),
         recovered_by_rerun: failed,
@@ -253,11 +303,14 @@ fn job_matches(unique: &str, id: &str) -> bool {
 /// b. A node crashes mid-sweep: its slurmd, slurmstepds and job processes die at once
 /// (SIGKILL); slurmd comes back 10 s later. `requeue`: the jobs are `--requeue` (Slurm runs
 /// them again) or `--no-requeue` (they end NODE_FAIL, the rerun runs them).
-fn node_crash(dir: &Path, requeue: bool) -> Result<(), String> {
+fn node_crash(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
     let slurm = Slurm::from_env()?;
     slurm.wait_healthy(Duration::from_secs(60))?;
     let mut plan = Plan::new(dir, vec![8000; 12]);
     plan.slurm_args = vec![if requeue { "--requeue" } else { "--no-requeue" }.into()];
+    if retries {
+        with_retries(&mut plan, "");
+    }
     let start = Instant::now();
     let child = spawn_driver(dir, "first", &plan, None);
     let crashed = (|| {
@@ -283,7 +336,9 @@ fn node_crash(dir: &Path, requeue: bool) -> Result<(), String> {
     slurm.wait_healthy(Duration::from_secs(60))?;
     crashed.sort();
     eprintln!("  crashed {node} with tasks {crashed:?}");
-    if requeue {
+    if retries {
+        check_retried(&first, &crashed)?;
+    } else if requeue {
         ensure!(
             first.failed().is_empty(),
             "with requeue on, tasks failed: {}",
@@ -304,10 +359,10 @@ fn node_crash(dir: &Path, requeue: bool) -> Result<(), String> {
         start,
         fault_end,
         Expect {
-            case: if requeue {
-                "b. node crash, requeue on"
-            } else {
-                "b. node crash, requeue off"
+            case: match (requeue, retries) {
+                (true, _) => "b. node crash, requeue on",
+                (false, false) => "b. node crash, requeue off",
+                (false, true) => "b. node crash, requeue off, max_retries 2",
             },
             allowed: &|i, o| {
                 on_node.contains(&i)
@@ -318,10 +373,10 @@ fn node_crash(dir: &Path, requeue: bool) -> Result<(), String> {
             note: format!(
                 "{} of 12 tasks on the crashed node, {}",
                 crashed.len(),
-                if requeue {
-                    "requeued by Slurm"
-                } else {
-                    "NODE_FAIL"
+                match (requeue, retries) {
+                    (true, _) => "requeued by Slurm",
+                    (false, false) => "NODE_FAIL",
+                    (false, true) => "NODE_FAIL, retried by pitch",
                 }
             ),
         },
@@ -329,11 +384,15 @@ fn node_crash(dir: &Path, requeue: bool) -> Result<(), String> {
 }
 
 fn node_crash_requeue(dir: &Path) -> Result<(), String> {
-    node_crash(dir, true)
+    node_crash(dir, true, false)
 }
 
 fn node_crash_no_requeue(dir: &Path) -> Result<(), String> {
-    node_crash(dir, false)
+    node_crash(dir, false, false)
+}
+
+fn node_crash_retries(dir: &Path) -> Result<(), String> {
+    node_crash(dir, false, true)
 }
 
 /// b'. Only a node's slurmd is killed (SIGKILL) mid-sweep, and started again 15 s later: its
@@ -397,10 +456,24 @@ fn scancel(id: &str) -> Result<(), String> {
 /// c. Jobs scancelled from outside: two running ones and, if one is still pending, a
 /// pending one. They end `Scheduler(CANCELLED)`; the rerun runs them.
 fn scancel_from_outside(dir: &Path) -> Result<(), String> {
-    let plan = Plan::new(dir, vec![6000; 20]);
+    scancel_case(dir, false)
+}
+
+/// c'. As c, with `max_retries 2` and `retry_on cancelled` (a cancel is the task's own
+/// failure unless said otherwise): the driver runs the cancelled tasks again itself.
+fn scancel_retries(dir: &Path) -> Result<(), String> {
+    scancel_case(dir, true)
+}
+
+fn scancel_case(dir: &Path, retries: bool) -> Result<(), String> {
+    let mut plan = Plan::new(dir, vec![6000; 20]);
+    if retries {
+        with_retries(&mut plan, "cancelled");
+    }
     let start = Instant::now();
     let child = spawn_driver(dir, "first", &plan, None);
     let mut cancelled = Vec::new();
+    let mut pending_at_cancel = Vec::new();
     let picked = (|| -> Result<(), String> {
         wait_until("2 tasks running", Duration::from_secs(90), || {
             started(&plan) >= 2 && job_ids(dir, "first").len() == plan.n()
@@ -409,6 +482,7 @@ fn scancel_from_outside(dir: &Path) -> Result<(), String> {
         let r = runs(&plan);
         let running: Vec<usize> = (0..plan.n()).filter(|&i| r[i] > 0).take(2).collect();
         let pending: Vec<usize> = (0..plan.n()).rev().filter(|&i| r[i] == 0).take(1).collect();
+        pending_at_cancel = pending.clone();
         for i in running.into_iter().chain(pending) {
             scancel(&ids[&i])?;
             cancelled.push(i);
@@ -419,13 +493,15 @@ fn scancel_from_outside(dir: &Path) -> Result<(), String> {
     let first = finish_driver(dir, "first", child, start, BOUND)?;
     picked?;
     cancelled.sort();
-    let r = runs(&plan);
-    let cancelled_pending: Vec<usize> = cancelled.iter().copied().filter(|&i| r[i] == 0).collect();
-    ensure!(
-        first.failed() == cancelled,
-        "the scancelled tasks {cancelled:?} fail, and only they: {}",
-        first.summary()
-    );
+    if retries {
+        check_retried(&first, &cancelled)?;
+    } else {
+        ensure!(
+            first.failed() == cancelled,
+            "the scancelled tasks {cancelled:?} fail, and only they: {}",
+            first.summary()
+        );
+    }
     let c = cancelled.clone();
     conclude(
         dir,
@@ -434,7 +510,11 @@ fn scancel_from_outside(dir: &Path) -> Result<(), String> {
         start,
         fault_end,
         Expect {
-            case: "c. scancel from outside",
+            case: if retries {
+                "c. scancel from outside, max_retries 2 (retry_on cancelled)"
+            } else {
+                "c. scancel from outside"
+            },
             allowed: &|i, o| {
                 c.contains(&i)
                     && matches!(o, Outcome::Err { variant, state, .. }
@@ -444,7 +524,7 @@ fn scancel_from_outside(dir: &Path) -> Result<(), String> {
             note: format!(
                 "{} jobs scancelled ({} of them pending)",
                 cancelled.len(),
-                cancelled_pending.len()
+                pending_at_cancel.len()
             ),
         },
     )
@@ -638,7 +718,7 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 /// `highprio` that wants the whole node. With `--requeue` Slurm requeues them (PreemptMode=
 /// REQUEUE) and they finish in the first run; with `--no-requeue` Slurm cannot requeue them
 /// and cancels them instead: they end `Scheduler(PREEMPTED)` and the rerun runs them.
-fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
+fn preempted(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
     let slurm = Slurm::from_env()?;
     slurm.wait_healthy(Duration::from_secs(60))?;
     let node = format!("n{}", slurm.nodes);
@@ -648,6 +728,9 @@ fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
         format!("--nodelist={node}"),
         if requeue { "--requeue" } else { "--no-requeue" }.into(),
     ];
+    if retries {
+        with_retries(&mut plan, "");
+    }
     let start = Instant::now();
     let child = spawn_driver(dir, "first", &plan, None);
     let preemptor = (|| {
@@ -679,21 +762,25 @@ fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
     let preemptor = preemptor?;
     let r = runs(&plan);
     let all: Vec<usize> = (0..plan.n()).collect();
-    if requeue {
+    if retries {
+        check_retried(&first, &all)?;
+    } else if requeue {
         ensure!(
             first.failed().is_empty(),
             "with requeue on, tasks failed: {}",
             first.summary()
-        );
-        ensure!(
-            r.iter().all(|&n| n == 2),
-            "each preempted task ran again once: {r:?}"
         );
     } else {
         ensure!(
             first.failed() == all,
             "with requeue off, every preempted task fails: {}",
             first.summary()
+        );
+    }
+    if requeue || retries {
+        ensure!(
+            r.iter().all(|&n| n == 2),
+            "each preempted task ran again once: {r:?}"
         );
     }
     conclude(
@@ -703,10 +790,10 @@ fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
         start,
         fault_end,
         Expect {
-            case: if requeue {
-                "f. preempted, requeue on"
-            } else {
-                "f. preempted, requeue off"
+            case: match (requeue, retries) {
+                (true, _) => "f. preempted, requeue on",
+                (false, false) => "f. preempted, requeue off",
+                (false, true) => "f. preempted, requeue off, max_retries 2",
             },
             allowed: &|_, o| {
                 matches!(o, Outcome::Err { variant, state, .. }
@@ -715,10 +802,10 @@ fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
             max_runs: &|_, _| 2,
             note: format!(
                 "4 tasks on {node} preempted by job {preemptor}, {}",
-                if requeue {
-                    "requeued by Slurm"
-                } else {
-                    "PREEMPTED"
+                match (requeue, retries) {
+                    (true, _) => "requeued by Slurm",
+                    (false, false) => "PREEMPTED",
+                    (false, true) => "PREEMPTED, retried by pitch",
                 }
             ),
         },
@@ -726,9 +813,13 @@ fn preempted(dir: &Path, requeue: bool) -> Result<(), String> {
 }
 
 fn preempted_requeue(dir: &Path) -> Result<(), String> {
-    preempted(dir, true)
+    preempted(dir, true, false)
 }
 
 fn preempted_no_requeue(dir: &Path) -> Result<(), String> {
-    preempted(dir, false)
+    preempted(dir, false, false)
+}
+
+fn preempted_retries(dir: &Path) -> Result<(), String> {
+    preempted(dir, false, true)
 }

@@ -79,6 +79,10 @@ pub(crate) struct Plan {
     pub slurm_args: Vec<String>,
     pub max_jobs: Option<u32>,
     pub max_retries: Option<u32>,
+    /// `retry_on` names (`cancelled`...).
+    #[serde(default)]
+    pub retry_on: String,
+    pub retry_backoff_ms: Option<u64>,
 }
 
 impl Plan {
@@ -281,6 +285,12 @@ fn driver(dir: &Path, tag: &str) -> i32 {
     }
     if let Some(n) = plan.max_retries {
         resources = resources.max_retries(n);
+    }
+    if !plan.retry_on.is_empty() {
+        resources = resources.retry_on(pitch::RetryOn::parse_list(&plan.retry_on).unwrap());
+    }
+    if let Some(ms) = plan.retry_backoff_ms {
+        resources = resources.retry_backoff(Duration::from_millis(ms));
     }
     let exe = match builder.resources(resources).build() {
         Ok(exe) => exe,

@@ -55,8 +55,10 @@ pub fn init() {
     std::process::exit(main(&rest));
 }
 
-/// The worker's entry: `run <cache-dir> <key>` or `gather <cache-dir> <key> <ranks>`.
-/// Returns the process exit code.
+/// The worker's entry: `run <cache-dir> <key>`, `gather <cache-dir> <key> <ranks>` or
+/// `finished <cache-dir> <key>` (exit status 0 when the task's finished result is stored: a
+/// job script asks before running a task again in a job Slurm requeued). Returns the
+/// process exit code.
 pub fn main(args: &[String]) -> i32 {
     IN_WORKER.store(true, Ordering::SeqCst);
     let durable = std::env::var_os(DURABLE_ENV).is_some();
@@ -67,6 +69,10 @@ pub fn main(args: &[String]) -> i32 {
     match words.as_slice() {
         ["run", root, key] => match parsed(root, key) {
             Ok((store, key)) => run(&store, key),
+            Err(e) => usage(&e),
+        },
+        ["finished", root, key] => match parsed(root, key) {
+            Ok((store, key)) => i32::from(store.task(&key).finished_result().is_none()),
             Err(e) => usage(&e),
         },
         ["gather", root, key, ranks] => match (parsed(root, key), ranks.parse::<u32>()) {
@@ -87,7 +93,7 @@ pub fn main(args: &[String]) -> i32 {
 
 fn usage(problem: &str) -> i32 {
     say(&format!(
-        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} pool | {WORKER_ARG} pilot <address> <secret-file> <idle-secs> <id>"
+        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} finished <cache-dir> <key> | {WORKER_ARG} pool | {WORKER_ARG} pilot <address> <secret-file> <idle-secs> <id>"
     ));
     2
 }

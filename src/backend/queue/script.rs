@@ -74,6 +74,15 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             } else {
                 ""
             };
+            // Finished already: a job Slurm requeued (node failure, preemption) runs again
+            // from its start, and a packed job's finished tasks must not run twice (nor lose
+            // their output files). Only asked when a result file is there.
+            out.push_str(&format!(
+                "if [ -e {result} ] && {exe} __pitch-worker finished {cache} {key}; then exit 0; fi\n",
+                result = p(t.result),
+                cache = p(t.cache),
+                key = spec.key,
+            ));
             out.push_str(&format!(
                 "rm -f {out_file} {err_file}; set -C\n( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?; set +C\n",
                 cache = p(t.cache),
@@ -138,6 +147,13 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                     ">"
                 }
             };
+            // Finished already (its exit file says 0: written by this job's earlier run, as
+            // an earlier submission's is removed before it is submitted): a job Slurm
+            // requeued runs again from its start; the command does not run twice.
+            out.push_str(&format!(
+                "if [ -e {exit} ] && read -r pitch_c _ < {exit} && [ \"$pitch_c\" = 0 ]; then exit 0; fi\n",
+                exit = p(t.exit),
+            ));
             // The exit file holds "CODE START END", the times in microseconds since the epoch
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
@@ -421,7 +437,9 @@ mod tests {
         assert!(!paths.stdout().is_symlink());
         assert_eq!(std::fs::read_to_string(paths.stdout()).unwrap(), "out\n");
         assert_eq!(std::fs::read_to_string(paths.stderr()).unwrap(), "err\n");
-        // A file the user named is overwritten, as before, even when it exists.
+        // A file the user named is overwritten, as before, even when it exists. (Another
+        // submission: the exit file of the last is removed first, as `ship_task` does.)
+        std::fs::remove_file(paths.exit_file()).unwrap();
         let named = dir.path().join("named.out");
         std::fs::write(&named, "old\n").unwrap();
         let s = spec(
@@ -449,6 +467,69 @@ mod tests {
         });
         assert!(run(&body).success());
         assert_eq!(std::fs::read_to_string(&named).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn a_finished_task_is_not_run_again_by_its_requeued_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let marker = dir.path().join("ran");
+        let body = command_body(
+            "sh",
+            &["-c", &format!("echo out; echo x >> {}", marker.display())],
+            &paths,
+        );
+        let run = || {
+            let script = dir.path().join("s.sh");
+            std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+            std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .unwrap()
+        };
+        assert!(run().success());
+        let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+        // The job runs again (requeued): the command is not run twice, its files are kept.
+        assert!(run().success());
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n");
+        assert_eq!(std::fs::read_to_string(paths.exit_file()).unwrap(), exit);
+        assert_eq!(std::fs::read_to_string(paths.stdout()).unwrap(), "out\n");
+        // A failure is run again.
+        std::fs::write(paths.exit_file(), "3 1 2\n").unwrap();
+        assert!(run().success());
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n");
+        // A function task asks its worker, and only when a result file is there.
+        let f = spec(
+            TaskKind::Function {
+                name: "t".into(),
+                fingerprint: "f".into(),
+                args: vec![],
+            },
+            1,
+        );
+        let body = task_body(&TaskBody {
+            spec: &f,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            result: &paths.result_file(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
+            exe: Some(Path::new("/bin/w")),
+            durable: false,
+            rank_launcher: "srun",
+        });
+        let first = body.lines().next().unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "if [ -e {} ] && /bin/w __pitch-worker finished {} {}; then exit 0; fi",
+                paths.result_file().display(),
+                paths.root().display(),
+                f.key
+            )
+        );
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub(crate) const CASES: &[Case] = &[
         run: preempted_no_requeue,
     },
     Case {
+        name: "f_preempted_packed_requeue_on",
+        alone: true,
+        run: preempted_packed,
+    },
+    Case {
         name: "f_preempted_requeue_off_max_retries_2",
         alone: true,
         run: preempted_retries,
@@ -822,4 +827,98 @@ fn preempted_no_requeue(dir: &Path) -> Result<(), String> {
 
 fn preempted_retries(dir: &Path) -> Result<(), String> {
     preempted(dir, false, true)
+}
+
+/// f'. Packed jobs (`tasks_per_job 2`: each job runs its two tasks one after the other) in
+/// `lowprio`, preempted once the first task of each job has finished and the second runs,
+/// with `--requeue`: Slurm runs each job again from its start. A task whose result is
+/// already stored must not run again; the second tasks do.
+fn preempted_packed(dir: &Path) -> Result<(), String> {
+    let slurm = Slurm::from_env()?;
+    slurm.wait_healthy(Duration::from_secs(60))?;
+    let node = format!("n{}", slurm.nodes);
+    let mut plan = Plan::new(dir, vec![5000; 8]);
+    plan.partition = Some("lowprio".into());
+    plan.tasks_per_job = Some(2);
+    plan.slurm_args = vec![format!("--nodelist={node}"), "--requeue".into()];
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, None);
+    let mut finished_before = Vec::new();
+    let preemptor = (|| -> Result<String, String> {
+        wait_until(
+            "4 tasks finished, 4 running",
+            Duration::from_secs(120),
+            || {
+                let keys = crate::keys_of(dir, "first");
+                let done = keys
+                    .values()
+                    .filter(|k| crate::stored(&plan.cache, k).0 == Some(true))
+                    .count();
+                done >= 4 && started(&plan) >= 8
+            },
+        )?;
+        let keys = crate::keys_of(dir, "first");
+        finished_before = (0..plan.n())
+            .filter(|i| {
+                keys.get(i)
+                    .is_some_and(|k| crate::stored(&plan.cache, k).0 == Some(true))
+            })
+            .collect();
+        let out = std::process::Command::new("sbatch")
+            .args([
+                "--parsable",
+                "-p",
+                "highprio",
+                "--exclusive",
+                "-o",
+                "/dev/null",
+            ])
+            .arg(format!("--nodelist={node}"))
+            .arg("--wrap=sleep 5")
+            .output()
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            out.status.success(),
+            "sbatch -p highprio: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })();
+    let fault_end = Instant::now();
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    let preemptor = preemptor?;
+    finished_before.sort();
+    ensure!(
+        first.failed().is_empty(),
+        "with requeue on, tasks failed: {}",
+        first.summary()
+    );
+    let r = runs(&plan);
+    let again: Vec<usize> = finished_before
+        .iter()
+        .copied()
+        .filter(|&i| r[i] > 1)
+        .collect();
+    ensure!(
+        again.is_empty(),
+        "tasks {again:?} had finished (result stored) before the preemption and ran again in \
+         the requeued job (runs per task: {r:?})"
+    );
+    let done_first = finished_before.clone();
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: "f. preempted packed jobs, requeue on",
+            allowed: &none,
+            max_runs: &|i, _| if done_first.contains(&i) { 1 } else { 2 },
+            note: format!(
+                "4 jobs of 2 tasks on {node} preempted by job {preemptor} after {} tasks finished, requeued by Slurm",
+                finished_before.len()
+            ),
+        },
+    )
 }

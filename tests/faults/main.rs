@@ -78,6 +78,8 @@ pub(crate) struct Plan {
     pub partition: Option<String>,
     pub slurm_args: Vec<String>,
     pub max_jobs: Option<u32>,
+    #[serde(default)]
+    pub tasks_per_job: Option<u32>,
     pub max_retries: Option<u32>,
     /// `retry_on` names (`cancelled`...).
     #[serde(default)]
@@ -275,6 +277,9 @@ fn driver(dir: &Path, tag: &str) -> i32 {
         });
     if let Some(n) = plan.max_jobs {
         builder = builder.max_jobs(n);
+    }
+    if let Some(k) = plan.tasks_per_job {
+        builder = builder.tasks_per_job(k);
     }
     let mut resources = Resources::new();
     if let Some(p) = &plan.partition {

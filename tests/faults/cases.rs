@@ -16,6 +16,9 @@ pub(crate) struct Case {
     /// Needs the cluster to itself (stops a daemon, or needs a node free of other jobs).
     pub alone: bool,
     pub run: TestFn,
+    /// A bug this case shows that is not fixed yet: the case is ignored (run it with
+    /// `-- --include-ignored`).
+    pub known_bug: Option<&'static str>,
 }
 
 pub(crate) const CASES: &[Case] = &[
@@ -23,76 +26,101 @@ pub(crate) const CASES: &[Case] = &[
         name: "a_controller_stopped_20s_and_restarted",
         alone: true,
         run: controller_stopped,
+        known_bug: None,
     },
     Case {
         name: "b_node_crash_requeue_on",
         alone: true,
         run: node_crash_requeue,
+        known_bug: None,
     },
     Case {
         name: "b_node_crash_requeue_off",
         alone: true,
         run: node_crash_no_requeue,
+        known_bug: None,
     },
     Case {
         name: "b_node_crash_requeue_off_max_retries_2",
         alone: true,
         run: node_crash_retries,
+        known_bug: None,
     },
     Case {
         name: "b_slurmd_killed_jobs_live_on",
         alone: true,
         run: slurmd_killed,
+        known_bug: None,
     },
     Case {
         name: "c_scancel_from_outside",
         alone: false,
         run: scancel_from_outside,
+        known_bug: None,
     },
     Case {
         name: "c_scancel_from_outside_max_retries_2",
         alone: false,
         run: scancel_retries,
+        known_bug: None,
     },
     Case {
         name: "d_cache_file_system_full",
         alone: false,
         run: cache_full,
+        known_bug: None,
     },
     Case {
         name: "e_driver_killed_while_submitting",
         alone: false,
         run: killed_while_submitting,
+        known_bug: None,
     },
     Case {
         name: "e_driver_killed_mid_run",
         alone: false,
         run: killed_mid_run,
+        known_bug: None,
     },
     Case {
         name: "e_driver_killed_while_collecting",
         alone: false,
         run: killed_while_collecting,
+        known_bug: None,
+    },
+    Case {
+        name: "g_sbatch_reply_lost",
+        alone: false,
+        run: sbatch_reply_lost,
+        known_bug: Some(
+            "an sbatch failure after slurmctld accepted the job is taken for a refusal \
+             (Rejected) and the intent record is dropped: the job runs unwatched, and a rerun \
+             submits the tasks again (queue/mod.rs, Queue::submit)",
+        ),
     },
     Case {
         name: "f_preempted_requeue_on",
         alone: true,
         run: preempted_requeue,
+        known_bug: None,
     },
     Case {
         name: "f_preempted_requeue_off",
         alone: true,
         run: preempted_no_requeue,
+        known_bug: None,
     },
     Case {
         name: "f_preempted_packed_requeue_on",
         alone: true,
         run: preempted_packed,
+        known_bug: None,
     },
     Case {
         name: "f_preempted_requeue_off_max_retries_2",
         alone: true,
         run: preempted_retries,
+        known_bug: None,
     },
 ];
 
@@ -655,26 +683,13 @@ fn killed_while_submitting(dir: &Path) -> Result<(), String> {
     let mut plan = Plan::new(dir, vec![3000; 9]);
     plan.max_jobs = Some(3);
     let accepted = dir.join("accepted");
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
-    let real = which("sbatch").ok_or("no sbatch on PATH")?;
-    let calls = dir.join("sbatch.calls");
-    let script = format!(
-        "#!/bin/sh\necho \"$@\" >> {calls}\nout=$({real} \"$@\") || exit $?\n\
-         if [ \"$(wc -l < {calls})\" -ge 2 ]; then touch {accepted}; sleep 60; fi\necho \"$out\"\n",
-        calls = calls.display(),
-        real = real.display(),
-        accepted = accepted.display()
-    );
-    let wrapper = bin.join("sbatch");
-    std::fs::write(&wrapper, script).map_err(|e| e.to_string())?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .map_err(|e| e.to_string())?;
+    let path = wrapped_sbatch(
+        dir,
+        &format!(
+            "if [ \"$(wc -l < \"$CALLS\")\" -ge 2 ]; then touch {}; sleep 60; fi\necho \"$out\"",
+            accepted.display()
+        ),
+    )?;
     killed_driver(
         dir,
         &plan,
@@ -707,6 +722,73 @@ fn killed_while_collecting(dir: &Path) -> Result<(), String> {
                 .filter(|k| crate::stored(&plan.cache, k).0 == Some(true))
                 .count()
                 >= 3
+        },
+    )
+}
+
+/// PATH with an `sbatch` first that logs its arguments to `$CALLS` (`dir/sbatch.calls`),
+/// runs the real sbatch (its output in `$out`; a failure is passed on), then `then`.
+fn wrapped_sbatch(dir: &Path, then: &str) -> Result<std::ffi::OsString, String> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    let real = which("sbatch").ok_or("no sbatch on PATH")?;
+    let script = format!(
+        "#!/bin/sh\nCALLS={calls}\necho \"$@\" >> \"$CALLS\"\nout=$({real} \"$@\") || exit $?\n{then}\n",
+        calls = dir.join("sbatch.calls").display(),
+        real = real.display(),
+    );
+    let wrapper = bin.join("sbatch");
+    std::fs::write(&wrapper, script).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// g. sbatch's reply is lost: slurmctld accepted the job, but sbatch says it failed
+/// ("Socket timed out on send/recv operation", what an overloaded slurmctld makes sbatch say;
+/// the wrapped sbatch says it for its first call). The job exists and runs: its tasks must
+/// not end as refused while they run, and no rerun may run them twice.
+fn sbatch_reply_lost(dir: &Path) -> Result<(), String> {
+    let plan = Plan::new(dir, vec![8000; 4]);
+    let path = wrapped_sbatch(
+        dir,
+        "if [ \"$(wc -l < \"$CALLS\")\" -le 1 ]; then echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2; exit 1; fi\necho \"$out\"",
+    )?;
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, Some(&path));
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    if !first.failed().is_empty() {
+        // What a user does next: run again (the job of the first run is still there).
+        let rerun = run_driver(dir, "rerun", &plan, BOUND)?;
+        std::thread::sleep(Duration::from_secs(2));
+        return Err(format!(
+            "the first run ended {} although its job {} was accepted and runs; the rerun \
+             ({}) ran the tasks again: runs per task {:?}",
+            first.summary(),
+            std::fs::read_to_string(dir.join("sbatch.calls"))
+                .map(|c| c.lines().count())
+                .map(|n| format!("(1 of {n} sbatch calls)"))
+                .unwrap_or_default(),
+            rerun.summary(),
+            runs(&plan)
+        ));
+    }
+    let fault_end = start;
+    conclude(
+        dir,
+        &plan,
+        first,
+        start,
+        fault_end,
+        Expect {
+            case: "g. sbatch's reply lost",
+            allowed: &none,
+            max_runs: &once,
+            note: "the first sbatch submitted its job but said it timed out".into(),
         },
     )
 }

@@ -955,8 +955,15 @@ fn deliver_to(
 }
 
 impl Shared {
-    /// The next queued task, marked as running in `w`; `None` once the pool is closed.
-    fn next(&self, w: &Worker) -> Option<Arc<PoolTask>> {
+    /// The next queued task, marked as running in `w`; `None` once the pool is closed, or
+    /// when `patience` passes first (then `*timed_out` is set).
+    fn next(
+        &self,
+        w: &Worker,
+        patience: Option<Duration>,
+        timed_out: &mut bool,
+    ) -> Option<Arc<PoolTask>> {
+        let until = patience.map(|p| Instant::now() + p);
         let srun = w.srun;
         let sockets: Vec<std::os::fd::RawFd> = if w.srun || w.links.len() > 1 {
             w.links
@@ -983,18 +990,23 @@ impl Shared {
             if st.closed {
                 return None;
             }
-            st = self.wake.wait(st).unwrap();
+            match until {
+                None => st = self.wake.wait(st).unwrap(),
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        *timed_out = true;
+                        return None;
+                    }
+                    st = self.wake.wait_timeout(st, left).unwrap().0;
+                }
+            }
         }
     }
 
     /// Whether the executor closed the pool.
     fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed
-    }
-
-    /// Whether no task waits for a worker.
-    fn idle(&self) -> bool {
-        self.state.lock().unwrap().queue.is_empty()
     }
 
     /// No worker can start: fail every queued task, and every later one, with `error`.
@@ -1022,6 +1034,10 @@ enum After {
     Keep,
     Replace,
 }
+
+/// How long an idle worker keeps its slots for its next task before it gives them back (and
+/// the most a command waits for an idle worker's slots).
+const LEASE_PATIENCE: Duration = Duration::from_millis(20);
 
 /// How many times in a row a worker is started before its failure fails the pool's tasks.
 const START_ATTEMPTS: u32 = 3;
@@ -1053,10 +1069,19 @@ fn drive(shared: &Shared, index: u32) {
             }
         }
         let w = worker.as_mut().expect("started above");
-        if lease.is_some() && (shared.single.waiting() || shared.idle()) {
+        if lease.is_some() && shared.single.waiting() {
             lease = None;
         }
-        let Some(task) = shared.next(w) else {
+        // Idle with the lease: it is kept a moment for the next task (back-to-back tasks
+        // take no lease each), then given back.
+        let mut timed_out = false;
+        let patience = lease.is_some().then_some(LEASE_PATIENCE);
+        let mut next = shared.next(w, patience, &mut timed_out);
+        if timed_out {
+            lease = None;
+            next = shared.next(w, None, &mut timed_out);
+        }
+        let Some(task) = next else {
             if let Some(w) = worker.take() {
                 w.stop();
             }

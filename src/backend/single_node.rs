@@ -437,10 +437,13 @@ fn worker_died(status: &ExitStatus, through_launcher: bool, stderr_tail: String)
             signal,
             stderr_tail,
         },
-        None => TaskError::WorkerDied {
-            status: status_text(status),
-            stderr_tail,
-        },
+        None => status
+            .code()
+            .and_then(|code| failure::requeue_requested("the worker", code))
+            .unwrap_or_else(|| TaskError::WorkerDied {
+                status: status_text(status),
+                stderr_tail,
+            }),
     }
 }
 
@@ -469,12 +472,10 @@ fn command_outcome(
         (Some(c), None) => c,
         _ => -1,
     };
-    if code != 0 && !spec.allow_failure {
-        return Err(TaskError::CommandFailed {
-            program: spec.program.clone(),
-            code,
-            stderr_tail,
-        });
+    if let Some(e) =
+        failure::command_exit(&spec.program, code, spec.allow_failure, stderr_tail.clone())
+    {
+        return Err(e);
     }
     let output = CommandOutput {
         exit_code: code,

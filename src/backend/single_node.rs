@@ -275,6 +275,7 @@ impl SingleNode {
                 user_stderr.is_some(),
             ),
             resources.run_time_max,
+            warning_after(&resources),
             ticket,
         );
         let elapsed = finished.elapsed;
@@ -366,6 +367,17 @@ impl SingleNode {
         };
         paths.publish_result(ResultRecord { outcome })
     }
+}
+
+/// When (after its start) a task is warned, with SIGUSR1 to its process group, that its time
+/// limit is `checkpoint_grace` away: only with both set (`Resources::validate_basic` refuses
+/// a grace that is not shorter than the limit). A launcher passes the signal on: srun and
+/// `flux run` to the job step's tasks, mpiexec to its ranks.
+fn warning_after(resources: &Resources) -> Option<Duration> {
+    resources
+        .checkpoint_grace
+        .zip(resources.run_time_max)
+        .map(|(grace, limit)| limit.saturating_sub(grace))
 }
 
 /// How long a cancelled `flux run` gets to end after the SIGTERM it forwards to the job's

@@ -117,6 +117,18 @@ pub(crate) struct Common {
     /// Memory limit (4G, 512M).
     #[arg(long)]
     pub mem: Option<String>,
+    /// Warn the task this long before its time limit with SIGUSR1 (Slurm's
+    /// --signal=B:USR1@SECS, Flux's --signal; single-node: before --time). A command that
+    /// traps it saves its state and exits 75 to be run again (README "Checkpoint and
+    /// requeue").
+    #[arg(long, value_name = "DURATION")]
+    pub checkpoint_grace: Option<String>,
+    /// Let Slurm requeue the job itself after a node failure or preemption (--requeue).
+    #[arg(long, conflicts_with = "no_requeue")]
+    pub requeue: bool,
+    /// Never let Slurm requeue the job (--no-requeue).
+    #[arg(long)]
+    pub no_requeue: bool,
     /// Slurm partition.
     #[arg(long)]
     pub partition: Option<String>,
@@ -186,6 +198,13 @@ impl Common {
         }
         if let Some(m) = &self.mem {
             r.memory_max = Some(pitch::parse_memory(m).map_err(|e| format!("--mem: {e}"))?);
+        }
+        if let Some(g) = &self.checkpoint_grace {
+            r.checkpoint_grace =
+                Some(pitch::parse_duration(g).map_err(|e| format!("--checkpoint-grace: {e}"))?);
+        }
+        if self.requeue || self.no_requeue {
+            r.requeue = Some(self.requeue);
         }
         r.partition = self.partition.clone();
         r.account = self.account.clone();

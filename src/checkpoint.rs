@@ -224,6 +224,40 @@ impl TaskContext {
     ///
     /// The state type is recorded by name: resume with the type that was saved
     /// (`checkpoint(&state)` with `state: Vec<u64>`, then `resume::<Vec<u64>>()`).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// pitch::task! {
+    ///     /// Sums f(i) for i in 0..steps; resumable: its state is the next step and the sum.
+    ///     pub fn integrate(steps: u64) -> Result<f64, pitch::TaskError> {
+    ///         let ctx = pitch::context();
+    ///         let (start, mut sum) = ctx.resume::<(u64, f64)>()?.unwrap_or((0, 0.0));
+    ///         for i in start..steps {
+    ///             if ctx.should_stop() {
+    ///                 ctx.checkpoint(&(i, sum)); // saves the state, ends this attempt
+    ///             }
+    ///             sum += (i as f64).sqrt(); // a step of the real work
+    ///         }
+    ///         Ok(sum)
+    ///     }
+    /// }
+    ///
+    /// fn main() -> Result<(), pitch::Error> {
+    ///     pitch::init();
+    ///     let exe = pitch::SlurmClusterExecutor::builder()
+    ///         .resources(
+    ///             pitch::Resources::new()
+    ///                 .run_time_max(Duration::from_secs(4 * 3600))
+    ///                 .checkpoint_grace(Duration::from_secs(300)) // warned 5 min before
+    ///                 .max_retries(3), // resubmitted from the checkpoint
+    ///         )
+    ///         .build()?;
+    ///     let total = integrate::submit(&exe, 1 << 40).result()?;
+    ///     println!("{total}");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn checkpoint<S: Serialize>(&self, state: &S) -> ! {
         let stop = save(self.rank, state);
         #[cfg(panic = "abort")]

@@ -47,6 +47,10 @@ pub struct TaskInfo {
     /// The task's directory, or for a pooled task (`block_allocation`) the result log that
     /// holds its record.
     pub dir: PathBuf,
+    /// The failed attempts that were retried (`max_retries`), in the order they ended, over
+    /// every run of the task (each run numbers its attempts from 1); empty when it was never
+    /// retried.
+    pub attempts: Vec<crate::error::Attempt>,
 }
 
 /// What a listing could not read: each path with why.
@@ -152,6 +156,7 @@ impl Cache {
                         .and_then(|m| m.modified())
                         .unwrap_or(SystemTime::UNIX_EPOCH),
                     dir: paths.dir().to_path_buf(),
+                    attempts: paths.attempts(),
                 };
                 let outcome = match paths.read_result() {
                     Ok(rec) => Some(Ok(rec.outcome)),
@@ -202,7 +207,13 @@ impl Cache {
             crate::resultlog::logged_tasks(self.store.root())
                 .into_iter()
                 .map(logged_info)
-                .filter(|t| !in_dirs.contains(&t.key)),
+                .filter(|t| !in_dirs.contains(&t.key))
+                .map(|mut t| {
+                    if let Ok(key) = t.key.parse() {
+                        t.attempts = self.store.task(&key).attempts();
+                    }
+                    t
+                }),
         );
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok((out, unreadable))
@@ -326,5 +337,6 @@ fn logged_info(logged: crate::resultlog::Logged) -> TaskInfo {
         stdout: None,
         modified: logged.finished,
         dir: logged.file,
+        attempts: Vec::new(),
     }
 }

@@ -245,8 +245,25 @@ pub struct Attempt {
     pub job_id: Option<String>,
     /// How the attempt ended.
     pub error: TaskError,
-    /// From the attempt's hand-over to the backend to its end.
+    /// From the attempt's hand-over to the backend to its end (seconds, a float, in JSON).
+    #[serde(with = "seconds")]
     pub duration: Duration,
+}
+
+/// A duration as seconds (a float) in serde.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a task could not be started ([`TaskError::Launch`]). `pitch run` picks its exit code by
@@ -426,6 +443,24 @@ fn write_task_report(
             write!(f, "rank {rank} of {size} failed")?;
             write!(f, "\n{indent}caused by: ")?;
             write_task_report(f, cause, indent)
+        }
+        TaskError::GaveUp { attempts } => {
+            write!(f, "the task failed in all {} attempts", attempts.len())?;
+            for a in attempts {
+                let job = a
+                    .job_id
+                    .as_deref()
+                    .map(|j| format!(", job {j}"))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "\n{indent}attempt {} ({:.1} s{job}): ",
+                    a.number,
+                    a.duration.as_secs_f64()
+                )?;
+                write_task_report(f, &a.error, &format!("{indent}  "))?;
+            }
+            Ok(())
         }
         TaskError::Failed { chain } if chain.len() > 1 => {
             write!(f, "task returned an error: {}", chain[0])?;

@@ -66,6 +66,17 @@ pub enum EventKind {
         /// Why.
         error: TaskError,
     },
+    /// An attempt of a task failed and the task will be submitted again (`max_retries`).
+    Retrying {
+        /// The task's key.
+        key: String,
+        /// The task's name.
+        name: String,
+        /// The attempt that failed: its number, job id, error and duration.
+        attempt: crate::error::Attempt,
+        /// The wait before the next attempt.
+        delay: Duration,
+    },
     /// Something the user should know that does not stop the run (an option the backend
     /// ignores, a corrupt cache entry that will be recomputed).
     Warning {

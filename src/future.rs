@@ -159,6 +159,10 @@ impl Slot {
         self.state.lock().unwrap().outcome.clone()
     }
 
+    pub(crate) fn job_id(&self) -> Option<String> {
+        self.job_id.lock().unwrap().clone()
+    }
+
     pub(crate) fn set_job_id(&self, id: String) {
         *self.job_id.lock().unwrap() = Some(id);
         // Wakes `wait_job_id` (under the state lock, so its check-then-wait cannot miss it).

@@ -789,6 +789,62 @@ impl TaskPaths {
     pub(crate) fn exit_tmp(&self) -> PathBuf {
         self.dir.join(".exit")
     }
+    /// The failed attempts of a retried task, a JSON line each (`record_attempt`).
+    pub(crate) fn attempts_file(&self) -> PathBuf {
+        self.dir.join("attempts")
+    }
+
+    /// Appends a failed attempt to the task's attempts file (created 0600, never through a
+    /// link), creating the task directory when the task has none (a pooled task).
+    pub(crate) fn record_attempt(&self, attempt: &crate::error::Attempt) -> Result<(), TaskError> {
+        self.create()?;
+        let path = self.attempts_file();
+        let failed = |e: String| TaskError::Store {
+            path: path.display().to_string(),
+            detail: e,
+        };
+        let mut line = serde_json::to_vec(attempt).map_err(|e| failed(e.to_string()))?;
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| failed(format!("could not open: {e}")))?;
+        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(failed("is not a regular file".into()));
+        }
+        // One write of a whole line: appends of lines this short do not interleave.
+        file.write_all(&line)
+            .map_err(|e| failed(format!("could not write: {e}")))
+    }
+
+    /// The failed attempts recorded for the task (none when it was never retried); a line
+    /// that does not read (cut short by a full disk) is skipped.
+    pub(crate) fn attempts(&self) -> Vec<crate::error::Attempt> {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.attempts_file());
+        let Ok(file) = opened else {
+            return Vec::new();
+        };
+        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Vec::new();
+        }
+        let mut text = String::new();
+        // At most 1 MiB: a task is not retried thousands of times.
+        if io::Read::take(file, 1 << 20)
+            .read_to_string(&mut text)
+            .is_err()
+        {
+            return Vec::new();
+        }
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 
     /// Creates the task directory (and its shard, and `tasks/` when missing) 0700, one level
     /// at a time, each checked with `lstat` before pitch enters it: a link planted where the
@@ -951,6 +1007,22 @@ impl TaskPaths {
     /// Removes the task's checkpoint (once it has finished), if any.
     pub(crate) fn remove_checkpoint(&self) {
         let _ = fs::remove_file(self.checkpoint_file());
+    }
+
+    /// Clears what a failed attempt left before the task is submitted again: a failed result,
+    /// the exit file, and the rank files of its `ranks` (a new job must not find them and
+    /// take them for its own). A finished result is never touched.
+    pub(crate) fn clear_failed_attempt(&self, ranks: u32) {
+        if self.finished_result().is_some() {
+            return;
+        }
+        let _ = fs::remove_file(self.result_file());
+        let _ = fs::remove_file(self.exit_file());
+        if ranks > 1 {
+            for rank in 0..ranks {
+                let _ = fs::remove_file(self.rank_file(rank));
+            }
+        }
     }
 
     /// Writes rank `record.rank`'s file of a multi-rank task.

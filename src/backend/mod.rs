@@ -172,6 +172,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether `error` ended the task because the worker or pilot it ran in was lost (not the
+    /// task's own failure, so `max_retries` retries it without `retry_on`). `false` for
+    /// backends where the process that died is the task's own.
+    fn lost_worker(&self, _spec: &crate::task::TaskSpec, _error: &crate::error::TaskError) -> bool {
+        false
+    }
+
     /// Called when this driver has taken over task `key` from another driver of the cache
     /// directory (`crate::lock`) that was alive at some point before `since`: a queue reads
     /// its journal again, to re-attach to the job that driver submitted.

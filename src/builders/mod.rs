@@ -105,14 +105,37 @@ macro_rules! common_builder_methods {
             self
         }
 
+        /// How many times a task is submitted again after a failure it did not cause (its job
+        /// preempted, its node or boot failed, its worker or pilot lost, its job gone without a
+        /// result) or one named in `retry_on`, or after it saved a checkpoint: the executor's
+        /// default [`Resources::max_retries`](crate::Resources) (0, or 1 for pilot jobs);
+        /// a submission's resources may override it. See the README's "Retries".
+        pub fn max_retries(mut self, n: u32) -> Self {
+            self.common.resources.max_retries = Some(n);
+            self
+        }
+
+        /// The task's own failures retried too (panics, errors, exit codes, timeouts...):
+        /// the executor's default [`Resources::retry_on`](crate::Resources).
+        pub fn retry_on(mut self, kinds: impl IntoIterator<Item = crate::RetryOn>) -> Self {
+            self.common.resources = std::mem::take(&mut self.common.resources).retry_on(kinds);
+            self
+        }
+
         /// Whether files are fsynced before they are renamed into place.
         pub fn durable(mut self, fsync: bool) -> Self {
             self.common.durable = Some(fsync);
             self
         }
 
-        /// Default resources of every task.
-        pub fn resources(mut self, resources: Resources) -> Self {
+        /// Default resources of every task. `max_retries` and `retry_on` given to the
+        /// builder before stay unless `resources` sets them.
+        pub fn resources(mut self, mut resources: Resources) -> Self {
+            let before = std::mem::take(&mut self.common.resources);
+            resources.max_retries = resources.max_retries.or(before.max_retries);
+            if resources.retry_on.is_empty() {
+                resources.retry_on = before.retry_on;
+            }
             self.common.resources = resources;
             self
         }
@@ -184,7 +207,7 @@ macro_rules! slot_builder_methods {
     };
 }
 
-/// `block_allocation`, `init_function` and `max_retries` (SingleNode and SlurmJob).
+/// `block_allocation` and `init_function` (SingleNode, SlurmJob, FluxJob).
 macro_rules! pool_builder_methods {
     () => {
         /// Keeps `max_workers` worker processes alive and runs function tasks in them, one at a
@@ -205,14 +228,6 @@ macro_rules! pool_builder_methods {
         /// that died or was killed.
         pub fn init_function(mut self, init: crate::InitFunction) -> Self {
             self.pool.init = Some(init);
-            self
-        }
-
-        /// How many times a pooled task is run again when its worker dies under it (killed by a
-        /// signal, aborted, out of memory); default 0. Panics and `Err` are never retried, nor
-        /// are cancellations and timeouts. Needs `block_allocation`.
-        pub fn max_retries(mut self, n: u32) -> Self {
-            self.pool.max_retries = Some(n);
             self
         }
     };
@@ -251,7 +266,6 @@ pub struct SingleNodeBuilder {
 pub(crate) struct PoolSettings {
     pub block_allocation: bool,
     pub init: Option<crate::InitFunction>,
-    pub max_retries: Option<u32>,
 }
 
 impl SingleNodeBuilder {
@@ -303,13 +317,6 @@ fn build_process(
                     .into(),
             ));
         }
-        if pool.max_retries.is_some() {
-            return Err(Error::Config(
-                "max_retries applies to block_allocation workers; without block_allocation \
-                 a task is never retried"
-                    .into(),
-            ));
-        }
         return common.build(|_| Ok(Arc::new(backend)), durable);
     }
     let cfg = pool_config(pool, &common, max_cores, max_workers, cores_name)?;
@@ -345,7 +352,6 @@ fn pool_config(
     Ok(crate::backend::workers::PoolConfig {
         workers,
         init: init_call(pool)?,
-        max_retries: pool.max_retries.unwrap_or(0),
         defaults,
         log: common.cache,
     })
@@ -412,13 +418,6 @@ macro_rules! pilot_builder_methods {
         /// [`worker_state`](crate::worker_state).
         pub fn init_function(mut self, init: crate::InitFunction) -> Self {
             self.pilots.pool.init = Some(init);
-            self
-        }
-
-        /// How many times a task is run again when its pilot is lost under it (cancelled,
-        /// timed out, its node lost, killed); default 1. Needs `block_allocation`.
-        pub fn max_retries(mut self, n: u32) -> Self {
-            self.pilots.pool.max_retries = Some(n);
             self
         }
     };
@@ -552,6 +551,11 @@ fn build_queue(
     scheduler: SchedulerKind,
     pilots: PilotSettings,
 ) -> Result<Executor, Error> {
+    let mut common = common;
+    if pilots.pool.block_allocation && common.resources.max_retries.is_none() {
+        // A pilot lost under its task (cancelled, its node lost) costs the task one retry.
+        common.resources.max_retries = Some(1);
+    }
     let pilots = pilot_config(&pilots, &common, &cfg, remote.is_some())?;
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
@@ -615,7 +619,6 @@ fn pilot_config(
     if !p.pool.block_allocation {
         let given = [
             (p.pool.init.is_some(), "init_function"),
-            (p.pool.max_retries.is_some(), "max_retries"),
             (p.max_workers.is_some(), "max_workers"),
             (p.min_workers.is_some(), "min_workers"),
             (p.idle_timeout.is_some(), "idle_timeout"),
@@ -679,7 +682,6 @@ fn pilot_config(
         idle_timeout,
         address: p.address.clone(),
         init: init_call(&p.pool)?,
-        max_retries: p.pool.max_retries.unwrap_or(1),
         defaults,
         log: common.cache,
         poll_interval: cfg.poll_interval,

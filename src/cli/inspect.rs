@@ -292,6 +292,10 @@ fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
             .iter()
             .map(|s| s.to_string()),
     );
+    let retried = tasks.iter().any(|t| !t.attempts.is_empty());
+    if retried {
+        header.push("retries".into());
+    }
     w.write_record(&header)?;
     for t in tasks {
         let mut row = vec![t.key.clone()];
@@ -306,6 +310,9 @@ fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         );
+        if retried {
+            row.push(t.attempts.len().to_string());
+        }
         w.write_record(&row)?;
     }
     w.flush()?;
@@ -353,24 +360,44 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
                     .map(|(v, w)| format!("{v:<w$}  "))
                     .collect()
             };
+            // A retries column only when a task was retried (each retry's cause under it).
+            let retried = tasks.iter().any(|t| !t.attempts.is_empty());
+            let retries = |t: &TaskInfo| match retried {
+                true => format!("{:>7}  ", t.attempts.len()),
+                false => String::new(),
+            };
             println!(
-                "{:<32}  {}{:<width$}  {:>4} {:>9}  command",
+                "{:<32}  {}{:<width$}  {:>4} {:>9}  {}command",
                 "key",
                 params(columns.iter().map(String::as_str).collect()),
                 "state",
                 "exit",
-                "runtime"
+                "runtime",
+                if retried { "retries  " } else { "" }
             );
             for t in &tasks {
                 println!(
-                    "{:<32}  {}{:<width$}  {:>4} {:>9}  {}",
+                    "{:<32}  {}{:<width$}  {:>4} {:>9}  {}{}",
                     t.key,
                     params(columns.iter().map(|c| param_value(t, c)).collect()),
                     state_name(&t.state),
                     t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                     t.runtime.map(|r| format!("{r:.2}s")).unwrap_or_default(),
+                    retries(t),
                     describe(t)
                 );
+                for a in &t.attempts {
+                    println!(
+                        "    attempt {}{} ({:.1} s): {}",
+                        a.number,
+                        a.job_id
+                            .as_ref()
+                            .map(|j| format!(", job {j}"))
+                            .unwrap_or_default(),
+                        a.duration.as_secs_f64(),
+                        a.error.to_string().lines().next().unwrap_or_default()
+                    );
+                }
             }
         }
     }

@@ -72,6 +72,9 @@ pub(crate) struct TaskRow {
     pub runtime: Option<f64>,
     pub stdout: Option<PathBuf>,
     pub error: Option<String>,
+    /// The failed attempts that were retried, when there were any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<pitch::Attempt>,
 }
 
 impl TaskRow {
@@ -90,6 +93,7 @@ impl TaskRow {
                 TaskState::Failed(e) => Some(e.to_string()),
                 _ => None,
             },
+            attempts: t.attempts.clone(),
         }
     }
 }

@@ -117,18 +117,6 @@ pub(crate) struct Common {
     /// Memory limit (4G, 512M).
     #[arg(long)]
     pub mem: Option<String>,
-    /// Warn the task this long before its time limit with SIGUSR1 (Slurm's
-    /// --signal=B:USR1@SECS, Flux's --signal; single-node: before --time). A command that
-    /// traps it saves its state and exits 75 to be run again (README "Checkpoint and
-    /// requeue").
-    #[arg(long, value_name = "DURATION")]
-    pub checkpoint_grace: Option<String>,
-    /// Let Slurm requeue the job itself after a node failure or preemption (--requeue).
-    #[arg(long, conflicts_with = "no_requeue")]
-    pub requeue: bool,
-    /// Never let Slurm requeue the job (--no-requeue).
-    #[arg(long)]
-    pub no_requeue: bool,
     /// Slurm partition.
     #[arg(long)]
     pub partition: Option<String>,
@@ -144,6 +132,29 @@ pub(crate) struct Common {
     /// Whole nodes.
     #[arg(long)]
     pub exclusive: bool,
+    /// Times a task is submitted again after a failure it did not cause (preempted, node or
+    /// boot failure, a lost worker or pilot, a job gone), one named by --retry-on, or a
+    /// checkpoint; default 0 (1 with --block-allocation on slurm and flux).
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// The task's own failures retried too: a comma-separated list of panic, error,
+    /// exit_code, signal, timeout, out_of_memory, worker_died, cancelled, or all.
+    #[arg(long, value_name = "KINDS")]
+    pub retry_on: Option<String>,
+    /// The wait before the first retry, doubled for each further one (default 5s).
+    #[arg(long, value_name = "TIME")]
+    pub retry_backoff: Option<String>,
+    /// Warn the task this long before its time limit (SIGUSR1; a function task sees
+    /// should_stop()); see the README's "Checkpoint and requeue".
+    #[arg(long, value_name = "TIME")]
+    pub checkpoint_grace: Option<String>,
+    /// Let Slurm requeue the job itself after a node failure or preemption (sbatch
+    /// --requeue).
+    #[arg(long, conflicts_with = "no_requeue")]
+    pub requeue: bool,
+    /// Never let Slurm requeue the job (sbatch --no-requeue).
+    #[arg(long)]
+    pub no_requeue: bool,
     /// An extra sbatch option, verbatim (repeatable).
     #[arg(long = "slurm-arg", allow_hyphen_values = true)]
     pub slurm_args: Vec<String>,
@@ -199,13 +210,6 @@ impl Common {
         if let Some(m) = &self.mem {
             r.memory_max = Some(pitch::parse_memory(m).map_err(|e| format!("--mem: {e}"))?);
         }
-        if let Some(g) = &self.checkpoint_grace {
-            r.checkpoint_grace =
-                Some(pitch::parse_duration(g).map_err(|e| format!("--checkpoint-grace: {e}"))?);
-        }
-        if self.requeue || self.no_requeue {
-            r.requeue = Some(self.requeue);
-        }
         r.partition = self.partition.clone();
         r.account = self.account.clone();
         r.qos = self.qos.clone();
@@ -214,6 +218,22 @@ impl Common {
             r.exclusive = Some(true);
         }
         r.slurm_cmd_args = self.slurm_args.clone();
+        r.max_retries = self.max_retries;
+        if let Some(kinds) = &self.retry_on {
+            r.retry_on =
+                pitch::RetryOn::parse_list(kinds).map_err(|e| format!("--retry-on: {e}"))?;
+        }
+        if let Some(t) = &self.retry_backoff {
+            r.retry_backoff =
+                Some(pitch::parse_duration(t).map_err(|e| format!("--retry-backoff: {e}"))?);
+        }
+        if let Some(t) = &self.checkpoint_grace {
+            r.checkpoint_grace =
+                Some(pitch::parse_duration(t).map_err(|e| format!("--checkpoint-grace: {e}"))?);
+        }
+        if self.requeue || self.no_requeue {
+            r.requeue = Some(self.requeue);
+        }
         p.resources = p.resources.merged(&r);
         if let Some(d) = &self.cache_dir {
             p.cache_directory = Some(d.clone());

@@ -125,6 +125,27 @@ impl Reporter for TaskLines {
             EventKind::Failed { key, error, .. } if self.verbose >= 1 && !run => {
                 self.line("failed", key, format!(": {}", one_line(&error.to_string())))
             }
+            // Always: a retry means the cluster had a bad moment, worth a line.
+            EventKind::Retrying {
+                key,
+                attempt,
+                delay,
+                ..
+            } => self.line(
+                "retrying",
+                key,
+                format!(
+                    ": attempt {}{} failed: {}; next attempt in {:.0} s",
+                    attempt.number,
+                    attempt
+                        .job_id
+                        .as_ref()
+                        .map(|j| format!(" (job {j})"))
+                        .unwrap_or_default(),
+                    one_line(&attempt.error.to_string()),
+                    delay.as_secs_f64()
+                ),
+            ),
             EventKind::Cached { key, .. } if self.verbose >= 1 && !run => {
                 self.line("cached", key, " (finished before)".into())
             }

@@ -8,8 +8,8 @@ use crate::event::{Event, Reporter};
 /// Writes each event as one line of JSON to a writer (a file, or the CLI's stdout).
 ///
 /// Each line has `at` (seconds since the Unix epoch, float), `elapsed` (seconds, float),
-/// `event` (`submitted`, `cached`, `started`, `finished`, `failed`, `warning`,
-/// `run_finished`) and the event's fields.
+/// `event` (`submitted`, `cached`, `started`, `finished`, `failed`, `retrying`, `warning`,
+/// `run_finished`) and the event's fields (durations in seconds, floats).
 pub struct JsonLinesReporter<W: Write + Send> {
     out: Mutex<W>,
 }
@@ -42,9 +42,11 @@ pub(crate) fn to_json(event: &Event) -> String {
             "elapsed".into(),
             serde_json::json!(event.elapsed.as_secs_f64()),
         );
-        if let Some(rt) = map.get_mut("runtime") {
-            if let Ok(d) = serde_json::from_value::<std::time::Duration>(rt.clone()) {
-                *rt = serde_json::json!(d.as_secs_f64());
+        for field in ["runtime", "delay"] {
+            if let Some(rt) = map.get_mut(field) {
+                if let Ok(d) = serde_json::from_value::<std::time::Duration>(rt.clone()) {
+                    *rt = serde_json::json!(d.as_secs_f64());
+                }
             }
         }
     }

@@ -50,6 +50,17 @@ impl Reporter for ProgressReporter {
                 self.bar.inc(1);
                 self.bar.println(format!("failed: {name}: {error}"));
             }
+            EventKind::Retrying {
+                name,
+                attempt,
+                delay,
+                ..
+            } => self.bar.println(format!(
+                "retrying: {name}: attempt {} failed ({}); next in {:.0} s",
+                attempt.number,
+                attempt.error,
+                delay.as_secs_f64()
+            )),
             EventKind::Warning { message } => self.bar.println(format!("warning: {message}")),
             EventKind::RunFinished { .. } => self.bar.finish(),
             _ => {}

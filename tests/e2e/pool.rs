@@ -513,11 +513,15 @@ fn rejected_resources() -> Result<(), String> {
         multi.build().is_err(),
         "2 workers of 2 ranks on 2 cores were accepted"
     );
-    let stray = SingleNodeExecutor::builder()
+    // max_retries is every executor's (engine retries), with or without block_allocation.
+    let plain = SingleNodeExecutor::builder()
         .cache_directory(dir.path().join("c3"))
         .max_retries(1)
         .build();
-    ensure!(stray.is_err(), "max_retries without block_allocation");
+    ensure!(
+        plain.is_ok(),
+        "max_retries without block_allocation was refused"
+    );
     // Commands still run as their own processes.
     let out = exe
         .submit_command(pitch::Command::new("true"))

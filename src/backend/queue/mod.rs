@@ -619,7 +619,7 @@ impl Queue {
 
     /// Waits until every unfinished input has a job id (or has finished); returns the ids to
     /// queue behind, or the error of an input that failed.
-    async fn wait_for_inputs(&self, job: &Job) -> Result<Vec<JobRef>, TaskError> {
+    async fn wait_for_inputs(&self, job: &Job, stale: &[JobRef]) -> Result<Vec<JobRef>, TaskError> {
         let mut after = Vec::new();
         for (input, dep) in &job.deps {
             loop {
@@ -637,7 +637,13 @@ impl Queue {
                         }
                     }
                 }
-                let job_of_input = self.jobs.lock().unwrap().get(&dep.slot.key).copied();
+                let job_of_input = self
+                    .jobs
+                    .lock()
+                    .unwrap()
+                    .get(&dep.slot.key)
+                    .copied()
+                    .filter(|j| !stale.contains(j));
                 if let Some(j) = job_of_input {
                     // A job (array element) running several packed tasks fails when any of
                     // them fails, so `afterok` on it would also hold back (Slurm: pending
@@ -693,16 +699,42 @@ impl Queue {
                 }
                 match self.watch(&job, old, true).await {
                     WatchEnd::Done(record) => return record,
-                    WatchEnd::Lost => {}
+                    WatchEnd::Lost | WatchEnd::Resubmit | WatchEnd::Stuck(_) => {}
                 }
             }
         } else if let Some(record) = self.finished_command(&job) {
             return record;
         }
-        let after = match self.wait_for_inputs(&job).await {
-            Ok(a) => a,
-            Err(e) => return fail(e),
-        };
+        // An earlier attempt's leftovers (a failed result, an exit file) must not stand for
+        // the new job's.
+        job.paths.clear_failed_attempt(job.spec.ranks);
+        // The input jobs an attempt of this run queued behind, which failed since.
+        let mut stale = Vec::new();
+        loop {
+            let after = match self.wait_for_inputs(&job, &stale).await {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            };
+            match self.submit_and_watch(&job, after.clone(), &paths).await {
+                WatchEnd::Resubmit => {
+                    job.paths.clear_failed_attempt(job.spec.ranks);
+                    stale.extend(after);
+                }
+                WatchEnd::Done(record) => return record,
+                WatchEnd::Lost | WatchEnd::Stuck(_) => unreachable!("watch settles these"),
+            }
+        }
+    }
+
+    /// Submits the task behind the jobs `after` and watches it to its end.
+    async fn submit_and_watch(
+        self: &Arc<Self>,
+        job: &Job,
+        after: Vec<JobRef>,
+        paths: &TaskPaths,
+    ) -> WatchEnd {
+        let fail =
+            |e: TaskError| WatchEnd::Done(paths.publish_result(ResultRecord { outcome: Err(e) }));
         let exe = match &job.spec.kind {
             TaskKind::Function { .. } => match self.job_exe().await {
                 Ok(p) => Some(p),
@@ -710,11 +742,11 @@ impl Queue {
             },
             TaskKind::Command(_) => None,
         };
-        if let Err(e) = self.ship_task(&job).await {
+        if let Err(e) = self.ship_task(job).await {
             return fail(e);
         }
         let warned = job.resources.checkpoint_grace.is_some();
-        let body = self.task_body(&job.spec, &paths, exe.as_deref(), warned);
+        let body = self.task_body(&job.spec, paths, exe.as_deref(), warned);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().push(Pending {
             key: job.spec.key,
@@ -737,22 +769,24 @@ impl Queue {
             // The scheduler refused the dependency because an input's job already failed
             // (Flux: "afterok: job N failed or was canceled"; Slurm: "Job dependency
             // problem") before the poller noticed: the task fails with its input's error.
-            Err(e) if refused_dependency(&e, &job) => {
-                return match self.failed_input(&job).await {
+            Err(e) if refused_dependency(&e, job) => {
+                return match self.failed_input(job).await {
                     Some(failed) => fail(failed),
-                    None => ResultRecord { outcome: Err(e) },
-                }
+                    // The input is being retried (or succeeded since): queue behind its
+                    // next job.
+                    None => WatchEnd::Resubmit,
+                };
             }
             // A rejected submission is not a task result: nothing is cached.
-            Err(e) => return ResultRecord { outcome: Err(e) },
+            Err(e) => return WatchEnd::Done(ResultRecord { outcome: Err(e) }),
         };
-        match self.watch(&job, job_ref, false).await {
-            WatchEnd::Done(record) => record,
+        match self.watch(job, job_ref, false).await {
             WatchEnd::Lost => fail(TaskError::Scheduler {
                 job_id: job_ref.to_string(),
                 state: EndReason::forgotten(),
                 detail: "the job left the queue without a result".into(),
             }),
+            end => end,
         }
     }
 
@@ -973,8 +1007,25 @@ impl Queue {
             }
             std::future::pending().await
         };
+        // An input still unresolved while this job cannot run is being retried.
+        let input_retried = || job.deps.iter().any(|(_, dep)| dep.slot.outcome().is_none());
         let interrupted = tokio::select! {
-            end = rx => return end.unwrap_or(WatchEnd::Lost),
+            end = rx => return match end.unwrap_or(WatchEnd::Lost) {
+                WatchEnd::Stuck(_) if input_retried() => WatchEnd::Resubmit,
+                WatchEnd::Stuck(reason) => WatchEnd::Done(job.paths.publish_result(ResultRecord {
+                    outcome: Err(TaskError::Rejected {
+                        backend: self.scheduler.dialect.name().into(),
+                        reason,
+                    }),
+                })),
+                // Flux ends a job whose `afterok` input failed (an exception): it never ran.
+                WatchEnd::Done(ResultRecord { outcome: Err(TaskError::Scheduler { .. }) })
+                    if !reattached && input_retried() =>
+                {
+                    WatchEnd::Resubmit
+                }
+                end => end,
+            },
             _ = job.slot.cancel.cancelled() => TaskError::Cancelled,
             e = failed_input => e,
         };
@@ -1052,8 +1103,16 @@ impl Backend for Queue {
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
         let done = job.done.clone();
+        let key = job.spec.key;
         Box::pin(async move {
-            done.finish(self.run_job(job).await);
+            let record = self.clone().run_job(job).await;
+            if record.outcome.is_err() {
+                // No dependent may queue behind the failed job (the task may be retried
+                // as a new job).
+                self.jobs.lock().unwrap().remove(&key);
+                self.jobs_changed.notify_waiters();
+            }
+            done.finish(record);
         })
     }
 

@@ -26,6 +26,13 @@ pub(crate) enum WatchEnd {
     Done(ResultRecord),
     /// A re-attached job is gone without a result: submit the task again.
     Lost,
+    /// The job is queued for a reason that never clears (`reason`, for people): the poller
+    /// cancelled it. The watcher decides: an input being retried (submit it again behind the
+    /// input's new job), or a rejection.
+    Stuck(String),
+    /// The job ended, or can never start, because an input's job failed and that input is
+    /// being retried: submit the task again behind the input's next job.
+    Resubmit,
 }
 
 /// A task the poller watches.
@@ -376,19 +383,12 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 let Some(mut w) = watches.remove(&key) else {
                     continue;
                 };
-                let rec = w.paths.publish_result(ResultRecord {
-                    outcome: Err(TaskError::Rejected {
-                        backend: scheduler.dialect.name().into(),
-                        reason: format!(
-                            "{title} can never start job {}: it is pending with reason {reason}; \
-                             the job was cancelled",
-                            w.job
-                        ),
-                    }),
-                });
                 let job = w.job;
                 if let Some(tx) = w.tx.take() {
-                    let _ = tx.send(WatchEnd::Done(rec));
+                    let _ = tx.send(WatchEnd::Stuck(format!(
+                        "{title} can never start job {job}: it is pending with reason {reason}; \
+                         the job was cancelled"
+                    )));
                 }
                 cancelled.push(job);
                 changed = true;

@@ -6,8 +6,8 @@
 //! answer. Commands still run as their own processes, through [`SingleNode`].
 //!
 //! Failure rules: a panic or an `Err` fails only its task (the worker stays). A worker that
-//! dies (signal, abort, exit) fails its current task, or puts it back at the head of the
-//! queue while it has retries left (`max_retries`), and is replaced. `cancel()` and
+//! dies (signal, abort, exit) fails its current task (a lost worker: the engine submits the
+//! task again while its `max_retries` allow, see `Backend::lost_worker`), and is replaced. `cancel()` and
 //! `run_time_max` kill the worker running the task (SIGKILL to its process group) and replace
 //! it. Closing the executor closes the workers' input pipes; a worker exits when its input
 //! ends, so workers never outlive a killed driver by more than their current task.
@@ -28,7 +28,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -53,8 +53,6 @@ pub(crate) struct PoolConfig {
     pub workers: u32,
     /// Run once in each worker when it starts.
     pub init: Option<InitCall>,
-    /// Times a task is run again after its worker died under it.
-    pub max_retries: u32,
     /// The executor's default resources: every worker's size and environment.
     pub defaults: Resources,
     /// Whether results go to the result log (the builder's `cache`).
@@ -89,7 +87,6 @@ struct PoolTask {
     done: Done,
     started: Box<dyn Fn(Option<String>) + Send + Sync>,
     phase: Mutex<Phase>,
-    attempts: AtomicU32,
 }
 
 struct State {
@@ -117,7 +114,6 @@ struct Shared {
     /// What the ranks of socket-connected workers must present.
     token: String,
     init: Option<InitCall>,
-    max_retries: u32,
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     log: Option<Arc<LogSet>>,
@@ -187,7 +183,6 @@ impl Pooled {
             token: token(),
             exe,
             init: cfg.init,
-            max_retries: cfg.max_retries,
             env,
             cwd,
             log: cfg.log.then(|| LogSet::of(store.root())),
@@ -378,7 +373,6 @@ fn task_of(
             done,
             started,
             phase: Mutex::new(Phase::Queued),
-            attempts: AtomicU32::new(0),
         },
         slot,
     ))
@@ -487,6 +481,15 @@ impl Backend for Pooled {
         }
         self.submit(job);
         Box::pin(std::future::ready(()))
+    }
+
+    fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
+        // A function task runs in a worker: its worker dying under it is a lost worker.
+        matches!(spec.kind, TaskKind::Function { .. })
+            && matches!(
+                error,
+                TaskError::Signaled { .. } | TaskError::WorkerDied { .. }
+            )
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
@@ -1223,16 +1226,10 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
                     stderr_tail: String::new(),
                 },
             };
-            if task.attempts.fetch_add(1, Ordering::SeqCst) < shared.max_retries {
-                *phase = Phase::Queued;
-                drop(phase);
-                shared.state.lock().unwrap().queue.push_front(task.clone());
-                shared.wake.notify_one();
-            } else {
-                *phase = Phase::Ended;
-                drop(phase);
-                deliver(shared, task, Err(error));
-            }
+            // A lost worker: the engine retries the task when its `max_retries` allows.
+            *phase = Phase::Ended;
+            drop(phase);
+            deliver(shared, task, Err(error));
             After::Replace
         }
     }
@@ -1254,7 +1251,6 @@ mod tests {
             done: Done::new(move |r| tx.send(r).unwrap()),
             started: Box::new(|_| {}),
             phase: Mutex::new(Phase::Queued),
-            attempts: AtomicU32::new(0),
         };
         cancel(&task);
         assert_eq!(rx.recv().unwrap().outcome, Err(TaskError::Cancelled));

@@ -22,9 +22,9 @@
 //! [`MARGIN`]) covers the task's own `run_time_max`; a pilot that can take none of the queued
 //! tasks drains (it leaves) and the manager submits a replacement.
 //!
-//! Faults: a pilot lost under a task (cancelled, timed out, node lost, killed) puts the task
-//! back at the head of the queue while it has retries left (`max_retries`, default 1), else
-//! the task fails with `TaskError::Scheduler` naming the pilot's job and its end reason. A
+//! Faults: a pilot lost under a task (cancelled, timed out, node lost, killed) fails the task
+//! with `TaskError::Scheduler` naming the pilot's job and its end reason; the engine submits
+//! it again while its `max_retries` allow (default 1 with pilots; `Backend::lost_worker`). A
 //! task is delivered once ([`Done`](crate::backend::Done) keeps the first record). A pilot
 //! whose driver is gone (SIGKILL) sees its connection close and exits; one whose driver went
 //! silent leaves after its idle timeout.
@@ -81,7 +81,6 @@ pub(crate) struct PilotConfig {
     /// The host (or `host:port`) the pilots connect to; default: this host's name.
     pub address: Option<String>,
     pub init: Option<InitCall>,
-    pub max_retries: u32,
     /// The executor's default resources: every pilot's size; `run_time_max` its wall time.
     pub defaults: Resources,
     /// Whether results go to the result log (the builder's `cache`).
@@ -1041,25 +1040,6 @@ fn run_on_pilot(
                 Err(e) => format!("its connection broke: {e}"),
                 Ok(None) => unreachable!("matched above"),
             };
-            let attempt = task.attempts.fetch_add(1, Ordering::SeqCst);
-            if attempt < shared.cfg.max_retries {
-                // Queued before it is in the queue: `next` locks the queue, then a phase.
-                *phase = Phase::Queued;
-                drop(phase);
-                {
-                    let mut st = shared.state.lock().unwrap();
-                    st.queue.push_front(task.clone());
-                    kick(shared, &mut st);
-                }
-                shared.wake.notify_one();
-                return Some(format!(
-                    "pilot {job} was lost running task {} ({answer}): the task runs again on \
-                     another pilot (retry {} of {})",
-                    task.key,
-                    attempt + 1,
-                    shared.cfg.max_retries
-                ));
-            }
             // Ended now (a cancel meanwhile finds nothing to do); delivered once the
             // scheduler said why the pilot ended.
             *phase = Phase::Ended;
@@ -1160,6 +1140,12 @@ impl Backend for Pilots {
         }
         self.submit(job);
         Box::pin(std::future::ready(()))
+    }
+
+    fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
+        // A function task's `Scheduler` error here is its pilot's end.
+        matches!(spec.kind, TaskKind::Function { .. })
+            && matches!(error, TaskError::Scheduler { .. })
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {

@@ -11,13 +11,16 @@ use crate::ensure;
 use crate::single_node::temp;
 
 pitch::task! {
-    /// Sums `0..n`, one number every `step_ms`; when warned, saves where it is (the next
-    /// number and the sum so far) and stops. The sum, and the number it resumed from. Each
-    /// attempt appends the number it starts from to `log`.
+    /// Sums `0..n`, one number every `step_ms` (every 10 ms once resumed: its attempts after
+    /// the first end before their warning); when warned, saves where it is (the next number
+    /// and the sum so far) and stops. The sum, and the number it resumed from. Each attempt
+    /// appends the number it starts from to `log`.
     pub fn long_sum(n: u64, step_ms: u64, log: PathBuf) -> Result<(u64, u64), pitch::TaskError> {
         use std::io::Write;
         let ctx = pitch::context();
-        let (start, mut sum) = ctx.resume::<(u64, u64)>()?.unwrap_or((0, 0));
+        let resumed = ctx.resume::<(u64, u64)>()?;
+        let step_ms = if resumed.is_some() { 10 } else { step_ms };
+        let (start, mut sum) = resumed.unwrap_or((0, 0));
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         writeln!(f, "{start}").unwrap();
         for i in start..n {
@@ -41,6 +44,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         pooled_task_is_warned_and_resumes,
     ),
     (
+        "checkpoint::max_retries_resumes_from_the_checkpoint_in_one_run",
+        max_retries_resumes_in_one_run,
+    ),
+    (
         "checkpoint::a_command_that_traps_usr1_and_exits_75_is_checkpointed",
         command_exit_75_is_checkpointed,
     ),
@@ -62,7 +69,7 @@ fn warned() -> Resources {
 }
 
 /// A limit the task never reaches, with the same grace.
-fn unhurried() -> Resources {
+pub(crate) fn unhurried() -> Resources {
     Resources::new()
         .run_time_max(Duration::from_secs(120))
         .checkpoint_grace(Duration::from_secs(2))
@@ -87,18 +94,21 @@ fn sum_to(n: u64) -> u64 {
     n * (n - 1) / 2
 }
 
-/// Runs `long_sum(30, 100 ms)` (3 s of work) warned after 1 s on `first`: it must end
-/// checkpointed, well before its 3 s limit, with its checkpoint in the cache directory; then
-/// on `second` (a new executor on the same cache directory, a limit it does not reach) it
-/// must resume from there and finish with the right sum; the checkpoint is gone then.
-fn checkpoint_then_resume(
+/// Runs `long_sum(n, 100 ms)` (more work than `first`'s time limit allows, warned before
+/// it) on `first`: it must end checkpointed (within `before` of its submission, when given),
+/// with its checkpoint in the cache directory; then on `second` (a new executor on the same
+/// cache directory, a limit it does not reach) it must resume from there and finish with the
+/// right sum; the checkpoint is gone then.
+pub(crate) fn checkpoint_then_resume(
     cache: &Path,
     log: &Path,
+    n: u64,
     first: &Executor,
+    before: Option<Duration>,
     second: impl FnOnce() -> Executor,
 ) -> Result<(), String> {
     let start = Instant::now();
-    let f = long_sum::submit(first, 30, 100, log.to_path_buf());
+    let f = long_sum::submit(first, n, 100, log.to_path_buf());
     let key = f.key();
     match f.result() {
         Err(TaskError::Checkpointed { detail }) => ensure!(
@@ -107,24 +117,26 @@ fn checkpoint_then_resume(
         ),
         other => return Err(format!("first attempt: {other:?}")),
     }
-    ensure!(
-        start.elapsed() < Duration::from_millis(2900),
-        "ended at its time limit, not at the warning: {:?}",
-        start.elapsed()
-    );
+    if let Some(before) = before {
+        ensure!(
+            start.elapsed() < before,
+            "ended at its time limit, not at the warning: {:?}",
+            start.elapsed()
+        );
+    }
     let checkpoint = task_dir(cache, &key).join("checkpoint.bin");
     ensure!(checkpoint.exists(), "no {}", checkpoint.display());
     let saved_at = starts(log);
     ensure!(saved_at == [0], "{saved_at:?}");
 
     let exe = second();
-    let f = long_sum::submit(&exe, 30, 100, log.to_path_buf());
+    let f = long_sum::submit(&exe, n, 100, log.to_path_buf());
     ensure!(f.key() == key, "another key");
     let (sum, resumed_from) = f.result().map_err(|e| format!("second attempt: {e}"))?;
-    ensure!(sum == sum_to(30), "sum {sum}");
-    // Warned after about 1 s of 100 ms steps (less on a loaded machine, never 0 steps of 30).
+    ensure!(sum == sum_to(n), "sum {sum}");
+    // Warned after some steps (fewer on a loaded machine), never after all of them.
     ensure!(
-        (1..30).contains(&resumed_from),
+        (1..n).contains(&resumed_from),
         "resumed from {resumed_from}"
     );
     ensure!(starts(log) == [0, resumed_from], "{:?}", starts(log));
@@ -147,7 +159,15 @@ fn warned_task_checkpoints_and_rerun_resumes() -> Result<(), String> {
             .build()
             .expect("an executor")
     };
-    checkpoint_then_resume(&cache, &log, &exe(warned()), || exe(unhurried()))
+    let before = Some(Duration::from_millis(2900));
+    checkpoint_then_resume(
+        &cache,
+        &log,
+        30,
+        &exe(warned()),
+        before,
+        || exe(unhurried()),
+    )
 }
 
 fn pooled_task_is_warned_and_resumes() -> Result<(), String> {
@@ -165,7 +185,61 @@ fn pooled_task_is_warned_and_resumes() -> Result<(), String> {
             .build()
             .expect("a pooled executor")
     };
-    checkpoint_then_resume(&cache, &log, &exe(warned()), || exe(unhurried()))
+    let before = Some(Duration::from_millis(2900));
+    checkpoint_then_resume(
+        &cache,
+        &log,
+        30,
+        &exe(warned()),
+        before,
+        || exe(unhurried()),
+    )
+}
+
+/// With `max_retries(1)` the engine submits a checkpointed task again at once, and its
+/// second attempt resumes from the checkpoint and finishes: one run, one future, the
+/// first attempt recorded (a one-task worker, and a pooled one).
+fn max_retries_resumes_in_one_run() -> Result<(), String> {
+    for pooled in [false, true] {
+        let dir = temp();
+        let cache = dir.path().join("cache");
+        let log = dir.path().join("log");
+        let events = crate::single_node::Collect::default();
+        let exe = SingleNodeExecutor::builder()
+            .max_cores(1)
+            .block_allocation(pooled)
+            .cache_directory(&cache)
+            .resources(warned().max_retries(1))
+            .reporter(events.clone())
+            .build()
+            .expect("an executor");
+        let f = long_sum::submit(&exe, 30, 100, log.clone());
+        let (sum, resumed_from) = f
+            .result()
+            .map_err(|e| format!("pooled {pooled}: {}", e.report()))?;
+        ensure!(sum == sum_to(30), "pooled {pooled}: sum {sum}");
+        ensure!(
+            (1..30).contains(&resumed_from),
+            "pooled {pooled}: resumed from {resumed_from}"
+        );
+        ensure!(
+            starts(&log) == [0, resumed_from],
+            "pooled {pooled}: {:?}",
+            starts(&log)
+        );
+        let retried = events.count(|e| {
+            matches!(e, pitch::EventKind::Retrying { attempt, .. }
+                if attempt.number == 1
+                    && matches!(attempt.error, TaskError::Checkpointed { .. }))
+        });
+        ensure!(retried == 1, "pooled {pooled}: {retried} Retrying events");
+        let checkpoint = task_dir(&cache, &f.key()).join("checkpoint.bin");
+        ensure!(
+            !checkpoint.exists(),
+            "pooled {pooled}: the checkpoint is left"
+        );
+    }
+    Ok(())
 }
 
 fn command_exit_75_is_checkpointed() -> Result<(), String> {

@@ -12,7 +12,9 @@
 //!   end, so every later task there sees it too.
 //! - A deadline a pooled worker (`block_allocation`) is given with each task
 //!   (`run_time_max - checkpoint_grace`; cleared when the task ends), and a pilot job with its
-//!   start (its wall time less the grace; it stays).
+//!   start (its wall time less the grace; it stays). A SingleNode function task's worker also
+//!   gets the time of its signal (`worker::WARN_AT_ENV`): a signal sent while a launcher was
+//!   still starting the ranks would be lost.
 //!
 //! Where the checkpoint goes: a worker that runs one task writes `checkpoint.bin` in the
 //! task's directory itself ([`TaskPaths::write_checkpoint`], the store's header, bound to the
@@ -123,6 +125,15 @@ pub(crate) fn end_pooled() -> Option<CheckpointRecord> {
 /// task it runs from then on sees [`TaskContext::should_stop`].
 pub(crate) fn stop_process_after(after: Duration) {
     PROCESS_STOP_AT.store(deadline_after(after), Ordering::SeqCst);
+}
+
+/// A worker that runs one task is warned at `unix_millis` (milliseconds since the Unix
+/// epoch, `worker::WARN_AT_ENV`), whether or not the signal reaches it.
+pub(crate) fn stop_process_at(unix_millis: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    stop_process_after(Duration::from_millis(unix_millis).saturating_sub(now));
 }
 
 /// Whether the warning came: the signal, or a deadline passed.

@@ -21,6 +21,11 @@ pub(crate) const WORKER_ARG: &str = "__pitch-worker";
 pub(crate) const WORKER_ENV: &str = "PITCH_WORKER";
 /// Set when the worker must fsync what it writes.
 pub(crate) const DURABLE_ENV: &str = "PITCH_DURABLE";
+/// When a SingleNode (SlurmJob, FluxJob) function task is warned before its time limit, in
+/// milliseconds since the Unix epoch: besides the SIGUSR1 its driver sends then, so that a
+/// warning that comes while a launcher (mpiexec, srun, flux run) is still starting the ranks
+/// is not lost.
+pub(crate) const WARN_AT_ENV: &str = "PITCH_WARN_AT";
 
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
@@ -345,6 +350,12 @@ fn run(store: &Store, key: TaskKey) -> i32 {
         });
     let ranks = spec.as_ref().map(|s| s.ranks).unwrap_or(1);
     crate::checkpoint::run_in(paths.clone());
+    if let Some(at) = std::env::var(WARN_AT_ENV)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+    {
+        crate::checkpoint::stop_process_at(at);
+    }
     let (rank, size, outcome) = match rank_from_env(ranks) {
         Err(e) => (0, 1, Err(e)),
         Ok((rank, size, local_rank)) => {

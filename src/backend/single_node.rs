@@ -198,12 +198,23 @@ impl SingleNode {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // A function task's worker is told when it is warned too (see `worker::WARN_AT_ENV`).
+        let warn_at = warning_after(&resources).map(|after| {
+            (std::time::SystemTime::now() + after)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+                .to_string()
+        });
         match command_spec {
             Some(c) => env.extend(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             None => {
                 env.push((worker::WORKER_ENV, "1"));
                 if paths.durable() {
                     env.push((worker::DURABLE_ENV, "1"));
+                }
+                if let Some(at) = &warn_at {
+                    env.push((worker::WARN_AT_ENV, at));
                 }
             }
         }

@@ -22,7 +22,8 @@ pitch::task! {
         let step_ms = if resumed.is_some() { 10 } else { step_ms };
         let (start, mut sum) = resumed.unwrap_or((0, 0));
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        writeln!(f, "{start}").unwrap();
+        // One write: the ranks of a multi-rank task append to the same file.
+        f.write_all(format!("{start}\n").as_bytes()).unwrap();
         for i in start..n {
             if ctx.should_stop() {
                 ctx.checkpoint(&(i, sum));
@@ -46,6 +47,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
         "checkpoint::max_retries_resumes_from_the_checkpoint_in_one_run",
         max_retries_resumes_in_one_run,
+    ),
+    (
+        "checkpoint::two_ranks_resume_from_rank_0s_checkpoint",
+        two_ranks_resume_from_rank_0s_checkpoint,
     ),
     (
         "checkpoint::a_command_that_traps_usr1_and_exits_75_is_checkpointed",
@@ -239,6 +244,35 @@ fn max_retries_resumes_in_one_run() -> Result<(), String> {
             "pooled {pooled}: the checkpoint is left"
         );
     }
+    Ok(())
+}
+
+/// A two-rank task under mpiexec: both ranks are warned, both checkpoint, rank 0's state is
+/// saved, and both ranks of the retry resume from it. (A 6 s limit, warned after 3 s:
+/// mpiexec may take a second or more to start the ranks.)
+fn two_ranks_resume_from_rank_0s_checkpoint() -> Result<(), String> {
+    let dir = temp();
+    let log = dir.path().join("log");
+    let exe = crate::single_node::executor(&dir.path().join("cache"), 2).with_resources(
+        Resources::new()
+            .run_time_max(Duration::from_secs(6))
+            .checkpoint_grace(Duration::from_secs(3))
+            .cores(2)
+            .openmpi_oversubscribe(true)
+            .max_retries(1),
+    );
+    let values = long_sum::submit_ranks(&exe, 60, 100, log.clone())
+        .result()
+        .map_err(|e| e.report().to_string())?;
+    ensure!(values.len() == 2 && values[0] == values[1], "{values:?}");
+    let (sum, resumed_from) = values[0];
+    ensure!(sum == sum_to(60), "sum {sum}");
+    let mut starts = starts(&log);
+    starts.sort();
+    ensure!(
+        starts == [0, 0, resumed_from, resumed_from] && resumed_from > 0,
+        "{starts:?}"
+    );
     Ok(())
 }
 

@@ -26,7 +26,8 @@ pitch::task! {
         let step = Duration::from_millis(if resumed.is_some() { 20 } else { 1000 });
         let (start, mut sum) = resumed.unwrap_or((0, 0));
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        writeln!(f, "{start}").unwrap();
+        // One write: the ranks of a multi-rank task append to the same file.
+        f.write_all(format!("{start}\n").as_bytes()).unwrap();
         for i in start..n {
             if ctx.should_stop() {
                 ctx.checkpoint(&(i, sum));
@@ -170,12 +171,13 @@ fn checkpoint_and_resume(dir: &Path) -> Result<(), String> {
 }
 
 /// With `max_retries(1)` the engine submits the checkpointed task again at once (a new job),
-/// and that attempt resumes from the checkpoint and finishes: one run, one future. The limit
+/// and that attempt resumes from the checkpoint and finishes: one run, one future; the same
+/// for a task of 2 ranks on 2 nodes (the job script passes the warning on to `srun`, which
+/// passes it on to the ranks; rank 0's state is saved, both ranks resume from it). The limit
 /// is 3 min here: the second attempt's own warning (90 s before its limit, perhaps a minute
 /// early) must not come before its few seconds of remaining work are done.
 fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
     let cache = dir.join("cache");
-    let log = dir.join("log");
     let exe = SlurmClusterExecutor::builder()
         .cache_directory(&cache)
         .poll_interval(Duration::from_millis(500))
@@ -189,7 +191,13 @@ fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
         )
         .build()
         .map_err(|e| e.to_string())?;
+    let (log, log2) = (dir.join("log"), dir.join("log2"));
     let f = slurm_long_sum::submit(&exe, N, log.clone());
+    let two = slurm_long_sum::submit_ranks(
+        &exe.with_resources(Resources::new().cores(2).num_nodes(2)),
+        N,
+        log2.clone(),
+    );
     let first_job = f.wait_job_id();
     let (total, resumed_from) = f.result().map_err(|e| e.report().to_string())?;
     ensure!(total == N * (N - 1) / 2, "sum {total}");
@@ -212,6 +220,19 @@ fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
     ensure!(
         !checkpoint.exists(),
         "the checkpoint of a finished task is left"
+    );
+    // Two ranks: the same values on both, resumed from rank 0's state.
+    let values = two
+        .result()
+        .map_err(|e| format!("2 ranks: {}", e.report()))?;
+    ensure!(values.len() == 2 && values[0] == values[1], "{values:?}");
+    let (total, resumed_from) = values[0];
+    ensure!(total == N * (N - 1) / 2, "2 ranks: sum {total}");
+    let mut starts2 = starts(&log2);
+    starts2.sort();
+    ensure!(
+        resumed_from > 0 && starts2 == [0, 0, resumed_from, resumed_from],
+        "2 ranks: {starts2:?}"
     );
     Ok(())
 }

@@ -255,6 +255,20 @@ impl Cache {
         inspect::active_jobs(self.local_scheduler()?, &self.job_name())
     }
 
+    /// The pilot jobs (`block_allocation` on SlurmCluster and FluxCluster) of this cache
+    /// directory's executors the scheduler still lists, with ONE query: job id -> state. Empty
+    /// for a cache directory no queue backend used. Pilots run no task of their own (their
+    /// tasks' results are in the result logs), so [`Cache::jobs`] does not name them.
+    pub fn pilot_jobs(&self) -> Result<std::collections::HashMap<String, String>, SchedulerError> {
+        if self.store.scheduler_marker().is_none() {
+            return Ok(Default::default());
+        }
+        inspect::active_jobs(
+            self.local_scheduler()?,
+            &format!("{}-pilot", self.job_name()),
+        )
+    }
+
     /// Cancels these jobs (ids as [`Cache::jobs`] names them) with one scancel or flux cancel
     /// call.
     pub fn cancel_jobs(&self, ids: &[String]) -> Result<(), SchedulerError> {

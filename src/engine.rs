@@ -624,8 +624,11 @@ impl Engine {
                 path: self.store.claim_file(&key).display().to_string(),
                 detail: format!("could not claim the task: {e}"),
             })?;
-            let took_over = match claim {
-                Claim::Mine { took_over } => took_over,
+            let (took_over, after_other_driver) = match claim {
+                Claim::Mine {
+                    took_over,
+                    after_other,
+                } => (took_over, after_other),
                 Claim::Busy { owner } => {
                     if !waited {
                         preparing.take();
@@ -650,10 +653,19 @@ impl Engine {
             if use_cache || waited {
                 let paths = self.store.task(&key);
                 let stored = match paths.read_result() {
-                    Err(FormatError::Missing) if waited || took_over.is_some() => {
+                    Err(FormatError::Missing)
+                        if waited || took_over.is_some() || after_other_driver =>
+                    {
                         crate::resultlog::LogSet::refreshed(self.store.root()).lookup(&key)
                     }
-                    Err(FormatError::Missing) => crate::resultlog::lookup(self.store.root(), &key),
+                    Err(FormatError::Missing) => {
+                        // Another driver may have logged it since this one read the logs.
+                        let logs = crate::resultlog::LogSet::of(self.store.root());
+                        if logs.stale() {
+                            logs.catch_up();
+                        }
+                        logs.lookup(&key)
+                    }
                     other => other,
                 };
                 // A success answers; so does the failure of the run this driver waited for.

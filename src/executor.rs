@@ -254,13 +254,47 @@ impl Executor {
         self.with_opts(|o| o.cache_key = Some(key))
     }
 
-    /// Checks `resources` (merged onto this handle's) against the backend without submitting.
+    /// Checks `resources` (merged onto this handle's) against the backend without submitting:
+    /// the error a command or a function task asking for them would get (`Rejected`). On a
+    /// `block_allocation` executor, function tasks must also fit its workers: see
+    /// [`Executor::check_function`].
     pub fn check(&self, resources: &Resources) -> Result<(), Error> {
         let merged = self.opts.resources.merged(resources);
         self.inner
             .engine
             .check_resources(&merged)
             .map_err(Error::Task)
+    }
+
+    /// As [`Executor::check`], for a function task: on a `block_allocation` executor a task
+    /// whose resources its workers (or pilots) cannot honour is refused too, with the error
+    /// its submission would get.
+    ///
+    /// ```
+    /// use pitch::{Resources, SingleNodeExecutor};
+    /// # fn main() -> Result<(), pitch::Error> {
+    /// let cache = tempfile::tempdir().unwrap();
+    /// let exe = SingleNodeExecutor::builder()
+    ///     .cache_directory(cache.path())
+    ///     .max_cores(2)
+    ///     .block_allocation(true)
+    ///     .build()?;
+    /// let two_threads = Resources::new().threads_per_core(2);
+    /// assert!(exe.check(&two_threads).is_ok(), "a command may use 2 threads");
+    /// assert!(exe.check_function(&two_threads).is_err(), "the workers have 1 thread");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn check_function(&self, resources: &Resources) -> Result<(), Error> {
+        self.check(resources)?;
+        let merged = self.opts.resources.merged(resources);
+        match self.inner.engine.backend.refuses_function(&merged) {
+            Some(reason) => Err(Error::Task(crate::error::TaskError::Rejected {
+                backend: self.backend_name().into(),
+                reason,
+            })),
+            None => Ok(()),
+        }
     }
 
     /// Runs an external command; resolves to its [`CommandOutput`].

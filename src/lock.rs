@@ -56,8 +56,13 @@ impl Mode {
 /// What [`Claims::try_claim`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// The task is this driver's now; `took_over` names the dead driver it was taken from.
-    Mine { took_over: Option<String> },
+    /// The task is this driver's now; `took_over` names the dead driver it was taken from;
+    /// `after_other`: another driver claimed it before (and ended it, or died), so what it
+    /// left (a pooled result logged since this driver read the logs) must be looked for.
+    Mine {
+        took_over: Option<String>,
+        after_other: bool,
+    },
     /// Another live driver runs it.
     Busy { owner: String },
 }
@@ -103,6 +108,8 @@ struct Others {
     read: HashMap<String, u64>,
     /// The driver that last claimed each task, per the logs.
     owner: HashMap<TaskKey, std::sync::Arc<str>>,
+    /// Every task another driver claimed while this one read their logs (ended or not).
+    handled: std::collections::HashSet<TaskKey>,
 }
 
 /// A claims log older than this whose driver is dead is removed when a driver starts (any
@@ -406,6 +413,7 @@ impl Claims {
                     None => {
                         if let Ok(k) = line.parse() {
                             others.owner.insert(k, owner.clone());
+                            others.handled.insert(k);
                         }
                     }
                 }
@@ -443,11 +451,16 @@ impl Claims {
             }
             // The lock was free: whoever claimed it before ended it, or died (asked now, not
             // from the one-second memory of live drivers).
-            let took_over = match self.last_owner(r, key)? {
+            let last = self.last_owner(r, key)?;
+            let after_other = r.others.lock().unwrap().handled.contains(key);
+            let took_over = match last {
                 Some(owner) if !self.ask_alive(&owner)? => Some(owner),
                 _ => None,
             };
-            return Ok(Claim::Mine { took_over });
+            return Ok(Claim::Mine {
+                took_over,
+                after_other,
+            });
         }
         let _held = self.hold()?;
         let path = self.store.claim_file(key);
@@ -463,7 +476,12 @@ impl Claims {
             Err(e) => return Err(e),
         };
         store::write_bytes_atomic(&path, self.id.as_bytes(), false, 0o600)?;
-        Ok(Claim::Mine { took_over })
+        // A released claim leaves no file: only a dead owner is known here.
+        let after_other = took_over.is_some();
+        Ok(Claim::Mine {
+            took_over,
+            after_other,
+        })
     }
 
     /// The live driver other than this one that holds `key`, read without the lock (a cheap
@@ -664,20 +682,21 @@ mod tests {
 
     fn one_claim_each_way(a: Claims, b: Claims) {
         let key = TaskKey::explicit("k");
-        assert_eq!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: None });
+        let mine = |took_over: Option<String>, after_other| Claim::Mine {
+            took_over,
+            after_other,
+        };
+        assert_eq!(a.try_claim(&key).unwrap(), mine(None, false));
         assert!(matches!(b.try_claim(&key).unwrap(), Claim::Busy { owner } if owner == a.id()));
-        assert_eq!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: None });
+        assert_eq!(a.try_claim(&key).unwrap(), mine(None, false));
         a.release(&key);
-        assert_eq!(b.try_claim(&key).unwrap(), Claim::Mine { took_over: None });
+        // Released by a live driver: b knows another driver had it (where the claims say so).
+        let ofd = a.mode == Mode::Ofd && cfg!(target_os = "linux");
+        assert_eq!(b.try_claim(&key).unwrap(), mine(None, ofd));
         // b dies holding it: the next driver takes it over.
         let b_id = b.id().to_string();
         drop(b);
-        assert_eq!(
-            a.try_claim(&key).unwrap(),
-            Claim::Mine {
-                took_over: Some(b_id)
-            }
-        );
+        assert_eq!(a.try_claim(&key).unwrap(), mine(Some(b_id), true));
     }
 
     #[test]
@@ -714,7 +733,7 @@ mod tests {
         assert!(!a.alive(&b_id).unwrap());
         assert!(!path.exists(), "a dead driver's file is removed");
         assert!(
-            matches!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: Some(id) } if id == b_id)
+            matches!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: Some(id), .. } if id == b_id)
         );
     }
 
@@ -728,7 +747,13 @@ mod tests {
             .collect();
         for (i, k) in keys.iter().enumerate() {
             let (mine, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-            assert_eq!(mine.try_claim(k).unwrap(), Claim::Mine { took_over: None });
+            assert_eq!(
+                mine.try_claim(k).unwrap(),
+                Claim::Mine {
+                    took_over: None,
+                    after_other: false
+                }
+            );
             assert!(matches!(other.try_claim(k).unwrap(), Claim::Busy { .. }));
             assert!(other.busy(k).is_some() && mine.busy(k).is_none());
         }
@@ -750,7 +775,10 @@ mod tests {
         drop(b);
         assert_eq!(
             a.try_claim(&keys[1]).unwrap(),
-            Claim::Mine { took_over: None },
+            Claim::Mine {
+                took_over: None,
+                after_other: true
+            },
             "released by {b_id}"
         );
         a.release(&keys[1]);

@@ -96,25 +96,37 @@ fn open_log(path: &Path) -> io::Result<File> {
 }
 
 /// Reads a log from its start, calling `each(offset, record)` for every sound record.
-fn scan(file: &Path, mut each: impl FnMut(u64, u32, LogRecord)) -> io::Result<Damage> {
-    let mut reader = BufReader::with_capacity(1 << 16, open_log(file)?);
+fn scan(file: &Path, each: impl FnMut(u64, u32, LogRecord)) -> io::Result<Damage> {
+    scan_from(file, 0, each).map(|(damage, _)| damage)
+}
+
+/// [`scan`] from byte `start` (a record's start); also returns where the last whole record
+/// read ends (a torn tail, perhaps a record being appended, is left for a later read).
+fn scan_from(
+    file: &Path,
+    start: u64,
+    mut each: impl FnMut(u64, u32, LogRecord),
+) -> io::Result<(Damage, u64)> {
+    let mut opened = open_log(file)?;
+    std::io::Seek::seek(&mut opened, io::SeekFrom::Start(start))?;
+    let mut reader = BufReader::with_capacity(1 << 16, opened);
     let mut damage = Damage::default();
-    let mut offset = 0u64;
+    let mut offset = start;
     let mut header = [0u8; HEADER_LEN];
     let mut payload = Vec::new();
     loop {
         match read_full(&mut reader, &mut header)? {
-            0 => return Ok(damage),
+            0 => return Ok((damage, offset)),
             n if n < HEADER_LEN => {
                 damage.torn = true;
-                return Ok(damage);
+                return Ok((damage, offset));
             }
             _ => {}
         }
         let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
         if header[0..4] != MAGIC || len as usize > codec::DECODE_LIMIT {
             damage.torn = true;
-            return Ok(damage);
+            return Ok((damage, offset));
         }
         // Read through `take`, so memory grows with the bytes present, never to what a
         // damaged length claims.
@@ -124,7 +136,7 @@ fn scan(file: &Path, mut each: impl FnMut(u64, u32, LogRecord)) -> io::Result<Da
             .read_to_end(&mut payload)?;
         if payload.len() < len as usize {
             damage.torn = true;
-            return Ok(damage);
+            return Ok((damage, offset));
         }
         let sound = header[8..24] == checksum(&payload);
         match sound
@@ -200,6 +212,10 @@ struct Writer {
 
 struct Inner {
     files: Vec<PathBuf>,
+    /// Each file's length when it was read (this process's own file: its writer's offset),
+    /// and the log folder's modification time then: what [`LogSet::stale`] compares.
+    lengths: Vec<u64>,
+    dir_mtime: Option<std::time::SystemTime>,
     index: HashMap<TaskKey, Loc>,
     writer: Option<Writer>,
     /// What loading found damaged, per file (reported once by whoever asks first).
@@ -258,11 +274,15 @@ impl LogSet {
     }
 
     fn load(root: &Path) -> LogSet {
+        let dir_mtime = std::fs::metadata(log_dir(root))
+            .and_then(|m| m.modified())
+            .ok();
         let files = log_files(root);
+        let mut lengths = Vec::with_capacity(files.len());
         let mut index: HashMap<TaskKey, Loc> = HashMap::new();
         let mut damage = Vec::new();
         for (i, path) in files.iter().enumerate() {
-            let found = scan(path, |offset, len, record| {
+            let found = scan_from(path, 0, |offset, len, record| {
                 let ok = record.record.outcome.is_ok();
                 if replaces(ok, index.get(&record.key)) {
                     index.insert(
@@ -276,9 +296,11 @@ impl LogSet {
                     );
                 }
             });
+            // Where the whole records end: what is appended after is read by `catch_up`.
+            lengths.push(found.as_ref().map_or(0, |(_, end)| *end));
             match found {
-                Ok(d) if d == Damage::default() => {}
-                Ok(d) => damage.push((path.clone(), d)),
+                Ok((d, _)) if d == Damage::default() => {}
+                Ok((d, _)) => damage.push((path.clone(), d)),
                 Err(_) => damage.push((
                     path.clone(),
                     Damage {
@@ -292,11 +314,79 @@ impl LogSet {
             root: root.to_path_buf(),
             inner: Mutex::new(Inner {
                 files,
+                lengths,
+                dir_mtime,
                 index,
                 writer: None,
                 damage,
                 reported: Default::default(),
             }),
+        }
+    }
+
+    /// Whether another process may have logged results since this set was read: a log file
+    /// appeared (the folder changed) or one of the files read grew. A few `stat` calls; the
+    /// engine asks before it runs a task it found no result for, and reads the logs again
+    /// when so (a second driver that finished a task after this one started).
+    pub(crate) fn stale(&self) -> bool {
+        let inner = self.inner.lock().unwrap();
+        let dir = std::fs::metadata(log_dir(&self.root))
+            .and_then(|m| m.modified())
+            .ok();
+        if dir != inner.dir_mtime {
+            return true;
+        }
+        inner.files.iter().enumerate().any(|(i, path)| {
+            let expected = match &inner.writer {
+                Some(w) if w.index == i => w.offset,
+                _ => inner.lengths[i],
+            };
+            std::fs::metadata(path).is_ok_and(|m| m.len() != expected)
+        })
+    }
+
+    /// Reads what other processes logged since this set last read the logs: the new records
+    /// of grown files and new files (not the whole logs again, as [`LogSet::refreshed`]
+    /// does), so a driver beside another one keeps up at the cost of what was appended.
+    pub(crate) fn catch_up(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.dir_mtime = std::fs::metadata(log_dir(&self.root))
+            .and_then(|m| m.modified())
+            .ok();
+        for path in log_files(&self.root) {
+            if !inner.files.contains(&path) {
+                inner.files.push(path);
+                inner.lengths.push(0);
+            }
+        }
+        let own = inner.writer.as_ref().map(|w| w.index);
+        for i in 0..inner.files.len() {
+            let from = inner.lengths[i];
+            let grown = std::fs::metadata(&inner.files[i]).is_ok_and(|m| m.len() > from);
+            if Some(i) == own || !grown {
+                continue;
+            }
+            let path = inner.files[i].clone();
+            let mut found = Vec::new();
+            let Ok((_, end)) = scan_from(&path, from, |offset, len, record| {
+                found.push((record.key, offset, len, record.record.outcome.is_ok()));
+            }) else {
+                continue;
+            };
+            for (key, offset, len, ok) in found {
+                if replaces(ok, inner.index.get(&key)) {
+                    inner.index.insert(
+                        key,
+                        Loc {
+                            file: i,
+                            offset,
+                            len,
+                            ok,
+                        },
+                    );
+                }
+            }
+            inner.lengths[i] = end;
         }
     }
 
@@ -414,6 +504,11 @@ impl LogSet {
                 )
             })?;
             inner.files.push(path.clone());
+            inner.lengths.push(0);
+            // Its own new file changed the folder: not a sign of another process.
+            inner.dir_mtime = std::fs::metadata(log_dir(&self.root))
+                .and_then(|m| m.modified())
+                .ok();
             let index = inner.files.len() - 1;
             inner.writer = Some(Writer {
                 file,
@@ -648,6 +743,46 @@ mod tests {
         ResultRecord {
             outcome: Err(TaskError::Cancelled),
         }
+    }
+
+    /// Issue 11 (f): results another process logs after this one read the logs are found by
+    /// a catch-up that reads only what was appended (new files and grown ones).
+    #[test]
+    fn another_process_s_appends_are_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            TaskKey::from_bytes([1; 16]),
+            TaskKey::from_bytes([2; 16]),
+            TaskKey::from_bytes([3; 16]),
+        );
+        let other = LogSet::load(dir.path());
+        other.append(a, "t::a", &ok(1), false).unwrap();
+        let mine = LogSet::load(dir.path());
+        assert!(!mine.stale(), "nothing new yet");
+        mine.append(c, "t::c", &ok(3), false).unwrap();
+        assert!(!mine.stale(), "its own appends are no news");
+        // The other process appends to its file after this one read it.
+        other.append(b, "t::b", &ok(2), false).unwrap();
+        assert!(matches!(mine.lookup(&b), Err(FormatError::Missing)));
+        assert!(mine.stale());
+        mine.catch_up();
+        assert!(!mine.stale());
+        assert_eq!(mine.lookup(&b).unwrap(), ok(2));
+        assert_eq!(mine.lookup(&a).unwrap(), ok(1));
+        assert_eq!(mine.lookup(&c).unwrap(), ok(3));
+        // A third process's new file.
+        let third = LogSet::load(dir.path());
+        let d = TaskKey::from_bytes([4; 16]);
+        third.append(d, "t::d", &ok(4), false).unwrap();
+        assert!(mine.stale());
+        mine.catch_up();
+        assert_eq!(mine.lookup(&d).unwrap(), ok(4));
+        mine.append(d, "t::d", &failed(), false).unwrap();
+        assert_eq!(
+            mine.lookup(&d).unwrap(),
+            ok(4),
+            "a failure never hides a result"
+        );
     }
 
     #[test]

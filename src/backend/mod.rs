@@ -172,6 +172,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Why a function task asking for `resources` (merged onto the executor's defaults) would
+    /// be refused beyond [`Backend::check`]: a pool's workers or pilots are sized once.
+    fn refuses_function(&self, _resources: &Resources) -> Option<String> {
+        None
+    }
+
     /// Whether `error` ended the task because the worker or pilot it ran in was lost (not the
     /// task's own failure, so `max_retries` retries it without `retry_on`). `false` for
     /// backends where the process that died is the task's own.

@@ -88,10 +88,44 @@ impl Pool {
         Ok(())
     }
 
+    /// Takes `slots` slots (and a worker place) for the caller until the returned [`Lease`]
+    /// is dropped, waiting in the same FIFO as the tasks: persistent workers running a task
+    /// lease their size, so that they and the commands of the same executor share its slots.
+    /// `None` when the pool cannot run it (no thread could be started, or it closed).
+    pub(crate) fn lease(&self, slots: u32) -> Option<Lease> {
+        let (granted_tx, granted_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        self.push(Work {
+            slots,
+            skip: Box::new(|| false),
+            run: Box::new(move || {
+                if granted_tx.send(()).is_ok() {
+                    // Held until the lease is dropped (its sender goes away).
+                    let _ = release_rx.recv();
+                }
+            }),
+        })
+        .ok()?;
+        granted_rx.recv().ok()?;
+        Some(Lease {
+            _release: release_tx,
+        })
+    }
+
+    /// Whether work waits for slots.
+    pub(crate) fn waiting(&self) -> bool {
+        !self.shared.state.lock().unwrap().queue.is_empty()
+    }
+
     /// Wakes the threads so that they drop work that no longer wants to run.
     pub(crate) fn nudge(&self) {
         self.shared.wake.notify_all();
     }
+}
+
+/// Slots taken from a [`Pool`] by [`Pool::lease`], given back when dropped.
+pub(crate) struct Lease {
+    _release: std::sync::mpsc::Sender<()>,
 }
 
 impl Drop for Pool {

@@ -35,6 +35,17 @@ pub(crate) struct SingleNode {
 }
 
 impl SingleNode {
+    /// `slots` of this backend's slots for a persistent worker while it runs tasks (see
+    /// [`Pool::lease`]); `None` when none can be had.
+    pub(crate) fn lease(&self, slots: u32) -> Option<super::pool::Lease> {
+        self.pool.lease(slots)
+    }
+
+    /// Whether tasks (commands) wait for slots.
+    pub(crate) fn waiting(&self) -> bool {
+        self.pool.waiting()
+    }
+
     pub(crate) fn new(
         launcher: Launcher,
         max_cores: u32,

@@ -566,9 +566,14 @@ fn build_queue(
     if cfg.max_jobs == Some(0) {
         return Err(Error::Config("max_jobs must be at least 1".into()));
     }
+    #[cfg_attr(not(feature = "remote"), allow(unused_variables))]
+    let dry = common.dry;
     common.build(
         |store| {
             let transport: Arc<dyn Transport> = match remote {
+                // `pitch render` shows the jobs' paths there without logging in.
+                #[cfg(feature = "remote")]
+                Some(r) if dry => Arc::new(r.offline(store.root())),
                 #[cfg(feature = "remote")]
                 Some(r) => crate::backend::transport::connect(r, store.root(), store.durable())?,
                 #[cfg(not(feature = "remote"))]

@@ -3,8 +3,8 @@
 //! by the local backend's capture or, on Slurm, by the job script on shared storage, where
 //! change notifications do not work anyway. A file may appear late or never.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,10 +39,22 @@ impl Stream {
 
     /// Copies the bytes written since the last call to `out`.
     fn copy_to(&mut self, out: &mut impl Write) {
-        let Ok(mut file) = File::open(&self.path) else {
+        // The task's files in the cache directory: never read through a link planted there
+        // (O_NOFOLLOW) nor blocked on a planted FIFO (O_NONBLOCK, and regular files only).
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path);
+        let Ok(mut file) = opened else {
             return;
         };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
+        let Ok(len) = file.metadata().and_then(|m| {
+            if m.is_file() {
+                Ok(m.len())
+            } else {
+                Err(std::io::ErrorKind::InvalidInput.into())
+            }
+        }) else {
             return;
         };
         if len < self.offset {
@@ -138,5 +150,20 @@ mod tests {
         s.copy_to(&mut out);
         assert_eq!(s.offset, 1);
         assert_eq!(out, b"abcdex");
+        // A link planted in place of the file is not followed, a FIFO does not block.
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, "do not show").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        s.offset = 0;
+        let mut linked = Vec::new();
+        s.copy_to(&mut linked);
+        assert!(linked.is_empty(), "followed a link");
+        std::fs::remove_file(&path).unwrap();
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        s.copy_to(&mut linked);
+        assert!(linked.is_empty());
     }
 }

@@ -179,6 +179,16 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
     for s in &shown {
         *counts.entry(s.clone()).or_insert(0usize) += 1;
     }
+    let pilots: std::collections::BTreeMap<String, String> = match cache.pilot_jobs() {
+        Ok(found) => found
+            .into_iter()
+            .map(|(id, state)| (id, state.to_lowercase()))
+            .collect(),
+        Err(e) => {
+            eprintln!("pitch: pilot jobs not looked for: {e}");
+            Default::default()
+        }
+    };
     if a.json {
         json::print(&json::StatusOutput {
             schema_version: json::SCHEMA_VERSION,
@@ -194,6 +204,7 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
             } else {
                 Vec::new()
             },
+            pilots,
         });
     } else {
         let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
@@ -203,6 +214,14 @@ pub(crate) fn status(a: StatusArgs) -> i32 {
             cache.root().display(),
             parts.join(", ")
         );
+        if !pilots.is_empty() {
+            let listed: Vec<String> = pilots.iter().map(|(id, s)| format!("{id} {s}")).collect();
+            println!(
+                "{}: {}",
+                count(pilots.len(), "pilot job", "pilot jobs"),
+                listed.join(", ")
+            );
+        }
         if a.all {
             let width = column_width(shown.iter().map(String::as_str));
             for (t, s) in tasks.iter().zip(&shown) {
@@ -425,18 +444,38 @@ pub(crate) fn cancel(a: CancelArgs) -> i32 {
         }
     }
     let jobs = cache.jobs();
-    let ids: Vec<String> = tasks
+    let mut ids: Vec<String> = tasks
         .iter()
         .filter(|t| t.state == TaskState::Pending && (a.all || a.keys.contains(&t.key)))
         .filter_map(|t| jobs.get(&t.key).cloned())
         .collect();
+    // --all: the pilot jobs too (a killed driver's pilots still queued would start for
+    // nothing; a live driver's tasks in them fail as lost, or are retried).
+    let mut pilots = 0;
+    if a.all {
+        match cache.pilot_jobs() {
+            Ok(found) => {
+                pilots = found.len();
+                ids.extend(found.into_keys());
+            }
+            Err(e) => eprintln!("pitch: pilot jobs not looked for: {e}"),
+        }
+    }
     if ids.is_empty() {
         println!("nothing to cancel");
         return OK;
     }
     match cache.cancel_jobs(&ids) {
         Ok(()) => {
-            println!("cancelled {}", count(ids.len(), "job", "jobs"));
+            let of_pilots = match pilots {
+                0 => String::new(),
+                n => format!(
+                    " ({} of them pilot {})",
+                    n,
+                    if n == 1 { "job" } else { "jobs" }
+                ),
+            };
+            println!("cancelled {}{of_pilots}", count(ids.len(), "job", "jobs"));
             OK
         }
         Err(e) => fail(TASK_FAILED, e),

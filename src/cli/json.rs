@@ -116,6 +116,10 @@ pub(crate) struct StatusOutput<'a> {
     pub counts: BTreeMap<String, usize>,
     /// With `--all`, every task; else empty.
     pub tasks: Vec<TaskRow>,
+    /// The pilot jobs (`block_allocation` on slurm or flux) the scheduler lists: job id ->
+    /// its state; absent when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pilots: BTreeMap<String, String>,
 }
 
 /// Parameters as a JSON object, in the sweep's parameter order (a later value of the same

@@ -338,9 +338,34 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
     for (f, point) in futures.iter().zip(&points) {
         lines.label(&f.key(), point_text(point));
     }
+    // Ctrl-C, SIGTERM, SIGHUP: the points running here are cancelled (their processes are
+    // out of the terminal's reach); scheduler jobs are left to run (an accidental Ctrl-C must
+    // not throw away a queue of jobs): a rerun collects them, `pitch cancel --all` cancels
+    // them. Either way pitch reports what stands and exits 128 + the signal.
+    let in_scheduler = exe.job_name().is_some();
+    let interrupts = {
+        let exe = exe.clone();
+        super::interrupt::Interrupts::cancel_with(move || {
+            if !in_scheduler {
+                exe.shutdown(pitch::Shutdown::Cancel);
+            }
+        })
+    };
     let mut failed = Vec::new();
+    let mut left_running = 0usize;
     for (i, f) in futures.iter().enumerate() {
-        let r = f.result();
+        let r = loop {
+            if let Some(r) = f.result_timeout(std::time::Duration::from_millis(200)) {
+                break Some(r);
+            }
+            if in_scheduler && interrupts.received().is_some() {
+                break None;
+            }
+        };
+        let Some(r) = r else {
+            left_running += 1;
+            continue;
+        };
         if a.common.json {
             let (state, code, error) = match &r {
                 Ok(o) => ("finished", Some(o.exit_code), None),
@@ -366,7 +391,12 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
             failed.push((i, e));
         }
     }
-    let summary = exe.shutdown(pitch::Shutdown::Wait);
+    let signal = interrupts.received();
+    drop(interrupts);
+    let summary = exe.shutdown(match signal {
+        Some(_) if in_scheduler => pitch::Shutdown::Detach,
+        _ => pitch::Shutdown::Wait,
+    });
     lines.flush();
     if !out.quiet {
         // Points that repeat an earlier one (`x=1,1,1`) are one task: say so, or the counts
@@ -379,10 +409,27 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
                 count(n, "repeats", "repeat")
             ),
         };
+        // Refused before running (a resource the backend cannot honour, sbatch's refusal), or
+        // never started because an input failed: failed, but not run.
+        let never_ran = failed
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    TaskError::Rejected { .. } | TaskError::DependencyFailed { .. }
+                )
+            })
+            .count() as u64;
+        let not_run = match never_ran {
+            0 => String::new(),
+            n => format!(", {n} of them refused or not started"),
+        };
         eprintln!(
-            "pitch: {}{repeats}: {} ran, {} from the cache, {} failed ({})",
+            "pitch: {}{repeats}: {} ran, {} from the cache, {} failed{not_run} ({})",
             count(points.len(), "point", "points"),
-            summary.succeeded + summary.failed - summary.cached,
+            (summary.succeeded + summary.failed)
+                .saturating_sub(summary.cached)
+                .saturating_sub(never_ran),
             summary.cached,
             failed.len(),
             exe.cache_directory().display()
@@ -396,6 +443,28 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
         if failed.len() > 10 && out.verbose == 0 {
             eprintln!("  ... and {} more (-v lists all)", failed.len() - 10);
         }
+    }
+    if let Some(signal) = signal {
+        if !out.quiet {
+            let cancelled = failed
+                .iter()
+                .filter(|(_, e)| matches!(e, TaskError::Cancelled))
+                .count();
+            let cache = exe.cache_directory();
+            if in_scheduler {
+                eprintln!(
+                    "pitch: interrupted by signal {signal}: {} still queued or running go on in the scheduler; run the same command again to collect them (finished points are not run again), or `pitch cancel --all --cache-dir {}` to cancel them",
+                    count(left_running, "point", "points"),
+                    cache.display()
+                );
+            } else {
+                eprintln!(
+                    "pitch: interrupted by signal {signal}: {} cancelled; run the same command again to run them (finished points are not run again)",
+                    count(cancelled, "point", "points"),
+                );
+            }
+        }
+        return 128 + signal;
     }
     if failed.is_empty() {
         OK

@@ -71,7 +71,33 @@ pitch::task! {
     }
 }
 
+pitch::task! {
+    /// Sleeps `ms` and writes "start end" (ns since the epoch) to `dir/name`.
+    pub fn pool_interval(dir: PathBuf, name: String, ms: u64) -> u32 {
+        let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let start = now();
+        std::thread::sleep(Duration::from_millis(ms));
+        std::fs::write(dir.join(name), format!("{start} {}", now())).unwrap();
+        std::process::id()
+    }
+}
+
+pitch::task! {
+    /// The number in the file at `path` (a panic when it holds none).
+    pub fn pool_read(path: PathBuf) -> u64 {
+        std::fs::read_to_string(&path).unwrap().trim().parse().unwrap()
+    }
+}
+
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+    (
+        "pool::fresh_reruns_a_pooled_task_and_a_failure_keeps_the_result",
+        fresh_pooled,
+    ),
+    (
+        "pool::commands_and_busy_workers_share_max_cores",
+        commands_and_workers_share_cores,
+    ),
     (
         "pool::init_runs_once_per_worker_and_state_persists",
         init_runs_once_per_worker_and_state_persists,
@@ -601,8 +627,29 @@ pitch::task! {
     pub fn pool_bad_init() -> u32 { panic!("no model file") }
 }
 
+pitch::task! {
+    /// Fails the first time (leaving `marker`), as a file system that hiccuped would.
+    pub fn pool_flaky_init(marker: PathBuf) -> u32 {
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+            panic!("the model file could not be read");
+        }
+        7
+    }
+}
+
 fn init_failure() -> Result<(), String> {
     let dir = temp();
+    // A failure the next start does not repeat: the worker is started again, tasks run.
+    let marker = dir.path().join("failed-once");
+    let flaky = build(
+        pool(&dir.path().join("c1"), 1).init_function(pool_flaky_init::init(marker.clone())),
+    )?;
+    pool_pid::submit(&flaky)
+        .result()
+        .map_err(|e| format!("after a failed init: {e}"))?;
+    ensure!(marker.exists(), "the init function never failed");
+    drop(flaky);
+    // One that always fails fails the tasks (after the tries), naming it.
     let exe = build(pool(&dir.path().join("cache"), 2).init_function(pool_bad_init::init()))?;
     match pool_pid::submit(&exe).result() {
         Err(TaskError::Launch { what, detail, .. }) => {
@@ -985,5 +1032,85 @@ fn flux_job_pool() -> Result<(), String> {
         "the driver failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// Issue 11: a busy worker takes its slots from the executor's `max_cores`, as the commands
+/// do: with 2 cores, 2 pooled tasks and 2 commands never run more than 2 at once.
+fn commands_and_workers_share_cores() -> Result<(), String> {
+    let dir = temp();
+    let exe = build(pool(&dir.path().join("cache"), 2))?;
+    let marks = dir.path().to_path_buf();
+    let mut futures = Vec::new();
+    let mut commands = Vec::new();
+    for i in 0..2 {
+        let script = format!(
+            "s=$(date +%s%N); sleep 0.6; echo \"$s $(date +%s%N)\" > {}/cmd{i}",
+            marks.display()
+        );
+        commands.push(exe.submit_command(pitch::Command::new("sh").args(["-c", &script])));
+        futures.push(pool_interval::submit(
+            &exe,
+            marks.clone(),
+            format!("fn{i}"),
+            600,
+        ));
+    }
+    for c in commands {
+        c.result().map_err(|e| e.to_string())?;
+    }
+    for f in futures {
+        f.result().map_err(|e| e.to_string())?;
+    }
+    let mut edges = Vec::new();
+    for name in ["cmd0", "cmd1", "fn0", "fn1"] {
+        let text = std::fs::read_to_string(marks.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let (a, b) = text
+            .trim()
+            .split_once(' ')
+            .ok_or(format!("{name}: {text:?}"))?;
+        let (a, b): (u128, u128) = (
+            a.parse().map_err(|_| text.clone())?,
+            b.parse().map_err(|_| text.clone())?,
+        );
+        edges.push((a, 1i32));
+        edges.push((b, -1i32));
+    }
+    // Ends before starts at the same instant.
+    edges.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, d) in edges {
+        running += d;
+        most = most.max(running);
+    }
+    ensure!(most <= 2, "{most} tasks ran at once on 2 cores");
+    Ok(())
+}
+
+/// Issue 17: `with_fresh` (`pitch sweep --fresh`) on a `block_allocation` executor runs a
+/// finished pooled task again and its new result answers later runs; a fresh run that fails
+/// keeps the finished result.
+fn fresh_pooled() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("n");
+    let value = |fresh: bool| -> Result<Result<u64, TaskError>, String> {
+        let exe = build(pool(&cache, 1))?.with_fresh(fresh);
+        let r = pool_read::submit(&exe, input.clone()).result();
+        exe.shutdown(Shutdown::Wait);
+        Ok(r)
+    };
+    std::fs::write(&input, "1").map_err(|e| e.to_string())?;
+    ensure!(value(false)? == Ok(1), "first run");
+    std::fs::write(&input, "2").map_err(|e| e.to_string())?;
+    ensure!(value(false)? == Ok(1), "answered from the cache");
+    ensure!(value(true)? == Ok(2), "the fresh run");
+    ensure!(value(false)? == Ok(2), "the fresh result answers");
+    std::fs::write(&input, "bad").map_err(|e| e.to_string())?;
+    ensure!(
+        matches!(value(true)?, Err(TaskError::Panicked { .. })),
+        "the fresh run fails"
+    );
+    ensure!(value(false)? == Ok(2), "the finished result stays");
     Ok(())
 }

@@ -23,6 +23,7 @@ mod pool;
 #[cfg(feature = "remote")]
 mod remote;
 mod rerun;
+mod retry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -842,7 +843,7 @@ fn slurm_job_executor(dir: &Path) -> Result<(), String> {
         "sbatch: {}",
         String::from_utf8_lossy(&submitted.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while !out.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -976,7 +977,7 @@ fn cli_cosmology_sweep(dir: &Path) -> Result<(), String> {
             .unwrap()
     };
     let mut first = sweep();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while std::fs::read_to_string(&log)
         .map(|t| t.lines().count())
         .unwrap_or(0)
@@ -1151,7 +1152,7 @@ fn cli_status_and_cancel(dir: &Path) -> Result<(), String> {
         .current_dir(dir)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut counts = serde_json::Value::Null;
     while Instant::now() < deadline {
         let o = pitch(&["status", "--json"]);
@@ -1331,6 +1332,7 @@ fn main() {
         .chain(more)
         .chain(pool::TESTS)
         .chain(rerun::TESTS)
+        .chain(retry::TESTS)
         .chain(pilot::TESTS)
         .chain(parity::TESTS)
         .chain(checkpoint::TESTS)
@@ -1420,7 +1422,7 @@ fn cli_run_detach(dir: &Path) -> Result<(), String> {
     );
     ensure!(stderr.contains("pitch: submitted as Slurm job"), "{stderr}");
     // No pitch process watches the job now: status and results see it end from the files.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut row = serde_json::Value::Null;
     while Instant::now() < deadline {
         let o = pitch_in(dir, &["results", "--format", "json"]);

@@ -51,6 +51,10 @@ pitch::task! {
 }
 
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
+    (
+        "pilot_status_and_cancel_all_see_the_pilots",
+        status_and_cancel,
+    ),
     ("pilot_sweep_with_a_dependency_chain", sweep),
     ("pilot_scancelled_mid_task", scancelled),
     ("pilot_driver_killed_and_rerun", driver_killed),
@@ -226,10 +230,27 @@ fn scancelled(dir: &Path) -> Result<(), String> {
         cancelled.elapsed()
     );
     drop(exe);
+    // The lost attempt's failure, then its success (a rerun answers with the success); the
+    // attempt is recorded once, naming the victim pilot.
     ensure!(
-        records(&cache) == 1,
-        "{} records of one task",
+        records(&cache) == 2,
+        "{} records of one task retried once",
         records(&cache)
+    );
+    let tasks = pitch::Cache::open(&cache)
+        .and_then(|c| c.tasks())
+        .map_err(|e| e.to_string())?;
+    ensure!(tasks.len() == 1, "{} tasks", tasks.len());
+    ensure!(
+        matches!(tasks[0].state, pitch::TaskState::Finished),
+        "{:?}",
+        tasks[0].state
+    );
+    ensure!(
+        tasks[0].attempts.len() == 1
+            && tasks[0].attempts[0].job_id.as_deref() == Some(victim.as_str()),
+        "attempts {:?} (the victim was {victim})",
+        tasks[0].attempts
     );
 
     // Without retries: the task fails with the pilot's job and its end.
@@ -541,5 +562,57 @@ fn cancel_and_time_limit(dir: &Path) -> Result<(), String> {
     }
     let five = add::submit(&exe, 2, 3);
     ensure!(five.result() == Ok(5), "{:?}", five.result());
+    Ok(())
+}
+
+/// Issue 12: `pitch status` lists the pilot jobs of the cache directory and `pitch cancel
+/// --all` cancels them too (a killed driver's pilots still queued would start for nothing).
+fn status_and_cancel(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).map_err(|e| e.to_string())?;
+    let exe = builder(&cache, Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let f = pilot_victim::submit(&exe, marks.clone(), 120_000);
+    let pilot = victim_job(&marks)?;
+    let pitch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(args)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .output()
+            .map_err(|e| e.to_string())
+    };
+    let status = pitch(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        text.contains("1 pilot job: ") && text.contains(&pilot),
+        "status: {text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let json = pitch(&["status", "--json"])?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&json.stdout).map_err(|e| format!("{e}: {:?}", json.stdout))?;
+    ensure!(v["pilots"].get(&pilot).is_some(), "{v}");
+    let cancel = pitch(&["cancel", "--all"])?;
+    let text = String::from_utf8_lossy(&cancel.stdout);
+    ensure!(
+        cancel.status.success() && text.contains("(1 of them pilot job)"),
+        "cancel: {text}{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while live_pilots(&cache)?
+        .iter()
+        .any(|l| l.starts_with(&format!("{pilot} ")))
+    {
+        ensure!(Instant::now() < deadline, "pilot {pilot} still listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Its task was lost with it and runs again on a new pilot (the default retry).
+    let value = f.result().map_err(|e| e.to_string())?;
+    ensure!(value.starts_with("rerun "), "{value}");
+    exe.shutdown(pitch::Shutdown::Cancel);
     Ok(())
 }

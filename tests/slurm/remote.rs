@@ -19,6 +19,7 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ("remote_tasks_over_ssh", remote_tasks),
     ("remote_tasks_builtin_client", remote_tasks_builtin),
     ("remote_cli_profile", remote_cli_profile),
+    ("remote_render_connects_to_nothing", remote_render_offline),
     ("remote_detach_and_reattach", remote_detach_and_reattach),
     ("remote_refuses_unknown_hosts_and_keys", remote_refusals),
     (
@@ -799,6 +800,44 @@ fn remote_flux(dir: &Path) -> Result<(), String> {
     ensure!(
         files_named(&far.join("tasks"), "result.bin") >= 2,
         "the jobs wrote their results on the remote side"
+    );
+    Ok(())
+}
+
+/// Issue 17: `pitch render` with a remote profile shows the job script with the paths of the
+/// login node's twin, and contacts nobody (the login node here does not answer at all).
+fn remote_render_offline(dir: &Path) -> Result<(), String> {
+    std::fs::write(
+        dir.join("pitch.toml"),
+        "[profile.far]\nbackend = \"slurm\"\n[profile.far.remote]\nhost = \"127.0.0.9\"\n\
+         port = 1\ndirectory = \"/scratch/me/pitch\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["render", "--profile", "far", "--", "echo", "hi"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let script = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        script.contains("#SBATCH --output=/scratch/me/pitch/jobs/")
+            && script.contains("/scratch/me/pitch/tasks/"),
+        "{script}"
+    );
+    ensure!(
+        !dir.join("pitch-cache").exists(),
+        "render created the cache directory"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "render took {:?}",
+        started.elapsed()
     );
     Ok(())
 }

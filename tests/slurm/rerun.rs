@@ -176,7 +176,7 @@ fn spawn_driver(dir: &Path, path: &std::ffi::OsString, n: usize) -> std::process
 }
 
 fn wait_for(file: &Path, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while !file.exists() {
         ensure!(Instant::now() < deadline, "{what} never happened");
         std::thread::sleep(Duration::from_millis(50));

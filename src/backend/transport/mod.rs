@@ -187,6 +187,79 @@ impl Transport for Local {
     }
 }
 
+/// Where the jobs see `local`: under `directory` (the cache directory's twin on the login
+/// node) when it is in `local_root`; a path outside the cache directory (a command's cwd, its
+/// output files) is the cluster's own.
+#[cfg(feature = "remote")]
+pub(crate) fn twin_path(local_root: &Path, directory: &Path, local: &Path) -> PathBuf {
+    match local.strip_prefix(local_root) {
+        Ok(rel) => directory.join(rel),
+        Err(_) => local.to_path_buf(),
+    }
+}
+
+/// A remote setting for `pitch render` (`Executor::for_rendering`): the jobs' paths as they
+/// would be on the login node, and no connection: anything that needs one is an error.
+#[cfg(feature = "remote")]
+pub(crate) struct Offline {
+    pub local_root: PathBuf,
+    pub directory: PathBuf,
+    pub login: String,
+}
+
+#[cfg(feature = "remote")]
+impl Offline {
+    fn refused(&self) -> SchedulerError {
+        SchedulerError::CannotRun {
+            program: "ssh".into(),
+            detail: format!(
+                "rendering connects to nothing ({} was not contacted)",
+                self.login
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "remote")]
+impl Transport for Offline {
+    fn run<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [String],
+        _: &'a [(&'a str, &'a str)],
+        _: &'a str,
+    ) -> Fut<'a, Result<CmdOutput, SchedulerError>> {
+        let e = self.refused();
+        Box::pin(async move { Err(e) })
+    }
+
+    fn path(&self, local: &Path) -> PathBuf {
+        twin_path(&self.local_root, &self.directory, local)
+    }
+
+    fn upload<'a>(&'a self, _: &'a [PathBuf], _: bool) -> Fut<'a, Result<(), TransportError>> {
+        let e = TransportError::Remote(self.refused().to_string());
+        Box::pin(async move { Err(e) })
+    }
+
+    fn fetch<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, Result<usize, TransportError>> {
+        let e = TransportError::Remote(self.refused().to_string());
+        Box::pin(async move { Err(e) })
+    }
+
+    fn remove<'a>(&'a self, _: &'a [PathBuf]) -> Fut<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn login(&self) -> Option<String> {
+        Some(self.login.clone())
+    }
+}
+
 /// Reports one scheduler command to `tracing` (target `pitch::scheduler`, level debug): its
 /// argv, where it ran, how it ended and how long it took.
 pub(crate) fn trace_command(

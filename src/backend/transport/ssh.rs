@@ -142,6 +142,20 @@ impl Remote {
         format!("{}:{}", self.host, self.port.unwrap_or(22))
     }
 
+    /// The transport of `pitch render` for this login node: its paths, no connection.
+    pub(crate) fn offline(&self, local_root: &Path) -> super::Offline {
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        super::Offline {
+            local_root: local_root.to_path_buf(),
+            directory: self.directory.clone(),
+            login: format!("{user}{}", self.address()),
+        }
+    }
+
     /// The checks both clients make before connecting.
     pub(super) fn check(&self) -> Result<(), String> {
         if !self.directory.is_absolute() {
@@ -389,12 +403,7 @@ impl Ssh {
     }
 
     fn remote_path(&self, local: &Path) -> PathBuf {
-        match local.strip_prefix(&self.local_root) {
-            Ok(rel) => self.remote.directory.join(rel),
-            // Paths outside the cache directory (a command's cwd, its output files) are the
-            // cluster's own.
-            Err(_) => local.to_path_buf(),
-        }
+        super::twin_path(&self.local_root, &self.remote.directory, local)
     }
 
     fn exec(

@@ -562,12 +562,7 @@ impl Inner {
     }
 
     fn remote_path(&self, local: &Path) -> PathBuf {
-        match local.strip_prefix(&self.local_root) {
-            Ok(rel) => self.remote.directory.join(rel),
-            // Paths outside the cache directory (a command's cwd, its output files) are the
-            // cluster's own.
-            Err(_) => local.to_path_buf(),
-        }
+        super::twin_path(&self.local_root, &self.remote.directory, local)
     }
 
     /// Uploads one file through a temporary name and a rename, so a job never sees a

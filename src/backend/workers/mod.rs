@@ -120,6 +120,9 @@ struct Shared {
     durable: bool,
     /// Worker processes started so far (the first `workers` and every replacement).
     started: AtomicUsize,
+    /// The backend that runs the commands: a worker running tasks leases its size from its
+    /// slots, so that workers and commands together stay within `max_cores`.
+    single: Arc<SingleNode>,
 }
 
 /// The pool backend: function tasks to the workers, commands to `single`.
@@ -168,7 +171,9 @@ impl Pooled {
             .init
             .as_ref()
             .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
+        let single = Arc::new(single);
         let shared = Arc::new(Shared {
+            single: single.clone(),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
@@ -199,7 +204,7 @@ impl Pooled {
             handles.push(handle);
         }
         Ok(Pooled {
-            single: Arc::new(single),
+            single,
             shared,
             defaults: cfg.defaults,
             threads: Mutex::new(handles),
@@ -481,6 +486,10 @@ impl Backend for Pooled {
         }
         self.submit(job);
         Box::pin(std::future::ready(()))
+    }
+
+    fn refuses_function(&self, resources: &Resources) -> Option<String> {
+        refuses(&self.defaults, resources)
     }
 
     fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
@@ -1017,6 +1026,16 @@ impl Shared {
         }
     }
 
+    /// Whether the executor closed the pool.
+    fn is_closed(&self) -> bool {
+        self.state.lock().unwrap().closed
+    }
+
+    /// Whether no task waits for a worker.
+    fn idle(&self) -> bool {
+        self.state.lock().unwrap().queue.is_empty()
+    }
+
     /// No worker can start: fail every queued task, and every later one, with `error`.
     fn break_with(&self, error: TaskError) {
         let queued: Vec<Arc<PoolTask>> = {
@@ -1043,23 +1062,48 @@ enum After {
     Replace,
 }
 
+/// How many times in a row a worker is started before its failure fails the pool's tasks.
+const START_ATTEMPTS: u32 = 3;
+
 /// The thread of worker `index`: start it, feed it tasks, replace it when it dies.
 fn drive(shared: &Shared, index: u32) {
     let mut worker: Option<Worker> = None;
+    // The worker's slots while it has tasks to run: taken before a task, given back when the
+    // queue is empty or a command waits for slots (then taken again behind it).
+    let mut lease = None;
+    let slots = shared.ranks.saturating_mul(shared.threads);
+    // Failed starts in a row (the init function failed, the worker could not be started): a
+    // transient cause (a file system that hiccuped while the init function read its data)
+    // gets START_ATTEMPTS tries, 0.5 s, then 1 s apart, before the pool gives up.
+    let mut failed_starts = 0u32;
     loop {
         if worker.is_none() {
             match start_worker(shared, index) {
-                Ok(w) => worker = Some(w),
+                Ok(w) => {
+                    worker = Some(w);
+                    failed_starts = 0;
+                }
+                Err(_) if failed_starts + 1 < START_ATTEMPTS && !shared.is_closed() => {
+                    failed_starts += 1;
+                    std::thread::sleep(Duration::from_millis(250 << failed_starts));
+                    continue;
+                }
                 Err(e) => return shared.break_with(e),
             }
         }
         let w = worker.as_mut().expect("started above");
+        if lease.is_some() && (shared.single.waiting() || shared.idle()) {
+            lease = None;
+        }
         let Some(task) = shared.next(w) else {
             if let Some(w) = worker.take() {
                 w.stop();
             }
             return;
         };
+        if lease.is_none() {
+            lease = shared.single.lease(slots);
+        }
         if let After::Replace = run_task(shared, w, &task) {
             if let Some(w) = worker.take() {
                 w.kill();

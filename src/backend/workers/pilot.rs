@@ -1142,6 +1142,10 @@ impl Backend for Pilots {
         Box::pin(std::future::ready(()))
     }
 
+    fn refuses_function(&self, resources: &Resources) -> Option<String> {
+        self.refuses(resources)
+    }
+
     fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
         // A function task's `Scheduler` error here is its pilot's end.
         matches!(spec.kind, TaskKind::Function { .. })

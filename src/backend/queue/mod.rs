@@ -274,8 +274,15 @@ impl Queue {
         (d.log_path)(&dir.display().to_string(), name)
     }
 
-    /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary).
-    fn task_body(&self, spec: &TaskSpec, paths: &TaskPaths, exe: Option<&Path>) -> String {
+    /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary;
+    /// `warned`: the job gets the scheduler's warning signal, `checkpoint_grace`).
+    fn task_body(
+        &self,
+        spec: &TaskSpec,
+        paths: &TaskPaths,
+        exe: Option<&Path>,
+        warned: bool,
+    ) -> String {
         let there = |p: PathBuf| self.transport.path(&p);
         script::task_body(&script::TaskBody {
             spec,
@@ -288,6 +295,7 @@ impl Queue {
             exe,
             durable: self.store.durable(),
             rank_launcher: &(self.scheduler.dialect.rank_launcher)(spec.ranks, spec.threads),
+            warning: warned.then_some(self.scheduler.dialect.warning),
         })
     }
 
@@ -414,7 +422,20 @@ impl Queue {
         };
         let jobs_tasks = self.transport.path(&tasks_path);
         header.command = if per_job > 1 {
-            script::packed_body(&jobs_tasks, bodies.len(), per_job, threads, index, cpus)
+            // The group's tasks share the header, and so its warning signal.
+            let warning = header
+                .signal
+                .is_some()
+                .then_some(self.scheduler.dialect.warning);
+            script::packed_body(
+                &jobs_tasks,
+                bodies.len(),
+                per_job,
+                threads,
+                index,
+                cpus,
+                warning,
+            )
         } else if array {
             script::array_body(&jobs_tasks, index)
         } else {
@@ -724,7 +745,8 @@ impl Queue {
         if let Err(e) = self.ship_task(job).await {
             return fail(e);
         }
-        let body = self.task_body(&job.spec, paths, exe.as_deref());
+        let warned = job.resources.checkpoint_grace.is_some();
+        let body = self.task_body(&job.spec, paths, exe.as_deref(), warned);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().push(Pending {
             key: job.spec.key,
@@ -1117,7 +1139,8 @@ impl Backend for Queue {
         };
         let mut header = self.header(resources, spec.ranks, spec.threads);
         header.output = self.job_log(false);
-        header.command = self.task_body(spec, paths, exe.as_deref());
+        let warned = resources.checkpoint_grace.is_some();
+        header.command = self.task_body(spec, paths, exe.as_deref(), warned);
         Some(self.script_text(&header))
     }
 

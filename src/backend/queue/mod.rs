@@ -536,7 +536,21 @@ impl Queue {
                 tasks: keys.to_vec(),
             },
         )?;
-        let submitted = self.scheduler.client.submit(&script).await;
+        let mut submitted = self.scheduler.client.submit(&script).await;
+        if let Err(e) = &submitted {
+            // A failed submission may still have been accepted (sbatch's reply lost: "Socket
+            // timed out on send/recv operation"): the job would run while its tasks end as
+            // refused, and a rerun would run them again. Asked once, by the job's script.
+            if let Ok(Some(found)) = self.scheduler.client.submitted(&self.tag).await {
+                if let Some(&job_id) = found.get(&script.display().to_string()) {
+                    self.warn(format!(
+                        "{} said the submission failed ({e}), yet the scheduler lists job                          {job_id} with its script: its tasks are watched as that job",
+                        self.scheduler.dialect.submitter
+                    ));
+                    submitted = Ok((job_id, String::new()));
+                }
+            }
+        }
         match &submitted {
             // Accepted with a warning (sbatch: "can't run 1 processes on 50 nodes, setting
             // nnodes to 1"): said, not thrown away.

@@ -44,6 +44,7 @@ compile_error!(
 mod backend;
 mod builders;
 mod cache;
+mod checkpoint;
 mod codec;
 mod command;
 mod engine;

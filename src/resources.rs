@@ -483,6 +483,20 @@ impl Resources {
         if let Some((field, _)) = zero_checks.iter().find(|(_, zero)| *zero) {
             return Err(ResourceError::Zero { field });
         }
+        if let (Some(grace), Some(limit)) = (self.checkpoint_grace, self.run_time_max) {
+            if grace >= limit {
+                return Err(invalid(
+                    "checkpoint_grace",
+                    &duration_text(grace),
+                    format!(
+                        "the warning must come before the time limit: checkpoint_grace \
+                         ({}) must be shorter than run_time_max ({})",
+                        duration_text(grace),
+                        duration_text(limit)
+                    ),
+                ));
+            }
+        }
         self.env.keys().try_for_each(|k| check_env_key(k))
     }
 }

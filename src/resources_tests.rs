@@ -439,3 +439,27 @@ fn retry_on_reads_names_and_all_and_names_a_wrong_one() {
     let zero = Resources::new().checkpoint_grace(Duration::ZERO);
     assert!(zero.validate_basic().is_err());
 }
+
+#[test]
+fn a_checkpoint_grace_not_shorter_than_the_time_limit_is_refused_naming_both() {
+    let r = |grace, limit| {
+        Resources::new()
+            .checkpoint_grace(secs(grace))
+            .run_time_max(secs(limit))
+            .validate_basic()
+    };
+    assert!(r(90, 120).is_ok());
+    // Without a time limit there is nothing to check (Slurm's partition limit may apply).
+    assert!(Resources::new()
+        .checkpoint_grace(secs(90))
+        .validate_basic()
+        .is_ok());
+    for (grace, limit) in [(60, 60), (120, 60)] {
+        let e = r(grace, limit).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("checkpoint_grace ({grace}s)"))
+                && e.contains(&format!("run_time_max ({limit}s)")),
+            "{e}"
+        );
+    }
+}

@@ -7,6 +7,8 @@
 //!       task.bin              what to run
 //!       result.bin            the outcome (values of every rank, or a TaskError)
 //!       rank.<r>.bin          a rank's outcome, before the ranks are gathered into result.bin
+//!       checkpoint.bin        the state a function task saved to be resumed from (rank 0's),
+//!                             removed once the task has a finished result
 //!       stdout, stderr        kept only when the task wrote something
 //!       exit                  a command's exit code and times, left by its job script
 //!   log/<nanos>-<pid>.plog    a result log: records of pooled tasks' results (see resultlog)
@@ -53,6 +55,7 @@ pub(crate) enum FileKind {
     Result = 2,
     Rank = 3,
     Journal = 4,
+    Checkpoint = 5,
 }
 
 impl FileKind {
@@ -62,6 +65,7 @@ impl FileKind {
             FileKind::Result => "result file",
             FileKind::Rank => "rank result file",
             FileKind::Journal => "journal file",
+            FileKind::Checkpoint => "checkpoint file",
         }
     }
 }
@@ -90,9 +94,10 @@ pub(crate) enum FormatError {
     TooLarge,
     #[error("holds undecodable data: {0}")]
     Decode(String),
-    /// A result or rank file whose payload names another task (copied from its directory).
-    #[error("is the result of task {found}, not of this task: refused as foreign")]
-    Foreign { found: String },
+    /// A result, rank or checkpoint file whose payload names another task (copied from its
+    /// directory).
+    #[error("is the {kind} of task {found}, not of this task: refused as foreign")]
+    Foreign { found: String, kind: &'static str },
     /// It, or its directory, is not one pitch can trust (a link, another user's, writable by
     /// others); the text reads after "it", like the others.
     #[error("{0}")]
@@ -149,6 +154,7 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
             FileKind::Result,
             FileKind::Rank,
             FileKind::Journal,
+            FileKind::Checkpoint,
         ]
         .into_iter()
         .find(|k| *k as u8 == bytes[6])
@@ -222,9 +228,9 @@ pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
     codec::decode(&payload).map_err(FormatError::Decode)
 }
 
-/// Reads, checks and decodes a result or rank file of the task `key`: its payload starts with
-/// the key of the task that wrote it, so a file copied from another task's directory is
-/// refused as foreign (the checksum covers the key).
+/// Reads, checks and decodes a result, rank or checkpoint file of the task `key`: its payload
+/// starts with the key of the task that wrote it, so a file copied from another task's
+/// directory is refused as foreign (the checksum covers the key).
 pub(crate) fn read_value_bound<T: serde::de::DeserializeOwned>(
     path: &Path,
     kind: FileKind,
@@ -241,6 +247,7 @@ pub(crate) fn read_value_bound<T: serde::de::DeserializeOwned>(
         let found = TaskKey::from_bytes(*found);
         return Err(FormatError::Foreign {
             found: found.to_string(),
+            kind: kind.name(),
         });
     }
     codec::decode(value).map_err(FormatError::Decode)
@@ -352,6 +359,17 @@ pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ResultRecord {
     pub outcome: Result<Vec<Vec<u8>>, TaskError>,
+}
+
+/// The state a function task saved with `TaskContext::checkpoint` (`checkpoint.bin`, after
+/// the task's key): the encoded state and the name of its type, which `TaskContext::resume`
+/// checks before decoding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CheckpointRecord {
+    /// `std::any::type_name` of the state.
+    pub type_name: String,
+    /// The state, encoded with the codec.
+    pub state: Vec<u8>,
 }
 
 /// One rank's outcome, before the ranks are gathered.
@@ -759,6 +777,10 @@ impl TaskPaths {
     pub(crate) fn stderr(&self) -> PathBuf {
         self.dir.join("stderr")
     }
+    /// The state the task saved to be resumed from ([`CheckpointRecord`]).
+    pub(crate) fn checkpoint_file(&self) -> PathBuf {
+        self.dir.join("checkpoint.bin")
+    }
     /// The exit code a command's job script leaves for the driver to collect.
     pub(crate) fn exit_file(&self) -> PathBuf {
         self.dir.join("exit")
@@ -928,7 +950,8 @@ impl TaskPaths {
     }
 
     /// Publishes a result, except that a finished (Ok) result already there is never replaced
-    /// by a failure: the stored one wins and is returned.
+    /// by a failure: the stored one wins and is returned. Once a finished result is written,
+    /// the task's checkpoint goes: a later run (`with_fresh`) starts from the beginning.
     pub(crate) fn publish_result(&self, record: ResultRecord) -> ResultRecord {
         if record.outcome.is_err() {
             if let Some(existing) = self.finished_result() {
@@ -942,10 +965,48 @@ impl TaskPaths {
             &record,
             self.durable,
         ) {
-            Ok(()) => record,
+            Ok(()) => {
+                if record.outcome.is_ok() {
+                    self.remove_checkpoint();
+                }
+                record
+            }
             Err(e) if record.outcome.is_ok() => ResultRecord { outcome: Err(e) },
             Err(_) => record,
         }
+    }
+
+    /// Saves the task's checkpoint atomically (creating the task directory when missing: a
+    /// pooled task has none): a reader sees the previous checkpoint or this one, never a
+    /// torn file.
+    pub(crate) fn write_checkpoint(&self, record: &CheckpointRecord) -> Result<(), TaskError> {
+        self.create()?;
+        write_value_bound(
+            &self.checkpoint_file(),
+            FileKind::Checkpoint,
+            &self.key,
+            record,
+            self.durable,
+        )
+    }
+
+    /// The task's checkpoint, if it saved one: `Ok(None)` when there is none; a file that is
+    /// not this task's (copied from another task's directory), corrupted or in a directory
+    /// pitch cannot trust is an error, never read as the task's state.
+    pub(crate) fn read_checkpoint(&self) -> Result<Option<CheckpointRecord>, TaskError> {
+        let read = self.check_dirs().and_then(|()| {
+            read_value_bound(&self.checkpoint_file(), FileKind::Checkpoint, &self.key)
+        });
+        match read {
+            Ok(record) => Ok(Some(record)),
+            Err(FormatError::Missing) => Ok(None),
+            Err(e) => Err(e.into_task_error(&self.checkpoint_file())),
+        }
+    }
+
+    /// Removes the task's checkpoint (once it has finished), if any.
+    pub(crate) fn remove_checkpoint(&self) {
+        let _ = fs::remove_file(self.checkpoint_file());
     }
 
     /// Clears what a failed attempt left before the task is submitted again: a failed result,
@@ -994,12 +1055,12 @@ impl TaskPaths {
                 Ok(v) => values.push(v),
                 Err(cause) => {
                     // A rank stopped because another rank failed is not the cause: prefer
-                    // a rank with a real error over one that merely has no result.
-                    let real = !matches!(cause, TaskError::WorkerDied { .. });
+                    // a rank with a real error over one that checkpointed (the ranks stop
+                    // together), and that over one that merely has no result.
                     let keep = match &failure {
                         None => true,
                         Some(TaskError::Rank { cause: c, .. }) => {
-                            real && matches!(**c, TaskError::WorkerDied { .. })
+                            rank_failure_weight(&cause) > rank_failure_weight(c)
                         }
                         Some(_) => false,
                     };
@@ -1015,6 +1076,13 @@ impl TaskPaths {
         }
         let record = ResultRecord {
             outcome: match failure {
+                // The ranks stopped to be resumed (rank 0 saved the state): the task's
+                // attempt ends so, whichever rank said it first.
+                Some(TaskError::Rank { cause, .. })
+                    if matches!(*cause, TaskError::Checkpointed { .. }) =>
+                {
+                    Err(*cause)
+                }
                 Some(e) => Err(e),
                 None => Ok(values),
             },
@@ -1024,6 +1092,16 @@ impl TaskPaths {
             let _ = fs::remove_file(self.rank_file(rank));
         }
         record
+    }
+}
+
+/// Which rank's failure names a multi-rank task's: a real error (2) over a checkpoint (1) over
+/// a rank that merely left no result (0), stopped because another rank ended.
+pub(crate) fn rank_failure_weight(cause: &TaskError) -> u8 {
+    match cause {
+        TaskError::WorkerDied { .. } => 0,
+        TaskError::Checkpointed { .. } => 1,
+        _ => 2,
     }
 }
 

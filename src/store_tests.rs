@@ -259,7 +259,7 @@ fn a_result_or_rank_file_of_another_task_is_foreign() {
     fs::copy(a.result_file(), b.result_file()).unwrap();
     let err = b.read_result().unwrap_err();
     assert!(
-        matches!(&err, FormatError::Foreign { found } if *found == TaskKey::from_bytes([0xa; 16]).to_string()),
+        matches!(&err, FormatError::Foreign { found, .. } if *found == TaskKey::from_bytes([0xa; 16]).to_string()),
         "{err}"
     );
     assert!(err.to_string().contains("foreign"), "{err}");
@@ -276,4 +276,104 @@ fn a_result_or_rank_file_of_another_task_is_foreign() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_checkpoint_is_bound_to_its_task_and_goes_once_the_task_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false, Policy::default()).unwrap();
+    let (a, b) = (
+        store.task(&TaskKey::from_bytes([0xa; 16])),
+        store.task(&TaskKey::from_bytes([0xb; 16])),
+    );
+    // None yet; the task directory is created when it is written (pooled tasks have none).
+    assert_eq!(a.read_checkpoint().unwrap(), None);
+    let rec = CheckpointRecord {
+        type_name: "u64".into(),
+        state: vec![1, 2, 3],
+    };
+    a.write_checkpoint(&rec).unwrap();
+    assert_eq!(a.read_checkpoint().unwrap(), Some(rec.clone()));
+    // Not a result, and never read as one.
+    assert!(matches!(
+        read_value::<ResultRecord>(&a.checkpoint_file(), FileKind::Result),
+        Err(FormatError::Kind { .. })
+    ));
+    // Copied into another task's directory: refused as foreign, naming the kind.
+    b.create().unwrap();
+    fs::copy(a.checkpoint_file(), b.checkpoint_file()).unwrap();
+    match b.read_checkpoint() {
+        Err(TaskError::Store { detail, .. }) => {
+            assert!(
+                detail.contains("checkpoint file of task") && detail.contains("foreign"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Corrupted: refused.
+    let mut bytes = fs::read(a.checkpoint_file()).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(b.checkpoint_file(), &bytes).unwrap();
+    assert!(b.read_checkpoint().is_err());
+    // A failure leaves it; a finished result removes it.
+    a.publish_result(ResultRecord {
+        outcome: Err(TaskError::Checkpointed {
+            detail: "saved".into(),
+        }),
+    });
+    assert!(a.checkpoint_file().exists());
+    a.publish_result(ResultRecord {
+        outcome: Ok(vec![vec![1]]),
+    });
+    assert!(!a.checkpoint_file().exists());
+    assert_eq!(a.read_checkpoint().unwrap(), None);
+}
+
+#[test]
+fn ranks_that_checkpointed_make_a_checkpointed_task_unless_one_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false, Policy::default()).unwrap();
+    let t = store.task(&TaskKey::from_bytes([0xc; 16]));
+    t.create().unwrap();
+    let checkpointed = || TaskError::Checkpointed {
+        detail: "saved".into(),
+    };
+    let gather = |outcomes: Vec<Option<Result<Vec<u8>, TaskError>>>| {
+        let _ = fs::remove_file(t.result_file());
+        let size = outcomes.len() as u32;
+        for (rank, outcome) in outcomes.into_iter().enumerate() {
+            if let Some(outcome) = outcome {
+                t.write_rank(&RankRecord {
+                    rank: rank as u32,
+                    outcome,
+                })
+                .unwrap();
+            }
+        }
+        t.gather_ranks(size).outcome
+    };
+    // Every rank, or rank 0 with the others done or gone: the task checkpointed (unwrapped,
+    // so that the engine sees it).
+    assert_eq!(
+        gather(vec![Some(Err(checkpointed())), Some(Err(checkpointed()))]),
+        Err(checkpointed())
+    );
+    assert_eq!(
+        gather(vec![Some(Err(checkpointed())), None, Some(Ok(vec![1]))]),
+        Err(checkpointed())
+    );
+    // A rank that really failed names the failure.
+    let failed = TaskError::Failed {
+        chain: vec!["boom".into()],
+    };
+    assert_eq!(
+        gather(vec![Some(Err(checkpointed())), Some(Err(failed.clone()))]),
+        Err(TaskError::Rank {
+            rank: 1,
+            size: 2,
+            cause: Box::new(failed)
+        })
+    );
 }

@@ -45,6 +45,11 @@ pub struct SlurmScript {
     /// `--time` in the scheduler's syntax (Slurm: `"HH:MM:SS"` or `"D-HH:MM:SS"`; Flux:
     /// `"90s"`).
     pub time: Option<String>,
+    /// `--signal`: the warning signal before the time limit, in the scheduler's syntax
+    /// (Slurm: `"B:USR1@90"`; Flux: `"SIGUSR1@90s"`), from `checkpoint_grace`.
+    pub signal: Option<String>,
+    /// `--requeue` when true, `--no-requeue` when false (Slurm).
+    pub requeue: Option<bool>,
     /// `--mem` in Slurm syntax (`"4G"`, `"1536M"`).
     pub mem: Option<String>,
     /// `--partition` (Flux: `--queue`).

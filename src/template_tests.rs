@@ -31,6 +31,8 @@ fn full() -> SlurmScript {
         nodes: Some(2),
         exclusive: true,
         time: Some("1-00:00:00".into()),
+        signal: Some("B:USR1@90".into()),
+        requeue: Some(true),
         mem: Some("4G".into()),
         partition: Some("gpu".into()),
         account: Some("proj42".into()),
@@ -92,6 +94,8 @@ fn full_snapshot() {
 #SBATCH --nodes=2
 #SBATCH --exclusive
 #SBATCH --time=1-00:00:00
+#SBATCH --signal=B:USR1@90
+#SBATCH --requeue
 #SBATCH --mem=4G
 #SBATCH --partition=gpu
 #SBATCH --account=proj42
@@ -108,6 +112,13 @@ srun pitch-worker --task "$SLURM_ARRAY_TASK_ID"
 echo done
 "#;
     assert_eq!(render_default(&full()).unwrap(), expected);
+    let no_requeue = SlurmScript {
+        requeue: Some(false),
+        ..minimal()
+    };
+    let out = render_default(&no_requeue).unwrap();
+    assert!(out.contains("\n#SBATCH --no-requeue\n"), "{out}");
+    assert!(!out.contains("--signal"), "{out}");
 }
 
 #[test]
@@ -377,6 +388,8 @@ fn flux_template_minimal() {
 fn flux_template_full_quotes_directive_values_as_shell_words() {
     let mut ctx = full();
     ctx.time = Some("90s".into());
+    ctx.signal = Some("SIGUSR1@30s".into());
+    ctx.requeue = None;
     ctx.partition = Some("debug queue".into());
     let out = render_flux(&ctx).unwrap();
     for line in [
@@ -387,6 +400,7 @@ fn flux_template_full_quotes_directive_values_as_shell_words() {
         "# flux: --nodes=2",
         "# flux: --exclusive",
         "# flux: --time-limit=90s",
+        "# flux: --signal=SIGUSR1@30s",
         "# flux: --queue='debug queue'",
         "# flux: --bank=proj42",
         "# flux: --dependency=afterok:12",

@@ -1,6 +1,7 @@
 //! The worker side: [`init`] turns the process into a worker when it was launched as one; the
 //! worker reads a task file, resolves its inputs from the store, runs the registered function
-//! and writes its result atomically. [`TaskContext`] tells a running task its rank.
+//! and writes its result atomically. [`TaskContext`] tells a running task its rank (and,
+//! with `crate::checkpoint`, whether it should stop, and its checkpoint).
 
 use std::ffi::OsStr;
 use std::panic::{self, AssertUnwindSafe};
@@ -8,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::error::{LaunchErrorKind, TaskError};
+use crate::error::{LaunchErrorKind, TaskError, REQUEUE_EXIT_CODE};
 use crate::future::view_bytes;
 use crate::registry;
-use crate::store::{RankRecord, ResultRecord, Store};
+use crate::store::{RankRecord, ResultRecord, Store, TaskPaths};
 use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 
 /// The first argument that makes a binary a worker.
@@ -20,6 +21,11 @@ pub(crate) const WORKER_ARG: &str = "__pitch-worker";
 pub(crate) const WORKER_ENV: &str = "PITCH_WORKER";
 /// Set when the worker must fsync what it writes.
 pub(crate) const DURABLE_ENV: &str = "PITCH_DURABLE";
+/// When a SingleNode (SlurmJob, FluxJob) function task is warned before its time limit, in
+/// milliseconds since the Unix epoch: besides the SIGUSR1 its driver sends then, so that a
+/// warning that comes while a launcher (mpiexec, srun, flux run) is still starting the ranks
+/// is not lost.
+pub(crate) const WARN_AT_ENV: &str = "PITCH_WARN_AT";
 
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
@@ -61,6 +67,8 @@ pub fn init() {
 /// process exit code.
 pub fn main(args: &[String]) -> i32 {
     IN_WORKER.store(true, Ordering::SeqCst);
+    // Before anything else: the warning before a time limit must not kill the worker.
+    crate::checkpoint::install_handler();
     let durable = std::env::var_os(DURABLE_ENV).is_some();
     let parsed = |root: &str, key: &str| -> Result<(Store, TaskKey), String> {
         Ok((Store::at(PathBuf::from(root), durable), key.parse()?))
@@ -78,6 +86,7 @@ pub fn main(args: &[String]) -> i32 {
         ["gather", root, key, ranks] => match (parsed(root, key), ranks.parse::<u32>()) {
             (Ok((store, key)), Ok(ranks)) => match store.task(&key).gather_ranks(ranks).outcome {
                 Ok(_) => 0,
+                Err(TaskError::Checkpointed { .. }) => REQUEUE_EXIT_CODE,
                 Err(_) => 1,
             },
             (Err(e), _) => usage(&e),
@@ -300,7 +309,8 @@ fn execute(store: &Store, spec: TaskSpec) -> Result<Vec<u8>, TaskError> {
 }
 
 /// Runs a registered function on its encoded arguments, a panic caught as
-/// [`TaskError::Panicked`].
+/// [`TaskError::Panicked`], and the unwinding of `TaskContext::checkpoint` as the end it
+/// carries ([`TaskError::Checkpointed`]).
 pub(crate) fn run_registered(
     registration: &registry::Registration,
     args: Vec<Vec<u8>>,
@@ -309,13 +319,16 @@ pub(crate) fn run_registered(
     HOOK.call_once(install_panic_hook);
     match panic::catch_unwind(AssertUnwindSafe(|| (registration.run)(args))) {
         Ok(result) => result,
-        Err(payload) => Err(TaskError::Panicked {
-            message: panic_message(payload.as_ref()),
-            location: PANIC_LOCATION
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        }),
+        Err(payload) => match payload.downcast::<crate::checkpoint::Stop>() {
+            Ok(stop) => Err(stop.0),
+            Err(payload) => Err(TaskError::Panicked {
+                message: panic_message(payload.as_ref()),
+                location: PANIC_LOCATION
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            }),
+        },
     }
 }
 
@@ -342,6 +355,13 @@ fn run(store: &Store, key: TaskKey) -> i32 {
             }
         });
     let ranks = spec.as_ref().map(|s| s.ranks).unwrap_or(1);
+    crate::checkpoint::run_in(paths.clone());
+    if let Some(at) = std::env::var(WARN_AT_ENV)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+    {
+        crate::checkpoint::stop_process_at(at);
+    }
     let (rank, size, outcome) = match rank_from_env(ranks) {
         Err(e) => (0, 1, Err(e)),
         Ok((rank, size, local_rank)) => {
@@ -354,6 +374,23 @@ fn run(store: &Store, key: TaskKey) -> i32 {
             });
             (rank, size, spec.and_then(|spec| execute(store, spec)))
         }
+    };
+    finish(&paths, rank, size, outcome)
+}
+
+/// Records how the task of `paths` ended on this rank (its result, or its rank's file);
+/// returns the worker's exit code: 0, 1 for a failure, [`REQUEUE_EXIT_CODE`] for a
+/// checkpoint, 3 when the result could not be written.
+pub(crate) fn finish(
+    paths: &TaskPaths,
+    rank: u32,
+    size: u32,
+    outcome: Result<Vec<u8>, TaskError>,
+) -> i32 {
+    let code = match &outcome {
+        Ok(_) => 0,
+        Err(TaskError::Checkpointed { .. }) => REQUEUE_EXIT_CODE,
+        Err(_) => 1,
     };
     let ok = outcome.is_ok();
     if size <= 1 {
@@ -382,11 +419,7 @@ fn run(store: &Store, key: TaskKey) -> i32 {
         ));
         return 3;
     }
-    if ok {
-        0
-    } else {
-        1
-    }
+    code
 }
 
 #[cfg(test)]

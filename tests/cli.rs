@@ -367,6 +367,47 @@ fn results_show_parameters_render_and_gc() {
     assert!(script.contains("#SBATCH --partition=short"), "{script}");
     assert!(script.contains("#SBATCH --time=00:01:30"), "{script}");
     assert!(script.contains("exec echo 'a b'"), "{script}");
+    // The warning before the time limit, and Slurm's own requeue, are shown too: the job
+    // script then passes SIGUSR1 on to the command.
+    let o = pitch(
+        d.path(),
+        &[
+            "render",
+            "--time",
+            "2m",
+            "--checkpoint-grace",
+            "90s",
+            "--no-requeue",
+            "--",
+            "./sim",
+        ],
+    );
+    let script = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        script.contains("\n#SBATCH --signal=B:USR1@90\n"),
+        "{script}"
+    );
+    assert!(script.contains("\n#SBATCH --no-requeue\n"), "{script}");
+    assert!(script.contains("trap pitch_warn USR1"), "{script}");
+    let o = pitch(
+        d.path(),
+        &[
+            "render",
+            "--time",
+            "1m",
+            "--checkpoint-grace",
+            "2m",
+            "--",
+            "true",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("run_time_max (60s)"),
+        "{}",
+        text(&o.stderr)
+    );
     // cancel on a cache without scheduler jobs has nothing to do.
     let o = pitch(d.path(), &["cancel", "--all"]);
     assert!(o.status.success());

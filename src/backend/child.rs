@@ -254,13 +254,15 @@ impl<R: Read + AsRawFd> Stream<R> {
 }
 
 /// Watches `child` until it has exited and its pipes are drained: copies its output into the
-/// sinks, sends SIGTERM to its process group when `limit` passes (SIGKILL after
-/// [`KILL_GRACE`]), and reaps it.
+/// sinks, sends SIGUSR1 to its process group when `warn` passes (the warning before its time
+/// limit, `checkpoint_grace`), SIGTERM when `limit` passes (SIGKILL after [`KILL_GRACE`]),
+/// and reaps it.
 pub(crate) fn supervise(
     mut child: Child,
     stdout: Sink,
     stderr: Sink,
     limit: Option<Duration>,
+    warn: Option<Duration>,
     ticket: &Ticket,
 ) -> Finished {
     let start = Instant::now();
@@ -280,6 +282,7 @@ pub(crate) fn supervise(
     let mut exited_at: Option<Instant> = None;
     let mut timed_out = false;
     let mut kill_at: Option<Instant> = None;
+    let mut warn_at: Option<Instant> = warn.map(|w| start + w);
     loop {
         let now = Instant::now();
         if let Some(at) = exited_at {
@@ -287,8 +290,13 @@ pub(crate) fn supervise(
                 break;
             }
         }
-        // Deadlines while the child runs: the time limit, then the SIGKILL after it.
+        // Deadlines while the child runs: the warning, the time limit, then the SIGKILL
+        // after it.
         if exited_at.is_none() {
+            if warn_at.is_some_and(|w| now >= w) {
+                warn_at = None;
+                kill_group(pid, libc::SIGUSR1);
+            }
             if let Some(l) = limit {
                 if !timed_out && now >= start + l {
                     timed_out = true;
@@ -309,7 +317,10 @@ pub(crate) fn supervise(
                 (Some(k), _) => Some(k),
                 (None, Some(l)) => Some(start + l),
                 (None, None) => None,
-            },
+            }
+            .into_iter()
+            .chain(warn_at)
+            .min(),
         };
         let mut timeout = wake.map(|w| w.saturating_duration_since(now));
         if pidfd.is_none() && exited_at.is_none() {
@@ -418,6 +429,7 @@ mod tests {
             Sink::new(dir.join("out"), false),
             Sink::new(dir.join("err"), false),
             limit,
+            None,
             &ticket,
         )
     }
@@ -474,6 +486,42 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn the_warning_comes_before_the_time_limit_to_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // The shell and its child both trap SIGUSR1: the process group gets it, once, at the
+        // warning, and the task ends on its own before its time limit.
+        let script = "trap 'echo parent; exit 75' USR1; \
+                      sh -c 'trap \"echo child; exit 0\" USR1; while :; do sleep 0.05; done' & \
+                      while :; do sleep 0.05; done";
+        let ticket = Ticket::default();
+        let child = ticket.start(|| sh(script)).unwrap().unwrap();
+        let start = Instant::now();
+        let f = supervise(
+            child,
+            Sink::new(dir.path().join("out"), false),
+            Sink::new(dir.path().join("err"), false),
+            Some(Duration::from_secs(20)),
+            Some(Duration::from_millis(300)),
+            &ticket,
+        );
+        assert!(
+            matches!(f.end.unwrap(), End::Exited(s) if s.code() == Some(75)),
+            "ended by its own trap"
+        );
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(10),
+            "{elapsed:?}"
+        );
+        let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert!(out.contains("parent"), "{out}");
+        // The background child got it too (it may print after the parent's exit).
+        std::thread::sleep(Duration::from_millis(300));
+        let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert_eq!(out.matches("child").count(), 1, "{out}");
     }
 
     #[test]
@@ -566,6 +614,7 @@ mod tests {
             child,
             Sink::new(dir.path().join("o"), false),
             Sink::new(dir.path().join("e"), false),
+            None,
             None,
             ticket,
         )

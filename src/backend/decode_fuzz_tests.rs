@@ -314,6 +314,7 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
                 output_type: "u64".into(),
                 args: vec![vec![1, 2]],
             }),
+            stop_after: Some(std::time::Duration::from_secs(90)),
         })
         .unwrap(),
         protocol::frame(&ToWorker::Run {
@@ -321,6 +322,11 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
             name: "add".into(),
             fingerprint: "fn(i64, i64) -> i64".into(),
             args: vec![vec![1], vec![2, 3]],
+            checkpoint: Some(Ok(crate::store::CheckpointRecord {
+                type_name: "u64".into(),
+                state: vec![4, 2],
+            })),
+            stop_after: None,
         })
         .unwrap(),
     ];
@@ -339,6 +345,17 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
         protocol::frame(&FromWorker::Done {
             outcome: Err(TaskError::Failed {
                 chain: vec!["boom".into()],
+            }),
+            checkpoint: None,
+        })
+        .unwrap(),
+        protocol::frame(&FromWorker::Done {
+            outcome: Err(TaskError::Checkpointed {
+                detail: "saved".into(),
+            }),
+            checkpoint: Some(crate::store::CheckpointRecord {
+                type_name: "u64".into(),
+                state: vec![1; 8],
             }),
         })
         .unwrap(),

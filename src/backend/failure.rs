@@ -1,12 +1,13 @@
 //! One cause, one error: the errors every backend builds the same way for a program that
 //! could not be started, whoever saw it fail (`posix_spawn` on SingleNode, the job script's
 //! bash on SlurmCluster and FluxCluster, a check before `srun` or `flux run` on SlurmJob and
-//! FluxJob), and the death by signal that a shell or launcher reports as exit code 128 + N.
+//! FluxJob), the death by signal that a shell or launcher reports as exit code 128 + N, and a
+//! command's exit code ([`command_exit`]: [`REQUEUE_EXIT_CODE`] asks to be resubmitted).
 //! The README's "Errors by cause" table lists them.
 
 use std::path::Path;
 
-use crate::error::{LaunchErrorKind, TaskError};
+use crate::error::{LaunchErrorKind, TaskError, REQUEUE_EXIT_CODE};
 
 /// `program` does not exist (or is not on PATH).
 pub(crate) fn program_not_found(program: &str) -> TaskError {
@@ -67,6 +68,37 @@ pub(crate) fn exec_failed(program: &str, code: i32, stderr_tail: &str) -> TaskEr
 /// died of signal N, and cannot tell that apart from the process exiting with 128 + N itself.
 pub(crate) fn signal_of(code: i32) -> Option<i32> {
     (129..=128 + 64).contains(&code).then(|| code - 128)
+}
+
+/// The end of an attempt whose process (`what`: a command, or a function task's worker that
+/// left no result) exited with `code`, when that code is [`REQUEUE_EXIT_CODE`]: the task
+/// asked to be submitted again ([`TaskError::Checkpointed`]).
+pub(crate) fn requeue_requested(what: &str, code: i32) -> Option<TaskError> {
+    (code == REQUEUE_EXIT_CODE).then(|| TaskError::Checkpointed {
+        detail: format!(
+            "exit code {code} (REQUEUE_EXIT_CODE) from {what}: it asked to be submitted again"
+        ),
+    })
+}
+
+/// The error of a command `program` that exited with `code` (not a death by signal), or
+/// `None` when the exit makes a value: 0, or any code of a command that allows failure,
+/// except [`REQUEUE_EXIT_CODE`], which always asks for a resubmission
+/// ([`TaskError::Checkpointed`]); otherwise [`TaskError::CommandFailed`].
+pub(crate) fn command_exit(
+    program: &str,
+    code: i32,
+    allow_failure: bool,
+    stderr_tail: String,
+) -> Option<TaskError> {
+    if let Some(requeue) = requeue_requested(&format!("command {program:?}"), code) {
+        return Some(requeue);
+    }
+    (code != 0 && !allow_failure).then(|| TaskError::CommandFailed {
+        program: program.to_string(),
+        code,
+        stderr_tail,
+    })
 }
 
 /// Where `program` would be executed from, as `execvp` looks for it (in `path`, the task's
@@ -141,6 +173,30 @@ mod tests {
         assert_eq!(signal_of(128), None);
         assert_eq!(signal_of(3), None);
         assert_eq!(signal_of(255), None);
+    }
+
+    #[test]
+    fn exit_code_75_asks_for_a_resubmission_whatever_allow_failure_says() {
+        for allow_failure in [false, true] {
+            match command_exit("sim", 75, allow_failure, "tail".into()) {
+                Some(TaskError::Checkpointed { detail }) => {
+                    assert!(detail.starts_with("exit code 75"), "{detail}");
+                    assert!(detail.contains("\"sim\""), "{detail}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(command_exit("sim", 0, false, String::new()), None);
+        assert_eq!(command_exit("sim", 3, true, String::new()), None);
+        assert_eq!(
+            command_exit("sim", 3, false, "x".into()),
+            Some(TaskError::CommandFailed {
+                program: "sim".into(),
+                code: 3,
+                stderr_tail: "x".into()
+            })
+        );
+        assert!(requeue_requested("the worker", 74).is_none());
     }
 
     #[test]

@@ -110,8 +110,17 @@ impl Launcher {
     }
 
     /// What this launcher cannot honour (more slots than `max_cores`, more nodes than it
-    /// has, ...), and the resource keys it ignores.
+    /// has, ...), and the resource keys it ignores (`checkpoint_grace` without
+    /// `run_time_max`: the warning comes before pitch's own time limit).
     pub(crate) fn check(&self, r: &Resources, max_cores: u32) -> Result<Vec<&'static str>, String> {
+        let mut ignored = self.check_keys(r, max_cores)?;
+        if r.checkpoint_grace.is_some() && r.run_time_max.is_none() {
+            ignored.push("checkpoint_grace");
+        }
+        Ok(ignored)
+    }
+
+    fn check_keys(&self, r: &Resources, max_cores: u32) -> Result<Vec<&'static str>, String> {
         let what = match *self {
             Launcher::Local => "max_cores",
             Launcher::Srun { .. } => "the CPUs of the allocation (or max_cores)",

@@ -93,6 +93,19 @@ impl Pool {
     /// lease their size, so that they and the commands of the same executor share its slots.
     /// `None` when the pool cannot run it (no thread could be started, or it closed).
     pub(crate) fn lease(&self, slots: u32) -> Option<Lease> {
+        {
+            // At once, under the lock, when nothing waits before it and the slots are free.
+            let mut st = self.shared.state.lock().unwrap();
+            if st.queue.is_empty() && slots <= st.free_slots && st.free_workers > 0 {
+                st.free_slots -= slots;
+                st.free_workers = st.free_workers.saturating_sub(1);
+                return Some(Lease(Leased::Direct {
+                    shared: self.shared.clone(),
+                    slots,
+                }));
+            }
+        }
+        // Else in the FIFO: a pool thread takes the slots and holds them for the caller.
         let (granted_tx, granted_rx) = std::sync::mpsc::channel::<()>();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         self.push(Work {
@@ -107,9 +120,9 @@ impl Pool {
         })
         .ok()?;
         granted_rx.recv().ok()?;
-        Some(Lease {
+        Some(Lease(Leased::Queued {
             _release: release_tx,
-        })
+        }))
     }
 
     /// Whether work waits for slots.
@@ -124,8 +137,29 @@ impl Pool {
 }
 
 /// Slots taken from a [`Pool`] by [`Pool::lease`], given back when dropped.
-pub(crate) struct Lease {
-    _release: std::sync::mpsc::Sender<()>,
+pub(crate) struct Lease(Leased);
+
+enum Leased {
+    /// Taken under the pool's lock.
+    Direct { shared: Arc<Shared>, slots: u32 },
+    /// Held by a pool thread until the sender goes.
+    Queued {
+        _release: std::sync::mpsc::Sender<()>,
+    },
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Leased::Direct { shared, slots } = &mut self.0 {
+            let mut st = shared.state.lock().unwrap();
+            st.free_slots += *slots;
+            st.free_workers = st.free_workers.saturating_add(1);
+            if !st.queue.is_empty() {
+                // A thread waiting with work, or a new one to start it.
+                shared.wake.notify_all();
+            }
+        }
+    }
 }
 
 impl Drop for Pool {
@@ -187,6 +221,37 @@ mod tests {
             skip: Box::new(|| false),
             run: Box::new(f),
         }
+    }
+
+    /// A lease holds its slots until dropped: work needing them waits, then runs; a lease
+    /// asked for while work waits queues behind it (FIFO), and gets the slots after it.
+    #[test]
+    fn leases_share_the_slots_in_the_fifo() {
+        let pool = Pool::new("test", 2, None);
+        let lease = pool.lease(2).expect("free slots: at once");
+        let ran = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let flag = ran.clone();
+        pool.push(work(1, move || {
+            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            tx.send(()).unwrap();
+        }))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "ran while the lease held every slot"
+        );
+        assert!(pool.waiting());
+        drop(lease);
+        // Asked while the work may still wait or run: it gets the slots once they are free.
+        let second = pool.lease(2).expect("a lease after the work");
+        assert!(ran.load(Ordering::SeqCst));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the work ended first");
+        drop(second);
+        assert!(!pool.waiting());
     }
 
     #[test]

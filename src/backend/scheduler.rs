@@ -138,6 +138,21 @@ pub(crate) struct ArrayDialect {
 
 /// A scheduler's constants and formatters: its job script's header, the names of its
 /// commands and log files, what it ignores and refuses.
+/// How a scheduler's warning signal (SIGUSR1 before the time limit, from `checkpoint_grace`)
+/// reaches a batch job's processes, and so what its job script does about it
+/// (`queue::script`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WarningReach {
+    /// Only the batch shell gets it (Slurm's `--signal=B:...`): the script passes it on to
+    /// its process group, where the tasks it started run.
+    BatchShell,
+    /// The batch script's whole process group gets it (Flux's `--signal`: the job shell
+    /// signals the process group of the instance's broker, which holds the script and what
+    /// it started; the broker passes it on to the instance's jobs): the script only has to
+    /// survive it.
+    ProcessGroup,
+}
+
 pub(crate) struct Dialect {
     /// Which scheduler.
     pub kind: SchedulerKind,
@@ -167,6 +182,8 @@ pub(crate) struct Dialect {
     pub arrays: Option<ArrayDialect>,
     /// What to say of a job the scheduler no longer knows.
     pub forgotten: &'static str,
+    /// How its warning signal before the time limit reaches the job's processes.
+    pub warning: WarningReach,
 }
 
 impl Dialect {

@@ -209,12 +209,23 @@ impl SingleNode {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // A function task's worker is told when it is warned too (see `worker::WARN_AT_ENV`).
+        let warn_at = warning_after(&resources).map(|after| {
+            (std::time::SystemTime::now() + after)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+                .to_string()
+        });
         match command_spec {
             Some(c) => env.extend(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             None => {
                 env.push((worker::WORKER_ENV, "1"));
                 if paths.durable() {
                     env.push((worker::DURABLE_ENV, "1"));
+                }
+                if let Some(at) = &warn_at {
+                    env.push((worker::WARN_AT_ENV, at));
                 }
             }
         }
@@ -286,6 +297,7 @@ impl SingleNode {
                 user_stderr.is_some(),
             ),
             resources.run_time_max,
+            warning_after(&resources),
             ticket,
         );
         let elapsed = finished.elapsed;
@@ -379,6 +391,17 @@ impl SingleNode {
     }
 }
 
+/// When (after its start) a task is warned, with SIGUSR1 to its process group, that its time
+/// limit is `checkpoint_grace` away: only with both set (`Resources::validate_basic` refuses
+/// a grace that is not shorter than the limit). A launcher passes the signal on: srun and
+/// `flux run` to the job step's tasks, mpiexec to its ranks.
+fn warning_after(resources: &Resources) -> Option<Duration> {
+    resources
+        .checkpoint_grace
+        .zip(resources.run_time_max)
+        .map(|(grace, limit)| limit.saturating_sub(grace))
+}
+
 /// How long a cancelled `flux run` gets to end after the SIGTERM it forwards to the job's
 /// tasks, before the job itself is cancelled.
 const FLUX_CANCEL_AFTER: Duration = Duration::from_millis(500);
@@ -448,10 +471,13 @@ fn worker_died(status: &ExitStatus, through_launcher: bool, stderr_tail: String)
             signal,
             stderr_tail,
         },
-        None => TaskError::WorkerDied {
-            status: status_text(status),
-            stderr_tail,
-        },
+        None => status
+            .code()
+            .and_then(|code| failure::requeue_requested("the worker", code))
+            .unwrap_or_else(|| TaskError::WorkerDied {
+                status: status_text(status),
+                stderr_tail,
+            }),
     }
 }
 
@@ -480,12 +506,10 @@ fn command_outcome(
         (Some(c), None) => c,
         _ => -1,
     };
-    if code != 0 && !spec.allow_failure {
-        return Err(TaskError::CommandFailed {
-            program: spec.program.clone(),
-            code,
-            stderr_tail,
-        });
+    if let Some(e) =
+        failure::command_exit(&spec.program, code, spec.allow_failure, stderr_tail.clone())
+    {
+        return Err(e);
     }
     let output = CommandOutput {
         exit_code: code,

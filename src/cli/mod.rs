@@ -150,8 +150,11 @@ pub(crate) struct Common {
     pub checkpoint_grace: Option<String>,
     /// Let Slurm requeue the job itself after a node failure or preemption (sbatch
     /// --requeue).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_requeue")]
     pub requeue: bool,
+    /// Never let Slurm requeue the job (sbatch --no-requeue).
+    #[arg(long)]
+    pub no_requeue: bool,
     /// An extra sbatch option, verbatim (repeatable).
     #[arg(long = "slurm-arg", allow_hyphen_values = true)]
     pub slurm_args: Vec<String>,
@@ -228,8 +231,8 @@ impl Common {
             r.checkpoint_grace =
                 Some(pitch::parse_duration(t).map_err(|e| format!("--checkpoint-grace: {e}"))?);
         }
-        if self.requeue {
-            r.requeue = Some(true);
+        if self.requeue || self.no_requeue {
+            r.requeue = Some(self.requeue);
         }
         p.resources = p.resources.merged(&r);
         if let Some(d) = &self.cache_dir {

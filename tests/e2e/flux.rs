@@ -40,6 +40,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ),
     ("unreadable_resource_info", unreadable_resource_info),
     ("outside_an_instance", outside_driver),
+    ("the_warning_reaches_a_flux_run_job", warning_driver),
 ];
 
 macro_rules! in_instance {
@@ -61,6 +62,7 @@ in_instance!(
     max_cores_above_the_instance,
     cancel_ends_the_flux_job,
     flux_refusing_the_job_is_a_rejection,
+    the_warning_reaches_a_flux_run_job,
 );
 
 /// SLURM_* variables in the driver's environment (a Flux instance Slurm started passes them
@@ -110,6 +112,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         max_cores_above_the_instance,
     ),
     ("flux::cancel_ends_the_flux_job", cancel_ends_the_flux_job),
+    (
+        "flux::the_warning_reaches_a_flux_run_job",
+        the_warning_reaches_a_flux_run_job,
+    ),
     (
         "flux::ranks_and_local_ranks_from_flux",
         ranks_and_local_ranks_from_flux,
@@ -507,6 +513,43 @@ fn timeout() -> Result<(), String> {
     ensure!(
         calls[1] == "run -n 1 -c 1 -t 2s -o exit-on-error sleep 30",
         "{calls:#?}"
+    );
+    Ok(())
+}
+
+/// Checkpoint and requeue (issue 16) on FluxJob: SIGUSR1 to `flux run` at `run_time_max -
+/// checkpoint_grace`, which passes it on to the job: a command that traps it exits 75; a
+/// function task checkpoints and, with `max_retries(1)`, resumes and finishes.
+fn warning_driver() -> Result<(), String> {
+    let dir = temp();
+    let exe = flux_executor(dir.path())?.with_resources(
+        Resources::new()
+            .run_time_max(Duration::from_secs(6))
+            .checkpoint_grace(Duration::from_secs(3))
+            .max_retries(1),
+    );
+    let command = exe.submit_command(
+        Command::new("sh").args(["-c", "trap 'exit 75' USR1; while :; do sleep 0.1; done"]),
+    );
+    let log = dir.path().join("log");
+    let sum = crate::checkpoint::long_sum::submit(&exe, 60, 100, log.clone());
+    match command.result() {
+        // The command's one attempt and its retry both asked to be run again.
+        Err(TaskError::GaveUp { attempts }) => ensure!(
+            attempts.len() == 2
+                && attempts
+                    .iter()
+                    .all(|a| matches!(a.error, TaskError::Checkpointed { .. })),
+            "{attempts:#?}"
+        ),
+        other => return Err(format!("command: {other:?}")),
+    }
+    let (total, resumed_from) = sum.result().map_err(|e| e.report().to_string())?;
+    ensure!(total == 60 * 59 / 2, "sum {total}");
+    let starts = std::fs::read_to_string(&log).unwrap_or_default();
+    ensure!(
+        resumed_from > 0 && starts == format!("0\n{resumed_from}\n"),
+        "attempts started from {starts:?}"
     );
     Ok(())
 }

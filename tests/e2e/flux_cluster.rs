@@ -124,6 +124,14 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "failures_give_the_errors_of_single_node",
         failures_give_the_errors_of_single_node,
     ),
+    (
+        "a_warned_job_checkpoints_and_a_rerun_resumes",
+        a_warned_job_checkpoints_and_a_rerun_resumes,
+    ),
+    (
+        "a_pilots_tasks_are_warned_before_its_wall_time",
+        a_pilots_tasks_are_warned_before_its_wall_time,
+    ),
 ];
 
 macro_rules! outer {
@@ -164,6 +172,8 @@ mod outer {
         a_failed_rerun_keeps_the_finished_result,
         a_future_outliving_its_executor_ends,
         failures_give_the_errors_of_single_node,
+        a_warned_job_checkpoints_and_a_rerun_resumes,
+        a_pilots_tasks_are_warned_before_its_wall_time,
     );
 }
 pub(crate) use outer::TESTS;
@@ -338,12 +348,18 @@ fn pilots_sweep() -> Result<(), String> {
         calls()?
     );
     // The first executor's pilots left when it closed: their jobs end.
+    every_job_ends(Duration::from_secs(30))
+}
+
+/// Waits up to `within` for every job submitted so far to be inactive (the pilots of a
+/// closed executor leave).
+fn every_job_ends(within: Duration) -> Result<(), String> {
     let ids: Vec<String> = std::fs::read_to_string(state_dir().join("submitted"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + within;
     loop {
         let out = std::process::Command::new(crate::flux::real_bin())
             .args(["jobs", "--no-header", "--format={state}"])
@@ -1090,4 +1106,98 @@ fn failures_give_the_errors_of_single_node() -> Result<(), String> {
     let diffs = differences(&single, &[("FluxJob", &job), ("FluxCluster", &batch)]);
     ensure!(diffs.is_empty(), "errors differ:\n{}", diffs.join("\n"));
     Ok(())
+}
+
+/// Checkpoint and requeue (issue 16): `flux batch --signal=SIGUSR1@5s` with a 10 s limit
+/// warns the batch job's tasks (Flux signals the script's process group) 5 s after its
+/// start: a function task checkpoints and a rerun resumes it; a command that traps the
+/// signal exits 75.
+fn a_warned_job_checkpoints_and_a_rerun_resumes() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    let warned = Resources::new()
+        .run_time_max(Duration::from_secs(10))
+        .checkpoint_grace(Duration::from_secs(5));
+    let exe = |r: Resources| {
+        builder(&cache)
+            .resources(r)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let first = exe(warned.clone())?;
+    let state = dir.path().join("state");
+    let script = format!(
+        "trap 'echo saved > {}; exit 75' USR1; while :; do sleep 0.1; done",
+        state.display()
+    );
+    let command = first.submit_command(Command::new("sh").args(["-c", &script]));
+    // 15 s of work, warned 5 s into its 10 s.
+    let log = dir.path().join("log");
+    crate::checkpoint::checkpoint_then_resume(&cache, &log, 150, &first, None, || {
+        exe(crate::checkpoint::unhurried()).expect("an executor")
+    })?;
+    match command.result() {
+        Err(TaskError::Checkpointed { detail }) => {
+            ensure!(detail.starts_with("exit code 75"), "{detail}")
+        }
+        other => return Err(format!("command: {other:?}")),
+    }
+    ensure!(state.exists(), "the command's trap did not run");
+    for s in batch_scripts()? {
+        let d = directives(&s)?;
+        if d.contains(&"--time-limit=10s".to_string()) {
+            ensure!(d.contains(&"--signal=SIGUSR1@5s".to_string()), "{d:#?}");
+        }
+    }
+    Ok(())
+}
+
+/// Pilots (issue 16): a pilot's tasks are warned `checkpoint_grace` before its wall time (the
+/// executor's `run_time_max`, less 10 s for its start): here 40 s - 10 s - 20 s, 10 s after
+/// it connected. The task checkpoints; the engine submits it again (`max_retries`), the
+/// warned pilot takes no more work, and the task resumes on a new pilot and finishes. No
+/// pilot job asks Flux for a signal (the driver warns them itself).
+fn a_pilots_tasks_are_warned_before_its_wall_time() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    let events = Collect::default();
+    let exe = builder(&cache)
+        .block_allocation(true)
+        .max_workers(1)
+        .pilot_address("127.0.0.1")
+        .idle_timeout(Duration::from_secs(5))
+        .resources(
+            Resources::new()
+                .run_time_max(Duration::from_secs(40))
+                .checkpoint_grace(Duration::from_secs(20))
+                .max_retries(1),
+        )
+        .reporter(events.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let log = dir.path().join("log");
+    // 30 s of work in 100 ms steps, warned 10 s into it.
+    let f = crate::checkpoint::long_sum::submit(&exe, 300, 100, log.clone());
+    let (total, resumed_from) = f.result().map_err(|e| e.report().to_string())?;
+    ensure!(total == 300 * 299 / 2, "sum {total}");
+    ensure!(
+        (1..300).contains(&resumed_from),
+        "resumed from {resumed_from}"
+    );
+    let starts = std::fs::read_to_string(&log).unwrap_or_default();
+    ensure!(
+        starts == format!("0\n{resumed_from}\n"),
+        "attempts started from {starts:?}"
+    );
+    let retried = events.count(|e| {
+        matches!(e, EventKind::Retrying { attempt, .. }
+            if matches!(attempt.error, TaskError::Checkpointed { .. }))
+    });
+    ensure!(retried == 1, "{retried} retries of a checkpoint");
+    for s in batch_scripts()? {
+        let d = directives(&s)?;
+        ensure!(!d.iter().any(|l| l.starts_with("--signal")), "{d:#?}");
+    }
+    drop(exe);
+    every_job_ends(Duration::from_secs(30))
 }

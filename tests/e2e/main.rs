@@ -18,6 +18,7 @@
 //! threads as the machine has cores unless `--test-threads` or RUST_TEST_THREADS says
 //! otherwise. Their time limits are upper bounds with room for a loaded machine.
 
+mod checkpoint;
 #[path = "../common/failure_cases.rs"]
 mod failure_cases;
 mod flux;
@@ -99,6 +100,7 @@ fn main() {
     let root = unsafe { libc_geteuid() } == 0;
     let trials = [
         single_node::TESTS,
+        checkpoint::TESTS,
         mpi::TESTS,
         flux::TESTS,
         flux_cluster::TESTS,

@@ -13,6 +13,7 @@
 //! (`slurm-driver <cache> <log> <n>`; `slurm-gone-driver <cache> <n> <grace>` for
 //! array_elements_that_left_the_queue).
 
+mod checkpoint;
 mod exact;
 #[path = "../common/failure_cases.rs"]
 mod failure_cases;
@@ -1334,6 +1335,7 @@ fn main() {
         .chain(retry::TESTS)
         .chain(pilot::TESTS)
         .chain(parity::TESTS)
+        .chain(checkpoint::TESTS)
         .copied()
         .collect();
     // Every test side by side by default: most of their time is spent waiting for the

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::scheduler::{
-    base_header, strings, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient,
+    base_header, strings, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient, WarningReach,
 };
 use crate::backend::transport::Transport;
 use crate::resources::Resources;
@@ -55,6 +55,7 @@ pub(crate) static DIALECT: Dialect = Dialect {
     depend,
     arrays: None,
     forgotten: "the job left the queue and Flux no longer knows it (purged)",
+    warning: WarningReach::ProcessGroup,
 };
 
 fn refuses(r: &Resources) -> Option<String> {
@@ -68,6 +69,11 @@ fn refuses(r: &Resources) -> Option<String> {
 fn header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
     SlurmScript {
         time: r.run_time_max.map(parse::fsd),
+        // Delivered to the batch script's process group and to the instance's jobs (see
+        // `WarningReach::ProcessGroup`).
+        signal: r
+            .checkpoint_grace
+            .map(|grace| format!("SIGUSR1@{}", parse::fsd(grace))),
         ..base_header(tag, r, ranks, threads)
     }
 }
@@ -202,6 +208,20 @@ impl SchedulerClient for FluxClient {
 mod tests {
     use super::*;
     use crate::resources::Resources;
+
+    #[test]
+    fn checkpoint_grace_is_flux_batchs_signal_and_requeue_is_ignored() {
+        let f = &DIALECT;
+        let r = Resources::new()
+            .run_time_max(std::time::Duration::from_secs(120))
+            .checkpoint_grace(std::time::Duration::from_secs(90))
+            .requeue(true);
+        let h = (f.header)("pitch-x", &r, 1, 1);
+        assert_eq!(h.signal.as_deref(), Some("SIGUSR1@90s"));
+        assert_eq!(h.requeue, None);
+        assert_eq!(f.warning, WarningReach::ProcessGroup);
+        assert_eq!(f.check(&r), Ok(vec!["requeue"]));
+    }
 
     #[test]
     fn resources_flux_cannot_honour_or_ignores() {

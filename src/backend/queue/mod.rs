@@ -274,8 +274,15 @@ impl Queue {
         (d.log_path)(&dir.display().to_string(), name)
     }
 
-    /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary).
-    fn task_body(&self, spec: &TaskSpec, paths: &TaskPaths, exe: Option<&Path>) -> String {
+    /// The bash that runs one task in a job (`exe`: where the jobs see the worker binary;
+    /// `warned`: the job gets the scheduler's warning signal, `checkpoint_grace`).
+    fn task_body(
+        &self,
+        spec: &TaskSpec,
+        paths: &TaskPaths,
+        exe: Option<&Path>,
+        warned: bool,
+    ) -> String {
         let there = |p: PathBuf| self.transport.path(&p);
         script::task_body(&script::TaskBody {
             spec,
@@ -288,6 +295,7 @@ impl Queue {
             exe,
             durable: self.store.durable(),
             rank_launcher: &(self.scheduler.dialect.rank_launcher)(spec.ranks, spec.threads),
+            warning: warned.then_some(self.scheduler.dialect.warning),
         })
     }
 
@@ -414,7 +422,20 @@ impl Queue {
         };
         let jobs_tasks = self.transport.path(&tasks_path);
         header.command = if per_job > 1 {
-            script::packed_body(&jobs_tasks, bodies.len(), per_job, threads, index, cpus)
+            // The group's tasks share the header, and so its warning signal.
+            let warning = header
+                .signal
+                .is_some()
+                .then_some(self.scheduler.dialect.warning);
+            script::packed_body(
+                &jobs_tasks,
+                bodies.len(),
+                per_job,
+                threads,
+                index,
+                cpus,
+                warning,
+            )
         } else if array {
             script::array_body(&jobs_tasks, index)
         } else {
@@ -515,7 +536,21 @@ impl Queue {
                 tasks: keys.to_vec(),
             },
         )?;
-        let submitted = self.scheduler.client.submit(&script).await;
+        let mut submitted = self.scheduler.client.submit(&script).await;
+        if let Err(e) = &submitted {
+            // A failed submission may still have been accepted (sbatch's reply lost: "Socket
+            // timed out on send/recv operation"): the job would run while its tasks end as
+            // refused, and a rerun would run them again. Asked once, by the job's script.
+            if let Ok(Some(found)) = self.scheduler.client.submitted(&self.tag).await {
+                if let Some(&job_id) = found.get(&script.display().to_string()) {
+                    self.warn(format!(
+                        "{} said the submission failed ({e}), yet the scheduler lists job                          {job_id} with its script: its tasks are watched as that job",
+                        self.scheduler.dialect.submitter
+                    ));
+                    submitted = Ok((job_id, String::new()));
+                }
+            }
+        }
         match &submitted {
             // Accepted with a warning (sbatch: "can't run 1 processes on 50 nodes, setting
             // nnodes to 1"): said, not thrown away.
@@ -724,7 +759,8 @@ impl Queue {
         if let Err(e) = self.ship_task(job).await {
             return fail(e);
         }
-        let body = self.task_body(&job.spec, paths, exe.as_deref());
+        let warned = job.resources.checkpoint_grace.is_some();
+        let body = self.task_body(&job.spec, paths, exe.as_deref(), warned);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().push(Pending {
             key: job.spec.key,
@@ -1117,7 +1153,8 @@ impl Backend for Queue {
         };
         let mut header = self.header(resources, spec.ranks, spec.threads);
         header.output = self.job_log(false);
-        header.command = self.task_body(spec, paths, exe.as_deref());
+        let warned = resources.checkpoint_grace.is_some();
+        header.command = self.task_body(spec, paths, exe.as_deref(), warned);
         Some(self.script_text(&header))
     }
 

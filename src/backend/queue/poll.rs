@@ -207,10 +207,10 @@ fn worker_outcome(paths: &TaskPaths) -> Option<(Option<i32>, ExitOutcome)> {
             signal,
             stderr_tail,
         },
-        None => TaskError::WorkerDied {
+        None => failure::requeue_requested("the worker", code).unwrap_or(TaskError::WorkerDied {
             status: format!("exit code {code}"),
             stderr_tail,
-        },
+        }),
     };
     Some((Some(code), Err(error)))
 }
@@ -235,7 +235,8 @@ fn ended_by_scheduler(w: &Watch, state: EndReason, detail: String) -> TaskError 
 /// The same cause gives the same error as on SingleNode: a program that could not be
 /// executed is `Launch` (`NotFound`, `PermissionDenied`), a missing working directory
 /// `Launch` (`NoSuchCwd`), a death by signal N (exit status 128 + N, see [`signal_of`])
-/// `Signaled`, any other non-zero code `CommandFailed`.
+/// `Signaled`, exit code 75 `Checkpointed` ([`failure::command_exit`]), any other non-zero
+/// code `CommandFailed`.
 pub(crate) fn exit_outcome(
     paths: &TaskPaths,
     spec: &CommandSpec,
@@ -272,12 +273,10 @@ pub(crate) fn exit_outcome(
         };
         return Some((Some(code), Err(error)));
     }
-    let outcome = if code != 0 && !spec.allow_failure {
-        Err(TaskError::CommandFailed {
-            program: spec.program.clone(),
-            code,
-            stderr_tail,
-        })
+    let outcome = if let Some(e) =
+        failure::command_exit(&spec.program, code, spec.allow_failure, stderr_tail.clone())
+    {
+        Err(e)
     } else {
         let output = CommandOutput {
             exit_code: code,

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::backend::scheduler::WarningReach;
 use crate::task::{TaskKind, TaskSpec};
 use crate::template::{ansi_c_quote, shell_quote as q};
 
@@ -27,10 +28,86 @@ pub(crate) struct TaskBody<'a> {
     pub durable: bool,
     /// The prefix that starts a multi-rank task's ranks (`srun --ntasks=N ...`).
     pub rank_launcher: &'a str,
+    /// How the scheduler's warning before the time limit reaches the job, when the task has
+    /// one (`checkpoint_grace`); see [`warning_prelude`].
+    pub warning: Option<WarningReach>,
 }
 
 fn p(path: &Path) -> String {
     q(&path.display().to_string())
+}
+
+/// The bash functions a job script needs when the scheduler warns its tasks with SIGUSR1
+/// before the time limit (`checkpoint_grace`), and the trap.
+///
+/// `pitch_warn`, the trap: where only the batch shell gets the signal (Slurm's `B:`), the
+/// batch shell itself (never a subshell of it: `$BASHPID = $$`) passes it on to its process
+/// group: the tasks it runs, a command's own children, an `srun` (which passes it on to its
+/// step's tasks). Its own copy is ignored meanwhile, so it is passed on once. Where the
+/// process group gets it anyway (Flux) the trap only keeps the shell alive (a shell without
+/// a trap dies of it).
+///
+/// `pitch_wait PID [FILE]`: waits for a job started in the background and sets `code` to its
+/// exit status, as a foreground run would have. Tasks run in the background because bash runs
+/// a trap only once its foreground command has ended (too late to pass the warning on),
+/// while `wait` returns at once for a trapped signal, with a status above 128: then, while the
+/// job runs, it waits again. A job that ends just as the trap interrupts `wait` may be reaped
+/// with its status lost (bash then answers -1), so a job that can writes its own status to
+/// FILE, which wins when it is there.
+pub(crate) fn warning_prelude(reach: WarningReach) -> String {
+    let warn = match reach {
+        WarningReach::BatchShell => {
+            "pitch_warn() { if [ \"$BASHPID\" = \"$$\" ]; then trap '' USR1; kill -USR1 0 2>/dev/null; trap pitch_warn USR1; fi; }"
+        }
+        WarningReach::ProcessGroup => "pitch_warn() { :; }",
+    };
+    let lines = [
+        warn,
+        "pitch_wait() {",
+        "  while :; do",
+        "    wait \"$1\" 2>/dev/null; code=$?",
+        "    [ \"$code\" -gt 128 ] && kill -0 \"$1\" 2>/dev/null || break",
+        "  done",
+        "  if [ -n \"${2:-}\" ]; then",
+        "    if [ -s \"$2\" ]; then read -r code < \"$2\"; fi",
+        "    rm -f \"$2\"",
+        "  fi",
+        "}",
+        "trap pitch_warn USR1",
+    ];
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// How a task's subshell is started and waited for: in the foreground, or (with a warning
+/// before the time limit) in the background, inside a shell that traps the warning (so that
+/// it survives it) and writes the task's status to `code_file` for [`warning_prelude`]'s
+/// `pitch_wait`. The task's own subshell traps the warning too until it `exec`s the task, so
+/// that no shell of pitch's dies of it; the task itself gets it with its default action, or
+/// its own handler.
+struct Run {
+    open: String,
+    close: String,
+    wait: String,
+}
+
+impl Run {
+    fn new(warned: bool, code_file: &str) -> Run {
+        if warned {
+            Run {
+                open: "( trap : USR1; ( trap : USR1; ".into(),
+                close: format!(" ); c=$?; echo \"$c\" >| {code_file}; exit \"$c\" )"),
+                wait: format!(" &\npitch_wait $! {code_file}"),
+            }
+        } else {
+            Run {
+                open: "( ".into(),
+                close: " )".into(),
+                wait: "\ncode=$?".into(),
+            }
+        }
+    }
 }
 
 /// The bash lines that run one task and leave its result in its directory: the worker
@@ -45,10 +122,27 @@ fn p(path: &Path) -> String {
 /// bash's `noclobber` (`set -C`, which opens with `O_EXCL`): a link planted there is removed,
 /// not written through, and one planted in between fails the redirection instead of being
 /// followed. Output files the user named are written with `>|`, as before (they may exist).
+///
+/// With a warning before the time limit ([`TaskBody::warning`]) the task runs in the
+/// background under [`warning_prelude`]'s trap, started by `exec` from a subshell that traps
+/// the signal until then (so that no shell of pitch's stands between the signal and the task,
+/// and a command still gets the signal's default action, or its own trap); its exit status
+/// is the same.
 pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let spec = t.spec;
     let (out_file, err_file) = (p(t.stdout), p(t.stderr));
     let mut out = String::new();
+    if let Some(reach) = t.warning {
+        out.push_str(&warning_prelude(reach));
+    }
+    let code_file = format!("{}.code", p(t.exit_tmp));
+    let Run { open, close, wait } = Run::new(t.warning.is_some(), &code_file);
+    let exec = if t.warning.is_some() { "exec " } else { "" };
+    let fresh_code = if t.warning.is_some() {
+        format!(" {code_file}")
+    } else {
+        String::new()
+    };
     let exports: String = spec
         .env
         .iter()
@@ -84,7 +178,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 key = spec.key,
             ));
             out.push_str(&format!(
-                "rm -f {out_file} {err_file}; set -C\n( {exports}export PITCH_WORKER=1; {durable}{cd}{launcher}{exe} __pitch-worker run {cache} {key} ) > {out_file} 2> {err_file}\ncode=$?; set +C\n",
+                "rm -f {out_file} {err_file}{fresh_code}; set -C\n{open}{exports}export PITCH_WORKER=1; {durable}{cd}{exec}{launcher}{exe} __pitch-worker run {cache} {key}{close} > {out_file} 2> {err_file}{wait}; set +C\n",
                 cache = p(t.cache),
                 key = spec.key,
             ));
@@ -180,13 +274,13 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 prog = c.program.replace(['"', '\\', '$', '`'], "?"),
             );
             out.push_str(&format!(
-                "rm -f {failed}; {fresh}set -C\n( {exports}{own_env}{cd}{check}exec {launcher}{} ) {} {stdout} 2{} {stderr}\n",
+                "rm -f {failed}{fresh_code}; {fresh}set -C\n{open}{exports}{own_env}{cd}{check}exec {launcher}{}{close} {} {stdout} 2{} {stderr}{wait}",
                 argv.join(" "),
                 redirect(&c.stdout),
                 redirect(&c.stderr),
             ));
             out.push_str(&format!(
-                "code=$?; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -e {failed} ]; then read -r w < {failed} || w=$code; rm -f {failed}; fi; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                "; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -e {failed} ]; then read -r w < {failed} || w=$code; rm -f {failed}; fi; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
                 tmp = p(t.exit_tmp),
                 exit = p(t.exit),
             ));
@@ -232,7 +326,9 @@ pub(crate) fn array_body(tasks: &Path, index: &str) -> String {
 /// The body of a packed job: element `i` (the shell expression `index`) runs tasks
 /// `i*per_job ..` of the tasks file (`n` tasks in all), in parallel up to the element's CPUs
 /// (the shell expression `cpus`) divided by each task's `threads`; the element fails when any
-/// of its tasks failed.
+/// of its tasks failed. With a warning before the time limit (`warning`), the element's
+/// shell traps it ([`warning_prelude`]: on Slurm it passes it on to every task running at
+/// that moment) and waits for its tasks through it.
 pub(crate) fn packed_body(
     tasks: &Path,
     n: usize,
@@ -240,8 +336,23 @@ pub(crate) fn packed_body(
     threads: u32,
     index: &str,
     cpus: &str,
+    warning: Option<WarningReach>,
 ) -> String {
     let mut out = run_line(tasks);
+    // With a warning, each task's shell traps it until its body does; which tasks failed is
+    // noted in a file (a status `wait` may lose, see `warning_prelude`).
+    let (start, wait, rc) = match warning {
+        Some(reach) => {
+            out.push_str(&warning_prelude(reach));
+            out.push_str("pitch_failed=$(mktemp) || exit 1\n");
+            (
+                "( trap : USR1; ( trap : USR1; pitch_task \"$t\" ) || echo \"$t\" >> \"$pitch_failed\" ) &",
+                "pitch_wait \"$p\"",
+                "\n[ -s \"$pitch_failed\" ] && rc=1; rm -f \"$pitch_failed\"",
+            )
+        }
+        None => ("( pitch_task \"$t\" ) &", "wait \"$p\" || rc=1", ""),
+    };
     out.push_str(&format!(
         "first=$(({index} * {per_job}))\n\
          last=$((first + {per_job} - 1)); [ \"$last\" -lt {n} ] || last={last}\n\
@@ -249,11 +360,11 @@ pub(crate) fn packed_body(
          pids=()\n\
          for ((t = first; t <= last; t++)); do\n\
          \x20 while [ \"$(jobs -rp | wc -l)\" -ge \"$slots\" ]; do wait -n || true; done\n\
-         \x20 ( pitch_task \"$t\" ) &\n\
+         \x20 {start}\n\
          \x20 pids+=($!)\n\
          done\n\
          rc=0\n\
-         for p in \"${{pids[@]}}\"; do wait \"$p\" || rc=1; done\n\
+         for p in \"${{pids[@]}}\"; do {wait}; done{rc}\n\
          exit \"$rc\"\n",
         last = n.saturating_sub(1),
     ));
@@ -266,6 +377,7 @@ mod tests {
     use crate::store::{Store, TaskPaths};
     use crate::task::CommandSpec;
     use crate::task::{TaskKey, TaskSpec};
+    use std::path::PathBuf;
 
     fn spec(kind: TaskKind, ranks: u32) -> TaskSpec {
         TaskSpec {
@@ -285,6 +397,16 @@ mod tests {
 
     /// The body of a one-rank command task `program args` whose files are `paths`.
     fn command_body(program: &str, args: &[&str], paths: &TaskPaths) -> String {
+        warned_command_body(program, args, paths, None)
+    }
+
+    /// [`command_body`] with the scheduler's warning reaching the job as `warning`.
+    fn warned_command_body(
+        program: &str,
+        args: &[&str],
+        paths: &TaskPaths,
+        warning: Option<WarningReach>,
+    ) -> String {
         let s = spec(
             TaskKind::Command(CommandSpec {
                 program: program.into(),
@@ -307,7 +429,207 @@ mod tests {
             exe: None,
             durable: true,
             rank_launcher: "srun",
+            warning,
         })
+    }
+
+    /// A command that says it is ready, then waits for SIGUSR1 (sleeping in steps, as a
+    /// program working would) and exits 75 when it comes; 0 after `secs` seconds without it.
+    const WAITS_FOR_USR1: &str = "trap 'echo warned; exit 75' USR1; echo ready; \
+         i=0; while [ $i -lt $(($1 * 20)) ]; do sleep 0.05; i=$((i + 1)); done";
+
+    /// Runs `script` with bash as a process group of its own (as a batch script runs), and
+    /// once each of `ready` (files) holds "ready", sends SIGUSR1 to the shell alone (`group`
+    /// false: Slurm's `B:`) or to its process group (Flux); the shell's exit code.
+    fn run_warned(dir: &Path, script: &str, ready: &[PathBuf], group: bool) -> Option<i32> {
+        use std::os::unix::process::CommandExt;
+        let file = dir.join("warned.sh");
+        std::fs::write(&file, format!("set -u\n{script}")).unwrap();
+        let mut child = std::process::Command::new("bash")
+            .arg(&file)
+            .env("SLURM_ARRAY_TASK_ID", "0")
+            .env("SLURM_CPUS_PER_TASK", "2")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = std::time::Instant::now();
+        while !ready
+            .iter()
+            .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("ready")))
+        {
+            assert!(start.elapsed().as_secs() < 20, "the tasks never got ready");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on the shell this test started, or its own process group.
+        unsafe {
+            libc::kill(if group { -pid } else { pid }, libc::SIGUSR1);
+        }
+        child.wait().unwrap().code()
+    }
+
+    fn exit_code(paths: &TaskPaths) -> String {
+        let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+        exit.split_whitespace().next().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_batch_shells_warning_reaches_the_command_which_exits_75() {
+        for (reach, group) in [
+            (WarningReach::BatchShell, false),
+            (WarningReach::ProcessGroup, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = task_paths(dir.path());
+            paths.create().unwrap();
+            let body = warned_command_body(
+                "bash",
+                &["-c", WAITS_FOR_USR1, "wait", "30"],
+                &paths,
+                Some(reach),
+            );
+            let start = std::time::Instant::now();
+            let code = run_warned(dir.path(), &body, &[paths.stdout()], group);
+            assert_eq!(code, Some(75), "{reach:?}");
+            assert!(start.elapsed().as_secs() < 20, "{reach:?}: not warned");
+            assert_eq!(exit_code(&paths), "75", "{reach:?}");
+            let out = std::fs::read_to_string(paths.stdout()).unwrap();
+            assert_eq!(out, "ready\nwarned\n", "{reach:?}: warned once");
+        }
+    }
+
+    #[test]
+    fn a_warned_body_keeps_its_exit_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let run = |body: &str| {
+            let script = dir.path().join("s.sh");
+            std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+            let status = std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .unwrap();
+            (status.code(), exit_code(&paths))
+        };
+        let warned = Some(WarningReach::BatchShell);
+        assert_eq!(
+            run(&warned_command_body(
+                "sh",
+                &["-c", "exit 3"],
+                &paths,
+                warned
+            )),
+            (Some(3), "3".into())
+        );
+        assert_eq!(
+            run(&warned_command_body("true", &[], &paths, warned)),
+            (Some(0), "0".into())
+        );
+        // A death by signal is still 128 + N.
+        assert_eq!(
+            run(&warned_command_body(
+                "sh",
+                &["-c", "kill -TERM $$"],
+                &paths,
+                warned
+            )),
+            (Some(143), "143".into())
+        );
+        assert_eq!(
+            run(&warned_command_body(
+                "nosuch-pitch-program",
+                &[],
+                &paths,
+                warned
+            ))
+            .1,
+            "exec:127"
+        );
+        // A command without a trap dies of the warning (its default action), as it would
+        // from the scheduler.
+        let body = warned_command_body(
+            "sh",
+            &["-c", "echo ready; sleep 30"],
+            &paths,
+            Some(WarningReach::BatchShell),
+        );
+        let code = run_warned(dir.path(), &body, &[paths.stdout()], false);
+        assert_eq!(code, Some(138));
+        assert_eq!(exit_code(&paths), "138");
+    }
+
+    #[test]
+    fn a_task_that_ends_at_once_on_the_warning_keeps_its_own_exit_code() {
+        // The task exits as the trap interrupts `wait`: bash may have reaped it already,
+        // and its own status (not 128 + 10) must be recorded.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = task_paths(dir.path());
+            paths.create().unwrap();
+            let body = warned_command_body(
+                "bash",
+                &["-c", "trap 'exit 75' USR1; echo ready; while :; do :; done"],
+                &paths,
+                Some(WarningReach::ProcessGroup),
+            );
+            let code = run_warned(dir.path(), &body, &[paths.stdout()], true);
+            assert_eq!(code, Some(75));
+            assert_eq!(exit_code(&paths), "75");
+        }
+    }
+
+    #[test]
+    fn a_packed_element_passes_the_warning_to_every_running_task() {
+        for (reach, group) in [
+            (WarningReach::BatchShell, false),
+            (WarningReach::ProcessGroup, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let roots: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("c{i}"))).collect();
+            let paths: Vec<TaskPaths> = roots
+                .iter()
+                .map(|root| {
+                    std::fs::create_dir(root).unwrap();
+                    let paths = task_paths(root);
+                    paths.create().unwrap();
+                    paths
+                })
+                .collect();
+            // Tasks 0 and 1 run side by side (2 CPUs) and are warned; task 2 starts after
+            // them and finishes on its own.
+            let bodies: Vec<String> = paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let secs = if i == 2 { "0" } else { "30" };
+                    warned_command_body(
+                        "bash",
+                        &["-c", WAITS_FOR_USR1, "wait", secs],
+                        p,
+                        Some(reach),
+                    )
+                })
+                .collect();
+            let tasks = dir.path().join("s.tasks");
+            std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+            let body = packed_body(
+                &tasks,
+                3,
+                3,
+                1,
+                "$SLURM_ARRAY_TASK_ID",
+                "${SLURM_CPUS_PER_TASK:-1}",
+                Some(reach),
+            );
+            let start = std::time::Instant::now();
+            let ready = [paths[0].stdout(), paths[1].stdout()];
+            let code = run_warned(dir.path(), &body, &ready, group);
+            assert!(start.elapsed().as_secs() < 20, "{reach:?}: not warned");
+            assert_eq!(code, Some(1), "{reach:?}: tasks exited 75");
+            let codes: Vec<String> = paths.iter().map(exit_code).collect();
+            assert_eq!(codes, ["75", "75", "0"], "{reach:?}");
+        }
     }
 
     #[test]
@@ -330,6 +652,7 @@ mod tests {
             1,
             "$SLURM_ARRAY_TASK_ID",
             "${SLURM_CPUS_PER_TASK:-1}",
+            None,
         );
         std::fs::write(&script, body).unwrap();
         let run = |element: u32| {
@@ -363,7 +686,7 @@ mod tests {
         let tasks = dir.path().join("s.tasks");
         std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
         let script = dir.path().join("s.sh");
-        std::fs::write(&script, packed_body(&tasks, 3, 3, 1, "0", "1")).unwrap();
+        std::fs::write(&script, packed_body(&tasks, 3, 3, 1, "0", "1", None)).unwrap();
         let status = std::process::Command::new("bash")
             .arg(&script)
             .status()
@@ -464,6 +787,7 @@ mod tests {
             exe: None,
             durable: true,
             rank_launcher: "srun",
+            warning: None,
         });
         assert!(run(&body).success());
         assert_eq!(std::fs::read_to_string(&named).unwrap(), "new\n");
@@ -606,6 +930,7 @@ mod tests {
             exe: None,
             durable: true,
             rank_launcher: "srun",
+            warning: None,
         });
         assert_eq!(run(&body), "cwd");
     }

@@ -15,6 +15,7 @@ use self::parse::SlurmState;
 pub(crate) use self::srun::{srun_options, SRUN_IGNORES};
 use crate::backend::scheduler::{
     base_header, strings, ArrayDialect, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient,
+    WarningReach,
 };
 use crate::backend::transport::Transport;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
@@ -46,7 +47,7 @@ pub(crate) static DIALECT: Dialect = Dialect {
     template: TEMPLATE,
     submitter: "sbatch",
     ignores: &["openmpi_oversubscribe", "error_log_file"],
-    refuses: |_| None,
+    refuses,
     header,
     log_name: "slurm-%j.out",
     array_log_name: "slurm-%A.out",
@@ -62,7 +63,27 @@ pub(crate) static DIALECT: Dialect = Dialect {
         header: array,
     }),
     forgotten: "the job left the queue and Slurm no longer knows it (accounting is off)",
+    warning: WarningReach::BatchShell,
 };
+
+/// The largest warning time `--signal` takes (seconds).
+const MAX_SIGNAL_TIME: u64 = 65_535;
+
+fn refuses(r: &Resources) -> Option<String> {
+    let grace = r.checkpoint_grace?;
+    (signal_time(grace) > MAX_SIGNAL_TIME).then(|| {
+        format!(
+            "checkpoint_grace = {grace:?} is longer than Slurm's --signal takes \
+             ({MAX_SIGNAL_TIME} s)"
+        )
+    })
+}
+
+/// The warning time of `--signal` for a grace: whole seconds, rounded up (the warning comes
+/// no later than asked).
+fn signal_time(grace: std::time::Duration) -> u64 {
+    grace.as_secs() + u64::from(grace.subsec_nanos() > 0)
+}
 
 fn header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
     // Slurm shrinks a job of fewer tasks than nodes ("can't run 1 processes on 2 nodes"): a
@@ -73,6 +94,13 @@ fn header(tag: &str, r: &Resources, ranks: u32, threads: u32) -> SlurmScript {
     SlurmScript {
         ntasks,
         time: r.run_time_max.map(format_slurm_time),
+        // To the batch shell only (`B:`): the job script passes it on to the task it runs
+        // (`queue::script`); without `B:` Slurm would signal only job steps, and the tasks
+        // of a batch job run in its batch step.
+        signal: r
+            .checkpoint_grace
+            .map(|grace| format!("B:USR1@{}", signal_time(grace))),
+        requeue: r.requeue,
         mem: r.memory_max.map(format_slurm_memory),
         qos: r.qos.clone(),
         slurm_cmd_args: r.slurm_cmd_args.clone(),
@@ -469,5 +497,25 @@ mod tests {
             (d.log_name, d.array_log_name),
             ("slurm-%j.out", "slurm-%A.out")
         );
+    }
+
+    #[test]
+    fn checkpoint_grace_warns_the_batch_shell_and_requeue_is_passed_on() {
+        let d = &DIALECT;
+        let h = (d.header)("pitch-x", &Resources::new(), 1, 1);
+        assert_eq!((h.signal, h.requeue), (None, None));
+        let r = Resources::new()
+            .run_time_max(Duration::from_secs(120))
+            .checkpoint_grace(Duration::from_millis(89_500))
+            .requeue(false);
+        let h = (d.header)("pitch-x", &r, 1, 1);
+        // Whole seconds, rounded up: the warning comes no later than asked.
+        assert_eq!(h.signal.as_deref(), Some("B:USR1@90"));
+        assert_eq!(h.requeue, Some(false));
+        assert_eq!(d.warning, WarningReach::BatchShell);
+        assert_eq!(d.check(&r), Ok(vec![]));
+        let long = Resources::new().checkpoint_grace(Duration::from_secs(70_000));
+        let e = d.check(&long).unwrap_err();
+        assert!(e.contains("checkpoint_grace") && e.contains("65535"), "{e}");
     }
 }

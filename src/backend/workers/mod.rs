@@ -43,7 +43,7 @@ use crate::event::{EventKind, Events};
 use crate::future::{view_bytes, Slot};
 use crate::resources::Resources;
 use crate::resultlog::LogSet;
-use crate::store::{ResultRecord, Store};
+use crate::store::{CheckpointRecord, ResultRecord, Store, TaskPaths};
 use crate::task::{ArgSlot, TaskKey, TaskKind, TaskSpec};
 use crate::worker;
 
@@ -82,6 +82,8 @@ struct PoolTask {
     /// The `Run` frame, encoded once.
     frame: Vec<u8>,
     limit: Option<Duration>,
+    /// Where its checkpoint is written (by the driver: a worker writes no files).
+    paths: TaskPaths,
     done: Done,
     started: Box<dyn Fn(Option<String>) + Send + Sync>,
     phase: Mutex<Phase>,
@@ -214,7 +216,8 @@ impl Pooled {
 
     fn submit(&self, job: Job) {
         let reason = refuses(&self.defaults, &job.resources);
-        let Some((task, slot)) = task_of(job, self.name(), reason) else {
+        let limit = job.resources.run_time_max;
+        let Some((task, slot)) = task_of(job, self.name(), reason, limit) else {
             return;
         };
         let task = Arc::new(task);
@@ -270,12 +273,19 @@ fn refuses(d: &Resources, r: &Resources) -> Option<String> {
     None
 }
 
-/// A function task as the pool's workers (or pilots) run it: its inputs resolved from their
-/// futures and its `Run` frame encoded. `None` when the task ended here (refused for
-/// `reason`, a failed input, an unencodable frame): `done` has its record.
-fn task_of(job: Job, backend: &str, reason: Option<String>) -> Option<(PoolTask, Arc<Slot>)> {
+/// A function task as the pool's workers (or pilots) run it, with the time limit `limit`: its
+/// inputs resolved from their futures, its checkpoint read, and its `Run` frame encoded (with
+/// the warning `checkpoint_grace` before `limit`). `None` when the task ended here (refused
+/// for `reason`, a failed input, an unencodable frame): `done` has its record.
+fn task_of(
+    job: Job,
+    backend: &str,
+    reason: Option<String>,
+    limit: Option<Duration>,
+) -> Option<(PoolTask, Arc<Slot>)> {
     let Job {
         spec,
+        paths,
         resources,
         slot,
         deps,
@@ -338,11 +348,17 @@ fn task_of(job: Job, backend: &str, reason: Option<String>) -> Option<(PoolTask,
             }
         }
     }
+    let stop_after = resources
+        .checkpoint_grace
+        .zip(limit)
+        .map(|(grace, limit)| limit.saturating_sub(grace));
     let frame = match protocol::frame(&ToWorker::Run {
         key: *key,
         name: name.clone(),
         fingerprint: fingerprint.clone(),
         args: values,
+        checkpoint: paths.read_checkpoint().transpose(),
+        stop_after,
     }) {
         Ok(f) => f,
         Err(detail) => {
@@ -357,7 +373,8 @@ fn task_of(job: Job, backend: &str, reason: Option<String>) -> Option<(PoolTask,
             key: *key,
             name: name.clone(),
             frame,
-            limit: resources.run_time_max,
+            limit,
+            paths,
             done,
             started,
             phase: Mutex::new(Phase::Queued),
@@ -858,6 +875,7 @@ fn start_worker(shared: &Shared, index: u32) -> Result<Worker, TaskError> {
     let start = protocol::frame(&ToWorker::Start {
         index,
         init: shared.init.clone(),
+        stop_after: None,
     })
     .map_err(|e| launch_error(index, e))?;
     let mut ready = worker
@@ -926,6 +944,27 @@ fn status_text(status: &std::process::ExitStatus) -> String {
     }
 }
 
+/// A pooled task's checkpoint once it answered: the state it saved (`saved`, rank 0's) is
+/// written to its directory when it checkpointed (a failure to write it becomes the task's
+/// error); a finished task's checkpoint goes.
+fn keep_checkpoint(
+    task: &PoolTask,
+    outcome: &mut Result<Vec<Vec<u8>>, TaskError>,
+    saved: Option<CheckpointRecord>,
+) {
+    match outcome {
+        Ok(_) => task.paths.remove_checkpoint(),
+        Err(TaskError::Checkpointed { .. }) => {
+            if let Some(record) = saved {
+                if let Err(e) = task.paths.write_checkpoint(&record) {
+                    *outcome = Err(e);
+                }
+            }
+        }
+        Err(_) => {}
+    }
+}
+
 /// Records and delivers a task's end.
 fn deliver(shared: &Shared, task: &PoolTask, outcome: Result<Vec<Vec<u8>>, TaskError>) {
     deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
@@ -955,8 +994,15 @@ fn deliver_to(
 }
 
 impl Shared {
-    /// The next queued task, marked as running in `w`; `None` once the pool is closed.
-    fn next(&self, w: &Worker) -> Option<Arc<PoolTask>> {
+    /// The next queued task, marked as running in `w`; `None` once the pool is closed, or
+    /// when `patience` passes first (then `*timed_out` is set).
+    fn next(
+        &self,
+        w: &Worker,
+        patience: Option<Duration>,
+        timed_out: &mut bool,
+    ) -> Option<Arc<PoolTask>> {
+        let until = patience.map(|p| Instant::now() + p);
         let srun = w.srun;
         let sockets: Vec<std::os::fd::RawFd> = if w.srun || w.links.len() > 1 {
             w.links
@@ -983,18 +1029,23 @@ impl Shared {
             if st.closed {
                 return None;
             }
-            st = self.wake.wait(st).unwrap();
+            match until {
+                None => st = self.wake.wait(st).unwrap(),
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        *timed_out = true;
+                        return None;
+                    }
+                    st = self.wake.wait_timeout(st, left).unwrap().0;
+                }
+            }
         }
     }
 
     /// Whether the executor closed the pool.
     fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed
-    }
-
-    /// Whether no task waits for a worker.
-    fn idle(&self) -> bool {
-        self.state.lock().unwrap().queue.is_empty()
     }
 
     /// No worker can start: fail every queued task, and every later one, with `error`.
@@ -1022,6 +1073,10 @@ enum After {
     Keep,
     Replace,
 }
+
+/// How long an idle worker keeps its slots for its next task before it gives them back (and
+/// the most a command waits for an idle worker's slots).
+const LEASE_PATIENCE: Duration = Duration::from_millis(20);
 
 /// How many times in a row a worker is started before its failure fails the pool's tasks.
 const START_ATTEMPTS: u32 = 3;
@@ -1053,10 +1108,19 @@ fn drive(shared: &Shared, index: u32) {
             }
         }
         let w = worker.as_mut().expect("started above");
-        if lease.is_some() && (shared.single.waiting() || shared.idle()) {
+        if lease.is_some() && shared.single.waiting() {
             lease = None;
         }
-        let Some(task) = shared.next(w) else {
+        // Idle with the lease: it is kept a moment for the next task (back-to-back tasks
+        // take no lease each), then given back.
+        let mut timed_out = false;
+        let patience = lease.is_some().then_some(LEASE_PATIENCE);
+        let mut next = shared.next(w, patience, &mut timed_out);
+        if timed_out {
+            lease = None;
+            next = shared.next(w, None, &mut timed_out);
+        }
+        let Some(task) = next else {
             if let Some(w) = worker.take() {
                 w.stop();
             }
@@ -1146,22 +1210,31 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
     };
     let size = w.links.len() as u32;
     let mut values = Vec::with_capacity(answer.len());
-    let mut failure: Option<TaskError> = None;
+    // The failing rank that names the task's failure: the first with a real error, else the
+    // first that checkpointed (see `store::rank_failure_weight`).
+    let mut failure: Option<(u32, TaskError)> = None;
+    let mut saved = None;
     let mut broken: Option<Option<FromWorker>> = None;
     for (rank, a) in answer.into_iter().enumerate() {
         match a {
-            Some(FromWorker::Done { outcome: Ok(v) }) => values.push(v),
-            Some(FromWorker::Done { outcome: Err(e) }) => {
-                if failure.is_none() {
-                    failure = Some(if size > 1 {
-                        TaskError::Rank {
-                            rank: rank as u32,
-                            size,
-                            cause: Box::new(e),
+            Some(FromWorker::Done {
+                outcome,
+                checkpoint,
+            }) => {
+                if rank == 0 {
+                    saved = checkpoint;
+                }
+                match outcome {
+                    Ok(v) => values.push(v),
+                    Err(e) => {
+                        let weight = crate::store::rank_failure_weight(&e);
+                        if failure
+                            .as_ref()
+                            .is_none_or(|(_, f)| weight > crate::store::rank_failure_weight(f))
+                        {
+                            failure = Some((rank as u32, e));
                         }
-                    } else {
-                        e
-                    });
+                    }
                 }
             }
             other => {
@@ -1177,10 +1250,18 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
             let killed = matches!(*phase, Phase::Cancelling);
             *phase = Phase::Ended;
             drop(phase);
-            let outcome = match failure {
-                Some(e) => Err(e),
+            let mut outcome = match failure {
+                // The ranks stopped together to be resumed: the task checkpointed.
+                Some((_, e @ TaskError::Checkpointed { .. })) => Err(e),
+                Some((rank, e)) if size > 1 => Err(TaskError::Rank {
+                    rank,
+                    size,
+                    cause: Box::new(e),
+                }),
+                Some((_, e)) => Err(e),
                 None => Ok(values),
             };
+            keep_checkpoint(task, &mut outcome, saved);
             deliver(shared, task, outcome);
             if killed {
                 After::Replace
@@ -1235,6 +1316,7 @@ mod tests {
             name: "t".into(),
             frame: vec![],
             limit: None,
+            paths: Store::at("/nonexistent".into(), false).task(&TaskKey::from_bytes([1; 16])),
             done: Done::new(move |r| tx.send(r).unwrap()),
             started: Box::new(|_| {}),
             phase: Mutex::new(Phase::Queued),

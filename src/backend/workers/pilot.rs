@@ -40,7 +40,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
-use super::{cancel, deliver_to, readable_before, refuses, task_of, token, Link, Phase, PoolTask};
+use super::{
+    cancel, deliver_to, keep_checkpoint, readable_before, refuses, task_of, token, Link, Phase,
+    PoolTask,
+};
 use crate::backend::queue::Queue;
 use crate::backend::scheduler::{JobRef, JobState};
 use crate::backend::{Backend, BoxFuture, Job};
@@ -324,11 +327,17 @@ impl Pilots {
             );
         }
         if let (Some(own), Some(wall)) = (own_limit(d, r), d.run_time_max) {
-            if own + MARGIN > wall {
+            let grace = d.checkpoint_grace.unwrap_or_default();
+            if own + MARGIN + grace > wall {
                 return Some(format!(
                     "its run_time_max ({own:?}) does not fit in a pilot's wall time ({wall:?}, \
-                     the executor's run_time_max, less {MARGIN:?}): give the executor a longer \
-                     run_time_max"
+                     the executor's run_time_max, less {MARGIN:?}{}): give the executor a \
+                     longer run_time_max",
+                    if grace.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" and its checkpoint_grace {grace:?}")
+                    }
                 ));
             }
         }
@@ -338,10 +347,9 @@ impl Pilots {
     fn submit(&self, job: Job) {
         let reason = self.refuses(&job.resources);
         let own = own_limit(&self.shared.cfg.defaults, &job.resources);
-        let Some((mut task, slot)) = task_of(job, self.name(), reason) else {
+        let Some((task, slot)) = task_of(job, self.name(), reason, own) else {
             return;
         };
-        task.limit = own;
         let task = Arc::new(task);
         {
             let mut st = self.shared.state.lock().unwrap();
@@ -392,6 +400,17 @@ fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
     out
 }
 
+/// What a pilot job asks the scheduler for: the executor's default resources, without the
+/// scheduler's warning signal (`checkpoint_grace`): the driver warns a pilot's tasks itself,
+/// from the pilot's start (`ToWorker::Start`), and a signal the scheduler may send early
+/// (Slurm: up to a minute) could come before the pilot's shell has become the worker.
+fn pilot_resources(shared: &Shared) -> Resources {
+    Resources {
+        checkpoint_grace: None,
+        ..shared.cfg.defaults.clone()
+    }
+}
+
 /// The task's own time limit: its `run_time_max` unless it is the executor's default (the
 /// pilots' wall time), which a task inherits without asking for it.
 fn own_limit(defaults: &Resources, r: &Resources) -> Option<Duration> {
@@ -419,7 +438,7 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
         };
         let command = |index: &str| command(shared, &exe, submission, index);
         let submitted =
-            rt.block_on(queue.submit_pilots(&shared.tag, &shared.cfg.defaults, n, &command));
+            rt.block_on(queue.submit_pilots(&shared.tag, &pilot_resources(shared), n, &command));
         match submitted {
             Ok(job_id) => {
                 let mut st = shared.state.lock().unwrap();
@@ -851,9 +870,16 @@ fn serve_pilot(
         writer: std::fs::File::from(OwnedFd::from(writer)),
     };
     let socket = link.reader.get_ref().as_raw_fd();
+    // A pilot's tasks are warned `checkpoint_grace` before its wall time (less the margin for
+    // its start), and it takes no task from then on.
+    let wall = shared.cfg.defaults.run_time_max;
+    let grace = shared.cfg.defaults.checkpoint_grace;
     let start = protocol::frame(&ToWorker::Start {
         index,
         init: shared.cfg.init.clone(),
+        stop_after: wall
+            .zip(grace)
+            .map(|(wall, grace)| wall.saturating_sub(MARGIN).saturating_sub(grace)),
     });
     let ready = start
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -875,11 +901,12 @@ fn serve_pilot(
         }
         other => return Some(format!("pilot {job} ended before it was ready: {other:?}")),
     }
-    let deadline = shared
-        .cfg
-        .defaults
-        .run_time_max
-        .map(|wall| connected + wall.saturating_sub(MARGIN));
+    let deadline = wall.map(|wall| {
+        connected
+            + wall
+                .saturating_sub(MARGIN)
+                .saturating_sub(grace.unwrap_or_default())
+    });
     let mut idle_since = Instant::now();
     loop {
         let task = match next(shared, deadline, &mut idle_since, socket) {
@@ -972,10 +999,15 @@ fn run_on_pilot(
     let mut phase = task.phase.lock().unwrap();
     let cancelling = matches!(*phase, Phase::Cancelling);
     match answer {
-        Ok(Some(Some(FromWorker::Done { outcome }))) => {
+        Ok(Some(Some(FromWorker::Done {
+            outcome,
+            checkpoint,
+        }))) => {
             *phase = Phase::Ended;
             drop(phase);
-            deliver(outcome.map(|v| vec![v]));
+            let mut outcome = outcome.map(|v| vec![v]);
+            keep_checkpoint(task, &mut outcome, checkpoint);
+            deliver(outcome);
             // A cancel that came as the task finished shut the connection: the value stands.
             cancelling.then(|| format!("pilot {job} was let go after a cancel"))
         }
@@ -1177,7 +1209,7 @@ impl Pilots {
         let command = |index: &str| command(&self.shared, &exe, 1, index);
         queue.render_pilots(
             &self.shared.tag,
-            &self.shared.cfg.defaults,
+            &pilot_resources(&self.shared),
             self.shared.cfg.max_workers as usize,
             &command,
         )

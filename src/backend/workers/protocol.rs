@@ -14,12 +14,14 @@
 //! has gone silent leaves after its idle timeout.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::TaskError;
+use crate::store::CheckpointRecord;
 use crate::task::TaskKey;
 
 /// A registered function run once in every worker when it starts.
@@ -35,14 +37,22 @@ pub(crate) struct InitCall {
 /// What the driver sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
-    /// The first message: which worker this is, and its init function.
-    Start { index: u32, init: Option<InitCall> },
-    /// Run one task on these (inline) arguments.
+    /// The first message: which worker this is, and its init function; for a pilot job, when
+    /// (from now) its tasks are warned that its wall time is near (`checkpoint_grace`).
+    Start {
+        index: u32,
+        init: Option<InitCall>,
+        stop_after: Option<Duration>,
+    },
+    /// Run one task on these (inline) arguments, with its checkpoint (or why it could not be
+    /// read) and when (from now) it is warned before its time limit.
     Run {
         key: TaskKey,
         name: String,
         fingerprint: String,
         args: Vec<Vec<u8>>,
+        checkpoint: Option<Result<CheckpointRecord, TaskError>>,
+        stop_after: Option<Duration>,
     },
     /// Nothing to do yet: a pilot stays (its idle timer starts again).
     Stay,
@@ -69,8 +79,12 @@ pub(crate) enum FromWorker {
     PilotHello { pilot: String },
     /// The worker has run its init function (or has none).
     Ready { init: Result<(), TaskError> },
-    /// The task's encoded value, or why it failed.
-    Done { outcome: Result<Vec<u8>, TaskError> },
+    /// The task's encoded value, or why it failed; the checkpoint it saved (rank 0's), for
+    /// the driver to write.
+    Done {
+        outcome: Result<Vec<u8>, TaskError>,
+        checkpoint: Option<CheckpointRecord>,
+    },
 }
 
 /// What `poll` reports when the peer closed the connection: Linux says so as soon as the
@@ -152,24 +166,22 @@ mod tests {
             name: "m::f".into(),
             fingerprint: "fp".into(),
             args: vec![vec![1, 2], vec![]],
+            checkpoint: Some(Ok(CheckpointRecord {
+                type_name: "u64".into(),
+                state: vec![7],
+            })),
+            stop_after: Some(Duration::from_millis(1500)),
         };
         let mut bytes = Vec::new();
         write(&mut bytes, &run).unwrap();
-        write(
-            &mut bytes,
-            &FromWorker::Done {
-                outcome: Ok(vec![9]),
-            },
-        )
-        .unwrap();
+        let done = FromWorker::Done {
+            outcome: Ok(vec![9]),
+            checkpoint: None,
+        };
+        write(&mut bytes, &done).unwrap();
         let mut input = &bytes[..];
         assert_eq!(read::<ToWorker>(&mut input).unwrap(), Some(run));
-        assert_eq!(
-            read::<FromWorker>(&mut input).unwrap(),
-            Some(FromWorker::Done {
-                outcome: Ok(vec![9])
-            })
-        );
+        assert_eq!(read::<FromWorker>(&mut input).unwrap(), Some(done));
         assert_eq!(read::<FromWorker>(&mut input).unwrap(), None);
         let cut = &bytes[..bytes.len() - 1];
         let mut input = cut;

@@ -314,7 +314,16 @@ fn serve_on(input: File, output: File, rank: u32, size: u32, local_rank: u32) ->
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut output = BufWriter::with_capacity(1 << 16, output);
     let (index, init) = match protocol::read::<ToWorker>(&mut input) {
-        Ok(Some(ToWorker::Start { index, init })) => (index, init),
+        Ok(Some(ToWorker::Start {
+            index,
+            init,
+            stop_after,
+        })) => {
+            if let Some(after) = stop_after {
+                crate::checkpoint::stop_process_after(after);
+            }
+            (index, init)
+        }
         Ok(None) => return 0,
         Ok(Some(other)) => {
             eprintln!("pitch pool worker: expected a start message, got {other:?}");
@@ -353,12 +362,22 @@ fn serve_on(input: File, output: File, rank: u32, size: u32, local_rank: u32) ->
                 name,
                 fingerprint,
                 args,
+                checkpoint,
+                stop_after,
             })) => {
                 *CURRENT_KEY.lock().unwrap_or_else(|e| e.into_inner()) = key.to_string();
+                crate::checkpoint::begin_pooled(key.to_string(), checkpoint, stop_after);
                 let outcome = worker::registered(&name, &fingerprint)
                     .and_then(|registration| worker::run_registered(registration, args));
-                let sent = protocol::write(&mut output, &FromWorker::Done { outcome })
-                    .and_then(|()| output.flush());
+                let checkpoint = crate::checkpoint::end_pooled();
+                let sent = protocol::write(
+                    &mut output,
+                    &FromWorker::Done {
+                        outcome,
+                        checkpoint,
+                    },
+                )
+                .and_then(|()| output.flush());
                 if let Err(e) = sent {
                     // The driver is gone: nobody wants the next task either.
                     eprintln!("pitch pool worker {index}: cannot send a result: {e}");

@@ -92,11 +92,7 @@ pub(crate) const CASES: &[Case] = &[
         name: "g_sbatch_reply_lost",
         alone: false,
         run: sbatch_reply_lost,
-        known_bug: Some(
-            "an sbatch failure after slurmctld accepted the job is taken for a refusal \
-             (Rejected) and the intent record is dropped: the job runs unwatched, and a rerun \
-             submits the tasks again (queue/mod.rs, Queue::submit)",
-        ),
+        known_bug: None,
     },
     Case {
         name: "f_preempted_requeue_on",
@@ -340,7 +336,7 @@ fn node_crash(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
     let slurm = Slurm::from_env()?;
     slurm.wait_healthy(Duration::from_secs(60))?;
     let mut plan = Plan::new(dir, vec![8000; 12]);
-    plan.slurm_args = vec![if requeue { "--requeue" } else { "--no-requeue" }.into()];
+    plan.requeue = Some(requeue);
     if retries {
         with_retries(&mut plan, "");
     }
@@ -750,8 +746,8 @@ fn wrapped_sbatch(dir: &Path, then: &str) -> Result<std::ffi::OsString, String> 
 
 /// g. sbatch's reply is lost: slurmctld accepted the job, but sbatch says it failed
 /// ("Socket timed out on send/recv operation", what an overloaded slurmctld makes sbatch say;
-/// the wrapped sbatch says it for its first call). The job exists and runs: its tasks must
-/// not end as refused while they run, and no rerun may run them twice.
+/// the wrapped sbatch says it for its first call). The job exists and runs: the driver finds
+/// it by its script (and says so), its tasks finish once, not as refused.
 fn sbatch_reply_lost(dir: &Path) -> Result<(), String> {
     let plan = Plan::new(dir, vec![8000; 4]);
     let path = wrapped_sbatch(
@@ -777,6 +773,13 @@ fn sbatch_reply_lost(dir: &Path) -> Result<(), String> {
             runs(&plan)
         ));
     }
+    ensure!(
+        first
+            .events
+            .iter()
+            .any(|e| e.kind == "warning" && e.rest.contains("said the submission failed")),
+        "no warning about the job found after sbatch's failure"
+    );
     let fault_end = start;
     conclude(
         dir,
@@ -811,10 +814,8 @@ fn preempted(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
     let node = format!("n{}", slurm.nodes);
     let mut plan = Plan::new(dir, vec![10_000; 4]);
     plan.partition = Some("lowprio".into());
-    plan.slurm_args = vec![
-        format!("--nodelist={node}"),
-        if requeue { "--requeue" } else { "--no-requeue" }.into(),
-    ];
+    plan.slurm_args = vec![format!("--nodelist={node}")];
+    plan.requeue = Some(requeue);
     if retries {
         with_retries(&mut plan, "");
     }
@@ -922,7 +923,8 @@ fn preempted_packed(dir: &Path) -> Result<(), String> {
     let mut plan = Plan::new(dir, vec![5000; 8]);
     plan.partition = Some("lowprio".into());
     plan.tasks_per_job = Some(2);
-    plan.slurm_args = vec![format!("--nodelist={node}"), "--requeue".into()];
+    plan.slurm_args = vec![format!("--nodelist={node}")];
+    plan.requeue = Some(true);
     let start = Instant::now();
     let child = spawn_driver(dir, "first", &plan, None);
     let mut finished_before = Vec::new();

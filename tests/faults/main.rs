@@ -77,6 +77,9 @@ pub(crate) struct Plan {
     pub delay_ms: Vec<u64>,
     pub partition: Option<String>,
     pub slurm_args: Vec<String>,
+    /// `requeue` (sbatch `--requeue` / `--no-requeue`).
+    #[serde(default)]
+    pub requeue: Option<bool>,
     pub max_jobs: Option<u32>,
     #[serde(default)]
     pub tasks_per_job: Option<u32>,
@@ -284,6 +287,9 @@ fn driver(dir: &Path, tag: &str) -> i32 {
     let mut resources = Resources::new();
     if let Some(p) = &plan.partition {
         resources = resources.partition(p);
+    }
+    if let Some(r) = plan.requeue {
+        resources = resources.requeue(r);
     }
     for a in &plan.slurm_args {
         resources = resources.slurm_cmd_arg(a);

@@ -504,6 +504,9 @@ mod tests {
         let paths = task_paths(dir.path());
         paths.create().unwrap();
         let run = |body: &str| {
+            // Each run another submission: the last one's exit file is removed first, as
+            // `ship_task` does (a finished command's exit file makes its job skip it).
+            let _ = std::fs::remove_file(paths.exit_file());
             let script = dir.path().join("s.sh");
             std::fs::write(&script, format!("set -u\n{body}")).unwrap();
             let status = std::process::Command::new("bash")
@@ -843,6 +846,7 @@ mod tests {
             exe: Some(Path::new("/bin/w")),
             durable: false,
             rank_launcher: "srun",
+            warning: None,
         });
         let first = body.lines().next().unwrap();
         assert_eq!(

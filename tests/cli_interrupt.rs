@@ -164,3 +164,38 @@ fn sigint_on_a_sweep_says_what_was_cancelled() {
         "{err}"
     );
 }
+
+/// A second Ctrl-C ends pitch at once, while the first one's cancel still waits out the
+/// grace period of a command that ignores SIGTERM.
+#[test]
+fn a_second_sigint_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["sweep", "-q", "--param", "x=1", "--", "sh", "-c"])
+        .arg(format!(
+            "trap '' TERM; echo $$ > {}; sleep 3{{x}}",
+            pidfile.display()
+        ))
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    let pid: i32 = wait_for(&pidfile).parse().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first Ctrl-C waits for the cancel"
+    );
+    let second = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+    // The command is no longer pitch's: end it here.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+}

@@ -3,7 +3,8 @@
 //! group, out of the terminal's reach). The handler only records the signal; a watcher
 //! thread cancels the task (local: SIGTERM to the command's process group, SIGKILL after the
 //! grace period; Slurm/Flux: the job is cancelled), which then resolves to `Cancelled`, and
-//! `pitch run` exits 128 + the signal.
+//! `pitch run` exits 128 + the signal. A second signal ends pitch at once (128 + it), as
+//! the first one's cancels may take a while (a grace period, a scheduler's answer).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
@@ -13,8 +14,12 @@ use std::time::Duration;
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    // Async-signal-safe: one atomic store.
-    RECEIVED.store(signal, Ordering::SeqCst);
+    // Async-signal-safe: one atomic swap, and `_exit` for a second signal: the first one
+    // asks for an orderly stop (cancels, a summary), a second one means "now".
+    if RECEIVED.swap(signal, Ordering::SeqCst) != 0 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + signal) };
+    }
 }
 
 /// The signals that cancel the task.

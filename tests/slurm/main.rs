@@ -105,7 +105,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
     ("panic_and_exit_3", panic_and_exit_3),
     ("map_of_1000_becomes_arrays", map_of_1000_becomes_arrays),
-    ("bad_partition_is_not_cached", bad_partition),
+    ("bad_partition_is_rejected_and_rerun", bad_partition),
     ("template_syntax_error", template_syntax_error),
     ("scancel_from_outside", scancel_from_outside),
     (
@@ -338,6 +338,8 @@ fn map_of_1000_becomes_arrays(dir: &Path) -> Result<(), String> {
     result
 }
 
+/// A submission sbatch refuses fails `Rejected` with sbatch's message; it is recorded as a
+/// failure, and a rerun (with a partition that exists) runs it.
 fn bad_partition(dir: &Path) -> Result<(), String> {
     let cache = dir.join("cache");
     let exe = executor(&cache).with_resources(Resources::new().partition("no-such-partition"));
@@ -350,10 +352,20 @@ fn bad_partition(dir: &Path) -> Result<(), String> {
         }
         other => return Err(format!("expected Rejected, got {other:?}")),
     }
+    // Recorded as failed (pitch status: failed, not unfinished), never as a result: a
+    // rerun submits it again.
     ensure!(
-        pitch::__private::read_result(&cache, &f.key()).is_err(),
-        "a rejected submission left a cached result"
+        matches!(
+            pitch::__private::read_result(&cache, &f.key()),
+            Ok(Err(TaskError::Rejected { .. }))
+        ),
+        "{:?}",
+        pitch::__private::read_result(&cache, &f.key())
     );
+    drop(exe);
+    let rerun = executor(&cache);
+    let again = add::submit(&rerun, 1, 2);
+    ensure!(again.result() == Ok(3), "the rerun: {:?}", again.result());
     Ok(())
 }
 

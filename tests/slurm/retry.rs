@@ -53,6 +53,17 @@ fn sweep_refused(dir: &Path) -> Result<(), String> {
         ),
         "{err}"
     );
+    // Nothing is left unfinished: the refused points are failed.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["status", "--cache-dir", "pitch-cache"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        text.contains("2 tasks") && text.contains("2 failed") && !text.contains("unfinished"),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -544,7 +544,8 @@ impl Queue {
             if let Ok(Some(found)) = self.scheduler.client.submitted(&self.tag).await {
                 if let Some(&job_id) = found.get(&script.display().to_string()) {
                     self.warn(format!(
-                        "{} said the submission failed ({e}), yet the scheduler lists job                          {job_id} with its script: its tasks are watched as that job",
+                        "{} said the submission failed ({e}), yet the scheduler lists job \
+                         {job_id} with its script: its tasks are watched as that job",
                         self.scheduler.dialect.submitter
                     ));
                     submitted = Ok((job_id, String::new()));
@@ -791,8 +792,9 @@ impl Queue {
                     None => WatchEnd::Resubmit,
                 };
             }
-            // A rejected submission is not a task result: nothing is cached.
-            Err(e) => return WatchEnd::Done(ResultRecord { outcome: Err(e) }),
+            // Refused (or never submitted): recorded as the task's failure, so that `pitch
+            // status` shows it failed, not unfinished; a rerun runs it again, as any failure.
+            Err(e) => return fail(e),
         };
         match self.watch(job, job_ref, false).await {
             WatchEnd::Lost => fail(TaskError::Scheduler {

@@ -835,7 +835,17 @@ impl Queue {
     /// Journals the jobs of these intents the scheduler lists; forgets the intents of the
     /// others (never accepted, or gone from the queue: their tasks' files speak for them).
     async fn recover_intents(&self, intents: Vec<(String, IntentRecord)>) {
-        let found = match self.scheduler.client.submitted(&self.tag).await {
+        // A lookup that fails (squeue timing out on a busy controller) would have the tasks
+        // submitted twice: asked again, 1, 2 and 4 s later, before giving up.
+        let mut looked = self.scheduler.client.submitted(&self.tag).await;
+        for wait in [1, 2, 4] {
+            if looked.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            looked = self.scheduler.client.submitted(&self.tag).await;
+        }
+        let found = match looked {
             Ok(Some(found)) => found,
             Ok(None) => {
                 self.warn(format!(

@@ -187,7 +187,9 @@ fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
             Resources::new()
                 .run_time_max(Duration::from_secs(180))
                 .checkpoint_grace(Duration::from_secs(90))
-                .max_retries(1),
+                // Slurm may send its warning early (10-20 s into a job on a busy cluster):
+                // an attempt may checkpoint again before it is done.
+                .max_retries(3),
         )
         .build()
         .map_err(|e| e.to_string())?;
@@ -205,7 +207,16 @@ fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
         (1..N).contains(&resumed_from),
         "resumed from {resumed_from}"
     );
-    ensure!(starts(&log) == [0, resumed_from], "{:?}", starts(&log));
+    // Each attempt starts where the one before stopped: 0, then increasing, the last from
+    // the state it finished with.
+    let log_starts = starts(&log);
+    ensure!(
+        (2..=4).contains(&log_starts.len())
+            && log_starts[0] == 0
+            && log_starts.windows(2).all(|w| w[0] < w[1])
+            && log_starts.last() == Some(&resumed_from),
+        "{log_starts:?}"
+    );
     ensure!(
         f.job_id().is_some() && f.job_id() != first_job,
         "the second attempt ran as a new job: {first_job:?} then {:?}",
@@ -230,8 +241,13 @@ fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
     ensure!(total == N * (N - 1) / 2, "2 ranks: sum {total}");
     let mut starts2 = starts(&log2);
     starts2.sort();
+    // Both ranks start each attempt from the same state.
     ensure!(
-        resumed_from > 0 && starts2 == [0, 0, resumed_from, resumed_from],
+        resumed_from > 0
+            && (4..=8).contains(&starts2.len())
+            && starts2.chunks(2).all(|p| p.len() == 2 && p[0] == p[1])
+            && starts2[0] == 0
+            && starts2.last() == Some(&resumed_from),
         "2 ranks: {starts2:?}"
     );
     Ok(())

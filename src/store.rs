@@ -179,6 +179,21 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
     Ok(payload)
 }
 
+/// Opens `path` with `opts` without following a link in its place (`O_NOFOLLOW`) nor
+/// blocking on a planted FIFO (`O_NONBLOCK`); anything but a regular file is an error.
+fn open_regular(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// Reads and checks a file, returning its payload.
 ///
 /// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
@@ -805,16 +820,11 @@ impl TaskPaths {
         };
         let mut line = serde_json::to_vec(attempt).map_err(|e| failed(e.to_string()))?;
         line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| failed(format!("could not open: {e}")))?;
-        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Err(failed("is not a regular file".into()));
-        }
+        let mut file = open_regular(
+            OpenOptions::new().append(true).create(true).mode(0o600),
+            &path,
+        )
+        .map_err(|e| failed(format!("could not open: {e}")))?;
         // One write of a whole line: appends of lines this short do not interleave.
         file.write_all(&line)
             .map_err(|e| failed(format!("could not write: {e}")))
@@ -823,16 +833,9 @@ impl TaskPaths {
     /// The failed attempts recorded for the task (none when it was never retried); a line
     /// that does not read (cut short by a full disk) is skipped.
     pub(crate) fn attempts(&self) -> Vec<crate::error::Attempt> {
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(self.attempts_file());
-        let Ok(file) = opened else {
+        let Ok(file) = open_regular(OpenOptions::new().read(true), &self.attempts_file()) else {
             return Vec::new();
         };
-        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Vec::new();
-        }
         let mut text = String::new();
         // At most 1 MiB: a task is not retried thousands of times.
         if io::Read::take(file, 1 << 20)

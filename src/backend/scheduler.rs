@@ -5,7 +5,7 @@
 //! (`backend/flux`) each provide both; `backend::scheduler_for` picks one by
 //! [`SchedulerKind`]. This module knows neither of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -13,6 +13,15 @@ use std::str::FromStr;
 use crate::resources::Resources;
 use crate::scheduler::{EndReason, SchedulerError, SchedulerKind};
 use crate::template::SlurmScript;
+
+/// A submission whose job id may never have been learned: the job script's path where the
+/// scheduler runs, the script's text (each script ends with a line naming its submission, so
+/// no two are the same), and a time shortly before it was submitted.
+pub(crate) struct Unrecorded {
+    pub script: String,
+    pub text: String,
+    pub since: std::time::SystemTime,
+}
 
 /// A future borrowing its scheduler.
 pub(crate) type Fut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -236,15 +245,18 @@ pub(crate) trait SchedulerClient: Send + Sync + 'static {
         let _ = wanted;
         Box::pin(async { HashMap::new() })
     }
-    /// ONE query: the jobs named `tag` the scheduler still lists, by the path of the job
-    /// script they were submitted with (the array's job id for an array): how a submission
-    /// whose job id the driver never learned (killed while the submit command ran) is found
-    /// again. `None` where the scheduler cannot tell.
+    /// The jobs named `tag` the scheduler lists that were submitted with one of the scripts
+    /// `wanted`, by the script's path (the array's job id for an array): how a submission
+    /// whose job id the driver never learned (killed while the submit command ran, or the
+    /// submit command's reply lost) is found again. Jobs in `known` are already journaled:
+    /// they need not be looked at. `None` where the scheduler cannot tell.
     fn submitted<'a>(
         &'a self,
         tag: &'a str,
+        wanted: &'a [Unrecorded],
+        known: &'a HashSet<u64>,
     ) -> Fut<'a, Result<Option<HashMap<String, u64>>, SchedulerError>> {
-        let _ = tag;
+        let _ = (tag, wanted, known);
         Box::pin(async { Ok(None) })
     }
     /// Why the cluster can never run a task asking for `r` with `ranks` ranks of `threads`

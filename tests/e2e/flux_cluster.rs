@@ -103,6 +103,12 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ("cancel_a_running_task", cancel_a_running_task),
     ("a_rejected_submission", a_rejected_submission),
     ("rerun_submits_nothing", rerun_submits_nothing),
+    (
+        "rerun_after_a_kill_once_flux_batch_was_accepted_runs_each_task_once",
+        killed_after_flux_batch_accepted,
+    ),
+    // Not a test: the driver that killed_after_flux_batch_accepted kills and reruns.
+    ("inner_packed_commands", inner_packed_commands),
     ("ignored_keys_warn_once", ignored_keys_warn_once),
     (
         "a_job_cancelled_outside_pitch",
@@ -166,6 +172,7 @@ mod outer {
         cancel_a_running_task,
         a_rejected_submission,
         rerun_submits_nothing,
+        rerun_after_a_kill_once_flux_batch_was_accepted_runs_each_task_once,
         ignored_keys_warn_once,
         a_job_cancelled_outside_pitch,
         cli_status_and_cancel_ask_flux,
@@ -774,6 +781,95 @@ fn rerun_submits_nothing() -> Result<(), String> {
     );
     let cached = events.count(|e| matches!(e, EventKind::Cached { .. }));
     ensure!(cached == 4, "{cached} cached events");
+    Ok(())
+}
+
+/// The driver `killed_after_flux_batch_accepted` starts (twice): four commands packed into
+/// one `flux batch` job on the cache directory `$PITCH_INNER_DIR/cache`, each appending its
+/// index to `$PITCH_INNER_DIR/runs.log`.
+fn inner_packed_commands() -> Result<(), String> {
+    let dir = PathBuf::from(std::env::var_os("PITCH_INNER_DIR").ok_or("no PITCH_INNER_DIR")?);
+    let exe = builder(&dir.join("cache"))
+        .tasks_per_job(4)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let log = dir.join("runs.log");
+    let futures: Vec<_> = (0..4)
+        .map(|i| {
+            exe.submit_command(
+                Command::new("sh").args(["-c", &format!("echo {i} >> {}; sleep 1", log.display())]),
+            )
+        })
+        .collect();
+    for f in futures {
+        f.result().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Killed after `flux batch` submitted the job but before it printed the job id: the rerun
+/// finds the job by its script (Flux keeps the script in the job's jobspec, not its path),
+/// submits nothing and each task runs once.
+fn killed_after_flux_batch_accepted() -> Result<(), String> {
+    let dir = temp();
+    let accepted = dir.path().join("accepted");
+    // First on the killed driver's PATH: a flux whose `batch` submits (through the recording
+    // shim, next on PATH), marks `accepted`, then hangs before printing the id.
+    let bin = dir.path().join("slow-bin");
+    std::fs::create_dir(&bin).map_err(|e| e.to_string())?;
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/flux-shim/flux");
+    let slow = format!(
+        "#!/bin/sh\nif [ \"$1\" = batch ]; then\n  out=$({} \"$@\") || exit $?\n  touch {}\n  \
+         sleep 30\n  echo \"$out\"\n  exit 0\nfi\nexec {} \"$@\"\n",
+        shim.display(),
+        accepted.display(),
+        shim.display()
+    );
+    std::fs::write(bin.join("flux"), slow).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("flux"), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let path = std::env::var_os("PATH").ok_or("no PATH")?;
+    let slow_path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))
+        .map_err(|e| e.to_string())?;
+    let inner = |path: &std::ffi::OsStr| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["flux-cluster-driver", "inner_packed_commands"])
+            .env("PITCH_INNER_DIR", dir.path())
+            .env("PATH", path)
+            .spawn()
+            .map_err(|e| e.to_string())
+    };
+    let mut first = inner(&slow_path)?;
+    let start = Instant::now();
+    while !accepted.exists() {
+        if start.elapsed() > Duration::from_secs(180) {
+            let _ = first.kill();
+            return Err("flux batch never accepted the job within 180 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().map_err(|e| e.to_string())?;
+    first.wait().map_err(|e| e.to_string())?;
+    let before = batch_scripts()?.len();
+    ensure!(before == 1, "the first driver: {:#?}", calls()?);
+    let status = inner(&path)?.wait().map_err(|e| e.to_string())?;
+    ensure!(status.success(), "the rerun failed: {status:?}");
+    ensure!(
+        batch_scripts()?.len() == before,
+        "the rerun submitted again for tasks already queued: {:#?}",
+        calls()?
+    );
+    let mut runs: Vec<String> = std::fs::read_to_string(dir.path().join("runs.log"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .map(String::from)
+        .collect();
+    runs.sort();
+    ensure!(
+        runs == ["0", "1", "2", "3"],
+        "each task runs once: {runs:?}"
+    );
     Ok(())
 }
 

@@ -11,12 +11,14 @@ pub(crate) mod instance;
 pub(crate) mod parse;
 mod run;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::backend::scheduler::{
-    base_header, strings, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient, WarningReach,
+    base_header, strings, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient, Unrecorded,
+    WarningReach,
 };
 use crate::backend::transport::Transport;
 use crate::resources::Resources;
@@ -168,6 +170,62 @@ impl SchedulerClient for FluxClient {
 
     /// One `flux jobs ID...` call for all of them (Flux keeps inactive jobs until they are
     /// purged).
+    /// ONE `flux jobs -a --name=TAG` call lists the executor's jobs with their submission
+    /// times; `flux batch` keeps no script path, so each job submitted since the earliest
+    /// `wanted` submission (less a minute, for a login node's clock) and not `known` has its
+    /// script read from its jobspec (`flux job info ID jobspec`, newest first) until every
+    /// wanted script is found. Each script ends with a line naming its submission, so a
+    /// match is that submission. A job whose jobspec cannot be read (purged since) is
+    /// skipped.
+    fn submitted<'a>(
+        &'a self,
+        tag: &'a str,
+        wanted: &'a [Unrecorded],
+        known: &'a HashSet<u64>,
+    ) -> Fut<'a, Result<Option<HashMap<String, u64>>, SchedulerError>> {
+        Box::pin(async move {
+            let mut found = HashMap::new();
+            let Some(since) = wanted.iter().map(|w| w.since).min() else {
+                return Ok(Some(found));
+            };
+            let since = since
+                .checked_sub(Duration::from_secs(60))
+                .unwrap_or(since)
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let name = format!("--name={tag}");
+            let count = format!("--count={MAX_LISTED}");
+            let format = format!("--format={}", parse::SUBMITTED_FORMAT);
+            let args = strings(&["jobs", "-a", "--no-header", &name, &count, &format]);
+            let out = self.flux(args).await?.ok("flux jobs")?;
+            let jobs =
+                parse::parse_submitted(&out.stdout).map_err(|e| SchedulerError::Unreadable {
+                    program: "flux jobs".into(),
+                    detail: e.to_string(),
+                })?;
+            for (job_id, _) in jobs
+                .into_iter()
+                .filter(|(id, at)| *at >= since && !known.contains(id))
+            {
+                if found.len() == wanted.len() {
+                    break;
+                }
+                let args = strings(&["job", "info", &job_id.to_string(), "jobspec"]);
+                let Ok(out) = self.flux(args).await?.ok("flux job info") else {
+                    continue;
+                };
+                let script = wanted.iter().find(|w| {
+                    !found.contains_key(&w.script) && parse::is_batch_script(&out.stdout, &w.text)
+                });
+                if let Some(w) = script {
+                    found.insert(w.script.clone(), job_id);
+                }
+            }
+            Ok(Some(found))
+        })
+    }
+
     fn never_ran<'a>(
         &'a self,
         wanted: &'a [JobRef],

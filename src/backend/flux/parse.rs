@@ -14,6 +14,10 @@ pub(crate) const QUEUE_FORMAT: &str = "{id}|{state}";
 pub(crate) const FINAL_FORMAT: &str =
     "{id}|{state}|{result}|{returncode}|{exception.type}|{exception.note}";
 
+/// What `flux jobs` prints per job when an unrecorded submission is looked for: its id and
+/// when Flux accepted it (seconds since the epoch).
+pub(crate) const SUBMITTED_FORMAT: &str = "{id}|{t_submit}";
+
 /// A line Flux printed that pitch cannot read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParseError(pub String);
@@ -196,6 +200,70 @@ pub(crate) fn fsd(d: std::time::Duration) -> String {
     format!("{}s", secs.max(1))
 }
 
+/// The lines of `flux jobs -n -o SUBMITTED_FORMAT`: each job's id and submission time
+/// (seconds since the epoch), newest first.
+pub(crate) fn parse_submitted(output: &str) -> Result<Vec<(u64, f64)>, ParseError> {
+    let mut jobs = Vec::new();
+    for (n, line) in output.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: &str| ParseError(format!("flux jobs, line {}: {why}: {line:?}", n + 1));
+        let (id, at) = line
+            .split_once('|')
+            .ok_or_else(|| bad("expected ID|T_SUBMIT"))?;
+        let job_id = parse_job_id(id).map_err(|e| bad(&e.0))?;
+        let at: f64 = at
+            .trim()
+            .parse()
+            .map_err(|_| bad("t_submit is not a number"))?;
+        jobs.push((job_id, at));
+    }
+    jobs.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    Ok(jobs)
+}
+
+/// Whether the batch script `flux batch` put in a job's jobspec (`flux job info ID jobspec`:
+/// `attributes.system.files.script`, its `data` in the `encoding` Flux chose: `utf-8`, or
+/// `base64` for a script that is not UTF-8) is `text`. A jobspec without one (not a batch
+/// job) or unreadable is not.
+pub(crate) fn is_batch_script(jobspec: &str, text: &str) -> bool {
+    let Ok(spec) = serde_json::from_str::<serde_json::Value>(jobspec) else {
+        return false;
+    };
+    let script = &spec["attributes"]["system"]["files"]["script"];
+    let Some(data) = script["data"].as_str() else {
+        return false;
+    };
+    match script["encoding"].as_str() {
+        Some("base64") => data == base64(text.as_bytes()),
+        _ => data == text,
+    }
+}
+
+/// Standard base64 with padding (RFC 4648, section 4), as Python's `base64.b64encode`
+/// writes it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +394,40 @@ mod tests {
         );
         // A failure that says nothing is still a failure.
         assert!(cancel_failure("\n").is_some());
+    }
+
+    #[test]
+    fn submissions_newest_first_and_batch_scripts_from_jobspecs() {
+        // What flux jobs -a -n --format='{id}|{t_submit}' printed (0.88).
+        let out = "ƒYnSfyfd|1796573770.1596365\n1209956040705|1796573771.5\n\n";
+        assert_eq!(
+            parse_submitted(out),
+            Ok(vec![
+                (1209956040705, 1796573771.5),
+                (1209956040704, 1796573770.1596365)
+            ])
+        );
+        assert!(parse_submitted("12|soon").is_err());
+        assert!(parse_submitted("12").is_err());
+        // The jobspec flux batch 0.88 made of a script (trimmed to what matters).
+        let text = "#!/bin/bash\n# flux: --nslots=1\necho hi\n";
+        let spec = serde_json::json!({"attributes": {"system": {"files": {"script": {
+            "mode": 33216, "data": text, "encoding": "utf-8"}}}}})
+        .to_string();
+        assert!(is_batch_script(&spec, text));
+        assert!(!is_batch_script(&spec, "#!/bin/bash\necho hi\n"));
+        assert!(!is_batch_script("{\"attributes\": {}}", text));
+        assert!(!is_batch_script("not json", text));
+        // Not UTF-8: Flux keeps it as base64 (Python's b64encode).
+        let spec = serde_json::json!({"attributes": {"system": {"files": {"script": {
+            "data": "IyEvYmluL2Jhc2gKZWNobyBoaQo=", "encoding": "base64"}}}}})
+        .to_string();
+        assert!(is_batch_script(&spec, "#!/bin/bash\necho hi\n"));
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
     }
 
     #[test]

@@ -102,6 +102,14 @@ impl Journal {
         let _ = std::fs::remove_file(self.store.journal_intent(stem));
     }
 
+    /// When the intent under `stem` was written (shortly before its submission), as its
+    /// file says; the epoch when it cannot say (every job is then looked at).
+    pub(crate) fn intended_at(&self, stem: &str) -> std::time::SystemTime {
+        std::fs::metadata(self.store.journal_intent(stem))
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+
     /// The intents of submissions whose driver stopped before it learned (or journaled) the
     /// job id: (stem, record). Unreadable ones are skipped (a record is written atomically:
     /// a damaged one is outside damage).

@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 
 use self::journal::{IntentRecord, Journal, JournalRecord};
 use self::poll::{Watch, WatchEnd};
-use super::scheduler::{lookup_state, JobRef, JobState, Scheduler};
+use super::scheduler::{lookup_state, JobRef, JobState, Scheduler, Unrecorded};
 use super::transport::{Transport, TransportError};
 use super::{Backend, BoxFuture, DropPolicy, Job};
 use crate::error::{Error, LaunchErrorKind, TaskError};
@@ -510,7 +510,7 @@ impl Queue {
         tasks: Option<PathBuf>,
         keys: &[(TaskKey, Option<u32>)],
     ) -> Result<u64, TaskError> {
-        let text = self.script_text(header)?;
+        let text = marked(self.script_text(header)?, stem);
         let path = self.store.job_script(stem);
         self.write_script(&path, &text)
             .map_err(|e| TaskError::Store {
@@ -536,12 +536,20 @@ impl Queue {
                 tasks: keys.to_vec(),
             },
         )?;
+        let since = std::time::SystemTime::now();
         let mut submitted = self.scheduler.client.submit(&script).await;
         if let Err(e) = &submitted {
             // A failed submission may still have been accepted (sbatch's reply lost: "Socket
             // timed out on send/recv operation"): the job would run while its tasks end as
             // refused, and a rerun would run them again. Asked once, by the job's script.
-            if let Ok(Some(found)) = self.scheduler.client.submitted(&self.tag).await {
+            let wanted = [Unrecorded {
+                script: script.display().to_string(),
+                text,
+                since,
+            }];
+            let known = self.known_jobs();
+            let lookup = self.scheduler.client.submitted(&self.tag, &wanted, &known);
+            if let Ok(Some(found)) = lookup.await {
                 if let Some(&job_id) = found.get(&script.display().to_string()) {
                     self.warn(format!(
                         "{} said the submission failed ({e}), yet the scheduler lists job \
@@ -628,6 +636,17 @@ impl Queue {
     }
 
     /// Writes a job script or tasks file (executable by its owner only).
+    /// The job ids journaled by earlier runs and submitted by this one.
+    fn known_jobs(&self) -> HashSet<u64> {
+        let journaled = self.journaled.lock().unwrap();
+        let jobs = self.jobs.lock().unwrap();
+        journaled
+            .values()
+            .chain(jobs.values())
+            .map(|j| j.job_id)
+            .collect()
+    }
+
     fn write_script(&self, path: &Path, text: &str) -> std::io::Result<()> {
         store::write_bytes_atomic(path, text.as_bytes(), self.store.durable(), 0o700)
     }
@@ -837,13 +856,31 @@ impl Queue {
     async fn recover_intents(&self, intents: Vec<(String, IntentRecord)>) {
         // A lookup that fails (squeue timing out on a busy controller) would have the tasks
         // submitted twice: asked again, 1, 2 and 4 s later, before giving up.
-        let mut looked = self.scheduler.client.submitted(&self.tag).await;
+        let wanted: Vec<Unrecorded> = intents
+            .iter()
+            .map(|(stem, intent)| Unrecorded {
+                script: intent.script.clone(),
+                // A script that cannot be read matches no job (Slurm looks by path alone).
+                text: std::fs::read_to_string(self.store.job_script(stem)).unwrap_or_default(),
+                since: self.journal.intended_at(stem),
+            })
+            .collect();
+        let known = self.known_jobs();
+        let mut looked = self
+            .scheduler
+            .client
+            .submitted(&self.tag, &wanted, &known)
+            .await;
         for wait in [1, 2, 4] {
             if looked.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(wait)).await;
-            looked = self.scheduler.client.submitted(&self.tag).await;
+            looked = self
+                .scheduler
+                .client
+                .submitted(&self.tag, &wanted, &known)
+                .await;
         }
         let found = match looked {
             Ok(Some(found)) => found,
@@ -1092,6 +1129,17 @@ impl Queue {
 
 /// Whether a failed submission of `job` is the scheduler refusing its dependency on an
 /// input's job (which has ended badly, so the dependency can never be satisfied).
+/// The job script `text` with a last line naming its submission (`# pitch: submission
+/// STEM`): no two scripts pitch submits are the same, so a scheduler that keeps a job's
+/// script but not its path (Flux) can tell which submission a job is.
+fn marked(mut text: String, stem: &str) -> String {
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("# pitch: submission {stem}\n"));
+    text
+}
+
 fn refused_dependency(e: &TaskError, job: &Job) -> bool {
     !job.deps.is_empty()
         && matches!(e, TaskError::Rejected { reason, .. }

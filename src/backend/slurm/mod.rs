@@ -15,7 +15,7 @@ use self::parse::SlurmState;
 pub(crate) use self::srun::{srun_options, SRUN_IGNORES};
 use crate::backend::scheduler::{
     base_header, strings, ArrayDialect, CmdOutput, Dialect, Fut, JobRef, JobState, SchedulerClient,
-    WarningReach,
+    Unrecorded, WarningReach,
 };
 use crate::backend::transport::Transport;
 use crate::resources::{format_slurm_memory, format_slurm_time, Resources};
@@ -382,12 +382,19 @@ impl SchedulerClient for SlurmClient {
         partition.refuses(ranks, threads, r.num_nodes, r.run_time_max)
     }
 
-    /// `squeue -o '%A|%o'`: the job (array) id and the script path of every job named `tag`.
+    /// ONE `squeue -o '%A|%o'` call: the job (array) id and the script path of every job
+    /// named `tag` (Slurm keeps the path the script was submitted from, so `known` jobs cost
+    /// nothing to leave in).
     fn submitted<'a>(
         &'a self,
         tag: &'a str,
+        wanted: &'a [Unrecorded],
+        _known: &'a HashSet<u64>,
     ) -> Fut<'a, Result<Option<HashMap<String, u64>>, SchedulerError>> {
         Box::pin(async move {
+            if wanted.is_empty() {
+                return Ok(Some(HashMap::new()));
+            }
             let uid = unsafe { libc::getuid() }.to_string();
             let args = strings(&["-h", "-u", &uid, "-n", tag, "-t", "all", "-o", "%A|%o"]);
             let out = self.cmd("squeue", &args).await?.ok("squeue")?;

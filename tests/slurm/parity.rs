@@ -12,6 +12,18 @@ use super::{executor, TestFn};
 use crate::ensure;
 use crate::failure_cases::{cases, differences};
 
+pitch::task! {
+    /// Touches `mib` MiB page by page and holds them 5 s; their sum.
+    pub fn hog(mib: usize) -> u64 {
+        let mut a = vec![0u8; mib << 20];
+        for i in (0..a.len()).step_by(4096) {
+            a[i] = 1;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        a.iter().map(|&b| u64::from(b)).sum()
+    }
+}
+
 /// Slurm's shortest time limit.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -28,7 +40,64 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
         "parity_an_array_element_cancelled_while_pending_is_cancelled",
         cancelled_while_pending,
     ),
+    (
+        "parity_out_of_memory_is_the_schedulers_out_of_memory",
+        out_of_memory,
+    ),
 ];
+
+/// How the local cluster enforces memory (`PITCH_SLURM_MEMORY` in its env.sh, written by
+/// `cluster-tests/start-slurm.sh`): `cgroup` or `sampling`.
+fn memory_enforcement() -> String {
+    std::env::var("PITCH_SLURM_MEMORY").unwrap_or_default()
+}
+
+/// A task above its `memory_max`: where the cluster's cgroups enforce memory (as production
+/// clusters do), the kernel kills it and Slurm ends the job OUT_OF_MEMORY, which is the
+/// task's error (`Scheduler`, naming the job), for a command and for a function; a neighbour
+/// in the same sweep within its memory is untouched. Where only slurmstepd's sampling
+/// enforces it, Slurm kills the job step and says FAILED: that is the error then.
+fn out_of_memory(dir: &Path) -> Result<(), String> {
+    let mode = memory_enforcement();
+    ensure!(
+        mode == "cgroup" || mode == "sampling",
+        "PITCH_SLURM_MEMORY is {mode:?}: source the env.sh of cluster-tests/start-slurm.sh"
+    );
+    let exe = executor(&dir.join("cache"));
+    let small = exe.with_resources(Resources::new().memory_max(100 << 20));
+    // 600 MiB touched page by page, then a pause for the sampling to see it.
+    let hog = "import time\na = bytearray(600 << 20)\nfor i in range(0, len(a), 4096): a[i] = 1\ntime.sleep(5)\n";
+    let command = small.submit_command(Command::new("python3").args(["-c", hog]));
+    let function = hog::submit(&small, 600);
+    let fine = small
+        .submit_command(Command::new("python3").args(["-c", "print(len(bytearray(10 << 20)))"]));
+    let want = if mode == "cgroup" {
+        "OUT_OF_MEMORY"
+    } else {
+        "FAILED"
+    };
+    for (what, result) in [
+        ("the command", command.result().map(|_| ())),
+        ("the function", function.result().map(|_| ())),
+    ] {
+        match result {
+            Err(TaskError::Scheduler { state, job_id, .. }) => ensure!(
+                state.as_str() == want && !job_id.is_empty(),
+                "{what}: {state} (job {job_id}), expected {want} ({mode} enforcement)"
+            ),
+            other => return Err(format!("{what}: expected Scheduler({want}), got {other:?}")),
+        }
+    }
+    let out = fine
+        .result()
+        .map_err(|e| format!("the task within its memory: {e}"))?;
+    ensure!(
+        out.read_stdout().unwrap_or_default().trim() == "10485760",
+        "{:?}",
+        out.read_stdout()
+    );
+    Ok(())
+}
 
 /// Inside an allocation: `slurm-parity-driver OUT DIR` runs the cases with
 /// SlurmJobExecutor and writes `name\terror` lines to OUT.

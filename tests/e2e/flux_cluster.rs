@@ -851,15 +851,43 @@ fn killed_after_flux_batch_accepted() -> Result<(), String> {
     }
     first.kill().map_err(|e| e.to_string())?;
     first.wait().map_err(|e| e.to_string())?;
-    let before = batch_scripts()?.len();
-    ensure!(before == 1, "the first driver: {:#?}", calls()?);
+    let scripts = batch_scripts()?;
+    let first = scripts
+        .first()
+        .ok_or("the first driver submitted nothing")?;
+    // The four submits usually make one pack; on a loaded machine the batch window may split
+    // them, and the killed driver never submitted the rest: those the rerun submits.
+    let stem = first
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut submitted_text = String::new();
+    for entry in std::fs::read_dir(first.parent().ok_or("no script")?)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&stem) {
+            submitted_text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    let all_in_it = (0..4).all(|i| submitted_text.contains(&format!("echo {i} >>")));
+    let before = scripts.len();
     let status = inner(&path)?.wait().map_err(|e| e.to_string())?;
     ensure!(status.success(), "the rerun failed: {status:?}");
-    ensure!(
-        batch_scripts()?.len() == before,
-        "the rerun submitted again for tasks already queued: {:#?}",
-        calls()?
-    );
+    let after = batch_scripts()?.len();
+    if all_in_it {
+        ensure!(
+            after == before,
+            "the rerun submitted again for tasks already queued: {:#?}",
+            calls()?
+        );
+    } else {
+        ensure!(
+            after > before,
+            "the tasks outside the accepted job were never submitted"
+        );
+    }
     let mut runs: Vec<String> = std::fs::read_to_string(dir.path().join("runs.log"))
         .map_err(|e| e.to_string())?
         .lines()

@@ -647,13 +647,6 @@ fn pilot_config(
     }
     let defaults = common.resources.clone();
     defaults.validate_basic()?;
-    if defaults.ranks() != 1 {
-        return Err(Error::Config(format!(
-            "block_allocation: pilots run one-rank tasks (cores = 1, threads_per_core for \
-             more CPUs); the executor's default cores = {} is not supported yet",
-            defaults.ranks()
-        )));
-    }
     let max_workers = p.max_workers.unwrap_or(1);
     if max_workers == 0 {
         return Err(Error::Config("max_workers must be at least 1".into()));

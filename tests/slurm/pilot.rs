@@ -2,7 +2,8 @@
 //! Slurm. A pooled sweep with a dependency chain (and its rerun from the cache), a pilot
 //! scancelled under its task (rerun elsewhere, recorded once; and without retries, the
 //! scheduler's error), the driver killed with SIGKILL and rerun, a pilot reaching its wall
-//! time while work is left (drain and replacement), and connections with a wrong secret.
+//! time while work is left (drain and replacement), connections with a wrong secret, and
+//! pilots of two ranks on two nodes running two-rank tasks.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -61,6 +62,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ("pilot_wall_time_drain_and_replacement", drain),
     ("pilot_wrong_secret_refused", wrong_secret),
     ("pilot_cancel_and_time_limit", cancel_and_time_limit),
+    ("pilot_of_two_ranks_runs_two_rank_tasks", multi_rank),
 ];
 
 const IDLE: Duration = Duration::from_secs(5);
@@ -125,6 +127,77 @@ fn wait_no_pilots(cache: &Path, within: Duration) -> Result<(), String> {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+pitch::task! {
+    /// (rank, size, node, Slurm job) of each rank; rank 1 fails when `fail` is set.
+    pub fn pilot_rank(fail: bool) -> (u32, u32, String, String) {
+        let ctx = pitch::context();
+        if fail && ctx.rank == 1 {
+            panic!("rank one gives up");
+        }
+        (ctx.rank, ctx.size, ctx.node, std::env::var("SLURM_JOB_ID").unwrap_or_default())
+    }
+}
+
+/// Pilots of two ranks on two nodes (`cores = 2, num_nodes = 2`: srun starts the ranks,
+/// each connects on its own): every task runs on both ranks of one pilot, which know their
+/// rank; a rank's failure is the task's `Rank` error and the pilot serves on; 8 tasks take
+/// at most the 2 pilot jobs allowed.
+fn multi_rank(dir: &Path) -> Result<(), String> {
+    let exe = builder(&dir.join("cache"), Duration::from_secs(600))
+        .resources(
+            Resources::new()
+                .run_time_max(Duration::from_secs(600))
+                .cores(2)
+                .num_nodes(2),
+        )
+        .max_workers(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let futures: Vec<_> = (0..8)
+        .map(|_| pilot_rank::submit_ranks(&exe, false))
+        .collect();
+    let mut jobs = BTreeSet::new();
+    for f in futures {
+        let ranks = f.result().map_err(|e| e.to_string())?;
+        ensure!(ranks.len() == 2, "{ranks:?}");
+        let nodes: BTreeSet<&String> = ranks.iter().map(|r| &r.2).collect();
+        ensure!(
+            ranks[0].0 == 0 && ranks[1].0 == 1 && ranks.iter().all(|r| r.1 == 2),
+            "ranks: {ranks:?}"
+        );
+        ensure!(nodes.len() == 2, "both ranks on one node: {ranks:?}");
+        ensure!(
+            ranks[0].3 == ranks[1].3 && !ranks[0].3.is_empty(),
+            "the ranks ran in different jobs: {ranks:?}"
+        );
+        jobs.insert(ranks[0].3.clone());
+    }
+    ensure!(
+        jobs.len() <= 2,
+        "8 tasks took {} pilot jobs: {jobs:?}",
+        jobs.len()
+    );
+    match pilot_rank::submit(&exe, true).result() {
+        Err(TaskError::Rank {
+            rank: 1,
+            size: 2,
+            cause,
+        }) => ensure!(matches!(*cause, TaskError::Panicked { .. }), "{cause:?}"),
+        other => return Err(format!("expected rank 1's panic, got {other:?}")),
+    }
+    // The pilots serve on: no third pilot job.
+    let after = pilot_rank::submit_ranks(&exe, false)
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(after.len() == 2, "{after:?}");
+    jobs.insert(after[0].3.clone());
+    ensure!(
+        jobs.len() <= 2,
+        "a new pilot job after a task's failure: {jobs:?}"
+    );
+    Ok(())
 }
 
 fn sweep(dir: &Path) -> Result<(), String> {

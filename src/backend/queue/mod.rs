@@ -597,7 +597,7 @@ impl Queue {
         command: &dyn Fn(&str) -> String,
     ) -> SlurmScript {
         let dialect = self.scheduler.dialect;
-        let mut header = (dialect.header)(name, r, 1, r.threads());
+        let mut header = (dialect.header)(name, r, r.ranks(), r.threads());
         let arrays = dialect.arrays.as_ref().filter(|_| count > 1);
         header.output = self.job_log(arrays.is_some());
         if let Some(a) = arrays {
@@ -635,7 +635,6 @@ impl Queue {
         submitted
     }
 
-    /// Writes a job script or tasks file (executable by its owner only).
     /// The job ids journaled by earlier runs and submitted by this one.
     fn known_jobs(&self) -> HashSet<u64> {
         let journaled = self.journaled.lock().unwrap();
@@ -647,6 +646,7 @@ impl Queue {
             .collect()
     }
 
+    /// Writes a job script or tasks file (executable by its owner only).
     fn write_script(&self, path: &Path, text: &str) -> std::io::Result<()> {
         store::write_bytes_atomic(path, text.as_bytes(), self.store.durable(), 0o700)
     }

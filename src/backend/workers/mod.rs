@@ -1167,11 +1167,11 @@ fn readable_before(link: &Link, deadline: Instant) -> bool {
 /// Every rank's answer, in rank order; `Err` with the first unreadable one; `Ok(None)` when
 /// the deadline passed.
 fn answers(
-    w: &mut Worker,
+    links: &mut [Link],
     deadline: Option<Instant>,
 ) -> std::io::Result<Option<Vec<Option<FromWorker>>>> {
-    let mut out = Vec::with_capacity(w.links.len());
-    for link in &mut w.links {
+    let mut out = Vec::with_capacity(links.len());
+    for link in links {
         if let Some(deadline) = deadline {
             if !readable_before(link, deadline) {
                 return Ok(None);
@@ -1182,39 +1182,15 @@ fn answers(
     Ok(Some(out))
 }
 
-fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
-    (task.started)(None);
-    let deadline = task.limit.map(|limit| Instant::now() + limit);
-    let answer = w.send(&task.frame).and_then(|()| answers(w, deadline));
-    let answer = match answer {
-        Ok(None) => {
-            // The time limit passed.
-            let mut phase = task.phase.lock().unwrap();
-            let cancelling = matches!(*phase, Phase::Cancelling);
-            *phase = Phase::Ended;
-            drop(phase);
-            w.terminate();
-            let outcome = if cancelling {
-                Err(TaskError::Cancelled)
-            } else {
-                Err(TaskError::Timeout {
-                    limit: task.limit.unwrap_or_default(),
-                })
-            };
-            deliver(shared, task, outcome);
-            return After::Replace;
-        }
-        Ok(Some(answers)) => answers,
-        // A rank's link broke: the worker died.
-        Err(_) => vec![None],
-    };
-    let size = w.links.len() as u32;
+/// A task's outcome from its ranks' answers (in rank order) and rank 0's checkpoint; or the
+/// answer of the first rank that did not send a result (`None`: its link closed), for which
+/// the worker is lost. The failing rank that names the task's failure is the first with a
+/// real error, else the first that checkpointed (see `store::rank_failure_weight`); ranks
+/// that all checkpointed make a checkpointed task.
+fn gather(answer: Vec<Option<FromWorker>>, size: u32) -> Gathered {
     let mut values = Vec::with_capacity(answer.len());
-    // The failing rank that names the task's failure: the first with a real error, else the
-    // first that checkpointed (see `store::rank_failure_weight`).
     let mut failure: Option<(u32, TaskError)> = None;
     let mut saved = None;
-    let mut broken: Option<Option<FromWorker>> = None;
     for (rank, a) in answer.into_iter().enumerate() {
         match a {
             Some(FromWorker::Done {
@@ -1237,30 +1213,66 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
                     }
                 }
             }
-            other => {
-                broken = Some(other);
-                break;
-            }
+            other => return Gathered::Broken(other),
         }
     }
-    match broken {
-        None => {
+    let outcome = match failure {
+        // The ranks stopped together to be resumed: the task checkpointed.
+        Some((_, e @ TaskError::Checkpointed { .. })) => Err(e),
+        Some((rank, e)) if size > 1 => Err(TaskError::Rank {
+            rank,
+            size,
+            cause: Box::new(e),
+        }),
+        Some((_, e)) => Err(e),
+        None => Ok(values),
+    };
+    Gathered::Done(outcome, saved)
+}
+
+/// What [`gather`] makes of the ranks' answers.
+enum Gathered {
+    /// Every rank sent a result: the task's outcome and rank 0's checkpoint.
+    Done(Result<Vec<Vec<u8>>, TaskError>, Option<CheckpointRecord>),
+    /// A rank sent something else (`None`: its link closed): the worker is lost.
+    Broken(Option<FromWorker>),
+}
+
+fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
+    (task.started)(None);
+    let deadline = task.limit.map(|limit| Instant::now() + limit);
+    let answer = w
+        .send(&task.frame)
+        .and_then(|()| answers(&mut w.links, deadline));
+    let answer = match answer {
+        Ok(None) => {
+            // The time limit passed.
+            let mut phase = task.phase.lock().unwrap();
+            let cancelling = matches!(*phase, Phase::Cancelling);
+            *phase = Phase::Ended;
+            drop(phase);
+            w.terminate();
+            let outcome = if cancelling {
+                Err(TaskError::Cancelled)
+            } else {
+                Err(TaskError::Timeout {
+                    limit: task.limit.unwrap_or_default(),
+                })
+            };
+            deliver(shared, task, outcome);
+            return After::Replace;
+        }
+        Ok(Some(answers)) => answers,
+        // A rank's link broke: the worker died.
+        Err(_) => vec![None],
+    };
+    match gather(answer, w.links.len() as u32) {
+        Gathered::Done(mut outcome, saved) => {
             let mut phase = task.phase.lock().unwrap();
             // A cancel that came as the task finished killed the worker: the value stands.
             let killed = matches!(*phase, Phase::Cancelling);
             *phase = Phase::Ended;
             drop(phase);
-            let mut outcome = match failure {
-                // The ranks stopped together to be resumed: the task checkpointed.
-                Some((_, e @ TaskError::Checkpointed { .. })) => Err(e),
-                Some((rank, e)) if size > 1 => Err(TaskError::Rank {
-                    rank,
-                    size,
-                    cause: Box::new(e),
-                }),
-                Some((_, e)) => Err(e),
-                None => Ok(values),
-            };
             keep_checkpoint(task, &mut outcome, saved);
             deliver(shared, task, outcome);
             if killed {
@@ -1269,7 +1281,7 @@ fn run_task(shared: &Shared, w: &mut Worker, task: &Arc<PoolTask>) -> After {
                 After::Keep
             }
         }
-        Some(other) => {
+        Gathered::Broken(other) => {
             // The worker died under the task (or spoke nonsense): find out how.
             let status = w.terminate();
             let mut phase = task.phase.lock().unwrap();

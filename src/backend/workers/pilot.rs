@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
 use super::{
-    cancel, deliver_to, keep_checkpoint, readable_before, refuses, task_of, token, Link, Phase,
-    PoolTask,
+    answers, cancel, deliver_to, gather, keep_checkpoint, refuses, task_of, token, Gathered, Link,
+    Phase, PoolTask, RANKS_CONNECT,
 };
 use crate::backend::queue::Queue;
 use crate::backend::scheduler::{JobRef, JobState};
@@ -102,8 +102,11 @@ enum PilotPhase {
 struct PilotInfo {
     job: JobRef,
     phase: PilotPhase,
-    /// The connection, to shut when the job is found ended while its socket is open.
-    stream: Option<Arc<TcpStream>>,
+    /// Its ranks' connections by rank, as they come (a one-rank pilot has one): to shut when
+    /// the job is found ended while a socket is open, or when the ranks do not all come.
+    ranks: Vec<Option<Arc<TcpStream>>>,
+    /// When its first rank connected.
+    first_rank: Option<Instant>,
     /// Queue queries in a row that did not list the job as active.
     misses: u32,
 }
@@ -132,6 +135,8 @@ struct Shared {
     wake: Condvar,
     /// Wakes the manager.
     manager: Condvar,
+    /// Wakes the thread of a pilot's first rank when another rank connects.
+    gathered: Condvar,
     queue: Arc<Queue>,
     cfg: PilotConfig,
     /// The secret pilots present, and the file they read it from (where the jobs see it).
@@ -262,6 +267,7 @@ impl Pilots {
             }),
             wake: Condvar::new(),
             manager: Condvar::new(),
+            gathered: Condvar::new(),
             tag: format!("{}-pilot", queue.tag()),
             queue,
             log: cfg.log.then(|| LogSet::of(store.root())),
@@ -388,8 +394,18 @@ fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
     if let Some(dir) = &d.cwd {
         out.push_str(&format!("cd {} || exit 1\n", q(&dir.display().to_string())));
     }
+    // A multi-rank pilot starts its ranks with the scheduler's launcher (srun, flux run),
+    // each of which connects on its own; one rank is the job's shell itself.
+    let ranks = d.ranks();
+    let launcher = if ranks > 1 {
+        out.push_str(&format!("export {}={ranks}\n", protocol::RANKS_ENV));
+        let dialect = shared.queue.scheduler().dialect;
+        format!("{} ", (dialect.rank_launcher)(ranks, d.threads()))
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "exec {} {} pilot {} {} {} {}\"{index}\"",
+        "exec {launcher}{} {} pilot {} {} {} {}\"{index}\"",
         q(exe),
         worker::WORKER_ARG,
         q(&shared.address),
@@ -453,7 +469,8 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
                         PilotInfo {
                             job,
                             phase: PilotPhase::Pending,
-                            stream: None,
+                            ranks: vec![None; shared.cfg.defaults.ranks() as usize],
+                            first_rank: None,
                             misses: 0,
                         },
                     );
@@ -623,9 +640,9 @@ fn observe(shared: &Shared, states: &HashMap<JobRef, JobState>) {
                     failed_start = Some(p.job);
                 }
                 PilotPhase::Connected => {
-                    // Its job is over, but its socket did not tell (a lost node): shut it, so
-                    // that its thread ends its task as lost.
-                    if let Some(s) = &p.stream {
+                    // Its job is over, but its sockets did not tell (a lost node): shut them,
+                    // so that its thread ends its task as lost.
+                    for s in p.ranks.iter().flatten() {
                         let _ = s.shutdown(std::net::Shutdown::Both);
                     }
                 }
@@ -691,8 +708,9 @@ fn accept(shared: &Arc<Shared>, listener: TcpListener, threads: &Mutex<Vec<JoinH
     }
 }
 
-/// Reads the peer's secret and hello: the pilot id, or why the peer is refused.
-fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<String, String> {
+/// Reads the peer's secret and hello: the pilot id and the rank that connected, or why the
+/// peer is refused.
+fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32), String> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     stream
@@ -714,16 +732,25 @@ fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<String, String> {
     }
     let hello = protocol::read::<FromWorker>(&mut &*stream).map_err(|e| e.to_string())?;
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    let ranks = shared.cfg.defaults.ranks();
     match hello {
-        Some(FromWorker::PilotHello { pilot }) => Ok(pilot),
+        Some(FromWorker::PilotHello { pilot, rank, size }) if size == ranks && rank < size => {
+            Ok((pilot, rank))
+        }
+        Some(FromWorker::PilotHello { pilot, rank, size }) => Err(format!(
+            "pilot {pilot} says it is rank {rank} of {size}, but this executor's pilots have \
+             {ranks} rank(s)"
+        )),
         other => Err(format!("it sent {other:?} instead of a pilot's hello")),
     }
 }
 
-/// One connected pilot: from its secret to its end.
+/// One connected rank of a pilot. The thread of a pilot's first rank waits for the others
+/// (for [`RANKS_CONNECT`]) and serves the pilot from then on; the others' threads end once
+/// their rank is in.
 fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let id = match authenticate(shared, &stream) {
-        Ok(id) => id,
+    let (id, rank) = match authenticate(shared, &stream) {
+        Ok(hello) => hello,
         Err(why) => {
             return shared.warn(format!(
                 "refused a connection to the pilot port from {peer}: {why}"
@@ -731,35 +758,71 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
         }
     };
     let stream = Arc::new(stream);
-    let (job, index) = {
-        let mut st = shared.state.lock().unwrap();
-        let index = st.next_index;
-        match st.pilots.get_mut(&id) {
-            Some(p) if p.phase == PilotPhase::Pending => {
-                p.phase = PilotPhase::Connected;
-                p.stream = Some(stream.clone());
-                st.next_index += 1;
-                st.ever_connected = true;
-                st.start_failures = 0;
-                let job = st.pilots[&id].job;
-                (job, index)
-            }
-            _ => {
-                drop(st);
-                return shared.warn(format!(
-                    "refused pilot {id} from {peer}: it is not a pilot this executor is waiting for"
-                ));
+    let mut st = shared.state.lock().unwrap();
+    let first = match st.pilots.get_mut(&id) {
+        Some(p) if p.phase == PilotPhase::Pending && p.ranks[rank as usize].is_none() => {
+            p.ranks[rank as usize] = Some(stream.clone());
+            p.first_rank.is_none() && {
+                p.first_rank = Some(Instant::now());
+                true
             }
         }
+        _ => {
+            drop(st);
+            return shared.warn(format!(
+                "refused pilot {id} (rank {rank}) from {peer}: it is not a pilot this executor \
+                 is waiting for"
+            ));
+        }
     };
+    if !first {
+        // The first rank's thread serves the pilot.
+        drop(st);
+        shared.gathered.notify_all();
+        return;
+    }
+    let until = Instant::now() + RANKS_CONNECT;
+    loop {
+        let p = &st.pilots[&id];
+        if p.ranks.iter().all(Option::is_some) || Instant::now() >= until {
+            break;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        st = shared.gathered.wait_timeout(st, left).unwrap().0;
+    }
+    let index = st.next_index;
+    let p = st.pilots.get_mut(&id).expect("pilots are never forgotten");
+    let job = p.job;
+    let streams: Vec<Arc<TcpStream>> = p.ranks.iter().flatten().cloned().collect();
+    if streams.len() < p.ranks.len() {
+        let want = p.ranks.len();
+        p.phase = PilotPhase::Gone;
+        kick(shared, &mut st);
+        drop(st);
+        for s in &streams {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        return shared.warn(format!(
+            "pilot {id} ({job}): only {} of its {want} ranks connected within \
+             {RANKS_CONNECT:?}; it is let go",
+            streams.len()
+        ));
+    }
+    p.phase = PilotPhase::Connected;
+    st.next_index += 1;
+    st.ever_connected = true;
+    st.start_failures = 0;
+    drop(st);
     let connected = Instant::now();
-    let end = serve_pilot(shared, &stream, job, index, connected);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let end = serve_pilot(shared, &streams, job, index, connected);
+    for s in &streams {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
     {
         let mut st = shared.state.lock().unwrap();
         if let Some(p) = st.pilots.get_mut(&id) {
             p.phase = PilotPhase::Gone;
-            p.stream = None;
+            p.ranks.iter_mut().for_each(|r| *r = None);
         }
         kick(shared, &mut st);
     }
@@ -779,13 +842,13 @@ enum Next {
     Stay,
 }
 
-/// The next task for the pilot whose socket is `socket` (marked running there), or what
-/// else it does.
+/// The next task for the pilot whose ranks' sockets are `sockets` (marked running there),
+/// or what else it does.
 fn next(
     shared: &Shared,
     deadline: Option<Instant>,
     idle_since: &mut Instant,
-    socket: std::os::fd::RawFd,
+    sockets: &[std::os::fd::RawFd],
 ) -> Next {
     let heartbeat = (shared.cfg.idle_timeout / 3).max(Duration::from_millis(200));
     let mut st = shared.state.lock().unwrap();
@@ -816,7 +879,7 @@ fn next(
                 *phase = Phase::Running {
                     pid: 0,
                     srun: false,
-                    sockets: vec![socket],
+                    sockets: sockets.to_vec(),
                 };
                 drop(phase);
                 found = Some(i);
@@ -853,23 +916,29 @@ fn next(
     }
 }
 
-/// Serves one pilot until it leaves or is lost; a warning to report, if any.
+/// Serves a connected pilot (its ranks' connections, in rank order) until it leaves, is let
+/// go or is lost; `Some(warning)` to report.
 fn serve_pilot(
     shared: &Arc<Shared>,
-    stream: &Arc<TcpStream>,
+    streams: &[Arc<TcpStream>],
     job: JobRef,
     index: u32,
     connected: Instant,
 ) -> Option<String> {
-    let (reader, writer) = match (stream.try_clone(), stream.try_clone()) {
-        (Ok(r), Ok(w)) => (r, w),
-        _ => return Some(format!("pilot {job}: could not use its connection")),
-    };
-    let mut link = Link {
-        reader: BufReader::with_capacity(1 << 16, std::fs::File::from(OwnedFd::from(reader))),
-        writer: std::fs::File::from(OwnedFd::from(writer)),
-    };
-    let socket = link.reader.get_ref().as_raw_fd();
+    let mut links = Vec::with_capacity(streams.len());
+    for stream in streams {
+        let (Ok(reader), Ok(writer)) = (stream.try_clone(), stream.try_clone()) else {
+            return Some(format!("pilot {job}: could not use its connection"));
+        };
+        links.push(Link {
+            reader: BufReader::with_capacity(1 << 16, std::fs::File::from(OwnedFd::from(reader))),
+            writer: std::fs::File::from(OwnedFd::from(writer)),
+        });
+    }
+    let sockets: Vec<std::os::fd::RawFd> = links
+        .iter()
+        .map(|l| l.reader.get_ref().as_raw_fd())
+        .collect();
     // A pilot's tasks are warned `checkpoint_grace` before its wall time (less the margin for
     // its start), and it takes no task from then on.
     let wall = shared.cfg.defaults.run_time_max;
@@ -883,23 +952,33 @@ fn serve_pilot(
     });
     let ready = start
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        .and_then(|f| link.writer.write_all(&f))
-        .and_then(|()| protocol::read::<FromWorker>(&mut link.reader));
-    match ready {
-        Ok(Some(FromWorker::Ready { init: Ok(()) })) => {}
-        Ok(Some(FromWorker::Ready { init: Err(e) })) => {
-            let name = shared.cfg.init.as_ref().map_or("", |i| i.name.as_str());
-            break_with(
-                shared,
-                TaskError::Launch {
-                    kind: LaunchErrorKind::Other,
-                    what: format!("pilot {job}: its init function {name}"),
-                    detail: e.to_string(),
-                },
-            );
-            return None;
-        }
+        .and_then(|f| send_all(&mut links, &f))
+        .and_then(|()| answers(&mut links, None));
+    let ready = match ready {
+        Ok(Some(ready)) => ready,
         other => return Some(format!("pilot {job} ended before it was ready: {other:?}")),
+    };
+    for (rank, answer) in ready.into_iter().enumerate() {
+        match answer {
+            Some(FromWorker::Ready { init: Ok(()) }) => {}
+            Some(FromWorker::Ready { init: Err(e) }) => {
+                let name = shared.cfg.init.as_ref().map_or("", |i| i.name.as_str());
+                break_with(
+                    shared,
+                    TaskError::Launch {
+                        kind: LaunchErrorKind::Other,
+                        what: format!("pilot {job}: its init function {name} (rank {rank})"),
+                        detail: e.to_string(),
+                    },
+                );
+                return None;
+            }
+            other => {
+                return Some(format!(
+                    "pilot {job} ended before it was ready: rank {rank} answered {other:?}"
+                ))
+            }
+        }
     }
     let deadline = wall.map(|wall| {
         connected
@@ -909,7 +988,7 @@ fn serve_pilot(
     });
     let mut idle_since = Instant::now();
     loop {
-        let task = match next(shared, deadline, &mut idle_since, socket) {
+        let task = match next(shared, deadline, &mut idle_since, &sockets) {
             Next::Task(t) => t,
             Next::Leave => return None,
             Next::Drain => {
@@ -920,13 +999,13 @@ fn serve_pilot(
             }
             Next::Stay => {
                 let stay = protocol::frame(&ToWorker::Stay).expect("a unit message encodes");
-                if link.writer.write_all(&stay).is_err() {
+                if send_all(&mut links, &stay).is_err() {
                     return Some(format!("pilot {job}: its connection was lost while idle"));
                 }
                 continue;
             }
         };
-        if peer_gone(socket) {
+        if sockets.iter().any(|&s| peer_gone(s)) {
             // It left while idle (cancelled, its time limit): the task is not its loss.
             let mut phase = task.phase.lock().unwrap();
             let requeue = matches!(*phase, Phase::Running { .. });
@@ -950,7 +1029,7 @@ fn serve_pilot(
             shared.wake.notify_one();
             return Some(format!("pilot {job} left while idle"));
         }
-        let end = run_on_pilot(shared, &mut link, job, &task);
+        let end = run_on_pilot(shared, &mut links, job, &task);
         idle_since = Instant::now();
         {
             let mut st = shared.state.lock().unwrap();
@@ -966,6 +1045,11 @@ fn serve_pilot(
     }
 }
 
+/// Writes `bytes` to every rank.
+fn send_all(links: &mut [Link], bytes: &[u8]) -> std::io::Result<()> {
+    links.iter_mut().try_for_each(|l| l.writer.write_all(bytes))
+}
+
 /// Whether the pilot at the other end of `socket` has closed it (or it broke).
 fn peer_gone(socket: std::os::fd::RawFd) -> bool {
     let mut p = libc::pollfd {
@@ -978,39 +1062,34 @@ fn peer_gone(socket: std::os::fd::RawFd) -> bool {
     n > 0 && p.revents & (protocol::PEER_CLOSED | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// Runs `task` on the pilot; `Some(warning)` when the pilot is gone or must go.
+/// Runs `task` on the pilot's ranks; `Some(warning)` when the pilot is gone or must go.
 fn run_on_pilot(
     shared: &Shared,
-    link: &mut Link,
+    links: &mut [Link],
     job: JobRef,
     task: &Arc<PoolTask>,
 ) -> Option<String> {
     (task.started)(Some(job.to_string()));
     let deadline = task.limit.map(|limit| Instant::now() + limit);
-    let answer = link.writer.write_all(&task.frame).and_then(|()| {
-        if let Some(d) = deadline {
-            if !readable_before(link, d) {
-                return Ok(None);
-            }
-        }
-        protocol::read::<FromWorker>(&mut link.reader).map(Some)
-    });
+    let size = links.len() as u32;
+    let answer = send_all(links, &task.frame).and_then(|()| answers(links, deadline));
     let deliver = |outcome| deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
     let mut phase = task.phase.lock().unwrap();
     let cancelling = matches!(*phase, Phase::Cancelling);
-    match answer {
-        Ok(Some(Some(FromWorker::Done {
-            outcome,
-            checkpoint,
-        }))) => {
-            *phase = Phase::Ended;
-            drop(phase);
-            let mut outcome = outcome.map(|v| vec![v]);
-            keep_checkpoint(task, &mut outcome, checkpoint);
-            deliver(outcome);
-            // A cancel that came as the task finished shut the connection: the value stands.
-            cancelling.then(|| format!("pilot {job} was let go after a cancel"))
-        }
+    let broken = match answer {
+        Ok(Some(answers)) => match gather(answers, size) {
+            Gathered::Done(mut outcome, saved) => {
+                *phase = Phase::Ended;
+                drop(phase);
+                keep_checkpoint(task, &mut outcome, saved);
+                deliver(outcome);
+                // A cancel that came as the task finished shut the connection: the value
+                // stands.
+                return cancelling.then(|| format!("pilot {job} was let go after a cancel"));
+            }
+            Gathered::Broken(Some(a)) => format!("it answered {a:?}"),
+            Gathered::Broken(None) => "its connection closed".to_string(),
+        },
         Ok(None) => {
             *phase = Phase::Ended;
             drop(phase);
@@ -1022,41 +1101,32 @@ fn run_on_pilot(
                 }
             }));
             // The pilot is still running the task: closing the connection ends it.
-            Some(format!(
+            return Some(format!(
                 "pilot {job} was let go: task {} ran past its run_time_max",
                 task.key
-            ))
+            ));
         }
-        _ if cancelling => {
-            *phase = Phase::Ended;
-            drop(phase);
-            deliver(Err(TaskError::Cancelled));
-            Some(format!("pilot {job} was let go after a cancel"))
-        }
-        other => {
-            let answer = match other {
-                Ok(Some(Some(a))) => format!("it answered {a:?}"),
-                Ok(Some(None)) => "its connection closed".to_string(),
-                Err(e) => format!("its connection broke: {e}"),
-                Ok(None) => unreachable!("matched above"),
-            };
-            // Ended now (a cancel meanwhile finds nothing to do); delivered once the
-            // scheduler said why the pilot ended.
-            *phase = Phase::Ended;
-            drop(phase);
-            let (state, detail) = end_of(shared, job);
-            deliver(Err(TaskError::Scheduler {
-                job_id: job.to_string(),
-                state,
-                detail: format!(
-                    "the pilot job running task {} ended ({answer}){}{detail}",
-                    task.key,
-                    if detail.is_empty() { "" } else { ": " }
-                ),
-            }));
-            Some(format!("pilot {job} was lost running task {}", task.key))
-        }
+        Err(e) => format!("its connection broke: {e}"),
+    };
+    // Ended now (a cancel meanwhile finds nothing to do).
+    *phase = Phase::Ended;
+    drop(phase);
+    if cancelling {
+        deliver(Err(TaskError::Cancelled));
+        return Some(format!("pilot {job} was let go after a cancel"));
     }
+    // Delivered once the scheduler said why the pilot ended.
+    let (state, detail) = end_of(shared, job);
+    deliver(Err(TaskError::Scheduler {
+        job_id: job.to_string(),
+        state,
+        detail: format!(
+            "the pilot job running task {} ended ({broken}){}{detail}",
+            task.key,
+            if detail.is_empty() { "" } else { ": " }
+        ),
+    }));
+    Some(format!("pilot {job} was lost running task {}", task.key))
 }
 
 /// Why a pilot's job ended, as the scheduler tells it (waiting up to a minute for the job to
@@ -1260,11 +1330,6 @@ mod tests {
             m.contains("min_workers = 3") && m.contains("max_workers = 2"),
             "{m}"
         );
-        let m = err(SlurmClusterExecutor::builder()
-            .block_allocation(true)
-            .resources(Resources::new().cores(2))
-            .build());
-        assert!(m.contains("cores = 2"), "{m}");
         let m = err(SlurmClusterExecutor::builder()
             .block_allocation(true)
             .resources(Resources::new().run_time_max(Duration::from_secs(5)))

@@ -75,8 +75,9 @@ pub(crate) const TOKEN_ENV: &str = "PITCH_POOL_TOKEN";
 pub(crate) enum FromWorker {
     /// A rank of a multi-rank worker has connected to the driver's socket (its first message).
     Hello { rank: u32, size: u32, token: String },
-    /// A pilot job, after its secret: which pilot it is (the id its job script gave it).
-    PilotHello { pilot: String },
+    /// A pilot job's rank, after its secret: which pilot it is (the id its job script gave
+    /// it), and which of its `size` ranks (a multi-rank pilot's ranks connect one by one).
+    PilotHello { pilot: String, rank: u32, size: u32 },
     /// The worker has run its init function (or has none).
     Ready { init: Result<(), TaskError> },
     /// The task's encoded value, or why it failed; the checkpoint it saved (rank 0's), for

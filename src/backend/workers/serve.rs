@@ -217,9 +217,23 @@ pub(crate) fn serve() -> i32 {
 /// to the driver at `address` (`host:port`), proves it is the user's own with the secret in
 /// `secret_file`, then serves tasks like a pool worker until the driver lets it go, its
 /// connection is lost, or nothing came for `idle` seconds. Returns the exit code.
+///
+/// A multi-rank pilot's ranks are started by the scheduler's launcher (srun, flux run) with
+/// `PITCH_POOL_RANKS`; each learns its rank from the launcher's variables and connects on its
+/// own.
 pub(crate) fn serve_pilot(address: &str, secret_file: &str, idle: &str, id: &str) -> i32 {
-    match pilot_connect(address, secret_file, idle, id) {
-        Ok((input, output)) => serve_on(input, output, 0, 1, 0),
+    let ranks = std::env::var(protocol::RANKS_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let connected = worker::rank_from_env(ranks)
+        .map_err(|e| e.to_string())
+        .and_then(|(rank, size, local)| {
+            pilot_connect(address, secret_file, idle, id, rank, size)
+                .map(|(input, output)| (input, output, rank, size, local))
+        });
+    match connected {
+        Ok((input, output, rank, size, local)) => serve_on(input, output, rank, size, local),
         Err(e) => {
             eprintln!("pitch pilot {id}: {e}");
             2
@@ -253,6 +267,8 @@ fn pilot_connect(
     secret_file: &str,
     idle: &str,
     id: &str,
+    rank: u32,
+    size: u32,
 ) -> Result<(File, File), String> {
     use std::os::fd::AsRawFd;
     let idle: u64 = idle
@@ -275,6 +291,8 @@ fn pilot_connect(
         &hello,
         &FromWorker::PilotHello {
             pilot: id.to_string(),
+            rank,
+            size,
         },
     )
     .map_err(|e| format!("cannot greet the driver at {address}: {e}"))?;

@@ -68,6 +68,13 @@ impl Cache {
         Cache::open_trusting(dir, false)
     }
 
+    /// The orders of sweeps' points recorded by [`crate::Executor::record_sweep`] (as `pitch
+    /// sweep` does), each a list of task keys, the oldest record first. Records that cannot
+    /// be read are passed over (they only order a listing).
+    pub fn sweep_orders(&self) -> Vec<Vec<String>> {
+        self.store.sweep_orders()
+    }
+
     /// [`Cache::open`] that also accepts, with `trust_group`, a group-writable cache directory
     /// or parent (the builders' `trust_group`).
     pub fn open_trusting(dir: &Path, trust_group: bool) -> Result<Cache, Error> {

@@ -189,6 +189,14 @@ impl Executor {
         self.inner.engine.backend.job_name().map(String::from)
     }
 
+    /// Records the order of a sweep's points, given by their task keys
+    /// ([`crate::TaskFuture::key`]), in the cache directory: `pitch results` (and
+    /// [`crate::Cache::sweep_orders`]) list them in that order. `pitch sweep` records every
+    /// sweep it runs; the same keys recorded again replace the earlier record.
+    pub fn record_sweep(&self, keys: &[String]) -> Result<(), Error> {
+        self.inner.engine.store.record_sweep(keys)
+    }
+
     /// The cache directory (absolute).
     pub fn cache_directory(&self) -> PathBuf {
         self.inner.engine.store.root().to_path_buf()

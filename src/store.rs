@@ -56,6 +56,7 @@ pub(crate) enum FileKind {
     Rank = 3,
     Journal = 4,
     Checkpoint = 5,
+    Sweep = 6,
 }
 
 impl FileKind {
@@ -66,6 +67,7 @@ impl FileKind {
             FileKind::Rank => "rank result file",
             FileKind::Journal => "journal file",
             FileKind::Checkpoint => "checkpoint file",
+            FileKind::Sweep => "sweep order file",
         }
     }
 }
@@ -569,6 +571,41 @@ impl Store {
         self.check_own(&dir)
     }
 
+    /// Records the order of a sweep's points (their task keys, as `pitch sweep` made them) in
+    /// `sweeps/<hash of the keys>`, so that `pitch results` lists them in that order; the
+    /// same sweep run again writes the same file.
+    pub(crate) fn record_sweep(&self, keys: &[String]) -> Result<(), Error> {
+        if self.dry {
+            return Ok(());
+        }
+        let dir = self.root.join(SWEEPS);
+        create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.check_own(&dir)?;
+        let id = blake3::hash(keys.join("\n").as_bytes()).to_hex();
+        let path = dir.join(&id.as_str()[..32]);
+        write_value(&path, FileKind::Sweep, &keys, self.durable)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The sweeps' recorded orders ([`Store::record_sweep`]), the oldest first; files that
+    /// cannot be read (damaged, not a pitch file, a link) are passed over: they only order a
+    /// listing.
+    pub(crate) fn sweep_orders(&self) -> Vec<Vec<String>> {
+        let Ok(entries) = fs::read_dir(self.root.join(SWEEPS)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(std::time::SystemTime, Vec<String>)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+                let keys = read_value::<Vec<String>>(&e.path(), FileKind::Sweep).ok()?;
+                Some((modified, keys))
+            })
+            .collect();
+        found.sort_by_key(|f| f.0);
+        found.into_iter().map(|(_, keys)| keys).collect()
+    }
+
     /// Checks one of pitch's directories in the cache directory with `lstat` (see
     /// `crate::trust`): a link, another user's directory or one others may write is refused.
     pub(crate) fn check_own(&self, dir: &Path) -> Result<(), Error> {
@@ -739,6 +776,7 @@ const TASKS: &str = "tasks";
 const JOBS: &str = "jobs";
 const BIN: &str = "bin";
 const LOCKS: &str = "locks";
+const SWEEPS: &str = "sweeps";
 const MARKER: &str = "scheduler";
 const JOURNAL_EXT: &str = "job";
 const INTENT_EXT: &str = "intent";

@@ -1166,6 +1166,39 @@ fn inspecting_subcommands_use_the_profiles_cache_directory() {
 /// Issue 17: `pitch results` lists a sweep's points in sweep order (numbers as numbers), one
 /// column per parameter, in CSV (through the csv crate: commas, quotes, CR and LF kept) and
 /// JSON (the parameters in their order).
+/// `pitch results` lists points in the order the sweep made them, values as typed (not
+/// sorted), sweep after sweep.
+#[test]
+fn results_keep_the_order_values_were_typed_in() {
+    let d = tempfile::tempdir().unwrap();
+    let sweep = |params: &[&str]| {
+        let mut args = vec!["sweep", "-q"];
+        for p in params {
+            args.extend(["--param", p]);
+        }
+        args.extend(["--", "echo", "{x}"]);
+        if params.len() > 1 {
+            args.push("{y}");
+        }
+        let o = pitch(d.path(), &args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    sweep(&["x=3,1,2", "y=b,a"]);
+    sweep(&["x=10,5"]);
+    let o = pitch(d.path(), &["results", "--format", "csv"]);
+    let mut r = csv::Reader::from_reader(o.stdout.as_slice());
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[..3], ["key", "x", "y"]);
+    let rows: Vec<String> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            format!("{}{}", &rec[1], &rec[2])
+        })
+        .collect();
+    assert_eq!(rows, ["3b", "3a", "1b", "1a", "2b", "2a", "10", "5"]);
+}
+
 #[test]
 fn results_are_in_sweep_order_with_a_column_per_parameter() {
     let d = tempfile::tempdir().unwrap();

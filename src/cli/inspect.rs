@@ -1,6 +1,7 @@
 //! `pitch status`, `pitch results`, `pitch cancel` and `pitch gc`: looking at (and tidying)
 //! a cache directory.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -259,15 +260,27 @@ fn natural(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// Sorts tasks in sweep order: the points of a sweep together (by their parameters' names),
-/// ordered by their values in parameter order, numbers as numbers (so a range comes out as
-/// it was swept); tasks without parameters last, oldest first.
-fn sweep_order(tasks: &mut [TaskInfo]) {
+/// Sorts tasks in sweep order: the points `pitch sweep` recorded in the order it made them
+/// (`recorded`: each sweep's keys, the oldest sweep first; a point of several sweeps is
+/// where the newest put it), sweep after sweep; then the other points of a sweep together
+/// (by their parameters' names), ordered by their values in parameter order, numbers as
+/// numbers (so a range comes out as it was swept); tasks without parameters last, oldest
+/// first.
+fn sweep_order(tasks: &mut [TaskInfo], recorded: &[Vec<String>]) {
+    let mut position: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (sweep, keys) in recorded.iter().enumerate() {
+        for (i, key) in keys.iter().enumerate() {
+            position.insert(key.as_str(), (sweep, i));
+        }
+    }
     tasks.sort_by(|a, b| {
         let names = |t: &TaskInfo| t.params.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
-        a.params
-            .is_empty()
-            .cmp(&b.params.is_empty())
+        let pa = position.get(a.key.as_str());
+        let pb = position.get(b.key.as_str());
+        pa.is_none()
+            .cmp(&pb.is_none())
+            .then_with(|| pa.cmp(&pb))
+            .then_with(|| a.params.is_empty().cmp(&b.params.is_empty()))
             .then_with(|| names(a).cmp(&names(b)))
             .then_with(|| {
                 a.params
@@ -339,11 +352,11 @@ fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
 }
 
 pub(crate) fn results(a: ResultsArgs) -> i32 {
-    let (_, mut tasks) = match open(&a.place) {
+    let (cache, mut tasks) = match open(&a.place) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
-    sweep_order(&mut tasks);
+    sweep_order(&mut tasks, &cache.sweep_orders());
     let columns = param_columns(&tasks);
     match a.format.as_str() {
         "json" => {

@@ -338,6 +338,11 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
     for (f, point) in futures.iter().zip(&points) {
         lines.label(&f.key(), point_text(point));
     }
+    // `pitch results` lists the points in this order.
+    let keys: Vec<String> = futures.iter().map(|f| f.key()).collect();
+    if let Err(e) = exe.record_sweep(&keys) {
+        eprintln!("pitch: warning: could not record the sweep's order (pitch results will order its points by value): {e}");
+    }
     // Ctrl-C, SIGTERM, SIGHUP: the points running here are cancelled (their processes are
     // out of the terminal's reach); scheduler jobs are left to run (an accidental Ctrl-C must
     // not throw away a queue of jobs): a rerun collects them, `pitch cancel --all` cancels

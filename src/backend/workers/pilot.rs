@@ -18,8 +18,8 @@
 //!   time from the shared FIFO.
 //!
 //! Wall time: a pilot's `run_time_max` (the executor's default) is its wall time. A task is
-//! only handed to a pilot whose remaining wall time (counted from its connection, less
-//! [`MARGIN`]) covers the task's own `run_time_max`; a pilot that can take none of the queued
+//! only handed to a pilot whose remaining wall time (counted from its job's start as its job
+//! script saw it, less [`MARGIN`]) covers the task's own `run_time_max`; a pilot that can take none of the queued
 //! tasks drains (it leaves) and the manager submits a replacement.
 //!
 //! Faults: a pilot lost under a task (cancelled, timed out, node lost, killed) fails the task
@@ -59,8 +59,8 @@ use crate::worker;
 
 /// How long an idle pilot waits for work before it leaves, unless the builder says otherwise.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Taken off a pilot's wall time: its job started a little before it connected, and it
-/// must not be killed by its limit while finishing a task.
+/// Taken off a pilot's wall time (counted from its job's start, as its job script saw it):
+/// a pilot must not be killed by its limit while finishing a task.
 pub(crate) const MARGIN: Duration = Duration::from_secs(10);
 /// How long a peer has to present the secret and say which pilot it is.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +107,8 @@ struct PilotInfo {
     ranks: Vec<Option<Arc<TcpStream>>>,
     /// When its first rank connected.
     first_rank: Option<Instant>,
+    /// When its job started (now, less the oldest age its ranks reported).
+    started: Option<Instant>,
     /// Queue queries in a row that did not list the job as active.
     misses: u32,
 }
@@ -391,6 +393,13 @@ fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
         out.push_str(&format!("export {k}={}\n", q(v)));
     }
     out.push_str(&format!("export {}=1\n", worker::WORKER_ENV));
+    // The job's start, by this node's clock: bash's SECONDS counts from the job script's
+    // start, which the template's own lines (module loads...) come after. The wall time
+    // runs from there, not from the pilot's connection.
+    out.push_str(&format!(
+        "export {}=$(( ${{EPOCHSECONDS:-$(date +%s)}} - SECONDS ))\n",
+        protocol::PILOT_STARTED_ENV
+    ));
     if let Some(dir) = &d.cwd {
         out.push_str(&format!("cd {} || exit 1\n", q(&dir.display().to_string())));
     }
@@ -471,6 +480,7 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
                             phase: PilotPhase::Pending,
                             ranks: vec![None; shared.cfg.defaults.ranks() as usize],
                             first_rank: None,
+                            started: None,
                             misses: 0,
                         },
                     );
@@ -710,7 +720,7 @@ fn accept(shared: &Arc<Shared>, listener: TcpListener, threads: &Mutex<Vec<JoinH
 
 /// Reads the peer's secret and hello: the pilot id and the rank that connected, or why the
 /// peer is refused.
-fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32), String> {
+fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32, Duration), String> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     stream
@@ -734,10 +744,15 @@ fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32), St
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
     let ranks = shared.cfg.defaults.ranks();
     match hello {
-        Some(FromWorker::PilotHello { pilot, rank, size }) if size == ranks && rank < size => {
-            Ok((pilot, rank))
-        }
-        Some(FromWorker::PilotHello { pilot, rank, size }) => Err(format!(
+        Some(FromWorker::PilotHello {
+            pilot,
+            rank,
+            size,
+            age_ms,
+        }) if size == ranks && rank < size => Ok((pilot, rank, Duration::from_millis(age_ms))),
+        Some(FromWorker::PilotHello {
+            pilot, rank, size, ..
+        }) => Err(format!(
             "pilot {pilot} says it is rank {rank} of {size}, but this executor's pilots have \
              {ranks} rank(s)"
         )),
@@ -749,7 +764,7 @@ fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32), St
 /// (for [`RANKS_CONNECT`]) and serves the pilot from then on; the others' threads end once
 /// their rank is in.
 fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let (id, rank) = match authenticate(shared, &stream) {
+    let (id, rank, age) = match authenticate(shared, &stream) {
         Ok(hello) => hello,
         Err(why) => {
             return shared.warn(format!(
@@ -762,6 +777,8 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     let first = match st.pilots.get_mut(&id) {
         Some(p) if p.phase == PilotPhase::Pending && p.ranks[rank as usize].is_none() => {
             p.ranks[rank as usize] = Some(stream.clone());
+            let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            p.started = Some(p.started.map_or(started, |s| s.min(started)));
             p.first_rank.is_none() && {
                 p.first_rank = Some(Instant::now());
                 true
@@ -793,6 +810,7 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     let index = st.next_index;
     let p = st.pilots.get_mut(&id).expect("pilots are never forgotten");
     let job = p.job;
+    let started = p.started.unwrap_or_else(Instant::now);
     let streams: Vec<Arc<TcpStream>> = p.ranks.iter().flatten().cloned().collect();
     if streams.len() < p.ranks.len() {
         let want = p.ranks.len();
@@ -813,8 +831,7 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     st.ever_connected = true;
     st.start_failures = 0;
     drop(st);
-    let connected = Instant::now();
-    let end = serve_pilot(shared, &streams, job, index, connected);
+    let end = serve_pilot(shared, &streams, job, index, started);
     for s in &streams {
         let _ = s.shutdown(std::net::Shutdown::Both);
     }
@@ -923,7 +940,7 @@ fn serve_pilot(
     streams: &[Arc<TcpStream>],
     job: JobRef,
     index: u32,
-    connected: Instant,
+    started: Instant,
 ) -> Option<String> {
     let mut links = Vec::with_capacity(streams.len());
     for stream in streams {
@@ -939,16 +956,18 @@ fn serve_pilot(
         .iter()
         .map(|l| l.reader.get_ref().as_raw_fd())
         .collect();
-    // A pilot's tasks are warned `checkpoint_grace` before its wall time (less the margin for
-    // its start), and it takes no task from then on.
+    // A pilot's tasks are warned `checkpoint_grace` before its wall time (counted from its
+    // job's start, less the margin), and it takes no task from then on.
     let wall = shared.cfg.defaults.run_time_max;
     let grace = shared.cfg.defaults.checkpoint_grace;
     let start = protocol::frame(&ToWorker::Start {
         index,
         init: shared.cfg.init.clone(),
-        stop_after: wall
-            .zip(grace)
-            .map(|(wall, grace)| wall.saturating_sub(MARGIN).saturating_sub(grace)),
+        stop_after: wall.zip(grace).map(|(wall, grace)| {
+            wall.saturating_sub(MARGIN)
+                .saturating_sub(grace)
+                .saturating_sub(started.elapsed())
+        }),
     });
     let ready = start
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -981,7 +1000,7 @@ fn serve_pilot(
         }
     }
     let deadline = wall.map(|wall| {
-        connected
+        started
             + wall
                 .saturating_sub(MARGIN)
                 .saturating_sub(grace.unwrap_or_default())

@@ -67,6 +67,9 @@ pub(crate) const SECRET_LEN: usize = 64;
 pub(crate) const SOCKET_ENV: &str = "PITCH_POOL_SOCKET";
 /// The number of ranks a multi-rank worker was started with.
 pub(crate) const RANKS_ENV: &str = "PITCH_POOL_RANKS";
+/// When a pilot's job started (seconds since the epoch, by the clock of the node its job
+/// script runs on): its job script sets it, its ranks report their job's age from it.
+pub(crate) const PILOT_STARTED_ENV: &str = "PITCH_PILOT_STARTED";
 /// The secret each rank presents when it connects.
 pub(crate) const TOKEN_ENV: &str = "PITCH_POOL_TOKEN";
 
@@ -76,8 +79,14 @@ pub(crate) enum FromWorker {
     /// A rank of a multi-rank worker has connected to the driver's socket (its first message).
     Hello { rank: u32, size: u32, token: String },
     /// A pilot job's rank, after its secret: which pilot it is (the id its job script gave
-    /// it), and which of its `size` ranks (a multi-rank pilot's ranks connect one by one).
-    PilotHello { pilot: String, rank: u32, size: u32 },
+    /// it), which of its `size` ranks (a multi-rank pilot's ranks connect one by one), and
+    /// how long ago its job started, in milliseconds (its wall time runs from then).
+    PilotHello {
+        pilot: String,
+        rank: u32,
+        size: u32,
+        age_ms: u64,
+    },
     /// The worker has run its init function (or has none).
     Ready { init: Result<(), TaskError> },
     /// The task's encoded value, or why it failed; the checkpoint it saved (rank 0's), for

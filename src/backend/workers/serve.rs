@@ -241,6 +241,23 @@ pub(crate) fn serve_pilot(address: &str, secret_file: &str, idle: &str, id: &str
     }
 }
 
+/// How long ago the pilot's job started, in milliseconds: from the start its job script
+/// recorded (`PITCH_PILOT_STARTED`, whole seconds since the epoch), 0 without one.
+fn job_age_ms() -> u64 {
+    let Some(started) = std::env::var(protocol::PILOT_STARTED_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(std::time::Duration::from_secs(started))
+        .as_millis()
+        .min(u128::from(u64::MAX)) as u64
+}
+
 /// Reads the executor's secret: a regular file of this user that nobody else may read.
 fn read_secret(path: &str) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::MetadataExt;
@@ -293,6 +310,7 @@ fn pilot_connect(
             pilot: id.to_string(),
             rank,
             size,
+            age_ms: job_age_ms(),
         },
     )
     .map_err(|e| format!("cannot greet the driver at {address}: {e}"))?;

@@ -80,6 +80,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ),
     ("function_and_command_tasks", function_and_command_tasks),
     ("pilots_sweep_with_a_dependency_chain", pilots_sweep),
+    ("pilots_of_two_ranks", pilots_of_two_ranks),
     (
         "a_dependency_on_a_running_job",
         a_dependency_on_a_running_job,
@@ -156,6 +157,7 @@ mod outer {
     outer!(
         function_and_command_tasks,
         pilots_sweep_with_a_dependency_chain,
+        pilots_of_two_ranks,
         a_flux_job_executor_inside_a_batch_job,
         the_same_future_twice,
         a_dependency_flux_refuses_is_dependency_failed,
@@ -355,6 +357,63 @@ fn pilots_sweep() -> Result<(), String> {
         calls()?
     );
     // The first executor's pilots left when it closed: their jobs end.
+    every_job_ends(Duration::from_secs(30))
+}
+
+pitch::task! {
+    /// (rank, size, the Flux instance it runs in) of each rank.
+    pub fn flux_pilot_rank(_i: u64) -> (u32, u32, String, String) {
+        let ctx = pitch::context();
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        (ctx.rank, ctx.size, var("FLUX_URI"), var("FLUX_ENCLOSING_ID"))
+    }
+}
+
+/// Pilots of two ranks (`cores = 2`): each batch job starts its ranks with `flux run`, every
+/// task runs on both ranks of one pilot (each rank on a broker of that pilot's instance,
+/// which names the batch job as `FLUX_ENCLOSING_ID`).
+fn pilots_of_two_ranks() -> Result<(), String> {
+    let dir = temp();
+    let exe = builder(dir.path())
+        .block_allocation(true)
+        .max_workers(2)
+        .pilot_address("127.0.0.1")
+        .idle_timeout(Duration::from_secs(5))
+        .resources(
+            Resources::new()
+                .run_time_max(Duration::from_secs(600))
+                .cores(2),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    let futures: Vec<_> = (0..6)
+        .map(|i| flux_pilot_rank::submit_ranks(&exe, i))
+        .collect();
+    let here = std::env::var("FLUX_URI").unwrap_or_default();
+    let mut instances = std::collections::BTreeSet::new();
+    for f in futures {
+        let ranks = f.result().map_err(|e| e.to_string())?;
+        ensure!(
+            ranks.len() == 2
+                && ranks[0].0 == 0
+                && ranks[1].0 == 1
+                && ranks.iter().all(|r| r.1 == 2),
+            "ranks: {ranks:?}"
+        );
+        ensure!(
+            ranks[0].3 == ranks[1].3
+                && !ranks[0].3.is_empty()
+                && ranks.iter().all(|r| !r.2.is_empty() && r.2 != here),
+            "the ranks did not run in one pilot's instance: {ranks:?}"
+        );
+        instances.insert(ranks[0].3.clone());
+    }
+    ensure!(
+        instances.len() <= 2,
+        "6 tasks in {} pilots: {instances:?}",
+        instances.len()
+    );
+    drop(exe);
     every_job_ends(Duration::from_secs(30))
 }
 

@@ -316,15 +316,25 @@ impl Executor {
         self.inner.engine.submit_command(&self.opts, command)
     }
 
-    /// Runs commands, one task each; the futures keep the input order.
+    /// Runs commands, one task each; the futures keep the input order. On a queue backend
+    /// the commands are one submission (a job array, or packs), however loaded the machine.
     pub fn map_commands(
         &self,
         commands: impl IntoIterator<Item = Command>,
     ) -> Vec<TaskFuture<CommandOutput>> {
+        let _burst = self.__burst();
         commands
             .into_iter()
             .map(|c| self.submit_command(c))
             .collect()
+    }
+
+    /// Held while a `map` submits its tasks: the queue backends' batch window (and the
+    /// pilots' submission) waits for the whole burst, so that a `map` becomes one
+    /// submission even when the submitting thread is descheduled between two tasks.
+    #[doc(hidden)]
+    pub fn __burst(&self) -> Burst {
+        Burst(crate::engine::Preparing::new(&self.inner.engine.preparing))
     }
 
     /// The job script `command` would be submitted with, without submitting it (queue
@@ -423,3 +433,7 @@ impl Executor {
         })
     }
 }
+
+/// See [`Executor::__burst`].
+#[doc(hidden)]
+pub struct Burst(#[allow(dead_code)] crate::engine::Preparing);

@@ -246,6 +246,7 @@ macro_rules! __task_glue {
             /// Submits one call per item (a tuple of the arguments, or the argument itself for
             /// one-argument functions); the futures keep the input order.
             pub fn map(exe: &$crate::Executor, items: impl ::core::iter::IntoIterator<Item = $crate::__one_or_tuple!($($ty),*)>) -> ::std::vec::Vec<$crate::TaskFuture<$out>> {
+                let _burst = exe.__burst();
                 items.into_iter().map(|$crate::__one_or_tuple_pat!($($arg),*)| Self::submit(exe, $($arg),*)).collect()
             }
 

@@ -75,7 +75,7 @@ enum Claimed {
 pub(crate) struct Preparing(Arc<AtomicUsize>);
 
 impl Preparing {
-    fn new(count: &Arc<AtomicUsize>) -> Preparing {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Preparing {
         count.fetch_add(1, Ordering::SeqCst);
         Preparing(count.clone())
     }

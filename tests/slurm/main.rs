@@ -98,6 +98,7 @@ pub(crate) type TestFn = fn(&Path) -> Result<(), String>;
 
 const TESTS: &[(&str, TestFn)] = &[
     ("function_and_command", function_and_command),
+    ("a_slow_map_is_one_submission", slow_map_is_one_submission),
     ("dependency_chain_across_jobs", dependency_chain),
     (
         "failed_upstream_cancels_dependents",
@@ -708,6 +709,48 @@ fn packed_failure_spares_dependents(dir: &Path) -> Result<(), String> {
     ensure!(good.is_ok(), "{good:?}");
     let (a, b) = (pair[0].job_id(), pair[1].job_id());
     ensure!(a.is_some() && a == b, "one element for both: {a:?} {b:?}");
+    Ok(())
+}
+
+/// A `map` (and `map_commands`) whose items come slowly (300 ms apart, six batch windows:
+/// a loaded machine descheduling the submitting thread) is still one job array.
+fn slow_map_is_one_submission(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let slowly = |i: i64| {
+        std::thread::sleep(Duration::from_millis(300));
+        i
+    };
+    let sums = add::map(&exe, (0..4).map(|i| (slowly(i), 1)));
+    let echoes = exe.map_commands((0..4).map(|i| Command::new("echo").arg(slowly(i).to_string())));
+    let values = pitch::wait_all(sums.iter().cloned()).map_err(|e| e.to_string())?;
+    ensure!(values == [1, 2, 3, 4], "{values:?}");
+    pitch::wait_all(echoes.iter().cloned()).map_err(|e| e.to_string())?;
+    let arrays = |ids: Vec<String>| {
+        ids.iter()
+            .map(|i| i.split('_').next().unwrap_or_default().to_string())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let a = arrays(
+        sums.iter()
+            .map(|f| f.job_id().unwrap_or_default())
+            .collect(),
+    );
+    let b = arrays(
+        echoes
+            .iter()
+            .map(|f| f.job_id().unwrap_or_default())
+            .collect(),
+    );
+    ensure!(
+        a.len() == 1,
+        "the function map took {} submissions: {a:?}",
+        a.len()
+    );
+    ensure!(
+        b.len() == 1,
+        "map_commands took {} submissions: {b:?}",
+        b.len()
+    );
     Ok(())
 }
 

@@ -1,0 +1,597 @@
+//! Tests of the bash a task runs inside a job: exit files, exec failures, warnings
+//! passed on to one task or a pack, arrays and packs.
+
+use super::*;
+use crate::store::{Store, TaskPaths};
+use crate::task::CommandSpec;
+use crate::task::{TaskKey, TaskSpec};
+use std::path::PathBuf;
+
+fn spec(kind: TaskKind, ranks: u32) -> TaskSpec {
+    TaskSpec {
+        key: TaskKey::explicit("k"),
+        kind,
+        ranks,
+        threads: 1,
+        env: vec![("OMP_NUM_THREADS".into(), "1".into())],
+        cwd: None,
+    }
+}
+
+/// The paths of a task in the cache directory `root`.
+fn task_paths(root: &Path) -> TaskPaths {
+    Store::at(root.to_path_buf(), false).task(&TaskKey::explicit("k"))
+}
+
+/// The body of a one-rank command task `program args` whose files are `paths`.
+fn command_body(program: &str, args: &[&str], paths: &TaskPaths) -> String {
+    warned_command_body(program, args, paths, None)
+}
+
+/// [`command_body`] with the scheduler's warning reaching the job as `warning`.
+fn warned_command_body(
+    program: &str,
+    args: &[&str],
+    paths: &TaskPaths,
+    warning: Option<WarningReach>,
+) -> String {
+    let s = spec(
+        TaskKind::Command(CommandSpec {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            stdout: None,
+            stderr: None,
+            allow_failure: false,
+        }),
+        1,
+    );
+    task_body(&TaskBody {
+        spec: &s,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe: None,
+        durable: true,
+        rank_launcher: "srun",
+        warning,
+    })
+}
+
+/// A command that says it is ready, then waits for SIGUSR1 (sleeping in steps, as a
+/// program working would) and exits 75 when it comes; 0 after `secs` seconds without it.
+const WAITS_FOR_USR1: &str = "trap 'echo warned; exit 75' USR1; echo ready; \
+     i=0; while [ $i -lt $(($1 * 20)) ]; do sleep 0.05; i=$((i + 1)); done";
+
+/// Runs `script` with bash as a process group of its own (as a batch script runs), and
+/// once each of `ready` (files) holds "ready", sends SIGUSR1 to the shell alone (`group`
+/// false: Slurm's `B:`) or to its process group (Flux); the shell's exit code.
+fn run_warned(dir: &Path, script: &str, ready: &[PathBuf], group: bool) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
+    let file = dir.join("warned.sh");
+    std::fs::write(&file, format!("set -u\n{script}")).unwrap();
+    let mut child = std::process::Command::new("bash")
+        .arg(&file)
+        .env("SLURM_ARRAY_TASK_ID", "0")
+        .env("SLURM_CPUS_PER_TASK", "2")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let start = std::time::Instant::now();
+    while !ready
+        .iter()
+        .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("ready")))
+    {
+        assert!(start.elapsed().as_secs() < 20, "the tasks never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on the shell this test started, or its own process group.
+    unsafe {
+        libc::kill(if group { -pid } else { pid }, libc::SIGUSR1);
+    }
+    child.wait().unwrap().code()
+}
+
+fn exit_code(paths: &TaskPaths) -> String {
+    let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+    exit.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn the_batch_shells_warning_reaches_the_command_which_exits_75() {
+    for (reach, group) in [
+        (WarningReach::BatchShell, false),
+        (WarningReach::ProcessGroup, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let body = warned_command_body(
+            "bash",
+            &["-c", WAITS_FOR_USR1, "wait", "30"],
+            &paths,
+            Some(reach),
+        );
+        let start = std::time::Instant::now();
+        let code = run_warned(dir.path(), &body, &[paths.stdout()], group);
+        assert_eq!(code, Some(75), "{reach:?}");
+        assert!(start.elapsed().as_secs() < 20, "{reach:?}: not warned");
+        assert_eq!(exit_code(&paths), "75", "{reach:?}");
+        let out = std::fs::read_to_string(paths.stdout()).unwrap();
+        assert_eq!(out, "ready\nwarned\n", "{reach:?}: warned once");
+    }
+}
+
+#[test]
+fn a_warned_body_keeps_its_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let run = |body: &str| {
+        // Each run another submission: the last one's exit file is removed first, as
+        // `ship_task` does (a finished command's exit file makes its job skip it).
+        let _ = std::fs::remove_file(paths.exit_file());
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap();
+        (status.code(), exit_code(&paths))
+    };
+    let warned = Some(WarningReach::BatchShell);
+    assert_eq!(
+        run(&warned_command_body(
+            "sh",
+            &["-c", "exit 3"],
+            &paths,
+            warned
+        )),
+        (Some(3), "3".into())
+    );
+    assert_eq!(
+        run(&warned_command_body("true", &[], &paths, warned)),
+        (Some(0), "0".into())
+    );
+    // A death by signal is still 128 + N.
+    assert_eq!(
+        run(&warned_command_body(
+            "sh",
+            &["-c", "kill -TERM $$"],
+            &paths,
+            warned
+        )),
+        (Some(143), "143".into())
+    );
+    assert_eq!(
+        run(&warned_command_body(
+            "nosuch-pitch-program",
+            &[],
+            &paths,
+            warned
+        ))
+        .1,
+        "exec:127"
+    );
+    // A command without a trap dies of the warning (its default action), as it would
+    // from the scheduler.
+    let body = warned_command_body(
+        "sh",
+        &["-c", "echo ready; sleep 30"],
+        &paths,
+        Some(WarningReach::BatchShell),
+    );
+    let code = run_warned(dir.path(), &body, &[paths.stdout()], false);
+    assert_eq!(code, Some(138));
+    assert_eq!(exit_code(&paths), "138");
+}
+
+#[test]
+fn a_task_that_ends_at_once_on_the_warning_keeps_its_own_exit_code() {
+    // The task exits as the trap interrupts `wait`: bash may have reaped it already,
+    // and its own status (not 128 + 10) must be recorded.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = task_paths(dir.path());
+        paths.create().unwrap();
+        let body = warned_command_body(
+            "bash",
+            &["-c", "trap 'exit 75' USR1; echo ready; while :; do :; done"],
+            &paths,
+            Some(WarningReach::ProcessGroup),
+        );
+        let code = run_warned(dir.path(), &body, &[paths.stdout()], true);
+        assert_eq!(code, Some(75));
+        assert_eq!(exit_code(&paths), "75");
+    }
+}
+
+#[test]
+fn a_packed_element_passes_the_warning_to_every_running_task() {
+    for (reach, group) in [
+        (WarningReach::BatchShell, false),
+        (WarningReach::ProcessGroup, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let roots: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("c{i}"))).collect();
+        let paths: Vec<TaskPaths> = roots
+            .iter()
+            .map(|root| {
+                std::fs::create_dir(root).unwrap();
+                let paths = task_paths(root);
+                paths.create().unwrap();
+                paths
+            })
+            .collect();
+        // Tasks 0 and 1 run side by side (2 CPUs) and are warned; task 2 starts after
+        // them and finishes on its own.
+        let bodies: Vec<String> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let secs = if i == 2 { "0" } else { "30" };
+                warned_command_body(
+                    "bash",
+                    &["-c", WAITS_FOR_USR1, "wait", secs],
+                    p,
+                    Some(reach),
+                )
+            })
+            .collect();
+        let tasks = dir.path().join("s.tasks");
+        std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+        let body = packed_body(
+            &tasks,
+            3,
+            3,
+            1,
+            "$SLURM_ARRAY_TASK_ID",
+            "${SLURM_CPUS_PER_TASK:-1}",
+            Some(reach),
+        );
+        let start = std::time::Instant::now();
+        let ready = [paths[0].stdout(), paths[1].stdout()];
+        let code = run_warned(dir.path(), &body, &ready, group);
+        assert!(start.elapsed().as_secs() < 20, "{reach:?}: not warned");
+        assert_eq!(code, Some(1), "{reach:?}: tasks exited 75");
+        let codes: Vec<String> = paths.iter().map(exit_code).collect();
+        assert_eq!(codes, ["75", "75", "0"], "{reach:?}");
+    }
+}
+
+#[test]
+fn packed_elements_run_their_tasks_and_fail_when_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let bodies: Vec<String> = (0..5)
+        .map(|i| {
+            let code = if i == 3 { 1 } else { 0 };
+            format!("echo {i} >> {}\nexit {code}\n", log.display())
+        })
+        .collect();
+    let script = dir.path().join("s.sh");
+    let tasks = dir.path().join("s.tasks");
+    std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+    let body = packed_body(
+        &tasks,
+        bodies.len(),
+        2,
+        1,
+        "$SLURM_ARRAY_TASK_ID",
+        "${SLURM_CPUS_PER_TASK:-1}",
+        None,
+    );
+    std::fs::write(&script, body).unwrap();
+    let run = |element: u32| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .env("SLURM_ARRAY_TASK_ID", element.to_string())
+            .env("SLURM_CPUS_PER_TASK", "2")
+            .status()
+            .unwrap()
+    };
+    assert!(run(0).success());
+    assert!(!run(1).success(), "task 3 failed, so element 1 fails");
+    assert!(run(2).success());
+    let mut lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["0", "1", "2", "3", "4"]);
+}
+
+#[test]
+fn a_packed_single_job_runs_every_task_in_turn() {
+    // Flux has no job arrays: one job runs all of a pack's tasks (element 0, 1 CPU).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let bodies: Vec<String> = (0..3)
+        .map(|i| format!("echo {i} >> {}\n", log.display()))
+        .collect();
+    let tasks = dir.path().join("s.tasks");
+    std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, packed_body(&tasks, 3, 3, 1, "0", "1", None)).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n");
+}
+
+#[test]
+fn array_elements_get_values_byte_identical() {
+    // Newlines, tabs, quotes, backslashes and `%` in arguments arrive as they are in an
+    // array element, which runs its task from one line of the tasks file.
+    let dir = tempfile::tempdir().unwrap();
+    let values = [
+        "line1\nline2",
+        "tab\tand 'single' \"double\"",
+        "back\\slash \\n 100% %j $HOME `x`",
+    ];
+    // One cache directory per value: the tasks share their key.
+    let paths: Vec<TaskPaths> = (0..values.len())
+        .map(|i| {
+            let root = dir.path().join(format!("c{i}"));
+            std::fs::create_dir(&root).unwrap();
+            let paths = task_paths(&root);
+            paths.create().unwrap();
+            paths
+        })
+        .collect();
+    let bodies: Vec<String> = values
+        .iter()
+        .zip(&paths)
+        .map(|(v, p)| command_body("printf", &["%s", v], p))
+        .collect();
+    let tasks = dir.path().join("s.tasks");
+    std::fs::write(&tasks, tasks_file(&bodies)).unwrap();
+    assert_eq!(std::fs::read_to_string(&tasks).unwrap().lines().count(), 3);
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, array_body(&tasks, "$SLURM_ARRAY_TASK_ID")).unwrap();
+    for (i, v) in values.iter().enumerate() {
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "element {i}");
+        let got = std::fs::read_to_string(paths[i].stdout()).unwrap();
+        assert_eq!(&got, v, "element {i}");
+    }
+}
+
+#[test]
+fn a_link_planted_as_stdout_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&precious, paths.stdout()).unwrap();
+    std::os::unix::fs::symlink(&precious, paths.stderr()).unwrap();
+    let run = |body: &str| {
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+        std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap()
+    };
+    let body = command_body("sh", &["-c", "echo out; echo err >&2"], &paths);
+    assert!(run(&body).success());
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(!paths.stdout().is_symlink());
+    assert_eq!(std::fs::read_to_string(paths.stdout()).unwrap(), "out\n");
+    assert_eq!(std::fs::read_to_string(paths.stderr()).unwrap(), "err\n");
+    // A file the user named is overwritten, as before, even when it exists. (Another
+    // submission: the exit file of the last is removed first, as `ship_task` does.)
+    std::fs::remove_file(paths.exit_file()).unwrap();
+    let named = dir.path().join("named.out");
+    std::fs::write(&named, "old\n").unwrap();
+    let s = spec(
+        TaskKind::Command(CommandSpec {
+            program: "echo".into(),
+            args: vec!["new".into()],
+            env: vec![],
+            stdout: Some(named.clone()),
+            stderr: None,
+            allow_failure: false,
+        }),
+        1,
+    );
+    let body = task_body(&TaskBody {
+        spec: &s,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe: None,
+        durable: true,
+        rank_launcher: "srun",
+        warning: None,
+    });
+    assert!(run(&body).success());
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), "new\n");
+}
+
+#[test]
+fn a_finished_task_is_not_run_again_by_its_requeued_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let marker = dir.path().join("ran");
+    let body = command_body(
+        "sh",
+        &["-c", &format!("echo out; echo x >> {}", marker.display())],
+        &paths,
+    );
+    let run = || {
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+        std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap()
+    };
+    assert!(run().success());
+    let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+    // The job runs again (requeued): the command is not run twice, its files are kept.
+    assert!(run().success());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n");
+    assert_eq!(std::fs::read_to_string(paths.exit_file()).unwrap(), exit);
+    assert_eq!(std::fs::read_to_string(paths.stdout()).unwrap(), "out\n");
+    // A failure is run again.
+    std::fs::write(paths.exit_file(), "3 1 2\n").unwrap();
+    assert!(run().success());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n");
+    // A function task asks its worker, and only when a result file is there.
+    let f = spec(
+        TaskKind::Function {
+            name: "t".into(),
+            fingerprint: "f".into(),
+            args: vec![],
+        },
+        1,
+    );
+    let body = task_body(&TaskBody {
+        spec: &f,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe: Some(Path::new("/bin/w")),
+        durable: false,
+        rank_launcher: "srun",
+        warning: None,
+    });
+    let first = body.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!(
+            "if [ -e {} ] && /bin/w __pitch-worker finished {} {}; then exit 0; fi",
+            paths.result_file().display(),
+            paths.root().display(),
+            f.key
+        )
+    );
+}
+
+#[test]
+fn a_command_body_records_its_exit_code_and_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let body = command_body("sh", &["-c", "sleep 0.2; exit 3"], &paths);
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .env("LC_ALL", "C")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+    let fields: Vec<u64> = exit
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(fields.len(), 3, "{exit:?}");
+    assert_eq!(fields[0], 3);
+    let micros = fields[2] - fields[1];
+    assert!((200_000..10_000_000).contains(&micros), "{exit:?}");
+    assert!(!paths.stdout().exists(), "empty output is not kept");
+}
+
+#[test]
+fn a_command_that_cannot_be_executed_is_recorded_apart_from_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let not_exec = dir.path().join("data");
+    std::fs::write(&not_exec, "").unwrap();
+    let run = |body: &str| {
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, format!("set -u\n{body}")).unwrap();
+        std::process::Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap();
+        let exit = std::fs::read_to_string(paths.exit_file()).unwrap();
+        exit.split_whitespace().next().unwrap().to_string()
+    };
+    let not_exec = not_exec.display().to_string();
+    assert_eq!(
+        run(&command_body("nosuch-pitch-program", &[], &paths)),
+        "exec:127"
+    );
+    assert_eq!(run(&command_body(&not_exec, &[], &paths)), "exec:126");
+    // The program's own 127 is its exit code.
+    assert_eq!(run(&command_body("sh", &["-c", "exit 127"], &paths)), "127");
+    let mut s = spec(
+        TaskKind::Command(CommandSpec {
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+            stdout: None,
+            stderr: None,
+            allow_failure: false,
+        }),
+        1,
+    );
+    s.cwd = Some(dir.path().join("no-such-dir"));
+    let body = task_body(&TaskBody {
+        spec: &s,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe: None,
+        durable: true,
+        rank_launcher: "srun",
+        warning: None,
+    });
+    assert_eq!(run(&body), "cwd");
+}
+
+#[test]
+fn command_body_quotes_arguments_and_records_the_exit_status() {
+    let paths = task_paths(Path::new("/c"));
+    let body = command_body("echo", &["a b", "it's", "$HOME"], &paths);
+    let d = paths.dir().display();
+    assert!(
+        body.contains(&format!(
+            "exec echo 'a b' 'it'\\''s' '$HOME' ) > {d}/stdout"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("mv -f {d}/.exit.$$ {d}/exit")),
+        "{body}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("s.sh");
+    let tasks = dir.path().join("s.tasks");
+    std::fs::write(&tasks, tasks_file(&[body.clone(), body])).unwrap();
+    std::fs::write(&script, array_body(&tasks, "$SLURM_ARRAY_TASK_ID")).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&tasks).unwrap().lines().count(), 2);
+}

@@ -12,7 +12,7 @@ mod submit;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -75,6 +75,22 @@ struct Pending {
     reply: oneshot::Sender<Result<JobRef, TaskError>>,
 }
 
+/// Counts a task on its way to `pending` while it lives (see [`Queue::arriving`]).
+pub(super) struct Arriving(Arc<AtomicUsize>);
+
+impl Arriving {
+    fn new(count: &Arc<AtomicUsize>) -> Arriving {
+        count.fetch_add(1, Ordering::SeqCst);
+        Arriving(count.clone())
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Tasks with the same header and dependencies can share a job array.
 fn group_key(p: &Pending) -> String {
     format!(
@@ -104,6 +120,9 @@ pub(crate) struct Queue {
     max_array_size: OnceLock<u32>,
     queue_cap: Option<Arc<Semaphore>>,
     pending: Mutex<Vec<Pending>>,
+    /// Tasks on their way from `run` to `pending` (re-attach checks, the binary staged, the
+    /// task file shipped): the batch window waits for them as for the engine's `preparing`.
+    arriving: Arc<AtomicUsize>,
     flusher_running: Mutex<bool>,
     /// Which job each task was last submitted as by earlier runs: the journal at start, with
     /// the submissions found again from intent records ([`Queue::recover`]).
@@ -182,6 +201,7 @@ impl Queue {
             staged_exe: OnceLock::new(),
             max_array_size: OnceLock::new(),
             pending: Mutex::new(Vec::new()),
+            arriving: Arc::new(AtomicUsize::new(0)),
             flusher_running: Mutex::new(false),
             journaled: Mutex::new(known),
             recovered: tokio::sync::OnceCell::new(),
@@ -361,14 +381,25 @@ impl Queue {
         Ok(after)
     }
 
-    async fn run_job(self: Arc<Self>, job: Job) -> ResultRecord {
+    async fn run_job(self: Arc<Self>, job: Job, arriving: Arriving) -> ResultRecord {
         let paths = job.paths.clone();
         let fail = |e: TaskError| paths.publish_result(ResultRecord { outcome: Err(e) });
         self.ensure_poller();
+        let mut arriving = Some(arriving);
         let _permit = match &self.queue_cap {
-            Some(sem) => Some(tokio::select! {
-                p = sem.clone().acquire_owned() => p.expect("never closed"),
-                _ = job.slot.cancel.cancelled() => return fail(TaskError::Cancelled),
+            Some(sem) => Some(match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Waiting for `max_jobs` to let it in is not being on its way: the batch
+                    // window must not wait for it (the permits free as jobs end).
+                    drop(arriving.take());
+                    let p = tokio::select! {
+                        p = sem.clone().acquire_owned() => p.expect("never closed"),
+                        _ = job.slot.cancel.cancelled() => return fail(TaskError::Cancelled),
+                    };
+                    arriving = Some(Arriving::new(&self.arriving));
+                    p
+                }
             }),
             None => None,
         };
@@ -388,6 +419,7 @@ impl Queue {
                     self.jobs.lock().unwrap().insert(job.spec.key, old);
                     self.jobs_changed.notify_waiters();
                 }
+                arriving = None;
                 match self.watch(&job, old, true).await {
                     WatchEnd::Done(record) => return record,
                     WatchEnd::Lost | WatchEnd::Resubmit | WatchEnd::Stuck(_) => {}
@@ -402,11 +434,21 @@ impl Queue {
         // The input jobs an attempt of this run queued behind, which failed since.
         let mut stale = Vec::new();
         loop {
+            // An input's submission may wait in the batch window: not for this task.
+            if !job.deps.is_empty() {
+                arriving = None;
+            }
             let after = match self.wait_for_inputs(&job, &stale).await {
                 Ok(a) => a,
                 Err(e) => return fail(e),
             };
-            match self.submit_and_watch(&job, after.clone(), &paths).await {
+            if arriving.is_none() {
+                arriving = Some(Arriving::new(&self.arriving));
+            }
+            match self
+                .submit_and_watch(&job, after.clone(), &paths, &mut arriving)
+                .await
+            {
                 WatchEnd::Resubmit => {
                     job.paths.clear_failed_attempt(job.spec.ranks);
                     stale.extend(after);
@@ -423,6 +465,7 @@ impl Queue {
         job: &Job,
         after: Vec<JobRef>,
         paths: &TaskPaths,
+        arriving: &mut Option<Arriving>,
     ) -> WatchEnd {
         let fail =
             |e: TaskError| WatchEnd::Done(paths.publish_result(ResultRecord { outcome: Err(e) }));
@@ -446,6 +489,7 @@ impl Queue {
             after,
             reply: tx,
         });
+        *arriving = None;
         self.ensure_flusher();
         let submitted = match rx.await {
             Ok(r) => r,
@@ -726,8 +770,11 @@ impl Backend for Queue {
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
         let done = job.done.clone();
         let key = job.spec.key;
+        // Counted from here, before the future first runs, so that no moment passes between
+        // the engine's count and this one.
+        let arriving = Arriving::new(&self.arriving);
         Box::pin(async move {
-            let record = self.clone().run_job(job).await;
+            let record = self.clone().run_job(job, arriving).await;
             if record.outcome.is_err() {
                 // No dependent may queue behind the failed job (the task may be retried
                 // as a new job).

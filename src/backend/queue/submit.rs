@@ -44,7 +44,8 @@ impl Queue {
             loop {
                 tokio::time::sleep(self.cfg.batch_window).await;
                 let now = self.pending.lock().unwrap().len();
-                let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst));
+                let preparing = self.preparing.get().map_or(0, |p| p.load(Ordering::SeqCst))
+                    + self.arriving.load(Ordering::SeqCst);
                 let waited = started.elapsed();
                 if (preparing == 0 && (now == last || waited > MAX_BATCH_WAIT))
                     || waited > MAX_BATCH_WAIT_PREPARING

@@ -31,13 +31,13 @@ pub(crate) const CASES: &[Case] = &[
         name: "pilot_b_node_crash",
         alone: true,
         run: node_crash_retried,
-        known_bug: Some("a lost pilot's end is asked of final_states while Slurm still lists its job RUNNING (the connection closes before the node is marked down), which calls it CANCELLED; and a pilot Slurm requeued (its default) goes back to PENDING, is waited on for a minute, then refused when it comes back"),
+        known_bug: None,
     },
     Case {
         name: "pilot_b_node_crash_max_retries_0",
         alone: true,
         run: node_crash_failed,
-        known_bug: Some("a lost pilot's end is asked of final_states while Slurm still lists its job RUNNING (the connection closes before the node is marked down), which calls it CANCELLED; and a pilot Slurm requeued (its default) goes back to PENDING, is waited on for a minute, then refused when it comes back"),
+        known_bug: None,
     },
     Case {
         name: "pilot_b_slurmd_killed_pilots_live_on",
@@ -85,13 +85,13 @@ pub(crate) const CASES: &[Case] = &[
         name: "pilot_f_preempted",
         alone: true,
         run: preempted_retried,
-        known_bug: Some("a lost pilot's end is asked of final_states while Slurm still lists its job RUNNING (the connection closes before the node is marked down), which calls it CANCELLED; and a pilot Slurm requeued (its default) goes back to PENDING, is waited on for a minute, then refused when it comes back"),
+        known_bug: None,
     },
     Case {
         name: "pilot_f_preempted_max_retries_0",
         alone: true,
         run: preempted_failed,
-        known_bug: Some("a lost pilot's end is asked of final_states while Slurm still lists its job RUNNING (the connection closes before the node is marked down), which calls it CANCELLED; and a pilot Slurm requeued (its default) goes back to PENDING, is waited on for a minute, then refused when it comes back"),
+        known_bug: None,
     },
 ];
 

@@ -45,7 +45,7 @@ use super::{
     PoolTask,
 };
 use crate::backend::queue::Queue;
-use crate::backend::scheduler::{JobRef, JobState};
+use crate::backend::scheduler::{lookup_state, JobRef, JobState};
 use crate::backend::{Backend, BoxFuture, Job};
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
@@ -72,6 +72,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
 /// Submissions in a row that may fail before the executor gives up.
 const MAX_SUBMIT_FAILURES: u32 = 3;
+/// How long a lost pilot's task waits for the scheduler to say why the pilot ended.
+const END_WAIT: Duration = Duration::from_secs(60);
 
 /// How the pilots are set up (from the builder).
 pub(crate) struct PilotConfig {
@@ -403,10 +405,16 @@ fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
 /// What a pilot job asks the scheduler for: the executor's default resources, without the
 /// scheduler's warning signal (`checkpoint_grace`): the driver warns a pilot's tasks itself,
 /// from the pilot's start (`ToWorker::Start`), and a signal the scheduler may send early
-/// (Slurm: up to a minute) could come before the pilot's shell has become the worker.
+/// (Slurm: up to a minute) could come before the pilot's shell has become the worker. Never
+/// requeued by the scheduler (`--no-requeue`, whatever the defaults say for command tasks):
+/// a pilot lost with its node or preempted is replaced by the manager and its task retried,
+/// and a requeued one would only come back, later, to a driver that refuses it (its id is
+/// spent). It also ends with the true reason (NODE_FAIL, PREEMPTED) instead of going back
+/// to the queue.
 fn pilot_resources(shared: &Shared) -> Resources {
     Resources {
         checkpoint_grace: None,
+        requeue: Some(false),
         ..shared.cfg.defaults.clone()
     }
 }
@@ -1059,8 +1067,12 @@ fn run_on_pilot(
     }
 }
 
-/// Why a pilot's job ended, as the scheduler tells it (waiting up to a minute for the job to
-/// leave the active states).
+/// Why a pilot's job ended, as the scheduler tells it. Its connection usually closes before
+/// the scheduler has seen the end (the processes of a crashed node die before the node is
+/// marked down; a scancel kills the pilot before the job leaves RUNNING): the queue is asked
+/// first, once a second, until it no longer lists the job as active (at most a minute), and
+/// only then why it ended (`final_states` takes a job it is asked about for one that left
+/// the queue, and would call one still RUNNING cancelled).
 fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1069,8 +1081,32 @@ fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
         return (EndReason::forgotten(), String::new());
     };
     let client = &shared.queue.scheduler().client;
-    let until = Instant::now() + Duration::from_secs(60);
+    let until = Instant::now() + END_WAIT;
     loop {
+        // `Some(state)`: listed as active; `Some("")`: the scheduler did not answer.
+        let active = match rt.block_on(client.active(&shared.tag)) {
+            Ok(states) => match lookup_state(&states, job) {
+                Some(JobState::Active(name)) => Some(name),
+                _ => None,
+            },
+            Err(_) => Some(""),
+        };
+        if let Some(name) = active {
+            if Instant::now() <= until {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            if !name.is_empty() {
+                return (
+                    EndReason::Unknown(name.to_string()),
+                    format!(
+                        "its connection was lost, and {} s later the scheduler still lists its \
+                         job as {name}",
+                        END_WAIT.as_secs()
+                    ),
+                );
+            }
+        }
         let states = rt.block_on(client.final_states(std::slice::from_ref(&job)));
         if let Some((state, detail)) = states.get(&job) {
             if state.is_finished() || Instant::now() > until {

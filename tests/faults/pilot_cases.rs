@@ -82,6 +82,12 @@ pub(crate) const CASES: &[Case] = &[
         known_bug: None,
     },
     Case {
+        name: "pilot_g_sbatch_reply_slow",
+        alone: false,
+        run: sbatch_reply_slow,
+        known_bug: None,
+    },
+    Case {
         name: "pilot_f_preempted",
         alone: true,
         run: preempted_retried,
@@ -409,6 +415,38 @@ fn killed_while_collecting(dir: &Path) -> Result<(), String> {
                 .count()
                 >= 3
         },
+    )
+}
+
+/// g. sbatch's reply comes 3 s after slurmctld accepted the pilots (an overloaded
+/// controller answering late; a wrapped sbatch): the pilots start and connect before the
+/// driver knows their job. They are its own, and must be taken: every task finishes in the
+/// first run, once, on the first pilots.
+fn sbatch_reply_slow(dir: &Path) -> Result<(), String> {
+    let plan = pilot_plan(dir, vec![3000; 6], 2);
+    let path = wrapped_sbatch(dir, "sleep 3\necho \"$out\"")?;
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, Some(&path));
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    let calls = std::fs::read_to_string(dir.join("sbatch.calls"))
+        .map(|c| c.lines().count())
+        .unwrap_or(0);
+    ensure!(
+        calls == 1,
+        "{calls} sbatch calls for 2 pilots (the first pilots were refused?): {}",
+        first.summary()
+    );
+    conclude_undisturbed(
+        dir,
+        &plan,
+        Injected {
+            first,
+            start,
+            fault_end: start,
+            what: (),
+        },
+        "pilots: g. sbatch's reply 3 s late",
+        "2 pilots connected before their sbatch answered".into(),
     )
 }
 

@@ -120,6 +120,9 @@ struct State {
     seen_work: bool,
     pilots: HashMap<String, PilotInfo>,
     submissions: u64,
+    /// Submissions whose sbatch (or flux batch) has not answered yet: their pilots may
+    /// already run and connect.
+    submitting: std::collections::HashSet<u64>,
     start_failures: u32,
     submit_failures: u32,
     ever_connected: bool,
@@ -256,6 +259,7 @@ impl Pilots {
                 seen_work: false,
                 pilots: HashMap::new(),
                 submissions: 0,
+                submitting: Default::default(),
                 start_failures: 0,
                 submit_failures: 0,
                 ever_connected: false,
@@ -442,11 +446,18 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
         let submission = {
             let mut st = shared.state.lock().unwrap();
             st.submissions += 1;
-            st.submissions
+            let submission = st.submissions;
+            st.submitting.insert(submission);
+            submission
         };
         let command = |index: &str| command(shared, &exe, submission, index);
         let submitted =
             rt.block_on(queue.submit_pilots(&shared.tag, &pilot_resources(shared), n, &command));
+        {
+            // Its pilots' connections wait for this answer (`connection`).
+            shared.state.lock().unwrap().submitting.remove(&submission);
+            shared.wake.notify_all();
+        }
         match submitted {
             Ok(job_id) => {
                 let mut st = shared.state.lock().unwrap();
@@ -741,6 +752,21 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     let stream = Arc::new(stream);
     let (job, index) = {
         let mut st = shared.state.lock().unwrap();
+        // A pilot may start and connect before its submission has answered (a controller
+        // that replies late): wait for the answer, which records it (a pilot waits for its
+        // start for its idle timeout).
+        let submission = submission_of(&shared.prefix, &id);
+        let until = Instant::now() + shared.cfg.idle_timeout;
+        while !st.pilots.contains_key(&id)
+            && submission.is_some_and(|n| st.submitting.contains(&n))
+            && Instant::now() < until
+        {
+            st = shared
+                .wake
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap()
+                .0;
+        }
         let index = st.next_index;
         match st.pilots.get_mut(&id) {
             Some(p) if p.phase == PilotPhase::Pending => {
@@ -774,6 +800,16 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     if let Some(why) = end {
         shared.warn(why);
     }
+}
+
+/// The submission a pilot id (`<prefix>.<submission>.<index>`) belongs to.
+fn submission_of(prefix: &str, id: &str) -> Option<u64> {
+    id.strip_prefix(prefix)?
+        .strip_prefix('.')?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What a pilot's thread does next.
@@ -1314,6 +1350,15 @@ mod tests {
                 .build());
             assert!(m.contains("remote") && m.contains("not supported"), "{m}");
         }
+    }
+
+    #[test]
+    fn a_pilot_id_names_its_submission() {
+        assert_eq!(submission_of("12-34", "12-34.7.0"), Some(7));
+        assert_eq!(submission_of("12-34", "12-34.12.3"), Some(12));
+        assert_eq!(submission_of("12-34", "12-35.7.0"), None);
+        assert_eq!(submission_of("12-34", "12-34x.7.0"), None);
+        assert_eq!(submission_of("12-34", "12-34."), None);
     }
 
     #[test]

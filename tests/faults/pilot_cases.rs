@@ -88,6 +88,12 @@ pub(crate) const CASES: &[Case] = &[
         known_bug: None,
     },
     Case {
+        name: "pilot_g_sbatch_reply_lost",
+        alone: false,
+        run: sbatch_reply_lost,
+        known_bug: None,
+    },
+    Case {
         name: "pilot_f_preempted",
         alone: true,
         run: preempted_retried,
@@ -447,6 +453,40 @@ fn sbatch_reply_slow(dir: &Path) -> Result<(), String> {
         },
         "pilots: g. sbatch's reply 3 s late",
         "2 pilots connected before their sbatch answered".into(),
+    )
+}
+
+/// g'. sbatch's reply lost: slurmctld accepted the pilots, but sbatch says it failed ("Socket
+/// timed out on send/recv operation"; the wrapped sbatch says it for its first call). The
+/// executor submits pilots again; the first ones, which it cannot tell from strangers'
+/// (their job id was never printed), are refused and leave. Every task finishes in the
+/// first run, once, and no pilot is left behind.
+fn sbatch_reply_lost(dir: &Path) -> Result<(), String> {
+    let plan = pilot_plan(dir, vec![3000; 6], 2);
+    let path = wrapped_sbatch(
+        dir,
+        "if [ \"$(wc -l < \"$CALLS\")\" -le 1 ]; then echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2; exit 1; fi\necho \"$out\"",
+    )?;
+    let start = Instant::now();
+    let child = spawn_driver(dir, "first", &plan, Some(&path));
+    let first = finish_driver(dir, "first", child, start, BOUND)?;
+    let refused = first
+        .events
+        .iter()
+        .filter(|e| e.kind == "warning" && e.rest.contains("refused pilot"))
+        .count();
+    wait_pilots_gone(&plan.cache, SLURM_SLACK, Instant::now())?;
+    conclude_undisturbed(
+        dir,
+        &plan,
+        Injected {
+            first,
+            start,
+            fault_end: start,
+            what: (),
+        },
+        "pilots: g. sbatch's reply lost",
+        format!("the first sbatch submitted 2 pilots but said it timed out; {refused} of them connected and were refused"),
     )
 }
 

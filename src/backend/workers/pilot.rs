@@ -453,14 +453,12 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
         let command = |index: &str| command(shared, &exe, submission, index);
         let submitted =
             rt.block_on(queue.submit_pilots(&shared.tag, &pilot_resources(shared), n, &command));
-        {
-            // Its pilots' connections wait for this answer (`connection`).
-            shared.state.lock().unwrap().submitting.remove(&submission);
-            shared.wake.notify_all();
-        }
+        // Its pilots' connections wait for this answer (`connection`): it is no longer in
+        // flight only once its pilots are recorded, under the same lock.
+        let mut st = shared.state.lock().unwrap();
+        st.submitting.remove(&submission);
         match submitted {
             Ok(job_id) => {
-                let mut st = shared.state.lock().unwrap();
                 st.submit_failures = 0;
                 for i in 0..n {
                     let job = JobRef {
@@ -477,8 +475,14 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
                         },
                     );
                 }
+                drop(st);
+                shared.wake.notify_all();
             }
-            Err(e) => return submit_failed(shared, e),
+            Err(e) => {
+                drop(st);
+                shared.wake.notify_all();
+                return submit_failed(shared, e);
+            }
         }
     }
 }

@@ -148,6 +148,18 @@ pub mod __private {
         Ok(record.outcome)
     }
 
+    /// A stored outcome: every rank's encoded value, or the task's error.
+    pub type Outcome = Result<Vec<Vec<u8>>, crate::TaskError>;
+
+    /// Every record of a pooled task (`block_allocation`) in the cache directory's result
+    /// logs, oldest first: `Ok` the encoded values of a finished record, `Err` a failure.
+    pub fn logged_results(cache: &std::path::Path, key: &str) -> Result<Vec<Outcome>, String> {
+        Ok(crate::resultlog::records_of(cache, &key.parse()?)
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect())
+    }
+
     /// The path of a task's result file.
     pub fn result_path(cache: &std::path::Path, key: &str) -> Result<std::path::PathBuf, String> {
         let store = crate::store::Store::at(cache.to_path_buf(), false);

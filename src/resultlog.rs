@@ -620,6 +620,20 @@ pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
     found.into_values().collect()
 }
 
+/// Every sound record of `key` in the logs of `root`, in the order they were written (oldest
+/// log first), read afresh from disk: the tests' view of how often a task was recorded.
+pub(crate) fn records_of(root: &Path, key: &TaskKey) -> Vec<ResultRecord> {
+    let mut out = Vec::new();
+    for path in log_files(root) {
+        let _ = scan(&path, |_, _, r| {
+            if r.key == *key {
+                out.push(r.record);
+            }
+        });
+    }
+    out
+}
+
 /// What [`Cache::compact`](crate::Cache::compact) (`pitch gc --compact`) did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Compacted {

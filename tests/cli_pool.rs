@@ -61,7 +61,8 @@ fn render_pilots_prints_the_pilot_job_array() {
         d.path().join("pitch.toml"),
         "[profile.pilots]\nbackend = \"slurm\"\nblock_allocation = true\nmax_workers = 3\n\
          idle_timeout = \"45s\"\npilot_address = \"127.0.0.1\"\n\
-         [profile.pilots.resources]\nrun_time_max = \"1h\"\npartition = \"short\"\n",
+         [profile.pilots.resources]\nrun_time_max = \"1h\"\npartition = \"short\"\n\
+         requeue = true\n",
     )
     .unwrap();
     let render = |args: &[&str]| {
@@ -88,9 +89,12 @@ fn render_pilots_prints_the_pilot_job_array() {
         "__pitch-worker pilot 127.0.0.1:",
         ".secret 45 ",
         "\"$SLURM_ARRAY_TASK_ID\"",
+        // Never requeued by Slurm, whatever the defaults say (they apply to commands).
+        "#SBATCH --no-requeue",
     ] {
         assert!(script.contains(line), "no {line:?} in\n{script}");
     }
+    assert!(!script.contains("#SBATCH --requeue"), "{script}");
     // Pilot settings without block_allocation are refused, not ignored.
     std::fs::write(
         d.path().join("pitch.toml"),

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Slurm, Tmpfs};
+use crate::cluster::Slurm;
+use crate::inject;
 use crate::{
     check_rerun, check_run, ensure, finish_driver, finished_files, job_ids, record, run_driver,
     runs, spawn_driver, wait_until, Figures, Outcome, Plan, Run, TestFn,
@@ -122,7 +123,7 @@ pub(crate) const CASES: &[Case] = &[
 
 /// The retry settings of the `max_retries_2` variants: the driver itself runs the failed
 /// tasks again (2 s, then 4 s after the failure).
-fn with_retries(plan: &mut Plan, retry_on: &str) {
+pub(crate) fn with_retries(plan: &mut Plan, retry_on: &str) {
     plan.max_retries = Some(2);
     plan.retry_on = retry_on.into();
     plan.retry_backoff_ms = Some(2000);
@@ -130,7 +131,7 @@ fn with_retries(plan: &mut Plan, retry_on: &str) {
 
 /// The retried tasks of a run that ended without failures: `expected` (sorted), each retried
 /// once.
-fn check_retried(first: &Run, expected: &[usize]) -> Result<(), String> {
+pub(crate) fn check_retried(first: &Run, expected: &[usize]) -> Result<(), String> {
     ensure!(
         first.failed().is_empty(),
         "with max_retries 2, tasks failed: {}",
@@ -154,23 +155,23 @@ fn check_retried(first: &Run, expected: &[usize]) -> Result<(), String> {
 }
 
 /// A driver's bound: far above what any case needs (the slowest takes about a minute).
-const BOUND: Duration = Duration::from_secs(180);
+pub(crate) const BOUND: Duration = Duration::from_secs(180);
 
 /// What a case expects of its first run and of the whole.
-struct Expect<'a> {
-    case: &'a str,
+pub(crate) struct Expect<'a> {
+    pub case: &'a str,
     /// Whether a failure of the first run is one the fault explains.
-    allowed: &'a dyn Fn(usize, &Outcome) -> bool,
+    pub allowed: &'a dyn Fn(usize, &Outcome) -> bool,
     /// The runs task `i` may have had in all (first run and rerun), given its first outcome.
-    max_runs: &'a dyn Fn(usize, &Outcome) -> usize,
-    note: String,
+    pub max_runs: &'a dyn Fn(usize, &Outcome) -> usize,
+    pub note: String,
 }
 
 /// The checks common to every case once the first driver ended (`first`, started at
 /// `start`; the fault over at `fault_end`): the first run (`check_run`), then a rerun that
 /// completes the rest without running a finished task again (`check_rerun`), and the runs
 /// of each task; records the figures.
-fn conclude(
+pub(crate) fn conclude(
     dir: &Path,
     plan: &Plan,
     first: Run,
@@ -235,16 +236,90 @@ fn conclude(
     Ok(())
 }
 
+/// How the tasks whose attempts a fault lost come back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Slurm requeues their jobs: they finish in the first run, no retry.
+    Requeued,
+    /// The driver retries each once: they finish in the first run.
+    Retried,
+    /// They end `Scheduler(<the state>)`, and only they; the rerun runs them.
+    Failed,
+}
+
+/// How lost tasks come back with Slurm's `requeue`, or else with the driver's `retries`.
+fn recovery(requeue: bool, retries: bool) -> Recovery {
+    match (requeue, retries) {
+        (true, _) => Recovery::Requeued,
+        (false, false) => Recovery::Failed,
+        (false, true) => Recovery::Retried,
+    }
+}
+
+/// The tasks whose attempts a fault lost, with the state Slurm gives their (or their
+/// pilot's) job, and how they come back.
+pub(crate) struct Lost<'a> {
+    pub tasks: &'a [usize],
+    pub state: &'a str,
+    pub recovery: Recovery,
+}
+
+/// The end of a case whose fault lost the attempts of `lost.tasks` (sorted): they came back
+/// as `lost.recovery` says, then `conclude`, which allows them `Scheduler(<state>)` and a
+/// second run, and every other task one run without a failure.
+pub(crate) fn conclude_lost<T>(
+    dir: &Path,
+    plan: &Plan,
+    run: inject::Injected<T>,
+    lost: Lost<'_>,
+    case: &str,
+    note: String,
+) -> Result<(), String> {
+    let first = run.first;
+    match lost.recovery {
+        Recovery::Retried => check_retried(&first, lost.tasks)?,
+        Recovery::Requeued => ensure!(
+            first.failed().is_empty(),
+            "with requeue on, tasks failed: {}",
+            first.summary()
+        ),
+        Recovery::Failed => ensure!(
+            first.failed() == lost.tasks,
+            "the tasks {:?} whose attempts were lost fail ({}), and only they: {}",
+            lost.tasks,
+            lost.state,
+            first.summary()
+        ),
+    }
+    conclude(
+        dir,
+        plan,
+        first,
+        run.start,
+        run.fault_end,
+        Expect {
+            case,
+            allowed: &|i, o| {
+                lost.tasks.contains(&i)
+                    && matches!(o, Outcome::Err { variant, state, .. }
+                        if variant == "Scheduler" && state == lost.state)
+            },
+            max_runs: &|i, _| if lost.tasks.contains(&i) { 2 } else { 1 },
+            note,
+        },
+    )
+}
+
 /// Tasks that have started (have a marker line).
-fn started(plan: &Plan) -> usize {
+pub(crate) fn started(plan: &Plan) -> usize {
     runs(plan).iter().filter(|&&r| r > 0).count()
 }
 
-fn once(_: usize, _: &Outcome) -> usize {
+pub(crate) fn once(_: usize, _: &Outcome) -> usize {
     1
 }
 
-fn none(_: usize, _: &Outcome) -> bool {
+pub(crate) fn none(_: usize, _: &Outcome) -> bool {
     false
 }
 
@@ -252,50 +327,49 @@ fn none(_: usize, _: &Outcome) -> bool {
 /// started again from its StateSaveLocation; 4 more tasks are submitted while it is down.
 /// Nothing is lost: every task finishes in the first run and ran once.
 fn controller_stopped(dir: &Path) -> Result<(), String> {
-    let slurm = Slurm::from_env()?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
     let mut plan = Plan::new(dir, vec![6000; 8]);
     plan.ms.extend([3000; 4]);
     plan.delay_ms = [vec![0; 8], vec![8000; 4]].concat();
-    let start = Instant::now();
-    let child = spawn_driver(dir, "first", &plan, None);
-    let result = (|| {
-        wait_until("4 tasks running", Duration::from_secs(90), || {
-            started(&plan) >= 4
-        })?;
-        slurm.stop_controller()?;
-        std::thread::sleep(Duration::from_secs(20));
-        slurm.start_controller()
-    })();
-    if let Err(e) = result {
-        let _ = slurm.start_controller();
-        return Err(e);
-    }
-    let fault_end = Instant::now();
-    let first = finish_driver(dir, "first", child, start, BOUND)?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
+    let run = inject::controller_down(dir, &plan, 4)?;
+    conclude_undisturbed(
+        dir,
+        &plan,
+        run,
+        "a. slurmctld down 20 s",
+        "4 of 12 tasks submitted while it was down".into(),
+    )
+}
+
+/// The end of a case whose fault must not cost a task: none failed, each ran once.
+pub(crate) fn conclude_undisturbed<T>(
+    dir: &Path,
+    plan: &Plan,
+    run: inject::Injected<T>,
+    case: &str,
+    note: String,
+) -> Result<(), String> {
     ensure!(
-        first.failed().is_empty(),
-        "tasks failed with slurmctld down for 20 s: {}",
-        first.summary()
+        run.first.failed().is_empty(),
+        "{case}: tasks failed: {}",
+        run.first.summary()
     );
     conclude(
         dir,
-        &plan,
-        first,
-        start,
-        fault_end,
+        plan,
+        run.first,
+        run.start,
+        run.fault_end,
         Expect {
-            case: "a. slurmctld down 20 s",
+            case,
             allowed: &none,
             max_runs: &once,
-            note: "4 of 12 tasks submitted while it was down".into(),
+            note,
         },
     )
 }
 
 /// The node that runs most of the driver's jobs, and the tasks it runs.
-fn busiest_node(slurm: &Slurm, dir: &Path) -> (String, Vec<usize>) {
+pub(crate) fn busiest_node(slurm: &Slurm, dir: &Path) -> (String, Vec<usize>) {
     let ids = job_ids(dir, "first");
     (1..=slurm.nodes)
         .map(|n| {
@@ -314,7 +388,7 @@ fn busiest_node(slurm: &Slurm, dir: &Path) -> (String, Vec<usize>) {
 
 /// Whether the unique job id `unique` (squeue's `%A`) is the job `id` pitch knows (a plain id,
 /// or `array_index` of an array element, whose unique id squeue gives with `%i`).
-fn job_matches(unique: &str, id: &str) -> bool {
+pub(crate) fn job_matches(unique: &str, id: &str) -> bool {
     if unique == id {
         return true;
     }
@@ -333,82 +407,36 @@ fn job_matches(unique: &str, id: &str) -> bool {
 /// (SIGKILL); slurmd comes back 10 s later. `requeue`: the jobs are `--requeue` (Slurm runs
 /// them again) or `--no-requeue` (they end NODE_FAIL, the rerun runs them).
 fn node_crash(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
-    let slurm = Slurm::from_env()?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
     let mut plan = Plan::new(dir, vec![8000; 12]);
     plan.requeue = Some(requeue);
     if retries {
         with_retries(&mut plan, "");
     }
-    let start = Instant::now();
-    let child = spawn_driver(dir, "first", &plan, None);
-    let crashed = (|| {
-        wait_until("12 tasks running", Duration::from_secs(90), || {
-            started(&plan) >= 12
-        })?;
-        let (node, tasks) = busiest_node(&slurm, dir);
-        ensure!(!tasks.is_empty(), "no task of the sweep runs on any node");
-        slurm.crash_node(&node)?;
-        std::thread::sleep(Duration::from_secs(10));
-        slurm.start_slurmd(&node)?;
-        Ok((node, tasks))
-    })();
-    let (node, mut crashed) = match crashed {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = slurm.wait_healthy(Duration::from_secs(60));
-            return Err(e);
-        }
-    };
-    let fault_end = Instant::now();
-    let first = finish_driver(dir, "first", child, start, BOUND)?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
-    crashed.sort();
-    eprintln!("  crashed {node} with tasks {crashed:?}");
-    if retries {
-        check_retried(&first, &crashed)?;
-    } else if requeue {
-        ensure!(
-            first.failed().is_empty(),
-            "with requeue on, tasks failed: {}",
-            first.summary()
-        );
-    } else {
-        ensure!(
-            first.failed() == crashed,
-            "with requeue off, the crashed node's tasks {crashed:?} fail: {}",
-            first.summary()
-        );
-    }
-    let on_node = crashed.clone();
-    conclude(
+    let run = inject::node_crash(dir, &plan, 12)?;
+    let crashed = run.what.1.clone();
+    conclude_lost(
         dir,
         &plan,
-        first,
-        start,
-        fault_end,
-        Expect {
-            case: match (requeue, retries) {
-                (true, _) => "b. node crash, requeue on",
-                (false, false) => "b. node crash, requeue off",
-                (false, true) => "b. node crash, requeue off, max_retries 2",
-            },
-            allowed: &|i, o| {
-                on_node.contains(&i)
-                    && matches!(o, Outcome::Err { variant, state, .. }
-                        if variant == "Scheduler" && state == "NODE_FAIL")
-            },
-            max_runs: &|i, _| if on_node.contains(&i) { 2 } else { 1 },
-            note: format!(
-                "{} of 12 tasks on the crashed node, {}",
-                crashed.len(),
-                match (requeue, retries) {
-                    (true, _) => "requeued by Slurm",
-                    (false, false) => "NODE_FAIL",
-                    (false, true) => "NODE_FAIL, retried by pitch",
-                }
-            ),
+        run,
+        Lost {
+            tasks: &crashed,
+            state: "NODE_FAIL",
+            recovery: recovery(requeue, retries),
         },
+        match (requeue, retries) {
+            (true, _) => "b. node crash, requeue on",
+            (false, false) => "b. node crash, requeue off",
+            (false, true) => "b. node crash, requeue off, max_retries 2",
+        },
+        format!(
+            "{} of 12 tasks on the crashed node, {}",
+            crashed.len(),
+            match (requeue, retries) {
+                (true, _) => "requeued by Slurm",
+                (false, false) => "NODE_FAIL",
+                (false, true) => "NODE_FAIL, retried by pitch",
+            }
+        ),
     )
 }
 
@@ -427,53 +455,19 @@ fn node_crash_retries(dir: &Path) -> Result<(), String> {
 /// b'. Only a node's slurmd is killed (SIGKILL) mid-sweep, and started again 15 s later: its
 /// jobs run on under their slurmstepd, and nothing is lost.
 fn slurmd_killed(dir: &Path) -> Result<(), String> {
-    let slurm = Slurm::from_env()?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
     let plan = Plan::new(dir, vec![8000; 8]);
-    let start = Instant::now();
-    let child = spawn_driver(dir, "first", &plan, None);
-    let killed = (|| {
-        wait_until("8 tasks running", Duration::from_secs(90), || {
-            started(&plan) >= 8
-        })?;
-        let (node, tasks) = busiest_node(&slurm, dir);
-        slurm.kill_slurmd(&node)?;
-        std::thread::sleep(Duration::from_secs(15));
-        slurm.start_slurmd(&node)?;
-        Ok((node, tasks))
-    })();
-    let (node, tasks) = match killed {
-        Ok(k) => k,
-        Err(e) => {
-            let _ = slurm.wait_healthy(Duration::from_secs(60));
-            return Err(e);
-        }
-    };
-    let fault_end = Instant::now();
-    let first = finish_driver(dir, "first", child, start, BOUND)?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
-    eprintln!("  killed slurmd of {node} (tasks {tasks:?} ran there)");
-    ensure!(
-        first.failed().is_empty(),
-        "tasks failed: {}",
-        first.summary()
-    );
-    conclude(
+    let run = inject::slurmd_killed(dir, &plan, 8)?;
+    let note = format!("{} of 8 tasks on its node", run.what.1.len());
+    conclude_undisturbed(
         dir,
         &plan,
-        first,
-        start,
-        fault_end,
-        Expect {
-            case: "b. slurmd killed 15 s (jobs live on)",
-            allowed: &none,
-            max_runs: &once,
-            note: format!("{} of 8 tasks on its node", tasks.len()),
-        },
+        run,
+        "b. slurmd killed 15 s (jobs live on)",
+        note,
     )
 }
 
-fn scancel(id: &str) -> Result<(), String> {
+pub(crate) fn scancel(id: &str) -> Result<(), String> {
     let status = std::process::Command::new("scancel")
         .arg(id)
         .status()
@@ -522,40 +516,34 @@ fn scancel_case(dir: &Path, retries: bool) -> Result<(), String> {
     let first = finish_driver(dir, "first", child, start, BOUND)?;
     picked?;
     cancelled.sort();
-    if retries {
-        check_retried(&first, &cancelled)?;
-    } else {
-        ensure!(
-            first.failed() == cancelled,
-            "the scancelled tasks {cancelled:?} fail, and only they: {}",
-            first.summary()
-        );
-    }
-    let c = cancelled.clone();
-    conclude(
+    conclude_lost(
         dir,
         &plan,
-        first,
-        start,
-        fault_end,
-        Expect {
-            case: if retries {
-                "c. scancel from outside, max_retries 2 (retry_on cancelled)"
-            } else {
-                "c. scancel from outside"
-            },
-            allowed: &|i, o| {
-                c.contains(&i)
-                    && matches!(o, Outcome::Err { variant, state, .. }
-                        if variant == "Scheduler" && state == "CANCELLED")
-            },
-            max_runs: &|i, _| if c.contains(&i) { 2 } else { 1 },
-            note: format!(
-                "{} jobs scancelled ({} of them pending)",
-                cancelled.len(),
-                pending_at_cancel.len()
-            ),
+        inject::Injected {
+            first,
+            start,
+            fault_end,
+            what: (),
         },
+        Lost {
+            tasks: &cancelled,
+            state: "CANCELLED",
+            recovery: if retries {
+                Recovery::Retried
+            } else {
+                Recovery::Failed
+            },
+        },
+        if retries {
+            "c. scancel from outside, max_retries 2 (retry_on cancelled)"
+        } else {
+            "c. scancel from outside"
+        },
+        format!(
+            "{} jobs scancelled ({} of them pending)",
+            cancelled.len(),
+            pending_at_cancel.len()
+        ),
     )
 }
 
@@ -563,49 +551,52 @@ fn scancel_case(dir: &Path, retries: bool) -> Result<(), String> {
 /// filled by a file) and is freed 10 s later. The tasks that could not write end with a
 /// typed error, never a hang; the rerun completes them.
 fn cache_full(dir: &Path) -> Result<(), String> {
-    let exe_size = std::fs::metadata(std::env::current_exe().unwrap())
-        .map_err(|e| e.to_string())?
-        .len();
-    let fs = Tmpfs::mount(&dir.join("fs"), exe_size + (64 << 20))?;
     let mut plan = Plan::new(dir, vec![3000; 12]);
-    plan.cache = fs.path.join("cache");
     plan.max_jobs = Some(4);
-    let start = Instant::now();
-    let child = spawn_driver(dir, "first", &plan, None);
-    let filled = (|| {
-        wait_until("2 tasks running", Duration::from_secs(90), || {
-            started(&plan) >= 2
-        })?;
-        let file = fs.fill("filler")?;
-        std::thread::sleep(Duration::from_secs(10));
-        std::fs::remove_file(file).map_err(|e| e.to_string())
-    })();
-    let fault_end = Instant::now();
-    let first = finish_driver(dir, "first", child, start, BOUND)?;
-    filled?;
-    let failed = first.failed().len();
+    cache_full_case(
+        dir,
+        plan,
+        "d. cache file system full 10 s",
+        "tasks could not write",
+    )
+}
+
+/// The cache of `plan` on a tmpfs that fills up once 2 tasks run and is freed 10 s later:
+/// the tasks that could not write end with a typed error, the rerun completes them.
+pub(crate) fn cache_full_case(
+    dir: &Path,
+    mut plan: Plan,
+    case: &str,
+    what: &str,
+) -> Result<(), String> {
+    let fs = inject::cache_fs(dir)?;
+    plan.cache = fs.path.join("cache");
+    let run = inject::cache_full(dir, &plan, &fs, 2)?;
+    let failed = run.first.failed().len();
     conclude(
         dir,
         &plan,
-        first,
-        start,
-        fault_end,
+        run.first,
+        run.start,
+        run.fault_end,
         Expect {
-            case: "d. cache file system full 10 s",
+            case,
             allowed: &|_, o| {
                 matches!(o, Outcome::Err { variant, .. }
                     if ["Store", "WorkerDied", "Scheduler", "Launch"].contains(&variant.as_str()))
             },
             max_runs: &|_, _| 2,
-            note: format!("{failed} of 12 tasks could not write"),
+            note: format!("{failed} of {} {what}", plan.n()),
         },
     )
 }
 
 /// e. The driver killed (SIGKILL) at `moment`, then run again: it re-attaches to the jobs
 /// still queued or running, answers the finished tasks from the cache, submits the rest;
-/// every task runs exactly once in all.
-fn killed_driver(
+/// every task runs exactly once in all. With pilots (`plan.pilots`) the tasks running at the
+/// kill die with their pilots, which leave (within the idle timeout) once their driver is
+/// gone: those tasks run once more in the rerun, every other task exactly once.
+pub(crate) fn killed_driver(
     dir: &Path,
     plan: &Plan,
     path: Option<&std::ffi::OsStr>,
@@ -616,7 +607,16 @@ fn killed_driver(
     let mut child = spawn_driver(dir, "killed", plan, path);
     let waited = wait_until(case, Duration::from_secs(120), moment);
     child.kill();
+    let killed = Instant::now();
     waited?;
+    let pilots_left = match plan.pilots {
+        Some(p) => Some(crate::pilot_cases::wait_pilots_gone(
+            &plan.cache,
+            Duration::from_secs(p.idle_s) + crate::pilot_cases::SLURM_SLACK,
+            killed,
+        )?),
+        None => None,
+    };
     let before = runs(plan);
     let keys = crate::keys_of(dir, "killed");
     let finished: Vec<usize> = (0..plan.n())
@@ -633,9 +633,21 @@ fn killed_driver(
     let rerun = run_driver(dir, "rerun", plan, BOUND)?;
     check_rerun(plan, &rerun, &done, &before, false)?;
     let after = runs(plan);
+    // With pilots a task that ran at the kill (started, not finished) runs once more.
+    let expected: Vec<usize> = (0..plan.n())
+        .map(|i| match pilots_left {
+            Some(_) if before[i] == 1 && !finished.contains(&i) => 2,
+            _ => 1,
+        })
+        .collect();
     ensure!(
-        after.iter().all(|&n| n == 1),
-        "each task runs exactly once: {after:?}"
+        after == expected,
+        "runs per task {after:?}, expected {expected:?} (each task exactly once{})",
+        if pilots_left.is_some() {
+            ", those running on the dead driver's pilots twice"
+        } else {
+            ""
+        }
     );
     let cached = (0..plan.n())
         .filter(|&i| rerun.count(i, "cached") == 1)
@@ -651,18 +663,27 @@ fn killed_driver(
         runs: after.iter().sum(),
         recover: rerun.elapsed,
         total: start.elapsed(),
-        note: format!(
-            "killed with {} of {} tasks finished, {} started; the rerun answered {cached} from the cache, re-attached to the others' jobs and submitted {submitted} job(s)",
-            finished.len(),
-            plan.n(),
-            before.iter().filter(|&&n| n > 0).count()
-        ),
+        note: match pilots_left {
+            None => format!(
+                "killed with {} of {} tasks finished, {} started; the rerun answered {cached} from the cache, re-attached to the others' jobs and submitted {submitted} job(s)",
+                finished.len(),
+                plan.n(),
+                before.iter().filter(|&&n| n > 0).count()
+            ),
+            Some(left) => format!(
+                "killed with {} of {} tasks finished, {} started; the dead driver's pilots left {:.1} s after the kill; the rerun answered {cached} from the cache and ran the rest on new pilots",
+                finished.len(),
+                plan.n(),
+                before.iter().filter(|&&n| n > 0).count(),
+                left.as_secs_f64()
+            ),
+        },
     });
     Ok(())
 }
 
 /// The journal records (`jobs/<job id>.job`) of a cache directory: one per submission.
-fn journal(cache: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+pub(crate) fn journal(cache: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
     std::fs::read_dir(cache.join("jobs"))
         .map(|d| {
             d.flatten()
@@ -724,7 +745,7 @@ fn killed_while_collecting(dir: &Path) -> Result<(), String> {
 
 /// PATH with an `sbatch` first that logs its arguments to `$CALLS` (`dir/sbatch.calls`),
 /// runs the real sbatch (its output in `$out`; a failure is passed on), then `then`.
-fn wrapped_sbatch(dir: &Path, then: &str) -> Result<std::ffi::OsString, String> {
+pub(crate) fn wrapped_sbatch(dir: &Path, then: &str) -> Result<std::ffi::OsString, String> {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     let real = which("sbatch").ok_or("no sbatch on PATH")?;
@@ -809,9 +830,7 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 /// REQUEUE) and they finish in the first run; with `--no-requeue` Slurm cannot requeue them
 /// and cancels them instead: they end `Scheduler(PREEMPTED)` and the rerun runs them.
 fn preempted(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
-    let slurm = Slurm::from_env()?;
-    slurm.wait_healthy(Duration::from_secs(60))?;
-    let node = format!("n{}", slurm.nodes);
+    let node = inject::last_node(&Slurm::from_env()?);
     let mut plan = Plan::new(dir, vec![10_000; 4]);
     plan.partition = Some("lowprio".into());
     plan.slurm_args = vec![format!("--nodelist={node}")];
@@ -819,84 +838,39 @@ fn preempted(dir: &Path, requeue: bool, retries: bool) -> Result<(), String> {
     if retries {
         with_retries(&mut plan, "");
     }
-    let start = Instant::now();
-    let child = spawn_driver(dir, "first", &plan, None);
-    let preemptor = (|| {
-        wait_until("4 tasks running", Duration::from_secs(90), || {
-            started(&plan) >= 4
-        })?;
-        let out = std::process::Command::new("sbatch")
-            .args([
-                "--parsable",
-                "-p",
-                "highprio",
-                "--exclusive",
-                "-o",
-                "/dev/null",
-            ])
-            .arg(format!("--nodelist={node}"))
-            .arg("--wrap=sleep 5")
-            .output()
-            .map_err(|e| e.to_string())?;
-        ensure!(
-            out.status.success(),
-            "sbatch -p highprio: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    })();
-    let fault_end = Instant::now();
-    let first = finish_driver(dir, "first", child, start, BOUND)?;
-    let preemptor = preemptor?;
+    let run = inject::preempted(dir, &plan, 4)?;
     let r = runs(&plan);
-    let all: Vec<usize> = (0..plan.n()).collect();
-    if retries {
-        check_retried(&first, &all)?;
-    } else if requeue {
-        ensure!(
-            first.failed().is_empty(),
-            "with requeue on, tasks failed: {}",
-            first.summary()
-        );
-    } else {
-        ensure!(
-            first.failed() == all,
-            "with requeue off, every preempted task fails: {}",
-            first.summary()
-        );
-    }
     if requeue || retries {
         ensure!(
             r.iter().all(|&n| n == 2),
             "each preempted task ran again once: {r:?}"
         );
     }
-    conclude(
+    let note = format!(
+        "4 tasks on {node} preempted by job {}, {}",
+        run.what,
+        match (requeue, retries) {
+            (true, _) => "requeued by Slurm",
+            (false, false) => "PREEMPTED",
+            (false, true) => "PREEMPTED, retried by pitch",
+        }
+    );
+    let all: Vec<usize> = (0..plan.n()).collect();
+    conclude_lost(
         dir,
         &plan,
-        first,
-        start,
-        fault_end,
-        Expect {
-            case: match (requeue, retries) {
-                (true, _) => "f. preempted, requeue on",
-                (false, false) => "f. preempted, requeue off",
-                (false, true) => "f. preempted, requeue off, max_retries 2",
-            },
-            allowed: &|_, o| {
-                matches!(o, Outcome::Err { variant, state, .. }
-                    if variant == "Scheduler" && state == "PREEMPTED")
-            },
-            max_runs: &|_, _| 2,
-            note: format!(
-                "4 tasks on {node} preempted by job {preemptor}, {}",
-                match (requeue, retries) {
-                    (true, _) => "requeued by Slurm",
-                    (false, false) => "PREEMPTED",
-                    (false, true) => "PREEMPTED, retried by pitch",
-                }
-            ),
+        run,
+        Lost {
+            tasks: &all,
+            state: "PREEMPTED",
+            recovery: recovery(requeue, retries),
         },
+        match (requeue, retries) {
+            (true, _) => "f. preempted, requeue on",
+            (false, false) => "f. preempted, requeue off",
+            (false, true) => "f. preempted, requeue off, max_retries 2",
+        },
+        note,
     )
 }
 
@@ -948,25 +922,7 @@ fn preempted_packed(dir: &Path) -> Result<(), String> {
                     .is_some_and(|k| crate::stored(&plan.cache, k).0 == Some(true))
             })
             .collect();
-        let out = std::process::Command::new("sbatch")
-            .args([
-                "--parsable",
-                "-p",
-                "highprio",
-                "--exclusive",
-                "-o",
-                "/dev/null",
-            ])
-            .arg(format!("--nodelist={node}"))
-            .arg("--wrap=sleep 5")
-            .output()
-            .map_err(|e| e.to_string())?;
-        ensure!(
-            out.status.success(),
-            "sbatch -p highprio: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        inject::preempt(&node)
     })();
     let fault_end = Instant::now();
     let first = finish_driver(dir, "first", child, start, BOUND)?;

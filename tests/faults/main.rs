@@ -2,14 +2,18 @@
 //! (`cluster-tests/start-slurm.sh`) while the cluster has a bad day: slurmctld stopped and
 //! restarted, a node crashing (its slurmd and its jobs killed) with Slurm's requeue on and off,
 //! jobs scancelled from outside, the cache file system full, the driver killed with SIGKILL
-//! while submitting, mid-run and while collecting, a job preempted.
+//! while submitting, mid-run and while collecting, a job preempted. The same faults again
+//! with pilot jobs (`block_allocation(true)`, `pilot_cases.rs`: the plan's `pilots`), where a
+//! fault hits a pilot and the task it runs.
 //!
 //! Every case runs its driver as a child process (this binary, `faults-driver PLAN`), bounded
 //! in time, and asserts: the driver finishes; every task ends exactly once (one terminal event
 //! per task) with a typed, named outcome (a `pitch::TaskError` variant, and the `EndReason` of
 //! a scheduler error); nothing finished is lost (a stored result is never replaced by a
 //! failure, and no task reported failed has a finished result); and a rerun on the same cache
-//! directory completes the rest without running a finished task again. Each task appends a
+//! directory completes the rest without running a finished task again (with pilots, whose
+//! results are records of the result log: a task has at most one finished record, and a
+//! rerun adds none for a finished task). Each task appends a
 //! line to its own marker file (`O_APPEND`) when it starts, so the runs of every task are
 //! counted; each case says how many runs it allows and why.
 //!
@@ -20,11 +24,17 @@
 //! side. At the end the suite prints its figures (cases, tasks, retries, tasks recovered,
 //! time to recover), which the README's "Reliability" section quotes.
 //!
+//! Files: `cases.rs` (one job per task), `pilot_cases.rs` (pilots), `inject.rs` (the faults,
+//! each injected into a driver's first run, shared by both), `cluster.rs` (the daemons, a
+//! tmpfs).
+//!
 //! `cargo test --test faults -- NAME_SUBSTRING`, `--list`; `PITCH_KEEP_TEST_DIRS=1` keeps
 //! each case's directory (cache, markers, the drivers' logs and event logs).
 
 mod cases;
 mod cluster;
+mod inject;
+mod pilot_cases;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -88,6 +98,30 @@ pub(crate) struct Plan {
     #[serde(default)]
     pub retry_on: String,
     pub retry_backoff_ms: Option<u64>,
+    /// Pilot jobs (`block_allocation(true)`) instead of one job per task.
+    #[serde(default)]
+    pub pilots: Option<Pilots>,
+}
+
+/// The pilots of a plan: at most `max_workers` pilot jobs (the plan's partition, requeue and
+/// sbatch arguments are theirs), each with a wall time of `wall_s` seconds, leaving after
+/// `idle_s` seconds without work; they connect to the driver on 127.0.0.1.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Pilots {
+    pub max_workers: u32,
+    pub idle_s: u64,
+    pub wall_s: u64,
+}
+
+impl Pilots {
+    /// `max_workers` pilots of 10 minutes that leave after 5 s idle.
+    pub(crate) fn new(max_workers: u32) -> Pilots {
+        Pilots {
+            max_workers,
+            idle_s: 5,
+            wall_s: 600,
+        }
+    }
 }
 
 impl Plan {
@@ -302,6 +336,14 @@ fn driver(dir: &Path, tag: &str) -> i32 {
     }
     if let Some(ms) = plan.retry_backoff_ms {
         resources = resources.retry_backoff(Duration::from_millis(ms));
+    }
+    if let Some(p) = plan.pilots {
+        builder = builder
+            .block_allocation(true)
+            .pilot_address("127.0.0.1")
+            .max_workers(p.max_workers)
+            .idle_timeout(Duration::from_secs(p.idle_s));
+        resources = resources.run_time_max(Duration::from_secs(p.wall_s));
     }
     let exe = match builder.resources(resources).build() {
         Ok(exe) => exe,
@@ -547,7 +589,9 @@ pub(crate) fn wait_until(
 }
 
 /// A task's stored outcome: `Some(true)` a finished result, `Some(false)` a failure, `None`
-/// nothing (or unreadable), with the result file's bytes.
+/// nothing (or unreadable), with the result file's bytes. A pooled task (pilots) has no
+/// result file but records in the result logs: finished if one of them is, and its "bytes"
+/// are every record of the task (a rerun that records it again changes them).
 pub(crate) fn stored(cache: &Path, key: &str) -> (Option<bool>, Option<Vec<u8>>) {
     let outcome = pitch::__private::read_result(cache, key)
         .ok()
@@ -555,7 +599,25 @@ pub(crate) fn stored(cache: &Path, key: &str) -> (Option<bool>, Option<Vec<u8>>)
     let bytes = pitch::__private::result_path(cache, key)
         .ok()
         .and_then(|p| std::fs::read(p).ok());
-    (outcome, bytes)
+    if outcome.is_some() || bytes.is_some() {
+        return (outcome, bytes);
+    }
+    let logged = pitch::__private::logged_results(cache, key).unwrap_or_default();
+    if logged.is_empty() {
+        return (None, None);
+    }
+    let finished = logged.iter().any(|r| r.is_ok());
+    (Some(finished), Some(format!("{logged:?}").into_bytes()))
+}
+
+/// How many finished records the result logs hold for `key` (pilots): more than one is a
+/// task recorded twice.
+pub(crate) fn finished_records(cache: &Path, key: &str) -> usize {
+    pitch::__private::logged_results(cache, key)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.is_ok())
+        .count()
 }
 
 /// The checks of every run that ended: each task ended exactly once (one terminal event, the
@@ -590,6 +652,11 @@ pub(crate) fn check_run(
             ensure!(allowed(o), "{tag}: task {i} ended {}: {text}", o.name());
         }
         let (finished, _) = stored(&plan.cache, &run.keys[i]);
+        let records = finished_records(&plan.cache, &run.keys[i]);
+        ensure!(
+            records <= 1,
+            "{tag}: task {i} has {records} finished records in the result logs (recorded twice)"
+        );
         if o.is_ok() {
             ensure!(
                 finished == Some(true),
@@ -779,14 +846,19 @@ fn main() {
     let mut args = libtest_mimic::Arguments::from_args();
     // Every case starts at once; `cases::Case::alone` ones hold the cluster to themselves (a
     // write lock), the others share it (a read lock).
+    let all: Vec<cases::Case> = cases::CASES
+        .iter()
+        .chain(pilot_cases::CASES)
+        .copied()
+        .collect();
     if args.test_threads.is_none() {
-        args.test_threads = Some(cases::CASES.len());
+        args.test_threads = Some(all.len());
     }
     static BLOCKER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     static CLUSTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
     let required = std::env::var_os("PITCH_REQUIRE_SLURM").is_some();
     let root = unsafe { libc::geteuid() } == 0;
-    let trials = cases::CASES
+    let trials = all
         .iter()
         .map(|case| {
             let case = *case;
@@ -826,7 +898,7 @@ fn main() {
             .with_ignored_flag(case.known_bug.is_some())
         })
         .collect();
-    for case in cases::CASES {
+    for case in &all {
         if let Some(bug) = case.known_bug {
             eprintln!("{}: ignored, a known bug: {bug}", case.name);
         }

@@ -45,7 +45,7 @@ use super::{
     Phase, PoolTask, RANKS_CONNECT,
 };
 use crate::backend::queue::Queue;
-use crate::backend::scheduler::{JobRef, JobState};
+use crate::backend::scheduler::{lookup_state, JobRef, JobState};
 use crate::backend::{Backend, BoxFuture, Job};
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
@@ -72,6 +72,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
 /// Submissions in a row that may fail before the executor gives up.
 const MAX_SUBMIT_FAILURES: u32 = 3;
+/// How long a lost pilot's task waits for the scheduler to say why the pilot ended.
+const END_WAIT: Duration = Duration::from_secs(60);
 
 /// How the pilots are set up (from the builder).
 pub(crate) struct PilotConfig {
@@ -123,6 +125,9 @@ struct State {
     seen_work: bool,
     pilots: HashMap<String, PilotInfo>,
     submissions: u64,
+    /// Submissions whose sbatch (or flux batch) has not answered yet: their pilots may
+    /// already run and connect.
+    submitting: std::collections::HashSet<u64>,
     start_failures: u32,
     submit_failures: u32,
     ever_connected: bool,
@@ -261,6 +266,7 @@ impl Pilots {
                 seen_work: false,
                 pilots: HashMap::new(),
                 submissions: 0,
+                submitting: Default::default(),
                 start_failures: 0,
                 submit_failures: 0,
                 ever_connected: false,
@@ -428,10 +434,16 @@ fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
 /// What a pilot job asks the scheduler for: the executor's default resources, without the
 /// scheduler's warning signal (`checkpoint_grace`): the driver warns a pilot's tasks itself,
 /// from the pilot's start (`ToWorker::Start`), and a signal the scheduler may send early
-/// (Slurm: up to a minute) could come before the pilot's shell has become the worker.
+/// (Slurm: up to a minute) could come before the pilot's shell has become the worker. Never
+/// requeued by the scheduler (`--no-requeue`, whatever the defaults say for command tasks):
+/// a pilot lost with its node or preempted is replaced by the manager and its task retried,
+/// and a requeued one would only come back, later, to a driver that refuses it (its id is
+/// spent). It also ends with the true reason (NODE_FAIL, PREEMPTED) instead of going back
+/// to the queue.
 fn pilot_resources(shared: &Shared) -> Resources {
     Resources {
         checkpoint_grace: None,
+        requeue: Some(false),
         ..shared.cfg.defaults.clone()
     }
 }
@@ -459,14 +471,19 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
         let submission = {
             let mut st = shared.state.lock().unwrap();
             st.submissions += 1;
-            st.submissions
+            let submission = st.submissions;
+            st.submitting.insert(submission);
+            submission
         };
         let command = |index: &str| command(shared, &exe, submission, index);
         let submitted =
             rt.block_on(queue.submit_pilots(&shared.tag, &pilot_resources(shared), n, &command));
+        // Its pilots' connections wait for this answer (`connection`): it is no longer in
+        // flight only once its pilots are recorded, under the same lock.
+        let mut st = shared.state.lock().unwrap();
+        st.submitting.remove(&submission);
         match submitted {
             Ok(job_id) => {
-                let mut st = shared.state.lock().unwrap();
                 st.submit_failures = 0;
                 for i in 0..n {
                     let job = JobRef {
@@ -485,8 +502,14 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
                         },
                     );
                 }
+                drop(st);
+                shared.wake.notify_all();
             }
-            Err(e) => return submit_failed(shared, e),
+            Err(e) => {
+                drop(st);
+                shared.wake.notify_all();
+                return submit_failed(shared, e);
+            }
         }
     }
 }
@@ -774,6 +797,21 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     };
     let stream = Arc::new(stream);
     let mut st = shared.state.lock().unwrap();
+    // A pilot may start and connect before its submission has answered (a controller that
+    // replies late): wait for the answer, which records it (a pilot waits for its start for
+    // its idle timeout).
+    let submission = submission_of(&shared.prefix, &id);
+    let until = Instant::now() + shared.cfg.idle_timeout;
+    while !st.pilots.contains_key(&id)
+        && submission.is_some_and(|n| st.submitting.contains(&n))
+        && Instant::now() < until
+    {
+        st = shared
+            .wake
+            .wait_timeout(st, Duration::from_millis(200))
+            .unwrap()
+            .0;
+    }
     let first = match st.pilots.get_mut(&id) {
         Some(p) if p.phase == PilotPhase::Pending && p.ranks[rank as usize].is_none() => {
             p.ranks[rank as usize] = Some(stream.clone());
@@ -846,6 +884,16 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
     if let Some(why) = end {
         shared.warn(why);
     }
+}
+
+/// The submission a pilot id (`<prefix>.<submission>.<index>`) belongs to.
+fn submission_of(prefix: &str, id: &str) -> Option<u64> {
+    id.strip_prefix(prefix)?
+        .strip_prefix('.')?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What a pilot's thread does next.
@@ -1148,8 +1196,12 @@ fn run_on_pilot(
     Some(format!("pilot {job} was lost running task {}", task.key))
 }
 
-/// Why a pilot's job ended, as the scheduler tells it (waiting up to a minute for the job to
-/// leave the active states).
+/// Why a pilot's job ended, as the scheduler tells it. Its connection usually closes before
+/// the scheduler has seen the end (the processes of a crashed node die before the node is
+/// marked down; a scancel kills the pilot before the job leaves RUNNING): the queue is asked
+/// first, once a second, until it no longer lists the job as active (at most a minute), and
+/// only then why it ended (`final_states` takes a job it is asked about for one that left
+/// the queue, and would call one still RUNNING cancelled).
 fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1158,8 +1210,32 @@ fn end_of(shared: &Shared, job: JobRef) -> (EndReason, String) {
         return (EndReason::forgotten(), String::new());
     };
     let client = &shared.queue.scheduler().client;
-    let until = Instant::now() + Duration::from_secs(60);
+    let until = Instant::now() + END_WAIT;
     loop {
+        // `Some(state)`: listed as active; `Some("")`: the scheduler did not answer.
+        let active = match rt.block_on(client.active(&shared.tag)) {
+            Ok(states) => match lookup_state(&states, job) {
+                Some(JobState::Active(name)) => Some(name),
+                _ => None,
+            },
+            Err(_) => Some(""),
+        };
+        if let Some(name) = active {
+            if Instant::now() <= until {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            if !name.is_empty() {
+                return (
+                    EndReason::Unknown(name.to_string()),
+                    format!(
+                        "its connection was lost, and {} s later the scheduler still lists its \
+                         job as {name}",
+                        END_WAIT.as_secs()
+                    ),
+                );
+            }
+        }
         let states = rt.block_on(client.final_states(std::slice::from_ref(&job)));
         if let Some((state, detail)) = states.get(&job) {
             if state.is_finished() || Instant::now() > until {
@@ -1362,6 +1438,15 @@ mod tests {
                 .build());
             assert!(m.contains("remote") && m.contains("not supported"), "{m}");
         }
+    }
+
+    #[test]
+    fn a_pilot_id_names_its_submission() {
+        assert_eq!(submission_of("12-34", "12-34.7.0"), Some(7));
+        assert_eq!(submission_of("12-34", "12-34.12.3"), Some(12));
+        assert_eq!(submission_of("12-34", "12-35.7.0"), None);
+        assert_eq!(submission_of("12-34", "12-34x.7.0"), None);
+        assert_eq!(submission_of("12-34", "12-34."), None);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pitch::task! {
 }
 
 /// The sshd settings from `$PITCH_SSHD_DIR/env.sh`.
-struct Login {
+pub(crate) struct Login {
     port: u16,
     user: String,
     key: PathBuf,
@@ -45,7 +45,7 @@ struct Login {
     dir: PathBuf,
 }
 
-fn login() -> Result<Login, String> {
+pub(crate) fn login() -> Result<Login, String> {
     let var = |k: &str| {
         std::env::var(k).map_err(|_| {
             format!(
@@ -69,7 +69,7 @@ fn remote(l: &Login, dir: &Path) -> Remote {
     remote_with(l, dir, SshClient::Auto)
 }
 
-fn remote_with(l: &Login, dir: &Path, client: SshClient) -> Remote {
+pub(crate) fn remote_with(l: &Login, dir: &Path, client: SshClient) -> Remote {
     Remote::new("127.0.0.1", dir)
         .client(client)
         .port(l.port)

@@ -37,10 +37,10 @@ pitch::task! {
 
 /// The sshd settings from `$PITCH_SSHD_DIR/env.sh`.
 pub(crate) struct Login {
-    port: u16,
-    user: String,
-    key: PathBuf,
-    known_hosts: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) key: PathBuf,
+    pub(crate) known_hosts: PathBuf,
     known_hosts_wrong: PathBuf,
     dir: PathBuf,
 }
@@ -525,10 +525,12 @@ fn remote_jump_host_mfa(dir: &Path) -> Result<(), String> {
         "one prompt, one code, one login through the jump host for the whole sweep: \
          (prompts, codes, jump logins) {before:?} -> {after:?}"
     );
-    ensure!(
-        masters_of(&mine).is_empty(),
-        "the master ended with the run"
-    );
+    // Its watchdog ends it once pitch has exited: a moment later under load.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !masters_of(&mine).is_empty() {
+        ensure!(Instant::now() < deadline, "the master ended with the run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The master connection drops while a job runs: the next command opens another one.
     let before = after;

@@ -27,6 +27,7 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
         "remote_pilot_driver_killed_builtin_client",
         driver_killed_builtin,
     ),
+    ("remote_pilot_status_and_cancel_over_ssh", status_and_cancel),
 ];
 
 /// A pilot executor submitting over SSH; its relay binds the login node's 127.0.0.1.
@@ -308,4 +309,69 @@ fn driver_killed(dir: &Path, client: &str) -> Result<(), String> {
     let _ = child.wait();
     started?;
     check_cleaned(&local, &far, false)
+}
+
+/// `pitch status` and `pitch cancel --all` with the profile whose `[remote]` table reaches
+/// the login node: they ask its scheduler over SSH and see the remote pilots.
+fn status_and_cancel(dir: &Path) -> Result<(), String> {
+    let l = login()?;
+    let (local, far, marks) = (dir.join("local"), dir.join("remote"), dir.join("marks"));
+    std::fs::create_dir_all(&marks).map_err(|e| e.to_string())?;
+    let exe = executor(&local, remote_with(&l, &far, SshClient::System))?;
+    let f = pilot_victim::submit(&exe, marks.clone(), 120_000);
+    let pilot = victim_job(&marks)?;
+    std::fs::write(
+        dir.join("pitch.toml"),
+        format!(
+            "[profile.far]\nbackend = \"slurm\"\ncache_directory = \"{}\"\n\
+             [profile.far.remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+             identity_file = \"{}\"\nknown_hosts = \"{}\"\ndirectory = \"{}\"\n",
+            local.display(),
+            l.port,
+            l.user,
+            l.key.display(),
+            l.known_hosts.display(),
+            far.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // Without the profile: where the jobs went, as for any remote cache directory.
+    let cache = local.to_string_lossy().into_owned();
+    let bare = crate::pitch_in(dir, &["status", "--cache-dir", &cache]);
+    ensure!(
+        said(&bare).contains("submitted over SSH") && said(&bare).contains("--profile"),
+        "status without the profile: {}",
+        said(&bare)
+    );
+    let status = crate::pitch_in(dir, &["status", "--profile", "far"]);
+    let text = said(&status);
+    ensure!(
+        text.contains("1 pilot job: ") && text.contains(&pilot),
+        "status: {text}"
+    );
+    let json = crate::pitch_in(dir, &["status", "--json", "--profile", "far"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&json.stdout).map_err(|e| format!("{e}: {}", said(&json)))?;
+    ensure!(v["pilots"].get(&pilot).is_some(), "{v}");
+    let cancel = crate::pitch_in(dir, &["cancel", "--all", "--profile", "far"]);
+    let text = said(&cancel);
+    ensure!(
+        cancel.status.success() && text.contains("(1 of them pilot job)"),
+        "cancel: {text}"
+    );
+    // Its task was lost with it and runs again on a new pilot (the default retry).
+    let value = f.result().map_err(|e| e.to_string())?;
+    ensure!(
+        value.starts_with("rerun ") && value != format!("rerun {pilot}"),
+        "{value} (the cancelled pilot was {pilot})"
+    );
+    drop(exe);
+    check_cleaned(&local, &far, true)
 }

@@ -743,12 +743,10 @@ fn remote_poller_ticks(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// FluxClusterExecutor over SSH against the real Flux instance of
-/// `cluster-tests/start-flux.sh` (source its env.sh; PITCH_REAL_FLUX=1 makes a missing
-/// instance a failure, otherwise the test passes without running). A login over SSH knows
-/// neither the instance (`FLUX_URI`) nor where `flux` is: without `Remote::env` and
-/// `Remote::path` the task fails naming `flux`; with them it runs in the instance.
-fn remote_flux(dir: &Path) -> Result<(), String> {
+/// The real Flux instance of `cluster-tests/start-flux.sh` (its env.sh sourced): its
+/// `FLUX_URI` and the directory of `flux`; `None` (the test `name` passes without running)
+/// when there is none, unless PITCH_REAL_FLUX=1 makes that a failure.
+pub(crate) fn flux_instance(name: &str) -> Result<Option<(String, PathBuf)>, String> {
     let required = std::env::var("PITCH_REAL_FLUX").ok().as_deref() == Some("1");
     let uri = std::env::var("FLUX_URI").ok().filter(|u| !u.is_empty());
     let flux_dir = std::env::var_os("PATH").and_then(|p| {
@@ -761,9 +759,19 @@ fn remote_flux(dir: &Path) -> Result<(), String> {
             !required,
             "PITCH_REAL_FLUX=1 but there is no Flux instance: source /tmp/pitch-flux/env.sh"
         );
-        eprintln!(
-            "remote_flux_cluster_over_ssh: no Flux instance (FLUX_URI, flux on PATH): not run"
-        );
+        eprintln!("{name}: no Flux instance (FLUX_URI, flux on PATH): not run");
+        return Ok(None);
+    };
+    Ok(Some((uri, flux_dir)))
+}
+
+/// FluxClusterExecutor over SSH against the real Flux instance of
+/// `cluster-tests/start-flux.sh` (source its env.sh; PITCH_REAL_FLUX=1 makes a missing
+/// instance a failure, otherwise the test passes without running). A login over SSH knows
+/// neither the instance (`FLUX_URI`) nor where `flux` is: without `Remote::env` and
+/// `Remote::path` the task fails naming `flux`; with them it runs in the instance.
+fn remote_flux(dir: &Path) -> Result<(), String> {
+    let Some((uri, flux_dir)) = flux_instance("remote_flux_cluster_over_ssh")? else {
         return Ok(());
     };
     let l = login()?;

@@ -14,7 +14,7 @@ use pitch::{Remote, SshClient};
 use crate::pilot::{
     builder, pilot_victim, pilot_where, records, scancel, victim_job, wait_no_pilots,
 };
-use crate::remote::{login, remote_with};
+use crate::remote::{flux_instance, login, remote_with};
 use crate::{add, ensure, TestFn};
 
 pub(crate) const TESTS: &[(&str, TestFn)] = &[
@@ -28,6 +28,7 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
         driver_killed_builtin,
     ),
     ("remote_pilot_status_and_cancel_over_ssh", status_and_cancel),
+    ("remote_flux_pilots_over_ssh", flux),
 ];
 
 /// A pilot executor submitting over SSH; its relay binds the login node's 127.0.0.1.
@@ -374,4 +375,56 @@ fn status_and_cancel(dir: &Path) -> Result<(), String> {
     );
     drop(exe);
     check_cleaned(&local, &far, true)
+}
+
+/// FluxClusterExecutor pilots over SSH against the real Flux instance (see
+/// `remote::flux_instance`; not run without one unless PITCH_REAL_FLUX=1): each pilot is a
+/// `flux batch` job that reaches the driver through the relay.
+fn flux(dir: &Path) -> Result<(), String> {
+    let Some((uri, flux_dir)) = flux_instance("remote_flux_pilots_over_ssh")? else {
+        return Ok(());
+    };
+    let l = login()?;
+    let (local, far) = (dir.join("local"), dir.join("remote"));
+    let remote = remote_with(&l, &far, SshClient::System)
+        .env("FLUX_URI", &uri)
+        .path(&flux_dir);
+    let exe = pitch::FluxClusterExecutor::builder()
+        .cache_directory(&local)
+        .remote(remote)
+        .poll_interval(Duration::from_millis(200))
+        .max_poll_interval(Duration::from_secs(1))
+        .nfs_grace(Duration::from_secs(1))
+        .block_allocation(true)
+        .max_workers(2)
+        .pilot_address("127.0.0.1")
+        .idle_timeout(Duration::from_secs(5))
+        .resources(pitch::Resources::new().run_time_max(Duration::from_secs(600)))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let a = add::submit(&exe, 1, 1);
+    let b = add::submit(&exe, &a, 10);
+    let sum = pitch::wait_all(add::map(&exe, (100..110).map(|i| (i, 1))))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .sum::<i64>();
+    ensure!(sum == 1055, "the map's sum {sum}");
+    ensure!(b.result() == Ok(12), "{:?}", b.result());
+    check_relayed(&far)?;
+    drop(exe);
+    ensure!(
+        records(&local) == 12,
+        "{} records for 12 tasks",
+        records(&local)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !relay_processes(&far).is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "relay processes left: {:?}",
+            relay_processes(&far)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }

@@ -849,5 +849,20 @@ fn remote_render_offline(dir: &Path) -> Result<(), String> {
         "render took {:?}",
         started.elapsed()
     );
+    // The pilots' script: their address is the relay's on the login node, whose port is
+    // chosen when it starts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["render", "--pilots", "--profile", "far"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let script = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success()
+            && script
+                .contains("__pitch-worker pilot LOGIN-HOST:RELAY-PORT /scratch/me/pitch/jobs/"),
+        "{script}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

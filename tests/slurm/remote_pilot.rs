@@ -29,6 +29,7 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ),
     ("remote_pilot_status_and_cancel_over_ssh", status_and_cancel),
     ("remote_flux_pilots_over_ssh", flux),
+    ("remote_pilot_relay_that_cannot_listen", relay_cannot_listen),
 ];
 
 /// A pilot executor submitting over SSH; its relay binds the login node's 127.0.0.1.
@@ -425,6 +426,41 @@ fn flux(dir: &Path) -> Result<(), String> {
             relay_processes(&far)
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// A relay address the login node cannot listen on: the tasks fail with the relay's own
+/// words (with each client), and no relay or pilot is left.
+fn relay_cannot_listen(dir: &Path) -> Result<(), String> {
+    let l = login()?;
+    for client in [SshClient::System, SshClient::Builtin] {
+        let name = format!("{client:?}");
+        let (local, far) = (
+            dir.join(format!("local-{name}")),
+            dir.join(format!("far-{name}")),
+        );
+        let exe = builder(&local, Duration::from_secs(600))
+            .remote(remote_with(&l, &far, client))
+            .pilot_address("no-such-host.invalid")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let e = add::submit(&exe, 1, 2)
+            .result()
+            .err()
+            .ok_or("a task ran without a relay")?
+            .to_string();
+        ensure!(
+            e.contains("relay") && e.contains("cannot listen on no-such-host.invalid"),
+            "{name}: {e}"
+        );
+        drop(exe);
+        ensure!(
+            relay_processes(&far).is_empty(),
+            "{name}: {:?}",
+            relay_processes(&far)
+        );
+        wait_no_pilots(&local, Duration::from_secs(10))?;
     }
     Ok(())
 }

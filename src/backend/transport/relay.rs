@@ -283,13 +283,17 @@ impl Relay {
                 relay.address = address;
                 Ok(relay)
             }
-            Ok(None) | Err(_) => {
+            answer => {
                 relay.close();
                 let said = errors.lock().unwrap().trim().to_string();
+                let why = match answer {
+                    Ok(_) => "it ended without saying its address".to_string(),
+                    Err(_) => format!("it said no address within {START_TIMEOUT:?}"),
+                };
                 Err(if said.is_empty() {
-                    "the relay on the login node did not start (it said nothing)".to_string()
+                    format!("{why} (and nothing else)")
                 } else {
-                    format!("the relay on the login node did not start: {said}")
+                    format!("{why}: {said}")
                 })
             }
         }
@@ -459,6 +463,11 @@ fn pump(
     let _ = local.shutdown(Shutdown::Both);
     session.set_blocking(true);
     session.set_timeout(2000);
+    // What the relay said last (why it did not start).
+    let mut rest = String::new();
+    if channel.eof() && channel.stderr().read_to_string(&mut rest).is_ok() {
+        errors.lock().unwrap().push_str(&rest);
+    }
     let _ = channel.send_eof();
     let _ = channel.close();
     let _ = session.disconnect(None, "the executor ended", None);
@@ -579,6 +588,6 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(e.contains("did not start: exec: no such file"), "{e}");
+        assert_eq!(e, "it ended without saying its address: exec: no such file");
     }
 }

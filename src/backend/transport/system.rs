@@ -592,7 +592,7 @@ impl Inner {
         };
         let errors = Arc::new(std::sync::Mutex::new(String::new()));
         let e = errors.clone();
-        std::thread::spawn(move || {
+        let said = std::thread::spawn(move || {
             use std::io::Read;
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = err.read(&mut buf) {
@@ -609,6 +609,8 @@ impl Inner {
             Box::new(move || {
                 let _ = child.kill();
                 let _ = child.wait();
+                // All it said, for the message of a relay that did not start.
+                let _ = said.join();
             }),
             errors,
         )

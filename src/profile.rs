@@ -150,7 +150,8 @@ pub struct Profile {
     /// How long an idle pilot waits for work (slurm, flux with block_allocation).
     pub idle_timeout: Option<Duration>,
     /// The address pilots connect to, `host` or `host:port` (slurm, flux with
-    /// block_allocation).
+    /// block_allocation); with a `[remote]` table, where their relay listens on the login
+    /// node.
     pub pilot_address: Option<String>,
     /// Jobs queued at once (Slurm).
     pub max_jobs: Option<u32>,

@@ -197,7 +197,11 @@ fn relay(bind: &str) -> Result<(), String> {
     });
     let next = AtomicU32::new(0);
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, say: not a busy loop.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         let conn = next.fetch_add(1, Ordering::Relaxed);
         let Ok(ours) = stream.try_clone() else {
             continue;

@@ -352,6 +352,29 @@ fn status_and_cancel(dir: &Path) -> Result<(), String> {
         "status without the profile: {}",
         said(&bare)
     );
+    // A profile that reaches another login node (the same sshd by another name) is
+    // refused: its scheduler does not know these jobs.
+    let known = dir.join("known_hosts_localhost");
+    let line = std::fs::read_to_string(&l.known_hosts).map_err(|e| e.to_string())?;
+    std::fs::write(&known, line.replace("[127.0.0.1]:", "[localhost]:"))
+        .map_err(|e| e.to_string())?;
+    let other = pitch::Cache::open(&local)
+        .map_err(|e| e.to_string())?
+        .over_ssh(
+            Remote::new("localhost", &far)
+                .client(SshClient::System)
+                .port(l.port)
+                .user(&l.user)
+                .identity_file(&l.key)
+                .known_hosts(&known),
+        )
+        .pilot_jobs();
+    ensure!(
+        other
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("not to root@localhost")),
+        "another login node: {other:?}"
+    );
     let status = crate::pitch_in(dir, &["status", "--profile", "far"]);
     let text = said(&status);
     ensure!(

@@ -59,6 +59,11 @@ pub type Unreadable = Vec<(PathBuf, String)>;
 /// A cache directory opened for inspection.
 pub struct Cache {
     store: Store,
+    /// The login node to ask when the jobs went there over SSH ([`Cache::over_ssh`]).
+    #[cfg(feature = "remote")]
+    remote: Option<crate::Remote>,
+    /// Where the scheduler's commands run, once known (one SSH connection at most).
+    place: std::sync::OnceLock<Result<inspect::Place, SchedulerError>>,
 }
 
 impl Cache {
@@ -93,7 +98,23 @@ impl Cache {
         })?;
         Ok(Cache {
             store: Store::at(root, false).trusting(trust),
+            #[cfg(feature = "remote")]
+            remote: None,
+            place: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Asks the scheduler on the login node `remote` (over SSH, as an executor with
+    /// [`remote`](crate::SlurmClusterBuilder::remote) would) when this cache directory's jobs
+    /// were submitted there: [`Cache::job_states`], [`Cache::pilot_jobs`] and
+    /// [`Cache::cancel_jobs`] then work as for a local cluster (one connection, opened when
+    /// first needed). It must reach the login node the jobs went to ([`Cache::login`]); the
+    /// jobs of a local cluster are still asked about here.
+    #[cfg(feature = "remote")]
+    pub fn over_ssh(mut self, remote: crate::Remote) -> Cache {
+        self.remote = Some(remote);
+        self.place = std::sync::OnceLock::new();
+        self
     }
 
     /// The directory's absolute path.
@@ -244,14 +265,24 @@ impl Cache {
         self.store.scheduler_marker().and_then(|m| m.login)
     }
 
-    /// The scheduler to ask here: not when the jobs were submitted over SSH.
-    fn local_scheduler(&self) -> Result<SchedulerKind, SchedulerError> {
-        match self.login() {
+    /// The scheduler to ask, and where its commands run: here, or over SSH when the jobs
+    /// were submitted there and [`Cache::over_ssh`] says how to reach it.
+    fn scheduler_at(&self) -> Result<(SchedulerKind, &inspect::Place), SchedulerError> {
+        let place = self.place.get_or_init(|| match self.login() {
+            None => Ok(inspect::here()),
+            #[cfg(feature = "remote")]
+            Some(login) if self.remote.is_some() => {
+                let remote = self.remote.clone().expect("matched");
+                inspect::over_ssh(remote, self.root(), &login)
+            }
             Some(login) => Err(SchedulerError::Remote {
                 login,
                 scheduler: self.scheduler(),
             }),
-            None => Ok(self.scheduler()),
+        });
+        match place {
+            Ok(p) => Ok((self.scheduler(), p)),
+            Err(e) => Err(e.clone()),
         }
     }
 
@@ -259,7 +290,8 @@ impl Cache {
     /// (squeue or flux jobs): job id (as [`Cache::jobs`] names it) -> state (`PENDING`,
     /// `RUNNING`, `SCHED`, `RUN`, ...).
     pub fn job_states(&self) -> Result<std::collections::HashMap<String, String>, SchedulerError> {
-        inspect::active_jobs(self.local_scheduler()?, &self.job_name())
+        let (kind, place) = self.scheduler_at()?;
+        inspect::active_jobs(kind, place, &self.job_name())
     }
 
     /// The pilot jobs (`block_allocation` on SlurmCluster and FluxCluster) of this cache
@@ -270,16 +302,15 @@ impl Cache {
         if self.store.scheduler_marker().is_none() {
             return Ok(Default::default());
         }
-        inspect::active_jobs(
-            self.local_scheduler()?,
-            &format!("{}-pilot", self.job_name()),
-        )
+        let (kind, place) = self.scheduler_at()?;
+        inspect::active_jobs(kind, place, &format!("{}-pilot", self.job_name()))
     }
 
     /// Cancels these jobs (ids as [`Cache::jobs`] names them) with one scancel or flux cancel
     /// call.
     pub fn cancel_jobs(&self, ids: &[String]) -> Result<(), SchedulerError> {
-        inspect::cancel_jobs(self.local_scheduler()?, ids)
+        let (kind, place) = self.scheduler_at()?;
+        inspect::cancel_jobs(kind, place, ids)
     }
 
     /// The scheduler job (`123` or `123_4`) each task was last submitted as, from the journal.

@@ -150,7 +150,8 @@ pub struct Profile {
     /// How long an idle pilot waits for work (slurm, flux with block_allocation).
     pub idle_timeout: Option<Duration>,
     /// The address pilots connect to, `host` or `host:port` (slurm, flux with
-    /// block_allocation).
+    /// block_allocation); with a `[remote]` table, where their relay listens on the login
+    /// node.
     pub pilot_address: Option<String>,
     /// Jobs queued at once (Slurm).
     pub max_jobs: Option<u32>,
@@ -195,6 +196,39 @@ pub struct RemoteProfile {
     pub env: Vec<(String, String)>,
     /// Directories put in front of the login node's `PATH` for them (`path = ["/opt/x/bin"]`).
     pub path: Vec<PathBuf>,
+}
+
+#[cfg(feature = "remote")]
+impl RemoteProfile {
+    /// These settings as a [`Remote`](crate::Remote).
+    pub fn remote(&self) -> crate::Remote {
+        let mut remote = crate::Remote::new(&self.host, &self.directory);
+        if let Some(port) = self.port {
+            remote = remote.port(port);
+        }
+        if let Some(user) = &self.user {
+            remote = remote.user(user);
+        }
+        if let Some(key) = &self.identity_file {
+            remote = remote.identity_file(key);
+        }
+        if let Some(known) = &self.known_hosts {
+            remote = remote.known_hosts(known);
+        }
+        if let Some(t) = self.timeout {
+            remote = remote.timeout(t);
+        }
+        if let Some(file) = &self.ssh_config {
+            remote = remote.ssh_config(file);
+        }
+        for (k, v) in &self.env {
+            remote = remote.env(k, v);
+        }
+        for dir in &self.path {
+            remote = remote.path(dir);
+        }
+        remote.client(self.client)
+    }
 }
 
 /// Every profile defined in one file.

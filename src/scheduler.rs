@@ -215,7 +215,9 @@ pub enum SchedulerError {
     /// The jobs were submitted over SSH: only the scheduler there knows them.
     #[error(
         "the jobs of this cache directory were submitted over SSH to {login}: ask the \
-         scheduler there (this command runs {scheduler} only where it is)"
+         scheduler there (this command runs {scheduler} only where it is), or give the \
+         profile whose [remote] table reaches it (--profile NAME; pitch built with the \
+         feature remote)"
     )]
     Remote {
         /// The login node (`user@host:port`).

@@ -96,13 +96,15 @@ pub fn main(args: &[String]) -> i32 {
         ["pilot", address, secret, idle, id] => {
             crate::backend::workers::serve_pilot(address, secret, idle, id)
         }
+        #[cfg(feature = "remote")]
+        ["relay", bind] => crate::backend::transport::relay::serve(bind),
         _ => usage("unknown worker command"),
     }
 }
 
 fn usage(problem: &str) -> i32 {
     say(&format!(
-        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} finished <cache-dir> <key> | {WORKER_ARG} pool | {WORKER_ARG} pilot <address> <secret-file> <idle-secs> <id>"
+        "pitch worker: {problem}\nusage: {WORKER_ARG} run <cache-dir> <key> | {WORKER_ARG} gather <cache-dir> <key> <ranks> | {WORKER_ARG} finished <cache-dir> <key> | {WORKER_ARG} pool | {WORKER_ARG} pilot <address> <secret-file> <idle-secs> <id> | {WORKER_ARG} relay <bind-address>"
     ));
     2
 }

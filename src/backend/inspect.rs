@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::queue::journal::Journal;
 use super::scheduler::{JobRef, Scheduler};
-use super::transport::Local;
+use super::transport::{Local, Transport};
 use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::store::{Store, TaskPaths};
 use crate::task::CommandSpec;
@@ -36,12 +36,47 @@ pub(crate) fn journal_jobs(store: &Store) -> HashMap<TaskKey, String> {
         .collect()
 }
 
-/// Runs `f` with the scheduler `kind` (commands run here) on a small runtime.
+/// Where `pitch status` and `pitch cancel` run the scheduler's commands: here, or on the
+/// login node the jobs went to (feature `remote`).
+pub(crate) type Place = Arc<dyn Transport>;
+
+/// Here.
+pub(crate) fn here() -> Place {
+    Arc::new(Local)
+}
+
+/// The login node `remote`, which must be `login` (`user@host:port`, as the cache directory
+/// recorded when its jobs were submitted): connected for `pitch status` and `pitch cancel`.
+#[cfg(feature = "remote")]
+pub(crate) fn over_ssh(
+    remote: crate::Remote,
+    root: &Path,
+    login: &str,
+) -> Result<Place, SchedulerError> {
+    let failed = |detail: String| SchedulerError::CannotRun {
+        program: "ssh".into(),
+        detail,
+    };
+    let place =
+        super::transport::connect(remote, root, false).map_err(|e| failed(e.to_string()))?;
+    let reached = place.login().unwrap_or_default();
+    if reached != login {
+        place.close();
+        return Err(failed(format!(
+            "the jobs of this cache directory were submitted over SSH to {login}, not to \
+             {reached} (the remote given): its scheduler does not know them"
+        )));
+    }
+    Ok(place)
+}
+
+/// Runs `f` with the scheduler `kind` (its commands run at `place`) on a small runtime.
 fn with_scheduler<T>(
     kind: SchedulerKind,
+    place: &Place,
     f: impl AsyncFnOnce(&Scheduler) -> Result<T, SchedulerError>,
 ) -> Result<T, SchedulerError> {
-    let scheduler = super::scheduler_for(kind, Arc::new(Local));
+    let scheduler = super::scheduler_for(kind, place.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,9 +88,10 @@ fn with_scheduler<T>(
 /// scheduler lists, by job id.
 pub(crate) fn active_jobs(
     kind: SchedulerKind,
+    place: &Place,
     tag: &str,
 ) -> Result<HashMap<String, String>, SchedulerError> {
-    let states = with_scheduler(kind, async |s| s.client.active(tag).await)?;
+    let states = with_scheduler(kind, place, async |s| s.client.active(tag).await)?;
     Ok(states
         .into_iter()
         .map(|(job, state)| (job.to_string(), state.name().to_string()))
@@ -63,10 +99,14 @@ pub(crate) fn active_jobs(
 }
 
 /// Cancels these jobs (`123`, `123_4`) in one call.
-pub(crate) fn cancel_jobs(kind: SchedulerKind, ids: &[String]) -> Result<(), SchedulerError> {
+pub(crate) fn cancel_jobs(
+    kind: SchedulerKind,
+    place: &Place,
+    ids: &[String],
+) -> Result<(), SchedulerError> {
     let jobs = ids
         .iter()
         .map(|i| i.parse::<JobRef>())
         .collect::<Result<Vec<_>, _>>()?;
-    with_scheduler(kind, async |s| s.client.cancel(&jobs).await)
+    with_scheduler(kind, place, async |s| s.client.cancel(&jobs).await)
 }

@@ -188,34 +188,7 @@ impl Executor {
 /// The `[profile.NAME.remote]` table as the builder's setting.
 #[cfg(feature = "remote")]
 fn remote_setting(p: &crate::profile::Profile) -> Result<RemoteSetting, Error> {
-    Ok(p.remote.as_ref().map(|r| {
-        let mut remote = crate::Remote::new(&r.host, &r.directory);
-        if let Some(port) = r.port {
-            remote = remote.port(port);
-        }
-        if let Some(user) = &r.user {
-            remote = remote.user(user);
-        }
-        if let Some(key) = &r.identity_file {
-            remote = remote.identity_file(key);
-        }
-        if let Some(known) = &r.known_hosts {
-            remote = remote.known_hosts(known);
-        }
-        if let Some(t) = r.timeout {
-            remote = remote.timeout(t);
-        }
-        if let Some(file) = &r.ssh_config {
-            remote = remote.ssh_config(file);
-        }
-        for (k, v) in &r.env {
-            remote = remote.env(k, v);
-        }
-        for dir in &r.path {
-            remote = remote.path(dir);
-        }
-        remote.client(r.client)
-    }))
+    Ok(p.remote.as_ref().map(crate::profile::RemoteProfile::remote))
 }
 
 /// Without the `remote` feature a profile that submits over SSH is refused.

@@ -407,7 +407,9 @@ macro_rules! pilot_builder_methods {
 
         /// The address the pilots connect to: `host` or `host:port` (needs
         /// `block_allocation`). Default: this host's name and a free port. The driver
-        /// listens there.
+        /// listens there; with remote submission (`remote`, over SSH) the pilots' relay on the
+        /// login node does (default: the login node's host name), and the driver listens on
+        /// its own loopback for the relay's connections, which come over SSH.
         pub fn pilot_address(mut self, address: impl Into<String>) -> Self {
             self.pilots.address = Some(address.into());
             self
@@ -556,7 +558,7 @@ fn build_queue(
         // A pilot lost under its task (cancelled, its node lost) costs the task one retry.
         common.resources.max_retries = Some(1);
     }
-    let pilots = pilot_config(&pilots, &common, &cfg, remote.is_some())?;
+    let pilots = pilot_config(&pilots, &common, &cfg)?;
     if cfg.poll_interval.is_zero() {
         return Err(Error::Config("poll_interval must be more than zero".into()));
     }
@@ -619,7 +621,6 @@ fn pilot_config(
     p: &PilotSettings,
     common: &CommonBuilder,
     cfg: &QueueConfig,
-    remote: bool,
 ) -> Result<Option<crate::backend::workers::pilot::PilotConfig>, Error> {
     if !p.pool.block_allocation {
         let given = [
@@ -637,13 +638,8 @@ fn pilot_config(
         }
         return Ok(None);
     }
-    if remote {
-        return Err(Error::Config(
-            "block_allocation with remote (SSH) submission is not supported yet: the pilots \
-             on the compute nodes cannot reach this machine; run the driver on the login node, \
-             or submit without block_allocation"
-                .into(),
-        ));
+    if let Some(address) = &p.address {
+        crate::backend::workers::pilot::split_address(address).map_err(Error::Config)?;
     }
     let defaults = common.resources.clone();
     defaults.validate_basic()?;

@@ -17,7 +17,8 @@ pub(crate) struct Place {
     /// The cache directory (default: the profile's, else ./pitch-cache).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// A profile of pitch.toml whose cache directory to use (default: $PITCH_PROFILE).
+    /// A profile of pitch.toml whose cache directory to use (default: $PITCH_PROFILE); its
+    /// `[remote]` table, if any, reaches the scheduler of jobs submitted over SSH.
     #[arg(long, env = "PITCH_PROFILE")]
     profile: Option<String>,
     /// Accept a group-writable cache directory or parent (see the README's "Security model").
@@ -26,8 +27,8 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// The cache directory and whether its group is trusted.
-    fn resolve(&self) -> Result<(PathBuf, bool), String> {
+    /// The cache directory, whether its group is trusted, and the profile's remote table.
+    fn resolve(&self) -> Result<(PathBuf, bool, Option<pitch::profile::RemoteProfile>), String> {
         let profile = match &self.profile {
             Some(name) => {
                 let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
@@ -40,8 +41,11 @@ impl Place {
             .clone()
             .or_else(|| profile.as_ref().and_then(|p| p.cache_directory.clone()))
             .unwrap_or_else(|| PathBuf::from("pitch-cache"));
-        let trust = self.trust_group || profile.is_some_and(|p| p.trust_group == Some(true));
-        Ok((dir, trust))
+        let trust = self.trust_group
+            || profile
+                .as_ref()
+                .is_some_and(|p| p.trust_group == Some(true));
+        Ok((dir, trust, profile.and_then(|p| p.remote)))
     }
 }
 
@@ -105,8 +109,17 @@ pub(crate) struct GcArgs {
 }
 
 fn open(place: &Place) -> Result<(Cache, Vec<TaskInfo>), String> {
-    let (dir, trust_group) = place.resolve()?;
+    let (dir, trust_group, remote) = place.resolve()?;
     let cache = Cache::open_trusting(&dir, trust_group).map_err(|e| e.to_string())?;
+    // Jobs submitted over SSH: their scheduler is asked there (the binary has the feature;
+    // without it, `Cache` says where the jobs went).
+    #[cfg(feature = "remote")]
+    let cache = match remote {
+        Some(r) => cache.over_ssh(r.remote()),
+        None => cache,
+    };
+    #[cfg(not(feature = "remote"))]
+    let _ = remote;
     let (tasks, unreadable) = cache.tasks_and_unreadable().map_err(|e| e.to_string())?;
     // Say what the listing is missing rather than showing fewer tasks without a word.
     for (path, why) in unreadable.iter().take(10) {

@@ -22,6 +22,8 @@ mod pilot;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;
+#[cfg(feature = "remote")]
+mod remote_pilot;
 mod rerun;
 mod retry;
 
@@ -1361,6 +1363,11 @@ fn main() {
         let n = args[4].parse().unwrap();
         std::process::exit(pilot::driver(Path::new(&args[2]), Path::new(&args[3]), n));
     }
+    #[cfg(feature = "remote")]
+    if args.get(1).map(String::as_str) == Some("slurm-remote-pilot-driver") {
+        let [local, far, marks] = [2, 3, 4].map(|i| Path::new(&args[i]));
+        std::process::exit(remote_pilot::driver(local, far, marks, &args[5]));
+    }
     if args.get(1).map(String::as_str) == Some("slurm-job-driver") {
         std::process::exit(job_driver(Path::new(&args[2])));
     }
@@ -1378,13 +1385,17 @@ fn main() {
     }
     let mut args = libtest_mimic::Arguments::from_args();
     #[cfg(feature = "remote")]
-    let more = remote::TESTS;
+    let more: Vec<(&str, TestFn)> = remote::TESTS
+        .iter()
+        .chain(remote_pilot::TESTS)
+        .copied()
+        .collect();
     #[cfg(not(feature = "remote"))]
-    let more: &[(&str, TestFn)] = &[];
+    let more: Vec<(&str, TestFn)> = Vec::new();
     let tests: Vec<(&str, TestFn)> = TESTS
         .iter()
         .chain(exact::TESTS)
-        .chain(more)
+        .chain(&more)
         .chain(pool::TESTS)
         .chain(rerun::TESTS)
         .chain(retry::TESTS)

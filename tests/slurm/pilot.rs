@@ -67,7 +67,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
 
 const IDLE: Duration = Duration::from_secs(5);
 
-fn builder(cache: &Path, wall: Duration) -> pitch::SlurmClusterBuilder {
+pub(crate) fn builder(cache: &Path, wall: Duration) -> pitch::SlurmClusterBuilder {
     SlurmClusterExecutor::builder()
         .cache_directory(cache)
         .poll_interval(Duration::from_millis(500))
@@ -80,7 +80,7 @@ fn builder(cache: &Path, wall: Duration) -> pitch::SlurmClusterBuilder {
 }
 
 /// Result-log records in the cache directory (each starts with the magic `PLR1`).
-fn records(cache: &Path) -> usize {
+pub(crate) fn records(cache: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(cache.join("log")) else {
         return 0;
     };
@@ -96,7 +96,7 @@ fn records(cache: &Path) -> usize {
 
 /// The pilot jobs of the cache directory's executors that Slurm still lists as queued or
 /// running.
-fn live_pilots(cache: &Path) -> Result<Vec<String>, String> {
+pub(crate) fn live_pilots(cache: &Path) -> Result<Vec<String>, String> {
     let name = format!(
         "{}-pilot",
         pitch::Cache::open(cache)
@@ -114,7 +114,7 @@ fn live_pilots(cache: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn wait_no_pilots(cache: &Path, within: Duration) -> Result<(), String> {
+pub(crate) fn wait_no_pilots(cache: &Path, within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         let live = live_pilots(cache)?;
@@ -257,7 +257,7 @@ fn sweep(dir: &Path) -> Result<(), String> {
 
 /// Waits for the victim's mark; the job it names. The pilot waits in the queue first (the
 /// whole suite shares the cluster): a bound on queue wait, not a timing assertion.
-fn victim_job(dir: &Path) -> Result<String, String> {
+pub(crate) fn victim_job(dir: &Path) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(job) = std::fs::read_to_string(dir.join("victim")) {
@@ -268,7 +268,7 @@ fn victim_job(dir: &Path) -> Result<String, String> {
     }
 }
 
-fn scancel(job: &str) -> Result<(), String> {
+pub(crate) fn scancel(job: &str) -> Result<(), String> {
     let status = std::process::Command::new("scancel")
         .arg(job)
         .status()

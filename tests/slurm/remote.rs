@@ -36,16 +36,16 @@ pitch::task! {
 }
 
 /// The sshd settings from `$PITCH_SSHD_DIR/env.sh`.
-struct Login {
-    port: u16,
-    user: String,
-    key: PathBuf,
-    known_hosts: PathBuf,
+pub(crate) struct Login {
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) key: PathBuf,
+    pub(crate) known_hosts: PathBuf,
     known_hosts_wrong: PathBuf,
     dir: PathBuf,
 }
 
-fn login() -> Result<Login, String> {
+pub(crate) fn login() -> Result<Login, String> {
     let var = |k: &str| {
         std::env::var(k).map_err(|_| {
             format!(
@@ -69,7 +69,7 @@ fn remote(l: &Login, dir: &Path) -> Remote {
     remote_with(l, dir, SshClient::Auto)
 }
 
-fn remote_with(l: &Login, dir: &Path, client: SshClient) -> Remote {
+pub(crate) fn remote_with(l: &Login, dir: &Path, client: SshClient) -> Remote {
     Remote::new("127.0.0.1", dir)
         .client(client)
         .port(l.port)
@@ -777,12 +777,10 @@ fn remote_poller_ticks(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// FluxClusterExecutor over SSH against the real Flux instance of
-/// `cluster-tests/start-flux.sh` (source its env.sh; PITCH_REAL_FLUX=1 makes a missing
-/// instance a failure, otherwise the test passes without running). A login over SSH knows
-/// neither the instance (`FLUX_URI`) nor where `flux` is: without `Remote::env` and
-/// `Remote::path` the task fails naming `flux`; with them it runs in the instance.
-fn remote_flux(dir: &Path) -> Result<(), String> {
+/// The real Flux instance of `cluster-tests/start-flux.sh` (its env.sh sourced): its
+/// `FLUX_URI` and the directory of `flux`; `None` (the test `name` passes without running)
+/// when there is none, unless PITCH_REAL_FLUX=1 makes that a failure.
+pub(crate) fn flux_instance(name: &str) -> Result<Option<(String, PathBuf)>, String> {
     let required = std::env::var("PITCH_REAL_FLUX").ok().as_deref() == Some("1");
     let uri = std::env::var("FLUX_URI").ok().filter(|u| !u.is_empty());
     let flux_dir = std::env::var_os("PATH").and_then(|p| {
@@ -795,9 +793,19 @@ fn remote_flux(dir: &Path) -> Result<(), String> {
             !required,
             "PITCH_REAL_FLUX=1 but there is no Flux instance: source /tmp/pitch-flux/env.sh"
         );
-        eprintln!(
-            "remote_flux_cluster_over_ssh: no Flux instance (FLUX_URI, flux on PATH): not run"
-        );
+        eprintln!("{name}: no Flux instance (FLUX_URI, flux on PATH): not run");
+        return Ok(None);
+    };
+    Ok(Some((uri, flux_dir)))
+}
+
+/// FluxClusterExecutor over SSH against the real Flux instance of
+/// `cluster-tests/start-flux.sh` (source its env.sh; PITCH_REAL_FLUX=1 makes a missing
+/// instance a failure, otherwise the test passes without running). A login over SSH knows
+/// neither the instance (`FLUX_URI`) nor where `flux` is: without `Remote::env` and
+/// `Remote::path` the task fails naming `flux`; with them it runs in the instance.
+fn remote_flux(dir: &Path) -> Result<(), String> {
+    let Some((uri, flux_dir)) = flux_instance("remote_flux_cluster_over_ssh")? else {
         return Ok(());
     };
     let l = login()?;
@@ -874,6 +882,21 @@ fn remote_render_offline(dir: &Path) -> Result<(), String> {
         started.elapsed() < Duration::from_secs(10),
         "render took {:?}",
         started.elapsed()
+    );
+    // The pilots' script: their address is the relay's on the login node, whose port is
+    // chosen when it starts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["render", "--pilots", "--profile", "far"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let script = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success()
+            && script
+                .contains("__pitch-worker pilot LOGIN-HOST:RELAY-PORT /scratch/me/pitch/jobs/"),
+        "{script}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 #[cfg(feature = "remote")]
+pub(crate) mod relay;
+#[cfg(feature = "remote")]
 pub(crate) mod ssh;
 #[cfg(feature = "remote")]
 pub(crate) mod system;
@@ -140,6 +142,31 @@ pub(crate) trait Transport: Send + Sync + 'static {
 
     /// The executor ended: connections it kept open are closed (no command follows).
     fn close(&self) {}
+
+    /// Starts a pilots' relay on the login node (`exe`, the staged worker binary there, as
+    /// `__pitch-worker relay bind`) over this connection; the connections it takes go to
+    /// `to` here (see [`relay`]).
+    #[cfg(feature = "remote")]
+    fn relay<'a>(
+        &'a self,
+        exe: &'a Path,
+        bind: &'a str,
+        to: std::net::SocketAddr,
+    ) -> Fut<'a, Result<relay::Relay, String>> {
+        let _ = (exe, bind, to);
+        Box::pin(async { Err("the jobs run on this machine: there is nothing to relay".into()) })
+    }
+}
+
+/// The login node's command line of a relay: the staged `exe` as `__pitch-worker relay bind`.
+#[cfg(feature = "remote")]
+fn relay_line(exe: &Path, bind: &str) -> String {
+    format!(
+        "exec {} {} relay {}",
+        crate::template::shell_quote(&exe.to_string_lossy()),
+        crate::worker::WORKER_ARG,
+        crate::template::shell_quote(bind)
+    )
 }
 
 /// The scheduler is here and the cache directory is the jobs' own.

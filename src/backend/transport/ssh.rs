@@ -281,7 +281,7 @@ impl Ssh {
         Ok(ssh)
     }
 
-    fn open(&self) -> Result<Session, String> {
+    pub(super) fn open(&self) -> Result<Session, String> {
         let r = &self.remote;
         let port = r.port.unwrap_or(22);
         let addrs: Vec<_> = (r.host.as_str(), port)
@@ -710,6 +710,22 @@ impl Transport for Builtin {
 
     fn login(&self) -> Option<String> {
         Some(self.0.login())
+    }
+
+    fn relay<'a>(
+        &'a self,
+        exe: &'a Path,
+        bind: &'a str,
+        to: std::net::SocketAddr,
+    ) -> Fut<'a, Result<super::relay::Relay, String>> {
+        let line = super::relay_line(exe, bind);
+        Box::pin(async move {
+            // A session of its own: the relay's pump must not wait on the shared one.
+            off_runtime(&self.0, move |ssh| {
+                super::relay::over_libssh2(ssh.open()?, &line, to)
+            })
+            .await?
+        })
     }
 }
 

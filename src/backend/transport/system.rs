@@ -561,6 +561,61 @@ impl Inner {
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))
     }
 
+    /// Runs the relay `line` through the master at `socket`: a child `ssh` whose standard
+    /// input and output carry the relay's frames. Ending it (the executor closes) closes the
+    /// session, and so the relay's input; so does the death of this process (the child's
+    /// input closes) or of the master.
+    fn relay(
+        &self,
+        socket: &Path,
+        line: &str,
+        to: std::net::SocketAddr,
+    ) -> Result<super::relay::Relay, String> {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(&self.program)
+            .process_group(0)
+            .args(self.client_options(socket))
+            .arg("--")
+            .arg(&self.remote.host)
+            .arg(line)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        let (Some(input), Some(output), Some(mut err)) =
+            (child.stdout.take(), child.stdin.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("ssh gave no pipes".into());
+        };
+        let errors = Arc::new(std::sync::Mutex::new(String::new()));
+        let e = errors.clone();
+        let said = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                let mut e = e.lock().unwrap();
+                if e.len() < 64 * 1024 {
+                    e.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        super::relay::Relay::start(
+            Box::new(input),
+            Box::new(output),
+            to,
+            Box::new(move || {
+                let _ = child.kill();
+                let _ = child.wait();
+                // All it said, for the message of a relay that did not start.
+                let _ = said.join();
+            }),
+            errors,
+        )
+    }
+
     fn remote_path(&self, local: &Path) -> PathBuf {
         super::twin_path(&self.local_root, &self.remote.directory, local)
     }
@@ -810,6 +865,22 @@ impl Transport for SystemSsh {
 
     fn login(&self) -> Option<String> {
         Some(self.inner.login.clone())
+    }
+
+    fn relay<'a>(
+        &'a self,
+        exe: &'a Path,
+        bind: &'a str,
+        to: std::net::SocketAddr,
+    ) -> Fut<'a, Result<super::relay::Relay, String>> {
+        Box::pin(async move {
+            let socket = self.inner.socket(None).await?;
+            let line = super::relay_line(exe, bind);
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.relay(&socket, &line, to))
+                .await
+                .map_err(|e| format!("starting the relay failed: {e}"))?
+        })
     }
 
     fn close(&self) {

@@ -17,6 +17,7 @@
 
 pub(crate) mod pilot;
 pub(crate) mod protocol;
+mod reach;
 mod serve;
 
 use std::collections::VecDeque;

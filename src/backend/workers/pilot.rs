@@ -40,6 +40,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
+use super::reach::Reach;
 use super::{
     answers, cancel, deliver_to, gather, keep_checkpoint, refuses, task_of, token, Gathered, Link,
     Phase, PoolTask, RANKS_CONNECT,
@@ -149,8 +150,8 @@ struct Shared {
     /// The secret pilots present, and the file they read it from (where the jobs see it).
     secret: Vec<u8>,
     secret_file: PathBuf,
-    /// `host:port` the pilots connect to.
-    address: String,
+    /// Where the pilots connect: the listener, or a relay on the login node.
+    reach: Reach,
     /// The pilots' job name (the manager's queue query filters on it).
     tag: String,
     /// Unique per executor: the start of every pilot id.
@@ -203,7 +204,7 @@ pub(crate) struct Pilots {
 }
 
 /// `host` and port of an address setting: `host`, `host:port` or `[v6]:port`.
-fn split_address(address: &str) -> Result<(String, u16), String> {
+pub(crate) fn split_address(address: &str) -> Result<(String, u16), String> {
     if let Some((host, port)) = address.rsplit_once(':') {
         if !host.contains(':') || host.starts_with('[') {
             let port = port
@@ -221,23 +222,6 @@ fn split_address(address: &str) -> Result<(String, u16), String> {
 impl Pilots {
     pub(crate) fn new(queue: Queue, store: &Store, cfg: PilotConfig) -> Result<Pilots, Error> {
         let queue = Arc::new(queue);
-        let (host, port) = split_address(&cfg.address.clone().unwrap_or_else(worker::hostname))
-            .map_err(Error::Config)?;
-        let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| {
-            Error::Config(format!(
-                "block_allocation: cannot listen for pilots on {host}:{port}: {e} (set the \
-                 address the pilots connect to with pilot_address)"
-            ))
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("block_allocation: {e}")))?
-            .port();
-        let address = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -253,6 +237,8 @@ impl Pilots {
                 .map_err(|e| Error::io(&secret_path, e))?;
         }
         let secret_file = queue.transport().path(&secret_path);
+        let remote = queue.transport().is_remote();
+        let (listener, reach) = Reach::listen(cfg.address.as_deref(), remote, &secret_path)?;
         let salt = cfg
             .init
             .as_ref()
@@ -283,7 +269,7 @@ impl Pilots {
             cfg,
             secret,
             secret_file,
-            address,
+            reach,
             prefix,
             events: OnceLock::new(),
             preparing: OnceLock::new(),
@@ -383,7 +369,7 @@ impl Pilots {
 }
 
 /// The bash that starts one pilot (`index`: the shell expression of its array index).
-fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
+fn command(shared: &Shared, exe: &str, address: &str, submission: u64, index: &str) -> String {
     let d = &shared.cfg.defaults;
     let threads = d.threads().to_string();
     let mut out = String::new();
@@ -423,7 +409,7 @@ fn command(shared: &Shared, exe: &str, submission: u64, index: &str) -> String {
         "exec {launcher}{} {} pilot {} {} {} {}\"{index}\"",
         q(exe),
         worker::WORKER_ARG,
-        q(&shared.address),
+        q(address),
         q(&shared.secret_file.display().to_string()),
         shared.cfg.idle_timeout.as_secs().max(1),
         q(&format!("{}.{submission}.", shared.prefix)),
@@ -462,6 +448,10 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
         Ok(p) => p.display().to_string(),
         Err(e) => return submit_failed(shared, e),
     };
+    let address = match shared.reach.address(rt, queue, std::path::Path::new(&exe)) {
+        Ok(a) => a,
+        Err(e) => return submit_failed(shared, e),
+    };
     let arrays = queue.scheduler().dialect.arrays.is_some();
     let per_submission = if arrays { count } else { 1 };
     let mut left = count;
@@ -475,7 +465,7 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
             st.submitting.insert(submission);
             submission
         };
-        let command = |index: &str| command(shared, &exe, submission, index);
+        let command = |index: &str| command(shared, &exe, &address, submission, index);
         let submitted =
             rt.block_on(queue.submit_pilots(&shared.tag, &pilot_resources(shared), n, &command));
         // Its pilots' connections wait for this answer (`connection`): it is no longer in
@@ -623,6 +613,7 @@ fn manage(shared: &Arc<Shared>) {
             shared.warn(format!("cancelling pilot jobs failed: {e}"));
         }
     }
+    shared.reach.close(&rt, &shared.queue);
 }
 
 /// How many more pilots the backlog needs: never more than the backlog (queued and running
@@ -701,7 +692,7 @@ fn observe(shared: &Shared, states: &HashMap<JobRef, JobState>) {
                     "{MAX_START_FAILURES} pilot jobs (the last {job}) ended without connecting \
                      to the driver at {}; see their logs in {} (is the address reachable from \
                      the compute nodes? set it with pilot_address)",
-                    shared.address,
+                    shared.reach.shown(),
                     log.display()
                 ),
             },
@@ -1371,7 +1362,8 @@ impl Pilots {
         let queue = &self.shared.queue;
         let exe = queue.staged_exe()?;
         let exe = queue.transport().path(&exe).display().to_string();
-        let command = |index: &str| command(&self.shared, &exe, 1, index);
+        let address = self.shared.reach.shown();
+        let command = |index: &str| command(&self.shared, &exe, &address, 1, index);
         queue.render_pilots(
             &self.shared.tag,
             &pilot_resources(&self.shared),
@@ -1430,13 +1422,20 @@ mod tests {
             .resources(Resources::new().run_time_max(Duration::from_secs(5)))
             .build());
         assert!(m.contains("wall time"), "{m}");
+        // A bad address is refused before anything connects (with remote: the relay's).
+        let m = err(SlurmClusterExecutor::builder()
+            .block_allocation(true)
+            .pilot_address("login:x")
+            .build());
+        assert!(m.contains("pilot_address") && m.contains("bad port"), "{m}");
         #[cfg(feature = "remote")]
         {
             let m = err(SlurmClusterExecutor::builder()
                 .block_allocation(true)
+                .pilot_address("login:x")
                 .remote(crate::Remote::new("login.invalid", "/scratch/pitch"))
                 .build());
-            assert!(m.contains("remote") && m.contains("not supported"), "{m}");
+            assert!(m.contains("pilot_address") && m.contains("bad port"), "{m}");
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
 use super::exe;
 use super::failure::{self, signal_of};
+use super::flux::{self, job::NotRun};
 pub(crate) use super::launcher::Launcher;
 use super::output::Sink;
 use super::pool::{Pool, Work};
@@ -32,6 +33,9 @@ pub(crate) struct SingleNode {
     pool: Pool,
     /// The running binary's path, for launchers (mpiexec) that need a real path.
     exe: PathBuf,
+    /// What the user should hear once the executor starts (why Flux jobs are not submitted
+    /// through libflux).
+    notice: Option<String>,
 }
 
 impl SingleNode {
@@ -57,7 +61,13 @@ impl SingleNode {
             max_cores,
             pool: Pool::new(launcher.name(), max_cores, max_workers),
             exe,
+            notice: None,
         })
+    }
+
+    /// A warning event for when the executor starts.
+    pub(crate) fn notice(&mut self, message: String) {
+        self.notice = Some(message);
     }
 }
 
@@ -76,13 +86,15 @@ impl SingleNode {
         &self.launcher
     }
 
-    /// The program and arguments that run the task with `ranks` ranks; an error when the
-    /// worker binary cannot be found.
+    /// The program and arguments that run the task with `ranks` ranks (through the launcher
+    /// unless `direct`: a Flux job submitted through libflux runs the program itself); an
+    /// error when the worker binary cannot be found.
     fn argv(
         &self,
         spec: &TaskSpec,
         resources: &Resources,
         paths: &TaskPaths,
+        direct: bool,
     ) -> Result<(String, Vec<String>), String> {
         let (program, args): (String, Vec<String>) = match &spec.kind {
             TaskKind::Function { .. } => {
@@ -93,7 +105,7 @@ impl SingleNode {
                     root,
                     spec.key.to_string(),
                 ];
-                if spec.ranks > 1 || self.launcher != Launcher::Local {
+                if direct || spec.ranks > 1 || self.launcher != Launcher::Local {
                     (self.exe.display().to_string(), args)
                 } else {
                     // The running binary, even if a rebuild replaced the file on disk.
@@ -105,6 +117,9 @@ impl SingleNode {
             }
             TaskKind::Command(c) => (c.program.clone(), c.args.clone()),
         };
+        if direct {
+            return Ok((program, args));
+        }
         Ok(self
             .launcher
             .wrap(program, args, spec.ranks, spec.threads, resources))
@@ -147,6 +162,9 @@ impl SingleNode {
                     done.finish(cancelled(&paths));
                     self.pool.nudge();
                 }
+                // A Flux job submitted through libflux was cancelled: Flux stops its tasks
+                // (SIGTERM, then SIGKILL), and its pool thread reports the end.
+                CancelOutcome::Signalled if ticket.is_remote() => {}
                 CancelOutcome::Signalled => {
                     // SIGKILL if the task outlives the grace period; the pool thread watching
                     // it reports the cancellation when it ends.
@@ -183,7 +201,10 @@ impl SingleNode {
             ..
         } = job;
         let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
-        let (program, args) = match self.argv(&spec, &resources, &paths) {
+        // A Flux job through libflux, unless the task reads the driver's stdin (only
+        // `flux run` forwards it).
+        let native = matches!(self.launcher, Launcher::Flux { native: true, .. }) && !stdin;
+        let (program, args) = match self.argv(&spec, &resources, &paths, native) {
             Ok(argv) => argv,
             Err(detail) => {
                 return fail(TaskError::Launch {
@@ -232,7 +253,7 @@ impl SingleNode {
         // A launcher (srun, flux run, mpiexec) between pitch and the command would report a
         // program it cannot execute as its own failure (srun: exit code 2): the program is
         // looked up first, as `posix_spawn` does here, for the same error on every backend.
-        let launched = command_spec.is_some_and(|c| c.program != program);
+        let launched = native || command_spec.is_some_and(|c| c.program != program);
         if let Some(c) = command_spec.filter(|_| launched) {
             if let Some(dir) = spec.cwd.as_ref().filter(|d| !d.is_dir()) {
                 return fail(failure::no_such_cwd(&c.program, Some(dir)));
@@ -247,6 +268,57 @@ impl SingleNode {
             {
                 return fail(e);
             }
+        }
+        let stdout_to = user_stdout.clone().unwrap_or_else(|| paths.stdout());
+        let stderr_to = user_stderr.clone().unwrap_or_else(|| paths.stderr());
+        if native {
+            let env = job_environment(&env);
+            let cwd = match spec.cwd.clone().map_or_else(std::env::current_dir, Ok) {
+                Ok(cwd) => cwd,
+                Err(e) => {
+                    return fail(TaskError::Launch {
+                        what: "the Flux job".into(),
+                        kind: LaunchErrorKind::Other,
+                        detail: format!("the driver's working directory: {e}"),
+                    })
+                }
+            };
+            let req = flux::JobRequest {
+                program: &program,
+                args: &args,
+                ranks: spec.ranks,
+                threads: spec.threads,
+                resources: &resources,
+                env: &env,
+                cwd: &cwd,
+                stdout: &stdout_to,
+                stderr: &stderr_to,
+            };
+            let output = |path: PathBuf, named: bool| flux::job::Output { path, named };
+            let ran = flux::job::run(
+                &req,
+                output(stdout_to.clone(), user_stdout.is_some()),
+                output(stderr_to.clone(), user_stderr.is_some()),
+                resources.run_time_max,
+                warning_after(&resources),
+                ticket,
+                |id| started(Some(id.to_string())),
+            );
+            return match ran {
+                Ok(finished) => {
+                    self.outcome(&spec, &paths, &resources, command_spec, &program, finished)
+                }
+                Err(NotRun::Cancelled) => cancelled(&paths),
+                Err(NotRun::Refused(reason)) => fail(TaskError::Rejected {
+                    backend: self.launcher.name().into(),
+                    reason,
+                }),
+                Err(NotRun::Failed(detail)) => fail(TaskError::Launch {
+                    what: "the Flux job".into(),
+                    kind: LaunchErrorKind::Other,
+                    detail,
+                }),
+            };
         }
         let launch = Launch {
             program: &program,
@@ -288,18 +360,27 @@ impl SingleNode {
         started(None);
         let finished = child::supervise(
             child,
-            Sink::new(
-                user_stdout.clone().unwrap_or_else(|| paths.stdout()),
-                user_stdout.is_some(),
-            ),
-            Sink::new(
-                user_stderr.clone().unwrap_or_else(|| paths.stderr()),
-                user_stderr.is_some(),
-            ),
+            Sink::new(stdout_to, user_stdout.is_some()),
+            Sink::new(stderr_to, user_stderr.is_some()),
             resources.run_time_max,
             warning_after(&resources),
             ticket,
         );
+        self.outcome(&spec, &paths, &resources, command_spec, &program, finished)
+    }
+
+    /// The task's result from how its process (or Flux job) ended, published.
+    fn outcome(
+        &self,
+        spec: &TaskSpec,
+        paths: &TaskPaths,
+        resources: &Resources,
+        command_spec: Option<&CommandSpec>,
+        program: &str,
+        finished: child::Finished,
+    ) -> ResultRecord {
+        let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
+        let program = program.to_string();
         let elapsed = finished.elapsed;
         let stderr_tail = self.launcher.own_lines_removed(&finished.stderr.tail);
         // Through a launcher, a death by signal N comes back as exit code 128 + N.
@@ -421,6 +502,18 @@ fn cancel_flux_job(ticket: &Ticket) {
     ticket.wait_ended(FLUX_KILL_TIMEOUT);
 }
 
+/// A Flux job's whole environment, as `flux run` sends it: the driver's (variables that are
+/// not UTF-8 cannot be JSON and are left out), with the task's `env` on top.
+fn job_environment(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    for (k, v) in env {
+        all.insert(k.to_string(), v.to_string());
+    }
+    all.into_iter().collect()
+}
+
 /// Ends a task whose work was dropped without delivering a record (skipped after a cancel, or
 /// a panic on the pool thread), so that its future never hangs.
 struct Unfinished {
@@ -528,6 +621,18 @@ fn command_outcome(
 impl Backend for SingleNode {
     fn name(&self) -> &'static str {
         self.launcher.name()
+    }
+
+    fn attach(
+        &self,
+        events: crate::event::Events,
+        _preparing: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        if let Some(message) = &self.notice {
+            events.emit(crate::event::EventKind::Warning {
+                message: message.clone(),
+            });
+        }
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {

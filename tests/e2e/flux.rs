@@ -41,6 +41,12 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ("unreadable_resource_info", unreadable_resource_info),
     ("outside_an_instance", outside_driver),
     ("the_warning_reaches_a_flux_run_job", warning_driver),
+    (
+        "without_libflux_tasks_are_flux_runs",
+        without_libflux_driver,
+    ),
+    ("a_task_reading_stdin_is_a_flux_run", stdin_driver),
+    ("output_files_of_a_flux_job", output_driver),
 ];
 
 macro_rules! in_instance {
@@ -48,7 +54,113 @@ macro_rules! in_instance {
         $(fn $name() -> Result<(), String> {
             run_real_driver("flux-driver", stringify!($name), &[])
         })*
+        /// The same drivers with each task a `flux run` process (`PITCH_FLUX_SUBMIT=flux-run`,
+        /// the path pitch falls back to where libflux cannot be used).
+        mod flux_run {
+            $(pub(super) fn $name() -> Result<(), String> {
+                super::run_real_driver(
+                    "flux-driver",
+                    stringify!($name),
+                    &[(super::SUBMIT_ENV, "flux-run")],
+                )
+            })*
+        }
     };
+}
+
+/// `flux-run`: every task is a `flux run` process; unset: submitted through libflux.
+const SUBMIT_ENV: &str = "PITCH_FLUX_SUBMIT";
+
+/// Whether this driver's tasks are `flux run` processes (PITCH_FLUX_SUBMIT=flux-run).
+fn through_flux_run() -> bool {
+    std::env::var(SUBMIT_ENV).as_deref() == Ok("flux-run")
+}
+
+/// The events of every executor `flux_executor` built in this driver.
+fn seen() -> Collect {
+    static SEEN: std::sync::OnceLock<Collect> = std::sync::OnceLock::new();
+    SEEN.get_or_init(Collect::default).clone()
+}
+
+/// The jobs the driver's tasks ran as, in submission order, each as the `flux run` command
+/// line that submits it: the shim's log of `flux run` calls; through libflux (where no
+/// `flux run` may be called), the jobspec of each job a `Started` event named (`flux job info
+/// ID jobspec`, as submitted) written back as one.
+fn submissions() -> Result<Vec<String>, String> {
+    let runs: Vec<String> = calls()?
+        .into_iter()
+        .filter(|c| c.starts_with("run "))
+        .collect();
+    if through_flux_run() {
+        return Ok(runs);
+    }
+    ensure!(runs.is_empty(), "flux run was called: {runs:#?}");
+    let mut ids: Vec<u64> = Vec::new();
+    for e in seen().events() {
+        if let pitch::EventKind::Started { job_id, .. } = e {
+            let id = job_id.ok_or("a Started event without the Flux job id")?;
+            ids.push(id.parse().map_err(|e| format!("job id {id:?}: {e}"))?);
+        }
+    }
+    ids.sort();
+    ids.iter()
+        .map(|id| {
+            let out = std::process::Command::new(real_bin())
+                .args(["job", "info", "--original", &id.to_string(), "jobspec"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let spec: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("jobspec of {id}: {e}"))?;
+            as_flux_run(&spec)
+        })
+        .collect()
+}
+
+/// The `flux run` options (in the order pitch writes them) that submit `spec`.
+fn as_flux_run(spec: &serde_json::Value) -> Result<String, String> {
+    let bad = || format!("unexpected jobspec: {spec}");
+    let top = &spec["resources"][0];
+    let (nodes, slot) = if top["type"] == "node" {
+        (top["count"].as_u64(), &top["with"][0])
+    } else {
+        (None, top)
+    };
+    let count = |kind: &str| {
+        slot["with"]
+            .as_array()
+            .and_then(|w| w.iter().find(|r| r["type"] == kind))
+            .and_then(|r| r["count"].as_u64())
+    };
+    let task = &spec["tasks"][0];
+    let ranks = match task["count"]["total"].as_u64() {
+        Some(total) => total,
+        None => slot["count"].as_u64().ok_or_else(bad)? * nodes.unwrap_or(1),
+    };
+    let sys = &spec["attributes"]["system"];
+    let mut line = format!("run -n {ranks} -c {}", count("core").ok_or_else(bad)?);
+    if let Some(n) = nodes {
+        line += &format!(" -N {n}");
+    }
+    if let Some(g) = count("gpu") {
+        line += &format!(" -g {g}");
+    }
+    let duration = sys["duration"].as_f64().unwrap_or(0.0);
+    if duration > 0.0 {
+        line += &format!(" -t {duration}s");
+    }
+    if top["exclusive"] == true {
+        line += " --exclusive";
+    }
+    if let Some(q) = sys["queue"].as_str() {
+        line += &format!(" -q {q}");
+    }
+    if sys["shell"]["options"]["exit-on-error"] == 1 {
+        line += " -o exit-on-error";
+    }
+    for word in task["command"].as_array().ok_or_else(bad)? {
+        line += &format!(" {}", word.as_str().ok_or_else(bad)?);
+    }
+    Ok(line)
 }
 
 // The tests the runner lists: each runs its driver inside the real Flux instance.
@@ -63,7 +175,24 @@ in_instance!(
     cancel_ends_the_flux_job,
     flux_refusing_the_job_is_a_rejection,
     the_warning_reaches_a_flux_run_job,
+    output_files_of_a_flux_job,
 );
+
+/// Where libflux cannot be loaded (`PITCH_LIBFLUX` names a file that is not there), each
+/// task is a `flux run` process and a warning event says why.
+fn without_libflux_tasks_are_flux_runs() -> Result<(), String> {
+    run_real_driver(
+        "flux-driver",
+        "without_libflux_tasks_are_flux_runs",
+        &[("PITCH_LIBFLUX", "/nonexistent/libflux-core.so.2")],
+    )
+}
+
+/// A command given the driver's stdin runs through `flux run` (which forwards it), even where
+/// the other tasks are submitted through libflux.
+fn a_task_reading_stdin_is_a_flux_run() -> Result<(), String> {
+    run_real_driver("flux-driver", "a_task_reading_stdin_is_a_flux_run", &[])
+}
 
 /// SLURM_* variables in the driver's environment (a Flux instance Slurm started passes them
 /// on) must not decide the ranks of a task `flux run` started.
@@ -129,6 +258,62 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         unreadable_resource_info_outer,
     ),
     ("flux::outside_an_instance", outside_an_instance),
+    (
+        "flux::without_libflux_tasks_are_flux_runs",
+        without_libflux_tasks_are_flux_runs,
+    ),
+    (
+        "flux::a_task_reading_stdin_is_a_flux_run",
+        a_task_reading_stdin_is_a_flux_run,
+    ),
+    (
+        "flux::output_files_of_a_flux_job",
+        output_files_of_a_flux_job,
+    ),
+    (
+        "flux::flux_run::function_task_runs_as_one_flux_run",
+        flux_run::function_task_runs_as_one_flux_run,
+    ),
+    (
+        "flux::flux_run::command_task_and_its_flux_options",
+        flux_run::command_task_and_its_flux_options,
+    ),
+    (
+        "flux::flux_run::two_ranks_under_flux",
+        flux_run::two_ranks_under_flux,
+    ),
+    (
+        "flux::flux_run::a_failing_rank_stops_the_others",
+        flux_run::a_failing_rank_stops_the_others,
+    ),
+    (
+        "flux::flux_run::run_time_max_is_pitchs_timeout",
+        flux_run::run_time_max_is_pitchs_timeout,
+    ),
+    (
+        "flux::flux_run::ignored_keys_warn_once",
+        flux_run::ignored_keys_warn_once,
+    ),
+    (
+        "flux::flux_run::max_cores_above_the_instance",
+        flux_run::max_cores_above_the_instance,
+    ),
+    (
+        "flux::flux_run::cancel_ends_the_flux_job",
+        flux_run::cancel_ends_the_flux_job,
+    ),
+    (
+        "flux::flux_run::flux_refusing_the_job_is_a_rejection",
+        flux_run::flux_refusing_the_job_is_a_rejection,
+    ),
+    (
+        "flux::flux_run::the_warning_reaches_a_flux_run_job",
+        flux_run::the_warning_reaches_a_flux_run_job,
+    ),
+    (
+        "flux::flux_run::output_files_of_a_flux_job",
+        flux_run::output_files_of_a_flux_job,
+    ),
 ];
 
 /// Whether the test `name` needs a real Flux instance: every Flux test but the two that run
@@ -362,6 +547,7 @@ fn a_queue() -> Result<Option<String>, String> {
 fn flux_executor(cache: &Path) -> Result<Executor, String> {
     FluxJobExecutor::builder()
         .cache_directory(cache)
+        .reporter(seen())
         .build()
         .map_err(|e| e.to_string())
 }
@@ -376,8 +562,9 @@ fn function_task() -> Result<(), String> {
     let f = add::submit(&exe, 2, 3);
     ensure!(f.result() == Ok(5), "{:?}", f.result());
     let calls = calls()?;
-    ensure!(calls.len() == 2, "{calls:#?}");
     ensure!(calls[0] == "resource info -s up", "{calls:#?}");
+    let runs = submissions()?;
+    ensure!(runs.len() == 1, "{runs:#?}");
     let expected: Vec<String> = [dir.path().to_path_buf(), dir.path().canonicalize().unwrap()]
         .iter()
         .map(|root| {
@@ -390,9 +577,9 @@ fn function_task() -> Result<(), String> {
         })
         .collect();
     ensure!(
-        expected.contains(&calls[1]),
+        expected.contains(&runs[0]),
         "{:?} not in {expected:#?}",
-        calls[1]
+        runs[0]
     );
     Ok(())
 }
@@ -437,11 +624,7 @@ fn command_task() -> Result<(), String> {
         "{failed:?}"
     );
     let calls = calls()?;
-    let runs: Vec<&str> = calls
-        .iter()
-        .filter(|c| c.starts_with("run "))
-        .map(String::as_str)
-        .collect();
+    let runs = submissions()?;
     let queue_option = queue.map(|q| format!(" -q {q}")).unwrap_or_default();
     ensure!(
         runs == [
@@ -449,7 +632,7 @@ fn command_task() -> Result<(), String> {
             &format!("run -n 2 -c 2 -N 2 -t 90s --exclusive{queue_option} -o exit-on-error true"),
             "run -n 2 -c 1 -o exit-on-error sh -c exit $((FLUX_TASK_RANK * 3))",
         ],
-        "{calls:#?}"
+        "{runs:#?}"
     );
     // A task Flux could not run is refused before flux is called.
     let refused = exe
@@ -465,7 +648,7 @@ fn command_task() -> Result<(), String> {
     }
     let after = self::calls()?;
     ensure!(
-        after.len() == calls.len(),
+        after.len() == calls.len() && submissions()?.len() == runs.len(),
         "flux was called for a refused task: {after:#?}"
     );
     Ok(())
@@ -476,10 +659,10 @@ fn two_ranks() -> Result<(), String> {
     let exe = flux_executor(dir.path())?.with_resources(Resources::new().cores(2));
     rank_zero_answers(&exe)?;
     every_rank_answers(&exe)?;
-    let calls = calls()?;
+    let runs = submissions()?;
     ensure!(
-        calls.len() == 3 && calls[1..].iter().all(|c| c.starts_with("run -n 2 -c 1 ")),
-        "{calls:#?}"
+        runs.len() == 2 && runs.iter().all(|c| c.starts_with("run -n 2 -c 1 ")),
+        "{runs:#?}"
     );
     Ok(())
 }
@@ -509,10 +692,10 @@ fn timeout() -> Result<(), String> {
         "{:?}",
         start.elapsed()
     );
-    let calls = calls()?;
+    let runs = submissions()?;
     ensure!(
-        calls[1] == "run -n 1 -c 1 -t 2s -o exit-on-error sleep 30",
-        "{calls:#?}"
+        runs == ["run -n 1 -c 1 -t 2s -o exit-on-error sleep 30"],
+        "{runs:#?}"
     );
     Ok(())
 }
@@ -560,6 +743,7 @@ fn ignored_keys_driver() -> Result<(), String> {
     let exe = FluxJobExecutor::builder()
         .cache_directory(dir.path())
         .reporter(seen.clone())
+        .reporter(self::seen())
         .build()
         .map_err(|e| e.to_string())?
         .with_resources(Resources::new().slurm_cmd_arg("--mem=1G").account("proj"));
@@ -568,14 +752,13 @@ fn ignored_keys_driver() -> Result<(), String> {
         warnings.iter().all(|w| w.contains("flux-job")),
         "{warnings:#?}"
     );
-    let calls = calls()?;
+    let runs = submissions()?;
     ensure!(
-        calls[1..]
-            == [
-                "run -n 1 -c 1 -o exit-on-error true 0",
-                "run -n 1 -c 1 -o exit-on-error true 1"
-            ],
-        "slurm_cmd_args or account reached flux: {calls:#?}"
+        runs == [
+            "run -n 1 -c 1 -o exit-on-error true 0",
+            "run -n 1 -c 1 -o exit-on-error true 1"
+        ],
+        "slurm_cmd_args or account reached flux: {runs:#?}"
     );
     Ok(())
 }
@@ -743,7 +926,12 @@ fn flux_refusing_the_job() -> Result<(), String> {
     match r {
         Err(TaskError::Rejected { backend, reason }) => {
             ensure!(backend == "flux-job", "{backend}");
-            ensure!(reason.starts_with("flux run refused the job: "), "{reason}");
+            let prefix = if through_flux_run() {
+                "flux run refused the job: "
+            } else {
+                "Flux refused the job: "
+            };
+            ensure!(reason.starts_with(prefix), "{reason}");
             ensure!(reason.contains("nosuchqueue"), "{reason}");
         }
         other => return Err(format!("expected a rejection, got {other:?}")),
@@ -759,6 +947,100 @@ fn flux_refusing_the_job() -> Result<(), String> {
             ensure!(reason.contains("unsatisfiable request"), "{reason}")
         }
         other => return Err(format!("expected a rejection, got {other:?}")),
+    }
+    Ok(())
+}
+
+fn without_libflux_driver() -> Result<(), String> {
+    let dir = temp();
+    let seen = Collect::default();
+    let exe = FluxJobExecutor::builder()
+        .cache_directory(dir.path())
+        .reporter(seen.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let out = exe
+        .submit_command(Command::new("true"))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(out.exit_code == 0, "{out:?}");
+    let warnings = seen.warnings();
+    ensure!(
+        warnings.len() == 1
+            && warnings[0].contains("libflux cannot be used")
+            && warnings[0].contains("/nonexistent/libflux-core.so.2"),
+        "{warnings:#?}"
+    );
+    let calls = calls()?;
+    ensure!(
+        calls[1..] == ["run -n 1 -c 1 -o exit-on-error true"],
+        "{calls:#?}"
+    );
+    Ok(())
+}
+
+fn stdin_driver() -> Result<(), String> {
+    let dir = temp();
+    let exe = flux_executor(dir.path())?;
+    let out = exe
+        .submit_command(Command::new("true").arg("stdin"))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(out.exit_code == 0, "{out:?}");
+    let out = exe
+        .submit_command(Command::new("cat").stdin_inherit())
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(out.exit_code == 0, "{out:?}");
+    let runs: Vec<String> = calls()?
+        .into_iter()
+        .filter(|c| c.starts_with("run "))
+        .collect();
+    ensure!(runs == ["run -n 1 -c 1 -o exit-on-error cat"], "{runs:#?}");
+    Ok(())
+}
+
+/// What a task writes reaches its files as on SingleNode: the task directory's stdout and
+/// stderr only when written, the user's own even when empty, and the end of stderr in the
+/// error of a failing command.
+fn output_driver() -> Result<(), String> {
+    let dir = temp();
+    let exe = flux_executor(dir.path())?;
+    let out = exe
+        .with_resources(Resources::new().cores(2))
+        .submit_command(Command::new("sh").args(["-c", "echo out $FLUX_TASK_RANK"]))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(sorted_lines(&out) == ["out 0", "out 1"], "{out:?}");
+    ensure!(out.stderr.is_none(), "an empty stderr file: {out:?}");
+    let quiet = exe
+        .submit_command(Command::new("true").arg("quiet"))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        quiet.stdout.is_none() && quiet.stderr.is_none(),
+        "{quiet:?}"
+    );
+    let named = dir.path().join("named.out");
+    let mine = exe
+        .submit_command(Command::new("true").arg("named").stdout(&named))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        mine.stdout.as_deref() == Some(named.as_path()) && named.is_file(),
+        "{mine:?}"
+    );
+    let failed = exe
+        .submit_command(Command::new("sh").args(["-c", "echo first >&2; echo why >&2; exit 4"]))
+        .result();
+    match failed {
+        Err(TaskError::CommandFailed {
+            code, stderr_tail, ..
+        }) => ensure!(
+            code == 4 && stderr_tail == "first\nwhy",
+            "{code} {stderr_tail:?}"
+        ),
+        other => return Err(format!("{other:?}")),
     }
     Ok(())
 }

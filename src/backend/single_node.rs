@@ -69,6 +69,16 @@ impl SingleNode {
     pub(crate) fn notice(&mut self, message: String) {
         self.notice = Some(message);
     }
+
+    /// Lets `factor` times `max_cores` slots of tasks be on their way at once: for Flux jobs
+    /// submitted through libflux into an instance whose cores are all pitch's, Flux's own
+    /// scheduler keeps the cores' limit, and the next jobs wait in its queue, ready to start
+    /// the moment cores free up, instead of being submitted only then. Tasks bigger than
+    /// `max_cores` are still refused.
+    pub(crate) fn queue_ahead(&mut self, factor: u32) {
+        let slots = self.max_cores.saturating_mul(factor.max(1));
+        self.pool = Pool::new(self.launcher.name(), slots, None);
+    }
 }
 
 fn status_text(status: &ExitStatus) -> String {

@@ -816,6 +816,11 @@ impl SlurmJobBuilder {
     }
 }
 
+/// How many times its cores' worth of tasks FluxJobExecutor keeps submitted to Flux at once
+/// (when its cores are all the instance's): the jobs beyond the cores wait in Flux's queue, so
+/// a core that frees up starts the next job at once, without a submission in between.
+const FLUX_QUEUE_AHEAD: u32 = 2;
+
 /// How FluxJobExecutor submits its tasks' jobs: through libflux (`true`) unless
 /// `PITCH_FLUX_SUBMIT=flux-run` asks for `flux run`, or libflux cannot be used: then why,
 /// for a warning event.
@@ -914,6 +919,12 @@ impl FluxJobBuilder {
             Some((instance.cores, "the Flux instance's core count")),
         )?;
         let (native, fallback) = flux_submission()?;
+        // Flux's scheduler may keep the cores' limit when every core is pitch's and nothing
+        // else limits the tasks at once (max_workers, a pool of persistent workers).
+        let ahead = native
+            && self.slots.max_cores.is_none()
+            && self.slots.max_workers.is_none()
+            && !self.pool.block_allocation;
         let mut backend = SingleNode::new(
             Launcher::Flux {
                 nodes: instance.nodes,
@@ -926,6 +937,9 @@ impl FluxJobBuilder {
         if let Some(why) = fallback {
             tracing::warn!("FluxJobExecutor: {why}");
             backend.notice(why);
+        }
+        if ahead {
+            backend.queue_ahead(FLUX_QUEUE_AHEAD);
         }
         build_process(
             self.common,

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pitch::{Command, Executor, FluxJobExecutor, Resources, TaskError};
+use pitch::{Command, CommandOutput, Executor, FluxJobExecutor, Resources, TaskError};
 
 use crate::ensure;
 use crate::mpi::{
@@ -47,6 +47,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ),
     ("a_task_reading_stdin_is_a_flux_run", stdin_driver),
     ("output_files_of_a_flux_job", output_driver),
+    ("jobs_wait_in_fluxs_queue", queue_ahead_driver),
 ];
 
 macro_rules! in_instance {
@@ -178,6 +179,13 @@ in_instance!(
     output_files_of_a_flux_job,
 );
 
+/// Through libflux, with all of the instance's cores, twice the cores' worth of tasks are
+/// submitted at once (Flux queues what does not fit); with `max_cores` set, no more than
+/// those cores.
+fn jobs_wait_in_fluxs_queue() -> Result<(), String> {
+    run_real_driver("flux-driver", "jobs_wait_in_fluxs_queue", &[])
+}
+
 /// Where libflux cannot be loaded (`PITCH_LIBFLUX` names a file that is not there), each
 /// task is a `flux run` process and a warning event says why.
 fn without_libflux_tasks_are_flux_runs() -> Result<(), String> {
@@ -270,6 +278,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         "flux::output_files_of_a_flux_job",
         output_files_of_a_flux_job,
     ),
+    ("flux::jobs_wait_in_fluxs_queue", jobs_wait_in_fluxs_queue),
     (
         "flux::flux_run::function_task_runs_as_one_flux_run",
         flux_run::function_task_runs_as_one_flux_run,
@@ -1042,5 +1051,80 @@ fn output_driver() -> Result<(), String> {
         ),
         other => return Err(format!("{other:?}")),
     }
+    Ok(())
+}
+
+/// The most jobs of `script` Flux had active at once (pending or running, and running
+/// alone) while `futures` ran.
+fn most_active(
+    script: &Path,
+    futures: &[pitch::TaskFuture<CommandOutput>],
+) -> Result<(usize, usize), String> {
+    let name = script.file_name().unwrap().to_string_lossy().to_string();
+    let (mut active, mut running) = (0, 0);
+    let start = Instant::now();
+    while futures.iter().any(|f| !f.done()) {
+        ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "the tasks did not end"
+        );
+        let out = std::process::Command::new(real_bin())
+            .args([
+                "jobs",
+                "--no-header",
+                "--filter=pending,running",
+                "--format={state}",
+            ])
+            .arg(format!("--name={name}"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        active = active.max(text.lines().count());
+        running = running.max(text.lines().filter(|l| l.trim() == "RUN").count());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for f in futures {
+        f.result().map_err(|e| e.to_string())?;
+    }
+    Ok((active, running))
+}
+
+fn queue_ahead_driver() -> Result<(), String> {
+    let dir = temp();
+    let cores = instance_cores()? as usize;
+    let script = dir
+        .path()
+        .join(format!("pitch-ahead-{}.sh", std::process::id()));
+    std::fs::write(&script, "#!/bin/sh\nsleep 2\n").map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let run = |exe: &Executor| {
+        let futures: Vec<_> = (0..2 * cores)
+            .map(|i| {
+                exe.submit_command(
+                    Command::new(&script)
+                        .arg(i.to_string())
+                        .arg(cores.to_string()),
+                )
+            })
+            .collect();
+        most_active(&script, &futures)
+    };
+    let exe = flux_executor(&dir.path().join("all"))?;
+    let (active, running) = run(&exe)?;
+    ensure!(
+        active > cores && running <= cores,
+        "{active} jobs active at most, {running} running ({cores} cores)"
+    );
+    let capped = FluxJobExecutor::builder()
+        .cache_directory(dir.path().join("capped"))
+        .max_cores(cores as u32)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (active, _) = run(&capped)?;
+    ensure!(
+        active <= cores,
+        "{active} jobs active with max_cores = {cores}"
+    );
     Ok(())
 }

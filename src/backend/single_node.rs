@@ -315,9 +315,15 @@ impl SingleNode {
                 |id| started(Some(id.to_string())),
             );
             return match ran {
-                Ok(finished) => {
-                    self.outcome(&spec, &paths, &resources, command_spec, &program, finished)
-                }
+                Ok(finished) => self.outcome(
+                    &spec,
+                    &paths,
+                    &resources,
+                    command_spec,
+                    &program,
+                    finished,
+                    true,
+                ),
                 Err(NotRun::Cancelled) => cancelled(&paths),
                 Err(NotRun::Refused(reason)) => fail(TaskError::Rejected {
                     backend: self.launcher.name().into(),
@@ -376,10 +382,20 @@ impl SingleNode {
             warning_after(&resources),
             ticket,
         );
-        self.outcome(&spec, &paths, &resources, command_spec, &program, finished)
+        self.outcome(
+            &spec,
+            &paths,
+            &resources,
+            command_spec,
+            &program,
+            finished,
+            false,
+        )
     }
 
-    /// The task's result from how its process (or Flux job) ended, published.
+    /// The task's result from how its process (or, `native`, its Flux job submitted through
+    /// libflux) ended, published.
+    #[allow(clippy::too_many_arguments)]
     fn outcome(
         &self,
         spec: &TaskSpec,
@@ -388,6 +404,7 @@ impl SingleNode {
         command_spec: Option<&CommandSpec>,
         program: &str,
         finished: child::Finished,
+        native: bool,
     ) -> ResultRecord {
         let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
         let program = program.to_string();
@@ -420,11 +437,14 @@ impl SingleNode {
                 })
             }
             End::Cancelled => Err(TaskError::Cancelled),
-            // Flux refused the job (an unknown queue, an unsatisfiable request): a submission
-            // the scheduler rejected, as a refused `flux batch` is, not the task failing
-            // with exit code 1.
+            // Flux refused the job (an unknown queue, an unsatisfiable request), as `flux run`
+            // says on its stderr: a submission the scheduler rejected, as a refused `flux
+            // batch` is, not the task failing with exit code 1 (through libflux, the job's
+            // eventlog said so: `NotRun::Refused`).
             End::Exited(status)
-                if status.code() == Some(1) && self.launcher.refusal(&stderr_tail).is_some() =>
+                if !native
+                    && status.code() == Some(1)
+                    && self.launcher.refusal(&stderr_tail).is_some() =>
             {
                 Err(TaskError::Rejected {
                     backend: self.launcher.name().into(),

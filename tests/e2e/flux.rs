@@ -1,10 +1,13 @@
-//! FluxJobExecutor against a real Flux instance (`flux run` per task): these tests run when
-//! FLUX_URI names an instance and `flux` is on PATH (cluster-tests/start-flux.sh starts one;
-//! `.ci/run` sets PITCH_REAL_FLUX=1, which makes a missing instance a failure, not a skip).
-//! A shim first on the driver's PATH (`tests/e2e/flux-shim/flux`) records each `flux` call
-//! and runs the real one. The fake `flux` of `tests/e2e/fake-flux` is kept only for error
-//! paths a real Flux cannot produce on demand (an unreadable `flux resource info`), and for
-//! the check that no `flux` is called outside an instance; those tests say so.
+//! FluxJobExecutor against a real Flux instance: these tests run when FLUX_URI names an
+//! instance and `flux` is on PATH (cluster-tests/start-flux.sh starts one; `.ci/run` sets
+//! PITCH_REAL_FLUX=1, which makes a missing instance a failure, not a skip). Each task is a
+//! job submitted through libflux; every test runs again with PITCH_FLUX_SUBMIT=flux-run
+//! (`flux_run::NAME`), where each task is a `flux run` process. A shim first on the driver's
+//! PATH (`tests/e2e/flux-shim/flux`) records each `flux` call and runs the real one; the jobs
+//! submitted through libflux are read back from Flux (`flux job info --original ID jobspec`).
+//! The fake `flux` of `tests/e2e/fake-flux` is kept only for error paths a real Flux cannot
+//! produce on demand (an unreadable `flux resource info`), the check that no `flux` is called
+//! outside an instance, and an unknown PITCH_FLUX_SUBMIT; those tests say so.
 //!
 //! Each test runs in a child process of the test binary (`e2e flux-driver NAME`) whose
 //! environment has the shim (or the fake) first on PATH, FLUX_URI set (or not) and the call
@@ -48,6 +51,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ("a_task_reading_stdin_is_a_flux_run", stdin_driver),
     ("output_files_of_a_flux_job", output_driver),
     ("jobs_wait_in_fluxs_queue", queue_ahead_driver),
+    ("an_unknown_submission_mode", unknown_mode_driver),
 ];
 
 macro_rules! in_instance {
@@ -280,6 +284,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ),
     ("flux::jobs_wait_in_fluxs_queue", jobs_wait_in_fluxs_queue),
     (
+        "flux::an_unknown_submission_mode",
+        an_unknown_submission_mode,
+    ),
+    (
         "flux::flux_run::function_task_runs_as_one_flux_run",
         flux_run::function_task_runs_as_one_flux_run,
     ),
@@ -325,12 +333,13 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ),
 ];
 
-/// Whether the test `name` needs a real Flux instance: every Flux test but the two that run
+/// Whether the test `name` needs a real Flux instance: every Flux test but the three that run
 /// against the fake `flux` (error paths a real Flux does not produce on demand).
 pub(crate) fn needs_real_flux(name: &str) -> bool {
     const FAKE_ONLY: &[&str] = &[
         "flux::unreadable_resource_info",
         "flux::outside_an_instance",
+        "flux::an_unknown_submission_mode",
     ];
     name.starts_with("flux") && !FAKE_ONLY.contains(&name)
 }
@@ -833,6 +842,31 @@ fn unreadable_resource_info() -> Result<(), String> {
     Ok(())
 }
 
+/// Fake Flux (only `flux resource info` is needed): a PITCH_FLUX_SUBMIT that is neither
+/// `native` nor `flux-run` is an error of build(), not ignored.
+fn an_unknown_submission_mode() -> Result<(), String> {
+    run_driver(
+        "an_unknown_submission_mode",
+        true,
+        &[(SUBMIT_ENV, "flux-batch")],
+    )
+}
+
+fn unknown_mode_driver() -> Result<(), String> {
+    let dir = temp();
+    let err = FluxJobExecutor::builder()
+        .cache_directory(dir.path())
+        .build()
+        .err()
+        .ok_or("built with PITCH_FLUX_SUBMIT=flux-batch")?
+        .to_string();
+    ensure!(
+        err.contains("PITCH_FLUX_SUBMIT=\"flux-batch\"") && err.contains("flux-run"),
+        "{err}"
+    );
+    Ok(())
+}
+
 /// Outside an instance (no FLUX_URI) build() says so and never calls flux: the fake `flux`
 /// on PATH only records that it was not called (no Flux is needed).
 fn outside_an_instance() -> Result<(), String> {
@@ -1050,6 +1084,19 @@ fn output_driver() -> Result<(), String> {
             "{code} {stderr_tail:?}"
         ),
         other => return Err(format!("{other:?}")),
+    }
+    if !through_flux_run() {
+        // A task's own stderr is never read as Flux refusing the job (flux run's stderr is).
+        let mimic = exe
+            .submit_command(Command::new("sh").args([
+                "-c",
+                "echo \"flux-run: ERROR: Invalid queue 'q' specified\" >&2; exit 1",
+            ]))
+            .result();
+        ensure!(
+            matches!(&mimic, Err(TaskError::CommandFailed { code: 1, .. })),
+            "{mimic:?}"
+        );
     }
     Ok(())
 }

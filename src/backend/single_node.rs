@@ -282,7 +282,7 @@ impl SingleNode {
         let stdout_to = user_stdout.clone().unwrap_or_else(|| paths.stdout());
         let stderr_to = user_stderr.clone().unwrap_or_else(|| paths.stderr());
         if native {
-            let env = job_environment(&env);
+            let env = flux::job_environment(&env);
             let cwd = match spec.cwd.clone().map_or_else(std::env::current_dir, Ok) {
                 Ok(cwd) => cwd,
                 Err(e) => {
@@ -530,18 +530,6 @@ fn cancel_flux_job(ticket: &Ticket) {
     std::thread::sleep(Duration::from_millis(200));
     ticket.signal(libc::SIGINT);
     ticket.wait_ended(FLUX_KILL_TIMEOUT);
-}
-
-/// A Flux job's whole environment, as `flux run` sends it: the driver's (variables that are
-/// not UTF-8 cannot be JSON and are left out), with the task's `env` on top.
-fn job_environment(env: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut all: std::collections::BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    for (k, v) in env {
-        all.insert(k.to_string(), v.to_string());
-    }
-    all.into_iter().collect()
 }
 
 /// Ends a task whose work was dropped without delivering a record (skipped after a cancel, or

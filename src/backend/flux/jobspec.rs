@@ -25,6 +25,18 @@ pub(crate) struct JobRequest<'a> {
     pub stderr: &'a Path,
 }
 
+/// A Flux job's whole environment, as `flux run` sends it: the driver's (variables that are
+/// not UTF-8 cannot be JSON and are left out), with the task's `env` on top.
+pub(crate) fn job_environment(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    for (k, v) in env {
+        all.insert(k.to_string(), v.to_string());
+    }
+    all.into_iter().collect()
+}
+
 /// The rlimits `flux run` passes on by default (its `--rlimit` rules drop memlock, ofile,
 /// msgqueue, nice, rtprio, rttime and sigpending): the job shell applies them to the tasks.
 fn rlimits() -> Map<String, Value> {
@@ -219,6 +231,14 @@ mod tests {
             &Resources::new().run_time_max(Duration::from_millis(1)),
         );
         assert_eq!(s["attributes"]["system"]["duration"], json!(1));
+    }
+
+    #[test]
+    fn the_tasks_variables_win_over_the_drivers() {
+        let env = job_environment(&[("PATH", "/task/bin"), ("PITCH_TASK_ONLY", "1")]);
+        assert!(env.contains(&("PATH".to_string(), "/task/bin".to_string())));
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+        assert!(env.contains(&("PITCH_TASK_ONLY".to_string(), "1".to_string())));
     }
 
     #[test]

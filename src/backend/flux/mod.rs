@@ -26,7 +26,7 @@ use crate::resources::Resources;
 use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::template::SlurmScript;
 
-pub(crate) use self::jobspec::JobRequest;
+pub(crate) use self::jobspec::{job_environment, JobRequest};
 pub(crate) use self::run::{check_run, run_options, run_refusal};
 
 /// The built-in Flux batch-script template, submitted with `flux batch`: its name in errors

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Flux benchmark: TASKS trivial tasks, side by side in one run, through pitch's
-# FluxJobExecutor (a `flux run` per task) and FluxClusterExecutor (a `flux batch` job per
-# task, and packed with tasks_per_job(PACK)), raw `flux submit --cc=1-N` and
-# `flux bulksubmit` of the same, and executorlib's FluxJobExecutor and FluxClusterExecutor.
+# FluxJobExecutor (a Flux job per task, submitted through libflux) and FluxClusterExecutor (a
+# `flux batch` job per task, and packed with tasks_per_job(PACK)), raw `flux submit --cc=1-N`
+# and `flux bulksubmit` of the same, and executorlib's FluxJobExecutor and
+# FluxClusterExecutor. The FluxJobExecutor comparison (pitch, the raw commands, executorlib)
+# runs first, back to back, on an instance the batch jobs have not loaded yet.
 # Needs a Flux instance (cluster-tests/start-flux.sh; its env.sh is sourced when present).
 # Anything it measures that is missing is an error: it fails, it never skips.
 #
@@ -11,6 +13,7 @@
 #   PACK             K for tasks_per_job(K)                                 (default 10)
 #   EL_CLUSTER_TASKS tasks for executorlib's FluxClusterExecutor (a batch job each) (default TASKS)
 #   PEER_TIMEOUT     seconds before one measurement is killed                (default 900)
+#   CLUSTER          0: only the FluxJobExecutor comparison, no batch jobs    (default 1)
 #   PITCH_BENCH_FLUX_VENV  virtualenv of /usr/bin/python3 (the Python Flux's bindings are
 #                    built for) with executorlib[cache] and pysqa, made here when missing
 #                    (default $HOME/.cache/pitch-bench-flux-venv)
@@ -23,6 +26,7 @@ repo_root="$(cd "$script_dir/.." && pwd)"
 TASKS="${TASKS:-200}"
 PACK="${PACK:-10}"
 EL_CLUSTER_TASKS="${EL_CLUSTER_TASKS:-$TASKS}"
+CLUSTER="${CLUSTER:-1}"
 PEER_TIMEOUT="${PEER_TIMEOUT:-900}"
 VENV="${PITCH_BENCH_FLUX_VENV:-$HOME/.cache/pitch-bench-flux-venv}"
 RESULTS="${RESULTS:-$repo_root/target/bench/flux.jsonl}"
@@ -30,6 +34,7 @@ WORK="$repo_root/target/bench/flux-work"
 
 say() { printf 'run-flux: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
+[[ "$CLUSTER" == 0 || "$CLUSTER" == 1 ]] || die "CLUSTER=$CLUSTER: expected 0 or 1"
 
 # --- 1. the instance ------------------------------------------------------------------
 env_sh="${PITCH_FLUX_DIR:-/tmp/pitch-flux}/env.sh"
@@ -78,12 +83,14 @@ measure() {
 }
 start=$SECONDS
 measure "pitch FluxJobExecutor" "$bench" --tasks "$TASKS" --only job
-measure "pitch FluxClusterExecutor" "$bench" --tasks "$TASKS" --only cluster
-measure "pitch FluxClusterExecutor (packed $PACK)" "$bench" --tasks "$TASKS" --pack "$PACK" --only packed
 measure "flux submit --cc" "$py" "$script_dir/peers_flux.py" raw-submit "$TASKS"
 measure "flux bulksubmit" "$py" "$script_dir/peers_flux.py" raw-bulksubmit "$TASKS"
 measure "executorlib FluxJobExecutor" "$py" "$script_dir/peers_flux.py" el-job "$TASKS"
-measure "executorlib FluxClusterExecutor" "$py" "$script_dir/peers_flux.py" el-cluster "$EL_CLUSTER_TASKS"
+if [[ "$CLUSTER" == 1 ]]; then
+    measure "pitch FluxClusterExecutor" "$bench" --tasks "$TASKS" --only cluster
+    measure "pitch FluxClusterExecutor (packed $PACK)" "$bench" --tasks "$TASKS" --pack "$PACK" --only packed
+    measure "executorlib FluxClusterExecutor" "$py" "$script_dir/peers_flux.py" el-cluster "$EL_CLUSTER_TASKS"
+fi
 say "done in $((SECONDS - start)) s; JSON lines in $RESULTS"
 
 # --- 4. the report -------------------------------------------------------------------------

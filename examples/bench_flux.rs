@@ -1,6 +1,6 @@
 //! Benchmark of pitch on Flux: N trivial command tasks (`true <i>`, a distinct argument each
-//! so every task has its own cache key) through `FluxJobExecutor` (one `flux run` per task
-//! inside the instance) and `FluxClusterExecutor` (one `flux batch` job per task, or per K
+//! so every task has its own cache key) through `FluxJobExecutor` (one Flux job per task
+//! inside the instance, submitted through libflux) and `FluxClusterExecutor` (one `flux batch` job per task, or per K
 //! tasks with `--pack K`). Prints JSON lines `{"name", "tasks", "seconds"}` on stdout for
 //! `benches/run-flux.sh`; everything else goes to stderr. Needs a Flux instance (FLUX_URI).
 //!

@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::output::{Captured, Sink};
@@ -24,14 +24,29 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// exit is checked.
 const FALLBACK_TICK: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Stage {
     /// Not started yet.
     Queued,
     /// Running as the leader of process group `pid`.
     Running(u32),
+    /// Running where pitch reaches it only through its scheduler (a Flux job submitted
+    /// through libflux).
+    Remote(Arc<dyn Remote>),
     /// Exited (the pid may be reaped and recycled: never signal it again).
     Ended,
+}
+
+impl Stage {
+    fn running(&self) -> bool {
+        matches!(self, Stage::Running(_) | Stage::Remote(_))
+    }
+}
+
+/// A task's job that runs in a scheduler, not as pitch's child: how a cancel reaches it.
+pub(crate) trait Remote: Send + Sync + std::fmt::Debug {
+    /// Ends the job (the scheduler stops its processes, SIGKILL included).
+    fn cancel(&self);
 }
 
 #[derive(Debug)]
@@ -75,17 +90,25 @@ impl Ticket {
     pub(crate) fn cancel(&self) -> CancelOutcome {
         let mut st = self.state.lock().unwrap();
         st.cancel_requested = true;
-        match st.stage {
+        match &st.stage {
             Stage::Queued => CancelOutcome::NotStarted,
             Stage::Running(pid) => {
-                kill_group(pid, libc::SIGTERM);
+                kill_group(*pid, libc::SIGTERM);
+                CancelOutcome::Signalled
+            }
+            Stage::Remote(job) => {
+                // The scheduler's cancel is a request to another process: not under the lock.
+                let job = job.clone();
+                drop(st);
+                job.cancel();
                 CancelOutcome::Signalled
             }
             Stage::Ended => CancelOutcome::Ended,
         }
     }
 
-    /// SIGKILL for a cancelled child that outlived [`KILL_GRACE`].
+    /// SIGKILL for a cancelled child that outlived [`KILL_GRACE`] (a remote job's scheduler
+    /// does that itself).
     pub(crate) fn kill(&self) {
         let st = self.state.lock().unwrap();
         if let Stage::Running(pid) = st.stage {
@@ -99,6 +122,24 @@ impl Ticket {
         if let Stage::Running(pid) = st.stage {
             kill_group(pid, signal);
         }
+    }
+
+    /// Whether the task runs as a remote job ([`Ticket::start_remote`]).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.state.lock().unwrap().stage, Stage::Remote(_))
+    }
+
+    /// Runs `submit` unless the task was cancelled first (then `None`), as [`Ticket::start`]
+    /// does for a child; a cancel from now on reaches the job through its [`Remote`].
+    pub(crate) fn start_remote<E>(
+        &self,
+        submit: impl FnOnce() -> Result<Arc<dyn Remote>, E>,
+    ) -> Option<Result<(), E>> {
+        let mut st = self.state.lock().unwrap();
+        if st.cancel_requested {
+            return None;
+        }
+        Some(submit().map(|job| st.stage = Stage::Remote(job)))
     }
 
     /// Whether cancellation was asked for.
@@ -123,7 +164,8 @@ impl Ticket {
         Some(spawned)
     }
 
-    fn ended(&self) {
+    /// Marks the task ended: no signal or cancel reaches it any more.
+    pub(crate) fn ended(&self) {
         self.state.lock().unwrap().stage = Stage::Ended;
         self.ended.notify_all();
     }
@@ -133,9 +175,9 @@ impl Ticket {
         let st = self.state.lock().unwrap();
         let (st, _) = self
             .ended
-            .wait_timeout_while(st, timeout, |st| matches!(st.stage, Stage::Running(_)))
+            .wait_timeout_while(st, timeout, |st| st.stage.running())
             .unwrap();
-        !matches!(st.stage, Stage::Running(_))
+        !st.stage.running()
     }
 }
 

@@ -13,9 +13,10 @@ pub(crate) enum Launcher {
     /// Job steps inside the Slurm allocation the driver runs in (`srun --exact`), on any of
     /// its `nodes` nodes.
     Srun { nodes: u32 },
-    /// Jobs inside the Flux instance the driver runs in (`flux run`, which submits the job and
-    /// waits for its end), on any of its `nodes` nodes, with its `gpus` GPUs.
-    Flux { nodes: u32, gpus: u32 },
+    /// Jobs inside the Flux instance the driver runs in, on any of its `nodes` nodes, with its
+    /// `gpus` GPUs: submitted through libflux when `native` (see `flux/job.rs`), else each a
+    /// `flux run` child (which submits the job and waits for its end).
+    Flux { nodes: u32, gpus: u32, native: bool },
 }
 
 impl Launcher {
@@ -179,7 +180,11 @@ impl Launcher {
 mod tests {
     #[test]
     fn the_launchers_own_status_lines_leave_the_tail() {
-        let flux = Launcher::Flux { nodes: 1, gpus: 0 };
+        let flux = Launcher::Flux {
+            nodes: 1,
+            gpus: 0,
+            native: false,
+        };
         let tail = "0.097s: job.exception \u{192}cE9 type=exec severity=0 sh: task rank 0 on host vm failed (Exit 3) and exit-on-error is set\nbad\n0.098s: flux-shell[0]: FATAL: task-exit: sh: task rank 0 on host vm failed (Exit 3) and exit-on-error is set\nflux-job: task(s) exited with exit code 3";
         assert_eq!(flux.own_lines_removed(tail), "bad");
         let srun = Launcher::Srun { nodes: 2 };
@@ -198,7 +203,11 @@ mod tests {
 
     #[test]
     fn flux_check_refuses_what_flux_run_cannot_do_and_names_ignored_keys() {
-        let launcher = Launcher::Flux { nodes: 2, gpus: 2 };
+        let launcher = Launcher::Flux {
+            nodes: 2,
+            gpus: 2,
+            native: true,
+        };
         let ok = |r: Resources| launcher.check(&r, 8);
         assert_eq!(ok(Resources::new().cores(4).num_nodes(2)), Ok(vec![]));
         assert_eq!(

@@ -6,7 +6,7 @@ mod child;
 mod decode_fuzz_tests;
 pub(crate) mod exe;
 pub(crate) mod failure;
-mod flux;
+pub(crate) mod flux;
 pub(crate) mod inspect;
 mod launcher;
 mod output;

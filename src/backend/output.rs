@@ -93,6 +93,47 @@ impl Sink {
     }
 }
 
+/// Creates (truncates) the file another process (a Flux job's shell) will write a stream
+/// to, so that it exists, with no link followed in the task directory (`follow` only for a
+/// file the user named), as a [`Sink`] would open it.
+pub(crate) fn prepare_file(path: &std::path::Path, follow: bool) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if !follow {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map(drop)
+}
+
+/// What another process wrote to `path` (made by [`prepare_file`]): the file and its last
+/// lines. A task directory's file (not `named`) that stayed empty is removed: as with a
+/// [`Sink`], it exists only when something was written.
+pub(crate) fn captured_file(path: std::path::PathBuf, named: bool) -> Captured {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = Vec::new();
+    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        if !named {
+            let _ = std::fs::remove_file(&path);
+        }
+        return Captured {
+            path: named.then_some(path).filter(|p| p.exists()),
+            tail: String::new(),
+        };
+    }
+    if let Ok(mut f) = File::open(&path) {
+        let from = len.saturating_sub(TAIL_BYTES as u64);
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.take(TAIL_BYTES as u64).read_to_end(&mut tail);
+        }
+    }
+    Captured {
+        path: Some(path),
+        tail: tail_text(&tail),
+    }
+}
+
 fn tail_text(tail: &[u8]) -> String {
     let text = String::from_utf8_lossy(tail);
     let lines: Vec<&str> = text.trim_end().lines().collect();
@@ -141,6 +182,33 @@ mod tests {
         named.feed(b"mine\n");
         assert!(named.finish().path.is_some());
         assert_eq!(std::fs::read_to_string(&precious).unwrap(), "mine\n");
+    }
+
+    #[test]
+    fn a_file_another_process_wrote_gives_its_tail_and_an_empty_one_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = dir.path().join("quiet");
+        prepare_file(&quiet, false).unwrap();
+        assert!(quiet.exists());
+        let c = captured_file(quiet.clone(), false);
+        assert!(c.path.is_none() && !quiet.exists(), "{c:?}");
+        // A file the user named stays, empty or not.
+        let named = dir.path().join("named");
+        prepare_file(&named, true).unwrap();
+        assert_eq!(captured_file(named.clone(), true).path, Some(named));
+        let loud = dir.path().join("loud");
+        prepare_file(&loud, false).unwrap();
+        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&loud, text).unwrap();
+        let c = captured_file(loud.clone(), false);
+        assert_eq!(c.path, Some(loud));
+        let lines: Vec<&str> = c.tail.lines().collect();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines.last(), Some(&"line 4999"));
+        // No link is followed in the task directory.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("named"), &link).unwrap();
+        assert!(prepare_file(&link, false).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::child::{self, CancelOutcome, End, Ticket, KILL_GRACE};
 use super::exe;
 use super::failure::{self, signal_of};
+use super::flux::{self, job::NotRun};
 pub(crate) use super::launcher::Launcher;
 use super::output::Sink;
 use super::pool::{Pool, Work};
@@ -32,6 +33,9 @@ pub(crate) struct SingleNode {
     pool: Pool,
     /// The running binary's path, for launchers (mpiexec) that need a real path.
     exe: PathBuf,
+    /// What the user should hear once the executor starts (why Flux jobs are not submitted
+    /// through libflux).
+    notice: Option<String>,
 }
 
 impl SingleNode {
@@ -57,7 +61,23 @@ impl SingleNode {
             max_cores,
             pool: Pool::new(launcher.name(), max_cores, max_workers),
             exe,
+            notice: None,
         })
+    }
+
+    /// A warning event for when the executor starts.
+    pub(crate) fn notice(&mut self, message: String) {
+        self.notice = Some(message);
+    }
+
+    /// Lets `factor` times `max_cores` slots of tasks be on their way at once: for Flux jobs
+    /// submitted through libflux into an instance whose cores are all pitch's, Flux's own
+    /// scheduler keeps the cores' limit, and the next jobs wait in its queue, ready to start
+    /// the moment cores free up, instead of being submitted only then. Tasks bigger than
+    /// `max_cores` are still refused.
+    pub(crate) fn queue_ahead(&mut self, factor: u32) {
+        let slots = self.max_cores.saturating_mul(factor.max(1));
+        self.pool = Pool::new(self.launcher.name(), slots, None);
     }
 }
 
@@ -76,13 +96,15 @@ impl SingleNode {
         &self.launcher
     }
 
-    /// The program and arguments that run the task with `ranks` ranks; an error when the
-    /// worker binary cannot be found.
+    /// The program and arguments that run the task with `ranks` ranks (through the launcher
+    /// unless `direct`: a Flux job submitted through libflux runs the program itself); an
+    /// error when the worker binary cannot be found.
     fn argv(
         &self,
         spec: &TaskSpec,
         resources: &Resources,
         paths: &TaskPaths,
+        direct: bool,
     ) -> Result<(String, Vec<String>), String> {
         let (program, args): (String, Vec<String>) = match &spec.kind {
             TaskKind::Function { .. } => {
@@ -93,7 +115,7 @@ impl SingleNode {
                     root,
                     spec.key.to_string(),
                 ];
-                if spec.ranks > 1 || self.launcher != Launcher::Local {
+                if direct || spec.ranks > 1 || self.launcher != Launcher::Local {
                     (self.exe.display().to_string(), args)
                 } else {
                     // The running binary, even if a rebuild replaced the file on disk.
@@ -105,6 +127,9 @@ impl SingleNode {
             }
             TaskKind::Command(c) => (c.program.clone(), c.args.clone()),
         };
+        if direct {
+            return Ok((program, args));
+        }
         Ok(self
             .launcher
             .wrap(program, args, spec.ranks, spec.threads, resources))
@@ -147,6 +172,9 @@ impl SingleNode {
                     done.finish(cancelled(&paths));
                     self.pool.nudge();
                 }
+                // A Flux job submitted through libflux was cancelled: Flux stops its tasks
+                // (SIGTERM, then SIGKILL), and its pool thread reports the end.
+                CancelOutcome::Signalled if ticket.is_remote() => {}
                 CancelOutcome::Signalled => {
                     // SIGKILL if the task outlives the grace period; the pool thread watching
                     // it reports the cancellation when it ends.
@@ -183,7 +211,10 @@ impl SingleNode {
             ..
         } = job;
         let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
-        let (program, args) = match self.argv(&spec, &resources, &paths) {
+        // A Flux job through libflux, unless the task reads the driver's stdin (only
+        // `flux run` forwards it).
+        let native = matches!(self.launcher, Launcher::Flux { native: true, .. }) && !stdin;
+        let (program, args) = match self.argv(&spec, &resources, &paths, native) {
             Ok(argv) => argv,
             Err(detail) => {
                 return fail(TaskError::Launch {
@@ -232,7 +263,7 @@ impl SingleNode {
         // A launcher (srun, flux run, mpiexec) between pitch and the command would report a
         // program it cannot execute as its own failure (srun: exit code 2): the program is
         // looked up first, as `posix_spawn` does here, for the same error on every backend.
-        let launched = command_spec.is_some_and(|c| c.program != program);
+        let launched = native || command_spec.is_some_and(|c| c.program != program);
         if let Some(c) = command_spec.filter(|_| launched) {
             if let Some(dir) = spec.cwd.as_ref().filter(|d| !d.is_dir()) {
                 return fail(failure::no_such_cwd(&c.program, Some(dir)));
@@ -247,6 +278,63 @@ impl SingleNode {
             {
                 return fail(e);
             }
+        }
+        let stdout_to = user_stdout.clone().unwrap_or_else(|| paths.stdout());
+        let stderr_to = user_stderr.clone().unwrap_or_else(|| paths.stderr());
+        if native {
+            let env = flux::job_environment(&env);
+            let cwd = match spec.cwd.clone().map_or_else(std::env::current_dir, Ok) {
+                Ok(cwd) => cwd,
+                Err(e) => {
+                    return fail(TaskError::Launch {
+                        what: "the Flux job".into(),
+                        kind: LaunchErrorKind::Other,
+                        detail: format!("the driver's working directory: {e}"),
+                    })
+                }
+            };
+            let req = flux::JobRequest {
+                program: &program,
+                args: &args,
+                ranks: spec.ranks,
+                threads: spec.threads,
+                resources: &resources,
+                env: &env,
+                cwd: &cwd,
+                stdout: &stdout_to,
+                stderr: &stderr_to,
+            };
+            let output = |path: PathBuf, named: bool| flux::job::Output { path, named };
+            let ran = flux::job::run(
+                &req,
+                output(stdout_to.clone(), user_stdout.is_some()),
+                output(stderr_to.clone(), user_stderr.is_some()),
+                resources.run_time_max,
+                warning_after(&resources),
+                ticket,
+                |id| started(Some(id.to_string())),
+            );
+            return match ran {
+                Ok(finished) => self.outcome(
+                    &spec,
+                    &paths,
+                    &resources,
+                    command_spec,
+                    &program,
+                    finished,
+                    true,
+                ),
+                Err(NotRun::Cancelled) => cancelled(&paths),
+                Err(NotRun::Refused(reason)) => fail(TaskError::Rejected {
+                    backend: self.launcher.name().into(),
+                    reason,
+                }),
+                Err(NotRun::Failed(detail)) => fail(TaskError::Launch {
+                    what: "the Flux job".into(),
+                    kind: LaunchErrorKind::Other,
+                    detail,
+                }),
+            };
         }
         let launch = Launch {
             program: &program,
@@ -288,18 +376,38 @@ impl SingleNode {
         started(None);
         let finished = child::supervise(
             child,
-            Sink::new(
-                user_stdout.clone().unwrap_or_else(|| paths.stdout()),
-                user_stdout.is_some(),
-            ),
-            Sink::new(
-                user_stderr.clone().unwrap_or_else(|| paths.stderr()),
-                user_stderr.is_some(),
-            ),
+            Sink::new(stdout_to, user_stdout.is_some()),
+            Sink::new(stderr_to, user_stderr.is_some()),
             resources.run_time_max,
             warning_after(&resources),
             ticket,
         );
+        self.outcome(
+            &spec,
+            &paths,
+            &resources,
+            command_spec,
+            &program,
+            finished,
+            false,
+        )
+    }
+
+    /// The task's result from how its process (or, `native`, its Flux job submitted through
+    /// libflux) ended, published.
+    #[allow(clippy::too_many_arguments)]
+    fn outcome(
+        &self,
+        spec: &TaskSpec,
+        paths: &TaskPaths,
+        resources: &Resources,
+        command_spec: Option<&CommandSpec>,
+        program: &str,
+        finished: child::Finished,
+        native: bool,
+    ) -> ResultRecord {
+        let fail = |e| paths.publish_result(ResultRecord { outcome: Err(e) });
+        let program = program.to_string();
         let elapsed = finished.elapsed;
         let stderr_tail = self.launcher.own_lines_removed(&finished.stderr.tail);
         // Through a launcher, a death by signal N comes back as exit code 128 + N.
@@ -329,11 +437,14 @@ impl SingleNode {
                 })
             }
             End::Cancelled => Err(TaskError::Cancelled),
-            // Flux refused the job (an unknown queue, an unsatisfiable request): a submission
-            // the scheduler rejected, as a refused `flux batch` is, not the task failing
-            // with exit code 1.
+            // Flux refused the job (an unknown queue, an unsatisfiable request), as `flux run`
+            // says on its stderr: a submission the scheduler rejected, as a refused `flux
+            // batch` is, not the task failing with exit code 1 (through libflux, the job's
+            // eventlog said so: `NotRun::Refused`).
             End::Exited(status)
-                if status.code() == Some(1) && self.launcher.refusal(&stderr_tail).is_some() =>
+                if !native
+                    && status.code() == Some(1)
+                    && self.launcher.refusal(&stderr_tail).is_some() =>
             {
                 Err(TaskError::Rejected {
                     backend: self.launcher.name().into(),
@@ -528,6 +639,18 @@ fn command_outcome(
 impl Backend for SingleNode {
     fn name(&self) -> &'static str {
         self.launcher.name()
+    }
+
+    fn attach(
+        &self,
+        events: crate::event::Events,
+        _preparing: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        if let Some(message) = &self.notice {
+            events.emit(crate::event::EventKind::Warning {
+                message: message.clone(),
+            });
+        }
     }
 
     fn check(&self, r: &Resources) -> Result<Vec<&'static str>, String> {

@@ -805,20 +805,60 @@ impl SlurmJobBuilder {
     }
 }
 
+/// How many times its cores' worth of tasks FluxJobExecutor keeps submitted to Flux at once
+/// (when its cores are all the instance's): the jobs beyond the cores wait in Flux's queue, so
+/// a core that frees up starts the next job at once, without a submission in between.
+const FLUX_QUEUE_AHEAD: u32 = 2;
+
+/// How FluxJobExecutor submits its tasks' jobs: through libflux (`true`) unless
+/// `PITCH_FLUX_SUBMIT=flux-run` asks for `flux run`, or libflux cannot be used: then why,
+/// for a warning event.
+fn flux_submission() -> Result<(bool, Option<String>), Error> {
+    const VAR: &str = "PITCH_FLUX_SUBMIT";
+    match std::env::var(VAR).as_deref() {
+        Ok("flux-run") => {
+            tracing::info!("{VAR}=flux-run: each task is a `flux run` process");
+            Ok((false, None))
+        }
+        Ok("native") | Ok("") | Err(std::env::VarError::NotPresent) => {
+            match crate::backend::flux::native::probe() {
+                Ok(()) => Ok((true, None)),
+                Err(why) => Ok((
+                    false,
+                    Some(format!(
+                        "jobs are submitted with one `flux run` process per task (slower): \
+                         libflux cannot be used: {why}"
+                    )),
+                )),
+            }
+        }
+        Ok(other) => Err(Error::Config(format!(
+            "{VAR}={other:?}: expected \"native\" (the default: libflux, else flux run) or \
+             \"flux-run\""
+        ))),
+        Err(std::env::VarError::NotUnicode(v)) => Err(Error::Config(format!(
+            "{VAR}={v:?}: expected \"native\" or \"flux-run\""
+        ))),
+    }
+}
+
 /// Runs each task as a Flux job inside the Flux instance the driver runs in (a `flux alloc`
 /// or `flux batch` job, or a `flux start` instance): executorlib's FluxJobExecutor. Each task
-/// is a `flux run` child process, which submits the job and waits for its end, so the driver
-/// wakes when the job ends (no polling); at most as many run together as the instance's cores
-/// (or `max_cores`) allow.
+/// is submitted through flux-core's C API (`libflux-core.so.2`, loaded at run time from next
+/// to the `flux` on PATH): one thread per running task sleeps until Flux says the job ended
+/// (no polling, no process per task); at most as many run together as the instance's cores
+/// (or `max_cores`) allow. Where libflux cannot be loaded (`PITCH_LIBFLUX` may name it) or
+/// reach the instance, each task is a `flux run` child process instead, and a warning event
+/// says why; `PITCH_FLUX_SUBMIT=flux-run` asks for `flux run` (no warning).
 ///
 /// `cores` becomes `flux run -n`, `threads_per_core` `-c`, `num_nodes` `-N`, `gpus_per_core`
 /// `-g`, `run_time_max` `-t` (whole seconds, rounded up), `exclusive` `--exclusive` (Flux
 /// requires `num_nodes` with it), `partition` `-q` (a queue of the instance; Flux ignores it
-/// when the instance has no queues). Every job gets `-o exit-on-error`, so a failing rank
-/// stops the others at once. `account`, `qos`, `memory_max`, `slurm_cmd_args` and
-/// `openmpi_oversubscribe` mean nothing to `flux run`: they are accepted and reported once as
-/// a warning event. Cancel and `run_time_max` send SIGTERM to `flux run`, which forwards it
-/// to the job.
+/// when the instance has no queues), in the jobspec or on the command line. Every job gets
+/// `-o exit-on-error`, so a failing rank stops the others at once. `account`, `qos`,
+/// `memory_max`, `slurm_cmd_args` and `openmpi_oversubscribe` mean nothing to Flux jobs: they
+/// are accepted and reported once as a warning event. Cancel and `run_time_max` cancel the
+/// Flux job (through `flux run`: SIGTERM, forwarded to the job).
 pub struct FluxJobExecutor;
 
 impl FluxJobExecutor {
@@ -867,14 +907,29 @@ impl FluxJobBuilder {
             instance.cores,
             Some((instance.cores, "the Flux instance's core count")),
         )?;
-        let backend = SingleNode::new(
+        let (native, fallback) = flux_submission()?;
+        // Flux's scheduler may keep the cores' limit when every core is pitch's and nothing
+        // else limits the tasks at once (max_workers, a pool of persistent workers).
+        let ahead = native
+            && self.slots.max_cores.is_none()
+            && self.slots.max_workers.is_none()
+            && !self.pool.block_allocation;
+        let mut backend = SingleNode::new(
             Launcher::Flux {
                 nodes: instance.nodes,
                 gpus: instance.gpus,
+                native,
             },
             max_cores,
             max_workers,
         )?;
+        if let Some(why) = fallback {
+            tracing::warn!("FluxJobExecutor: {why}");
+            backend.notice(why);
+        }
+        if ahead {
+            backend.queue_ahead(FLUX_QUEUE_AHEAD);
+        }
         build_process(
             self.common,
             &self.pool,

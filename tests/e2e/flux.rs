@@ -1,10 +1,13 @@
-//! FluxJobExecutor against a real Flux instance (`flux run` per task): these tests run when
-//! FLUX_URI names an instance and `flux` is on PATH (cluster-tests/start-flux.sh starts one;
-//! `.ci/run` sets PITCH_REAL_FLUX=1, which makes a missing instance a failure, not a skip).
-//! A shim first on the driver's PATH (`tests/e2e/flux-shim/flux`) records each `flux` call
-//! and runs the real one. The fake `flux` of `tests/e2e/fake-flux` is kept only for error
-//! paths a real Flux cannot produce on demand (an unreadable `flux resource info`), and for
-//! the check that no `flux` is called outside an instance; those tests say so.
+//! FluxJobExecutor against a real Flux instance: these tests run when FLUX_URI names an
+//! instance and `flux` is on PATH (cluster-tests/start-flux.sh starts one; `.ci/run` sets
+//! PITCH_REAL_FLUX=1, which makes a missing instance a failure, not a skip). Each task is a
+//! job submitted through libflux; every test runs again with PITCH_FLUX_SUBMIT=flux-run
+//! (`flux_run::NAME`), where each task is a `flux run` process. A shim first on the driver's
+//! PATH (`tests/e2e/flux-shim/flux`) records each `flux` call and runs the real one; the jobs
+//! submitted through libflux are read back from Flux (`flux job info --original ID jobspec`).
+//! The fake `flux` of `tests/e2e/fake-flux` is kept only for error paths a real Flux cannot
+//! produce on demand (an unreadable `flux resource info`), the check that no `flux` is called
+//! outside an instance, and an unknown PITCH_FLUX_SUBMIT; those tests say so.
 //!
 //! Each test runs in a child process of the test binary (`e2e flux-driver NAME`) whose
 //! environment has the shim (or the fake) first on PATH, FLUX_URI set (or not) and the call
@@ -20,6 +23,10 @@ use crate::mpi::{
     every_rank_answers, rank_one_fails_and_stops_the_others, rank_zero_answers, sorted_lines,
 };
 use crate::single_node::{add, temp, Collect};
+
+#[path = "flux_native.rs"]
+mod native;
+use native::submissions;
 
 const LOG_ENV: &str = "PITCH_FAKE_FLUX_LOG";
 
@@ -41,6 +48,14 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
     ("unreadable_resource_info", unreadable_resource_info),
     ("outside_an_instance", outside_driver),
     ("the_warning_reaches_a_flux_run_job", warning_driver),
+    (
+        "without_libflux_tasks_are_flux_runs",
+        native::without_libflux_driver,
+    ),
+    ("a_task_reading_stdin_is_a_flux_run", native::stdin_driver),
+    ("output_files_of_a_flux_job", native::output_driver),
+    ("jobs_wait_in_fluxs_queue", native::queue_ahead_driver),
+    ("an_unknown_submission_mode", native::unknown_mode_driver),
 ];
 
 macro_rules! in_instance {
@@ -48,7 +63,32 @@ macro_rules! in_instance {
         $(fn $name() -> Result<(), String> {
             run_real_driver("flux-driver", stringify!($name), &[])
         })*
+        /// The same drivers with each task a `flux run` process (`PITCH_FLUX_SUBMIT=flux-run`,
+        /// the path pitch falls back to where libflux cannot be used).
+        mod flux_run {
+            $(pub(super) fn $name() -> Result<(), String> {
+                super::run_real_driver(
+                    "flux-driver",
+                    stringify!($name),
+                    &[(super::SUBMIT_ENV, "flux-run")],
+                )
+            })*
+        }
     };
+}
+
+/// `flux-run`: every task is a `flux run` process; unset: submitted through libflux.
+const SUBMIT_ENV: &str = "PITCH_FLUX_SUBMIT";
+
+/// Whether this driver's tasks are `flux run` processes (PITCH_FLUX_SUBMIT=flux-run).
+fn through_flux_run() -> bool {
+    std::env::var(SUBMIT_ENV).as_deref() == Ok("flux-run")
+}
+
+/// The events of every executor `flux_executor` built in this driver.
+fn seen() -> Collect {
+    static SEEN: std::sync::OnceLock<Collect> = std::sync::OnceLock::new();
+    SEEN.get_or_init(Collect::default).clone()
 }
 
 // The tests the runner lists: each runs its driver inside the real Flux instance.
@@ -63,7 +103,31 @@ in_instance!(
     cancel_ends_the_flux_job,
     flux_refusing_the_job_is_a_rejection,
     the_warning_reaches_a_flux_run_job,
+    output_files_of_a_flux_job,
 );
+
+/// Through libflux, with all of the instance's cores, twice the cores' worth of tasks are
+/// submitted at once (Flux queues what does not fit); with `max_cores` set, no more than
+/// those cores.
+fn jobs_wait_in_fluxs_queue() -> Result<(), String> {
+    run_real_driver("flux-driver", "jobs_wait_in_fluxs_queue", &[])
+}
+
+/// Where libflux cannot be loaded (`PITCH_LIBFLUX` names a file that is not there), each
+/// task is a `flux run` process and a warning event says why.
+fn without_libflux_tasks_are_flux_runs() -> Result<(), String> {
+    run_real_driver(
+        "flux-driver",
+        "without_libflux_tasks_are_flux_runs",
+        &[("PITCH_LIBFLUX", "/nonexistent/libflux-core.so.2")],
+    )
+}
+
+/// A command given the driver's stdin runs through `flux run` (which forwards it), even where
+/// the other tasks are submitted through libflux.
+fn a_task_reading_stdin_is_a_flux_run() -> Result<(), String> {
+    run_real_driver("flux-driver", "a_task_reading_stdin_is_a_flux_run", &[])
+}
 
 /// SLURM_* variables in the driver's environment (a Flux instance Slurm started passes them
 /// on) must not decide the ranks of a task `flux run` started.
@@ -129,14 +193,76 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         unreadable_resource_info_outer,
     ),
     ("flux::outside_an_instance", outside_an_instance),
+    (
+        "flux::without_libflux_tasks_are_flux_runs",
+        without_libflux_tasks_are_flux_runs,
+    ),
+    (
+        "flux::a_task_reading_stdin_is_a_flux_run",
+        a_task_reading_stdin_is_a_flux_run,
+    ),
+    (
+        "flux::output_files_of_a_flux_job",
+        output_files_of_a_flux_job,
+    ),
+    ("flux::jobs_wait_in_fluxs_queue", jobs_wait_in_fluxs_queue),
+    (
+        "flux::an_unknown_submission_mode",
+        an_unknown_submission_mode,
+    ),
+    (
+        "flux::flux_run::function_task_runs_as_one_flux_run",
+        flux_run::function_task_runs_as_one_flux_run,
+    ),
+    (
+        "flux::flux_run::command_task_and_its_flux_options",
+        flux_run::command_task_and_its_flux_options,
+    ),
+    (
+        "flux::flux_run::two_ranks_under_flux",
+        flux_run::two_ranks_under_flux,
+    ),
+    (
+        "flux::flux_run::a_failing_rank_stops_the_others",
+        flux_run::a_failing_rank_stops_the_others,
+    ),
+    (
+        "flux::flux_run::run_time_max_is_pitchs_timeout",
+        flux_run::run_time_max_is_pitchs_timeout,
+    ),
+    (
+        "flux::flux_run::ignored_keys_warn_once",
+        flux_run::ignored_keys_warn_once,
+    ),
+    (
+        "flux::flux_run::max_cores_above_the_instance",
+        flux_run::max_cores_above_the_instance,
+    ),
+    (
+        "flux::flux_run::cancel_ends_the_flux_job",
+        flux_run::cancel_ends_the_flux_job,
+    ),
+    (
+        "flux::flux_run::flux_refusing_the_job_is_a_rejection",
+        flux_run::flux_refusing_the_job_is_a_rejection,
+    ),
+    (
+        "flux::flux_run::the_warning_reaches_a_flux_run_job",
+        flux_run::the_warning_reaches_a_flux_run_job,
+    ),
+    (
+        "flux::flux_run::output_files_of_a_flux_job",
+        flux_run::output_files_of_a_flux_job,
+    ),
 ];
 
-/// Whether the test `name` needs a real Flux instance: every Flux test but the two that run
+/// Whether the test `name` needs a real Flux instance: every Flux test but the three that run
 /// against the fake `flux` (error paths a real Flux does not produce on demand).
 pub(crate) fn needs_real_flux(name: &str) -> bool {
     const FAKE_ONLY: &[&str] = &[
         "flux::unreadable_resource_info",
         "flux::outside_an_instance",
+        "flux::an_unknown_submission_mode",
     ];
     name.starts_with("flux") && !FAKE_ONLY.contains(&name)
 }
@@ -362,6 +488,7 @@ fn a_queue() -> Result<Option<String>, String> {
 fn flux_executor(cache: &Path) -> Result<Executor, String> {
     FluxJobExecutor::builder()
         .cache_directory(cache)
+        .reporter(seen())
         .build()
         .map_err(|e| e.to_string())
 }
@@ -376,8 +503,9 @@ fn function_task() -> Result<(), String> {
     let f = add::submit(&exe, 2, 3);
     ensure!(f.result() == Ok(5), "{:?}", f.result());
     let calls = calls()?;
-    ensure!(calls.len() == 2, "{calls:#?}");
     ensure!(calls[0] == "resource info -s up", "{calls:#?}");
+    let runs = submissions()?;
+    ensure!(runs.len() == 1, "{runs:#?}");
     let expected: Vec<String> = [dir.path().to_path_buf(), dir.path().canonicalize().unwrap()]
         .iter()
         .map(|root| {
@@ -390,9 +518,9 @@ fn function_task() -> Result<(), String> {
         })
         .collect();
     ensure!(
-        expected.contains(&calls[1]),
+        expected.contains(&runs[0]),
         "{:?} not in {expected:#?}",
-        calls[1]
+        runs[0]
     );
     Ok(())
 }
@@ -437,11 +565,7 @@ fn command_task() -> Result<(), String> {
         "{failed:?}"
     );
     let calls = calls()?;
-    let runs: Vec<&str> = calls
-        .iter()
-        .filter(|c| c.starts_with("run "))
-        .map(String::as_str)
-        .collect();
+    let runs = submissions()?;
     let queue_option = queue.map(|q| format!(" -q {q}")).unwrap_or_default();
     ensure!(
         runs == [
@@ -449,7 +573,7 @@ fn command_task() -> Result<(), String> {
             &format!("run -n 2 -c 2 -N 2 -t 90s --exclusive{queue_option} -o exit-on-error true"),
             "run -n 2 -c 1 -o exit-on-error sh -c exit $((FLUX_TASK_RANK * 3))",
         ],
-        "{calls:#?}"
+        "{runs:#?}"
     );
     // A task Flux could not run is refused before flux is called.
     let refused = exe
@@ -465,7 +589,7 @@ fn command_task() -> Result<(), String> {
     }
     let after = self::calls()?;
     ensure!(
-        after.len() == calls.len(),
+        after.len() == calls.len() && submissions()?.len() == runs.len(),
         "flux was called for a refused task: {after:#?}"
     );
     Ok(())
@@ -476,10 +600,10 @@ fn two_ranks() -> Result<(), String> {
     let exe = flux_executor(dir.path())?.with_resources(Resources::new().cores(2));
     rank_zero_answers(&exe)?;
     every_rank_answers(&exe)?;
-    let calls = calls()?;
+    let runs = submissions()?;
     ensure!(
-        calls.len() == 3 && calls[1..].iter().all(|c| c.starts_with("run -n 2 -c 1 ")),
-        "{calls:#?}"
+        runs.len() == 2 && runs.iter().all(|c| c.starts_with("run -n 2 -c 1 ")),
+        "{runs:#?}"
     );
     Ok(())
 }
@@ -509,10 +633,10 @@ fn timeout() -> Result<(), String> {
         "{:?}",
         start.elapsed()
     );
-    let calls = calls()?;
+    let runs = submissions()?;
     ensure!(
-        calls[1] == "run -n 1 -c 1 -t 2s -o exit-on-error sleep 30",
-        "{calls:#?}"
+        runs == ["run -n 1 -c 1 -t 2s -o exit-on-error sleep 30"],
+        "{runs:#?}"
     );
     Ok(())
 }
@@ -560,6 +684,7 @@ fn ignored_keys_driver() -> Result<(), String> {
     let exe = FluxJobExecutor::builder()
         .cache_directory(dir.path())
         .reporter(seen.clone())
+        .reporter(self::seen())
         .build()
         .map_err(|e| e.to_string())?
         .with_resources(Resources::new().slurm_cmd_arg("--mem=1G").account("proj"));
@@ -568,14 +693,13 @@ fn ignored_keys_driver() -> Result<(), String> {
         warnings.iter().all(|w| w.contains("flux-job")),
         "{warnings:#?}"
     );
-    let calls = calls()?;
+    let runs = submissions()?;
     ensure!(
-        calls[1..]
-            == [
-                "run -n 1 -c 1 -o exit-on-error true 0",
-                "run -n 1 -c 1 -o exit-on-error true 1"
-            ],
-        "slurm_cmd_args or account reached flux: {calls:#?}"
+        runs == [
+            "run -n 1 -c 1 -o exit-on-error true 0",
+            "run -n 1 -c 1 -o exit-on-error true 1"
+        ],
+        "slurm_cmd_args or account reached flux: {runs:#?}"
     );
     Ok(())
 }
@@ -639,6 +763,16 @@ fn unreadable_resource_info() -> Result<(), String> {
     };
     ensure!(err.contains(&expected), "{err}");
     Ok(())
+}
+
+/// Fake Flux (only `flux resource info` is needed): a PITCH_FLUX_SUBMIT that is neither
+/// `native` nor `flux-run` is an error of build(), not ignored.
+fn an_unknown_submission_mode() -> Result<(), String> {
+    run_driver(
+        "an_unknown_submission_mode",
+        true,
+        &[(SUBMIT_ENV, "flux-batch")],
+    )
 }
 
 /// Outside an instance (no FLUX_URI) build() says so and never calls flux: the fake `flux`
@@ -743,7 +877,12 @@ fn flux_refusing_the_job() -> Result<(), String> {
     match r {
         Err(TaskError::Rejected { backend, reason }) => {
             ensure!(backend == "flux-job", "{backend}");
-            ensure!(reason.starts_with("flux run refused the job: "), "{reason}");
+            let prefix = if through_flux_run() {
+                "flux run refused the job: "
+            } else {
+                "Flux refused the job: "
+            };
+            ensure!(reason.starts_with(prefix), "{reason}");
             ensure!(reason.contains("nosuchqueue"), "{reason}");
         }
         other => return Err(format!("expected a rejection, got {other:?}")),

@@ -152,6 +152,9 @@ impl pitch::Reporter for Collect {
 }
 
 impl Collect {
+    pub(crate) fn events(&self) -> Vec<EventKind> {
+        self.0.lock().unwrap().clone()
+    }
     pub(crate) fn count(&self, f: impl Fn(&EventKind) -> bool) -> usize {
         self.0.lock().unwrap().iter().filter(|e| f(e)).count()
     }

@@ -8,6 +8,9 @@
 //! one-rank tasks) is one `flux batch` call.
 
 pub(crate) mod instance;
+pub(crate) mod job;
+mod jobspec;
+pub(crate) mod native;
 pub(crate) mod parse;
 mod run;
 
@@ -25,6 +28,7 @@ use crate::resources::Resources;
 use crate::scheduler::{SchedulerError, SchedulerKind};
 use crate::template::SlurmScript;
 
+pub(crate) use self::jobspec::{job_environment, JobRequest};
 pub(crate) use self::run::{check_run, run_options, run_refusal};
 
 /// The built-in Flux batch-script template, submitted with `flux batch`: its name in errors

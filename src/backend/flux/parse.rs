@@ -196,8 +196,14 @@ pub(crate) fn cancel_failure(stderr: &str) -> Option<String> {
 
 /// A Flux Standard Duration for a time limit: whole seconds, rounded up (`"90s"`).
 pub(crate) fn fsd(d: std::time::Duration) -> String {
+    format!("{}s", whole_seconds(d))
+}
+
+/// `d` in whole seconds, rounded up and never zero: Flux's time limit for pitch's
+/// `run_time_max` (pitch's own timer, started first, fires first).
+pub(crate) fn whole_seconds(d: std::time::Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    format!("{}s", secs.max(1))
+    secs.max(1)
 }
 
 /// The lines of `flux jobs -n -o SUBMITTED_FORMAT`: each job's id and submission time

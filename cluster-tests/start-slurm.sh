@@ -392,6 +392,17 @@ else
     sacctmgr -i add cluster pitch >/dev/null 2>&1 || true
   fi
 
+  if [ "$MEMORY" = cgroup ]; then
+    # Job ids start at 1 again: cgroups a killed slurmstepd left behind (a node crash of the
+    # fault suite, a cluster stopped with jobs running) would meet the new jobs of the same
+    # ids ("task_p_pre_setuid functions returned error"). Only empty cgroups can go, and
+    # every slurmd of these node names is stopped now.
+    for i in $(seq 1 "$NODES"); do
+      for h in /sys/fs/cgroup/*/slurm_n"$i"; do
+        [ -d "$h" ] && find "$h" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null
+      done
+    done
+  fi
   slurmctld -c -f "$CONF" || { show_logs; die "slurmctld failed to start"; }   # daemonizes; -c: no old jobs
   wait_for 10 test -s "$D/run/slurmctld.pid" || true
   for i in $(seq 1 "$NODES"); do

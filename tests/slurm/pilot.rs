@@ -403,10 +403,15 @@ fn driver_killed(dir: &Path) -> Result<(), String> {
             .count()
     };
     let mut first = spawn()?;
-    // Queue wait for the first pilots: a bound, not a timing assertion.
+    // Queue wait for the first pilots: a bound, not a timing assertion. Killed once two
+    // tasks are recorded (a task logs its line before its pilot answers, and the driver
+    // records the answer after: counting lines raced the record under load).
     let deadline = Instant::now() + Duration::from_secs(300);
-    while lines() < 3 {
-        ensure!(Instant::now() < deadline, "the first driver ran no task");
+    while records(&cache) < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the first driver recorded no 2 tasks"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     first.kill().map_err(|e| e.to_string())?; // SIGKILL

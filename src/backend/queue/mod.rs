@@ -12,7 +12,7 @@ mod submit;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use self::poll::{Watch, WatchEnd};
 use super::scheduler::{lookup_state, JobRef, JobState, Scheduler};
 use super::transport::{Transport, TransportError};
 use super::{Backend, BoxFuture, DropPolicy, Job};
+use crate::engine::Preparing;
 use crate::error::{Error, LaunchErrorKind, TaskError};
 use crate::event::{EventKind, Events};
 use crate::resources::Resources;
@@ -73,22 +74,6 @@ struct Pending {
     header: SlurmScript,
     after: Vec<JobRef>,
     reply: oneshot::Sender<Result<JobRef, TaskError>>,
-}
-
-/// Counts a task on its way to `pending` while it lives (see [`Queue::arriving`]).
-pub(super) struct Arriving(Arc<AtomicUsize>);
-
-impl Arriving {
-    fn new(count: &Arc<AtomicUsize>) -> Arriving {
-        count.fetch_add(1, Ordering::SeqCst);
-        Arriving(count.clone())
-    }
-}
-
-impl Drop for Arriving {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Tasks with the same header and dependencies can share a job array.
@@ -381,7 +366,7 @@ impl Queue {
         Ok(after)
     }
 
-    async fn run_job(self: Arc<Self>, job: Job, arriving: Arriving) -> ResultRecord {
+    async fn run_job(self: Arc<Self>, job: Job, arriving: Preparing) -> ResultRecord {
         let paths = job.paths.clone();
         let fail = |e: TaskError| paths.publish_result(ResultRecord { outcome: Err(e) });
         self.ensure_poller();
@@ -397,7 +382,7 @@ impl Queue {
                         p = sem.clone().acquire_owned() => p.expect("never closed"),
                         _ = job.slot.cancel.cancelled() => return fail(TaskError::Cancelled),
                     };
-                    arriving = Some(Arriving::new(&self.arriving));
+                    arriving = Some(Preparing::new(&self.arriving));
                     p
                 }
             }),
@@ -443,7 +428,7 @@ impl Queue {
                 Err(e) => return fail(e),
             };
             if arriving.is_none() {
-                arriving = Some(Arriving::new(&self.arriving));
+                arriving = Some(Preparing::new(&self.arriving));
             }
             match self
                 .submit_and_watch(&job, after.clone(), &paths, &mut arriving)
@@ -465,7 +450,7 @@ impl Queue {
         job: &Job,
         after: Vec<JobRef>,
         paths: &TaskPaths,
-        arriving: &mut Option<Arriving>,
+        arriving: &mut Option<Preparing>,
     ) -> WatchEnd {
         let fail =
             |e: TaskError| WatchEnd::Done(paths.publish_result(ResultRecord { outcome: Err(e) }));
@@ -772,7 +757,7 @@ impl Backend for Queue {
         let key = job.spec.key;
         // Counted from here, before the future first runs, so that no moment passes between
         // the engine's count and this one.
-        let arriving = Arriving::new(&self.arriving);
+        let arriving = Preparing::new(&self.arriving);
         Box::pin(async move {
             let record = self.clone().run_job(job, arriving).await;
             if record.outcome.is_err() {

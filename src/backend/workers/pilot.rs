@@ -108,9 +108,8 @@ struct PilotInfo {
     /// Its ranks' connections by rank, as they come (a one-rank pilot has one): to shut when
     /// the job is found ended while a socket is open, or when the ranks do not all come.
     ranks: Vec<Option<Arc<TcpStream>>>,
-    /// When its first rank connected.
-    first_rank: Option<Instant>,
-    /// When its job started (now, less the oldest age its ranks reported).
+    /// When its job started (now, less the oldest age its ranks reported); `None` until its
+    /// first rank connects.
     started: Option<Instant>,
     /// Queue queries in a row that did not list the job as active.
     misses: u32,
@@ -486,7 +485,6 @@ fn submit_pilots(shared: &Shared, rt: &tokio::runtime::Runtime, count: usize) {
                             job,
                             phase: PilotPhase::Pending,
                             ranks: vec![None; shared.cfg.defaults.ranks() as usize],
-                            first_rank: None,
                             started: None,
                             misses: 0,
                         },
@@ -807,11 +805,9 @@ fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAdd
         Some(p) if p.phase == PilotPhase::Pending && p.ranks[rank as usize].is_none() => {
             p.ranks[rank as usize] = Some(stream.clone());
             let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            let first = p.started.is_none();
             p.started = Some(p.started.map_or(started, |s| s.min(started)));
-            p.first_rank.is_none() && {
-                p.first_rank = Some(Instant::now());
-                true
-            }
+            first
         }
         _ => {
             drop(st);

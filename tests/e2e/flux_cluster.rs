@@ -916,21 +916,7 @@ fn killed_after_flux_batch_accepted() -> Result<(), String> {
         .ok_or("the first driver submitted nothing")?;
     // The four submits usually make one pack; on a loaded machine the batch window may split
     // them, and the killed driver never submitted the rest: those the rerun submits.
-    let stem = first
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let mut submitted_text = String::new();
-    for entry in std::fs::read_dir(first.parent().ok_or("no script")?)
-        .map_err(|e| e.to_string())?
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with(&stem) {
-            submitted_text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    let all_in_it = (0..4).all(|i| submitted_text.contains(&format!("echo {i} >>")));
+    let all_in_it = crate::submission::holds_every_task(first, 4)?;
     let before = scripts.len();
     let status = inner(&path)?.wait().map_err(|e| e.to_string())?;
     ensure!(status.success(), "the rerun failed: {status:?}");

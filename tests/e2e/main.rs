@@ -27,6 +27,8 @@ mod mpi;
 mod pool;
 mod security;
 mod single_node;
+#[path = "../common/submission.rs"]
+mod submission;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 

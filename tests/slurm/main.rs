@@ -26,6 +26,8 @@ mod remote;
 mod remote_pilot;
 mod rerun;
 mod retry;
+#[path = "../common/submission.rs"]
+mod submission;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

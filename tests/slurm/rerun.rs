@@ -9,6 +9,7 @@ use pitch::{Command, Resources, TaskError};
 
 use super::{calls, counting_path, executor, which, TestFn};
 use crate::ensure;
+use crate::submission::holds_every_task;
 
 pitch::task! {
     /// Panics until the file `ok` exists.
@@ -229,9 +230,7 @@ fn killed_after_sbatch_accepted(dir: &Path) -> Result<(), String> {
     let sbatch = kill_and_rerun(dir, &path, &accepted, 4)?;
     // The four submits usually make one array; on a loaded machine the batch window may
     // split them, and the killed driver never submitted the rest: those the rerun submits.
-    let first = accepted_script(dir)?;
-    let all_in_it = (0..4).all(|i| first.contains(&format!("echo {i} >>")));
-    if all_in_it {
+    if holds_every_task(&accepted_script(dir)?, 4)? {
         ensure!(
             sbatch == 0,
             "the rerun submitted {sbatch} more job(s) for tasks already queued"
@@ -245,34 +244,16 @@ fn killed_after_sbatch_accepted(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// What the killed driver's first sbatch call submitted: its job script and the files that
-/// go with it (an array's tasks file), by the script's stem (the wrapped sbatch logs each
-/// call's arguments to `slow.calls`; the script is the last).
-fn accepted_script(dir: &Path) -> Result<String, String> {
+/// The job script the killed driver's first sbatch call submitted (the wrapped sbatch logs
+/// each call's arguments to `slow.calls`; the script is the last).
+fn accepted_script(dir: &Path) -> Result<std::path::PathBuf, String> {
     let calls = std::fs::read_to_string(dir.join("slow.calls")).map_err(|e| e.to_string())?;
-    let script = Path::new(
-        calls
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().last())
-            .ok_or("no sbatch call logged")?,
-    );
-    let stem = script
-        .file_stem()
-        .ok_or("no script")?
-        .to_string_lossy()
-        .into_owned();
-    let jobs = script.parent().ok_or("no script")?;
-    let mut text = String::new();
-    for entry in std::fs::read_dir(jobs)
-        .map_err(|e| e.to_string())?
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with(&stem) {
-            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    Ok(text)
+    calls
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().last())
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| "no sbatch call logged".to_string())
 }
 
 /// Killed while its sbatch had not reached Slurm yet: that sbatch dies with the driver (no

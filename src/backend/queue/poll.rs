@@ -366,6 +366,8 @@ pub(crate) async fn run(queue: Arc<Queue>) {
         // Jobs queued for a reason that never clears, seen so on a second tick (one to
         // confirm: a reason can be stale for a moment): cancelled, their tasks rejected.
         let mut stuck = Vec::new();
+        // Their tasks' ends, sent once the jobs are cancelled (the error says they were).
+        let mut stuck_ends = Vec::new();
         {
             let mut watches = queue.watches.lock().unwrap();
             for (key, w) in watches.iter_mut() {
@@ -385,10 +387,13 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 };
                 let job = w.job;
                 if let Some(tx) = w.tx.take() {
-                    let _ = tx.send(WatchEnd::Stuck(format!(
-                        "{title} can never start job {job}: it is pending with reason {reason}; \
-                         the job was cancelled"
-                    )));
+                    stuck_ends.push((
+                        tx,
+                        WatchEnd::Stuck(format!(
+                            "{title} can never start job {job}: it is pending with reason \
+                             {reason}; the job was cancelled"
+                        )),
+                    ));
                 }
                 cancelled.push(job);
                 changed = true;
@@ -399,6 +404,9 @@ pub(crate) async fn run(queue: Arc<Queue>) {
                 queue.warn(format!("cancelling jobs that can never start failed: {e}"));
             }
             cancelled.clear();
+        }
+        for (tx, end) in stuck_ends {
+            let _ = tx.send(end);
         }
         let mut to_ask = Vec::new();
         // Jobs the queue stopped listing this tick, without a result yet.

@@ -8,32 +8,8 @@ use std::time::{Duration, Instant};
 use pitch::{Command, Executor, Resources, SingleNodeExecutor, TaskError};
 
 use crate::ensure;
+pub(crate) use crate::long_sum::{long_sum, starts};
 use crate::single_node::temp;
-
-pitch::task! {
-    /// Sums `0..n`, one number every `step_ms` (every 10 ms once resumed: its attempts after
-    /// the first end before their warning); when warned, saves where it is (the next number
-    /// and the sum so far) and stops. The sum, and the number it resumed from. Each attempt
-    /// appends the number it starts from to `log`.
-    pub fn long_sum(n: u64, step_ms: u64, log: PathBuf) -> Result<(u64, u64), pitch::TaskError> {
-        use std::io::Write;
-        let ctx = pitch::context();
-        let resumed = ctx.resume::<(u64, u64)>()?;
-        let step_ms = if resumed.is_some() { 10 } else { step_ms };
-        let (start, mut sum) = resumed.unwrap_or((0, 0));
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        // One write: the ranks of a multi-rank task append to the same file.
-        f.write_all(format!("{start}\n").as_bytes()).unwrap();
-        for i in start..n {
-            if ctx.should_stop() {
-                ctx.checkpoint(&(i, sum));
-            }
-            sum += i;
-            std::thread::sleep(Duration::from_millis(step_ms));
-        }
-        Ok((sum, start))
-    }
-}
 
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
@@ -83,15 +59,6 @@ pub(crate) fn unhurried() -> Resources {
 /// The task directory of `key` in the cache directory `cache` (the layout of store.rs).
 fn task_dir(cache: &Path, key: &str) -> PathBuf {
     cache.join("tasks").join(&key[..2]).join(key)
-}
-
-/// The numbers each attempt of `long_sum` started from.
-fn starts(log: &Path) -> Vec<u64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect()
 }
 
 /// The sum of `0..n`.
@@ -253,20 +220,22 @@ fn max_retries_resumes_in_one_run() -> Result<(), String> {
 fn two_ranks_resume_from_rank_0s_checkpoint() -> Result<(), String> {
     let dir = temp();
     let log = dir.path().join("log");
+    // Warned after 6 s, half way through the first attempt's 12 s of work; a resumed attempt
+    // (10 ms a step) has the same 6 s before its own warning, for mpiexec on a loaded machine.
     let exe = crate::single_node::executor(&dir.path().join("cache"), 2).with_resources(
         Resources::new()
-            .run_time_max(Duration::from_secs(6))
-            .checkpoint_grace(Duration::from_secs(3))
+            .run_time_max(Duration::from_secs(12))
+            .checkpoint_grace(Duration::from_secs(6))
             .cores(2)
             .openmpi_oversubscribe(true)
             .max_retries(1),
     );
-    let values = long_sum::submit_ranks(&exe, 60, 100, log.clone())
+    let values = long_sum::submit_ranks(&exe, 120, 100, log.clone())
         .result()
         .map_err(|e| e.report().to_string())?;
     ensure!(values.len() == 2 && values[0] == values[1], "{values:?}");
     let (sum, resumed_from) = values[0];
-    ensure!(sum == sum_to(60), "sum {sum}");
+    ensure!(sum == sum_to(120), "sum {sum}");
     let mut starts = starts(&log);
     starts.sort();
     ensure!(

@@ -23,6 +23,8 @@ mod checkpoint;
 mod failure_cases;
 mod flux;
 mod flux_cluster;
+#[path = "../common/long_sum.rs"]
+mod long_sum;
 mod mpi;
 mod pool;
 mod security;

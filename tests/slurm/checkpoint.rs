@@ -7,37 +7,13 @@
 //! the time asked (its event loop's resolution): the limit is 2 min, the grace 90 s, and the
 //! tasks work in 1-s steps until they are warned. Queue waits are never asserted on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pitch::{Command, Resources, SlurmClusterExecutor, TaskError};
 
 use crate::ensure;
-
-pitch::task! {
-    /// Sums `0..n`; a first attempt takes a second a number (a long computation), one that
-    /// resumed 20 ms (so that the test ends soon). When warned, saves the next number and the
-    /// sum so far and stops. The sum, and the number it resumed from; each attempt appends
-    /// the number it starts from to `log`.
-    pub fn slurm_long_sum(n: u64, log: PathBuf) -> Result<(u64, u64), pitch::TaskError> {
-        use std::io::Write;
-        let ctx = pitch::context();
-        let resumed = ctx.resume::<(u64, u64)>()?;
-        let step = Duration::from_millis(if resumed.is_some() { 20 } else { 1000 });
-        let (start, mut sum) = resumed.unwrap_or((0, 0));
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        // One write: the ranks of a multi-rank task append to the same file.
-        f.write_all(format!("{start}\n").as_bytes()).unwrap();
-        for i in start..n {
-            if ctx.should_stop() {
-                ctx.checkpoint(&(i, sum));
-            }
-            sum += i;
-            std::thread::sleep(step);
-        }
-        Ok((sum, start))
-    }
-}
+use crate::long_sum::{long_sum, starts};
 
 pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
@@ -52,6 +28,7 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
 
 /// The work: more 1-s steps than the 2-min limit holds.
 const N: u64 = 300;
+const STEP_MS: u64 = 1000;
 
 /// A 2-min limit with the warning 90 s before it.
 fn warned() -> Resources {
@@ -72,20 +49,11 @@ fn executor(cache: &Path, resources: Resources) -> pitch::Executor {
         .expect("a slurm executor")
 }
 
-/// The numbers each attempt of `slurm_long_sum` started from.
-fn starts(log: &Path) -> Vec<u64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect()
-}
-
 fn checkpoint_and_resume(dir: &Path) -> Result<(), String> {
     let cache = dir.join("cache");
     let log = dir.join("log");
     let exe = executor(&cache, warned());
-    let sum = slurm_long_sum::submit(&exe, N, log.clone());
+    let sum = long_sum::submit(&exe, N, STEP_MS, log.clone());
     // Four commands packed two per array element (tasks_per_job 2), each element with room
     // for both at once (2 CPUs: in turn, the second would start after the warning): the
     // warning reaches every one.
@@ -154,7 +122,7 @@ fn checkpoint_and_resume(dir: &Path) -> Result<(), String> {
         &cache,
         Resources::new().run_time_max(Duration::from_secs(600)),
     );
-    let again = slurm_long_sum::submit(&exe, N, log.clone());
+    let again = long_sum::submit(&exe, N, STEP_MS, log.clone());
     ensure!(again.key() == key, "another key");
     let (total, resumed_from) = again.result().map_err(|e| format!("rerun: {e}"))?;
     ensure!(total == N * (N - 1) / 2, "sum {total}");
@@ -194,10 +162,11 @@ fn max_retries_resumes_in_one_run(dir: &Path) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let (log, log2) = (dir.join("log"), dir.join("log2"));
-    let f = slurm_long_sum::submit(&exe, N, log.clone());
-    let two = slurm_long_sum::submit_ranks(
+    let f = long_sum::submit(&exe, N, STEP_MS, log.clone());
+    let two = long_sum::submit_ranks(
         &exe.with_resources(Resources::new().cores(2).num_nodes(2)),
         N,
+        STEP_MS,
         log2.clone(),
     );
     let first_job = f.wait_job_id();

@@ -17,6 +17,8 @@ mod checkpoint;
 mod exact;
 #[path = "../common/failure_cases.rs"]
 mod failure_cases;
+#[path = "../common/long_sum.rs"]
+mod long_sum;
 mod parity;
 mod pilot;
 mod pool;

@@ -34,6 +34,10 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
         "rerun_after_a_kill_before_sbatch_submitted_runs_each_task_once",
         killed_before_sbatch_submitted,
     ),
+    (
+        "rerun_after_a_kill_while_an_accepted_array_part_runs",
+        killed_while_an_array_part_runs,
+    ),
 ];
 
 /// How many submissions the cache directory's journal holds.
@@ -193,8 +197,23 @@ fn kill_and_rerun(
     moment: &Path,
     n: usize,
 ) -> Result<usize, String> {
+    kill_at_and_rerun(
+        dir,
+        first_path,
+        &|| wait_for(moment, "the moment to kill the driver"),
+        n,
+    )
+}
+
+/// [`kill_and_rerun`] at the moment `moment` returns.
+fn kill_at_and_rerun(
+    dir: &Path,
+    first_path: &std::ffi::OsString,
+    moment: &dyn Fn() -> Result<(), String>,
+    n: usize,
+) -> Result<usize, String> {
     let mut first = spawn_driver(dir, first_path, n);
-    let waited = wait_for(moment, "the moment to kill the driver");
+    let waited = moment();
     let _ = first.kill();
     first.wait().map_err(|e| e.to_string())?;
     waited?;
@@ -211,7 +230,8 @@ fn kill_and_rerun(
         .map(String::from)
         .collect();
     lines.sort();
-    let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let mut expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    expected.sort();
     ensure!(lines == expected, "each task runs once: {lines:?}");
     Ok(calls(dir, "sbatch"))
 }
@@ -234,6 +254,62 @@ fn killed_after_sbatch_accepted(dir: &Path) -> Result<(), String> {
         ensure!(
             sbatch == 0,
             "the rerun submitted {sbatch} more job(s) for tasks already queued"
+        );
+    } else {
+        ensure!(
+            sbatch >= 1,
+            "the tasks outside the accepted job were never submitted"
+        );
+    }
+    Ok(())
+}
+
+/// Killed once Slurm accepted an array of 20 tasks and was running part of it (16 CPUs),
+/// with the rest pending: squeue then lists the pending rest first (the array's id) and each
+/// running element on a line of its own. The rerun must find the array itself, not one of
+/// its elements, and submit nothing.
+fn killed_while_an_array_part_runs(dir: &Path) -> Result<(), String> {
+    let (accepted, id_file) = (dir.join("accepted"), dir.join("accepted.id"));
+    let path = wrapped_sbatch(
+        dir,
+        &format!(
+            "out=$(\"$REAL\" \"$@\") || exit $?\necho \"$out\" > {}\ntouch {}\nsleep 60\necho \"$out\"",
+            id_file.display(),
+            accepted.display()
+        ),
+    );
+    let part_runs = || -> Result<(), String> {
+        wait_for(&accepted, "the array's acceptance")?;
+        let text = std::fs::read_to_string(&id_file).map_err(|e| e.to_string())?;
+        let id = text
+            .trim()
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| !w.is_empty())
+            .ok_or_else(|| format!("no job id in sbatch's answer {text:?}"))?
+            .to_string();
+        // A bound on queue wait (the suite shares the cluster), not a timing.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let out = std::process::Command::new("squeue")
+                .args(["-h", "-j", &id, "-o", "%T"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let states = String::from_utf8_lossy(&out.stdout).into_owned();
+            if states.contains("RUNNING") && states.contains("PENDING") {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "job {id} never had elements running and pending at once: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let sbatch = kill_at_and_rerun(dir, &path, &part_runs, 20)?;
+    if holds_every_task(&accepted_script(dir)?, 20)? {
+        ensure!(
+            sbatch == 0,
+            "the rerun submitted {sbatch} more job(s) for tasks already queued or running"
         );
     } else {
         ensure!(

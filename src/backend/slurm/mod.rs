@@ -382,9 +382,11 @@ impl SchedulerClient for SlurmClient {
         partition.refuses(ranks, threads, r.num_nodes, r.run_time_max)
     }
 
-    /// ONE `squeue -o '%A|%o'` call: the job (array) id and the script path of every job
+    /// ONE `squeue -o '%F|%o'` call: the job (array) id and the script path of every job
     /// named `tag` (Slurm keeps the path the script was submitted from, so `known` jobs cost
-    /// nothing to leave in).
+    /// nothing to leave in). `%F` is an array's own id on each of its lines; `%A` would be
+    /// each started element's id, so that the id found for an array depended on the order of
+    /// squeue's lines (the pending rest of an array comes first, its running elements after).
     fn submitted<'a>(
         &'a self,
         tag: &'a str,
@@ -396,7 +398,7 @@ impl SchedulerClient for SlurmClient {
                 return Ok(Some(HashMap::new()));
             }
             let uid = unsafe { libc::getuid() }.to_string();
-            let args = strings(&["-h", "-u", &uid, "-n", tag, "-t", "all", "-o", "%A|%o"]);
+            let args = strings(&["-h", "-u", &uid, "-n", tag, "-t", "all", "-o", "%F|%o"]);
             let out = self.cmd("squeue", &args).await?.ok("squeue")?;
             parse::parse_squeue_scripts(&out.stdout)
                 .map(Some)

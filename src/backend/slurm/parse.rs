@@ -471,7 +471,7 @@ pub(crate) fn never_clears(reason: &str) -> bool {
     NEVER.contains(&word)
 }
 
-/// Parses `squeue -h -t all -o '%A|%o'`: each job's (array's) id by the path of its job
+/// Parses `squeue -h -t all -o '%F|%o'`: each job's (array's) id by the path of its job
 /// script. Blank lines are skipped.
 pub fn parse_squeue_scripts(output: &str) -> Result<HashMap<String, u64>, ParseError> {
     let mut found = HashMap::new();

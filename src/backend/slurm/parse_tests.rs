@@ -1082,15 +1082,16 @@ fn scontrol_config() {
 
 #[test]
 fn squeue_scripts_give_each_submissions_job_id() {
-    // `squeue -h -t all -o '%A|%o'` (recorded: an array of 3 pending, folded into one line,
-    // and a single job; running elements print one line each with the array's id).
-    let out = "103|/tmp/c/jobs/pitch-1-5.sh\n104|/tmp/c/jobs/pitch-1-6.sh\n\n\
-               103|/tmp/c/jobs/pitch-1-5.sh\n105|/tmp/a|b.sh\n";
+    // `squeue -h -t all -o '%F|%o'` (recorded on the local cluster: array 7 of 41 with its
+    // pending rest folded into one line first and its running elements after, each with the
+    // array's id in %F (their own ids, 8 and 9, are what %A prints); a single job 24).
+    let out = "7|/tmp/c/jobs/pitch-1-5.sh\n7|/tmp/c/jobs/pitch-1-5.sh\n\n\
+               7|/tmp/c/jobs/pitch-1-5.sh\n24|/tmp/c/jobs/pitch-1-6.sh\n25|/tmp/a|b.sh\n";
     let found = parse_squeue_scripts(out).unwrap();
     assert_eq!(found.len(), 3);
-    assert_eq!(found["/tmp/c/jobs/pitch-1-5.sh"], 103);
-    assert_eq!(found["/tmp/c/jobs/pitch-1-6.sh"], 104);
-    assert_eq!(found["/tmp/a|b.sh"], 105);
+    assert_eq!(found["/tmp/c/jobs/pitch-1-5.sh"], 7);
+    assert_eq!(found["/tmp/c/jobs/pitch-1-6.sh"], 24);
+    assert_eq!(found["/tmp/a|b.sh"], 25);
     let err = parse_squeue_scripts("103_2|/x.sh").unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
 }

@@ -30,6 +30,7 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ("remote_pilot_status_and_cancel_over_ssh", status_and_cancel),
     ("remote_flux_pilots_over_ssh", flux),
     ("remote_pilot_relay_that_cannot_listen", relay_cannot_listen),
+    ("pilot_default_addresses_are_host_names", default_addresses),
 ];
 
 /// A pilot executor submitting over SSH; its relay binds the login node's 127.0.0.1.
@@ -484,6 +485,71 @@ fn relay_cannot_listen(dir: &Path) -> Result<(), String> {
             relay_processes(&far)
         );
         wait_no_pilots(&local, Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+/// Without `pilot_address`, pilots connect to the host name of the machine that listens for
+/// them: the driver's, or with remote submission the login node's (where the relay runs).
+/// Here both are this machine, whose name must resolve to loopback addresses only (the tests
+/// never listen elsewhere); on a machine where it does not, the test says so and runs nothing.
+fn default_addresses(dir: &Path) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let out = std::process::Command::new("hostname")
+        .output()
+        .map_err(|e| format!("hostname: {e}"))?;
+    let host = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(!host.is_empty(), "hostname printed nothing");
+    let resolved: Vec<std::net::SocketAddr> = (host.as_str(), 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("{host} does not resolve: {e}"))?
+        .collect();
+    if resolved.is_empty() || resolved.iter().any(|a| !a.ip().is_loopback()) {
+        eprintln!(
+            "pilot_default_addresses_are_host_names: NOT RUN: this machine's name {host} \
+             resolves to {resolved:?}, not only loopback addresses"
+        );
+        return Ok(());
+    }
+    let l = login()?;
+    for remote in [false, true] {
+        let (local, far) = (
+            dir.join(format!("local-{remote}")),
+            dir.join(format!("far-{remote}")),
+        );
+        let mut b = pitch::SlurmClusterExecutor::builder()
+            .cache_directory(&local)
+            .poll_interval(Duration::from_millis(500))
+            .max_poll_interval(Duration::from_secs(2))
+            .nfs_grace(Duration::from_secs(1))
+            .block_allocation(true)
+            .max_workers(1)
+            .idle_timeout(Duration::from_secs(5))
+            .resources(pitch::Resources::new().run_time_max(Duration::from_secs(600)));
+        if remote {
+            b = b.remote(remote_with(&l, &far, SshClient::System));
+        }
+        let exe = b.build().map_err(|e| e.to_string())?;
+        let sum = pitch::wait_all(add::map(&exe, (0..4).map(|i| (i, 1))))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .sum::<i64>();
+        ensure!(sum == 10, "remote {remote}: the sum {sum}");
+        let scripts = if remote { &far } else { &local };
+        let addresses = pilot_addresses(scripts);
+        ensure!(
+            addresses.len() == 1 && addresses.iter().all(|a| a.starts_with(&format!("{host}:"))),
+            "remote {remote}: pilot addresses {addresses:?}, not {host}:PORT"
+        );
+        if remote {
+            check_relayed(&far)?;
+        }
+        drop(exe);
+        if remote {
+            check_cleaned(&local, &far, true)?;
+        } else {
+            wait_no_pilots(&local, Duration::from_secs(30))?;
+        }
     }
     Ok(())
 }

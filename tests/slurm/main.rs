@@ -19,6 +19,8 @@ mod exact;
 mod failure_cases;
 mod parity;
 mod pilot;
+#[path = "../common/pilot_cases.rs"]
+mod pilot_cases;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;

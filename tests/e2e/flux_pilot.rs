@@ -126,21 +126,31 @@ const FLUX: Scheduler = Scheduler {
 
 /// `flux cancel` on a pilot under its task: with the default retry the task runs again on
 /// another pilot and is recorded once; without retries it fails with the pilot's job, ended
-/// Cancelled.
+/// Cancelled. The two cases run side by side (each its own executor and cache directory).
 fn cancelled() -> Result<(), String> {
     let dir = temp();
-    let cache = dir.path().join("cache");
-    let exe = pilots(&cache, Duration::from_secs(600))
-        .max_workers(2)
-        .build()
-        .map_err(|e| e.to_string())?;
-    pilot_cases::cancelled_mid_task(exe, &cache, &dir.path().join("marks"), &FLUX)?;
-    let cache = dir.path().join("cache-no-retry");
-    let exe = pilots(&cache, Duration::from_secs(600))
-        .max_retries(0)
-        .build()
-        .map_err(|e| e.to_string())?;
-    pilot_cases::cancelled_without_retry(exe, &cache, &dir.path().join("marks-no-retry"), &FLUX)?;
+    let (retried, not_retried) = std::thread::scope(|s| {
+        let retried = s.spawn(|| {
+            let cache = dir.path().join("cache");
+            let exe = pilots(&cache, Duration::from_secs(600))
+                .max_workers(2)
+                .build()
+                .map_err(|e| e.to_string())?;
+            pilot_cases::cancelled_mid_task(exe, &cache, &dir.path().join("marks"), &FLUX)
+        });
+        let cache = dir.path().join("cache-no-retry");
+        let not_retried = pilots(&cache, Duration::from_secs(600))
+            .max_retries(0)
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|exe| {
+                let marks = dir.path().join("marks-no-retry");
+                pilot_cases::cancelled_without_retry(exe, &cache, &marks, &FLUX)
+            });
+        (retried.join(), not_retried)
+    });
+    retried.map_err(|_| "the retried case panicked".to_string())??;
+    not_retried?;
     every_job_ends(Duration::from_secs(30))
 }
 

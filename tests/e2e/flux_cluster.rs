@@ -204,7 +204,7 @@ fn state_dir() -> PathBuf {
 
 /// What Flux says of job `id`: NAME, STATE, RESULT, RETURNCODE, EXCEPTION_TYPE,
 /// EXCEPTION_NOTE (asked of the real flux, not through the recording shim).
-fn record(id: u64) -> Option<Vec<String>> {
+pub(crate) fn record(id: u64) -> Option<Vec<String>> {
     let out = std::process::Command::new(crate::flux::real_bin())
         .args([
             "jobs",
@@ -220,7 +220,7 @@ fn record(id: u64) -> Option<Vec<String>> {
 }
 
 /// Waits up to `limit` for job `id` to reach `state`; its record then.
-fn wait_for_state(id: u64, state: &str, limit: Duration) -> Result<Vec<String>, String> {
+pub(crate) fn wait_for_state(id: u64, state: &str, limit: Duration) -> Result<Vec<String>, String> {
     let start = Instant::now();
     loop {
         let r = record(id);
@@ -291,7 +291,7 @@ fn wait_for_job<T>(f: &pitch::TaskFuture<T>) -> Result<u64, String> {
     job_of(f)
 }
 
-fn builder(cache: &Path) -> pitch::FluxClusterBuilder {
+pub(crate) fn builder(cache: &Path) -> pitch::FluxClusterBuilder {
     FluxClusterExecutor::builder()
         .cache_directory(cache)
         .poll_interval(Duration::from_millis(100))
@@ -419,7 +419,7 @@ fn pilots_of_two_ranks() -> Result<(), String> {
 
 /// Waits up to `within` for every job submitted so far to be inactive (the pilots of a
 /// closed executor leave).
-fn every_job_ends(within: Duration) -> Result<(), String> {
+pub(crate) fn every_job_ends(within: Duration) -> Result<(), String> {
     let ids: Vec<String> = std::fs::read_to_string(state_dir().join("submitted"))
         .unwrap_or_default()
         .lines()

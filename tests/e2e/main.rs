@@ -4,13 +4,14 @@
 //! is `libtest-mimic`, so the usual test options work: filters, `--exact`, `--list`,
 //! `--ignored`, `--test-threads`, and `cargo nextest run --test e2e`.
 //!
-//! `flux::` tests run FluxJobExecutor and `flux_cluster::` tests FluxClusterExecutor against
-//! a real Flux instance when FLUX_URI names one (cluster-tests/start-flux.sh; PITCH_REAL_FLUX=1
-//! makes a missing instance a failure instead of a skip), through a shim that records each
-//! `flux` call (`tests/e2e/flux-shim`); the fake `flux` of `tests/e2e/fake-flux` is kept for an
-//! error path a real Flux cannot produce on demand. Both run each test's driver in a child
-//! process (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`) whose environment is set
-//! at start.
+//! `flux::` tests run FluxJobExecutor, and `flux_cluster::` and `flux_pilot::` (the faults
+//! of its pilot jobs) tests FluxClusterExecutor, against a real Flux instance when FLUX_URI
+//! names one (cluster-tests/start-flux.sh; PITCH_REAL_FLUX=1 makes a missing instance a
+//! failure instead of a skip), through a shim that records each `flux` call
+//! (`tests/e2e/flux-shim`); the fake `flux` of `tests/e2e/fake-flux` is kept for an error path
+//! a real Flux cannot produce on demand. They run each test's driver in a child process
+//! (`e2e flux-driver NAME`, `e2e flux-cluster-driver NAME`, `e2e flux-pilot-driver NAME`)
+//! whose environment is set at start.
 //!
 //! Run one test: `cargo test --test e2e -- NAME_SUBSTRING` (or `-- --exact single_node::NAME`).
 //! The tests are independent (each has its own temporary directories and executor; the flux
@@ -23,9 +24,12 @@ mod checkpoint;
 mod failure_cases;
 mod flux;
 mod flux_cluster;
+mod flux_pilot;
 #[path = "../common/long_sum.rs"]
 mod long_sum;
 mod mpi;
+#[path = "../common/pilot_cases.rs"]
+mod pilot_cases;
 mod pool;
 mod security;
 mod single_node;
@@ -78,6 +82,14 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("flux-cluster-driver") {
         std::process::exit(flux_cluster::driver(args.get(2).map_or("", String::as_str)));
     }
+    // A FluxClusterExecutor pilot test's driver, started the same way.
+    if args.get(1).map(String::as_str) == Some("flux-pilot-driver") {
+        std::process::exit(flux_pilot::driver(args.get(2).map_or("", String::as_str)));
+    }
+    // The pilot driver flux_pilot::driver_killed kills and reruns: `flux-pilot-sweep CACHE LOG N`.
+    if args.get(1).map(String::as_str) == Some("flux-pilot-sweep") {
+        std::process::exit(flux_pilot::sweep_driver(&args[2..]));
+    }
     // The FluxJobExecutor pool's driver (pool::flux_job_pool), inside the real Flux.
     if args.get(1).map(String::as_str) == Some("pool-flux-driver") {
         let dir = std::path::PathBuf::from(args.get(3).map_or("", String::as_str));
@@ -108,6 +120,7 @@ fn main() {
         mpi::TESTS,
         flux::TESTS,
         flux_cluster::TESTS,
+        flux_pilot::TESTS,
         pool::TESTS,
         security::TESTS,
     ]

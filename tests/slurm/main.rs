@@ -21,6 +21,8 @@ mod failure_cases;
 mod long_sum;
 mod parity;
 mod pilot;
+#[path = "../common/pilot_cases.rs"]
+mod pilot_cases;
 mod pool;
 #[cfg(feature = "remote")]
 mod remote;

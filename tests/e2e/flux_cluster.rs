@@ -1277,16 +1277,18 @@ fn failures_give_the_errors_of_single_node() -> Result<(), String> {
     Ok(())
 }
 
-/// Checkpoint and requeue (issue 16): `flux batch --signal=SIGUSR1@5s` with a 10 s limit
-/// warns the batch job's tasks (Flux signals the script's process group) 5 s after its
+/// Checkpoint and requeue (issue 16): `flux batch --signal=SIGUSR1@25s` with a 40 s limit
+/// warns the batch job's tasks (Flux signals the script's process group) 15 s after its
 /// start: a function task checkpoints and a rerun resumes it; a command that traps the
 /// signal exits 75.
 fn a_warned_job_checkpoints_and_a_rerun_resumes() -> Result<(), String> {
     let dir = temp();
     let cache = dir.path().join("cache");
+    // Warned 15 s into its 40 s: room for a `flux batch` instance to start on a loaded
+    // machine (with 5 s of 10 s, the warning came before the task ran, once).
     let warned = Resources::new()
-        .run_time_max(Duration::from_secs(10))
-        .checkpoint_grace(Duration::from_secs(5));
+        .run_time_max(Duration::from_secs(40))
+        .checkpoint_grace(Duration::from_secs(25));
     let exe = |r: Resources| {
         builder(&cache)
             .resources(r)
@@ -1300,9 +1302,9 @@ fn a_warned_job_checkpoints_and_a_rerun_resumes() -> Result<(), String> {
         state.display()
     );
     let command = first.submit_command(Command::new("sh").args(["-c", &script]));
-    // 15 s of work, warned 5 s into its 10 s.
+    // 30 s of work, warned 15 s into its 40 s.
     let log = dir.path().join("log");
-    crate::checkpoint::checkpoint_then_resume(&cache, &log, 150, &first, None, || {
+    crate::checkpoint::checkpoint_then_resume(&cache, &log, 300, &first, None, || {
         exe(crate::checkpoint::unhurried()).expect("an executor")
     })?;
     match command.result() {
@@ -1312,12 +1314,15 @@ fn a_warned_job_checkpoints_and_a_rerun_resumes() -> Result<(), String> {
         other => return Err(format!("command: {other:?}")),
     }
     ensure!(state.exists(), "the command's trap did not run");
+    let mut limited = 0;
     for s in batch_scripts()? {
         let d = directives(&s)?;
-        if d.contains(&"--time-limit=10s".to_string()) {
-            ensure!(d.contains(&"--signal=SIGUSR1@5s".to_string()), "{d:#?}");
+        if d.contains(&"--time-limit=40s".to_string()) {
+            ensure!(d.contains(&"--signal=SIGUSR1@25s".to_string()), "{d:#?}");
+            limited += 1;
         }
     }
+    ensure!(limited > 0, "no batch script asked for --time-limit=40s");
     Ok(())
 }
 

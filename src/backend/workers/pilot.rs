@@ -15,7 +15,8 @@
 //! - one thread per connection ([`connection`]): checks the secret first (raw bytes of fixed
 //!   length, before anything is decoded; a failure is dropped and reported as a warning
 //!   event), then the pilot's hello, start and init function, then hands it tasks one at a
-//!   time from the shared FIFO.
+//!   time from the shared FIFO: function tasks, and commands, which the pilot runs as child
+//!   processes ([`super::command`]).
 //!
 //! Wall time: a pilot's `run_time_max` (the executor's default) is its wall time. A task is
 //! only handed to a pilot whose remaining wall time (counted from its job's start as its job
@@ -42,8 +43,8 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
 use super::reach::Reach;
 use super::{
-    answers, cancel, deliver_to, gather, keep_checkpoint, refuses, task_of, token, Gathered, Link,
-    Phase, PoolTask, RANKS_CONNECT,
+    answers, cancel, command, deliver_to, gather, keep_checkpoint, refuses, task_of, token,
+    Gathered, Link, Phase, PoolTask, RANKS_CONNECT,
 };
 use crate::backend::queue::Queue;
 use crate::backend::scheduler::{lookup_state, JobRef, JobState};
@@ -192,7 +193,8 @@ impl Shared {
     }
 }
 
-/// The pilot backend: function tasks to pilot jobs, commands to the queue backend as usual.
+/// The pilot backend: function tasks and commands to pilot jobs; commands that do not fit a
+/// pilot (`Pilots::command_refused`) to the queue backend as usual.
 pub(crate) struct Pilots {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -346,9 +348,39 @@ impl Pilots {
     fn submit(&self, job: Job) {
         let reason = self.refuses(&job.resources);
         let own = own_limit(&self.shared.cfg.defaults, &job.resources);
-        let Some((task, slot)) = task_of(job, self.name(), reason, own) else {
-            return;
-        };
+        if let Some((task, slot)) = task_of(job, self.name(), reason, own) {
+            self.enqueue(task, slot);
+        }
+    }
+
+    /// Why a command asking for `resources` runs as a job of its own instead of in a pilot
+    /// (`None`: it runs in a pilot).
+    fn command_refused(&self, spec: &TaskSpec, resources: &Resources) -> Option<String> {
+        let d = &self.shared.cfg.defaults;
+        if self.shared.queue.transport().is_remote() {
+            return Some(
+                "with remote submission a command's output files stay on the cluster, and \
+                 come back with its own job"
+                    .into(),
+            );
+        }
+        if spec.ranks > 1 || d.ranks() > 1 {
+            return Some(
+                "pilots run commands of one rank, and only on pilots of one rank (cores = 1)"
+                    .into(),
+            );
+        }
+        // A command is a process of its own: its env and cwd are its own, whatever the
+        // pilot's.
+        self.refuses(&Resources {
+            env: d.env.clone(),
+            cwd: d.cwd.clone(),
+            ..resources.clone()
+        })
+    }
+
+    /// Queues a task for the pilots; a cancel ends it.
+    fn enqueue(&self, task: PoolTask, slot: Arc<crate::future::Slot>) {
         let task = Arc::new(task);
         {
             let mut st = self.shared.state.lock().unwrap();
@@ -750,6 +782,16 @@ fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32, Dur
         .zip(protocol::PILOT_MAGIC.iter().chain(&shared.secret))
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if differs != 0 {
+        // Not the secret, so nothing about it: whether the greeting is another version's.
+        let version = protocol::PILOT_MAGIC.len() - 1;
+        if magic[..version] == protocol::PILOT_MAGIC[..version] {
+            return Err(format!(
+                "it did not present this executor's secret (its greeting is of protocol \
+                 version {:?}, this driver's is {:?}: a pilot of another pitch version?)",
+                char::from(magic[version]),
+                char::from(protocol::PILOT_MAGIC[version])
+            ));
+        }
         return Err("it did not present this executor's secret".into());
     }
     let hello = protocol::read::<FromWorker>(&mut &*stream).map_err(|e| e.to_string())?;
@@ -1124,7 +1166,13 @@ fn run_on_pilot(
     task: &Arc<PoolTask>,
 ) -> Option<String> {
     (task.started)(Some(job.to_string()));
-    let deadline = task.limit.map(|limit| Instant::now() + limit);
+    // A command's pilot stops it at its limit and answers `Timeout` itself.
+    let grace = if task.command {
+        command::ANSWER_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let deadline = task.limit.map(|limit| Instant::now() + limit + grace);
     let size = links.len() as u32;
     let answer = send_all(links, &task.frame).and_then(|()| answers(links, deadline));
     let deliver = |outcome| deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
@@ -1280,15 +1328,22 @@ impl Backend for Pilots {
     }
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
-        if let TaskKind::Command(_) = job.spec.kind {
-            if !self.warned_commands.swap(true, Ordering::SeqCst) {
-                self.shared.warn(
-                    "block_allocation pilots run only function tasks: commands run as their \
-                     own jobs, as without it"
-                        .into(),
-                );
+        if let TaskKind::Command(c) = &job.spec.kind {
+            if let Some(why) = self.command_refused(&job.spec, &job.resources) {
+                if !self.warned_commands.swap(true, Ordering::SeqCst) {
+                    self.shared.warn(format!(
+                        "block_allocation: command {:?} runs as its own job, as without \
+                         pilots, and so do other commands that do not fit a pilot: {why}",
+                        c.program
+                    ));
+                }
+                return self.shared.queue.clone().run(job);
             }
-            return self.shared.queue.clone().run(job);
+            let own = own_limit(&self.shared.cfg.defaults, &job.resources);
+            if let Some((task, slot)) = command::pilot_task(job, own) {
+                self.enqueue(task, slot);
+            }
+            return Box::pin(std::future::ready(()));
         }
         self.submit(job);
         Box::pin(std::future::ready(()))
@@ -1299,9 +1354,16 @@ impl Backend for Pilots {
     }
 
     fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
-        // A function task's `Scheduler` error here is its pilot's end.
-        matches!(spec.kind, TaskKind::Function { .. })
-            && matches!(error, TaskError::Scheduler { .. })
+        // A function task's `Scheduler` error here is its pilot's end; a command's, when it
+        // names a pilot (a command that ran as its own job names that job).
+        match (&spec.kind, error) {
+            (TaskKind::Function { .. }, TaskError::Scheduler { .. }) => true,
+            (TaskKind::Command(_), TaskError::Scheduler { job_id, .. }) => {
+                let st = self.shared.state.lock().unwrap();
+                st.pilots.values().any(|p| p.job.to_string() == *job_id)
+            }
+            _ => false,
+        }
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
@@ -1319,7 +1381,8 @@ impl Backend for Pilots {
         self.shared.queue.job_name()
     }
 
-    /// A function task's script is the pilots' (all function tasks run in them).
+    /// A function task's script is the pilots' (all function tasks run in them), and so is
+    /// a command's that runs in a pilot.
     fn render(
         &self,
         spec: &TaskSpec,
@@ -1327,8 +1390,10 @@ impl Backend for Pilots {
         paths: &crate::store::TaskPaths,
     ) -> Option<Result<String, TaskError>> {
         match spec.kind {
-            TaskKind::Command(_) => self.shared.queue.render(spec, resources, paths),
-            TaskKind::Function { .. } => Some(self.render_pilots()),
+            TaskKind::Command(_) if self.command_refused(spec, resources).is_some() => {
+                self.shared.queue.render(spec, resources, paths)
+            }
+            _ => Some(self.render_pilots()),
         }
     }
 

@@ -1418,7 +1418,7 @@ fn pilots_run_commands() -> Result<(), String> {
         "{batches} flux batch calls for 2 pilots: {:#?}",
         calls()?
     );
-    // A failure: the error a batch job of its own gives.
+    // A failure: the error a batch job of its own gives (compared at the end).
     let failing = || Command::new("sh").args(["-c", "echo problem >&2; exit 3"]);
     let in_pilot = exe.submit_command(failing()).result();
     ensure!(
@@ -1430,14 +1430,6 @@ fn pilots_run_commands() -> Result<(), String> {
         "the failing command was a batch job of its own: {:#?}",
         calls()?
     );
-    let as_job = cluster(&dir.path().join("cache-jobs"))?
-        .submit_command(failing())
-        .result();
-    ensure!(
-        as_job == in_pilot,
-        "as a job: {as_job:?}; in a pilot: {in_pilot:?}"
-    );
-    let batches = batch_scripts()?.len();
     // Its own run_time_max: Timeout, and the pilots serve on.
     let slow = exe
         .with_resources(Resources::new().run_time_max(Duration::from_secs(2)))
@@ -1481,6 +1473,15 @@ fn pilots_run_commands() -> Result<(), String> {
         batch_scripts()?.len() == batches,
         "the rerun submitted pilots: {:#?}",
         calls()?
+    );
+    // Last (the pilots, idle meanwhile, would leave): the same command as a batch job of its
+    // own.
+    let as_job = cluster(&dir.path().join("cache-jobs"))?
+        .submit_command(failing())
+        .result();
+    ensure!(
+        as_job == in_pilot,
+        "as a job: {as_job:?}; in a pilot: {in_pilot:?}"
     );
     every_job_ends(Duration::from_secs(30))
 }

@@ -907,13 +907,6 @@ fn commands_failures(dir: &Path) -> Result<(), String> {
         journaled.is_empty(),
         "the command ran as a job: {journaled:?}"
     );
-    // The same command as a job of its own, on an executor without pilots.
-    let plain = crate::executor(&dir.join("cache-jobs"));
-    let as_job = plain.submit_command(failing()).result();
-    ensure!(
-        as_job == in_pilot,
-        "as a job: {as_job:?}; in a pilot: {in_pilot:?}"
-    );
 
     // Its own run_time_max: the pilot stops it, and serves on.
     let short = exe.with_resources(Resources::new().run_time_max(Duration::from_secs(3)));
@@ -980,5 +973,13 @@ fn commands_failures(dir: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     ensure!(!done.exists(), "the timed-out command ran to its end");
+    // Last (the pilot, idle meanwhile, would leave): the same command as a job of its own,
+    // on an executor without pilots.
+    let plain = crate::executor(&dir.join("cache-jobs"));
+    let as_job = plain.submit_command(failing()).result();
+    ensure!(
+        as_job == in_pilot,
+        "as a job: {as_job:?}; in a pilot: {in_pilot:?}"
+    );
     Ok(())
 }

@@ -572,6 +572,12 @@ fn wrong_secret(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => return Err(format!("the wrong secret got {other:?}")),
     }
+    // A pilot of an older pitch (protocol version 1, no commands): refused at its greeting,
+    // and the warning says why.
+    let mut old = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    old.write_all(&[&b"PITCHPL1"[..], &[b'0'; 64]].concat())
+        .map_err(|e| e.to_string())?;
+    let _ = old.shutdown(std::net::Shutdown::Write);
     // A stranger that says nothing useful and hangs up.
     let mut stranger =
         std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
@@ -587,7 +593,7 @@ fn wrong_secret(dir: &Path) -> Result<(), String> {
             .iter()
             .filter(|m| m.contains("refused a connection") && m.contains("127.0.0.1"))
             .count();
-        if refused >= 2 {
+        if refused >= 3 {
             break;
         }
         ensure!(
@@ -604,6 +610,15 @@ fn wrong_secret(dir: &Path) -> Result<(), String> {
             .iter()
             .any(|m| m.contains("secret")),
         "{:?}",
+        warnings.lock().unwrap()
+    );
+    ensure!(
+        warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("protocol version '1'") && m.contains("this driver's is '2'")),
+        "no warning names the old pilot's protocol version: {:?}",
         warnings.lock().unwrap()
     );
     // The executor's own pilots still get in.

@@ -15,6 +15,8 @@
 #   PILOT_TASKS              no-op function tasks through the pilots; the same count also
 #                            goes through raw sbatch --array and tasks_per_job(PACK)
 #                            (commands `true`)                          (default 10000)
+#   PILOT_COMMANDS           `true` commands through PILOTS pilot jobs, next to a raw
+#                            sbatch --array of as many `true`            (default 1000; 0 = skip)
 #   SWEEP_TASKS              the heterogeneous sweep: tasks sleeping 0.1-2 s (fixed
 #                            pseudo-random order), through SWEEP_CPUS pilots and packed
 #                            PACK per array element                     (default 400)
@@ -38,6 +40,7 @@ RUNS="${RUNS:-3}"
 PACK="${PACK:-10}"
 PILOTS="${PILOTS:-4}"
 PILOT_TASKS="${PILOT_TASKS:-10000}"
+PILOT_COMMANDS="${PILOT_COMMANDS:-1000}"
 SWEEP_TASKS="${SWEEP_TASKS:-400}"
 SWEEP_CPUS="${SWEEP_CPUS:-16}"
 EXECUTORLIB_SLURM_TASKS="${EXECUTORLIB_SLURM_TASKS:-50}"
@@ -100,6 +103,13 @@ fi
 if [[ "$PILOTS" -gt 0 ]] && ! grep -q -- '--pilots' "$repo_root/examples/bench_slurm.rs"; then
     die "PILOTS=$PILOTS but examples/bench_slurm.rs has no --pilots: set PILOTS=0"
 fi
+if [[ "$PILOTS" -gt 0 && "$PILOT_COMMANDS" -gt 0 ]] \
+    && ! grep -q -- '--command-pilots' "$repo_root/examples/bench_slurm.rs"; then
+    die "PILOT_COMMANDS=$PILOT_COMMANDS but examples/bench_slurm.rs has no --command-pilots: set PILOT_COMMANDS=0"
+fi
+if [[ "$PILOT_COMMANDS" -gt 0 && "$PILOTS" -eq 0 ]]; then
+    die "PILOT_COMMANDS=$PILOT_COMMANDS needs pilots: PILOTS=0 (set PILOT_COMMANDS=0 too)"
+fi
 
 mkdir -p "$BENCH_WORKDIR" "$(dirname "$RESULTS")"
 : >"$RESULTS"
@@ -152,6 +162,20 @@ if [[ "$PILOTS" -gt 0 ]]; then
         if [[ "$PACK" -gt 0 ]]; then
             say "run $run/$RUNS: pitch, $PILOT_TASKS tasks packed $PACK per element"
             pitch_run "$PILOT_TASKS" --pack "$PACK" --only-packed
+        fi
+    done
+fi
+
+# --- 4b'. commands in pilots: PILOT_COMMANDS `true` commands through PILOTS pilot jobs,
+# against raw sbatch --array of as many `true` (section 4 measured it already when
+# PILOT_COMMANDS = TASKS) ----------------------------------------------------------------------
+if [[ "$PILOTS" -gt 0 && "$PILOT_COMMANDS" -gt 0 ]]; then
+    for run in $(seq 1 "$RUNS"); do
+        say "run $run/$RUNS: pitch, $PILOT_COMMANDS true commands through $PILOTS pilots"
+        pitch_run "$PILOT_COMMANDS" --command-pilots "$PILOTS"
+        if [[ "$PILOT_COMMANDS" != "$TASKS" ]]; then
+            say "run $run/$RUNS: raw sbatch --array, $PILOT_COMMANDS tasks"
+            "$py" "$script_dir/peers_slurm.py" --peers raw --tasks "$PILOT_COMMANDS" | tee -a "$RESULTS"
         fi
     done
 fi

@@ -14,6 +14,9 @@
 //!   pilots connect back to this host (`PITCH_BENCH_PILOT_ADDRESS`, default its name). Its
 //!   JSON line adds `startup`: the seconds until the first task started (the pilots' queue
 //!   wait and start).
+//! * `--command-pilots P`: instead, N `true <i>` *commands* through at most P pilot jobs,
+//!   printed as `pitch slurm pilot commands (P)` (with `startup` as for `--pilots`). Fails
+//!   when the commands ran in more than P jobs (as jobs of their own, not in the pilots).
 //! * `--sweep CPUS`: instead, the heterogeneous sweep: N tasks sleeping 0.1-2 s (a fixed
 //!   pseudo-random sequence), through CPUS pilots (`pitch slurm pilots sweep (CPUS)`, function
 //!   tasks) and as `sleep` commands packed `--pack K` per array element (`pitch slurm arrays
@@ -101,6 +104,8 @@ enum Mode {
     Packed(u32),
     /// No-op function tasks through at most this many pilot jobs.
     Pilots(u32),
+    /// `true` commands through at most this many pilot jobs.
+    CommandPilots(u32),
     /// The heterogeneous sweep through this many pilots.
     SweepPilots(u32),
     /// The heterogeneous sweep as `sleep` commands, this many per array element, on this
@@ -124,7 +129,7 @@ fn measure(name: &str, tasks: usize, mode: Mode) -> Result<(), pitch::Error> {
     let builder = match mode {
         Mode::Arrays => builder,
         Mode::Packed(k) | Mode::SweepPacked(k, _) => builder.tasks_per_job(k),
-        Mode::Pilots(p) | Mode::SweepPilots(p) => {
+        Mode::Pilots(p) | Mode::CommandPilots(p) | Mode::SweepPilots(p) => {
             let b = builder
                 .block_allocation(true)
                 .max_workers(p)
@@ -167,7 +172,7 @@ fn measure(name: &str, tasks: usize, mode: Mode) -> Result<(), pitch::Error> {
             });
             pitch::wait_all(exe.map_commands(commands))?.len()
         }
-        Mode::Arrays | Mode::Packed(_) => {
+        Mode::Arrays | Mode::Packed(_) | Mode::CommandPilots(_) => {
             let commands = (0..tasks).map(|i| Command::new("true").arg(i.to_string()));
             pitch::wait_all(exe.map_commands(commands))?.len()
         }
@@ -184,7 +189,22 @@ fn measure(name: &str, tasks: usize, mode: Mode) -> Result<(), pitch::Error> {
     if let (Some(b), Some(a)) = (squeue_before, calls(counting.as_deref(), "squeue")) {
         line += &format!(", \"squeue_calls\": {}", a - b);
     }
-    if let Mode::Pilots(_) = mode {
+    if let Mode::CommandPilots(p) = mode {
+        // What is measured must be what ran: commands in the pilots, not jobs of their own.
+        let jobs: std::collections::HashSet<Option<String>> = starts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, j)| j.clone())
+            .collect();
+        if jobs.len() > p as usize || jobs.contains(&None) {
+            return Err(config_error(format!(
+                "{name}: the commands ran in {} jobs, not in at most {p} pilots: {jobs:?}",
+                jobs.len()
+            )));
+        }
+    }
+    if let Mode::Pilots(_) | Mode::CommandPilots(_) = mode {
         // How much of the time went to the pilots' queue wait and start: until the first
         // task started.
         let first = starts.lock().unwrap().iter().map(|(t, _)| *t).min();
@@ -244,6 +264,14 @@ fn main() -> Result<(), pitch::Error> {
             &format!("pitch slurm arrays sweep (packed {k})"),
             tasks,
             Mode::SweepPacked(k, cpus),
+        );
+    }
+    if let Some(p) = arg("--command-pilots") {
+        let p = u32::try_from(p).map_err(config_error)?;
+        return measure(
+            &format!("pitch slurm pilot commands ({p})"),
+            tasks,
+            Mode::CommandPilots(p),
         );
     }
     if let Some(p) = arg("--pilots") {

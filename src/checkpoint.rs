@@ -127,6 +127,14 @@ pub(crate) fn stop_process_after(after: Duration) {
     PROCESS_STOP_AT.store(deadline_after(after), Ordering::SeqCst);
 }
 
+/// How long until this process's own warning ([`stop_process_after`], a pilot's), if it has
+/// one: zero once it has passed. A command a pilot runs gets SIGUSR1 then.
+pub(crate) fn process_warning_in() -> Option<Duration> {
+    let at = PROCESS_STOP_AT.load(Ordering::SeqCst);
+    (at != 0)
+        .then(|| Duration::from_millis(at.saturating_sub(base().elapsed().as_millis() as u64 + 1)))
+}
+
 /// A worker that runs one task is warned at `unix_millis` (milliseconds since the Unix
 /// epoch, `worker::WARN_AT_ENV`), whether or not the signal reaches it.
 pub(crate) fn stop_process_at(unix_millis: u64) {

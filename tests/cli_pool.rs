@@ -1,5 +1,6 @@
-//! `--block-allocation` on the command line: the commands pitch runs still run as their own
-//! processes, and a warning says so (the flag is never silently ignored).
+//! `--block-allocation` on the command line: on the local backend the commands pitch runs
+//! still run as their own processes, and a warning says so (the flag is never silently
+//! ignored); on a queue backend they run in the pilot jobs.
 
 use std::process::Command;
 
@@ -29,21 +30,11 @@ fn block_allocation_flag_runs_commands_as_processes_and_warns() {
         stderr.contains("commands run as their own processes"),
         "{stderr}"
     );
-    // On a queue backend the flag means pilot jobs; a command still renders as its own job.
-    let out = Command::new(env!("CARGO_BIN_EXE_pitch"))
-        .args([
-            "render",
-            "--backend",
-            "slurm",
-            "--block-allocation",
-            "--",
-            "true",
-        ])
-        .current_dir(d.path())
-        .env_remove("PITCH_PROFILE")
-        .env("HOME", d.path())
-        .output()
-        .unwrap();
+    // On a queue backend the flag means pilot jobs, which run the commands too: a command
+    // renders as the pilots' script.
+    let pitch = |args: &[&str]| pitch_in(d.path(), args);
+    let slurm = ["--backend", "slurm", "--block-allocation"];
+    let out = pitch(&[&["render"], &slurm[..], &["--", "true"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -51,7 +42,19 @@ fn block_allocation_flag_runs_commands_as_processes_and_warns() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("exec true"), "{stdout}");
+    assert!(
+        stdout.contains("__pitch-worker pilot") && !stdout.contains("exec true"),
+        "{stdout}"
+    );
+    // A command in a pilot needs pitch until it ends: --detach with pilots is refused,
+    // before anything is submitted.
+    let out = pitch(&[&["run"], &slurm[..], &["--detach", "--", "true"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--detach with block_allocation"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -65,15 +68,7 @@ fn render_pilots_prints_the_pilot_job_array() {
          requeue = true\n",
     )
     .unwrap();
-    let render = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pitch"))
-            .args(args)
-            .current_dir(d.path())
-            .env_remove("PITCH_PROFILE")
-            .env("HOME", d.path())
-            .output()
-            .unwrap()
-    };
+    let render = |args: &[&str]| pitch_in(d.path(), args);
     let out = render(&["render", "--profile", "pilots", "--pilots"]);
     let script = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -111,4 +106,15 @@ fn render_pilots_prints_the_pilot_job_array() {
     // Not on the local backend.
     let out = render(&["render", "--backend", "single-node", "--pilots"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `pitch ARGS` in `dir`, with no profile but the directory's `pitch.toml`.
+fn pitch_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PITCH_PROFILE")
+        .env("HOME", dir)
+        .output()
+        .unwrap()
 }

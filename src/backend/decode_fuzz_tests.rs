@@ -329,6 +329,24 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
             stop_after: None,
         })
         .unwrap(),
+        protocol::frame(&ToWorker::Command(protocol::CommandRun {
+            key: TaskKey::from_bytes([6; 16]),
+            spec: crate::task::CommandSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), "exit 3".into()],
+                env: vec![("K".into(), "v".into())],
+                stdout: None,
+                stderr: Some("/e".into()),
+                allow_failure: false,
+            },
+            env: vec![("OMP_NUM_THREADS".into(), "1".into())],
+            cwd: None,
+            stdout: "/c/stdout".into(),
+            stderr: "/e".into(),
+            limit: Some(std::time::Duration::from_secs(3)),
+            warning: None,
+        }))
+        .unwrap(),
     ];
     fuzz("frames to a worker", &to_worker, &mut rng, |b| {
         let mut input = b;

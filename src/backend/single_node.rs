@@ -346,31 +346,7 @@ impl SingleNode {
             None => return cancelled(&paths),
             Some(Ok(child)) => child,
             Some(Err(e)) => {
-                let missing_dir = spec.cwd.as_ref().filter(|d| !d.is_dir());
-                let (kind, detail) = if let Some(dir) = missing_dir {
-                    return fail(failure::no_such_cwd(&program, Some(dir)));
-                } else if e.kind() == std::io::ErrorKind::NotFound {
-                    let detail = if program == "srun" || program == "flux" {
-                        format!("{program} was not found on PATH")
-                    } else if program == "mpiexec" {
-                        format!(
-                            "mpiexec was not found on PATH: cores = {} needs OpenMPI's mpiexec",
-                            spec.ranks
-                        )
-                    } else {
-                        return fail(failure::program_not_found(&program));
-                    };
-                    (LaunchErrorKind::NotFound, detail)
-                } else if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    (LaunchErrorKind::PermissionDenied, e.to_string())
-                } else {
-                    (LaunchErrorKind::Other, e.to_string())
-                };
-                return fail(TaskError::Launch {
-                    what: program,
-                    kind,
-                    detail,
-                });
+                return fail(spawn_failure(&program, spec.cwd.as_deref(), spec.ranks, &e))
             }
         };
         started(None);
@@ -506,7 +482,7 @@ impl SingleNode {
 /// limit is `checkpoint_grace` away: only with both set (`Resources::validate_basic` refuses
 /// a grace that is not shorter than the limit). A launcher passes the signal on: srun and
 /// `flux run` to the job step's tasks, mpiexec to its ranks.
-fn warning_after(resources: &Resources) -> Option<Duration> {
+pub(crate) fn warning_after(resources: &Resources) -> Option<Duration> {
     resources
         .checkpoint_grace
         .zip(resources.run_time_max)
@@ -553,6 +529,38 @@ impl Drop for Unfinished {
     }
 }
 
+/// The error of a `program` (a task's own, or the launcher in front of it, for `ranks`
+/// ranks) that `posix_spawn` could not start in `cwd`.
+pub(crate) fn spawn_failure(
+    program: &str,
+    cwd: Option<&std::path::Path>,
+    ranks: u32,
+    e: &std::io::Error,
+) -> TaskError {
+    if let Some(dir) = cwd.filter(|d| !d.is_dir()) {
+        return failure::no_such_cwd(program, Some(dir));
+    }
+    let (kind, detail) = match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            let detail = if program == "srun" || program == "flux" {
+                format!("{program} was not found on PATH")
+            } else if program == "mpiexec" {
+                format!("mpiexec was not found on PATH: cores = {ranks} needs OpenMPI's mpiexec")
+            } else {
+                return failure::program_not_found(program);
+            };
+            (LaunchErrorKind::NotFound, detail)
+        }
+        std::io::ErrorKind::PermissionDenied => (LaunchErrorKind::PermissionDenied, e.to_string()),
+        _ => (LaunchErrorKind::Other, e.to_string()),
+    };
+    TaskError::Launch {
+        what: program.to_string(),
+        kind,
+        detail,
+    }
+}
+
 /// Publishes the failure of pitch itself (not of the task) to start or watch the task.
 fn pitch_failed(paths: &TaskPaths, detail: String) -> ResultRecord {
     paths.publish_result(ResultRecord {
@@ -592,7 +600,7 @@ fn worker_died(status: &ExitStatus, through_launcher: bool, stderr_tail: String)
     }
 }
 
-fn command_outcome(
+pub(crate) fn command_outcome(
     spec: &CommandSpec,
     through_launcher: bool,
     status: ExitStatus,

@@ -174,9 +174,10 @@ pub(crate) struct Common {
     /// A job script template of your own.
     #[arg(long)]
     pub template: Option<PathBuf>,
-    /// Persistent workers for function tasks (single-node, slurm-job, flux-job), pilot jobs
-    /// (slurm, flux); pitch.toml's block_allocation. The commands pitch runs still run as
-    /// their own processes or jobs: a warning says so.
+    /// Persistent workers for function tasks (single-node, slurm-job, flux-job: the commands
+    /// pitch runs still run as their own processes, a warning says so), pilot jobs (slurm,
+    /// flux: the commands run in the pilots, not as a job each; not with `run --detach`);
+    /// pitch.toml's block_allocation.
     #[arg(long)]
     pub block_allocation: bool,
     /// Machine-readable output on stdout: JSON only (`run`: one object with the exit code and

@@ -29,7 +29,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     detach: bool,
     /// Print the pilot jobs' script instead (slurm and flux with --block-allocation, which
-    /// this flag implies): the pilots run the function tasks of a block_allocation executor.
+    /// this flag implies): the pilots run the function tasks and commands of a
+    /// block_allocation executor.
     #[arg(long)]
     pilots: bool,
     /// The command and its arguments.
@@ -117,7 +118,8 @@ pub(crate) struct RenderArgs {
     #[command(flatten)]
     common: Common,
     /// Print the pilot jobs' script instead (slurm and flux with --block-allocation, which
-    /// this flag implies): the pilots run the function tasks of a block_allocation executor.
+    /// this flag implies): the pilots run the function tasks and commands of a
+    /// block_allocation executor.
     #[arg(long)]
     pilots: bool,
     /// The point to render: `{NAME}` placeholders of the command get these values (one
@@ -167,6 +169,23 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
     if !out.quiet {
         reporters.push(lines);
+    }
+    // A command in a pilot job is handed over by pitch, which must stay until it ends
+    // (over SSH commands still run as jobs of their own: see the README's "Pilot jobs").
+    if a.detach {
+        if let Ok(p) = a.common.profile() {
+            if p.block_allocation == Some(true)
+                && matches!(p.backend, BackendKind::Slurm | BackendKind::Flux)
+                && p.remote.is_none()
+            {
+                return fail(
+                    USAGE,
+                    "--detach with block_allocation (--block-allocation, or the profile's \
+                     block_allocation = true): the command would run in a pilot job, which \
+                     pitch feeds until the command ends; drop one of them",
+                );
+            }
+        }
     }
     let exe = match executor(&a.common, None, reporters) {
         Ok(e) => e.with_cache(false),

@@ -389,7 +389,7 @@ pub(crate) fn wrong_secret(
     ensure!(mode & 0o777 == 0o600, "the secret file has mode {mode:o}");
     // A peer with the wrong secret, then a frame: dropped without an answer.
     let mut peer = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let mut hello = b"PITCHPL1".to_vec();
+    let mut hello = b"PITCHPL2".to_vec();
     hello.extend_from_slice(&[b'0'; 64]);
     hello.extend_from_slice(&[8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
     peer.write_all(&hello).map_err(|e| e.to_string())?;
@@ -401,6 +401,12 @@ pub(crate) fn wrong_secret(
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => return Err(format!("the wrong secret got {other:?}")),
     }
+    // A pilot of an older pitch (protocol version 1, no commands): refused at its greeting,
+    // and the warning says why.
+    let mut old = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    old.write_all(&[&b"PITCHPL1"[..], &[b'0'; 64]].concat())
+        .map_err(|e| e.to_string())?;
+    let _ = old.shutdown(std::net::Shutdown::Write);
     // A stranger that says nothing useful and hangs up.
     let mut stranger =
         std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
@@ -416,7 +422,7 @@ pub(crate) fn wrong_secret(
             .iter()
             .filter(|m| m.contains("refused a connection") && m.contains("127.0.0.1"))
             .count();
-        if refused >= 2 {
+        if refused >= 3 {
             break;
         }
         ensure!(
@@ -433,6 +439,15 @@ pub(crate) fn wrong_secret(
             .iter()
             .any(|m| m.contains("secret")),
         "{:?}",
+        warnings.lock().unwrap()
+    );
+    ensure!(
+        warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("protocol version '1'") && m.contains("this driver's is '2'")),
+        "no warning names the old pilot's protocol version: {:?}",
         warnings.lock().unwrap()
     );
     // The executor's own pilots still get in.

@@ -139,6 +139,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "a_pilots_tasks_are_warned_before_its_wall_time",
         a_pilots_tasks_are_warned_before_its_wall_time,
     ),
+    ("pilots_run_commands", pilots_run_commands),
 ];
 
 macro_rules! outer {
@@ -183,6 +184,7 @@ mod outer {
         failures_give_the_errors_of_single_node,
         a_warned_job_checkpoints_and_a_rerun_resumes,
         a_pilots_tasks_are_warned_before_its_wall_time,
+        pilots_run_commands,
     );
 }
 pub(crate) use outer::TESTS;
@@ -312,16 +314,7 @@ fn cache_forms(cache: &Path) -> Vec<PathBuf> {
 /// driver and run the function tasks; a rerun answers from the result log.
 fn pilots_sweep() -> Result<(), String> {
     let dir = temp();
-    let pilots = || {
-        builder(dir.path())
-            .block_allocation(true)
-            .max_workers(2)
-            .pilot_address("127.0.0.1")
-            .idle_timeout(Duration::from_secs(5))
-            .resources(Resources::new().run_time_max(Duration::from_secs(600)))
-            .build()
-            .map_err(|e| e.to_string())
-    };
+    let pilots = || two_pilots(dir.path());
     let exe = pilots()?;
     let out = pitch::wait_all(flux_pilot_where::map(&exe, 0..30)).map_err(|e| e.to_string())?;
     let workers: std::collections::BTreeSet<&(String, u32)> = out.iter().collect();
@@ -1374,4 +1367,138 @@ fn a_pilots_tasks_are_warned_before_its_wall_time() -> Result<(), String> {
     }
     drop(exe);
     every_job_ends(Duration::from_secs(30))
+}
+
+/// Commands in pilots (issue 12, item 5): 12 commands through 2 pilots run in the pilots'
+/// instances (at most 2 `flux batch` calls, not one each), with exact outputs; a command
+/// exiting 3 gives the error it gives as a batch job of its own (compared field for field);
+/// one past its own `run_time_max` ends `Timeout` and the pilot serves on; a rerun answers
+/// every command from the cache, running none (the marks file does not grow).
+fn pilots_run_commands() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().join("cache");
+    let marks = dir.path().join("marks");
+    let pilots = || two_pilots(&cache);
+    let marked = |i: usize| {
+        Command::new("sh").args([
+            "-c",
+            "echo out $1; echo err $1 >&2; echo $1 $FLUX_URI >> \"$2\"",
+            "sh",
+            &i.to_string(),
+            &marks.display().to_string(),
+        ])
+    };
+    let runs = || -> (std::collections::BTreeSet<String>, usize) {
+        let text = std::fs::read_to_string(&marks).unwrap_or_default();
+        let uris = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+            .collect();
+        (uris, text.lines().count())
+    };
+    let exe = pilots()?;
+    let futures: Vec<_> = (0..12).map(|i| exe.submit_command(marked(i))).collect();
+    let mut outputs = Vec::new();
+    for (i, f) in futures.iter().enumerate() {
+        let out = f.result().map_err(|e| format!("command {i}: {e}"))?;
+        let stderr = out.stderr.as_ref().map(std::fs::read_to_string);
+        ensure!(
+            out.read_stdout().map_err(|e| e.to_string())? == format!("out {i}\n")
+                && matches!(&stderr, Some(Ok(t)) if *t == format!("err {i}\n")),
+            "command {i}: {out:?}, stderr {stderr:?}"
+        );
+        outputs.push(out);
+    }
+    let (uris, count) = runs();
+    let here = std::env::var("FLUX_URI").unwrap_or_default();
+    ensure!(count == 12, "{count} runs of 12 commands");
+    ensure!(
+        !uris.is_empty() && uris.len() <= 2 && !uris.contains(&here),
+        "12 commands ran in {} instances, not in the 2 pilots': {uris:?}",
+        uris.len()
+    );
+    let batches = batch_scripts()?.len();
+    ensure!(
+        (1..=2).contains(&batches),
+        "{batches} flux batch calls for 2 pilots: {:#?}",
+        calls()?
+    );
+    // A failure: the error a batch job of its own gives (compared at the end).
+    let failing = || Command::new("sh").args(["-c", "echo problem >&2; exit 3"]);
+    let in_pilot = exe.submit_command(failing()).result();
+    ensure!(
+        matches!(&in_pilot, Err(TaskError::CommandFailed { code: 3, stderr_tail, .. }) if stderr_tail == "problem"),
+        "{in_pilot:?}"
+    );
+    ensure!(
+        batch_scripts()?.len() == batches,
+        "the failing command was a batch job of its own: {:#?}",
+        calls()?
+    );
+    // Its own run_time_max: Timeout, and the pilots serve on.
+    let slow = exe
+        .with_resources(Resources::new().run_time_max(Duration::from_secs(2)))
+        .submit_command(Command::new("sleep").arg("60"));
+    match slow.result() {
+        Err(TaskError::Timeout { limit }) => {
+            ensure!(limit == Duration::from_secs(2), "limit {limit:?}")
+        }
+        other => return Err(format!("expected a Timeout, got {other:?}")),
+    }
+    let next = exe
+        .submit_command(marked(12))
+        .result()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        next.read_stdout().map_err(|e| e.to_string())? == "out 12\n",
+        "{next:?}"
+    );
+    ensure!(
+        batch_scripts()?.len() == batches,
+        "new pilots after a timeout: {:#?}",
+        calls()?
+    );
+    drop(exe);
+    // The rerun: from the cache, nothing runs, no pilot.
+    let exe = pilots()?;
+    for (i, out) in outputs.iter().enumerate() {
+        let again = exe
+            .submit_command(marked(i))
+            .result()
+            .map_err(|e| e.to_string())?;
+        ensure!(again == *out, "rerun of command {i}: {again:?} != {out:?}");
+    }
+    drop(exe);
+    ensure!(
+        runs().1 == 13,
+        "the rerun ran commands again: {} runs",
+        runs().1
+    );
+    ensure!(
+        batch_scripts()?.len() == batches,
+        "the rerun submitted pilots: {:#?}",
+        calls()?
+    );
+    // Last (the pilots, idle meanwhile, would leave): the same command as a batch job of its
+    // own.
+    let as_job = cluster(&dir.path().join("cache-jobs"))?
+        .submit_command(failing())
+        .result();
+    ensure!(
+        as_job == in_pilot,
+        "as a job: {as_job:?}; in a pilot: {in_pilot:?}"
+    );
+    every_job_ends(Duration::from_secs(30))
+}
+
+/// An executor of at most 2 pilots (wall time 600 s) on `cache`.
+fn two_pilots(cache: &Path) -> Result<Executor, String> {
+    builder(cache)
+        .block_allocation(true)
+        .max_workers(2)
+        .pilot_address("127.0.0.1")
+        .idle_timeout(Duration::from_secs(5))
+        .resources(Resources::new().run_time_max(Duration::from_secs(600)))
+        .build()
+        .map_err(|e| e.to_string())
 }

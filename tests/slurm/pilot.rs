@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pitch::{Resources, SlurmClusterExecutor, TaskError};
+use pitch::{Event, EventKind, Resources, SlurmClusterExecutor, TaskError};
 
 use crate::pilot_cases::{self, Scheduler};
 pub(crate) use crate::pilot_cases::{pilot_step, pilot_victim, records, victim_job};
@@ -35,6 +35,8 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     ("pilot_wrong_secret_refused", wrong_secret),
     ("pilot_cancel_and_time_limit", cancel_and_time_limit),
     ("pilot_of_two_ranks_runs_two_rank_tasks", multi_rank),
+    ("pilot_commands_sweep_and_rerun", commands_sweep),
+    ("pilot_commands_fail_time_out_and_cancel", commands_failures),
 ];
 
 const IDLE: Duration = Duration::from_secs(5);
@@ -417,5 +419,274 @@ fn status_and_cancel(dir: &Path) -> Result<(), String> {
     let value = f.result().map_err(|e| e.to_string())?;
     ensure!(value.starts_with("rerun "), "{value}");
     exe.shutdown(pitch::Shutdown::Cancel);
+    Ok(())
+}
+
+/// Command `i` of a sweep: prints to both streams and appends "i job" to `marks` (one line
+/// per run, wherever it ran).
+fn marked_command(i: usize, marks: &Path) -> pitch::Command {
+    pitch::Command::new("sh").args([
+        "-c",
+        "echo out $1; echo err $1 >&2; echo $1 $SLURM_JOB_ID >> \"$2\"",
+        "sh",
+        &i.to_string(),
+        &marks.display().to_string(),
+    ])
+}
+
+/// The Slurm jobs the lines of `marks` name, and how many lines it has.
+fn marked_jobs(marks: &Path) -> (BTreeSet<String>, usize) {
+    let text = std::fs::read_to_string(marks).unwrap_or_default();
+    let jobs = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect();
+    (jobs, text.lines().count())
+}
+
+/// Commands run in the pilots (issue 12, item 5): a sweep of 20 commands through 2 pilots
+/// runs in at most those 2 jobs, with one sbatch call (the pilots'); their outputs are
+/// exact; nothing is journaled as a job of its own; a rerun answers every command from the
+/// cache (runs none: the marks file does not grow) and submits no pilot.
+fn commands_sweep(dir: &Path) -> Result<(), String> {
+    let old = std::env::var_os("PATH").unwrap();
+    std::env::set_var("PATH", crate::counting_path(dir));
+    let result = commands_sweep_counted(dir);
+    std::env::set_var("PATH", old);
+    result
+}
+
+fn commands_sweep_counted(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let marks = dir.join("marks");
+    let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+    let w = warnings.clone();
+    let exe = builder(&cache, Duration::from_secs(600))
+        .max_workers(2)
+        .reporter(move |e: &Event| {
+            if let EventKind::Warning { message } = &e.kind {
+                w.lock().unwrap().push(message.clone());
+            }
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    let futures: Vec<_> = (0..20)
+        .map(|i| exe.submit_command(marked_command(i, &marks)))
+        .collect();
+    let mut outputs = Vec::new();
+    for (i, f) in futures.iter().enumerate() {
+        let out = f.result().map_err(|e| format!("command {i}: {e}"))?;
+        ensure!(
+            out.exit_code == 0
+                && out.read_stdout().map_err(|e| e.to_string())? == format!("out {i}\n"),
+            "command {i}: {out:?}"
+        );
+        let stderr = out.stderr.as_ref().map(std::fs::read_to_string);
+        ensure!(
+            matches!(&stderr, Some(Ok(t)) if *t == format!("err {i}\n")),
+            "command {i}'s stderr: {stderr:?} ({out:?})"
+        );
+        ensure!(
+            out.stdout.as_deref()
+                == Some(
+                    exe.task_output_files(&f.key())
+                        .map_err(|e| e.to_string())?
+                        .0
+                        .as_path()
+                ),
+            "command {i}'s stdout is not its task directory's: {out:?}"
+        );
+        outputs.push(out);
+    }
+    let (jobs, runs) = marked_jobs(&marks);
+    ensure!(runs == 20, "{runs} runs of 20 commands");
+    ensure!(
+        !jobs.is_empty() && jobs.len() <= 2,
+        "20 commands ran in {} jobs, not in the 2 pilots: {jobs:?}",
+        jobs.len()
+    );
+    let sbatch = crate::calls(dir, "sbatch");
+    ensure!(
+        sbatch == 1,
+        "{sbatch} sbatch calls for 2 pilots (one array)"
+    );
+    ensure!(
+        warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|m| !m.contains("runs as its own job")),
+        "{:?}",
+        warnings.lock().unwrap()
+    );
+    drop(exe);
+    let journaled = pitch::Cache::open(&cache)
+        .map_err(|e| e.to_string())?
+        .jobs();
+    ensure!(
+        journaled.is_empty(),
+        "commands journaled as jobs: {journaled:?}"
+    );
+    // `pitch status` sees them finished, with their exit codes.
+    let tasks = pitch::Cache::open(&cache)
+        .and_then(|c| c.tasks())
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        tasks.len() == 20
+            && tasks
+                .iter()
+                .all(|t| matches!(t.state, pitch::TaskState::Finished) && t.exit_code == Some(0)),
+        "{tasks:?}"
+    );
+    wait_no_pilots(&cache, Duration::from_secs(30))?;
+
+    // The rerun: every command answered from the cache, none run, no pilot submitted.
+    let exe = builder(&cache, Duration::from_secs(600))
+        .max_workers(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let again: Vec<_> = (0..20)
+        .map(|i| exe.submit_command(marked_command(i, &marks)))
+        .collect();
+    for (i, f) in again.iter().enumerate() {
+        let out = f
+            .result()
+            .map_err(|e| format!("rerun of command {i}: {e}"))?;
+        ensure!(
+            out == outputs[i],
+            "rerun of command {i}: {out:?} != {:?}",
+            outputs[i]
+        );
+    }
+    drop(exe);
+    let (_, runs) = marked_jobs(&marks);
+    ensure!(runs == 20, "the rerun ran commands again: {runs} runs");
+    ensure!(
+        crate::calls(dir, "sbatch") == 1,
+        "the rerun submitted: {} sbatch calls",
+        crate::calls(dir, "sbatch")
+    );
+    Ok(())
+}
+
+/// A command that fails in a pilot gives the error it gives as a job of its own (exit code
+/// 3: `CommandFailed` with its stderr, compared field for field with the same command on an
+/// executor without pilots); one past its own `run_time_max` is stopped by its pilot and
+/// ends `Timeout`, and the pilot serves on; a cancelled one ends `Cancelled` and its process
+/// is gone.
+fn commands_failures(dir: &Path) -> Result<(), String> {
+    let cache = dir.join("cache");
+    let marks = dir.join("marks");
+    let exe = builder(&cache, Duration::from_secs(600))
+        .max_workers(1)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let failing = || {
+        pitch::Command::new("sh").args([
+            "-c",
+            "echo about to fail >&2; echo fail $SLURM_JOB_ID >> \"$0\"; exit 3",
+            &marks.display().to_string(),
+        ])
+    };
+    let f = exe.submit_command(failing());
+    let in_pilot = f.result();
+    match &in_pilot {
+        Err(TaskError::CommandFailed {
+            program,
+            code: 3,
+            stderr_tail,
+        }) => ensure!(
+            program == "sh" && stderr_tail == "about to fail",
+            "{in_pilot:?}"
+        ),
+        other => return Err(format!("expected exit code 3, got {other:?}")),
+    }
+    let (jobs, _) = marked_jobs(&marks);
+    let pilot = f.job_id().unwrap_or_default();
+    ensure!(
+        jobs.len() == 1 && !pilot.is_empty(),
+        "the failing command's jobs {jobs:?}, its future's {pilot:?}"
+    );
+    let journaled = pitch::Cache::open(&cache)
+        .map_err(|e| e.to_string())?
+        .jobs();
+    ensure!(
+        journaled.is_empty(),
+        "the command ran as a job: {journaled:?}"
+    );
+
+    // Its own run_time_max: the pilot stops it, and serves on.
+    let short = exe.with_resources(Resources::new().run_time_max(Duration::from_secs(3)));
+    let done = dir.join("slept");
+    let slow = short.submit_command(pitch::Command::new("sh").args([
+        "-c",
+        "sleep 30; touch \"$0\"",
+        &done.display().to_string(),
+    ]));
+    match slow.result() {
+        Err(TaskError::Timeout { limit }) => {
+            ensure!(limit == Duration::from_secs(3), "limit {limit:?}")
+        }
+        other => return Err(format!("expected a timeout, got {other:?}")),
+    }
+    ensure!(
+        slow.job_id() == f.job_id(),
+        "the timed-out command ran in {:?}, not in the pilot {:?}",
+        slow.job_id(),
+        f.job_id()
+    );
+    // The pilot serves on: the next command runs in the same pilot job.
+    let next = exe.submit_command(marked_command(7, &marks));
+    let out = next.result().map_err(|e| e.to_string())?;
+    ensure!(
+        out.read_stdout().map_err(|e| e.to_string())? == "out 7\n",
+        "{out:?}"
+    );
+    ensure!(
+        next.job_id() == f.job_id(),
+        "{:?} != {:?}",
+        next.job_id(),
+        f.job_id()
+    );
+
+    // A cancel: the task ends Cancelled and its process is gone (killed by its pilot, which
+    // its driver let go).
+    let pid_file = dir.join("pid");
+    let long = exe.submit_command(pitch::Command::new("sh").args([
+        "-c",
+        "echo $$ > \"$0\".tmp && mv \"$0\".tmp \"$0\"; exec sleep 120",
+        &pid_file.display().to_string(),
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let pid = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            break pid.trim().to_string();
+        }
+        ensure!(Instant::now() < deadline, "the long command never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    long.cancel();
+    ensure!(
+        long.result() == Err(TaskError::Cancelled),
+        "{:?}",
+        long.result()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "the cancelled command (pid {pid}) still runs"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(!done.exists(), "the timed-out command ran to its end");
+    // Last (the pilot, idle meanwhile, would leave): the same command as a job of its own,
+    // on an executor without pilots.
+    let plain = crate::executor(&dir.join("cache-jobs"));
+    let as_job = plain.submit_command(failing()).result();
+    ensure!(
+        as_job == in_pilot,
+        "as a job: {as_job:?}; in a pilot: {in_pilot:?}"
+    );
     Ok(())
 }

@@ -3,7 +3,10 @@
 //! function once, then function tasks one at a time, sent and answered as frames over their
 //! pipes ([`protocol`]). Each worker has one driver thread that takes the next task from the
 //! shared FIFO when its worker is idle (no static assignment), writes it, and blocks on the
-//! answer. Commands still run as their own processes, through [`SingleNode`].
+//! answer. Commands still run as their own processes, through [`SingleNode`]: a pool worker
+//! would only start the same process (a warning event says so once). On pilot jobs
+//! ([`pilot`]) commands do run in the pilots ([`command`]): there the alternative is a
+//! scheduler job each.
 //!
 //! Failure rules: a panic or an `Err` fails only its task (the worker stays). A worker that
 //! dies (signal, abort, exit) fails its current task (a lost worker: the engine submits the
@@ -15,6 +18,7 @@
 //! Results go to the cache directory's result log ([`crate::resultlog`]), one record per
 //! task, instead of a directory per task; with the cache switched off at build, nowhere.
 
+mod command;
 pub(crate) mod pilot;
 pub(crate) mod protocol;
 mod reach;
@@ -88,6 +92,9 @@ struct PoolTask {
     done: Done,
     started: Box<dyn Fn(Option<String>) + Send + Sync>,
     phase: Mutex<Phase>,
+    /// A command run in a pilot ([`command`]): its result goes to its task directory, as a
+    /// command job's does, and its pilot enforces its time limit.
+    command: bool,
 }
 
 struct State {
@@ -370,18 +377,34 @@ fn task_of(
         }
     };
     Some((
+        PoolTask::queued(*key, name.clone(), frame, limit, paths, done, started),
+        slot,
+    ))
+}
+
+impl PoolTask {
+    /// A function task waiting in the queue, with its encoded frame.
+    fn queued(
+        key: TaskKey,
+        name: String,
+        frame: Vec<u8>,
+        limit: Option<Duration>,
+        paths: TaskPaths,
+        done: Done,
+        started: Box<dyn Fn(Option<String>) + Send + Sync>,
+    ) -> PoolTask {
         PoolTask {
-            key: *key,
-            name: name.clone(),
+            key,
+            name,
             frame,
             limit,
             paths,
             done,
             started,
             phase: Mutex::new(Phase::Queued),
-        },
-        slot,
-    ))
+            command: false,
+        }
+    }
 }
 
 /// A cancel request: a queued task ends at once; a running one has its worker killed (the
@@ -478,7 +501,8 @@ impl Backend for Pooled {
                 if let Some(events) = self.events.get() {
                     events.emit(EventKind::Warning {
                         message: "block_allocation pools only function tasks: commands run \
-                                  as their own processes, as without it"
+                                  as their own processes, as without it (a pool worker would \
+                                  only start the same process)"
                             .into(),
                     });
                 }
@@ -971,7 +995,8 @@ fn deliver(shared: &Shared, task: &PoolTask, outcome: Result<Vec<Vec<u8>>, TaskE
     deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
 }
 
-/// Records a task's end in the result log `log` (if any) and delivers it.
+/// Records a task's end in the result log `log` (if any), or a command's in its task
+/// directory, and delivers it.
 fn deliver_to(
     log: Option<&LogSet>,
     durable: bool,
@@ -979,7 +1004,9 @@ fn deliver_to(
     outcome: Result<Vec<Vec<u8>>, TaskError>,
 ) {
     let mut record = ResultRecord { outcome };
-    if let Some(log) = log {
+    if task.command {
+        record = task.paths.publish_result(record);
+    } else if let Some(log) = log {
         if let Err(detail) = log.append(task.key, &task.name, &record, durable) {
             if record.outcome.is_ok() {
                 record = ResultRecord {
@@ -1333,6 +1360,7 @@ mod tests {
             done: Done::new(move |r| tx.send(r).unwrap()),
             started: Box::new(|_| {}),
             phase: Mutex::new(Phase::Queued),
+            command: false,
         };
         cancel(&task);
         assert_eq!(rx.recv().unwrap().outcome, Err(TaskError::Cancelled));

@@ -15,7 +15,8 @@
 //! - one thread per connection ([`connection`]): checks the secret first (raw bytes of fixed
 //!   length, before anything is decoded; a failure is dropped and reported as a warning
 //!   event), then the pilot's hello, start and init function, then hands it tasks one at a
-//!   time from the shared FIFO.
+//!   time from the shared FIFO: function tasks, and commands, which the pilot runs as child
+//!   processes ([`super::command`]).
 //!
 //! Wall time: a pilot's `run_time_max` (the executor's default) is its wall time. A task is
 //! only handed to a pilot whose remaining wall time (counted from its job's start as its job
@@ -30,7 +31,7 @@
 //! silent leaves after its idle timeout.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -42,8 +43,8 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
 use super::reach::Reach;
 use super::{
-    answers, cancel, deliver_to, gather, keep_checkpoint, refuses, task_of, token, Gathered, Link,
-    Phase, PoolTask, RANKS_CONNECT,
+    answers, cancel, command, deliver_to, gather, keep_checkpoint, refuses, task_of, token,
+    Gathered, Link, Phase, PoolTask,
 };
 use crate::backend::queue::Queue;
 use crate::backend::scheduler::{lookup_state, JobRef, JobState};
@@ -57,6 +58,9 @@ use crate::store::{ResultRecord, Store};
 use crate::task::{TaskKind, TaskSpec};
 use crate::template::shell_quote as q;
 use crate::worker;
+
+mod connect;
+use connect::connection;
 
 /// How long an idle pilot waits for work before it leaves, unless the builder says otherwise.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -192,7 +196,8 @@ impl Shared {
     }
 }
 
-/// The pilot backend: function tasks to pilot jobs, commands to the queue backend as usual.
+/// The pilot backend: function tasks and commands to pilot jobs; commands that do not fit a
+/// pilot (`Pilots::command_refused`) to the queue backend as usual.
 pub(crate) struct Pilots {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -346,9 +351,39 @@ impl Pilots {
     fn submit(&self, job: Job) {
         let reason = self.refuses(&job.resources);
         let own = own_limit(&self.shared.cfg.defaults, &job.resources);
-        let Some((task, slot)) = task_of(job, self.name(), reason, own) else {
-            return;
-        };
+        if let Some((task, slot)) = task_of(job, self.name(), reason, own) {
+            self.enqueue(task, slot);
+        }
+    }
+
+    /// Why a command asking for `resources` runs as a job of its own instead of in a pilot
+    /// (`None`: it runs in a pilot).
+    fn command_refused(&self, spec: &TaskSpec, resources: &Resources) -> Option<String> {
+        let d = &self.shared.cfg.defaults;
+        if self.shared.queue.transport().is_remote() {
+            return Some(
+                "with remote submission a command's output files stay on the cluster, and \
+                 come back with its own job"
+                    .into(),
+            );
+        }
+        if spec.ranks > 1 || d.ranks() > 1 {
+            return Some(
+                "pilots run commands of one rank, and only on pilots of one rank (cores = 1)"
+                    .into(),
+            );
+        }
+        // A command is a process of its own: its env and cwd are its own, whatever the
+        // pilot's.
+        self.refuses(&Resources {
+            env: d.env.clone(),
+            cwd: d.cwd.clone(),
+            ..resources.clone()
+        })
+    }
+
+    /// Queues a task for the pilots; a cancel ends it.
+    fn enqueue(&self, task: PoolTask, slot: Arc<crate::future::Slot>) {
         let task = Arc::new(task);
         {
             let mut st = self.shared.state.lock().unwrap();
@@ -730,159 +765,6 @@ fn accept(shared: &Arc<Shared>, listener: TcpListener, threads: &Mutex<Vec<JoinH
     }
 }
 
-/// Reads the peer's secret and hello: the pilot id and the rank that connected, or why the
-/// peer is refused.
-fn authenticate(shared: &Shared, stream: &TcpStream) -> Result<(String, u32, Duration), String> {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(AUTH_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut first = [0u8; protocol::PILOT_MAGIC.len() + protocol::SECRET_LEN];
-    (&mut &*stream)
-        .read_exact(&mut first)
-        .map_err(|e| format!("it sent no pilot greeting: {e}"))?;
-    let (magic, secret) = first.split_at(protocol::PILOT_MAGIC.len());
-    // Compared in full whatever differs (no early exit to time).
-    let differs = magic
-        .iter()
-        .chain(secret)
-        .zip(protocol::PILOT_MAGIC.iter().chain(&shared.secret))
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if differs != 0 {
-        return Err("it did not present this executor's secret".into());
-    }
-    let hello = protocol::read::<FromWorker>(&mut &*stream).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
-    let ranks = shared.cfg.defaults.ranks();
-    match hello {
-        Some(FromWorker::PilotHello {
-            pilot,
-            rank,
-            size,
-            age_ms,
-        }) if size == ranks && rank < size => Ok((pilot, rank, Duration::from_millis(age_ms))),
-        Some(FromWorker::PilotHello {
-            pilot, rank, size, ..
-        }) => Err(format!(
-            "pilot {pilot} says it is rank {rank} of {size}, but this executor's pilots have \
-             {ranks} rank(s)"
-        )),
-        other => Err(format!("it sent {other:?} instead of a pilot's hello")),
-    }
-}
-
-/// One connected rank of a pilot. The thread of a pilot's first rank waits for the others
-/// (for [`RANKS_CONNECT`]) and serves the pilot from then on; the others' threads end once
-/// their rank is in.
-fn connection(shared: &Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let (id, rank, age) = match authenticate(shared, &stream) {
-        Ok(hello) => hello,
-        Err(why) => {
-            return shared.warn(format!(
-                "refused a connection to the pilot port from {peer}: {why}"
-            ))
-        }
-    };
-    let stream = Arc::new(stream);
-    let mut st = shared.state.lock().unwrap();
-    // A pilot may start and connect before its submission has answered (a controller that
-    // replies late): wait for the answer, which records it (a pilot waits for its start for
-    // its idle timeout).
-    let submission = submission_of(&shared.prefix, &id);
-    let until = Instant::now() + shared.cfg.idle_timeout;
-    while !st.pilots.contains_key(&id)
-        && submission.is_some_and(|n| st.submitting.contains(&n))
-        && Instant::now() < until
-    {
-        st = shared
-            .wake
-            .wait_timeout(st, Duration::from_millis(200))
-            .unwrap()
-            .0;
-    }
-    let first = match st.pilots.get_mut(&id) {
-        Some(p) if p.phase == PilotPhase::Pending && p.ranks[rank as usize].is_none() => {
-            p.ranks[rank as usize] = Some(stream.clone());
-            let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-            let first = p.started.is_none();
-            p.started = Some(p.started.map_or(started, |s| s.min(started)));
-            first
-        }
-        _ => {
-            drop(st);
-            return shared.warn(format!(
-                "refused pilot {id} (rank {rank}) from {peer}: it is not a pilot this executor \
-                 is waiting for"
-            ));
-        }
-    };
-    if !first {
-        // The first rank's thread serves the pilot.
-        drop(st);
-        shared.gathered.notify_all();
-        return;
-    }
-    let until = Instant::now() + RANKS_CONNECT;
-    loop {
-        let p = &st.pilots[&id];
-        if p.ranks.iter().all(Option::is_some) || Instant::now() >= until {
-            break;
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        st = shared.gathered.wait_timeout(st, left).unwrap().0;
-    }
-    let index = st.next_index;
-    let p = st.pilots.get_mut(&id).expect("pilots are never forgotten");
-    let job = p.job;
-    let started = p.started.unwrap_or_else(Instant::now);
-    let streams: Vec<Arc<TcpStream>> = p.ranks.iter().flatten().cloned().collect();
-    if streams.len() < p.ranks.len() {
-        let want = p.ranks.len();
-        p.phase = PilotPhase::Gone;
-        kick(shared, &mut st);
-        drop(st);
-        for s in &streams {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        return shared.warn(format!(
-            "pilot {id} ({job}): only {} of its {want} ranks connected within \
-             {RANKS_CONNECT:?}; it is let go",
-            streams.len()
-        ));
-    }
-    p.phase = PilotPhase::Connected;
-    st.next_index += 1;
-    st.ever_connected = true;
-    st.start_failures = 0;
-    drop(st);
-    let end = serve_pilot(shared, &streams, job, index, started);
-    for s in &streams {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
-    {
-        let mut st = shared.state.lock().unwrap();
-        if let Some(p) = st.pilots.get_mut(&id) {
-            p.phase = PilotPhase::Gone;
-            p.ranks.iter_mut().for_each(|r| *r = None);
-        }
-        kick(shared, &mut st);
-    }
-    if let Some(why) = end {
-        shared.warn(why);
-    }
-}
-
-/// The submission a pilot id (`<prefix>.<submission>.<index>`) belongs to.
-fn submission_of(prefix: &str, id: &str) -> Option<u64> {
-    id.strip_prefix(prefix)?
-        .strip_prefix('.')?
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// What a pilot's thread does next.
 enum Next {
     Task(Arc<PoolTask>),
@@ -1124,7 +1006,13 @@ fn run_on_pilot(
     task: &Arc<PoolTask>,
 ) -> Option<String> {
     (task.started)(Some(job.to_string()));
-    let deadline = task.limit.map(|limit| Instant::now() + limit);
+    // A command's pilot stops it at its limit and answers `Timeout` itself.
+    let grace = if task.command {
+        command::ANSWER_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let deadline = task.limit.map(|limit| Instant::now() + limit + grace);
     let size = links.len() as u32;
     let answer = send_all(links, &task.frame).and_then(|()| answers(links, deadline));
     let deliver = |outcome| deliver_to(shared.log.as_deref(), shared.durable, task, outcome);
@@ -1280,15 +1168,22 @@ impl Backend for Pilots {
     }
 
     fn run(self: Arc<Self>, job: Job) -> BoxFuture<()> {
-        if let TaskKind::Command(_) = job.spec.kind {
-            if !self.warned_commands.swap(true, Ordering::SeqCst) {
-                self.shared.warn(
-                    "block_allocation pilots run only function tasks: commands run as their \
-                     own jobs, as without it"
-                        .into(),
-                );
+        if let TaskKind::Command(c) = &job.spec.kind {
+            if let Some(why) = self.command_refused(&job.spec, &job.resources) {
+                if !self.warned_commands.swap(true, Ordering::SeqCst) {
+                    self.shared.warn(format!(
+                        "block_allocation: command {:?} runs as its own job, as without \
+                         pilots, and so do other commands that do not fit a pilot: {why}",
+                        c.program
+                    ));
+                }
+                return self.shared.queue.clone().run(job);
             }
-            return self.shared.queue.clone().run(job);
+            let own = own_limit(&self.shared.cfg.defaults, &job.resources);
+            if let Some((task, slot)) = command::pilot_task(job, own) {
+                self.enqueue(task, slot);
+            }
+            return Box::pin(std::future::ready(()));
         }
         self.submit(job);
         Box::pin(std::future::ready(()))
@@ -1299,9 +1194,16 @@ impl Backend for Pilots {
     }
 
     fn lost_worker(&self, spec: &TaskSpec, error: &TaskError) -> bool {
-        // A function task's `Scheduler` error here is its pilot's end.
-        matches!(spec.kind, TaskKind::Function { .. })
-            && matches!(error, TaskError::Scheduler { .. })
+        // A function task's `Scheduler` error here is its pilot's end; a command's, when it
+        // names a pilot (a command that ran as its own job names that job).
+        match (&spec.kind, error) {
+            (TaskKind::Function { .. }, TaskError::Scheduler { .. }) => true,
+            (TaskKind::Command(_), TaskError::Scheduler { job_id, .. }) => {
+                let st = self.shared.state.lock().unwrap();
+                st.pilots.values().any(|p| p.job.to_string() == *job_id)
+            }
+            _ => false,
+        }
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
@@ -1319,7 +1221,8 @@ impl Backend for Pilots {
         self.shared.queue.job_name()
     }
 
-    /// A function task's script is the pilots' (all function tasks run in them).
+    /// A function task's script is the pilots' (all function tasks run in them), and so is
+    /// a command's that runs in a pilot.
     fn render(
         &self,
         spec: &TaskSpec,
@@ -1327,8 +1230,10 @@ impl Backend for Pilots {
         paths: &crate::store::TaskPaths,
     ) -> Option<Result<String, TaskError>> {
         match spec.kind {
-            TaskKind::Command(_) => self.shared.queue.render(spec, resources, paths),
-            TaskKind::Function { .. } => Some(self.render_pilots()),
+            TaskKind::Command(_) if self.command_refused(spec, resources).is_some() => {
+                self.shared.queue.render(spec, resources, paths)
+            }
+            _ => Some(self.render_pilots()),
         }
     }
 
@@ -1437,6 +1342,7 @@ mod tests {
 
     #[test]
     fn a_pilot_id_names_its_submission() {
+        use super::connect::submission_of;
         assert_eq!(submission_of("12-34", "12-34.7.0"), Some(7));
         assert_eq!(submission_of("12-34", "12-34.12.3"), Some(12));
         assert_eq!(submission_of("12-34", "12-35.7.0"), None);

@@ -12,8 +12,15 @@
 //! anything from the peer; then [`FromWorker::PilotHello`], and the exchange above. The
 //! driver sends [`ToWorker::Stay`] to an idle pilot it keeps, so that a pilot whose driver
 //! has gone silent leaves after its idle timeout.
+//!
+//! A pilot also runs commands: [`ToWorker::Command`] is answered by one [`FromWorker::Done`]
+//! whose value is the encoded [`crate::CommandOutput`] (see [`super::command`]). The magic's
+//! last character is the protocol's version: version 2 added commands, so that a pilot of an
+//! older pitch, which could not read them, is refused at its greeting instead of failing on
+//! its first command (and an older driver refuses a newer pilot the same way).
 
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -22,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::TaskError;
 use crate::store::CheckpointRecord;
-use crate::task::TaskKey;
+use crate::task::{CommandSpec, TaskKey};
 
 /// A registered function run once in every worker when it starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,10 +63,30 @@ pub(crate) enum ToWorker {
     },
     /// Nothing to do yet: a pilot stays (its idle timer starts again).
     Stay,
+    /// Run one command as a child process (pilots of one rank only).
+    Command(CommandRun),
 }
 
-/// What a pilot job sends first, before its secret.
-pub(crate) const PILOT_MAGIC: &[u8; 8] = b"PITCHPL1";
+/// A command task as a pilot runs it: what its job script would have run, with the files
+/// its output goes to (where the pilot sees them) and its time limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CommandRun {
+    pub key: TaskKey,
+    pub spec: CommandSpec,
+    /// The task's environment (threads, the resources' `env`), before the command's own.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    /// Standard output and error: the command's own files, or the task directory's.
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// Its own `run_time_max` (none: it inherits the pilot's wall time).
+    pub limit: Option<Duration>,
+    /// When (from its start) it gets SIGUSR1 (`run_time_max - checkpoint_grace`).
+    pub warning: Option<Duration>,
+}
+
+/// What a pilot job sends first, before its secret; its last byte is the protocol version.
+pub(crate) const PILOT_MAGIC: &[u8; 8] = b"PITCHPL2";
 /// The length of an executor's pilot secret (hex digits).
 pub(crate) const SECRET_LEN: usize = 64;
 
@@ -188,9 +215,28 @@ mod tests {
             outcome: Ok(vec![9]),
             checkpoint: None,
         };
+        let command = ToWorker::Command(CommandRun {
+            key: TaskKey::from_bytes([4; 16]),
+            spec: CommandSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), "exit 3".into()],
+                env: vec![("K".into(), "v".into())],
+                stdout: Some("/o".into()),
+                stderr: None,
+                allow_failure: true,
+            },
+            env: vec![("OMP_NUM_THREADS".into(), "1".into())],
+            cwd: Some("/tmp".into()),
+            stdout: "/o".into(),
+            stderr: "/c/stderr".into(),
+            limit: Some(Duration::from_secs(3)),
+            warning: Some(Duration::from_secs(1)),
+        });
+        write(&mut bytes, &command).unwrap();
         write(&mut bytes, &done).unwrap();
         let mut input = &bytes[..];
         assert_eq!(read::<ToWorker>(&mut input).unwrap(), Some(run));
+        assert_eq!(read::<ToWorker>(&mut input).unwrap(), Some(command));
         assert_eq!(read::<FromWorker>(&mut input).unwrap(), Some(done));
         assert_eq!(read::<FromWorker>(&mut input).unwrap(), None);
         let cut = &bytes[..bytes.len() - 1];

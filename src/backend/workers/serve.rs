@@ -226,10 +226,20 @@ pub(crate) fn serve_pilot(address: &str, secret_file: &str, idle: &str, id: &str
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
+    let age_ms = job_age_ms();
+    // The pilot's own variables are not the commands' it runs (a command job has none of
+    // them); read above, no thread runs yet.
+    for var in [
+        worker::WORKER_ENV,
+        protocol::PILOT_STARTED_ENV,
+        protocol::RANKS_ENV,
+    ] {
+        std::env::remove_var(var);
+    }
     let connected = worker::rank_from_env(ranks)
         .map_err(|e| e.to_string())
         .and_then(|(rank, size, local)| {
-            pilot_connect(address, secret_file, idle, id, rank, size)
+            pilot_connect(address, secret_file, idle, id, rank, size, age_ms)
                 .map(|(input, output)| (input, output, rank, size, local))
         });
     match connected {
@@ -286,6 +296,7 @@ fn pilot_connect(
     id: &str,
     rank: u32,
     size: u32,
+    age_ms: u64,
 ) -> Result<(File, File), String> {
     use std::os::fd::AsRawFd;
     let idle: u64 = idle
@@ -310,7 +321,7 @@ fn pilot_connect(
             pilot: id.to_string(),
             rank,
             size,
-            age_ms: job_age_ms(),
+            age_ms,
         },
     )
     .map_err(|e| format!("cannot greet the driver at {address}: {e}"))?;
@@ -334,6 +345,7 @@ fn pilot_connect(
             let n = unsafe { libc::poll(&mut p, 1, 1000) };
             if n > 0 && p.revents & (protocol::PEER_CLOSED | libc::POLLHUP | libc::POLLERR) != 0 {
                 eprintln!("pitch pilot: the driver closed the connection; leaving");
+                super::command::kill_running();
                 std::process::exit(0);
             }
         })
@@ -417,6 +429,22 @@ fn serve_on(input: File, output: File, rank: u32, size: u32, local_rank: u32) ->
                 if let Err(e) = sent {
                     // The driver is gone: nobody wants the next task either.
                     eprintln!("pitch pool worker {index}: cannot send a result: {e}");
+                    return 0;
+                }
+            }
+            Ok(Some(ToWorker::Command(run))) => {
+                *CURRENT_KEY.lock().unwrap_or_else(|e| e.into_inner()) = run.key.to_string();
+                let outcome = super::command::run_here(run);
+                let sent = protocol::write(
+                    &mut output,
+                    &FromWorker::Done {
+                        outcome,
+                        checkpoint: None,
+                    },
+                )
+                .and_then(|()| output.flush());
+                if let Err(e) = sent {
+                    eprintln!("pitch pilot {index}: cannot send a command's result: {e}");
                     return 0;
                 }
             }

@@ -196,6 +196,12 @@ fn open_regular(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Opens `path` for reading with [`open_regular`]: never through a link, never blocking on a
+/// FIFO.
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    open_regular(OpenOptions::new().read(true), path)
+}
+
 /// Reads and checks a file, returning its payload.
 ///
 /// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
@@ -487,6 +493,11 @@ impl Store {
     /// Whether writes are fsynced before the rename.
     pub(crate) fn durable(&self) -> bool {
         self.durable
+    }
+
+    /// What the cache directory trusts besides the current user and root.
+    pub(crate) fn trust(&self) -> Policy {
+        self.trust
     }
 
     /// The paths of one task.
@@ -811,6 +822,10 @@ impl TaskPaths {
     /// Whether writes are fsynced.
     pub(crate) fn durable(&self) -> bool {
         self.durable
+    }
+    /// What the cache directory trusts (a worker is told, to check it again).
+    pub(crate) fn trust(&self) -> Policy {
+        self.trust
     }
     pub(crate) fn dir(&self) -> &Path {
         &self.dir

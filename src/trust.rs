@@ -97,7 +97,7 @@ fn group(gid: u32) -> Option<(String, Vec<String>)> {
 }
 
 /// The name of user `uid`, or `uid N` when it has none.
-fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     match user(uid) {
         Some((name, _)) => format!("{name} (uid {uid})"),
         None => format!("uid {uid}"),
@@ -118,7 +118,7 @@ fn is_private_group(gid: u32, uid: u32) -> bool {
 }
 
 /// The effective user id of this process.
-fn me() -> u32 {
+pub(crate) fn me() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }

@@ -157,7 +157,7 @@ fn read_exit_file(exit_file: &std::path::Path) -> Option<Result<ExitFile, TaskEr
     const EXIT_FILE_MAX: u64 = 256;
     let mut text = String::new();
     std::io::Read::read_to_string(
-        &mut std::io::Read::take(std::fs::File::open(exit_file).ok()?, EXIT_FILE_MAX),
+        &mut std::io::Read::take(crate::store::open_read(exit_file).ok()?, EXIT_FILE_MAX),
         &mut text,
     )
     .ok()?;
@@ -253,6 +253,17 @@ pub(crate) fn exit_outcome(
     let stderr_tail = tail(&stderr);
     if file.first == "cwd" {
         return Some((None, Err(failure::no_such_cwd(&spec.program, cwd))));
+    }
+    if let Some(which) = file.first.strip_prefix("output:") {
+        // The job script refused a file the user named (`pitch_open`): why, from what is
+        // there now.
+        let path = if which == "stderr" { &stderr } else { &stdout };
+        let error = TaskError::Launch {
+            what: spec.program.clone(),
+            kind: crate::error::LaunchErrorKind::Other,
+            detail: crate::backend::output::refusal(path, None),
+        };
+        return Some((None, Err(error)));
     }
     if let Some(exec) = file.first.strip_prefix("exec:") {
         let code = exec.parse().unwrap_or(-1);

@@ -190,6 +190,16 @@ fn check_meta(
     Ok(())
 }
 
+/// Checks the metadata of one of pitch's own directories, opened as `path` (`fstat` of a
+/// directory handle, see `store::Dir`), as [`check_own`] checks it by path.
+pub(crate) fn check_own_meta(
+    path: &Path,
+    meta: &fs::Metadata,
+    policy: Policy,
+) -> Result<(), Untrusted> {
+    check_meta(path, meta, true, policy)
+}
+
 /// Checks the directory `path` (one of pitch's own, below or at the cache root) with `lstat`:
 /// a link, another user's directory or one others may write is refused.
 pub(crate) fn check_own(path: &Path, policy: Policy) -> Result<(), Untrusted> {

@@ -181,27 +181,6 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
     Ok(payload)
 }
 
-/// Opens `path` with `opts` without following a link in its place (`O_NOFOLLOW`) nor
-/// blocking on a planted FIFO (`O_NONBLOCK`); anything but a regular file is an error.
-fn open_regular(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
-    let file = opts
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "is not a regular file",
-        ));
-    }
-    Ok(file)
-}
-
-/// Opens `path` for reading with [`open_regular`]: never through a link, never blocking on a
-/// FIFO.
-pub(crate) fn open_read(path: &Path) -> io::Result<File> {
-    open_regular(OpenOptions::new().read(true), path)
-}
-
 /// Reads and checks a file, returning its payload.
 ///
 /// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
@@ -967,6 +946,7 @@ const RESULT_FILE: &str = "result.bin";
 const PREVIOUS_RESULT_FILE: &str = "result.prev.bin";
 const CHECKPOINT_FILE: &str = "checkpoint.bin";
 const EXIT_FILE: &str = "exit";
+const ATTEMPTS_FILE: &str = "attempts";
 
 fn rank_name(rank: u32) -> String {
     format!("rank.{rank}.bin")
@@ -1046,7 +1026,32 @@ impl TaskPaths {
     }
     /// The failed attempts of a retried task, a JSON line each (`record_attempt`).
     pub(crate) fn attempts_file(&self) -> PathBuf {
-        self.dir.join("attempts")
+        self.dir.join(ATTEMPTS_FILE)
+    }
+
+    /// Opens the task directory's file `name` for reading through the checked directory
+    /// handle ([`TaskPaths::open_dir`]): never through a link, never blocking on a FIFO, a
+    /// regular file only.
+    fn open_in_dir(&self, name: &str) -> io::Result<File> {
+        let dir = self.open_dir().map_err(|e| match e {
+            FormatError::Missing => io::Error::from(io::ErrorKind::NotFound),
+            FormatError::Io(e) => e,
+            e => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        })?;
+        let file = dir.open_read(name)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is not a regular file",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Opens the exit file a job script left ([`TaskPaths::exit_file`]) for reading, as
+    /// [`TaskPaths::open_in_dir`] does.
+    pub(crate) fn open_exit_file(&self) -> io::Result<File> {
+        self.open_in_dir(EXIT_FILE)
     }
 
     /// Appends a failed attempt to the task's attempts file (created 0600, never through a
@@ -1060,11 +1065,25 @@ impl TaskPaths {
         };
         let mut line = serde_json::to_vec(attempt).map_err(|e| failed(e.to_string()))?;
         line.push(b'\n');
-        let mut file = open_regular(
-            OpenOptions::new().append(true).create(true).mode(0o600),
-            &path,
-        )
-        .map_err(|e| failed(format!("could not open: {e}")))?;
+        let dir = self.open_dir_for_write(&path)?;
+        let mut file = dir
+            .openat(
+                ATTEMPTS_FILE,
+                libc::O_WRONLY
+                    | libc::O_APPEND
+                    | libc::O_CREAT
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK,
+                0o600,
+            )
+            .and_then(|f| match f.metadata()?.is_file() {
+                true => Ok(f),
+                false => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "is not a regular file",
+                )),
+            })
+            .map_err(|e| failed(format!("could not open: {e}")))?;
         // One write of a whole line: appends of lines this short do not interleave.
         file.write_all(&line)
             .map_err(|e| failed(format!("could not write: {e}")))
@@ -1073,7 +1092,7 @@ impl TaskPaths {
     /// The failed attempts recorded for the task (none when it was never retried); a line
     /// that does not read (cut short by a full disk) is skipped.
     pub(crate) fn attempts(&self) -> Vec<crate::error::Attempt> {
-        let Ok(file) = open_regular(OpenOptions::new().read(true), &self.attempts_file()) else {
+        let Ok(file) = self.open_in_dir(ATTEMPTS_FILE) else {
             return Vec::new();
         };
         let mut text = String::new();

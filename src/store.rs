@@ -181,21 +181,6 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
     Ok(payload)
 }
 
-/// Opens `path` with `opts` without following a link in its place (`O_NOFOLLOW`) nor
-/// blocking on a planted FIFO (`O_NONBLOCK`); anything but a regular file is an error.
-fn open_regular(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
-    let file = opts
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "is not a regular file",
-        ));
-    }
-    Ok(file)
-}
-
 /// Reads and checks a file, returning its payload.
 ///
 /// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
@@ -205,6 +190,11 @@ pub(crate) fn read_checked(path: &Path, kind: FileKind) -> Result<Vec<u8>, Forma
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path);
+    read_opened(opened, kind)
+}
+
+/// [`read_checked`] of a file opened already (or the error of its open).
+fn read_opened(opened: io::Result<File>, kind: FileKind) -> Result<Vec<u8>, FormatError> {
     let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
@@ -245,15 +235,24 @@ pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
     codec::decode(&payload).map_err(FormatError::Decode)
 }
 
-/// Reads, checks and decodes a result, rank or checkpoint file of the task `key`: its payload
-/// starts with the key of the task that wrote it, so a file copied from another task's
-/// directory is refused as foreign (the checksum covers the key).
-pub(crate) fn read_value_bound<T: serde::de::DeserializeOwned>(
-    path: &Path,
+/// Reads, checks and decodes the result, rank or checkpoint file `name` of the task `key` in
+/// its checked directory `dir`: its payload starts with the key of the task that wrote it, so
+/// a file copied from another task's directory is refused as foreign (the checksum covers
+/// the key).
+fn read_value_bound_in<T: serde::de::DeserializeOwned>(
+    dir: &Dir,
+    name: &str,
     kind: FileKind,
     key: &TaskKey,
 ) -> Result<T, FormatError> {
-    let payload = read_checked(path, kind)?;
+    decode_bound(read_opened(dir.open_read(name), kind)?, kind, key)
+}
+
+fn decode_bound<T: serde::de::DeserializeOwned>(
+    payload: Vec<u8>,
+    kind: FileKind,
+    key: &TaskKey,
+) -> Result<T, FormatError> {
     let Some((found, value)) = payload.split_first_chunk::<16>() else {
         return Err(FormatError::Truncated(format!(
             "{} payload bytes, shorter than a task key",
@@ -271,9 +270,10 @@ pub(crate) fn read_value_bound<T: serde::de::DeserializeOwned>(
 }
 
 /// Encodes `value` after the task's `key` and writes it atomically (see
-/// [`read_value_bound`]).
-pub(crate) fn write_value_bound<T: Serialize>(
-    path: &Path,
+/// [`read_value_bound_in`]) as the file `name` of the checked directory `dir`.
+fn write_value_bound_in<T: Serialize>(
+    dir: &Dir,
+    name: &str,
     kind: FileKind,
     key: &TaskKey,
     value: &T,
@@ -286,10 +286,173 @@ pub(crate) fn write_value_bound<T: Serialize>(
     let mut payload = Vec::with_capacity(16 + encoded.len());
     payload.extend_from_slice(key.as_bytes());
     payload.extend_from_slice(&encoded);
-    write_atomic(path, kind, &payload, durable).map_err(|e| TaskError::Store {
-        path: path.display().to_string(),
-        detail: format!("could not write: {e}"),
-    })
+    write_in(dir, name, kind, &payload, durable)
+}
+
+/// Writes `payload` with a header as the file `name` of `dir`, atomically ([`Dir::write_atomic`]).
+fn write_in(
+    dir: &Dir,
+    name: &str,
+    kind: FileKind,
+    payload: &[u8],
+    durable: bool,
+) -> Result<(), TaskError> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&header(kind, payload));
+    bytes.extend_from_slice(payload);
+    dir.write_atomic(name, &bytes, durable, 0o600)
+        .map_err(|e| TaskError::Store {
+            path: dir.path.join(name).display().to_string(),
+            detail: format!("could not write: {e}"),
+        })
+}
+
+/// A directory opened once (`O_DIRECTORY | O_NOFOLLOW`) and checked through its handle, whose
+/// files are then opened, created, renamed and removed relative to that handle (`openat`
+/// with `O_NOFOLLOW`, `O_EXCL` for new files, `renameat`, `unlinkat`): a directory swapped
+/// (or replaced by a link) after the check is not followed, the handle still names the
+/// directory that was checked.
+pub(crate) struct Dir {
+    file: File,
+    path: PathBuf,
+}
+
+fn c_name(name: &str) -> io::Result<std::ffi::CString> {
+    if name.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a file name"),
+        ));
+    }
+    std::ffi::CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+impl Dir {
+    /// Opens the directory `path` (its last component not through a link).
+    fn open(path: &Path) -> io::Result<Dir> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(Dir {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn openat(&self, name: &str, flags: libc::c_int, mode: u32) -> io::Result<File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let c = c_name(name)?;
+        // SAFETY: a valid directory descriptor and a NUL-terminated name; the descriptor
+        // returned is owned by the File.
+        let fd = unsafe {
+            libc::openat(
+                self.file.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// The subdirectory `name`, not through a link.
+    fn sub(&self, name: &str) -> io::Result<Dir> {
+        let file = self.openat(
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
+        Ok(Dir {
+            file,
+            path: self.path.join(name),
+        })
+    }
+
+    /// Opens the file `name` for reading, not through a link, not blocking on a FIFO.
+    fn open_read(&self, name: &str) -> io::Result<File> {
+        self.openat(
+            name,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        )
+    }
+
+    /// Renames `from` to `to`, both in this directory.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (from, to) = (c_name(from)?, c_name(to)?);
+        let fd = self.file.as_raw_fd();
+        // SAFETY: valid descriptor and NUL-terminated names.
+        if unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes the file `name` (a link itself, never its target).
+    fn unlink(&self, name: &str) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let c = c_name(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        if unsafe { libc::unlinkat(self.file.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Whether `name` exists (`fstatat` without following a link).
+    fn exists(&self, name: &str) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(c) = c_name(name) else {
+            return false;
+        };
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, a stat buffer of the right type.
+        unsafe {
+            libc::fstatat(
+                self.file.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
+        }
+    }
+
+    /// Writes `bytes` as the file `name` atomically with permissions `mode`: a temporary file
+    /// created fresh (`O_EXCL | O_NOFOLLOW`) in this directory, renamed over `name`; when
+    /// `durable`, the file is fsynced before the rename and the directory after it.
+    fn write_atomic(&self, name: &str, bytes: &[u8], durable: bool, mode: u32) -> io::Result<()> {
+        let tmp = format!(
+            ".{name}.tmp.{}.{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let result = (|| {
+            let mut file = self.openat(
+                &tmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                mode,
+            )?;
+            file.write_all(bytes)?;
+            if durable {
+                file.sync_all()?;
+            }
+            drop(file);
+            self.rename(&tmp, name)
+        })();
+        if result.is_err() {
+            let _ = self.unlink(&tmp);
+        }
+        result?;
+        if durable {
+            self.file.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -487,6 +650,11 @@ impl Store {
     /// Whether writes are fsynced before the rename.
     pub(crate) fn durable(&self) -> bool {
         self.durable
+    }
+
+    /// What the cache directory trusts besides the current user and root.
+    pub(crate) fn trust(&self) -> Policy {
+        self.trust
     }
 
     /// The paths of one task.
@@ -773,6 +941,16 @@ impl Store {
 }
 
 const TASKS: &str = "tasks";
+const TASK_FILE: &str = "task.bin";
+const RESULT_FILE: &str = "result.bin";
+const PREVIOUS_RESULT_FILE: &str = "result.prev.bin";
+const CHECKPOINT_FILE: &str = "checkpoint.bin";
+const EXIT_FILE: &str = "exit";
+const ATTEMPTS_FILE: &str = "attempts";
+
+fn rank_name(rank: u32) -> String {
+    format!("rank.{rank}.bin")
+}
 const JOBS: &str = "jobs";
 const BIN: &str = "bin";
 const LOCKS: &str = "locks";
@@ -812,17 +990,21 @@ impl TaskPaths {
     pub(crate) fn durable(&self) -> bool {
         self.durable
     }
+    /// What the cache directory trusts (a worker is told, to check it again).
+    pub(crate) fn trust(&self) -> Policy {
+        self.trust
+    }
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
     pub(crate) fn task_file(&self) -> PathBuf {
-        self.dir.join("task.bin")
+        self.dir.join(TASK_FILE)
     }
     pub(crate) fn result_file(&self) -> PathBuf {
-        self.dir.join("result.bin")
+        self.dir.join(RESULT_FILE)
     }
     pub(crate) fn rank_file(&self, rank: u32) -> PathBuf {
-        self.dir.join(format!("rank.{rank}.bin"))
+        self.dir.join(rank_name(rank))
     }
     pub(crate) fn stdout(&self) -> PathBuf {
         self.dir.join("stdout")
@@ -832,11 +1014,11 @@ impl TaskPaths {
     }
     /// The state the task saved to be resumed from ([`CheckpointRecord`]).
     pub(crate) fn checkpoint_file(&self) -> PathBuf {
-        self.dir.join("checkpoint.bin")
+        self.dir.join(CHECKPOINT_FILE)
     }
     /// The exit code a command's job script leaves for the driver to collect.
     pub(crate) fn exit_file(&self) -> PathBuf {
-        self.dir.join("exit")
+        self.dir.join(EXIT_FILE)
     }
     /// The prefix of the temporary name the job script writes the exit file under.
     pub(crate) fn exit_tmp(&self) -> PathBuf {
@@ -844,7 +1026,32 @@ impl TaskPaths {
     }
     /// The failed attempts of a retried task, a JSON line each (`record_attempt`).
     pub(crate) fn attempts_file(&self) -> PathBuf {
-        self.dir.join("attempts")
+        self.dir.join(ATTEMPTS_FILE)
+    }
+
+    /// Opens the task directory's file `name` for reading through the checked directory
+    /// handle ([`TaskPaths::open_dir`]): never through a link, never blocking on a FIFO, a
+    /// regular file only.
+    fn open_in_dir(&self, name: &str) -> io::Result<File> {
+        let dir = self.open_dir().map_err(|e| match e {
+            FormatError::Missing => io::Error::from(io::ErrorKind::NotFound),
+            FormatError::Io(e) => e,
+            e => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        })?;
+        let file = dir.open_read(name)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is not a regular file",
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Opens the exit file a job script left ([`TaskPaths::exit_file`]) for reading, as
+    /// [`TaskPaths::open_in_dir`] does.
+    pub(crate) fn open_exit_file(&self) -> io::Result<File> {
+        self.open_in_dir(EXIT_FILE)
     }
 
     /// Appends a failed attempt to the task's attempts file (created 0600, never through a
@@ -858,11 +1065,25 @@ impl TaskPaths {
         };
         let mut line = serde_json::to_vec(attempt).map_err(|e| failed(e.to_string()))?;
         line.push(b'\n');
-        let mut file = open_regular(
-            OpenOptions::new().append(true).create(true).mode(0o600),
-            &path,
-        )
-        .map_err(|e| failed(format!("could not open: {e}")))?;
+        let dir = self.open_dir_for_write(&path)?;
+        let mut file = dir
+            .openat(
+                ATTEMPTS_FILE,
+                libc::O_WRONLY
+                    | libc::O_APPEND
+                    | libc::O_CREAT
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK,
+                0o600,
+            )
+            .and_then(|f| match f.metadata()?.is_file() {
+                true => Ok(f),
+                false => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "is not a regular file",
+                )),
+            })
+            .map_err(|e| failed(format!("could not open: {e}")))?;
         // One write of a whole line: appends of lines this short do not interleave.
         file.write_all(&line)
             .map_err(|e| failed(format!("could not write: {e}")))
@@ -871,7 +1092,7 @@ impl TaskPaths {
     /// The failed attempts recorded for the task (none when it was never retried); a line
     /// that does not read (cut short by a full disk) is skipped.
     pub(crate) fn attempts(&self) -> Vec<crate::error::Attempt> {
-        let Ok(file) = open_regular(OpenOptions::new().read(true), &self.attempts_file()) else {
+        let Ok(file) = self.open_in_dir(ATTEMPTS_FILE) else {
             return Vec::new();
         };
         let mut text = String::new();
@@ -920,52 +1141,104 @@ impl TaskPaths {
         check(&self.dir)
     }
 
-    /// Checks the shard and the task directory with `lstat` before a file in them is read;
-    /// `Missing` when they do not exist.
-    fn check_dirs(&self) -> Result<(), FormatError> {
+    /// Opens the task directory through handles, one level at a time from the cache
+    /// directory (`tasks/`, the shard, the task's directory, each with `O_DIRECTORY |
+    /// O_NOFOLLOW` relative to the one above), each checked through its handle (owner,
+    /// mode): its files are then read and written relative to the handle ([`Dir`]), so a
+    /// directory swapped after the check is not followed. `Missing` when one does not exist.
+    fn open_dir(&self) -> Result<Dir, FormatError> {
         let shard = self.dir.parent().expect("a task directory has a shard");
-        for dir in [shard, &self.dir] {
-            if let Err(u) = trust::check_own(dir, self.trust) {
-                return Err(match dir.symlink_metadata() {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => FormatError::Missing,
-                    _ => FormatError::Untrusted(format!("is not read: {u}")),
-                });
+        let names = [
+            Path::new(TASKS),
+            Path::new(shard.file_name().expect("a shard has a name")),
+            Path::new(self.dir.file_name().expect("a task directory has a name")),
+        ];
+        let mut dir = Dir::open(&self.root).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => FormatError::Missing,
+            _ => FormatError::Io(e),
+        })?;
+        for name in names {
+            let name = name.to_str().expect("pitch's own names are UTF-8");
+            let path = dir.path.join(name);
+            dir = match dir.sub(name) {
+                Ok(sub) => sub,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ELOOP)
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    let what = trust::check_own(&path, self.trust)
+                        .err()
+                        .map_or_else(|| "is not a directory".to_string(), |u| u.reason);
+                    return Err(FormatError::Untrusted(format!(
+                        "is not read: {} {what}",
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(FormatError::Io(e)),
+            };
+            let meta = dir.file.metadata()?;
+            if let Err(u) = trust::check_own_meta(&path, &meta, self.trust) {
+                return Err(FormatError::Untrusted(format!("is not read: {u}")));
             }
         }
-        Ok(())
+        Ok(dir)
+    }
+
+    /// [`TaskPaths::open_dir`] for a write: its refusal as the task's error.
+    fn open_dir_for_write(&self, file: &Path) -> Result<Dir, TaskError> {
+        self.open_dir().map_err(|e| TaskError::Store {
+            path: file.display().to_string(),
+            detail: match e {
+                FormatError::Missing => "could not write: its task directory is gone".into(),
+                e => format!("could not write: {e}"),
+            },
+        })
+    }
+
+    /// Writes the task file (the task directory exists: [`TaskPaths::create`]) through the
+    /// checked directory handle.
+    pub(crate) fn write_task<T: Serialize>(&self, spec: &T) -> Result<(), TaskError> {
+        let dir = self.open_dir_for_write(&self.task_file())?;
+        let payload = codec::encode(spec).map_err(|detail| TaskError::Encode {
+            what: FileKind::Task.name().to_string(),
+            detail,
+        })?;
+        write_in(&dir, TASK_FILE, FileKind::Task, &payload, self.durable)
     }
 
     /// Reads the task file, after the same checks as [`TaskPaths::read_result`].
     pub(crate) fn read_task<T: serde::de::DeserializeOwned>(&self) -> Result<T, FormatError> {
-        self.check_dirs()?;
-        read_value(&self.task_file(), FileKind::Task)
+        let dir = self.open_dir()?;
+        let payload = read_opened(dir.open_read(TASK_FILE), FileKind::Task)?;
+        codec::decode(&payload).map_err(FormatError::Decode)
     }
 
     /// Reads the stored result; `Missing` when the task has not finished. A result in a
     /// directory pitch cannot trust (a planted link) is not read.
     pub(crate) fn read_result(&self) -> Result<ResultRecord, FormatError> {
-        self.check_dirs()?;
-        read_value_bound(&self.result_file(), FileKind::Result, &self.key)
-    }
-
-    /// Where [`TaskPaths::set_aside_result`] keeps the earlier result while a task reruns.
-    fn previous_result_file(&self) -> PathBuf {
-        self.dir.join("result.prev.bin")
+        let dir = self.open_dir()?;
+        read_value_bound_in(&dir, RESULT_FILE, FileKind::Result, &self.key)
     }
 
     /// Before a task runs again although it has a result (`with_fresh`): moves that result
     /// aside, so the rerun's outcome is its own. A result left aside by a driver that died
     /// meanwhile is put back first.
     pub(crate) fn set_aside_result(&self) -> Result<(), TaskError> {
-        let (result, previous) = (self.result_file(), self.previous_result_file());
+        let result = self.result_file();
         let io = |e: io::Error| TaskError::Store {
             path: result.display().to_string(),
             detail: format!("could not set the earlier result aside: {e}"),
         };
-        if previous.symlink_metadata().is_ok() && result.symlink_metadata().is_err() {
-            fs::rename(&previous, &result).map_err(io)?;
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(FormatError::Missing) => return Ok(()),
+            Err(e) => return Err(e.into_task_error(&result)),
+        };
+        if dir.exists(PREVIOUS_RESULT_FILE) && !dir.exists(RESULT_FILE) {
+            dir.rename(PREVIOUS_RESULT_FILE, RESULT_FILE).map_err(io)?;
         }
-        match fs::rename(&result, &previous) {
+        match dir.rename(RESULT_FILE, PREVIOUS_RESULT_FILE) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io(e)),
             _ => Ok(()),
         }
@@ -974,14 +1247,20 @@ impl TaskPaths {
     /// After a rerun: a failure gives the earlier finished result back its place (a finished
     /// result is never replaced by a failure); otherwise the earlier one goes.
     pub(crate) fn settle_rerun(&self, succeeded: bool) {
-        let previous = self.previous_result_file();
-        let finished_before =
-            read_value_bound::<ResultRecord>(&previous, FileKind::Result, &self.key)
-                .is_ok_and(|r| r.outcome.is_ok());
+        let Ok(dir) = self.open_dir() else {
+            return;
+        };
+        let finished_before = read_value_bound_in::<ResultRecord>(
+            &dir,
+            PREVIOUS_RESULT_FILE,
+            FileKind::Result,
+            &self.key,
+        )
+        .is_ok_and(|r| r.outcome.is_ok());
         if !succeeded && finished_before {
-            let _ = fs::rename(&previous, self.result_file());
+            let _ = dir.rename(PREVIOUS_RESULT_FILE, RESULT_FILE);
         } else {
-            let _ = fs::remove_file(&previous);
+            let _ = dir.unlink(PREVIOUS_RESULT_FILE);
         }
     }
 
@@ -999,13 +1278,19 @@ impl TaskPaths {
                 return existing;
             }
         }
-        match write_value_bound(
-            &self.result_file(),
-            FileKind::Result,
-            &self.key,
-            &record,
-            self.durable,
-        ) {
+        let written = self
+            .open_dir_for_write(&self.result_file())
+            .and_then(|dir| {
+                write_value_bound_in(
+                    &dir,
+                    RESULT_FILE,
+                    FileKind::Result,
+                    &self.key,
+                    &record,
+                    self.durable,
+                )
+            });
+        match written {
             Ok(()) => {
                 if record.outcome.is_ok() {
                     self.remove_checkpoint();
@@ -1022,8 +1307,10 @@ impl TaskPaths {
     /// torn file.
     pub(crate) fn write_checkpoint(&self, record: &CheckpointRecord) -> Result<(), TaskError> {
         self.create()?;
-        write_value_bound(
-            &self.checkpoint_file(),
+        let dir = self.open_dir_for_write(&self.checkpoint_file())?;
+        write_value_bound_in(
+            &dir,
+            CHECKPOINT_FILE,
             FileKind::Checkpoint,
             &self.key,
             record,
@@ -1035,8 +1322,8 @@ impl TaskPaths {
     /// not this task's (copied from another task's directory), corrupted or in a directory
     /// pitch cannot trust is an error, never read as the task's state.
     pub(crate) fn read_checkpoint(&self) -> Result<Option<CheckpointRecord>, TaskError> {
-        let read = self.check_dirs().and_then(|()| {
-            read_value_bound(&self.checkpoint_file(), FileKind::Checkpoint, &self.key)
+        let read = self.open_dir().and_then(|dir| {
+            read_value_bound_in(&dir, CHECKPOINT_FILE, FileKind::Checkpoint, &self.key)
         });
         match read {
             Ok(record) => Ok(Some(record)),
@@ -1047,7 +1334,9 @@ impl TaskPaths {
 
     /// Removes the task's checkpoint (once it has finished), if any.
     pub(crate) fn remove_checkpoint(&self) {
-        let _ = fs::remove_file(self.checkpoint_file());
+        if let Ok(dir) = self.open_dir() {
+            let _ = dir.unlink(CHECKPOINT_FILE);
+        }
     }
 
     /// Clears what a failed attempt left before the task is submitted again: a failed result,
@@ -1057,19 +1346,24 @@ impl TaskPaths {
         if self.finished_result().is_some() {
             return;
         }
-        let _ = fs::remove_file(self.result_file());
-        let _ = fs::remove_file(self.exit_file());
+        let Ok(dir) = self.open_dir() else {
+            return;
+        };
+        let _ = dir.unlink(RESULT_FILE);
+        let _ = dir.unlink(EXIT_FILE);
         if ranks > 1 {
             for rank in 0..ranks {
-                let _ = fs::remove_file(self.rank_file(rank));
+                let _ = dir.unlink(&rank_name(rank));
             }
         }
     }
 
     /// Writes rank `record.rank`'s file of a multi-rank task.
     pub(crate) fn write_rank(&self, record: &RankRecord) -> Result<(), TaskError> {
-        write_value_bound(
-            &self.rank_file(record.rank),
+        let dir = self.open_dir_for_write(&self.rank_file(record.rank))?;
+        write_value_bound_in(
+            &dir,
+            &rank_name(record.rank),
             FileKind::Rank,
             &self.key,
             record,
@@ -1082,9 +1376,17 @@ impl TaskPaths {
     pub(crate) fn gather_ranks(&self, size: u32) -> ResultRecord {
         let mut values = Vec::with_capacity(size as usize);
         let mut failure: Option<TaskError> = None;
+        let dir = self.open_dir();
         for rank in 0..size {
             let path = self.rank_file(rank);
-            let outcome = match read_value_bound::<RankRecord>(&path, FileKind::Rank, &self.key) {
+            let read = dir.as_ref().map_err(|e| match e {
+                FormatError::Missing => FormatError::Missing,
+                e => FormatError::Untrusted(e.to_string()),
+            });
+            let read = read.and_then(|dir| {
+                read_value_bound_in::<RankRecord>(dir, &rank_name(rank), FileKind::Rank, &self.key)
+            });
+            let outcome = match read {
                 Ok(rec) => rec.outcome,
                 Err(FormatError::Missing) => Err(TaskError::WorkerDied {
                     status: "no result from this rank".into(),
@@ -1129,8 +1431,10 @@ impl TaskPaths {
             },
         };
         let record = self.publish_result(record);
-        for rank in 0..size {
-            let _ = fs::remove_file(self.rank_file(rank));
+        if let Ok(dir) = &dir {
+            for rank in 0..size {
+                let _ = dir.unlink(&rank_name(rank));
+            }
         }
         record
     }

@@ -377,3 +377,50 @@ fn ranks_that_checkpointed_make_a_checkpointed_task_unless_one_failed() {
         })
     );
 }
+
+#[test]
+fn a_task_directory_swapped_after_it_was_opened_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("cache"), false, Policy::default()).unwrap();
+    let key = TaskKey::from_bytes([0xce; 16]);
+    let paths = store.task(&key);
+    paths.create().unwrap();
+    paths.write_task(&7u32).unwrap();
+    // Opened and checked; then the directory is swapped for a link to another one (as a
+    // race between the check and the use would): what is written and read through the
+    // handle stays in the directory that was checked.
+    let handle = paths.open_dir().unwrap();
+    let moved = dir.path().join("moved");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::rename(paths.dir(), &moved).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, paths.dir()).unwrap();
+    let rec = ResultRecord {
+        outcome: Ok(vec![vec![1]]),
+    };
+    write_value_bound_in(&handle, RESULT_FILE, FileKind::Result, &key, &rec, true).unwrap();
+    assert!(moved.join(RESULT_FILE).is_file());
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+    let back: ResultRecord =
+        read_value_bound_in(&handle, RESULT_FILE, FileKind::Result, &key).unwrap();
+    assert_eq!(back, rec);
+    handle.unlink(RESULT_FILE).unwrap();
+    assert!(!moved.join(RESULT_FILE).exists());
+    // Opened afresh, the link is refused, naming it.
+    let err = paths.read_result().unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    let err = paths.write_task(&8u32).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    // A task directory others may write is refused through its handle (fstat) too.
+    fs::remove_file(paths.dir()).unwrap();
+    fs::rename(&moved, paths.dir()).unwrap();
+    assert_eq!(paths.read_task::<u32>().unwrap(), 7);
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(paths.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    let err = paths.read_task::<u32>().unwrap_err().to_string();
+    assert!(err.contains("writable by every user"), "{err}");
+}

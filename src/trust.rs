@@ -97,7 +97,7 @@ fn group(gid: u32) -> Option<(String, Vec<String>)> {
 }
 
 /// The name of user `uid`, or `uid N` when it has none.
-fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     match user(uid) {
         Some((name, _)) => format!("{name} (uid {uid})"),
         None => format!("uid {uid}"),
@@ -118,18 +118,22 @@ fn is_private_group(gid: u32, uid: u32) -> bool {
 }
 
 /// The effective user id of this process.
-fn me() -> u32 {
+pub(crate) fn me() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
 
-/// Whose a directory is and what its mode is, for messages.
-fn describe(meta: &fs::Metadata) -> String {
-    format!(
-        "owner {}, mode {:04o}",
-        user_name(meta.uid()),
-        meta.mode() & 0o7777
-    )
+/// What the checks look at of one directory (from `lstat` here, or from `stat` run on the
+/// login node of a remote cache, see [`check_remote`]).
+struct Seen {
+    uid: u32,
+    mode: u32,
+    link: bool,
+    dir: bool,
+    /// "owner NAME (uid N), mode 0755", for messages.
+    described: String,
+    /// " -> TARGET" of a link, when known.
+    target: String,
 }
 
 /// Checks one directory's `lstat` metadata. `own` is true for the cache directory and the
@@ -140,54 +144,160 @@ fn check_meta(
     own: bool,
     policy: Policy,
 ) -> Result<(), Untrusted> {
+    let link = meta.file_type().is_symlink();
+    let seen = Seen {
+        uid: meta.uid(),
+        mode: meta.mode(),
+        link,
+        dir: meta.is_dir(),
+        described: format!(
+            "owner {}, mode {:04o}",
+            user_name(meta.uid()),
+            meta.mode() & 0o7777
+        ),
+        target: if link {
+            fs::read_link(path)
+                .map(|t| format!(" -> {}", t.display()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
+    };
+    check_seen(path, &seen, own, policy, me(), || {
+        is_private_group(meta.gid(), meta.uid())
+    })
+}
+
+/// The rules, for a directory `seen` as `me`; `private_group` tells whether its group is its
+/// owner's private group (asked only for a group-writable one).
+fn check_seen(
+    path: &Path,
+    seen: &Seen,
+    own: bool,
+    policy: Policy,
+    me: u32,
+    private_group: impl FnOnce() -> bool,
+) -> Result<(), Untrusted> {
     let refuse = |reason: String| {
         Err(Untrusted {
             path: path.to_path_buf(),
             reason,
         })
     };
-    if meta.file_type().is_symlink() {
-        let target = fs::read_link(path)
-            .map(|t| format!(" -> {}", t.display()))
-            .unwrap_or_default();
+    let described = &seen.described;
+    if seen.link {
         return refuse(format!(
-            "is a symbolic link{target} ({}) where pitch expects a directory of its own: \
+            "is a symbolic link{} ({described}) where pitch expects a directory of its own: \
              pitch does not follow links inside the cache directory; remove it",
-            describe(meta)
+            seen.target
         ));
     }
-    if !meta.is_dir() {
-        return refuse(format!("is not a directory ({})", describe(meta)));
+    if !seen.dir {
+        return refuse(format!("is not a directory ({described})"));
     }
-    let uid = meta.uid();
-    if uid != me() && uid != 0 {
+    let uid = seen.uid;
+    if uid != me && uid != 0 {
         return refuse(format!(
-            "belongs to another user ({}): that user could replace pitch's files and results; \
-             use a directory of your own",
-            describe(meta)
+            "belongs to another user ({described}): that user could replace pitch's files and results; \
+             use a directory of your own"
         ));
     }
-    let mode = meta.mode();
+    let mode = seen.mode;
     let sticky = mode & 0o1000 != 0 && !own;
     if mode & 0o002 != 0 && !sticky {
         return refuse(format!(
-            "is writable by every user ({}){}: anyone could replace pitch's files and \
+            "is writable by every user ({described}){}: anyone could replace pitch's files and \
              results; remove the write permission of others (chmod o-w)",
-            describe(meta),
             if own { "" } else { " without the sticky bit" },
         ));
     }
-    if mode & 0o020 != 0 && !sticky && !policy.trust_group && !is_private_group(meta.gid(), uid) {
+    if mode & 0o020 != 0 && !sticky && !policy.trust_group && !private_group() {
         return refuse(format!(
-            "is writable by its group ({}){}: any member of the group could replace \
+            "is writable by its group ({described}){}: any member of the group could replace \
              pitch's files and results; remove the group's write permission (chmod g-w), or \
              trust the group explicitly with trust_group = true in the profile \
              (--trust-group, .trust_group(true))",
-            describe(meta),
             if own { "" } else { " without the sticky bit" },
         ));
     }
     Ok(())
+}
+
+/// The shell script that shows a remote cache directory (`$1`) and its ancestors to
+/// [`check_remote`]: the user (`id`), the directory's path with its links resolved (`pwd
+/// -P`, as the local cache directory's is canonicalized), then one line for it and each
+/// ancestor up to `/` from `stat` (GNU's `-c`, which does not follow a link).
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) const REMOTE_CHECK_SCRIPT: &str = r#"r=$(cd -P -- "$1" && pwd -P) || exit 1
+printf '%s|%s|%s\n' "$(id -u)" "$(id -g)" "$(id -un)"
+printf '%s\n' "$r"
+d=$r
+while :; do
+  stat -c '%u|%g|%a|%F|%U|%G' -- "$d" || exit 1
+  [ "$d" = / ] && break
+  d=${d%/*}; [ -n "$d" ] || d=/
+done"#;
+
+/// Checks a remote cache directory `dir` and its ancestors by the same rules as a local one,
+/// from the output of [`REMOTE_CHECK_SCRIPT`] run on the login node: a group-writable
+/// directory is its owner's private group's when its group is the user's primary group and
+/// named like the user (the group's member list is not looked at there).
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
+pub(crate) fn check_remote(dir: &Path, output: &str, policy: Policy) -> Result<(), Untrusted> {
+    let bad = |what: String| Untrusted {
+        path: dir.to_path_buf(),
+        reason: format!("could not be checked on the remote side: {what}"),
+    };
+    let mut lines = output.lines();
+    let who: Vec<&str> = lines.next().unwrap_or_default().split('|').collect();
+    let [uid, gid, name] = who[..] else {
+        return Err(bad(format!("unexpected output of id: {output:?}")));
+    };
+    let (Ok(me), Ok(my_gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
+        return Err(bad(format!("unexpected output of id: {output:?}")));
+    };
+    let resolved = Path::new(lines.next().unwrap_or_default());
+    if !resolved.is_absolute() {
+        return Err(bad(format!("unexpected output of pwd: {output:?}")));
+    }
+    for (i, d) in resolved.ancestors().enumerate() {
+        let line = lines
+            .next()
+            .ok_or_else(|| bad(format!("no stat line for {}", d.display())))?;
+        let f: Vec<&str> = line.splitn(6, '|').collect();
+        let [u, g, mode, kind, owner, group] = f[..] else {
+            return Err(bad(format!("unexpected output of stat: {line:?}")));
+        };
+        let (Ok(u), Ok(g), Ok(mode)) = (
+            u.parse::<u32>(),
+            g.parse::<u32>(),
+            u32::from_str_radix(mode, 8),
+        ) else {
+            return Err(bad(format!("unexpected output of stat: {line:?}")));
+        };
+        let seen = Seen {
+            uid: u,
+            mode,
+            link: kind == "symbolic link",
+            dir: kind == "directory",
+            described: format!("owner {owner} (uid {u}), mode {mode:04o}"),
+            target: String::new(),
+        };
+        check_seen(d, &seen, i == 0, policy, me, || {
+            u == me && g == my_gid && group == name
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks the metadata of one of pitch's own directories, opened as `path` (`fstat` of a
+/// directory handle, see `store::Dir`), as [`check_own`] checks it by path.
+pub(crate) fn check_own_meta(
+    path: &Path,
+    meta: &fs::Metadata,
+    policy: Policy,
+) -> Result<(), Untrusted> {
+    check_meta(path, meta, true, policy)
 }
 
 /// Checks the directory `path` (one of pitch's own, below or at the cache root) with `lstat`:
@@ -357,6 +467,86 @@ mod tests {
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(err.to_string().contains("elsewhere"), "{err}");
         check_own(&target, Policy::default()).unwrap();
+    }
+
+    #[test]
+    fn a_remote_cache_is_checked_by_the_same_rules_from_what_stat_printed() {
+        let dir = Path::new("/scratch/me/cache");
+        let out = |lines: &[&str]| {
+            format!(
+                "1000|1000|me\n/gpfs/scratch/me/cache\n{}\n",
+                lines.join("\n")
+            )
+        };
+        let good = [
+            "1000|1000|700|directory|me|me",
+            "1000|1000|775|directory|me|me",
+            "0|0|1777|directory|root|root",
+            "0|0|755|directory|root|root",
+            "0|0|755|directory|root|root",
+        ];
+        check_remote(dir, &out(&good), Policy::default()).unwrap();
+        // Another user's folder above it (the path with its links resolved is named).
+        let mut theirs = good;
+        theirs[1] = "1001|1001|755|directory|eve|eve";
+        let err = check_remote(dir, &out(&theirs), Policy::default()).unwrap_err();
+        assert_eq!(err.path, Path::new("/gpfs/scratch/me"));
+        assert!(
+            err.reason.contains("another user") && err.reason.contains("eve (uid 1001)"),
+            "{err}"
+        );
+        // A group-writable folder of a shared group: refused unless trusted.
+        let mut shared = good;
+        shared[1] = "1000|500|775|directory|me|project";
+        let err = check_remote(dir, &out(&shared), Policy::default()).unwrap_err();
+        assert!(err.reason.contains("writable by its group"), "{err}");
+        check_remote(dir, &out(&shared), Policy { trust_group: true }).unwrap();
+        // World-writable without the sticky bit, a link, and output that does not read.
+        let mut open = good;
+        open[3] = "0|0|777|directory|root|root";
+        assert!(check_remote(dir, &out(&open), Policy { trust_group: true }).is_err());
+        let mut link = good;
+        link[0] = "1000|1000|777|symbolic link|me|me";
+        let err = check_remote(dir, &out(&link), Policy::default()).unwrap_err();
+        assert!(err.reason.contains("symbolic link"), "{err}");
+        let err = check_remote(dir, &out(&good[..2]), Policy::default()).unwrap_err();
+        assert!(err.reason.contains("could not be checked"), "{err}");
+        assert!(check_remote(dir, "garbage", Policy::default()).is_err());
+    }
+
+    #[test]
+    fn the_remote_check_script_reads_this_machine_as_the_checks_expect() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        create_private(&cache).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", REMOTE_CHECK_SCRIPT, "sh", cache.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let root = fs::canonicalize(&cache).unwrap();
+        assert_eq!(
+            check_remote(&cache, &text, Policy::default()).is_ok(),
+            check_root(&root, Policy::default()).is_ok(),
+            "{text}"
+        );
+        chmod(&cache, 0o777);
+        let out = std::process::Command::new("sh")
+            .args(["-c", REMOTE_CHECK_SCRIPT, "sh", cache.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = check_remote(
+            &cache,
+            &String::from_utf8_lossy(&out.stdout),
+            Policy::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, root);
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub(crate) const WORKER_ARG: &str = "__pitch-worker";
 pub(crate) const WORKER_ENV: &str = "PITCH_WORKER";
 /// Set when the worker must fsync what it writes.
 pub(crate) const DURABLE_ENV: &str = "PITCH_DURABLE";
+/// Set for a worker whose cache directory trusts its group (`trust_group`): the worker's own
+/// check of the cache directory ([`main`]) uses the same policy as the driver's.
+pub(crate) const TRUST_GROUP_ENV: &str = "PITCH_TRUST_GROUP";
+/// The exit code of a worker that refused its cache directory (`crate::trust`), as of one
+/// that could not write its result: it writes nothing there.
+const UNTRUSTED_EXIT_CODE: i32 = 3;
 /// When a SingleNode (SlurmJob, FluxJob) function task is warned before its time limit, in
 /// milliseconds since the Unix epoch: besides the SIGUSR1 its driver sends then, so that a
 /// warning that comes while a launcher (mpiexec, srun, flux run) is still starting the ranks
@@ -70,20 +76,29 @@ pub fn main(args: &[String]) -> i32 {
     // Before anything else: the warning before a time limit must not kill the worker.
     crate::checkpoint::install_handler();
     let durable = std::env::var_os(DURABLE_ENV).is_some();
+    let trust = crate::trust::Policy {
+        trust_group: std::env::var_os(TRUST_GROUP_ENV).is_some(),
+    };
     let parsed = |root: &str, key: &str| -> Result<(Store, TaskKey), String> {
-        Ok((Store::at(PathBuf::from(root), durable), key.parse()?))
+        Ok((
+            Store::at(PathBuf::from(root), durable).trusting(trust),
+            key.parse()?,
+        ))
     };
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["run", root, key] => match parsed(root, key) {
+            Ok((store, _)) if !trusted(&store) => UNTRUSTED_EXIT_CODE,
             Ok((store, key)) => run(&store, key),
             Err(e) => usage(&e),
         },
         ["finished", root, key] => match parsed(root, key) {
+            Ok((store, _)) if !trusted(&store) => 1,
             Ok((store, key)) => i32::from(store.task(&key).finished_result().is_none()),
             Err(e) => usage(&e),
         },
         ["gather", root, key, ranks] => match (parsed(root, key), ranks.parse::<u32>()) {
+            (Ok((store, _)), Ok(_)) if !trusted(&store) => UNTRUSTED_EXIT_CODE,
             (Ok((store, key)), Ok(ranks)) => match store.task(&key).gather_ranks(ranks).outcome {
                 Ok(_) => 0,
                 Err(TaskError::Checkpointed { .. }) => REQUEUE_EXIT_CODE,
@@ -99,6 +114,33 @@ pub fn main(args: &[String]) -> i32 {
         #[cfg(feature = "remote")]
         ["relay", bind] => crate::backend::transport::relay::serve(bind),
         _ => usage("unknown worker command"),
+    }
+}
+
+/// Checks the cache directory and every directory above it again, as the driver did when it
+/// opened it (`crate::trust::check_root`), before the worker reads a task or writes a result
+/// there: one swapped or opened to others since (the driver checked it earlier, maybe on
+/// another host) is refused, saying why on stderr, which the driver shows in the task's
+/// error. The path is resolved first (a remote cache's path may go through a link such as
+/// `/home -> /gpfs/home`): a directory replaced by a link to another user's is refused by
+/// its owner.
+fn trusted(store: &Store) -> bool {
+    let root = store.root();
+    let checked = std::fs::canonicalize(root)
+        .map_err(|e| crate::trust::Untrusted {
+            path: root.to_path_buf(),
+            reason: format!("cannot be resolved: {e}"),
+        })
+        .and_then(|root| crate::trust::check_root(&root, store.trust()));
+    match checked {
+        Ok(()) => true,
+        Err(u) => {
+            say(&format!(
+                "pitch worker: refusing the cache directory {}: {u}",
+                root.display()
+            ));
+            false
+        }
     }
 }
 

@@ -468,8 +468,8 @@ mod tests {
         let child = ticket.start(|| sh(script)).unwrap().unwrap();
         supervise(
             child,
-            Sink::new(dir.join("out"), false),
-            Sink::new(dir.join("err"), false),
+            Sink::new(dir.join("out")),
+            Sink::new(dir.join("err")),
             limit,
             None,
             &ticket,
@@ -543,8 +543,8 @@ mod tests {
         let start = Instant::now();
         let f = supervise(
             child,
-            Sink::new(dir.path().join("out"), false),
-            Sink::new(dir.path().join("err"), false),
+            Sink::new(dir.path().join("out")),
+            Sink::new(dir.path().join("err")),
             Some(Duration::from_secs(20)),
             Some(Duration::from_millis(300)),
             &ticket,
@@ -654,8 +654,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         supervise(
             child,
-            Sink::new(dir.path().join("o"), false),
-            Sink::new(dir.path().join("e"), false),
+            Sink::new(dir.path().join("o")),
+            Sink::new(dir.path().join("e")),
             None,
             None,
             ticket,

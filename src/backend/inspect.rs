@@ -58,7 +58,7 @@ pub(crate) fn over_ssh(
         detail,
     };
     let place =
-        super::transport::connect(remote, root, false).map_err(|e| failed(e.to_string()))?;
+        super::transport::connect(remote, root, false, None).map_err(|e| failed(e.to_string()))?;
     let reached = place.login().unwrap_or_default();
     if reached != login {
         place.close();

@@ -9,7 +9,7 @@ pub(crate) mod failure;
 pub(crate) mod flux;
 pub(crate) mod inspect;
 mod launcher;
-mod output;
+pub(crate) mod output;
 mod pool;
 pub(crate) mod queue;
 pub(crate) mod scheduler;

@@ -255,6 +255,9 @@ impl SingleNode {
                 if paths.durable() {
                     env.push((worker::DURABLE_ENV, "1"));
                 }
+                if paths.trust().trust_group {
+                    env.push((worker::TRUST_GROUP_ENV, "1"));
+                }
                 if let Some(at) = &warn_at {
                     env.push((worker::WARN_AT_ENV, at));
                 }
@@ -342,6 +345,27 @@ impl SingleNode {
             env: &env,
             cwd: spec.cwd.as_deref(),
         };
+        // The files the user named are opened first: one that is refused (a link, another
+        // user's file) fails the task before it runs, naming it.
+        let sink = |to: PathBuf, named: bool| {
+            if named {
+                Sink::named(to)
+            } else {
+                Ok(Sink::new(to))
+            }
+        };
+        let sinks = sink(stdout_to, user_stdout.is_some())
+            .and_then(|out| Ok((out, sink(stderr_to, user_stderr.is_some())?)));
+        let (stdout_sink, stderr_sink) = match sinks {
+            Ok(sinks) => sinks,
+            Err(detail) => {
+                return fail(TaskError::Launch {
+                    what: command_spec.map_or(program, |c| c.program.clone()),
+                    kind: LaunchErrorKind::Other,
+                    detail,
+                })
+            }
+        };
         let child = match ticket.start(|| spawn::spawn_with(&launch, stdin)) {
             None => return cancelled(&paths),
             Some(Ok(child)) => child,
@@ -352,8 +376,8 @@ impl SingleNode {
         started(None);
         let finished = child::supervise(
             child,
-            Sink::new(stdout_to, user_stdout.is_some()),
-            Sink::new(stderr_to, user_stderr.is_some()),
+            stdout_sink,
+            stderr_sink,
             resources.run_time_max,
             warning_after(&resources),
             ticket,

@@ -577,7 +577,12 @@ fn build_queue(
                 #[cfg(feature = "remote")]
                 Some(r) if dry => Arc::new(r.offline(store.root())),
                 #[cfg(feature = "remote")]
-                Some(r) => crate::backend::transport::connect(r, store.root(), store.durable())?,
+                Some(r) => crate::backend::transport::connect(
+                    r,
+                    store.root(),
+                    store.durable(),
+                    Some(store.trust()),
+                )?,
                 #[cfg(not(feature = "remote"))]
                 Some(never) => match never {},
                 None => Arc::new(Local),

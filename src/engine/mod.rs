@@ -17,7 +17,7 @@ use crate::event::{EventKind, Events};
 use crate::future::{ArgSource, Dependency, Slot, TaskFuture};
 use crate::lock::{Claim, Claims};
 use crate::resources::Resources;
-use crate::store::{self, FileKind, FormatError, ResultRecord, Store};
+use crate::store::{FormatError, ResultRecord, Store};
 use crate::task::{TaskKey, TaskKind, TaskSpec, View};
 
 /// Per-submission options carried by an [`Executor`](crate::Executor) handle.
@@ -506,12 +506,7 @@ impl Engine {
             if let Err(e) = paths.create() {
                 return Some(fail(e));
             }
-            if let Err(e) = store::write_value(
-                &paths.task_file(),
-                FileKind::Task,
-                &*spec,
-                self.store.durable(),
-            ) {
+            if let Err(e) = paths.write_task(&*spec) {
                 return Some(fail(e));
             }
         }

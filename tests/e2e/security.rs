@@ -17,6 +17,8 @@ pub(crate) fn needs_root(name: &str) -> bool {
     [
         "security::another_users_open_cache_directory_is_refused",
         "security::a_private_cache_in_a_group_writable_folder_needs_trust_group",
+        "security::a_link_another_user_planted_at_a_named_output_file_is_refused",
+        "security::a_worker_refuses_a_cache_swapped_for_another_users",
     ]
     .contains(&name)
 }
@@ -37,6 +39,14 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
     (
         "security::a_link_planted_as_a_tasks_stdout_is_not_written_through",
         a_link_planted_as_a_tasks_stdout_is_not_written_through,
+    ),
+    (
+        "security::a_link_another_user_planted_at_a_named_output_file_is_refused",
+        a_link_another_user_planted_at_a_named_output_file_is_refused,
+    ),
+    (
+        "security::a_worker_checks_the_cache_directorys_ancestors_again",
+        a_worker_checks_the_cache_directorys_ancestors_again,
     ),
     (
         "security::a_task_file_copied_from_another_task_is_not_run",
@@ -417,6 +427,92 @@ fn a_link_planted_as_a_tasks_stdout_is_not_written_through() -> Result<(), Strin
         "the link was written through: {kept:?}"
     );
     ensure!(out.stdout.is_none(), "{out:?}");
+    Ok(())
+}
+
+/// A command's stdout the user named in a directory every user may write (a shared scratch
+/// folder without the sticky bit): the attacker plants `out.txt -> a file of ours` there. The
+/// task fails before it runs, naming the link and its owner, and our file is untouched; the
+/// same command with the link gone writes its output.
+fn a_link_another_user_planted_at_a_named_output_file_is_refused() -> Result<(), String> {
+    let Some(who) = attacker()? else {
+        return Ok(());
+    };
+    let d = open_tempdir();
+    let precious = d.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    let shared = d.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o777);
+    let out = shared.join("out.txt");
+    as_attacker(
+        who,
+        &[
+            "ln",
+            "-s",
+            precious.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    )?;
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(d.path().join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run = || {
+        exe.submit_command(Command::new("echo").arg("FORGED").stdout(&out))
+            .result()
+    };
+    let text = match run() {
+        Err(TaskError::Launch { detail, .. }) => detail,
+        other => return Err(format!("not refused as it should: {other:?}")),
+    };
+    let kept = std::fs::read_to_string(&precious).unwrap();
+    ensure!(
+        kept == "keep me\n",
+        "the link was written through: {kept:?}"
+    );
+    ensure!(
+        text.contains(&out.display().to_string())
+            && text.contains("symbolic link")
+            && text.contains(ATTACKER),
+        "the error names the path, what it is and its owner: {text}"
+    );
+    std::fs::remove_file(&out).unwrap();
+    let ran = run().map_err(|e| e.to_string())?;
+    ensure!(ran.stdout.as_deref() == Some(out.as_path()), "{ran:?}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    ensure!(written == "FORGED\n", "{written:?}");
+    Ok(())
+}
+
+/// A folder above the cache directory opened to every user after the executor checked it (so
+/// that anyone could swap the cache for their own): the worker checks the cache directory and
+/// its ancestors again before it reads the task, and the task fails with the refusal, naming
+/// the folder; nothing runs. Closed again, the next task runs.
+fn a_worker_checks_the_cache_directorys_ancestors_again() -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let project = d.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    chmod(&project, 0o755);
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(project.join("cache"))
+        .build()
+        .map_err(|e| e.to_string())?;
+    chmod(&project, 0o777);
+    let refused = echo_value::submit(&exe, 7).result();
+    chmod(&project, 0o755);
+    let text = match refused {
+        Err(e @ TaskError::WorkerDied { .. }) => e.to_string(),
+        other => return Err(format!("the task was not refused: {other:?}")),
+    };
+    let project = std::fs::canonicalize(&project).unwrap();
+    ensure!(
+        text.contains(&format!("{} is writable by every user", project.display()))
+            && text.contains("refusing the cache directory"),
+        "the error names the folder and why: {text}"
+    );
+    let ran = echo_value::submit(&exe, 8).result();
+    ensure!(matches!(ran, Ok(8)), "{ran:?}");
     Ok(())
 }
 

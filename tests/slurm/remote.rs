@@ -261,6 +261,25 @@ fn remote_refusals_with(dir: &Path, client: SshClient) -> Result<(), String> {
         )?;
     }
     ensure!(!far.exists(), "nothing was created on a refused login");
+    // A remote cache directory in a folder every user may write (without the sticky bit) is
+    // checked on the login node like a local one, and refused naming the folder.
+    let open = dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    match executor(&dir.join("cache"), remote(&l, &open.join("cache"))) {
+        Err(e @ pitch::Error::Untrusted { .. }) => {
+            let text = e.to_string();
+            ensure!(
+                text.contains(&format!(
+                    "{} is writable by every user",
+                    std::fs::canonicalize(&open).unwrap().display()
+                )) && text.contains("on the remote side"),
+                "the refusal names the folder: {text}"
+            );
+        }
+        Err(e) => return Err(format!("refused for another reason: {e}")),
+        Ok(_) => return Err("built on a remote folder every user may write".into()),
+    }
     Ok(())
 }
 

@@ -61,8 +61,7 @@ pub(crate) fn run(
     started: impl FnOnce(u64),
 ) -> Result<Finished, NotRun> {
     for o in [&stdout, &stderr] {
-        output::prepare_file(&o.path, o.named)
-            .map_err(|e| NotRun::Failed(format!("cannot create {}: {e}", o.path.display())))?;
+        output::prepare_file(&o.path, o.named).map_err(NotRun::Failed)?;
     }
     let spec = jobspec(req);
     let submitted_at = Instant::now();

@@ -300,6 +300,7 @@ impl Queue {
             cache: &self.transport.path(self.store.root()),
             exe,
             durable: self.store.durable(),
+            trust_group: paths.trust().trust_group,
             rank_launcher: &(self.scheduler.dialect.rank_launcher)(spec.ranks, spec.threads),
             warning: warned.then_some(self.scheduler.dialect.warning),
         })

@@ -151,13 +151,14 @@ struct ExitFile {
     elapsed: Duration,
 }
 
-fn read_exit_file(exit_file: &std::path::Path) -> Option<Result<ExitFile, TaskError>> {
+fn read_exit_file(paths: &TaskPaths) -> Option<Result<ExitFile, TaskError>> {
+    let exit_file = paths.exit_file();
     // A job script writes "CODE START END" (under 64 bytes): read no more than a little past
     // that, whatever the file holds, and quote no more of it in an error.
     const EXIT_FILE_MAX: u64 = 256;
     let mut text = String::new();
     std::io::Read::read_to_string(
-        &mut std::io::Read::take(std::fs::File::open(exit_file).ok()?, EXIT_FILE_MAX),
+        &mut std::io::Read::take(paths.open_exit_file().ok()?, EXIT_FILE_MAX),
         &mut text,
     )
     .ok()?;
@@ -193,7 +194,7 @@ fn not_an_exit_code(exit_file: &std::path::Path, first: &str) -> TaskError {
 /// writing one. The exit code comes along.
 fn worker_outcome(paths: &TaskPaths) -> Option<(Option<i32>, ExitOutcome)> {
     let exit_file = paths.exit_file();
-    let file = match read_exit_file(&exit_file)? {
+    let file = match read_exit_file(paths)? {
         Ok(f) => f,
         Err(e) => return Some((None, Err(e))),
     };
@@ -243,7 +244,7 @@ pub(crate) fn exit_outcome(
     cwd: Option<&std::path::Path>,
 ) -> Option<(Option<i32>, ExitOutcome)> {
     let exit_file = paths.exit_file();
-    let file = match read_exit_file(&exit_file)? {
+    let file = match read_exit_file(paths)? {
         Ok(f) => f,
         Err(e) => return Some((None, Err(e))),
     };
@@ -253,6 +254,17 @@ pub(crate) fn exit_outcome(
     let stderr_tail = tail(&stderr);
     if file.first == "cwd" {
         return Some((None, Err(failure::no_such_cwd(&spec.program, cwd))));
+    }
+    if let Some(which) = file.first.strip_prefix("output:") {
+        // The job script refused a file the user named (`pitch_open`): why, from what is
+        // there now.
+        let path = if which == "stderr" { &stderr } else { &stdout };
+        let error = TaskError::Launch {
+            what: spec.program.clone(),
+            kind: crate::error::LaunchErrorKind::Other,
+            detail: crate::backend::output::refusal(path, None),
+        };
+        return Some((None, Err(error)));
     }
     if let Some(exec) = file.first.strip_prefix("exec:") {
         let code = exec.parse().unwrap_or(-1);

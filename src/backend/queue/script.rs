@@ -26,6 +26,9 @@ pub(crate) struct TaskBody<'a> {
     pub exe: Option<&'a Path>,
     /// Whether the worker fsyncs its result.
     pub durable: bool,
+    /// Whether the cache directory trusts its group (`trust_group`): the worker checks the
+    /// cache directory again with the same policy.
+    pub trust_group: bool,
     /// The prefix that starts a multi-rank task's ranks (`srun --ntasks=N ...`).
     pub rank_launcher: &'a str,
     /// How the scheduler's warning before the time limit reaches the job, when the task has
@@ -97,7 +100,7 @@ impl Run {
         if warned {
             Run {
                 open: "( trap : USR1; ( trap : USR1; ".into(),
-                close: format!(" ); c=$?; echo \"$c\" >| {code_file}; exit \"$c\" )"),
+                close: format!(" ); c=$?; echo \"$c\" > {code_file}; exit \"$c\" )"),
                 wait: format!(" &\npitch_wait $! {code_file}"),
             }
         } else {
@@ -110,6 +113,25 @@ impl Run {
     }
 }
 
+/// `pitch_open FD PATH`: opens a file the user named for a command's output on descriptor
+/// FD, as a shell's `>` would but never through a link (the rules of
+/// `output::open_named`): a missing file is created under `noclobber` (`O_EXCL`, which does
+/// not follow a link planted meanwhile); a regular file of this user's or a character device
+/// (`/dev/null`) is opened for appending; a link or anything else is refused. Once open, the
+/// path must still not be a link and must name the very file opened (`-ef` against
+/// `/proc/self/fd/FD`), so a link planted between the check and the open is caught; only then
+/// is a regular file truncated, through its descriptor. Runs under `set -C`.
+const OPEN_NAMED: &str = r#"pitch_open() {
+  if [ -L "$2" ]; then return 1
+  elif [ -e "$2" ]; then
+    if [ -c "$2" ] || { [ -f "$2" ] && [ -O "$2" ]; }; then eval "exec $1>>\"\$2\"" || return 1; else return 1; fi
+  else eval "exec $1>\"\$2\"" || return 1
+  fi
+  if [ -L "$2" ] || ! [ "$2" -ef "/proc/self/fd/$1" ]; then eval "exec $1>&-"; return 1; fi
+  if [ -f "/proc/self/fd/$1" ]; then : >| "/proc/self/fd/$1" || return 1; fi
+}
+"#;
+
 /// The bash lines that run one task and leave its result in its directory: the worker
 /// writes the result file; a command's exit status goes to the exit file (atomically, by
 /// rename), and so does a worker's that left no result (it exited or was killed before
@@ -121,7 +143,9 @@ impl Run {
 /// The task directory's `stdout` and `stderr` are removed first and then created under
 /// bash's `noclobber` (`set -C`, which opens with `O_EXCL`): a link planted there is removed,
 /// not written through, and one planted in between fails the redirection instead of being
-/// followed. Output files the user named are written with `>|`, as before (they may exist).
+/// followed. Output files the user named are opened by [`OPEN_NAMED`]'s `pitch_open`: never
+/// through a link, as SingleNode opens them (`output::open_named`). The exit file is written
+/// under a temporary name removed first and created under `noclobber` too, then renamed.
 ///
 /// With a warning before the time limit ([`TaskBody::warning`]) the task runs in the
 /// background under [`warning_prelude`]'s trap, started by `exec` from a subshell that traps
@@ -163,10 +187,11 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             let exe = p(t.exe.expect("function tasks have a staged binary"));
             // The job's exit status is the task's, so `afterok` holds back dependents of a
             // failed task.
-            let durable = if t.durable {
-                "export PITCH_DURABLE=1; "
-            } else {
-                ""
+            let durable = match (t.durable, t.trust_group) {
+                (false, false) => "",
+                (true, false) => "export PITCH_DURABLE=1; ",
+                (false, true) => "export PITCH_TRUST_GROUP=1; ",
+                (true, true) => "export PITCH_DURABLE=1 PITCH_TRUST_GROUP=1; ",
             };
             // Finished already: a job Slurm requeued (node failure, preemption) runs again
             // from its start, and a packed job's finished tasks must not run twice (nor lose
@@ -193,7 +218,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             // No result here, on the node that ran the worker: the result will not come
             // later (over NFS) either, and the worker's own status says why.
             out.push_str(&format!(
-                "[ -e {result} ] || {{ printf '%s\\n' \"$code\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; }}\n",
+                "[ -e {result} ] || {{ rm -f {tmp}.$$; set -C; printf '%s\\n' \"$code\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; set +C; }}\n",
                 result = p(t.result),
                 tmp = p(t.exit_tmp),
                 exit = p(t.exit),
@@ -234,12 +259,47 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             } else {
                 format!("rm -f {}; ", own.join(" "))
             };
-            let redirect = |named: &Option<std::path::PathBuf>| {
-                if named.is_some() {
-                    ">|"
+            // The files the user named are opened by `pitch_open` (see [`OPEN_NAMED`]) on
+            // descriptors 8 and 9 before the command runs; one it refuses is recorded as
+            // `output:stdout` or `output:stderr` and the command does not run.
+            let named: Vec<(u8, &std::path::Path, &str)> = [
+                (8, c.stdout.as_deref(), "stdout"),
+                (9, c.stderr.as_deref(), "stderr"),
+            ]
+            .into_iter()
+            .filter_map(|(fd, path, which)| path.map(|p| (fd, p, which)))
+            .collect();
+            let target = |fd: u8, file: &str, is_named: bool| {
+                if is_named {
+                    format!(">&{fd}")
                 } else {
-                    ">"
+                    format!("> {file}")
                 }
+            };
+            let (out_to, err_to) = (
+                target(8, &stdout, c.stdout.is_some()),
+                target(9, &stderr, c.stderr.is_some()),
+            );
+            let (opens, closes, run_if, run_else) = if named.is_empty() {
+                Default::default()
+            } else {
+                out.push_str(OPEN_NAMED);
+                let mut opens = "pitch_o=0".to_string();
+                let mut closes = String::new();
+                for (fd, path, which) in &named {
+                    opens.push_str(&format!(
+                        "; [ $pitch_o = 1 ] || pitch_open {fd} {} || {{ pitch_o=1; echo output:{which} > {}.failed; }}",
+                        p(path),
+                        p(t.exit_tmp),
+                    ));
+                    closes.push_str(&format!(" {fd}>&-"));
+                }
+                (
+                    format!("{opens}\n"),
+                    closes.clone(),
+                    "if [ $pitch_o = 0 ]; then\n".to_string(),
+                    format!("\nelse code=1; fi; exec{closes}"),
+                )
             };
             // Finished already (its exit file says 0: written by this job's earlier run, as
             // an earlier submission's is removed before it is submitted): a job Slurm
@@ -259,7 +319,7 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             let cd = spec
                 .cwd
                 .as_ref()
-                .map(|c| format!("cd {} || {{ echo cwd >| {failed}; exit 1; }}; ", p(c)))
+                .map(|c| format!("cd {} || {{ echo cwd > {failed}; exit 1; }}; ", p(c)))
                 .unwrap_or_default();
             // The program is looked up as `exec` will (bash's `execfail` does not keep a
             // subshell alive): missing is `exec:127`, not executable `exec:126`.
@@ -269,18 +329,16 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 format!("pitch_p=$(type -P {})", q(&c.program))
             };
             let check = format!(
-                "{find}; if [ -z \"$pitch_p\" ] || [ ! -e \"$pitch_p\" ]; then echo \"pitch: {prog}: not found\" >&2; echo exec:127 >| {failed}; exit 127; fi; \
-                 if [ ! -f \"$pitch_p\" ] || [ ! -x \"$pitch_p\" ]; then echo \"pitch: {prog}: Permission denied\" >&2; echo exec:126 >| {failed}; exit 126; fi; ",
+                "{find}; if [ -z \"$pitch_p\" ] || [ ! -e \"$pitch_p\" ]; then echo \"pitch: {prog}: not found\" >&2; echo exec:127 > {failed}; exit 127; fi; \
+                 if [ ! -f \"$pitch_p\" ] || [ ! -x \"$pitch_p\" ]; then echo \"pitch: {prog}: Permission denied\" >&2; echo exec:126 > {failed}; exit 126; fi; ",
                 prog = c.program.replace(['"', '\\', '$', '`'], "?"),
             );
             out.push_str(&format!(
-                "rm -f {failed}{fresh_code}; {fresh}set -C\n{open}{exports}{own_env}{cd}{check}exec {launcher}{}{close} {} {stdout} 2{} {stderr}{wait}",
+                "rm -f {failed}{fresh_code}; {fresh}set -C\n{opens}{run_if}{open}{exports}{own_env}{cd}{check}exec {launcher}{}{closes}{close} {out_to} 2{err_to}{wait}{run_else}",
                 argv.join(" "),
-                redirect(&c.stdout),
-                redirect(&c.stderr),
             ));
             out.push_str(&format!(
-                "; set +C; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -e {failed} ]; then read -r w < {failed} || w=$code; rm -f {failed}; fi; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}\n",
+                "; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -e {failed} ]; then read -r w < {failed} || w=$code; rm -f {failed}; fi; rm -f {tmp}.$$; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; set +C\n",
                 tmp = p(t.exit_tmp),
                 exit = p(t.exit),
             ));

@@ -56,6 +56,7 @@ fn warned_command_body(
         cache: paths.root(),
         exe: None,
         durable: true,
+        trust_group: false,
         rank_launcher: "srun",
         warning,
     })
@@ -417,6 +418,7 @@ fn a_link_planted_as_stdout_is_not_written_through() {
         cache: paths.root(),
         exe: None,
         durable: true,
+        trust_group: false,
         rank_launcher: "srun",
         warning: None,
     });
@@ -473,6 +475,7 @@ fn a_finished_task_is_not_run_again_by_its_requeued_job() {
         cache: paths.root(),
         exe: Some(Path::new("/bin/w")),
         durable: false,
+        trust_group: false,
         rank_launcher: "srun",
         warning: None,
     });
@@ -561,6 +564,7 @@ fn a_command_that_cannot_be_executed_is_recorded_apart_from_its_exit_code() {
         cache: paths.root(),
         exe: None,
         durable: true,
+        trust_group: false,
         rank_launcher: "srun",
         warning: None,
     });
@@ -594,4 +598,193 @@ fn command_body_quotes_arguments_and_records_the_exit_status() {
         .unwrap();
     assert!(status.success());
     assert_eq!(std::fs::read_to_string(&tasks).unwrap().lines().count(), 2);
+}
+
+/// The body of a one-rank command task `program args` writing to the files the user named.
+fn named_output_body(
+    program: &str,
+    args: &[&str],
+    stdout: Option<&Path>,
+    stderr: Option<&Path>,
+    paths: &TaskPaths,
+) -> (String, CommandSpec) {
+    let command = CommandSpec {
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: vec![],
+        stdout: stdout.map(Path::to_path_buf),
+        stderr: stderr.map(Path::to_path_buf),
+        allow_failure: false,
+    };
+    let s = spec(TaskKind::Command(command.clone()), 1);
+    let body = task_body(&TaskBody {
+        spec: &s,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe: None,
+        durable: true,
+        trust_group: false,
+        rank_launcher: "srun",
+        warning: None,
+    });
+    (body, command)
+}
+
+/// Runs `script` with bash in `dir` (after removing the exit file of the last run, as
+/// `ship_task` does), returning its exit code.
+fn run_script(dir: &Path, paths: &TaskPaths, script: &str) -> Option<i32> {
+    let _ = std::fs::remove_file(paths.exit_file());
+    let file = dir.join("s.sh");
+    std::fs::write(&file, format!("set -u\n{script}")).unwrap();
+    std::process::Command::new("bash")
+        .arg(&file)
+        .status()
+        .unwrap()
+        .code()
+}
+
+#[test]
+fn a_link_planted_as_a_named_output_file_is_refused_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    let named = dir.path().join("named.out");
+    std::os::unix::fs::symlink(&precious, &named).unwrap();
+    let (body, command) = named_output_body("echo", &["FORGED"], Some(&named), None, &paths);
+    assert_eq!(run_script(dir.path(), &paths, &body), Some(1), "{body}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert_eq!(exit_code(&paths), "output:stdout");
+    let (code, outcome) =
+        crate::backend::queue::poll::exit_outcome(&paths, &command, None).expect("an exit file");
+    assert_eq!(code, None);
+    let err = outcome.unwrap_err().to_string();
+    assert!(err.contains(&named.display().to_string()), "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+    // The same for stderr; another user's file, a FIFO or a directory is refused too.
+    let (body, _) = named_output_body("echo", &["FORGED"], None, Some(&named), &paths);
+    assert_eq!(run_script(dir.path(), &paths, &body), Some(1));
+    assert_eq!(exit_code(&paths), "output:stderr");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for refused in [fifo.as_path(), dir.path()] {
+        let (body, _) = named_output_body("echo", &["x"], Some(refused), None, &paths);
+        assert_eq!(
+            run_script(dir.path(), &paths, &body),
+            Some(1),
+            "{refused:?}"
+        );
+        assert_eq!(exit_code(&paths), "output:stdout");
+    }
+    if crate::trust::me() == 0 {
+        let theirs = dir.path().join("theirs.out");
+        std::fs::write(&theirs, "theirs\n").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(1), Some(1)).unwrap();
+        let (body, _) = named_output_body("echo", &["x"], Some(&theirs), None, &paths);
+        assert_eq!(run_script(dir.path(), &paths, &body), Some(1));
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "theirs\n");
+    }
+}
+
+#[test]
+fn a_named_output_file_is_created_or_truncated_like_a_shells() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let out = dir.path().join("out.txt");
+    let err = dir.path().join("err.txt");
+    let cmd = [
+        "-c",
+        "echo new; echo oops >&2; ls -l /proc/self/fd/ | grep -c ' [89] ->' >&2 || true",
+    ];
+    // Missing: created.
+    let (body, _) = named_output_body("sh", &cmd, Some(&out), Some(&err), &paths);
+    assert_eq!(run_script(dir.path(), &paths, &body), Some(0), "{body}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
+    // The command does not inherit the descriptors pitch opened them on.
+    assert_eq!(std::fs::read_to_string(&err).unwrap(), "oops\n0\n");
+    // Existing, longer: truncated, the same file (its mode kept).
+    std::fs::write(&out, "an earlier run's much longer output\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(run_script(dir.path(), &paths, &body), Some(0));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    assert_eq!(exit_code(&paths), "0");
+    // Both streams to one file, and /dev/null.
+    let short = ["-c", "echo new; echo oops >&2"];
+    let (body, _) = named_output_body("sh", &short, Some(&out), Some(&out), &paths);
+    assert_eq!(run_script(dir.path(), &paths, &body), Some(0));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\noops\n");
+    let null = Path::new("/dev/null");
+    let (body, _) = named_output_body("sh", &short, Some(null), Some(null), &paths);
+    assert_eq!(run_script(dir.path(), &paths, &body), Some(0));
+}
+
+#[test]
+fn a_link_planted_at_the_exit_files_temporary_name_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = task_paths(dir.path());
+    paths.create().unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    // The job shell's pid names the temporary file: the link is planted by the script itself
+    // just before the body (an attacker would guess it), and at the code and failed files.
+    let tmp = p(&paths.exit_tmp());
+    let plant = format!(
+        "ln -s {0} {tmp}.$$; ln -s {0} {tmp}.code; ln -s {0} {tmp}.failed\n",
+        p(&precious)
+    );
+    for warning in [None, Some(WarningReach::BatchShell)] {
+        let body = warned_command_body("sh", &["-c", "exit 3"], &paths, warning);
+        assert_eq!(
+            run_script(dir.path(), &paths, &format!("{plant}{body}")),
+            Some(3)
+        );
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+        assert_eq!(exit_code(&paths), "3");
+        assert!(!paths.exit_file().is_symlink());
+    }
+    // A function task whose worker left no result writes the exit file the same way.
+    let s = spec(
+        TaskKind::Function {
+            name: "f".into(),
+            fingerprint: "0".into(),
+            args: vec![],
+        },
+        1,
+    );
+    let exe = dir.path().join("worker");
+    std::fs::write(&exe, "#!/bin/sh\nexit 4\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = task_body(&TaskBody {
+        spec: &s,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe: Some(&exe),
+        durable: false,
+        trust_group: false,
+        rank_launcher: "srun",
+        warning: None,
+    });
+    let _ = std::fs::remove_file(paths.exit_tmp().with_extension("code"));
+    assert_eq!(
+        run_script(dir.path(), &paths, &format!("{plant}{body}")),
+        Some(4)
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert_eq!(exit_code(&paths), "4");
 }

@@ -35,14 +35,15 @@ pub(crate) fn connect(
     remote: crate::Remote,
     local_root: &Path,
     durable: bool,
+    trust: Option<crate::trust::Policy>,
 ) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
     let program = system::program();
     Ok(match (remote.client, program) {
         (SshClient::Builtin, _) | (SshClient::Auto, None) => std::sync::Arc::new(ssh::Builtin(
-            std::sync::Arc::new(ssh::Ssh::connect(remote, local_root, durable)?),
+            std::sync::Arc::new(ssh::Ssh::connect(remote, local_root, durable, trust)?),
         )),
         (SshClient::System | SshClient::Auto, Some(program)) => std::sync::Arc::new(
-            system::SystemSsh::connect(program, remote, local_root, durable)?,
+            system::SystemSsh::connect(program, remote, local_root, durable, trust)?,
         ),
         (SshClient::System, None) => {
             return Err(crate::error::Error::Config(format!(
@@ -52,6 +53,36 @@ pub(crate) fn connect(
             )))
         }
     })
+}
+
+/// The remote cache directory `dir` checked like a local one (`crate::trust`), from what
+/// [`crate::trust::REMOTE_CHECK_SCRIPT`] printed there (`ran`: its exit status, output and
+/// errors): refused as [`crate::error::Error::Untrusted`].
+#[cfg(feature = "remote")]
+pub(crate) fn check_remote_cache(
+    dir: &Path,
+    trust: crate::trust::Policy,
+    ran: Result<(bool, String, String), String>,
+) -> Result<(), crate::error::Error> {
+    let untrusted = |u: crate::trust::Untrusted| crate::error::Error::Untrusted {
+        cache: dir.to_path_buf(),
+        path: u.path,
+        reason: format!("{} (on the remote side)", u.reason),
+    };
+    let (ok, stdout, stderr) = ran.map_err(|e| {
+        crate::error::Error::Config(format!(
+            "cannot check the remote cache directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    if !ok {
+        return Err(crate::error::Error::Config(format!(
+            "cannot check the remote cache directory {}: {}",
+            dir.display(),
+            stderr.trim()
+        )));
+    }
+    crate::trust::check_remote(dir, &stdout, trust).map_err(untrusted)
 }
 
 use super::scheduler::{CmdOutput, Fut};

@@ -246,7 +246,12 @@ pub(crate) struct Ssh {
 impl Ssh {
     /// Connects (so that a wrong host, key or directory fails when the executor is built)
     /// and creates the cache directory's twin.
-    pub(crate) fn connect(remote: Remote, local_root: &Path, durable: bool) -> Result<Ssh, Error> {
+    pub(crate) fn connect(
+        remote: Remote,
+        local_root: &Path,
+        durable: bool,
+        trust: Option<crate::trust::Policy>,
+    ) -> Result<Ssh, Error> {
         let address = remote.address();
         let config = |m: String| Error::Config(format!("remote {address}: {m}"));
         remote.check().map_err(config)?;
@@ -278,6 +283,20 @@ impl Ssh {
             mkdirs(&sftp, &ssh.remote.directory, 0o777)
         })
         .map_err(|e| config(e.to_string()))?;
+        if let Some(trust) = trust {
+            let dir = ssh.remote.directory.to_string_lossy().into_owned();
+            let args = [
+                "-c".to_string(),
+                crate::trust::REMOTE_CHECK_SCRIPT.to_string(),
+                "sh".to_string(),
+                dir,
+            ];
+            let ran = ssh
+                .exec("sh", &args, &[], "sh")
+                .map(|o| (o.success, o.stdout, o.stderr))
+                .map_err(|e| e.to_string());
+            super::check_remote_cache(&ssh.remote.directory, trust, ran)?;
+        }
         Ok(ssh)
     }
 

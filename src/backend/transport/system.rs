@@ -130,6 +130,7 @@ impl SystemSsh {
         remote: Remote,
         local_root: &Path,
         durable: bool,
+        trust: Option<crate::trust::Policy>,
     ) -> Result<SystemSsh, Error> {
         let host = remote.host.clone();
         let config = |m: String| Error::Config(format!("remote {host}: {m}"));
@@ -171,6 +172,16 @@ impl SystemSsh {
                 "cannot create {dir} on the remote side: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
+        }
+        if let Some(trust) = trust {
+            let ran = ssh
+                .inner
+                .blocking_script(crate::trust::REMOTE_CHECK_SCRIPT, &[dir.as_str()])
+                .map(|o| {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    (o.status.success(), text(&o.stdout), text(&o.stderr))
+                });
+            super::check_remote_cache(&ssh.inner.remote.directory, trust, ran)?;
         }
         Ok(ssh)
     }

@@ -59,6 +59,16 @@ impl Sink {
         })
     }
 
+    /// [`Sink::named`] for a file the user named, else [`Sink::new`] for the task
+    /// directory's own file.
+    pub(crate) fn for_stream(path: PathBuf, named: bool) -> Result<Sink, String> {
+        if named {
+            Sink::named(path)
+        } else {
+            Ok(Sink::new(path))
+        }
+    }
+
     fn open(&mut self) {
         // Only try once: a directory that refuses the file refuses it every time.
         self.tried = true;

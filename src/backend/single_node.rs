@@ -347,15 +347,8 @@ impl SingleNode {
         };
         // The files the user named are opened first: one that is refused (a link, another
         // user's file) fails the task before it runs, naming it.
-        let sink = |to: PathBuf, named: bool| {
-            if named {
-                Sink::named(to)
-            } else {
-                Ok(Sink::new(to))
-            }
-        };
-        let sinks = sink(stdout_to, user_stdout.is_some())
-            .and_then(|out| Ok((out, sink(stderr_to, user_stderr.is_some())?)));
+        let sinks = Sink::for_stream(stdout_to, user_stdout.is_some())
+            .and_then(|out| Ok((out, Sink::for_stream(stderr_to, user_stderr.is_some())?)));
         let (stdout_sink, stderr_sink) = match sinks {
             Ok(sinks) => sinks,
             Err(detail) => {

@@ -129,6 +129,15 @@ pub(super) fn run_here(run: CommandRun) -> Result<Vec<u8>, TaskError> {
         env: &vars,
         cwd: cwd.as_deref(),
     };
+    // The files the user named are opened first: one that is refused (a link, another
+    // user's file) fails the command before it runs, naming it.
+    let launch_error = |detail: String| TaskError::Launch {
+        what: spec.program.clone(),
+        kind: LaunchErrorKind::Other,
+        detail,
+    };
+    let stdout = Sink::for_stream(stdout, spec.stdout.is_some()).map_err(launch_error)?;
+    let stderr = Sink::for_stream(stderr, spec.stderr.is_some()).map_err(launch_error)?;
     let ticket = Arc::new(Ticket::default());
     *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket.clone());
     let child = match ticket.start(|| spawn::spawn_with(&launch, false)) {
@@ -141,14 +150,7 @@ pub(super) fn run_here(run: CommandRun) -> Result<Vec<u8>, TaskError> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let finished = child::supervise(
-        child,
-        Sink::new(stdout, spec.stdout.is_some()),
-        Sink::new(stderr, spec.stderr.is_some()),
-        limit,
-        warn,
-        &ticket,
-    );
+    let finished = child::supervise(child, stdout, stderr, limit, warn, &ticket);
     RUNNING.lock().unwrap_or_else(|e| e.into_inner()).take();
     let end = finished.end.map_err(|e| TaskError::Launch {
         what: spec.program.clone(),

@@ -548,7 +548,13 @@ impl Claims {
         let mut words = text.split_whitespace();
         let (mode, host, pid) = (words.next(), words.next(), words.next());
         if mode == Some("ofd") {
-            let file = open_rw(&path, false)?;
+            let file = match open_rw(&path, false) {
+                Ok(file) => file,
+                // Removed since it was read: by its driver, which ended, or by another claim
+                // (of this driver or another) that found it dead, as below.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
             return match lock(&file, false) {
                 // Its driver died without removing it: nobody needs it any more.
                 Ok(true) => {
@@ -735,6 +741,45 @@ mod tests {
         assert!(
             matches!(a.try_claim(&key).unwrap(), Claim::Mine { took_over: Some(id), .. } if id == b_id)
         );
+    }
+
+    /// Claims of one driver on several threads all find the same dead driver: the first to
+    /// lock its file removes it, and the others' look at it must not fail then.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn claims_racing_to_a_dead_drivers_file_all_succeed() {
+        for round in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = claims_of_two(dir.path());
+            let keys: Vec<TaskKey> = (0..8)
+                .map(|i| TaskKey::explicit(&format!("{round}-{i}")))
+                .collect();
+            for k in &keys {
+                assert!(matches!(b.try_claim(k).unwrap(), Claim::Mine { .. }));
+            }
+            // b dies: its locks go, its files stay.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_UNLCK as _;
+            // SAFETY: fcntl on an open descriptor with a valid flock struct.
+            unsafe { libc::fcntl(b._file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+            if let Some(r) = &b.ranges {
+                for k in &keys {
+                    range(&r.file, libc::F_UNLCK, range_offset(k), false).unwrap();
+                }
+            }
+            std::mem::forget(b);
+            let a = &a;
+            std::thread::scope(|scope| {
+                let claims: Vec<_> = keys
+                    .iter()
+                    .map(|k| scope.spawn(move || a.try_claim(k)))
+                    .collect();
+                for c in claims {
+                    let c = c.join().unwrap();
+                    assert!(matches!(c, Ok(Claim::Mine { .. })), "round {round}: {c:?}");
+                }
+            });
+        }
     }
 
     #[test]

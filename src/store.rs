@@ -253,7 +253,16 @@ pub(crate) fn read_value_bound<T: serde::de::DeserializeOwned>(
     kind: FileKind,
     key: &TaskKey,
 ) -> Result<T, FormatError> {
-    let payload = read_checked(path, kind)?;
+    decode_bound(&read_checked(path, kind)?, kind, key)
+}
+
+/// Decodes the checked payload of a result, rank or checkpoint file of the task `key` (see
+/// [`read_value_bound`]): a payload that names another task is refused as foreign.
+pub(crate) fn decode_bound<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    kind: FileKind,
+    key: &TaskKey,
+) -> Result<T, FormatError> {
     let Some((found, value)) = payload.split_first_chunk::<16>() else {
         return Err(FormatError::Truncated(format!(
             "{} payload bytes, shorter than a task key",

@@ -20,10 +20,40 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String
     bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
 }
 
+/// At most how many bytes bincode counts against its limit per byte it reads: a primitive
+/// counts its size (16 for a `u128`) however few bytes its varint takes.
+const CLAIMED_PER_BYTE: usize = 16;
+
+/// Decodes `bytes` with a limit of `LIMIT` bytes on what bincode may claim (and allocate).
+fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), String> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    bincode::serde::decode_from_slice::<T, _>(bytes, config).map_err(|e| e.to_string())
+}
+
 /// Decodes a value that must use every byte of `bytes`.
+///
+/// bincode allocates a string of the length its prefix claims before reading it, up to its
+/// limit: a forged prefix of a few bytes would have it allocate up to [`DECODE_LIMIT`]. The
+/// limit is therefore the smallest of a few steps that a value of `bytes.len()` bytes cannot
+/// exceed ([`CLAIMED_PER_BYTE`] times its length), so what a decode allocates stays within a
+/// small multiple of its input.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| e.to_string())?;
+    let most = bytes.len().saturating_mul(CLAIMED_PER_BYTE);
+    let (value, used) = if most <= 1 << 12 {
+        decode_within::<T, { 1 << 12 }>(bytes)
+    } else if most <= 1 << 16 {
+        decode_within::<T, { 1 << 16 }>(bytes)
+    } else if most <= 1 << 20 {
+        decode_within::<T, { 1 << 20 }>(bytes)
+    } else if most <= 1 << 24 {
+        decode_within::<T, { 1 << 24 }>(bytes)
+    } else if most <= 1 << 28 {
+        decode_within::<T, { 1 << 28 }>(bytes)
+    } else {
+        decode_within::<T, DECODE_LIMIT>(bytes)
+    }?;
     if used != bytes.len() {
         return Err(format!(
             "{} trailing bytes after the value (read {used} of {})",
@@ -61,6 +91,22 @@ mod tests {
         assert!(err.contains("trailing"), "{err}");
         let err = decode::<(u32, String)>(&bytes[..bytes.len() - 1]).unwrap_err();
         assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn a_forged_length_prefix_is_refused_before_allocating_it() {
+        // A string claiming 320 MiB (varint: 252, then a u32) in a 5-byte payload: refused
+        // by the limit, not allocated and then found missing (a fuzz finding).
+        let forged = [252, 0x00, 0x00, 0x00, 0x14];
+        let err = decode::<String>(&forged).unwrap_err();
+        assert!(err.contains("Limit"), "{err}");
+        let err = decode::<(u32, Vec<String>)>(&[7, 1, 252, 0, 0, 0, 0x14]).unwrap_err();
+        assert!(err.contains("Limit"), "{err}");
+        // A value that fills its payload with the largest claims per byte still decodes.
+        let wide: Vec<u128> = vec![1; 1000];
+        assert_eq!(decode::<Vec<u128>>(&encode(&wide).unwrap()).unwrap(), wide);
+        let text = "x".repeat(100_000);
+        assert_eq!(decode::<String>(&encode(&text).unwrap()).unwrap(), text);
     }
 
     #[test]

@@ -107,6 +107,12 @@ pub const FEATURES: &[&str] = &[
     "portable",
 ];
 
+/// The fuzz targets' entry points (`fuzz/`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 /// Support for macro expansions and the project's own tests; not part of the API.
 #[doc(hidden)]
 pub mod __private {

@@ -238,6 +238,26 @@ fn read_small(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
+/// One line of a driver's claims log.
+#[cfg(any(target_os = "linux", feature = "fuzzing"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogLine {
+    /// `KEY`: the driver claimed the task.
+    Claimed(TaskKey),
+    /// `-KEY`: the driver released it.
+    Released(TaskKey),
+}
+
+/// Reads one line of a claims log (without its newline); `None` for anything else.
+#[cfg(any(target_os = "linux", feature = "fuzzing"))]
+pub(crate) fn log_line(line: &[u8]) -> Option<LogLine> {
+    let line = std::str::from_utf8(line).ok()?;
+    match line.strip_prefix('-') {
+        Some(key) => key.parse().ok().map(LogLine::Released),
+        None => line.parse().ok().map(LogLine::Claimed),
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -399,23 +419,17 @@ impl Claims {
             let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             let owner: std::sync::Arc<str> = id.as_str().into();
             for line in text[..whole].split(|&b| b == b'\n') {
-                let Ok(line) = std::str::from_utf8(line) else {
-                    continue;
-                };
-                // `KEY`: claimed; `-KEY`: released.
-                match line.strip_prefix('-').map(str::parse::<TaskKey>) {
-                    Some(Ok(k)) => {
-                        if others.owner.get(&k).is_some_and(|o| **o == *id) {
-                            others.owner.remove(&k);
-                        }
+                match log_line(line) {
+                    Some(LogLine::Released(k))
+                        if others.owner.get(&k).is_some_and(|o| **o == *id) =>
+                    {
+                        others.owner.remove(&k);
                     }
-                    Some(Err(_)) => {}
-                    None => {
-                        if let Ok(k) = line.parse() {
-                            others.owner.insert(k, owner.clone());
-                            others.handled.insert(k);
-                        }
+                    Some(LogLine::Claimed(k)) => {
+                        others.owner.insert(k, owner.clone());
+                        others.handled.insert(k);
                     }
+                    _ => {}
                 }
             }
             others.read.insert(id, from + whole as u64);

@@ -245,11 +245,13 @@ fn read_value_bound_in<T: serde::de::DeserializeOwned>(
     kind: FileKind,
     key: &TaskKey,
 ) -> Result<T, FormatError> {
-    decode_bound(read_opened(dir.open_read(name), kind)?, kind, key)
+    decode_bound(&read_opened(dir.open_read(name), kind)?, kind, key)
 }
 
-fn decode_bound<T: serde::de::DeserializeOwned>(
-    payload: Vec<u8>,
+/// Decodes the checked payload of a result, rank or checkpoint file of the task `key` (see
+/// [`read_value_bound_in`]): a payload that names another task is refused as foreign.
+pub(crate) fn decode_bound<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
     kind: FileKind,
     key: &TaskKey,
 ) -> Result<T, FormatError> {

@@ -14,7 +14,7 @@ mod pool;
 pub(crate) mod queue;
 pub(crate) mod scheduler;
 pub(crate) mod single_node;
-mod slurm;
+pub(crate) mod slurm;
 mod spawn;
 pub(crate) mod transport;
 pub(crate) mod workers;

@@ -16,7 +16,7 @@ pub(crate) struct FluxResources {
 
 /// Reads `flux resource info`'s one line, `"2 Nodes, 8 Cores, 0 GPUs"` (singular names are
 /// accepted too). Nodes and cores must be there; GPUs count as 0 when the line has none.
-fn parse_flux_resource_info(text: &str) -> Option<FluxResources> {
+pub(crate) fn parse_flux_resource_info(text: &str) -> Option<FluxResources> {
     let line = text.trim();
     if line.is_empty() || line.contains('\n') {
         return None;

@@ -115,7 +115,7 @@ pub(crate) fn run(
 
 /// What a job's eventlog said of it, once it ended.
 #[derive(Debug, Default)]
-struct Followed {
+pub(crate) struct Followed {
     /// It got its resources (`alloc`).
     allocated: bool,
     /// When its `start` entry came.
@@ -137,7 +137,7 @@ struct Exception {
 
 impl Followed {
     /// Takes one eventlog entry in.
-    fn take(&mut self, event: &Event) {
+    pub(crate) fn take(&mut self, event: &Event) {
         let c = &event.context;
         match event.name.as_str() {
             "alloc" => self.allocated = true,

@@ -280,9 +280,14 @@ impl Watch {
             .into_owned();
         // SAFETY: a live future; the next response replaces this one.
         unsafe { (lib.future_reset)(f) };
-        serde_json::from_str(&text)
-            .map(Next::Event)
-            .map_err(|e| format!("eventlog entry {text:?}: {e}"))
+        Event::parse(&text).map(Next::Event)
+    }
+}
+
+impl Event {
+    /// Reads one eventlog entry as libflux hands it over (a JSON object).
+    pub(crate) fn parse(text: &str) -> Result<Event, String> {
+        serde_json::from_str(text).map_err(|e| format!("eventlog entry {text:?}: {e}"))
     }
 }
 

@@ -1142,3 +1142,44 @@ fn partition_limits_refuse_what_no_job_can_get() {
         .contains("MaxTime"));
     assert_eq!(debug.refuses(1, 1, Some(4), Some(hour)), None);
 }
+
+/// The seeds of the `slurm_output` fuzz target (see `write_fuzz_seeds` in
+/// `backend::decode_fuzz_tests`): the outputs recorded above.
+#[test]
+#[ignore = "writes the fuzz targets' seeds into fuzz/corpus"]
+fn write_slurm_fuzz_seeds() {
+    use crate::backend::decode_fuzz_tests::write_seed;
+    let seeds = [
+        ("squeue", SQUEUE_R_RUNNING),
+        ("squeue-stepped", SQUEUE_STEPPED),
+        ("scontrol-array", SCONTROL_ARRAY),
+        ("scontrol-multiline", SCONTROL_MULTILINE),
+        ("sacct-steps", SACCT_STEPS),
+        ("sacct-early", SACCT_EARLY),
+        ("sbatch", "1234;cluster\n"),
+        (
+            "partitions",
+            "PartitionName=debug AllowGroups=ALL Default=YES MaxNodes=UNLIMITED MaxTime=UNLIMITED \
+             TotalCPUs=8 TotalNodes=4 MaxCPUsPerNode=UNLIMITED\n\
+             PartitionName=short Default=NO MaxNodes=2 MaxTime=30 MaxCPUsPerNode=2 TotalCPUs=4 \
+             TotalNodes=2\n",
+        ),
+        (
+            "squeue-scripts",
+            "103|/tmp/c/jobs/pitch-1-5.sh\n104|/tmp/c/jobs/pitch-1-6.sh\n",
+        ),
+    ];
+    for (name, text) in seeds {
+        write_seed("slurm_output", name, text.as_bytes());
+    }
+    let config: String = SCONTROL_CONFIG
+        .lines()
+        .take(12)
+        .collect::<Vec<_>>()
+        .join("\n");
+    write_seed(
+        "slurm_output",
+        "scontrol-config",
+        format!("{config}\nMaxArraySize = 1001\n").as_bytes(),
+    );
+}

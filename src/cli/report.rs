@@ -1,8 +1,8 @@
 //! [`TaskLines`]: the CLI's reporter of one line per event on standard error.
 //!
 //! `-v` prints a line when a task ends (finished, failed, from the cache); `-vv` also when it
-//! is submitted and when it starts (with its Slurm job id). `pitch run` always prints the
-//! start of its one task ("submitted as Slurm job 123"), and its end itself. Warnings are
+//! is submitted and when it starts (with its Slurm or Flux job id). `pitch run` always prints
+//! the start of its one task ("submitted as Slurm job 123"), and its end itself. Warnings are
 //! always printed. `-q` installs no reporter at all.
 
 use std::collections::HashMap;
@@ -36,6 +36,10 @@ pub(crate) struct TaskLines {
     verbose: u8,
     mode: Mode,
     labels: Mutex<Labels>,
+    /// `pitch run`: the scheduler's name for its "submitted as" line ("Slurm", "Flux"), set
+    /// once the executor is built; and whether that line was printed.
+    scheduler: std::sync::OnceLock<&'static str>,
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl TaskLines {
@@ -44,6 +48,30 @@ impl TaskLines {
             verbose,
             mode,
             labels: Mutex::new(Labels::default()),
+            scheduler: std::sync::OnceLock::new(),
+            announced: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The scheduler `pitch run`'s task is submitted to, by its backend name.
+    pub(crate) fn set_backend(&self, backend: &str) {
+        let title = match backend {
+            "flux" => "Flux",
+            _ => "Slurm",
+        };
+        let _ = self.scheduler.set(title);
+    }
+
+    /// `pitch run`'s "submitted as <scheduler> job ID" line, once: from its task's start
+    /// event, or from `--detach` itself once the job id is known (which may come first: the
+    /// event is reported on another thread, and a detached run exits at once).
+    pub(crate) fn announce_job(&self, key: &str, id: &str) {
+        if !self
+            .announced
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let scheduler = self.scheduler.get().copied().unwrap_or("Slurm");
+            eprintln!("pitch: submitted as {scheduler} job {id} (key {key})");
         }
     }
 
@@ -102,16 +130,17 @@ impl Reporter for TaskLines {
                 self.line("submitted", key, String::new())
             }
             EventKind::Started { key, job_id, .. } => match (&self.mode, job_id) {
-                (Mode::Run(_), Some(id)) => {
-                    eprintln!("pitch: submitted as Slurm job {id} (key {key})")
-                }
+                (Mode::Run(_), Some(id)) => self.announce_job(key, id),
                 (Mode::Run(command), None) => eprintln!("pitch: running {command} (key {key})"),
                 (Mode::Sweep, _) if self.verbose >= 2 => self.line(
                     "started",
                     key,
                     job_id
                         .as_ref()
-                        .map(|id| format!(" as Slurm job {id}"))
+                        .map(|id| {
+                            let scheduler = self.scheduler.get().copied().unwrap_or("Slurm");
+                            format!(" as {scheduler} job {id}")
+                        })
                         .unwrap_or_default(),
                 ),
                 _ => {}

@@ -168,7 +168,7 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     ));
     let mut reporters: Vec<Arc<dyn Reporter>> = Vec::new();
     if !out.quiet {
-        reporters.push(lines);
+        reporters.push(lines.clone());
     }
     // A command in a pilot job is handed over by pitch, which must stay until it ends
     // (over SSH commands still run as jobs of their own: see the README's "Pilot jobs").
@@ -191,6 +191,7 @@ pub(crate) fn run(a: RunArgs) -> i32 {
         Ok(e) => e.with_cache(false),
         Err(e) => return fail(PITCH_FAILED, e),
     };
+    lines.set_backend(exe.backend_name());
     if a.detach && exe.job_name().is_none() {
         return fail(
             USAGE,
@@ -203,9 +204,12 @@ pub(crate) fn run(a: RunArgs) -> i32 {
     let streams = exe.task_output_files(&future.key()).ok();
     if a.detach {
         // Wait until the job is queued, then leave it to the scheduler.
-        future.wait_job_id();
+        let job = future.wait_job_id();
         if let Some(e) = future.error() {
             return fail(PITCH_FAILED, e);
+        }
+        if let (Some(id), false) = (&job, out.quiet) {
+            lines.announce_job(&future.key(), id);
         }
         if a.common.json {
             json::print(&json::DetachOutput {
@@ -353,6 +357,7 @@ pub(crate) fn sweep(a: SweepArgs) -> i32 {
         Ok(e) => e.with_fresh(a.fresh),
         Err(e) => return fail(USAGE, e),
     };
+    lines.set_backend(exe.backend_name());
     let futures = exe.map_commands(commands);
     for (f, point) in futures.iter().zip(&points) {
         lines.label(&f.key(), point_text(point));

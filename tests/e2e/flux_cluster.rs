@@ -119,6 +119,7 @@ const DRIVERS: &[(&str, crate::TestFn)] = &[
         "cli_status_and_cancel_ask_flux",
         cli_status_and_cancel_ask_flux,
     ),
+    ("cli_run_says_flux_job", cli_run_says_flux_job),
     (
         "a_failed_rerun_keeps_the_finished_result",
         a_failed_rerun_keeps_the_finished_result,
@@ -179,6 +180,7 @@ mod outer {
         ignored_keys_warn_once,
         a_job_cancelled_outside_pitch,
         cli_status_and_cancel_ask_flux,
+        cli_run_says_flux_job,
         a_failed_rerun_keeps_the_finished_result,
         a_future_outliving_its_executor_ends,
         failures_give_the_errors_of_single_node,
@@ -994,6 +996,36 @@ fn a_job_cancelled_outside_pitch() -> Result<(), String> {
 
 /// `pitch status` and `pitch cancel` on a cache directory of FluxClusterExecutor ask Flux
 /// (one `flux jobs` call, one `flux cancel` call), not Slurm.
+/// `pitch run --backend flux` names the Flux job it submitted, as a Flux job, and `--detach`
+/// says so too before it returns.
+fn cli_run_says_flux_job() -> Result<(), String> {
+    let dir = temp();
+    let cache = dir.path().display().to_string();
+    for detach in [false, true] {
+        let mut args = vec!["run", "--backend", "flux", "--cache-dir", &cache];
+        if detach {
+            args.push("--detach");
+        }
+        args.extend(["--", "echo", if detach { "detached" } else { "hi" }]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pitch"))
+            .args(&args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        ensure!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        ensure!(
+            stderr.contains("pitch: submitted as Flux job") && !stderr.contains("Slurm"),
+            "{args:?}: {stderr}"
+        );
+        ensure!(detach || stdout == "hi\n", "{args:?}: stdout {stdout:?}");
+    }
+    // The detached job ends on its own (a bound on the instance's load, not a timing).
+    every_job_ends(Duration::from_secs(120))
+}
+
 fn cli_status_and_cancel_ask_flux() -> Result<(), String> {
     let dir = temp();
     let exe = cluster(dir.path())?;

@@ -324,11 +324,21 @@ fn panic_and_exit_3(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn map_of_1000_becomes_arrays(dir: &Path) -> Result<(), String> {
+/// Runs `f` with this process's PATH set to [`counting_path`] of `dir` (for executors built
+/// in this process), then restores it. The tests that do this take turns: one restoring
+/// the PATH while another counts would make the other's calls go uncounted.
+pub(crate) fn with_counting_path<R>(dir: &Path, f: impl FnOnce() -> R) -> R {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let old = std::env::var_os("PATH").unwrap();
-    let path = counting_path(dir);
-    std::env::set_var("PATH", &path);
-    let result = (|| {
+    std::env::set_var("PATH", counting_path(dir));
+    let result = f();
+    std::env::set_var("PATH", old);
+    result
+}
+
+fn map_of_1000_becomes_arrays(dir: &Path) -> Result<(), String> {
+    with_counting_path(dir, || {
         let exe = executor(&dir.join("cache"));
         let start = Instant::now();
         let futures = add::map(&exe, (0..1000).map(|i| (i, 1)));
@@ -342,9 +352,7 @@ fn map_of_1000_becomes_arrays(dir: &Path) -> Result<(), String> {
         );
         ensure!(sbatch <= 2, "{sbatch} sbatch calls for 1000 tasks");
         Ok(())
-    })();
-    std::env::set_var("PATH", old);
-    result
+    })
 }
 
 /// A submission sbatch refuses fails `Rejected` with sbatch's message; it is recorded as a

@@ -449,11 +449,7 @@ fn marked_jobs(marks: &Path) -> (BTreeSet<String>, usize) {
 /// exact; nothing is journaled as a job of its own; a rerun answers every command from the
 /// cache (runs none: the marks file does not grow) and submits no pilot.
 fn commands_sweep(dir: &Path) -> Result<(), String> {
-    let old = std::env::var_os("PATH").unwrap();
-    std::env::set_var("PATH", crate::counting_path(dir));
-    let result = commands_sweep_counted(dir);
-    std::env::set_var("PATH", old);
-    result
+    crate::with_counting_path(dir, || commands_sweep_counted(dir))
 }
 
 fn commands_sweep_counted(dir: &Path) -> Result<(), String> {

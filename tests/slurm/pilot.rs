@@ -573,7 +573,10 @@ fn commands_sweep_counted(dir: &Path) -> Result<(), String> {
 fn commands_failures(dir: &Path) -> Result<(), String> {
     let cache = dir.join("cache");
     let marks = dir.join("marks");
+    // One pilot that stays between the steps, however slow a loaded machine makes the test
+    // between them (with 5 s, it once left and a second pilot ran the next command).
     let exe = builder(&cache, Duration::from_secs(600))
+        .idle_timeout(Duration::from_secs(120))
         .max_workers(1)
         .build()
         .map_err(|e| e.to_string())?;

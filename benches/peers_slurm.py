@@ -28,6 +28,11 @@ Peers (keys for --peers / PEERS):
          fresh cache_directory. The task is a Python function returning its
          argument. executorlib submits one job per task, so it gets fewer
          tasks (EXECUTORLIB_SLURM_TASKS, default 50); compare rates.
+    elpilots "executorlib SlurmClusterExecutor block_allocation (4 workers)":
+         the same with block_allocation=True and max_workers=4: four worker
+         jobs (one sbatch each) connect back over ZMQ (hostname_localhost) and
+         run the tasks (EXECUTORLIB_PILOT_TASKS, default 1000); executorlib's
+         counterpart of pitch's pilots.
 
 What is timed: from the first submission to the moment the last task is known
 to be done (raw: the squeue poll that sees no active element; executorlib: the
@@ -54,6 +59,7 @@ import traceback
 PEER_NAMES = {
     "raw": "raw sbatch --array",
     "el": "executorlib SlurmClusterExecutor",
+    "elpilots": "executorlib SlurmClusterExecutor block_allocation (4 workers)",
 }
 # squeue states of an element that has not finished yet.
 ACTIVE = {
@@ -211,9 +217,8 @@ PYSQA_TEMPLATE = """\
 """
 
 
-def peer_el(tasks, tmp, job_name):
-    from executorlib import SlurmClusterExecutor
-
+def pysqa_config(tmp):
+    """A pysqa config directory for the bench partition (queue.yaml and a Slurm template)."""
     config = os.path.join(tmp, "pysqa")
     os.makedirs(config)
     with open(os.path.join(config, "queue.yaml"), "w") as f:
@@ -225,6 +230,13 @@ def peer_el(tasks, tmp, job_name):
         )
     with open(os.path.join(config, "slurm.sh"), "w") as f:
         f.write(PYSQA_TEMPLATE % {"partition": partition()})
+    return config
+
+
+def peer_el(tasks, tmp, job_name):
+    from executorlib import SlurmClusterExecutor
+
+    config = pysqa_config(tmp)
     # executorlib names each job after the cache directory (its tasks' cwd's parent), so
     # this name lets the parent scancel leftovers after a timeout.
     cache = os.path.join(tmp, job_name)
@@ -242,7 +254,32 @@ def peer_el(tasks, tmp, job_name):
     return seconds
 
 
-PEERS = {"raw": peer_raw, "el": peer_el}
+def peer_el_pilots(tasks, tmp, job_name):
+    """executorlib's pilots: SlurmClusterExecutor(block_allocation=True, max_workers=4), each
+    worker an sbatch job that connects back to this process over ZMQ (hostname_localhost:
+    127.0.0.1, as pitch's pilots use here)."""
+    from executorlib import SlurmClusterExecutor
+
+    config = pysqa_config(tmp)
+    cache = os.path.join(tmp, job_name)
+    with SlurmClusterExecutor(
+        max_workers=4,
+        cache_directory=cache,
+        pysqa_config_directory=config,
+        resource_dict={"cores": 1},
+        block_allocation=True,
+        hostname_localhost=True,
+    ) as exe:
+        start = time.perf_counter()
+        futures = [exe.submit(echo, i) for i in range(tasks)]
+        values = [f.result() for f in futures]
+        seconds = time.perf_counter() - start
+    if values != list(range(tasks)):
+        raise RuntimeError("wrong results")
+    return seconds
+
+
+PEERS = {"raw": peer_raw, "el": peer_el, "elpilots": peer_el_pilots}
 
 
 def child(key, tasks, tmp, job_name):
@@ -488,6 +525,18 @@ def report(path, strict):
                 s["seconds"] < p["seconds"],
                 f"{s['seconds']:.1f} s vs {p['seconds']:.1f} s",
             )
+    _, elp = find(PEER_NAMES["elpilots"])
+    for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm pilots (")}):
+        k, s = find(name)
+        if elp:
+            ratio = s["rate"] / elp["rate"]
+            target(
+                f"{name} faster than {PEER_NAMES['elpilots']}",
+                ratio > 1,
+                f"{s['rate']:.0f} / {elp['rate']:.1f} tasks/s = {ratio:.1f}x",
+            )
+        else:
+            target(f"{name} against executorlib's pilots", None, "executorlib's pilots not measured")
     print()
     print("for information:")
     for name in sorted({k[0] for k in stats if k[0].startswith("pitch slurm arrays (packed")}):

@@ -22,6 +22,8 @@
 #                            PACK per array element                     (default 400)
 #   SWEEP_CPUS               pilots (one CPU each) of the sweep         (default 16; 0 = skip)
 #   EXECUTORLIB_SLURM_TASKS  tasks for executorlib (one sbatch each)    (default 50; 0 = skip)
+#   EXECUTORLIB_PILOT_TASKS  tasks for executorlib's block_allocation with 4 workers, each
+#                            round next to pitch's pilots               (default 1000; 0 = skip)
 #   PEER_TIMEOUT             seconds before one measurement is killed   (default 600)
 #   PITCH_BENCH_VENV         virtualenv with executorlib[cache] (+ pysqa, installed here
 #                            when missing)   (default $HOME/.cache/pitch-bench-venv)
@@ -44,6 +46,7 @@ PILOT_COMMANDS="${PILOT_COMMANDS:-1000}"
 SWEEP_TASKS="${SWEEP_TASKS:-400}"
 SWEEP_CPUS="${SWEEP_CPUS:-16}"
 EXECUTORLIB_SLURM_TASKS="${EXECUTORLIB_SLURM_TASKS:-50}"
+EXECUTORLIB_PILOT_TASKS="${EXECUTORLIB_PILOT_TASKS:-1000}"
 PEER_TIMEOUT="${PEER_TIMEOUT:-600}"
 VENV="${PITCH_BENCH_VENV:-$HOME/.cache/pitch-bench-venv}"
 BENCH_WORKDIR="${BENCH_WORKDIR:-$repo_root/target/bench/slurm-work}"
@@ -70,7 +73,7 @@ say "Slurm partition $PARTITION: $(sinfo -h -p "$PARTITION" -o '%D nodes x %c CP
 
 # --- 2. the Python side: executorlib + pysqa (idempotent) ----------------------------
 py="$VENV/bin/python"
-if [[ "$EXECUTORLIB_SLURM_TASKS" -gt 0 ]]; then
+if [[ "$EXECUTORLIB_SLURM_TASKS" -gt 0 || "$EXECUTORLIB_PILOT_TASKS" -gt 0 ]]; then
     if [[ ! -x "$py" ]]; then
         say "creating virtualenv $VENV"
         python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
@@ -157,6 +160,10 @@ if [[ "$PILOTS" -gt 0 ]]; then
     for run in $(seq 1 "$RUNS"); do
         say "run $run/$RUNS: pitch, $PILOT_TASKS function tasks through $PILOTS pilots"
         pitch_run "$PILOT_TASKS" --pilots "$PILOTS"
+        if [[ "$EXECUTORLIB_PILOT_TASKS" -gt 0 ]]; then
+            say "run $run/$RUNS: executorlib SlurmClusterExecutor block_allocation, $EXECUTORLIB_PILOT_TASKS tasks through 4 workers"
+            "$py" "$script_dir/peers_slurm.py" --peers elpilots --tasks "$EXECUTORLIB_PILOT_TASKS" | tee -a "$RESULTS"
+        fi
         say "run $run/$RUNS: raw sbatch --array, $PILOT_TASKS tasks"
         "$py" "$script_dir/peers_slurm.py" --peers raw --tasks "$PILOT_TASKS" | tee -a "$RESULTS"
         if [[ "$PACK" -gt 0 ]]; then

@@ -55,11 +55,7 @@ impl TaskLines {
 
     /// The scheduler `pitch run`'s task is submitted to, by its backend name.
     pub(crate) fn set_backend(&self, backend: &str) {
-        let title = match backend {
-            "flux" => "Flux",
-            _ => "Slurm",
-        };
-        let _ = self.scheduler.set(title);
+        let _ = self.scheduler.set(scheduler_title(backend));
     }
 
     /// `pitch run`'s "submitted as <scheduler> job ID" line, once: from its task's start
@@ -119,6 +115,16 @@ impl TaskLines {
         if let Some(label) = label {
             eprintln!("pitch: {verb} {key} {label}{suffix}");
         }
+    }
+}
+
+/// The scheduler's name in "submitted as <scheduler> job" for a backend name
+/// (`Executor::backend_name`): Flux for `flux` and `flux-job`, else Slurm.
+fn scheduler_title(backend: &str) -> &'static str {
+    if backend.starts_with("flux") {
+        "Flux"
+    } else {
+        "Slurm"
     }
 }
 
@@ -214,6 +220,18 @@ pub(crate) fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flux_backends_submit_flux_jobs() {
+        for (backend, title) in [
+            ("slurm", "Slurm"),
+            ("slurm-job", "Slurm"),
+            ("flux", "Flux"),
+            ("flux-job", "Flux"),
+        ] {
+            assert_eq!(scheduler_title(backend), title, "{backend}");
+        }
+    }
 
     #[test]
     fn quotes_only_what_needs_it() {

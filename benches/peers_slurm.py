@@ -233,7 +233,9 @@ def pysqa_config(tmp):
     return config
 
 
-def peer_el(tasks, tmp, job_name):
+def run_el(tasks, tmp, job_name, **options):
+    """`tasks` calls of `echo` through executorlib's SlurmClusterExecutor with `options`; the
+    seconds from the first submission to the last result."""
     from executorlib import SlurmClusterExecutor
 
     config = pysqa_config(tmp)
@@ -244,6 +246,7 @@ def peer_el(tasks, tmp, job_name):
         cache_directory=cache,
         pysqa_config_directory=config,
         resource_dict={"cores": 1},
+        **options,
     ) as exe:
         start = time.perf_counter()
         futures = [exe.submit(echo, i) for i in range(tasks)]
@@ -252,31 +255,18 @@ def peer_el(tasks, tmp, job_name):
     if values != list(range(tasks)):
         raise RuntimeError("wrong results")
     return seconds
+
+
+def peer_el(tasks, tmp, job_name):
+    """executorlib's file-based executor: one sbatch per task."""
+    return run_el(tasks, tmp, job_name)
 
 
 def peer_el_pilots(tasks, tmp, job_name):
-    """executorlib's pilots: SlurmClusterExecutor(block_allocation=True, max_workers=4), each
-    worker an sbatch job that connects back to this process over ZMQ (hostname_localhost:
-    127.0.0.1, as pitch's pilots use here)."""
-    from executorlib import SlurmClusterExecutor
-
-    config = pysqa_config(tmp)
-    cache = os.path.join(tmp, job_name)
-    with SlurmClusterExecutor(
-        max_workers=4,
-        cache_directory=cache,
-        pysqa_config_directory=config,
-        resource_dict={"cores": 1},
-        block_allocation=True,
-        hostname_localhost=True,
-    ) as exe:
-        start = time.perf_counter()
-        futures = [exe.submit(echo, i) for i in range(tasks)]
-        values = [f.result() for f in futures]
-        seconds = time.perf_counter() - start
-    if values != list(range(tasks)):
-        raise RuntimeError("wrong results")
-    return seconds
+    """executorlib's pilots: block_allocation=True, max_workers=4, each worker an sbatch job
+    that connects back to this process over ZMQ (hostname_localhost: 127.0.0.1, as pitch's
+    pilots use here)."""
+    return run_el(tasks, tmp, job_name, max_workers=4, block_allocation=True, hostname_localhost=True)
 
 
 PEERS = {"raw": peer_raw, "el": peer_el, "elpilots": peer_el_pilots}

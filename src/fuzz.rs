@@ -101,14 +101,7 @@ pub fn markers(data: &[u8]) {
 pub fn exit_file(data: &[u8]) {
     let s = scratch();
     put(&s.paths.exit_file(), data);
-    let spec = CommandSpec {
-        program: "true".into(),
-        args: vec![],
-        env: vec![],
-        stdout: None,
-        stderr: None,
-        allow_failure: false,
-    };
+    let spec = CommandSpec::bare("true");
     let _ = crate::backend::queue::poll::exit_outcome(&s.paths, &spec, None);
 }
 

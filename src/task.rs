@@ -118,6 +118,20 @@ pub(crate) struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// `program` alone: no arguments, environment or named output files; failure is an
+    /// error (what the tests and the fuzz entry points need).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn bare(program: &str) -> CommandSpec {
+        CommandSpec {
+            program: program.into(),
+            args: vec![],
+            env: vec![],
+            stdout: None,
+            stderr: None,
+            allow_failure: false,
+        }
+    }
+
     pub(crate) fn program_name(&self) -> String {
         Path::new(&self.program)
             .file_name()

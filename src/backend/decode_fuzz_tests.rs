@@ -357,14 +357,7 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
     });
     let paths = store.task(&TaskKey::from_bytes([9; 16]));
     paths.create().unwrap();
-    let spec = CommandSpec {
-        program: "true".into(),
-        args: vec![],
-        env: vec![],
-        stdout: None,
-        stderr: None,
-        allow_failure: false,
-    };
+    let spec = CommandSpec::bare("true");
     let exits = vec![b"0 1000000 1250000\n".to_vec(), b"143\n".to_vec()];
     fuzz("exit file", &exits, &mut rng, |b| {
         std::fs::write(paths.exit_file(), b).unwrap();

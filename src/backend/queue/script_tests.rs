@@ -542,17 +542,7 @@ fn a_command_that_cannot_be_executed_is_recorded_apart_from_its_exit_code() {
     assert_eq!(run(&command_body(&not_exec, &[], &paths)), "exec:126");
     // The program's own 127 is its exit code.
     assert_eq!(run(&command_body("sh", &["-c", "exit 127"], &paths)), "127");
-    let mut s = spec(
-        TaskKind::Command(CommandSpec {
-            program: "true".into(),
-            args: vec![],
-            env: vec![],
-            stdout: None,
-            stderr: None,
-            allow_failure: false,
-        }),
-        1,
-    );
+    let mut s = spec(TaskKind::Command(CommandSpec::bare("true")), 1);
     s.cwd = Some(dir.path().join("no-such-dir"));
     let body = task_body(&TaskBody {
         spec: &s,

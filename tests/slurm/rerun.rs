@@ -248,12 +248,18 @@ fn killed_after_sbatch_accepted(dir: &Path) -> Result<(), String> {
         ),
     );
     let sbatch = kill_and_rerun(dir, &path, &accepted, 4)?;
-    // The four submits usually make one array; on a loaded machine the batch window may
-    // split them, and the killed driver never submitted the rest: those the rerun submits.
-    if holds_every_task(&accepted_script(dir)?, 4)? {
+    rerun_submitted_only_the_rest(dir, 4, sbatch)
+}
+
+/// After a driver of `n` tasks was killed once sbatch accepted its first submission, the
+/// rerun made `sbatch` calls: none when that submission held every task. The tasks usually
+/// make one array; on a loaded machine the batch window may split them, and the killed
+/// driver never submitted the rest: those the rerun submits.
+fn rerun_submitted_only_the_rest(dir: &Path, n: u32, sbatch: usize) -> Result<(), String> {
+    if holds_every_task(&accepted_script(dir)?, n)? {
         ensure!(
             sbatch == 0,
-            "the rerun submitted {sbatch} more job(s) for tasks already queued"
+            "the rerun submitted {sbatch} more job(s) for tasks already queued or running"
         );
     } else {
         ensure!(
@@ -306,18 +312,7 @@ fn killed_while_an_array_part_runs(dir: &Path) -> Result<(), String> {
         }
     };
     let sbatch = kill_at_and_rerun(dir, &path, &part_runs, 20)?;
-    if holds_every_task(&accepted_script(dir)?, 20)? {
-        ensure!(
-            sbatch == 0,
-            "the rerun submitted {sbatch} more job(s) for tasks already queued or running"
-        );
-    } else {
-        ensure!(
-            sbatch >= 1,
-            "the tasks outside the accepted job were never submitted"
-        );
-    }
-    Ok(())
+    rerun_submitted_only_the_rest(dir, 20, sbatch)
 }
 
 /// The job script the killed driver's first sbatch call submitted (the wrapped sbatch logs

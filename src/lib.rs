@@ -47,6 +47,7 @@ mod cache;
 mod checkpoint;
 mod codec;
 mod command;
+mod dir;
 mod engine;
 mod error;
 mod event;

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::dir::Dir;
 use crate::error::{Error, TaskError};
 use crate::scheduler::SchedulerKind;
 use crate::task::TaskKey;
@@ -304,157 +305,9 @@ fn write_in(
     bytes.extend_from_slice(payload);
     dir.write_atomic(name, &bytes, durable, 0o600)
         .map_err(|e| TaskError::Store {
-            path: dir.path.join(name).display().to_string(),
+            path: dir.join(name).display().to_string(),
             detail: format!("could not write: {e}"),
         })
-}
-
-/// A directory opened once (`O_DIRECTORY | O_NOFOLLOW`) and checked through its handle, whose
-/// files are then opened, created, renamed and removed relative to that handle (`openat`
-/// with `O_NOFOLLOW`, `O_EXCL` for new files, `renameat`, `unlinkat`): a directory swapped
-/// (or replaced by a link) after the check is not followed, the handle still names the
-/// directory that was checked.
-pub(crate) struct Dir {
-    file: File,
-    path: PathBuf,
-}
-
-fn c_name(name: &str) -> io::Result<std::ffi::CString> {
-    if name.contains('/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not a file name"),
-        ));
-    }
-    std::ffi::CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
-impl Dir {
-    /// Opens the directory `path` (its last component not through a link).
-    fn open(path: &Path) -> io::Result<Dir> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)?;
-        Ok(Dir {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    fn openat(&self, name: &str, flags: libc::c_int, mode: u32) -> io::Result<File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let c = c_name(name)?;
-        // SAFETY: a valid directory descriptor and a NUL-terminated name; the descriptor
-        // returned is owned by the File.
-        let fd = unsafe {
-            libc::openat(
-                self.file.as_raw_fd(),
-                c.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(unsafe { File::from_raw_fd(fd) })
-    }
-
-    /// The subdirectory `name`, not through a link.
-    fn sub(&self, name: &str) -> io::Result<Dir> {
-        let file = self.openat(
-            name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
-        Ok(Dir {
-            file,
-            path: self.path.join(name),
-        })
-    }
-
-    /// Opens the file `name` for reading, not through a link, not blocking on a FIFO.
-    fn open_read(&self, name: &str) -> io::Result<File> {
-        self.openat(
-            name,
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-            0,
-        )
-    }
-
-    /// Renames `from` to `to`, both in this directory.
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let (from, to) = (c_name(from)?, c_name(to)?);
-        let fd = self.file.as_raw_fd();
-        // SAFETY: valid descriptor and NUL-terminated names.
-        if unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Removes the file `name` (a link itself, never its target).
-    fn unlink(&self, name: &str) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let c = c_name(name)?;
-        // SAFETY: valid descriptor and NUL-terminated name.
-        if unsafe { libc::unlinkat(self.file.as_raw_fd(), c.as_ptr(), 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Whether `name` exists (`fstatat` without following a link).
-    fn exists(&self, name: &str) -> bool {
-        use std::os::fd::AsRawFd;
-        let Ok(c) = c_name(name) else {
-            return false;
-        };
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor, NUL-terminated name, a stat buffer of the right type.
-        unsafe {
-            libc::fstatat(
-                self.file.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            ) == 0
-        }
-    }
-
-    /// Writes `bytes` as the file `name` atomically with permissions `mode`: a temporary file
-    /// created fresh (`O_EXCL | O_NOFOLLOW`) in this directory, renamed over `name`; when
-    /// `durable`, the file is fsynced before the rename and the directory after it.
-    fn write_atomic(&self, name: &str, bytes: &[u8], durable: bool, mode: u32) -> io::Result<()> {
-        let tmp = format!(
-            ".{name}.tmp.{}.{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let result = (|| {
-            let mut file = self.openat(
-                &tmp,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                mode,
-            )?;
-            file.write_all(bytes)?;
-            if durable {
-                file.sync_all()?;
-            }
-            drop(file);
-            self.rename(&tmp, name)
-        })();
-        if result.is_err() {
-            let _ = self.unlink(&tmp);
-        }
-        result?;
-        if durable {
-            self.file.sync_all()?;
-        }
-        Ok(())
-    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -659,6 +512,14 @@ impl Store {
         self.trust
     }
 
+    /// One of pitch's folders below the cache root (`&["jobs"]`, `&["locks", "drivers"]`),
+    /// opened one level at a time through handles that refuse links, each checked (owner,
+    /// mode); missing levels are created 0700 when `create` (never in a dry store). Its files
+    /// are then read and written relative to the handle ([`Dir`]).
+    pub(crate) fn dir(&self, names: &[&str], create: bool) -> io::Result<Dir> {
+        crate::dir::walk(&self.root, names, self.trust, create && !self.dry)
+    }
+
     /// The paths of one task.
     pub(crate) fn task(&self, key: &TaskKey) -> TaskPaths {
         let hex = key.to_string();
@@ -691,21 +552,30 @@ impl Store {
     /// [`Store::task_keys`], and the shard folders that could not be read, with why.
     pub(crate) fn task_keys_and_unreadable(&self) -> Result<(Vec<TaskKey>, Unreadable), Error> {
         let tasks = self.root.join(TASKS);
-        let shards = fs::read_dir(&tasks).map_err(|e| Error::io(&tasks, e))?;
+        let dir = self
+            .dir(&[TASKS], false)
+            .map_err(|e| Error::io(&tasks, e))?;
+        let shards = dir.entries().map_err(|e| Error::io(&tasks, e))?;
         let (mut keys, mut unreadable) = (Vec::new(), Vec::new());
-        for shard in shards.flatten() {
-            let entries = match fs::read_dir(shard.path()) {
+        for shard in shards {
+            let Some(name) = shard.to_str().filter(|n| !n.starts_with('.')) else {
+                continue;
+            };
+            let entries = match dir.sub(name).and_then(|d| {
+                d.check(self.trust)?;
+                d.entries()
+            }) {
                 Ok(entries) => entries,
                 Err(e) => {
-                    unreadable.push((shard.path(), e));
+                    unreadable.push((dir.join(name), e));
                     continue;
                 }
             };
-            keys.extend(entries.flatten().filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|k| k.parse::<TaskKey>().ok())
-            }));
+            keys.extend(
+                entries
+                    .iter()
+                    .filter_map(|e| e.to_str().and_then(|k| k.parse::<TaskKey>().ok())),
+            );
         }
         Ok((keys, unreadable))
     }
@@ -721,9 +591,15 @@ impl Store {
     }
 
     /// Removes a task's directory and everything in it.
+    /// (Through handles: a link inside is removed, never followed.)
     pub(crate) fn remove_task(&self, key: &TaskKey) -> Result<(), Error> {
-        let dir = self.task(key).dir;
-        fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))
+        let paths = self.task(key);
+        let shard = paths.shard_name();
+        let dir = self
+            .dir(&[TASKS, shard], false)
+            .map_err(|e| Error::io(&paths.dir, e))?;
+        dir.remove_tree(&key.to_string())
+            .map_err(|e| Error::io(&paths.dir, e))
     }
 
     /// The directory of the scheduler's files (journal, job scripts, logs).
@@ -1040,14 +916,7 @@ impl TaskPaths {
             FormatError::Io(e) => e,
             e => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
         })?;
-        let file = dir.open_read(name)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "is not a regular file",
-            ));
-        }
-        Ok(file)
+        dir.open_regular(name)
     }
 
     /// Opens the exit file a job script left ([`TaskPaths::exit_file`]) for reading, as
@@ -1069,22 +938,7 @@ impl TaskPaths {
         line.push(b'\n');
         let dir = self.open_dir_for_write(&path)?;
         let mut file = dir
-            .openat(
-                ATTEMPTS_FILE,
-                libc::O_WRONLY
-                    | libc::O_APPEND
-                    | libc::O_CREAT
-                    | libc::O_NOFOLLOW
-                    | libc::O_NONBLOCK,
-                0o600,
-            )
-            .and_then(|f| match f.metadata()?.is_file() {
-                true => Ok(f),
-                false => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "is not a regular file",
-                )),
-            })
+            .open_append(ATTEMPTS_FILE, 0o600)
             .map_err(|e| failed(format!("could not open: {e}")))?;
         // One write of a whole line: appends of lines this short do not interleave.
         file.write_all(&line)
@@ -1111,36 +965,31 @@ impl TaskPaths {
     }
 
     /// Creates the task directory (and its shard, and `tasks/` when missing) 0700, one level
-    /// at a time, each checked with `lstat` before pitch enters it: a link planted where the
-    /// shard or the task directory should be is refused (naming it), not followed.
+    /// at a time through handles (`mkdirat`, then `openat` with `O_NOFOLLOW`), each checked
+    /// through its handle before pitch enters it: a link planted where the shard or the task
+    /// directory should be is refused (naming it), not followed.
     pub(crate) fn create(&self) -> Result<(), TaskError> {
-        let shard = self.dir.parent().expect("a task directory has a shard");
-        let tasks = shard.parent().expect("a shard is in tasks/");
-        let failed = |dir: &Path, detail: String| TaskError::Store {
-            path: dir.display().to_string(),
-            detail,
-        };
-        let make = |dir: &Path| match fs::DirBuilder::new().mode(0o700).create(dir) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
-        };
-        let check =
-            |dir: &Path| trust::check_own(dir, self.trust).map_err(|u| failed(dir, u.reason));
-        let cannot = |dir: &Path, e: io::Error| {
-            failed(dir, format!("could not create the task directory: {e}"))
-        };
-        if let Err(e) = make(shard) {
-            // `tasks/` itself is gone (checked when the store was opened otherwise).
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(cannot(shard, e));
-            }
-            make(tasks).map_err(|e| cannot(tasks, e))?;
-            check(tasks)?;
-            make(shard).map_err(|e| cannot(shard, e))?;
-        }
-        check(shard)?;
-        make(&self.dir).map_err(|e| cannot(&self.dir, e))?;
-        check(&self.dir)
+        let key = self.key.to_string();
+        crate::dir::walk_naming(
+            &self.root,
+            &[TASKS, self.shard_name(), &key],
+            self.trust,
+            true,
+        )
+        .map(drop)
+        .map_err(|(path, e)| TaskError::Store {
+            path: path.display().to_string(),
+            detail: format!("could not create the task directory: {e}"),
+        })
+    }
+
+    /// The name of the task directory's shard (the key's first two hex digits).
+    fn shard_name(&self) -> &str {
+        self.dir
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .expect("a task directory has a shard")
     }
 
     /// Opens the task directory through handles, one level at a time from the cache
@@ -1161,27 +1010,26 @@ impl TaskPaths {
         })?;
         for name in names {
             let name = name.to_str().expect("pitch's own names are UTF-8");
-            let path = dir.path.join(name);
+            let path = dir.join(name);
             dir = match dir.sub(name) {
                 Ok(sub) => sub,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
+                // A link or not a directory (named by the error).
                 Err(e)
-                    if e.raw_os_error() == Some(libc::ELOOP)
-                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+                    ) && e.raw_os_error().is_none() =>
                 {
                     let what = trust::check_own(&path, self.trust)
                         .err()
-                        .map_or_else(|| "is not a directory".to_string(), |u| u.reason);
-                    return Err(FormatError::Untrusted(format!(
-                        "is not read: {} {what}",
-                        path.display()
-                    )));
+                        .map_or_else(|| e.to_string(), |u| u.to_string());
+                    return Err(FormatError::Untrusted(format!("is not read: {what}")));
                 }
                 Err(e) => return Err(FormatError::Io(e)),
             };
-            let meta = dir.file.metadata()?;
-            if let Err(u) = trust::check_own_meta(&path, &meta, self.trust) {
-                return Err(FormatError::Untrusted(format!("is not read: {u}")));
+            if let Err(e) = dir.check(self.trust) {
+                return Err(FormatError::Untrusted(format!("is not read: {e}")));
             }
         }
         Ok(dir)

@@ -269,7 +269,7 @@ pub enum ParamError {
     CsvUnterminatedQuote {
         /// The file name.
         origin: String,
-        /// 1-based line where the quoted field's row starts.
+        /// 1-based line of the field's opening quote.
         line: usize,
     },
     /// Text after the closing quote of a CSV field.
@@ -284,6 +284,16 @@ pub enum ParamError {
         line: usize,
         /// The character found after the closing quote.
         found: char,
+    },
+    /// Any other error of the `csv` crate reading the `--params-file`.
+    #[error("{origin}:{line}: {reason}")]
+    CsvRead {
+        /// The file name.
+        origin: String,
+        /// 1-based line of the record being read.
+        line: usize,
+        /// The crate's message.
+        reason: String,
     },
     /// A name given both by `--param` and by the `--params-file`.
     #[error("parameter `{name_}` is defined both by --param and in the --params-file", name_ = excerpt(.name))]
@@ -591,141 +601,157 @@ fn float_range(spec: &str, v: &str) -> Result<Vec<String>, ParamError> {
         .collect())
 }
 
-/// Splits a CSV text into records, each with the 1-based line it starts on;
-/// more than `max_records` is [`ParamError::TooManyPoints`] (checked as they
-/// are read, so a file of millions of tiny rows does not fill memory first).
-///
-/// Blank lines are skipped; a `"` inside an unquoted field is literal.
-fn csv_records(
-    text: &str,
-    origin: &str,
-    max_records: usize,
-) -> Result<Vec<(usize, Vec<String>)>, ParamError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let b = text.as_bytes();
-    let n = b.len();
-    let is_crlf = |i: usize| b[i] == b'\r' && i + 1 < n && b[i + 1] == b'\n';
-    let mut i = 0;
-    let mut line = 1;
-    let mut records = Vec::new();
-    while i < n {
-        if b[i] == b'\n' || is_crlf(i) {
-            i += if b[i] == b'\n' { 1 } else { 2 };
-            line += 1;
-            continue;
-        }
-        let start_line = line;
-        let mut fields = Vec::new();
-        loop {
-            let mut field = String::new();
-            if i < n && b[i] == b'"' {
-                i += 1;
-                loop {
-                    if i >= n {
-                        return Err(ParamError::CsvUnterminatedQuote {
-                            origin: origin.into(),
-                            line: start_line,
-                        });
-                    }
-                    if b[i] == b'"' {
-                        if i + 1 < n && b[i + 1] == b'"' {
-                            field.push('"');
-                            i += 2;
-                        } else {
-                            i += 1;
-                            break;
-                        }
-                    } else {
-                        let ch = text[i..].chars().next().unwrap_or_default();
-                        if ch == '\n' {
-                            line += 1;
-                        }
-                        field.push(ch);
-                        i += ch.len_utf8();
-                    }
-                }
-                if i < n && b[i] != b',' && b[i] != b'\n' && !is_crlf(i) {
-                    return Err(ParamError::CsvAfterQuote {
-                        origin: origin.into(),
-                        line,
-                        found: text[i..].chars().next().unwrap_or_default(),
-                    });
-                }
-            } else {
-                let start = i;
-                while i < n && b[i] != b',' && b[i] != b'\n' && !is_crlf(i) {
-                    i += 1;
-                }
-                field.push_str(&text[start..i]);
-            }
-            fields.push(field);
-            if i >= n {
-                break;
-            }
-            if b[i] == b',' {
-                i += 1;
-                continue;
-            }
-            i += if b[i] == b'\n' { 1 } else { 2 };
-            line += 1;
-            break;
-        }
-        if records.len() == max_records {
-            return Err(ParamError::TooManyPoints {
-                max: max_records - 1,
-            });
-        }
-        records.push((start_line, fields));
-    }
-    Ok(records)
+/// Whether byte `i` of `b` ends a line: a LF, a CR not followed by a LF, or the LF of a CRLF
+/// (so CRLF counts once), the line ends the `csv` crate ends a record at.
+fn ends_line(b: &[u8], i: usize) -> bool {
+    b[i] == b'\n' || (b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'))
 }
 
-/// Reads a `--params-file` CSV; `origin` (the file name) prefixes errors.
+/// The 1-based line byte `at` of `b` is on.
+fn line_at(b: &[u8], at: usize) -> usize {
+    1 + (0..at.min(b.len())).filter(|&i| ends_line(b, i)).count()
+}
+
+/// The 1-based line of the record the `csv` crate read from byte `at` on: the crate's
+/// position of a record is taken before the line ends and blank lines it skips to reach it,
+/// so they are skipped here too (its own line count would name the blank line).
+fn record_line(b: &[u8], at: u64) -> usize {
+    let mut start = usize::try_from(at).unwrap_or(b.len()).min(b.len());
+    while start < b.len() && matches!(b[start], b'\r' | b'\n') {
+        start += 1;
+    }
+    line_at(b, start)
+}
+
+/// Refuses what the `csv` crate would read without a word: a quoted field still open at the
+/// end of the input (the crate ends it there, taking the rest of the file as its value), and
+/// text after a closing quote (`"x"y`, which the crate reads as `xy`; usually a quote meant
+/// as `""`).
 ///
-/// The first line is the header: unique identifiers naming the parameters.
-/// Each further row is one point, as `(name, value)` pairs in header order.
-/// RFC 4180 quoting is supported (`"a,b"`, `""` for a quote, newlines inside
-/// quotes), as are LF and CRLF line ends, a trailing newline and a leading
-/// UTF-8 byte order mark. Blank lines are skipped, a `"` inside an unquoted
-/// field is taken literally, and nothing is trimmed. A file with a header but
-/// no rows is an error, as is a row with a different number of fields than
-/// the header (the error names `origin` and the row's line).
+/// It follows the crate's states for its default dialect, which [`read_csv`] uses: `"`
+/// opens a field only at its start, `""` is a quote inside it, `,` ends a field, and CR,
+/// LF or CRLF end a record; a `"` inside an unquoted field is literal.
+fn check_quotes(text: &str, origin: &str) -> Result<(), ParamError> {
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        AfterQuote,
+    }
+    let b = text.as_bytes();
+    let mut state = State::FieldStart;
+    let mut line = 1;
+    let mut opened_on = 1;
+    for (i, &c) in b.iter().enumerate() {
+        let ends_field = matches!(c, b',' | b'\r' | b'\n');
+        state = match state {
+            State::FieldStart if c == b'"' => {
+                opened_on = line;
+                State::Quoted
+            }
+            State::FieldStart | State::Unquoted if ends_field => State::FieldStart,
+            State::FieldStart | State::Unquoted => State::Unquoted,
+            State::Quoted if c == b'"' => State::AfterQuote,
+            State::Quoted => State::Quoted,
+            State::AfterQuote if c == b'"' => State::Quoted,
+            State::AfterQuote if ends_field => State::FieldStart,
+            State::AfterQuote => {
+                return Err(ParamError::CsvAfterQuote {
+                    origin: origin.into(),
+                    line,
+                    // Byte `i` follows an ASCII `"`, so it starts a character.
+                    found: text[i..].chars().next().unwrap_or_default(),
+                });
+            }
+        };
+        if ends_line(b, i) {
+            line += 1;
+        }
+    }
+    match state {
+        State::Quoted => Err(ParamError::CsvUnterminatedQuote {
+            origin: origin.into(),
+            line: opened_on,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a `--params-file` CSV with the `csv` crate; `origin` (the file name) prefixes
+/// errors, which name the line too.
+///
+/// The first record is the header: unique identifiers naming the parameters. Each further
+/// record is one point, as `(name, value)` pairs in header order. RFC 4180 quoting is
+/// supported (`"a,b"`, `""` for a quote, line ends inside quotes kept as they are), as are
+/// LF, CRLF and CR line ends, a trailing line end and a leading UTF-8 byte order mark. Blank
+/// lines are skipped, a `"` inside an unquoted field is taken literally, and nothing is
+/// trimmed. Errors: no header, a header but no rows, a header name that is not an
+/// identifier or appears twice, a row with a different number of fields than the header, a
+/// quoted field never closed, text after a closing quote, and more rows than
+/// [`max_points`] (counted as they are read).
 pub fn read_csv(text: &str, origin: &str) -> Result<Vec<Point>, ParamError> {
-    let max = max_points();
-    let mut records = csv_records(text, origin, max.saturating_add(1))?.into_iter();
-    let (header_line, header) = records.next().ok_or_else(|| ParamError::CsvEmpty {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let b = text.as_bytes();
+    check_quotes(text, origin)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(b);
+    let read_error = |e: csv::Error| ParamError::CsvRead {
         origin: origin.into(),
-    })?;
+        line: e.position().map_or(1, |p| record_line(b, p.byte())),
+        reason: e.to_string(),
+    };
+    let mut records = reader.records();
+    let header = match records.next() {
+        None => {
+            return Err(ParamError::CsvEmpty {
+                origin: origin.into(),
+            })
+        }
+        Some(record) => record.map_err(read_error)?,
+    };
+    let header_line = || record_line(b, header.position().map_or(0, |p| p.byte()));
     let mut seen = HashSet::new();
     for name in &header {
         if !is_identifier(name) {
             return Err(ParamError::CsvInvalidName {
                 origin: origin.into(),
-                line: header_line,
-                name: name.clone(),
+                line: header_line(),
+                name: name.into(),
             });
         }
-        if !seen.insert(name.as_str()) {
+        if !seen.insert(name) {
             return Err(ParamError::CsvDuplicateName {
                 origin: origin.into(),
-                line: header_line,
-                name: name.clone(),
+                line: header_line(),
+                name: name.into(),
             });
         }
     }
-    let rows = records
-        .map(|(line, fields)| {
-            if fields.len() != header.len() {
-                return Err(ParamError::CsvFieldCount {
-                    origin: origin.into(),
-                    line,
-                    expected: header.len(),
-                    found: fields.len(),
-                });
-            }
-            Ok(header.iter().cloned().zip(fields).collect())
-        })
-        .collect::<Result<Vec<Point>, _>>()?;
+    let max = max_points();
+    let mut rows = Vec::new();
+    for record in records {
+        let record = record.map_err(read_error)?;
+        if record.len() != header.len() {
+            return Err(ParamError::CsvFieldCount {
+                origin: origin.into(),
+                line: record_line(b, record.position().map_or(0, |p| p.byte())),
+                expected: header.len(),
+                found: record.len(),
+            });
+        }
+        if rows.len() == max {
+            return Err(ParamError::TooManyPoints { max });
+        }
+        rows.push(
+            header
+                .iter()
+                .zip(&record)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
     if rows.is_empty() {
         return Err(ParamError::CsvNoRows {
             origin: origin.into(),

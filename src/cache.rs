@@ -9,7 +9,7 @@ use crate::backend::inspect;
 use crate::command::CommandOutput;
 use crate::error::{Error, TaskError};
 use crate::scheduler::{SchedulerError, SchedulerKind};
-use crate::store::{self, FileKind, FormatError, Store};
+use crate::store::{FormatError, Store};
 use crate::task::{TaskKind, TaskSpec};
 
 /// Where a task stands, as far as its files tell.
@@ -140,7 +140,9 @@ impl Cache {
         {
             for key in keys {
                 let paths = self.store.task(&key);
-                let spec = match store::read_value::<TaskSpec>(&paths.task_file(), FileKind::Task) {
+                // Through the task directory's checked handle: a link planted at the task's
+                // directory (or at its file) is named among the unreadable, never followed.
+                let spec = match paths.read_task::<TaskSpec>() {
                     Ok(spec) => spec,
                     // A directory still being made (or emptied) has no task file yet.
                     Err(FormatError::Missing) => continue,
@@ -179,10 +181,8 @@ impl Cache {
                     state: TaskState::Pending,
                     exit_code: None,
                     runtime: None,
-                    stdout: paths.stdout().exists().then(|| paths.stdout()),
-                    modified: std::fs::metadata(paths.dir())
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    stdout: paths.stdout_file(),
+                    modified: paths.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                     dir: paths.dir().to_path_buf(),
                     attempts: paths.attempts(),
                 };

@@ -1288,6 +1288,19 @@ impl TaskPaths {
         }
         record
     }
+
+    /// When the task directory last changed (`fstat` of its checked handle,
+    /// [`TaskPaths::open_dir`]: a link there is refused, never followed).
+    pub(crate) fn modified(&self) -> Result<std::time::SystemTime, FormatError> {
+        Ok(self.open_dir()?.metadata()?.modified()?)
+    }
+
+    /// The task's `stdout` file in its directory, when it is a regular file opened through
+    /// the checked handle: `None` when there is none, or when a link (or anything but a
+    /// regular file) is there.
+    pub(crate) fn stdout_file(&self) -> Option<PathBuf> {
+        self.open_in_dir("stdout").ok().map(|_| self.stdout())
+    }
 }
 
 /// Which rank's failure names a multi-rank task's: a real error (2) over a checkpoint (1) over

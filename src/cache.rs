@@ -9,7 +9,7 @@ use crate::backend::inspect;
 use crate::command::CommandOutput;
 use crate::error::{Error, TaskError};
 use crate::scheduler::{SchedulerError, SchedulerKind};
-use crate::store::{self, FileKind, FormatError, Store};
+use crate::store::{FormatError, Store};
 use crate::task::{TaskKind, TaskSpec};
 
 /// Where a task stands, as far as its files tell.
@@ -107,14 +107,25 @@ impl Cache {
     /// Asks the scheduler on the login node `remote` (over SSH, as an executor with
     /// [`remote`](crate::SlurmClusterBuilder::remote) would) when this cache directory's jobs
     /// were submitted there: [`Cache::job_states`], [`Cache::pilot_jobs`] and
-    /// [`Cache::cancel_jobs`] then work as for a local cluster (one connection, opened when
-    /// first needed). It must reach the login node the jobs went to ([`Cache::login`]); the
-    /// jobs of a local cluster are still asked about here.
+    /// [`Cache::cancel_jobs`] then work as for a local cluster. It must reach the login node
+    /// the jobs went to ([`Cache::login`]); the jobs of a local cluster are still asked about
+    /// here.
+    ///
+    /// When the jobs went there, it connects now (one connection, kept for those queries) and
+    /// checks the remote cache directory as an executor's build does, with this cache
+    /// directory's `trust_group` ([`Cache::open_trusting`]), before anything is asked of the
+    /// login node: one another user owns or may write (or a link in its place) is refused
+    /// with [`Error::Untrusted`] naming it, its owner and its mode. A login node that cannot
+    /// be reached is not an error here: the queries say so.
     #[cfg(feature = "remote")]
-    pub fn over_ssh(mut self, remote: crate::Remote) -> Cache {
-        self.remote = Some(remote);
+    pub fn over_ssh(mut self, remote: crate::Remote) -> Result<Cache, Error> {
         self.place = std::sync::OnceLock::new();
-        self
+        if let Some(login) = self.login() {
+            let place = inspect::over_ssh(remote.clone(), self.root(), &login, self.store.trust())?;
+            let _ = self.place.set(place);
+        }
+        self.remote = Some(remote);
+        Ok(self)
     }
 
     /// The directory's absolute path.
@@ -140,7 +151,9 @@ impl Cache {
         {
             for key in keys {
                 let paths = self.store.task(&key);
-                let spec = match store::read_value::<TaskSpec>(&paths.task_file(), FileKind::Task) {
+                // Through the task directory's checked handle: a link planted at the task's
+                // directory (or at its file) is named among the unreadable, never followed.
+                let spec = match paths.read_task::<TaskSpec>() {
                     Ok(spec) => spec,
                     // A directory still being made (or emptied) has no task file yet.
                     Err(FormatError::Missing) => continue,
@@ -179,10 +192,8 @@ impl Cache {
                     state: TaskState::Pending,
                     exit_code: None,
                     runtime: None,
-                    stdout: paths.stdout().exists().then(|| paths.stdout()),
-                    modified: std::fs::metadata(paths.dir())
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    stdout: paths.stdout_file(),
+                    modified: paths.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                     dir: paths.dir().to_path_buf(),
                     attempts: paths.attempts(),
                 };
@@ -270,10 +281,19 @@ impl Cache {
     fn scheduler_at(&self) -> Result<(SchedulerKind, &inspect::Place), SchedulerError> {
         let place = self.place.get_or_init(|| match self.login() {
             None => Ok(inspect::here()),
+            // The jobs went over SSH after `over_ssh` looked (a driver running meanwhile):
+            // the same check first, its refusal as the queries' error.
             #[cfg(feature = "remote")]
             Some(login) if self.remote.is_some() => {
                 let remote = self.remote.clone().expect("matched");
-                inspect::over_ssh(remote, self.root(), &login)
+                inspect::over_ssh(remote, self.root(), &login, self.store.trust()).unwrap_or_else(
+                    |refused| {
+                        Err(SchedulerError::CannotRun {
+                            program: "ssh".into(),
+                            detail: refused.to_string(),
+                        })
+                    },
+                )
             }
             Some(login) => Err(SchedulerError::Remote {
                 login,

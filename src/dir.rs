@@ -357,6 +357,12 @@ impl Dir {
         }
         Ok(())
     }
+
+    /// The directory's own metadata (`fstat` of its handle: the directory that was opened,
+    /// whatever its path names now).
+    pub(crate) fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
 }
 
 fn regular(file: File, path: &Path) -> io::Result<File> {

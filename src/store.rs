@@ -619,32 +619,42 @@ impl Store {
 
     /// Records the order of a sweep's points (their task keys, as `pitch sweep` made them) in
     /// `sweeps/<hash of the keys>`, so that `pitch results` lists them in that order; the
-    /// same sweep run again writes the same file.
+    /// same sweep run again writes the same file. Through the folder's checked handle
+    /// ([`Store::dir`]): a link in its place is refused, naming it.
     pub(crate) fn record_sweep(&self, keys: &[String]) -> Result<(), Error> {
         if self.dry {
             return Ok(());
         }
-        let dir = self.root.join(SWEEPS);
-        create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        self.check_own(&dir)?;
+        let dir = self
+            .dir(&[SWEEPS], true)
+            .map_err(|e| Error::io(self.root.join(SWEEPS), e))?;
         let id = blake3::hash(keys.join("\n").as_bytes()).to_hex();
-        let path = dir.join(&id.as_str()[..32]);
-        write_value(&path, FileKind::Sweep, &keys, self.durable)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let name = &id.as_str()[..32];
+        let payload = codec::encode(&keys)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.join(name).display())))?;
+        write_in(&dir, name, FileKind::Sweep, &payload, self.durable)
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
-    /// The sweeps' recorded orders ([`Store::record_sweep`]), the oldest first; files that
-    /// cannot be read (damaged, not a pitch file, a link) are passed over: they only order a
-    /// listing.
+    /// The sweeps' recorded orders ([`Store::record_sweep`]), the oldest first, read through
+    /// the folder's checked handle; files that cannot be read (damaged, not a pitch file, a
+    /// link) and a folder that cannot (a link in its place) are passed over: they only order
+    /// a listing.
     pub(crate) fn sweep_orders(&self) -> Vec<Vec<String>> {
-        let Ok(entries) = fs::read_dir(self.root.join(SWEEPS)) else {
+        let Ok(dir) = self.dir(&[SWEEPS], false) else {
+            return Vec::new();
+        };
+        let Ok(entries) = dir.entries() else {
             return Vec::new();
         };
         let mut found: Vec<(std::time::SystemTime, Vec<String>)> = entries
-            .flatten()
-            .filter_map(|e| {
-                let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-                let keys = read_value::<Vec<String>>(&e.path(), FileKind::Sweep).ok()?;
+            .iter()
+            .filter_map(|name| {
+                let name = name.to_str().filter(|n| !n.starts_with('.'))?;
+                let file = dir.open_read(name).ok()?;
+                let modified = file.metadata().and_then(|m| m.modified()).ok()?;
+                let payload = read_opened(Ok(file), FileKind::Sweep).ok()?;
+                let keys = codec::decode::<Vec<String>>(&payload).ok()?;
                 Some((modified, keys))
             })
             .collect();
@@ -1287,6 +1297,19 @@ impl TaskPaths {
             }
         }
         record
+    }
+
+    /// When the task directory last changed (`fstat` of its checked handle,
+    /// [`TaskPaths::open_dir`]: a link there is refused, never followed).
+    pub(crate) fn modified(&self) -> Result<std::time::SystemTime, FormatError> {
+        Ok(self.open_dir()?.metadata()?.modified()?)
+    }
+
+    /// The task's `stdout` file in its directory, when it is a regular file opened through
+    /// the checked handle: `None` when there is none, or when a link (or anything but a
+    /// regular file) is there.
+    pub(crate) fn stdout_file(&self) -> Option<PathBuf> {
+        self.open_in_dir("stdout").ok().map(|_| self.stdout())
     }
 }
 

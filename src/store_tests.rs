@@ -424,3 +424,30 @@ fn a_task_directory_swapped_after_it_was_opened_is_not_followed() {
     let err = paths.read_task::<u32>().unwrap_err().to_string();
     assert!(err.contains("writable by every user"), "{err}");
 }
+
+/// `pitch results` orders a listing by the sweeps' records: read (and written) through the
+/// `sweeps/` folder's checked handle, never through a link planted in its place.
+#[test]
+fn sweep_orders_are_never_read_or_written_through_a_link() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("cache");
+    let store = Store::open(&root, false, Policy::default()).unwrap();
+    store.record_sweep(&["a".into(), "b".into()]).unwrap();
+    assert_eq!(
+        store.sweep_orders(),
+        vec![vec!["a".to_string(), "b".into()]]
+    );
+    let outside = d.path().join("outside");
+    fs::rename(root.join(SWEEPS), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join(SWEEPS)).unwrap();
+    assert!(store.sweep_orders().is_empty(), "read through the link");
+    let e = store.record_sweep(&["c".into()]).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{} is a symbolic link",
+            root.join(SWEEPS).display()
+        )),
+        "{e}"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "written there");
+}

@@ -46,28 +46,36 @@ pub(crate) fn here() -> Place {
 }
 
 /// The login node `remote`, which must be `login` (`user@host:port`, as the cache directory
-/// recorded when its jobs were submitted): connected for `pitch status` and `pitch cancel`.
+/// recorded when its jobs were submitted): connected for `pitch status` and `pitch cancel`,
+/// once the cache directory there passed the check an executor's build makes
+/// (`crate::trust::REMOTE_CHECK_SCRIPT` by `trust`; nothing is created there). A refusal is
+/// the build's [`crate::error::Error::Untrusted`]; any other failure (no connection, another
+/// login node) is the error of the scheduler's commands that cannot run.
 #[cfg(feature = "remote")]
 pub(crate) fn over_ssh(
     remote: crate::Remote,
     root: &Path,
     login: &str,
-) -> Result<Place, SchedulerError> {
+    trust: crate::trust::Policy,
+) -> Result<Result<Place, SchedulerError>, crate::error::Error> {
     let failed = |detail: String| SchedulerError::CannotRun {
         program: "ssh".into(),
         detail,
     };
-    let place =
-        super::transport::connect(remote, root, false, None).map_err(|e| failed(e.to_string()))?;
+    let place = match super::transport::connect(remote, root, false, trust, false) {
+        Ok(place) => place,
+        Err(e @ crate::error::Error::Untrusted { .. }) => return Err(e),
+        Err(e) => return Ok(Err(failed(e.to_string()))),
+    };
     let reached = place.login().unwrap_or_default();
     if reached != login {
         place.close();
-        return Err(failed(format!(
+        return Ok(Err(failed(format!(
             "the jobs of this cache directory were submitted over SSH to {login}, not to \
              {reached} (the remote given): its scheduler does not know them"
-        )));
+        ))));
     }
-    Ok(place)
+    Ok(Ok(place))
 }
 
 /// Runs `f` with the scheduler `kind` (its commands run at `place`) on a small runtime.

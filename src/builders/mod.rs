@@ -581,7 +581,8 @@ fn build_queue(
                     r,
                     store.root(),
                     store.durable(),
-                    Some(store.trust()),
+                    store.trust(),
+                    true,
                 )?,
                 #[cfg(not(feature = "remote"))]
                 Some(never) => match never {},

@@ -108,16 +108,21 @@ pub(crate) struct GcArgs {
     keys: Vec<String>,
 }
 
-fn open(place: &Place) -> Result<(Cache, Vec<TaskInfo>), String> {
+/// Opens the cache directory and lists its tasks; `ask_scheduler` (status, cancel): with the
+/// profile's `[remote]` table, the scheduler of jobs submitted over SSH is asked there.
+fn open(place: &Place, ask_scheduler: bool) -> Result<(Cache, Vec<TaskInfo>), String> {
     let (dir, trust_group, remote) = place.resolve()?;
     let cache = Cache::open_trusting(&dir, trust_group).map_err(|e| e.to_string())?;
     // Jobs submitted over SSH: their scheduler is asked there (the binary has the feature;
-    // without it, `Cache` says where the jobs went).
+    // without it, `Cache` says where the jobs went), once the remote cache directory passed
+    // the check an executor's build makes.
     #[cfg(feature = "remote")]
     let cache = match remote {
-        Some(r) => cache.over_ssh(r.remote()),
-        None => cache,
+        Some(r) if ask_scheduler => cache.over_ssh(r.remote()).map_err(|e| e.to_string())?,
+        _ => cache,
     };
+    #[cfg(not(feature = "remote"))]
+    let _ = ask_scheduler;
     #[cfg(not(feature = "remote"))]
     let _ = remote;
     let (tasks, unreadable) = cache.tasks_and_unreadable().map_err(|e| e.to_string())?;
@@ -174,7 +179,7 @@ fn scheduler_states(
 }
 
 pub(crate) fn status(a: StatusArgs) -> i32 {
-    let (cache, tasks) = match open(&a.place) {
+    let (cache, tasks) = match open(&a.place, true) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -365,7 +370,7 @@ fn write_csv(tasks: &[TaskInfo], columns: &[String]) -> Result<(), csv::Error> {
 }
 
 pub(crate) fn results(a: ResultsArgs) -> i32 {
-    let (cache, mut tasks) = match open(&a.place) {
+    let (cache, mut tasks) = match open(&a.place, false) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -457,7 +462,7 @@ pub(crate) fn results(a: ResultsArgs) -> i32 {
 }
 
 pub(crate) fn cancel(a: CancelArgs) -> i32 {
-    let (cache, tasks) = match open(&a.place) {
+    let (cache, tasks) = match open(&a.place, true) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };
@@ -516,7 +521,7 @@ pub(crate) fn gc(a: GcArgs) -> i32 {
              (--dry-run lists them first; --compact folds finished ones into a result log)",
         );
     }
-    let (cache, tasks) = match open(&a.place) {
+    let (cache, tasks) = match open(&a.place, false) {
         Ok(x) => x,
         Err(e) => return fail(USAGE, e),
     };

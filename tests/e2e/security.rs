@@ -68,6 +68,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
         an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
+    (
+        "security::a_listing_never_follows_a_link_in_a_task_directory",
+        a_listing_never_follows_a_link_in_a_task_directory,
+    ),
 ];
 
 const ATTACKER: &str = "pitch-attacker";
@@ -621,6 +625,90 @@ fn a_flux_cache_path_with_braces_is_refused() -> Result<(), String> {
         matches!(&r, Err(Error::Config(m)) if m.contains("runs{{id}}") && m.contains("Flux")),
         "{:?}",
         r.err()
+    );
+    Ok(())
+}
+
+/// `pitch status`, `results`, `cancel` and `gc` (`pitch::Cache`) read a task's files through
+/// its directory's checked handle: a task directory replaced by a link to a folder holding
+/// another task's files is named among what the listing could not read, and nothing there is
+/// read (the other task's command is not listed under this key); a `stdout` planted as a link
+/// in a task directory is not shown as the task's output.
+fn a_listing_never_follows_a_link_in_a_task_directory() -> Result<(), String> {
+    let d = open_tempdir();
+    let cache = d.path().join("cache");
+    let elsewhere = d.path().join("attacker");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let exe = SingleNodeExecutor::builder()
+        .cache_directory(&cache)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run = |c: Command| -> Result<(String, PathBuf), String> {
+        let f = exe.submit_command(c);
+        f.result().map_err(|e| e.to_string())?;
+        let dir = exe.task_directory(&f.key()).map_err(|e| e.to_string())?;
+        Ok((f.key(), dir))
+    };
+    let (secret, dir) = run(Command::new("echo").arg("secret-1"))?;
+    let (_, forged_dir) = run(Command::new("echo").arg("FORGED"))?;
+    let (quiet, quiet_dir) = run(Command::new("true"))?;
+    drop(exe);
+    // The secret task's directory: a link to the attacker's copy of the forged task's files.
+    let planted = elsewhere.join("task");
+    std::fs::create_dir(&planted).unwrap();
+    for f in ["task.bin", "result.bin", "stdout"] {
+        std::fs::copy(forged_dir.join(f), planted.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&planted, &dir).unwrap();
+    // The quiet task (no output, so no stdout file): a stdout linked to a file outside.
+    let precious = elsewhere.join("precious");
+    std::fs::write(&precious, "not pitch's").unwrap();
+    std::os::unix::fs::symlink(&precious, quiet_dir.join("stdout")).unwrap();
+
+    let (tasks, unreadable) = pitch::Cache::open(&cache)
+        .and_then(|c| c.tasks_and_unreadable())
+        .map_err(|e| e.to_string())?;
+    let forged_listed = tasks
+        .iter()
+        .filter(|t| {
+            t.argv
+                .as_ref()
+                .is_some_and(|a| a.contains(&"FORGED".into()))
+        })
+        .count();
+    ensure!(
+        !tasks.iter().any(|t| t.key == secret) && forged_listed == 1,
+        "the linked task directory was read: {tasks:?}"
+    );
+    let link = dir.display().to_string();
+    ensure!(
+        unreadable.iter().any(|(path, why)| path.starts_with(&dir)
+            && why.contains(&format!("{link} is a symbolic link"))),
+        "the link is not named: {unreadable:?}"
+    );
+    let quiet = tasks.iter().find(|t| t.key == quiet).ok_or("quiet task")?;
+    ensure!(
+        quiet.stdout.is_none(),
+        "a linked stdout is shown as the task's output: {:?}",
+        quiet.stdout
+    );
+    ensure!(
+        std::fs::read_to_string(&precious).unwrap() == "not pitch's",
+        "written through the link"
+    );
+    // `pitch status` says what it skipped, and why.
+    let out = Proc::new(env!("CARGO_BIN_EXE_pitch"))
+        .args(["status", "--cache-dir"])
+        .arg(&cache)
+        .env_remove("PITCH_PROFILE")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains(&format!("pitch: skipped {link}/task.bin: "))
+            && err.contains(&format!("{link} is a symbolic link")),
+        "{err}"
     );
     Ok(())
 }

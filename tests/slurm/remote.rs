@@ -19,6 +19,10 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
     ("remote_tasks_over_ssh", remote_tasks),
     ("remote_tasks_builtin_client", remote_tasks_builtin),
     ("remote_cli_profile", remote_cli_profile),
+    (
+        "remote_status_checks_the_remote_cache_directory",
+        remote_status_checks_the_remote_cache,
+    ),
     ("remote_render_connects_to_nothing", remote_render_offline),
     ("remote_detach_and_reattach", remote_detach_and_reattach),
     ("remote_refuses_unknown_hosts_and_keys", remote_refusals),
@@ -396,6 +400,83 @@ fn remote_cli_profile(dir: &Path) -> Result<(), String> {
         !out.status.success() && err.contains("submitted over SSH"),
         "{err}"
     );
+    Ok(())
+}
+
+/// `pitch status` and `pitch cancel --profile far` check the remote cache directory as an
+/// executor's build does, before they ask the login node anything: made writable by every
+/// user after the jobs went there, it is refused naming it, its owner and its mode (with
+/// either client); `pitch results` asks the login node nothing and still works.
+fn remote_status_checks_the_remote_cache(dir: &Path) -> Result<(), String> {
+    let l = login()?;
+    let far = dir.join("remote");
+    std::fs::write(
+        dir.join("pitch.toml"),
+        format!(
+            "[profile.far]\nbackend = \"slurm\"\npoll_interval = \"1s\"\n\
+             [profile.far.remote]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+             identity_file = \"{}\"\nknown_hosts = \"{}\"\ndirectory = \"{}\"\n",
+            l.port,
+            l.user,
+            l.key.display(),
+            l.known_hosts.display(),
+            far.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = crate::pitch_in(dir, &["run", "--profile", "far", "--", "echo", "hi"]);
+    ensure!(out.status.success(), "{}", said(&out));
+    let out = crate::pitch_in(dir, &["status", "--profile", "far"]);
+    ensure!(out.status.success(), "before: {}", said(&out));
+    let mode = |m: u32| {
+        std::fs::set_permissions(&far, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(0o777);
+    let far_seen = std::fs::canonicalize(&far).unwrap();
+    let refusal = format!(
+        "refusing the cache directory {far}: {far} is writable by every user (owner ",
+        far = far_seen.display()
+    );
+    for args in [&["status"][..], &["status", "--json"], &["cancel", "--all"]] {
+        let out = crate::pitch_in(dir, &[args, &["--profile", "far"]].concat());
+        let text = said(&out);
+        ensure!(
+            !out.status.success()
+                && text.contains(&refusal)
+                && text.contains("mode 0777")
+                && text.contains("(on the remote side)"),
+            "{args:?} on a remote cache directory every user may write: {text}"
+        );
+    }
+    let local = dir.join("pitch-cache");
+    for client in [SshClient::System, SshClient::Builtin] {
+        match pitch::Cache::open(&local)
+            .map_err(|e| e.to_string())?
+            .over_ssh(remote_with(&l, &far, client))
+        {
+            Err(e @ pitch::Error::Untrusted { .. }) => {
+                ensure!(e.to_string().contains(&refusal), "{client:?}: {e}")
+            }
+            Err(e) => return Err(format!("{client:?}: refused for another reason: {e}")),
+            Ok(_) => {
+                return Err(format!(
+                    "{client:?}: used a remote folder every user may write"
+                ))
+            }
+        }
+    }
+    let out = crate::pitch_in(dir, &["results", "--profile", "far"]);
+    ensure!(out.status.success(), "results: {}", said(&out));
+    mode(0o700);
+    let out = crate::pitch_in(dir, &["status", "--profile", "far"]);
+    ensure!(out.status.success(), "after: {}", said(&out));
     Ok(())
 }
 

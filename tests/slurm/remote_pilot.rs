@@ -369,6 +369,7 @@ fn status_and_cancel(dir: &Path) -> Result<(), String> {
                 .identity_file(&l.key)
                 .known_hosts(&known),
         )
+        .map_err(|e| e.to_string())?
         .pilot_jobs();
     ensure!(
         other

@@ -29,21 +29,28 @@ pub enum SshClient {
     Builtin,
 }
 
-/// Connects to the login node with the client `remote` asks for.
+/// Connects to the login node with the client `remote` asks for, and checks the remote cache
+/// directory there by `trust` ([`check_remote_cache`]) before anything else is asked of it;
+/// `create`: the directory (and the folders above it) is created first when missing (an
+/// executor's build); without it (`pitch status` & co., which change nothing there) a
+/// missing one fails the check.
 #[cfg(feature = "remote")]
 pub(crate) fn connect(
     remote: crate::Remote,
     local_root: &Path,
     durable: bool,
-    trust: Option<crate::trust::Policy>,
+    trust: crate::trust::Policy,
+    create: bool,
 ) -> Result<std::sync::Arc<dyn Transport>, crate::error::Error> {
     let program = system::program();
     Ok(match (remote.client, program) {
-        (SshClient::Builtin, _) | (SshClient::Auto, None) => std::sync::Arc::new(ssh::Builtin(
-            std::sync::Arc::new(ssh::Ssh::connect(remote, local_root, durable, trust)?),
-        )),
+        (SshClient::Builtin, _) | (SshClient::Auto, None) => {
+            std::sync::Arc::new(ssh::Builtin(std::sync::Arc::new(ssh::Ssh::connect(
+                remote, local_root, durable, trust, create,
+            )?)))
+        }
         (SshClient::System | SshClient::Auto, Some(program)) => std::sync::Arc::new(
-            system::SystemSsh::connect(program, remote, local_root, durable, trust)?,
+            system::SystemSsh::connect(program, remote, local_root, durable, trust, create)?,
         ),
         (SshClient::System, None) => {
             return Err(crate::error::Error::Config(format!(

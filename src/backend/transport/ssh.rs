@@ -244,13 +244,14 @@ pub(crate) struct Ssh {
 }
 
 impl Ssh {
-    /// Connects (so that a wrong host, key or directory fails when the executor is built)
-    /// and creates the cache directory's twin.
+    /// Connects (so that a wrong host, key or directory fails when the executor is built),
+    /// creates the cache directory's twin when `create`, and checks it by `trust`.
     pub(crate) fn connect(
         remote: Remote,
         local_root: &Path,
         durable: bool,
-        trust: Option<crate::trust::Policy>,
+        trust: crate::trust::Policy,
+        create: bool,
     ) -> Result<Ssh, Error> {
         let address = remote.address();
         let config = |m: String| Error::Config(format!("remote {address}: {m}"));
@@ -275,28 +276,29 @@ impl Ssh {
             durable,
             session: Mutex::new(None),
         };
-        ssh.with_session(|s| {
-            let sftp = s
-                .sftp()
-                .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
-            // The directories above the cache directory are not pitch's: the server's umask.
-            mkdirs(&sftp, &ssh.remote.directory, 0o777)
-        })
-        .map_err(|e| config(e.to_string()))?;
-        if let Some(trust) = trust {
-            let dir = ssh.remote.directory.to_string_lossy().into_owned();
-            let args = [
-                "-c".to_string(),
-                crate::trust::REMOTE_CHECK_SCRIPT.to_string(),
-                "sh".to_string(),
-                dir,
-            ];
-            let ran = ssh
-                .exec("sh", &args, &[], "sh")
-                .map(|o| (o.success, o.stdout, o.stderr))
-                .map_err(|e| e.to_string());
-            super::check_remote_cache(&ssh.remote.directory, trust, ran)?;
+        if create {
+            ssh.with_session(|s| {
+                let sftp = s
+                    .sftp()
+                    .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
+                // The directories above the cache directory are not pitch's: the server's
+                // umask.
+                mkdirs(&sftp, &ssh.remote.directory, 0o777)
+            })
+            .map_err(|e| config(e.to_string()))?;
         }
+        let dir = ssh.remote.directory.to_string_lossy().into_owned();
+        let args = [
+            "-c".to_string(),
+            crate::trust::REMOTE_CHECK_SCRIPT.to_string(),
+            "sh".to_string(),
+            dir,
+        ];
+        let ran = ssh
+            .exec("sh", &args, &[], "sh")
+            .map(|o| (o.success, o.stdout, o.stderr))
+            .map_err(|e| e.to_string());
+        super::check_remote_cache(&ssh.remote.directory, trust, ran)?;
         Ok(ssh)
     }
 

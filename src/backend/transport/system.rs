@@ -123,14 +123,15 @@ exit $s"#;
 
 impl SystemSsh {
     /// Resolves the host with `ssh -G`, opens the master connection (a wrong host, key, host
-    /// key or directory fails when the executor is built) and creates the cache directory's
-    /// twin.
+    /// key or directory fails when the executor is built), creates the cache directory's
+    /// twin when `create`, and checks it by `trust`.
     pub(crate) fn connect(
         program: PathBuf,
         remote: Remote,
         local_root: &Path,
         durable: bool,
-        trust: Option<crate::trust::Policy>,
+        trust: crate::trust::Policy,
+        create: bool,
     ) -> Result<SystemSsh, Error> {
         let host = remote.host.clone();
         let config = |m: String| Error::Config(format!("remote {host}: {m}"));
@@ -160,29 +161,29 @@ impl SystemSsh {
         let ssh = SystemSsh { inner };
         // The directories above the cache directory are not pitch's: the server's umask.
         let dir = ssh.inner.remote.directory.to_string_lossy().into_owned();
-        let out = ssh
-            .inner
-            .blocking_script(
-                r#"p=${1%/*}; { [ -z "$p" ] || mkdir -p -- "$p"; } && { mkdir -m 700 -- "$1" 2>/dev/null || [ -d "$1" ]; }"#,
-                &[dir.as_str()],
-            )
-            .map_err(config)?;
-        if !out.status.success() {
-            return Err(config(format!(
-                "cannot create {dir} on the remote side: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        if let Some(trust) = trust {
-            let ran = ssh
+        if create {
+            let out = ssh
                 .inner
-                .blocking_script(crate::trust::REMOTE_CHECK_SCRIPT, &[dir.as_str()])
-                .map(|o| {
-                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                    (o.status.success(), text(&o.stdout), text(&o.stderr))
-                });
-            super::check_remote_cache(&ssh.inner.remote.directory, trust, ran)?;
+                .blocking_script(
+                    r#"p=${1%/*}; { [ -z "$p" ] || mkdir -p -- "$p"; } && { mkdir -m 700 -- "$1" 2>/dev/null || [ -d "$1" ]; }"#,
+                    &[dir.as_str()],
+                )
+                .map_err(config)?;
+            if !out.status.success() {
+                return Err(config(format!(
+                    "cannot create {dir} on the remote side: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
         }
+        let ran = ssh
+            .inner
+            .blocking_script(crate::trust::REMOTE_CHECK_SCRIPT, &[dir.as_str()])
+            .map(|o| {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                (o.status.success(), text(&o.stdout), text(&o.stderr))
+            });
+        super::check_remote_cache(&ssh.inner.remote.directory, trust, ran)?;
         Ok(ssh)
     }
 }

@@ -516,10 +516,10 @@ impl LogSet {
             let Some(loc) = inner.index.get(key).copied() else {
                 return Err(FormatError::Missing);
             };
-            let dir = inner
-                .dir
-                .clone()
-                .expect("an indexed record has a log folder");
+            // (An indexed record was read from the folder, or appended to it.)
+            let Some(dir) = inner.dir.clone() else {
+                return Err(FormatError::Missing);
+            };
             (dir, inner.files[loc.file].clone(), loc)
         };
         let path = dir.join(&name);

@@ -358,10 +358,15 @@ impl Dir {
         Ok(())
     }
 
-    /// The directory's own metadata (`fstat` of its handle: the directory that was opened,
-    /// whatever its path names now).
+    /// The directory's own metadata (`fstat` of the handle: its modification time).
     pub(crate) fn metadata(&self) -> io::Result<std::fs::Metadata> {
         self.file.metadata()
+    }
+
+    /// Removes the empty directory `name` (`unlinkat` with `AT_REMOVEDIR`; a link there is
+    /// not a directory and is left alone).
+    pub(crate) fn remove_dir(&self, name: &str) -> io::Result<()> {
+        self.unlinkat(name, libc::AT_REMOVEDIR)
     }
 }
 

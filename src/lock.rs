@@ -23,16 +23,23 @@
 //! and for a job the old one submitted (the queue's journal) before it runs anything.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::store::{self, Store};
+use crate::dir::Dir;
+use crate::store::{LockDirs, Store};
 use crate::task::TaskKey;
+
+/// The file held while a claim is read and written (in `locks/`).
+const CLAIMS_LOCK: &str = "claims.lock";
+/// `claims.lock` of leases: a file created with `O_EXCL` (in `locks/`).
+const CLAIMS_HELD: &str = "claims.held";
+/// The file whose bytes are the tasks' claims when they are byte-range locks (in `locks/`).
+#[cfg(target_os = "linux")]
+const CLAIMS_RANGE: &str = "claims.range";
 
 /// How long a `Lease` driver counts as alive after its last touch.
 pub(crate) const LEASE: Duration = Duration::from_secs(60);
@@ -69,7 +76,9 @@ pub(crate) enum Claim {
 
 /// This driver's claims on one cache directory.
 pub(crate) struct Claims {
-    store: Store,
+    /// `locks/`, `locks/drivers/` and `locks/claims/`, opened once: every file below is
+    /// opened, created, renamed and removed relative to these handles, never through a link.
+    dirs: LockDirs,
     id: String,
     mode: Mode,
     /// The locked driver file (held for the driver's lifetime).
@@ -217,25 +226,25 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-fn open_rw(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+/// Reads a task's claim (the owner's id) in `claims`: a regular file, not through a link.
+fn read_claim(claims: &Dir, name: &str) -> io::Result<String> {
+    String::from_utf8(claims.read(name, 4096)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Reads a small file pitch wrote (a claim or a driver file), without following links.
-fn read_small(path: &Path) -> io::Result<String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
+/// Reads a driver file in `drivers`: a regular file, not through a link; also returns the
+/// open file (for its modification time).
+fn read_driver(drivers: &Dir, name: &str) -> io::Result<(String, File)> {
+    let file = drivers.open_regular(name)?;
     let mut text = String::new();
-    file.take(4096).read_to_string(&mut text)?;
-    Ok(text)
+    (&file).take(4096).read_to_string(&mut text)?;
+    Ok((text, file))
+}
+
+/// How long ago `file` was last modified (`fstat`); `None` when unknown or in the future.
+fn age(file: &File) -> Option<Duration> {
+    let modified = file.metadata().and_then(|m| m.modified()).ok()?;
+    SystemTime::now().duration_since(modified).ok()
 }
 
 /// One line of a driver's claims log.
@@ -274,7 +283,7 @@ fn pid_runs(pid: i32) -> bool {
 impl Claims {
     /// Registers this driver in `store`'s cache directory.
     pub(crate) fn open(store: &Store) -> io::Result<Claims> {
-        store.create_lock_dirs()?;
+        let dirs = store.create_lock_dirs()?;
         let host = crate::worker::hostname();
         let pid = std::process::id();
         let nanos = SystemTime::now()
@@ -284,15 +293,12 @@ impl Claims {
         let id = format!("{}-{pid}-{nanos}", sanitize(&host));
         // Made under a temporary name, locked and filled, then renamed into place: a driver
         // file is never seen unlocked while its driver lives.
-        let path = store.driver_file(&id);
-        let tmp = store.driver_file(&format!(".{id}.new"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
+        let tmp = format!(".{id}.new");
+        let mut file = dirs.drivers.openat(
+            &tmp,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )?;
         let mode = if forced_lease() {
             Mode::Lease
         } else {
@@ -304,7 +310,7 @@ impl Claims {
             }
         };
         writeln!(file, "{} {host} {pid}", mode.name())?;
-        fs::rename(&tmp, &path)?;
+        dirs.drivers.rename(&tmp, &id)?;
         let heartbeat = (mode == Mode::Lease).then(|| {
             let (tx, rx) = mpsc::channel::<()>();
             let touched = file.try_clone().expect("dup of the driver file");
@@ -320,7 +326,7 @@ impl Claims {
         });
         #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut claims = Claims {
-            store: store.clone(),
+            dirs,
             id,
             mode,
             _file: file,
@@ -340,19 +346,21 @@ impl Claims {
     /// for long.
     #[cfg(target_os = "linux")]
     fn open_ranges(&self) -> io::Result<Ranges> {
-        let file = open_rw(&self.store.claims_range_file(), true)?;
-        let log = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.store.claims_log(&self.id))?;
-        for (id, path) in self.logs()? {
-            let old = fs::symlink_metadata(&path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > OLD_LOG));
+        let file = self.dirs.locks.open_rw(CLAIMS_RANGE, true, 0o600)?;
+        let log = self.dirs.claims.openat(
+            &self.id,
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )?;
+        for id in self.logs()? {
+            // (A link or anything but a file here is not looked at: the claims refuse it.)
+            let old = self
+                .dirs
+                .claims
+                .open_regular(&id)
+                .is_ok_and(|f| age(&f).is_some_and(|age| age > OLD_LOG));
             if old && !self.ask_alive(&id).unwrap_or(true) {
-                let _ = fs::remove_file(&path);
+                let _ = self.dirs.claims.unlink(&id);
             }
         }
         Ok(Ranges {
@@ -362,18 +370,16 @@ impl Claims {
         })
     }
 
-    /// The claims logs of the cache directory: (driver id, path).
+    /// The claims logs of the cache directory: their drivers' ids (their names in
+    /// `locks/claims`).
     #[cfg(target_os = "linux")]
-    fn logs(&self) -> io::Result<Vec<(String, PathBuf)>> {
-        let dir = self.store.claims_log("x");
-        let dir = dir.parent().expect("a log is in locks/claims");
+    fn logs(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in self.dirs.claims.entries()? {
+            let name = name.to_string_lossy().into_owned();
             // Task claims (32 hex digits) are the file-per-task form's.
             if name.len() != 32 && !name.starts_with('.') {
-                out.push((name, entry.path()));
+                out.push(name);
             }
         }
         Ok(out)
@@ -388,23 +394,20 @@ impl Claims {
         let gone: Vec<String> = others
             .read
             .keys()
-            .filter(|id| !logs.iter().any(|(l, _)| l == *id))
+            .filter(|id| !logs.contains(id))
             .cloned()
             .collect();
         for id in gone {
             others.read.remove(&id);
             others.owner.retain(|_, o| **o != *id);
         }
-        for (id, path) in logs {
+        for id in logs {
             if id == self.id {
                 continue;
             }
             let from = others.read.get(&id).copied().unwrap_or(0);
-            let mut file = match OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(&path)
-            {
+            // A regular file, not through a link: anything else there is an error naming it.
+            let mut file = match self.dirs.claims.open_regular(&id) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
@@ -477,8 +480,8 @@ impl Claims {
             });
         }
         let _held = self.hold()?;
-        let path = self.store.claim_file(key);
-        let took_over = match read_small(&path) {
+        let name = key.to_string();
+        let took_over = match read_claim(&self.dirs.claims, &name) {
             Ok(owner) if owner == self.id => None,
             Ok(owner) => {
                 if self.alive(&owner)? {
@@ -489,7 +492,9 @@ impl Claims {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        store::write_bytes_atomic(&path, self.id.as_bytes(), false, 0o600)?;
+        self.dirs
+            .claims
+            .write_atomic(&name, self.id.as_bytes(), false, 0o600)?;
         // A released claim leaves no file: only a dead owner is known here.
         let after_other = took_over.is_some();
         Ok(Claim::Mine {
@@ -510,7 +515,7 @@ impl Claims {
             let owner = self.last_owner(r, key).ok().flatten();
             return Some(owner.unwrap_or_else(|| "another driver".into()));
         }
-        let owner = read_small(&self.store.claim_file(key)).ok()?;
+        let owner = read_claim(&self.dirs.claims, &key.to_string()).ok()?;
         (owner != self.id && self.alive(&owner).unwrap_or(true)).then_some(owner)
     }
 
@@ -527,9 +532,9 @@ impl Claims {
             let _ = range(&r.file, libc::F_UNLCK, range_offset(key), false);
             return;
         }
-        let path = self.store.claim_file(key);
-        if read_small(&path).is_ok_and(|owner| owner == self.id) {
-            let _ = fs::remove_file(&path);
+        let name = key.to_string();
+        if read_claim(&self.dirs.claims, &name).is_ok_and(|owner| owner == self.id) {
+            let _ = self.dirs.claims.unlink(&name);
         }
     }
 
@@ -553,8 +558,8 @@ impl Claims {
     }
 
     fn ask_alive(&self, id: &str) -> io::Result<bool> {
-        let path = self.store.driver_file(id);
-        let text = match read_small(&path) {
+        let drivers = &self.dirs.drivers;
+        let (text, read) = match read_driver(drivers, id) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
@@ -562,7 +567,7 @@ impl Claims {
         let mut words = text.split_whitespace();
         let (mode, host, pid) = (words.next(), words.next(), words.next());
         if mode == Some("ofd") {
-            let file = match open_rw(&path, false) {
+            let file = match drivers.open_rw(id, false, 0) {
                 Ok(file) => file,
                 // Removed since it was read: by its driver, which ended, or by another claim
                 // (of this driver or another) that found it dead, as below.
@@ -572,20 +577,21 @@ impl Claims {
             return match lock(&file, false) {
                 // Its driver died without removing it: nobody needs it any more.
                 Ok(true) => {
-                    let _ = fs::remove_file(&path);
+                    let _ = drivers.unlink(id);
                     Ok(false)
                 }
                 Ok(false) => Ok(true),
                 // This driver cannot take locks here where its owner could: trust the lease.
-                Err(e) if unsupported(&e) => Ok(self.leased(&path, host, pid)),
+                Err(e) if unsupported(&e) => Ok(self.leased(&read, host, pid)),
                 Err(e) => Err(e),
             };
         }
         // A driver file being written (no mode yet) counts as alive.
-        Ok(mode.is_none() || self.leased(&path, host, pid))
+        Ok(mode.is_none() || self.leased(&read, host, pid))
     }
 
-    fn leased(&self, path: &Path, host: Option<&str>, pid: Option<&str>) -> bool {
+    /// Whether the lease of the driver whose file is `file` (open) holds.
+    fn leased(&self, file: &File, host: Option<&str>, pid: Option<&str>) -> bool {
         if host == Some(crate::worker::hostname().as_str()) {
             if let Some(pid) = pid.and_then(|p| p.parse::<i32>().ok()) {
                 if !pid_runs(pid) {
@@ -593,30 +599,20 @@ impl Claims {
                 }
             }
         }
-        let touched = fs::symlink_metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        let touched = age(file);
         touched.is_some_and(|age| age < LEASE) || touched.is_none()
     }
 
     /// Holds the cache directory's claims lock until the value is dropped.
-    fn hold(&self) -> io::Result<Held> {
-        let path = self.store.claims_lock_file();
+    fn hold(&self) -> io::Result<Held<'_>> {
+        let locks = &self.dirs.locks;
         if self.mode == Mode::Ofd {
-            let file = open_rw(&path, true)?;
+            let file = locks.open_rw(CLAIMS_LOCK, true, 0o600)?;
             lock(&file, true)?;
             return Ok(Held::Ofd(file));
         }
-        let excl = path.with_extension("held");
         loop {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&excl)
-            {
+            match locks.create_new(CLAIMS_HELD, 0o600) {
                 Ok(mut f) => {
                     let _ = writeln!(
                         f,
@@ -625,18 +621,19 @@ impl Claims {
                         std::process::id(),
                         now_secs()
                     );
-                    return Ok(Held::Excl(excl));
+                    return Ok(Held::Excl(locks));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // Held for a few milliseconds at most: one older than the lease was left
-                    // by a driver that died holding it.
-                    let stale = fs::symlink_metadata(&excl)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .is_some_and(|age| age > LEASE);
+                    // by a driver that died holding it. (A link there is never followed: it
+                    // is not a regular file, so it is never stale, and the error names it.)
+                    let stale = match locks.open_regular(CLAIMS_HELD) {
+                        Ok(f) => age(&f).is_some_and(|age| age > LEASE),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                        Err(e) => return Err(e),
+                    };
                     if stale {
-                        let _ = fs::remove_file(&excl);
+                        let _ = locks.unlink(CLAIMS_HELD);
                     } else {
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -653,22 +650,23 @@ impl Drop for Claims {
         #[cfg(target_os = "linux")]
         if let Some(r) = &self.ranges {
             if r.log.lock().unwrap().1.is_empty() {
-                let _ = fs::remove_file(self.store.claims_log(&self.id));
+                let _ = self.dirs.claims.unlink(&self.id);
             }
         }
-        let _ = fs::remove_file(self.store.driver_file(&self.id));
+        let _ = self.dirs.drivers.unlink(&self.id);
     }
 }
 
-enum Held {
+enum Held<'a> {
     Ofd(#[allow(dead_code)] File),
-    Excl(PathBuf),
+    /// `claims.held`, in this folder.
+    Excl(&'a Dir),
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
-        if let Held::Excl(path) = self {
-            let _ = fs::remove_file(path);
+        if let Held::Excl(locks) = self {
+            let _ = locks.unlink(CLAIMS_HELD);
         }
     }
 }
@@ -690,6 +688,8 @@ fn sanitize(host: &str) -> String {
 mod tests {
     use super::*;
     use crate::trust::Policy;
+    use std::fs;
+    use std::path::Path;
 
     fn store(dir: &Path) -> Store {
         Store::open(dir, false, Policy::default()).unwrap()
@@ -735,7 +735,7 @@ mod tests {
         let key = TaskKey::explicit("k");
         assert!(matches!(b.try_claim(&key).unwrap(), Claim::Mine { .. }));
         // Its process died (the lock went with it) but the file stayed (no Drop ran).
-        let path = b.store.driver_file(b.id());
+        let path = b.dirs.drivers.join(b.id());
         let b_id = b.id().to_string();
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_UNLCK as _;
@@ -860,7 +860,7 @@ mod tests {
             {
                 c.ranges = None;
             }
-            let path = s.driver_file(c.id());
+            let path = c.dirs.drivers.join(c.id());
             fs::write(
                 &path,
                 format!(
@@ -876,7 +876,7 @@ mod tests {
         one_claim_each_way(a, b);
         // A driver of another host whose lease ran out is dead; one touched lately is alive.
         let a = mk();
-        let other = s.driver_file("elsewhere-1-1");
+        let other = a.dirs.drivers.join("elsewhere-1-1");
         fs::write(&other, "lease elsewhere 1\n").unwrap();
         assert!(a.alive("elsewhere-1-1").unwrap());
         File::options()
@@ -896,5 +896,86 @@ mod tests {
         )
         .unwrap();
         assert!(!a.alive("elsewhere-1-1").unwrap());
+    }
+
+    /// Issue 14: a link planted in `locks/` where pitch keeps a file of its own is refused
+    /// with an error naming it, and what it points to is neither read nor written.
+    #[test]
+    fn links_in_the_locks_folder_are_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let locks = s.root().join("locks");
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "lease elsewhere 1\n").unwrap();
+        let link = |at: &Path| {
+            let _ = fs::remove_file(at);
+            std::os::unix::fs::symlink(&outside, at).unwrap();
+        };
+        let refused = |e: io::Error, at: &Path| {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{} is a symbolic link", at.display())),
+                "{msg}"
+            );
+        };
+        let key = TaskKey::explicit("k");
+        fs::write(&outside, format!("{key}\n")).unwrap();
+        #[cfg(target_os = "linux")]
+        {
+            // The byte-range claims file.
+            let range = locks.join("claims.range");
+            drop(Claims::open(&s).unwrap());
+            link(&range);
+            refused(Claims::open(&s).err().expect("refused"), &range);
+            fs::remove_file(&range).unwrap();
+            // Another driver's claims log, naming a key it claimed.
+            let a = Claims::open(&s).unwrap();
+            let log = locks.join("claims").join("ghost-1-1");
+            link(&log);
+            refused(a.try_claim(&key).unwrap_err(), &log);
+            fs::remove_file(&log).unwrap();
+            a.release(&key);
+        }
+        let a = Claims::open(&s).unwrap();
+        // A driver file.
+        let driver = locks.join("drivers").join("ghost-1-1");
+        link(&driver);
+        refused(a.alive("ghost-1-1").unwrap_err(), &driver);
+        fs::remove_file(&driver).unwrap();
+        // Leases: a task's claim file, and the claims lock.
+        let mut b = Claims::open(&s).unwrap();
+        b.mode = Mode::Lease;
+        #[cfg(target_os = "linux")]
+        {
+            b.ranges = None;
+        }
+        let claim = locks.join("claims").join(key.to_string());
+        link(&claim);
+        refused(b.try_claim(&key).unwrap_err(), &claim);
+        assert!(b.busy(&key).is_none());
+        b.release(&key);
+        assert!(
+            claim.symlink_metadata().is_ok(),
+            "the link is left, not followed"
+        );
+        fs::remove_file(&claim).unwrap();
+        let held = locks.join("claims.held");
+        link(&held);
+        refused(b.try_claim(&key).unwrap_err(), &held);
+        fs::remove_file(&held).unwrap();
+        assert!(matches!(b.try_claim(&key).unwrap(), Claim::Mine { .. }));
+        // Nothing was written through a link.
+        assert_eq!(fs::read_to_string(&outside).unwrap(), format!("{key}\n"));
+        // A folder: `locks/claims` a link to a folder outside.
+        drop((a, b));
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::remove_dir_all(locks.join("claims")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, locks.join("claims")).unwrap();
+        refused(
+            Claims::open(&s).err().expect("refused"),
+            &locks.join("claims"),
+        );
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }

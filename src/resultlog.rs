@@ -23,9 +23,9 @@
 //! record is, not its values, which are read back (and checked again) on a hit.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,7 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::store::{FormatError, ResultRecord};
+use crate::dir::Dir;
+use crate::store::{FormatError, ResultRecord, Store};
 use crate::task::TaskKey;
 
 const MAGIC: [u8; 4] = *b"PLR1";
@@ -85,29 +86,25 @@ pub(crate) struct Damage {
     pub corrupt: usize,
     /// Whether the file ends in a record cut short or damaged framing (reading stopped).
     pub torn: bool,
+    /// Why the file (or the log folder) was not read at all: a link or something else than
+    /// a regular file (a directory) in its place, never followed; an error naming it.
+    pub refused: Option<String>,
 }
 
-/// Opens a log for reading without following a link in its place.
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+/// Reads the log `name` of the log folder `dir` from its start, calling `each(offset,
+/// record)` for every sound record.
+fn scan(dir: &Dir, name: &str, each: impl FnMut(u64, u32, LogRecord)) -> io::Result<Damage> {
+    scan_from(dir.open_regular(name)?, 0, each).map(|(damage, _)| damage)
 }
 
-/// Reads a log from its start, calling `each(offset, record)` for every sound record.
-fn scan(file: &Path, each: impl FnMut(u64, u32, LogRecord)) -> io::Result<Damage> {
-    scan_from(file, 0, each).map(|(damage, _)| damage)
-}
-
-/// [`scan`] from byte `start` (a record's start); also returns where the last whole record
+/// [`scan`] of the open log `opened` (a regular file of the log folder, opened through its
+/// handle) from byte `start` (a record's start); also returns where the last whole record
 /// read ends (a torn tail, perhaps a record being appended, is left for a later read).
 fn scan_from(
-    file: &Path,
+    mut opened: File,
     start: u64,
     mut each: impl FnMut(u64, u32, LogRecord),
 ) -> io::Result<(Damage, u64)> {
-    let mut opened = open_log(file)?;
     std::io::Seek::seek(&mut opened, io::SeekFrom::Start(start))?;
     let mut reader = BufReader::with_capacity(1 << 16, opened);
     let mut damage = Damage::default();
@@ -164,25 +161,62 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The folder of the result logs of the cache directory `root`.
+/// The folder of the result logs of the cache directory `root` (its path, for messages).
 fn log_dir(root: &Path) -> PathBuf {
-    crate::store::Store::at(root.to_path_buf(), false).log_dir()
+    Store::at(root.to_path_buf(), false).log_dir()
 }
 
-/// The log files of a cache directory, oldest first (their names start with the time).
-pub(crate) fn log_files(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(log_dir(root)) else {
-        return Vec::new();
-    };
-    // Only regular files: a link planted among the logs is never followed.
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(EXTENSION))
+/// The log folder of the cache directory `root` as a checked handle (never through a link:
+/// one there is an error naming it); `None` when there is none yet.
+fn open_log_dir(root: &Path) -> io::Result<Option<Dir>> {
+    match Store::at(root.to_path_buf(), false).log_handle(false) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The names of the logs in the log folder `dir`, oldest first (their names start with the
+/// time). Whatever is in a log's place is opened through the handle as a regular file only:
+/// a link planted among the logs is refused then, never followed.
+fn log_names(dir: &Dir) -> Vec<String> {
+    let mut names: Vec<String> = dir
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| !n.starts_with('.') && Path::new(n).extension() == Some(EXTENSION.as_ref()))
         .collect();
-    files.sort();
-    files
+    names.sort();
+    names
+}
+
+/// The log folder of `root` and its logs' names (none when it cannot be opened).
+fn listed(root: &Path) -> Option<(Dir, Vec<String>)> {
+    let dir = open_log_dir(root).ok().flatten()?;
+    let names = log_names(&dir);
+    Some((dir, names))
+}
+
+/// The log files of a cache directory, oldest first.
+#[cfg(test)]
+pub(crate) fn log_files(root: &Path) -> Vec<PathBuf> {
+    listed(root).map_or_else(Vec::new, |(dir, names)| {
+        names.iter().map(|n| dir.join(n)).collect()
+    })
+}
+
+/// The modification time of the folder `dir` (`fstat` of its handle).
+fn mtime(dir: &Dir) -> Option<SystemTime> {
+    dir.metadata().and_then(|m| m.modified()).ok()
+}
+
+/// The length of the log `name` of `dir` (`fstat` of the file opened through the handle).
+fn log_len(dir: &Dir, name: &str) -> Option<u64> {
+    dir.open_regular(name)
+        .and_then(|f| f.metadata())
+        .ok()
+        .map(|m| m.len())
 }
 
 /// Where a record is.
@@ -205,13 +239,18 @@ fn replaces(new_ok: bool, old: Option<&Loc>) -> bool {
 
 struct Writer {
     file: File,
-    path: PathBuf,
+    /// Its name in the log folder.
+    name: String,
     index: usize,
     offset: u64,
 }
 
 struct Inner {
-    files: Vec<PathBuf>,
+    /// The log folder, opened through handles (not through a link) and checked; `None`
+    /// while there is none (it is opened when it appears, created on the first append).
+    dir: Option<Arc<Dir>>,
+    /// The logs' names in it.
+    files: Vec<String>,
     /// Each file's length when it was read (this process's own file: its writer's offset),
     /// and the log folder's modification time then: what [`LogSet::stale`] compares.
     lengths: Vec<u64>,
@@ -252,8 +291,12 @@ impl LogSet {
             if let Some(w) = writer.as_mut() {
                 // Appends go on only where this process left the file: one removed, or
                 // changed by someone else, is left alone and a new one is started.
-                let intact = std::fs::metadata(&w.path).is_ok_and(|m| m.len() == w.offset);
-                match fresh.files.iter().position(|f| *f == w.path) {
+                let intact = fresh
+                    .dir
+                    .as_ref()
+                    .and_then(|d| log_len(d, &w.name))
+                    .is_some_and(|len| len == w.offset);
+                match fresh.files.iter().position(|f| *f == w.name) {
                     Some(i) if intact => w.index = i,
                     _ => writer = None,
                 }
@@ -274,38 +317,57 @@ impl LogSet {
     }
 
     fn load(root: &Path) -> LogSet {
-        let dir_mtime = std::fs::metadata(log_dir(root))
-            .and_then(|m| m.modified())
-            .ok();
-        let files = log_files(root);
+        let mut damage = Vec::new();
+        let dir = open_log_dir(root).unwrap_or_else(|e| {
+            damage.push((
+                log_dir(root),
+                Damage {
+                    refused: Some(e.to_string()),
+                    ..Damage::default()
+                },
+            ));
+            None
+        });
+        let dir_mtime = dir.as_ref().and_then(mtime);
+        let files = dir.as_ref().map(log_names).unwrap_or_default();
         let mut lengths = Vec::with_capacity(files.len());
         let mut index: HashMap<TaskKey, Loc> = HashMap::new();
-        let mut damage = Vec::new();
-        for (i, path) in files.iter().enumerate() {
-            let found = scan_from(path, 0, |offset, len, record| {
-                let ok = record.record.outcome.is_ok();
-                if replaces(ok, index.get(&record.key)) {
-                    index.insert(
-                        record.key,
-                        Loc {
-                            file: i,
-                            offset,
-                            len,
-                            ok,
-                        },
-                    );
-                }
+        for (i, name) in files.iter().enumerate() {
+            let dir = dir.as_ref().expect("files are listed from the folder");
+            let found = dir.open_regular(name).and_then(|file| {
+                scan_from(file, 0, |offset, len, record| {
+                    let ok = record.record.outcome.is_ok();
+                    if replaces(ok, index.get(&record.key)) {
+                        index.insert(
+                            record.key,
+                            Loc {
+                                file: i,
+                                offset,
+                                len,
+                                ok,
+                            },
+                        );
+                    }
+                })
             });
             // Where the whole records end: what is appended after is read by `catch_up`.
             lengths.push(found.as_ref().map_or(0, |(_, end)| *end));
             match found {
                 Ok((d, _)) if d == Damage::default() => {}
-                Ok((d, _)) => damage.push((path.clone(), d)),
-                Err(_) => damage.push((
-                    path.clone(),
+                Ok((d, _)) => damage.push((dir.join(name), d)),
+                // A link (or anything but a regular file) in a log's place: refused, named.
+                Err(e) if e.raw_os_error().is_none() => damage.push((
+                    dir.join(name),
                     Damage {
-                        corrupt: 0,
+                        refused: Some(e.to_string()),
+                        ..Damage::default()
+                    },
+                )),
+                Err(_) => damage.push((
+                    dir.join(name),
+                    Damage {
                         torn: true,
+                        ..Damage::default()
                     },
                 )),
             }
@@ -313,6 +375,7 @@ impl LogSet {
         LogSet {
             root: root.to_path_buf(),
             inner: Mutex::new(Inner {
+                dir: dir.map(Arc::new),
                 files,
                 lengths,
                 dir_mtime,
@@ -324,24 +387,33 @@ impl LogSet {
         }
     }
 
+    /// The log folder's handle, opened now if it appeared since (another process's first
+    /// append); `None` while there is none.
+    fn log_folder(&self, inner: &mut Inner) -> Option<Arc<Dir>> {
+        if inner.dir.is_none() {
+            inner.dir = open_log_dir(&self.root).ok().flatten().map(Arc::new);
+        }
+        inner.dir.clone()
+    }
+
     /// Whether another process may have logged results since this set was read: a log file
     /// appeared (the folder changed) or one of the files read grew. A few `stat` calls; the
     /// engine asks before it runs a task it found no result for, and reads the logs again
     /// when so (a second driver that finished a task after this one started).
     pub(crate) fn stale(&self) -> bool {
-        let inner = self.inner.lock().unwrap();
-        let dir = std::fs::metadata(log_dir(&self.root))
-            .and_then(|m| m.modified())
-            .ok();
-        if dir != inner.dir_mtime {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(dir) = self.log_folder(&mut inner) else {
+            return false;
+        };
+        if mtime(&dir) != inner.dir_mtime {
             return true;
         }
-        inner.files.iter().enumerate().any(|(i, path)| {
+        inner.files.iter().enumerate().any(|(i, name)| {
             let expected = match &inner.writer {
                 Some(w) if w.index == i => w.offset,
                 _ => inner.lengths[i],
             };
-            std::fs::metadata(path).is_ok_and(|m| m.len() != expected)
+            log_len(&dir, name).is_some_and(|len| len != expected)
         })
     }
 
@@ -350,25 +422,31 @@ impl LogSet {
     /// does), so a driver beside another one keeps up at the cost of what was appended.
     pub(crate) fn catch_up(&self) {
         let mut inner = self.inner.lock().unwrap();
-        inner.dir_mtime = std::fs::metadata(log_dir(&self.root))
-            .and_then(|m| m.modified())
-            .ok();
-        for path in log_files(&self.root) {
-            if !inner.files.contains(&path) {
-                inner.files.push(path);
+        let Some(dir) = self.log_folder(&mut inner) else {
+            return;
+        };
+        inner.dir_mtime = mtime(&dir);
+        for name in log_names(&dir) {
+            if !inner.files.contains(&name) {
+                inner.files.push(name);
                 inner.lengths.push(0);
             }
         }
         let own = inner.writer.as_ref().map(|w| w.index);
         for i in 0..inner.files.len() {
-            let from = inner.lengths[i];
-            let grown = std::fs::metadata(&inner.files[i]).is_ok_and(|m| m.len() > from);
-            if Some(i) == own || !grown {
+            if Some(i) == own {
                 continue;
             }
-            let path = inner.files[i].clone();
+            let from = inner.lengths[i];
+            // Opened through the folder's handle, a regular file only (a link is passed over).
+            let Ok(file) = dir.open_regular(&inner.files[i]) else {
+                continue;
+            };
+            if !file.metadata().is_ok_and(|m| m.len() > from) {
+                continue;
+            }
             let mut found = Vec::new();
-            let Ok((_, end)) = scan_from(&path, from, |offset, len, record| {
+            let Ok((_, end)) = scan_from(file, from, |offset, len, record| {
                 found.push((record.key, offset, len, record.record.outcome.is_ok()));
             }) else {
                 continue;
@@ -390,9 +468,12 @@ impl LogSet {
         }
     }
 
-    /// The folder of the logs.
+    /// The folder of the logs (its path, for messages: the one its handle was opened at).
     pub(crate) fn dir(&self) -> PathBuf {
-        log_dir(&self.root)
+        match &self.inner.lock().unwrap().dir {
+            Some(dir) => dir.path().to_path_buf(),
+            None => log_dir(&self.root),
+        }
     }
 
     /// Describes, once, what loading found damaged: one message per damaged log.
@@ -403,6 +484,12 @@ impl LogSet {
         damage
             .into_iter()
             .map(|(path, d)| {
+                if let Some(why) = d.refused {
+                    return format!(
+                        "result log {}: not read ({why}); the tasks it holds run again",
+                        path.display()
+                    );
+                }
                 let mut what = Vec::new();
                 if d.corrupt > 0 {
                     what.push(format!("{} records fail their checksum", d.corrupt));
@@ -424,15 +511,21 @@ impl LogSet {
     /// The stored result of `key`: a finished one if any record has it, else the last
     /// failure; `Missing` when no log has the key.
     pub(crate) fn lookup(&self, key: &TaskKey) -> Result<ResultRecord, FormatError> {
-        let (path, loc) = {
+        let (dir, name, loc) = {
             let inner = self.inner.lock().unwrap();
             let Some(loc) = inner.index.get(key).copied() else {
                 return Err(FormatError::Missing);
             };
-            (inner.files[loc.file].clone(), loc)
+            // (An indexed record was read from the folder, or appended to it.)
+            let Some(dir) = inner.dir.clone() else {
+                return Err(FormatError::Missing);
+            };
+            (dir, inner.files[loc.file].clone(), loc)
         };
+        let path = dir.join(&name);
         let mut bytes = vec![0u8; HEADER_LEN + loc.len as usize];
-        open_log(&path)?.read_exact_at(&mut bytes, loc.offset)?;
+        dir.open_regular(&name)?
+            .read_exact_at(&mut bytes, loc.offset)?;
         if bytes[0..4] != MAGIC || bytes[8..24] != checksum(&bytes[HEADER_LEN..]) {
             return Err(FormatError::Checksum);
         }
@@ -497,22 +590,20 @@ impl LogSet {
         let bytes = encode_record(record)?;
         let mut inner = self.inner.lock().unwrap();
         if inner.writer.is_none() {
-            let (file, path) = self.create().map_err(|e| {
+            let (file, name) = self.create(&mut inner).map_err(|e| {
                 format!(
                     "could not create a result log in {}: {e}",
                     log_dir(&self.root).display()
                 )
             })?;
-            inner.files.push(path.clone());
+            inner.files.push(name.clone());
             inner.lengths.push(0);
             // Its own new file changed the folder: not a sign of another process.
-            inner.dir_mtime = std::fs::metadata(log_dir(&self.root))
-                .and_then(|m| m.modified())
-                .ok();
+            inner.dir_mtime = inner.dir.as_deref().and_then(mtime);
             let index = inner.files.len() - 1;
             inner.writer = Some(Writer {
                 file,
-                path,
+                name,
                 index,
                 offset: 0,
             });
@@ -548,24 +639,23 @@ impl LogSet {
         Ok(())
     }
 
-    fn create(&self) -> io::Result<(File, PathBuf)> {
-        let dir = log_dir(&self.root);
-        crate::store::create_dir(&dir)?;
-        // Like every directory pitch writes into: ours, not a link, nobody else may write.
-        crate::trust::check_own(&dir, crate::trust::Policy::default())
-            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+    /// Creates this process's log (its name) in the log folder, which is created 0700 when
+    /// missing and opened again through handles (never through a link; checked like every
+    /// folder pitch writes into: ours, nobody else may write).
+    fn create(&self, inner: &mut Inner) -> io::Result<(File, String)> {
+        let dir = Arc::new(Store::at(self.root.clone(), false).log_handle(true)?);
+        inner.dir = Some(dir.clone());
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
         let name = format!("{nanos:020}-{}.{EXTENSION}", std::process::id());
-        let path = crate::store::Store::at(self.root.clone(), false).log_file(&name);
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        Ok((file, path))
+        let file = dir.openat(
+            &name,
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )?;
+        Ok((file, name))
     }
 }
 
@@ -588,14 +678,19 @@ pub(crate) struct Logged {
 
 /// Whether `path` is a result log (not a task directory).
 pub(crate) fn is_log(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()) == Some(EXTENSION) && path.is_file()
+    path.extension().and_then(|e| e.to_str()) == Some(EXTENSION)
+        && path.symlink_metadata().is_ok_and(|m| m.is_file())
 }
 
 /// Every task of the logs of `root`, read afresh from disk (damaged records left out).
 pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
     let mut found: HashMap<TaskKey, Logged> = HashMap::new();
-    for path in log_files(root) {
-        let _ = scan(&path, |_, _, r| {
+    let Some((dir, names)) = listed(root) else {
+        return Vec::new();
+    };
+    for name in names {
+        let path = dir.join(&name);
+        let _ = scan(&dir, &name, |_, _, r| {
             let ok = r.record.outcome.is_ok();
             let keep = match found.get(&r.key) {
                 None => true,
@@ -624,8 +719,11 @@ pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
 /// log first), read afresh from disk: the tests' view of how often a task was recorded.
 pub(crate) fn records_of(root: &Path, key: &TaskKey) -> Vec<ResultRecord> {
     let mut out = Vec::new();
-    for path in log_files(root) {
-        let _ = scan(&path, |_, _, r| {
+    let Some((dir, names)) = listed(root) else {
+        return out;
+    };
+    for name in names {
+        let _ = scan(&dir, &name, |_, _, r| {
             if r.key == *key {
                 out.push(r.record);
             }
@@ -651,9 +749,8 @@ pub struct Compacted {
 /// a directory whose task is already in a log with a finished result is only removed, so
 /// running it again finishes the work and loses nothing.
 pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, String> {
-    use crate::store::{read_value, FileKind};
     use crate::task::{TaskKind, TaskSpec};
-    let store = crate::store::Store::at(root.to_path_buf(), false);
+    let store = Store::at(root.to_path_buf(), false);
     let logs = LogSet::of(root);
     let mut done = Compacted::default();
     let mut foldable: Vec<TaskKey> = Vec::new();
@@ -661,21 +758,27 @@ pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, St
     for key in store.task_keys().map_err(|e| e.to_string())? {
         {
             let paths = store.task(&key);
-            let dir = paths.dir().to_path_buf();
             let Ok(record) = paths.read_result() else {
                 continue; // unfinished, or unreadable: left alone
             };
             if record.outcome.is_err() {
                 continue;
             }
-            let names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
-                .map(|d| d.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
+            // The task directory through handles from the cache root (a link on the way is
+            // refused, never followed): what it holds and when it last changed (`fstat`).
+            let Some(dir) = crate::dir::below(root, paths.dir()).and_then(|(mut names, name)| {
+                names.push(name);
+                store.dir(&names, false).ok()
+            }) else {
+                done.kept += 1;
+                continue;
+            };
+            let names = dir.entries().unwrap_or_default();
             let own = [paths.task_file(), paths.result_file()];
             let only_own = names
                 .iter()
                 .all(|n| own.iter().any(|p| p.file_name() == Some(n.as_os_str())));
-            let modified = std::fs::metadata(&dir).and_then(|m| m.modified());
+            let modified = dir.metadata().and_then(|m| m.modified());
             let young = modified
                 .as_ref()
                 .ok()
@@ -686,7 +789,7 @@ pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, St
                 continue;
             }
             if !logs.has_finished(&key) {
-                let Ok(spec) = read_value::<TaskSpec>(&paths.task_file(), FileKind::Task) else {
+                let Ok(spec) = paths.read_task::<TaskSpec>() else {
                     done.kept += 1;
                     continue;
                 };
@@ -734,8 +837,12 @@ pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, St
         .map_err(|e| format!("could not sync the result log: {e}"))?;
     for key in foldable {
         store.remove_task(&key).map_err(|e| e.to_string())?;
-        if let Some(shard) = store.task(&key).dir().parent() {
-            let _ = std::fs::remove_dir(shard); // only when it became empty
+        let shard = store.task(&key).dir().parent().map(Path::to_path_buf);
+        if let Some((tasks, shard)) = shard.as_deref().and_then(|s| crate::dir::below(root, s)) {
+            // Only when it became empty (through the handle of `tasks/`).
+            if let Ok(tasks) = store.dir(&tasks, false) {
+                let _ = tasks.remove_dir(shard);
+            }
         }
         done.folded += 1;
     }
@@ -824,8 +931,9 @@ mod tests {
     /// Every record of every log of `root`, in order.
     fn all_records(root: &Path) -> Vec<LogRecord> {
         let mut out = Vec::new();
-        for f in log_files(root) {
-            scan(&f, |_, _, r| out.push(r)).unwrap();
+        let (dir, names) = listed(root).unwrap();
+        for name in names {
+            scan(&dir, &name, |_, _, r| out.push(r)).unwrap();
         }
         out
     }
@@ -922,5 +1030,67 @@ mod tests {
         bytes[HEADER_LEN + 1] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
         assert!(matches!(set2.lookup(&keys[0]), Err(FormatError::Checksum)));
+    }
+
+    /// Issue 14: the log folder, or a log, that is a link (or a FIFO) is refused with a
+    /// message naming it: nothing is read through it, nothing appended through it.
+    #[test]
+    fn links_among_the_logs_are_refused_and_named() {
+        use crate::store::Store;
+        let d = tempfile::tempdir().unwrap();
+        let key = TaskKey::from_bytes([7; 16]);
+        // Another cache directory's log, with a result.
+        let other = d.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        LogSet::load(&other)
+            .append(key, "t::k", &ok(1), false)
+            .unwrap();
+        let other_logs = other.join("log");
+        let other_log = log_files(&other).remove(0);
+        let before = std::fs::read(&other_log).unwrap();
+        let store = Store::open(&d.path().join("cache"), false, Default::default()).unwrap();
+        let root = store.root().to_path_buf();
+        // The log folder a link to the other one.
+        std::os::unix::fs::symlink(&other_logs, store.log_dir()).unwrap();
+        let set = LogSet::load(&root);
+        assert!(matches!(set.lookup(&key), Err(FormatError::Missing)));
+        assert!(!set.stale());
+        set.catch_up();
+        assert!(matches!(set.lookup(&key), Err(FormatError::Missing)));
+        let named = format!("{} is a symbolic link", store.log_dir().display());
+        let damage = set.take_damage();
+        assert!(
+            damage.len() == 1 && damage[0].contains(&named),
+            "{damage:?}"
+        );
+        let e = set.append(key, "t::k", &ok(2), false).unwrap_err();
+        assert!(e.contains(&named), "{e}");
+        assert!(logged_tasks(&root).is_empty() && records_of(&root, &key).is_empty());
+        // A log that is a link to the other log, and a FIFO in a log's place.
+        std::fs::remove_file(store.log_dir()).unwrap();
+        std::fs::create_dir(store.log_dir()).unwrap();
+        let linked = store.log_file("00000000000000000001-1.plog");
+        std::os::unix::fs::symlink(&other_log, &linked).unwrap();
+        let fifo = store.log_file("00000000000000000002-1.plog");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let set = LogSet::load(&root);
+        assert!(matches!(set.lookup(&key), Err(FormatError::Missing)));
+        let damage = set.take_damage();
+        assert_eq!(damage.len(), 2, "{damage:?}");
+        assert!(
+            damage[0].contains(&format!("{} is a symbolic link", linked.display())),
+            "{damage:?}"
+        );
+        assert!(
+            damage[1].contains(&format!("{} is not a regular file", fifo.display())),
+            "{damage:?}"
+        );
+        // Appends go to a file of its own, never through the link.
+        set.append(key, "t::k", &ok(3), false).unwrap();
+        assert_eq!(set.lookup(&key).unwrap(), ok(3));
+        assert_eq!(records_of(&root, &key), vec![ok(3)]);
+        assert_eq!(std::fs::read(&other_log).unwrap(), before);
+        assert_eq!(std::fs::read_dir(&other_logs).unwrap().count(), 1);
     }
 }

@@ -582,12 +582,19 @@ impl Store {
 
     /// The folder of the result logs (`crate::resultlog` owns what is inside).
     pub(crate) fn log_dir(&self) -> PathBuf {
-        self.root.join("log")
+        self.root.join(LOG)
     }
 
     /// The result log named `name` (in [`Store::log_dir`]).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn log_file(&self, name: &str) -> PathBuf {
         self.log_dir().join(name)
+    }
+
+    /// The folder of the result logs as a checked handle (not through a link; created 0700
+    /// when `create`): the logs are created, read and listed relative to it.
+    pub(crate) fn log_handle(&self, create: bool) -> io::Result<Dir> {
+        crate::dir::walk(&self.root, &[LOG], self.trust, create && !self.dry)
     }
 
     /// Removes a task's directory and everything in it.
@@ -677,41 +684,35 @@ impl Store {
         self.root.join(LOCKS)
     }
 
-    /// Creates the folders of [`crate::lock`] 0700 (checked with `lstat`).
-    pub(crate) fn create_lock_dirs(&self) -> io::Result<()> {
-        let locks = self.locks_dir();
-        for dir in [locks.clone(), locks.join("drivers"), locks.join("claims")] {
-            create_dir(&dir)?;
-            self.check_own(&dir).map_err(io::Error::other)?;
-        }
-        Ok(())
+    /// Opens the folders of [`crate::lock`] through handles, creating them 0700 when missing
+    /// (each opened without following a link, and checked through its handle: a link, another
+    /// user's folder or one others may write is refused, named).
+    pub(crate) fn create_lock_dirs(&self) -> io::Result<LockDirs> {
+        let named = |path: PathBuf, e: io::Error| {
+            let shown = path.display().to_string();
+            if e.to_string().contains(&shown) {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("{shown}: {e}"))
+            }
+        };
+        let locks = crate::dir::walk_naming(&self.root, &[LOCKS], self.trust, true)
+            .map_err(|(path, e)| named(path, e))?;
+        let sub = |name: &str| {
+            locks
+                .sub_created(name, self.trust)
+                .map_err(|e| named(locks.join(name), e))
+        };
+        Ok(LockDirs {
+            drivers: sub("drivers")?,
+            claims: sub("claims")?,
+            locks,
+        })
     }
 
-    /// The file of the driver `id`, locked while it lives.
-    pub(crate) fn driver_file(&self, id: &str) -> PathBuf {
-        self.locks_dir().join("drivers").join(id)
-    }
-
-    /// The claim on task `key`: the id of the driver that runs it.
+    /// The claim on task `key`: the id of the driver that runs it (its path, for messages).
     pub(crate) fn claim_file(&self, key: &TaskKey) -> PathBuf {
         self.locks_dir().join("claims").join(key.to_string())
-    }
-
-    /// The file whose bytes are the tasks' claims when they are byte-range locks.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn claims_range_file(&self) -> PathBuf {
-        self.locks_dir().join("claims.range")
-    }
-
-    /// The log of the tasks the driver `id` claimed (byte-range claims).
-    #[cfg(target_os = "linux")]
-    pub(crate) fn claims_log(&self, id: &str) -> PathBuf {
-        self.locks_dir().join("claims").join(id)
-    }
-
-    /// The lock held while a claim is read and written.
-    pub(crate) fn claims_lock_file(&self) -> PathBuf {
-        self.locks_dir().join("claims.lock")
     }
 
     /// The journal record of the submission `job_id`.
@@ -842,6 +843,7 @@ fn rank_name(rank: u32) -> String {
 const JOBS: &str = "jobs";
 const BIN: &str = "bin";
 const LOCKS: &str = "locks";
+const LOG: &str = "log";
 const SWEEPS: &str = "sweeps";
 const MARKER: &str = "scheduler";
 const JOURNAL_EXT: &str = "job";
@@ -867,6 +869,17 @@ pub(crate) struct TaskPaths {
     dir: PathBuf,
     durable: bool,
     trust: Policy,
+}
+
+/// The folders of [`crate::lock`], opened through handles ([`Store::create_lock_dirs`]).
+#[derive(Debug)]
+pub(crate) struct LockDirs {
+    /// `locks/`: `claims.lock`, `claims.range`.
+    pub locks: Dir,
+    /// `locks/drivers/`: a file per live driver.
+    pub drivers: Dir,
+    /// `locks/claims/`: claims (file per task) and the drivers' claims logs.
+    pub claims: Dir,
 }
 
 impl TaskPaths {

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use pitch::{Command, Executor, Resources, SlurmClusterExecutor, TaskError};
 
-use slurm_tools::{path_with, which, write_wrapper};
+use slurm_tools::{path_with, scancel, which, write_wrapper};
 
 pitch::task! {
     pub fn add(a: i64, b: i64) -> i64 { a + b }
@@ -401,11 +401,7 @@ fn scancel_from_outside(dir: &Path) -> Result<(), String> {
     }
     let id = f.job_id().ok_or("no job id")?;
     std::thread::sleep(Duration::from_secs(1));
-    let status = std::process::Command::new("scancel")
-        .arg(&id)
-        .status()
-        .unwrap();
-    ensure!(status.success(), "scancel");
+    scancel(&id)?;
     match f.result() {
         Err(TaskError::Scheduler { state, job_id, .. }) => {
             ensure!(state == "CANCELLED", "state {state}");

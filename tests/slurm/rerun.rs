@@ -9,7 +9,7 @@ use pitch::{Command, Resources, TaskError};
 
 use super::{calls, counting_path, executor, TestFn};
 use crate::ensure;
-use crate::slurm_tools::{journal, path_with, which, write_wrapper};
+use crate::slurm_tools::{journal, path_with, scancel, which, write_wrapper};
 use crate::submission::holds_every_task;
 
 pitch::task! {
@@ -81,11 +81,7 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
         }
         let id = cancelled.job_id().ok_or("no job id")?;
         std::thread::sleep(Duration::from_secs(1));
-        let status = std::process::Command::new("scancel")
-            .arg(&id)
-            .status()
-            .map_err(|e| e.to_string())?;
-        ensure!(status.success(), "scancel {id}");
+        scancel(&id)?;
         ensure!(
             matches!(
                 plain.result(),

@@ -115,6 +115,20 @@ impl Scheduler<'_> {
     }
 }
 
+/// Submits [`pilot_victim`] (two minutes, marking `marks`), waits until it runs and cancels
+/// its pilot's job: the task's future and the job pitch reports for that pilot.
+fn cancel_victims_pilot(
+    exe: &Executor,
+    marks: &Path,
+    sched: &Scheduler,
+) -> Result<(pitch::TaskFuture<String>, String), String> {
+    std::fs::create_dir_all(marks).map_err(|e| e.to_string())?;
+    let f = pilot_victim::submit(exe, marks.to_path_buf(), 120_000);
+    let victim = (sched.job_id)(&victim_job(marks)?)?;
+    (sched.cancel)(&victim)?;
+    Ok((f, victim))
+}
+
 /// A pilot cancelled under its task, with the default retry (`exe`: pilots on `cache`, at
 /// least two at a time): the task runs again on a new pilot, and is recorded once, its
 /// attempt naming the victim pilot.
@@ -124,11 +138,8 @@ pub(crate) fn cancelled_mid_task(
     marks: &Path,
     sched: &Scheduler,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(marks).map_err(|e| e.to_string())?;
-    let f = pilot_victim::submit(&exe, marks.to_path_buf(), 120_000);
-    let victim = (sched.job_id)(&victim_job(marks)?)?;
+    let (f, victim) = cancel_victims_pilot(&exe, marks, sched)?;
     let cancelled = Instant::now();
-    (sched.cancel)(&victim)?;
     let value = f.result().map_err(|e| e.to_string())?;
     let rerun_on = value
         .strip_prefix("rerun ")
@@ -179,10 +190,7 @@ pub(crate) fn cancelled_without_retry(
     marks: &Path,
     sched: &Scheduler,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(marks).map_err(|e| e.to_string())?;
-    let f = pilot_victim::submit(&exe, marks.to_path_buf(), 120_000);
-    let victim = (sched.job_id)(&victim_job(marks)?)?;
-    (sched.cancel)(&victim)?;
+    let (f, victim) = cancel_victims_pilot(&exe, marks, sched)?;
     match f.result() {
         Err(TaskError::Scheduler { job_id, state, .. }) => {
             ensure!(

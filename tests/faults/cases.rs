@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Slurm;
 use crate::inject;
+use crate::slurm_tools::{journal, path_with, scancel, which, write_wrapper};
 use crate::{
     check_rerun, check_run, ensure, finish_driver, finished_files, job_ids, record, run_driver,
     runs, spawn_driver, wait_until, Figures, Outcome, Plan, Run, TestFn,
@@ -467,15 +468,6 @@ fn slurmd_killed(dir: &Path) -> Result<(), String> {
     )
 }
 
-pub(crate) fn scancel(id: &str) -> Result<(), String> {
-    let status = std::process::Command::new("scancel")
-        .arg(id)
-        .status()
-        .map_err(|e| e.to_string())?;
-    ensure!(status.success(), "scancel {id}");
-    Ok(())
-}
-
 /// c. Jobs scancelled from outside: two running ones and, if one is still pending, a
 /// pending one. They end `Scheduler(CANCELLED)`; the rerun runs them.
 fn scancel_from_outside(dir: &Path) -> Result<(), String> {
@@ -682,18 +674,6 @@ pub(crate) fn killed_driver(
     Ok(())
 }
 
-/// The journal records (`jobs/<job id>.job`) of a cache directory: one per submission.
-pub(crate) fn journal(cache: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
-    std::fs::read_dir(cache.join("jobs"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "job"))
-                .map(|e| e.file_name())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// e1. Killed while its second sbatch call has submitted the job but not yet printed its id
 /// (sbatch wrapped to sleep there); the first wave (max_jobs 3) runs meanwhile.
 fn killed_while_submitting(dir: &Path) -> Result<(), String> {
@@ -747,22 +727,14 @@ fn killed_while_collecting(dir: &Path) -> Result<(), String> {
 /// runs the real sbatch (its output in `$out`; a failure is passed on), then `then`.
 pub(crate) fn wrapped_sbatch(dir: &Path, then: &str) -> Result<std::ffi::OsString, String> {
     let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     let real = which("sbatch").ok_or("no sbatch on PATH")?;
     let script = format!(
         "#!/bin/sh\nCALLS={calls}\necho \"$@\" >> \"$CALLS\"\nout=$({real} \"$@\") || exit $?\n{then}\n",
         calls = dir.join("sbatch.calls").display(),
         real = real.display(),
     );
-    let wrapper = bin.join("sbatch");
-    std::fs::write(&wrapper, script).map_err(|e| e.to_string())?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
-    std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .map_err(|e| e.to_string())
+    write_wrapper(&bin, "sbatch", &script)?;
+    path_with(bin)
 }
 
 /// g. sbatch's reply is lost: slurmctld accepted the job, but sbatch says it failed
@@ -815,14 +787,6 @@ fn sbatch_reply_lost(dir: &Path) -> Result<(), String> {
             note: "the first sbatch submitted its job but said it timed out".into(),
         },
     )
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.is_file())
-    })
 }
 
 /// f. Tasks in the preemptable partition `lowprio` (on node n4) are preempted by a job of

@@ -35,6 +35,8 @@ mod cases;
 mod cluster;
 mod inject;
 mod pilot_cases;
+#[path = "../common/slurm_tools.rs"]
+mod slurm_tools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

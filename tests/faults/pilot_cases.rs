@@ -13,11 +13,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cases::{
-    cache_full_case, conclude_lost, conclude_undisturbed, killed_driver, scancel, started,
-    wrapped_sbatch, Case, Lost, Recovery, BOUND,
+    cache_full_case, conclude_lost, conclude_undisturbed, killed_driver, started, wrapped_sbatch,
+    Case, Lost, Recovery, BOUND,
 };
 use crate::cluster::Slurm;
 use crate::inject::{self, Injected};
+use crate::slurm_tools::scancel;
 use crate::{ensure, finish_driver, job_ids, runs, spawn_driver, wait_until, Pilots, Plan, Run};
 
 pub(crate) const CASES: &[Case] = &[

@@ -30,13 +30,17 @@ mod remote;
 mod remote_pilot;
 mod rerun;
 mod retry;
+#[path = "../common/slurm_tools.rs"]
+mod slurm_tools;
 #[path = "../common/submission.rs"]
 mod submission;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pitch::{Command, Executor, Resources, SlurmClusterExecutor, TaskError};
+
+use slurm_tools::{path_with, scancel, which, write_wrapper};
 
 pitch::task! {
     pub fn add(a: i64, b: i64) -> i64 { a + b }
@@ -178,7 +182,6 @@ fn executor(cache: &Path) -> Executor {
 /// calls (in `dir/TOOL.calls`).
 fn counting_path(dir: &Path) -> std::ffi::OsString {
     let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
     for tool in ["sbatch", "squeue", "scontrol", "sacct"] {
         let real = which(tool).expect("slurm tools on PATH");
         let script = format!(
@@ -186,15 +189,9 @@ fn counting_path(dir: &Path) -> std::ffi::OsString {
             dir.display(),
             real.display()
         );
-        let path = bin.join(tool);
-        std::fs::write(&path, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_wrapper(&bin, tool, &script).unwrap();
     }
-    std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap()
+    path_with(bin).unwrap()
 }
 
 /// A watch on when `f`'s job leaves the queue's PENDING state (it runs, or has ended): the
@@ -221,14 +218,6 @@ fn running_from<T: Send + 'static>(f: &pitch::TaskFuture<T>) -> std::thread::Joi
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-    })
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.is_file() && !f.starts_with(std::env::temp_dir()))
     })
 }
 
@@ -412,11 +401,7 @@ fn scancel_from_outside(dir: &Path) -> Result<(), String> {
     }
     let id = f.job_id().ok_or("no job id")?;
     std::thread::sleep(Duration::from_secs(1));
-    let status = std::process::Command::new("scancel")
-        .arg(&id)
-        .status()
-        .unwrap();
-    ensure!(status.success(), "scancel");
+    scancel(&id)?;
     match f.result() {
         Err(TaskError::Scheduler { state, job_id, .. }) => {
             ensure!(state == "CANCELLED", "state {state}");

@@ -14,6 +14,7 @@ use pitch::{Event, EventKind, Resources, SlurmClusterExecutor, TaskError};
 
 use crate::pilot_cases::{self, Scheduler};
 pub(crate) use crate::pilot_cases::{pilot_step, pilot_victim, records, victim_job};
+use crate::slurm_tools::scancel;
 use crate::{add, ensure};
 
 pitch::task! {
@@ -213,15 +214,6 @@ fn sweep(dir: &Path) -> Result<(), String> {
 /// The job a pilot's task named (SLURM_JOB_ID) is the id pitch reports.
 fn same_id(job: &str) -> Result<String, String> {
     Ok(job.to_string())
-}
-
-pub(crate) fn scancel(job: &str) -> Result<(), String> {
-    let status = std::process::Command::new("scancel")
-        .arg(job)
-        .status()
-        .map_err(|e| e.to_string())?;
-    ensure!(status.success(), "scancel {job}: {status:?}");
-    Ok(())
 }
 
 fn scancelled(dir: &Path) -> Result<(), String> {

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use pitch::{Remote, SshClient};
 
-use crate::pilot::{
-    builder, pilot_victim, pilot_where, records, scancel, victim_job, wait_no_pilots,
-};
+use crate::pilot::{builder, pilot_victim, pilot_where, records, victim_job, wait_no_pilots};
 use crate::remote::{flux_instance, login, remote_with};
+use crate::slurm_tools::scancel;
 use crate::{add, ensure, TestFn};
 
 pub(crate) const TESTS: &[(&str, TestFn)] = &[

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use pitch::{Command, Resources, TaskError};
 
-use super::{calls, counting_path, executor, which, TestFn};
+use super::{calls, counting_path, executor, TestFn};
 use crate::ensure;
+use crate::slurm_tools::{journal, path_with, scancel, which, write_wrapper};
 use crate::submission::holds_every_task;
 
 pitch::task! {
@@ -39,17 +40,6 @@ pub(crate) const TESTS: &[(&str, TestFn)] = &[
         killed_while_an_array_part_runs,
     ),
 ];
-
-/// How many submissions the cache directory's journal holds.
-fn journaled(cache: &Path) -> usize {
-    std::fs::read_dir(cache.join("jobs"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "job"))
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 /// A command that succeeds (printing `tag`) once `ok` exists and otherwise runs `otherwise`.
 fn until_ok(ok: &Path, tag: &str, otherwise: &str) -> Command {
@@ -91,11 +81,7 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
         }
         let id = cancelled.job_id().ok_or("no job id")?;
         std::thread::sleep(Duration::from_secs(1));
-        let status = std::process::Command::new("scancel")
-            .arg(&id)
-            .status()
-            .map_err(|e| e.to_string())?;
-        ensure!(status.success(), "scancel {id}");
+        scancel(&id)?;
         ensure!(
             matches!(
                 plain.result(),
@@ -120,7 +106,7 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
             other => return Err(format!("expected TIMEOUT, got {other:?}")),
         }
     }
-    let before = journaled(&cache);
+    let before = journal(&cache).len();
     std::fs::write(&ok, "").map_err(|e| e.to_string())?;
     let exe = executor(&cache);
     let (plain, panics, timeout, cancelled) = submit_all(&exe);
@@ -139,7 +125,7 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
     let c = stdout(cancelled);
     ensure!(c == Ok("scancel".into()), "the cancelled task: {c:?}");
     ensure!(
-        journaled(&cache) > before,
+        journal(&cache).len() > before,
         "the rerun submitted nothing ({before} submissions)"
     );
     Ok(())
@@ -149,21 +135,14 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
 /// (`$REAL` is the real sbatch).
 fn wrapped_sbatch(dir: &Path, body: &str) -> std::ffi::OsString {
     let bin = dir.join("slow-bin");
-    std::fs::create_dir_all(&bin).unwrap();
     let real = which("sbatch").expect("sbatch on PATH");
     let script = format!(
         "#!/bin/sh\nREAL={}\necho \"$@\" >> {}/slow.calls\n{body}\n",
         real.display(),
         dir.display()
     );
-    let path = bin.join("sbatch");
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap()
+    write_wrapper(&bin, "sbatch", &script).unwrap();
+    path_with(bin).unwrap()
 }
 
 /// Runs the restart driver (`n` tasks appending to `dir/runs.log`) with `path`.

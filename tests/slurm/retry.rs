@@ -9,6 +9,7 @@ use pitch::{Command, RetryOn, SlurmClusterExecutor, TaskError, TaskState};
 
 use super::TestFn;
 use crate::ensure;
+use crate::slurm_tools::scancel;
 
 pub(crate) const TESTS: &[(&str, TestFn)] = &[
     (
@@ -179,11 +180,7 @@ fn scancelled_and_dependent(dir: &Path) -> Result<(), String> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let status = std::process::Command::new("scancel")
-        .arg(&first_job)
-        .status()
-        .map_err(|e| e.to_string())?;
-    ensure!(status.success(), "scancel {first_job}");
+    scancel(&first_job)?;
     let out = input.result().map_err(|e| format!("input: {e}"))?;
     let printed = out.read_stdout().map_err(|e| e.to_string())?;
     ensure!(printed.trim() == "second", "input printed {printed:?}");

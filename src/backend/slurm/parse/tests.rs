@@ -3,8 +3,13 @@
 //! MaxArraySize=10001; the sacct outputs on a second such cluster with
 //! accounting). Fixtures are pasted verbatim.
 
+use std::collections::{HashMap, HashSet};
+
+use super::sacct::SacctEntry;
+use super::scontrol::{scontrol_job_unknown, scontrol_pairs, ScontrolJob};
+use super::squeue::QueueEntry;
 use super::*;
-use crate::backend::scheduler;
+use crate::backend::scheduler::{self, JobState};
 
 /// The state squeue listed for `job` (see `scheduler::lookup_state`).
 fn lookup_state(states: &HashMap<JobRef, JobState>, job: JobRef) -> Option<SlurmState> {

@@ -450,19 +450,6 @@ fn load_named_finds_and_selects() {
     assert!(err.to_string().contains("cluster, laptop"), "{err}");
 }
 
-#[test]
-fn key_path_helpers() {
-    let text = "[profile . a]\nx = [\n  1,\n  \"b\",\n]\n";
-    let at = text.find("\"b\"").unwrap();
-    assert_eq!(key_path(text, at..at + 3), "profile.a.x");
-    assert_eq!(line_of(text, at), 4);
-    assert_eq!(
-        find_assignment("max_cores = 1, cores = 2", "cores"),
-        Some(15)
-    );
-    assert_eq!(find_assignment("cores.x", "cores"), None);
-}
-
 const REMOTE: &str = r#"[profile.far]
 backend = "slurm"
 [profile.far.remote]

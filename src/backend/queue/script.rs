@@ -224,9 +224,15 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let (result, exit, tmp) = (name(t.result), name(t.exit), name(t.exit_tmp));
     let mut out = String::new();
     out.push_str(ENTER);
+    // A relative cache directory (a remote one, from the login's home) as `./...`, which
+    // `cd` does not look up in `CDPATH`.
+    let root = if t.cache.is_absolute() {
+        p(t.cache)
+    } else {
+        p(&Path::new(".").join(t.cache))
+    };
     out.push_str(&format!(
-        "pitch_w=$PWD\npitch_enter {cache} {levels} || {{ echo \"pitch: refusing the task directory: $pitch_why; the task does not run\" >&2; exit {REFUSED_EXIT_CODE}; }}\n",
-        cache = p(t.cache),
+        "pitch_w=$PWD\npitch_enter {root} {levels} || {{ echo \"pitch: refusing the task directory: $pitch_why; the task does not run\" >&2; exit {REFUSED_EXIT_CODE}; }}\n",
         levels = levels.join(" "),
     ));
     if let Some(reach) = t.warning {

@@ -446,7 +446,7 @@ pub(crate) fn wrong_secret(
             .lock()
             .unwrap()
             .iter()
-            .any(|m| m.contains("protocol version '1'") && m.contains("this driver's is '2'")),
+            .any(|m| m.contains("protocol version '1'") && m.contains("this driver's is '3'")),
         "no warning names the old pilot's protocol version: {:?}",
         warnings.lock().unwrap()
     );

@@ -226,10 +226,12 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     out.push_str(ENTER);
     // A relative cache directory (a remote one, from the login's home) as `./...`, which
     // `cd` does not look up in `CDPATH`.
-    let root = if t.cache.is_absolute() {
-        p(t.cache)
+    // (Its components, without a trailing `/`, for the messages' paths.)
+    let cache: std::path::PathBuf = t.cache.components().collect();
+    let root = if cache.is_absolute() {
+        p(&cache)
     } else {
-        p(&Path::new(".").join(t.cache))
+        p(&Path::new(".").join(&cache))
     };
     out.push_str(&format!(
         "pitch_w=$PWD\npitch_enter {root} {levels} || {{ echo \"pitch: refusing the task directory: $pitch_why; the task does not run\" >&2; exit {REFUSED_EXIT_CODE}; }}\n",

@@ -908,10 +908,10 @@ impl TaskPaths {
         self.dir.join(rank_name(rank))
     }
     pub(crate) fn stdout(&self) -> PathBuf {
-        self.dir.join("stdout")
+        self.dir.join(Self::STDOUT)
     }
     pub(crate) fn stderr(&self) -> PathBuf {
-        self.dir.join("stderr")
+        self.dir.join(Self::STDERR)
     }
     /// The state the task saved to be resumed from ([`CheckpointRecord`]).
     pub(crate) fn checkpoint_file(&self) -> PathBuf {
@@ -946,6 +946,59 @@ impl TaskPaths {
     /// [`TaskPaths::open_in_dir`] does.
     pub(crate) fn open_exit_file(&self) -> io::Result<File> {
         self.open_in_dir(EXIT_FILE)
+    }
+
+    /// Removes the exit file a job script left (once its outcome is published), through the
+    /// checked directory handle: a link there is removed itself, a link on the way is not
+    /// followed.
+    pub(crate) fn remove_exit_file(&self) {
+        if let Ok(dir) = self.open_dir() {
+            let _ = dir.unlink(EXIT_FILE);
+        }
+    }
+
+    /// The task directory, opened through checked handles ([`TaskPaths::open_dir`]), for
+    /// writing the task's own standard output and error ([`TaskPaths::STDOUT`],
+    /// [`TaskPaths::STDERR`]) relative to it; a link on the way (or a directory missing or
+    /// not trusted) is an error naming it.
+    pub(crate) fn output_dir(&self) -> Result<Dir, TaskError> {
+        self.open_dir().map_err(|e| TaskError::Store {
+            path: self.dir.display().to_string(),
+            detail: match e {
+                FormatError::Missing => {
+                    "the task directory is gone: its output is not written".into()
+                }
+                e => format!("its output is not written: {e}"),
+            },
+        })
+    }
+
+    /// The name of the task's own standard output file in its directory.
+    pub(crate) const STDOUT: &'static str = "stdout";
+    /// The name of the task's own standard error file in its directory.
+    pub(crate) const STDERR: &'static str = "stderr";
+
+    /// Whether the task's own output file `name` ([`TaskPaths::STDOUT`] or
+    /// [`TaskPaths::STDERR`]) is there, a regular file in the checked task directory.
+    pub(crate) fn has_output(&self, name: &str) -> bool {
+        self.open_in_dir(name).is_ok()
+    }
+
+    /// The last `max` bytes of the task's own output file `name`, read through the checked
+    /// directory handle (never through a link; nothing when it is not a regular file).
+    pub(crate) fn output_end(&self, name: &str, max: u64) -> Vec<u8> {
+        use io::Seek;
+        let mut bytes = Vec::new();
+        if let Ok(mut file) = self.open_in_dir(name) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if file
+                .seek(io::SeekFrom::Start(len.saturating_sub(max)))
+                .is_ok()
+            {
+                let _ = io::Read::take(file, max).read_to_end(&mut bytes);
+            }
+        }
+        bytes
     }
 
     /// Appends a failed attempt to the task's attempts file (created 0600, never through a

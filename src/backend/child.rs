@@ -454,6 +454,10 @@ mod tests {
     use super::super::spawn::{spawn, Launch};
     use super::*;
 
+    fn handle(dir: &std::path::Path) -> std::sync::Arc<crate::dir::Dir> {
+        std::sync::Arc::new(crate::dir::Dir::open(dir).unwrap())
+    }
+
     fn sh(script: &str) -> std::io::Result<Child> {
         spawn(&Launch {
             program: "sh",
@@ -468,8 +472,8 @@ mod tests {
         let child = ticket.start(|| sh(script)).unwrap().unwrap();
         supervise(
             child,
-            Sink::new(dir.join("out")),
-            Sink::new(dir.join("err")),
+            Sink::new(handle(dir), "out"),
+            Sink::new(handle(dir), "err"),
             limit,
             None,
             &ticket,
@@ -543,8 +547,8 @@ mod tests {
         let start = Instant::now();
         let f = supervise(
             child,
-            Sink::new(dir.path().join("out")),
-            Sink::new(dir.path().join("err")),
+            Sink::new(handle(dir.path()), "out"),
+            Sink::new(handle(dir.path()), "err"),
             Some(Duration::from_secs(20)),
             Some(Duration::from_millis(300)),
             &ticket,
@@ -654,8 +658,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         supervise(
             child,
-            Sink::new(dir.path().join("o")),
-            Sink::new(dir.path().join("e")),
+            Sink::new(handle(dir.path()), "o"),
+            Sink::new(handle(dir.path()), "e"),
             None,
             None,
             ticket,

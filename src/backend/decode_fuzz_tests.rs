@@ -444,6 +444,8 @@ fn every_decoder_survives_mutated_input_with_bounded_memory() {
             cwd: None,
             stdout: "/c/stdout".into(),
             stderr: "/e".into(),
+            cache: "/c".into(),
+            trust_group: false,
             limit: Some(std::time::Duration::from_secs(3)),
             warning: None,
         }))

@@ -6,6 +6,9 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::dir::Dir;
 
 /// Bytes of the stream's end kept in memory for error messages.
 const TAIL_BYTES: usize = 4096;
@@ -24,6 +27,9 @@ pub(crate) struct Captured {
 /// Where one stream's bytes go: a file created on the first byte, and a tail in memory.
 pub(crate) struct Sink {
     path: PathBuf,
+    /// The task directory (checked, opened through handles) and the file's name in it; `None`
+    /// for a file the user named (opened up front).
+    dir: Option<(Arc<Dir>, &'static str)>,
     file: Option<File>,
     /// Whether creating the file was tried (once).
     tried: bool,
@@ -33,12 +39,16 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    /// A sink writing to the task directory's file `path`, created (with `O_NOFOLLOW`) on the
-    /// first byte: a link planted there (`stdout -> a file of yours`) is not written through
-    /// (the stream's tail is kept).
-    pub(crate) fn new(path: PathBuf) -> Sink {
+    /// A sink writing to the file `name` of the task directory `dir` (opened through checked
+    /// handles: `TaskPaths::output_dir`), created fresh relative to it on the first byte:
+    /// whatever is there is removed (a link itself, never its target), then the file is
+    /// created with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a link planted there (`stdout -> a
+    /// file of yours`) or on the way to the directory is never written through; one planted
+    /// in between fails the creation (the stream's tail is still kept).
+    pub(crate) fn new(dir: Arc<Dir>, name: &'static str) -> Sink {
         Sink {
-            path,
+            path: dir.join(name),
+            dir: Some((dir, name)),
             file: None,
             tried: false,
             opened: false,
@@ -52,6 +62,7 @@ impl Sink {
         let file = open_named(&path)?;
         Ok(Sink {
             path,
+            dir: None,
             file: Some(file),
             tried: true,
             opened: true,
@@ -59,28 +70,29 @@ impl Sink {
         })
     }
 
-    /// [`Sink::named`] for a file the user named, else [`Sink::new`] for the task
-    /// directory's own file.
-    pub(crate) fn for_stream(path: PathBuf, named: bool) -> Result<Sink, String> {
-        if named {
-            Sink::named(path)
-        } else {
-            Ok(Sink::new(path))
+    /// [`Sink::named`] for a file the user named (`named`), else [`Sink::new`] for the task
+    /// directory's own file `name` (`dir`: the caller opens it when a stream needs it).
+    pub(crate) fn for_stream(
+        named: Option<PathBuf>,
+        dir: Option<&Arc<Dir>>,
+        name: &'static str,
+    ) -> Result<Sink, String> {
+        match (named, dir) {
+            (Some(path), _) => Sink::named(path),
+            (None, Some(dir)) => Ok(Sink::new(dir.clone(), name)),
+            (None, None) => Err(format!("no task directory to write its {name} to")),
         }
     }
 
     fn open(&mut self) {
         // Only try once: a directory that refuses the file refuses it every time.
         self.tried = true;
-        use std::os::unix::fs::OpenOptionsExt;
-        self.file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&self.path)
-            .ok()
-            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+        if let Some((dir, name)) = &self.dir {
+            match dir.unlink(name) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {}
+                _ => self.file = dir.create_new(name, 0o666).ok(),
+            }
+        }
         self.opened = self.file.is_some();
     }
 
@@ -223,40 +235,61 @@ pub(crate) fn refusal(path: &Path, error: Option<&std::io::Error>) -> String {
 }
 
 /// Creates (truncates) the file another process (a Flux job's shell) will write a stream
-/// to, so that it exists: a file the user named (`named`) by [`open_named`], a task
-/// directory's with no link followed, as a [`Sink`] would open it.
-pub(crate) fn prepare_file(path: &Path, named: bool) -> Result<(), String> {
-    if named {
+/// to, so that it exists: a file the user named (no `dir`) by [`open_named`], a task
+/// directory's relative to its checked handle `dir`, fresh, as a [`Sink`] would create it
+/// (whatever is there removed, a link itself, then `O_CREAT | O_EXCL | O_NOFOLLOW`). (The job
+/// shell then opens it by its path.)
+pub(crate) fn prepare_file(path: &Path, dir: Option<&Dir>) -> Result<(), String> {
+    let Some(dir) = dir else {
         return open_named(path).map(drop);
+    };
+    let name = own_name(path)?;
+    match dir.unlink(name) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot create {}: {e}", path.display()))
+        }
+        _ => {}
     }
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    dir.create_new(name, 0o666)
         .map(drop)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
+/// The name in its task directory of the task's own output file `path`.
+fn own_name(path: &Path) -> Result<&str, String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} is not a task directory's file", path.display()))
+}
+
 /// What another process wrote to `path` (made by [`prepare_file`]): the file and its last
-/// lines. A task directory's file (not `named`) that stayed empty is removed: as with a
-/// [`Sink`], it exists only when something was written.
-pub(crate) fn captured_file(path: std::path::PathBuf, named: bool) -> Captured {
+/// lines. A task directory's file (`dir`, read and removed relative to its checked handle)
+/// that stayed empty is removed: as with a [`Sink`], it exists only when something was
+/// written.
+pub(crate) fn captured_file(path: std::path::PathBuf, dir: Option<&Dir>) -> Captured {
     use std::io::{Read, Seek, SeekFrom};
-    let mut tail = Vec::new();
-    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let opened = match dir {
+        None => File::open(&path),
+        Some(dir) => own_name(&path)
+            .map_err(std::io::Error::other)
+            .and_then(|name| dir.open_regular(name)),
+    };
+    let len = opened
+        .as_ref()
+        .ok()
+        .and_then(|f| f.metadata().ok())
+        .map_or(0, |m| m.len());
     if len == 0 {
-        if !named {
-            let _ = std::fs::remove_file(&path);
+        if let Some((dir, name)) = dir.zip(own_name(&path).ok()) {
+            let _ = dir.unlink(name);
         }
         return Captured {
-            path: named.then_some(path).filter(|p| p.exists()),
+            path: dir.is_none().then_some(path).filter(|p| p.exists()),
             tail: String::new(),
         };
     }
-    if let Ok(mut f) = File::open(&path) {
+    let mut tail = Vec::new();
+    if let Ok(mut f) = opened {
         let from = len.saturating_sub(TAIL_BYTES as u64);
         if f.seek(SeekFrom::Start(from)).is_ok() {
             let _ = f.take(TAIL_BYTES as u64).read_to_end(&mut tail);
@@ -278,15 +311,19 @@ fn tail_text(tail: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn handle(dir: &Path) -> Arc<Dir> {
+        Arc::new(Dir::open(dir).unwrap())
+    }
+
     #[test]
     fn a_sink_creates_its_file_on_the_first_byte_only() {
         let dir = tempfile::tempdir().unwrap();
-        let quiet = Sink::new(dir.path().join("quiet"));
+        let quiet = Sink::new(handle(dir.path()), "quiet");
         let c = quiet.finish();
         assert!(c.path.is_none());
         assert!(!dir.path().join("quiet").exists());
 
-        let mut loud = Sink::new(dir.path().join("loud"));
+        let mut loud = Sink::new(handle(dir.path()), "loud");
         loud.feed(b"one\ntwo\n");
         loud.feed(b"three\n");
         let c = loud.finish();
@@ -305,12 +342,17 @@ mod tests {
         std::fs::write(&precious, "keep me\n").unwrap();
         let stdout = dir.path().join("stdout");
         std::os::unix::fs::symlink(&precious, &stdout).unwrap();
-        let mut sink = Sink::new(stdout.clone());
+        let mut sink = Sink::new(handle(dir.path()), "stdout");
         sink.feed(b"FORGED\n");
         let c = sink.finish();
         assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
-        assert!(c.path.is_none(), "{c:?}");
+        // The link itself was replaced by the task's own file.
+        assert!(!stdout.is_symlink());
+        assert_eq!(c.path.as_deref(), Some(stdout.as_path()));
+        assert_eq!(std::fs::read_to_string(&stdout).unwrap(), "FORGED\n");
         assert_eq!(c.tail, "FORGED");
+        std::fs::remove_file(&stdout).unwrap();
+        std::os::unix::fs::symlink(&precious, &stdout).unwrap();
         // Nor for a file the user named: refused, naming the link and where it points.
         let err = Sink::named(stdout.clone())
             .err()
@@ -324,29 +366,37 @@ mod tests {
     #[test]
     fn a_file_another_process_wrote_gives_its_tail_and_an_empty_one_goes() {
         let dir = tempfile::tempdir().unwrap();
+        let own = handle(dir.path());
+        let own = Some(&*own);
         let quiet = dir.path().join("quiet");
-        prepare_file(&quiet, false).unwrap();
+        prepare_file(&quiet, own).unwrap();
         assert!(quiet.exists());
-        let c = captured_file(quiet.clone(), false);
+        let c = captured_file(quiet.clone(), own);
         assert!(c.path.is_none() && !quiet.exists(), "{c:?}");
         // A file the user named stays, empty or not.
         let named = dir.path().join("named");
-        prepare_file(&named, true).unwrap();
-        assert_eq!(captured_file(named.clone(), true).path, Some(named));
+        prepare_file(&named, None).unwrap();
+        assert_eq!(captured_file(named.clone(), None).path, Some(named));
         let loud = dir.path().join("loud");
-        prepare_file(&loud, false).unwrap();
+        prepare_file(&loud, own).unwrap();
         let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&loud, text).unwrap();
-        let c = captured_file(loud.clone(), false);
+        let c = captured_file(loud.clone(), own);
         assert_eq!(c.path, Some(loud));
         let lines: Vec<&str> = c.tail.lines().collect();
         assert_eq!(lines.len(), TAIL_LINES);
         assert_eq!(lines.last(), Some(&"line 4999"));
-        // No link is followed in the task directory.
+        // No link is followed in the task directory: one planted there is replaced by the
+        // task's own file; a file the user named is refused.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(dir.path().join("named"), &link).unwrap();
-        assert!(prepare_file(&link, false).is_err());
-        assert!(prepare_file(&link, true).is_err());
+        assert!(prepare_file(&link, None).is_err());
+        prepare_file(&link, own).unwrap();
+        assert!(!link.is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("named")).unwrap(),
+            ""
+        );
     }
 
     #[test]
@@ -383,7 +433,7 @@ mod tests {
             named.finish().path.as_deref(),
             Some(dir.path().join("named").as_path())
         );
-        let mut long = Sink::new(dir.path().join("long"));
+        let mut long = Sink::new(handle(dir.path()), "long");
         for i in 0..5000 {
             long.feed(format!("line {i}\n").as_bytes());
         }
@@ -391,5 +441,34 @@ mod tests {
         let lines: Vec<&str> = c.tail.lines().collect();
         assert_eq!(lines.len(), TAIL_LINES);
         assert_eq!(lines.last(), Some(&"line 4999"));
+    }
+
+    #[test]
+    fn a_task_directory_swapped_for_a_link_is_refused_and_a_sink_writes_where_it_was_checked() {
+        use crate::store::{Store, TaskPaths};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        let paths = Store::at(root, false).task(&crate::task::TaskKey::explicit("k"));
+        paths.create().unwrap();
+        let dir = Arc::new(paths.output_dir().unwrap());
+        // The task directory moved away and a link to another folder planted in its place.
+        let moved = d.path().join("moved");
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(paths.dir(), &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, paths.dir()).unwrap();
+        let mut sink = Sink::new(dir, TaskPaths::STDOUT);
+        sink.feed(b"out\n");
+        sink.finish();
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_to_string(moved.join("stdout")).unwrap(),
+            "out\n"
+        );
+        // Opened now, the task directory is refused, naming the link.
+        let e = paths.output_dir().unwrap_err().to_string();
+        assert!(e.contains(&paths.dir().display().to_string()), "{e}");
+        assert!(e.contains("symbolic link"), "{e}");
     }
 }

@@ -284,6 +284,15 @@ impl SingleNode {
         }
         let stdout_to = user_stdout.clone().unwrap_or_else(|| paths.stdout());
         let stderr_to = user_stderr.clone().unwrap_or_else(|| paths.stderr());
+        // The task directory's own files are created relative to its checked handle.
+        let dir = if user_stdout.is_none() || user_stderr.is_none() {
+            match paths.output_dir() {
+                Ok(dir) => Some(std::sync::Arc::new(dir)),
+                Err(e) => return fail(e),
+            }
+        } else {
+            None
+        };
         if native {
             let env = flux::job_environment(&env);
             let cwd = match spec.cwd.clone().map_or_else(std::env::current_dir, Ok) {
@@ -307,7 +316,10 @@ impl SingleNode {
                 stdout: &stdout_to,
                 stderr: &stderr_to,
             };
-            let output = |path: PathBuf, named: bool| flux::job::Output { path, named };
+            let output = |path: PathBuf, named: bool| flux::job::Output {
+                path,
+                dir: (!named).then(|| dir.clone()).flatten(),
+            };
             let ran = flux::job::run(
                 &req,
                 output(stdout_to.clone(), user_stdout.is_some()),
@@ -347,8 +359,11 @@ impl SingleNode {
         };
         // The files the user named are opened first: one that is refused (a link, another
         // user's file) fails the task before it runs, naming it.
-        let sinks = Sink::for_stream(stdout_to, user_stdout.is_some())
-            .and_then(|out| Ok((out, Sink::for_stream(stderr_to, user_stderr.is_some())?)));
+        let sinks = Sink::for_stream(user_stdout.clone(), dir.as_ref(), TaskPaths::STDOUT)
+            .and_then(|out| {
+                let err = Sink::for_stream(user_stderr.clone(), dir.as_ref(), TaskPaths::STDERR)?;
+                Ok((out, err))
+            });
         let (stdout_sink, stderr_sink) = match sinks {
             Ok(sinks) => sinks,
             Err(detail) => {

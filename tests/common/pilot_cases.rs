@@ -397,7 +397,7 @@ pub(crate) fn wrong_secret(
     ensure!(mode & 0o777 == 0o600, "the secret file has mode {mode:o}");
     // A peer with the wrong secret, then a frame: dropped without an answer.
     let mut peer = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let mut hello = b"PITCHPL2".to_vec();
+    let mut hello = b"PITCHPL3".to_vec();
     hello.extend_from_slice(&[b'0'; 64]);
     hello.extend_from_slice(&[8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
     peer.write_all(&hello).map_err(|e| e.to_string())?;
@@ -454,7 +454,7 @@ pub(crate) fn wrong_secret(
             .lock()
             .unwrap()
             .iter()
-            .any(|m| m.contains("protocol version '1'") && m.contains("this driver's is '2'")),
+            .any(|m| m.contains("protocol version '1'") && m.contains("this driver's is '3'")),
         "no warning names the old pilot's protocol version: {:?}",
         warnings.lock().unwrap()
     );

@@ -430,7 +430,16 @@ fn a_link_planted_as_a_tasks_stdout_is_not_written_through() -> Result<(), Strin
         kept == "keep me\n",
         "the link was written through: {kept:?}"
     );
-    ensure!(out.stdout.is_none(), "{out:?}");
+    // The link itself was replaced by the task's own file (created fresh, never through it).
+    let stdout = dir.join("stdout");
+    ensure!(
+        out.stdout.as_deref() == Some(stdout.as_path()) && !stdout.is_symlink(),
+        "{out:?}"
+    );
+    ensure!(
+        std::fs::read_to_string(&stdout).unwrap_or_default() == "FORGED\n",
+        "the task's own output"
+    );
     Ok(())
 }
 

@@ -110,6 +110,10 @@ pub(crate) type TestFn = fn(&Path) -> Result<(), String>;
 
 const TESTS: &[(&str, TestFn)] = &[
     ("function_and_command", function_and_command),
+    (
+        "command_task_directory_swapped_for_a_link_while_its_job_waits",
+        command_task_directory_swapped_for_a_link,
+    ),
     ("a_slow_map_is_one_submission", slow_map_is_one_submission),
     ("dependency_chain_across_jobs", dependency_chain),
     (
@@ -292,6 +296,76 @@ fn failed_upstream_cancels_dependents(dir: &Path) -> Result<(), String> {
         start.elapsed() < Duration::from_secs(30),
         "took {:?} after the upstream started",
         start.elapsed()
+    );
+    Ok(())
+}
+
+/// A task's directory swapped for a link (to a copy of it elsewhere) while its job waits for
+/// its input: the job script refuses to enter it, naming it, and does not run the command;
+/// nothing is written through the link, and the task fails with the driver's refusal of
+/// the same link.
+fn command_task_directory_swapped_for_a_link(dir: &Path) -> Result<(), String> {
+    let exe = executor(&dir.join("cache"));
+    let up = exe.submit_command(Command::new("sleep").arg("12"));
+    let marker = dir.join("ran");
+    let down = exe.submit_command(
+        Command::new("sh")
+            .args(["-c", &format!("echo FORGED; touch {}", marker.display())])
+            .after(&up),
+    );
+    // A bounded wait for its submission (queue time, not run time).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while down.job_id().is_none() {
+        ensure!(
+            Instant::now() < deadline,
+            "the dependent was never submitted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        !up.done(),
+        "the input ended before the swap: the test proves nothing"
+    );
+    let task_dir = exe.task_directory(&down.key()).map_err(|e| e.to_string())?;
+    let moved = dir.join("elsewhere");
+    std::fs::rename(&task_dir, &moved).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&moved, &task_dir).map_err(|e| e.to_string())?;
+    up.result().map_err(|e| e.to_string())?;
+    match down.result() {
+        Err(e) => {
+            let e = e.to_string();
+            ensure!(
+                e.contains(&task_dir.display().to_string()) && e.contains("symbolic link"),
+                "the error names the link: {e}"
+            );
+        }
+        Ok(out) => return Err(format!("the link was followed: {out:?}")),
+    }
+    ensure!(!marker.exists(), "the command ran");
+    let mut written: Vec<String> = std::fs::read_dir(&moved)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    ensure!(
+        written == ["task.bin"],
+        "written through the link: {written:?}"
+    );
+    // The job's log says why.
+    let logs: String = std::fs::read_dir(dir.join("cache/jobs"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter(|e| {
+            e.path()
+                .extension()
+                .is_some_and(|x| x == "log" || x == "out")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    ensure!(
+        logs.contains("refusing the task directory") && logs.contains("is a symbolic link"),
+        "the job log: {logs}"
     );
     Ok(())
 }

@@ -981,8 +981,9 @@ fn remote_render_offline(dir: &Path) -> Result<(), String> {
         String::from_utf8_lossy(&out.stderr)
     );
     ensure!(
+        // The task's body enters the twin's task directory level by level from its root.
         script.contains("#SBATCH --output=/scratch/me/pitch/jobs/")
-            && script.contains("/scratch/me/pitch/tasks/"),
+            && script.contains("pitch_enter /scratch/me/pitch tasks "),
         "{script}"
     );
     ensure!(

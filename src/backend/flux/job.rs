@@ -15,6 +15,7 @@ use super::jobspec::{jobspec, JobRequest};
 use super::native::{self, Event, Handle, Next, SubmitError};
 use crate::backend::child::{End, Finished, Remote, Ticket};
 use crate::backend::output;
+use crate::dir::Dir;
 
 /// Why a job gave no [`Finished`].
 #[derive(Debug, PartialEq, Eq)]
@@ -43,10 +44,11 @@ impl Remote for FluxJob {
     }
 }
 
-/// Where the task's output goes: a file the user named (`named`), or the task directory's.
+/// Where the task's output goes: a file the user named, or the task directory's (`dir`, its
+/// checked handle: the file is prepared and read back relative to it).
 pub(crate) struct Output {
     pub path: PathBuf,
-    pub named: bool,
+    pub dir: Option<Arc<Dir>>,
 }
 
 /// Runs `req` as a Flux job to its end; `started` is given its id when it starts (Flux may
@@ -61,7 +63,7 @@ pub(crate) fn run(
     started: impl FnOnce(u64),
 ) -> Result<Finished, NotRun> {
     for o in [&stdout, &stderr] {
-        output::prepare_file(&o.path, o.named).map_err(NotRun::Failed)?;
+        output::prepare_file(&o.path, o.dir.as_deref()).map_err(NotRun::Failed)?;
     }
     let spec = jobspec(req);
     let submitted_at = Instant::now();
@@ -100,8 +102,8 @@ pub(crate) fn run(
         }
     });
     ticket.ended();
-    let stdout = output::captured_file(stdout.path, stdout.named);
-    let stderr = output::captured_file(stderr.path, stderr.named);
+    let stdout = output::captured_file(stdout.path, stdout.dir.as_deref());
+    let stderr = output::captured_file(stderr.path, stderr.dir.as_deref());
     let followed = followed.map_err(NotRun::Failed)??;
     let elapsed = followed.started_at.unwrap_or(submitted_at).elapsed();
     let end = end_of(&followed, ticket.cancel_requested(), limit)?;

@@ -555,7 +555,7 @@ impl Queue {
                 )
             }
             // Its job script writes the exit file only when the worker left no result.
-            TaskKind::Function { .. } => job.paths.exit_file().exists(),
+            TaskKind::Function { .. } => job.paths.open_exit_file().is_ok(),
         }
     }
 
@@ -573,7 +573,7 @@ impl Queue {
                 let rec = job.paths.publish_result(ResultRecord {
                     outcome: Ok(values),
                 });
-                let _ = std::fs::remove_file(job.paths.exit_file());
+                job.paths.remove_exit_file();
                 Some(rec)
             }
             (_, Err(_)) => None,
@@ -610,8 +610,10 @@ impl Queue {
         if paths.finished_result().is_none() {
             stale.push(paths.result_file());
         }
-        for f in &stale {
-            let _ = std::fs::remove_file(f);
+        // Here through the task directory's checked handle (never through a link).
+        paths.remove_exit_file();
+        if paths.finished_result().is_none() {
+            paths.clear_failed_attempt(1);
         }
         if !self.transport.is_remote() {
             return Ok(());

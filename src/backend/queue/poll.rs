@@ -140,7 +140,7 @@ fn collect(w: &Watch, known: Known<'_>, title: &str) -> Collected {
         }
     }
     let rec = w.paths.publish_result(ResultRecord { outcome });
-    let _ = std::fs::remove_file(w.paths.exit_file());
+    w.paths.remove_exit_file();
     Collected::Done(rec)
 }
 
@@ -201,7 +201,7 @@ fn worker_outcome(paths: &TaskPaths) -> Option<(Option<i32>, ExitOutcome)> {
     let Ok(code) = file.first.parse::<i32>() else {
         return Some((None, Err(not_an_exit_code(&exit_file, &file.first))));
     };
-    let stderr_tail = tail(&paths.stderr());
+    let stderr_tail = tail(paths, None, TaskPaths::STDERR);
     let error = match signal_of(code) {
         Some(signal) => TaskError::Signaled {
             what: "the worker".into(),
@@ -251,7 +251,7 @@ pub(crate) fn exit_outcome(
     let elapsed = file.elapsed;
     let stdout = spec.stdout.clone().unwrap_or_else(|| paths.stdout());
     let stderr = spec.stderr.clone().unwrap_or_else(|| paths.stderr());
-    let stderr_tail = tail(&stderr);
+    let stderr_tail = tail(paths, spec.stderr.as_deref(), TaskPaths::STDERR);
     if file.first == "cwd" {
         return Some((None, Err(failure::no_such_cwd(&spec.program, cwd))));
     }
@@ -290,10 +290,20 @@ pub(crate) fn exit_outcome(
     {
         Err(e)
     } else {
+        // A file the user named is where it was named; the task directory's own is looked
+        // for through its checked handle (a link there is not output).
+        let there = |path: PathBuf, named: bool, name: &str| {
+            let found = if named {
+                path.exists()
+            } else {
+                paths.has_output(name)
+            };
+            found.then_some(path)
+        };
         let output = CommandOutput {
             exit_code: code,
-            stdout: stdout.exists().then_some(stdout),
-            stderr: stderr.exists().then_some(stderr),
+            stdout: there(stdout, spec.stdout.is_some(), TaskPaths::STDOUT),
+            stderr: there(stderr, spec.stderr.is_some(), TaskPaths::STDERR),
             stderr_tail,
             elapsed,
         };
@@ -307,10 +317,19 @@ pub(crate) fn exit_outcome(
     Some((Some(code), outcome))
 }
 
-fn tail(path: &std::path::Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = text.len().saturating_sub(4096);
-    let text = String::from_utf8_lossy(&text[start..]);
+/// The last lines of a stream: the file the user named (`named`), else the task directory's
+/// own file `name`, read through its checked handle.
+fn tail(paths: &TaskPaths, named: Option<&std::path::Path>, name: &str) -> String {
+    const MAX: u64 = 4096;
+    let text = match named {
+        Some(path) => {
+            let text = std::fs::read(path).unwrap_or_default();
+            let start = text.len().saturating_sub(MAX as usize);
+            text[start..].to_vec()
+        }
+        None => paths.output_end(name, MAX),
+    };
+    let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -40,6 +40,43 @@ fn p(path: &Path) -> String {
     q(&path.display().to_string())
 }
 
+/// A file the user named, for the shell once it has entered the task directory: a relative
+/// path is taken from the job's own working directory (`$pitch_w`), as before.
+fn named(path: &Path) -> String {
+    if path.is_absolute() {
+        p(path)
+    } else {
+        format!("\"$pitch_w\"/{}", p(path))
+    }
+}
+
+/// The exit status of a job whose task directory was refused ([`ENTER`]); the worker's
+/// for a refused cache directory too.
+pub(crate) const REFUSED_EXIT_CODE: i32 = 3;
+
+/// `pitch_enter ROOT NAME...`: enters the task directory `ROOT/NAME/...` one level at a time
+/// (`cd -P`, so that the shell's working directory is a handle on the directory itself),
+/// never through a link: each level must not be a symbolic link (`-L`), and once there the
+/// physical working directory (`pwd -P`, from the kernel) must be exactly the levels entered
+/// below the root's, so that a level swapped for a link between its check and the `cd` is
+/// caught. The task's files are then written relative to it. A refusal sets `pitch_why`,
+/// naming the path. (`./NAME`: a relative `cd` would search `CDPATH`.)
+const ENTER: &str = r#"pitch_enter() {
+  local d=$1 r n
+  shift
+  cd -P -- "$d" || { pitch_why="$d cannot be entered"; return 1; }
+  r=$(pwd -P) || return 1
+  for n in "$@"; do
+    d=$d/$n
+    if [ -L "./$n" ]; then pitch_why="$d is a symbolic link; pitch does not follow links in its cache directory"; return 1; fi
+    if [ ! -d "./$n" ]; then pitch_why="$d is not a directory"; return 1; fi
+    cd -P -- "./$n" || { pitch_why="$d cannot be entered"; return 1; }
+    r=$r/$n
+  done
+  if [ "$(pwd -P)" != "$r" ]; then pitch_why="$d is not the directory that was checked (a level was replaced meanwhile)"; return 1; fi
+}
+"#;
+
 /// The bash functions a job script needs when the scheduler warns its tasks with SIGUSR1
 /// before the time limit (`checkpoint_grace`), and the trap.
 ///
@@ -140,6 +177,16 @@ const OPEN_NAMED: &str = r#"pitch_open() {
 /// `exec:<bash's code>`: bash's `execfail` keeps the subshell alive to say so, where its exit
 /// code alone (127, 126) could be the program's own.
 ///
+/// The shell first enters the task directory ([`ENTER`]: level by level from the cache
+/// directory, never through a link, its physical path checked once there) and writes the
+/// task's files relative to it, so that a link planted on the way (`tasks/`, the shard, the
+/// task's directory) is refused, naming it, with exit status [`REFUSED_EXIT_CODE`] and nothing
+/// run or written (the driver, reading the task's files through its own checked handles,
+/// refuses it too). The task itself runs where the job started (`$pitch_w`), or in its
+/// working directory, as before; a relative output file the user named is the job's
+/// directory's too. What goes wrong before the command runs is written to `failed` on a
+/// descriptor opened in the task directory.
+///
 /// The task directory's `stdout` and `stderr` are removed first and then created under
 /// bash's `noclobber` (`set -C`, which opens with `O_EXCL`): a link planted there is removed,
 /// not written through, and one planted in between fails the redirection instead of being
@@ -154,12 +201,46 @@ const OPEN_NAMED: &str = r#"pitch_open() {
 /// is the same.
 pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     let spec = t.spec;
-    let (out_file, err_file) = (p(t.stdout), p(t.stderr));
+    // The task directory, as the names to enter below the cache directory, and its files by
+    // name, relative to it.
+    let dir = t
+        .exit
+        .parent()
+        .expect("the exit file is in the task directory");
+    let levels: Vec<String> = dir
+        .strip_prefix(t.cache)
+        .expect("the task directory is below the cache directory")
+        .components()
+        .map(|c| q(&c.as_os_str().to_string_lossy()))
+        .collect();
+    let name = |path: &Path| {
+        debug_assert_eq!(path.parent(), Some(dir), "{path:?} is not in {dir:?}");
+        q(&path
+            .file_name()
+            .expect("a task directory's file has a name")
+            .to_string_lossy())
+    };
+    let (out_file, err_file) = (name(t.stdout), name(t.stderr));
+    let (result, exit, tmp) = (name(t.result), name(t.exit), name(t.exit_tmp));
     let mut out = String::new();
+    out.push_str(ENTER);
+    // A relative cache directory (a remote one, from the login's home) as `./...`, which
+    // `cd` does not look up in `CDPATH`.
+    // (Its components, without a trailing `/`, for the messages' paths.)
+    let cache: std::path::PathBuf = t.cache.components().collect();
+    let root = if cache.is_absolute() {
+        p(&cache)
+    } else {
+        p(&Path::new(".").join(&cache))
+    };
+    out.push_str(&format!(
+        "pitch_w=$PWD\npitch_enter {root} {levels} || {{ echo \"pitch: refusing the task directory: $pitch_why; the task does not run\" >&2; exit {REFUSED_EXIT_CODE}; }}\n",
+        levels = levels.join(" "),
+    ));
     if let Some(reach) = t.warning {
         out.push_str(&warning_prelude(reach));
     }
-    let code_file = format!("{}.code", p(t.exit_tmp));
+    let code_file = format!("{tmp}.code");
     let Run { open, close, wait } = Run::new(t.warning.is_some(), &code_file);
     let exec = if t.warning.is_some() { "exec " } else { "" };
     let fresh_code = if t.warning.is_some() {
@@ -172,11 +253,6 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
         .iter()
         .map(|(k, v)| format!("export {k}={}; ", q(v)))
         .collect();
-    let cd = spec
-        .cwd
-        .as_ref()
-        .map(|c| format!("cd {} && ", p(c)))
-        .unwrap_or_default();
     let launcher = if spec.ranks > 1 {
         format!("{} ", t.rank_launcher)
     } else {
@@ -185,6 +261,11 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
     match &spec.kind {
         TaskKind::Function { .. } => {
             let exe = p(t.exe.expect("function tasks have a staged binary"));
+            // The worker runs where the job started, or in the task's working directory.
+            let cd = match &spec.cwd {
+                Some(c) => format!("cd {} && ", p(c)),
+                None => "cd -- \"$pitch_w\" && ".to_string(),
+            };
             // The job's exit status is the task's, so `afterok` holds back dependents of a
             // failed task.
             let durable = match (t.durable, t.trust_group) {
@@ -198,7 +279,6 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             // their output files). Only asked when a result file is there.
             out.push_str(&format!(
                 "if [ -e {result} ] && {exe} __pitch-worker finished {cache} {key}; then exit 0; fi\n",
-                result = p(t.result),
                 cache = p(t.cache),
                 key = spec.key,
             ));
@@ -219,9 +299,6 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             // later (over NFS) either, and the worker's own status says why.
             out.push_str(&format!(
                 "[ -e {result} ] || {{ rm -f {tmp}.$$; set -C; printf '%s\\n' \"$code\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; set +C; }}\n",
-                result = p(t.result),
-                tmp = p(t.exit_tmp),
-                exit = p(t.exit),
             ));
             for f in [&out_file, &err_file] {
                 out.push_str(&format!("[ -s {f} ] || rm -f {f}\n"));
@@ -238,18 +315,8 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 .chain(c.args.iter())
                 .map(|a| q(a))
                 .collect();
-            let stdout = c
-                .stdout
-                .as_deref()
-                .map(p)
-                .unwrap_or_else(|| out_file.clone());
-            let stderr = c
-                .stderr
-                .as_deref()
-                .map(p)
-                .unwrap_or_else(|| err_file.clone());
             // The task directory's files are made fresh (see above); the user's are clobbered.
-            let own: Vec<&str> = [(&c.stdout, &stdout), (&c.stderr, &stderr)]
+            let own: Vec<&str> = [(&c.stdout, &out_file), (&c.stderr, &err_file)]
                 .into_iter()
                 .filter(|(named, _)| named.is_none())
                 .map(|(_, f)| f.as_str())
@@ -259,10 +326,13 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             } else {
                 format!("rm -f {}; ", own.join(" "))
             };
+            // What went wrong before the command ran (see below) is written on descriptor 7
+            // to the file `failed`, created fresh in the task directory.
+            let failed = format!("{tmp}.failed");
             // The files the user named are opened by `pitch_open` (see [`OPEN_NAMED`]) on
             // descriptors 8 and 9 before the command runs; one it refuses is recorded as
             // `output:stdout` or `output:stderr` and the command does not run.
-            let named: Vec<(u8, &std::path::Path, &str)> = [
+            let named_files: Vec<(u8, &std::path::Path, &str)> = [
                 (8, c.stdout.as_deref(), "stdout"),
                 (9, c.stderr.as_deref(), "stderr"),
             ]
@@ -277,20 +347,19 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 }
             };
             let (out_to, err_to) = (
-                target(8, &stdout, c.stdout.is_some()),
-                target(9, &stderr, c.stderr.is_some()),
+                target(8, &out_file, c.stdout.is_some()),
+                target(9, &err_file, c.stderr.is_some()),
             );
-            let (opens, closes, run_if, run_else) = if named.is_empty() {
+            let (opens, closes, run_if, run_else) = if named_files.is_empty() {
                 Default::default()
             } else {
                 out.push_str(OPEN_NAMED);
                 let mut opens = "pitch_o=0".to_string();
                 let mut closes = String::new();
-                for (fd, path, which) in &named {
+                for (fd, path, which) in &named_files {
                     opens.push_str(&format!(
-                        "; [ $pitch_o = 1 ] || pitch_open {fd} {} || {{ pitch_o=1; echo output:{which} > {}.failed; }}",
-                        p(path),
-                        p(t.exit_tmp),
+                        "; [ $pitch_o = 1 ] || pitch_open {fd} {} || {{ pitch_o=1; echo output:{which} > {failed}; }}",
+                        named(path),
                     ));
                     closes.push_str(&format!(" {fd}>&-"));
                 }
@@ -306,21 +375,19 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
             // requeued runs again from its start; the command does not run twice.
             out.push_str(&format!(
                 "if [ -e {exit} ] && read -r pitch_c _ < {exit} && [ \"$pitch_c\" = 0 ]; then exit 0; fi\n",
-                exit = p(t.exit),
             ));
             // The exit file holds "CODE START END", the times in microseconds since the epoch
             // from bash's EPOCHREALTIME (bash 5; with an older bash they are left out). The
             // locale may write the seconds' decimal point as a comma: it is dropped either way.
             out.push_str("s=${EPOCHREALTIME:-}; s=${s/[.,]/}\n");
-            // A working directory that is not there, or a program that cannot be executed,
-            // is written to `failed` (`cwd`, `exec:<code>`) and becomes the exit file's
-            // first field instead of the code.
-            let failed = format!("{}.failed", p(t.exit_tmp));
-            let cd = spec
-                .cwd
-                .as_ref()
-                .map(|c| format!("cd {} || {{ echo cwd > {failed}; exit 1; }}; ", p(c)))
-                .unwrap_or_default();
+            // The command runs where the job started, or in the task's working directory. A
+            // working directory that is not there, or a program that cannot be executed, is
+            // written to `failed` (`cwd`, `exec:<code>`) and becomes the exit file's first
+            // field instead of the code.
+            let cd = match &spec.cwd {
+                Some(c) => format!("cd {} || {{ echo cwd >&7; exit 1; }}; ", p(c)),
+                None => "cd -- \"$pitch_w\" || { echo cwd >&7; exit 1; }; ".to_string(),
+            };
             // The program is looked up as `exec` will (bash's `execfail` does not keep a
             // subshell alive): missing is `exec:127`, not executable `exec:126`.
             let find = if c.program.contains('/') {
@@ -329,24 +396,22 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
                 format!("pitch_p=$(type -P {})", q(&c.program))
             };
             let check = format!(
-                "{find}; if [ -z \"$pitch_p\" ] || [ ! -e \"$pitch_p\" ]; then echo \"pitch: {prog}: not found\" >&2; echo exec:127 > {failed}; exit 127; fi; \
-                 if [ ! -f \"$pitch_p\" ] || [ ! -x \"$pitch_p\" ]; then echo \"pitch: {prog}: Permission denied\" >&2; echo exec:126 > {failed}; exit 126; fi; ",
+                "{find}; if [ -z \"$pitch_p\" ] || [ ! -e \"$pitch_p\" ]; then echo \"pitch: {prog}: not found\" >&2; echo exec:127 >&7; exit 127; fi; \
+                 if [ ! -f \"$pitch_p\" ] || [ ! -x \"$pitch_p\" ]; then echo \"pitch: {prog}: Permission denied\" >&2; echo exec:126 >&7; exit 126; fi; ",
                 prog = c.program.replace(['"', '\\', '$', '`'], "?"),
             );
             out.push_str(&format!(
-                "rm -f {failed}{fresh_code}; {fresh}set -C\n{opens}{run_if}{open}{exports}{own_env}{cd}{check}exec {launcher}{}{closes}{close} {out_to} 2{err_to}{wait}{run_else}",
+                "rm -f {failed}{fresh_code}; {fresh}set -C\n{opens}{run_if}{open}{exports}{own_env}{cd}{check}exec {launcher}{} 7>&-{closes}{close} 7> {failed} {out_to} 2{err_to}{wait}{run_else}",
                 argv.join(" "),
             ));
             out.push_str(&format!(
-                "; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -e {failed} ]; then read -r w < {failed} || w=$code; rm -f {failed}; fi; rm -f {tmp}.$$; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; set +C\n",
-                tmp = p(t.exit_tmp),
-                exit = p(t.exit),
+                "; e=${{EPOCHREALTIME:-}}; e=${{e/[.,]/}}; w=$code; if [ -s {failed} ]; then read -r w < {failed} || w=$code; fi; rm -f {failed} {tmp}.$$; printf '%s %s %s\\n' \"$w\" \"$s\" \"$e\" > {tmp}.$$ && mv -f {tmp}.$$ {exit}; set +C\n",
             ));
             if c.stdout.is_none() {
-                out.push_str(&format!("[ -s {stdout} ] || rm -f {stdout}\n"));
+                out.push_str(&format!("[ -s {out_file} ] || rm -f {out_file}\n"));
             }
             if c.stderr.is_none() {
-                out.push_str(&format!("[ -s {stderr} ] || rm -f {stderr}\n"));
+                out.push_str(&format!("[ -s {err_file} ] || rm -f {err_file}\n"));
             }
             out.push_str("exit \"$code\"\n");
         }

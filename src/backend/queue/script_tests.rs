@@ -479,15 +479,27 @@ fn a_finished_task_is_not_run_again_by_its_requeued_job() {
         rank_launcher: "srun",
         warning: None,
     });
-    let first = body.lines().next().unwrap();
+    // Once in its task directory (the body's first lines), the result file is named there.
+    let first = body.lines().find(|l| l.starts_with("if [ -e ")).unwrap();
     assert_eq!(
         first,
         format!(
-            "if [ -e {} ] && /bin/w __pitch-worker finished {} {}; then exit 0; fi",
-            paths.result_file().display(),
+            "if [ -e result.bin ] && /bin/w __pitch-worker finished {} {}; then exit 0; fi",
             paths.root().display(),
             f.key
         )
+    );
+    let enter = body
+        .lines()
+        .find(|l| l.starts_with("pitch_enter "))
+        .unwrap();
+    assert!(
+        enter.starts_with(&format!(
+            "pitch_enter {} tasks 1d {} || ",
+            paths.root().display(),
+            f.key
+        )),
+        "{enter}"
     );
 }
 
@@ -565,17 +577,13 @@ fn a_command_that_cannot_be_executed_is_recorded_apart_from_its_exit_code() {
 fn command_body_quotes_arguments_and_records_the_exit_status() {
     let paths = task_paths(Path::new("/c"));
     let body = command_body("echo", &["a b", "it's", "$HOME"], &paths);
-    let d = paths.dir().display();
+    // The task directory's files are named relative to it (the shell entered it first).
     assert!(
-        body.contains(&format!(
-            "exec echo 'a b' 'it'\\''s' '$HOME' ) > {d}/stdout"
-        )),
+        body.contains("exec echo 'a b' 'it'\\''s' '$HOME' 7>&- ) 7> .exit.failed > stdout"),
         "{body}"
     );
-    assert!(
-        body.contains(&format!("mv -f {d}/.exit.$$ {d}/exit")),
-        "{body}"
-    );
+    assert!(body.contains("mv -f .exit.$$ exit"), "{body}");
+    assert!(!body.contains(&paths.dir().display().to_string()), "{body}");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("s.sh");
     let tasks = dir.path().join("s.tasks");
@@ -777,4 +785,144 @@ fn a_link_planted_at_the_exit_files_temporary_name_is_not_written_through() {
     );
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
     assert_eq!(exit_code(&paths), "4");
+}
+
+/// Runs `script` with bash in the working directory `cwd`: its exit code and its stderr.
+fn run_in(cwd: &Path, script: &str) -> (Option<i32>, String) {
+    let file = cwd.join("s.sh");
+    std::fs::write(&file, format!("set -u\n{script}")).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(&file)
+        .current_dir(cwd)
+        .env("CDPATH", "/")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_link_planted_on_the_way_to_the_task_directory_is_refused_and_nothing_runs() {
+    let function = spec(
+        TaskKind::Function {
+            name: "f".into(),
+            fingerprint: "0".into(),
+            args: vec![],
+        },
+        1,
+    );
+    // Each level below the cache directory in turn: `tasks`, the shard, the task's own.
+    for level in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        let paths = task_paths(&root);
+        paths.create().unwrap();
+        let marker = dir.path().join("ran");
+        // The same tree elsewhere, which the link points into: nothing may be written there.
+        let elsewhere = dir.path().join("elsewhere");
+        let rel = paths.dir().strip_prefix(&root).unwrap();
+        std::fs::create_dir_all(elsewhere.join(rel)).unwrap();
+        let at: PathBuf = rel.components().take(level).collect();
+        let planted = root.join(&at);
+        std::fs::remove_dir_all(&planted).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join(&at), &planted).unwrap();
+        let exe = dir.path().join("worker");
+        std::fs::write(&exe, format!("#!/bin/sh\necho x > {}\n", marker.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let command = command_body(
+            "sh",
+            &["-c", &format!("echo x > {}", marker.display())],
+            &paths,
+        );
+        let function = task_body(&TaskBody {
+            spec: &function,
+            stdout: &paths.stdout(),
+            stderr: &paths.stderr(),
+            result: &paths.result_file(),
+            exit: &paths.exit_file(),
+            exit_tmp: &paths.exit_tmp(),
+            cache: paths.root(),
+            exe: Some(&exe),
+            durable: false,
+            trust_group: false,
+            rank_launcher: "srun",
+            warning: None,
+        });
+        for body in [command, function] {
+            let (code, stderr) = run_in(dir.path(), &body);
+            assert_eq!(code, Some(REFUSED_EXIT_CODE), "{stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "refusing the task directory: {} is a symbolic link",
+                    planted.display()
+                )),
+                "level {level}: {stderr}"
+            );
+            assert!(!marker.exists(), "the task ran");
+            let written: Vec<_> = walkdir(&elsewhere)
+                .into_iter()
+                .filter(|p| !p.is_dir())
+                .collect();
+            assert!(written.is_empty(), "written through the link: {written:?}");
+        }
+        // The driver refuses it too, naming it, when it reads the task's files.
+        let e = paths.read_result().unwrap_err().to_string();
+        assert!(e.contains(&planted.display().to_string()), "{e}");
+    }
+}
+
+/// Every path below `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(walkdir(&path));
+        }
+        all.push(path);
+    }
+    all
+}
+
+#[test]
+fn once_in_its_task_directory_a_task_still_runs_where_the_job_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    std::fs::create_dir(&root).unwrap();
+    let paths = task_paths(&root);
+    paths.create().unwrap();
+    std::fs::write(dir.path().join("here"), "").unwrap();
+    // A relative program and a relative output file the user named are the job's
+    // directory's, and so is the command's working directory; a `CDPATH` does not matter.
+    std::fs::write(
+        dir.path().join("prog"),
+        "#!/bin/sh\npwd -P; ls here\necho err >&2\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("prog"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let (body, _) = named_output_body("./prog", &[], Some(Path::new("out.txt")), None, &paths);
+    let (code, stderr) = run_in(dir.path(), &body);
+    assert_eq!(code, Some(0), "{stderr}");
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        format!("{}\nhere\n", cwd.display())
+    );
+    assert_eq!(std::fs::read_to_string(paths.stderr()).unwrap(), "err\n");
+    assert_eq!(exit_code(&paths), "0");
+    // A program that is not there is still `exec:127`, recorded in the task directory.
+    let _ = std::fs::remove_file(paths.exit_file());
+    let body = command_body("./no-such-prog", &[], &paths);
+    let (code, _) = run_in(dir.path(), &body);
+    assert_eq!(code, Some(127));
+    assert_eq!(exit_code(&paths), "exec:127");
 }

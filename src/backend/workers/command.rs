@@ -24,8 +24,10 @@ use crate::backend::spawn::{self, Launch};
 use crate::backend::Job;
 use crate::error::{LaunchErrorKind, TaskError};
 use crate::future::Slot;
-use crate::store::ResultRecord;
+use crate::store::{ResultRecord, Store, TaskPaths};
 use crate::task::TaskKind;
+use crate::trust::Policy;
+use std::path::PathBuf;
 
 /// How long after a command's own time limit its pilot has to answer (the pilot stops the
 /// command at its limit, with SIGKILL [`child::KILL_GRACE`] later, and then drains its
@@ -58,6 +60,8 @@ pub(super) fn pilot_task(job: Job, limit: Option<Duration>) -> Option<(PoolTask,
         cwd: spec.cwd.clone(),
         stdout: c.stdout.clone().unwrap_or_else(|| paths.stdout()),
         stderr: c.stderr.clone().unwrap_or_else(|| paths.stderr()),
+        cache: paths.root().to_path_buf(),
+        trust_group: paths.trust().trust_group,
         limit,
         warning,
     };
@@ -102,27 +106,41 @@ pub(super) fn kill_running() {
 /// error), as the SingleNode backend would have it.
 pub(super) fn run_here(run: CommandRun) -> Result<Vec<u8>, TaskError> {
     let CommandRun {
+        key,
         spec,
         env,
         cwd,
         stdout,
         stderr,
+        cache,
+        trust_group,
         limit,
         warning,
-        ..
     } = run;
     let vars: Vec<(&str, &str)> = env
         .iter()
         .chain(&spec.env)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // The task directory's files are made afresh (a job script removes them first too);
-    // files the user named are truncated when opened.
-    for (path, named) in [(&stdout, &spec.stdout), (&stderr, &spec.stderr)] {
-        if named.is_none() {
-            let _ = std::fs::remove_file(path);
+    // The task directory's files are made afresh, relative to its checked handle (a job
+    // script removes them first too); files the user named are truncated when opened.
+    let dir = if spec.stdout.is_none() || spec.stderr.is_none() {
+        let paths = Store::at(cache, false)
+            .trusting(Policy { trust_group })
+            .task(&key);
+        let dir = paths.output_dir()?;
+        for (name, named) in [
+            (TaskPaths::STDOUT, &spec.stdout),
+            (TaskPaths::STDERR, &spec.stderr),
+        ] {
+            if named.is_none() {
+                let _ = dir.unlink(name);
+            }
         }
-    }
+        Some(Arc::new(dir))
+    } else {
+        None
+    };
     let launch = Launch {
         program: &spec.program,
         args: &spec.args,
@@ -136,8 +154,19 @@ pub(super) fn run_here(run: CommandRun) -> Result<Vec<u8>, TaskError> {
         kind: LaunchErrorKind::Other,
         detail,
     };
-    let stdout = Sink::for_stream(stdout, spec.stdout.is_some()).map_err(launch_error)?;
-    let stderr = Sink::for_stream(stderr, spec.stderr.is_some()).map_err(launch_error)?;
+    let named = |path: PathBuf, named: bool| named.then_some(path);
+    let stdout = Sink::for_stream(
+        named(stdout, spec.stdout.is_some()),
+        dir.as_ref(),
+        TaskPaths::STDOUT,
+    )
+    .map_err(launch_error)?;
+    let stderr = Sink::for_stream(
+        named(stderr, spec.stderr.is_some()),
+        dir.as_ref(),
+        TaskPaths::STDERR,
+    )
+    .map_err(launch_error)?;
     let ticket = Arc::new(Ticket::default());
     *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket.clone());
     let child = match ticket.start(|| spawn::spawn_with(&launch, false)) {
@@ -178,7 +207,15 @@ mod tests {
     use super::*;
     use crate::task::{CommandSpec, TaskKey};
 
+    /// The task directory of the tests' command in the cache directory `root`, created.
+    fn task(root: &std::path::Path) -> TaskPaths {
+        let paths = Store::at(root.to_path_buf(), false).task(&TaskKey::from_bytes([5; 16]));
+        paths.create().unwrap();
+        paths
+    }
+
     fn run(script: &str, dir: &std::path::Path, limit: Option<Duration>) -> CommandRun {
+        let paths = task(dir);
         CommandRun {
             key: TaskKey::from_bytes([5; 16]),
             spec: CommandSpec {
@@ -191,8 +228,10 @@ mod tests {
             },
             env: vec![("A".into(), "task".into()), ("B".into(), "task".into())],
             cwd: Some(dir.to_path_buf()),
-            stdout: dir.join("stdout"),
-            stderr: dir.join("stderr"),
+            stdout: paths.stdout(),
+            stderr: paths.stderr(),
+            cache: dir.to_path_buf(),
+            trust_group: false,
             limit,
             warning: None,
         }
@@ -203,8 +242,9 @@ mod tests {
     #[test]
     fn a_command_runs_with_its_env_cwd_and_files() {
         let d = tempfile::tempdir().unwrap();
+        let paths = task(d.path());
         // A stale stderr of an earlier run goes: this run writes none.
-        std::fs::write(d.path().join("stderr"), "old").unwrap();
+        std::fs::write(paths.stderr(), "old").unwrap();
         let bytes = run_here(run("echo $A $B $(pwd)", d.path(), None)).unwrap();
         let out: crate::CommandOutput = crate::codec::decode(&bytes).unwrap();
         assert_eq!(out.exit_code, 0);
@@ -213,9 +253,9 @@ mod tests {
             out.read_stdout().unwrap(),
             format!("task own {}\n", cwd.display())
         );
-        assert_eq!(out.stdout, Some(d.path().join("stdout")));
+        assert_eq!(out.stdout, Some(paths.stdout()));
         assert_eq!(out.stderr, None);
-        assert!(!d.path().join("stderr").exists());
+        assert!(!paths.stderr().exists());
     }
 
     /// The same causes give the errors every backend gives (`failure.rs`).
@@ -260,5 +300,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A link planted for the task directory (by a member of a `trust_group` cache's group):
+    /// the command does not run, the error names the link, and nothing is written through it.
+    #[test]
+    fn a_link_planted_for_the_task_directory_is_refused_and_nothing_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        let paths = task(&root);
+        let marker = d.path().join("ran");
+        let mut r = run(
+            &format!("echo FORGED; touch {}", marker.display()),
+            &root,
+            None,
+        );
+        r.cwd = Some(d.path().to_path_buf());
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::remove_dir(paths.dir()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, paths.dir()).unwrap();
+        let err = run_here(r).unwrap_err().to_string();
+        assert!(err.contains(&paths.dir().display().to_string()), "{err}");
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!marker.exists(), "the command ran");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }

@@ -79,6 +79,11 @@ pub(crate) struct CommandRun {
     /// Standard output and error: the command's own files, or the task directory's.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The cache directory and whether it trusts its group: the pilot writes the task
+    /// directory's own output files relative to its handle, opened level by level from
+    /// there and checked (`TaskPaths::output_dir`), never through a link.
+    pub cache: PathBuf,
+    pub trust_group: bool,
     /// Its own `run_time_max` (none: it inherits the pilot's wall time).
     pub limit: Option<Duration>,
     /// When (from its start) it gets SIGUSR1 (`run_time_max - checkpoint_grace`).
@@ -86,7 +91,7 @@ pub(crate) struct CommandRun {
 }
 
 /// What a pilot job sends first, before its secret; its last byte is the protocol version.
-pub(crate) const PILOT_MAGIC: &[u8; 8] = b"PITCHPL2";
+pub(crate) const PILOT_MAGIC: &[u8; 8] = b"PITCHPL3";
 /// The length of an executor's pilot secret (hex digits).
 pub(crate) const SECRET_LEN: usize = 64;
 
@@ -229,6 +234,8 @@ mod tests {
             cwd: Some("/tmp".into()),
             stdout: "/o".into(),
             stderr: "/c/stderr".into(),
+            cache: "/c".into(),
+            trust_group: true,
             limit: Some(Duration::from_secs(3)),
             warning: Some(Duration::from_secs(1)),
         });

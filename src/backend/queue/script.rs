@@ -59,18 +59,31 @@ pub(crate) const REFUSED_EXIT_CODE: i32 = 3;
 /// never through a link: each level must not be a symbolic link (`-L`), and once there the
 /// physical working directory (`pwd -P`, from the kernel) must be exactly the levels entered
 /// below the root's, so that a level swapped for a link between its check and the `cd` is
-/// caught. The task's files are then written relative to it. A refusal sets `pitch_why`,
-/// naming the path. (`./NAME`: a relative `cd` would search `CDPATH`.)
-const ENTER: &str = r#"pitch_enter() {
+/// caught. Each directory entered, the root too, must be the user's (`-O`) and not writable
+/// by others, nor by its group unless that is the user's private group (named like the user,
+/// the user's primary group) or `pitch_tg=1` (`trust_group`): the rules of `crate::trust`
+/// (which the driver, and a function task's worker, apply too). The task's files are then
+/// written relative to it. A refusal sets `pitch_why`, naming the path. (`./NAME`: a
+/// relative `cd` would search `CDPATH`.)
+const ENTER: &str = r#"pitch_own() {
+  local m o g
+  read -r m _ o g _ <<< "$(LC_ALL=C ls -ld .)"
+  if [ ! -O . ]; then pitch_why="$1 is owned by $o, not by you; pitch uses only a cache directory of yours"; return 1; fi
+  case $m in ????????w*) pitch_why="$1 is writable by every user (mode $m): anyone could replace pitch's files"; return 1;; esac
+  case $m in ?????w*) if [ "${pitch_tg:-0}" != 1 ] && { [ "$g" != "$(id -un)" ] || [ "$g" != "$(id -gn)" ]; }; then pitch_why="$1 is writable by its group $g (mode $m): any member could replace pitch's files (trust_group allows it)"; return 1; fi;; esac
+}
+pitch_enter() {
   local d=$1 r n
   shift
   cd -P -- "$d" || { pitch_why="$d cannot be entered"; return 1; }
+  pitch_own "$d" || return 1
   r=$(pwd -P) || return 1
   for n in "$@"; do
     d=$d/$n
     if [ -L "./$n" ]; then pitch_why="$d is a symbolic link; pitch does not follow links in its cache directory"; return 1; fi
     if [ ! -d "./$n" ]; then pitch_why="$d is not a directory"; return 1; fi
     cd -P -- "./$n" || { pitch_why="$d cannot be entered"; return 1; }
+    pitch_own "$d" || return 1
     r=$r/$n
   done
   if [ "$(pwd -P)" != "$r" ]; then pitch_why="$d is not the directory that was checked (a level was replaced meanwhile)"; return 1; fi
@@ -234,7 +247,8 @@ pub(crate) fn task_body(t: &TaskBody<'_>) -> String {
         p(&Path::new(".").join(&cache))
     };
     out.push_str(&format!(
-        "pitch_w=$PWD\npitch_enter {root} {levels} || {{ echo \"pitch: refusing the task directory: $pitch_why; the task does not run\" >&2; exit {REFUSED_EXIT_CODE}; }}\n",
+        "pitch_w=$PWD{tg}\npitch_enter {root} {levels} || {{ echo \"pitch: refusing the task directory: $pitch_why; the task does not run\" >&2; exit {REFUSED_EXIT_CODE}; }}\n",
+        tg = if t.trust_group { "; pitch_tg=1" } else { "" },
         levels = levels.join(" "),
     ));
     if let Some(reach) = t.warning {
@@ -435,7 +449,7 @@ pub(crate) fn tasks_file(bodies: &[String]) -> String {
 /// Reads line `$1 + 1` of the tasks file, decodes its `$'...'` word and runs the body.
 fn run_line(tasks: &Path) -> String {
     format!(
-        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1))p\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"line=$line\"\n  eval \"$line\"\n}}\n",
+        "pitch_task() {{\n  local line\n  line=$(sed -n \"$(($1 + 1)){{p;q;}}\" {})\n  if [ -z \"$line\" ]; then echo \"pitch: the tasks file has no task $1\" >&2; exit 2; fi\n  eval \"line=$line\"\n  eval \"$line\"\n}}\n",
         p(tasks)
     )
 }

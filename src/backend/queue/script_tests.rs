@@ -926,3 +926,93 @@ fn once_in_its_task_directory_a_task_still_runs_where_the_job_started() {
     assert_eq!(code, Some(127));
     assert_eq!(exit_code(&paths), "exec:127");
 }
+
+#[test]
+fn a_task_directory_others_may_write_is_refused_and_nothing_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // A group that is not this user's private one (named like the user), if any.
+    let me = unsafe { libc::getuid() };
+    let other_group = [1u32, 2, 4, 100, 65534]
+        .into_iter()
+        .find(|&g| g != unsafe { libc::getgid() } && unsafe { !libc::getgrgid(g).is_null() });
+    // Each directory the script enters: the cache directory, `tasks`, the shard, the task's.
+    for level in 0..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o755);
+        let root = dir.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        chmod(&root, 0o700);
+        let paths = task_paths(&root);
+        paths.create().unwrap();
+        let marker = dir.path().join("ran");
+        let rel = paths.dir().strip_prefix(&root).unwrap();
+        let at: PathBuf = root
+            .components()
+            .chain(rel.components().take(level))
+            .collect();
+        let body = |trust_group: bool| {
+            let s = spec(TaskKind::Command(CommandSpec::bare("sh")), 1);
+            let mut s = s;
+            if let TaskKind::Command(c) = &mut s.kind {
+                c.args = vec!["-c".into(), format!("echo x > {}", marker.display())];
+            }
+            task_body(&TaskBody {
+                spec: &s,
+                stdout: &paths.stdout(),
+                stderr: &paths.stderr(),
+                result: &paths.result_file(),
+                exit: &paths.exit_file(),
+                exit_tmp: &paths.exit_tmp(),
+                cache: paths.root(),
+                exe: None,
+                durable: false,
+                trust_group,
+                rank_launcher: "srun",
+                warning: None,
+            })
+        };
+        let refused = |body: &str, why: &str| {
+            let (code, stderr) = run_in(dir.path(), body);
+            assert_eq!(code, Some(REFUSED_EXIT_CODE), "level {level}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "refusing the task directory: {} {why}",
+                    at.display()
+                )),
+                "level {level}: {stderr}"
+            );
+            assert!(!marker.exists(), "level {level}: the task ran");
+        };
+        // Writable by every user: refused, trust_group or not.
+        chmod(&at, 0o777);
+        refused(&body(false), "is writable by every user (mode drwxrwxrwx)");
+        refused(&body(true), "is writable by every user");
+        // Writable by a group that is not the user's own: only with trust_group.
+        if let Some(g) = other_group {
+            std::os::unix::fs::chown(&at, None, Some(g)).unwrap();
+            chmod(&at, 0o770);
+            refused(&body(false), "is writable by its group");
+            let (code, stderr) = run_in(dir.path(), &body(true));
+            assert_eq!(code, Some(0), "level {level}: {stderr}");
+            assert!(marker.exists(), "level {level}: trust_group let it run");
+            std::fs::remove_file(&marker).unwrap();
+            // (A finished command's exit file would skip the next run.)
+            std::fs::remove_file(paths.exit_file()).unwrap();
+        }
+        // Another user's (only root can give a directory away).
+        if me == 0 {
+            chmod(&at, 0o700);
+            std::os::unix::fs::chown(&at, Some(65534), None).unwrap();
+            refused(&body(true), "is owned by");
+            std::os::unix::fs::chown(&at, Some(0), None).unwrap();
+        }
+        // As it was made: it runs.
+        chmod(&at, 0o700);
+        let (code, stderr) = run_in(dir.path(), &body(false));
+        assert_eq!(code, Some(0), "level {level}: {stderr}");
+        assert!(marker.exists());
+    }
+}

@@ -70,8 +70,11 @@ impl Journal {
         *reloaded = Some(Instant::now());
         let (known, _problems) = self.load();
         let mut seen = HashSet::new();
-        let mut packs = packs.lock().unwrap();
+        // The order every other holder of both takes them in (`recover_intents`: the jobs,
+        // then the packs): the other way round, a take-over during the recovery of an
+        // earlier run's intents deadlocked the driver.
         let mut jobs = jobs.lock().unwrap();
+        let mut packs = packs.lock().unwrap();
         for (key, job) in known {
             if !seen.insert(job) {
                 packs.insert(job);

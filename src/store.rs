@@ -17,14 +17,18 @@
 //!       <stem>.intent         a submission about to be made (its script and tasks)
 //!       <stem>.sh, .tasks     a job script, and the tasks file of an array or packed job
 //!       slurm-%j.out, ...     the jobs' logs (the scheduler's own file name pattern)
+//!       <stem>.secret         the pilots' secret of an executor (`block_allocation`)
 //!       scheduler             the marker: which scheduler, and the SSH login if any
+//!   sweeps/<hash>             the order of a sweep's points (`pitch sweep`, `pitch results`)
 //!   locks/                    which driver runs which task (see `crate::lock`)
 //! ```
 //!
 //! Every binary file starts with a 32-byte header: magic `PTCH`, format version, file kind,
 //! payload length and a BLAKE3 checksum of the payload. Every file is written by
 //! [`write_bytes_atomic`]: to a temporary name in the same directory, then renamed, so a reader
-//! sees the whole file or none. Directories are created 0700.
+//! sees the whole file or none. Directories are created 0700. Below the root, files are
+//! opened, created, listed and removed relative to checked directory handles
+//! ([`crate::dir::Dir`]; [`Store::dir`], [`Store::jobs`]): a link is refused, never followed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

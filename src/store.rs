@@ -17,18 +17,22 @@
 //!       <stem>.intent         a submission about to be made (its script and tasks)
 //!       <stem>.sh, .tasks     a job script, and the tasks file of an array or packed job
 //!       slurm-%j.out, ...     the jobs' logs (the scheduler's own file name pattern)
+//!       <stem>.secret         the pilots' secret of an executor (`block_allocation`)
 //!       scheduler             the marker: which scheduler, and the SSH login if any
+//!   sweeps/<hash>             the order of a sweep's points (`pitch sweep`, `pitch results`)
 //!   locks/                    which driver runs which task (see `crate::lock`)
 //! ```
 //!
 //! Every binary file starts with a 32-byte header: magic `PTCH`, format version, file kind,
 //! payload length and a BLAKE3 checksum of the payload. Every file is written by
 //! [`write_bytes_atomic`]: to a temporary name in the same directory, then renamed, so a reader
-//! sees the whole file or none. Directories are created 0700.
+//! sees the whole file or none. Directories are created 0700. Below the root, files are
+//! opened, created, listed and removed relative to checked directory handles
+//! ([`crate::dir::Dir`]; [`Store::dir`], [`Store::jobs`]): a link is refused, never followed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -199,7 +203,11 @@ fn read_opened(opened: io::Result<File>, kind: FileKind) -> Result<Vec<u8>, Form
     let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        // ELOOP of O_NOFOLLOW, or a `Dir`'s refusal of the link it met (it has no errno).
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                || (e.raw_os_error().is_none() && e.kind() == io::ErrorKind::PermissionDenied) =>
+        {
             return Err(FormatError::Untrusted(
                 "is a symbolic link: pitch does not follow links in the cache directory".into(),
             ))
@@ -292,6 +300,33 @@ fn write_value_bound_in<T: Serialize>(
     write_in(dir, name, kind, &payload, durable)
 }
 
+/// Encodes `value` and writes it with a header as the file `name` of the checked directory
+/// `dir`, atomically ([`Dir::write_atomic`]: a link there is replaced, never followed).
+pub(crate) fn write_value_in<T: Serialize>(
+    dir: &Dir,
+    name: &str,
+    kind: FileKind,
+    value: &T,
+    durable: bool,
+) -> Result<(), TaskError> {
+    let payload = codec::encode(value).map_err(|detail| TaskError::Encode {
+        what: kind.name().to_string(),
+        detail,
+    })?;
+    write_in(dir, name, kind, &payload, durable)
+}
+
+/// Reads, checks and decodes the file `name` of the checked directory `dir`, opened relative
+/// to its handle: a link or anything but a regular file there is refused, not followed.
+pub(crate) fn read_value_in<T: serde::de::DeserializeOwned>(
+    dir: &Dir,
+    name: &str,
+    kind: FileKind,
+) -> Result<T, FormatError> {
+    let payload = read_opened(dir.open_read(name), kind)?;
+    codec::decode(&payload).map_err(FormatError::Decode)
+}
+
 /// Writes `payload` with a header as the file `name` of `dir`, atomically ([`Dir::write_atomic`]).
 fn write_in(
     dir: &Dir,
@@ -380,14 +415,6 @@ pub(crate) fn write_value<T: Serialize>(
         path: path.display().to_string(),
         detail: format!("could not write: {e}"),
     })
-}
-
-/// Creates a directory and its parents with mode 0700.
-pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 /// What a finished task left behind: the encoded value of every rank, or why it failed.
@@ -609,56 +636,95 @@ impl Store {
             .map_err(|e| Error::io(&paths.dir, e))
     }
 
-    /// The directory of the scheduler's files (journal, job scripts, logs).
+    /// The directory of the scheduler's files (journal, job scripts, logs): its path, for
+    /// messages and for the programs that take one (its files are read and written through
+    /// [`Store::jobs`]).
     fn jobs_dir(&self) -> PathBuf {
         self.root.join(JOBS)
     }
 
-    /// Creates the jobs directory 0700 (checked with `lstat`: a link there is refused).
+    /// The path of the file `name` of the jobs directory (for messages).
+    pub(crate) fn job_file(&self, name: &str) -> PathBuf {
+        self.jobs_dir().join(name)
+    }
+
+    /// One of pitch's folders below the cache root ([`Store::dir`]), its refusal as the cache
+    /// directory's error naming the level at fault (a link, another user's folder).
+    fn folder(&self, names: &[&str], create: bool) -> Result<Dir, Error> {
+        crate::dir::walk_naming(&self.root, names, self.trust, create && !self.dry)
+            .map_err(|(path, e)| self.refusal(path, e))
+    }
+
+    /// The error of `e`, met at `path` below the cache root: a refusal ([`Dir`]'s: a link, not
+    /// a directory or not a regular file, another user's) as `Error::Untrusted` naming it,
+    /// anything else as an I/O error.
+    fn refusal(&self, path: PathBuf, e: io::Error) -> Error {
+        let refused = e.raw_os_error().is_none()
+            && matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+            );
+        if !refused {
+            return Error::io(path, e);
+        }
+        // Dir's messages start with the path they name: said once.
+        let text = e.to_string();
+        let reason = text
+            .strip_prefix(&format!("{} ", path.display()))
+            .unwrap_or(&text)
+            .to_string();
+        Error::Untrusted {
+            cache: self.root.clone(),
+            path,
+            reason,
+        }
+    }
+
+    /// The jobs directory, opened through checked handles (each level `O_NOFOLLOW`, checked
+    /// for owner and mode), created 0700 first when missing and `create`: its files are read
+    /// and written relative to the handle.
+    pub(crate) fn jobs(&self, create: bool) -> Result<Dir, Error> {
+        self.folder(&[JOBS], create)
+    }
+
+    /// Creates the jobs directory 0700 through handles (a link there is refused, naming it).
     pub(crate) fn create_jobs_dir(&self) -> Result<(), Error> {
         if self.dry {
             return Ok(());
         }
-        let dir = self.jobs_dir();
-        create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        self.check_own(&dir)
+        self.jobs(true).map(drop)
     }
 
     /// Records the order of a sweep's points (their task keys, as `pitch sweep` made them) in
     /// `sweeps/<hash of the keys>`, so that `pitch results` lists them in that order; the
-    /// same sweep run again writes the same file. Through the folder's checked handle
-    /// ([`Store::dir`]): a link in its place is refused, naming it.
+    /// same sweep run again writes the same file. Written through a checked handle of
+    /// `sweeps/`: a link there is refused, never followed.
     pub(crate) fn record_sweep(&self, keys: &[String]) -> Result<(), Error> {
         if self.dry {
             return Ok(());
         }
-        let dir = self
-            .dir(&[SWEEPS], true)
-            .map_err(|e| Error::io(self.root.join(SWEEPS), e))?;
+        let dir = self.folder(&[SWEEPS], true)?;
         let id = blake3::hash(keys.join("\n").as_bytes()).to_hex();
         let name = &id.as_str()[..32];
-        let payload = codec::encode(&keys)
-            .map_err(|e| Error::Config(format!("{}: {e}", dir.join(name).display())))?;
-        write_in(&dir, name, FileKind::Sweep, &payload, self.durable)
-            .map_err(|e| Error::Config(e.to_string()))
+        write_value_in(&dir, name, FileKind::Sweep, &keys, self.durable)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.join(name).display())))
     }
 
-    /// The sweeps' recorded orders ([`Store::record_sweep`]), the oldest first, read through
-    /// the folder's checked handle; files that cannot be read (damaged, not a pitch file, a
-    /// link) and a folder that cannot (a link in its place) are passed over: they only order
-    /// a listing.
+    /// The sweeps' recorded orders ([`Store::record_sweep`]), the oldest first; files that
+    /// cannot be read (damaged, not a pitch file, a link) are passed over: they only order a
+    /// listing. A `sweeps/` that is a link (or not pitch's) is not read at all.
     pub(crate) fn sweep_orders(&self) -> Vec<Vec<String>> {
         let Ok(dir) = self.dir(&[SWEEPS], false) else {
             return Vec::new();
         };
-        let Ok(entries) = dir.entries() else {
+        let Ok(names) = dir.entries() else {
             return Vec::new();
         };
-        let mut found: Vec<(std::time::SystemTime, Vec<String>)> = entries
+        let mut found: Vec<(std::time::SystemTime, Vec<String>)> = names
             .iter()
             .filter_map(|name| {
                 let name = name.to_str().filter(|n| !n.starts_with('.'))?;
-                let file = dir.open_read(name).ok()?;
+                let file = dir.open_regular(name).ok()?;
                 let modified = file.metadata().and_then(|m| m.modified()).ok()?;
                 let payload = read_opened(Ok(file), FileKind::Sweep).ok()?;
                 let keys = codec::decode::<Vec<String>>(&payload).ok()?;
@@ -667,16 +733,6 @@ impl Store {
             .collect();
         found.sort_by_key(|f| f.0);
         found.into_iter().map(|(_, keys)| keys).collect()
-    }
-
-    /// Checks one of pitch's directories in the cache directory with `lstat` (see
-    /// `crate::trust`): a link, another user's directory or one others may write is refused.
-    pub(crate) fn check_own(&self, dir: &Path) -> Result<(), Error> {
-        trust::check_own(dir, self.trust).map_err(|u| Error::Untrusted {
-            cache: self.root.clone(),
-            path: u.path,
-            reason: u.reason,
-        })
     }
 
     /// The folder of the drivers' claims on tasks (`crate::lock` owns what is inside).
@@ -715,55 +771,78 @@ impl Store {
         self.locks_dir().join("claims").join(key.to_string())
     }
 
-    /// The journal record of the submission `job_id`.
-    pub(crate) fn journal_record(&self, job_id: u64) -> PathBuf {
-        self.jobs_dir().join(format!("{job_id}.{JOURNAL_EXT}"))
+    /// The name in [`Store::jobs`] of the journal record of the submission `job_id`.
+    pub(crate) fn journal_record_name(job_id: u64) -> String {
+        format!("{job_id}.{JOURNAL_EXT}")
     }
 
-    /// Every journal record, in no particular order.
-    pub(crate) fn journal_records(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(self.jobs_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(JOURNAL_EXT))
-            .collect()
+    /// Whether `name` in [`Store::jobs`] is a journal record's.
+    pub(crate) fn is_journal_record(name: &str) -> bool {
+        !name.starts_with('.') && Path::new(name).extension() == Some(JOURNAL_EXT.as_ref())
     }
 
-    /// The intent record of the submission whose job script is named `stem`: written before
-    /// the submit command runs, removed once its journal record is written.
-    pub(crate) fn journal_intent(&self, stem: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{stem}.{INTENT_EXT}"))
+    /// The name in [`Store::jobs`] of the intent record of the submission whose job script is
+    /// named `stem`: written before the submit command runs, removed once its journal record
+    /// is written.
+    pub(crate) fn journal_intent_name(stem: &str) -> String {
+        format!("{stem}.{INTENT_EXT}")
     }
 
-    /// Every intent record, in no particular order.
-    pub(crate) fn journal_intents(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(self.jobs_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(INTENT_EXT))
-            .collect()
+    /// The stem of the intent record named `name` in [`Store::jobs`]; `None` for another file.
+    pub(crate) fn intent_stem(name: &str) -> Option<&str> {
+        name.strip_suffix(INTENT_EXT)?
+            .strip_suffix('.')
+            .filter(|s| !s.is_empty() && !s.starts_with('.'))
     }
 
-    /// The job script named `stem`.
+    /// The name in [`Store::jobs`] of the job script named `stem`.
+    pub(crate) fn job_script_name(stem: &str) -> String {
+        format!("{stem}.sh")
+    }
+
+    /// The job script named `stem` (its path: the scheduler is given it).
     pub(crate) fn job_script(&self, stem: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{stem}.sh"))
+        self.jobs_dir().join(Self::job_script_name(stem))
     }
 
-    /// The tasks file of the job named `stem` (one line per task of an array or packed job).
+    /// The name in [`Store::jobs`] of the tasks file of the job named `stem` (one line per
+    /// task of an array or packed job).
+    pub(crate) fn job_tasks_name(stem: &str) -> String {
+        format!("{stem}.tasks")
+    }
+
+    /// The tasks file of the job named `stem` (its path: the job script names it).
     pub(crate) fn job_tasks_file(&self, stem: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{stem}.tasks"))
+        self.jobs_dir().join(Self::job_tasks_name(stem))
     }
 
-    /// The file of an executor's pilot secret (`block_allocation` on a queue backend), named
-    /// `stem`: the pilots read it, the driver checks what they present against it.
+    /// The name of an executor's pilot secret file (`block_allocation` on a queue backend),
+    /// named `stem`: the pilots read it, the driver checks what they present against it.
+    fn pilot_secret_name(stem: &str) -> String {
+        format!("{stem}.secret")
+    }
+
+    /// The path of the pilot secret file named `stem` (the pilots are given it).
     pub(crate) fn pilot_secret(&self, stem: &str) -> PathBuf {
-        self.jobs_dir().join(format!("{stem}.secret"))
+        self.jobs_dir().join(Self::pilot_secret_name(stem))
+    }
+
+    /// Writes the pilot secret named `stem` (0600, atomically, through the checked handle of
+    /// the jobs directory, created when missing): its path.
+    pub(crate) fn write_pilot_secret(&self, stem: &str, secret: &[u8]) -> Result<PathBuf, Error> {
+        let dir = self.jobs(true)?;
+        let name = Self::pilot_secret_name(stem);
+        dir.write_atomic(&name, secret, self.durable, 0o600)
+            .map_err(|e| self.refusal(dir.join(&name), e))?;
+        Ok(dir.join(&name))
+    }
+
+    /// Removes the pilot secret named `stem` (through the jobs directory's handle: a link
+    /// there is removed itself, never its target).
+    pub(crate) fn remove_pilot_secret(&self, stem: &str) {
+        if let Ok(dir) = self.jobs(false) {
+            let _ = dir.unlink(&Self::pilot_secret_name(stem));
+        }
     }
 
     /// The log of a job, named by the scheduler's pattern `name` (`slurm-%j.out`).
@@ -776,36 +855,62 @@ impl Store {
         self.root.join(BIN).join(hash).join(name)
     }
 
+    /// The folder `bin/<hash>` of the binary with content hash `hash`, created 0700 when
+    /// missing, opened and checked one level at a time through handles (a link refused).
+    pub(crate) fn staged_dir(&self, hash: &str) -> Result<Dir, Error> {
+        self.folder(&[BIN, hash], true)
+    }
+
     /// The scheduler marker file.
+    #[cfg(test)]
     fn marker_file(&self) -> PathBuf {
         self.jobs_dir().join(MARKER)
     }
 
     /// Which scheduler the cache directory's jobs were submitted to, if any queue executor
-    /// used it; the marker of older versions (the scheduler's name, and the login on a
-    /// second line) is read too.
+    /// used it (`None` too when the marker cannot be read: [`Store::read_scheduler_marker`]).
     pub(crate) fn scheduler_marker(&self) -> Option<SchedulerMarker> {
+        self.read_scheduler_marker().ok().flatten()
+    }
+
+    /// Which scheduler the cache directory's jobs were submitted to: `Ok(None)` when no queue
+    /// executor used it; the marker of older versions (the scheduler's name, and the login on
+    /// a second line) is read too. Read through the jobs directory's checked handle: a link
+    /// (or a FIFO, a directory) in the marker's place is an error naming it, never followed.
+    pub(crate) fn read_scheduler_marker(&self) -> Result<Option<SchedulerMarker>, Error> {
+        let dir = match self.jobs(false) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            dir => dir?,
+        };
         // A few dozen bytes; read no more than 64 KiB of whatever is there.
-        let mut text = String::new();
-        File::open(self.marker_file())
-            .ok()?
-            .take(64 << 10)
-            .read_to_string(&mut text)
-            .ok()?;
+        let bytes = match dir.read(MARKER, 64 << 10) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.refusal(dir.join(MARKER), e)),
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Ok(None);
+        };
         if let Ok(marker) = serde_json::from_str::<SchedulerMarker>(&text) {
-            return Some(marker);
+            return Ok(Some(marker));
         }
         let mut lines = text.lines().map(str::trim);
-        let scheduler = lines.next()?.parse().unwrap_or(SchedulerKind::Slurm);
+        let Some(first) = lines.next() else {
+            return Ok(None);
+        };
+        let scheduler = first.parse().unwrap_or(SchedulerKind::Slurm);
         let login = lines.next().filter(|l| !l.is_empty()).map(str::to_string);
-        Some(SchedulerMarker {
+        Ok(Some(SchedulerMarker {
             format: 0,
             scheduler,
             login,
-        })
+        }))
     }
 
-    /// Records which scheduler the jobs go to (when it changed).
+    /// Records which scheduler the jobs go to (when it changed), through the jobs directory's
+    /// checked handle; a link in the marker's place is refused, naming it.
     pub(crate) fn set_scheduler_marker(
         &self,
         scheduler: SchedulerKind,
@@ -819,13 +924,13 @@ impl Store {
             scheduler,
             login,
         };
-        if self.scheduler_marker().as_ref() == Some(&marker) {
+        let dir = self.jobs(true)?;
+        if self.read_scheduler_marker()?.as_ref() == Some(&marker) {
             return Ok(());
         }
-        let path = self.marker_file();
         let text = serde_json::to_string(&marker).expect("a marker serializes");
-        write_bytes_atomic(&path, text.as_bytes(), self.durable, 0o600)
-            .map_err(|e| Error::io(&path, e))
+        dir.write_atomic(MARKER, text.as_bytes(), self.durable, 0o600)
+            .map_err(|e| self.refusal(dir.join(MARKER), e))
     }
 }
 

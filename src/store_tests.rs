@@ -425,29 +425,141 @@ fn a_task_directory_swapped_after_it_was_opened_is_not_followed() {
     assert!(err.contains("writable by every user"), "{err}");
 }
 
-/// `pitch results` orders a listing by the sweeps' records: read (and written) through the
-/// `sweeps/` folder's checked handle, never through a link planted in its place.
+/// `dir` holds nothing (links planted in the cache pointed there: nothing went through them).
+fn untouched(dir: &Path) {
+    let names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(names.is_empty(), "written through a link: {names:?}");
+}
+
+#[test]
+fn the_scheduler_marker_is_never_read_or_written_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let store = Store::open(&root, false, Policy::default()).unwrap();
+    store.create_jobs_dir().unwrap();
+    // Another cache's marker (or any file of the user's) linked in as this one's.
+    let outside = dir.path().join("outside");
+    fs::write(&outside, "flux\nme@elsewhere:22").unwrap();
+    std::os::unix::fs::symlink(&outside, store.marker_file()).unwrap();
+    let err = store.read_scheduler_marker().unwrap_err();
+    assert!(
+        matches!(&err, Error::Untrusted { path, reason, .. }
+            if path == &store.marker_file() && reason.contains("symbolic link")),
+        "{err}"
+    );
+    assert_eq!(
+        store.scheduler_marker(),
+        None,
+        "the link's target is not read"
+    );
+    let err = store
+        .set_scheduler_marker(SchedulerKind::Slurm, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("jobs/scheduler"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&outside).unwrap(),
+        "flux\nme@elsewhere:22"
+    );
+    // A FIFO there is refused too, without blocking.
+    fs::remove_file(store.marker_file()).unwrap();
+    let fifo = std::ffi::CString::new(store.marker_file().to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let err = store.read_scheduler_marker().unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    // The whole jobs folder a link: nothing read or written through it.
+    fs::remove_file(store.marker_file()).unwrap();
+    fs::remove_dir(root.join("jobs")).unwrap();
+    let other = dir.path().join("other-jobs");
+    fs::create_dir(&other).unwrap();
+    std::os::unix::fs::symlink(&other, root.join("jobs")).unwrap();
+    assert!(store.read_scheduler_marker().is_err());
+    let err = store
+        .set_scheduler_marker(SchedulerKind::Flux, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Untrusted { path, .. } if path.ends_with("jobs")),
+        "{err}"
+    );
+    untouched(&other);
+}
+
+#[test]
+fn the_pilot_secret_is_not_written_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let store = Store::open(&root, false, Policy::default()).unwrap();
+    let other = dir.path().join("other-jobs");
+    fs::create_dir(&other).unwrap();
+    std::os::unix::fs::symlink(&other, root.join("jobs")).unwrap();
+    let err = store.write_pilot_secret("t-1", &[7; 32]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Untrusted { path, .. } if path.ends_with("jobs")),
+        "{err}"
+    );
+    untouched(&other);
+    // In a real jobs folder: a link in the secret's place is replaced, not written through,
+    // and removing the secret removes it, not its target.
+    fs::remove_file(root.join("jobs")).unwrap();
+    store.create_jobs_dir().unwrap();
+    let precious = dir.path().join("precious");
+    fs::write(&precious, "keep me").unwrap();
+    std::os::unix::fs::symlink(&precious, store.pilot_secret("t-1")).unwrap();
+    let path = store.write_pilot_secret("t-1", &[7; 32]).unwrap();
+    assert_eq!(path, store.pilot_secret("t-1"));
+    assert_eq!(fs::read(&path).unwrap(), [7; 32]);
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
+    std::os::unix::fs::symlink(&precious, root.join("jobs/t-2.secret")).unwrap();
+    store.remove_pilot_secret("t-2");
+    store.remove_pilot_secret("t-1");
+    assert!(!path.exists() && !root.join("jobs/t-2.secret").exists());
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
+}
+
 #[test]
 fn sweep_orders_are_never_read_or_written_through_a_link() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("cache");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
     let store = Store::open(&root, false, Policy::default()).unwrap();
-    store.record_sweep(&["a".into(), "b".into()]).unwrap();
-    assert_eq!(
-        store.sweep_orders(),
-        vec![vec!["a".to_string(), "b".into()]]
-    );
-    let outside = d.path().join("outside");
-    fs::rename(root.join(SWEEPS), &outside).unwrap();
-    std::os::unix::fs::symlink(&outside, root.join(SWEEPS)).unwrap();
+    // Another cache's sweep orders, linked in as this one's folder.
+    let other = Store::open(&dir.path().join("other"), false, Policy::default()).unwrap();
+    other.record_sweep(&["b".into(), "a".into()]).unwrap();
+    assert_eq!(other.sweep_orders(), vec![vec!["b", "a"]]);
+    std::os::unix::fs::symlink(other.root().join("sweeps"), root.join("sweeps")).unwrap();
     assert!(store.sweep_orders().is_empty(), "read through the link");
-    let e = store.record_sweep(&["c".into()]).unwrap_err().to_string();
+    let err = store.record_sweep(&["c".into()]).unwrap_err();
     assert!(
-        e.contains(&format!(
-            "{} is a symbolic link",
-            root.join(SWEEPS).display()
-        )),
-        "{e}"
+        matches!(&err, Error::Untrusted { path, reason, .. }
+            if path.ends_with("sweeps") && reason.contains("symbolic link")),
+        "{err}"
     );
-    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "written there");
+    assert_eq!(
+        fs::read_dir(other.root().join("sweeps")).unwrap().count(),
+        1
+    );
+    // A file of the folder a link to another sweep's order: passed over.
+    fs::remove_file(root.join("sweeps")).unwrap();
+    store.record_sweep(&["c".into()]).unwrap();
+    let theirs = fs::read_dir(other.root().join("sweeps"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::os::unix::fs::symlink(theirs.path(), root.join("sweeps/linked")).unwrap();
+    assert_eq!(store.sweep_orders(), vec![vec!["c"]]);
+}
+
+#[test]
+fn the_jobs_file_names_are_told_apart() {
+    assert!(Store::is_journal_record(&Store::journal_record_name(12)));
+    assert!(!Store::is_journal_record("12.intent"));
+    assert!(!Store::is_journal_record(".12.job.tmp.3.4"));
+    let intent = Store::journal_intent_name("tag-1");
+    assert_eq!(Store::intent_stem(&intent), Some("tag-1"));
+    assert_eq!(Store::intent_stem("tag-1.job"), None);
+    assert_eq!(Store::intent_stem(".intent"), None);
+    assert_eq!(Store::intent_stem("xintent"), None);
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::store::{self, Store};
+use crate::store::Store;
 
 struct Running {
     /// Canonical, so that a later change of the working directory does not matter.
@@ -99,37 +99,61 @@ fn replaced(r: &Running) -> bool {
     }
 }
 
-/// The running binary's content hash, worked out once.
-fn digest() -> Result<&'static str, String> {
-    static DIGEST: OnceLock<Result<String, String>> = OnceLock::new();
+/// The running binary's content hash and length, worked out once.
+fn digest() -> Result<&'static (String, u64), String> {
+    static DIGEST: OnceLock<Result<(String, u64), String>> = OnceLock::new();
     DIGEST
-        .get_or_init(|| bytes().map(|b| blake3::hash(&b).to_hex().to_string()))
+        .get_or_init(|| bytes().map(|b| (blake3::hash(&b).to_hex().to_string(), b.len() as u64)))
         .as_ref()
-        .map(String::as_str)
         .map_err(Clone::clone)
 }
 
 /// Copies the running binary into the store (content-addressed) unless it is there already,
 /// so that a rebuild does not change what later workers and queued jobs run.
+///
+/// `bin/` and `bin/<hash>/` are created and entered through checked handles (`mkdirat`, then
+/// `openat` with `O_NOFOLLOW`, owner and mode checked), and the binary is written through
+/// the last one: jobs and workers run what is there, so a link planted in any of the three
+/// places is refused, naming it, never followed. A copy staged before is taken only when it
+/// is a regular file of this user that nobody else may write, of the binary's length.
 pub(crate) fn stage(store: &Store) -> Result<PathBuf, String> {
     let name = running()?
         .path
         .file_name()
         .map(|n| n.to_string_lossy().replace(" (deleted)", ""))
         .unwrap_or_else(|| "worker".into());
-    let target = store.staged_binary(&digest()?[..16], &name);
-    let dir = target.parent().expect("a staged binary is in a directory");
-    store::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    // Jobs and workers run what is there: `bin/` and `bin/<hash>/` must be pitch's, not
-    // planted links.
-    for d in [dir.parent().unwrap_or(dir), dir] {
-        store.check_own(d).map_err(|e| e.to_string())?;
-    }
-    if target.exists() {
-        return Ok(target);
+    let (hash, len) = digest()?;
+    let target = store.staged_binary(&hash[..16], &name);
+    let dir = store.staged_dir(&hash[..16]).map_err(|e| e.to_string())?;
+    match dir.open_read(&name) {
+        Ok(file) => {
+            use std::os::unix::fs::MetadataExt;
+            let meta = file
+                .metadata()
+                .map_err(|e| format!("cannot examine {}: {e}", target.display()))?;
+            let private = meta.uid() == crate::trust::me() && meta.mode() & 0o022 == 0;
+            if !meta.is_file() || !private || meta.len() != *len {
+                return Err(format!(
+                    "refusing the staged binary {}: it is not a regular file of this user that \
+                     nobody else may write, of the running binary's length {len} (mode {:o}, \
+                     owner uid {}, {} bytes); remove it to have it staged again",
+                    target.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.len()
+                ));
+            }
+            return Ok(target);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // A refusal names the path itself (a link, never followed).
+        Err(e) if e.raw_os_error().is_none() => {
+            return Err(format!("refusing the staged binary: {e}"))
+        }
+        Err(e) => return Err(format!("cannot open {}: {e}", target.display())),
     }
     let bytes = bytes()?;
-    store::write_bytes_atomic(&target, &bytes, true, 0o700)
+    dir.write_atomic(&name, &bytes, true, 0o700)
         .map_err(|e| format!("cannot stage the binary at {}: {e}", target.display()))?;
     Ok(target)
 }
@@ -175,5 +199,42 @@ mod tests {
         assert_eq!(read_held(&r).unwrap(), b"first build");
         std::fs::remove_file(&path).unwrap();
         assert!(replaced(&r), "a deleted binary counts as replaced");
+    }
+
+    #[test]
+    fn a_link_planted_where_the_binary_is_staged_is_refused_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cache");
+        let store = Store::open(&root, false, crate::trust::Policy::default()).unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        // `bin` a link: nothing is created or staged through it.
+        std::os::unix::fs::symlink(&outside, root.join("bin")).unwrap();
+        let e = stage(&store).unwrap_err();
+        assert!(e.contains("bin") && e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        std::fs::remove_file(root.join("bin")).unwrap();
+        // The staged binary's own place a link (to a program of the user's): jobs would run
+        // it. Refused, naming it.
+        let staged = stage(&store).unwrap();
+        std::fs::remove_file(&staged).unwrap();
+        let other = outside.join("other-program");
+        std::fs::write(&other, b"#!/bin/sh\necho forged\n").unwrap();
+        std::os::unix::fs::symlink(&other, &staged).unwrap();
+        let e = stage(&store).unwrap_err();
+        assert!(
+            e.contains(&staged.display().to_string()) && e.contains("symbolic link"),
+            "{e}"
+        );
+        // Something else of the same name, or a copy others may write: refused too.
+        std::fs::remove_file(&staged).unwrap();
+        std::fs::write(&staged, b"short").unwrap();
+        let e = stage(&store).unwrap_err();
+        assert!(e.contains("refusing the staged binary"), "{e}");
+        std::fs::remove_file(&staged).unwrap();
+        assert_eq!(stage(&store).unwrap(), staged);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o722)).unwrap();
+        assert!(stage(&store).is_err());
     }
 }

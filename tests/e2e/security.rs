@@ -65,6 +65,10 @@ pub(crate) const TESTS: &[(&str, crate::TestFn)] = &[
         a_slurm_cache_path_with_a_backslash_is_refused,
     ),
     (
+        "security::a_link_planted_in_the_jobs_folder_is_refused_when_a_queue_executor_is_built",
+        a_link_planted_in_the_jobs_folder_is_refused_when_a_queue_executor_is_built,
+    ),
+    (
         "security::an_environment_name_bash_cannot_export_is_refused_locally_too",
         an_environment_name_bash_cannot_export_is_refused_locally_too,
     ),
@@ -719,5 +723,46 @@ fn a_listing_never_follows_a_link_in_a_task_directory() -> Result<(), String> {
             && err.contains(&format!("{link} is a symbolic link")),
         "{err}"
     );
+    Ok(())
+}
+
+/// A link planted in the cache's `jobs/` folder, where the scheduler marker or a journal
+/// record should be (pointing at another cache's, whose jobs this executor would then watch
+/// or cancel): building a queue executor on the cache is refused, naming the link, and
+/// nothing is written through it.
+fn a_link_planted_in_the_jobs_folder_is_refused_when_a_queue_executor_is_built(
+) -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let build = || {
+        pitch::SlurmClusterExecutor::builder()
+            .cache_directory(&cache)
+            .build()
+    };
+    drop(build().map_err(|e| e.to_string())?);
+    let jobs = cache.join("jobs");
+    ensure!(jobs.join("scheduler").is_file(), "no marker written");
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let theirs = other.join("scheduler");
+    std::fs::write(&theirs, "flux\n").unwrap();
+    for name in ["scheduler", "7.job"] {
+        let planted = jobs.join(name);
+        let _ = std::fs::remove_file(&planted);
+        std::os::unix::fs::symlink(&theirs, &planted).unwrap();
+        let (path, reason) = untrusted(build())?;
+        ensure!(
+            path == planted && reason.contains("symbolic link"),
+            "{name}: {} {reason}",
+            path.display()
+        );
+        ensure!(
+            std::fs::read_to_string(&theirs).unwrap() == "flux\n",
+            "written through the link"
+        );
+        std::fs::remove_file(&planted).unwrap();
+    }
+    // Back to normal without the links.
+    drop(build().map_err(|e| e.to_string())?);
     Ok(())
 }

@@ -163,7 +163,19 @@ impl Queue {
         )
         .map_err(|e| Error::Config(e.to_string()))?;
         let journal = Journal::new(store.clone());
-        let (known, _problems) = journal.load();
+        let (known, problems) = journal.load();
+        // A link (or anything but a regular file) planted in a record's place is refused,
+        // naming it; a damaged record is only passed over.
+        if let Some((path, e)) = problems
+            .into_iter()
+            .find(|(_, e)| matches!(e, crate::store::FormatError::Untrusted(_)))
+        {
+            return Err(Error::Untrusted {
+                cache: store.root().to_path_buf(),
+                path,
+                reason: e.to_string(),
+            });
+        }
         let mut seen = HashSet::new();
         let packs: HashSet<JobRef> = known
             .values()
@@ -519,7 +531,13 @@ impl Queue {
     async fn recover(&self) -> Option<&HashMap<JobRef, JobState>> {
         self.recovered
             .get_or_init(|| async {
-                let intents = self.journal.intents();
+                let (intents, refused) = self.journal.intents();
+                for (path, e) in refused {
+                    self.warn(format!(
+                        "the intent record {} is not read: it {e}",
+                        path.display()
+                    ));
+                }
                 if !intents.is_empty() {
                     self.recover_intents(intents).await;
                 }

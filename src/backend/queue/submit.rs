@@ -5,7 +5,7 @@
 //! run, of submissions whose job id was never learned.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,13 @@ use crate::backend::scheduler::{JobRef, Unrecorded};
 use crate::error::{LaunchErrorKind, TaskError};
 use crate::resources::Resources;
 use crate::scheduler::SchedulerError;
-use crate::store;
+use crate::store::Store;
 use crate::task::TaskKey;
 use crate::template::{self, SlurmScript};
+
+/// The most of a job script read back (to find its job again): far more than any script
+/// pitch writes (a group's tasks go in its tasks file).
+const SCRIPT_MAX: u64 = 16 << 20;
 
 impl Queue {
     pub(super) fn ensure_flusher(self: &Arc<Self>) {
@@ -119,7 +123,8 @@ impl Queue {
         let stem = self.script_stem();
         let tasks_path = self.store.job_tasks_file(&stem);
         if bodies.len() > 1 {
-            if let Err(e) = self.write_script(&tasks_path, &script::tasks_file(&bodies)) {
+            let name = Store::job_tasks_name(&stem);
+            if let Err(e) = self.write_script(&name, &script::tasks_file(&bodies)) {
                 let e = TaskError::Store {
                     path: tasks_path.display().to_string(),
                     detail: format!("could not write the tasks file: {e}"),
@@ -227,7 +232,7 @@ impl Queue {
     ) -> Result<u64, TaskError> {
         let text = marked(self.script_text(header)?, stem);
         let path = self.store.job_script(stem);
-        self.write_script(&path, &text)
+        self.write_script(&Store::job_script_name(stem), &text)
             .map_err(|e| TaskError::Store {
                 path: path.display().to_string(),
                 detail: format!("could not write the job script: {e}"),
@@ -361,9 +366,24 @@ impl Queue {
             .collect()
     }
 
-    /// Writes a job script or tasks file (executable by its owner only).
-    fn write_script(&self, path: &Path, text: &str) -> std::io::Result<()> {
-        store::write_bytes_atomic(path, text.as_bytes(), self.store.durable(), 0o700)
+    /// Writes the job script or tasks file `name` (executable by its owner only) through
+    /// the jobs directory's checked handle: a link in its place is replaced, never followed.
+    fn write_script(&self, name: &str, text: &str) -> Result<(), String> {
+        let dir = self.store.jobs(true).map_err(|e| e.to_string())?;
+        dir.write_atomic(name, text.as_bytes(), self.store.durable(), 0o700)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The text of the job script named `stem`, read through the jobs directory's checked
+    /// handle (a link or anything but a regular file there is not read); empty when it
+    /// cannot be read.
+    fn script_of(&self, stem: &str) -> String {
+        self.store
+            .jobs(false)
+            .ok()
+            .and_then(|dir| dir.read(&Store::job_script_name(stem), SCRIPT_MAX).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Journals the jobs of these intents the scheduler lists; forgets the intents of the
@@ -376,7 +396,7 @@ impl Queue {
             .map(|(stem, intent)| Unrecorded {
                 script: intent.script.clone(),
                 // A script that cannot be read matches no job (Slurm looks by path alone).
-                text: std::fs::read_to_string(self.store.job_script(stem)).unwrap_or_default(),
+                text: self.script_of(stem),
                 since: self.journal.intended_at(stem),
             })
             .collect();

@@ -240,6 +240,8 @@ pub(crate) struct Ssh {
     local_root: PathBuf,
     /// Whether downloaded files are fsynced (the store's setting).
     durable: bool,
+    /// What the local cache directory trusts (see `write_local`).
+    trust: crate::trust::Policy,
     session: Mutex<Option<Session>>,
 }
 
@@ -274,6 +276,7 @@ impl Ssh {
             user,
             local_root: local_root.to_path_buf(),
             durable,
+            trust,
             session: Mutex::new(None),
         };
         if create {
@@ -515,7 +518,7 @@ impl Ssh {
                 f.read_to_end(&mut bytes).map_err(|e| {
                     TransportError::Remote(format!("cannot download {}: {e}", remote.display()))
                 })?;
-                write_local(local, &bytes, self.durable)?;
+                write_local(&self.local_root, local, &bytes, self.durable, self.trust)?;
                 got += 1;
             }
             Ok(got)
@@ -620,14 +623,26 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), Tr
     sftp.rename(&tmp, remote, None).map_err(|e| failed(&e))
 }
 
-/// Writes a downloaded file into the local cache directory, atomically like the store's own
-/// files (fsynced when the store is durable).
-pub(super) fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<(), TransportError> {
+/// Writes a downloaded file `path` into the local cache directory `root`, atomically like
+/// the store's own files (fsynced when `durable`), through checked directory handles
+/// (`crate::dir::walk`: missing folders created 0700, a link on the way refused, naming it).
+pub(super) fn write_local(
+    root: &Path,
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    trust: crate::trust::Policy,
+) -> Result<(), TransportError> {
     let failed = |e: std::io::Error| TransportError::local("write", path, e);
-    if let Some(dir) = path.parent() {
-        crate::store::create_dir(dir).map_err(failed)?;
-    }
-    crate::store::write_bytes_atomic(path, bytes, durable, 0o600).map_err(failed)
+    let (names, name) = crate::dir::below(root, path).ok_or_else(|| {
+        failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is not below the cache directory {}", root.display()),
+        ))
+    })?;
+    let dir = crate::dir::walk(root, &names, trust, true).map_err(failed)?;
+    dir.write_atomic(name, bytes, durable, 0o600)
+        .map_err(failed)
 }
 
 /// [`Ssh`] as a transport: every libssh2 call runs on tokio's blocking pool, never on the
@@ -806,6 +821,7 @@ mod tests {
             user: "me".into(),
             local_root: PathBuf::from("/home/me/pitch-cache"),
             durable: false,
+            trust: crate::trust::Policy::default(),
             session: Mutex::new(None),
         };
         assert_eq!(

@@ -83,6 +83,9 @@ struct Inner {
     overrides: Vec<String>,
     local_root: PathBuf,
     durable: bool,
+    /// What the local cache directory trusts (downloads are written below it by
+    /// `write_local`, through checked handles).
+    trust: crate::trust::Policy,
     /// The 0700 directory of this executor's master sockets.
     control: PathBuf,
     master: tokio::sync::Mutex<Option<Master>>,
@@ -150,6 +153,7 @@ impl SystemSsh {
             overrides,
             local_root: local_root.to_path_buf(),
             durable,
+            trust,
             control,
             master: tokio::sync::Mutex::new(None),
             opened: AtomicU64::new(0),
@@ -706,7 +710,13 @@ impl Inner {
                         "cannot download {there}: the login node's answer has no start marker"
                     )));
                 };
-                write_local(&local, &out.stdout[at + BEGIN.len()..], self.durable)?;
+                write_local(
+                    &self.local_root,
+                    &local,
+                    &out.stdout[at + BEGIN.len()..],
+                    self.durable,
+                    self.trust,
+                )?;
                 Ok(true)
             }
             Some(MISSING) => Ok(false),

@@ -204,7 +204,9 @@ pub(crate) struct Pilots {
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     warned_commands: AtomicBool,
     salt: Option<Vec<u8>>,
-    secret_path: PathBuf,
+    /// The store and the name of the secret file, removed at the end.
+    store: Store,
+    secret_stem: String,
 }
 
 /// `host` and port of an address setting: `host`, `host:port` or `[v6]:port`.
@@ -233,13 +235,13 @@ impl Pilots {
         let prefix = format!("{}-{nanos}", std::process::id());
         let secret = format!("{}{}", token(), token()).into_bytes();
         debug_assert_eq!(secret.len(), protocol::SECRET_LEN);
-        let secret_path = store.pilot_secret(&format!("{}-{prefix}", queue.tag()));
+        let secret_stem = format!("{}-{prefix}", queue.tag());
         // `pitch render --pilots` shows where the secret goes and writes nothing.
-        if !store.is_dry() {
-            store.create_jobs_dir()?;
-            crate::store::write_bytes_atomic(&secret_path, &secret, store.durable(), 0o600)
-                .map_err(|e| Error::io(&secret_path, e))?;
-        }
+        let secret_path = if store.is_dry() {
+            store.pilot_secret(&secret_stem)
+        } else {
+            store.write_pilot_secret(&secret_stem, &secret)?
+        };
         let secret_file = queue.transport().path(&secret_path);
         let remote = queue.transport().is_remote();
         let (listener, reach) = Reach::listen(cfg.address.as_deref(), remote, &secret_path)?;
@@ -304,7 +306,8 @@ impl Pilots {
             connections,
             warned_commands: AtomicBool::new(false),
             salt,
-            secret_path,
+            store: store.clone(),
+            secret_stem,
         })
     }
 
@@ -1148,7 +1151,9 @@ impl Pilots {
                 let _ = handle.join();
             }
         }
-        let _ = std::fs::remove_file(&self.secret_path);
+        if !self.store.is_dry() {
+            self.store.remove_pilot_secret(&self.secret_stem);
+        }
     }
 }
 

@@ -268,10 +268,31 @@ fn job_age_ms() -> u64 {
         .min(u128::from(u64::MAX)) as u64
 }
 
-/// Reads the executor's secret: a regular file of this user that nobody else may read.
+/// Reads the executor's secret: a regular file of this user that nobody else may read. Its
+/// folder (the cache directory's `jobs/`) is opened not through a link, and the file relative
+/// to that handle, not through a link either and without blocking on a FIFO; the checks are
+/// made on the opened file (`fstat`), so what is read is what was checked. A link in either
+/// place is refused, naming it, never followed.
 fn read_secret(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path)
+    let file_path = std::path::Path::new(path);
+    let (Some(folder), Some(name)) = (
+        file_path.parent(),
+        file_path.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Err(format!("the secret file {path} does not name a file"));
+    };
+    let folder = if folder.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        folder
+    };
+    let file = crate::dir::Dir::open(folder)
+        .and_then(|dir| dir.open_read(name))
+        .map_err(|e| format!("cannot open the secret file {path}: {e}"))?;
+    let meta = file
+        .metadata()
         .map_err(|e| format!("cannot examine the secret file {path}: {e}"))?;
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
@@ -282,7 +303,10 @@ fn read_secret(path: &str) -> Result<Vec<u8>, String> {
             meta.uid()
         ));
     }
-    let secret = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut secret = Vec::with_capacity(protocol::SECRET_LEN + 1);
+    file.take(protocol::SECRET_LEN as u64 + 1)
+        .read_to_end(&mut secret)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
     if secret.len() != protocol::SECRET_LEN {
         return Err(format!("the secret file {path} is not a pitch secret"));
     }
@@ -481,4 +505,52 @@ fn run_init(call: InitCall) -> Result<(), TaskError> {
         bytes,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_secret_is_read_only_from_a_private_regular_file_never_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let jobs = d.path().join("jobs");
+        std::fs::create_dir(&jobs).unwrap();
+        let secret = jobs.join("t.secret");
+        std::fs::write(&secret, [b'k'; protocol::SECRET_LEN]).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = secret.to_str().unwrap();
+        assert_eq!(read_secret(path).unwrap(), [b'k'; protocol::SECRET_LEN]);
+        // A link to another private file of the user's, in the secret's place.
+        let other = d.path().join("other");
+        std::fs::write(&other, [b'o'; protocol::SECRET_LEN]).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_file(&secret).unwrap();
+        std::os::unix::fs::symlink(&other, &secret).unwrap();
+        let e = read_secret(path).unwrap_err();
+        assert!(e.contains(path) && e.contains("symbolic link"), "{e}");
+        // The folder a link (to a folder holding a secret of that name).
+        std::fs::remove_file(&secret).unwrap();
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::copy(&other, elsewhere.join("t.secret")).unwrap();
+        std::fs::remove_dir(&jobs).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &jobs).unwrap();
+        let e = read_secret(path).unwrap_err();
+        assert!(e.contains("jobs is a symbolic link"), "{e}");
+        // A FIFO is refused without blocking; a file others may read is refused.
+        std::fs::remove_file(&jobs).unwrap();
+        std::fs::create_dir(&jobs).unwrap();
+        let fifo = std::ffi::CString::new(path).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = read_secret(path).unwrap_err();
+        assert!(e.contains("not a private file"), "{e}");
+        std::fs::remove_file(&secret).unwrap();
+        std::fs::write(&secret, [b'k'; protocol::SECRET_LEN]).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_secret(path)
+            .unwrap_err()
+            .contains("not a private file"));
+    }
 }

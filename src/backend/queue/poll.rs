@@ -322,10 +322,22 @@ pub(crate) fn exit_outcome(
 fn tail(paths: &TaskPaths, named: Option<&std::path::Path>, name: &str) -> String {
     const MAX: u64 = 4096;
     let text = match named {
+        // Its last MAX bytes only (the file may be huge).
         Some(path) => {
-            let text = std::fs::read(path).unwrap_or_default();
-            let start = text.len().saturating_sub(MAX as usize);
-            text[start..].to_vec()
+            use std::io::{Read, Seek, SeekFrom};
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut text = Vec::new();
+            // (Never blocking on a FIFO the user named.)
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path);
+            if let Ok(mut f) = opened {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+                let _ = f.take(MAX).read_to_end(&mut text);
+            }
+            text
         }
         None => paths.output_end(name, MAX),
     };

@@ -486,7 +486,10 @@ impl Ssh {
                 .map_err(|e| on_login_node(format!("cannot start SFTP: {e}")))?;
             for local in files {
                 let remote = self.remote_path(local);
-                let size = std::fs::metadata(local)
+                // Read through the cache directory's checked handles (never through a link).
+                let file = open_local(&self.local_root, local, self.trust)?;
+                let size = file
+                    .metadata()
                     .map_err(|e| TransportError::local("read", local, e))?
                     .len();
                 let there = sftp.stat(&remote).ok().and_then(|st| st.size);
@@ -496,7 +499,7 @@ impl Ssh {
                 if let Some(dir) = remote.parent() {
                     mkdirs(&sftp, dir, 0o700)?;
                 }
-                put(&sftp, local, &remote, there.is_some())?;
+                put(&sftp, (file, local), &remote, there.is_some())?;
             }
             Ok(())
         })
@@ -591,10 +594,18 @@ fn mkdir_mode(sftp: &Sftp, dir: &Path, mode: i32, parents: i32) -> Result<(), Tr
 
 /// Uploads `local` to `remote` through a temporary name and a rename, so a job never sees a
 /// half-written file.
-fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), TransportError> {
-    let bytes = std::fs::read(local).map_err(|e| TransportError::local("read", local, e))?;
+fn put(
+    sftp: &Sftp,
+    (mut file, local): (std::fs::File, &Path),
+    remote: &Path,
+    replace: bool,
+) -> Result<(), TransportError> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| TransportError::local("read", local, e))?;
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(local)
+        &file
+            .metadata()
             .map_err(|e| TransportError::local("read", local, e))?
             .permissions(),
     ) & 0o700;
@@ -621,6 +632,23 @@ fn put(sftp: &Sftp, local: &Path, remote: &Path, replace: bool) -> Result<(), Tr
         let _ = sftp.unlink(remote);
     }
     sftp.rename(&tmp, remote, None).map_err(|e| failed(&e))
+}
+
+/// Opens the local file `path` to upload it: below the cache directory `root` through checked
+/// directory handles (a link on the way, or at the file, refused naming it), a regular file;
+/// elsewhere (a file of the user's) as it is.
+pub(super) fn open_local(
+    root: &Path,
+    path: &Path,
+    trust: crate::trust::Policy,
+) -> Result<std::fs::File, TransportError> {
+    let failed = |e: std::io::Error| TransportError::local("read", path, e);
+    match crate::dir::below(root, path) {
+        Some((names, name)) => crate::dir::walk(root, &names, trust, false)
+            .and_then(|dir| dir.open_regular(name))
+            .map_err(failed),
+        None => std::fs::File::open(path).map_err(failed),
+    }
 }
 
 /// Writes a downloaded file `path` into the local cache directory `root`, atomically like
@@ -837,5 +865,53 @@ mod tests {
         assert!(!lost(
             "the key /k was refused for me: Username/PublicKey combination invalid"
         ));
+    }
+
+    /// Uploads read, and downloads write, the local cache directory through checked handles:
+    /// a link planted on the way (or at the file) is refused, naming it, and nothing outside
+    /// the cache is read or written.
+    #[test]
+    fn uploads_and_downloads_never_go_through_a_link_in_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cache");
+        let policy = crate::trust::Policy::default();
+        let store = crate::store::Store::open(&root, false, policy).unwrap();
+        let root = store.root().to_path_buf();
+        let paths = store.task(&crate::task::TaskKey::explicit("k"));
+        paths.create().unwrap();
+        let file = paths.task_file();
+        write_local(&root, &file, b"task", false, policy).unwrap();
+        let mut text = String::new();
+        open_local(&root, &file, policy)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "task");
+        // The shard swapped for a link to a folder of someone else's.
+        let shard = paths.dir().parent().unwrap().to_path_buf();
+        let outside = d.path().join("outside");
+        std::fs::rename(&shard, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &shard).unwrap();
+        let e = open_local(&root, &file, policy).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{} is a symbolic link", shard.display())),
+            "{e}"
+        );
+        let e = write_local(&root, &file, b"forged", false, policy)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        let there = outside
+            .join(paths.dir().file_name().unwrap())
+            .join("task.bin");
+        assert_eq!(
+            std::fs::read(&there).unwrap(),
+            b"task",
+            "written through the link"
+        );
+        // A file outside the cache directory (the user's own) is read as it is.
+        let mine = d.path().join("mine");
+        std::fs::write(&mine, "x").unwrap();
+        assert!(open_local(&root, &mine, policy).is_ok());
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ssh::{on_login_node, write_local, Remote};
+use super::ssh::{on_login_node, open_local, write_local, Remote};
 use super::{Transport, TransportError};
 use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::error::Error;
@@ -501,14 +501,16 @@ impl Inner {
     async fn ssh(
         self: &Arc<Self>,
         line: &str,
-        stdin: Option<&Path>,
+        stdin: Option<(&std::fs::File, &Path)>,
     ) -> Result<std::process::Output, String> {
         let mut dead = None;
         for attempt in 0..2 {
             let socket = self.socket(dead.as_deref()).await?;
             let input = match stdin {
-                Some(p) => Stdio::from(
-                    std::fs::File::open(p)
+                // From its start (a second attempt reads it again).
+                Some((file, p)) => Stdio::from(
+                    std::io::Seek::seek(&mut &*file, std::io::SeekFrom::Start(0))
+                        .and_then(|_| file.try_clone())
                         .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
                 ),
                 None => Stdio::null(),
@@ -547,7 +549,7 @@ impl Inner {
         self: &Arc<Self>,
         script: &str,
         args: &[&str],
-        stdin: Option<&Path>,
+        stdin: Option<(&std::fs::File, &Path)>,
     ) -> Result<std::process::Output, String> {
         self.ssh(&script_line(script, args), stdin).await
     }
@@ -644,8 +646,11 @@ impl Inner {
         skip_same_size: bool,
     ) -> Result<(), TransportError> {
         use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(&local).map_err(|e| TransportError::local("read", &local, e))?;
+        // Read through the cache directory's checked handles (never through a link).
+        let file = open_local(&self.local_root, &local, self.trust)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| TransportError::local("read", &local, e))?;
         let remote = self.remote_path(&local);
         let there = remote.to_string_lossy().into_owned();
         let failed = |e: &dyn std::fmt::Display| {
@@ -678,7 +683,7 @@ impl Inner {
             .script(
                 r#"umask 077; mkdir -p -- "${1%/*}" && cat > "$2" && chmod "$3" "$2" && mv -f -- "$2" "$1" || { rm -f -- "$2"; exit 1; }"#,
                 &[&there, &tmp, &format!("{mode:o}")],
-                Some(&local),
+                Some((&file, &local)),
             )
             .await
             .map_err(|e| failed(&e))?;

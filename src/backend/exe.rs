@@ -124,6 +124,10 @@ pub(crate) fn stage(store: &Store) -> Result<PathBuf, String> {
         .unwrap_or_else(|| "worker".into());
     let (hash, len) = digest()?;
     let target = store.staged_binary(&hash[..16], &name);
+    // A job script only shown (`pitch render`) names where the binary would be.
+    if store.is_dry() {
+        return Ok(target);
+    }
     let dir = store.staged_dir(&hash[..16]).map_err(|e| e.to_string())?;
     match dir.open_read(&name) {
         Ok(file) => {

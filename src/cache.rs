@@ -96,8 +96,12 @@ impl Cache {
             path: u.path,
             reason: u.reason,
         })?;
+        let store = Store::at(root, false).trusting(trust);
+        // Which scheduler (and login node) to ask: a link or anything but pitch's file in
+        // the marker's place is refused here, naming it, rather than taken as "no jobs".
+        store.read_scheduler_marker()?;
         Ok(Cache {
-            store: Store::at(root, false).trusting(trust),
+            store,
             #[cfg(feature = "remote")]
             remote: None,
             place: std::sync::OnceLock::new(),

@@ -760,6 +760,17 @@ fn a_link_planted_in_the_jobs_folder_is_refused_when_a_queue_executor_is_built(
             std::fs::read_to_string(&theirs).unwrap() == "flux\n",
             "written through the link"
         );
+        // `pitch status` & co. refuse it too, rather than asking another scheduler.
+        if name == "scheduler" {
+            let e = match pitch::Cache::open(&cache) {
+                Err(e) => e.to_string(),
+                Ok(_) => return Err("a linked scheduler marker was read".into()),
+            };
+            ensure!(
+                e.contains(&planted.display().to_string()) && e.contains("symbolic link"),
+                "{e}"
+            );
+        }
         std::fs::remove_file(&planted).unwrap();
     }
     // Back to normal without the links.

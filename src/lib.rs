@@ -130,16 +130,15 @@ pub mod __private {
         key: &str,
         fingerprint: &str,
     ) -> Result<(), String> {
-        use crate::store::{read_value, write_value, FileKind, Store};
+        use crate::store::Store;
         use crate::task::{TaskKind, TaskSpec};
         let store = Store::at(cache.to_path_buf(), false);
         let paths = store.task(&key.parse()?);
-        let mut spec: TaskSpec =
-            read_value(&paths.task_file(), FileKind::Task).map_err(|e| e.to_string())?;
+        let mut spec: TaskSpec = paths.read_task().map_err(|e| e.to_string())?;
         if let TaskKind::Function { fingerprint: f, .. } = &mut spec.kind {
             *f = fingerprint.to_string();
         }
-        write_value(&paths.task_file(), FileKind::Task, &spec, false).map_err(|e| e.to_string())
+        paths.write_task(&spec).map_err(|e| e.to_string())
     }
 
     /// Reads a task's stored outcome (rank 0's bytes are not decoded).

@@ -25,16 +25,14 @@
 //!
 //! Every binary file starts with a 32-byte header: magic `PTCH`, format version, file kind,
 //! payload length and a BLAKE3 checksum of the payload. Every file is written by
-//! [`write_bytes_atomic`]: to a temporary name in the same directory, then renamed, so a reader
+//! `Dir::write_atomic`: to a fresh temporary name in the same directory, then renamed, so a reader
 //! sees the whole file or none. Directories are created 0700. Below the root, files are
 //! opened, created, listed and removed relative to checked directory handles
 //! ([`crate::dir::Dir`]; [`Store::dir`], [`Store::jobs`]): a link is refused, never followed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -186,19 +184,9 @@ pub(crate) fn check(bytes: &[u8], kind: FileKind) -> Result<&[u8], FormatError> 
     Ok(payload)
 }
 
-/// Reads and checks a file, returning its payload.
-///
-/// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
-/// reader): a link or anything but a regular file in its place is refused, not followed.
-pub(crate) fn read_checked(path: &Path, kind: FileKind) -> Result<Vec<u8>, FormatError> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    read_opened(opened, kind)
-}
-
-/// [`read_checked`] of a file opened already (or the error of its open).
+/// Reads and checks the file opened already as `opened` (or the error of its open), returning
+/// its payload: a link (`O_NOFOLLOW`'s refusal, or a handle's) or anything but a regular file
+/// is refused, not followed.
 fn read_opened(opened: io::Result<File>, kind: FileKind) -> Result<Vec<u8>, FormatError> {
     let mut file = match opened {
         Ok(f) => f,
@@ -233,15 +221,6 @@ fn read_opened(opened: io::Result<File>, kind: FileKind) -> Result<Vec<u8>, Form
     check(&bytes, kind)?;
     bytes.drain(..HEADER_LEN);
     Ok(bytes)
-}
-
-/// Reads, checks and decodes a file.
-pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    kind: FileKind,
-) -> Result<T, FormatError> {
-    let payload = read_checked(path, kind)?;
-    codec::decode(&payload).map_err(FormatError::Decode)
 }
 
 /// Reads, checks and decodes the result, rank or checkpoint file `name` of the task `key` in
@@ -345,77 +324,110 @@ fn write_in(
         })
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Reads and writes by path, for tests that plant or damage files (pitch itself goes through
+/// `Dir` handles).
+#[cfg(test)]
+mod by_path {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `payload` with a header to `path` atomically: a temporary file in the same directory,
-/// optionally fsynced, then renamed over `path`.
-pub(crate) fn write_atomic(
-    path: &Path,
-    kind: FileKind,
-    payload: &[u8],
-    durable: bool,
-) -> io::Result<()> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(&header(kind, payload));
-    bytes.extend_from_slice(payload);
-    write_bytes_atomic(path, &bytes, durable, 0o600)
-}
+    static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `bytes` as they are to `path` atomically with permissions `mode`: a temporary file
-/// in the same directory, renamed over `path`. When `durable`, the file is fsynced before the
-/// rename and its directory after it, so the file survives a crash once this returns.
-pub(crate) fn write_bytes_atomic(
-    path: &Path,
-    bytes: &[u8],
-    durable: bool,
-    mode: u32,
-) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        if durable {
-            file.sync_all()?;
+    /// Reads and checks a file, returning its payload.
+    ///
+    /// The file is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a planted FIFO cannot block the
+    /// reader): a link or anything but a regular file in its place is refused, not followed.
+    pub(crate) fn read_checked(path: &Path, kind: FileKind) -> Result<Vec<u8>, FormatError> {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        read_opened(opened, kind)
+    }
+
+    /// Reads, checks and decodes a file.
+    pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
+        path: &Path,
+        kind: FileKind,
+    ) -> Result<T, FormatError> {
+        let payload = read_checked(path, kind)?;
+        codec::decode(&payload).map_err(FormatError::Decode)
+    }
+
+    /// Writes `payload` with a header to `path` atomically: a temporary file in the same directory,
+    /// optionally fsynced, then renamed over `path`.
+    pub(crate) fn write_atomic(
+        path: &Path,
+        kind: FileKind,
+        payload: &[u8],
+        durable: bool,
+    ) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        bytes.extend_from_slice(&header(kind, payload));
+        bytes.extend_from_slice(payload);
+        write_bytes_atomic(path, &bytes, durable, 0o600)
+    }
+
+    /// Writes `bytes` as they are to `path` atomically with permissions `mode`: a temporary file
+    /// in the same directory, renamed over `path`. When `durable`, the file is fsynced before the
+    /// rename and its directory after it, so the file survives a crash once this returns.
+    pub(crate) fn write_bytes_atomic(
+        path: &Path,
+        bytes: &[u8],
+        durable: bool,
+        mode: u32,
+    ) -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dir.join(format!(
+            ".{name}.tmp.{}.{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            file.write_all(bytes)?;
+            if durable {
+                file.sync_all()?;
+            }
+            drop(file);
+            fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
         }
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        result?;
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
-    result?;
-    if durable {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
 
-/// Encodes `value` and writes it atomically.
-pub(crate) fn write_value<T: Serialize>(
-    path: &Path,
-    kind: FileKind,
-    value: &T,
-    durable: bool,
-) -> Result<(), TaskError> {
-    let payload = codec::encode(value).map_err(|detail| TaskError::Encode {
-        what: kind.name().to_string(),
-        detail,
-    })?;
-    write_atomic(path, kind, &payload, durable).map_err(|e| TaskError::Store {
-        path: path.display().to_string(),
-        detail: format!("could not write: {e}"),
-    })
+    /// Encodes `value` and writes it atomically.
+    pub(crate) fn write_value<T: Serialize>(
+        path: &Path,
+        kind: FileKind,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), TaskError> {
+        let payload = codec::encode(value).map_err(|detail| TaskError::Encode {
+            what: kind.name().to_string(),
+            detail,
+        })?;
+        write_atomic(path, kind, &payload, durable).map_err(|e| TaskError::Store {
+            path: path.display().to_string(),
+            detail: format!("could not write: {e}"),
+        })
+    }
 }
+#[cfg(test)]
+pub(crate) use by_path::*;
 
 /// What a finished task left behind: the encoded value of every rank, or why it failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,32 @@ fn task_paths(root: &Path) -> TaskPaths {
     Store::at(root.to_path_buf(), false).task(&TaskKey::explicit("k"))
 }
 
+/// The body of `spec` whose files are `paths`'s, with `srun` as the ranks' launcher: `exe` the
+/// staged binary of a function task (not durable), `trust_group` as the executor's, `warning`
+/// the scheduler's warning before the time limit.
+fn body_of(
+    spec: &TaskSpec,
+    paths: &TaskPaths,
+    exe: Option<&Path>,
+    trust_group: bool,
+    warning: Option<WarningReach>,
+) -> String {
+    task_body(&TaskBody {
+        spec,
+        stdout: &paths.stdout(),
+        stderr: &paths.stderr(),
+        result: &paths.result_file(),
+        exit: &paths.exit_file(),
+        exit_tmp: &paths.exit_tmp(),
+        cache: paths.root(),
+        exe,
+        durable: false,
+        trust_group,
+        rank_launcher: "srun",
+        warning,
+    })
+}
+
 /// The body of a one-rank command task `program args` whose files are `paths`.
 fn command_body(program: &str, args: &[&str], paths: &TaskPaths) -> String {
     warned_command_body(program, args, paths, None)
@@ -46,20 +72,7 @@ fn warned_command_body(
         }),
         1,
     );
-    task_body(&TaskBody {
-        spec: &s,
-        stdout: &paths.stdout(),
-        stderr: &paths.stderr(),
-        result: &paths.result_file(),
-        exit: &paths.exit_file(),
-        exit_tmp: &paths.exit_tmp(),
-        cache: paths.root(),
-        exe: None,
-        durable: true,
-        trust_group: false,
-        rank_launcher: "srun",
-        warning,
-    })
+    body_of(&s, paths, None, false, warning)
 }
 
 /// A command that says it is ready, then waits for SIGUSR1 (sleeping in steps, as a
@@ -408,20 +421,7 @@ fn a_link_planted_as_stdout_is_not_written_through() {
         }),
         1,
     );
-    let body = task_body(&TaskBody {
-        spec: &s,
-        stdout: &paths.stdout(),
-        stderr: &paths.stderr(),
-        result: &paths.result_file(),
-        exit: &paths.exit_file(),
-        exit_tmp: &paths.exit_tmp(),
-        cache: paths.root(),
-        exe: None,
-        durable: true,
-        trust_group: false,
-        rank_launcher: "srun",
-        warning: None,
-    });
+    let body = body_of(&s, &paths, None, false, None);
     assert!(run(&body).success());
     assert_eq!(std::fs::read_to_string(&named).unwrap(), "new\n");
 }
@@ -465,20 +465,7 @@ fn a_finished_task_is_not_run_again_by_its_requeued_job() {
         },
         1,
     );
-    let body = task_body(&TaskBody {
-        spec: &f,
-        stdout: &paths.stdout(),
-        stderr: &paths.stderr(),
-        result: &paths.result_file(),
-        exit: &paths.exit_file(),
-        exit_tmp: &paths.exit_tmp(),
-        cache: paths.root(),
-        exe: Some(Path::new("/bin/w")),
-        durable: false,
-        trust_group: false,
-        rank_launcher: "srun",
-        warning: None,
-    });
+    let body = body_of(&f, &paths, Some(Path::new("/bin/w")), false, None);
     // Once in its task directory (the body's first lines), the result file is named there.
     let first = body.lines().find(|l| l.starts_with("if [ -e ")).unwrap();
     assert_eq!(
@@ -556,20 +543,7 @@ fn a_command_that_cannot_be_executed_is_recorded_apart_from_its_exit_code() {
     assert_eq!(run(&command_body("sh", &["-c", "exit 127"], &paths)), "127");
     let mut s = spec(TaskKind::Command(CommandSpec::bare("true")), 1);
     s.cwd = Some(dir.path().join("no-such-dir"));
-    let body = task_body(&TaskBody {
-        spec: &s,
-        stdout: &paths.stdout(),
-        stderr: &paths.stderr(),
-        result: &paths.result_file(),
-        exit: &paths.exit_file(),
-        exit_tmp: &paths.exit_tmp(),
-        cache: paths.root(),
-        exe: None,
-        durable: true,
-        trust_group: false,
-        rank_launcher: "srun",
-        warning: None,
-    });
+    let body = body_of(&s, &paths, None, false, None);
     assert_eq!(run(&body), "cwd");
 }
 
@@ -615,20 +589,7 @@ fn named_output_body(
         allow_failure: false,
     };
     let s = spec(TaskKind::Command(command.clone()), 1);
-    let body = task_body(&TaskBody {
-        spec: &s,
-        stdout: &paths.stdout(),
-        stderr: &paths.stderr(),
-        result: &paths.result_file(),
-        exit: &paths.exit_file(),
-        exit_tmp: &paths.exit_tmp(),
-        cache: paths.root(),
-        exe: None,
-        durable: true,
-        trust_group: false,
-        rank_launcher: "srun",
-        warning: None,
-    });
+    let body = body_of(&s, paths, None, false, None);
     (body, command)
 }
 
@@ -764,20 +725,7 @@ fn a_link_planted_at_the_exit_files_temporary_name_is_not_written_through() {
     std::fs::write(&exe, "#!/bin/sh\nexit 4\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let body = task_body(&TaskBody {
-        spec: &s,
-        stdout: &paths.stdout(),
-        stderr: &paths.stderr(),
-        result: &paths.result_file(),
-        exit: &paths.exit_file(),
-        exit_tmp: &paths.exit_tmp(),
-        cache: paths.root(),
-        exe: Some(&exe),
-        durable: false,
-        trust_group: false,
-        rank_launcher: "srun",
-        warning: None,
-    });
+    let body = body_of(&s, &paths, Some(&exe), false, None);
     let _ = std::fs::remove_file(paths.exit_tmp().with_extension("code"));
     assert_eq!(
         run_script(dir.path(), &paths, &format!("{plant}{body}")),
@@ -838,20 +786,7 @@ fn a_link_planted_on_the_way_to_the_task_directory_is_refused_and_nothing_runs()
             &["-c", &format!("echo x > {}", marker.display())],
             &paths,
         );
-        let function = task_body(&TaskBody {
-            spec: &function,
-            stdout: &paths.stdout(),
-            stderr: &paths.stderr(),
-            result: &paths.result_file(),
-            exit: &paths.exit_file(),
-            exit_tmp: &paths.exit_tmp(),
-            cache: paths.root(),
-            exe: Some(&exe),
-            durable: false,
-            trust_group: false,
-            rank_launcher: "srun",
-            warning: None,
-        });
+        let function = body_of(&function, &paths, Some(&exe), false, None);
         for body in [command, function] {
             let (code, stderr) = run_in(dir.path(), &body);
             assert_eq!(code, Some(REFUSED_EXIT_CODE), "{stderr}");
@@ -959,20 +894,7 @@ fn a_task_directory_others_may_write_is_refused_and_nothing_runs() {
             if let TaskKind::Command(c) = &mut s.kind {
                 c.args = vec!["-c".into(), format!("echo x > {}", marker.display())];
             }
-            task_body(&TaskBody {
-                spec: &s,
-                stdout: &paths.stdout(),
-                stderr: &paths.stderr(),
-                result: &paths.result_file(),
-                exit: &paths.exit_file(),
-                exit_tmp: &paths.exit_tmp(),
-                cache: paths.root(),
-                exe: None,
-                durable: false,
-                trust_group,
-                rank_launcher: "srun",
-                warning: None,
-            })
+            body_of(&s, &paths, None, trust_group, None)
         };
         let refused = |body: &str, why: &str| {
             let (code, stderr) = run_in(dir.path(), body);

@@ -1,6 +1,7 @@
 //! Tests of the store: file format, atomic writes, the task directory and the jobs directory.
 
 use super::*;
+use std::fs::File;
 
 #[test]
 fn a_file_over_the_size_limit_is_refused_unread() {

@@ -171,7 +171,8 @@ fn scancelled_and_dependent(dir: &Path) -> Result<(), String> {
         ensure!(Instant::now() < deadline, "the first attempt never started");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let first_job = input.job_id().ok_or("no job id for the input")?;
+    // (Under load the job may start before the driver has read sbatch's reply.)
+    let first_job = input.wait_job_id().ok_or("no job id for the input")?;
     // The dependent is queued behind the first job before it goes.
     while dependent.job_id().is_none() {
         ensure!(

@@ -66,6 +66,17 @@ fn refused(path: &Path, e: io::Error, is_link: impl FnOnce() -> bool) -> io::Err
     }
 }
 
+/// Whether `e` is a [`Dir`]'s refusal (a link, not a directory, not a regular file, another
+/// user's or others may write, not a file name), which names its path, rather than an error
+/// of the system: refusals carry no OS error code.
+pub(crate) fn is_refusal(e: &io::Error) -> bool {
+    e.raw_os_error().is_none()
+        && matches!(
+            e.kind(),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+        )
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Dir {

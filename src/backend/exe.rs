@@ -151,7 +151,7 @@ pub(crate) fn stage(store: &Store) -> Result<PathBuf, String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         // A refusal names the path itself (a link, never followed).
-        Err(e) if e.raw_os_error().is_none() => {
+        Err(e) if crate::dir::is_refusal(&e) => {
             return Err(format!("refusing the staged binary: {e}"))
         }
         Err(e) => return Err(format!("cannot open {}: {e}", target.display())),

@@ -253,7 +253,7 @@ impl Store {
     /// The folder of the result logs as a checked handle (not through a link; created 0700
     /// when `create`): the logs are created, read and listed relative to it.
     pub(crate) fn log_handle(&self, create: bool) -> io::Result<Dir> {
-        crate::dir::walk(&self.root, &[LOG], self.trust, create && !self.dry)
+        self.dir(&[LOG], create)
     }
 
     /// Removes a task's directory and everything in it.
@@ -291,12 +291,7 @@ impl Store {
     /// a directory or not a regular file, another user's) as `Error::Untrusted` naming it,
     /// anything else as an I/O error.
     fn refusal(&self, path: PathBuf, e: io::Error) -> Error {
-        let refused = e.raw_os_error().is_none()
-            && matches!(
-                e.kind(),
-                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
-            );
-        if !refused {
+        if !crate::dir::is_refusal(&e) {
             return Error::io(path, e);
         }
         // Dir's messages start with the path they name: said once.

@@ -234,12 +234,7 @@ impl TaskPaths {
                 Ok(sub) => sub,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(FormatError::Missing),
                 // A link or not a directory (named by the error).
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
-                    ) && e.raw_os_error().is_none() =>
-                {
+                Err(e) if crate::dir::is_refusal(&e) => {
                     let what = trust::check_own(&path, self.trust)
                         .err()
                         .map_or_else(|| e.to_string(), |u| u.to_string());

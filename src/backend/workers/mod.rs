@@ -1083,15 +1083,21 @@ impl Shared {
             st.broken.get_or_insert(error.clone());
             st.queue.drain(..).collect()
         };
-        for task in queued {
-            let mut phase = task.phase.lock().unwrap();
-            if let Phase::Queued = *phase {
-                *phase = Phase::Ended;
-                drop(phase);
-                task.done.finish(ResultRecord {
-                    outcome: Err(error.clone()),
-                });
-            }
+        fail_queued(queued, &error);
+    }
+}
+
+/// Ends each of `tasks` that is still queued with `error` (a pool or the pilots that can
+/// never start a worker).
+fn fail_queued(tasks: Vec<Arc<PoolTask>>, error: &TaskError) {
+    for task in tasks {
+        let mut phase = task.phase.lock().unwrap();
+        if let Phase::Queued = *phase {
+            *phase = Phase::Ended;
+            drop(phase);
+            task.done.finish(ResultRecord {
+                outcome: Err(error.clone()),
+            });
         }
     }
 }

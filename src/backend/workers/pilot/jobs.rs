@@ -169,16 +169,7 @@ pub(super) fn break_with(shared: &Shared, error: TaskError) {
         st.broken.get_or_insert(error.clone());
         st.queue.drain(..).collect()
     };
-    for task in queued {
-        let mut phase = task.phase.lock().unwrap();
-        if let Phase::Queued = *phase {
-            *phase = Phase::Ended;
-            drop(phase);
-            task.done.finish(ResultRecord {
-                outcome: Err(error.clone()),
-            });
-        }
-    }
+    fail_queued(queued, &error);
     shared.wake.notify_all();
 }
 

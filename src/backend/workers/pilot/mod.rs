@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
 use super::reach::Reach;
 use super::{
-    answers, cancel, command, deliver_to, gather, keep_checkpoint, refuses, task_of, token,
-    Gathered, Link, Phase, PoolTask,
+    answers, cancel, command, deliver_to, fail_queued, gather, keep_checkpoint, refuses, task_of,
+    token, Gathered, Link, Phase, PoolTask,
 };
 use crate::backend::queue::Queue;
 use crate::backend::scheduler::{lookup_state, JobRef, JobState};

@@ -313,15 +313,11 @@ fn command_task_directory_swapped_for_a_link(dir: &Path) -> Result<(), String> {
             .args(["-c", &format!("echo FORGED; touch {}", marker.display())])
             .after(&up),
     );
-    // A bounded wait for its submission (queue time, not run time).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while down.job_id().is_none() {
-        ensure!(
-            Instant::now() < deadline,
-            "the dependent was never submitted"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Waits for its submission (queue time, not run time).
+    ensure!(
+        down.wait_job_id().is_some(),
+        "the dependent was never submitted"
+    );
     ensure!(
         !up.done(),
         "the input ended before the swap: the test proves nothing"
@@ -469,11 +465,7 @@ fn template_syntax_error(dir: &Path) -> Result<(), String> {
 fn scancel_from_outside(dir: &Path) -> Result<(), String> {
     let exe = executor(&dir.join("cache"));
     let f = exe.submit_command(Command::new("sleep").arg("120"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while f.job_id().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let id = f.job_id().ok_or("no job id")?;
+    let id = f.wait_job_id().ok_or("no job id")?;
     std::thread::sleep(Duration::from_secs(1));
     scancel(&id)?;
     match f.result() {
@@ -1036,9 +1028,8 @@ fn shutdown_cancel(dir: &Path) -> Result<(), String> {
     let futures: Vec<_> = (0..8)
         .map(|i| exe.submit_command(Command::new("sleep").arg(format!("{}", 100 + i))))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while futures.iter().any(|f| f.job_id().is_none()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    for f in &futures {
+        ensure!(f.wait_job_id().is_some(), "not submitted: {:?}", f.error());
     }
     let name = exe.job_name().unwrap();
     let start = Instant::now();

@@ -266,11 +266,7 @@ fn impossible_requests(dir: &Path) -> Result<(), String> {
 fn cancelled_while_pending(dir: &Path) -> Result<(), String> {
     let exe = executor(&dir.join("cache")).with_resources(Resources::new().slurm_cmd_arg("--hold"));
     let futures = exe.map_commands((0..3).map(|i| Command::new("echo").arg(i.to_string())));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while futures.iter().any(|f| f.job_id().is_none()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let ids: Vec<String> = futures.iter().filter_map(|f| f.job_id()).collect();
+    let ids: Vec<String> = futures.iter().filter_map(|f| f.wait_job_id()).collect();
     ensure!(ids.len() == 3 && ids[1].contains('_'), "one array: {ids:?}");
     scancel(&ids[1])?;
     let r = futures[1].result();

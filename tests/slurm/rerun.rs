@@ -75,11 +75,7 @@ fn rerun_reruns_failures(dir: &Path) -> Result<(), String> {
     {
         let exe = executor(&cache);
         let (plain, panics, timeout, cancelled) = submit_all(&exe);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while cancelled.job_id().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let id = cancelled.job_id().ok_or("no job id")?;
+        let id = cancelled.wait_job_id().ok_or("no job id")?;
         std::thread::sleep(Duration::from_secs(1));
         scancel(&id)?;
         ensure!(

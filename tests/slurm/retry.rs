@@ -174,13 +174,10 @@ fn scancelled_and_dependent(dir: &Path) -> Result<(), String> {
     // (Under load the job may start before the driver has read sbatch's reply.)
     let first_job = input.wait_job_id().ok_or("no job id for the input")?;
     // The dependent is queued behind the first job before it goes.
-    while dependent.job_id().is_none() {
-        ensure!(
-            Instant::now() < deadline,
-            "the dependent was never submitted"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ensure!(
+        dependent.wait_job_id().is_some(),
+        "the dependent was never submitted"
+    );
     scancel(&first_job)?;
     let out = input.result().map_err(|e| format!("input: {e}"))?;
     let printed = out.read_stdout().map_err(|e| e.to_string())?;

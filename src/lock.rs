@@ -716,7 +716,20 @@ mod tests {
         // b dies holding it: the next driver takes it over.
         let b_id = b.id().to_string();
         drop(b);
-        assert_eq!(a.try_claim(&key).unwrap(), mine(Some(b_id), true));
+        // Another test's thread may be spawning a process right now: until that child's exec
+        // closes its copy of b's descriptors it holds b's open file description, and so b's
+        // OFD locks (seen once in ~90 runs of the whole suite). A real driver that dies has
+        // no such window left; wait for it to close here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let claim = loop {
+            match a.try_claim(&key).unwrap() {
+                Claim::Busy { owner } if owner == b_id && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                claim => break claim,
+            }
+        };
+        assert_eq!(claim, mine(Some(b_id), true));
     }
 
     #[test]

@@ -346,6 +346,56 @@ pub(crate) fn trace_command(
     );
 }
 
+/// [`trace_command`] for a command's outcome `out`: `ended` gives the status and success of
+/// one that ran; one that could not be run is traced with its error.
+pub(crate) fn trace_outcome<T, E: std::fmt::Display>(
+    host: Option<&str>,
+    program: &str,
+    args: &[String],
+    out: &Result<T, E>,
+    ended: impl FnOnce(&T) -> (&dyn std::fmt::Display, bool),
+    started: std::time::Instant,
+) {
+    match out {
+        Ok(o) => {
+            let (status, success) = ended(o);
+            trace_command(host, program, args, status, success, started)
+        }
+        Err(e) => trace_command(host, program, args, e, false, started),
+    }
+}
+
+/// A command's captured output as [`Transport::run`] returns it: the bytes as text.
+fn captured(stdout: &[u8], stderr: &[u8], success: bool) -> CmdOutput {
+    CmdOutput {
+        stdout: String::from_utf8_lossy(stdout).into_owned(),
+        stderr: String::from_utf8_lossy(stderr).into_owned(),
+        success,
+    }
+}
+
+/// What [`Transport::run`] returns for a scheduler command that ran on the login node `host`
+/// and ended with exit `code` (none: killed by a signal), its output captured: 127, the
+/// shell's "command not found", is `program` missing there (`title` names its scheduler).
+#[cfg(feature = "remote")]
+pub(crate) fn remote_output(
+    host: &str,
+    program: &str,
+    title: &str,
+    code: Option<i32>,
+    stdout: &[u8],
+    stderr: &[u8],
+) -> Result<CmdOutput, SchedulerError> {
+    if code == Some(127) {
+        return Err(SchedulerError::CommandMissing {
+            program: program.to_string(),
+            scheduler: title.to_string(),
+            host: Some(host.to_string()),
+        });
+    }
+    Ok(captured(stdout, stderr, code == Some(0)))
+}
+
 /// Runs a scheduler command (sbatch, squeue, flux ...) here with `env` set and captures its
 /// output; `title` names the scheduler when the command is missing. With `dies_with_driver`
 /// the command gets SIGKILL when the thread that started it ends (`PR_SET_PDEATHSIG`).
@@ -392,10 +442,14 @@ async fn run_local(
         }
     }
     let out = cmd.output().await;
-    match &out {
-        Ok(o) => trace_command(None, program, args, &o.status, o.status.success(), started),
-        Err(e) => trace_command(None, program, args, e, false, started),
-    }
+    trace_outcome(
+        None,
+        program,
+        args,
+        &out,
+        |o| (&o.status, o.status.success()),
+        started,
+    );
     let out = out.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SchedulerError::CommandMissing {
@@ -410,9 +464,5 @@ async fn run_local(
             }
         }
     })?;
-    Ok(CmdOutput {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        success: out.status.success(),
-    })
+    Ok(captured(&out.stdout, &out.stderr, out.status.success()))
 }

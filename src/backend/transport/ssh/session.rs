@@ -12,7 +12,9 @@ use ssh2::{CheckResult, KnownHostFileKind, Session};
 use super::files::mkdirs;
 use super::Remote;
 use crate::backend::scheduler::CmdOutput;
-use crate::backend::transport::{check_remote_cache, trace_command, twin_path, TransportError};
+use crate::backend::transport::{
+    check_remote_cache, remote_output, trace_outcome, twin_path, TransportError,
+};
 use crate::error::Error;
 use crate::scheduler::SchedulerError;
 
@@ -244,26 +246,26 @@ impl Ssh {
             Ok((code, stdout, stderr))
         });
         let host = Some(self.remote.host.as_str());
-        match &out {
-            Ok((code, ..)) => trace_command(host, program, args, code, *code == 0, started),
-            Err(e) => trace_command(host, program, args, e, false, started),
-        }
+        trace_outcome(
+            host,
+            program,
+            args,
+            &out,
+            |(code, ..)| (code, *code == 0),
+            started,
+        );
         let (code, stdout, stderr) = out.map_err(|e| SchedulerError::CannotRun {
             program: program.to_string(),
             detail: e.to_string(),
         })?;
-        if code == 127 {
-            return Err(SchedulerError::CommandMissing {
-                program: program.to_string(),
-                scheduler: title.to_string(),
-                host: Some(self.remote.host.clone()),
-            });
-        }
-        Ok(CmdOutput {
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            success: code == 0,
-        })
+        remote_output(
+            &self.remote.host,
+            program,
+            title,
+            Some(code),
+            &stdout,
+            &stderr,
+        )
     }
 
     /// `user@host:port`.

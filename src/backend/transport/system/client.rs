@@ -12,7 +12,7 @@ use super::options::{resolve, Resolved};
 use crate::backend::scheduler::{CmdOutput, Fut};
 use crate::backend::transport::ssh::Remote;
 use crate::backend::transport::{
-    check_remote_cache, relay, relay_line, trace_command, Transport, TransportError,
+    check_remote_cache, relay, relay_line, remote_output, trace_outcome, Transport, TransportError,
 };
 use crate::error::Error;
 use crate::scheduler::SchedulerError;
@@ -129,26 +129,26 @@ impl Transport for SystemSsh {
             let started = std::time::Instant::now();
             let host = Some(self.inner.remote.host.as_str());
             let out = self.inner.ssh(&line, None).await;
-            match &out {
-                Ok(o) => trace_command(host, program, args, &o.status, o.status.success(), started),
-                Err(e) => trace_command(host, program, args, e, false, started),
-            }
+            trace_outcome(
+                host,
+                program,
+                args,
+                &out,
+                |o| (&o.status, o.status.success()),
+                started,
+            );
             let out = out.map_err(|detail| SchedulerError::CannotRun {
                 program: program.to_string(),
                 detail,
             })?;
-            if out.status.code() == Some(127) {
-                return Err(SchedulerError::CommandMissing {
-                    program: program.to_string(),
-                    scheduler: title.to_string(),
-                    host: Some(self.inner.remote.host.clone()),
-                });
-            }
-            Ok(CmdOutput {
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                success: out.status.success(),
-            })
+            remote_output(
+                &self.inner.remote.host,
+                program,
+                title,
+                out.status.code(),
+                &out.stdout,
+                &out.stderr,
+            )
         })
     }
 

@@ -34,6 +34,14 @@ fn replaces(new_ok: bool, old: Option<&Loc>) -> bool {
     }
 }
 
+/// Indexes the record of `key` at `loc`, unless the one indexed already wins over it
+/// ([`replaces`]).
+fn index_record(index: &mut HashMap<TaskKey, Loc>, key: TaskKey, loc: Loc) {
+    if replaces(loc.ok, index.get(&key)) {
+        index.insert(key, loc);
+    }
+}
+
 struct Writer {
     file: File,
     /// Its name in the log folder.
@@ -134,17 +142,16 @@ impl LogSet {
             let found = dir.open_regular(name).and_then(|file| {
                 scan_from(file, 0, |offset, len, record| {
                     let ok = record.record.outcome.is_ok();
-                    if replaces(ok, index.get(&record.key)) {
-                        index.insert(
-                            record.key,
-                            Loc {
-                                file: i,
-                                offset,
-                                len,
-                                ok,
-                            },
-                        );
-                    }
+                    index_record(
+                        &mut index,
+                        record.key,
+                        Loc {
+                            file: i,
+                            offset,
+                            len,
+                            ok,
+                        },
+                    );
                 })
             });
             // Where the whole records end: what is appended after is read by `catch_up`.
@@ -249,17 +256,16 @@ impl LogSet {
                 continue;
             };
             for (key, offset, len, ok) in found {
-                if replaces(ok, inner.index.get(&key)) {
-                    inner.index.insert(
-                        key,
-                        Loc {
-                            file: i,
-                            offset,
-                            len,
-                            ok,
-                        },
-                    );
-                }
+                index_record(
+                    &mut inner.index,
+                    key,
+                    Loc {
+                        file: i,
+                        offset,
+                        len,
+                        ok,
+                    },
+                );
             }
             inner.lengths[i] = end;
         }
@@ -422,17 +428,16 @@ impl LogSet {
         }
         writer.offset += bytes.len() as u64;
         let ok = record_ok;
-        if replaces(ok, inner.index.get(&key)) {
-            inner.index.insert(
-                key,
-                Loc {
-                    file: file_index,
-                    offset,
-                    len: (bytes.len() - HEADER_LEN) as u32,
-                    ok,
-                },
-            );
-        }
+        index_record(
+            &mut inner.index,
+            key,
+            Loc {
+                file: file_index,
+                offset,
+                len: (bytes.len() - HEADER_LEN) as u32,
+                ok,
+            },
+        );
         Ok(())
     }
 

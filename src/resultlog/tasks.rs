@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::folder::listed;
-use super::record::scan;
+use super::record::{scan, LogRecord};
 use crate::store::ResultRecord;
 use crate::task::TaskKey;
 
@@ -25,33 +25,27 @@ pub(crate) struct Logged {
 /// Every task of the logs of `root`, read afresh from disk (damaged records left out).
 pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
     let mut found: HashMap<TaskKey, Logged> = HashMap::new();
-    let Some((dir, names)) = listed(root) else {
-        return Vec::new();
-    };
-    for name in names {
-        let path = dir.join(&name);
-        let _ = scan(&dir, &name, |_, _, r| {
-            let ok = r.record.outcome.is_ok();
-            let keep = match found.get(&r.key) {
-                None => true,
-                Some(old) => ok || old.record.outcome.is_err(),
-            };
-            if keep {
-                found.insert(
-                    r.key,
-                    Logged {
-                        key: r.key,
-                        name: r.name,
-                        finished: UNIX_EPOCH + Duration::from_secs(r.finished),
-                        record: r.record,
-                        file: path.clone(),
-                        argv: r.argv,
-                        params: r.params,
-                    },
-                );
-            }
-        });
-    }
+    each_record(root, |path, r| {
+        let ok = r.record.outcome.is_ok();
+        let keep = match found.get(&r.key) {
+            None => true,
+            Some(old) => ok || old.record.outcome.is_err(),
+        };
+        if keep {
+            found.insert(
+                r.key,
+                Logged {
+                    key: r.key,
+                    name: r.name,
+                    finished: UNIX_EPOCH + Duration::from_secs(r.finished),
+                    record: r.record,
+                    file: path.to_path_buf(),
+                    argv: r.argv,
+                    params: r.params,
+                },
+            );
+        }
+    });
     found.into_values().collect()
 }
 
@@ -59,15 +53,22 @@ pub(crate) fn logged_tasks(root: &Path) -> Vec<Logged> {
 /// log first), read afresh from disk: the tests' view of how often a task was recorded.
 pub(crate) fn records_of(root: &Path, key: &TaskKey) -> Vec<ResultRecord> {
     let mut out = Vec::new();
+    each_record(root, |_, r| {
+        if r.key == *key {
+            out.push(r.record);
+        }
+    });
+    out
+}
+
+/// Calls `each(file, record)` for every sound record of the logs of `root`, oldest log first,
+/// in the order they were written (a log that cannot be read is passed over).
+fn each_record(root: &Path, mut each: impl FnMut(&Path, LogRecord)) {
     let Some((dir, names)) = listed(root) else {
-        return out;
+        return;
     };
     for name in names {
-        let _ = scan(&dir, &name, |_, _, r| {
-            if r.key == *key {
-                out.push(r.record);
-            }
-        });
+        let path = dir.join(&name);
+        let _ = scan(&dir, &name, |_, _, r| each(&path, r));
     }
-    out
 }

@@ -24,18 +24,7 @@ pub(super) fn lock(file: &File, wait: bool) -> io::Result<bool> {
         } else {
             libc::F_OFD_SETLK
         };
-        loop {
-            // SAFETY: fcntl on an open descriptor with a valid flock struct.
-            if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) } == 0 {
-                return Ok(true);
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
-                _ => return Err(e),
-            }
-        }
+        ofd(file, cmd, &mut fl)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -78,19 +67,30 @@ pub(super) fn range(file: &File, kind: libc::c_int, at: i64, test: bool) -> io::
     } else {
         libc::F_OFD_SETLK
     };
+    let set = ofd(file, cmd, &mut fl)?;
+    Ok(if test {
+        fl.l_type != libc::F_UNLCK as libc::c_short
+    } else {
+        set
+    })
+}
+
+/// `fcntl(cmd)` with the OFD lock `fl` on `file` (`F_OFD_SETLK`, `F_OFD_SETLKW`, or
+/// `F_OFD_GETLK`, which fills `fl` in), again when interrupted. `Ok(false)`: another open file
+/// holds a lock in the way of one that does not wait (`F_OFD_SETLK`).
+#[cfg(target_os = "linux")]
+fn ofd(file: &File, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<bool> {
     loop {
         // SAFETY: fcntl on an open descriptor with a valid flock struct.
-        if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) } == 0 {
-            return Ok(if test {
-                fl.l_type != libc::F_UNLCK as libc::c_short
-            } else {
-                true
-            });
+        if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut *fl) } == 0 {
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EACCES) if !test => return Ok(false),
+            Some(libc::EAGAIN) | Some(libc::EACCES) if cmd == libc::F_OFD_SETLK => {
+                return Ok(false)
+            }
             _ => return Err(e),
         }
     }

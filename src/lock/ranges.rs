@@ -12,10 +12,8 @@ use super::{log_line, Claims, LogLine};
 use crate::task::TaskKey;
 
 /// The file whose bytes are the tasks' claims when they are byte-range locks (in `locks/`).
-#[cfg(target_os = "linux")]
 const CLAIMS_RANGE: &str = "claims.range";
 
-#[cfg(target_os = "linux")]
 /// Claims as byte-range locks (Linux, OFD locks): a task's claim is a write lock on one byte
 /// of `locks/claims.range` at an offset from its key, so claiming costs a lock and a line
 /// appended to this driver's claims log (`locks/claims/<driver id>`), and no file per task
@@ -32,7 +30,6 @@ pub(super) struct Ranges {
 }
 
 /// What this driver has read of the other drivers' claims logs.
-#[cfg(target_os = "linux")]
 #[derive(Default)]
 pub(super) struct Others {
     /// Bytes read so far of each log, by driver id.
@@ -45,11 +42,9 @@ pub(super) struct Others {
 
 /// A claims log older than this whose driver is dead is removed when a driver starts (any
 /// driver running meanwhile read it long since).
-#[cfg(target_os = "linux")]
 const OLD_LOG: Duration = Duration::from_secs(3600);
 
 /// The byte of `claims.range` that stands for `key` (63 bits of it: `off_t` is signed).
-#[cfg(target_os = "linux")]
 pub(super) fn range_offset(key: &TaskKey) -> i64 {
     let b = key.as_bytes();
     (u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) >> 1) as i64
@@ -58,7 +53,6 @@ pub(super) fn range_offset(key: &TaskKey) -> i64 {
 impl Claims {
     /// Opens `claims.range` and this driver's claims log; removes the logs of drivers dead
     /// for long.
-    #[cfg(target_os = "linux")]
     pub(super) fn open_ranges(&self) -> io::Result<Ranges> {
         let file = self.dirs.locks.open_rw(CLAIMS_RANGE, true, 0o600)?;
         let log = self.dirs.claims.openat(
@@ -86,7 +80,6 @@ impl Claims {
 
     /// The claims logs of the cache directory: their drivers' ids (their names in
     /// `locks/claims`).
-    #[cfg(target_os = "linux")]
     fn logs(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         for name in self.dirs.claims.entries()? {
@@ -100,7 +93,6 @@ impl Claims {
     }
 
     /// The other driver that claimed `key` last, per the claims logs read up to now.
-    #[cfg(target_os = "linux")]
     pub(super) fn last_owner(&self, ranges: &Ranges, key: &TaskKey) -> io::Result<Option<String>> {
         let mut others = ranges.others.lock().unwrap();
         let logs = self.logs()?;

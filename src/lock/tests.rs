@@ -1,23 +1,21 @@
 //! The claims' tests: one driver at a time per task, a dead driver's claims taken over,
 //! byte-range claims, leases, links in the locks folder.
 
-use super::*;
-use crate::trust::Policy;
-use std::fs;
-use std::path::Path;
-
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 #[cfg(target_os = "linux")]
 use super::os::range;
 #[cfg(target_os = "linux")]
 use super::ranges::range_offset;
+use super::*;
 use crate::store::Store;
 use crate::task::TaskKey;
-#[cfg(target_os = "linux")]
-use std::os::fd::AsRawFd;
+use crate::trust::Policy;
 
 fn store(dir: &Path) -> Store {
     Store::open(dir, false, Policy::default()).unwrap()

@@ -170,9 +170,10 @@ pub fn profile(data: &[u8]) {
 }
 
 // The `pitch` binary's reader of `--params-file` and `--param`, compiled here from the same
-// source file (it needs nothing of the binary's).
-#[allow(dead_code, unreachable_pub)]
-#[path = "cli/params.rs"]
+// source files (it needs nothing of the binary's; what this file does not call of them is
+// unused here).
+#[allow(dead_code, unreachable_pub, unused_imports)]
+#[path = "cli/params/mod.rs"]
 mod params;
 
 /// A `--params-file` (CSV) and a `--param NAME=VALUES` spec, expanded to points as

@@ -10,8 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
 use super::journal::{IntentRecord, JournalRecord};
-use super::{group_key, script, Pending, Queue, MAX_BATCH_WAIT, MAX_BATCH_WAIT_PREPARING};
+use super::state::launch_failed;
+use super::{script, Queue};
 use crate::backend::scheduler::{JobRef, Unrecorded};
 use crate::error::{LaunchErrorKind, TaskError};
 use crate::resources::Resources;
@@ -19,6 +22,31 @@ use crate::scheduler::SchedulerError;
 use crate::store::Store;
 use crate::task::TaskKey;
 use crate::template::{self, SlurmScript};
+
+/// The longest a submission waits for more tasks to join its job array.
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(5);
+/// How long a batch may wait past [`MAX_BATCH_WAIT`] while submitted tasks are still on their
+/// way (a big `map` whose task files take long to write, on a slow or busy file system): one
+/// job array then, rather than one every few seconds.
+const MAX_BATCH_WAIT_PREPARING: Duration = Duration::from_secs(60);
+
+/// A task waiting to be submitted.
+pub(super) struct Pending {
+    pub(super) key: TaskKey,
+    pub(super) body: String,
+    pub(super) header: SlurmScript,
+    pub(super) after: Vec<JobRef>,
+    pub(super) reply: oneshot::Sender<Result<JobRef, TaskError>>,
+}
+
+/// Tasks with the same header and dependencies can share a job array.
+fn group_key(p: &Pending) -> String {
+    format!(
+        "{:?}|{:?}",
+        serde_json::to_string(&p.header).unwrap_or_default(),
+        p.after
+    )
+}
 
 /// The most of a job script read back (to find its job again): far more than any script
 /// pitch writes (a group's tasks go in its tasks file).
@@ -212,13 +240,8 @@ impl Queue {
 
     /// The job script: the template rendered with `header`.
     pub(super) fn script_text(&self, header: &SlurmScript) -> Result<String, TaskError> {
-        template::render(&self.template_name, &self.template_source, header).map_err(|e| {
-            TaskError::Launch {
-                what: "the job script".into(),
-                kind: LaunchErrorKind::Other,
-                detail: e.to_string(),
-            }
-        })
+        template::render(&self.template_name, &self.template_source, header)
+            .map_err(|e| launch_failed("the job script", e))
     }
 
     /// Writes the job script (and ships it with the `tasks` file where the jobs run), records
@@ -241,11 +264,7 @@ impl Queue {
         self.transport
             .upload(&files, false)
             .await
-            .map_err(|e| TaskError::Launch {
-                what: "the job script".into(),
-                kind: LaunchErrorKind::Other,
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| launch_failed("the job script", e))?;
         // Before the scheduler may accept the job: a driver killed from here on leaves the
         // intent, and the next run finds the job by its script instead of submitting again.
         let script = self.transport.path(&path);

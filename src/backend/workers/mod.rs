@@ -60,6 +60,7 @@ use crate::task::TaskKey;
 
 // What the pilots ([`pilot`]) share with a pool, by these names.
 use self::drive::fail_queued;
+use self::pool::{init_salt, key_salt, warn_damage};
 use self::process::Link;
 use self::ranks::{answers, gather, token, Gathered, RANKS_CONNECT};
 use self::task::{cancel, deliver_to, keep_checkpoint, refuses, task_of};

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use super::drive::drive;
+use super::protocol::InitCall;
 use super::ranks::token;
 use super::task::{cancel, refuses, task_of};
 use super::{PoolConfig, Pooled, Shared, State};
@@ -50,10 +51,7 @@ impl Pooled {
                 std::env::current_dir().map_or_else(|_| d.clone(), |c| c.join(d))
             }
         });
-        let salt = cfg
-            .init
-            .as_ref()
-            .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
+        let salt = init_salt(cfg.init.as_ref());
         let single = Arc::new(single);
         let shared = Arc::new(Shared {
             single: single.clone(),
@@ -182,23 +180,13 @@ impl Backend for Pooled {
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
-        if let Some(log) = &self.shared.log {
-            for message in log.take_damage() {
-                events.emit(EventKind::Warning { message });
-            }
-        }
+        warn_damage(self.shared.log.as_deref(), &events);
         self.single.attach(events.clone(), preparing);
         let _ = self.events.set(events);
     }
 
-    /// Tasks of a pool with an init function depend on it: its name, fingerprint and
-    /// arguments are part of their keys (so a result computed with another init function, or
-    /// without one, is never taken from the cache; executorlib's issue #1084).
     fn key_salt(&self, kind: &TaskKind) -> Option<&[u8]> {
-        match kind {
-            TaskKind::Function { .. } => self.salt.as_deref(),
-            TaskKind::Command(_) => None,
-        }
+        key_salt(self.salt.as_deref(), kind)
     }
 
     fn close(&self, wait: bool) {
@@ -207,5 +195,33 @@ impl Backend for Pooled {
 
     fn writes_task_file(&self, spec: &TaskSpec) -> bool {
         matches!(spec.kind, TaskKind::Command(_))
+    }
+}
+
+/// What the keys of function tasks on workers started with the init function `init` include
+/// (see [`key_salt`]): the init call, encoded.
+pub(super) fn init_salt(init: Option<&InitCall>) -> Option<Vec<u8>> {
+    init.map(|init| crate::codec::encode(init).expect("an init call always encodes"))
+}
+
+/// The key salt of a task of `kind` (`Backend::key_salt`) on workers (a pool's or pilots)
+/// whose init function is encoded in `salt` ([`init_salt`]). Tasks of a pool with an init
+/// function depend on it: its name, fingerprint and arguments are part of their keys (so a
+/// result computed with another init function, or without one, is never taken from the
+/// cache; executorlib's issue #1084).
+pub(super) fn key_salt<'a>(salt: Option<&'a [u8]>, kind: &TaskKind) -> Option<&'a [u8]> {
+    match kind {
+        TaskKind::Function { .. } => salt,
+        TaskKind::Command(_) => None,
+    }
+}
+
+/// Reports what was found damaged in the result log `log` (if any) as warning events, when
+/// an executor attaches its events.
+pub(super) fn warn_damage(log: Option<&LogSet>, events: &Events) {
+    if let Some(log) = log {
+        for message in log.take_damage() {
+            events.emit(EventKind::Warning { message });
+        }
     }
 }

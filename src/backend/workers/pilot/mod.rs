@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, FromWorker, InitCall, ToWorker};
 use super::reach::Reach;
 use super::{
-    answers, cancel, command, deliver_to, fail_queued, gather, keep_checkpoint, refuses, task_of,
-    token, Gathered, Link, Phase, PoolTask,
+    answers, cancel, command, deliver_to, fail_queued, gather, init_salt, keep_checkpoint,
+    key_salt, refuses, task_of, token, warn_damage, Gathered, Link, Phase, PoolTask,
 };
 use crate::backend::queue::Queue;
 use crate::backend::scheduler::{lookup_state, JobRef, JobState};
@@ -249,10 +249,7 @@ impl Pilots {
         let secret_file = queue.transport().path(&secret_path);
         let remote = queue.transport().is_remote();
         let (listener, reach) = Reach::listen(cfg.address.as_deref(), remote, &secret_path)?;
-        let salt = cfg
-            .init
-            .as_ref()
-            .map(|init| crate::codec::encode(init).expect("an init call always encodes"));
+        let salt = init_salt(cfg.init.as_ref());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -495,11 +492,7 @@ impl Backend for Pilots {
     }
 
     fn attach(&self, events: Events, preparing: Arc<AtomicUsize>) {
-        if let Some(log) = &self.shared.log {
-            for message in log.take_damage() {
-                events.emit(EventKind::Warning { message });
-            }
-        }
+        warn_damage(self.shared.log.as_deref(), &events);
         let _ = self.shared.preparing.set(preparing.clone());
         self.shared.queue.attach(events.clone(), preparing);
         let _ = self.shared.events.set(events);
@@ -530,10 +523,7 @@ impl Backend for Pilots {
     }
 
     fn key_salt(&self, kind: &TaskKind) -> Option<&[u8]> {
-        match kind {
-            TaskKind::Function { .. } => self.salt.as_deref(),
-            TaskKind::Command(_) => None,
-        }
+        key_salt(self.salt.as_deref(), kind)
     }
 
     fn close(&self, wait: bool) {

@@ -12,7 +12,7 @@
 //! submissions recovered, a failed or finished attempt); `watch.rs` a job watched to its end,
 //! and cancels; `backend.rs` the [`Backend`](crate::backend::Backend) impl; `submit.rs` the
 //! submission side (the batch window, arrays and packs, job scripts, intents, pilots);
-//! `poll.rs` the one poller per executor; `script.rs` the bash of a task inside a job;
+//! `poll/` the one poller per executor; `script.rs` the bash of a task inside a job;
 //! `journal.rs` which job runs which task, and the intent records.
 
 mod backend;

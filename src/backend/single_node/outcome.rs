@@ -166,13 +166,19 @@ pub(crate) fn spawn_failure(
     }
 }
 
-fn worker_died(status: &ExitStatus, through_launcher: bool, stderr_tail: String) -> TaskError {
+/// The signal that ended a process: its own death by a signal, or, `through_launcher`, the
+/// exit code 128 + N with which a launcher reports a death by signal N ([`signal_of`]).
+fn signal_in(status: &ExitStatus, through_launcher: bool) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     let reported = status
         .code()
         .filter(|_| through_launcher)
         .and_then(signal_of);
-    match status.signal().or(reported) {
+    status.signal().or(reported)
+}
+
+fn worker_died(status: &ExitStatus, through_launcher: bool, stderr_tail: String) -> TaskError {
+    match signal_in(status, through_launcher) {
         Some(signal) => TaskError::Signaled {
             what: "the worker".into(),
             signal,
@@ -197,12 +203,7 @@ pub(crate) fn command_outcome(
     stderr: Option<PathBuf>,
     stderr_tail: String,
 ) -> Result<Vec<Vec<u8>>, TaskError> {
-    use std::os::unix::process::ExitStatusExt;
-    let reported = status
-        .code()
-        .filter(|_| through_launcher)
-        .and_then(signal_of);
-    let code = match (status.code(), status.signal().or(reported)) {
+    let code = match (status.code(), signal_in(&status, through_launcher)) {
         (_, Some(signal)) => {
             return Err(TaskError::Signaled {
                 what: format!("command {:?}", spec.program),
@@ -230,4 +231,22 @@ pub(crate) fn command_outcome(
         detail,
     })?;
     Ok(vec![bytes])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_signal_is_the_process_own_or_what_a_launcher_reports() {
+        // A wait status: the exit code in the second byte, a killing signal in the first.
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(signal_in(&ExitStatus::from_raw(9), false), Some(9));
+        assert_eq!(signal_in(&ExitStatus::from_raw(9), true), Some(9));
+        assert_eq!(signal_in(&exited(143), true), Some(15));
+        assert_eq!(signal_in(&exited(143), false), None);
+        assert_eq!(signal_in(&exited(3), true), None);
+        assert_eq!(signal_in(&exited(0), true), None);
+    }
 }

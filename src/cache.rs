@@ -166,28 +166,7 @@ impl Cache {
                         continue;
                     }
                 };
-                let params = match &spec.kind {
-                    TaskKind::Command(c) => c
-                        .env
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            k.strip_prefix("PITCH_PARAM_")
-                                .map(|n| (n.to_string(), v.clone()))
-                        })
-                        .collect(),
-                    TaskKind::Function { .. } => Vec::new(),
-                };
-                let (name, argv) = match &spec.kind {
-                    TaskKind::Function { name, .. } => (name.clone(), None),
-                    TaskKind::Command(c) => (
-                        c.program_name(),
-                        Some(
-                            std::iter::once(c.program.clone())
-                                .chain(c.args.iter().cloned())
-                                .collect(),
-                        ),
-                    ),
-                };
+                let (name, argv, params) = spec.kind.shown();
                 let mut info = TaskInfo {
                     key: key.to_string(),
                     name,

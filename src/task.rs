@@ -151,6 +151,32 @@ pub(crate) enum TaskKind {
     Command(CommandSpec),
 }
 
+impl TaskKind {
+    /// What a listing (`pitch status`/`results`, a compacted log record) shows of a task:
+    /// its name (a command's program name), a command's argv, and a `pitch sweep` point's
+    /// parameters (its `PITCH_PARAM_*` variables, the prefix taken off).
+    pub(crate) fn shown(&self) -> (String, Option<Vec<String>>, Vec<(String, String)>) {
+        match self {
+            TaskKind::Function { name, .. } => (name.clone(), None, Vec::new()),
+            TaskKind::Command(c) => (
+                c.program_name(),
+                Some(
+                    std::iter::once(c.program.clone())
+                        .chain(c.args.iter().cloned())
+                        .collect(),
+                ),
+                c.env
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("PITCH_PARAM_")
+                            .map(|n| (n.to_string(), v.clone()))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// The contents of `task.bin`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TaskSpec {

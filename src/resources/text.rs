@@ -229,7 +229,7 @@ pub(super) fn duration_text(d: Duration) -> String {
     }
 }
 
-/// Canonical serde text of a byte count: the largest exact unit, else "<n>B".
+/// Canonical serde text of a byte count: the largest exact unit, else `"<n>B"`.
 fn memory_text(bytes: u64) -> String {
     if bytes > 0 {
         for (suffix, shift) in [("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)] {

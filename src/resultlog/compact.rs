@@ -25,7 +25,7 @@ pub struct Compacted {
 /// a directory whose task is already in a log with a finished result is only removed, so
 /// running it again finishes the work and loses nothing.
 pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, String> {
-    use crate::task::{TaskKind, TaskSpec};
+    use crate::task::TaskSpec;
     let store = Store::at(root.to_path_buf(), false);
     let logs = LogSet::of(root);
     let mut done = Compacted::default();
@@ -69,24 +69,7 @@ pub(crate) fn compact(root: &Path, older_than: Duration) -> Result<Compacted, St
                     done.kept += 1;
                     continue;
                 };
-                let (name, argv, params) = match &spec.kind {
-                    TaskKind::Function { name, .. } => (name.clone(), None, Vec::new()),
-                    TaskKind::Command(c) => (
-                        c.program_name(),
-                        Some(
-                            std::iter::once(c.program.clone())
-                                .chain(c.args.iter().cloned())
-                                .collect(),
-                        ),
-                        c.env
-                            .iter()
-                            .filter_map(|(k, v)| {
-                                k.strip_prefix("PITCH_PARAM_")
-                                    .map(|n| (n.to_string(), v.clone()))
-                            })
-                            .collect(),
-                    ),
-                };
+                let (name, argv, params) = spec.kind.shown();
                 let finished = modified
                     .as_ref()
                     .ok()

@@ -13,14 +13,14 @@
 //! * poll: `squeue -h -r --me -n <name> -t all -o '%i|%T|%r'` (see
 //!   [`SQUEUE_FORMAT`]; `--me` exists in 22.05 and is the same as
 //!   `-u <user name or uid>`) → [`parse_squeue`], then [`states_by_job`] and
-//!   [`lookup_state`]. `-r` prints one line per array element, pending ones
+//!   [`lookup_state`](crate::backend::scheduler::lookup_state). `-r` prints one line per array element, pending ones
 //!   included (`123_5|PENDING|JobArrayTaskLimit`); without it pending elements
 //!   are folded into one line (`123_[5-9%2]`), which this parser expands too.
 //!   `-t all` keeps finished jobs listed for `MinJobAge` seconds;
 //! * a job that left the queue: `scontrol show job -o <id>` →
 //!   [`parse_scontrol_show_job`] (a job Slurm forgot makes scontrol exit 1
 //!   with "slurm_load_jobs error: Invalid job id specified" on stderr:
-//!   [`scontrol_job_unknown`]), then
+//!   [`scontrol_job_unknown`](scontrol::scontrol_job_unknown)), then
 //!   `sacct -X -n -P -o JobID,State,ExitCode -j <ids>` (see [`SACCT_FIELDS`])
 //!   → [`parse_sacct`] unless [`sacct_disabled`];
 //! * cluster limits: `scontrol show config` → [`parse_scontrol_config`],

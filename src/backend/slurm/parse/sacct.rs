@@ -18,7 +18,7 @@ pub struct SacctEntry {
 }
 
 /// Parses the output of `sacct -X -n -P -o JobID,State,ExitCode -j <ids>`
-/// ([`SACCT_FIELDS`]).
+/// ([`SACCT_FIELDS`](super::SACCT_FIELDS)).
 ///
 /// Blank lines and job steps (`123.batch`, `123_4.0`) are skipped; folded
 /// pending array elements (`123_[5-9%2]`) yield one entry per element.

@@ -19,7 +19,7 @@ pub struct QueueEntry {
     pub reason: Option<String>,
 }
 
-/// Parses the output of `squeue -h -r -t all -o '%i|%T|%r'` ([`SQUEUE_FORMAT`]).
+/// Parses the output of `squeue -h -r -t all -o '%i|%T|%r'` ([`SQUEUE_FORMAT`](super::SQUEUE_FORMAT)).
 ///
 /// Blank lines are skipped. A line with folded pending array elements
 /// (`123_[5-9%2]`, printed without `-r`) yields one entry per element.

@@ -2,7 +2,7 @@
 //! (SlurmCluster, FluxCluster). Instead of one scheduler job per function task, the executor
 //! submits a few pilot jobs (one job array on Slurm, one `flux batch` each on Flux); each runs
 //! the worker binary as `__pitch-worker pilot`, which connects back to the driver over TCP
-//! and then serves tasks exactly like a pool worker ([`super::serve`], same frames).
+//! and then serves tasks exactly like a pool worker ([`super::serve`](mod@super::serve), same frames).
 //!
 //! Threads of the driver:
 //! - the manager ([`manage`]): submits pilots as the backlog needs them (never more than the

@@ -39,7 +39,9 @@ pub(crate) struct TaskLines {
     /// `pitch run`: the scheduler's name for its "submitted as" line ("Slurm", "Flux"), set
     /// once the executor is built; and whether that line was printed.
     scheduler: std::sync::OnceLock<&'static str>,
-    announced: std::sync::atomic::AtomicBool,
+    /// Held while the line is printed, so that a detached run (which exits once its
+    /// `announce_job` returns) never exits while the event thread is halfway through it.
+    announced: Mutex<bool>,
 }
 
 impl TaskLines {
@@ -49,7 +51,7 @@ impl TaskLines {
             mode,
             labels: Mutex::new(Labels::default()),
             scheduler: std::sync::OnceLock::new(),
-            announced: std::sync::atomic::AtomicBool::new(false),
+            announced: Mutex::new(false),
         }
     }
 
@@ -62,12 +64,14 @@ impl TaskLines {
     /// event, or from `--detach` itself once the job id is known (which may come first: the
     /// event is reported on another thread, and a detached run exits at once).
     pub(crate) fn announce_job(&self, key: &str, id: &str) {
-        if !self
-            .announced
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        let mut announced = self.announced.lock().unwrap();
+        if !*announced {
             let scheduler = self.scheduler.get().copied().unwrap_or("Slurm");
-            eprintln!("pitch: submitted as {scheduler} job {id} (key {key})");
+            // One write of the whole line (stderr is unbuffered: `eprintln!` with arguments
+            // writes it piece by piece).
+            let line = format!("pitch: submitted as {scheduler} job {id} (key {key})\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+            *announced = true;
         }
     }
 

@@ -242,10 +242,7 @@ pub(super) fn write_value_bound_in<T: Serialize>(
     value: &T,
     durable: bool,
 ) -> Result<(), TaskError> {
-    let encoded = codec::encode(value).map_err(|detail| TaskError::Encode {
-        what: kind.name().to_string(),
-        detail,
-    })?;
+    let encoded = encode(kind, value)?;
     let mut payload = Vec::with_capacity(16 + encoded.len());
     payload.extend_from_slice(key.as_bytes());
     payload.extend_from_slice(&encoded);
@@ -261,11 +258,15 @@ pub(crate) fn write_value_in<T: Serialize>(
     value: &T,
     durable: bool,
 ) -> Result<(), TaskError> {
-    let payload = codec::encode(value).map_err(|detail| TaskError::Encode {
+    write_in(dir, name, kind, &encode(kind, value)?, durable)
+}
+
+/// The payload of a file of `kind` holding `value`; an error names the kind.
+fn encode<T: Serialize>(kind: FileKind, value: &T) -> Result<Vec<u8>, TaskError> {
+    codec::encode(value).map_err(|detail| TaskError::Encode {
         what: kind.name().to_string(),
         detail,
-    })?;
-    write_in(dir, name, kind, &payload, durable)
+    })
 }
 
 /// Reads, checks and decodes the file `name` of the checked directory `dir`, opened relative
@@ -393,10 +394,7 @@ mod by_path {
         value: &T,
         durable: bool,
     ) -> Result<(), TaskError> {
-        let payload = codec::encode(value).map_err(|detail| TaskError::Encode {
-            what: kind.name().to_string(),
-            detail,
-        })?;
+        let payload = encode(kind, value)?;
         write_atomic(path, kind, &payload, durable).map_err(|e| TaskError::Store {
             path: path.display().to_string(),
             detail: format!("could not write: {e}"),

@@ -264,11 +264,7 @@ impl TaskPaths {
     /// checked directory handle.
     pub(crate) fn write_task<T: Serialize>(&self, spec: &T) -> Result<(), TaskError> {
         let dir = self.open_dir_for_write(&self.task_file())?;
-        let payload = codec::encode(spec).map_err(|detail| TaskError::Encode {
-            what: FileKind::Task.name().to_string(),
-            detail,
-        })?;
-        write_in(&dir, TASK_FILE, FileKind::Task, &payload, self.durable)
+        write_value_in(&dir, TASK_FILE, FileKind::Task, spec, self.durable)
     }
 
     /// Reads the task file, after the same checks as [`TaskPaths::read_result`].
